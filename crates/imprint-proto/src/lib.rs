@@ -1,0 +1,16 @@
+//! The Imprint device protocol (docs/protocol.md): the line codec and the
+//! host-side session state machine. No I/O, no clock, no crypto beyond
+//! SHA-256 of transferred objects: everything here is deterministic and
+//! unit-tested, and the decoder is fuzzable.
+
+pub mod codec;
+pub mod session;
+
+pub use codec::{Decoded, Decoder, Direction, ErrorCode, Frame, FrameError, MAX_LINE};
+pub use session::{
+    Action, DeviceState, Failure, Identity, Input, IssuedChain, KeyAlg, Note, NoteKind, Outcome,
+    Session, SessionConfig, Stage,
+};
+
+#[cfg(test)]
+mod session_tests;

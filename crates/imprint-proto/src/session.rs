@@ -1,0 +1,1064 @@
+//! The host side of one provisioning session, as a sans-IO state machine.
+//!
+//! The driver (imprint-station) owns the port, the clock, the store and the
+//! signer. It asks the session what to do next ([`Action`]), does it, and
+//! feeds back what happened ([`Input`]). The session never reads a clock,
+//! never touches a port and never calls a signer, so every path through it
+//! (including every fault) is a plain unit test.
+//!
+//! ```text
+//! HELLO -> IDENT -> KEYGEN -> Lookup --found--> write cert+chain -> read back -> PROVE -> LOCK -> Passed
+//!                               \--none--> CSR -> READ csr -> Issue --^
+//! ```
+
+use crate::codec::{b64, unb64, ErrorCode, Frame};
+use sha2::{Digest, Sha256};
+
+/// Protocol version this host speaks.
+pub const PROTO_VERSION: u32 = 1;
+/// Largest raw chunk the host moves in one PUT/READ (fits a 1024-byte line
+/// as base64url with room for the other fields).
+pub const MAX_CHUNK: usize = 720;
+
+/// Where in the flow a session is; also the `stage` of a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Hello,
+    Identify,
+    Keygen,
+    Lookup,
+    Csr,
+    Issue,
+    WriteCert,
+    WriteChain,
+    ReadBack,
+    Prove,
+    Lock,
+    Done,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Hello => "hello",
+            Stage::Identify => "identify",
+            Stage::Keygen => "keygen",
+            Stage::Lookup => "lookup",
+            Stage::Csr => "csr",
+            Stage::Issue => "issue",
+            Stage::WriteCert => "write_cert",
+            Stage::WriteChain => "write_chain",
+            Stage::ReadBack => "read_back",
+            Stage::Prove => "prove",
+            Stage::Lock => "lock",
+            Stage::Done => "done",
+        }
+    }
+    /// Coarse progress in percent, for progress bars.
+    pub fn progress(self) -> u8 {
+        match self {
+            Stage::Hello => 2,
+            Stage::Identify => 5,
+            Stage::Keygen => 10,
+            Stage::Lookup => 20,
+            Stage::Csr => 25,
+            Stage::Issue => 40,
+            Stage::WriteCert => 50,
+            Stage::WriteChain => 62,
+            Stage::ReadBack => 75,
+            Stage::Prove => 88,
+            Stage::Lock => 95,
+            Stage::Done => 100,
+        }
+    }
+}
+
+/// Key algorithm the station asks the device to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlg {
+    P256,
+    P384,
+}
+
+impl KeyAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlg::P256 => "p256",
+            KeyAlg::P384 => "p384",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "p256" => Some(KeyAlg::P256),
+            "p384" => Some(KeyAlg::P384),
+            _ => None,
+        }
+    }
+}
+
+/// Provisioning state a device reports in IDENT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceState {
+    Blank,
+    Keyed,
+    Provisioned,
+    Locked,
+}
+
+impl DeviceState {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "blank" => Some(DeviceState::Blank),
+            "keyed" => Some(DeviceState::Keyed),
+            "provisioned" => Some(DeviceState::Provisioned),
+            "locked" => Some(DeviceState::Locked),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Blank => "blank",
+            DeviceState::Keyed => "keyed",
+            DeviceState::Provisioned => "provisioned",
+            DeviceState::Locked => "locked",
+        }
+    }
+}
+
+/// What the device says it is (IDENT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub serial: String,
+    pub model: String,
+    pub hw_rev: String,
+    pub fw_version: String,
+    pub fw_hash: String,
+    pub chip_uid: String,
+    pub state: DeviceState,
+}
+
+/// A certificate and its chain as the station wants them on the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedChain {
+    /// The device certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The CA certificates above it (intermediates first, root last), each
+    /// DER, concatenated.
+    pub chain_der: Vec<u8>,
+    /// Certificate serial, lowercase hex.
+    pub serial_hex: String,
+    /// True when this certificate was issued earlier and is being re-sent.
+    pub resumed: bool,
+}
+
+/// Why a session failed, for the record and the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub stage: Stage,
+    /// Stable machine code (`no_response`, `unplugged`, `csr_refused`, ...).
+    pub code: String,
+    /// What happened, in words an operator understands.
+    pub reason: String,
+    /// What to do next.
+    pub hint: String,
+    /// True where re-attaching / retrying the same device can succeed.
+    pub retryable: bool,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Passed {
+        identity: Identity,
+        cert_serial_hex: String,
+        /// The certificate had been issued before (resumed after an unplug or crash).
+        resumed: bool,
+        /// The device was already locked with this certificate.
+        already_provisioned: bool,
+    },
+    Failed(Failure),
+}
+
+/// What the driver must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write `frame`, then feed back the response, [`Input::Timeout`] after
+    /// `timeout_ms`, or [`Input::Gone`].
+    Send { frame: Frame, timeout_ms: u32 },
+    /// A stray or late frame was dropped: keep waiting for the same request
+    /// until its original deadline.
+    KeepWaiting,
+    /// Look for a certificate already issued for this device and key.
+    /// Answer with [`Input::Lookup`].
+    Lookup { serial: String, spki_der: Vec<u8> },
+    /// Check the CSR and issue (journaled, through the signer). Answer with
+    /// [`Input::Issued`].
+    Issue {
+        identity: Identity,
+        keygen_spki_der: Vec<u8>,
+        csr_der: Vec<u8>,
+        nonce: Vec<u8>,
+    },
+    /// Verify a proof-of-possession signature. Answer with [`Input::ProofChecked`].
+    CheckProof {
+        spki_der: Vec<u8>,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    },
+    /// The session is over.
+    Finish(Outcome),
+}
+
+/// What happened since the last action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A decoded response frame.
+    Frame(Frame),
+    /// A marked line that failed its CRC or syntax, or an oversized line.
+    Corrupt(String),
+    /// No response before the deadline.
+    Timeout,
+    /// The port went away (unplug, EOF, EIO).
+    Gone(String),
+    Lookup(Option<IssuedChain>),
+    Issued(Result<IssuedChain, Failure>),
+    ProofChecked(Result<(), String>),
+}
+
+/// A step worth recording, drained by the driver with [`Session::take_notes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub stage: Stage,
+    pub kind: NoteKind,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteKind {
+    /// A stage began.
+    Started,
+    /// A stage completed.
+    Completed,
+    /// A request is being retried.
+    Retry,
+    /// Something the record should show (stray frame, device facts).
+    Info,
+}
+
+impl NoteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoteKind::Started => "started",
+            NoteKind::Completed => "completed",
+            NoteKind::Retry => "retry",
+            NoteKind::Info => "info",
+        }
+    }
+}
+
+/// Fixed inputs of a session. Nonces come from the driver's CSPRNG so the
+/// session itself stays deterministic.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub key_alg: KeyAlg,
+    /// Bound into the CSR (challengePassword), at least 16 bytes.
+    pub csr_nonce: Vec<u8>,
+    /// Signed in the proof of possession, at least 16 bytes.
+    pub pop_nonce: Vec<u8>,
+    /// Lock the device after a successful provisioning.
+    pub lock: bool,
+    /// Extra tries for an idempotent request after a timeout or corrupt answer.
+    pub retries: u8,
+    /// Link speed in bytes per second (baud / 10 for 8N1), used to stretch
+    /// deadlines for long lines.
+    pub link_bytes_per_sec: u32,
+    /// First request id (the driver may randomise it so a re-attached
+    /// device's late answers to an earlier session are never mistaken).
+    pub first_rid: u16,
+}
+
+impl SessionConfig {
+    pub fn new(csr_nonce: Vec<u8>, pop_nonce: Vec<u8>) -> Self {
+        SessionConfig {
+            key_alg: KeyAlg::P256,
+            csr_nonce,
+            pop_nonce,
+            lock: true,
+            retries: 2,
+            link_bytes_per_sec: 11_520,
+            first_rid: 1,
+        }
+    }
+}
+
+/// The proof-of-possession message a device signs: a domain-separated
+/// binding of the host nonce to the device serial (docs/protocol.md 4.8).
+pub fn pop_message(serial: &str, nonce: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(16 + serial.len() + nonce.len());
+    m.extend_from_slice(b"IMPRINT-POP-V1");
+    m.push(0);
+    m.extend_from_slice(serial.as_bytes());
+    m.push(0);
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// Per-verb deadline class (docs/protocol.md 6), in milliseconds, before
+/// adding line transfer time.
+pub fn verb_timeout_ms(verb: &str) -> u32 {
+    match verb {
+        "KEYGEN" | "CSR" => 10_000,
+        "COMMIT" | "LOCK" | "RESET" => 5_000,
+        "PROVE" => 5_000,
+        _ => 500,
+    }
+}
+
+/// Which object a transfer is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Obj {
+    Csr,
+    Cert,
+    Chain,
+}
+
+impl Obj {
+    fn as_str(self) -> &'static str {
+        match self {
+            Obj::Csr => "csr",
+            Obj::Cert => "cert",
+            Obj::Chain => "chain",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Start,
+    Hello,
+    Ident,
+    Keygen,
+    Lookup,
+    CsrGen,
+    ReadCsr { expect_len: usize, expect_sha: Vec<u8>, got: Vec<u8> },
+    Issue,
+    Put { obj: Obj, off: usize },
+    Commit { obj: Obj },
+    ReadBack { obj: Obj, got: Vec<u8> },
+    Prove,
+    CheckProof,
+    LockPrepare,
+    LockCommit { token: String },
+    LockVerify,
+    Finished,
+}
+
+/// One provisioning session with one device.
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    stage: Stage,
+    next_rid: u16,
+    /// The outstanding request, for retries.
+    outstanding: Option<Frame>,
+    tries_left: u8,
+    device_chunk: usize,
+    identity: Option<Identity>,
+    keygen_spki: Vec<u8>,
+    issued: Option<IssuedChain>,
+    /// Device already locked on arrival.
+    locked_on_arrival: bool,
+    notes: Vec<Note>,
+    corrupt_seen: u32,
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig) -> Self {
+        let rid = cfg.first_rid.max(1);
+        Session {
+            cfg,
+            state: State::Start,
+            stage: Stage::Hello,
+            next_rid: rid,
+            outstanding: None,
+            tries_left: 0,
+            device_chunk: 512,
+            identity: None,
+            keygen_spki: Vec::new(),
+            issued: None,
+            locked_on_arrival: false,
+            notes: Vec::new(),
+            corrupt_seen: 0,
+        }
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+    /// The certificate this session issued or re-sent, once known.
+    pub fn issued(&self) -> Option<&IssuedChain> {
+        self.issued.as_ref()
+    }
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// The first action.
+    pub fn start(&mut self) -> Action {
+        self.enter(Stage::Hello);
+        self.state = State::Hello;
+        self.request(Frame::request(0, "HELLO").with("proto", PROTO_VERSION.to_string()))
+    }
+
+    /// Feed what happened; get the next action.
+    pub fn handle(&mut self, input: Input) -> Action {
+        if matches!(self.state, State::Finished) {
+            return Action::Finish(self.fail_outcome(
+                "session_over",
+                "input after the session finished".into(),
+                "",
+                false,
+            ));
+        }
+        match input {
+            Input::Gone(why) => {
+                let stage = self.stage;
+                self.fail(
+                    "unplugged",
+                    format!("device disconnected during {}: {why}", stage.as_str()),
+                    "Re-seat the cable. Provisioning resumes where it stopped; the device keeps its key and gets the same certificate.",
+                    true,
+                )
+            }
+            Input::Timeout => self.on_timeout(),
+            Input::Corrupt(line) => self.on_corrupt(line),
+            Input::Frame(f) => self.on_frame(f),
+            Input::Lookup(found) => self.on_lookup(found),
+            Input::Issued(r) => self.on_issued(r),
+            Input::ProofChecked(r) => self.on_proof(r),
+        }
+    }
+
+    // ---- plumbing ----
+
+    fn note(&mut self, kind: NoteKind, detail: impl Into<String>) {
+        self.notes.push(Note {
+            stage: self.stage,
+            kind,
+            detail: detail.into(),
+        });
+    }
+
+    fn enter(&mut self, stage: Stage) {
+        self.stage = stage;
+        self.note(NoteKind::Started, "");
+    }
+
+    fn complete(&mut self, detail: impl Into<String>) {
+        self.note(NoteKind::Completed, detail);
+    }
+
+    fn alloc_rid(&mut self) -> u16 {
+        let rid = self.next_rid;
+        self.next_rid = if self.next_rid == u16::MAX { 1 } else { self.next_rid + 1 };
+        rid
+    }
+
+    fn timeout_for(&self, frame: &Frame, line_len: usize) -> u32 {
+        let base = verb_timeout_ms(&frame.head);
+        let rate = self.cfg.link_bytes_per_sec.max(1) as u64;
+        // Request line out + worst-case response line back, doubled for slack.
+        let transfer = ((line_len + crate::codec::MAX_LINE) as u64 * 2 * 1000) / rate;
+        base.saturating_add(transfer.min(u32::MAX as u64) as u32)
+    }
+
+    /// Issue a new request (fresh retry budget).
+    fn request(&mut self, frame: Frame) -> Action {
+        self.tries_left = self.cfg.retries;
+        self.send(frame)
+    }
+
+    fn send(&mut self, mut frame: Frame) -> Action {
+        frame.rid = self.alloc_rid();
+        let len = frame.encode().len();
+        let timeout_ms = self.timeout_for(&frame, len);
+        self.outstanding = Some(frame.clone());
+        Action::Send { frame, timeout_ms }
+    }
+
+    fn idempotent(verb: &str) -> bool {
+        // LOCK commit is the one step never retried blindly: after a timeout
+        // the host asks the device for its state instead.
+        !matches!(verb, "LOCK")
+    }
+
+    fn on_timeout(&mut self) -> Action {
+        let Some(req) = self.outstanding.clone() else {
+            return self.fail("internal", "timeout with no request outstanding".into(), "Report this as a station bug.", true);
+        };
+        if let State::LockCommit { .. } = self.state {
+            // Did the lock happen? Ask, never retry the commit blindly.
+            self.note(NoteKind::Retry, "LOCK commit timed out; asking the device for its state");
+            self.state = State::LockVerify;
+            return self.request(Frame::request(0, "IDENT"));
+        }
+        if self.tries_left > 0 && Self::idempotent(&req.head) {
+            self.tries_left -= 1;
+            self.note(NoteKind::Retry, format!("{} timed out; retrying", req.head));
+            return self.send(req);
+        }
+        let (code, hint) = if matches!(self.state, State::Hello) {
+            (
+                "no_response",
+                "No answer from the device. Check the cable, that the device is powered and in provisioning mode, and the port's baud rate; then press Retry.",
+            )
+        } else {
+            (
+                "timeout",
+                "The device stopped answering. Re-seat the cable and press Retry; if it happens again, set the device aside for QA.",
+            )
+        };
+        let tries = 1 + self.cfg.retries as u32;
+        let ms = self.timeout_for(&req, req.encode().len());
+        self.fail(
+            code,
+            format!("no answer to {} within {ms} ms ({tries} tries)", req.head),
+            hint,
+            true,
+        )
+    }
+
+    fn on_corrupt(&mut self, line: String) -> Action {
+        self.corrupt_seen += 1;
+        let Some(req) = self.outstanding.clone() else {
+            self.note(NoteKind::Info, format!("corrupt line ignored: {}", truncate(&line, 80)));
+            return Action::KeepWaiting;
+        };
+        if self.tries_left > 0 && Self::idempotent(&req.head) {
+            self.tries_left -= 1;
+            self.note(
+                NoteKind::Retry,
+                format!("corrupt answer to {} ({}); retrying", req.head, truncate(&line, 80)),
+            );
+            return self.send(req);
+        }
+        if !Self::idempotent(&req.head) {
+            // Wait for a clean answer or the deadline.
+            return Action::KeepWaiting;
+        }
+        self.fail(
+            "corrupt_frames",
+            format!(
+                "the device's answers to {} were corrupt {} times ({})",
+                req.head,
+                1 + self.cfg.retries,
+                truncate(&line, 80)
+            ),
+            "The serial link is corrupting data: check the cable, the baud rate and for a ground loop, then press Retry.",
+            true,
+        )
+    }
+
+    fn on_frame(&mut self, f: Frame) -> Action {
+        let Some(req) = self.outstanding.as_ref() else {
+            self.note(NoteKind::Info, format!("unsolicited frame dropped: {f}"));
+            return Action::KeepWaiting;
+        };
+        if f.rid != req.rid {
+            self.note(
+                NoteKind::Info,
+                format!("stray frame for request {} dropped (waiting for {})", f.rid, req.rid),
+            );
+            return Action::KeepWaiting;
+        }
+        let req = req.clone();
+        self.outstanding = None;
+        if f.head == "ERR" {
+            return self.on_device_error(&req, &f);
+        }
+        if !f.is_ok() {
+            return self.fail(
+                "bad_response",
+                format!("the device answered {} with {:?}", req.head, f.head),
+                "The device does not speak this protocol version correctly. Check its firmware version.",
+                false,
+            );
+        }
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Hello => self.after_hello(&f),
+            State::Ident => self.after_ident(&f),
+            State::Keygen => self.after_keygen(&f),
+            State::CsrGen => self.after_csr(&f),
+            State::ReadCsr { expect_len, expect_sha, got } => {
+                self.after_read_csr(&f, expect_len, expect_sha, got)
+            }
+            State::Put { obj, off } => self.after_put(&f, obj, off),
+            State::Commit { obj } => self.after_commit(obj),
+            State::ReadBack { obj, got } => self.after_read_back(&f, obj, got),
+            State::Prove => self.after_prove(&f),
+            State::LockPrepare => self.after_lock_prepare(&f),
+            State::LockCommit { .. } => self.after_lock_commit(),
+            State::LockVerify => self.after_lock_verify(&f),
+            other => {
+                self.state = other;
+                self.fail("internal", format!("frame in state {:?}", self.stage), "Report this as a station bug.", true)
+            }
+        }
+    }
+
+    fn on_device_error(&mut self, req: &Frame, f: &Frame) -> Action {
+        let code = f.error_code().unwrap_or(ErrorCode::Other(0));
+        let msg = f.text("msg").unwrap_or_default();
+        if code == ErrorCode::Busy && self.tries_left > 0 {
+            self.tries_left -= 1;
+            self.note(NoteKind::Retry, format!("device busy on {}; retrying", req.head));
+            return self.send(req.clone());
+        }
+        if matches!(self.state, State::LockPrepare | State::LockCommit { .. }) && code == ErrorCode::Locked {
+            // Already locked: fine if it is our certificate, which read-back showed.
+            return self.pass();
+        }
+        let hint = match code {
+            ErrorCode::Locked => "The device is locked and cannot be re-keyed. Rework needs a station that can unlock it; set it aside.",
+            ErrorCode::UnsupportedVersion | ErrorCode::UnknownVerb => "The device firmware does not support this station's protocol. Update the firmware.",
+            ErrorCode::Storage => "The device could not write its flash. Retry once; if it fails again, set the device aside for QA.",
+            _ => "Press Retry; if it fails again, set the device aside for QA with this reason.",
+        };
+        self.fail(
+            "device_error",
+            format!("device refused {}: {} {}{}", req.head, code.as_u16(), code.name(), if msg.is_empty() { String::new() } else { format!(" ({msg})") }),
+            hint,
+            !matches!(code, ErrorCode::Locked | ErrorCode::UnsupportedVersion | ErrorCode::UnknownVerb),
+        )
+    }
+
+    fn bad(&mut self, what: String) -> Action {
+        self.fail(
+            "bad_response",
+            what,
+            "The device's answer does not follow the protocol. Check its firmware; set it aside for QA.",
+            false,
+        )
+    }
+
+    fn after_hello(&mut self, f: &Frame) -> Action {
+        let proto: u32 = f.field("proto").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if proto != PROTO_VERSION {
+            return self.fail(
+                "unsupported_version",
+                format!("device speaks protocol version {proto}, station speaks {PROTO_VERSION}"),
+                "Update the device firmware or the station.",
+                false,
+            );
+        }
+        if let Some(c) = f.field("chunk").and_then(|v| v.parse::<usize>().ok()) {
+            self.device_chunk = c.clamp(16, MAX_CHUNK);
+        }
+        self.complete(format!("proto={proto} chunk={}", self.device_chunk));
+        self.enter(Stage::Identify);
+        self.state = State::Ident;
+        self.request(Frame::request(0, "IDENT"))
+    }
+
+    fn after_ident(&mut self, f: &Frame) -> Action {
+        let serial = f.text("serial").unwrap_or_default();
+        let state = f.field("state").and_then(DeviceState::parse);
+        let (false, Some(state)) = (serial.is_empty(), state) else {
+            return self.bad(format!("IDENT answer lacks serial or state: {f}"));
+        };
+        if serial.len() > 64 || !serial.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+            return self.bad(format!("device serial {serial:?} is not a valid serial number"));
+        }
+        let id = Identity {
+            serial,
+            model: f.text("model").unwrap_or_default(),
+            hw_rev: f.text("hw").unwrap_or_default(),
+            fw_version: f.text("fw").unwrap_or_default(),
+            fw_hash: f.field("fwhash").unwrap_or_default().to_string(),
+            chip_uid: f.field("uid").unwrap_or_default().to_string(),
+            state,
+        };
+        self.complete(format!(
+            "serial={} model={} hw={} fw={} state={}",
+            id.serial, id.model, id.hw_rev, id.fw_version, state.as_str()
+        ));
+        self.locked_on_arrival = state == DeviceState::Locked;
+        self.identity = Some(id);
+        self.enter(Stage::Keygen);
+        self.state = State::Keygen;
+        self.request(Frame::request(0, "KEYGEN").with("alg", self.cfg.key_alg.as_str()))
+    }
+
+    fn after_keygen(&mut self, f: &Frame) -> Action {
+        let Some(spki) = f.field("pub").and_then(|v| unb64(v).ok()) else {
+            return self.bad(format!("KEYGEN answer lacks a valid pub: {f}"));
+        };
+        let new = f.field("new") == Some("1");
+        self.complete(format!(
+            "{} key, spki_sha256={}",
+            if new { "new" } else { "existing" },
+            hex_lower(&Sha256::digest(&spki))
+        ));
+        self.keygen_spki = spki.clone();
+        self.enter(Stage::Lookup);
+        self.state = State::Lookup;
+        let serial = self.identity.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
+        Action::Lookup { serial, spki_der: spki }
+    }
+
+    fn on_lookup(&mut self, found: Option<IssuedChain>) -> Action {
+        if self.state != State::Lookup {
+            return self.fail("internal", "lookup answer out of order".into(), "Report this as a station bug.", true);
+        }
+        match found {
+            Some(chain) => {
+                self.complete(format!("certificate {} already issued for this key: re-sending it", chain.serial_hex));
+                self.issued = Some(IssuedChain { resumed: true, ..chain });
+                if self.locked_on_arrival {
+                    // Locked devices cannot be written: verify what they hold.
+                    self.enter(Stage::ReadBack);
+                    self.state = State::ReadBack { obj: Obj::Cert, got: Vec::new() };
+                    return self.read_chunk(Obj::Cert, 0);
+                }
+                self.start_put(Obj::Cert)
+            }
+            None => {
+                if self.locked_on_arrival {
+                    return self.fail(
+                        "locked_unknown",
+                        "the device is locked and holds no certificate this station issued".into(),
+                        "Set the device aside: it was provisioned elsewhere and cannot be re-keyed here.",
+                        false,
+                    );
+                }
+                self.complete("no certificate for this key yet");
+                self.enter(Stage::Csr);
+                self.state = State::CsrGen;
+                self.request(Frame::request(0, "CSR").with("nonce", b64(&self.cfg.csr_nonce)))
+            }
+        }
+    }
+
+    fn after_csr(&mut self, f: &Frame) -> Action {
+        let len = f.field("len").and_then(|v| v.parse::<usize>().ok());
+        let sha = f.field("sha256").and_then(|v| unb64(v).ok());
+        let (Some(len), Some(sha)) = (len, sha) else {
+            return self.bad(format!("CSR answer lacks len or sha256: {f}"));
+        };
+        if len == 0 || len > 16 * 1024 || sha.len() != 32 {
+            return self.bad(format!("CSR answer has len={len} and a {}-byte hash", sha.len()));
+        }
+        self.state = State::ReadCsr { expect_len: len, expect_sha: sha, got: Vec::new() };
+        self.read_chunk(Obj::Csr, 0)
+    }
+
+    fn read_chunk(&mut self, obj: Obj, off: usize) -> Action {
+        self.request(
+            Frame::request(0, "READ")
+                .with("obj", obj.as_str())
+                .with("off", off.to_string())
+                .with("max", self.device_chunk.to_string()),
+        )
+    }
+
+    /// Parse a READ answer; returns (total, data).
+    fn read_answer(&mut self, f: &Frame, off: usize) -> Result<(usize, Vec<u8>), String> {
+        let got_off = f.field("off").and_then(|v| v.parse::<usize>().ok());
+        let total = f.field("total").and_then(|v| v.parse::<usize>().ok());
+        let data = f.field("data").map(unb64);
+        match (got_off, total, data) {
+            (Some(o), Some(t), Some(Ok(d))) if o == off && d.len() <= self.device_chunk.max(MAX_CHUNK) && o + d.len() <= t => {
+                if d.is_empty() && o < t {
+                    return Err(format!("READ at {o} of {t} returned no data"));
+                }
+                Ok((t, d))
+            }
+            _ => Err(format!("bad READ answer at offset {off}: {f}")),
+        }
+    }
+
+    fn after_read_csr(&mut self, f: &Frame, expect_len: usize, expect_sha: Vec<u8>, mut got: Vec<u8>) -> Action {
+        let (total, data) = match self.read_answer(f, got.len()) {
+            Ok(x) => x,
+            Err(e) => return self.bad(e),
+        };
+        if total != expect_len {
+            return self.bad(format!("CSR is {total} bytes on READ but {expect_len} announced"));
+        }
+        got.extend_from_slice(&data);
+        if got.len() < total {
+            let off = got.len();
+            self.state = State::ReadCsr { expect_len, expect_sha, got };
+            return self.read_chunk(Obj::Csr, off);
+        }
+        if Sha256::digest(&got).as_slice() != expect_sha.as_slice() {
+            return self.fail(
+                "csr_transfer",
+                "the CSR read from the device does not match the SHA-256 it announced".into(),
+                "The serial link corrupted the transfer. Re-seat the cable and press Retry.",
+                true,
+            );
+        }
+        self.complete(format!("CSR {} bytes", got.len()));
+        self.enter(Stage::Issue);
+        self.state = State::Issue;
+        let identity = self.identity.clone().unwrap_or_else(|| unreachable_identity());
+        Action::Issue {
+            identity,
+            keygen_spki_der: self.keygen_spki.clone(),
+            csr_der: got,
+            nonce: self.cfg.csr_nonce.clone(),
+        }
+    }
+
+    fn on_issued(&mut self, r: Result<IssuedChain, Failure>) -> Action {
+        if self.state != State::Issue {
+            return self.fail("internal", "issue answer out of order".into(), "Report this as a station bug.", true);
+        }
+        match r {
+            Ok(chain) => {
+                self.complete(format!("certificate serial {}", chain.serial_hex));
+                self.issued = Some(chain);
+                self.start_put(Obj::Cert)
+            }
+            Err(failure) => self.finish_failed(failure),
+        }
+    }
+
+    fn object_bytes(&self, obj: Obj) -> &[u8] {
+        match (obj, self.issued.as_ref()) {
+            (Obj::Cert, Some(c)) => &c.cert_der,
+            (Obj::Chain, Some(c)) => &c.chain_der,
+            _ => &[],
+        }
+    }
+
+    fn start_put(&mut self, obj: Obj) -> Action {
+        self.enter(if obj == Obj::Cert { Stage::WriteCert } else { Stage::WriteChain });
+        self.put_chunk(obj, 0)
+    }
+
+    fn put_chunk(&mut self, obj: Obj, off: usize) -> Action {
+        let bytes = self.object_bytes(obj);
+        let end = (off + self.device_chunk).min(bytes.len());
+        let data = b64(&bytes[off..end]);
+        self.state = State::Put { obj, off };
+        self.request(
+            Frame::request(0, "PUT")
+                .with("obj", obj.as_str())
+                .with("off", off.to_string())
+                .with("data", data),
+        )
+    }
+
+    fn after_put(&mut self, f: &Frame, obj: Obj, off: usize) -> Action {
+        let total = self.object_bytes(obj).len();
+        let expect_next = (off + self.device_chunk).min(total);
+        let next = f.field("next").and_then(|v| v.parse::<usize>().ok());
+        if next != Some(expect_next) {
+            return self.bad(format!("PUT {} at {off}: device says next={next:?}, expected {expect_next}", obj.as_str()));
+        }
+        if expect_next < total {
+            return self.put_chunk(obj, expect_next);
+        }
+        let sha = Sha256::digest(self.object_bytes(obj));
+        self.state = State::Commit { obj };
+        self.request(
+            Frame::request(0, "COMMIT")
+                .with("obj", obj.as_str())
+                .with("len", total.to_string())
+                .with("sha256", b64(&sha)),
+        )
+    }
+
+    fn after_commit(&mut self, obj: Obj) -> Action {
+        self.complete(format!("{} committed ({} bytes)", obj.as_str(), self.object_bytes(obj).len()));
+        match obj {
+            Obj::Cert => self.start_put(Obj::Chain),
+            _ => {
+                self.enter(Stage::ReadBack);
+                self.state = State::ReadBack { obj: Obj::Cert, got: Vec::new() };
+                self.read_chunk(Obj::Cert, 0)
+            }
+        }
+    }
+
+    fn after_read_back(&mut self, f: &Frame, obj: Obj, mut got: Vec<u8>) -> Action {
+        let (total, data) = match self.read_answer(f, got.len()) {
+            Ok(x) => x,
+            Err(e) => return self.bad(e),
+        };
+        got.extend_from_slice(&data);
+        if got.len() < total {
+            let off = got.len();
+            self.state = State::ReadBack { obj, got };
+            return self.read_chunk(obj, off);
+        }
+        if got != self.object_bytes(obj) {
+            let locked = self.locked_on_arrival;
+            return self.fail(
+                "read_back_mismatch",
+                format!(
+                    "the {} read back from the device differs from what {} ({} bytes read, {} expected)",
+                    obj.as_str(),
+                    if locked { "this station issued for its key" } else { "was written" },
+                    got.len(),
+                    self.object_bytes(obj).len()
+                ),
+                if locked {
+                    "The device is locked with a different certificate. Set it aside for QA."
+                } else {
+                    "Re-seat the cable and press Retry; if it fails again, the device's storage is faulty: set it aside."
+                },
+                !locked,
+            );
+        }
+        match obj {
+            Obj::Cert => {
+                self.state = State::ReadBack { obj: Obj::Chain, got: Vec::new() };
+                self.read_chunk(Obj::Chain, 0)
+            }
+            _ => {
+                self.complete("certificate and chain read back identical");
+                self.enter(Stage::Prove);
+                self.state = State::Prove;
+                self.request(Frame::request(0, "PROVE").with("nonce", b64(&self.cfg.pop_nonce)))
+            }
+        }
+    }
+
+    fn after_prove(&mut self, f: &Frame) -> Action {
+        let Some(sig) = f.field("sig").and_then(|v| unb64(v).ok()) else {
+            return self.bad(format!("PROVE answer lacks a valid sig: {f}"));
+        };
+        self.state = State::CheckProof;
+        let serial = self.identity.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
+        Action::CheckProof {
+            spki_der: self.keygen_spki.clone(),
+            message: pop_message(&serial, &self.cfg.pop_nonce),
+            signature: sig,
+        }
+    }
+
+    fn on_proof(&mut self, r: Result<(), String>) -> Action {
+        if self.state != State::CheckProof {
+            return self.fail("internal", "proof answer out of order".into(), "Report this as a station bug.", true);
+        }
+        if let Err(why) = r {
+            return self.fail(
+                "proof_failed",
+                format!("the device could not prove it holds the certified key: {why}"),
+                "Set the device aside for QA: its key does not match its certificate.",
+                false,
+            );
+        }
+        self.complete("proof of possession verified");
+        if self.locked_on_arrival || !self.cfg.lock {
+            return self.pass();
+        }
+        self.enter(Stage::Lock);
+        self.state = State::LockPrepare;
+        self.request(Frame::request(0, "LOCK").with("phase", "prepare"))
+    }
+
+    fn after_lock_prepare(&mut self, f: &Frame) -> Action {
+        let Some(token) = f.field("token").map(str::to_string) else {
+            return self.bad(format!("LOCK prepare answer lacks a token: {f}"));
+        };
+        self.state = State::LockCommit { token: token.clone() };
+        self.request(Frame::request(0, "LOCK").with("phase", "commit").with("token", token))
+    }
+
+    fn after_lock_commit(&mut self) -> Action {
+        self.complete("device locked");
+        self.pass()
+    }
+
+    fn after_lock_verify(&mut self, f: &Frame) -> Action {
+        if f.field("state") == Some("locked") {
+            self.complete("device reports locked after the commit timed out");
+            return self.pass();
+        }
+        self.fail(
+            "lock_unconfirmed",
+            format!("LOCK commit timed out and the device reports state {}", f.field("state").unwrap_or("?")),
+            "Press Retry: the certificate is in place and the lock will be attempted again.",
+            true,
+        )
+    }
+
+    fn pass(&mut self) -> Action {
+        self.stage = Stage::Done;
+        self.state = State::Finished;
+        let identity = self.identity.clone().unwrap_or_else(|| unreachable_identity());
+        let issued = self.issued.clone();
+        self.note(NoteKind::Completed, "passed");
+        Action::Finish(Outcome::Passed {
+            identity,
+            cert_serial_hex: issued.as_ref().map(|i| i.serial_hex.clone()).unwrap_or_default(),
+            resumed: issued.as_ref().is_some_and(|i| i.resumed),
+            already_provisioned: self.locked_on_arrival,
+        })
+    }
+
+    fn fail_outcome(&self, code: &str, reason: String, hint: &str, retryable: bool) -> Outcome {
+        Outcome::Failed(Failure {
+            stage: self.stage,
+            code: code.to_string(),
+            reason,
+            hint: hint.to_string(),
+            retryable,
+        })
+    }
+
+    fn fail(&mut self, code: &str, reason: String, hint: &str, retryable: bool) -> Action {
+        let f = Failure {
+            stage: self.stage,
+            code: code.to_string(),
+            reason,
+            hint: hint.to_string(),
+            retryable,
+        };
+        self.finish_failed(f)
+    }
+
+    fn finish_failed(&mut self, f: Failure) -> Action {
+        self.state = State::Finished;
+        self.outstanding = None;
+        Action::Finish(Outcome::Failed(f))
+    }
+}
+
+/// The identity is set in IDENT before any state that reads it; this
+/// placeholder only exists so that invariant is not an `expect`.
+fn unreachable_identity() -> Identity {
+    Identity {
+        serial: String::new(),
+        model: String::new(),
+        hw_rev: String::new(),
+        fw_version: String::new(),
+        fw_hash: String::new(),
+        chip_uid: String::new(),
+        state: DeviceState::Blank,
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_string()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    }
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,403 @@
+//! Session state machine tests against a scripted, crypto-free fake device.
+
+use crate::codec::{b64, unb64, ErrorCode, Frame};
+use crate::session::*;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// A minimal in-memory device model. Crypto is not needed: the session only
+/// moves bytes; signatures are checked by the driver through CheckProof.
+#[derive(Default)]
+struct Fake {
+    locked: bool,
+    key: Option<Vec<u8>>,
+    staged: HashMap<String, Vec<u8>>,
+    objects: HashMap<String, Vec<u8>>,
+    /// verb -> number of times to stay silent before answering
+    silent: HashMap<&'static str, u32>,
+    /// verb -> number of times to answer with a corrupt line
+    corrupt: HashMap<&'static str, u32>,
+    /// answer READ of cert with different bytes
+    tamper_readback: bool,
+    /// answer LOCK commit but the host never sees it (timeout), device is locked
+    swallow_lock_commit: bool,
+    verbs: Vec<String>,
+}
+
+enum Reply {
+    Frame(Frame),
+    Silent,
+    Corrupt,
+}
+
+impl Fake {
+    fn answer(&mut self, req: &Frame) -> Reply {
+        let verb = req.head.clone();
+        self.verbs.push(verb.clone());
+        if let Some(n) = self.silent.get_mut(verb.as_str()) {
+            if *n > 0 {
+                *n -= 1;
+                return Reply::Silent;
+            }
+        }
+        if let Some(n) = self.corrupt.get_mut(verb.as_str()) {
+            if *n > 0 {
+                *n -= 1;
+                return Reply::Corrupt;
+            }
+        }
+        let rid = req.rid;
+        let ok = Frame::ok(rid);
+        let f = match verb.as_str() {
+            "HELLO" => ok.with("proto", "1").with("chunk", "64"),
+            "IDENT" => ok
+                .with("serial", "SN-0001")
+                .with("model", "demo")
+                .with("state", if self.locked { "locked" } else if self.key.is_some() { "keyed" } else { "blank" }),
+            "KEYGEN" => {
+                let new = self.key.is_none();
+                let key = self.key.get_or_insert_with(|| vec![7u8; 91]).clone();
+                ok.with("pub", b64(&key)).with("new", if new { "1" } else { "0" })
+            }
+            "CSR" => {
+                let nonce = unb64(req.field("nonce").unwrap()).unwrap();
+                let mut csr = b"CSR-".to_vec();
+                csr.extend_from_slice(&nonce);
+                csr.extend(std::iter::repeat_n(0xAB, 300));
+                let sha = Sha256::digest(&csr);
+                let len = csr.len();
+                self.objects.insert("csr".into(), csr);
+                ok.with("len", len.to_string()).with("sha256", b64(&sha))
+            }
+            "READ" => {
+                let obj = req.field("obj").unwrap();
+                let off: usize = req.field("off").unwrap().parse().unwrap();
+                let max: usize = req.field("max").unwrap().parse().unwrap();
+                let mut data = self.objects.get(obj).cloned().unwrap_or_default();
+                if self.tamper_readback && obj == "cert" {
+                    data[0] ^= 1;
+                }
+                let end = (off + max).min(data.len());
+                ok.with("obj", obj)
+                    .with("off", off.to_string())
+                    .with("total", data.len().to_string())
+                    .with("data", b64(&data[off..end]))
+            }
+            "PUT" => {
+                let obj = req.field("obj").unwrap().to_string();
+                let off: usize = req.field("off").unwrap().parse().unwrap();
+                let data = unb64(req.field("data").unwrap()).unwrap();
+                let st = self.staged.entry(obj).or_default();
+                st.truncate(off);
+                st.extend_from_slice(&data);
+                ok.with("next", st.len().to_string())
+            }
+            "COMMIT" => {
+                let obj = req.field("obj").unwrap();
+                let st = self.staged.remove(obj).unwrap_or_default();
+                assert_eq!(b64(&Sha256::digest(&st)), req.field("sha256").unwrap());
+                self.objects.insert(obj.to_string(), st);
+                ok
+            }
+            "PROVE" => ok.with("sig", b64(b"signature")),
+            "LOCK" => match req.field("phase") {
+                Some("prepare") => ok.with("token", "abcd"),
+                _ => {
+                    self.locked = true;
+                    if self.swallow_lock_commit {
+                        self.swallow_lock_commit = false;
+                        return Reply::Silent;
+                    }
+                    ok.with("state", "locked")
+                }
+            },
+            _ => Frame::err(rid, ErrorCode::UnknownVerb, ""),
+        };
+        Reply::Frame(f)
+    }
+}
+
+struct Run {
+    outcome: Outcome,
+    notes: Vec<Note>,
+    issued_calls: u32,
+}
+
+fn chain() -> IssuedChain {
+    IssuedChain {
+        cert_der: (0..200u8).collect(),
+        chain_der: (0..150u8).rev().collect(),
+        serial_hex: "0a0b".into(),
+        resumed: false,
+    }
+}
+
+fn cfg() -> SessionConfig {
+    SessionConfig::new(vec![1; 16], vec![2; 16])
+}
+
+fn run_with(dev: &mut Fake, cfg: SessionConfig, existing: Option<IssuedChain>, proof_ok: bool) -> Run {
+    let mut s = Session::new(cfg);
+    let mut notes = Vec::new();
+    let mut issued_calls = 0;
+    let mut action = s.start();
+    for _ in 0..1000 {
+        notes.extend(s.take_notes());
+        let input = match action {
+            Action::Send { frame, .. } => match dev.answer(&frame) {
+                Reply::Frame(f) => Input::Frame(f),
+                Reply::Silent => Input::Timeout,
+                Reply::Corrupt => Input::Corrupt("@< garbage *0000".into()),
+            },
+            Action::KeepWaiting => Input::Timeout,
+            Action::Lookup { .. } => Input::Lookup(existing.clone()),
+            Action::Issue { csr_der, nonce, .. } => {
+                issued_calls += 1;
+                assert!(csr_der.windows(nonce.len()).any(|w| w == nonce.as_slice()));
+                Input::Issued(Ok(chain()))
+            }
+            Action::CheckProof { message, signature, .. } => {
+                assert!(message.starts_with(b"IMPRINT-POP-V1\0SN-0001\0"));
+                assert_eq!(signature, b"signature");
+                Input::ProofChecked(if proof_ok { Ok(()) } else { Err("bad signature".into()) })
+            }
+            Action::Finish(outcome) => {
+                notes.extend(s.take_notes());
+                return Run { outcome, notes, issued_calls };
+            }
+        };
+        action = s.handle(input);
+    }
+    panic!("session did not finish");
+}
+
+fn run(dev: &mut Fake) -> Run {
+    run_with(dev, cfg(), None, true)
+}
+
+fn failure(r: &Run) -> &Failure {
+    match &r.outcome {
+        Outcome::Failed(f) => f,
+        o => panic!("expected failure, got {o:?}"),
+    }
+}
+
+#[test]
+fn happy_path_writes_reads_back_proves_and_locks() {
+    let mut dev = Fake::default();
+    let r = run(&mut dev);
+    let Outcome::Passed { cert_serial_hex, resumed, already_provisioned, identity } = &r.outcome else {
+        panic!("{:?}", r.outcome)
+    };
+    assert_eq!(cert_serial_hex, "0a0b");
+    assert!(!resumed && !already_provisioned);
+    assert_eq!(identity.serial, "SN-0001");
+    assert_eq!(r.issued_calls, 1);
+    assert!(dev.locked);
+    assert_eq!(dev.objects["cert"], chain().cert_der);
+    assert_eq!(dev.objects["chain"], chain().chain_der);
+    // 200-byte cert in 64-byte chunks = 4 PUTs
+    assert_eq!(dev.verbs.iter().filter(|v| *v == "PUT").count(), 4 + 3);
+    let stages: Vec<_> = r.notes.iter().filter(|n| n.kind == NoteKind::Started).map(|n| n.stage).collect();
+    assert_eq!(
+        stages,
+        [Stage::Hello, Stage::Identify, Stage::Keygen, Stage::Lookup, Stage::Csr, Stage::Issue, Stage::WriteCert, Stage::WriteChain, Stage::ReadBack, Stage::Prove, Stage::Lock]
+    );
+}
+
+#[test]
+fn existing_certificate_is_resent_without_csr_or_issue() {
+    let mut dev = Fake::default();
+    let r = run_with(&mut dev, cfg(), Some(chain()), true);
+    assert!(matches!(r.outcome, Outcome::Passed { resumed: true, .. }), "{:?}", r.outcome);
+    assert_eq!(r.issued_calls, 0);
+    assert!(!dev.verbs.contains(&"CSR".to_string()));
+}
+
+#[test]
+fn no_lock_when_profile_says_so() {
+    let mut dev = Fake::default();
+    let mut c = cfg();
+    c.lock = false;
+    let r = run_with(&mut dev, c, None, true);
+    assert!(matches!(r.outcome, Outcome::Passed { .. }));
+    assert!(!dev.locked);
+    assert!(!dev.verbs.contains(&"LOCK".to_string()));
+}
+
+#[test]
+fn silent_device_fails_at_hello_with_cable_hint() {
+    let mut dev = Fake::default();
+    dev.silent.insert("HELLO", 99);
+    let r = run(&mut dev);
+    let f = failure(&r);
+    assert_eq!((f.stage, f.code.as_str()), (Stage::Hello, "no_response"));
+    assert!(f.hint.contains("cable"));
+    assert_eq!(dev.verbs.len(), 3, "HELLO tried 1 + 2 retries");
+}
+
+#[test]
+fn one_timeout_is_retried_and_passes() {
+    let mut dev = Fake::default();
+    dev.silent.insert("READ", 1);
+    let r = run(&mut dev);
+    assert!(matches!(r.outcome, Outcome::Passed { .. }), "{:?}", r.outcome);
+    assert!(r.notes.iter().any(|n| n.kind == NoteKind::Retry));
+}
+
+#[test]
+fn corrupt_answers_are_retried_then_fail() {
+    let mut dev = Fake::default();
+    dev.corrupt.insert("IDENT", 1);
+    assert!(matches!(run(&mut dev).outcome, Outcome::Passed { .. }));
+    let mut dev = Fake::default();
+    dev.corrupt.insert("IDENT", 9);
+    let r = run(&mut dev);
+    let f = failure(&r);
+    assert_eq!((f.stage, f.code.as_str()), (Stage::Identify, "corrupt_frames"));
+    assert!(f.hint.contains("baud"));
+}
+
+#[test]
+fn unplug_mid_write_is_retryable_with_resume_hint() {
+    let mut dev = Fake::default();
+    let mut s = Session::new(cfg());
+    let mut a = s.start();
+    loop {
+        a = match a {
+            Action::Send { frame, .. } if frame.head == "PUT" => s.handle(Input::Gone("EIO".into())),
+            Action::Send { frame, .. } => match dev.answer(&frame) {
+                Reply::Frame(f) => s.handle(Input::Frame(f)),
+                _ => unreachable!(),
+            },
+            Action::Lookup { .. } => s.handle(Input::Lookup(None)),
+            Action::Issue { .. } => s.handle(Input::Issued(Ok(chain()))),
+            Action::Finish(Outcome::Failed(f)) => {
+                assert_eq!((f.stage, f.code.as_str(), f.retryable), (Stage::WriteCert, "unplugged", true));
+                assert!(f.hint.contains("same certificate"));
+                break;
+            }
+            other => panic!("{other:?}"),
+        };
+    }
+}
+
+#[test]
+fn stray_frames_are_dropped() {
+    let mut s = Session::new(cfg());
+    let Action::Send { frame, .. } = s.start() else { panic!() };
+    let stray = Frame::ok(frame.rid.wrapping_add(100)).with("proto", "1");
+    assert_eq!(s.handle(Input::Frame(stray)), Action::KeepWaiting);
+    let next = s.handle(Input::Frame(Frame::ok(frame.rid).with("proto", "1")));
+    assert!(matches!(next, Action::Send { frame, .. } if frame.head == "IDENT"));
+}
+
+#[test]
+fn retry_uses_new_request_id_so_late_answers_are_stray() {
+    let mut s = Session::new(cfg());
+    let Action::Send { frame: first, .. } = s.start() else { panic!() };
+    let Action::Send { frame: second, .. } = s.handle(Input::Timeout) else { panic!() };
+    assert_ne!(first.rid, second.rid);
+    assert_eq!(s.handle(Input::Frame(Frame::ok(first.rid).with("proto", "1"))), Action::KeepWaiting);
+}
+
+#[test]
+fn read_back_mismatch_fails() {
+    let mut dev = Fake { tamper_readback: true, ..Default::default() };
+    let r = run(&mut dev);
+    let f = failure(&r);
+    assert_eq!((f.stage, f.code.as_str()), (Stage::ReadBack, "read_back_mismatch"));
+}
+
+#[test]
+fn failed_proof_is_not_retryable() {
+    let mut dev = Fake::default();
+    let r = run_with(&mut dev, cfg(), None, false);
+    let f = failure(&r);
+    assert_eq!((f.stage, f.code.as_str(), f.retryable), (Stage::Prove, "proof_failed", false));
+    assert!(!dev.locked, "a device that fails its proof is never locked");
+}
+
+#[test]
+fn lock_commit_timeout_asks_state_instead_of_retrying() {
+    let mut dev = Fake { swallow_lock_commit: true, ..Default::default() };
+    let r = run(&mut dev);
+    assert!(matches!(r.outcome, Outcome::Passed { .. }), "{:?}", r.outcome);
+    let locks = dev.verbs.iter().filter(|v| *v == "LOCK").count();
+    assert_eq!(locks, 2, "prepare + one commit, never a blind second commit");
+    assert_eq!(dev.verbs.last().map(String::as_str), Some("IDENT"));
+}
+
+#[test]
+fn locked_device_with_our_certificate_is_verified_not_rewritten() {
+    let mut dev = Fake { locked: true, key: Some(vec![7; 91]), ..Default::default() };
+    dev.objects.insert("cert".into(), chain().cert_der);
+    dev.objects.insert("chain".into(), chain().chain_der);
+    let r = run_with(&mut dev, cfg(), Some(chain()), true);
+    assert!(matches!(r.outcome, Outcome::Passed { already_provisioned: true, .. }), "{:?}", r.outcome);
+    assert!(!dev.verbs.contains(&"PUT".to_string()));
+}
+
+#[test]
+fn locked_device_unknown_to_us_fails_not_retryable() {
+    let mut dev = Fake { locked: true, key: Some(vec![7; 91]), ..Default::default() };
+    let r = run(&mut dev);
+    let f = failure(&r);
+    assert_eq!((f.code.as_str(), f.retryable), ("locked_unknown", false));
+}
+
+#[test]
+fn issue_refusal_ends_the_session_with_that_failure() {
+    let mut dev = Fake::default();
+    let mut s = Session::new(cfg());
+    let mut a = s.start();
+    loop {
+        a = match a {
+            Action::Send { frame, .. } => match dev.answer(&frame) {
+                Reply::Frame(f) => s.handle(Input::Frame(f)),
+                _ => unreachable!(),
+            },
+            Action::Lookup { .. } => s.handle(Input::Lookup(None)),
+            Action::Issue { .. } => s.handle(Input::Issued(Err(Failure {
+                stage: Stage::Issue,
+                code: "csr_refused".into(),
+                reason: "CSR subject does not match".into(),
+                hint: "set aside".into(),
+                retryable: false,
+            }))),
+            Action::Finish(Outcome::Failed(f)) => {
+                assert_eq!(f.code, "csr_refused");
+                break;
+            }
+            other => panic!("{other:?}"),
+        };
+    }
+    assert!(!dev.verbs.contains(&"PUT".to_string()));
+}
+
+#[test]
+fn device_error_codes_become_clear_failures() {
+    let mut s = Session::new(cfg());
+    let Action::Send { frame, .. } = s.start() else { panic!() };
+    let a = s.handle(Input::Frame(Frame::err(frame.rid, ErrorCode::UnsupportedVersion, "need proto 2")));
+    let Action::Finish(Outcome::Failed(f)) = a else { panic!("{a:?}") };
+    assert!(f.reason.contains("426 UNSUPPORTED_VERSION") && f.reason.contains("need proto 2"), "{}", f.reason);
+    assert!(!f.retryable);
+}
+
+#[test]
+fn bad_serial_in_ident_is_refused() {
+    let mut s = Session::new(cfg());
+    let Action::Send { frame, .. } = s.start() else { panic!() };
+    let Action::Send { frame, .. } = s.handle(Input::Frame(Frame::ok(frame.rid).with("proto", "1"))) else { panic!() };
+    let a = s.handle(Input::Frame(Frame::ok(frame.rid).with("serial", "bad%20serial").with("state", "blank")));
+    assert!(matches!(a, Action::Finish(Outcome::Failed(ref f)) if f.code == "bad_response"), "{a:?}");
+}
+
+#[test]
+fn deadlines_grow_with_line_length_and_verb_class() {
+    let mut s = Session::new(cfg());
+    let Action::Send { timeout_ms: hello, .. } = s.start() else { panic!() };
+    assert!((500..1000).contains(&hello), "{hello}");
+    assert_eq!(verb_timeout_ms("KEYGEN"), 10_000);
+}
