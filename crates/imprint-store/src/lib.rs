@@ -1,1 +1,244 @@
-//! placeholder
+//! The station's durable local store: SQLite in WAL mode with
+//! `synchronous=FULL`, the station's source of truth.
+//!
+//! Writes go through one writer thread that **group-commits**: every caller
+//! waits until its change is durable, but changes from many ports that arrive
+//! together share one fsync. Each change runs in its own SAVEPOINT, so one
+//! failing change (a UNIQUE violation, say) never takes its batch-mates down.
+//! Reads use a separate connection (WAL readers never block the writer).
+//!
+//! Invariants kept here:
+//! - a certificate row is journaled (`status='signing'`, with serial and
+//!   validity) before the signer is called; `issued` rows always carry DER;
+//! - one certificate per public key (`UNIQUE spki_sha256`) and per
+//!   (issuer, serial);
+//! - a station that stops mid-attempt finds the attempt `running` on restart
+//!   and marks it `interrupted` with the last stage it reached.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+
+/// Schema version this build expects.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("local store {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("local store schema is version {found}, this station needs {expected}: {hint}")]
+    Schema { found: u32, expected: u32, hint: &'static str },
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("local store error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("local store writer has stopped")]
+    WriterGone,
+}
+
+type Job = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
+struct Op {
+    job: Job,
+    reply: mpsc::SyncSender<Result<(), StoreError>>,
+}
+
+/// Handle to the local store; share it with `Arc`.
+pub struct Store {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    reader: Mutex<Connection>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Now, as stored: RFC 3339 UTC with milliseconds.
+pub fn now_text() -> String {
+    ts(OffsetDateTime::now_utc())
+}
+
+pub fn ts(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+pub fn parse_ts(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `path` and apply migrations.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn).map_err(open_err)?;
+        migrate(&mut conn)?;
+        let reader = Connection::open(path).map_err(open_err)?;
+        configure(&reader).map_err(open_err)?;
+        let (tx, rx) = mpsc::channel::<Op>();
+        let writer = std::thread::Builder::new()
+            .name("imprint-store-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+            reader: Mutex::new(reader),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in the writer's transaction and wait until it is durable.
+    pub fn write<F>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
+    {
+        let (reply, wait) = mpsc::sync_channel(1);
+        {
+            let guard = self.tx.lock().map_err(|_| StoreError::WriterGone)?;
+            let tx = guard.as_ref().ok_or(StoreError::WriterGone)?;
+            tx.send(Op { job: Box::new(f), reply }).map_err(|_| StoreError::WriterGone)?;
+        }
+        wait.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Run a read on the reader connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.reader.lock().map_err(|_| StoreError::WriterGone)?;
+        f(&conn)
+    }
+
+    /// Stop the writer after it has committed everything queued.
+    pub fn close(&self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        if let Ok(mut w) = self.writer.lock() {
+            if let Some(h) = w.take() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT value FROM station_meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (k, v) = (key.to_string(), value.to_string());
+        self.write(move |t| {
+            t.execute(
+                "INSERT INTO station_meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![k, v],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            found,
+            expected: SCHEMA_VERSION,
+            hint: "this database was written by a newer Imprint; upgrade the station software",
+        });
+    }
+    for (version, sql) in MIGRATIONS {
+        if *version <= found {
+            continue;
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+const MAX_BATCH: usize = 256;
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let commit = (|| -> Result<(), rusqlite::Error> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for op in batch {
+                tx.execute_batch("SAVEPOINT op")?;
+                let r = (op.job)(&tx);
+                if r.is_err() {
+                    tx.execute_batch("ROLLBACK TO op")?;
+                }
+                tx.execute_batch("RELEASE op")?;
+                results.push(r);
+                replies.push(op.reply);
+            }
+            tx.commit()
+        })();
+        match commit {
+            Ok(()) => {
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "local store commit failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                        Some(format!("commit failed: {msg}")),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+pub mod records;
+pub use records::*;

@@ -1,0 +1,544 @@
+//! The station's records: attempts, their steps, and certificates.
+
+use crate::{now_text, ts, Store, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+/// Device facts as reported by IDENT.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceFacts {
+    pub serial: String,
+    pub model: String,
+    pub hw_rev: String,
+    pub fw_version: String,
+    pub fw_hash: String,
+    pub chip_uid: String,
+}
+
+/// One step row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepRow {
+    pub at: String,
+    pub stage: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptEnd {
+    Passed { resumed: bool },
+    Failed { stage: String, code: String, reason: String, hint: String, retryable: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttemptRow {
+    pub id: String,
+    pub port: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub stage: Option<String>,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub hint: Option<String>,
+    pub retryable: Option<bool>,
+    pub device_serial: Option<String>,
+    pub model: Option<String>,
+    pub hw_rev: Option<String>,
+    pub fw_version: Option<String>,
+    pub fw_hash: Option<String>,
+    pub chip_uid: Option<String>,
+    pub batch: Option<String>,
+    pub spki_sha256: Option<String>,
+    pub certificate_id: Option<String>,
+    pub resumed: bool,
+    pub bytes_to_device: i64,
+    pub bytes_from_device: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertRow {
+    pub id: String,
+    pub attempt_id: String,
+    pub device_serial: String,
+    pub issuer: String,
+    pub serial_hex: String,
+    pub spki_sha256: String,
+    #[serde(skip)]
+    pub spki_der: Vec<u8>,
+    pub not_before: String,
+    pub not_after: String,
+    pub status: String,
+    #[serde(skip)]
+    pub cert_der: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub chain_der: Option<Vec<u8>>,
+    pub fingerprint_sha256: Option<String>,
+    pub created_at: String,
+    pub issued_at: Option<String>,
+}
+
+/// A journaled intent to sign: written before the signer is called.
+#[derive(Clone, Debug)]
+pub struct Intent {
+    pub id: String,
+    pub attempt_id: String,
+    pub device_serial: String,
+    pub issuer: String,
+    pub serial_hex: String,
+    pub spki_sha256: String,
+    pub spki_der: Vec<u8>,
+    pub not_before: String,
+    pub not_after: String,
+}
+
+/// Filters for listing attempts.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptFilter {
+    pub device_serial: Option<String>,
+    pub status: Option<String>,
+    pub batch: Option<String>,
+    pub cert_serial: Option<String>,
+    pub since: Option<String>,
+    pub limit: Option<u32>,
+}
+
+const ATTEMPT_COLS: &str = "a.id, a.port, a.started_at, a.finished_at, a.status, a.stage, a.code, a.reason, a.hint, \
+    a.retryable, a.device_serial, a.model, a.hw_rev, a.fw_version, a.fw_hash, a.chip_uid, a.batch, a.spki_sha256, \
+    a.certificate_id, a.resumed, a.bytes_to_device, a.bytes_from_device";
+
+fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        id: r.get(0)?,
+        port: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        status: r.get(4)?,
+        stage: r.get(5)?,
+        code: r.get(6)?,
+        reason: r.get(7)?,
+        hint: r.get(8)?,
+        retryable: r.get::<_, Option<i64>>(9)?.map(|v| v != 0),
+        device_serial: r.get(10)?,
+        model: r.get(11)?,
+        hw_rev: r.get(12)?,
+        fw_version: r.get(13)?,
+        fw_hash: r.get(14)?,
+        chip_uid: r.get(15)?,
+        batch: r.get(16)?,
+        spki_sha256: r.get(17)?,
+        certificate_id: r.get(18)?,
+        resumed: r.get::<_, i64>(19)? != 0,
+        bytes_to_device: r.get(20)?,
+        bytes_from_device: r.get(21)?,
+    })
+}
+
+const CERT_COLS: &str = "id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, \
+    not_after, status, cert_der, chain_der, fingerprint_sha256, created_at, issued_at";
+
+fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertRow> {
+    Ok(CertRow {
+        id: r.get(0)?,
+        attempt_id: r.get(1)?,
+        device_serial: r.get(2)?,
+        issuer: r.get(3)?,
+        serial_hex: r.get(4)?,
+        spki_sha256: r.get(5)?,
+        spki_der: r.get(6)?,
+        not_before: r.get(7)?,
+        not_after: r.get(8)?,
+        status: r.get(9)?,
+        cert_der: r.get(10)?,
+        chain_der: r.get(11)?,
+        fingerprint_sha256: r.get(12)?,
+        created_at: r.get(13)?,
+        issued_at: r.get(14)?,
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// A new UUIDv7 as text.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Store {
+    /// Record the start of an attempt on `port`. Returns its id.
+    pub fn begin_attempt(&self, port: &str, batch: Option<&str>) -> Result<String, StoreError> {
+        let id = new_id();
+        let (i, p, b) = (id.clone(), port.to_string(), batch.map(str::to_string));
+        self.write(move |t| {
+            t.execute(
+                "INSERT INTO attempts(id, port, started_at, status, stage, batch) VALUES (?1, ?2, ?3, 'running', 'hello', ?4)",
+                params![i, p, now_text(), b],
+            )?;
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// Append steps and move the attempt's `stage` to the last one.
+    pub fn record_steps(&self, attempt_id: &str, steps: Vec<StepRow>) -> Result<(), StoreError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let id = attempt_id.to_string();
+        self.write(move |t| {
+            let mut ins = t.prepare_cached(
+                "INSERT INTO steps(attempt_id, at, stage, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for s in &steps {
+                ins.execute(params![id, s.at, s.stage, s.kind, s.detail])?;
+            }
+            if let Some(last) = steps.iter().rev().find(|s| s.kind != "console") {
+                t.execute("UPDATE attempts SET stage = ?2 WHERE id = ?1", params![id, last.stage])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn set_device(&self, attempt_id: &str, d: &DeviceFacts) -> Result<(), StoreError> {
+        let (id, d) = (attempt_id.to_string(), d.clone());
+        self.write(move |t| {
+            t.execute(
+                "UPDATE attempts SET device_serial=?2, model=?3, hw_rev=?4, fw_version=?5, fw_hash=?6, chip_uid=?7 WHERE id=?1",
+                params![id, d.serial, d.model, d.hw_rev, d.fw_version, d.fw_hash, d.chip_uid],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn set_key(&self, attempt_id: &str, spki_sha256: &str) -> Result<(), StoreError> {
+        let (id, k) = (attempt_id.to_string(), spki_sha256.to_string());
+        self.write(move |t| {
+            t.execute("UPDATE attempts SET spki_sha256=?2 WHERE id=?1", params![id, k])?;
+            Ok(())
+        })
+    }
+
+    /// Journal the intent to sign. Fails with `Duplicate` if the key or the
+    /// (issuer, serial) already has a certificate row.
+    pub fn journal_intent(&self, intent: &Intent) -> Result<(), StoreError> {
+        let i = intent.clone();
+        self.write(move |t| {
+            let r = t.execute(
+                "INSERT INTO certificates(id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der,
+                     not_before, not_after, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'signing', ?10)",
+                params![i.id, i.attempt_id, i.device_serial, i.issuer, i.serial_hex, i.spki_sha256, i.spki_der,
+                    i.not_before, i.not_after, now_text()],
+            );
+            match r {
+                Ok(_) => {
+                    t.execute(
+                        "UPDATE attempts SET certificate_id=?2 WHERE id=?1",
+                        params![i.attempt_id, i.id],
+                    )?;
+                    Ok(())
+                }
+                Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate(format!(
+                    "a certificate already exists for key {} or serial {}",
+                    i.spki_sha256, i.serial_hex
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Complete a journaled intent with the signed certificate.
+    pub fn mark_issued(
+        &self,
+        cert_id: &str,
+        cert_der: &[u8],
+        chain_der: &[u8],
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        let (id, c, ch, f) = (cert_id.to_string(), cert_der.to_vec(), chain_der.to_vec(), fingerprint.to_string());
+        self.write(move |t| {
+            let n = t.execute(
+                "UPDATE certificates SET status='issued', cert_der=?2, chain_der=?3, fingerprint_sha256=?4, issued_at=?5
+                 WHERE id=?1 AND status='signing'",
+                params![id, c, ch, f, now_text()],
+            )?;
+            if n != 1 {
+                return Err(StoreError::NotFound(format!("no signing intent {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Link an attempt to a certificate issued earlier (resume).
+    pub fn link_certificate(&self, attempt_id: &str, cert_id: &str) -> Result<(), StoreError> {
+        let (a, c) = (attempt_id.to_string(), cert_id.to_string());
+        self.write(move |t| {
+            t.execute("UPDATE attempts SET certificate_id=?2, resumed=1 WHERE id=?1", params![a, c])?;
+            Ok(())
+        })
+    }
+
+    pub fn finish_attempt(
+        &self,
+        attempt_id: &str,
+        end: AttemptEnd,
+        bytes_to_device: u64,
+        bytes_from_device: u64,
+    ) -> Result<(), StoreError> {
+        let id = attempt_id.to_string();
+        self.write(move |t| {
+            match end {
+                AttemptEnd::Passed { resumed } => t.execute(
+                    "UPDATE attempts SET status='passed', stage='done', finished_at=?2, resumed=max(resumed, ?3),
+                         bytes_to_device=?4, bytes_from_device=?5 WHERE id=?1",
+                    params![id, now_text(), resumed as i64, bytes_to_device as i64, bytes_from_device as i64],
+                )?,
+                AttemptEnd::Failed { stage, code, reason, hint, retryable } => t.execute(
+                    "UPDATE attempts SET status='failed', stage=?2, code=?3, reason=?4, hint=?5, retryable=?6, finished_at=?7,
+                         bytes_to_device=?8, bytes_from_device=?9 WHERE id=?1",
+                    params![id, stage, code, reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
+                        bytes_from_device as i64],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    /// On start-up: attempts left `running` by a stopped station become
+    /// `interrupted`, keeping the stage they reached. Returns how many.
+    pub fn interrupt_running(&self) -> Result<usize, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.write(move |t| {
+            let n = t.execute(
+                "UPDATE attempts SET status='interrupted', finished_at=?1, code='station_stopped',
+                     reason='the station stopped during ' || coalesce(stage, 'the attempt'),
+                     hint='Re-attach the device: it resumes with the same key and certificate.', retryable=1
+                 WHERE status='running'",
+                params![now_text()],
+            )?;
+            let _ = tx.send(n);
+            Ok(())
+        })?;
+        Ok(rx.recv().unwrap_or(0))
+    }
+
+    /// Certificate rows for a key, if any.
+    pub fn cert_by_spki(&self, spki_sha256: &str) -> Result<Option<CertRow>, StoreError> {
+        let k = spki_sha256.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE spki_sha256=?1"), [k], cert_row)
+                .optional()?)
+        })
+    }
+
+    pub fn cert_by_id(&self, id: &str) -> Result<Option<CertRow>, StoreError> {
+        let k = id.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE id=?1"), [k], cert_row).optional()?)
+        })
+    }
+
+    /// Intents journaled but never completed (the station stopped while signing).
+    pub fn pending_intents(&self) -> Result<Vec<CertRow>, StoreError> {
+        self.read(|c| {
+            let mut s = c.prepare(&format!("SELECT {CERT_COLS} FROM certificates WHERE status='signing' ORDER BY created_at"))?;
+            let rows = s.query_map([], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn certificates(&self) -> Result<Vec<CertRow>, StoreError> {
+        self.read(|c| {
+            let mut s = c.prepare(&format!("SELECT {CERT_COLS} FROM certificates ORDER BY created_at"))?;
+            let rows = s.query_map([], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    pub fn attempts(&self, f: &AttemptFilter) -> Result<Vec<AttemptRow>, StoreError> {
+        let f = f.clone();
+        self.read(move |c| list_attempts(c, &f))
+    }
+
+    pub fn attempt(&self, id: &str) -> Result<Option<AttemptRow>, StoreError> {
+        let k = id.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(&format!("SELECT {ATTEMPT_COLS} FROM attempts a WHERE a.id=?1"), [k], attempt_row)
+                .optional()?)
+        })
+    }
+
+    pub fn steps(&self, attempt_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        let k = attempt_id.to_string();
+        self.read(move |c| {
+            let mut s = c.prepare("SELECT at, stage, kind, detail FROM steps WHERE attempt_id=?1 ORDER BY id")?;
+            let rows = s
+                .query_map([k], |r| Ok(StepRow { at: r.get(0)?, stage: r.get(1)?, kind: r.get(2)?, detail: r.get(3)? }))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+}
+
+fn list_attempts(c: &Connection, f: &AttemptFilter) -> Result<Vec<AttemptRow>, StoreError> {
+    let mut sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a LEFT JOIN certificates c ON c.id = a.certificate_id WHERE 1=1"
+    );
+    let mut args: Vec<String> = Vec::new();
+    let mut add = |clause: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            args.push(v.clone());
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        }
+    };
+    add("a.device_serial =", &f.device_serial);
+    add("a.status =", &f.status);
+    add("a.batch =", &f.batch);
+    add("c.serial_hex =", &f.cert_serial.as_ref().map(|s| s.to_ascii_lowercase()));
+    add("a.started_at >=", &f.since);
+    sql.push_str(" ORDER BY a.started_at DESC, a.id DESC");
+    if let Some(l) = f.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    let mut s = c.prepare(&sql)?;
+    let rows = s
+        .query_map(rusqlite::params_from_iter(args.iter()), attempt_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Format a time as stored.
+pub fn stored_time(t: time::OffsetDateTime) -> String {
+    ts(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("station.db")).unwrap();
+        (d, s)
+    }
+
+    fn intent(attempt: &str, key: &str, serial: &str) -> Intent {
+        Intent {
+            id: new_id(),
+            attempt_id: attempt.into(),
+            device_serial: "SN1".into(),
+            issuer: "CN=CA".into(),
+            serial_hex: serial.into(),
+            spki_sha256: key.into(),
+            spki_der: vec![1, 2, 3],
+            not_before: now_text(),
+            not_after: now_text(),
+        }
+    }
+
+    #[test]
+    fn pragmas_are_wal_and_full() {
+        let (_d, s) = store();
+        let (mode, sync): (String, i64) = s
+            .read(|c| {
+                Ok((
+                    c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+                    c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "FULL");
+    }
+
+    #[test]
+    fn attempt_lifecycle_and_steps() {
+        let (_d, s) = store();
+        let a = s.begin_attempt("/dev/ttyUSB0", Some("B1")).unwrap();
+        s.record_steps(&a, vec![StepRow { at: now_text(), stage: "identify".into(), kind: "started".into(), detail: "".into() }])
+            .unwrap();
+        s.set_device(&a, &DeviceFacts { serial: "SN1".into(), ..Default::default() }).unwrap();
+        let row = s.attempt(&a).unwrap().unwrap();
+        assert_eq!((row.status.as_str(), row.stage.as_deref()), ("running", Some("identify")));
+        s.finish_attempt(&a, AttemptEnd::Failed { stage: "keygen".into(), code: "timeout".into(), reason: "r".into(), hint: "h".into(), retryable: true }, 10, 20).unwrap();
+        let row = s.attempt(&a).unwrap().unwrap();
+        assert_eq!((row.status.as_str(), row.code.as_deref(), row.bytes_from_device), ("failed", Some("timeout"), 20));
+        assert_eq!(s.steps(&a).unwrap().len(), 1);
+        let f = AttemptFilter { device_serial: Some("SN1".into()), ..Default::default() };
+        assert_eq!(s.attempts(&f).unwrap().len(), 1);
+        let f = AttemptFilter { batch: Some("B2".into()), ..Default::default() };
+        assert_eq!(s.attempts(&f).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn intent_then_issue_and_uniqueness() {
+        let (_d, s) = store();
+        let a = s.begin_attempt("p", None).unwrap();
+        let i = intent(&a, "k1", "01");
+        s.journal_intent(&i).unwrap();
+        assert_eq!(s.pending_intents().unwrap().len(), 1);
+        // same key again: refused
+        assert!(matches!(s.journal_intent(&intent(&a, "k1", "02")), Err(StoreError::Duplicate(_))));
+        // same serial again: refused
+        assert!(matches!(s.journal_intent(&intent(&a, "k2", "01")), Err(StoreError::Duplicate(_))));
+        s.mark_issued(&i.id, b"cert", b"chain", "fp").unwrap();
+        assert!(s.pending_intents().unwrap().is_empty());
+        let c = s.cert_by_spki("k1").unwrap().unwrap();
+        assert_eq!((c.status.as_str(), c.cert_der.as_deref()), ("issued", Some(&b"cert"[..])));
+        // issuing twice is refused
+        assert!(s.mark_issued(&i.id, b"x", b"y", "fp").is_err());
+    }
+
+    #[test]
+    fn a_failing_write_does_not_spoil_its_batch() {
+        let (_d, s) = store();
+        let a = s.begin_attempt("p", None).unwrap();
+        s.journal_intent(&intent(&a, "k1", "01")).unwrap();
+        let s = std::sync::Arc::new(s);
+        let hs: Vec<_> = (0..20)
+            .map(|n| {
+                let s = s.clone();
+                let a = a.clone();
+                std::thread::spawn(move || s.journal_intent(&intent(&a, if n % 2 == 0 { "k1" } else { "kx" }, &format!("{n:02x}ff"))))
+            })
+            .collect();
+        let results: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        // all "k1" duplicates fail; exactly one "kx" succeeds
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "{results:?}");
+        assert_eq!(s.certificates().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn running_attempts_become_interrupted_on_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.db");
+        let a = {
+            let s = Store::open(&p).unwrap();
+            let a = s.begin_attempt("p", None).unwrap();
+            s.record_steps(&a, vec![StepRow { at: now_text(), stage: "write_cert".into(), kind: "started".into(), detail: "".into() }]).unwrap();
+            a
+        };
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.interrupt_running().unwrap(), 1);
+        let r = s.attempt(&a).unwrap().unwrap();
+        assert_eq!(r.status, "interrupted");
+        assert_eq!(r.reason.as_deref(), Some("the station stopped during write_cert"));
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_a_clear_message() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let e = Store::open(&p).err().unwrap();
+        assert!(e.to_string().contains("newer Imprint"), "{e}");
+    }
+}
