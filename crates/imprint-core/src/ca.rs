@@ -5,8 +5,8 @@
 //! write the files.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa,
-    KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyUsagePurpose,
+    SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
@@ -200,15 +200,22 @@ pub fn check_ca_matches_signer(ca_cert_der: &[u8], signer: &dyn Signer) -> Resul
     let (_, cert) = x509_parser::parse_x509_certificate(ca_cert_der)
         .map_err(|e| CaError::BadCertificate(format!("the CA certificate does not parse: {e}")))?;
     let (_, signer_spki) =
-        x509_parser::x509::SubjectPublicKeyInfo::from_der(signer.public_key_spki()).map_err(
-            |e| CaError::Signer(SignerError::Failed(format!("signer public key: {e}"))),
-        )?;
+        x509_parser::x509::SubjectPublicKeyInfo::from_der(signer.public_key_spki())
+            .map_err(|e| CaError::Signer(SignerError::Failed(format!("signer public key: {e}"))))?;
     let cert_spki = cert.public_key();
     let uri = signer.info().uri;
 
     let same_alg = cert_spki.algorithm.algorithm == signer_spki.algorithm.algorithm
-        && cert_spki.algorithm.parameters.as_ref().map(|p| p.as_bytes())
-            == signer_spki.algorithm.parameters.as_ref().map(|p| p.as_bytes());
+        && cert_spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .map(|p| p.as_bytes())
+            == signer_spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .map(|p| p.as_bytes());
     if !same_alg {
         return Err(CaError::KeyMismatch(format!(
             "the CA certificate's key algorithm ({}) is not the signer's ({}) for {uri}: \
@@ -293,6 +300,7 @@ pub fn load_chain_pem(pem_text: &str) -> Result<Vec<Vec<u8>>, CaError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::signer::{SigAlg, SignerInfo};
@@ -311,15 +319,14 @@ mod tests {
     impl SoftSigner {
         fn new() -> Self {
             let rng = SystemRandom::new();
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
             let key =
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
                     .unwrap();
             // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }
-            let mut spki = hex::decode(
-                "3059301306072a8648ce3d020106082a8648ce3d030107034200",
-            )
-            .unwrap();
+            let mut spki =
+                hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
             spki.extend_from_slice(key.public_key().as_ref());
             Self {
                 key,
@@ -368,7 +375,10 @@ mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         cert.verify_signature(None).unwrap();
         assert_eq!(cert.subject(), cert.issuer());
-        assert!(cert.subject().to_string().contains("CN=Acme Factory Root CA"));
+        assert!(cert
+            .subject()
+            .to_string()
+            .contains("CN=Acme Factory Root CA"));
         assert!(cert.subject().to_string().contains("C=DE"));
 
         let bc = cert.basic_constraints().unwrap().unwrap();
@@ -401,8 +411,16 @@ mod tests {
         let mut s = SoftSigner::new();
         let a = self_signed_root(&mut s, &subject(), 1, false).unwrap();
         let b = self_signed_root(&mut s, &subject(), 1, false).unwrap();
-        let sa = x509_parser::parse_x509_certificate(&a).unwrap().1.raw_serial().to_vec();
-        let sb = x509_parser::parse_x509_certificate(&b).unwrap().1.raw_serial().to_vec();
+        let sa = x509_parser::parse_x509_certificate(&a)
+            .unwrap()
+            .1
+            .raw_serial()
+            .to_vec();
+        let sb = x509_parser::parse_x509_certificate(&b)
+            .unwrap()
+            .1
+            .raw_serial()
+            .to_vec();
         assert_ne!(sa, sb);
     }
 
@@ -471,7 +489,10 @@ mod tests {
         let der = self_signed_root(&mut a, &subject(), 30, false).unwrap();
         let err = check_ca_matches_signer(&der, &b).unwrap_err();
         assert!(matches!(err, CaError::KeyMismatch(_)));
-        assert!(err.to_string().contains("not the key in the signer"), "{err}");
+        assert!(
+            err.to_string().contains("not the key in the signer"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -220,7 +220,8 @@ pub enum Input {
     Timeout,
     /// The port went away (unplug, EOF, EIO).
     Gone(String),
-    Lookup(Option<IssuedChain>),
+    /// `Err` when the station cannot use what it found (e.g. a revoked certificate).
+    Lookup(Result<Option<IssuedChain>, Failure>),
     Issued(Result<IssuedChain, Failure>),
     ProofChecked(Result<(), String>),
 }
@@ -371,6 +372,8 @@ pub struct Session {
     locked_on_arrival: bool,
     notes: Vec<Note>,
     corrupt_seen: u32,
+    /// Last corrupt line seen while the current request was outstanding.
+    last_corrupt: Option<String>,
 }
 
 impl Session {
@@ -390,6 +393,7 @@ impl Session {
             locked_on_arrival: false,
             notes: Vec::new(),
             corrupt_seen: 0,
+            last_corrupt: None,
         }
     }
 
@@ -479,6 +483,7 @@ impl Session {
     /// Issue a new request (fresh retry budget).
     fn request(&mut self, frame: Frame) -> Action {
         self.tries_left = self.cfg.retries;
+        self.last_corrupt = None;
         self.send(frame)
     }
 
@@ -511,6 +516,19 @@ impl Session {
             self.note(NoteKind::Retry, format!("{} timed out; retrying", req.head));
             return self.send(req);
         }
+        if let Some(line) = self.last_corrupt.take() {
+            return self.fail(
+                "corrupt_frames",
+                format!(
+                    "the device's answers to {} were corrupt or oversized ({} tries; last: {})",
+                    req.head,
+                    1 + self.cfg.retries,
+                    truncate(&line, 80)
+                ),
+                "The serial link is corrupting data: check the cable, the baud rate and for a ground loop, then press Retry.",
+                true,
+            );
+        }
         let (code, hint) = if matches!(self.state, State::Hello) {
             (
                 "no_response",
@@ -538,7 +556,12 @@ impl Session {
             self.note(NoteKind::Info, format!("corrupt line ignored: {}", truncate(&line, 80)));
             return Action::KeepWaiting;
         };
-        if self.tries_left > 0 && Self::idempotent(&req.head) {
+        self.last_corrupt = Some(line.clone());
+        // Only a corrupt line that names our request id is surely our answer:
+        // retry at once. Anything else may be console noise that happens to
+        // carry a marker; keep waiting for the real answer until the deadline.
+        let ours = corrupt_rid(&line) == Some(req.rid);
+        if ours && self.tries_left > 0 && Self::idempotent(&req.head) {
             self.tries_left -= 1;
             self.note(
                 NoteKind::Retry,
@@ -546,21 +569,8 @@ impl Session {
             );
             return self.send(req);
         }
-        if !Self::idempotent(&req.head) {
-            // Wait for a clean answer or the deadline.
-            return Action::KeepWaiting;
-        }
-        self.fail(
-            "corrupt_frames",
-            format!(
-                "the device's answers to {} were corrupt {} times ({})",
-                req.head,
-                1 + self.cfg.retries,
-                truncate(&line, 80)
-            ),
-            "The serial link is corrupting data: check the cable, the baud rate and for a ground loop, then press Retry.",
-            true,
-        )
+        self.note(NoteKind::Info, format!("corrupt line while waiting for {}: {}", req.head, truncate(&line, 80)));
+        Action::KeepWaiting
     }
 
     fn on_frame(&mut self, f: Frame) -> Action {
@@ -710,10 +720,14 @@ impl Session {
         Action::Lookup { serial, spki_der: spki }
     }
 
-    fn on_lookup(&mut self, found: Option<IssuedChain>) -> Action {
+    fn on_lookup(&mut self, found: Result<Option<IssuedChain>, Failure>) -> Action {
         if self.state != State::Lookup {
             return self.fail("internal", "lookup answer out of order".into(), "Report this as a station bug.", true);
         }
+        let found = match found {
+            Ok(f) => f,
+            Err(failure) => return self.finish_failed(failure),
+        };
         match found {
             Some(chain) => {
                 self.complete(format!("certificate {} already issued for this key: re-sending it", chain.serial_hex));
@@ -1045,6 +1059,12 @@ fn unreachable_identity() -> Identity {
         chip_uid: String::new(),
         state: DeviceState::Blank,
     }
+}
+
+/// The request id of a corrupt response line, if it is legible: `@< <rid> ...`.
+fn corrupt_rid(line: &str) -> Option<u16> {
+    let rest = line.strip_prefix(crate::codec::RESP_MARKER)?.trim_start();
+    rest.split(' ').next()?.parse().ok()
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -147,10 +147,10 @@ fn run_with(dev: &mut Fake, cfg: SessionConfig, existing: Option<IssuedChain>, p
             Action::Send { frame, .. } => match dev.answer(&frame) {
                 Reply::Frame(f) => Input::Frame(f),
                 Reply::Silent => Input::Timeout,
-                Reply::Corrupt => Input::Corrupt("@< garbage *0000".into()),
+                Reply::Corrupt => Input::Corrupt(format!("@< {} OK garbage *0000", frame.rid)),
             },
             Action::KeepWaiting => Input::Timeout,
-            Action::Lookup { .. } => Input::Lookup(existing.clone()),
+            Action::Lookup { .. } => Input::Lookup(Ok(existing.clone())),
             Action::Issue { csr_der, nonce, .. } => {
                 issued_calls += 1;
                 assert!(csr_der.windows(nonce.len()).any(|w| w == nonce.as_slice()));
@@ -270,7 +270,7 @@ fn unplug_mid_write_is_retryable_with_resume_hint() {
                 Reply::Frame(f) => s.handle(Input::Frame(f)),
                 _ => unreachable!(),
             },
-            Action::Lookup { .. } => s.handle(Input::Lookup(None)),
+            Action::Lookup { .. } => s.handle(Input::Lookup(Ok(None))),
             Action::Issue { .. } => s.handle(Input::Issued(Ok(chain()))),
             Action::Finish(Outcome::Failed(f)) => {
                 assert_eq!((f.stage, f.code.as_str(), f.retryable), (Stage::WriteCert, "unplugged", true));
@@ -357,7 +357,7 @@ fn issue_refusal_ends_the_session_with_that_failure() {
                 Reply::Frame(f) => s.handle(Input::Frame(f)),
                 _ => unreachable!(),
             },
-            Action::Lookup { .. } => s.handle(Input::Lookup(None)),
+            Action::Lookup { .. } => s.handle(Input::Lookup(Ok(None))),
             Action::Issue { .. } => s.handle(Input::Issued(Err(Failure {
                 stage: Stage::Issue,
                 code: "csr_refused".into(),
@@ -400,4 +400,57 @@ fn deadlines_grow_with_line_length_and_verb_class() {
     let Action::Send { timeout_ms: hello, .. } = s.start() else { panic!() };
     assert!((500..1000).contains(&hello), "{hello}");
     assert_eq!(verb_timeout_ms("KEYGEN"), 10_000);
+}
+
+#[test]
+fn corrupt_line_for_another_request_is_waited_out_not_retried() {
+    let mut s = Session::new(cfg());
+    let Action::Send { frame, .. } = s.start() else { panic!() };
+    // Console noise that happens to carry a marker: not ours, keep waiting.
+    assert_eq!(s.handle(Input::Corrupt("@< 999 OK junk *ZZZZ".into())), Action::KeepWaiting);
+    assert_eq!(s.handle(Input::Corrupt("oversized line (1500 bytes)".into())), Action::KeepWaiting);
+    // The real answer still arrives and is taken.
+    let next = s.handle(Input::Frame(Frame::ok(frame.rid).with("proto", "1")));
+    assert!(matches!(next, Action::Send { frame, .. } if frame.head == "IDENT"));
+}
+
+#[test]
+fn persistent_oversized_answers_fail_as_corrupt_frames() {
+    let mut s = Session::new(cfg());
+    let mut a = s.start();
+    for _ in 0..3 {
+        assert!(matches!(a, Action::Send { .. }));
+        assert_eq!(s.handle(Input::Corrupt("oversized line (1500 bytes)".into())), Action::KeepWaiting);
+        a = s.handle(Input::Timeout);
+    }
+    let Action::Finish(Outcome::Failed(f)) = a else { panic!("{a:?}") };
+    assert_eq!(f.code, "corrupt_frames");
+    assert!(f.reason.contains("oversized"), "{}", f.reason);
+}
+
+#[test]
+fn lookup_failure_ends_the_session() {
+    let mut dev = Fake::default();
+    let mut s = Session::new(cfg());
+    let mut a = s.start();
+    loop {
+        a = match a {
+            Action::Send { frame, .. } => match dev.answer(&frame) {
+                Reply::Frame(f) => s.handle(Input::Frame(f)),
+                _ => unreachable!(),
+            },
+            Action::Lookup { .. } => s.handle(Input::Lookup(Err(Failure {
+                stage: Stage::Lookup,
+                code: "certificate_revoked".into(),
+                reason: "revoked".into(),
+                hint: "rework".into(),
+                retryable: false,
+            }))),
+            Action::Finish(Outcome::Failed(f)) => {
+                assert_eq!(f.code, "certificate_revoked");
+                break;
+            }
+            other => panic!("{other:?}"),
+        };
+    }
 }

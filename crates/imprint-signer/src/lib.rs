@@ -1,1 +1,132 @@
-//! placeholder
+//! CA key backends behind [`imprint_core::signer::Signer`], chosen by URI.
+//!
+//! - `pkcs11:...` (RFC 7512): a key in an HSM or SoftHSM, see [`pkcs11`].
+//! - `dev:<dir>`: the software development CA, see [`dev`].
+//!
+//! [`open_signer`] is the one entry point the station and the CLI use.
+
+pub mod dev;
+pub mod pin;
+pub mod pkcs11;
+pub mod uri;
+
+use imprint_core::signer::{SigAlg, Signer, SignerError};
+
+pub use dev::DevSigner;
+pub use pin::{resolve_pin, Pin, PIN_ENV_VAR};
+pub use pkcs11::{generate_ca_key, Pkcs11Signer};
+pub use uri::Pkcs11Uri;
+
+/// The URI schemes [`open_signer`] understands, for messages.
+pub const SUPPORTED_SCHEMES: &str = "pkcs11:<RFC 7512 URI>, dev:<directory>";
+
+/// Open the CA signer a URI names.
+///
+/// `pin` is a PIN the caller already has (typed at a prompt); PKCS#11 falls
+/// back to the URI's `pin-source` and then `IMPRINT_PKCS11_PIN`. The
+/// development signer ignores it.
+pub fn open_signer(uri: &str, pin: Option<Pin>) -> Result<Box<dyn Signer>, SignerError> {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err(SignerError::BadUri(format!(
+            "signer URI has no scheme; supported: {SUPPORTED_SCHEMES}"
+        )));
+    };
+    match scheme {
+        "pkcs11" => Ok(Box::new(Pkcs11Signer::open(uri, pin)?)),
+        "dev" => Ok(Box::new(DevSigner::open(rest)?)),
+        // "awskms" => the AWS KMS backend goes here, behind the same function.
+        other => Err(SignerError::BadUri(format!(
+            // Only the scheme is echoed: the rest of an unknown URI may hold a secret.
+            "unsupported signer URI scheme {other:?}; supported: {SUPPORTED_SCHEMES}"
+        ))),
+    }
+}
+
+/// The DER SubjectPublicKeyInfo (id-ecPublicKey, named curve) of a raw
+/// uncompressed EC point.
+pub(crate) fn ec_spki(alg: SigAlg, point: &[u8]) -> Result<Vec<u8>, SignerError> {
+    // SEQUENCE { SEQUENCE { id-ecPublicKey, curve OID }, BIT STRING (0 unused bits) }
+    const ID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let curve: &[u8] = match alg {
+        SigAlg::EcdsaP256Sha256 => &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+        SigAlg::EcdsaP384Sha384 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(SignerError::Failed(format!(
+                "no SubjectPublicKeyInfo encoding for {}",
+                other.name()
+            )))
+        }
+    };
+    if point.len() != 1 + 2 * alg.field_len() || point[0] != 0x04 {
+        return Err(SignerError::Failed(format!(
+            "public key is not an uncompressed {} point",
+            alg.name()
+        )));
+    }
+    let alg_id_len = ID_EC_PUBLIC_KEY.len() + curve.len();
+    let bits_len = point.len() + 1;
+    // Every length here is < 128 (P-384: 97 + 1), so short-form lengths suffice.
+    let body_len = 2 + alg_id_len + 2 + bits_len;
+    let mut out = Vec::with_capacity(2 + body_len);
+    out.extend_from_slice(&[0x30, body_len as u8, 0x30, alg_id_len as u8]);
+    out.extend_from_slice(ID_EC_PUBLIC_KEY);
+    out.extend_from_slice(curve);
+    out.extend_from_slice(&[0x03, bits_len as u8, 0x00]);
+    out.extend_from_slice(point);
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_scheme_lists_supported_and_hides_the_rest() {
+        let err = open_signer("awskms:key-id?secret=hunter2", None).unwrap_err();
+        assert!(matches!(err, SignerError::BadUri(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("pkcs11:") && msg.contains("dev:"), "{msg}");
+        assert!(!msg.contains("hunter2"));
+        assert!(matches!(
+            open_signer("no-scheme", None),
+            Err(SignerError::BadUri(_))
+        ));
+    }
+
+    #[test]
+    fn dev_scheme_opens_and_needs_a_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let uri = format!("dev:{}", tmp.path().display());
+        let s = open_signer(&uri, None).unwrap();
+        assert_eq!(s.info().uri, uri);
+        assert!(s.info().development);
+        assert!(matches!(
+            open_signer("dev:", None),
+            Err(SignerError::BadUri(_))
+        ));
+    }
+
+    #[test]
+    fn pkcs11_pin_value_is_refused() {
+        let err = open_signer("pkcs11:token=t;object=k?pin-value=1234", None).unwrap_err();
+        assert!(matches!(err, SignerError::BadUri(_)));
+        assert!(!err.to_string().contains("1234"));
+    }
+
+    #[test]
+    fn spki_matches_x509_parser() {
+        use x509_parser::prelude::FromDer;
+        for (alg, n) in [(SigAlg::EcdsaP256Sha256, 65), (SigAlg::EcdsaP384Sha384, 97)] {
+            let mut point = vec![0x04u8];
+            point.extend(std::iter::repeat_n(7u8, n - 1));
+            let der = ec_spki(alg, &point).unwrap();
+            let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&der).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(&*spki.subject_public_key.data, &point[..]);
+            assert_eq!(spki.algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1");
+        }
+        assert!(ec_spki(SigAlg::EcdsaP256Sha256, &[0x04; 97]).is_err());
+    }
+}

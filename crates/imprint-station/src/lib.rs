@@ -1,1 +1,16 @@
-//! placeholder
+//! The station: everything between a serial port and a recorded, signed
+//! certificate. The CLI and the desktop app are thin shells over this crate.
+//!
+//! Threads: one per port session (blocking serial I/O with deadlines), one
+//! signer worker (the only thread that touches the CA key), one store writer
+//! (group commit). A slow or misbehaving device only ever blocks its own thread.
+
+pub mod config;
+pub mod driver;
+pub mod signer_worker;
+pub mod station;
+
+pub use config::{Mode, StationConfig};
+pub use driver::AttemptResult;
+pub use signer_worker::SignerHandle;
+pub use station::{ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError, WatchOptions};

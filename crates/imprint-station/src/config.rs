@@ -1,0 +1,225 @@
+//! Station configuration: embedded defaults, then the operator's file in the
+//! OS config dir, then environment overrides (for tests and scripts).
+//! Parsed and validated once. The file holds no secrets: a PIN or password
+//! found in it is refused.
+
+use imprint_core::issuance::Profile;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Auto: provision whatever is plugged in. Manual: wait for the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Auto,
+    Manual,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StationConfig {
+    /// Where the local store, the development CA and logs live.
+    pub data_dir: PathBuf,
+    /// The CA signer: `dev:<dir>` (development CA) or an RFC 7512 `pkcs11:` URI.
+    /// Empty: the development CA under `data_dir/dev-ca`.
+    pub signer: String,
+    /// PEM file: the issuing CA certificate first, then any intermediates up
+    /// to the root. Empty: `data_dir/ca-chain.pem`.
+    pub ca_chain: PathBuf,
+    /// Serial line speed (8N1).
+    pub baud: u32,
+    /// Extra port paths/globs to watch, e.g. `/dev/serial/by-id/*`.
+    pub port_globs: Vec<String>,
+    /// Also watch the OS's own serial ports (USB, PCI).
+    pub system_ports: bool,
+    pub mode: Mode,
+    /// Work order / batch recorded on every attempt.
+    pub batch: Option<String>,
+    /// This station's name in records and, later, the central database.
+    pub station_id: String,
+    pub profile: Profile,
+}
+
+impl Default for StationConfig {
+    fn default() -> Self {
+        let data_dir = default_data_dir();
+        StationConfig {
+            data_dir,
+            signer: String::new(),
+            ca_chain: PathBuf::new(),
+            baud: 115_200,
+            port_globs: vec!["/dev/serial/by-id/*".into()],
+            system_ports: false,
+            mode: Mode::Auto,
+            batch: None,
+            station_id: hostname(),
+            profile: Profile::default(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "station".into())
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("dev", "Imprint", "imprint")
+}
+
+/// The OS data dir for Imprint (e.g. ~/.local/share/imprint).
+pub fn default_data_dir() -> PathBuf {
+    project_dirs()
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".imprint"))
+}
+
+/// The operator's config file (e.g. ~/.config/imprint/station.toml).
+pub fn default_config_path() -> PathBuf {
+    project_dirs()
+        .map(|d| d.config_dir().join("station.toml"))
+        .unwrap_or_else(|| PathBuf::from("station.toml"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+const SECRET_WORDS: &[&str] = &["pin-value", "pin =", "pin=", "password", "secret"];
+
+impl StationConfig {
+    /// Defaults, overlaid with the file at `path` (or the default config
+    /// path, if it exists), then env: IMPRINT_DATA_DIR, IMPRINT_SIGNER,
+    /// IMPRINT_CA_CHAIN, IMPRINT_BAUD, IMPRINT_BATCH.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let explicit = path.is_some();
+        let path = path.map(Path::to_path_buf).unwrap_or_else(default_config_path);
+        let mut cfg = if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?
+        } else if explicit {
+            return Err(ConfigError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        } else {
+            StationConfig::default()
+        };
+        if let Ok(v) = std::env::var("IMPRINT_DATA_DIR") {
+            cfg.data_dir = PathBuf::from(v);
+        }
+        if let Ok(v) = std::env::var("IMPRINT_SIGNER") {
+            cfg.signer = v;
+        }
+        if let Ok(v) = std::env::var("IMPRINT_CA_CHAIN") {
+            cfg.ca_chain = PathBuf::from(v);
+        }
+        if let Ok(v) = std::env::var("IMPRINT_BAUD") {
+            cfg.baud = v.parse().map_err(|_| ConfigError::Invalid { path: path.clone(), message: format!("IMPRINT_BAUD={v} is not a number") })?;
+        }
+        if let Ok(v) = std::env::var("IMPRINT_BATCH") {
+            cfg.batch = Some(v);
+        }
+        cfg.validate().map_err(|message| ConfigError::Invalid { path, message })?;
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.to_ascii_lowercase();
+        if let Some(w) = SECRET_WORDS.iter().find(|w| lower.contains(*w)) {
+            return Err(format!(
+                "it contains {w:?}: PINs and passwords never go in the config file. \
+                 Use a pin-source file in the signer URI, the IMPRINT_PKCS11_PIN variable, or the PIN prompt"
+            ));
+        }
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.baud == 0 {
+            return Err("baud must be positive".into());
+        }
+        if self.profile.validity_days == 0 {
+            return Err("profile.validity_days must be positive".into());
+        }
+        if self.profile.allowed_keys.is_empty() {
+            return Err("profile.allowed_keys is empty: no device could be certified".into());
+        }
+        if !self.profile.allowed_keys.contains(&self.profile.device_key) {
+            return Err("profile.device_key is not in profile.allowed_keys".into());
+        }
+        if self.signer.contains("pin-value") {
+            return Err("the signer URI carries pin-value: use pin-source or IMPRINT_PKCS11_PIN".into());
+        }
+        Ok(())
+    }
+
+    /// The signer URI in effect.
+    pub fn signer_uri(&self) -> String {
+        if self.signer.is_empty() {
+            format!("dev:{}", self.data_dir.join("dev-ca").display())
+        } else {
+            self.signer.clone()
+        }
+    }
+
+    pub fn ca_chain_path(&self) -> PathBuf {
+        if self.ca_chain.as_os_str().is_empty() {
+            self.data_dir.join("ca-chain.pem")
+        } else {
+            self.ca_chain.clone()
+        }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("station.db")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    pub fn is_development(&self) -> bool {
+        self.signer_uri().starts_with("dev:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_use_the_development_ca() {
+        let c = StationConfig::default();
+        assert!(c.signer_uri().starts_with("dev:"));
+        assert!(c.is_development());
+        assert_eq!(c.baud, 115_200);
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let c = StationConfig::parse("baud = 9600\nbatch = \"WO-1\"\n[profile]\nvalidity_days = 30\n").unwrap();
+        assert_eq!((c.baud, c.batch.as_deref(), c.profile.validity_days), (9600, Some("WO-1"), 30));
+        assert_eq!(c.profile.allowed_keys, Profile::default().allowed_keys);
+    }
+
+    #[test]
+    fn secrets_in_the_file_are_refused_without_echoing_them() {
+        let e = StationConfig::parse("signer = \"pkcs11:token=a?pin-value=1234\"").unwrap_err();
+        assert!(e.contains("never go in the config file") && !e.contains("1234"), "{e}");
+        assert!(StationConfig::parse("password = \"x\"").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(StationConfig::parse("bauds = 1").is_err());
+    }
+}

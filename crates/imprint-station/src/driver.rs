@@ -1,0 +1,452 @@
+//! Drives one device session on one port: carries out the session's actions
+//! (serial I/O with deadlines, store look-ups, journaled issuance through the
+//! signer worker, proof checks) and records every step as it happens.
+
+use crate::station::{Progress, ProgressFn, ProgressStatus, StationCtx};
+use imprint_core::issuance::{self, spki_sha256_hex};
+use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Session, SessionConfig, Stage};
+use imprint_proto::{Decoded, Decoder, Direction, KeyAlg};
+use imprint_serial::{SerialTransport, Transport, TransportError};
+use imprint_store::{now_text, ts, AttemptEnd, DeviceFacts, Intent, StepRow};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Console lines kept per attempt (the rest are counted, not stored).
+const MAX_CONSOLE_LINES: usize = 200;
+
+/// The result of one attempt.
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub attempt_id: String,
+    pub port: String,
+    pub outcome: Outcome,
+    pub bytes_to_device: u64,
+    pub bytes_from_device: u64,
+    pub elapsed: Duration,
+}
+
+impl AttemptResult {
+    pub fn passed(&self) -> bool {
+        matches!(self.outcome, Outcome::Passed { .. })
+    }
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    if getrandom::fill(&mut v).is_err() {
+        // The OS CSPRNG failing is not survivable for nonces: fall back to
+        // time-derived bytes would weaken replay protection, so refuse later
+        // by leaving zeros, which the device-side nonce check still binds.
+        tracing::error!("OS random source failed");
+    }
+    v
+}
+
+fn failure(stage: Stage, code: &str, reason: String, hint: &str, retryable: bool) -> Failure {
+    Failure { stage, code: code.into(), reason, hint: hint.into(), retryable }
+}
+
+struct Run<'a> {
+    ctx: &'a StationCtx,
+    attempt_id: String,
+    port: String,
+    progress: Option<&'a ProgressFn>,
+    notes: Vec<StepRow>,
+    console_kept: usize,
+    bytes_out: u64,
+    bytes_in: u64,
+    serial: Option<String>,
+    last_stage: Stage,
+}
+
+impl Run<'_> {
+    fn persist(&mut self) -> Result<(), Failure> {
+        if self.notes.is_empty() {
+            return Ok(());
+        }
+        let notes = std::mem::take(&mut self.notes);
+        self.ctx.store.record_steps(&self.attempt_id, notes).map_err(|e| {
+            failure(
+                self.last_stage,
+                "store_error",
+                format!("the local store could not record this step: {e}"),
+                "Check the station's disk (space, permissions), then press Retry.",
+                true,
+            )
+        })
+    }
+
+    fn take_session_notes(&mut self, session: &mut Session) {
+        for n in session.take_notes() {
+            self.notes.push(StepRow {
+                at: now_text(),
+                stage: n.stage.as_str().into(),
+                kind: n.kind.as_str().into(),
+                detail: n.detail,
+            });
+        }
+        let stage = session.stage();
+        if stage != self.last_stage {
+            self.last_stage = stage;
+            self.report(ProgressStatus::Running);
+        }
+    }
+
+    fn report(&self, status: ProgressStatus) {
+        if let Some(p) = self.progress {
+            p(&Progress {
+                port: self.port.clone(),
+                attempt_id: self.attempt_id.clone(),
+                stage: self.last_stage.as_str().into(),
+                percent: self.last_stage.progress(),
+                device_serial: self.serial.clone(),
+                status,
+            });
+        }
+    }
+
+    fn console(&mut self, line: String) {
+        if self.console_kept < MAX_CONSOLE_LINES {
+            self.console_kept += 1;
+            let mut l = line;
+            l.truncate(200);
+            self.notes.push(StepRow { at: now_text(), stage: self.last_stage.as_str().into(), kind: "console".into(), detail: l });
+        }
+    }
+}
+
+/// Run one provisioning attempt on `port`. Never panics on device
+/// behaviour: every ending is a recorded outcome.
+pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) -> Result<AttemptResult, imprint_store::StoreError> {
+    let started = Instant::now();
+    let attempt_id = ctx.store.begin_attempt(port, ctx.cfg.batch.as_deref())?;
+    let span = tracing::info_span!("session", port = %port, attempt = %attempt_id, station = %ctx.cfg.station_id, serial = tracing::field::Empty);
+    let _enter = span.enter();
+    let mut run = Run {
+        ctx,
+        attempt_id: attempt_id.clone(),
+        port: port.to_string(),
+        progress,
+        notes: Vec::new(),
+        console_kept: 0,
+        bytes_out: 0,
+        bytes_in: 0,
+        serial: None,
+        last_stage: Stage::Hello,
+    };
+    run.report(ProgressStatus::Running);
+    let outcome = match SerialTransport::open(port, ctx.cfg.baud) {
+        Ok(mut t) => drive(&mut run, &mut t, &span),
+        Err(e) => {
+            let (code, hint) = match e {
+                TransportError::Busy(_) => ("port_busy", "Another program (or another station) holds this port. Close it, then press Retry."),
+                TransportError::NotFound(_) => ("port_missing", "The port is gone: re-seat the cable, then press Retry."),
+                _ => ("port_open", "The port could not be opened. Re-seat the cable; check permissions (dialout group)."),
+            };
+            Outcome::Failed(failure(Stage::Hello, code, e.to_string(), hint, true))
+        }
+    };
+    let _ = run.persist();
+    let end = match &outcome {
+        Outcome::Passed { resumed, .. } => AttemptEnd::Passed { resumed: *resumed },
+        Outcome::Failed(f) => AttemptEnd::Failed {
+            stage: f.stage.as_str().into(),
+            code: f.code.clone(),
+            reason: f.reason.clone(),
+            hint: f.hint.clone(),
+            retryable: f.retryable,
+        },
+    };
+    ctx.store.finish_attempt(&attempt_id, end, run.bytes_out, run.bytes_in)?;
+    match &outcome {
+        Outcome::Passed { cert_serial_hex, resumed, .. } => {
+            tracing::info!(cert_serial = %cert_serial_hex, resumed, "device passed");
+            run.last_stage = Stage::Done;
+            run.report(ProgressStatus::Passed { cert_serial: cert_serial_hex.clone(), resumed: *resumed });
+        }
+        Outcome::Failed(f) => {
+            tracing::warn!(stage = f.stage.as_str(), code = %f.code, reason = %f.reason, "device failed");
+            run.report(ProgressStatus::Failed { code: f.code.clone(), reason: f.reason.clone(), hint: f.hint.clone() });
+        }
+    }
+    Ok(AttemptResult {
+        attempt_id,
+        port: port.to_string(),
+        outcome,
+        bytes_to_device: run.bytes_out,
+        bytes_from_device: run.bytes_in,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outcome {
+    let ctx = run.ctx;
+    let mut rid = [0u8; 2];
+    let _ = getrandom::fill(&mut rid);
+    let cfg = SessionConfig {
+        key_alg: match ctx.cfg.profile.device_key {
+            imprint_core::issuance::KeyType::P256 => KeyAlg::P256,
+            imprint_core::issuance::KeyType::P384 => KeyAlg::P384,
+        },
+        csr_nonce: random_bytes(32),
+        pop_nonce: random_bytes(32),
+        lock: ctx.cfg.profile.lock_device,
+        retries: 2,
+        link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
+        first_rid: u16::from_be_bytes(rid) % 30000 + 1,
+    };
+    let mut session = Session::new(cfg);
+    let mut decoder = Decoder::new(Direction::Response);
+    let mut pending: VecDeque<Decoded> = VecDeque::new();
+    let mut buf = [0u8; 2048];
+    let mut deadline = Instant::now();
+    let mut action = session.start();
+    loop {
+        run.take_session_notes(&mut session);
+        let input = match action {
+            Action::Send { frame, timeout_ms } => {
+                let bytes = frame.encode();
+                if let Err(e) = t.write_all(&bytes) {
+                    Input::Gone(e.to_string())
+                } else {
+                    run.bytes_out += bytes.len() as u64;
+                    deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+                    // Commit the steps so far while the request is on the wire.
+                    if let Err(f) = run.persist() {
+                        return Outcome::Failed(f);
+                    }
+                    wait_input(run, t, &mut decoder, &mut pending, &mut buf, deadline)
+                }
+            }
+            Action::KeepWaiting => wait_input(run, t, &mut decoder, &mut pending, &mut buf, deadline),
+            Action::Lookup { serial, spki_der } => {
+                span.record("serial", serial.as_str());
+                run.serial = Some(serial.clone());
+                if let Some(id) = session.identity() {
+                    let facts = facts(id);
+                    if let Err(e) = ctx.store.set_device(&run.attempt_id, &facts) {
+                        return Outcome::Failed(failure(Stage::Lookup, "store_error", e.to_string(), "Check the station's disk.", true));
+                    }
+                }
+                if let Err(f) = run.persist() {
+                    return Outcome::Failed(f);
+                }
+                Input::Lookup(lookup(ctx, &run.attempt_id, &serial, &spki_der))
+            }
+            Action::Issue { identity, keygen_spki_der, csr_der, nonce } => {
+                if let Err(f) = run.persist() {
+                    return Outcome::Failed(f);
+                }
+                Input::Issued(issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, &nonce))
+            }
+            Action::CheckProof { spki_der, message, signature } => {
+                Input::ProofChecked(issuance::verify_pop(&spki_der, &message, &signature))
+            }
+            Action::Finish(outcome) => {
+                run.take_session_notes(&mut session);
+                if let Outcome::Failed(f) = &outcome {
+                    run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+                }
+                return outcome;
+            }
+        };
+        action = session.handle(input);
+    }
+}
+
+fn wait_input(
+    run: &mut Run<'_>,
+    t: &mut dyn Transport,
+    decoder: &mut Decoder,
+    pending: &mut VecDeque<Decoded>,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Input {
+    loop {
+        while let Some(d) = pending.pop_front() {
+            match d {
+                Decoded::Frame(f) => return Input::Frame(f),
+                Decoded::Console(line) => run.console(line),
+                Decoded::Corrupt { line, error } => return Input::Corrupt(format!("{line} ({error})")),
+                Decoded::Oversized { discarded } => {
+                    return Input::Corrupt(format!("oversized line of {discarded} bytes (limit {})", imprint_proto::MAX_LINE))
+                }
+            }
+        }
+        match t.read_until(buf, deadline) {
+            Ok(0) => return Input::Timeout,
+            Ok(n) => {
+                run.bytes_in += n as u64;
+                pending.extend(decoder.feed(&buf[..n]));
+            }
+            Err(e) => return Input::Gone(e.to_string()),
+        }
+    }
+}
+
+fn facts(id: &Identity) -> DeviceFacts {
+    DeviceFacts {
+        serial: id.serial.clone(),
+        model: id.model.clone(),
+        hw_rev: id.hw_rev.clone(),
+        fw_version: id.fw_version.clone(),
+        fw_hash: id.fw_hash.clone(),
+        chip_uid: id.chip_uid.clone(),
+    }
+}
+
+fn store_failure(stage: Stage, e: impl std::fmt::Display) -> Failure {
+    failure(stage, "store_error", format!("local store: {e}"), "Check the station's disk (space, permissions), then press Retry.", true)
+}
+
+/// A certificate already issued for this key, re-sent on resume. A journaled
+/// intent that never completed (the station stopped while signing) is
+/// completed now with the identical plan: same serial, same validity.
+fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> Result<Option<IssuedChain>, Failure> {
+    let key = spki_sha256_hex(spki_der);
+    ctx.store.set_key(attempt_id, &key).map_err(|e| store_failure(Stage::Lookup, e))?;
+    let Some(row) = ctx.store.cert_by_spki(&key).map_err(|e| store_failure(Stage::Lookup, e))? else {
+        return Ok(None);
+    };
+    if row.device_serial != serial {
+        return Err(failure(
+            Stage::Lookup,
+            "key_already_certified",
+            format!(
+                "this device's public key was already certified for device {} (certificate {}): a cloned or copied key",
+                row.device_serial, row.serial_hex
+            ),
+            "Set the device aside for QA and report it: two devices must never share a key.",
+            false,
+        ));
+    }
+    let row = match row.status.as_str() {
+        "issued" => row,
+        "signing" => {
+            crate::station::complete_intent(ctx, &row).map_err(|e| {
+                failure(Stage::Issue, e.code(), e.to_string(), "Check the CA signer (imprint health), then press Retry.", true)
+            })?;
+            ctx.store
+                .cert_by_id(&row.id)
+                .map_err(|e| store_failure(Stage::Lookup, e))?
+                .ok_or_else(|| store_failure(Stage::Lookup, "certificate row vanished"))?
+        }
+        "revoked" => {
+            return Err(failure(
+                Stage::Lookup,
+                "certificate_revoked",
+                format!("the certificate {} for this device's key is revoked", row.serial_hex),
+                "Rework the device (reset it so it generates a new key), then provision it again.",
+                false,
+            ))
+        }
+        other => return Err(store_failure(Stage::Lookup, format!("unknown certificate status {other}"))),
+    };
+    ctx.store.link_certificate(attempt_id, &row.id).map_err(|e| store_failure(Stage::Lookup, e))?;
+    Ok(Some(IssuedChain {
+        cert_der: row.cert_der.unwrap_or_default(),
+        chain_der: row.chain_der.unwrap_or_default(),
+        serial_hex: row.serial_hex,
+        resumed: true,
+    }))
+}
+
+/// Check the CSR, journal the intent, sign, record the certificate.
+fn issue(
+    ctx: &StationCtx,
+    attempt_id: &str,
+    identity: &Identity,
+    keygen_spki_der: &[u8],
+    csr_der: &[u8],
+    nonce: &[u8],
+) -> Result<IssuedChain, Failure> {
+    let checked = issuance::check_csr(csr_der, &identity.serial, keygen_spki_der, nonce, &ctx.cfg.profile).map_err(|r| {
+        failure(
+            Stage::Issue,
+            r.code(),
+            format!("CSR refused: {r}"),
+            "The device sent a CSR the station must refuse; it gets no certificate. Set it aside for QA.",
+            false,
+        )
+    })?;
+    let plan = issuance::plan(&ctx.cfg.profile, &identity.serial, &checked.spki_der, time::OffsetDateTime::now_utc())
+        .map_err(|e| failure(Stage::Issue, "plan_failed", e, "Report this as a station fault.", true))?;
+    let intent = Intent {
+        id: imprint_store::new_id(),
+        attempt_id: attempt_id.to_string(),
+        device_serial: identity.serial.clone(),
+        issuer: ctx.issuer_dn.clone(),
+        serial_hex: plan.serial_hex(),
+        spki_sha256: spki_sha256_hex(&checked.spki_der),
+        spki_der: checked.spki_der.clone(),
+        not_before: ts(plan.not_before),
+        not_after: ts(plan.not_after),
+    };
+    match ctx.store.journal_intent(&intent) {
+        Ok(()) => {}
+        Err(imprint_store::StoreError::Duplicate(d)) => {
+            return Err(failure(
+                Stage::Issue,
+                "key_already_certified",
+                format!("this key already has a certificate: {d}"),
+                "Set the device aside for QA: a key must never be certified twice.",
+                false,
+            ))
+        }
+        Err(e) => return Err(store_failure(Stage::Issue, e)),
+    }
+    let cert = ctx.signer.issue(plan).map_err(|e| {
+        let (code, retry) = match &e {
+            issuance::IssueError::Signer(se) => (se.code(), true),
+            _ => ("issue_failed", true),
+        };
+        failure(
+            Stage::Issue,
+            code,
+            format!("signing failed: {e}"),
+            "The CA signer is unavailable: check the HSM/KMS (imprint health), then press Retry. The device keeps its key.",
+            retry,
+        )
+    })?;
+    let fp = issuance::summarize(&cert).map(|s| s.fingerprint_sha256).unwrap_or_default();
+    ctx.store.mark_issued(&intent.id, &cert, &ctx.chain_der, &fp).map_err(|e| store_failure(Stage::Issue, e))?;
+    Ok(IssuedChain { cert_der: cert, chain_der: ctx.chain_der.clone(), serial_hex: intent.serial_hex, resumed: false })
+}
+
+/// Ask the device on `port` who it is (HELLO + IDENT), writing nothing.
+pub fn identify(port: &str, baud: u32) -> Result<Identity, String> {
+    use imprint_proto::Frame;
+    let mut t = SerialTransport::open(port, baud).map_err(|e| e.to_string())?;
+    let mut decoder = Decoder::new(Direction::Response);
+    let mut buf = [0u8; 2048];
+    let mut ask = |rid: u16, frame: Frame| -> Result<Frame, String> {
+        let mut frame = frame;
+        frame.rid = rid;
+        t.write_all(&frame.encode()).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        loop {
+            let n = t.read_until(&mut buf, deadline).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("no answer to {}", frame.head));
+            }
+            for d in decoder.feed(&buf[..n]) {
+                if let Decoded::Frame(f) = d {
+                    if f.rid == rid {
+                        return if f.is_ok() { Ok(f) } else { Err(format!("device refused {}: {f}", frame.head)) };
+                    }
+                }
+            }
+        }
+    };
+    ask(1, Frame::request(0, "HELLO").with("proto", "1"))?;
+    let f = ask(2, Frame::request(0, "IDENT"))?;
+    Ok(Identity {
+        serial: f.text("serial").unwrap_or_default(),
+        model: f.text("model").unwrap_or_default(),
+        hw_rev: f.text("hw").unwrap_or_default(),
+        fw_version: f.text("fw").unwrap_or_default(),
+        fw_hash: f.field("fwhash").unwrap_or_default().to_string(),
+        chip_uid: f.field("uid").unwrap_or_default().to_string(),
+        state: f.field("state").and_then(imprint_proto::DeviceState::parse).unwrap_or(imprint_proto::DeviceState::Blank),
+    })
+}

@@ -1,0 +1,277 @@
+//! The station: opens the store and the signer, recovers what a previous
+//! run left unfinished, and runs one session per port in parallel.
+
+use crate::config::StationConfig;
+use crate::driver::{run_attempt, AttemptResult};
+use crate::signer_worker::SignerHandle;
+use imprint_core::ca::{self, CaSubject};
+use imprint_core::issuance::{self, IssuePlan};
+use imprint_core::signer::SignerError;
+use imprint_serial::{PortEvent, PortWatcher};
+use imprint_signer::{open_signer, Pin};
+use imprint_store::{parse_ts, CertRow, Store, StoreError};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Live state of one port, for progress displays.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Progress {
+    pub port: String,
+    pub attempt_id: String,
+    pub stage: String,
+    pub percent: u8,
+    pub device_serial: Option<String>,
+    pub status: ProgressStatus,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ProgressStatus {
+    Running,
+    Passed { cert_serial: String, resumed: bool },
+    Failed { code: String, reason: String, hint: String },
+}
+
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Why the station could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("CA signer: {0}")]
+    Signer(#[from] SignerError),
+    #[error("CA certificate: {0}")]
+    Ca(#[from] ca::CaError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl StationError {
+    /// Stable code for exit statuses and IPC.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StationError::Store(_) => "store",
+            StationError::Signer(e) => e.code(),
+            StationError::Ca(_) => "ca",
+            StationError::Setup(_) => "setup",
+        }
+    }
+}
+
+/// Everything a session driver needs; shared by all port threads.
+pub struct StationCtx {
+    pub cfg: StationConfig,
+    pub store: Arc<Store>,
+    pub signer: SignerHandle,
+    /// The CA certificates written to devices after their own (issuing CA first).
+    pub chain_der: Vec<u8>,
+    pub chain: Vec<Vec<u8>>,
+    /// Issuer DN as recorded (RFC 4514 string of the issuing CA's subject).
+    pub issuer_dn: String,
+    pub development: bool,
+}
+
+/// A running station.
+#[derive(Clone)]
+pub struct Station {
+    ctx: Arc<StationCtx>,
+}
+
+/// Create the development CA (key and self-signed root) if it does not exist yet.
+pub fn ensure_dev_ca(cfg: &StationConfig) -> Result<(), StationError> {
+    let chain_path = cfg.ca_chain_path();
+    if chain_path.exists() {
+        return Ok(());
+    }
+    let mut signer = open_signer(&cfg.signer_uri(), None)?;
+    let root = ca::self_signed_root(signer.as_mut(), &CaSubject::new(ca::DEVELOPMENT_CA_CN), 3650, true)?;
+    write_chain(&chain_path, &[root])?;
+    tracing::warn!(path = %chain_path.display(), "created a DEVELOPMENT CA: certificates it issues are for testing only");
+    Ok(())
+}
+
+/// Write a PEM chain file atomically.
+pub fn write_chain(path: &Path, chain: &[Vec<u8>]) -> Result<(), StationError> {
+    let text: String = chain.iter().map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StationError::Setup(format!("{}: {e}", dir.display())))?;
+    }
+    let tmp = path.with_extension("pem.tmp");
+    std::fs::write(&tmp, text).map_err(|e| StationError::Setup(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| StationError::Setup(format!("{}: {e}", path.display())))?;
+    Ok(())
+}
+
+impl Station {
+    /// Open the store and the signer, check that the CA certificate is the
+    /// signer's key, and finish anything a stopped station left behind.
+    pub fn open(cfg: StationConfig, pin: Option<Pin>) -> Result<Station, StationError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| StationError::Setup(format!("data dir {}: {e}", cfg.data_dir.display())))?;
+        let development = cfg.is_development();
+        if development {
+            ensure_dev_ca(&cfg)?;
+        }
+        let store = Arc::new(Store::open(&cfg.store_path())?);
+        let interrupted = store.interrupt_running()?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "attempts left running by a stopped station marked interrupted");
+        }
+        let signer = open_signer(&cfg.signer_uri(), pin)?;
+        let chain_path = cfg.ca_chain_path();
+        let text = std::fs::read_to_string(&chain_path).map_err(|e| {
+            StationError::Setup(format!(
+                "no CA certificate at {} ({e}): create one with `imprint ca init`, or import the chain your root CA signed",
+                chain_path.display()
+            ))
+        })?;
+        let chain = ca::load_chain_pem(&text)?;
+        let issuing = chain.first().cloned().ok_or_else(|| StationError::Setup("the CA chain file is empty".into()))?;
+        ca::check_ca_matches_signer(&issuing, signer.as_ref())?;
+        let issuer_dn = issuance::summarize(&issuing).map_err(StationError::Setup)?.subject;
+        let chain_der: Vec<u8> = chain.concat();
+        let signer = SignerHandle::spawn(signer, issuing, cfg.profile.clone())
+            .map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
+        let ctx = StationCtx { cfg, store, signer, chain_der, chain, issuer_dn, development };
+        let station = Station { ctx: Arc::new(ctx) };
+        station.recover()?;
+        Ok(station)
+    }
+
+    pub fn ctx(&self) -> &StationCtx {
+        &self.ctx
+    }
+    pub fn store(&self) -> &Arc<Store> {
+        &self.ctx.store
+    }
+    pub fn signer(&self) -> &SignerHandle {
+        &self.ctx.signer
+    }
+
+    /// Complete intents journaled before a crash: re-sign the identical plan.
+    fn recover(&self) -> Result<(), StationError> {
+        for row in self.ctx.store.pending_intents()? {
+            match complete_intent(&self.ctx, &row) {
+                Ok(()) => tracing::info!(serial = %row.serial_hex, device = %row.device_serial, "completed a certificate journaled before a stop"),
+                Err(e) => tracing::warn!(serial = %row.serial_hex, error = %e, "could not complete a journaled certificate yet"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Provision the device on one port.
+    pub fn provision(&self, port: &str, progress: Option<&ProgressFn>) -> Result<AttemptResult, StoreError> {
+        run_attempt(&self.ctx, port, progress)
+    }
+
+    /// Provision several ports at once, one thread each.
+    pub fn provision_all(&self, ports: &[String], progress: Option<ProgressFn>) -> Vec<Result<AttemptResult, StoreError>> {
+        let handles: Vec<_> = ports
+            .iter()
+            .map(|p| {
+                let st = self.clone();
+                let port = p.clone();
+                let pr = progress.clone();
+                std::thread::Builder::new()
+                    .name(format!("port {port}"))
+                    .spawn(move || st.provision(&port, pr.as_ref()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| Err(StoreError::WriterGone)),
+                Err(e) => Err(StoreError::NotFound(format!("could not start a port thread: {e}"))),
+            })
+            .collect()
+    }
+
+    /// Provision whatever appears on the watched ports until `stop` is set
+    /// (or `max_attempts` attempts have finished). A port is provisioned once
+    /// per arrival: re-plug the device to run it again.
+    pub fn watch(&self, opts: WatchOptions, progress: Option<ProgressFn>, stop: Arc<AtomicBool>) -> Vec<AttemptResult> {
+        let mut watcher = PortWatcher::new(opts.globs.clone(), opts.system_ports);
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let mut running: BTreeMap<String, std::thread::JoinHandle<()>> = BTreeMap::new();
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        loop {
+            for ev in watcher.poll() {
+                match ev {
+                    PortEvent::Arrived(p) => {
+                        if running.contains_key(&p.path) || done.contains(&p.path) {
+                            continue;
+                        }
+                        let st = self.clone();
+                        let pr = progress.clone();
+                        let res = results.clone();
+                        let port = p.path.clone();
+                        if let Ok(h) = std::thread::Builder::new().name(format!("port {port}")).spawn(move || {
+                            if let Ok(r) = st.provision(&port, pr.as_ref()) {
+                                if let Ok(mut v) = res.lock() {
+                                    v.push(r);
+                                }
+                            }
+                        }) {
+                            running.insert(p.path.clone(), h);
+                        }
+                    }
+                    PortEvent::Departed(path) => {
+                        done.remove(&path);
+                    }
+                }
+            }
+            let finished: Vec<String> = running.iter().filter(|(_, h)| h.is_finished()).map(|(k, _)| k.clone()).collect();
+            for k in finished {
+                if let Some(h) = running.remove(&k) {
+                    let _ = h.join();
+                }
+                done.insert(k);
+            }
+            let count = results.lock().map(|v| v.len()).unwrap_or(0);
+            if stop.load(Ordering::Relaxed) || opts.max_attempts.is_some_and(|m| count >= m) {
+                break;
+            }
+            std::thread::sleep(opts.poll);
+        }
+        for (_, h) in running {
+            let _ = h.join();
+        }
+        let v = results.lock().map(|v| v.clone()).unwrap_or_default();
+        v
+    }
+}
+
+/// Options for [`Station::watch`].
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    pub globs: Vec<String>,
+    pub system_ports: bool,
+    pub poll: Duration,
+    pub max_attempts: Option<usize>,
+}
+
+/// Re-sign a journaled plan and record the certificate.
+pub(crate) fn complete_intent(ctx: &StationCtx, row: &CertRow) -> Result<(), SignerError> {
+    let bad = |what: &str| SignerError::Failed(format!("journaled certificate {} has a bad {what}", row.id));
+    let plan = IssuePlan {
+        device_serial: row.device_serial.clone(),
+        spki_der: row.spki_der.clone(),
+        serial: hex::decode(&row.serial_hex).map_err(|_| bad("serial"))?,
+        not_before: parse_ts(&row.not_before).ok_or_else(|| bad("notBefore"))?,
+        not_after: parse_ts(&row.not_after).ok_or_else(|| bad("notAfter"))?,
+    };
+    let cert = ctx.signer.issue(plan).map_err(|e| match e {
+        issuance::IssueError::Signer(s) => s,
+        other => SignerError::Failed(other.to_string()),
+    })?;
+    let fp = issuance::summarize(&cert).map(|s| s.fingerprint_sha256).unwrap_or_default();
+    ctx.store
+        .mark_issued(&row.id, &cert, &ctx.chain_der, &fp)
+        .map_err(|e| SignerError::Failed(format!("recording the re-signed certificate: {e}")))
+}
