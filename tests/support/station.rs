@@ -1,0 +1,121 @@
+//! A station on a temporary data dir (development CA), simulated devices on
+//! real ptys, and the external checkers (openssl, pkilint).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_devsim::{SimConfig, SimDevice, SimHandle};
+use imprint_station::{Station, StationConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A station config rooted in its own temp dir.
+pub struct TestStation {
+    pub dir: tempfile::TempDir,
+    pub cfg: StationConfig,
+}
+
+impl TestStation {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StationConfig {
+            data_dir: dir.path().join("data"),
+            port_globs: vec![],
+            station_id: "test-station".into(),
+            ..StationConfig::default()
+        };
+        TestStation { dir, cfg }
+    }
+
+    pub fn open(&self) -> Station {
+        Station::open(self.cfg.clone(), None).expect("station opens")
+    }
+
+    /// Env for running the `imprint` binary against this station.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("IMPRINT_DATA_DIR".into(), self.cfg.data_dir.display().to_string()),
+            ("IMPRINT_CONFIG".into(), self.dir.path().join("none.toml").display().to_string()),
+        ]
+    }
+}
+
+impl Default for TestStation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A simulated device at 115200 baud with the given faults ("" for none).
+pub fn sim(serial: &str, faults: &str) -> SimHandle {
+    let cfg = SimConfig::new(serial).with_faults(faults).expect("fault spec");
+    SimDevice::spawn(cfg).expect("simulated device")
+}
+
+pub fn path_of(h: &SimHandle) -> String {
+    h.path().display().to_string()
+}
+
+/// The `imprint` binary built alongside the tests.
+pub fn imprint_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("imprint");
+    assert!(bin.exists(), "{} not built: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
+fn write_pem(path: &Path, ders: &[Vec<u8>]) {
+    let text: String = ders.iter().map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))).collect();
+    std::fs::write(path, text).expect("write pem");
+}
+
+/// Split concatenated DER certificates.
+pub fn split_der_chain(mut der: &[u8]) -> Vec<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let mut out = Vec::new();
+    while !der.is_empty() {
+        let (rest, _) = x509_parser::certificate::X509Certificate::from_der(der).expect("chain parses");
+        out.push(der[..der.len() - rest.len()].to_vec());
+        der = rest;
+    }
+    out
+}
+
+/// `openssl verify -x509_strict -check_ss_sig` of a leaf against its chain
+/// (the last certificate of the chain is the trust anchor).
+pub fn openssl_verify(leaf: &[u8], chain: &[Vec<u8>]) -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let (root, inter) = chain.split_last().expect("chain has a root");
+    write_pem(&d.path().join("root.pem"), std::slice::from_ref(root));
+    write_pem(&d.path().join("leaf.pem"), &[leaf.to_vec()]);
+    let mut cmd = Command::new("openssl");
+    cmd.args(["verify", "-x509_strict", "-check_ss_sig", "-purpose", "sslclient", "-CAfile"]).arg(d.path().join("root.pem"));
+    if !inter.is_empty() {
+        write_pem(&d.path().join("inter.pem"), inter);
+        cmd.arg("-untrusted").arg(d.path().join("inter.pem"));
+    }
+    let out = cmd.arg(d.path().join("leaf.pem")).output().map_err(|e| format!("openssl: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() && text.contains(": OK") {
+        Ok(())
+    } else {
+        Err(text)
+    }
+}
+
+/// Run pkilint's RFC 5280 linter at WARNING level; Ok if it reports nothing.
+pub fn pkilint(cert: &[u8]) -> Result<(), String> {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("cert.pem");
+    write_pem(&p, &[cert.to_vec()]);
+    let out = Command::new("lint_pkix_cert")
+        .args(["lint", "-s", "WARNING"])
+        .arg(&p)
+        .output()
+        .map_err(|e| format!("lint_pkix_cert not runnable ({e}): run scripts/setup"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() && text.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("exit {:?}: {text}", out.status.code()))
+    }
+}
