@@ -22,6 +22,7 @@ impl TestStation {
             station_id: "test-station".into(),
             ..StationConfig::default()
         };
+        std::fs::write(dir.path().join("station.toml"), "port_globs = []\nstation_id = \"test-station\"\n").expect("config");
         TestStation { dir, cfg }
     }
 
@@ -33,7 +34,7 @@ impl TestStation {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("IMPRINT_DATA_DIR".into(), self.cfg.data_dir.display().to_string()),
-            ("IMPRINT_CONFIG".into(), self.dir.path().join("none.toml").display().to_string()),
+            ("IMPRINT_CONFIG".into(), self.dir.path().join("station.toml").display().to_string()),
         ]
     }
 }

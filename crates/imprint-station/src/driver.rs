@@ -31,6 +31,19 @@ impl AttemptResult {
     }
 }
 
+/// Fault injection for crash-recovery tests: when `IMPRINT_TEST_CRASH_AT`
+/// names this point, the process aborts on the spot, as a power cut or a
+/// `kill -9` would stop it. Points: `after_journal`, `after_sign`,
+/// `after_record`, and `send:<VERB>` (before the first request of that verb).
+fn crash_point(name: &str) {
+    if let Ok(want) = std::env::var("IMPRINT_TEST_CRASH_AT") {
+        if want == name {
+            eprintln!("imprint: IMPRINT_TEST_CRASH_AT={name}: aborting");
+            std::process::abort();
+        }
+    }
+}
+
 fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     if getrandom::fill(&mut v).is_err() {
@@ -205,6 +218,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         run.take_session_notes(&mut session);
         let input = match action {
             Action::Send { frame, timeout_ms } => {
+                crash_point(&format!("send:{}", frame.head));
                 let bytes = frame.encode();
                 if let Err(e) = t.write_all(&bytes) {
                     Input::Gone(e.to_string())
@@ -395,6 +409,7 @@ fn issue(
         }
         Err(e) => return Err(store_failure(Stage::Issue, e)),
     }
+    crash_point("after_journal");
     let cert = ctx.signer.issue(plan).map_err(|e| {
         let (code, retry) = match &e {
             issuance::IssueError::Signer(se) => (se.code(), true),
@@ -408,8 +423,10 @@ fn issue(
             retry,
         )
     })?;
+    crash_point("after_sign");
     let fp = issuance::summarize(&cert).map(|s| s.fingerprint_sha256).unwrap_or_default();
     ctx.store.mark_issued(&intent.id, &cert, &ctx.chain_der, &fp).map_err(|e| store_failure(Stage::Issue, e))?;
+    crash_point("after_record");
     Ok(IssuedChain { cert_der: cert, chain_der: ctx.chain_der.clone(), serial_hex: intent.serial_hex, resumed: false })
 }
 
