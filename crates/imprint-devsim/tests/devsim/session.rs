@@ -112,26 +112,19 @@ fn every_lie_is_caught_before_anything_is_written() {
     assert!(!dev.snapshot().locked, "never locked after a failed proof");
 }
 
-/// Console noise with a fake answer marker (`@< 99 OK junk *ZZZZ`) decodes
-/// as a corrupt frame, and the host session retries an idempotent request
-/// on every corrupt line at once. This records how often a whole session
-/// survives `noise`; see the crate report for why it does not always.
+/// Console noise before every answer, including a fake answer marker
+/// (`@< 99 OK junk *ZZZZ`, corrupt to the host's decoder) and non-UTF-8
+/// bytes: the host keeps waiting on a corrupt line that does not name its
+/// request id, so every session still passes.
 #[test]
-fn noise_against_the_host_session() {
+fn noise_does_not_break_the_host_session() {
     let ca = TestCa::new();
-    let mut passed = 0;
-    let runs = 10;
-    for _ in 0..runs {
+    for _ in 0..5 {
         let mut dev = device("noise");
         let r = run_in_memory(&mut dev, session_cfg(), &ca, None);
-        if r.passed() {
-            passed += 1;
-        } else {
-            let f = r.failure();
-            assert_eq!(f.code, "corrupt_frames", "{f:?}");
-        }
+        assert!(r.passed(), "{:?}", r.outcome);
+        assert!(dev.snapshot().console_lines_sent >= 20);
     }
-    eprintln!("noise: {passed}/{runs} sessions passed");
 }
 
 #[test]
