@@ -21,7 +21,7 @@ fn json(o: &Output) -> serde_json::Value {
 #[test]
 fn station_with_simulated_devices_runs_on_embedded_defaults() {
     let ts = TestStation::new();
-    let o = imprint(&ts, &["station", "--simulate", "3", "--fault", "2:weak-key", "--json"]);
+    let o = imprint(&ts, &["station", "--simulate", "3", "--fault", "2:weak-key", "--max", "3", "--json"]);
     assert_eq!(o.status.code(), Some(1), "one device must fail: {}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("DEVELOPMENT CA"), "{}", text(&o));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();

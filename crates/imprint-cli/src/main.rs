@@ -372,14 +372,14 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     c.faults = faults[i].clone();
                     v.push(imprint_devsim::SimDevice::spawn(c).context("starting a simulated device")?);
                 }
-                eprintln!("{} simulated devices attached under {}", v.len(), sim_dir.display());
+                eprintln!("{} simulated devices attached under {}; watching until Ctrl-C", v.len(), sim_dir.display());
                 v
             } else {
                 Vec::new()
             };
             let stop = Arc::new(AtomicBool::new(false));
             let results = station.watch(
-                WatchOptions { globs, system_ports: cfg.system_ports, poll: Duration::from_millis(300), max_attempts: a.max.or((a.simulate > 0).then_some(a.simulate)) },
+                WatchOptions { globs, system_ports: cfg.system_ports, poll: Duration::from_millis(300), max_attempts: a.max },
                 Some(printer(a.json)),
                 stop,
             );

@@ -560,7 +560,7 @@ impl Device {
                 };
                 let parsed = X509Certificate::from_der(staged);
                 let cert = match parsed {
-                    Ok((rest, cert)) if rest.is_empty() => cert,
+                    Ok(([], cert)) => cert,
                     _ => return Err(Frame::err(req.rid, ErrorCode::VerifyFailed, "certificate does not parse")),
                 };
                 if cert.tbs_certificate.subject_pki.raw != key.spki_der().as_slice() {
@@ -700,6 +700,7 @@ fn noise_lines() -> Vec<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -194,6 +194,7 @@ impl fmt::Display for Faults {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

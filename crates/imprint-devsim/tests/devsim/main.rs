@@ -2,6 +2,8 @@
 //! the simulator (in memory and over a pty), and the pty itself (pacing,
 //! unplug, replug).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod device;
 mod pty;
