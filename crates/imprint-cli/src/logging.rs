@@ -26,6 +26,7 @@ pub fn init(dir: &Path, verbose: bool) -> Option<tracing_appender::non_blocking:
         .with_filter(EnvFilter::try_from_env("IMPRINT_LOG").unwrap_or_else(|_| EnvFilter::new("info")));
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(EnvFilter::new(if verbose { "info" } else { "warn" }));
     tracing_subscriber::registry().with(file).with(stderr).try_init().ok()?;

@@ -44,15 +44,13 @@ fn crash_point(name: &str) {
     }
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
+/// Nonces from the OS CSPRNG; a session never starts without them.
+fn random_bytes(n: usize) -> Result<Vec<u8>, Failure> {
     let mut v = vec![0u8; n];
-    if getrandom::fill(&mut v).is_err() {
-        // The OS CSPRNG failing is not survivable for nonces: fall back to
-        // time-derived bytes would weaken replay protection, so refuse later
-        // by leaving zeros, which the device-side nonce check still binds.
-        tracing::error!("OS random source failed");
-    }
-    v
+    getrandom::fill(&mut v).map_err(|e| {
+        failure(Stage::Hello, "no_randomness", format!("the OS random source failed: {e}"), "Restart the station; if it persists, the workstation needs service.", true)
+    })?;
+    Ok(v)
 }
 
 fn failure(stage: Stage, code: &str, reason: String, hint: &str, retryable: bool) -> Failure {
@@ -97,6 +95,9 @@ impl Run<'_> {
                 kind: n.kind.as_str().into(),
                 detail: n.detail,
             });
+        }
+        if self.serial.is_none() {
+            self.serial = session.identity().map(|i| i.serial.clone());
         }
         let stage = session.stage();
         if stage != self.last_stage {
@@ -194,15 +195,17 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
 
 fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outcome {
     let ctx = run.ctx;
-    let mut rid = [0u8; 2];
-    let _ = getrandom::fill(&mut rid);
+    let (csr_nonce, pop_nonce, rid) = match (random_bytes(32), random_bytes(32), random_bytes(2)) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, [c[0], c[1]]),
+        (Err(f), _, _) | (_, Err(f), _) | (_, _, Err(f)) => return Outcome::Failed(f),
+    };
     let cfg = SessionConfig {
         key_alg: match ctx.cfg.profile.device_key {
             imprint_core::issuance::KeyType::P256 => KeyAlg::P256,
             imprint_core::issuance::KeyType::P384 => KeyAlg::P384,
         },
-        csr_nonce: random_bytes(32),
-        pop_nonce: random_bytes(32),
+        csr_nonce,
+        pop_nonce,
         lock: ctx.cfg.profile.lock_device,
         retries: 2,
         link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
