@@ -138,3 +138,38 @@ fn intermediate_csr_for_an_existing_root_is_signed_by_the_hsm_key() {
     let o = Command::new("openssl").args(["req", "-verify", "-noout", "-in"]).arg(&csr).output().unwrap();
     assert!(o.status.success() && text(&o).contains("verify OK"), "{}", text(&o));
 }
+
+#[test]
+fn an_hsm_intermediate_signed_by_an_offline_root_gives_devices_the_full_chain() {
+    let ts = TestStation::new();
+    let hsm = Hsm::new("issuing");
+    let uri = hsm.uri("issuing", "issuing-ca", &hsm.pin_file());
+    let d = ts.dir.path();
+    // The offline root: plain openssl, as many factories keep it.
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl").current_dir(d).args(args).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes", "-keyout", "root.key", "-out", "root.pem",
+        "-subj", "/O=Imprint Tests/CN=Offline Root CA", "-days", "3650",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "Issuing CA 1", "--org", "Imprint Tests", "--csr", d.join("issuing.csr").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(d.join("ext.cnf"), "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n").unwrap();
+    run(&["x509", "-req", "-in", "issuing.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial", "-days", "1825",
+        "-sha384", "-extfile", "ext.cnf", "-out", "issuing.pem"]);
+    let chain = format!("{}{}", std::fs::read_to_string(d.join("issuing.pem")).unwrap(), std::fs::read_to_string(d.join("root.pem")).unwrap());
+    std::fs::write(d.join("chain.pem"), chain).unwrap();
+    let o = imprint(&ts, &hsm, &[], &["ca", "import", "--signer", &uri, "--chain", d.join("chain.pem").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let dev = sim("CHAIN-0001", "");
+    let o = imprint(&ts, &hsm, &[("IMPRINT_SIGNER", &uri)], &["provision", "--port", &path_of(&dev)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let snap = dev.snapshot();
+    let chain = split_der_chain(&snap.chain_der.unwrap());
+    assert_eq!(chain.len(), 2, "the device gets the intermediate and the root");
+    let cert = snap.cert_der.unwrap();
+    openssl_verify(&cert, &chain).unwrap();
+    pkilint(&cert).unwrap();
+}

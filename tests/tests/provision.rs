@@ -185,3 +185,19 @@ fn a_device_already_locked_with_our_certificate_is_verified_not_reissued() {
     assert!(matches!(again.outcome, Outcome::Passed { already_provisioned: true, resumed: true, .. }), "{:?}", again.outcome);
     assert_eq!(st.store().certificates().unwrap().len(), 1);
 }
+
+#[test]
+fn p384_device_keys_are_certified_when_the_profile_asks_for_them() {
+    let mut ts = TestStation::new();
+    ts.cfg.profile.device_key = imprint_core::issuance::KeyType::P384;
+    let st = ts.open();
+    let dev = sim("P384-0001", "");
+    let r = st.provision(&path_of(&dev), None).unwrap();
+    assert!(r.passed(), "{:?}", r.outcome);
+    let snap = dev.snapshot();
+    let spki = snap.public_key_spki.unwrap();
+    assert_eq!(imprint_core::issuance::key_kind(&spki).unwrap(), imprint_core::issuance::KeyKind::Ec(imprint_core::issuance::KeyType::P384));
+    let chain = split_der_chain(snap.chain_der.as_ref().unwrap());
+    openssl_verify(snap.cert_der.as_ref().unwrap(), &chain).unwrap();
+    pkilint(snap.cert_der.as_ref().unwrap()).unwrap();
+}

@@ -282,7 +282,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         ),
                         _ => String::new(),
                     };
-                    println!("{}\t{}\t{}{usb}", p.path, p.device, p.kind);
+                    let loc = p.location.as_deref().map(|l| format!(" location={l}")).unwrap_or_default();
+                    println!("{}\t{}\t{}{usb}{loc}", p.path, p.device, p.kind);
                 }
             }
             Ok(0)

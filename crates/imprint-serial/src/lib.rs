@@ -63,6 +63,12 @@ impl SerialTransport {
             .timeout(Duration::from_millis(50))
             .open_native()
             .map_err(|e| match e.kind() {
+                // serialport reports a held lock (flock EWOULDBLOCK, EBUSY) as NoDevice.
+                serialport::ErrorKind::NoDevice
+                    if e.description.contains("lock") || e.description.to_ascii_lowercase().contains("busy") =>
+                {
+                    TransportError::Busy(path.to_string())
+                }
                 serialport::ErrorKind::NoDevice => TransportError::NotFound(path.to_string()),
                 serialport::ErrorKind::Io(std::io::ErrorKind::ResourceBusy) => {
                     TransportError::Busy(path.to_string())
@@ -134,6 +140,9 @@ pub struct PortInfo {
     pub usb_serial: Option<String>,
     pub manufacturer: Option<String>,
     pub product: Option<String>,
+    /// Physical USB location (`bus-port.port...`): maps a port to a fixture
+    /// slot, stable across re-plugs of different devices into the same slot.
+    pub location: Option<String>,
 }
 
 /// List serial ports: the OS's (USB, PCI, ...) plus every path matching the
@@ -152,6 +161,7 @@ pub fn list_ports(globs: &[String], include_system: bool) -> Vec<PortInfo> {
                     usb_serial: None,
                     manufacturer: None,
                     product: None,
+                    location: None,
                 };
                 match p.port_type {
                     serialport::SerialPortType::UsbPort(u) => {
@@ -161,6 +171,7 @@ pub fn list_ports(globs: &[String], include_system: bool) -> Vec<PortInfo> {
                         info.usb_serial = u.serial_number;
                         info.manufacturer = u.manufacturer;
                         info.product = u.product;
+                        info.location = u.location.map(|l| l.to_string());
                     }
                     serialport::SerialPortType::PciPort => info.kind = "pci".into(),
                     serialport::SerialPortType::BluetoothPort => info.kind = "bluetooth".into(),
@@ -189,6 +200,7 @@ pub fn list_ports(globs: &[String], include_system: bool) -> Vec<PortInfo> {
                 usb_serial: None,
                 manufacturer: None,
                 product: None,
+                location: None,
             });
             info.path = path.clone();
             info.device = dev;
@@ -250,6 +262,17 @@ impl PortWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_is_opened_exclusively() {
+        // A real pty pair: the first open wins, the second is told the port is busy.
+        let (_master, slave) = serialport::TTYPort::pair().unwrap();
+        let path = serialport::SerialPort::name(&slave).unwrap();
+        drop(slave);
+        let _first = SerialTransport::open(&path, 115_200).unwrap();
+        let second = SerialTransport::open(&path, 115_200).err();
+        assert!(matches!(second, Some(TransportError::Busy(_))), "{second:?}");
+    }
 
     #[test]
     fn missing_port_is_not_found() {

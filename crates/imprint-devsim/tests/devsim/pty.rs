@@ -265,3 +265,36 @@ fn spawn_many_numbers_serials_and_links_them() {
     drop(devs);
     assert_eq!(std::fs::read_dir(links.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn max_line_is_1024_bytes_and_crlf_works() {
+    let dev = SimDevice::spawn(SimConfig::new("PTY-0007").with_baud(0)).unwrap();
+    let mut f = open(&dev.path());
+    raw(&f);
+    let mut dec = Decoder::new(Direction::Response);
+    // A PUT line of exactly MAX_LINE bytes, terminator included.
+    let put = |rid: u16, data_len: usize| req(rid, "PUT", &[("obj", "cert"), ("off", "0"), ("data", &"A".repeat(data_len))]);
+    let mut rid = 10u16;
+    let pad = loop {
+        let pad = imprint_proto::MAX_LINE - put(rid, 0).encode().len();
+        if pad % 4 != 1 {
+            break pad; // a valid base64url length
+        }
+        rid += 1;
+    };
+    let exact = put(rid, pad);
+    assert_eq!(exact.encode().len(), 1024);
+    assert!(ask(&mut f, &mut dec, exact).is_ok());
+    // One byte more: discarded without an answer; the next line is answered.
+    let over = put(rid + 1, pad + 1);
+    assert_eq!(over.encode().len(), 1025);
+    f.write_all(&over.encode()).unwrap();
+    assert!(answer(&mut f, &mut dec, rid + 1, Duration::from_millis(300)).is_none());
+    // CRLF terminators are fine.
+    let mut line = req(rid + 2, "IDENT", &[]).encode();
+    line.pop();
+    line.extend_from_slice(b"\r\n");
+    f.write_all(&line).unwrap();
+    assert!(answer(&mut f, &mut dec, rid + 2, Duration::from_secs(3)).is_some());
+    assert_eq!(dev.stats().requests, 2);
+}
