@@ -457,16 +457,24 @@ impl Loop {
         if self.tx_blocked {
             flags |= PollFlags::POLLOUT;
         }
-        let (readable, writable) = {
+        let (readable, writable, broken) = {
             let mut fds = [PollFd::new(pty.master.as_fd(), flags)];
             match poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) => {
                     let r = fds[0].revents().unwrap_or(PollFlags::empty());
-                    (r.intersects(PollFlags::POLLIN), r.intersects(PollFlags::POLLOUT))
+                    (
+                        r.intersects(PollFlags::POLLIN),
+                        r.intersects(PollFlags::POLLOUT),
+                        r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL),
+                    )
                 }
-                Err(_) => (false, false),
+                Err(_) => (false, false, false),
             }
         };
+        if broken && !readable {
+            // Cannot happen while we hold the slave open; never spin if it does.
+            std::thread::sleep(TICK);
+        }
         if writable {
             self.tx_blocked = false;
             self.tx_epoch = Instant::now();

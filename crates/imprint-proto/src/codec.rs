@@ -343,11 +343,12 @@ pub fn parse_frame(line: &[u8], dir: Direction) -> Result<Frame, FrameError> {
 }
 
 /// Percent-encode free text so it is a single token: every byte outside
-/// printable ASCII, and space, `%`, `*`, `=` become `%XX`.
+/// printable ASCII, and space, `%`, `*`, `=`, `@` become `%XX` (`@` so text
+/// can never contain a frame marker, which the decoder would resync on).
 pub fn pct_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if (0x21..0x7f).contains(&b) && b != b'%' && b != b'*' && b != b'=' {
+        if (0x21..0x7f).contains(&b) && !matches!(b, b'%' | b'*' | b'=' | b'@') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -582,7 +583,8 @@ mod tests {
 
     #[test]
     fn pct_roundtrip() {
-        for s in ["plain", "with space", "100% = *star*", "ünïcode"] {
+        for s in ["plain", "with space", "100% = *star*", "ünïcode", "mail@< 1 OK"] {
+            assert!(!pct_encode(s).contains('@'));
             assert_eq!(pct_decode(&pct_encode(s)), s);
             assert!(!pct_encode(s).contains(' '));
         }

@@ -495,10 +495,11 @@ impl Session {
         Action::Send { frame, timeout_ms }
     }
 
-    fn idempotent(verb: &str) -> bool {
+    fn idempotent(req: &Frame) -> bool {
         // LOCK commit is the one step never retried blindly: after a timeout
-        // the host asks the device for its state instead.
-        !matches!(verb, "LOCK")
+        // the host asks the device for its state instead. LOCK prepare only
+        // hands out a token and may be repeated.
+        !(req.head == "LOCK" && req.field("phase") == Some("commit"))
     }
 
     fn on_timeout(&mut self) -> Action {
@@ -511,7 +512,7 @@ impl Session {
             self.state = State::LockVerify;
             return self.request(Frame::request(0, "IDENT"));
         }
-        if self.tries_left > 0 && Self::idempotent(&req.head) {
+        if self.tries_left > 0 && Self::idempotent(&req) {
             self.tries_left -= 1;
             self.note(NoteKind::Retry, format!("{} timed out; retrying", req.head));
             return self.send(req);
@@ -561,7 +562,7 @@ impl Session {
         // retry at once. Anything else may be console noise that happens to
         // carry a marker; keep waiting for the real answer until the deadline.
         let ours = corrupt_rid(&line) == Some(req.rid);
-        if ours && self.tries_left > 0 && Self::idempotent(&req.head) {
+        if ours && self.tries_left > 0 && Self::idempotent(&req) {
             self.tries_left -= 1;
             self.note(
                 NoteKind::Retry,

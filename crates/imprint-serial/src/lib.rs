@@ -78,6 +78,9 @@ impl SerialTransport {
                 }
                 _ => TransportError::Io(format!("{path}: {e}")),
             })?;
+        // Drop whatever a previous session left in the input buffer (late
+        // answers, boot noise) so it is never mistaken for this session's.
+        let _ = serialport::SerialPort::clear(&port, serialport::ClearBuffer::Input);
         Ok(SerialTransport { port, name: path.to_string() })
     }
 }
