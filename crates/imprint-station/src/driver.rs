@@ -133,7 +133,8 @@ impl Run<'_> {
 /// behaviour: every ending is a recorded outcome.
 pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) -> Result<AttemptResult, imprint_store::StoreError> {
     let started = Instant::now();
-    let attempt_id = ctx.store.begin_attempt(port, ctx.cfg.batch.as_deref())?;
+    let batch = ctx.batch();
+    let attempt_id = ctx.store.begin_attempt(port, batch.as_deref())?;
     let span = tracing::info_span!("session", port = %port, attempt = %attempt_id, station = %ctx.cfg.station_id, serial = tracing::field::Empty);
     let _enter = span.enter();
     let mut run = Run {

@@ -75,6 +75,15 @@ pub struct StationCtx {
     /// Issuer DN as recorded (RFC 4514 string of the issuing CA's subject).
     pub issuer_dn: String,
     pub development: bool,
+    /// Work order / batch recorded on new attempts (set by the operator or a scanner).
+    batch: Mutex<Option<String>>,
+}
+
+impl StationCtx {
+    /// The batch new attempts are recorded under.
+    pub fn batch(&self) -> Option<String> {
+        self.batch.lock().map(|b| b.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
 }
 
 /// A running station.
@@ -138,7 +147,8 @@ impl Station {
         let chain_der: Vec<u8> = chain.concat();
         let signer = SignerHandle::spawn(signer, issuing, cfg.profile.clone())
             .map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
-        let ctx = StationCtx { cfg, store, signer, chain_der, chain, issuer_dn, development };
+        let batch = Mutex::new(cfg.batch.clone());
+        let ctx = StationCtx { cfg, store, signer, chain_der, chain, issuer_dn, development, batch };
         let station = Station { ctx: Arc::new(ctx) };
         station.recover()?;
         Ok(station)
@@ -152,6 +162,15 @@ impl Station {
     }
     pub fn signer(&self) -> &SignerHandle {
         &self.ctx.signer
+    }
+
+    /// Set the work order / batch for attempts started from now on.
+    pub fn set_batch(&self, batch: Option<String>) {
+        let batch = batch.map(|b| b.trim().to_string()).filter(|b| !b.is_empty());
+        match self.ctx.batch.lock() {
+            Ok(mut g) => *g = batch,
+            Err(p) => *p.into_inner() = batch,
+        }
     }
 
     /// Complete intents journaled before a crash: re-sign the identical plan.
