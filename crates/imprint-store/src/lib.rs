@@ -13,7 +13,10 @@
 //! - one certificate per public key (`UNIQUE spki_sha256`) and per
 //!   (issuer, serial);
 //! - a station that stops mid-attempt finds the attempt `running` on restart
-//!   and marks it `interrupted` with the last stage it reached.
+//!   and marks it `interrupted` with the last stage it reached;
+//! - every change to a record (attempt, step, certificate) writes its
+//!   `outbox` row in the same transaction (`outbox.rs`), so the sync worker
+//!   can never miss one.
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
@@ -22,10 +25,13 @@ use std::sync::Mutex;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../../migrations/sqlite/0002_outbox.sql")),
+];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -240,5 +246,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
     }
 }
 
+pub mod outbox;
 pub mod records;
+pub use outbox::*;
 pub use records::*;

@@ -1,5 +1,6 @@
 //! The station's records: attempts, their steps, and certificates.
 
+use crate::outbox::{enqueue, Entity};
 use crate::{now_text, ts, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
@@ -104,11 +105,11 @@ pub struct AttemptFilter {
     pub limit: Option<u32>,
 }
 
-const ATTEMPT_COLS: &str = "a.id, a.port, a.started_at, a.finished_at, a.status, a.stage, a.code, a.reason, a.hint, \
+pub(crate) const ATTEMPT_COLS: &str = "a.id, a.port, a.started_at, a.finished_at, a.status, a.stage, a.code, a.reason, a.hint, \
     a.retryable, a.device_serial, a.model, a.hw_rev, a.fw_version, a.fw_hash, a.chip_uid, a.batch, a.spki_sha256, \
     a.certificate_id, a.resumed, a.bytes_to_device, a.bytes_from_device";
 
-fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+pub(crate) fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
     Ok(AttemptRow {
         id: r.get(0)?,
         port: r.get(1)?,
@@ -135,10 +136,10 @@ fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
     })
 }
 
-const CERT_COLS: &str = "id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, \
+pub(crate) const CERT_COLS: &str = "id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, \
     not_after, status, cert_der, chain_der, fingerprint_sha256, created_at, issued_at";
 
-fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertRow> {
+pub(crate) fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertRow> {
     Ok(CertRow {
         id: r.get(0)?,
         attempt_id: r.get(1)?,
@@ -178,6 +179,7 @@ impl Store {
                 "INSERT INTO attempts(id, port, started_at, status, stage, batch) VALUES (?1, ?2, ?3, 'running', 'hello', ?4)",
                 params![i, p, now_text(), b],
             )?;
+            enqueue(t, Entity::Attempt, &i, 0)?;
             Ok(())
         })?;
         Ok(id)
@@ -195,9 +197,12 @@ impl Store {
             )?;
             for s in &steps {
                 ins.execute(params![id, s.at, s.stage, s.kind, s.detail])?;
+                enqueue(t, Entity::Step, &id, t.last_insert_rowid())?;
             }
             if let Some(last) = steps.iter().rev().find(|s| s.kind != "console") {
-                t.execute("UPDATE attempts SET stage = ?2 WHERE id = ?1", params![id, last.stage])?;
+                if t.execute("UPDATE attempts SET stage = ?2 WHERE id = ?1", params![id, last.stage])? > 0 {
+                    enqueue(t, Entity::Attempt, &id, 0)?;
+                }
             }
             Ok(())
         })
@@ -206,10 +211,13 @@ impl Store {
     pub fn set_device(&self, attempt_id: &str, d: &DeviceFacts) -> Result<(), StoreError> {
         let (id, d) = (attempt_id.to_string(), d.clone());
         self.write(move |t| {
-            t.execute(
+            if t.execute(
                 "UPDATE attempts SET device_serial=?2, model=?3, hw_rev=?4, fw_version=?5, fw_hash=?6, chip_uid=?7 WHERE id=?1",
                 params![id, d.serial, d.model, d.hw_rev, d.fw_version, d.fw_hash, d.chip_uid],
-            )?;
+            )? > 0
+            {
+                enqueue(t, Entity::Attempt, &id, 0)?;
+            }
             Ok(())
         })
     }
@@ -217,7 +225,9 @@ impl Store {
     pub fn set_key(&self, attempt_id: &str, spki_sha256: &str) -> Result<(), StoreError> {
         let (id, k) = (attempt_id.to_string(), spki_sha256.to_string());
         self.write(move |t| {
-            t.execute("UPDATE attempts SET spki_sha256=?2 WHERE id=?1", params![id, k])?;
+            if t.execute("UPDATE attempts SET spki_sha256=?2 WHERE id=?1", params![id, k])? > 0 {
+                enqueue(t, Entity::Attempt, &id, 0)?;
+            }
             Ok(())
         })
     }
@@ -236,10 +246,10 @@ impl Store {
             );
             match r {
                 Ok(_) => {
-                    t.execute(
-                        "UPDATE attempts SET certificate_id=?2 WHERE id=?1",
-                        params![i.attempt_id, i.id],
-                    )?;
+                    enqueue(t, Entity::Certificate, &i.id, 0)?;
+                    if t.execute("UPDATE attempts SET certificate_id=?2 WHERE id=?1", params![i.attempt_id, i.id])? > 0 {
+                        enqueue(t, Entity::Attempt, &i.attempt_id, 0)?;
+                    }
                     Ok(())
                 }
                 Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate(format!(
@@ -269,6 +279,7 @@ impl Store {
             if n != 1 {
                 return Err(StoreError::NotFound(format!("no signing intent {id}")));
             }
+            enqueue(t, Entity::Certificate, &id, 0)?;
             Ok(())
         })
     }
@@ -277,7 +288,9 @@ impl Store {
     pub fn link_certificate(&self, attempt_id: &str, cert_id: &str) -> Result<(), StoreError> {
         let (a, c) = (attempt_id.to_string(), cert_id.to_string());
         self.write(move |t| {
-            t.execute("UPDATE attempts SET certificate_id=?2, resumed=1 WHERE id=?1", params![a, c])?;
+            if t.execute("UPDATE attempts SET certificate_id=?2, resumed=1 WHERE id=?1", params![a, c])? > 0 {
+                enqueue(t, Entity::Attempt, &a, 0)?;
+            }
             Ok(())
         })
     }
@@ -291,7 +304,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = attempt_id.to_string();
         self.write(move |t| {
-            match end {
+            let n = match end {
                 AttemptEnd::Passed { resumed } => t.execute(
                     "UPDATE attempts SET status='passed', stage='done', finished_at=?2, resumed=max(resumed, ?3),
                          bytes_to_device=?4, bytes_from_device=?5 WHERE id=?1",
@@ -304,6 +317,9 @@ impl Store {
                         bytes_from_device as i64],
                 )?,
             };
+            if n > 0 {
+                enqueue(t, Entity::Attempt, &id, 0)?;
+            }
             Ok(())
         })
     }
@@ -313,6 +329,12 @@ impl Store {
     pub fn interrupt_running(&self) -> Result<usize, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.write(move |t| {
+            // Queue the changes first: the same rows, in the same transaction.
+            t.execute(
+                "INSERT INTO outbox(entity, entity_id, changed_at) SELECT 'attempt', id, ?1 FROM attempts
+                 WHERE status='running' ORDER BY started_at, id",
+                params![now_text()],
+            )?;
             let n = t.execute(
                 "UPDATE attempts SET status='interrupted', finished_at=?1, code='station_stopped',
                      reason='the station stopped during ' || coalesce(stage, 'the attempt'),

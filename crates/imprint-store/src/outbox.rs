@@ -1,0 +1,468 @@
+//! The sync outbox: what has changed locally and not yet reached the center.
+//!
+//! Every change to a record writes an `outbox` row in the **same SQLite
+//! transaction** as the change ([`enqueue`], called from the closures in
+//! `records.rs`). The outbox row's `seq` is the record's *version*: a record's
+//! current content is always the content of its highest `seq`. The sync
+//! worker (crate `imprint-sync`) reads a batch of pending changes with
+//! [`Store::pending_changes`] (record content and version read in one
+//! snapshot), sends it, and then marks it with [`Store::mark_synced`] or
+//! [`Store::quarantine`]. Marking is by `(record, seq <= version)`, so a change
+//! made while a batch was on the wire stays pending.
+
+use crate::records::{attempt_row, cert_row, AttemptRow, CertRow, ATTEMPT_COLS, CERT_COLS};
+use crate::{now_text, Store, StoreError};
+use rusqlite::{params, Connection, Transaction};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// station_meta keys kept by the sync worker.
+pub const META_LAST_SUCCESS: &str = "sync.last_success_at";
+pub const META_LAST_ERROR: &str = "sync.last_error";
+pub const META_LAST_ERROR_AT: &str = "sync.last_error_at";
+
+/// The kinds of record that are synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    Attempt,
+    Step,
+    Certificate,
+}
+
+impl Entity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entity::Attempt => "attempt",
+            Entity::Step => "step",
+            Entity::Certificate => "certificate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Entity> {
+        match s {
+            "attempt" => Some(Entity::Attempt),
+            "step" => Some(Entity::Step),
+            "certificate" => Some(Entity::Certificate),
+            _ => None,
+        }
+    }
+}
+
+/// Queue a change of one record, inside the transaction that makes it.
+/// `step_no` is the local `steps.id` for steps and 0 otherwise.
+pub(crate) fn enqueue(t: &Transaction<'_>, entity: Entity, id: &str, step_no: i64) -> rusqlite::Result<()> {
+    t.prepare_cached("INSERT INTO outbox(entity, entity_id, step_no, changed_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![entity.as_str(), id, step_no, now_text()])?;
+    Ok(())
+}
+
+/// One record: attempts and certificates by id; steps by their attempt's id
+/// and their local number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RecordKey {
+    pub entity: Entity,
+    pub id: String,
+    pub step_no: i64,
+}
+
+impl std::fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.entity {
+            Entity::Step => write!(f, "step {}#{}", self.id, self.step_no),
+            e => write!(f, "{} {}", e.as_str(), self.id),
+        }
+    }
+}
+
+/// A step as synced: its attempt and local number identify it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    pub attempt_id: String,
+    pub n: i64,
+    pub at: String,
+    pub stage: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// The current content of a changed record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordState {
+    Attempt(AttemptRow),
+    Step(StepRecord),
+    Certificate(CertRow),
+    /// The outbox names a record that is not there (edited outside Imprint).
+    Missing,
+}
+
+/// A record with pending changes, at its latest version.
+#[derive(Clone, Debug)]
+pub struct PendingChange {
+    pub key: RecordKey,
+    /// The outbox `seq` of the record's latest change.
+    pub version: i64,
+    pub state: RecordState,
+}
+
+/// Outbox rows by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub synced: u64,
+    pub quarantined: u64,
+}
+
+/// A record set aside because its content conflicts with the center's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Quarantine {
+    pub key: RecordKey,
+    pub version: i64,
+    pub reason: String,
+    pub local_sha256: String,
+    pub central_sha256: Option<String>,
+    pub at: String,
+    pub audit_id: String,
+    pub reported_at: Option<String>,
+}
+
+fn json_array<T: Serialize>(v: &[T]) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::NotFound(format!("encoding ids: {e}")))
+}
+
+fn read_pending(c: &Connection, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
+    // The records among the first `limit` pending changes, in order of their
+    // first pending change, each with its latest version (pending or not).
+    let mut s = c.prepare_cached(
+        "SELECT o.entity, o.entity_id, o.step_no, max(o.seq), min(p.seq) AS first
+         FROM (SELECT entity, entity_id, step_no, seq FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1) p
+         JOIN outbox o ON o.entity_id = p.entity_id AND o.entity = p.entity AND o.step_no = p.step_no
+         GROUP BY o.entity, o.entity_id, o.step_no ORDER BY first",
+    )?;
+    let keys = s
+        .query_map([limit as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut attempt_ids = Vec::new();
+    let mut cert_ids = Vec::new();
+    let mut step_nos = Vec::new();
+    for (e, id, n, _) in &keys {
+        match Entity::parse(e) {
+            Some(Entity::Attempt) => attempt_ids.push(id.clone()),
+            Some(Entity::Certificate) => cert_ids.push(id.clone()),
+            Some(Entity::Step) => step_nos.push(*n),
+            None => {}
+        }
+    }
+    let mut attempts: HashMap<String, AttemptRow> = HashMap::new();
+    if !attempt_ids.is_empty() {
+        let mut s = c.prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts a WHERE a.id IN (SELECT value FROM json_each(?1))"
+        ))?;
+        for r in s.query_map([json_array(&attempt_ids)?], attempt_row)? {
+            let r = r?;
+            attempts.insert(r.id.clone(), r);
+        }
+    }
+    let mut certs: HashMap<String, CertRow> = HashMap::new();
+    if !cert_ids.is_empty() {
+        let mut s = c.prepare_cached(&format!(
+            "SELECT {CERT_COLS} FROM certificates WHERE id IN (SELECT value FROM json_each(?1))"
+        ))?;
+        for r in s.query_map([json_array(&cert_ids)?], cert_row)? {
+            let r = r?;
+            certs.insert(r.id.clone(), r);
+        }
+    }
+    let mut steps: HashMap<i64, StepRecord> = HashMap::new();
+    if !step_nos.is_empty() {
+        let mut s = c.prepare_cached(
+            "SELECT id, attempt_id, at, stage, kind, detail FROM steps WHERE id IN (SELECT value FROM json_each(?1))",
+        )?;
+        let rows = s.query_map([json_array(&step_nos)?], |r| {
+            Ok(StepRecord {
+                n: r.get(0)?,
+                attempt_id: r.get(1)?,
+                at: r.get(2)?,
+                stage: r.get(3)?,
+                kind: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?;
+        for r in rows {
+            let r = r?;
+            steps.insert(r.n, r);
+        }
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (e, id, n, version) in keys {
+        let Some(entity) = Entity::parse(&e) else { continue };
+        let state = match entity {
+            Entity::Attempt => attempts.remove(&id).map(RecordState::Attempt),
+            Entity::Certificate => certs.remove(&id).map(RecordState::Certificate),
+            Entity::Step => steps.remove(&n).filter(|s| s.attempt_id == id).map(RecordState::Step),
+        }
+        .unwrap_or(RecordState::Missing);
+        out.push(PendingChange { key: RecordKey { entity, id, step_no: n }, version, state });
+    }
+    Ok(out)
+}
+
+fn set_outbox_state(t: &Transaction<'_>, key: &RecordKey, version: i64, state: &str, at: &str) -> rusqlite::Result<usize> {
+    t.prepare_cached(
+        "UPDATE outbox SET state = ?5, synced_at = ?6
+         WHERE entity_id = ?1 AND entity = ?2 AND step_no = ?3 AND seq <= ?4 AND state = 'pending'",
+    )?
+    .execute(params![key.id, key.entity.as_str(), key.step_no, version, state, at])
+}
+
+fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Quarantine> {
+    let entity: String = r.get(0)?;
+    Ok(Quarantine {
+        key: RecordKey { entity: Entity::parse(&entity).unwrap_or(Entity::Attempt), id: r.get(1)?, step_no: r.get(2)? },
+        version: r.get(3)?,
+        reason: r.get(4)?,
+        local_sha256: r.get(5)?,
+        central_sha256: r.get(6)?,
+        at: r.get(7)?,
+        audit_id: r.get(8)?,
+        reported_at: r.get(9)?,
+    })
+}
+
+const QUARANTINE_COLS: &str =
+    "entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id, reported_at";
+
+impl Store {
+    /// The records among the first `limit` pending outbox rows, each with its
+    /// current content and latest version, read in one snapshot.
+    pub fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let out = read_pending(&tx, limit)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// The center holds these records at these versions: mark their changes
+    /// up to `version` synced, and note the time of this success.
+    pub fn mark_synced(&self, done: Vec<(RecordKey, i64)>) -> Result<usize, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.write(move |t| {
+            let at = now_text();
+            let mut n = 0;
+            for (key, version) in &done {
+                n += set_outbox_state(t, key, *version, "synced", &at)?;
+            }
+            t.execute(
+                "INSERT INTO station_meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![META_LAST_SUCCESS, at],
+            )?;
+            let _ = tx.send(n);
+            Ok(())
+        })?;
+        Ok(rx.recv().unwrap_or(0))
+    }
+
+    /// Set records aside: their changes up to `version` stop being sent, and
+    /// each gets a row in `sync_quarantine` (reported by `imprint sync status`).
+    /// The record itself is left exactly as it is.
+    pub fn quarantine(&self, items: Vec<Quarantine>) -> Result<(), StoreError> {
+        self.write(move |t| {
+            for q in &items {
+                t.prepare_cached(
+                    "INSERT INTO sync_quarantine(entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![q.key.entity.as_str(), q.key.id, q.key.step_no, q.version, q.reason, q.local_sha256,
+                    q.central_sha256, q.at, q.audit_id])?;
+                set_outbox_state(t, &q.key, q.version, "quarantined", &q.at)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every quarantined record, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<Quarantine>, StoreError> {
+        self.read(|c| {
+            let mut s = c.prepare(&format!("SELECT {QUARANTINE_COLS} FROM sync_quarantine ORDER BY id"))?;
+            let rows = s.query_map([], quarantine_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Quarantined records whose audit event has not reached the center yet.
+    pub fn unreported_quarantine(&self) -> Result<Vec<Quarantine>, StoreError> {
+        self.read(|c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {QUARANTINE_COLS} FROM sync_quarantine WHERE reported_at IS NULL ORDER BY id"
+            ))?;
+            let rows = s.query_map([], quarantine_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// The audit events about these quarantined records reached the center.
+    pub fn mark_quarantine_reported(&self, audit_ids: Vec<String>) -> Result<(), StoreError> {
+        self.write(move |t| {
+            let at = now_text();
+            for id in &audit_ids {
+                t.prepare_cached("UPDATE sync_quarantine SET reported_at = ?2 WHERE audit_id = ?1 AND reported_at IS NULL")?
+                    .execute(params![id, at])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Outbox rows by state: `pending` is the sync backlog.
+    pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        self.read(|c| {
+            let mut out = OutboxCounts::default();
+            let mut s = c.prepare("SELECT state, count(*) FROM outbox GROUP BY state")?;
+            let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for r in rows {
+                let (state, n) = r?;
+                let n = n.max(0) as u64;
+                match state.as_str() {
+                    "pending" => out.pending = n,
+                    "synced" => out.synced = n,
+                    "quarantined" => out.quarantined = n,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Note a failed sync round (the message must hold no secret).
+    pub fn record_sync_error(&self, message: &str) -> Result<(), StoreError> {
+        let m = message.to_string();
+        self.write(move |t| {
+            let at = now_text();
+            for (k, v) in [(META_LAST_ERROR, m.as_str()), (META_LAST_ERROR_AT, at.as_str())] {
+                t.execute(
+                    "INSERT INTO station_meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![k, v],
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{new_id, AttemptEnd, DeviceFacts, Intent, StepRow};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("station.db")).unwrap();
+        (d, s)
+    }
+
+    fn outbox(s: &Store) -> Vec<(String, String, i64)> {
+        s.read(|c| {
+            let mut st = c.prepare("SELECT entity, entity_id, step_no FROM outbox ORDER BY seq")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .unwrap()
+    }
+
+    fn step(stage: &str) -> StepRow {
+        StepRow { at: now_text(), stage: stage.into(), kind: "started".into(), detail: String::new() }
+    }
+
+    #[test]
+    fn every_record_change_writes_an_outbox_row_in_its_transaction() {
+        let (_d, s) = store();
+        let a = s.begin_attempt("p", None).unwrap();
+        s.record_steps(&a, vec![step("identify"), step("keygen")]).unwrap();
+        s.set_device(&a, &DeviceFacts { serial: "SN1".into(), ..Default::default() }).unwrap();
+        s.set_key(&a, "k").unwrap();
+        let cert = new_id();
+        s.journal_intent(&Intent {
+            id: cert.clone(),
+            attempt_id: a.clone(),
+            device_serial: "SN1".into(),
+            issuer: "CN=CA".into(),
+            serial_hex: "01".into(),
+            spki_sha256: "k".into(),
+            spki_der: vec![1],
+            not_before: now_text(),
+            not_after: now_text(),
+        })
+        .unwrap();
+        s.mark_issued(&cert, b"c", b"ch", "fp").unwrap();
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2).unwrap();
+        let kinds: Vec<String> = outbox(&s).into_iter().map(|(e, _, n)| if n > 0 { format!("{e}#{n}") } else { e }).collect();
+        assert_eq!(
+            kinds,
+            ["attempt", "step#1", "step#2", "attempt", "attempt", "attempt", "certificate", "attempt", "certificate", "attempt"]
+        );
+        // A change that fails rolls back with its outbox row.
+        let before = outbox(&s).len();
+        assert!(s.mark_issued(&cert, b"x", b"y", "fp").is_err());
+        assert_eq!(outbox(&s).len(), before);
+    }
+
+    #[test]
+    fn pending_changes_give_each_record_once_at_its_latest_version() {
+        let (_d, s) = store();
+        let a = s.begin_attempt("p", None).unwrap();
+        s.record_steps(&a, vec![step("identify")]).unwrap();
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2).unwrap();
+        let p = s.pending_changes(100).unwrap();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].key.entity, Entity::Attempt);
+        assert_eq!(p[0].version, 4, "the finish is the attempt's 4th change (begin, stage, finish) = seq 4");
+        assert!(matches!(&p[0].state, RecordState::Attempt(r) if r.status == "passed"));
+        assert!(matches!(&p[1].state, RecordState::Step(st) if st.stage == "identify" && st.n == 1));
+        // Marking at an older version leaves the newer change pending.
+        s.mark_synced(vec![(p[0].key.clone(), 1), (p[1].key.clone(), p[1].version)]).unwrap();
+        let c = s.outbox_counts().unwrap();
+        assert_eq!((c.pending, c.synced), (2, 2));
+        let p2 = s.pending_changes(100).unwrap();
+        assert_eq!(p2.len(), 1);
+        assert_eq!(p2[0].version, 4);
+        s.mark_synced(vec![(p2[0].key.clone(), 4)]).unwrap();
+        assert_eq!(s.outbox_counts().unwrap().pending, 0);
+        assert!(s.meta(META_LAST_SUCCESS).unwrap().is_some());
+    }
+
+    #[test]
+    fn quarantine_sets_the_record_aside_without_touching_it() {
+        let (_d, s) = store();
+        let a = s.begin_attempt("p", None).unwrap();
+        let p = s.pending_changes(10).unwrap();
+        s.quarantine(vec![Quarantine {
+            key: p[0].key.clone(),
+            version: p[0].version,
+            reason: "differs".into(),
+            local_sha256: "aa".into(),
+            central_sha256: Some("bb".into()),
+            at: now_text(),
+            audit_id: new_id(),
+            reported_at: None,
+        }])
+        .unwrap();
+        assert_eq!(s.outbox_counts().unwrap(), OutboxCounts { pending: 0, synced: 0, quarantined: 1 });
+        assert_eq!(s.quarantined().unwrap().len(), 1);
+        assert_eq!(s.attempt(&a).unwrap().unwrap().status, "running");
+        let q = s.unreported_quarantine().unwrap();
+        s.mark_quarantine_reported(vec![q[0].audit_id.clone()]).unwrap();
+        assert!(s.unreported_quarantine().unwrap().is_empty());
+    }
+
+    #[test]
+    fn interrupted_attempts_are_queued() {
+        let (_d, s) = store();
+        s.begin_attempt("p", None).unwrap();
+        s.begin_attempt("q", None).unwrap();
+        assert_eq!(s.interrupt_running().unwrap(), 2);
+        assert_eq!(outbox(&s).len(), 4);
+    }
+}
