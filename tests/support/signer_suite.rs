@@ -1,5 +1,5 @@
-//! One API suite every Signer backend must pass (dev, PKCS#11, and KMS once
-//! it lands): public key shape, sign/verify, info without secrets, and a CA
+//! One API suite every Signer backend must pass (dev, PKCS#11 on SoftHSM, AWS
+//! KMS on moto): public key shape, sign/verify, info without secrets, and a CA
 //! certificate built through rcgen.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -39,6 +39,16 @@ pub fn signer_suite(signer: &mut dyn Signer) {
 /// Run the suite; `secrets` (PINs, credentials) must appear in neither
 /// `info()` nor `Debug`.
 pub fn signer_suite_with_secrets(signer: &mut dyn Signer, secrets: &[&str]) {
+    signer_suite_for_server(signer, secrets, &|m| m.to_vec());
+}
+
+/// Run the suite against a server that does not sign exactly the message
+/// it is sent: `server_signed(msg)` is what it really signs for `msg`.
+/// Only moto needs this: it ignores `MessageType=DIGEST` and hashes the
+/// digest again, so for a message the backend sends as a digest the
+/// signature verifies over `H(msg)`, which proves the backend sent exactly
+/// `H(msg)`. Real servers sign `msg` (the identity map).
+pub fn signer_suite_for_server(signer: &mut dyn Signer, secrets: &[&str], server_signed: &dyn Fn(&[u8]) -> Vec<u8>) {
     let alg = signer.algorithm();
 
     // Public key: a DER SPKI, id-ecPublicKey on the curve of the algorithm,
@@ -65,8 +75,9 @@ pub fn signer_suite_with_secrets(signer: &mut dyn Signer, secrets: &[&str]) {
     for msg in [&b""[..], b"imprint signer suite", &big] {
         let sig = signer.sign(msg).expect("sign");
         assert_eq!(sig[0], 0x30, "DER ECDSA-Sig-Value");
-        verify(signer, msg, &sig).expect("signature verifies");
-        let mut other = msg.to_vec();
+        let signed = server_signed(msg);
+        verify(signer, &signed, &sig).expect("signature verifies");
+        let mut other = signed.clone();
         other.push(1);
         assert!(
             verify(signer, &other, &sig).is_err(),

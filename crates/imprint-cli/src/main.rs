@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use imprint_core::ca::{self, CaSubject};
 use imprint_core::signer::SigAlg;
-use imprint_signer::{generate_ca_key, open_signer, Pin};
+use imprint_signer::{create_ca_key, open_signer, Pin};
 use imprint_station::{Progress, ProgressFn, ProgressStatus, Station, StationConfig, StationError, WatchOptions};
 use imprint_store::{AttemptFilter, Store};
 use std::io::Write;
@@ -19,7 +19,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod logging;
+use imprint_station::logging;
+
+mod sync_cmd;
 
 #[derive(Parser)]
 #[command(name = "imprint", version, about = "Imprint provisioning station", propagate_version = true)]
@@ -58,6 +60,14 @@ enum Cmd {
     /// Export local records.
     #[command(subcommand)]
     Export(ExportCmd),
+    /// The central database (administrators): migrate the schema, register stations and readers.
+    #[command(subcommand)]
+    Db(sync_cmd::DbCmd),
+    /// Sync with the central database: status, or a round now.
+    #[command(subcommand)]
+    Sync(sync_cmd::SyncCmd),
+    /// Attempts with their certificates, from the local store or (--central) the central database.
+    Report(sync_cmd::ReportArgs),
     /// Check the signer and the local store.
     Health {
         #[arg(long)]
@@ -148,7 +158,9 @@ enum CaCmd {
         /// Key algorithm when generating: p256 or p384.
         #[arg(long, default_value = "p256")]
         alg: String,
-        /// Generate the key pair in the token first.
+        /// Create the key first: a key pair in the token (pkcs11:), or a new
+        /// KMS key (awskms:; with key-id=alias/<name> the alias is created
+        /// too, without key-id the new key's signer URI is printed).
         #[arg(long)]
         generate_key: bool,
         /// Validity of a self-signed root in days.
@@ -364,7 +376,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let station = Station::open(cfg.clone(), pin(&cli)?)?;
             banner(&station);
             let sims = if a.simulate > 0 {
-                let faults = fault_plan(&a.fault, a.simulate).map_err(|e| Fail(2, anyhow::anyhow!(e)))?;
+                let faults = imprint_devsim::fault_plan(&a.fault, a.simulate).map_err(|e| Fail(2, anyhow::anyhow!(e)))?;
                 let mut v = Vec::new();
                 for i in 0..a.simulate {
                     let mut c = imprint_devsim::SimConfig::new(format!("SIM-{:04}", i + 1));
@@ -389,6 +401,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Cmd::Ca(c) => ca_cmd(&cli, c),
         Cmd::Records(r) => records_cmd(&cli, r),
+        Cmd::Db(c) => sync_cmd::db_cmd(c),
+        Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
+        Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
         Cmd::Export(ExportCmd::Csv { out }) => {
             let cfg = load_config(&cli)?;
             let store = Store::open(&cfg.store_path())?;
@@ -414,6 +429,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     checks.push(serde_json::json!({"check": "local_store", "status": "error", "detail": e.to_string()}));
                 }
             }
+            // The signer's state (reachable, key present, last error) for scripts and the app.
+            let mut signer_state = serde_json::Value::Null;
             match Station::open(cfg.clone(), pin(&cli)?) {
                 Ok(st) => {
                     let t = std::time::Instant::now();
@@ -425,14 +442,20 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     if !checks.last().is_some_and(|c| c["status"] == "ok") {
                         worst = worst.max(3);
                     }
+                    signer_state = serde_json::to_value(st.signer().health())?;
                 }
                 Err(e) => {
                     worst = worst.max(3);
                     checks.push(serde_json::json!({"check": "signer", "status": "error", "detail": e.to_string()}));
+                    if let StationError::Signer(se) = &e {
+                        let uri = cfg.signer_uri();
+                        let kind = uri.split(':').next().unwrap_or_default();
+                        signer_state = serde_json::to_value(imprint_station::signer_worker::SignerHealth::from_open_error(&uri, kind, se))?;
+                    }
                 }
             }
             if *json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": worst == 0, "checks": checks}))?);
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": worst == 0, "checks": checks, "signer": signer_state}))?);
             } else {
                 for c in &checks {
                     println!("{:<12} {:<6} {}", c["check"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["detail"].as_str().unwrap_or(""));
@@ -521,10 +544,18 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> Result<u8, Fail> {
                 other => return Err(Fail(2, anyhow::anyhow!("unknown --alg {other}: use p256 or p384"))),
             };
             let pin = pin(cli)?;
-            if *generate_key {
-                generate_ca_key(signer, pin.clone(), alg)?;
-                eprintln!("generated a CA key pair in the token");
-            }
+            let signer = &if *generate_key {
+                let uri = create_ca_key(signer, pin.clone(), alg)?;
+                if uri.starts_with("awskms:") {
+                    eprintln!("created a KMS key; its signer URI (printed on stdout) is {uri}");
+                    println!("{uri}");
+                } else {
+                    eprintln!("generated a CA key pair in the token");
+                }
+                uri
+            } else {
+                signer.clone()
+            };
             let mut s = open_signer(signer, pin)?;
             let subject = CaSubject { common_name: cn.clone(), organization: org.clone(), country: country.clone() };
             if let Some(csr_path) = csr {
@@ -675,27 +706,4 @@ fn export_csv(store: &Store, w: Box<dyn Write>) -> Result<usize, Fail> {
     }
     out.flush()?;
     Ok(n)
-}
-
-/// `--fault SPEC` applies to every simulated device, `--fault N:SPEC` to device N (1-based).
-fn fault_plan(args: &[String], count: usize) -> Result<Vec<imprint_devsim::Faults>, String> {
-    let mut v = vec![imprint_devsim::Faults::none(); count];
-    for a in args {
-        let (which, spec) = match a.split_once(':') {
-            Some((n, spec)) if n.chars().all(|c| c.is_ascii_digit()) => {
-                let n: usize = n.parse().map_err(|_| format!("bad device index in --fault {a}"))?;
-                if n == 0 || n > count {
-                    return Err(format!("--fault {a}: device {n} does not exist (1..{count})"));
-                }
-                (Some(n - 1), spec)
-            }
-            _ => (None, a.as_str()),
-        };
-        for (i, f) in v.iter_mut().enumerate() {
-            if which.is_none_or(|w| w == i) {
-                f.apply(spec).map_err(|e| format!("--fault {a}: {e}"))?;
-            }
-        }
-    }
-    Ok(v)
 }

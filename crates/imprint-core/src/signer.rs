@@ -111,6 +111,13 @@ pub trait Signer: Send {
     /// Sign `msg` (the whole message; the backend hashes as its algorithm
     /// says) and return a DER-encoded ECDSA-Sig-Value.
     fn sign(&mut self, msg: &[u8]) -> Result<Vec<u8>, SignerError>;
+    /// A cheap check that the key can be used right now, without signing:
+    /// one round trip for a remote signer (KMS: DescribeKey). The station
+    /// calls it before starting a device when the last call failed. Local
+    /// backends are usable once open, hence the default.
+    fn check(&mut self) -> Result<(), SignerError> {
+        Ok(())
+    }
 }
 
 impl fmt::Debug for dyn Signer {

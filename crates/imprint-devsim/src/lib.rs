@@ -96,3 +96,25 @@ impl SimConfig {
     }
 }
 
+/// `--fault SPEC` applies to every simulated device, `--fault N:SPEC` to device N (1-based).
+pub fn fault_plan(args: &[String], count: usize) -> Result<Vec<Faults>, String> {
+    let mut v = vec![Faults::none(); count];
+    for a in args {
+        let (which, spec) = match a.split_once(':') {
+            Some((n, spec)) if n.chars().all(|c| c.is_ascii_digit()) => {
+                let n: usize = n.parse().map_err(|_| format!("bad device index in --fault {a}"))?;
+                if n == 0 || n > count {
+                    return Err(format!("--fault {a}: device {n} does not exist (1..{count})"));
+                }
+                (Some(n - 1), spec)
+            }
+            _ => (None, a.as_str()),
+        };
+        for (i, f) in v.iter_mut().enumerate() {
+            if which.is_none_or(|w| w == i) {
+                f.apply(spec).map_err(|e| format!("--fault {a}: {e}"))?;
+            }
+        }
+    }
+    Ok(v)
+}

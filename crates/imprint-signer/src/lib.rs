@@ -1,10 +1,12 @@
 //! CA key backends behind [`imprint_core::signer::Signer`], chosen by URI.
 //!
 //! - `pkcs11:...` (RFC 7512): a key in an HSM or SoftHSM, see [`pkcs11`].
+//! - `awskms:key-id=...;region=...`: a key in AWS KMS, see [`awskms`].
 //! - `dev:<dir>`: the software development CA, see [`dev`].
 //!
 //! [`open_signer`] is the one entry point the station and the CLI use.
 
+pub mod awskms;
 pub mod dev;
 pub mod pin;
 pub mod pkcs11;
@@ -12,19 +14,22 @@ pub mod uri;
 
 use imprint_core::signer::{SigAlg, Signer, SignerError};
 
+pub use awskms::KmsSigner;
 pub use dev::DevSigner;
 pub use pin::{resolve_pin, Pin, PIN_ENV_VAR};
 pub use pkcs11::{generate_ca_key, Pkcs11Signer};
 pub use uri::Pkcs11Uri;
 
 /// The URI schemes [`open_signer`] understands, for messages.
-pub const SUPPORTED_SCHEMES: &str = "pkcs11:<RFC 7512 URI>, dev:<directory>";
+pub const SUPPORTED_SCHEMES: &str =
+    "pkcs11:<RFC 7512 URI>, awskms:key-id=<id|ARN|alias/name>;region=<r>, dev:<directory>";
 
 /// Open the CA signer a URI names.
 ///
 /// `pin` is a PIN the caller already has (typed at a prompt); PKCS#11 falls
-/// back to the URI's `pin-source` and then `IMPRINT_PKCS11_PIN`. The
-/// development signer ignores it.
+/// back to the URI's `pin-source` and then `IMPRINT_PKCS11_PIN`. The KMS
+/// and development signers ignore it (KMS credentials come from the AWS
+/// credential chain).
 pub fn open_signer(uri: &str, pin: Option<Pin>) -> Result<Box<dyn Signer>, SignerError> {
     let Some((scheme, rest)) = uri.split_once(':') else {
         return Err(SignerError::BadUri(format!(
@@ -34,10 +39,27 @@ pub fn open_signer(uri: &str, pin: Option<Pin>) -> Result<Box<dyn Signer>, Signe
     match scheme {
         "pkcs11" => Ok(Box::new(Pkcs11Signer::open(uri, pin)?)),
         "dev" => Ok(Box::new(DevSigner::open(rest)?)),
-        // "awskms" => the AWS KMS backend goes here, behind the same function.
+        "awskms" => Ok(Box::new(KmsSigner::open(uri)?)),
         other => Err(SignerError::BadUri(format!(
             // Only the scheme is echoed: the rest of an unknown URI may hold a secret.
             "unsupported signer URI scheme {other:?}; supported: {SUPPORTED_SCHEMES}"
+        ))),
+    }
+}
+
+/// Create a CA key of `alg` for a signer URI and return the URI that names
+/// it: PKCS#11 generates the key pair in the token (the URI is unchanged);
+/// AWS KMS creates a key (and the URI's `alias/` if given) and returns a URI
+/// with its ARN or alias. The development signer creates its key on open.
+pub fn create_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<String, SignerError> {
+    match uri.split_once(':').map(|(s, _)| s) {
+        Some("pkcs11") => generate_ca_key(uri, pin, alg).map(|()| uri.to_string()),
+        Some("awskms") => awskms::create_key(uri, alg),
+        Some("dev") => Err(SignerError::BadUri(
+            "the development CA creates its key itself: drop --generate-key".into(),
+        )),
+        _ => Err(SignerError::BadUri(format!(
+            "cannot create a key for this URI; supported: {SUPPORTED_SCHEMES}"
         ))),
     }
 }
@@ -84,7 +106,7 @@ mod tests {
 
     #[test]
     fn unknown_scheme_lists_supported_and_hides_the_rest() {
-        let err = open_signer("awskms:key-id?secret=hunter2", None).unwrap_err();
+        let err = open_signer("gcpkms:key-id?secret=hunter2", None).unwrap_err();
         assert!(matches!(err, SignerError::BadUri(_)));
         let msg = err.to_string();
         assert!(msg.contains("pkcs11:") && msg.contains("dev:"), "{msg}");
@@ -93,6 +115,16 @@ mod tests {
             open_signer("no-scheme", None),
             Err(SignerError::BadUri(_))
         ));
+    }
+
+    #[test]
+    fn awskms_scheme_is_dispatched_and_hides_secrets() {
+        let err = open_signer("awskms:key-id?secret=hunter2", None).unwrap_err();
+        assert!(matches!(err, SignerError::BadUri(_)), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = open_signer("awskms:region=eu-west-1", None).unwrap_err();
+        assert!(err.to_string().contains("key-id"), "{err}");
+        assert!(SUPPORTED_SCHEMES.contains("awskms:"));
     }
 
     #[test]

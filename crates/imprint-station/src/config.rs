@@ -16,6 +16,28 @@ pub enum Mode {
     Manual,
 }
 
+/// What the station does while the CA signer is unreachable (a KMS outage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SignerOffline {
+    /// Do not start a device while the signer is known unreachable: the
+    /// attempt fails at once, before the device makes a key.
+    #[default]
+    Refuse,
+    /// Start devices anyway: the CSR is journaled, and the device's next
+    /// attach (same key) gets its certificate once the signer is back.
+    Defer,
+}
+
+impl SignerOffline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignerOffline::Refuse => "refuse",
+            SignerOffline::Defer => "defer",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StationConfig {
@@ -24,6 +46,8 @@ pub struct StationConfig {
     /// The CA signer: `dev:<dir>` (development CA) or an RFC 7512 `pkcs11:` URI.
     /// Empty: the development CA under `data_dir/dev-ca`.
     pub signer: String,
+    /// While the signer is unreachable: "refuse" (default) or "defer".
+    pub signer_offline: SignerOffline,
     /// PEM file: the issuing CA certificate first, then any intermediates up
     /// to the root. Empty: `data_dir/ca-chain.pem`.
     pub ca_chain: PathBuf,
@@ -39,6 +63,8 @@ pub struct StationConfig {
     /// This station's name in records and, later, the central database.
     pub station_id: String,
     pub profile: Profile,
+    /// The central PostgreSQL this station syncs its records to; absent: records stay local.
+    pub central: Option<imprint_sync::CentralConfig>,
 }
 
 impl Default for StationConfig {
@@ -47,6 +73,7 @@ impl Default for StationConfig {
         StationConfig {
             data_dir,
             signer: String::new(),
+            signer_offline: SignerOffline::Refuse,
             ca_chain: PathBuf::new(),
             baud: 115_200,
             port_globs: vec!["/dev/serial/by-id/*".into()],
@@ -55,6 +82,7 @@ impl Default for StationConfig {
             batch: None,
             station_id: hostname(),
             profile: Profile::default(),
+            central: None,
         }
     }
 }
@@ -93,12 +121,29 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-const SECRET_WORDS: &[&str] = &["pin-value", "pin =", "pin=", "password", "secret"];
+const SECRET_WORDS: &[&str] = &[
+    "pin-value",
+    "pin =",
+    "pin=",
+    "password",
+    "secret",
+    // AWS credentials (aws_secret_access_key is caught by "secret").
+    "aws_access_key_id",
+    "access-key",
+    "access_key",
+    "session_token",
+    "session-token",
+];
+
+/// Keys that name *where* a secret is (a file path), never the secret: the
+/// secret-word scan skips exactly these keys, and `validate` requires the
+/// path to name an existing file (a literal password would not).
+const SECRET_PATH_KEYS: &[&str] = &["password_file"];
 
 impl StationConfig {
     /// Defaults, overlaid with the file at `path` (or the default config
     /// path, if it exists), then env: IMPRINT_DATA_DIR, IMPRINT_SIGNER,
-    /// IMPRINT_CA_CHAIN, IMPRINT_BAUD, IMPRINT_BATCH.
+    /// IMPRINT_CA_CHAIN, IMPRINT_BAUD, IMPRINT_BATCH, IMPRINT_SIGNER_OFFLINE.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let explicit = path.is_some();
         let path = path.map(Path::to_path_buf).unwrap_or_else(default_config_path);
@@ -128,16 +173,32 @@ impl StationConfig {
         if let Ok(v) = std::env::var("IMPRINT_BATCH") {
             cfg.batch = Some(v);
         }
+        if let Ok(v) = std::env::var("IMPRINT_SIGNER_OFFLINE") {
+            cfg.signer_offline = match v.as_str() {
+                "refuse" => SignerOffline::Refuse,
+                "defer" => SignerOffline::Defer,
+                _ => return Err(ConfigError::Invalid { path: path.clone(), message: format!("IMPRINT_SIGNER_OFFLINE={v}: use refuse or defer") }),
+            };
+        }
         cfg.validate().map_err(|message| ConfigError::Invalid { path, message })?;
         Ok(cfg)
     }
 
+    /// The config as the operator's file (no secrets: there are none to write).
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string_pretty(self).map_err(|e| e.to_string())
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
-        let lower = text.to_ascii_lowercase();
+        let mut lower = text.to_ascii_lowercase();
+        for k in SECRET_PATH_KEYS {
+            lower = lower.replace(k, "");
+        }
         if let Some(w) = SECRET_WORDS.iter().find(|w| lower.contains(*w)) {
             return Err(format!(
-                "it contains {w:?}: PINs and passwords never go in the config file. \
-                 Use a pin-source file in the signer URI, the IMPRINT_PKCS11_PIN variable, or the PIN prompt"
+                "it contains {w:?}: PINs, passwords and credentials never go in the config file. \
+                 Use a pin-source file in the signer URI, the IMPRINT_PKCS11_PIN variable, the PIN prompt, \
+                 or the standard AWS credential chain (environment, profile, instance role) for a KMS signer"
             ));
         }
         toml::from_str(text).map_err(|e| e.to_string())
@@ -155,6 +216,14 @@ impl StationConfig {
         }
         if !self.profile.allowed_keys.contains(&self.profile.device_key) {
             return Err("profile.device_key is not in profile.allowed_keys".into());
+        }
+        if let Some(c) = &self.central {
+            c.validate()?;
+            if let Some(p) = &c.password_file {
+                if !p.is_file() {
+                    return Err("central.password_file does not name a file: it holds the path of a file with the password, never the password".into());
+                }
+            }
         }
         if self.signer.contains("pin-value") {
             return Err("the signer URI carries pin-value: use pin-source or IMPRINT_PKCS11_PIN".into());
@@ -216,6 +285,30 @@ mod tests {
         let e = StationConfig::parse("signer = \"pkcs11:token=a?pin-value=1234\"").unwrap_err();
         assert!(e.contains("never go in the config file") && !e.contains("1234"), "{e}");
         assert!(StationConfig::parse("password = \"x\"").is_err());
+    }
+
+    #[test]
+    fn central_section_takes_a_password_file_path_but_never_a_password() {
+        let d = tempfile::tempdir().unwrap();
+        let pw = d.path().join("pg.pw");
+        std::fs::write(&pw, "s3cret-value\n").unwrap();
+        let text = format!(
+            "[central]\nurl = \"postgres://line1@db.example/imprint\"\nsslmode = \"verify-full\"\npassword_file = \"{}\"\nbatch_size = 1000\n",
+            pw.display()
+        );
+        let c = StationConfig::parse(&text).unwrap();
+        c.validate().unwrap();
+        let central = c.central.as_ref().unwrap();
+        assert_eq!((central.batch_size, central.password_file.as_deref()), (1000, Some(pw.as_path())));
+        // A literal password: as a key of its own, inside the URL, or where the path goes.
+        let e = StationConfig::parse("[central]\nurl = \"postgres://a@b/c\"\npassword = \"hunter2\"\n").unwrap_err();
+        assert!(e.contains("never go in the config file") && !e.contains("hunter2"), "{e}");
+        let c = StationConfig::parse("[central]\nurl = \"postgres://a:hunter2@b/c\"\n").unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("carries a password") && !e.contains("hunter2"), "{e}");
+        let c = StationConfig::parse("[central]\nurl = \"postgres://a@b/c\"\npassword_file = \"hunter2\"\n").unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("does not name a file") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (serial I/O with deadlines, store look-ups, journaled issuance through the
 //! signer worker, proof checks) and records every step as it happens.
 
+use crate::config::SignerOffline;
 use crate::station::{Progress, ProgressFn, ProgressStatus, StationCtx};
 use imprint_core::issuance::{self, spki_sha256_hex};
 use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Session, SessionConfig, Stage};
@@ -150,15 +151,19 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
         last_stage: Stage::Hello,
     };
     run.report(ProgressStatus::Running);
-    let outcome = match SerialTransport::open(port, ctx.cfg.baud) {
-        Ok(mut t) => drive(&mut run, &mut t, &span),
-        Err(e) => {
-            let (code, hint) = match e {
-                TransportError::Busy(_) => ("port_busy", "Another program (or another station) holds this port. Close it, then press Retry."),
-                TransportError::NotFound(_) => ("port_missing", "The port is gone: re-seat the cable, then press Retry."),
-                _ => ("port_open", "The port could not be opened. Re-seat the cable; check permissions (dialout group)."),
-            };
-            Outcome::Failed(failure(Stage::Hello, code, e.to_string(), hint, true))
+    let outcome = if let Some(f) = refuse_while_signer_offline(&mut run) {
+        Outcome::Failed(f)
+    } else {
+        match SerialTransport::open(port, ctx.cfg.baud) {
+            Ok(mut t) => drive(&mut run, &mut t, &span),
+            Err(e) => {
+                let (code, hint) = match e {
+                    TransportError::Busy(_) => ("port_busy", "Another program (or another station) holds this port. Close it, then press Retry."),
+                    TransportError::NotFound(_) => ("port_missing", "The port is gone: re-seat the cable, then press Retry."),
+                    _ => ("port_open", "The port could not be opened. Re-seat the cable; check permissions (dialout group)."),
+                };
+                Outcome::Failed(failure(Stage::Hello, code, e.to_string(), hint, true))
+            }
         }
     };
     let _ = run.persist();
@@ -192,6 +197,50 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
         bytes_from_device: run.bytes_in,
         elapsed: started.elapsed(),
     })
+}
+
+/// Offline policy `refuse`: while the signer is known unreachable (its last
+/// call failed and a fresh check fails too), a new device is not started at
+/// all, so it makes no key and no CSR. `defer` starts it anyway.
+fn refuse_while_signer_offline(run: &mut Run<'_>) -> Option<Failure> {
+    if run.ctx.cfg.signer_offline != SignerOffline::Refuse {
+        return None;
+    }
+    let e = run.ctx.signer.ready_for_new_device().err()?;
+    let f = failure(
+        Stage::Hello,
+        e.code(),
+        format!("not started: the CA signer is unreachable ({e}); the device was not touched"),
+        "Bring the CA signer back (network, KMS; `imprint health` shows its state), then re-attach the device or press Retry. \
+         To provision while it is down and finish later, set signer_offline = \"defer\".",
+        true,
+    );
+    tracing::warn!(code = %f.code, reason = %f.reason, "device not started: signer unreachable");
+    run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+    Some(f)
+}
+
+/// The failure recorded when signing a journaled certificate failed. Under
+/// `defer`, a retryable failure says the certificate is deferred: the
+/// journaled intent is completed on the device's next attach.
+fn signing_failure(ctx: &StationCtx, e: &imprint_core::signer::SignerError) -> Failure {
+    if e.is_retryable() && ctx.cfg.signer_offline == SignerOffline::Defer {
+        return failure(
+            Stage::Issue,
+            "signing_deferred",
+            format!("deferred: will finish when the signer is back (signing failed: {e})"),
+            "Deferred: will finish when the signer is back. The CSR is kept and the device keeps its key: \
+             re-attach it (or press Retry) once `imprint health` shows the signer reachable, and it gets its certificate.",
+            true,
+        );
+    }
+    failure(
+        Stage::Issue,
+        e.code(),
+        format!("signing failed: {e}"),
+        "The CA signer is unavailable: check the HSM/KMS (imprint health), then press Retry. The device keeps its key.",
+        true,
+    )
 }
 
 fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outcome {
@@ -341,9 +390,7 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
     let row = match row.status.as_str() {
         "issued" => row,
         "signing" => {
-            crate::station::complete_intent(ctx, &row).map_err(|e| {
-                failure(Stage::Issue, e.code(), e.to_string(), "Check the CA signer (imprint health), then press Retry.", true)
-            })?;
+            crate::station::complete_intent(ctx, &row).map_err(|e| signing_failure(ctx, &e))?;
             ctx.store
                 .cert_by_id(&row.id)
                 .map_err(|e| store_failure(Stage::Lookup, e))?
@@ -414,18 +461,15 @@ fn issue(
         Err(e) => return Err(store_failure(Stage::Issue, e)),
     }
     crash_point("after_journal");
-    let cert = ctx.signer.issue(plan).map_err(|e| {
-        let (code, retry) = match &e {
-            issuance::IssueError::Signer(se) => (se.code(), true),
-            _ => ("issue_failed", true),
-        };
-        failure(
+    let cert = ctx.signer.issue(plan).map_err(|e| match &e {
+        issuance::IssueError::Signer(se) => signing_failure(ctx, se),
+        _ => failure(
             Stage::Issue,
-            code,
+            "issue_failed",
             format!("signing failed: {e}"),
             "The CA signer is unavailable: check the HSM/KMS (imprint health), then press Retry. The device keeps its key.",
-            retry,
-        )
+            true,
+        ),
     })?;
     crash_point("after_sign");
     let fp = issuance::summarize(&cert).map(|s| s.fingerprint_sha256).unwrap_or_default();

@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod config;
 pub mod driver;
+pub mod health;
+pub mod logging;
 pub mod signer_worker;
 pub mod station;
 

@@ -90,6 +90,8 @@ impl StationCtx {
 #[derive(Clone)]
 pub struct Station {
     ctx: Arc<StationCtx>,
+    /// The background sync worker, when `[central]` is configured.
+    sync: Option<Arc<imprint_sync::SyncWorker>>,
 }
 
 /// Create the development CA (key and self-signed root) if it does not exist yet.
@@ -149,8 +151,13 @@ impl Station {
             .map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
         let batch = Mutex::new(cfg.batch.clone());
         let ctx = StationCtx { cfg, store, signer, chain_der, chain, issuer_dn, development, batch };
-        let station = Station { ctx: Arc::new(ctx) };
+        let mut station = Station { ctx: Arc::new(ctx), sync: None };
         station.recover()?;
+        if let Some(central) = &station.ctx.cfg.central {
+            let worker = imprint_sync::SyncWorker::spawn(station.ctx.store.clone(), &station.ctx.cfg.station_id, central.clone())
+                .map_err(|e| StationError::Setup(format!("sync worker: {e}")))?;
+            station.sync = Some(Arc::new(worker));
+        }
         Ok(station)
     }
 
@@ -162,6 +169,18 @@ impl Station {
     }
     pub fn signer(&self) -> &SignerHandle {
         &self.ctx.signer
+    }
+
+    /// The sync worker's live status; None when no `[central]` is configured.
+    pub fn sync_status(&self) -> Option<imprint_sync::LiveStatus> {
+        self.sync.as_ref().map(|w| w.status())
+    }
+
+    /// Ask the sync worker for a round now (ends a backoff wait early).
+    pub fn sync_now(&self) {
+        if let Some(w) = &self.sync {
+            w.wake();
+        }
     }
 
     /// Set the work order / batch for attempts started from now on.

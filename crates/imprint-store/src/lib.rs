@@ -69,10 +69,13 @@ pub fn now_text() -> String {
     ts(OffsetDateTime::now_utc())
 }
 
+/// RFC 3339 UTC with exactly three fractional digits, so stored times sort
+/// and line up as text.
 pub fn ts(t: OffsetDateTime) -> String {
+    const FMT: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     let t = t.to_offset(time::UtcOffset::UTC);
-    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(FMT).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 pub fn parse_ts(s: &str) -> Option<OffsetDateTime> {

@@ -1,0 +1,68 @@
+//! Station health, one item per dependency, for the app's Health view and
+//! `imprint health`. Each item is green/amber/red (or off when not
+//! configured) with the last error an operator can act on.
+
+use crate::station::Station;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Ok,
+    Warn,
+    Error,
+    /// Not configured on this station.
+    Off,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HealthItem {
+    /// Stable id: "signer", "local_store", "central_db", "mqtt".
+    pub id: String,
+    pub title: String,
+    pub level: Level,
+    pub detail: String,
+    pub last_error: Option<String>,
+}
+
+fn item(id: &str, title: &str, level: Level, detail: String, last_error: Option<String>) -> HealthItem {
+    HealthItem { id: id.into(), title: title.into(), level, detail, last_error }
+}
+
+/// Check everything the station depends on. Cheap enough to run on demand:
+/// one signature and two small reads.
+pub fn check(station: &Station) -> Vec<HealthItem> {
+    let mut out = Vec::new();
+    let info = station.signer().info().clone();
+    let t = Instant::now();
+    match station.signer().sign(b"imprint health check".to_vec()) {
+        Ok(_) => {
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let (level, note) = if info.development {
+                (Level::Warn, "DEVELOPMENT CA: certificates are for testing only")
+            } else {
+                (Level::Ok, "key present, PIN accepted")
+            };
+            out.push(item(
+                "signer",
+                "CA signer",
+                level,
+                format!("{} ({}): signed in {ms:.1} ms; {note}; CA {}", info.uri, info.kind, station.ctx().issuer_dn),
+                None,
+            ));
+        }
+        Err(e) => out.push(item("signer", "CA signer", Level::Error, format!("{} ({})", info.uri, info.kind), Some(e.to_string()))),
+    }
+    let store = station.store();
+    match store.attempts(&imprint_store::AttemptFilter { limit: Some(1), ..Default::default() }) {
+        Ok(latest) => {
+            let last = latest.first().map(|a| format!("last attempt {} ({})", a.started_at, a.status)).unwrap_or_else(|| "no attempts yet".into());
+            out.push(item("local_store", "Local store", Level::Ok, format!("{}: {last}", store.path().display()), None));
+        }
+        Err(e) => out.push(item("local_store", "Local store", Level::Error, store.path().display().to_string(), Some(e.to_string()))),
+    }
+    out.push(item("central_db", "Central database", Level::Off, "not configured: records stay on this station".into(), None));
+    out.push(item("mqtt", "MQTT broker", Level::Off, "not configured".into(), None));
+    out
+}

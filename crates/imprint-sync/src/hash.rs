@@ -1,0 +1,137 @@
+//! Content hashes of records as the station holds them. The center stores
+//! the hash the station computed; a record that arrives again is compared by
+//! (version, hash). Every field is length-prefixed and tagged, so no two
+//! different contents encode alike. The version is not hashed.
+
+use imprint_store::{AttemptRow, CertRow, StepRecord};
+use sha2::{Digest, Sha256};
+
+struct H(Sha256);
+
+impl H {
+    fn new(kind: &str, station: &str) -> H {
+        let mut h = H(Sha256::new());
+        h.text(kind);
+        h.text(station);
+        h
+    }
+    fn raw(&mut self, tag: u8, b: &[u8]) {
+        self.0.update([tag]);
+        self.0.update((b.len() as u64).to_be_bytes());
+        self.0.update(b);
+    }
+    fn text(&mut self, s: &str) {
+        self.raw(1, s.as_bytes());
+    }
+    fn opt(&mut self, s: &Option<String>) {
+        match s {
+            Some(s) => self.text(s),
+            None => self.0.update([0]),
+        }
+    }
+    /// A time as the instant it names, at PostgreSQL's precision (µs), so
+    /// the hash does not depend on how the text spells it.
+    fn time(&mut self, s: &str) {
+        match imprint_store::parse_ts(s) {
+            Some(t) => self.raw(4, &(t.unix_timestamp_nanos().div_euclid(1000)).to_be_bytes()),
+            None => self.text(s),
+        }
+    }
+    fn opt_time(&mut self, s: &Option<String>) {
+        match s {
+            Some(s) => self.time(s),
+            None => self.0.update([0]),
+        }
+    }
+    fn int(&mut self, v: i64) {
+        self.raw(2, &v.to_be_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.raw(3, b);
+    }
+    fn opt_bytes(&mut self, b: &Option<Vec<u8>>) {
+        match b {
+            Some(b) => self.bytes(b),
+            None => self.0.update([0]),
+        }
+    }
+    fn done(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+/// Hash of an attempt as synced by `station`.
+pub fn attempt(station: &str, a: &AttemptRow) -> [u8; 32] {
+    let mut h = H::new("attempt", station);
+    h.text(&a.id);
+    h.text(&a.port);
+    h.time(&a.started_at);
+    h.opt_time(&a.finished_at);
+    h.text(&a.status);
+    for f in [&a.stage, &a.code, &a.reason, &a.hint] {
+        h.opt(f);
+    }
+    h.int(a.retryable.map(i64::from).unwrap_or(-1));
+    for f in [&a.device_serial, &a.model, &a.hw_rev, &a.fw_version, &a.fw_hash, &a.chip_uid, &a.batch, &a.spki_sha256, &a.certificate_id] {
+        h.opt(f);
+    }
+    h.int(i64::from(a.resumed));
+    h.int(a.bytes_to_device);
+    h.int(a.bytes_from_device);
+    h.done()
+}
+
+/// Hash of a step as synced by `station`.
+pub fn step(station: &str, s: &StepRecord) -> [u8; 32] {
+    let mut h = H::new("step", station);
+    h.text(&s.attempt_id);
+    h.int(s.n);
+    h.time(&s.at);
+    h.text(&s.stage);
+    h.text(&s.kind);
+    h.text(&s.detail);
+    h.done()
+}
+
+/// Hash of a certificate row as synced by `station` (the CA chain is not synced).
+pub fn certificate(station: &str, c: &CertRow) -> [u8; 32] {
+    let mut h = H::new("certificate", station);
+    h.text(&c.id);
+    h.text(&c.attempt_id);
+    h.text(&c.device_serial);
+    h.text(&c.issuer);
+    h.text(&c.serial_hex);
+    h.text(&c.spki_sha256);
+    h.bytes(&c.spki_der);
+    h.time(&c.not_before);
+    h.time(&c.not_after);
+    h.text(&c.status);
+    h.opt_bytes(&c.cert_der);
+    h.opt(&c.fingerprint_sha256);
+    h.time(&c.created_at);
+    h.opt_time(&c.issued_at);
+    h.done()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(detail: &str, stage: &str) -> StepRecord {
+        StepRecord { attempt_id: "a".into(), n: 1, at: "t".into(), stage: stage.into(), kind: "k".into(), detail: detail.into() }
+    }
+
+    #[test]
+    fn field_boundaries_and_station_change_the_hash() {
+        assert_ne!(step("S", &s("ab", "c")), step("S", &s("a", "bc")));
+        assert_ne!(step("S", &s("a", "b")), step("T", &s("a", "b")));
+        assert_eq!(step("S", &s("a", "b")), step("S", &s("a", "b")));
+    }
+
+    #[test]
+    fn times_hash_as_instants_not_as_spellings() {
+        let at = |t: &str| StepRecord { at: t.into(), ..s("a", "b") };
+        assert_eq!(step("S", &at("2036-01-01T00:00:00Z")), step("S", &at("2036-01-01T00:00:00.000Z")));
+        assert_ne!(step("S", &at("2036-01-01T00:00:00Z")), step("S", &at("2036-01-01T00:00:00.001Z")));
+    }
+}

@@ -1,0 +1,73 @@
+//! Exactly-once sync of a station's records to the central PostgreSQL.
+//!
+//! The local store is the source of truth; the center is written only by
+//! this crate, from the store's outbox (`imprint_store::outbox`):
+//! - [`config`]: the `[central]` section (no password in it) and connection options;
+//! - [`schema`]: the central schema (`migrations/postgres`), applied by an
+//!   administrator only; the version check every station makes; station roles;
+//! - `push`: one batch, sent as one `INSERT ... SELECT FROM UNNEST(...) ON
+//!   CONFLICT DO NOTHING RETURNING` per record kind, then verified by
+//!   (version, content hash), updated where the center's copy may still
+//!   change, or quarantined;
+//! - [`worker`]: the background worker (own thread, tokio, backoff with
+//!   jitter) and [`sync_once`];
+//! - [`status`], [`report`]: what `imprint sync status` and `imprint report` show.
+//!
+//! Design and failure analysis: docs/sync.md.
+
+pub mod config;
+pub mod hash;
+mod push;
+pub mod report;
+pub mod schema;
+pub mod status;
+pub mod worker;
+
+pub use config::{CentralConfig, PASSWORD_ENV};
+pub use report::{central_report, local_report, ReportRow, REPORT_COLUMNS};
+pub use schema::{add_reader, add_station, check_station, migrate, required_version, MIGRATOR};
+pub use status::SyncStatus;
+pub use worker::{backoff, sync_once, LiveStatus, SyncReport, SyncWorker};
+
+/// Why a sync (or an admin command) failed. Messages carry no secret: the
+/// password is never part of a URL or an option that is printed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("central database configuration: {0}")]
+    Config(String),
+    #[error("central database unreachable: {0}")]
+    Connect(String),
+    #[error("central schema is version {found}, this station needs {needed}: {hint}")]
+    Schema { found: i64, needed: i64, hint: &'static str },
+    #[error("central database: {0}")]
+    Registration(String),
+    #[error("central schema migration failed: {0}")]
+    Migrate(String),
+    #[error("central database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] imprint_store::StoreError),
+}
+
+impl SyncError {
+    pub(crate) fn connect(e: sqlx::Error) -> SyncError {
+        match e {
+            sqlx::Error::Database(d) => SyncError::Connect(d.message().to_string()),
+            other => SyncError::Connect(other.to_string()),
+        }
+    }
+
+    /// Stable code for exit statuses and IPC.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SyncError::Config(_) => "config",
+            SyncError::Connect(_) => "unreachable",
+            SyncError::Schema { .. } => "schema_version",
+            SyncError::Registration(_) => "not_registered",
+            SyncError::Migrate(_) => "migrate",
+            SyncError::Db(_) => "database",
+            SyncError::Store(_) => "store",
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Reports over attempts and their certificates, from the local store or
+//! from the center (across stations, as far as the login role may read).
+
+use crate::SyncError;
+use imprint_store::{AttemptFilter, Store, StoreError};
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Row};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// One attempt with its certificate, as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReportRow {
+    pub station_id: String,
+    pub attempt_id: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub stage: Option<String>,
+    pub code: Option<String>,
+    pub device_serial: Option<String>,
+    pub model: Option<String>,
+    pub batch: Option<String>,
+    pub cert_serial: Option<String>,
+    pub cert_status: Option<String>,
+    pub not_after: Option<String>,
+    pub fingerprint_sha256: Option<String>,
+}
+
+/// Column names, in the order of [`ReportRow::cells`].
+pub const REPORT_COLUMNS: &[&str] = &[
+    "station_id", "attempt_id", "started_at", "finished_at", "status", "stage", "code", "device_serial", "model", "batch",
+    "cert_serial", "cert_status", "not_after", "fingerprint_sha256",
+];
+
+impl ReportRow {
+    /// The row as CSV cells.
+    pub fn cells(&self) -> Vec<String> {
+        let o = |s: &Option<String>| s.clone().unwrap_or_default();
+        vec![
+            self.station_id.clone(), self.attempt_id.clone(), self.started_at.clone(), o(&self.finished_at), self.status.clone(),
+            o(&self.stage), o(&self.code), o(&self.device_serial), o(&self.model), o(&self.batch), o(&self.cert_serial),
+            o(&self.cert_status), o(&self.not_after), o(&self.fingerprint_sha256),
+        ]
+    }
+}
+
+/// Attempts recorded by this station since `since` (RFC 3339), newest first.
+pub fn local_report(store: &Store, station_id: &str, since: Option<&str>) -> Result<Vec<ReportRow>, StoreError> {
+    let attempts = store.attempts(&AttemptFilter { since: since.map(str::to_string), ..Default::default() })?;
+    let mut out = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let c = match &a.certificate_id {
+            Some(id) => store.cert_by_id(id)?,
+            None => None,
+        };
+        out.push(ReportRow {
+            station_id: station_id.to_string(),
+            attempt_id: a.id,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            status: a.status,
+            stage: a.stage,
+            code: a.code,
+            device_serial: a.device_serial,
+            model: a.model,
+            batch: a.batch,
+            cert_serial: c.as_ref().map(|c| c.serial_hex.clone()),
+            cert_status: c.as_ref().map(|c| c.status.clone()),
+            not_after: c.as_ref().map(|c| c.not_after.clone()),
+            fingerprint_sha256: c.and_then(|c| c.fingerprint_sha256),
+        });
+    }
+    Ok(out)
+}
+
+fn text(t: Option<OffsetDateTime>) -> Option<String> {
+    t.map(imprint_store::ts)
+}
+
+/// Attempts at the center, optionally of one station and since a time,
+/// newest first. A station role sees its own rows; a reader sees all.
+pub async fn central_report(opts: &PgConnectOptions, station: Option<&str>, since: Option<&str>) -> Result<Vec<ReportRow>, SyncError> {
+    let since = match since {
+        Some(s) => Some(OffsetDateTime::parse(s, &Rfc3339).map_err(|_| SyncError::Config(format!("--since {s:?} is not an RFC 3339 time")))?),
+        None => None,
+    };
+    let mut conn = opts.connect().await.map_err(SyncError::connect)?;
+    let rows = sqlx::query(
+        "SELECT a.station_id, a.id::text, a.started_at, a.finished_at, a.status, a.stage, a.code, a.device_serial, a.model,
+                a.batch, c.serial_hex, c.status, c.not_after, c.fingerprint_sha256
+         FROM attempts a LEFT JOIN certificates c ON c.id = a.certificate_id
+         WHERE ($1::text IS NULL OR a.station_id = $1) AND ($2::timestamptz IS NULL OR a.started_at >= $2)
+         ORDER BY a.started_at DESC, a.id DESC",
+    )
+    .bind(station)
+    .bind(since)
+    .fetch_all(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    rows.iter()
+        .map(|r| {
+            Ok(ReportRow {
+                station_id: r.try_get(0)?,
+                attempt_id: r.try_get(1)?,
+                started_at: imprint_store::ts(r.try_get(2)?),
+                finished_at: text(r.try_get(3)?),
+                status: r.try_get(4)?,
+                stage: r.try_get(5)?,
+                code: r.try_get(6)?,
+                device_serial: r.try_get(7)?,
+                model: r.try_get(8)?,
+                batch: r.try_get(9)?,
+                cert_serial: r.try_get(10)?,
+                cert_status: r.try_get(11)?,
+                not_after: text(r.try_get(12)?),
+                fingerprint_sha256: r.try_get(13)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(SyncError::from)
+}

@@ -1,0 +1,332 @@
+//! The sync worker: its own thread with a single-threaded tokio runtime, one
+//! connection, rounds of one batch each. While the database is unreachable it
+//! backs off (doubling, with jitter) and resumes by itself; `wake` forces a
+//! round now. [`sync_once`] drains the outbox in the caller's thread (for
+//! `imprint sync now`, tests and the benchmark).
+
+use crate::config::CentralConfig;
+use crate::push::{count_by_entity, push};
+use crate::schema::check_station;
+use crate::SyncError;
+use imprint_store::{Store, StoreError};
+use serde::Serialize;
+use sqlx::postgres::PgConnection;
+use sqlx::{ConnectOptions, Connection};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Counts from [`sync_once`] or the worker's life so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Batches sent.
+    pub batches: u64,
+    /// Records the center now holds at the version sent: newly inserted,
+    /// updated from an older version, or found already there (same hash).
+    pub inserted: u64,
+    pub updated: u64,
+    pub already: u64,
+    pub quarantined: u64,
+    /// Records synced per kind: attempts, steps, certificates.
+    pub attempts: u64,
+    pub steps: u64,
+    pub certificates: u64,
+}
+
+impl SyncReport {
+    /// Records that reached the center (or were found there).
+    pub fn synced(&self) -> u64 {
+        self.inserted + self.updated + self.already
+    }
+}
+
+/// What the running worker knows, for live displays.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LiveStatus {
+    pub connected: bool,
+    pub backlog: u64,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Milliseconds until the next attempt, while backing off.
+    pub retry_in_ms: Option<u64>,
+    pub totals: SyncReport,
+}
+
+struct Ctx {
+    store: Arc<Store>,
+    station: String,
+    cfg: CentralConfig,
+}
+
+enum Round {
+    /// The outbox is empty.
+    Drained,
+    /// A batch went; there may be more.
+    Sent,
+}
+
+async fn connect(ctx: &Ctx) -> Result<PgConnection, SyncError> {
+    let opts = ctx.cfg.connect_options()?;
+    let t = Duration::from_millis(ctx.cfg.timeout_ms);
+    let mut conn = tokio::time::timeout(t, opts.connect())
+        .await
+        .map_err(|_| SyncError::Connect("timed out connecting".into()))?
+        .map_err(SyncError::connect)?;
+    tokio::time::timeout(t, check_station(&mut conn, &ctx.station))
+        .await
+        .map_err(|_| SyncError::Connect("timed out checking the central schema".into()))??;
+    Ok(conn)
+}
+
+/// Send the audit events about newly quarantined records.
+async fn report_quarantine(conn: &mut PgConnection, ctx: &Ctx) -> Result<(), SyncError> {
+    let q = ctx.store.unreported_quarantine()?;
+    if q.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut at = Vec::new();
+    let mut subject = Vec::new();
+    let mut detail = Vec::new();
+    let mut audit_ids = Vec::new();
+    for e in &q {
+        let Ok(id) = uuid::Uuid::parse_str(&e.audit_id) else { continue };
+        let Some(t) = imprint_store::parse_ts(&e.at) else { continue };
+        ids.push(id);
+        at.push(t);
+        subject.push(e.key.to_string());
+        detail.push(
+            serde_json::json!({"entity": e.key.entity, "id": e.key.id, "step_no": e.key.step_no, "version": e.version,
+                "reason": e.reason, "local_sha256": e.local_sha256, "central_sha256": e.central_sha256})
+            .to_string(),
+        );
+        audit_ids.push(e.audit_id.clone());
+    }
+    sqlx::query(
+        "INSERT INTO audit_events (id, station_id, at, kind, subject, detail)
+         SELECT u.id, $1, u.at, 'sync_quarantine', u.subject, u.detail::jsonb
+         FROM UNNEST($2::uuid[], $3::timestamptz[], $4::text[], $5::text[]) AS u(id, at, subject, detail)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&ctx.station)
+    .bind(ids)
+    .bind(at)
+    .bind(subject)
+    .bind(detail)
+    .execute(&mut *conn)
+    .await?;
+    ctx.store.mark_quarantine_reported(audit_ids)?;
+    Ok(())
+}
+
+async fn round(conn: &mut Option<PgConnection>, ctx: &Ctx, report: &mut SyncReport) -> Result<Round, SyncError> {
+    if conn.is_none() {
+        *conn = Some(connect(ctx).await?);
+    }
+    let Some(c) = conn.as_mut() else { return Err(SyncError::Connect("no connection".into())) };
+    let changes = ctx.store.pending_changes(ctx.cfg.batch_size as usize)?;
+    let t = Duration::from_millis(ctx.cfg.timeout_ms.max(1000) * 4);
+    if changes.is_empty() {
+        tokio::time::timeout(t, async {
+            report_quarantine(c, ctx).await?;
+            sqlx::query("UPDATE stations SET last_sync_at = now() WHERE id = $1").bind(&ctx.station).execute(&mut *c).await?;
+            Ok::<_, SyncError>(())
+        })
+        .await
+        .map_err(|_| SyncError::Connect("timed out reporting".into()))??;
+        return Ok(Round::Drained);
+    }
+    let n = changes.len();
+    let out = tokio::time::timeout(t, push(c, &ctx.station, changes))
+        .await
+        .map_err(|_| SyncError::Connect(format!("timed out sending a batch of {n}")))??;
+    let kinds = count_by_entity(&out.done);
+    report.batches += 1;
+    report.inserted += out.inserted as u64;
+    report.updated += out.updated as u64;
+    report.already += out.already as u64;
+    report.quarantined += out.quarantine.len() as u64;
+    report.attempts += kinds[0] as u64;
+    report.steps += kinds[1] as u64;
+    report.certificates += kinds[2] as u64;
+    if !out.quarantine.is_empty() {
+        ctx.store.quarantine(out.quarantine)?;
+    }
+    ctx.store.mark_synced(out.done)?;
+    tracing::debug!(records = n, inserted = out.inserted, updated = out.updated, already = out.already, "sync batch done");
+    Ok(Round::Sent)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, SyncError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SyncError::Config(format!("cannot start the sync runtime: {e}")))
+}
+
+/// Drain the outbox now, in this thread: connect, check the schema, send
+/// batches until nothing is pending. Fails on the first error (no retry).
+pub fn sync_once(store: Arc<Store>, station_id: &str, cfg: &CentralConfig) -> Result<SyncReport, SyncError> {
+    let ctx = Ctx { store, station: station_id.to_string(), cfg: cfg.clone() };
+    let rt = runtime()?;
+    let r = rt.block_on(async {
+        let mut conn = None;
+        let mut report = SyncReport::default();
+        loop {
+            match round(&mut conn, &ctx, &mut report).await? {
+                Round::Drained => break,
+                Round::Sent => {}
+            }
+        }
+        if let Some(c) = conn {
+            let _ = c.close().await;
+        }
+        Ok::<_, SyncError>(report)
+    });
+    if let Err(e) = &r {
+        let _ = ctx.store.record_sync_error(&e.to_string());
+    }
+    r
+}
+
+/// A delay in [cap/2, cap] where cap = min(max, min * 2^failures): spreads
+/// stations that lost the database together so they do not return together.
+pub fn backoff(failures: u32, min_ms: u64, max_ms: u64) -> Duration {
+    let cap = min_ms.saturating_mul(1u64 << failures.min(20)).min(max_ms).max(1);
+    let mut b = [0u8; 8];
+    let r = if getrandom::fill(&mut b).is_ok() { u64::from_le_bytes(b) } else { u64::from(std::process::id()) };
+    Duration::from_millis(cap / 2 + r % (cap / 2 + 1))
+}
+
+/// The background worker. Dropping it stops it (after the current statement).
+pub struct SyncWorker {
+    stop: Arc<AtomicBool>,
+    stop_note: Arc<Notify>,
+    wake: Arc<Notify>,
+    live: Arc<Mutex<LiveStatus>>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SyncWorker {
+    /// Start syncing `store` for `station_id` to `cfg`'s database.
+    pub fn spawn(store: Arc<Store>, station_id: &str, cfg: CentralConfig) -> Result<SyncWorker, SyncError> {
+        cfg.validate().map_err(SyncError::Config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_note = Arc::new(Notify::new());
+        let wake = Arc::new(Notify::new());
+        let live = Arc::new(Mutex::new(LiveStatus::default()));
+        let ctx = Ctx { store, station: station_id.to_string(), cfg };
+        let rt = runtime()?;
+        let (s, sn, w, l) = (stop.clone(), stop_note.clone(), wake.clone(), live.clone());
+        let handle = std::thread::Builder::new()
+            .name("imprint-sync".into())
+            .spawn(move || rt.block_on(run(ctx, s, sn, w, l)))
+            .map_err(|e| SyncError::Config(format!("cannot start the sync thread: {e}")))?;
+        Ok(SyncWorker { stop, stop_note, wake, live, handle: Mutex::new(Some(handle)) })
+    }
+
+    /// Run a round now (ends a backoff wait early).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// What the worker knows now.
+    pub fn status(&self) -> LiveStatus {
+        self.live.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Stop and wait for the thread.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.stop_note.notify_one();
+        if let Ok(mut h) = self.handle.lock() {
+            if let Some(h) = h.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for SyncWorker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn run(ctx: Ctx, stop: Arc<AtomicBool>, stop_note: Arc<Notify>, wake: Arc<Notify>, live: Arc<Mutex<LiveStatus>>) {
+    let mut conn: Option<PgConnection> = None;
+    let mut failures: u32 = 0;
+    let mut totals = SyncReport::default();
+    tracing::info!(station = %ctx.station, "sync worker started");
+    while !stop.load(Ordering::SeqCst) {
+        let r = tokio::select! {
+            r = round(&mut conn, &ctx, &mut totals) => r,
+            _ = stop_note.notified() => break,
+        };
+        let backlog = ctx.store.outbox_counts().map(|c| c.pending).unwrap_or(0);
+        let pause = match r {
+            Ok(Round::Sent) => {
+                failures = 0;
+                None
+            }
+            Ok(Round::Drained) => {
+                failures = 0;
+                Some(Duration::from_millis(ctx.cfg.interval_ms))
+            }
+            Err(SyncError::Store(StoreError::WriterGone)) => break,
+            Err(e) => {
+                if let Some(c) = conn.take() {
+                    drop(c);
+                }
+                let msg = e.to_string();
+                let d = backoff(failures, ctx.cfg.retry_min_ms, ctx.cfg.retry_max_ms);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %msg, retry_in_ms = d.as_millis() as u64, backlog, "sync failed; will retry");
+                let _ = ctx.store.record_sync_error(&msg);
+                if let Ok(mut l) = live.lock() {
+                    l.last_error = Some(msg);
+                    l.last_error_at = Some(imprint_store::now_text());
+                }
+                Some(d)
+            }
+        };
+        if let Ok(mut l) = live.lock() {
+            l.connected = conn.is_some();
+            l.backlog = backlog;
+            l.totals = totals.clone();
+            l.retry_in_ms = if failures > 0 { pause.map(|d| d.as_millis() as u64) } else { None };
+            if failures == 0 {
+                l.last_success_at = Some(imprint_store::now_text());
+            }
+        }
+        if let Some(d) = pause {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = wake.notified() => {}
+                _ = stop_note.notified() => break,
+            }
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
+    tracing::info!(station = %ctx.station, "sync worker stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        for f in 0..30 {
+            let d = backoff(f, 100, 5000).as_millis() as u64;
+            let cap = (100u64 << f.min(20)).min(5000);
+            assert!(d >= cap / 2 && d <= cap, "failures {f}: {d} not in [{}, {cap}]", cap / 2);
+        }
+        let spread: std::collections::HashSet<u128> = (0..20).map(|_| backoff(6, 100, 5000).as_millis()).collect();
+        assert!(spread.len() > 5, "jitter spreads retries: {spread:?}");
+    }
+}

@@ -1,0 +1,166 @@
+//! Command-level tests through `tauri::test`: the real IPC path (argument
+//! names, JSON shapes, the error shape), against a real station with
+//! simulated devices on ptys. No window or display needed.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_app::state::{AppOptions, AppState, UiEvent};
+use imprint_app::with_commands;
+use serde_json::{json, Value};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{get_ipc_response, mock_builder, INVOKE_KEY};
+use tauri::webview::InvokeRequest;
+use tauri::Manager;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    webview: tauri::WebviewWindow<tauri::test::MockRuntime>,
+    events: mpsc::Receiver<UiEvent>,
+    config_path: std::path::PathBuf,
+    _app: tauri::App<tauri::test::MockRuntime>,
+}
+
+fn harness(mode: imprint_station::Mode) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = imprint_station::StationConfig {
+        data_dir: dir.path().join("data"),
+        port_globs: vec![],
+        station_id: "ipc-test".into(),
+        mode,
+        ..Default::default()
+    };
+    let config_path = dir.path().join("station.toml");
+    let state = AppState::new(AppOptions { cfg, config_path: config_path.clone(), simulate: 0, faults: vec![] });
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    state.start(Arc::new(move |e| {
+        let _ = tx.lock().unwrap().send(e);
+    }));
+    // The app's real context (config, capabilities/ACL), on the mock runtime.
+    let app = with_commands(mock_builder()).build(tauri::generate_context!()).unwrap();
+    app.manage(state);
+    let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default()).build().unwrap();
+    Harness { _dir: dir, webview, events: rx, config_path, _app: app }
+}
+
+fn call(h: &Harness, cmd: &str, args: Value) -> Result<Value, Value> {
+    get_ipc_response(
+        &h.webview,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|b| b.deserialize::<Value>().unwrap())
+}
+
+/// Wait on pushed events (never on time) until `pred` holds for the tiles.
+fn wait_tiles(h: &Harness, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    loop {
+        let tiles = call(h, "bench_tiles", json!({})).unwrap();
+        let tiles = tiles.as_array().unwrap().clone();
+        if pred(&tiles) {
+            return tiles;
+        }
+        match h.events.recv_timeout(Duration::from_secs(20)) {
+            Ok(_) => {}
+            Err(_) => panic!("timed out waiting for {what}: {tiles:#?}"),
+        }
+    }
+}
+
+#[test]
+fn station_info_reports_the_development_ca() {
+    let h = harness(imprint_station::Mode::Auto);
+    let info = call(&h, "station_info", json!({})).unwrap();
+    assert_eq!(info["ready"], true, "{info}");
+    assert_eq!(info["development"], true);
+    assert_eq!(info["station_id"], "ipc-test");
+    assert!(info["ca_subject"].as_str().unwrap().contains("DEVELOPMENT"));
+    assert_eq!(info["mode"], "auto");
+}
+
+#[test]
+fn errors_have_a_stable_code_and_message_shape() {
+    let h = harness(imprint_station::Mode::Manual);
+    let err = call(&h, "provision", json!({"port": "/dev/nowhere"})).unwrap_err();
+    let obj = err.as_object().unwrap();
+    assert_eq!(obj.len(), 2, "exactly code and message: {err}");
+    assert_eq!(err["code"], "no_such_port");
+    assert!(err["message"].as_str().unwrap().contains("/dev/nowhere"));
+    // A wrong argument name is refused by the IPC layer, not ignored.
+    assert!(call(&h, "provision", json!({"path": "/dev/x"})).is_err());
+    let err = call(&h, "set_mode", json!({"mode": "turbo"})).unwrap_err();
+    assert_eq!(err["code"], "bad_request");
+}
+
+#[test]
+fn simulated_devices_are_provisioned_and_their_records_are_readable() {
+    let h = harness(imprint_station::Mode::Auto);
+    assert_eq!(call(&h, "simulate", json!({"count": 2, "faults": ["2:other-key-csr"]})).unwrap(), json!(2));
+    let tiles = wait_tiles(&h, "two finished tiles", |t| t.len() == 2 && t.iter().all(|t| t["state"] == "passed" || t["state"] == "failed"));
+    let passed = tiles.iter().find(|t| t["state"] == "passed").unwrap();
+    let failed = tiles.iter().find(|t| t["state"] == "failed").unwrap();
+    assert_eq!(failed["code"], "csr_key_mismatch");
+    assert!(failed["hint"].as_str().unwrap().contains("QA"));
+
+    let rows = call(&h, "history", json!({"filter": {"device_serial": passed["device_serial"], "cert_serial": null, "batch": null, "status": "passed", "since": null, "limit": 10}})).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["cert_serial"], passed["cert_serial"]);
+    let detail = call(&h, "record", json!({"id": rows[0]["id"]})).unwrap();
+    assert_eq!(detail["certificate"]["serial_hex"], passed["cert_serial"]);
+    assert!(detail["certificate"]["pem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(detail["steps"].as_array().unwrap().len() > 10);
+}
+
+#[test]
+fn manual_mode_waits_and_a_scanned_work_order_is_recorded() {
+    let h = harness(imprint_station::Mode::Manual);
+    call(&h, "simulate", json!({"count": 1, "faults": []})).unwrap();
+    let tiles = wait_tiles(&h, "identified", |t| t.len() == 1 && t[0]["device_serial"] == "SIM-0001");
+    assert_eq!(tiles[0]["state"], "ready");
+    let r = call(&h, "scan", json!({"code": "WO:4711"})).unwrap();
+    assert_eq!(r["kind"], "batch");
+    let r = call(&h, "scan", json!({"code": "SIM-0001"})).unwrap();
+    assert_eq!((r["kind"].as_str(), r["port"].as_str()), (Some("device"), tiles[0]["port"].as_str()));
+    assert_eq!(call(&h, "provision_all", json!({})).unwrap(), json!(1));
+    let tiles = wait_tiles(&h, "passed", |t| t[0]["state"] == "passed");
+    let detail = call(&h, "record", json!({"id": tiles[0]["attempt_id"]})).unwrap();
+    assert_eq!(detail["attempt"]["batch"], "4711");
+}
+
+#[test]
+fn health_is_reported_per_dependency() {
+    let h = harness(imprint_station::Mode::Manual);
+    let items = call(&h, "health", json!({})).unwrap();
+    let items = items.as_array().unwrap();
+    let by = |id: &str| items.iter().find(|i| i["id"] == id).unwrap().clone();
+    assert_eq!(by("signer")["level"], "warn", "development CA is amber");
+    assert_eq!(by("local_store")["level"], "ok");
+    assert_eq!(by("central_db")["level"], "off");
+}
+
+#[test]
+fn settings_are_saved_without_secrets_and_a_pin_in_the_signer_uri_is_refused() {
+    let h = harness(imprint_station::Mode::Manual);
+    let mut s = call(&h, "get_settings", json!({})).unwrap();
+    s["validity_days"] = json!(400);
+    s["mode"] = json!("manual");
+    let info = call(&h, "save_settings", json!({"settings": s.clone()})).unwrap();
+    assert_eq!(info["ready"], true);
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    assert!(text.contains("validity_days = 400"), "{text}");
+    s["signer"] = json!("pkcs11:token=x?pin-value=2468");
+    let err = call(&h, "save_settings", json!({"settings": s})).unwrap_err();
+    assert_eq!(err["code"], "invalid_settings");
+    assert!(!err["message"].as_str().unwrap().contains("2468"));
+    assert!(!std::fs::read_to_string(&h.config_path).unwrap().contains("2468"));
+}

@@ -1,0 +1,2 @@
+//! Sync benchmark (placeholder while it is written).
+fn main() {}

@@ -1,0 +1,393 @@
+//! PostgreSQL fixtures: a database of its own per test (created, migrated by
+//! the admin path, dropped), station login roles, and the set comparison
+//! every sync test ends with: the center's records of a station, with their
+//! content re-hashed from what the center holds, equal the station's local
+//! records at their latest versions.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_store::{AttemptRow, CertRow, StepRecord, Store};
+use imprint_sync::{hash, CentralConfig};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Row};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The cluster every test uses (trust auth on 127.0.0.1).
+pub const PG_HOST: &str = "127.0.0.1";
+pub const PG_PORT: u16 = 5432;
+
+/// Run SQL as the superuser with psql; stdout, trimmed (`-At`).
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql])
+        .output()
+        .expect("psql runs (apt install postgresql-client)");
+    assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// psql that may fail (e.g. while the server restarts).
+pub fn try_psql(db: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-Atq", "-c", sql])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+/// A current-thread runtime for the async parts of a test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn unique_suffix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).unwrap();
+    format!("{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), hex::encode(b))
+}
+
+/// A migrated database of this test's own, dropped (with its roles) on drop.
+pub struct TestDb {
+    pub name: String,
+    roles: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    /// Create `imprint_t_<unique>` and migrate it as the administrator would.
+    pub fn new() -> TestDb {
+        let name = format!("imprint_t_{}", unique_suffix());
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        let db = TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap() };
+        let v = rt().block_on(imprint_sync::migrate(&db.admin_options())).expect("migrate");
+        assert_eq!(v, imprint_sync::required_version());
+        db
+    }
+
+    /// An empty database (no schema), for schema-check tests.
+    pub fn empty() -> TestDb {
+        let name = format!("imprint_t_{}", unique_suffix());
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{}?sslmode=disable", self.name)
+    }
+
+    pub fn admin_options(&self) -> PgConnectOptions {
+        PgConnectOptions::from_str(&self.admin_url()).unwrap().log_statements(log::LevelFilter::Off)
+    }
+
+    pub fn psql(&self, sql: &str) -> String {
+        psql(&self.name, sql)
+    }
+
+    /// Register `station` with a login role of its own; the returned config
+    /// syncs as that role, its password in a file (never in the config).
+    pub fn add_station(&mut self, station: &str) -> CentralConfig {
+        let role: String = format!("{}_{}", self.name, station.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let role: String = role.chars().take(63).collect();
+        let mut b = [0u8; 12];
+        getrandom::fill(&mut b).unwrap();
+        let password = hex::encode(b);
+        rt().block_on(imprint_sync::add_station(&self.admin_options(), station, &role, &password)).expect("add station");
+        self.roles.push(role.clone());
+        let pw_file = self.dir.path().join(format!("{role}.pw"));
+        std::fs::write(&pw_file, format!("{password}\n")).unwrap();
+        CentralConfig {
+            url: format!("postgres://{PG_HOST}:{PG_PORT}/{}", self.name),
+            sslmode: Some("disable".into()),
+            role: Some(role),
+            password_file: Some(pw_file),
+            batch_size: 500,
+            interval_ms: 100,
+            retry_min_ms: 50,
+            retry_max_ms: 1000,
+            timeout_ms: 5000,
+            ..CentralConfig::default()
+        }
+    }
+
+    /// Backends of this database's station roles (not the admin's).
+    pub fn kill_station_connections(&self) -> usize {
+        try_psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = '{}' AND usename <> 'postgres') t",
+                self.name
+            ),
+        )
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+    }
+}
+
+impl Default for TestDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = try_psql("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        for r in &self.roles {
+            let _ = try_psql("postgres", &format!("DROP ROLE IF EXISTS {r}"));
+        }
+    }
+}
+
+/// A record's identity, its version, and its content hash (hex).
+pub type RecordSet = BTreeMap<String, (i64, String)>;
+
+/// Every record of a station's local store at its latest version.
+pub fn local_set(store: &Store, station: &str) -> RecordSet {
+    let mut out = RecordSet::new();
+    let versions: BTreeMap<(String, String, i64), i64> = store
+        .read(|c| {
+            let mut s = c.prepare("SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3")?;
+            let rows = s
+                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
+                .collect::<Result<BTreeMap<_, _>, _>>()?;
+            Ok(rows)
+        })
+        .unwrap();
+    let v = |e: &str, id: &str, n: i64| *versions.get(&(e.to_string(), id.to_string(), n)).unwrap_or_else(|| panic!("{e} {id} {n} has no outbox row"));
+    for a in store.attempts(&Default::default()).unwrap() {
+        for s in store
+            .read({
+                let id = a.id.clone();
+                move |c| {
+                    let mut s = c.prepare("SELECT id, attempt_id, at, stage, kind, detail FROM steps WHERE attempt_id = ?1")?;
+                    let rows = s
+                        .query_map([id], |r| {
+                            Ok(StepRecord { n: r.get(0)?, attempt_id: r.get(1)?, at: r.get(2)?, stage: r.get(3)?, kind: r.get(4)?, detail: r.get(5)? })
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows)
+                }
+            })
+            .unwrap()
+        {
+            out.insert(format!("step:{}#{}", s.attempt_id, s.n), (v("step", &s.attempt_id, s.n), hex::encode(hash::step(station, &s))));
+        }
+        out.insert(format!("attempt:{}", a.id), (v("attempt", &a.id, 0), hex::encode(hash::attempt(station, &a))));
+    }
+    for c in store.certificates().unwrap() {
+        out.insert(format!("certificate:{}", c.id), (v("certificate", &c.id, 0), hex::encode(hash::certificate(station, &c))));
+    }
+    out
+}
+
+fn t(v: Option<time::OffsetDateTime>) -> Option<String> {
+    v.map(imprint_store::ts)
+}
+
+/// A station's records as the center holds them, each hash **recomputed from
+/// the center's columns** (so content, not just the stored hash, is compared),
+/// and checked against the hash the center stored.
+pub fn central_set(db: &TestDb, station: &str) -> RecordSet {
+    rt().block_on(async {
+        let mut c: PgConnection = db.admin_options().connect().await.unwrap();
+        let mut out = RecordSet::new();
+        let rows = sqlx::query(
+            "SELECT id::text, port, started_at, finished_at, status, stage, code, reason, hint, retryable, device_serial, model,
+                    hw_rev, fw_version, fw_hash, chip_uid, batch, spki_sha256, certificate_id::text, resumed, bytes_to_device,
+                    bytes_from_device, version, content_sha256 FROM attempts WHERE station_id = $1",
+        )
+        .bind(station)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        for r in rows {
+            let a = AttemptRow {
+                id: r.get(0),
+                port: r.get(1),
+                started_at: imprint_store::ts(r.get(2)),
+                finished_at: t(r.get(3)),
+                status: r.get(4),
+                stage: r.get(5),
+                code: r.get(6),
+                reason: r.get(7),
+                hint: r.get(8),
+                retryable: r.get(9),
+                device_serial: r.get(10),
+                model: r.get(11),
+                hw_rev: r.get(12),
+                fw_version: r.get(13),
+                fw_hash: r.get(14),
+                chip_uid: r.get(15),
+                batch: r.get(16),
+                spki_sha256: r.get(17),
+                certificate_id: r.get(18),
+                resumed: r.get(19),
+                bytes_to_device: r.get(20),
+                bytes_from_device: r.get(21),
+            };
+            let h = hex::encode(hash::attempt(station, &a));
+            assert_eq!(h, hex::encode(r.get::<Vec<u8>, _>(23)), "attempt {}: stored hash matches stored content", a.id);
+            out.insert(format!("attempt:{}", a.id), (r.get(22), h));
+        }
+        let rows = sqlx::query(
+            "SELECT attempt_id::text, n, at, stage, kind, detail, version, content_sha256 FROM attempt_steps WHERE station_id = $1",
+        )
+        .bind(station)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        for r in rows {
+            let s = StepRecord { attempt_id: r.get(0), n: r.get(1), at: imprint_store::ts(r.get(2)), stage: r.get(3), kind: r.get(4), detail: r.get(5) };
+            let h = hex::encode(hash::step(station, &s));
+            assert_eq!(h, hex::encode(r.get::<Vec<u8>, _>(7)), "step {}#{}", s.attempt_id, s.n);
+            out.insert(format!("step:{}#{}", s.attempt_id, s.n), (r.get(6), h));
+        }
+        let rows = sqlx::query(
+            "SELECT id::text, attempt_id::text, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after,
+                    status, cert_der, fingerprint_sha256, created_at, issued_at, version, content_sha256
+             FROM certificates WHERE station_id = $1",
+        )
+        .bind(station)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        for r in rows {
+            let cert = CertRow {
+                id: r.get(0),
+                attempt_id: r.get(1),
+                device_serial: r.get(2),
+                issuer: r.get(3),
+                serial_hex: r.get(4),
+                spki_sha256: r.get(5),
+                spki_der: r.get(6),
+                not_before: imprint_store::ts(r.get(7)),
+                not_after: imprint_store::ts(r.get(8)),
+                status: r.get(9),
+                cert_der: r.get(10),
+                chain_der: None,
+                fingerprint_sha256: r.get(11),
+                created_at: imprint_store::ts(r.get(12)),
+                issued_at: t(r.get(13)),
+            };
+            let h = hex::encode(hash::certificate(station, &cert));
+            assert_eq!(h, hex::encode(r.get::<Vec<u8>, _>(15)), "certificate {}", cert.id);
+            out.insert(format!("certificate:{}", cert.id), (r.get(14), h));
+        }
+        let _ = c.close().await;
+        out
+    })
+}
+
+/// Assert the center holds exactly the station's local records (nothing
+/// lost, nothing duplicated, nothing altered) and return how many.
+pub fn assert_center_equals_local(db: &TestDb, store: &Store, station: &str) -> usize {
+    let local = local_set(store, station);
+    let central = central_set(db, station);
+    if local != central {
+        let missing: Vec<_> = local.keys().filter(|k| !central.contains_key(*k)).take(5).collect();
+        let extra: Vec<_> = central.keys().filter(|k| !local.contains_key(*k)).take(5).collect();
+        let differ: Vec<_> = local.iter().filter(|(k, v)| central.get(*k).is_some_and(|c| c != *v)).take(5).collect();
+        panic!(
+            "station {station}: local {} records, central {}; missing at the center {missing:?}; extra {extra:?}; differing {differ:?}",
+            local.len(),
+            central.len()
+        );
+    }
+    local.len()
+}
+
+/// Total rows of one station at the center (attempts + steps + certificates).
+pub fn central_count(db: &TestDb, station: &str) -> i64 {
+    db.psql(&format!(
+        "SELECT (SELECT count(*) FROM attempts WHERE station_id = '{station}') + (SELECT count(*) FROM attempt_steps WHERE station_id = '{station}')
+              + (SELECT count(*) FROM certificates WHERE station_id = '{station}')"
+    ))
+    .parse()
+    .unwrap()
+}
+
+/// Restart the cluster (for tests that prove the worker resumes by itself).
+pub fn restart_postgres() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .unwrap_or_else(|| "15".into());
+    let out = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", "-m", "fast", &version, "main", "restart"])
+        .output()
+        .expect("pg_ctlcluster");
+    assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Wait until the cluster answers.
+pub fn wait_for_postgres() {
+    for _ in 0..200 {
+        if try_psql("postgres", "SELECT 1").is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("PostgreSQL did not come back");
+}
+
+/// Record `attempts` provisioning attempts through the store's public API
+/// (what a station writes), each with `steps` steps, a journaled and issued
+/// certificate and a finish, from `threads` threads at once (the writer
+/// group-commits them). Returns the number of records (attempts + steps +
+/// certificates). Serials start with `prefix`.
+pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps: usize, threads: usize) -> usize {
+    use imprint_store::{new_id, now_text, AttemptEnd, DeviceFacts, Intent, StepRow};
+    let per = attempts.div_ceil(threads.max(1));
+    std::thread::scope(|s| {
+        for t in 0..threads.max(1) {
+            let store = store.clone();
+            s.spawn(move || {
+                for i in (t * per)..((t + 1) * per).min(attempts) {
+                    let serial = format!("{prefix}-{i:06}");
+                    let a = store.begin_attempt(&format!("/dev/ttySIM{t}"), Some("WO-BENCH")).unwrap();
+                    store.set_device(&a, &DeviceFacts { serial: serial.clone(), model: "IMP-1".into(), hw_rev: "B".into(), fw_version: "1.2.3".into(), fw_hash: "ab".repeat(32), chip_uid: format!("UID{i:08}") }).unwrap();
+                    let half = steps / 2;
+                    let mk = |k: usize| StepRow { at: now_text(), stage: ["identify", "keygen", "csr", "issue", "write", "prove", "lock"][k % 7].into(), kind: "completed".into(), detail: format!("step {k} of {serial}: ok in {} ms", 10 + k) };
+                    store.record_steps(&a, (0..half).map(mk).collect()).unwrap();
+                    let mut key = [0u8; 32];
+                    getrandom::fill(&mut key).unwrap();
+                    let spki = hex::encode(key);
+                    store.set_key(&a, &spki).unwrap();
+                    let cert = new_id();
+                    let mut serial_bytes = [0u8; 16];
+                    getrandom::fill(&mut serial_bytes).unwrap();
+                    store
+                        .journal_intent(&Intent {
+                            id: cert.clone(),
+                            attempt_id: a.clone(),
+                            device_serial: serial.clone(),
+                            issuer: "CN=Imprint Test CA".into(),
+                            serial_hex: hex::encode(serial_bytes),
+                            spki_sha256: spki,
+                            spki_der: vec![0x30; 91],
+                            not_before: now_text(),
+                            not_after: "2036-01-01T00:00:00Z".into(),
+                        })
+                        .unwrap();
+                    let mut der = vec![0u8; 480];
+                    getrandom::fill(&mut der).unwrap();
+                    store.mark_issued(&cert, &der, b"chain", &hex::encode(&der[..32])).unwrap();
+                    store.record_steps(&a, (half..steps).map(mk).collect()).unwrap();
+                    store.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 4504, 2100).unwrap();
+                }
+            });
+        }
+    });
+    attempts * (steps + 2)
+}

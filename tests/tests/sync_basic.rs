@@ -1,0 +1,332 @@
+//! Sync against the real PostgreSQL, each test in a database of its own:
+//! offline then sync, updates, idempotence, quarantine of tampered rows,
+//! schema-version checks, least privilege, cross-station conflicts, TLS, and
+//! four stations syncing at once.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_store::{new_id, now_text, AttemptEnd, DeviceFacts, Intent, Store};
+use imprint_sync::{sync_once, CentralConfig, SyncError, SyncStatus, SyncWorker};
+use imprint_tests::pg::{assert_center_equals_local, central_count, fill, local_set, rt, TestDb};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn store() -> (tempfile::TempDir, Arc<Store>) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Arc::new(Store::open(&d.path().join("station.db")).unwrap());
+    (d, s)
+}
+
+fn raw(store: &Store, sql: &str) -> usize {
+    let c = rusqlite_conn(store);
+    c.execute(sql, []).unwrap()
+}
+
+/// A second connection straight to the station's SQLite file: what someone
+/// editing the file by hand would do.
+fn rusqlite_conn(store: &Store) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(store.path()).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+#[test]
+fn offline_provisioning_then_sync_puts_exactly_the_local_records_at_the_center() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("line-1");
+    let (_d, s) = store();
+    let n = fill(&s, "OFF", 30, 10, 4);
+    assert_eq!(n, 30 * 12);
+
+    // Offline: nothing listens on this port. The round fails, is recorded, and nothing is lost.
+    let offline = CentralConfig { url: "postgres://127.0.0.1:1/none".into(), ..cfg.clone() };
+    let e = sync_once(s.clone(), "line-1", &offline).unwrap_err();
+    assert!(matches!(e, SyncError::Connect(_)), "{e}");
+    let st = SyncStatus::read(&s).unwrap();
+    assert_eq!(st.state, "failing");
+    assert!(st.backlog > n as u64, "every change is pending: {}", st.backlog);
+    assert!(st.last_error.as_deref().unwrap_or("").contains("unreachable"), "{:?}", st.last_error);
+
+    // Back online.
+    let r = sync_once(s.clone(), "line-1", &cfg).unwrap();
+    assert_eq!(r.synced(), n as u64, "{r:?}");
+    assert_eq!((r.attempts, r.steps, r.certificates, r.quarantined), (30, 300, 30, 0));
+    assert_eq!(assert_center_equals_local(&db, &s, "line-1"), n);
+    let st = SyncStatus::read(&s).unwrap();
+    assert_eq!((st.state, st.backlog), ("ok", 0));
+    assert!(db.psql("SELECT last_sync_at IS NOT NULL FROM stations WHERE id = 'line-1'") == "t");
+
+    // Again: nothing to send, nothing changes.
+    let r = sync_once(s.clone(), "line-1", &cfg).unwrap();
+    assert_eq!(r.batches, 0);
+    assert_eq!(central_count(&db, "line-1"), n as i64);
+}
+
+#[test]
+fn a_resent_batch_is_recognised_by_its_hash_and_not_duplicated() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("line-2");
+    let (_d, s) = store();
+    let n = fill(&s, "RESEND", 5, 4, 1);
+    sync_once(s.clone(), "line-2", &cfg).unwrap();
+    // The station lost its acknowledgements (as if killed after the center's commit).
+    raw(&s, "UPDATE outbox SET state = 'pending', synced_at = NULL");
+    let r = sync_once(s.clone(), "line-2", &cfg).unwrap();
+    assert_eq!((r.inserted, r.updated, r.already, r.quarantined), (0, 0, n as u64, 0), "{r:?}");
+    assert_eq!(assert_center_equals_local(&db, &s, "line-2"), n);
+}
+
+#[test]
+fn an_attempt_synced_while_running_is_updated_when_it_finishes() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("line-3");
+    let (_d, s) = store();
+    let a = s.begin_attempt("/dev/ttyUSB0", Some("WO-7")).unwrap();
+    s.set_device(&a, &DeviceFacts { serial: "UPD-1".into(), ..Default::default() }).unwrap();
+    let cert = new_id();
+    s.journal_intent(&Intent {
+        id: cert.clone(),
+        attempt_id: a.clone(),
+        device_serial: "UPD-1".into(),
+        issuer: "CN=CA".into(),
+        serial_hex: "0a0b".into(),
+        spki_sha256: "k-upd-1".into(),
+        spki_der: vec![1, 2],
+        not_before: now_text(),
+        not_after: now_text(),
+    })
+    .unwrap();
+    sync_once(s.clone(), "line-3", &cfg).unwrap();
+    assert_eq!(db.psql(&format!("SELECT status FROM attempts WHERE id = '{a}'")), "running");
+    assert_eq!(db.psql(&format!("SELECT status FROM certificates WHERE id = '{cert}'")), "signing");
+
+    s.mark_issued(&cert, b"DER", b"CHAIN", "fp").unwrap();
+    s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 10, 20).unwrap();
+    let r = sync_once(s.clone(), "line-3", &cfg).unwrap();
+    assert_eq!((r.updated, r.quarantined), (2, 0), "{r:?}");
+    assert_eq!(db.psql(&format!("SELECT status || ' ' || bytes_from_device FROM attempts WHERE id = '{a}'")), "passed 20");
+    assert_eq!(db.psql(&format!("SELECT status || ' ' || encode(cert_der, 'escape') FROM certificates WHERE id = '{cert}'")), "issued DER");
+    assert_center_equals_local(&db, &s, "line-3");
+}
+
+#[test]
+fn a_tampered_local_row_that_conflicts_with_the_center_is_quarantined_and_reported_not_overwritten() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("line-4");
+    let (_d, s) = store();
+    fill(&s, "TAMPER", 3, 2, 1);
+    sync_once(s.clone(), "line-4", &cfg).unwrap();
+    let before = local_set(&s, "line-4");
+    let certs = s.certificates().unwrap();
+    let attempts = s.attempts(&Default::default()).unwrap();
+    let central_serial = |id: &str| db.psql(&format!("SELECT serial_hex FROM certificates WHERE id = '{id}'"));
+    let orig0 = central_serial(&certs[0].id);
+
+    // 1. Edited in place and re-queued at the same version (a hand edit, or a restored copy).
+    raw(&s, &format!("UPDATE certificates SET serial_hex = 'ffff' WHERE id = '{}'", certs[0].id));
+    raw(&s, &format!("UPDATE outbox SET state = 'pending' WHERE entity_id = '{}' AND seq = (SELECT max(seq) FROM outbox WHERE entity_id = '{}')", certs[0].id, certs[0].id));
+    // 2. An issued certificate changed with a new version, as if through the store.
+    raw(&s, &format!("UPDATE certificates SET not_after = '2099-01-01T00:00:00Z' WHERE id = '{}'", certs[1].id));
+    raw(&s, &format!("INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('certificate', '{}', 'now')", certs[1].id));
+    // 3. A finished attempt changed with a new version.
+    raw(&s, &format!("UPDATE attempts SET status = 'failed', code = 'forged' WHERE id = '{}'", attempts[0].id));
+    raw(&s, &format!("INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('attempt', '{}', 'now')", attempts[0].id));
+
+    let r = sync_once(s.clone(), "line-4", &cfg).unwrap();
+    assert_eq!(r.quarantined, 3, "{r:?}");
+
+    // The center kept what it had.
+    assert_eq!(central_serial(&certs[0].id), orig0);
+    assert_eq!(db.psql(&format!("SELECT to_char(not_after, 'YYYY') FROM certificates WHERE id = '{}'", certs[1].id)).as_str() != "2099", true);
+    assert_eq!(db.psql(&format!("SELECT status FROM attempts WHERE id = '{}'", attempts[0].id)), "passed");
+    let central = imprint_tests::pg::central_set(&db, "line-4");
+    assert_eq!(central, before, "the center is exactly what was synced before the tampering");
+
+    // The station keeps its rows, flags them, and reports them.
+    assert_eq!(s.cert_by_id(&certs[0].id).unwrap().unwrap().serial_hex, "ffff");
+    let st = SyncStatus::read(&s).unwrap();
+    assert_eq!(st.quarantined.len(), 3);
+    assert_eq!(st.backlog, 0, "quarantined changes are not retried forever");
+    let reasons: Vec<&str> = st.quarantined.iter().map(|q| q.reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("different content for the same version")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("issued certificate")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("finished attempt")), "{reasons:?}");
+    assert!(st.quarantined.iter().all(|q| q.central_sha256.is_some() && q.reported_at.is_some()), "{:?}", st.quarantined);
+    // ... and the center hears of it as audit events.
+    assert_eq!(db.psql("SELECT count(*) FROM audit_events WHERE kind = 'sync_quarantine' AND station_id = 'line-4'"), "3");
+    // A later sync leaves it that way.
+    let r = sync_once(s.clone(), "line-4", &cfg).unwrap();
+    assert_eq!((r.batches, r.quarantined), (0, 0));
+    assert_eq!(central_serial(&certs[0].id), orig0);
+}
+
+#[test]
+fn a_certificate_key_seen_at_two_stations_is_quarantined_and_the_device_flagged() {
+    let mut db = TestDb::new();
+    let cfg_a = db.add_station("st-a");
+    let cfg_b = db.add_station("st-b");
+    let (_da, a) = store();
+    let (_db, b) = store();
+    let write = |s: &Store, serial_hex: &str| {
+        let at = s.begin_attempt("p", None).unwrap();
+        s.set_device(&at, &DeviceFacts { serial: "REWORK-1".into(), ..Default::default() }).unwrap();
+        let id = new_id();
+        s.journal_intent(&Intent {
+            id: id.clone(),
+            attempt_id: at.clone(),
+            device_serial: "REWORK-1".into(),
+            issuer: "CN=CA".into(),
+            serial_hex: serial_hex.into(),
+            spki_sha256: "the-same-key".into(),
+            spki_der: vec![9],
+            not_before: now_text(),
+            not_after: now_text(),
+        })
+        .unwrap();
+        s.mark_issued(&id, b"der", b"chain", "fp").unwrap();
+        s.finish_attempt(&at, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap();
+        id
+    };
+    write(&a, "01");
+    let cert_b = write(&b, "02");
+    assert_eq!(sync_once(a.clone(), "st-a", &cfg_a).unwrap().quarantined, 0);
+    let r = sync_once(b.clone(), "st-b", &cfg_b).unwrap();
+    assert_eq!(r.quarantined, 1, "the second certificate for the same key: {r:?}");
+    let q = &SyncStatus::read(&b).unwrap().quarantined[0];
+    assert_eq!(q.key.id, cert_b);
+    assert!(q.reason.contains("for this public key"), "{}", q.reason);
+    // The device serial seen at both stations is flagged, not rejected: both attempts are there.
+    assert_eq!(db.psql("SELECT count(*) FROM attempts WHERE device_serial = 'REWORK-1'"), "2");
+    assert_eq!(db.psql("SELECT array_to_string(stations, ',') || ' ' || flag FROM device_flags WHERE serial = 'REWORK-1'"), "st-a,st-b seen at several stations");
+}
+
+#[test]
+fn a_station_never_migrates_and_says_which_schema_version_it_needs() {
+    let empty = TestDb::empty();
+    let cfg = CentralConfig {
+        url: format!("postgres://postgres@127.0.0.1:5432/{}", empty.name),
+        sslmode: Some("disable".into()),
+        ..CentralConfig::default()
+    };
+    let (_d, s) = store();
+    fill(&s, "SCHEMA", 1, 1, 1);
+    let e = sync_once(s.clone(), "x", &cfg).unwrap_err().to_string();
+    assert!(e.contains("has no Imprint schema") && e.contains("imprint db migrate"), "{e}");
+    assert_eq!(empty.psql("SELECT to_regclass('_sqlx_migrations') IS NULL"), "t", "the station created nothing");
+
+    let mut db = TestDb::new();
+    let cfg = db.add_station("line-5");
+    db.psql("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (999, 'future', true, '\\x00', 0)");
+    let e = sync_once(s.clone(), "line-5", &cfg).unwrap_err().to_string();
+    assert!(e.contains("version 999") && e.contains("needs 1") && e.contains("upgrade the station"), "{e}");
+    db.psql("DELETE FROM _sqlx_migrations WHERE version = 999");
+    // Registered for another station id: refused, clearly.
+    let e = sync_once(s.clone(), "line-6", &cfg).unwrap_err().to_string();
+    assert!(e.contains("syncs for station \"line-5\"") && e.contains("configured as \"line-6\""), "{e}");
+    sync_once(s.clone(), "line-5", &cfg).unwrap();
+}
+
+#[test]
+fn a_station_role_writes_and_reads_only_its_own_rows() {
+    let mut db = TestDb::new();
+    let cfg_a = db.add_station("own-a");
+    let cfg_b = db.add_station("own-b");
+    let (_d, s) = store();
+    fill(&s, "OWN", 2, 1, 1);
+    sync_once(s.clone(), "own-a", &cfg_a).unwrap();
+    let opts_b = cfg_b.connect_options().unwrap();
+    let results = rt().block_on(async {
+        use sqlx::{ConnectOptions, Row};
+        let mut c = opts_b.connect().await.unwrap();
+        let seen: i64 = sqlx::query("SELECT count(*) FROM attempts").fetch_one(&mut c).await.unwrap().get(0);
+        let forge = sqlx::query("INSERT INTO attempts (id, station_id, port, started_at, status, resumed, bytes_to_device, bytes_from_device, version, content_sha256) VALUES (gen_random_uuid(), 'own-a', 'p', now(), 'running', false, 0, 0, 1, '\\x00')")
+            .execute(&mut c).await.map(|_| ()).map_err(|e| e.to_string());
+        let upd = sqlx::query("UPDATE attempts SET station_id = 'own-b'").execute(&mut c).await.map(|r| r.rows_affected()).map_err(|e| e.to_string());
+        let upd_mine = sqlx::query("UPDATE certificates SET serial_hex = '00'").execute(&mut c).await.map(|r| r.rows_affected()).map_err(|e| e.to_string());
+        let del = sqlx::query("DELETE FROM attempts").execute(&mut c).await.map(|r| r.rows_affected()).map_err(|e| e.to_string());
+        let view = sqlx::query("SELECT count(*) FROM devices").fetch_one(&mut c).await.map(|_| ()).map_err(|e| e.to_string());
+        let ddl = sqlx::query("DROP TABLE attempts").execute(&mut c).await.map(|_| ()).map_err(|e| e.to_string());
+        (seen, forge, upd, upd_mine, del, view, ddl)
+    });
+    let (seen, forge, upd, upd_mine, del, view, ddl) = results;
+    assert_eq!(seen, 0, "station b sees none of station a's attempts");
+    assert!(forge.unwrap_err().contains("row-level security"), "b cannot write rows as a");
+    assert!(upd.unwrap_err().contains("permission denied"), "station_id is not updatable");
+    assert!(upd_mine.unwrap_err().contains("permission denied"), "issued certificate columns are not updatable");
+    assert!(del.unwrap_err().contains("permission denied"), "no deletes");
+    assert!(view.unwrap_err().contains("permission denied"), "cross-station views are for readers");
+    assert!(ddl.is_err());
+    assert_center_equals_local(&db, &s, "own-a");
+}
+
+#[test]
+fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records() {
+    let mut db = TestDb::new();
+    let stations: Vec<(String, CentralConfig, tempfile::TempDir, Arc<Store>)> = (0..4)
+        .map(|i| {
+            let id = format!("quad-{i}");
+            let cfg = db.add_station(&id);
+            let (d, s) = store();
+            (id, cfg, d, s)
+        })
+        .collect();
+    // Workers run while the stations keep provisioning.
+    let workers: Vec<SyncWorker> = stations.iter().map(|(id, cfg, _, s)| SyncWorker::spawn(s.clone(), id, cfg.clone()).unwrap()).collect();
+    std::thread::scope(|sc| {
+        for (i, (_, _, _, s)) in stations.iter().enumerate() {
+            sc.spawn(move || fill(s, &format!("Q{i}"), 40, 8, 2));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (w, (_, _, _, s)) in workers.iter().zip(&stations) {
+        w.wake();
+        while s.outbox_counts().unwrap().pending > 0 {
+            assert!(Instant::now() < deadline, "backlog not drained: {:?}", w.status());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    drop(workers);
+    let mut total = 0;
+    for (id, _, _, s) in &stations {
+        total += assert_center_equals_local(&db, s, id);
+    }
+    assert_eq!(total, 4 * 40 * 10);
+    let central_total: i64 = db.psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates)").parse().unwrap();
+    assert_eq!(central_total, total as i64, "the center holds the union and nothing else");
+}
+
+#[test]
+fn verify_full_tls_connects_to_the_right_name_and_refuses_a_wrong_one() {
+    // The cluster's certificate is Debian's snakeoil: CN and SAN "localhost".
+    let ca = std::path::Path::new("/etc/ssl/certs/ssl-cert-snakeoil.pem");
+    if !ca.exists() || imprint_tests::pg::try_psql("postgres", "SHOW ssl").as_deref() != Ok("on") {
+        eprintln!("SKIP: the cluster has no TLS set up");
+        return;
+    }
+    let mut db = TestDb::new();
+    let cfg = db.add_station("tls-1");
+    let (_d, s) = store();
+    fill(&s, "TLS", 2, 2, 1);
+    let tls = |host: &str, root: Option<&std::path::Path>| CentralConfig {
+        url: format!("postgres://{host}:5432/{}", db.name),
+        sslmode: Some("verify-full".into()),
+        sslrootcert: root.map(|p| p.to_path_buf()),
+        ..cfg.clone()
+    };
+    // Wrong name: 127.0.0.1 is not in the certificate.
+    let e = sync_once(s.clone(), "tls-1", &tls("127.0.0.1", Some(ca))).unwrap_err().to_string();
+    assert!(e.contains("unreachable"), "{e}");
+    // Wrong root: the public roots do not vouch for a self-signed server.
+    let e = sync_once(s.clone(), "tls-1", &tls("localhost", None)).unwrap_err().to_string();
+    assert!(e.contains("unreachable"), "{e}");
+    // Right name, right root: synced over TLS.
+    let r = sync_once(s.clone(), "tls-1", &tls("localhost", Some(ca))).unwrap();
+    assert_eq!(r.synced(), 8);
+    assert_center_equals_local(&db, &s, "tls-1");
+    let ssl_used = rt().block_on(async {
+        use sqlx::{ConnectOptions, Row};
+        let mut c = tls("localhost", Some(ca)).connect_options().unwrap().connect().await.unwrap();
+        let r: bool = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(&mut c).await.unwrap().get(0);
+        r
+    });
+    assert!(ssl_used);
+}

@@ -1,0 +1,91 @@
+// End to end: the real app in a real window (Xvfb), driven over WebDriver
+// (tauri-driver + WebKitWebDriver), with simulated devices on real ptys.
+// Run through scripts/e2e (it builds the app and starts Xvfb).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { Driver, KEY, stationEnv } from "./webdriver.mjs";
+
+const APP = process.env.IMPRINT_APP;
+const CLI = process.env.IMPRINT_CLI;
+const SHOTS = process.env.IMPRINT_SCREENSHOTS;
+assert.ok(APP && CLI, "IMPRINT_APP and IMPRINT_CLI must point at the built binaries (scripts/e2e sets them)");
+if (SHOTS) mkdirSync(SHOTS, { recursive: true });
+
+async function withApp(args, fn) {
+  const st = stationEnv();
+  const d = new Driver();
+  try {
+    await d.start(st.env);
+    await d.session(APP, args);
+    await d.setSize(1366, 768);
+    await d.waitFor(() => d.exec("return document.body.dataset.ready === 'true'"), "the UI to be ready", 30000);
+    await fn(d, st);
+  } finally {
+    await d.stop();
+  }
+}
+
+test("four simulated devices pass from the Bench, a faulty one shows red with its reason, History matches the store", async () => {
+  await withApp(["--simulate", "5", "--fault", "5:bad-csr-sig", "--mode", "manual"], async (d, st) => {
+    // The development CA is flagged in the title bar and on every tile.
+    assert.match(await d.exec("return document.title"), /DEVELOPMENT CA/);
+    await d.one(d.byId("dev-badge"));
+    const ready = await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 5 && t.every((x) => x.state === "ready" && x.serial) ? t : null;
+    }, "five identified devices waiting (manual mode)");
+    assert.equal(ready.length, 5);
+    assert.equal((await d.all(".tile .dev-mark")).length, 5);
+
+    // Keyboard: F5 in the scan field provisions every waiting device.
+    await d.type(await d.one(d.byId("scan-input")), KEY.F5);
+    const done = await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.filter((x) => x.state === "passed").length === 4 && t.filter((x) => x.state === "failed").length === 1 ? t : null;
+    }, "four passes and one failure", 60000);
+    const failed = done.find((x) => x.state === "failed");
+    assert.equal(failed.serial, "SIM-0005");
+    assert.match(failed.reason, /signature does not verify/);
+
+    // History: open SIM-0002 and compare its certificate serial with the store.
+    await d.click(await d.one(d.byId("nav-history")));
+    const row = await d.waitFor(async () => (await d.all('[data-testid=history-row][data-serial="SIM-0002"]'))[0], "SIM-0002 in History");
+    await d.click(row);
+    const shown = await d.waitFor(async () => {
+      const el = (await d.all(d.byId("cert-serial")))[0];
+      return el ? (await d.text(el)).trim() : null;
+    }, "the record's certificate serial");
+    const store = JSON.parse(execFileSync(CLI, ["records", "show", "SIM-0002", "--json"], { env: st.env }).toString());
+    assert.equal(shown, store.certificate.serial_hex);
+    assert.equal(store.attempt.status, "passed");
+    if (SHOTS) await d.screenshot(join(SHOTS, "history.png"));
+
+    // Health: the signer is amber (development CA), the local store green.
+    await d.click(await d.one(d.byId("nav-health")));
+    const signer = await d.waitFor(async () => (await d.all(d.byId("health-signer")))[0], "the signer's health");
+    assert.equal(await d.attr(signer, "data-level"), "warn");
+    assert.equal(await d.attr(await d.one(d.byId("health-local_store")), "data-level"), "ok");
+    if (SHOTS) await d.screenshot(join(SHOTS, "health.png"));
+  });
+});
+
+test("sixteen tiles fit a 1366x768 bench with mixed states", async () => {
+  const faults = ["4:weak-key", "7:silent", "11:silent", "9:other-key-csr", "14:unplug-at=6"];
+  await withApp(["--simulate", "16", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
+    const t = await d.waitFor(async () => {
+      const t = await d.tiles();
+      const n = (s) => t.filter((x) => x.state === s).length;
+      return t.length === 16 && n("passed") >= 10 && n("failed") >= 3 && n("running") >= 1 ? t : null;
+    }, "16 tiles: passes, failures and devices still working", 60000);
+    // Every tile is fully inside the 1366x768 window.
+    const overflow = await d.exec(
+      "return [...document.querySelectorAll('[data-testid=tile]')].filter(t => { const r = t.getBoundingClientRect(); return r.bottom > window.innerHeight + 1 || r.right > window.innerWidth + 1; }).length",
+    );
+    assert.equal(overflow, 0, "tiles overflow the window");
+    if (SHOTS) await d.screenshot(join(SHOTS, "bench-16.png"));
+    assert.equal(t.length, 16);
+  });
+});

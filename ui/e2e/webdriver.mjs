@@ -1,0 +1,184 @@
+// A minimal W3C WebDriver client over fetch, for tauri-driver + WebKitWebDriver.
+// Waits are on conditions (polled), never fixed sleeps.
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import net from "node:net";
+
+const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
+export const KEY = { Enter: "\uE007", F1: "\uE031", F2: "\uE032", F3: "\uE033", F5: "\uE035", F6: "\uE036", F7: "\uE037", ArrowRight: "\uE014" };
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+/** One isolated station: its own HOME/XDG dirs and data dir. */
+export function stationEnv() {
+  const home = mkdtempSync(join(tmpdir(), "imprint-e2e-"));
+  const data = join(home, "data");
+  mkdirSync(data, { recursive: true });
+  const config = join(home, "station.toml");
+  writeFileSync(config, 'port_globs = []\nstation_id = "e2e-bench-1"\n');
+  return {
+    home,
+    data,
+    env: {
+      ...process.env,
+      HOME: home,
+      XDG_DATA_HOME: join(home, "xdg-data"),
+      XDG_CACHE_HOME: join(home, "xdg-cache"),
+      XDG_CONFIG_HOME: join(home, "xdg-config"),
+      IMPRINT_DATA_DIR: data,
+      IMPRINT_CONFIG: config,
+    },
+  };
+}
+
+export class Driver {
+  constructor() {
+    this.base = null;
+    this.proc = null;
+    this.sid = null;
+  }
+
+  async start(env) {
+    const port = await freePort();
+    const native = await freePort();
+    this.proc = spawn(process.env.TAURI_DRIVER ?? "tauri-driver", ["--port", String(port), "--native-port", String(native)], {
+      env,
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    this.base = `http://127.0.0.1:${port}`;
+    await this.waitFor(async () => {
+      try {
+        const r = await fetch(`${this.base}/status`);
+        return r.ok;
+      } catch {
+        return false;
+      }
+    }, "tauri-driver to listen", 20000);
+  }
+
+  async req(method, path, body) {
+    const r = await fetch(`${this.base}${path}`, {
+      method,
+      headers: { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
+    return json.value;
+  }
+
+  async session(application, args) {
+    const v = await this.req("POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application, args } } } });
+    this.sid = v.sessionId;
+    return this.sid;
+  }
+
+  s(path) {
+    return `/session/${this.sid}${path}`;
+  }
+
+  async all(css) {
+    const els = await this.req("POST", this.s("/elements"), { using: "css selector", value: css });
+    return els.map((e) => e[ELEMENT]);
+  }
+
+  async one(css) {
+    const els = await this.all(css);
+    if (!els.length) throw new Error(`no element ${css}`);
+    return els[0];
+  }
+
+  byId(testid) {
+    return `[data-testid="${testid}"]`;
+  }
+
+  async click(el) {
+    await this.req("POST", this.s(`/element/${el}/click`), {});
+  }
+
+  async text(el) {
+    return this.req("GET", this.s(`/element/${el}/text`));
+  }
+
+  async attr(el, name) {
+    return this.req("GET", this.s(`/element/${el}/attribute/${name}`));
+  }
+
+  async type(el, text) {
+    await this.req("POST", this.s(`/element/${el}/value`), { text });
+  }
+
+  /** Run a function in the page and return its result. */
+  async exec(script, args = []) {
+    return this.req("POST", this.s("/execute/sync"), { script, args });
+  }
+
+  /** Resolve once the page has painted twice since now (so a screenshot shows the current DOM). */
+  async painted() {
+    return this.req("POST", this.s("/execute/async"), {
+      script: "const done = arguments[arguments.length - 1]; let n = 0; const tick = () => (++n >= 2 ? done(true) : requestAnimationFrame(tick)); requestAnimationFrame(tick);",
+      args: [],
+    });
+  }
+
+  async setSize(width, height) {
+    await this.req("POST", this.s("/window/rect"), { width, height });
+  }
+
+  async screenshot(path) {
+    await this.painted();
+    const b64 = await this.req("GET", this.s("/screenshot"));
+    writeFileSync(path, Buffer.from(b64, "base64"));
+  }
+
+  /** Poll `fn` until it returns a truthy value; fail with `what` after `ms`. */
+  async waitFor(fn, what, ms = 30000) {
+    const end = Date.now() + ms;
+    let last;
+    for (;;) {
+      try {
+        last = await fn();
+        if (last) return last;
+      } catch (e) {
+        last = e;
+      }
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Tile states, read from data attributes in one round trip. */
+  async tiles() {
+    return this.exec(
+      "return [...document.querySelectorAll('[data-testid=tile]')].map(t => ({port: t.dataset.port, state: t.dataset.state, serial: t.dataset.serial, reason: (t.querySelector('[data-testid=tile-reason]')||{}).textContent || ''}))",
+    );
+  }
+
+  async stop() {
+    if (this.sid) {
+      await this.req("DELETE", this.s("")).catch(() => undefined);
+      this.sid = null;
+    }
+    if (this.proc) {
+      // SIGTERM, not SIGKILL: tauri-driver must take WebKitWebDriver down with it.
+      const p = this.proc;
+      this.proc = null;
+      await new Promise((resolve) => {
+        p.once("exit", resolve);
+        p.kill("SIGTERM");
+        setTimeout(() => { p.kill("SIGKILL"); resolve(); }, 5000).unref();
+      });
+    }
+  }
+}

@@ -1,0 +1,53 @@
+// Typed wrappers over the backend's commands. Every type comes from
+// ./bindings, generated from the Rust DTOs by ts-rs (never edited by hand).
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { ApiError } from "./bindings/ApiError";
+import type { AttemptDto } from "./bindings/AttemptDto";
+import type { BenchEventDto } from "./bindings/BenchEventDto";
+import type { HealthItemDto } from "./bindings/HealthItemDto";
+import type { HistoryFilter } from "./bindings/HistoryFilter";
+import type { RecordDetail } from "./bindings/RecordDetail";
+import type { ScanResult } from "./bindings/ScanResult";
+import type { SettingsDto } from "./bindings/SettingsDto";
+import type { StationInfo } from "./bindings/StationInfo";
+import type { TileDto } from "./bindings/TileDto";
+
+export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
+
+/** Errors from commands always have this shape (pinned by a backend test). */
+export function isApiError(e: unknown): e is ApiError {
+  return typeof e === "object" && e !== null && "code" in e && "message" in e;
+}
+
+export function errorText(e: unknown): string {
+  return isApiError(e) ? `${e.message} [${e.code}]` : String(e);
+}
+
+export const api = {
+  stationInfo: () => invoke<StationInfo>("station_info"),
+  benchTiles: () => invoke<TileDto[]>("bench_tiles"),
+  provision: (port: string) => invoke<void>("provision", { port }),
+  provisionAll: () => invoke<number>("provision_all"),
+  setMode: (mode: "auto" | "manual") => invoke<string>("set_mode", { mode }),
+  setBatch: (batch: string | null) => invoke<string | null>("set_batch", { batch }),
+  scan: (code: string) => invoke<ScanResult>("scan", { code }),
+  simulate: (count: number, faults: string[]) => invoke<number>("simulate", { count, faults }),
+  history: (filter: HistoryFilter) => invoke<AttemptDto[]>("history", { filter }),
+  record: (id: string) => invoke<RecordDetail>("record", { id }),
+  health: () => invoke<HealthItemDto[]>("health"),
+  getSettings: () => invoke<SettingsDto>("get_settings"),
+  saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),
+  submitPin: (pin: string) => invoke<StationInfo>("submit_pin", { pin }),
+  openLogFolder: () => invoke<string>("open_log_folder"),
+};
+
+/** The station opened, failed to open, or was reopened. */
+export function onStation(handler: () => void): Promise<UnlistenFn> {
+  return listen("station", () => handler());
+}
+
+/** Tile changes pushed by the backend (never polled). */
+export function onBench(handler: (e: BenchEventDto) => void): Promise<UnlistenFn> {
+  return listen<BenchEventDto>("bench", (ev) => handler(ev.payload));
+}
