@@ -417,51 +417,43 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Cmd::Health { json } => {
             let cfg = load_config(&cli)?;
-            let mut checks = Vec::new();
-            let mut worst = 0u8;
-            match Store::open(&cfg.store_path()) {
-                Ok(s) => {
-                    let n = s.attempts(&AttemptFilter { limit: Some(1), ..Default::default() }).map(|v| v.len()).unwrap_or(0);
-                    checks.push(serde_json::json!({"check": "local_store", "status": "ok", "detail": format!("{} ({} recent)", s.path().display(), n)}));
-                }
-                Err(e) => {
-                    worst = 4;
-                    checks.push(serde_json::json!({"check": "local_store", "status": "error", "detail": e.to_string()}));
-                }
-            }
-            // The signer's state (reachable, key present, last error) for scripts and the app.
-            let mut signer_state = serde_json::Value::Null;
-            match Station::open(cfg.clone(), pin(&cli)?) {
+            // Per-dependency health (shared with the app), plus the signer's
+            // own state (reachable, key present, last error) for scripts.
+            let (items, signer_state) = match Station::open(cfg.clone(), pin(&cli)?) {
                 Ok(st) => {
-                    let t = std::time::Instant::now();
-                    let r = st.signer().sign(b"imprint health check".to_vec());
-                    let info = st.signer().info().clone();
-                    checks.push(serde_json::json!({"check": "signer", "status": if r.is_ok() {"ok"} else {"error"},
-                        "detail": match r { Ok(_) => format!("{} ({}) signed in {:.1} ms{}", info.uri, info.kind, t.elapsed().as_secs_f64()*1e3,
-                            if info.development {" - DEVELOPMENT CA"} else {""}), Err(e) => e.to_string() }}));
-                    if !checks.last().is_some_and(|c| c["status"] == "ok") {
-                        worst = worst.max(3);
-                    }
-                    signer_state = serde_json::to_value(st.signer().health())?;
+                    let items = imprint_station::health::check(&st);
+                    (items, serde_json::to_value(st.signer().health())?)
                 }
                 Err(e) => {
-                    worst = worst.max(3);
-                    checks.push(serde_json::json!({"check": "signer", "status": "error", "detail": e.to_string()}));
-                    if let StationError::Signer(se) = &e {
-                        let uri = cfg.signer_uri();
-                        let kind = uri.split(':').next().unwrap_or_default();
-                        signer_state = serde_json::to_value(imprint_station::signer_worker::SignerHealth::from_open_error(&uri, kind, se))?;
-                    }
+                    let state = match &e {
+                        StationError::Signer(se) => {
+                            let uri = cfg.signer_uri();
+                            let kind = uri.split(':').next().unwrap_or_default().to_string();
+                            serde_json::to_value(imprint_station::signer_worker::SignerHealth::from_open_error(&uri, &kind, se))?
+                        }
+                        _ => serde_json::Value::Null,
+                    };
+                    let item = imprint_station::health::HealthItem {
+                        id: "signer".into(),
+                        title: "CA signer".into(),
+                        level: imprint_station::health::Level::Error,
+                        detail: "the station could not open".into(),
+                        last_error: Some(e.to_string()),
+                    };
+                    (vec![item], state)
                 }
-            }
+            };
+            let failed = |id: &str| items.iter().any(|i| i.id == id && i.level == imprint_station::health::Level::Error);
+            let code = if failed("local_store") { 4 } else if failed("signer") { 3 } else if items.iter().any(|i| i.level == imprint_station::health::Level::Error) { 1 } else { 0 };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": worst == 0, "checks": checks, "signer": signer_state}))?);
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": code == 0, "checks": items, "signer": signer_state}))?);
             } else {
-                for c in &checks {
-                    println!("{:<12} {:<6} {}", c["check"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["detail"].as_str().unwrap_or(""));
+                for i in &items {
+                    let level = serde_json::to_value(i.level)?.as_str().unwrap_or("").to_uppercase();
+                    println!("{:<18} {:<6} {}{}", i.title, level, i.detail, i.last_error.as_deref().map(|e| format!("\n{:<25}last error: {e}", "")).unwrap_or_default());
                 }
             }
-            Ok(worst)
+            Ok(code)
         }
     }
 }
