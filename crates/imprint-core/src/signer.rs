@@ -53,7 +53,7 @@ impl SigAlg {
 /// Why a signer could not sign. Split so retry policy and the operator's
 /// next action can match on the cause. Messages never contain a PIN or a
 /// credential.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignerError {
     #[error("signer URI is invalid: {0}")]

@@ -271,18 +271,23 @@ fn check_endpoint(url: &str) -> Result<String, SignerError> {
     }
 }
 
-/// Spaces request starts at least `1/rps` apart: with one signer thread,
-/// no window of one second holds more than `rps` requests.
+/// Spaces request starts at least `1/rps` apart, plus [`RATE_MARGIN`]: with
+/// one signer thread, no window of one second holds more than `rps` requests,
+/// even at the server when the network delays one request up to ~50 ms more
+/// than another.
 #[derive(Debug)]
 struct RateLimiter {
     interval: Duration,
     next: Option<Instant>,
 }
 
+/// Pace 5 % below the configured rate (see [`RateLimiter`]).
+const RATE_MARGIN: f64 = 1.05;
+
 impl RateLimiter {
     fn new(rps: f64) -> Self {
         RateLimiter {
-            interval: Duration::from_secs_f64(1.0 / rps),
+            interval: Duration::from_secs_f64(RATE_MARGIN / rps),
             next: None,
         }
     }

@@ -12,11 +12,6 @@ use imprint_core::signer::{Signer, SignerError, SignerInfo};
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// How long a failed reachability check stands before another is made: with
-/// 16 ports arriving at once while KMS is down, one check answers them all.
-pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 enum Job {
     Issue { plan: IssuePlan, reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>> },
@@ -131,8 +126,9 @@ impl SignerHealth {
 #[derive(Debug)]
 struct Shared {
     health: SignerHealth,
-    /// When the last reachability check failed, and why.
-    failed_check: Option<(Instant, String)>,
+    /// Reachability checks completed so far, and the last one's answer.
+    checks_done: u64,
+    last_check: Result<(), SignerError>,
 }
 
 /// Cloneable handle to the signer thread.
@@ -158,7 +154,7 @@ impl SignerHandle {
         let (tx, rx) = mpsc::channel::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
         let health = SignerHealth::opened(&info.uri, info.kind, info.development);
-        let shared = Arc::new(Mutex::new(Shared { health, failed_check: None }));
+        let shared = Arc::new(Mutex::new(Shared { health, checks_done: 0, last_check: Ok(()) }));
         let q = queued.clone();
         let sh = shared.clone();
         std::thread::Builder::new().name("imprint-signer".into()).spawn(move || {
@@ -232,30 +228,36 @@ impl SignerHandle {
 
     /// Before a new device is started: `Err` when the signer is known
     /// unreachable (its last call failed for a transient cause) and a fresh
-    /// check fails too. A failed check stands for [`RECHECK_AFTER`], so ports
-    /// arriving together while the signer is down share one check.
+    /// check fails too. Ports that arrive while a check is running wait for
+    /// it and share its answer, so 16 ports arriving at once while KMS is
+    /// down cost one check, not 16 timeouts in a row.
     pub fn ready_for_new_device(&self) -> Result<(), SignerError> {
-        if lock(&self.shared).health.reachable {
-            return Ok(());
-        }
-        let _one = self.checking.lock().unwrap_or_else(|p| p.into_inner());
-        {
+        let seen = {
             let s = lock(&self.shared);
             if s.health.reachable {
                 return Ok(());
             }
-            if let Some((at, why)) = &s.failed_check {
-                if at.elapsed() < RECHECK_AFTER {
-                    return Err(SignerError::Transient(why.clone()));
-                }
+            s.checks_done
+        };
+        let _one = self.checking.lock().unwrap_or_else(|p| p.into_inner());
+        let r = {
+            let s = lock(&self.shared);
+            if s.health.reachable {
+                return Ok(());
             }
-        }
-        let r = self.check();
-        let mut s = lock(&self.shared);
-        match &r {
-            Ok(()) => s.failed_check = None,
-            Err(e) => s.failed_check = Some((Instant::now(), e.to_string())),
-        }
+            // A check finished while this port waited: its answer stands.
+            (s.checks_done > seen).then(|| s.last_check.clone())
+        };
+        let r = match r {
+            Some(r) => r,
+            None => {
+                let r = self.check();
+                let mut s = lock(&self.shared);
+                s.checks_done += 1;
+                s.last_check = r.clone();
+                r
+            }
+        };
         match r {
             // Reachable, but the key or the credentials are wrong: let the
             // attempt run into the real error with its own hint.
