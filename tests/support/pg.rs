@@ -116,6 +116,11 @@ impl TestDb {
         }
     }
 
+    /// Drop this role with the database (for roles made outside `add_station`).
+    pub fn track_role(&mut self, role: &str) {
+        self.roles.push(role.to_string());
+    }
+
     /// Backends of this database's station roles (not the admin's).
     pub fn kill_station_connections(&self) -> usize {
         try_psql(
@@ -377,7 +382,7 @@ pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps:
                             spki_sha256: spki,
                             spki_der: vec![0x30; 91],
                             not_before: now_text(),
-                            not_after: "2036-01-01T00:00:00Z".into(),
+                            not_after: "2036-01-01T00:00:00.000Z".into(),
                         })
                         .unwrap();
                     let mut der = vec![0u8; 480];

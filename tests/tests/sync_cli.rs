@@ -1,0 +1,119 @@
+//! The central database through the `imprint` binary: an administrator
+//! migrates and registers a station; the station reports its backlog, syncs
+//! on demand, and reports from the center; a station never migrates.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_store::Store;
+use imprint_tests::pg::{assert_center_equals_local, fill, TestDb};
+use imprint_tests::station::imprint_bin;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+fn run(envs: &[(&str, String)], args: &[&str]) -> Output {
+    Command::new(imprint_bin()).envs(envs.iter().map(|(k, v)| (*k, v.clone()))).env_remove("IMPRINT_PG_PASSWORD").args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_status() {
+    let mut db = TestDb::empty();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = db.admin_url();
+    let role = format!("{}_cli", db.name);
+    db.track_role(&role);
+    let pw = "cli-station-pass-8d1f";
+    let pw_file = dir.path().join("station.pw");
+    std::fs::write(&pw_file, format!("{pw}\n")).unwrap();
+    let cfg_path = dir.path().join("station.toml");
+    let write_cfg = |role: &str| {
+        std::fs::write(
+            &cfg_path,
+            format!(
+                "station_id = \"cli-1\"\nport_globs = []\n\n[central]\nurl = \"postgres://127.0.0.1:5432/{}\"\nsslmode = \"disable\"\nrole = \"{role}\"\npassword_file = \"{}\"\n",
+                db.name,
+                pw_file.display()
+            ),
+        )
+        .unwrap()
+    };
+    let env = vec![("IMPRINT_CONFIG", cfg_path.display().to_string()), ("IMPRINT_DATA_DIR", dir.path().join("data").display().to_string())];
+    let store_path = dir.path().join("data").join("station.db");
+    {
+        let s = Arc::new(Store::open(&store_path).unwrap());
+        fill(&s, "CLI", 6, 3, 2);
+    }
+
+    // Before the center has a schema (even connecting as the superuser): the
+    // station says what to do and never creates the schema itself.
+    write_cfg("postgres");
+    let o = run(&env, &["sync", "now"]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    assert!(text(&o).contains("no Imprint schema") && text(&o).contains("imprint db migrate"), "{}", text(&o));
+    assert_eq!(db.psql("SELECT to_regclass('_sqlx_migrations') IS NULL"), "t");
+    write_cfg(&role);
+
+    let o = run(&[], &["db", "migrate", "--url", &admin]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[], &["db", "migrate", "--url", &admin]);
+    assert!(o.status.success(), "migrating twice is harmless: {}", text(&o));
+    let o = run(&[], &["db", "version", "--url", &admin]);
+    assert!(o.status.success() && text(&o).contains("central schema version: 1"), "{}", text(&o));
+    let o = run(&[], &["db", "add-station", "--url", &admin, "--station", "cli-1", "--role", &role, "--role-password-file", &pw_file.display().to_string()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains(pw), "the password is never printed");
+
+    let o = run(&env, &["sync", "status", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(st["backlog"].as_u64().unwrap() > 0 && st["configured"] == true, "{st}");
+    assert_eq!(st["state"], "failing", "the refused round is remembered: {st}");
+    assert!(st["last_error"].as_str().unwrap().contains("no Imprint schema"), "{st}");
+
+    let o = run(&env, &["sync", "now", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["report"]["inserted"], 6 * 5, "{r}");
+    let o = run(&env, &["sync", "status"]);
+    let t = text(&o);
+    assert!(t.contains("state         ok") && t.contains("backlog       0 changes pending") && t.contains("quarantined   0 records"), "{t}");
+    assert!(!t.contains(pw));
+    assert_center_equals_local(&db, &Store::open(&store_path).unwrap(), "cli-1");
+
+    // Reports: local, central as the station (its own rows), central as a reader (everyone's).
+    let o = run(&env, &["report", "--json"]);
+    let local: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(local.len(), 6);
+    let o = run(&env, &["report", "--central", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let central: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(central, local, "the center reports what the station recorded");
+    db.psql("INSERT INTO stations (id, db_role) VALUES ('other', 'nobody'); INSERT INTO attempts (id, station_id, port, started_at, status, resumed, bytes_to_device, bytes_from_device, version, content_sha256) VALUES (gen_random_uuid(), 'other', 'p', now(), 'passed', false, 0, 0, 1, '\\x00')");
+    let o = run(&env, &["report", "--central", "--csv"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1 + 6, "a station reads only its own rows");
+    let reader = format!("{}_rd", db.name);
+    db.track_role(&reader);
+    let o = run(&[], &["db", "add-reader", "--url", &admin, "--role", &reader, "--role-password-file", &pw_file.display().to_string()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let reader_url = format!("postgres://{reader}@127.0.0.1:5432/{}", db.name);
+    let o = run(&env, &["report", "--central", "--url", &reader_url, "--password-file", &pw_file.display().to_string(), "--sslmode", "disable", "--csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(csv.lines().count(), 1 + 7, "a reader sees every station: {csv}");
+    assert!(csv.lines().next().unwrap().starts_with("station_id,attempt_id,started_at"));
+    let o = run(&env, &["report", "--central", "--url", &reader_url, "--sslmode", "disable", "--station", "other", "--json"]);
+    let other: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(other.len(), 1);
+}
+
+#[test]
+fn a_password_in_the_config_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, "[central]\nurl = \"postgres://a@db/x\"\npassword = \"hunter2\"\n").unwrap();
+    let o = run(&[("IMPRINT_CONFIG", cfg.display().to_string()), ("IMPRINT_DATA_DIR", dir.path().display().to_string())], &["sync", "status"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("never go in the config file") && !text(&o).contains("hunter2"), "{}", text(&o));
+}
