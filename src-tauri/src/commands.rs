@@ -328,13 +328,19 @@ pub async fn submit_pin(state: State<'_, AppState>, pin: String) -> ApiResult<St
     station_info(state).await
 }
 
+/// Open a folder in the desktop's file manager.
+pub fn open_dir(dir: &std::path::Path) -> ApiResult<()> {
+    let _ = std::fs::create_dir_all(dir);
+    std::process::Command::new("xdg-open")
+        .arg(dir)
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| ApiError::new("io", format!("could not open {}: {e}", dir.display())))
+}
+
 #[tauri::command]
 pub async fn open_log_folder(state: State<'_, AppState>) -> ApiResult<String> {
     let dir = state.config().log_dir();
-    let _ = std::fs::create_dir_all(&dir);
-    std::process::Command::new("xdg-open")
-        .arg(&dir)
-        .spawn()
-        .map_err(|e| ApiError::new("io", format!("could not open {}: {e}", dir.display())))?;
+    open_dir(&dir)?;
     Ok(dir.display().to_string())
 }

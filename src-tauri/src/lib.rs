@@ -50,6 +50,18 @@ pub fn run(opts: AppOptions) {
                     tracing::warn!(error = %e, "could not send an event to the window");
                 }
             });
+            // Station menu: open the log folder (JSON logs, rotated daily), quit.
+            let log_dir = state.config().log_dir();
+            let open_logs = tauri::menu::MenuItemBuilder::with_id("open_logs", "Open log folder").build(app)?;
+            let station_menu = tauri::menu::SubmenuBuilder::new(app, "Station").item(&open_logs).separator().quit().build()?;
+            app.set_menu(tauri::menu::MenuBuilder::new(app).item(&station_menu).build()?)?;
+            app.on_menu_event(move |_app, event| {
+                if event.id() == "open_logs" {
+                    if let Err(e) = commands::open_dir(&log_dir) {
+                        tracing::warn!(error = %e, "could not open the log folder");
+                    }
+                }
+            });
             // Open the station off the UI thread: the window paints at once.
             std::thread::spawn(move || state.start(emitter));
             Ok(())
