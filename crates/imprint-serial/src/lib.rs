@@ -148,6 +148,23 @@ pub struct PortInfo {
     pub location: Option<String>,
 }
 
+impl PortInfo {
+    /// A port with no USB identity (yet).
+    fn bare(path: &str, device: &str, kind: &str) -> Self {
+        PortInfo {
+            path: path.to_string(),
+            device: device.to_string(),
+            kind: kind.to_string(),
+            vid: None,
+            pid: None,
+            usb_serial: None,
+            manufacturer: None,
+            product: None,
+            location: None,
+        }
+    }
+}
+
 /// List serial ports: the OS's (USB, PCI, ...) plus every path matching the
 /// operator's globs (e.g. `/dev/serial/by-id/*`, or a simulator's link dir).
 pub fn list_ports(globs: &[String], include_system: bool) -> Vec<PortInfo> {
@@ -155,17 +172,7 @@ pub fn list_ports(globs: &[String], include_system: bool) -> Vec<PortInfo> {
     if include_system {
         if let Ok(ports) = serialport::available_ports() {
             for p in ports {
-                let mut info = PortInfo {
-                    path: p.port_name.clone(),
-                    device: p.port_name.clone(),
-                    kind: "unknown".into(),
-                    vid: None,
-                    pid: None,
-                    usb_serial: None,
-                    manufacturer: None,
-                    product: None,
-                    location: None,
-                };
+                let mut info = PortInfo::bare(&p.port_name, &p.port_name, "unknown");
                 match p.port_type {
                     serialport::SerialPortType::UsbPort(u) => {
                         info.kind = "usb".into();
@@ -194,17 +201,8 @@ pub fn list_ports(globs: &[String], include_system: bool) -> Vec<PortInfo> {
             let path = p.to_string_lossy().into_owned();
             // A by-id style link names the same device as a system port: keep the link.
             let dev = device.to_string_lossy().into_owned();
-            let mut info = out.remove(&dev).unwrap_or(PortInfo {
-                path: path.clone(),
-                device: dev.clone(),
-                kind: if dev.starts_with("/dev/pts/") { "pty".into() } else { "unknown".into() },
-                vid: None,
-                pid: None,
-                usb_serial: None,
-                manufacturer: None,
-                product: None,
-                location: None,
-            });
+            let kind = if dev.starts_with("/dev/pts/") { "pty" } else { "unknown" };
+            let mut info = out.remove(&dev).unwrap_or_else(|| PortInfo::bare(&path, &dev, kind));
             info.path = path.clone();
             info.device = dev;
             out.insert(path, info);
