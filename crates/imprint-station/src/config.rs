@@ -65,6 +65,9 @@ pub struct StationConfig {
     pub profile: Profile,
     /// The central PostgreSQL this station syncs its records to; absent: records stay local.
     pub central: Option<imprint_sync::CentralConfig>,
+    /// The MQTT broker (health check, provisioning events, device CONNECT
+    /// check); absent: no MQTT. Paths to PEM files only, never key material.
+    pub mqtt: Option<imprint_mqtt::MqttConfig>,
 }
 
 impl Default for StationConfig {
@@ -83,6 +86,7 @@ impl Default for StationConfig {
             station_id: hostname(),
             profile: Profile::default(),
             central: None,
+            mqtt: None,
         }
     }
 }
@@ -225,6 +229,9 @@ impl StationConfig {
                 }
             }
         }
+        if let Some(m) = &self.mqtt {
+            m.validate()?;
+        }
         if self.signer.contains("pin-value") {
             return Err("the signer URI carries pin-value: use pin-source or IMPRINT_PKCS11_PIN".into());
         }
@@ -309,6 +316,17 @@ mod tests {
         let c = StationConfig::parse("[central]\nurl = \"postgres://a@b/c\"\npassword_file = \"hunter2\"\n").unwrap();
         let e = c.validate().unwrap_err();
         assert!(e.contains("does not name a file") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_section_takes_paths_and_refuses_secrets() {
+        let c = StationConfig::parse("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nprotocol = \"5\"\nevents_topic = \"f/ev\"\n").unwrap();
+        c.validate().unwrap();
+        let m = c.mqtt.as_ref().unwrap();
+        assert_eq!((m.protocol, m.events_topic.as_str()), (imprint_mqtt::Protocol::V5, "f/ev"));
+        assert!(StationConfig::parse("[mqtt]\nurl = \"mqtt://h:1\"\npassword = \"x\"\n").is_err());
+        let c = StationConfig::parse("[mqtt]\nurl = \"mqtts://h:8883\"\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("ca_bundle"));
     }
 
     #[test]

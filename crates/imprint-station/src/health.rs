@@ -63,6 +63,42 @@ pub fn check(station: &Station) -> Vec<HealthItem> {
         Err(e) => out.push(item("local_store", "Local store", Level::Error, store.path().display().to_string(), Some(e.to_string()))),
     }
     out.push(item("central_db", "Central database", Level::Off, "not configured: records stay on this station".into(), None));
-    out.push(item("mqtt", "MQTT broker", Level::Off, "not configured".into(), None));
+    out.push(mqtt_item(station));
     out
+}
+
+/// The broker: connect (TCP, TLS or mTLS as configured), publish and receive
+/// on the health topic; the failure class says what to fix.
+fn mqtt_item(station: &Station) -> HealthItem {
+    let Some(m) = &station.ctx().cfg.mqtt else {
+        return item("mqtt", "MQTT broker", Level::Off, "not configured".into(), None);
+    };
+    let checked = imprint_mqtt::Endpoint::from_config(m, "").and_then(|ep| imprint_mqtt::check(&ep, &m.health_topic));
+    match checked {
+        Ok(r) => item(
+            "mqtt",
+            "MQTT broker",
+            Level::Ok,
+            format!(
+                "{} ({}, MQTT {}): connected in {:.1} ms, publish/receive round trip {:.1} ms",
+                r.broker,
+                r.transport,
+                r.protocol.as_str(),
+                r.connect.as_secs_f64() * 1e3,
+                r.round_trip.as_secs_f64() * 1e3
+            ),
+            None,
+        ),
+        Err(e) => {
+            let what = match &e {
+                imprint_mqtt::MqttError::Unreachable(_) => "broker down or unreachable: check that it runs and the address",
+                imprint_mqtt::MqttError::TlsVerification(_) => "the broker's certificate does not verify against mqtt.server_ca / mqtt.ca_bundle",
+                imprint_mqtt::MqttError::Refused(_) => "the broker refused this station (credentials, authorization or client certificate)",
+                imprint_mqtt::MqttError::Timeout(_) => "the broker did not answer in time",
+                imprint_mqtt::MqttError::Config(_) => "the [mqtt] configuration is unusable",
+                imprint_mqtt::MqttError::Other(_) => "the broker connection failed",
+            };
+            item("mqtt", "MQTT broker", Level::Error, format!("{}: {what}", m.url), Some(e.to_string()))
+        }
+    }
 }
