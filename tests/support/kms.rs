@@ -91,15 +91,34 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Start moto and wait until it answers HTTP (at most 30 s).
+    /// Start a moto of this test's own (to stop or kill) and wait until it
+    /// answers HTTP (at most 30 s). Killed on drop.
     pub fn start() -> Moto {
+        Moto::spawn(false)
+    }
+
+    fn spawn(watchdog: bool) -> Moto {
         assert!(available(), "moto[server] is not installed: run scripts/setup");
         init_process_env();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
         let port = free_port();
-        let child = moto_command()
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = if watchdog {
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                r#"python3 -m moto.server -H 127.0.0.1 -p "$1" & m=$!; while kill -0 "$2" 2>/dev/null; do sleep 0.5; done; kill -9 "$m""#,
+                "moto-watchdog",
+                &port.to_string(),
+                &std::process::id().to_string(),
+            ]);
+            c
+        } else {
+            let mut c = moto_command();
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            c
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.path().join("moto.err")).unwrap())
@@ -133,6 +152,16 @@ impl Moto {
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One moto for every test of this process that neither stops nor kills
+    /// it (each test makes its own keys): starting a Python server per test
+    /// costs more CPU than the tests. It outlives the statics' (missing)
+    /// destructors through a watchdog shell that kills it within half a
+    /// second of this process ending.
+    pub fn shared() -> &'static Moto {
+        static SHARED: OnceLock<Moto> = OnceLock::new();
+        SHARED.get_or_init(|| Moto::spawn(true))
     }
 
     /// A handle that can stop and continue this server from another thread

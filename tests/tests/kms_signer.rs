@@ -39,7 +39,7 @@ fn no_secret(text: &str) {
 
 #[test]
 fn suite_kms_p256() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = open_signer(&key.uri(&moto.endpoint(), ""), None).unwrap();
     assert_eq!(s.algorithm(), SigAlg::EcdsaP256Sha256);
@@ -48,7 +48,7 @@ fn suite_kms_p256() {
 
 #[test]
 fn suite_kms_p384() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let key = moto.create_key(SigAlg::EcdsaP384Sha384);
     let mut s = open_signer(&key.uri(&moto.endpoint(), ""), None).unwrap();
     assert_eq!(s.algorithm(), SigAlg::EcdsaP384Sha384);
@@ -57,7 +57,7 @@ fn suite_kms_p384() {
 
 #[test]
 fn kms_roots_p256_and_p384_pass_openssl_strict() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     for alg in [SigAlg::EcdsaP256Sha256, SigAlg::EcdsaP384Sha384] {
         let key = moto.create_key(alg);
         let mut s = open_signer(&key.uri(&moto.endpoint(), ""), None).unwrap();
@@ -70,7 +70,7 @@ fn kms_roots_p256_and_p384_pass_openssl_strict() {
 
 #[test]
 fn messages_up_to_4096_bytes_go_raw_and_longer_ones_as_a_digest() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.port());
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = KmsSigner::open(&key.uri(&proxy.endpoint(), "")).unwrap();
@@ -86,7 +86,7 @@ fn messages_up_to_4096_bytes_go_raw_and_longer_ones_as_a_digest() {
 
 #[test]
 fn the_public_key_is_fetched_once_and_cached() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.port());
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = open_signer(&key.uri(&proxy.endpoint(), ""), None).unwrap();
@@ -102,7 +102,7 @@ fn the_public_key_is_fetched_once_and_cached() {
 
 #[test]
 fn an_unknown_key_is_key_not_found_naming_the_key() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let uri = format!("awskms:key-id=alias/no-such-key;region={REGION};endpoint={}", moto.endpoint());
     let err = open_signer(&uri, None).unwrap_err();
     assert!(matches!(err, SignerError::KeyNotFound(_)), "{err:?}");
@@ -131,7 +131,7 @@ fn moto_env() {
 
 #[test]
 fn throttled_signs_are_retried_with_backoff_and_succeed() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.port());
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = KmsSigner::open(&key.uri(&proxy.endpoint(), "retries=3")).unwrap();
@@ -149,7 +149,7 @@ fn throttled_signs_are_retried_with_backoff_and_succeed() {
 
 #[test]
 fn throttling_beyond_the_retries_is_transient_and_names_the_cause_without_secrets() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.port());
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = KmsSigner::open(&key.uri(&proxy.endpoint(), "retries=2")).unwrap();
@@ -174,7 +174,7 @@ fn throttling_beyond_the_retries_is_transient_and_names_the_cause_without_secret
 
 #[test]
 fn an_answer_slower_than_the_timeout_is_transient_and_bounded() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.port());
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = KmsSigner::open(&key.uri(&proxy.endpoint(), "timeout-ms=300;retries=1")).unwrap();
@@ -194,7 +194,7 @@ fn an_answer_slower_than_the_timeout_is_transient_and_bounded() {
 
 #[test]
 fn the_client_side_rate_limit_spaces_every_request() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.port());
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let rps = 10;
@@ -221,7 +221,7 @@ pub fn assert_windows_hold_at_most(proxy: &FaultProxy, rps: usize) {
 
 #[test]
 fn the_health_check_is_one_describe_key_without_retries() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.port());
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = KmsSigner::open(&key.uri(&proxy.endpoint(), "timeout-ms=300;retries=3")).unwrap();
@@ -236,7 +236,7 @@ fn the_health_check_is_one_describe_key_without_retries() {
 
 #[test]
 fn signing_inside_an_async_runtime_is_an_error_not_a_panic() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
     let mut s = KmsSigner::open(&key.uri(&moto.endpoint(), "")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -248,7 +248,7 @@ fn signing_inside_an_async_runtime_is_an_error_not_a_panic() {
 
 #[test]
 fn create_key_with_an_alias_names_the_new_key_and_refuses_to_reuse_the_alias() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let uri = format!("awskms:key-id=alias/imprint-ca;region={REGION};endpoint={}", moto.endpoint());
     let made = awskms::create_key(&uri, SigAlg::EcdsaP384Sha384).unwrap();
     assert_eq!(made, uri, "with an alias the URI stays as given");

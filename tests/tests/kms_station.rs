@@ -57,7 +57,7 @@ fn check_device_cert(dev: &SimHandle) {
 
 #[test]
 fn kms_ca_created_from_the_cli_signs_device_certificates_that_verify_and_lint_clean() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let ts = TestStation::new();
     let uri = format!("awskms:key-id=alias/factory-ca;region={REGION};endpoint={}", moto.endpoint());
     let o = imprint(&ts, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "KMS Factory Device CA", "--org", "Imprint Tests"]);
@@ -96,7 +96,7 @@ fn kms_ca_created_from_the_cli_signs_device_certificates_that_verify_and_lint_cl
 
 #[test]
 fn kms_p384_key_makes_an_intermediate_csr_for_an_existing_root() {
-    let moto = Moto::start();
+    let moto = Moto::shared();
     let ts = TestStation::new();
     let uri = format!("awskms:region={REGION};endpoint={}", moto.endpoint());
     let csr = ts.dir.path().join("issuing.csr");
@@ -155,16 +155,39 @@ fn a_config_file_with_an_aws_secret_is_refused_without_echoing_it() {
     assert!(!text(&o).contains(TEST_ACCESS_KEY), "{}", text(&o));
 }
 
+#[test]
+fn a_ca_certificate_for_another_kms_key_stops_the_station_at_start() {
+    let moto = Moto::shared();
+    let a = moto.create_key(SigAlg::EcdsaP256Sha256);
+    let b = moto.create_key(SigAlg::EcdsaP256Sha256);
+    let mut sa = open_signer(&a.uri(&moto.endpoint(), ""), None).unwrap();
+    let root_a = ca::self_signed_root(&mut *sa, &CaSubject::new("CA A"), 30, false).unwrap();
+    let mut ts = TestStation::new();
+    ts.cfg.signer = b.uri(&moto.endpoint(), "");
+    imprint_station::write_chain(&ts.cfg.ca_chain_path(), &[root_a]).unwrap();
+    let err = Station::open(ts.cfg.clone(), None).err().expect("the station must not start");
+    assert!(err.to_string().contains("not the key in the signer") && err.to_string().contains("awskms key-id"), "{err}");
+}
+
 /// A station whose CA key is in moto, reached through a fault proxy.
 struct KmsStation {
-    moto: Moto,
+    /// A moto of the test's own (to stop or kill), else the shared one.
+    own: Option<Moto>,
     proxy: FaultProxy,
     ts: TestStation,
     st: Station,
 }
 
-fn kms_station(offline: SignerOffline, extra: &str) -> KmsStation {
-    let moto = Moto::start();
+impl KmsStation {
+    fn moto(&self) -> &Moto {
+        self.own.as_ref().unwrap_or_else(|| Moto::shared())
+    }
+}
+
+/// `own_moto`: the test stops or kills KMS, so it needs a server of its own.
+fn kms_station(own_moto: bool, offline: SignerOffline, extra: &str) -> KmsStation {
+    let own = own_moto.then(Moto::start);
+    let moto = own.as_ref().unwrap_or_else(|| Moto::shared());
     let proxy = FaultProxy::start(moto.port());
     let key: KmsKey = moto.create_key(SigAlg::EcdsaP256Sha256);
     // The root is made directly against moto, so the proxy sees only the station.
@@ -175,7 +198,7 @@ fn kms_station(offline: SignerOffline, extra: &str) -> KmsStation {
     ts.cfg.signer_offline = offline;
     imprint_station::write_chain(&ts.cfg.ca_chain_path(), &[root]).unwrap();
     let st = Station::open(ts.cfg.clone(), None).unwrap();
-    KmsStation { moto, proxy, ts, st }
+    KmsStation { own, proxy, ts, st }
 }
 
 fn provision(st: &Station, devs: &[&SimHandle]) -> Vec<AttemptResult> {
@@ -240,8 +263,8 @@ fn reattach_finishes(k: &KmsStation, devs: &[&SimHandle]) {
 
 #[test]
 fn kms_stopped_mid_batch_leaves_every_device_retryable_nothing_half_issued_and_a_reattach_finishes() {
-    let k = kms_station(SignerOffline::Refuse, "timeout-ms=400;retries=1");
-    let ctl = k.moto.control();
+    let k = kms_station(true, SignerOffline::Refuse, "timeout-ms=400;retries=1");
+    let ctl = k.moto().control();
     k.proxy.after_answers("Sign", 2, move || ctl.pause());
     let devs: Vec<_> = (1..=5).map(|i| sim(&format!("STOP-{i:04}"), "")).collect();
     let all: Vec<&SimHandle> = devs.iter().collect();
@@ -276,7 +299,7 @@ fn kms_stopped_mid_batch_leaves_every_device_retryable_nothing_half_issued_and_a
     assert!(t.elapsed() < Duration::from_secs(3), "refused at once: {:?}", t.elapsed());
 
     // KMS back: the failed devices finish on re-attach, the new one provisions.
-    k.moto.resume();
+    k.moto().resume();
     reattach_finishes(&k, &failed);
     assert!(provision(&k.st, &[&fresh])[0].passed());
     assert_eq!(k.st.signer().health().state, SignerState::Ok);
@@ -287,8 +310,8 @@ fn kms_stopped_mid_batch_leaves_every_device_retryable_nothing_half_issued_and_a
 
 #[test]
 fn kms_killed_mid_batch_leaves_every_device_retryable_and_nothing_half_issued() {
-    let k = kms_station(SignerOffline::Refuse, "timeout-ms=400;retries=1");
-    let ctl = k.moto.control();
+    let k = kms_station(true, SignerOffline::Refuse, "timeout-ms=400;retries=1");
+    let ctl = k.moto().control();
     k.proxy.after_answers("Sign", 1, move || ctl.kill());
     let devs: Vec<_> = (1..=4).map(|i| sim(&format!("KILL-{i:04}"), "")).collect();
     let all: Vec<&SimHandle> = devs.iter().collect();
@@ -317,7 +340,7 @@ fn kms_killed_mid_batch_leaves_every_device_retryable_and_nothing_half_issued() 
 
 #[test]
 fn kms_answers_slower_than_the_timeout_leave_devices_retryable_and_a_reattach_finishes() {
-    let k = kms_station(SignerOffline::Refuse, "timeout-ms=300;retries=1");
+    let k = kms_station(false, SignerOffline::Refuse, "timeout-ms=300;retries=1");
     k.proxy.add_after(Some("Sign"), 1, Fault::Delay(Duration::from_millis(1200)), None);
     let devs: Vec<_> = (1..=3).map(|i| sim(&format!("SLOW-{i:04}"), "")).collect();
     let all: Vec<&SimHandle> = devs.iter().collect();
@@ -343,7 +366,7 @@ fn kms_answers_slower_than_the_timeout_leave_devices_retryable_and_a_reattach_fi
 
 #[test]
 fn kms_throttling_leaves_devices_retryable_and_a_reattach_finishes() {
-    let k = kms_station(SignerOffline::Refuse, "retries=2");
+    let k = kms_station(false, SignerOffline::Refuse, "retries=2");
     k.proxy.add_after(Some("Sign"), 1, Fault::Throttle, None);
     let devs: Vec<_> = (1..=3).map(|i| sim(&format!("THROT-{i:04}"), "")).collect();
     let all: Vec<&SimHandle> = devs.iter().collect();
@@ -365,8 +388,8 @@ fn kms_throttling_leaves_devices_retryable_and_a_reattach_finishes() {
 
 #[test]
 fn defer_keeps_the_csr_while_kms_is_down_and_the_next_attach_finishes_without_a_new_key() {
-    let k = kms_station(SignerOffline::Defer, "timeout-ms=300;retries=1");
-    k.moto.pause();
+    let k = kms_station(true, SignerOffline::Defer, "timeout-ms=300;retries=1");
+    k.moto().pause();
     let first = sim("DEFER-0001", "");
     let second = sim("DEFER-0002", "");
     // The first device finds KMS down; the second starts anyway (defer).
@@ -387,7 +410,7 @@ fn defer_keeps_the_csr_while_kms_is_down_and_the_next_attach_finishes_without_a_
     assert_eq!(attempt.code.as_deref(), Some("signing_deferred"));
     assert!(attempt.reason.unwrap().starts_with("deferred: will finish when the signer is back"));
 
-    k.moto.resume();
+    k.moto().resume();
     reattach_finishes(&k, &[&first, &second]);
     assert!(store.certificates().unwrap().iter().all(|c| c.status == "issued"));
 }
@@ -395,7 +418,7 @@ fn defer_keeps_the_csr_while_kms_is_down_and_the_next_attach_finishes_without_a_
 #[test]
 fn a_16_port_station_never_exceeds_the_configured_requests_per_second() {
     let rps = 6;
-    let k = kms_station(SignerOffline::Refuse, &format!("rps={rps}"));
+    let k = kms_station(false, SignerOffline::Refuse, &format!("rps={rps}"));
     let devs: Vec<_> = (1..=16).map(|i| sim(&format!("RATE-{i:04}"), "")).collect();
     let all: Vec<&SimHandle> = devs.iter().collect();
     let t = Instant::now();

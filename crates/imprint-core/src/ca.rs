@@ -219,7 +219,7 @@ pub fn check_ca_matches_signer(ca_cert_der: &[u8], signer: &dyn Signer) -> Resul
     if !same_alg {
         return Err(CaError::KeyMismatch(format!(
             "the CA certificate's key algorithm ({}) is not the signer's ({}) for {uri}: \
-             wrong pkcs11 object/id, or the wrong CA certificate file",
+             wrong pkcs11 object/id or awskms key-id, or the wrong CA certificate file",
             describe_alg(cert_spki),
             describe_alg(&signer_spki),
         )));
@@ -227,7 +227,7 @@ pub fn check_ca_matches_signer(ca_cert_der: &[u8], signer: &dyn Signer) -> Resul
     if cert_spki.subject_public_key.data != signer_spki.subject_public_key.data {
         return Err(CaError::KeyMismatch(format!(
             "the CA certificate's public key is not the key in the signer ({uri}): \
-             wrong pkcs11 object/id, or the wrong CA certificate file"
+             wrong pkcs11 object/id or awskms key-id, or the wrong CA certificate file"
         )));
     }
 
