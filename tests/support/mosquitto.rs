@@ -216,14 +216,18 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Subscribe at QoS 1 to `topic` on `127.0.0.1:port` with a persistent
-    /// session (`-c`, fixed client id: messages queue while it is away and
-    /// mosquitto_sub reconnects by itself); returns once subscribed (a marker
-    /// message published to the topic has come back).
-    pub fn start(port: u16, topic: &str) -> Subscriber {
+    /// Subscribe at QoS 1 to `topic` on `127.0.0.1:port`; with `persistent`,
+    /// in a persistent session (`-c`, fixed client id: messages queue while
+    /// it is away; mosquitto_sub reconnects by itself). Returns once
+    /// subscribed (a marker message published to the topic has come back).
+    pub fn start(port: u16, topic: &str, persistent: bool) -> Subscriber {
         let id = format!("imprint-test-sub-{}", free_port());
+        let mut args = vec!["-h".to_string(), "127.0.0.1".into(), "-p".into(), port.to_string(), "-t".into(), topic.into(), "-q".into(), "1".into(), "-v".into(), "-i".into(), id];
+        if persistent {
+            args.push("-c".into());
+        }
         let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-q", "1", "-v", "-c", "-i", &id])
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -177,7 +177,20 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
             retryable: f.retryable,
         },
     };
-    ctx.store.finish_attempt(&attempt_id, end, run.bytes_out, run.bytes_in)?;
+    // The pass and its MQTT event (if configured) commit in one transaction.
+    let event = match &outcome {
+        Outcome::Passed { identity, resumed, already_provisioned, .. } => {
+            crate::events::new_event(ctx, &attempt_id, identity, batch.clone(), *resumed, *already_provisioned)
+        }
+        Outcome::Failed(_) => None,
+    };
+    let queued = event.is_some();
+    ctx.store.finish_attempt_with_event(&attempt_id, end, run.bytes_out, run.bytes_in, event)?;
+    if queued {
+        if let Some(p) = &ctx.events {
+            p.wake();
+        }
+    }
     match &outcome {
         Outcome::Passed { cert_serial_hex, resumed, .. } => {
             tracing::info!(cert_serial = %cert_serial_hex, resumed, "device passed");
@@ -298,13 +311,23 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 if let Err(f) = run.persist() {
                     return Outcome::Failed(f);
                 }
-                Input::Lookup(lookup(ctx, &run.attempt_id, &serial, &spki_der))
+                let found = lookup(ctx, &run.attempt_id, &serial, &spki_der).and_then(|found| {
+                    if let Some(c) = &found {
+                        broker_acceptance(run, Stage::Lookup, c)?;
+                    }
+                    Ok(found)
+                });
+                Input::Lookup(found)
             }
             Action::Issue { identity, keygen_spki_der, csr_der, nonce } => {
                 if let Err(f) = run.persist() {
                     return Outcome::Failed(f);
                 }
-                Input::Issued(issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, &nonce))
+                let issued = issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, &nonce).and_then(|c| {
+                    broker_acceptance(run, Stage::Issue, &c)?;
+                    Ok(c)
+                });
+                Input::Issued(issued)
             }
             Action::CheckProof { spki_der, message, signature } => {
                 Input::ProofChecked(issuance::verify_pop(&spki_der, &message, &signature))
@@ -319,6 +342,22 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         };
         action = session.handle(input);
     }
+}
+
+/// Station-side check of what the broker will see (docs/mqtt.md), recorded
+/// as a step when it ran.
+fn broker_acceptance(run: &mut Run<'_>, stage: Stage, c: &IssuedChain) -> Result<(), Failure> {
+    if run.ctx.cfg.mqtt.as_ref().and_then(|m| m.ca_bundle.as_ref()).is_none() {
+        return Ok(());
+    }
+    crate::events::check_broker_acceptance(run.ctx, stage, &c.cert_der, &c.serial_hex)?;
+    run.notes.push(StepRow {
+        at: now_text(),
+        stage: stage.as_str().into(),
+        kind: "info".into(),
+        detail: format!("certificate {} would be accepted by the broker: chains to mqtt.ca_bundle, allows clientAuth, not revoked", c.serial_hex),
+    });
+    Ok(())
 }
 
 fn wait_input(

@@ -74,13 +74,14 @@ fn mqtt_item(station: &Station) -> HealthItem {
         return item("mqtt", "MQTT broker", Level::Off, "not configured".into(), None);
     };
     let checked = imprint_mqtt::Endpoint::from_config(m, "").and_then(|ep| imprint_mqtt::check(&ep, &m.health_topic));
+    let events = crate::events::queue_summary(station.store(), station.ctx().events.as_ref());
     match checked {
         Ok(r) => item(
             "mqtt",
             "MQTT broker",
             Level::Ok,
             format!(
-                "{} ({}, MQTT {}): connected in {:.1} ms, publish/receive round trip {:.1} ms",
+                "{} ({}, MQTT {}): connected in {:.1} ms, publish/receive round trip {:.1} ms; {events}",
                 r.broker,
                 r.transport,
                 r.protocol.as_str(),
@@ -98,7 +99,7 @@ fn mqtt_item(station: &Station) -> HealthItem {
                 imprint_mqtt::MqttError::Config(_) => "the [mqtt] configuration is unusable",
                 imprint_mqtt::MqttError::Other(_) => "the broker connection failed",
             };
-            item("mqtt", "MQTT broker", Level::Error, format!("{}: {what}", m.url), Some(e.to_string()))
+            item("mqtt", "MQTT broker", Level::Error, format!("{}: {what}; {events}", m.url), Some(e.to_string()))
         }
     }
 }

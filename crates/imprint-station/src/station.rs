@@ -77,6 +77,8 @@ pub struct StationCtx {
     pub development: bool,
     /// Work order / batch recorded on new attempts (set by the operator or a scanner).
     batch: Mutex<Option<String>>,
+    /// Sends queued provisioning events to the broker, when `[mqtt]` is configured.
+    pub events: Option<crate::events::EventPublisher>,
 }
 
 impl StationCtx {
@@ -150,7 +152,14 @@ impl Station {
         let signer = SignerHandle::spawn(signer, issuing, cfg.profile.clone())
             .map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
         let batch = Mutex::new(cfg.batch.clone());
-        let ctx = StationCtx { cfg, store, signer, chain_der, chain, issuer_dn, development, batch };
+        let events = match &cfg.mqtt {
+            Some(m) => Some(
+                crate::events::EventPublisher::spawn(store.clone(), m.clone(), &cfg.station_id)
+                    .map_err(|e| StationError::Setup(format!("MQTT event publisher thread: {e}")))?,
+            ),
+            None => None,
+        };
+        let ctx = StationCtx { cfg, store, signer, chain_der, chain, issuer_dn, development, batch, events };
         let mut station = Station { ctx: Arc::new(ctx), sync: None };
         station.recover()?;
         if let Some(central) = &station.ctx.cfg.central {

@@ -28,10 +28,11 @@ use time::OffsetDateTime;
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_outbox.sql")),
+    (3, include_str!("../../../migrations/sqlite/0003_mqtt_events.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -249,7 +250,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
     }
 }
 
+pub mod mqtt_events;
 pub mod outbox;
 pub mod records;
+pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use records::*;

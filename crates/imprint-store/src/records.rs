@@ -303,25 +303,7 @@ impl Store {
         bytes_from_device: u64,
     ) -> Result<(), StoreError> {
         let id = attempt_id.to_string();
-        self.write(move |t| {
-            let n = match end {
-                AttemptEnd::Passed { resumed } => t.execute(
-                    "UPDATE attempts SET status='passed', stage='done', finished_at=?2, resumed=max(resumed, ?3),
-                         bytes_to_device=?4, bytes_from_device=?5 WHERE id=?1",
-                    params![id, now_text(), resumed as i64, bytes_to_device as i64, bytes_from_device as i64],
-                )?,
-                AttemptEnd::Failed { stage, code, reason, hint, retryable } => t.execute(
-                    "UPDATE attempts SET status='failed', stage=?2, code=?3, reason=?4, hint=?5, retryable=?6, finished_at=?7,
-                         bytes_to_device=?8, bytes_from_device=?9 WHERE id=?1",
-                    params![id, stage, code, reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
-                        bytes_from_device as i64],
-                )?,
-            };
-            if n > 0 {
-                enqueue(t, Entity::Attempt, &id, 0)?;
-            }
-            Ok(())
-        })
+        self.write(move |t| finish_in(t, &id, end, bytes_to_device, bytes_from_device))
     }
 
     /// On start-up: attempts left `running` by a stopped station become
@@ -404,6 +386,34 @@ impl Store {
             Ok(rows)
         })
     }
+}
+
+/// Record how an attempt ended, inside the caller's transaction (with its
+/// outbox row), so other rows can be written atomically with it.
+pub(crate) fn finish_in(
+    t: &rusqlite::Transaction<'_>,
+    id: &str,
+    end: AttemptEnd,
+    bytes_to_device: u64,
+    bytes_from_device: u64,
+) -> Result<(), StoreError> {
+    let n = match end {
+        AttemptEnd::Passed { resumed } => t.execute(
+            "UPDATE attempts SET status='passed', stage='done', finished_at=?2, resumed=max(resumed, ?3),
+                 bytes_to_device=?4, bytes_from_device=?5 WHERE id=?1",
+            params![id, now_text(), resumed as i64, bytes_to_device as i64, bytes_from_device as i64],
+        )?,
+        AttemptEnd::Failed { stage, code, reason, hint, retryable } => t.execute(
+            "UPDATE attempts SET status='failed', stage=?2, code=?3, reason=?4, hint=?5, retryable=?6, finished_at=?7,
+                 bytes_to_device=?8, bytes_from_device=?9 WHERE id=?1",
+            params![id, stage, code, reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
+                bytes_from_device as i64],
+        )?,
+    };
+    if n > 0 {
+        enqueue(t, Entity::Attempt, id, 0)?;
+    }
+    Ok(())
 }
 
 fn list_attempts(c: &Connection, f: &AttemptFilter) -> Result<Vec<AttemptRow>, StoreError> {
