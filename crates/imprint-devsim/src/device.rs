@@ -1,6 +1,7 @@
 //! The device logic: one request frame in, one reply out. No I/O, no clock:
 //! compute time is reported in [`Reply::busy_ms`] and the I/O loop
-//! ([`crate::SimDevice`]) waits it out.
+//! ([`crate::SimDevice`]) waits it out. The one exception is CONNECT, which
+//! really connects to the MQTT broker ([`crate::mqtt`]).
 
 use crate::faults::Faults;
 use crate::keys::{build_csr, corrupt_signature, DeviceKey, KeyKind};
@@ -19,7 +20,7 @@ pub const CHUNK: usize = 512;
 /// Largest object the staging slot takes.
 pub const MAX_OBJECT: usize = 8192;
 /// Verbs the device implements, as advertised in HELLO.
-pub const CAPS: &str = "HELLO,IDENT,KEYGEN,CSR,READ,PUT,COMMIT,PROVE,LOCK,RESET";
+pub const CAPS: &str = "HELLO,IDENT,KEYGEN,CSR,READ,PUT,COMMIT,PROVE,LOCK,RESET,CONNECT";
 /// Nonce length bounds (bytes) for CSR and PROVE.
 pub const NONCE_MIN: usize = 16;
 pub const NONCE_MAX: usize = 64;
@@ -137,6 +138,8 @@ pub struct DeviceSnapshot {
 enum Slot {
     Cert,
     Chain,
+    /// The CA that verifies the broker, for CONNECT.
+    BrokerCa,
 }
 
 /// A simulated board's firmware state.
@@ -156,6 +159,8 @@ pub struct Device {
     chain: Option<Vec<u8>>,
     staged_cert: Option<Vec<u8>>,
     staged_chain: Option<Vec<u8>>,
+    broker_ca: Option<Vec<u8>>,
+    staged_broker_ca: Option<Vec<u8>>,
     lock_token: Option<String>,
     locked: bool,
     requests: u64,
@@ -234,6 +239,8 @@ impl Device {
             chain: None,
             staged_cert: None,
             staged_chain: None,
+            broker_ca: None,
+            staged_broker_ca: None,
             lock_token: None,
             locked: false,
             requests: 0,
@@ -323,6 +330,7 @@ impl Device {
             "PROVE" => self.prove(req),
             "LOCK" => self.lock(req),
             "RESET" => self.reset(req),
+            "CONNECT" => self.connect(req),
             other => Err(Frame::err(req.rid, ErrorCode::UnknownVerb, &format!("unknown verb {other}"))),
         }
     }
@@ -400,6 +408,8 @@ impl Device {
     }
 
     fn wipe_objects(&mut self) {
+        self.broker_ca = None;
+        self.staged_broker_ca = None;
         self.csr = None;
         self.cert = None;
         self.chain = None;
@@ -455,6 +465,7 @@ impl Device {
             "csr" => &self.csr,
             "cert" => &self.cert,
             "chain" => &self.chain,
+            "brokerca" => &self.broker_ca,
             other => return Err(bad_request(req.rid, &format!("unknown object {other}"))),
         };
         let Some(data) = data else {
@@ -482,6 +493,7 @@ impl Device {
         match field(req, "obj")? {
             "cert" => Ok(Slot::Cert),
             "chain" => Ok(Slot::Chain),
+            "brokerca" => Ok(Slot::BrokerCa),
             other => Err(bad_request(req.rid, &format!("object {other} cannot be written"))),
         }
     }
@@ -496,6 +508,7 @@ impl Device {
         let staged = match slot {
             Slot::Cert => &mut self.staged_cert,
             Slot::Chain => &mut self.staged_chain,
+            Slot::BrokerCa => &mut self.staged_broker_ca,
         };
         let have = staged.as_ref().map_or(0, Vec::len);
         if off > have {
@@ -534,6 +547,7 @@ impl Device {
         let (staged, active) = match slot {
             Slot::Cert => (&self.staged_cert, &self.cert),
             Slot::Chain => (&self.staged_chain, &self.chain),
+            Slot::BrokerCa => (&self.staged_broker_ca, &self.broker_ca),
         };
         let matches = |b: &[u8]| b.len() == len && Sha256::digest(b).as_slice() == sha.as_slice();
         let Some(staged) = staged else {
@@ -571,7 +585,7 @@ impl Device {
                     ));
                 }
             }
-            Slot::Chain => {
+            Slot::Chain | Slot::BrokerCa => {
                 let mut rest: &[u8] = staged;
                 while !rest.is_empty() {
                     match X509Certificate::from_der(rest) {
@@ -591,6 +605,7 @@ impl Device {
         match slot {
             Slot::Cert => self.cert = self.staged_cert.take(),
             Slot::Chain => self.chain = self.staged_chain.take(),
+            Slot::BrokerCa => self.broker_ca = self.staged_broker_ca.take(),
         }
         self.lock_token = None;
         Ok((Frame::ok(req.rid), self.flash_ms))
@@ -645,6 +660,43 @@ impl Device {
                 Ok((Frame::ok(req.rid).with("state", "locked"), self.flash_ms))
             }
             other => Err(bad_request(req.rid, &format!("unknown phase {other}"))),
+        }
+    }
+
+    /// CONNECT (docs/protocol.md 4.11): connect to the broker over mTLS with
+    /// the device key and the installed certificate + chain, verifying the
+    /// broker with `brokerca`; publish and receive on `topic`.
+    fn connect(&self, req: &Frame) -> Answer {
+        let rid = req.rid;
+        let text = |k: &str| req.text(k).filter(|v| !v.is_empty()).ok_or_else(|| bad_request(rid, &format!("missing field {k}")));
+        let host = text("host")?;
+        let topic = text("topic")?;
+        let port = u16::try_from(num_field(req, "port")?).ok().filter(|p| *p > 0).ok_or_else(|| bad_request(rid, "port out of range"))?;
+        let (Some(key), Some(cert), Some(chain)) = (&self.key, &self.cert, &self.chain) else {
+            return Err(Frame::err(rid, ErrorCode::BadState, "not provisioned: key, certificate and chain are needed"));
+        };
+        let Some(broker_ca) = &self.broker_ca else {
+            return Err(Frame::err(rid, ErrorCode::BadState, "no brokerca: PUT/COMMIT obj=brokerca first"));
+        };
+        let failed = |reason: &str, msg: &str| Frame::err(rid, ErrorCode::ConnectFailed, msg).with("reason", reason);
+        let DeviceKey::Ec(pair, _) = key else {
+            return Err(failed("other", "this device key type cannot be used for TLS"));
+        };
+        let pkcs8 = pair.serialize_der();
+        let identity = if self.faults.mqtt_foreign_cert {
+            crate::mqtt::foreign_identity(key, pkcs8, &self.serial)
+        } else if self.faults.mqtt_expired_cert {
+            crate::mqtt::expired_identity(key, pkcs8, &self.serial)
+        } else {
+            let key_pkcs8 = if self.faults.mqtt_wrong_key { crate::mqtt::unrelated_key_pkcs8() } else { Ok(pkcs8) };
+            let mut presented = vec![cert.clone()];
+            presented.extend(split_der(chain));
+            key_pkcs8.map(|key_pkcs8| crate::mqtt::Identity { chain: presented, key_pkcs8 })
+        }
+        .map_err(|e| failed("other", &e))?;
+        match crate::mqtt::connect_and_round_trip(&host, port, &topic, &self.serial, &split_der(broker_ca), &identity) {
+            Ok(rtt) => Ok((Frame::ok(rid).with("latency_ms", rtt.as_millis().to_string()), 0)),
+            Err(e) => Err(failed(e.reason, &e.msg)),
         }
     }
 
@@ -720,4 +772,17 @@ mod tests {
         assert_eq!(other_serial("SIM-0009"), "SIM-0000");
         assert_eq!(other_serial("ABC"), "ABC-2");
     }
+}
+
+/// Split concatenated DER certificates (already checked at COMMIT).
+fn split_der(mut der: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Ok((rest, _)) = X509Certificate::from_der(der) {
+        out.push(der[..der.len() - rest.len()].to_vec());
+        der = rest;
+        if der.is_empty() {
+            break;
+        }
+    }
+    out
 }

@@ -18,6 +18,9 @@
 //! | `stale-nonce` | CSR challengePassword carries a different nonce |
 //! | `weak-key` | KEYGEN makes an RSA-1024 key; the CSR is sha256WithRSAEncryption |
 //! | `bad-proof` | PROVE signs with a different key |
+//! | `mqtt-foreign-cert` | CONNECT presents a certificate for the device key from a CA the device made itself |
+//! | `mqtt-expired-cert` | CONNECT presents an expired certificate (from the simulator's expiry-test CA, `mqtt::expiry_test_ca_pem`) |
+//! | `mqtt-wrong-key` | CONNECT presents the installed certificate but signs the TLS handshake with another key |
 
 use std::fmt;
 use std::str::FromStr;
@@ -56,6 +59,12 @@ pub struct Faults {
     pub stale_nonce: bool,
     /// PROVE signs with a different key.
     pub bad_proof: bool,
+    /// CONNECT presents a certificate from a CA the device made itself.
+    pub mqtt_foreign_cert: bool,
+    /// CONNECT presents an expired certificate (expiry-test CA).
+    pub mqtt_expired_cert: bool,
+    /// CONNECT signs the TLS handshake with a key that does not match the certificate.
+    pub mqtt_wrong_key: bool,
 }
 
 /// A fault spec that could not be parsed.
@@ -121,6 +130,9 @@ impl Faults {
                 "weak-key" => self.weak_key = flag()?,
                 "stale-nonce" => self.stale_nonce = flag()?,
                 "bad-proof" => self.bad_proof = flag()?,
+                "mqtt-foreign-cert" => self.mqtt_foreign_cert = flag()?,
+                "mqtt-expired-cert" => self.mqtt_expired_cert = flag()?,
+                "mqtt-wrong-key" => self.mqtt_wrong_key = flag()?,
                 _ => return Err(err("unknown fault (see imprint-devsim --help)")),
             }
         }
@@ -149,6 +161,9 @@ impl Faults {
         "weak-key",
         "stale-nonce",
         "bad-proof",
+        "mqtt-foreign-cert",
+        "mqtt-expired-cert",
+        "mqtt-wrong-key",
     ];
 }
 
@@ -184,6 +199,9 @@ impl fmt::Display for Faults {
             (self.weak_key, "weak-key"),
             (self.stale_nonce, "stale-nonce"),
             (self.bad_proof, "bad-proof"),
+            (self.mqtt_foreign_cert, "mqtt-foreign-cert"),
+            (self.mqtt_expired_cert, "mqtt-expired-cert"),
+            (self.mqtt_wrong_key, "mqtt-wrong-key"),
         ] {
             if on {
                 items.push(name.to_string());
@@ -200,12 +218,13 @@ mod tests {
 
     #[test]
     fn parses_every_item_and_round_trips() {
-        let spec = "unplug-at=7,replug-after-ms=500,oversized-at=3,bad-crc-at=3,slow-ms=2000,noise,oversized,bad-crc,silent,wrong-serial-csr,other-key-csr,bad-csr-sig,weak-key,stale-nonce,bad-proof";
+        let spec = "unplug-at=7,replug-after-ms=500,oversized-at=3,bad-crc-at=3,slow-ms=2000,noise,oversized,bad-crc,silent,wrong-serial-csr,other-key-csr,bad-csr-sig,weak-key,stale-nonce,bad-proof,mqtt-foreign-cert,mqtt-expired-cert,mqtt-wrong-key";
         let f = Faults::parse(spec).unwrap();
         assert_eq!(f.unplug_at, Some(7));
         assert_eq!(f.replug_after_ms, Some(500));
         assert_eq!(f.slow_ms, 2000);
         assert!(f.noise && f.weak_key && f.bad_proof);
+        assert!(f.mqtt_foreign_cert && f.mqtt_expired_cert && f.mqtt_wrong_key);
         assert_eq!(Faults::parse(&f.to_string()).unwrap(), f);
         assert_eq!(Faults::parse(" noise , ,bad-crc-at=2 ").unwrap().bad_crc_at, Some(2));
         assert!(Faults::parse("").unwrap().is_none());

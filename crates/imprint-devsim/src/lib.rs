@@ -19,6 +19,7 @@
 pub mod device;
 pub mod faults;
 pub mod keys;
+pub mod mqtt;
 mod sim;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
 //! (including every fault) is a plain unit test.
 //!
 //! ```text
-//! HELLO -> IDENT -> KEYGEN -> Lookup --found--> write cert+chain -> read back -> PROVE -> LOCK -> Passed
+//! HELLO -> IDENT -> KEYGEN -> Lookup --found--> write cert+chain -> read back -> PROVE -> [CONNECT] -> LOCK -> Passed
 //!                               \--none--> CSR -> READ csr -> Issue --^
 //! ```
 
@@ -33,6 +33,8 @@ pub enum Stage {
     WriteChain,
     ReadBack,
     Prove,
+    /// The device's own broker connection check (brokerca + CONNECT).
+    Connect,
     Lock,
     Done,
 }
@@ -50,6 +52,7 @@ impl Stage {
             Stage::WriteChain => "write_chain",
             Stage::ReadBack => "read_back",
             Stage::Prove => "prove",
+            Stage::Connect => "connect",
             Stage::Lock => "lock",
             Stage::Done => "done",
         }
@@ -67,6 +70,7 @@ impl Stage {
             Stage::WriteChain => 62,
             Stage::ReadBack => 75,
             Stage::Prove => 88,
+            Stage::Connect => 92,
             Stage::Lock => 95,
             Stage::Done => 100,
         }
@@ -257,6 +261,17 @@ impl NoteKind {
     }
 }
 
+/// The device connectivity check (docs/protocol.md 4.11): after PROVE the
+/// host writes the broker's CA as object `brokerca` and sends CONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectCheck {
+    pub host: String,
+    pub port: u16,
+    pub topic: String,
+    /// DER certificates (concatenated) that verify the broker's certificate.
+    pub broker_ca_der: Vec<u8>,
+}
+
 /// Fixed inputs of a session. Nonces come from the driver's CSPRNG so the
 /// session itself stays deterministic.
 #[derive(Clone, Debug)]
@@ -276,6 +291,8 @@ pub struct SessionConfig {
     /// First request id (the driver may randomise it so a re-attached
     /// device's late answers to an earlier session are never mistaken).
     pub first_rid: u16,
+    /// Ask the device to connect to the broker before LOCK; None: skip.
+    pub connect: Option<ConnectCheck>,
 }
 
 impl SessionConfig {
@@ -288,6 +305,7 @@ impl SessionConfig {
             retries: 2,
             link_bytes_per_sec: 11_520,
             first_rid: 1,
+            connect: None,
         }
     }
 }
@@ -311,9 +329,13 @@ pub fn verb_timeout_ms(verb: &str) -> u32 {
         "KEYGEN" | "CSR" => 10_000,
         "COMMIT" | "LOCK" | "RESET" => 5_000,
         "PROVE" => 5_000,
+        "CONNECT" => CONNECT_TIMEOUT_MS,
         _ => 500,
     }
 }
+
+/// Deadline base of CONNECT: the device has 10 s to connect and round-trip.
+pub const CONNECT_TIMEOUT_MS: u32 = 15_000;
 
 /// Which object a transfer is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,6 +343,7 @@ enum Obj {
     Csr,
     Cert,
     Chain,
+    BrokerCa,
 }
 
 impl Obj {
@@ -329,6 +352,7 @@ impl Obj {
             Obj::Csr => "csr",
             Obj::Cert => "cert",
             Obj::Chain => "chain",
+            Obj::BrokerCa => "brokerca",
         }
     }
 }
@@ -348,6 +372,7 @@ enum State {
     ReadBack { obj: Obj, got: Vec<u8> },
     Prove,
     CheckProof,
+    Connect,
     LockPrepare,
     LockCommit { token: String },
     LockVerify,
@@ -611,6 +636,7 @@ impl Session {
             State::Commit { obj } => self.after_commit(obj),
             State::ReadBack { obj, got } => self.after_read_back(&f, obj, got),
             State::Prove => self.after_prove(&f),
+            State::Connect => self.after_connect(&f),
             State::LockPrepare => self.after_lock_prepare(&f),
             State::LockCommit { .. } => self.after_lock_commit(),
             State::LockVerify => self.after_lock_verify(&f),
@@ -628,6 +654,9 @@ impl Session {
             self.tries_left -= 1;
             self.note(NoteKind::Retry, format!("device busy on {}; retrying", req.head));
             return self.send(req.clone());
+        }
+        if self.state == State::Connect {
+            return self.connect_failed(code, f);
         }
         if matches!(self.state, State::LockPrepare | State::LockCommit { .. }) && code == ErrorCode::Locked {
             // Already locked: fine if it is our certificate, which read-back showed.
@@ -848,12 +877,17 @@ impl Session {
         match (obj, self.issued.as_ref()) {
             (Obj::Cert, Some(c)) => &c.cert_der,
             (Obj::Chain, Some(c)) => &c.chain_der,
+            (Obj::BrokerCa, _) => self.cfg.connect.as_ref().map_or(&[][..], |c| &c.broker_ca_der[..]),
             _ => &[],
         }
     }
 
     fn start_put(&mut self, obj: Obj) -> Action {
-        self.enter(if obj == Obj::Cert { Stage::WriteCert } else { Stage::WriteChain });
+        match obj {
+            Obj::Cert => self.enter(Stage::WriteCert),
+            Obj::Chain => self.enter(Stage::WriteChain),
+            _ => {}
+        }
         self.put_chunk(obj, 0)
     }
 
@@ -894,6 +928,7 @@ impl Session {
         self.complete(format!("{} committed ({} bytes)", obj.as_str(), self.object_bytes(obj).len()));
         match obj {
             Obj::Cert => self.start_put(Obj::Chain),
+            Obj::BrokerCa => self.send_connect(),
             _ => {
                 self.enter(Stage::ReadBack);
                 self.state = State::ReadBack { obj: Obj::Cert, got: Vec::new() };
@@ -972,12 +1007,81 @@ impl Session {
             );
         }
         self.complete("proof of possession verified");
+        if !self.locked_on_arrival && self.cfg.connect.is_some() {
+            // Written like cert and chain; the device checks it parses.
+            self.enter(Stage::Connect);
+            return self.put_chunk(Obj::BrokerCa, 0);
+        }
+        self.lock_or_pass()
+    }
+
+    fn lock_or_pass(&mut self) -> Action {
         if self.locked_on_arrival || !self.cfg.lock {
             return self.pass();
         }
         self.enter(Stage::Lock);
         self.state = State::LockPrepare;
         self.request(Frame::request(0, "LOCK").with("phase", "prepare"))
+    }
+
+    fn send_connect(&mut self) -> Action {
+        let Some(c) = self.cfg.connect.clone() else {
+            return self.lock_or_pass();
+        };
+        self.state = State::Connect;
+        self.request(
+            Frame::request(0, "CONNECT")
+                .with("host", crate::codec::pct_encode(&c.host))
+                .with("port", c.port.to_string())
+                .with("topic", crate::codec::pct_encode(&c.topic)),
+        )
+    }
+
+    fn after_connect(&mut self, f: &Frame) -> Action {
+        let latency = f.field("latency_ms").and_then(|v| v.parse::<u64>().ok());
+        let Some(latency) = latency else {
+            return self.bad(format!("CONNECT answer lacks latency_ms: {f}"));
+        };
+        let c = self.cfg.connect.clone();
+        let (host, port) = c.map(|c| (c.host, c.port)).unwrap_or_default();
+        self.complete(format!(
+            "device connected to the broker {host}:{port} over mTLS with its certificate; publish/receive round trip {latency} ms"
+        ));
+        self.lock_or_pass()
+    }
+
+    /// CONNECT answered ERR: the device could not use its identity at the broker.
+    fn connect_failed(&mut self, code: ErrorCode, f: &Frame) -> Action {
+        let msg = f.text("msg").unwrap_or_default();
+        if code == ErrorCode::UnknownVerb {
+            return self.fail(
+                "connect_unsupported",
+                "the device firmware does not implement CONNECT, and this station requires the broker check".into(),
+                "Update the device firmware, or turn off mqtt.device_check on this station.",
+                false,
+            );
+        }
+        if code != ErrorCode::ConnectFailed {
+            return self.fail(
+                "device_error",
+                format!("device refused CONNECT: {} {} ({msg})", code.as_u16(), code.name()),
+                "Press Retry; if it fails again, set the device aside for QA with this reason.",
+                true,
+            );
+        }
+        let reason = f.field("reason").unwrap_or("other").to_string();
+        let (hint, retryable) = match reason.as_str() {
+            "refused" => ("The broker refused the device's certificate or key: set the device aside for QA (it is not locked).", false),
+            "tls_verification" => ("The device could not verify the broker's certificate: check mqtt.server_ca matches the broker, then press Retry.", true),
+            "unreachable" | "timeout" => ("The device could not reach the broker: check the broker and the network, then press Retry.", true),
+            _ => ("Press Retry; if it fails again, set the device aside for QA with this reason.", true),
+        };
+        self.fail(
+            &format!("connect_{reason}"),
+            format!("the device could not connect to the broker with its new certificate: {reason}: {msg}"),
+            hint,
+            retryable,
+        )
     }
 
     fn after_lock_prepare(&mut self, f: &Frame) -> Action {

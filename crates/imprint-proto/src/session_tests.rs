@@ -21,6 +21,10 @@ struct Fake {
     tamper_readback: bool,
     /// answer LOCK commit but the host never sees it (timeout), device is locked
     swallow_lock_commit: bool,
+    /// CONNECT answers ERR 424 with this reason.
+    connect_fails: Option<&'static str>,
+    /// Old firmware: CONNECT is an unknown verb.
+    no_connect: bool,
     verbs: Vec<String>,
 }
 
@@ -100,6 +104,14 @@ impl Fake {
                 ok
             }
             "PROVE" => ok.with("sig", b64(b"signature")),
+            "CONNECT" if !self.no_connect => {
+                assert!(self.objects.contains_key("brokerca"), "CONNECT before brokerca was committed");
+                assert_eq!((req.field("host"), req.field("port"), req.field("topic")), (Some("127.0.0.1"), Some("8883"), Some("f/dev")));
+                match self.connect_fails {
+                    Some(reason) => Frame::err(rid, ErrorCode::ConnectFailed, "TLS alert UnknownCA").with("reason", reason),
+                    None => ok.with("latency_ms", "12"),
+                }
+            }
             "LOCK" => match req.field("phase") {
                 Some("prepare") => ok.with("token", "abcd"),
                 _ => {
@@ -453,4 +465,72 @@ fn lookup_failure_ends_the_session() {
             other => panic!("{other:?}"),
         };
     }
+}
+
+fn connect_cfg() -> SessionConfig {
+    SessionConfig {
+        connect: Some(ConnectCheck {
+            host: "127.0.0.1".into(),
+            port: 8883,
+            topic: "f/dev".into(),
+            broker_ca_der: (0..100u8).collect(),
+        }),
+        ..cfg()
+    }
+}
+
+#[test]
+fn connect_check_writes_the_broker_ca_then_connects_after_prove_and_before_lock() {
+    let mut dev = Fake::default();
+    let r = run_with(&mut dev, connect_cfg(), None, true);
+    assert!(matches!(r.outcome, Outcome::Passed { .. }), "{:?}", r.outcome);
+    assert_eq!(dev.objects["brokerca"], (0..100u8).collect::<Vec<u8>>());
+    let tail: Vec<&str> = dev.verbs.iter().map(String::as_str).skip_while(|v| *v != "PROVE").collect();
+    assert_eq!(tail, ["PROVE", "PUT", "PUT", "COMMIT", "CONNECT", "LOCK", "LOCK"]);
+    assert!(r.notes.iter().any(|n| n.stage == Stage::Connect && n.kind == NoteKind::Completed && n.detail.contains("12 ms")), "{:#?}", r.notes);
+    assert!(dev.locked);
+}
+
+#[test]
+fn without_a_connect_check_no_connect_is_sent() {
+    let mut dev = Fake::default();
+    let r = run(&mut dev);
+    assert!(matches!(r.outcome, Outcome::Passed { .. }));
+    assert!(!dev.verbs.iter().any(|v| v == "CONNECT"));
+    assert!(!dev.objects.contains_key("brokerca"));
+}
+
+#[test]
+fn broker_refusing_the_device_fails_connect_unlocked_and_not_retryable() {
+    let mut dev = Fake { connect_fails: Some("refused"), ..Fake::default() };
+    let r = run_with(&mut dev, connect_cfg(), None, true);
+    let f = failure(&r);
+    assert_eq!((f.stage, f.code.as_str(), f.retryable), (Stage::Connect, "connect_refused", false));
+    assert!(f.reason.contains("UnknownCA"), "{f:?}");
+    assert!(!dev.locked, "a device the broker refuses is never locked");
+}
+
+#[test]
+fn unreachable_broker_is_a_retryable_connect_failure() {
+    let mut dev = Fake { connect_fails: Some("unreachable"), ..Fake::default() };
+    let f = failure(&run_with(&mut dev, connect_cfg(), None, true)).clone();
+    assert_eq!((f.code.as_str(), f.retryable), ("connect_unreachable", true));
+}
+
+#[test]
+fn firmware_without_connect_is_told_apart() {
+    let mut dev = Fake { no_connect: true, ..Fake::default() };
+    let f = failure(&run_with(&mut dev, connect_cfg(), None, true)).clone();
+    assert_eq!((f.stage, f.code.as_str(), f.retryable), (Stage::Connect, "connect_unsupported", false));
+    assert!(!dev.locked);
+}
+
+#[test]
+fn a_silent_connect_is_retried_with_a_new_id_then_passes() {
+    let mut dev = Fake::default();
+    dev.silent.insert("CONNECT", 1);
+    let r = run_with(&mut dev, connect_cfg(), None, true);
+    assert!(matches!(r.outcome, Outcome::Passed { .. }), "{:?}", r.outcome);
+    assert_eq!(dev.verbs.iter().filter(|v| *v == "CONNECT").count(), 2);
+    assert_eq!(verb_timeout_ms("CONNECT"), CONNECT_TIMEOUT_MS);
 }

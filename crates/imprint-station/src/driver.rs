@@ -273,6 +273,10 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         retries: 2,
         link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
         first_rid: u16::from_be_bytes(rid) % 30000 + 1,
+        connect: match connect_check(ctx) {
+            Ok(c) => c,
+            Err(f) => return Outcome::Failed(f),
+        },
     };
     let mut session = Session::new(cfg);
     let mut decoder = Decoder::new(Direction::Response);
@@ -358,6 +362,26 @@ fn broker_acceptance(run: &mut Run<'_>, stage: Stage, c: &IssuedChain) -> Result
         detail: format!("certificate {} would be accepted by the broker: chains to mqtt.ca_bundle, allows clientAuth, not revoked", c.serial_hex),
     });
     Ok(())
+}
+
+/// The device broker check, when `[mqtt] device_check = true`: where the
+/// device connects and the CA that verifies the broker (written as `brokerca`).
+fn connect_check(ctx: &StationCtx) -> Result<Option<imprint_proto::session::ConnectCheck>, Failure> {
+    let Some(m) = ctx.cfg.mqtt.as_ref().filter(|m| m.device_check) else {
+        return Ok(None);
+    };
+    let bad = |e: String| {
+        failure(Stage::Hello, "mqtt_config", format!("the device broker check cannot start: {e}"), "Fix the [mqtt] section of the station config, then press Retry.", true)
+    };
+    let broker = m.broker().map_err(|e| bad(e.to_string()))?;
+    let ca = m.server_ca_path().ok_or_else(|| bad("mqtt.server_ca (or mqtt.ca_bundle) is needed for the device check".into()))?;
+    let certs = imprint_mqtt::load_certs_pem(ca).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(imprint_proto::session::ConnectCheck {
+        host: broker.host,
+        port: broker.port,
+        topic: m.device_topic.clone(),
+        broker_ca_der: certs.concat(),
+    }))
 }
 
 fn wait_input(

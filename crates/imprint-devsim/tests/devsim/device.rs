@@ -117,7 +117,7 @@ fn hello_negotiates_version_one() {
     let f = t.ok("HELLO", &[("proto", "1")]);
     let line = String::from_utf8(f.encode()).unwrap();
     assert!(
-        line.starts_with("@< 1 OK proto=1 maxline=1024 chunk=512 caps=HELLO,IDENT,KEYGEN,CSR,READ,PUT,COMMIT,PROVE,LOCK,RESET *"),
+        line.starts_with("@< 1 OK proto=1 maxline=1024 chunk=512 caps=HELLO,IDENT,KEYGEN,CSR,READ,PUT,COMMIT,PROVE,LOCK,RESET,CONNECT *"),
         "{line}"
     );
     assert_eq!(t.err("HELLO", &[("proto", "2")]), ErrorCode::UnsupportedVersion);
@@ -146,7 +146,7 @@ fn ident_reports_identity_and_state() {
 #[test]
 fn unknown_verb_and_bad_fields() {
     let mut t = T::new();
-    assert_eq!(t.err("CONNECT", &[]), ErrorCode::UnknownVerb);
+    assert_eq!(t.err("CONNECT", &[]), ErrorCode::BadRequest, "CONNECT is implemented: its fields are missing");
     assert_eq!(t.err("FROB", &[]), ErrorCode::UnknownVerb);
     assert_eq!(t.err("KEYGEN", &[]), ErrorCode::BadRequest);
     assert_eq!(t.err("KEYGEN", &[("alg", "ed25519")]), ErrorCode::BadRequest);
@@ -526,4 +526,28 @@ fn slow_ms_delays_every_answer() {
     let mut t = T::with(SimConfig { keygen_ms: 100, ..SimConfig::new(SERIAL).with_faults("slow-ms=2000").unwrap() });
     assert_eq!(t.send("IDENT", &[]).busy_ms, 2000);
     assert_eq!(t.send("KEYGEN", &[("alg", "p256")]).busy_ms, 2100);
+}
+
+#[test]
+fn connect_needs_a_provisioned_device_and_a_brokerca_and_reports_an_unreachable_broker() {
+    let ca = TestCa::new();
+    let mut t = T::new();
+    assert!(imprint_devsim::device::CAPS.ends_with(",CONNECT"));
+    let fields = [("host", "127.0.0.1"), ("port", "1"), ("topic", "t/dev")];
+    t.keygen();
+    assert_eq!(t.err("CONNECT", &fields), ErrorCode::BadState, "no certificate yet");
+    let (_, chain) = t.provision(&ca);
+    assert_eq!(t.err("CONNECT", &fields), ErrorCode::BadState, "no brokerca yet");
+    assert_eq!(t.err("CONNECT", &[("host", "127.0.0.1"), ("topic", "t")]), ErrorCode::BadRequest, "port missing");
+    // brokerca is written like chain: staged, checked to be DER certificates, committed.
+    t.put_all("brokerca", b"not a certificate");
+    assert_eq!(t.commit("brokerca", b"not a certificate").unwrap_err(), ErrorCode::VerifyFailed);
+    t.put_all("brokerca", &chain);
+    t.commit("brokerca", &chain).unwrap();
+    assert_eq!(t.read_all("brokerca"), chain);
+    // Port 1 on loopback: nothing listens.
+    let r = t.send("CONNECT", &fields);
+    let f = r.frame.expect("an answer");
+    assert_eq!(f.error_code(), Some(ErrorCode::ConnectFailed), "{f}");
+    assert_eq!(f.field("reason"), Some("unreachable"), "{f}");
 }
