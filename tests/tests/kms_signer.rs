@@ -184,8 +184,9 @@ fn an_answer_slower_than_the_timeout_is_transient_and_bounded() {
     let took = t.elapsed();
     assert!(matches!(err, SignerError::Transient(_)), "{err:?}");
     assert!(err.to_string().contains("300 ms") || err.to_string().contains("deadline"), "{err}");
-    // 2 attempts x 300 ms + one backoff (<= 200 ms at this step) + slack.
-    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(1400), "{took:?}");
+    // 2 attempts x 300 ms + one backoff (<= 200 ms at this step), with slack
+    // for a loaded machine; waiting for the late answers would take 3 s.
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(2000), "{took:?}");
     assert_eq!(proxy.count("Sign", "delayed"), 2);
     proxy.clear();
     let sig = s.sign(b"tbs").unwrap();

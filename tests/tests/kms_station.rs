@@ -416,6 +416,38 @@ fn defer_keeps_the_csr_while_kms_is_down_and_the_next_attach_finishes_without_a_
 }
 
 #[test]
+fn defer_through_the_cli_records_deferred_and_the_next_run_finishes_the_device() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.port());
+    let key = moto.create_key(SigAlg::EcdsaP256Sha256);
+    let ts = TestStation::new();
+    let direct = key.uri(&moto.endpoint(), "");
+    let o = imprint(&ts, &[], &["ca", "init", "--signer", &direct, "--cn", "KMS Defer CA"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // KMS goes away right after the station has read the public key.
+    let ctl = moto.control();
+    proxy.after_answers("GetPublicKey", 1, move || ctl.pause());
+    let uri = key.uri(&proxy.endpoint(), "timeout-ms=300;retries=1");
+    let env = [("IMPRINT_SIGNER", uri.as_str()), ("IMPRINT_SIGNER_OFFLINE", "defer")];
+    let dev = sim("CLIDEFER-01", "");
+    let o = imprint(&ts, &env, &["provision", "--port", &path_of(&dev)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("signing_deferred") && text(&o).contains("deferred: will finish when the signer is back"), "{}", text(&o));
+    let before = dev.snapshot();
+    assert!(before.cert_der.is_none() && before.csr_der.is_some());
+
+    moto.resume();
+    let o = imprint(&ts, &env, &["provision", "--port", &path_of(&dev)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("re-sent"), "finished from the journal: {}", text(&o));
+    let after = dev.snapshot();
+    assert_eq!((after.public_key_spki.clone(), after.csr_der.clone()), (before.public_key_spki, before.csr_der), "same key, no new CSR");
+    check_device_cert(&dev);
+    let store = Store::open(&ts.cfg.store_path()).unwrap();
+    assert_nothing_half_issued(&store, &[&dev]);
+}
+
+#[test]
 fn a_16_port_station_never_exceeds_the_configured_requests_per_second() {
     let rps = 6;
     let k = kms_station(false, SignerOffline::Refuse, &format!("rps={rps}"));

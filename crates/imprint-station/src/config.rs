@@ -330,6 +330,27 @@ mod tests {
     }
 
     #[test]
+    fn aws_credentials_in_the_file_are_refused_without_echoing_them() {
+        for text in [
+            "signer = \"awskms:key-id=k;region=eu-west-1\"\naws_secret_access_key = \"wJalrXUtnFEMIK7MDENG\"\n",
+            "aws_access_key_id = \"AKIAIOSFODNN7EXAMPLE\"\n",
+            "signer = \"awskms:key-id=k;session-token=wJalrXUtnFEMIK7MDENG\"\n",
+        ] {
+            let e = StationConfig::parse(text).unwrap_err();
+            assert!(e.contains("credential chain"), "{e}");
+            assert!(!e.contains("wJalrXUtnFEMIK7MDENG") && !e.contains("AKIAIOSFODNN7EXAMPLE"), "{e}");
+        }
+    }
+
+    #[test]
+    fn signer_offline_defaults_to_refuse_and_reads_defer() {
+        assert_eq!(StationConfig::default().signer_offline, SignerOffline::Refuse);
+        let c = StationConfig::parse("signer = \"awskms:key-id=alias/ca;region=eu-west-1\"\nsigner_offline = \"defer\"\n").unwrap();
+        assert_eq!(c.signer_offline, SignerOffline::Defer);
+        assert!(StationConfig::parse("signer_offline = \"later\"").is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(StationConfig::parse("bauds = 1").is_err());
     }
