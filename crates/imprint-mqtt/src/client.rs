@@ -142,6 +142,9 @@ enum Ev {
     Other,
 }
 
+/// One connection of either protocol version (short-lived, one at a time:
+/// the size difference between the variants does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Conn {
     V4(rumqttc::Client, rumqttc::Connection),
     V5(rumqttc::v5::Client, rumqttc::v5::Connection),

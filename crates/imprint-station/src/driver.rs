@@ -317,7 +317,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 }
                 let found = lookup(ctx, &run.attempt_id, &serial, &spki_der).and_then(|found| {
                     if let Some(c) = &found {
-                        broker_acceptance(run, Stage::Lookup, c)?;
+                        broker_acceptance(run, Stage::Lookup, c, &spki_der)?;
                     }
                     Ok(found)
                 });
@@ -328,7 +328,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                     return Outcome::Failed(f);
                 }
                 let issued = issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, &nonce).and_then(|c| {
-                    broker_acceptance(run, Stage::Issue, &c)?;
+                    broker_acceptance(run, Stage::Issue, &c, &keygen_spki_der)?;
                     Ok(c)
                 });
                 Input::Issued(issued)
@@ -350,11 +350,11 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
 
 /// Station-side check of what the broker will see (docs/mqtt.md), recorded
 /// as a step when it ran.
-fn broker_acceptance(run: &mut Run<'_>, stage: Stage, c: &IssuedChain) -> Result<(), Failure> {
+fn broker_acceptance(run: &mut Run<'_>, stage: Stage, c: &IssuedChain, spki_der: &[u8]) -> Result<(), Failure> {
     if run.ctx.cfg.mqtt.as_ref().and_then(|m| m.ca_bundle.as_ref()).is_none() {
         return Ok(());
     }
-    crate::events::check_broker_acceptance(run.ctx, stage, &c.cert_der, &c.serial_hex)?;
+    crate::events::check_broker_acceptance(run.ctx, stage, &c.cert_der, &c.serial_hex, &spki_sha256_hex(spki_der))?;
     run.notes.push(StepRow {
         at: now_text(),
         stage: stage.as_str().into(),

@@ -94,7 +94,13 @@ pub fn new_event(
 /// certificate from the device? It must chain to the configured CA bundle,
 /// allow clientAuth, and not be revoked in the local store. `Ok` when no
 /// `[mqtt]` CA bundle is configured.
-pub fn check_broker_acceptance(ctx: &StationCtx, stage: Stage, cert_der: &[u8], serial_hex: &str) -> Result<(), Failure> {
+pub fn check_broker_acceptance(
+    ctx: &StationCtx,
+    stage: Stage,
+    cert_der: &[u8],
+    serial_hex: &str,
+    spki_sha256: &str,
+) -> Result<(), Failure> {
     let Some(bundle) = ctx.cfg.mqtt.as_ref().and_then(|m| m.ca_bundle.as_ref()) else {
         return Ok(());
     };
@@ -117,12 +123,12 @@ pub fn check_broker_acceptance(ctx: &StationCtx, stage: Stage, cert_der: &[u8], 
              Fix the configuration, then press Retry: the device keeps its key and gets the same certificate.",
         )
     })?;
+    // One certificate per key: the key's row is this certificate's row.
     let revoked = ctx
         .store
-        .certificates()
+        .cert_by_spki(spki_sha256)
         .map_err(|e| fail("store_error", format!("local store: {e}"), "Check the station's disk, then press Retry."))?
-        .into_iter()
-        .any(|c| c.serial_hex == serial_hex && c.status == "revoked");
+        .is_some_and(|c| c.serial_hex == serial_hex && c.status == "revoked");
     if revoked {
         return Err(Failure {
             retryable: false,
