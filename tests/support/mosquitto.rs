@@ -132,7 +132,7 @@ impl Mosquitto {
         match tls {
             None => conf.push_str("allow_anonymous true\n"),
             Some(t) => conf.push_str(&format!(
-                "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n",
+                "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
                 t.client_ca.display(),
                 t.server.cert.display(),
                 t.server.key.display()
