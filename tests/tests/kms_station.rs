@@ -142,6 +142,29 @@ fn health_json_shows_kms_unreachable_and_a_missing_key() {
 }
 
 #[test]
+fn missing_aws_credentials_are_a_clear_error_that_is_not_retried() {
+    let moto = Moto::shared();
+    let ts = TestStation::new();
+    let uri = format!("awskms:key-id=alias/any;region={REGION};endpoint={}", moto.endpoint());
+    let o = Command::new(imprint_bin())
+        .envs(ts.env())
+        .envs(aws_env())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", ts.dir.path())
+        .env("IMPRINT_SIGNER", &uri)
+        .args(["health", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &h["signer"]["last_error"];
+    assert_eq!((e["code"].as_str(), e["retryable"].as_bool()), (Some("signer_failed"), Some(false)), "{h:#}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("cannot load AWS credentials") && msg.contains("aws sso login") && !msg.contains("after"), "{msg}");
+}
+
+#[test]
 fn a_config_file_with_an_aws_secret_is_refused_without_echoing_it() {
     let ts = TestStation::new();
     let cfg = ts.dir.path().join("station.toml");

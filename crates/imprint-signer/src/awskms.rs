@@ -319,9 +319,20 @@ fn classify<E>(op: &str, key: &str, timeout: Duration, e: SdkError<E>) -> Fault
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    // The whole chain, for causes below the SDK (connection refused, TLS).
+    // The cause chain, for causes below the SDK (connection refused, TLS).
     // It carries no credential: those stay inside the request signer.
-    let chain = aws_sdk_kms::error::DisplayErrorContext(&e).to_string();
+    let chain = chain_text(&e);
+    if let Some(ce) = credentials_error(&e) {
+        use aws_credential_types::provider::error::CredentialsError;
+        let text = format!("KMS {op}: cannot load AWS credentials: {}", chain_text(ce));
+        return match ce {
+            CredentialsError::ProviderTimedOut(_) => Fault::Retry(text),
+            _ => Fault::Final(SignerError::Failed(format!(
+                "{text}; set up the AWS credential chain (AWS_PROFILE and `aws sso login`, \
+                 environment variables, or an instance role)"
+            ))),
+        };
+    }
     match e {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
@@ -363,6 +374,35 @@ where
         // Credentials that cannot be loaded surface here: not retryable.
         _ => Fault::Final(SignerError::Failed(format!("KMS {op}: {chain}"))),
     }
+}
+
+/// The Display of an error and its sources, joined by ": ", with a source
+/// that repeats its parent's text left out (the SDK nests such wrappers).
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        let t = x.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = x.source();
+    }
+    parts.join(": ")
+}
+
+/// The credential provider's error, if that is what stopped the request.
+fn credentials_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a aws_credential_types::provider::error::CredentialsError> {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(ce) = x.downcast_ref::<aws_credential_types::provider::error::CredentialsError>() {
+            return Some(ce);
+        }
+        cur = x.source();
+    }
+    None
 }
 
 /// Per-call policy and the state it keeps between calls.
