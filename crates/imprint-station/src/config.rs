@@ -281,6 +281,14 @@ mod tests {
     }
 
     #[test]
+    fn written_config_reads_back_the_same() {
+        let mut c = StationConfig::default();
+        c.batch = Some("WO-9".into());
+        c.profile.validity_days = 90;
+        assert_eq!(StationConfig::parse(&c.to_toml().unwrap()).unwrap(), c);
+    }
+
+    #[test]
     fn file_overrides_defaults() {
         let c = StationConfig::parse("baud = 9600\nbatch = \"WO-1\"\n[profile]\nvalidity_days = 30\n").unwrap();
         assert_eq!((c.baud, c.batch.as_deref(), c.profile.validity_days), (9600, Some("WO-1"), 30));

@@ -34,26 +34,7 @@ fn item(id: &str, title: &str, level: Level, detail: String, last_error: Option<
 /// one signature and two small reads.
 pub fn check(station: &Station) -> Vec<HealthItem> {
     let mut out = Vec::new();
-    let info = station.signer().info().clone();
-    let t = Instant::now();
-    match station.signer().sign(b"imprint health check".to_vec()) {
-        Ok(_) => {
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            let (level, note) = if info.development {
-                (Level::Warn, "DEVELOPMENT CA: certificates are for testing only")
-            } else {
-                (Level::Ok, "key present, PIN accepted")
-            };
-            out.push(item(
-                "signer",
-                "CA signer",
-                level,
-                format!("{} ({}): signed in {ms:.1} ms; {note}; CA {}", info.uri, info.kind, station.ctx().issuer_dn),
-                None,
-            ));
-        }
-        Err(e) => out.push(item("signer", "CA signer", Level::Error, format!("{} ({})", info.uri, info.kind), Some(e.to_string()))),
-    }
+    out.push(signer_item(station));
     let store = station.store();
     match store.attempts(&imprint_store::AttemptFilter { limit: Some(1), ..Default::default() }) {
         Ok(latest) => {
@@ -65,6 +46,43 @@ pub fn check(station: &Station) -> Vec<HealthItem> {
     out.push(item("central_db", "Central database", Level::Off, "not configured: records stay on this station".into(), None));
     out.push(mqtt_item(station));
     out
+}
+
+/// The CA signer: one real signature through the signer worker (the only
+/// thread that touches the key), then the worker's view of the signer:
+/// reachable, key present, PIN accepted, last error.
+fn signer_item(station: &Station) -> HealthItem {
+    let info = station.signer().info().clone();
+    let t = Instant::now();
+    let signed = station.signer().sign(b"imprint health check".to_vec());
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let h = station.signer().health();
+    let last_error = h.last_error.as_ref().map(|f| format!("{} [{}] at {}", f.message, f.code, f.at));
+    let base = format!("{} ({}); CA {}", info.uri, info.kind, station.ctx().issuer_dn);
+    match signed {
+        Ok(_) if info.development => item(
+            "signer",
+            "CA signer",
+            Level::Warn,
+            format!("{base}: signed in {ms:.1} ms; DEVELOPMENT CA: certificates are for testing only"),
+            last_error,
+        ),
+        Ok(_) => item(
+            "signer",
+            "CA signer",
+            Level::Ok,
+            format!("{base}: reachable, key present, PIN accepted; signed in {ms:.1} ms; {} queued", h.queued),
+            last_error,
+        ),
+        Err(e) => {
+            let what = match h.state {
+                crate::signer_worker::SignerState::Unreachable => "unreachable (network, timeout or throttling)",
+                crate::signer_worker::SignerState::KeyMissing => "the CA key is missing or disabled",
+                _ => "the signer refuses to sign (credentials, PIN or token)",
+            };
+            item("signer", "CA signer", Level::Error, format!("{base}: {what}"), Some(e.to_string()))
+        }
+    }
 }
 
 /// The broker: connect (TCP, TLS or mTLS as configured), publish and receive
