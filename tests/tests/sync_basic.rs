@@ -70,6 +70,7 @@ fn a_resent_batch_is_recognised_by_its_hash_and_not_duplicated() {
     sync_once(s.clone(), "line-2", &cfg).unwrap();
     // The station lost its acknowledgements (as if killed after the center's commit).
     raw(&s, "UPDATE outbox SET state = 'pending', synced_at = NULL");
+    raw(&s, "DELETE FROM station_meta WHERE key = 'sync.watermark'");
     let r = sync_once(s.clone(), "line-2", &cfg).unwrap();
     assert_eq!((r.inserted, r.updated, r.already, r.quarantined), (0, 0, n as u64, 0), "{r:?}");
     assert_eq!(assert_center_equals_local(&db, &s, "line-2"), n);
@@ -123,7 +124,8 @@ fn a_tampered_local_row_that_conflicts_with_the_center_is_quarantined_and_report
 
     // 1. Edited in place and re-queued at the same version (a hand edit, or a restored copy).
     raw(&s, &format!("UPDATE certificates SET serial_hex = 'ffff' WHERE id = '{}'", certs[0].id));
-    raw(&s, &format!("UPDATE outbox SET state = 'pending' WHERE entity_id = '{}' AND seq = (SELECT max(seq) FROM outbox WHERE entity_id = '{}')", certs[0].id, certs[0].id));
+    // (the sync watermark goes back to just below its latest change, as in a restored copy)
+    raw(&s, &format!("UPDATE station_meta SET value = (SELECT max(seq) - 1 FROM outbox WHERE entity_id = '{}') WHERE key = 'sync.watermark'", certs[0].id));
     // 2. An issued certificate changed with a new version, as if through the store.
     raw(&s, &format!("UPDATE certificates SET not_after = '2099-01-01T00:00:00Z' WHERE id = '{}'", certs[1].id));
     raw(&s, &format!("INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('certificate', '{}', 'now')", certs[1].id));

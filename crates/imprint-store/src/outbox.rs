@@ -20,6 +20,17 @@ use std::collections::HashMap;
 pub const META_LAST_SUCCESS: &str = "sync.last_success_at";
 pub const META_LAST_ERROR: &str = "sync.last_error";
 pub const META_LAST_ERROR_AT: &str = "sync.last_error_at";
+/// Every outbox row with `seq` at or below this is resolved: synced, or
+/// `quarantined` (its `state` says so). Moving one number per batch instead
+/// of rewriting every row keeps marking O(1); rows above it are pending
+/// unless their `state` says otherwise.
+pub const META_WATERMARK: &str = "sync.watermark";
+
+fn watermark(c: &Connection) -> rusqlite::Result<i64> {
+    use rusqlite::OptionalExtension;
+    let v: Option<String> = c.query_row("SELECT value FROM station_meta WHERE key = ?1", [META_WATERMARK], |r| r.get(0)).optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
 
 /// The kinds of record that are synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -130,91 +141,116 @@ fn json_array<T: Serialize>(v: &[T]) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::NotFound(format!("encoding ids: {e}")))
 }
 
-fn read_pending(c: &Connection, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
-    // The records among the first `limit` pending changes, in order of their
-    // first pending change, each with its latest version (pending or not).
+/// One batch of pending changes, and the highest outbox `seq` it covers.
+#[derive(Clone, Debug, Default)]
+pub struct PendingBatch {
+    pub changes: Vec<PendingChange>,
+    /// Every pending change with `seq <= hi` (and `> after`) is in `changes`.
+    pub hi: i64,
+}
+
+fn read_after(c: &Connection, after: i64, limit: usize) -> Result<PendingBatch, StoreError> {
+    let after = after.max(watermark(c)?);
+    // Steps (most rows) come with their outbox rows in one pass.
     let mut s = c.prepare_cached(
-        "SELECT o.entity, o.entity_id, o.step_no, max(o.seq), min(p.seq) AS first
-         FROM (SELECT entity, entity_id, step_no, seq FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1) p
-         JOIN outbox o ON o.entity_id = p.entity_id AND o.entity = p.entity AND o.step_no = p.step_no
-         GROUP BY o.entity, o.entity_id, o.step_no ORDER BY first",
+        "SELECT o.seq, o.entity, o.entity_id, o.step_no, s.attempt_id, s.at, s.stage, s.kind, s.detail
+         FROM outbox o LEFT JOIN steps s ON o.entity = 'step' AND s.id = o.step_no
+         WHERE o.state = 'pending' AND o.seq > ?1 ORDER BY o.seq LIMIT ?2",
     )?;
-    let keys = s
-        .query_map([limit as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut attempt_ids = Vec::new();
-    let mut cert_ids = Vec::new();
-    let mut step_nos = Vec::new();
-    for (e, id, n, _) in &keys {
-        match Entity::parse(e) {
-            Some(Entity::Attempt) => attempt_ids.push(id.clone()),
-            Some(Entity::Certificate) => cert_ids.push(id.clone()),
-            Some(Entity::Step) => step_nos.push(*n),
-            None => {}
+    let mut rows = s.query(params![after, limit as i64])?;
+    let mut hi = after;
+    let mut out: Vec<PendingChange> = Vec::new();
+    // Attempts and certificates: each once, at the position of its first change here.
+    let mut index: HashMap<(Entity, String), usize> = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        hi = seq;
+        let Some(entity) = r.get_ref(1)?.as_str().ok().and_then(Entity::parse) else { continue };
+        let id: String = r.get(2)?;
+        let n: i64 = r.get(3)?;
+        if entity == Entity::Step {
+            let attempt: Option<String> = r.get(4)?;
+            let state = match attempt {
+                Some(a) if a == id => RecordState::Step(StepRecord {
+                    attempt_id: a,
+                    n,
+                    at: r.get(5)?,
+                    stage: r.get(6)?,
+                    kind: r.get(7)?,
+                    detail: r.get(8)?,
+                }),
+                _ => RecordState::Missing,
+            };
+            out.push(PendingChange { key: RecordKey { entity, id, step_no: n }, version: seq, state });
+            continue;
+        }
+        match index.get(&(entity, id.clone())) {
+            Some(&i) => out[i].version = out[i].version.max(seq),
+            None => {
+                index.insert((entity, id.clone()), out.len());
+                out.push(PendingChange { key: RecordKey { entity, id, step_no: n }, version: seq, state: RecordState::Missing });
+            }
         }
     }
-    let mut attempts: HashMap<String, AttemptRow> = HashMap::new();
+    drop(rows);
+    if index.is_empty() {
+        return Ok(PendingBatch { changes: out, hi });
+    }
+    // Attempts and certificates change: send their latest version, which may
+    // lie beyond this batch, with their current content.
+    let mut latest = c.prepare_cached("SELECT max(seq) FROM outbox WHERE entity_id = ?1 AND entity = ?2 AND step_no = 0")?;
+    let mut attempt_ids = Vec::new();
+    let mut cert_ids = Vec::new();
+    for (&(entity, ref id), &i) in &index {
+        let v: Option<i64> = latest.query_row(params![id, entity.as_str()], |r| r.get(0))?;
+        out[i].version = out[i].version.max(v.unwrap_or(0));
+        match entity {
+            Entity::Attempt => attempt_ids.push(id.clone()),
+            _ => cert_ids.push(id.clone()),
+        }
+    }
     if !attempt_ids.is_empty() {
         let mut s = c.prepare_cached(&format!(
             "SELECT {ATTEMPT_COLS} FROM attempts a WHERE a.id IN (SELECT value FROM json_each(?1))"
         ))?;
         for r in s.query_map([json_array(&attempt_ids)?], attempt_row)? {
             let r = r?;
-            attempts.insert(r.id.clone(), r);
+            if let Some(&i) = index.get(&(Entity::Attempt, r.id.clone())) {
+                out[i].state = RecordState::Attempt(r);
+            }
         }
     }
-    let mut certs: HashMap<String, CertRow> = HashMap::new();
     if !cert_ids.is_empty() {
         let mut s = c.prepare_cached(&format!(
             "SELECT {CERT_COLS} FROM certificates WHERE id IN (SELECT value FROM json_each(?1))"
         ))?;
         for r in s.query_map([json_array(&cert_ids)?], cert_row)? {
             let r = r?;
-            certs.insert(r.id.clone(), r);
+            if let Some(&i) = index.get(&(Entity::Certificate, r.id.clone())) {
+                out[i].state = RecordState::Certificate(r);
+            }
         }
     }
-    let mut steps: HashMap<i64, StepRecord> = HashMap::new();
-    if !step_nos.is_empty() {
-        let mut s = c.prepare_cached(
-            "SELECT id, attempt_id, at, stage, kind, detail FROM steps WHERE id IN (SELECT value FROM json_each(?1))",
-        )?;
-        let rows = s.query_map([json_array(&step_nos)?], |r| {
-            Ok(StepRecord {
-                n: r.get(0)?,
-                attempt_id: r.get(1)?,
-                at: r.get(2)?,
-                stage: r.get(3)?,
-                kind: r.get(4)?,
-                detail: r.get(5)?,
-            })
-        })?;
-        for r in rows {
-            let r = r?;
-            steps.insert(r.n, r);
-        }
-    }
-    let mut out = Vec::with_capacity(keys.len());
-    for (e, id, n, version) in keys {
-        let Some(entity) = Entity::parse(&e) else { continue };
-        let state = match entity {
-            Entity::Attempt => attempts.remove(&id).map(RecordState::Attempt),
-            Entity::Certificate => certs.remove(&id).map(RecordState::Certificate),
-            Entity::Step => steps.remove(&n).filter(|s| s.attempt_id == id).map(RecordState::Step),
-        }
-        .unwrap_or(RecordState::Missing);
-        out.push(PendingChange { key: RecordKey { entity, id, step_no: n }, version, state });
-    }
-    Ok(out)
+    Ok(PendingBatch { changes: out, hi })
 }
 
-fn set_outbox_state(t: &Transaction<'_>, key: &RecordKey, version: i64, state: &str, at: &str) -> rusqlite::Result<usize> {
+/// Set the state of a record's pending changes in (`floor`, `version`].
+fn set_outbox_state(t: &Transaction<'_>, key: &RecordKey, floor: i64, version: i64, state: &str, at: &str) -> rusqlite::Result<usize> {
     t.prepare_cached(
         "UPDATE outbox SET state = ?5, synced_at = ?6
-         WHERE entity_id = ?1 AND entity = ?2 AND step_no = ?3 AND seq <= ?4 AND state = 'pending'",
+         WHERE entity_id = ?1 AND entity = ?2 AND step_no = ?3 AND seq <= ?4 AND seq > ?7 AND state = 'pending'",
     )?
-    .execute(params![key.id, key.entity.as_str(), key.step_no, version, state, at])
+    .execute(params![key.id, key.entity.as_str(), key.step_no, version, state, at, floor])
+}
+
+fn insert_quarantine(t: &Transaction<'_>, q: &Quarantine, floor: i64) -> rusqlite::Result<()> {
+    t.prepare_cached(
+        "INSERT INTO sync_quarantine(entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![q.key.entity.as_str(), q.key.id, q.key.step_no, q.version, q.reason, q.local_sha256, q.central_sha256, q.at, q.audit_id])?;
+    set_outbox_state(t, &q.key, floor, q.version, "quarantined", &q.at)?;
+    Ok(())
 }
 
 fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Quarantine> {
@@ -240,9 +276,45 @@ impl Store {
     pub fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>, StoreError> {
         self.read(move |c| {
             let tx = c.unchecked_transaction()?;
-            let out = read_pending(&tx, limit)?;
+            let out = read_after(&tx, 0, limit)?;
+            tx.commit()?;
+            Ok(out.changes)
+        })
+    }
+
+    /// The pending changes after outbox `seq` `after` (at most `limit`), each
+    /// changed record once with its current content and latest version, read
+    /// in one snapshot. Read ahead with `after` = the previous batch's `hi`.
+    pub fn pending_after(&self, after: i64, limit: usize) -> Result<PendingBatch, StoreError> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let out = read_after(&tx, after, limit)?;
             tx.commit()?;
             Ok(out)
+        })
+    }
+
+    /// A batch read by [`Store::pending_after`] reached the center: record
+    /// its quarantines, mark every other pending change up to `hi` synced
+    /// (one range update), and changes beyond `hi` of the records in `beyond`
+    /// up to their version. One transaction; notes the time of this success.
+    pub fn mark_batch(&self, hi: i64, beyond: Vec<(RecordKey, i64)>, quarantine: Vec<Quarantine>) -> Result<(), StoreError> {
+        self.write(move |t| {
+            let at = now_text();
+            let floor = watermark(t)?;
+            for q in &quarantine {
+                insert_quarantine(t, q, floor)?;
+            }
+            let hi = hi.max(floor);
+            for (key, version) in beyond.iter().filter(|(_, v)| *v > hi) {
+                set_outbox_state(t, key, hi, *version, "synced", &at)?;
+            }
+            let mut meta = t.prepare_cached(
+                "INSERT INTO station_meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?;
+            meta.execute(params![META_WATERMARK, hi.to_string()])?;
+            meta.execute(params![META_LAST_SUCCESS, at])?;
+            Ok(())
         })
     }
 
@@ -252,9 +324,10 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.write(move |t| {
             let at = now_text();
+            let floor = watermark(t)?;
             let mut n = 0;
             for (key, version) in &done {
-                n += set_outbox_state(t, key, *version, "synced", &at)?;
+                n += set_outbox_state(t, key, floor, *version, "synced", &at)?;
             }
             t.execute(
                 "INSERT INTO station_meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -271,14 +344,9 @@ impl Store {
     /// The record itself is left exactly as it is.
     pub fn quarantine(&self, items: Vec<Quarantine>) -> Result<(), StoreError> {
         self.write(move |t| {
+            let floor = watermark(t)?;
             for q in &items {
-                t.prepare_cached(
-                    "INSERT INTO sync_quarantine(entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![q.key.entity.as_str(), q.key.id, q.key.step_no, q.version, q.reason, q.local_sha256,
-                    q.central_sha256, q.at, q.audit_id])?;
-                set_outbox_state(t, &q.key, q.version, "quarantined", &q.at)?;
+                insert_quarantine(t, q, floor)?;
             }
             Ok(())
         })
@@ -319,20 +387,16 @@ impl Store {
     /// Outbox rows by state: `pending` is the sync backlog.
     pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         self.read(|c| {
-            let mut out = OutboxCounts::default();
-            let mut s = c.prepare("SELECT state, count(*) FROM outbox GROUP BY state")?;
-            let rows = s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            for r in rows {
-                let (state, n) = r?;
-                let n = n.max(0) as u64;
-                match state.as_str() {
-                    "pending" => out.pending = n,
-                    "synced" => out.synced = n,
-                    "quarantined" => out.quarantined = n,
-                    _ => {}
-                }
-            }
-            Ok(out)
+            let tx = c.unchecked_transaction()?;
+            let wm = watermark(&tx)?;
+            let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
+                tx.query_row(sql, p, |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64)
+            };
+            let pending = count("SELECT count(*) FROM outbox WHERE state = 'pending' AND seq > ?1", &[&wm])?;
+            let quarantined = count("SELECT count(*) FROM outbox WHERE state = 'quarantined'", &[])?;
+            let total = count("SELECT count(*) FROM outbox", &[])?;
+            tx.commit()?;
+            Ok(OutboxCounts { pending, synced: total.saturating_sub(pending + quarantined), quarantined })
         })
     }
 
@@ -431,6 +495,26 @@ mod tests {
         s.mark_synced(vec![(p2[0].key.clone(), 4)]).unwrap();
         assert_eq!(s.outbox_counts().unwrap().pending, 0);
         assert!(s.meta(META_LAST_SUCCESS).unwrap().is_some());
+    }
+
+    #[test]
+    fn batches_read_ahead_and_mark_by_range_without_losing_later_changes() {
+        let (_d, s) = store();
+        let a = s.begin_attempt("p", None).unwrap(); // seq 1
+        s.record_steps(&a, vec![step("identify"), step("keygen")]).unwrap(); // 2, 3 (steps), 4 (attempt)
+        let b1 = s.pending_after(0, 2).unwrap();
+        assert_eq!(b1.hi, 2);
+        assert_eq!(b1.changes.len(), 2);
+        assert_eq!(b1.changes[0].version, 4, "the attempt goes at its latest version");
+        let b2 = s.pending_after(b1.hi, 10).unwrap();
+        assert_eq!((b2.hi, b2.changes.len()), (4, 2), "step #2 and the attempt again");
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap(); // 5, after both reads
+        s.mark_batch(b1.hi, vec![(b1.changes[0].key.clone(), 4)], vec![]).unwrap();
+        assert_eq!(s.outbox_counts().unwrap(), OutboxCounts { pending: 2, synced: 3, quarantined: 0 });
+        s.mark_batch(b2.hi, vec![], vec![]).unwrap();
+        let left = s.pending_changes(10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].version, 5, "the change made meanwhile is still pending");
     }
 
     #[test]

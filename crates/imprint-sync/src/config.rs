@@ -28,6 +28,9 @@ pub struct CentralConfig {
     pub role: Option<String>,
     /// Outbox rows read per batch (one statement per record kind per batch).
     pub batch_size: u32,
+    /// Connections to the center: 1, or 2 to send a share of each batch's
+    /// steps over a second connection at the same time.
+    pub connections: u32,
     /// Pause between rounds when the outbox is empty.
     pub interval_ms: u64,
     /// Backoff after a failure: from `retry_min_ms` doubling up to `retry_max_ms`, with jitter.
@@ -45,7 +48,8 @@ impl Default for CentralConfig {
             sslrootcert: None,
             password_file: None,
             role: None,
-            batch_size: 2000,
+            batch_size: 8000,
+            connections: 2,
             interval_ms: 2000,
             retry_min_ms: 500,
             retry_max_ms: 30_000,
@@ -87,6 +91,9 @@ impl CentralConfig {
         }
         if self.batch_size == 0 || self.batch_size > 20_000 {
             return Err("central.batch_size must be between 1 and 20000".into());
+        }
+        if !(1..=2).contains(&self.connections) {
+            return Err("central.connections must be 1 or 2".into());
         }
         if self.retry_min_ms == 0 || self.retry_max_ms < self.retry_min_ms {
             return Err("central.retry_min_ms must be positive and at most retry_max_ms".into());

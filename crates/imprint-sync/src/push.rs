@@ -26,6 +26,7 @@ use sqlx::postgres::PgConnection;
 // SQL built here only from constant column lists and table names; values are always bound.
 use sqlx::{AssertSqlSafe, Connection, Row};
 use std::collections::{HashMap, HashSet};
+
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -64,7 +65,7 @@ impl Outcome {
 }
 
 #[derive(Clone, Debug)]
-struct AttemptIn {
+pub(crate) struct AttemptIn {
     key: RecordKey,
     version: i64,
     hash: [u8; 32],
@@ -76,7 +77,7 @@ struct AttemptIn {
 }
 
 #[derive(Clone, Debug)]
-struct StepIn {
+pub(crate) struct StepIn {
     key: RecordKey,
     version: i64,
     hash: [u8; 32],
@@ -86,7 +87,7 @@ struct StepIn {
 }
 
 #[derive(Clone, Debug)]
-struct CertIn {
+pub(crate) struct CertIn {
     key: RecordKey,
     version: i64,
     hash: [u8; 32],
@@ -99,8 +100,9 @@ struct CertIn {
     row: CertRow,
 }
 
+/// A record ready to send: parsed, hashed.
 #[derive(Clone, Debug)]
-enum Prepared {
+pub(crate) enum Prepared {
     A(AttemptIn),
     S(StepIn),
     C(CertIn),
@@ -116,8 +118,20 @@ fn when_opt(s: &Option<String>) -> Result<Option<OffsetDateTime>, String> {
     s.as_deref().map(when).transpose()
 }
 
-/// Turn pending changes into rows to send; malformed ones are quarantined here.
-fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outcome) -> Vec<Prepared> {
+impl Prepared {
+    /// The record and the version this row carries.
+    pub(crate) fn key_version(&self) -> (&RecordKey, i64) {
+        match self {
+            Prepared::A(a) => (&a.key, a.version),
+            Prepared::S(s) => (&s.key, s.version),
+            Prepared::C(c) => (&c.key, c.version),
+        }
+    }
+}
+
+/// Turn pending changes into rows to send (CPU work: done off the sending
+/// path); malformed ones are quarantined in `out`.
+pub(crate) fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outcome) -> Vec<Prepared> {
     let mut v = Vec::with_capacity(changes.len());
     for c in changes {
         let (key, version) = (c.key, c.version);
@@ -193,9 +207,34 @@ impl From<sqlx::Error> for PushError {
 }
 
 /// Send `changes` (from one station) and say what became of each record.
-pub(crate) async fn push(conn: &mut PgConnection, station: &str, changes: Vec<PendingChange>) -> Result<Outcome, sqlx::Error> {
+/// With a second connection, part of the steps go over it at the same time:
+/// steps never change, so their order does not matter; attempts and
+/// certificates always go over the first connection, batch after batch, so
+/// their versions arrive in order.
+pub(crate) async fn push(
+    conn: &mut PgConnection,
+    aux: Option<&mut PgConnection>,
+    station: &str,
+    rows: Vec<Prepared>,
+    mut out: Outcome,
+) -> Result<Outcome, sqlx::Error> {
+    let Some(aux) = aux else {
+        out.merge(push_rows(conn, station, rows).await?);
+        return Ok(out);
+    };
+    let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows.into_iter().partition(|p| !matches!(p, Prepared::S(_)));
+    let keep = (first.len() + steps.len()).div_ceil(2).saturating_sub(first.len()).min(steps.len());
+    let second = steps.split_off(keep);
+    first.extend(steps);
+    let (a, b) = tokio::join!(push_rows(conn, station, first), push_rows(aux, station, second));
+    out.merge(a?);
+    out.merge(b?);
+    Ok(out)
+}
+
+/// Send rows over one connection; isolate a record the center refuses.
+async fn push_rows(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>) -> Result<Outcome, sqlx::Error> {
     let mut out = Outcome::default();
-    let rows = prepare(station, changes, &mut out);
     let mut stack: Vec<Vec<Prepared>> = vec![rows];
     while let Some(set) = stack.pop() {
         if set.is_empty() {
@@ -249,6 +288,25 @@ async fn push_set(conn: &mut PgConnection, station: &str, set: &[Prepared]) -> R
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// The plain INSERT first, in a savepoint: new rows (the common case) cost
+/// what COPY costs at the server, while `ON CONFLICT` roughly doubles it
+/// (speculative insertion). True if it took every row; false if some row
+/// exists already (a unique violation, rolled back: take the careful path).
+async fn try_plain(
+    conn: &mut PgConnection,
+    q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<bool, PushError> {
+    sqlx::raw_sql("SAVEPOINT plain").execute(&mut *conn).await?;
+    match q.execute(&mut *conn).await {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505") => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT plain").execute(&mut *conn).await?;
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `UNNEST($k::t[], ...) AS u(c, ...)` for `cols`, numbering from `first`.
@@ -367,27 +425,29 @@ fn classify<'a, T>(
 async fn push_attempts(conn: &mut PgConnection, station: &str, rows: &[&AttemptIn]) -> Result<Outcome, PushError> {
     let mut out = Outcome::default();
     let names: Vec<&str> = ATTEMPT_COLS.iter().map(|(n, _)| *n).collect();
+    let plain = format!("INSERT INTO attempts (station_id, {}) SELECT $1, u.* FROM {}", names.join(", "), unnest(ATTEMPT_COLS, 2));
+    if try_plain(conn, bind_attempts(sqlx::query(AssertSqlSafe(plain)).bind(station), rows)).await? {
+        out.inserted += rows.len();
+        out.done.extend(rows.iter().map(|a| (a.key.clone(), a.version)));
+        return Ok(out);
+    }
     let sql = format!(
-        "INSERT INTO attempts (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING RETURNING id",
+        "INSERT INTO attempts (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING",
         names.join(", "),
         unnest(ATTEMPT_COLS, 2)
     );
     let q = bind_attempts(sqlx::query(AssertSqlSafe(sql)).bind(station), rows);
-    let inserted: HashSet<Uuid> = q.fetch_all(&mut *conn).await?.iter().map(|r| r.try_get::<Uuid, _>(0)).collect::<Result<_, _>>()?;
-    let mut rest = Vec::new();
-    for a in rows {
-        if inserted.contains(&a.id) {
-            out.inserted += 1;
-            out.done.push((a.key.clone(), a.version));
-        } else {
-            rest.push(*a);
-        }
-    }
-    if rest.is_empty() {
+    let inserted = q.execute(&mut *conn).await?.rows_affected() as usize;
+    if inserted == rows.len() {
+        out.inserted += inserted;
+        out.done.extend(rows.iter().map(|a| (a.key.clone(), a.version)));
         return Ok(out);
     }
-    let central = central_versions(conn, "attempts", rest.iter().map(|a| a.id).collect()).await?;
-    let candidates = classify(&mut out, rest, &central, |a| (a.id, &a.key, a.version, &a.hash), "another station's record holds this attempt id");
+    // Some were there already: the center's copy of each decides.
+    let central = central_versions(conn, "attempts", rows.iter().map(|a| a.id).collect()).await?;
+    let candidates = classify(&mut out, rows.to_vec(), &central, |a| (a.id, &a.key, a.version, &a.hash), "another station's record holds this attempt id");
+    out.inserted += inserted;
+    out.already = out.already.saturating_sub(inserted);
     if candidates.is_empty() {
         return Ok(out);
     }
@@ -461,37 +521,33 @@ fn bind_certs<'q>(
 async fn push_certs(conn: &mut PgConnection, station: &str, rows: &[&CertIn]) -> Result<Outcome, PushError> {
     let mut out = Outcome::default();
     let names: Vec<&str> = CERT_COLS.iter().map(|(n, _)| *n).collect();
+    let plain = format!("INSERT INTO certificates (station_id, {}) SELECT $1, u.* FROM {}", names.join(", "), unnest(CERT_COLS, 2));
+    if try_plain(conn, bind_certs(sqlx::query(AssertSqlSafe(plain)).bind(station), rows)).await? {
+        out.inserted += rows.len();
+        out.done.extend(rows.iter().map(|c| (c.key.clone(), c.version)));
+        return Ok(out);
+    }
     let sql = format!(
-        "INSERT INTO certificates (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING RETURNING id",
+        "INSERT INTO certificates (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING",
         names.join(", "),
         unnest(CERT_COLS, 2)
     );
-    let inserted: HashSet<Uuid> = bind_certs(sqlx::query(AssertSqlSafe(sql)).bind(station), rows)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<Uuid, _>(0))
-        .collect::<Result<_, _>>()?;
-    let mut rest = Vec::new();
-    for c in rows {
-        if inserted.contains(&c.id) {
-            out.inserted += 1;
-            out.done.push((c.key.clone(), c.version));
-        } else {
-            rest.push(*c);
-        }
-    }
-    if rest.is_empty() {
+    let inserted = bind_certs(sqlx::query(AssertSqlSafe(sql)).bind(station), rows).execute(&mut *conn).await?.rows_affected() as usize;
+    if inserted == rows.len() {
+        out.inserted += inserted;
+        out.done.extend(rows.iter().map(|c| (c.key.clone(), c.version)));
         return Ok(out);
     }
-    let central = central_versions(conn, "certificates", rest.iter().map(|c| c.id).collect()).await?;
+    let central = central_versions(conn, "certificates", rows.iter().map(|c| c.id).collect()).await?;
     let candidates = classify(
         &mut out,
-        rest,
+        rows.to_vec(),
         &central,
         |c| (c.id, &c.key, c.version, &c.hash),
         "the center already holds a certificate with this issuer and serial, or for this public key, from another record",
     );
+    out.inserted += inserted;
+    out.already = out.already.saturating_sub(inserted);
     if candidates.is_empty() {
         return Ok(out);
     }
@@ -531,17 +587,11 @@ const STEP_COLS: &[(&str, &str)] = &[
     ("content_sha256", "bytea"),
 ];
 
-async fn push_steps(conn: &mut PgConnection, station: &str, rows: &[&StepIn]) -> Result<Outcome, PushError> {
-    let mut out = Outcome::default();
-    let names: Vec<&str> = STEP_COLS.iter().map(|(n, _)| *n).collect();
-    let sql = format!(
-        "INSERT INTO attempt_steps (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING RETURNING attempt_id, n",
-        names.join(", "),
-        unnest(STEP_COLS, 2)
-    );
-    let inserted: HashSet<(Uuid, i64)> = sqlx::query(AssertSqlSafe(sql))
-        .bind(station)
-        .bind(rows.iter().map(|s| s.attempt_id).collect::<Vec<_>>())
+fn bind_steps<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    rows: &[&StepIn],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(rows.iter().map(|s| s.attempt_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.row.n).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.at).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.row.stage.clone()).collect::<Vec<_>>())
@@ -549,23 +599,32 @@ async fn push_steps(conn: &mut PgConnection, station: &str, rows: &[&StepIn]) ->
         .bind(rows.iter().map(|s| s.row.detail.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.version).collect::<Vec<_>>())
         .bind(rows.iter().map(|s| s.hash.to_vec()).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-    let mut rest = Vec::new();
-    for s in rows {
-        if inserted.contains(&(s.attempt_id, s.row.n)) {
-            out.inserted += 1;
-            out.done.push((s.key.clone(), s.version));
-        } else {
-            rest.push(*s);
-        }
-    }
-    if rest.is_empty() {
+}
+
+async fn push_steps(conn: &mut PgConnection, station: &str, rows: &[&StepIn]) -> Result<Outcome, PushError> {
+    let mut out = Outcome::default();
+    let names: Vec<&str> = STEP_COLS.iter().map(|(n, _)| *n).collect();
+    let plain = format!("INSERT INTO attempt_steps (station_id, {}) SELECT $1, u.* FROM {}", names.join(", "), unnest(STEP_COLS, 2));
+    if try_plain(conn, bind_steps(sqlx::query(AssertSqlSafe(plain)).bind(station), rows)).await? {
+        out.inserted += rows.len();
+        out.done.extend(rows.iter().map(|s| (s.key.clone(), s.version)));
         return Ok(out);
     }
+    let sql = format!(
+        "INSERT INTO attempt_steps (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING",
+        names.join(", "),
+        unnest(STEP_COLS, 2)
+    );
+    let inserted = bind_steps(sqlx::query(AssertSqlSafe(sql)).bind(station), rows)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected() as usize;
+    out.inserted += inserted;
+    if inserted == rows.len() {
+        out.done.extend(rows.iter().map(|s| (s.key.clone(), s.version)));
+        return Ok(out);
+    }
+    let rest = rows;
     let found = sqlx::query(
         "SELECT s.attempt_id, s.n, s.version, s.content_sha256 FROM attempt_steps s
          JOIN UNNEST($1::uuid[], $2::int8[]) AS k(attempt_id, n) ON s.attempt_id = k.attempt_id AND s.n = k.n",
@@ -578,16 +637,18 @@ async fn push_steps(conn: &mut PgConnection, station: &str, rows: &[&StepIn]) ->
     for r in found {
         central.insert((r.try_get(0)?, r.try_get(1)?), (r.try_get(2)?, r.try_get(3)?));
     }
+    let mut matched: usize = 0;
     for s in rest {
         match central.get(&(s.attempt_id, s.row.n)) {
             Some((v, h)) if *v == s.version && h.as_slice() == s.hash => {
-                out.already += 1;
+                matched += 1;
                 out.done.push((s.key.clone(), s.version));
             }
             Some((_, h)) => out.quarantine(s.key.clone(), s.version, &s.hash, Some(h), "the center holds a different step under this number: steps never change"),
             None => out.quarantine(s.key.clone(), s.version, &s.hash, None, "another station's record holds this step's attempt id"),
         }
     }
+    out.already += matched.saturating_sub(inserted);
     Ok(out)
 }
 

@@ -5,7 +5,7 @@
 //! `imprint sync now`, tests and the benchmark).
 
 use crate::config::CentralConfig;
-use crate::push::{count_by_entity, push};
+use crate::push::{count_by_entity, prepare, push, Outcome};
 use crate::schema::check_station;
 use crate::SyncError;
 use imprint_store::{Store, StoreError};
@@ -14,7 +14,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{ConnectOptions, Connection};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Counts from [`sync_once`] or the worker's life so far.
@@ -32,6 +32,12 @@ pub struct SyncReport {
     pub attempts: u64,
     pub steps: u64,
     pub certificates: u64,
+    /// Time spent reading the outbox, at the center, and marking locally (ms).
+    pub read_ms: u64,
+    /// Parsing and hashing what was read (ms).
+    pub prepare_ms: u64,
+    pub push_ms: u64,
+    pub mark_ms: u64,
 }
 
 impl SyncReport {
@@ -58,26 +64,6 @@ struct Ctx {
     store: Arc<Store>,
     station: String,
     cfg: CentralConfig,
-}
-
-enum Round {
-    /// The outbox is empty.
-    Drained,
-    /// A batch went; there may be more.
-    Sent,
-}
-
-async fn connect(ctx: &Ctx) -> Result<PgConnection, SyncError> {
-    let opts = ctx.cfg.connect_options()?;
-    let t = Duration::from_millis(ctx.cfg.timeout_ms);
-    let mut conn = tokio::time::timeout(t, opts.connect())
-        .await
-        .map_err(|_| SyncError::Connect("timed out connecting".into()))?
-        .map_err(SyncError::connect)?;
-    tokio::time::timeout(t, check_station(&mut conn, &ctx.station))
-        .await
-        .map_err(|_| SyncError::Connect("timed out checking the central schema".into()))??;
-    Ok(conn)
 }
 
 /// Send the audit events about newly quarantined records.
@@ -121,42 +107,137 @@ async fn report_quarantine(conn: &mut PgConnection, ctx: &Ctx) -> Result<(), Syn
     Ok(())
 }
 
-async fn round(conn: &mut Option<PgConnection>, ctx: &Ctx, report: &mut SyncReport) -> Result<Round, SyncError> {
-    if conn.is_none() {
-        *conn = Some(connect(ctx).await?);
+/// The connections of one station: the first carries everything in order,
+/// the second (if configured) a share of each batch's steps.
+struct Conns {
+    main: PgConnection,
+    aux: Option<PgConnection>,
+}
+
+impl Conns {
+    async fn close(self) {
+        let _ = self.main.close().await;
+        if let Some(a) = self.aux {
+            let _ = a.close().await;
+        }
     }
-    let Some(c) = conn.as_mut() else { return Err(SyncError::Connect("no connection".into())) };
-    let changes = ctx.store.pending_changes(ctx.cfg.batch_size as usize)?;
-    let t = Duration::from_millis(ctx.cfg.timeout_ms.max(1000) * 4);
-    if changes.is_empty() {
-        tokio::time::timeout(t, async {
-            report_quarantine(c, ctx).await?;
-            sqlx::query("UPDATE stations SET last_sync_at = now() WHERE id = $1").bind(&ctx.station).execute(&mut *c).await?;
-            Ok::<_, SyncError>(())
+}
+
+async fn connect(ctx: &Ctx) -> Result<Conns, SyncError> {
+    let opts = ctx.cfg.connect_options()?;
+    let t = Duration::from_millis(ctx.cfg.timeout_ms);
+    let open = || async {
+        tokio::time::timeout(t, opts.connect())
+            .await
+            .map_err(|_| SyncError::Connect("timed out connecting".into()))?
+            .map_err(SyncError::connect)
+    };
+    let mut main = open().await?;
+    tokio::time::timeout(t, check_station(&mut main, &ctx.station))
+        .await
+        .map_err(|_| SyncError::Connect("timed out checking the central schema".into()))??;
+    let aux = if ctx.cfg.connections >= 2 { Some(open().await?) } else { None };
+    Ok(Conns { main, aux })
+}
+
+fn joined<T>(r: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, SyncError> {
+    match r {
+        Ok(r) => r.map_err(SyncError::from),
+        Err(e) => Err(SyncError::Config(format!("a local store task failed: {e}"))),
+    }
+}
+
+/// Send everything pending. While one batch is at the center, the next is
+/// read from the outbox and the previous one marked synced (both on the
+/// blocking pool), so local and central work overlap. Marks go in order.
+async fn drain(conns: &mut Conns, ctx: &Ctx, report: &mut SyncReport) -> Result<(), SyncError> {
+    let limit = ctx.cfg.batch_size as usize;
+    let budget = Duration::from_millis(ctx.cfg.timeout_ms.max(1000) * 4);
+    // Reading and preparing (parsing, hashing) run on the blocking pool.
+    let read = |after: i64| {
+        let store = ctx.store.clone();
+        let station = ctx.station.clone();
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            store.pending_after(after, limit).map(|b| {
+                let read = t.elapsed();
+                let mut pre = Outcome::default();
+                let rows = prepare(&station, b.changes, &mut pre);
+                (rows, pre, b.hi, read, t.elapsed() - read)
+            })
         })
-        .await
-        .map_err(|_| SyncError::Connect("timed out reporting".into()))??;
-        return Ok(Round::Drained);
+    };
+    let mut next = read(0);
+    let mut marking: Option<tokio::task::JoinHandle<Result<Duration, StoreError>>> = None;
+    // Records the previous batch carried at versions beyond its range: read
+    // ahead, they come again in this batch at the same version. The center
+    // has them (the previous batch succeeded): do not send them twice.
+    let mut carried: std::collections::HashSet<(imprint_store::RecordKey, i64)> = Default::default();
+    loop {
+        let (mut rows, pre, hi, took, prep) = joined(next.await)?;
+        report.read_ms += took.as_millis() as u64;
+        report.prepare_ms += prep.as_millis() as u64;
+        if rows.is_empty() && pre.quarantine.is_empty() {
+            break;
+        }
+        next = read(hi);
+        if !carried.is_empty() {
+            rows.retain(|p| {
+                let (k, v) = p.key_version();
+                !carried.contains(&(k.clone(), v))
+            });
+        }
+        carried = rows.iter().map(|p| p.key_version()).filter(|(_, v)| *v > hi).map(|(k, v)| (k.clone(), v)).collect();
+        let n = rows.len();
+        let t = Instant::now();
+        let out = tokio::time::timeout(budget, push(&mut conns.main, conns.aux.as_mut(), &ctx.station, rows, pre))
+            .await
+            .map_err(|_| SyncError::Connect(format!("timed out sending a batch of {n}")))??;
+        report.push_ms += t.elapsed().as_millis() as u64;
+        let kinds = count_by_entity(&out.done);
+        report.batches += 1;
+        report.inserted += out.inserted as u64;
+        report.updated += out.updated as u64;
+        report.already += out.already as u64;
+        report.quarantined += out.quarantine.len() as u64;
+        report.attempts += kinds[0] as u64;
+        report.steps += kinds[1] as u64;
+        report.certificates += kinds[2] as u64;
+        tracing::debug!(records = n, inserted = out.inserted, updated = out.updated, already = out.already, "sync batch done");
+        if let Some(m) = marking.take() {
+            report.mark_ms += joined(m.await)?.as_millis() as u64;
+        }
+        let store = ctx.store.clone();
+        let beyond: Vec<_> = out.done.into_iter().filter(|(_, v)| *v > hi).collect();
+        let quarantine = out.quarantine;
+        marking = Some(tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            store.mark_batch(hi, beyond, quarantine).map(|_| t.elapsed())
+        }));
     }
-    let n = changes.len();
-    let out = tokio::time::timeout(t, push(c, &ctx.station, changes))
-        .await
-        .map_err(|_| SyncError::Connect(format!("timed out sending a batch of {n}")))??;
-    let kinds = count_by_entity(&out.done);
-    report.batches += 1;
-    report.inserted += out.inserted as u64;
-    report.updated += out.updated as u64;
-    report.already += out.already as u64;
-    report.quarantined += out.quarantine.len() as u64;
-    report.attempts += kinds[0] as u64;
-    report.steps += kinds[1] as u64;
-    report.certificates += kinds[2] as u64;
-    if !out.quarantine.is_empty() {
-        ctx.store.quarantine(out.quarantine)?;
+    if let Some(m) = marking {
+        report.mark_ms += joined(m.await)?.as_millis() as u64;
     }
-    ctx.store.mark_synced(out.done)?;
-    tracing::debug!(records = n, inserted = out.inserted, updated = out.updated, already = out.already, "sync batch done");
-    Ok(Round::Sent)
+    Ok(())
+}
+
+/// Connect if needed, send everything pending, report quarantines, note the
+/// time of this sync at the center.
+async fn round(conns: &mut Option<Conns>, ctx: &Ctx, report: &mut SyncReport) -> Result<(), SyncError> {
+    if conns.is_none() {
+        *conns = Some(connect(ctx).await?);
+    }
+    let Some(c) = conns.as_mut() else { return Err(SyncError::Connect("no connection".into())) };
+    drain(c, ctx, report).await?;
+    let budget = Duration::from_millis(ctx.cfg.timeout_ms.max(1000) * 4);
+    tokio::time::timeout(budget, async {
+        report_quarantine(&mut c.main, ctx).await?;
+        sqlx::query("UPDATE stations SET last_sync_at = now() WHERE id = $1").bind(&ctx.station).execute(&mut c.main).await?;
+        Ok::<_, SyncError>(())
+    })
+    .await
+    .map_err(|_| SyncError::Connect("timed out reporting".into()))??;
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, SyncError> {
@@ -172,16 +253,11 @@ pub fn sync_once(store: Arc<Store>, station_id: &str, cfg: &CentralConfig) -> Re
     let ctx = Ctx { store, station: station_id.to_string(), cfg: cfg.clone() };
     let rt = runtime()?;
     let r = rt.block_on(async {
-        let mut conn = None;
+        let mut conns = None;
         let mut report = SyncReport::default();
-        loop {
-            match round(&mut conn, &ctx, &mut report).await? {
-                Round::Drained => break,
-                Round::Sent => {}
-            }
-        }
-        if let Some(c) = conn {
-            let _ = c.close().await;
+        round(&mut conns, &ctx, &mut report).await?;
+        if let Some(c) = conns {
+            c.close().await;
         }
         Ok::<_, SyncError>(report)
     });
@@ -256,30 +332,24 @@ impl Drop for SyncWorker {
 }
 
 async fn run(ctx: Ctx, stop: Arc<AtomicBool>, stop_note: Arc<Notify>, wake: Arc<Notify>, live: Arc<Mutex<LiveStatus>>) {
-    let mut conn: Option<PgConnection> = None;
+    let mut conns: Option<Conns> = None;
     let mut failures: u32 = 0;
     let mut totals = SyncReport::default();
     tracing::info!(station = %ctx.station, "sync worker started");
     while !stop.load(Ordering::SeqCst) {
         let r = tokio::select! {
-            r = round(&mut conn, &ctx, &mut totals) => r,
+            r = round(&mut conns, &ctx, &mut totals) => r,
             _ = stop_note.notified() => break,
         };
         let backlog = ctx.store.outbox_counts().map(|c| c.pending).unwrap_or(0);
         let pause = match r {
-            Ok(Round::Sent) => {
-                failures = 0;
-                None
-            }
-            Ok(Round::Drained) => {
+            Ok(()) => {
                 failures = 0;
                 Some(Duration::from_millis(ctx.cfg.interval_ms))
             }
             Err(SyncError::Store(StoreError::WriterGone)) => break,
             Err(e) => {
-                if let Some(c) = conn.take() {
-                    drop(c);
-                }
+                conns = None;
                 let msg = e.to_string();
                 let d = backoff(failures, ctx.cfg.retry_min_ms, ctx.cfg.retry_max_ms);
                 failures = failures.saturating_add(1);
@@ -293,7 +363,7 @@ async fn run(ctx: Ctx, stop: Arc<AtomicBool>, stop_note: Arc<Notify>, wake: Arc<
             }
         };
         if let Ok(mut l) = live.lock() {
-            l.connected = conn.is_some();
+            l.connected = conns.is_some();
             l.backlog = backlog;
             l.totals = totals.clone();
             l.retry_in_ms = if failures > 0 { pause.map(|d| d.as_millis() as u64) } else { None };
@@ -309,8 +379,8 @@ async fn run(ctx: Ctx, stop: Arc<AtomicBool>, stop_note: Arc<Notify>, wake: Arc<
             }
         }
     }
-    if let Some(c) = conn {
-        let _ = c.close().await;
+    if let Some(c) = conns {
+        c.close().await;
     }
     tracing::info!(station = %ctx.station, "sync worker stopped");
 }
