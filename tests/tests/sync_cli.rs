@@ -82,6 +82,13 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     assert!(!t.contains(pw));
     assert_center_equals_local(&db, &Store::open(&store_path).unwrap(), "cli-1");
 
+    // The shared health view (app and `imprint health`) shows the same.
+    let o = run(&env, &["health", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let central = h["checks"].as_array().unwrap().iter().find(|c| c["id"] == "central_db").unwrap().clone();
+    assert_eq!(central["level"], "ok", "{central}");
+    assert!(central["detail"].as_str().unwrap().contains("backlog 0 changes"), "{central}");
+
     // Reports: local, central as the station (its own rows), central as a reader (everyone's).
     let o = run(&env, &["report", "--json"]);
     let local: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();

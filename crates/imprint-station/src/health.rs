@@ -43,9 +43,45 @@ pub fn check(station: &Station) -> Vec<HealthItem> {
         }
         Err(e) => out.push(item("local_store", "Local store", Level::Error, store.path().display().to_string(), Some(e.to_string()))),
     }
-    out.push(item("central_db", "Central database", Level::Off, "not configured: records stay on this station".into(), None));
+    out.push(central_item(station));
     out.push(mqtt_item(station));
     out
+}
+
+/// The central database, from the local store's sync state (no network:
+/// offline is normal for a station; records wait in the outbox): backlog,
+/// last success, last error, quarantined records (red: an operator must look).
+fn central_item(station: &Station) -> HealthItem {
+    if station.ctx().cfg.central.is_none() {
+        return item("central_db", "Central database", Level::Off, "not configured: records stay on this station".into(), None);
+    }
+    match imprint_sync::SyncStatus::read(station.store()) {
+        Err(e) => item("central_db", "Central database", Level::Error, "sync state unreadable".into(), Some(e.to_string())),
+        Ok(s) => {
+            let live = station.sync_status();
+            let last_error = match (&s.last_error_at, &s.last_error) {
+                (Some(at), Some(e)) => Some(format!("{e} (at {at})")),
+                _ => None,
+            };
+            let mut detail = format!(
+                "backlog {} changes; last success {}",
+                s.backlog,
+                s.last_success_at.as_deref().unwrap_or("never")
+            );
+            if let Some(ms) = live.as_ref().and_then(|l| l.retry_in_ms) {
+                detail.push_str(&format!("; unreachable, retrying in {:.1} s", ms as f64 / 1e3));
+            }
+            let level = if !s.quarantined.is_empty() {
+                detail.push_str(&format!("; {} records quarantined (conflict with the center): see `imprint sync status`", s.quarantined.len()));
+                Level::Error
+            } else if s.state == "failing" {
+                Level::Warn
+            } else {
+                Level::Ok
+            };
+            item("central_db", "Central database", level, detail, last_error)
+        }
+    }
 }
 
 /// The CA signer: one real signature through the signer worker (the only
