@@ -332,3 +332,27 @@ fn verify_full_tls_connects_to_the_right_name_and_refuses_a_wrong_one() {
     });
     assert!(ssl_used);
 }
+
+#[test]
+fn a_record_the_center_refuses_is_quarantined_alone_and_the_rest_go_through() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("poison-1");
+    let (_d, s) = store();
+    let n = fill(&s, "POISON", 20, 5, 2);
+    // A device wrote a NUL into a step's detail: SQLite keeps it, PostgreSQL text cannot.
+    let a = s.begin_attempt("p", None).unwrap();
+    s.record_steps(&a, vec![imprint_store::StepRow { at: now_text(), stage: "identify".into(), kind: "console".into(), detail: "bad\0byte".into() }])
+        .unwrap();
+    let r = sync_once(s.clone(), "poison-1", &cfg).unwrap();
+    assert_eq!(r.quarantined, 1, "{r:?}");
+    let st = SyncStatus::read(&s).unwrap();
+    assert_eq!(st.quarantined.len(), 1);
+    assert_eq!(st.quarantined[0].key.entity, imprint_store::Entity::Step);
+    assert!(st.quarantined[0].reason.contains("the center refused it"), "{}", st.quarantined[0].reason);
+    assert_eq!(st.backlog, 0);
+    // Everything else arrived: the center holds the local set minus that one step.
+    let mut local = local_set(&s, "poison-1");
+    local.retain(|k, _| !k.starts_with(&format!("step:{a}#")));
+    assert_eq!(imprint_tests::pg::central_set(&db, "poison-1"), local);
+    assert_eq!(local.len(), n + 1);
+}

@@ -206,30 +206,131 @@ impl From<sqlx::Error> for PushError {
     }
 }
 
-/// Send `changes` (from one station) and say what became of each record.
-/// With a second connection, part of the steps go over it at the same time:
-/// steps never change, so their order does not matter; attempts and
-/// certificates always go over the first connection, batch after batch, so
-/// their versions arrive in order.
+type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// A batch split over the connections, with the plain INSERTs already
+/// encoded (built on the blocking pool, off the sending path).
+pub(crate) struct Planned {
+    main: Vec<Prepared>,
+    main_q: Vec<PgQuery>,
+    aux: Vec<Prepared>,
+    aux_q: Vec<PgQuery>,
+}
+
+impl Planned {
+    pub(crate) fn len(&self) -> usize {
+        self.main.len() + self.aux.len()
+    }
+}
+
+fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<PgQuery> {
+    let (mut a, mut c, mut st) = (Vec::new(), Vec::new(), Vec::new());
+    for p in rows {
+        match p {
+            Prepared::A(x) => a.push(x),
+            Prepared::C(x) => c.push(x),
+            Prepared::S(x) => st.push(x),
+        }
+    }
+    let names = |cols: &[(&str, &str)]| cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let mut out = Vec::new();
+    if !a.is_empty() {
+        let sql = format!("INSERT INTO attempts (station_id, {}) SELECT $1, u.* FROM {}", names(ATTEMPT_COLS), unnest(ATTEMPT_COLS, 2));
+        out.push(bind_attempts(sqlx::query(AssertSqlSafe(sql)).bind(station.to_string()), &a));
+    }
+    if !c.is_empty() {
+        let sql = format!("INSERT INTO certificates (station_id, {}) SELECT $1, u.* FROM {}", names(CERT_COLS), unnest(CERT_COLS, 2));
+        out.push(bind_certs(sqlx::query(AssertSqlSafe(sql)).bind(station.to_string()), &c));
+    }
+    if !st.is_empty() {
+        let sql = format!("INSERT INTO attempt_steps (station_id, {}) SELECT $1, u.* FROM {}", names(STEP_COLS), unnest(STEP_COLS, 2));
+        out.push(bind_steps(sqlx::query(AssertSqlSafe(sql)).bind(station.to_string()), &st));
+    }
+    out
+}
+
+/// Split a batch over one or two connections and encode its plain INSERTs.
+/// With two, part of the steps go over the second at the same time: steps
+/// never change, so their order does not matter; attempts and certificates
+/// always go over the first connection, batch after batch, so their versions
+/// arrive in order.
+pub(crate) fn plan(station: &str, rows: Vec<Prepared>, two: bool) -> Planned {
+    let (mut main, aux) = if two {
+        let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows.into_iter().partition(|p| !matches!(p, Prepared::S(_)));
+        let keep = (first.len() + steps.len()).div_ceil(2).saturating_sub(first.len()).min(steps.len());
+        let second = steps.split_off(keep);
+        first.append(&mut steps);
+        (first, second)
+    } else {
+        (rows, Vec::new())
+    };
+    main.sort_by_key(|p| match p {
+        Prepared::A(_) => 0,
+        Prepared::C(_) => 1,
+        Prepared::S(_) => 2,
+    });
+    let main_q = plain_queries(station, &main);
+    let aux_q = plain_queries(station, &aux);
+    Planned { main, main_q, aux, aux_q }
+}
+
+/// Send a planned batch and say what became of each record.
 pub(crate) async fn push(
     conn: &mut PgConnection,
     aux: Option<&mut PgConnection>,
     station: &str,
-    rows: Vec<Prepared>,
+    planned: Planned,
     mut out: Outcome,
 ) -> Result<Outcome, sqlx::Error> {
-    let Some(aux) = aux else {
-        out.merge(push_rows(conn, station, rows).await?);
-        return Ok(out);
-    };
-    let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows.into_iter().partition(|p| !matches!(p, Prepared::S(_)));
-    let keep = (first.len() + steps.len()).div_ceil(2).saturating_sub(first.len()).min(steps.len());
-    let second = steps.split_off(keep);
-    first.extend(steps);
-    let (a, b) = tokio::join!(push_rows(conn, station, first), push_rows(aux, station, second));
-    out.merge(a?);
-    out.merge(b?);
+    let Planned { main, main_q, aux: aux_rows, aux_q } = planned;
+    match aux {
+        Some(aux) if !aux_rows.is_empty() => {
+            let (a, b) = tokio::join!(send(conn, station, main, main_q), send(aux, station, aux_rows, aux_q));
+            out.merge(a?);
+            out.merge(b?);
+        }
+        _ => {
+            let mut rows = main;
+            rows.extend(aux_rows);
+            let mut q = main_q;
+            q.extend(aux_q);
+            out.merge(send(conn, station, rows, q).await?);
+        }
+    }
     Ok(out)
+}
+
+/// The fast path: the plain INSERTs in one transaction (new rows, the common
+/// case, cost at the server what COPY costs; `ON CONFLICT` would roughly
+/// double it). If any row exists already or is refused, that transaction is
+/// rolled back and the careful path decides record by record.
+async fn send(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>, queries: Vec<PgQuery>) -> Result<Outcome, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Outcome::default());
+    }
+    let mut tx = conn.begin().await?;
+    let mut fast = true;
+    for q in queries {
+        match q.execute(&mut *tx).await.map_err(PushError::from) {
+            Ok(_) => {}
+            Err(PushError::Data(_)) => {
+                fast = false;
+                break;
+            }
+            Err(PushError::Other(e)) => return Err(e),
+        }
+    }
+    if fast {
+        tx.commit().await?;
+        let mut out = Outcome { inserted: rows.len(), ..Outcome::default() };
+        out.done.extend(rows.iter().map(|p| {
+            let (k, v) = p.key_version();
+            (k.clone(), v)
+        }));
+        return Ok(out);
+    }
+    tx.rollback().await?;
+    push_rows(conn, station, rows).await
 }
 
 /// Send rows over one connection; isolate a record the center refuses.

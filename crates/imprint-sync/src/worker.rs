@@ -5,7 +5,9 @@
 //! `imprint sync now`, tests and the benchmark).
 
 use crate::config::CentralConfig;
-use crate::push::{count_by_entity, prepare, push, Outcome};
+use crate::push::{count_by_entity, plan, prepare, push, Outcome, Planned};
+use imprint_store::RecordKey;
+use std::collections::HashSet;
 use crate::schema::check_station;
 use crate::SyncError;
 use imprint_store::{Store, StoreError};
@@ -140,6 +142,18 @@ async fn connect(ctx: &Ctx) -> Result<Conns, SyncError> {
     Ok(Conns { main, aux })
 }
 
+/// One batch as read, prepared and planned on the blocking pool.
+struct Batch {
+    planned: Planned,
+    pre: Outcome,
+    hi: i64,
+    carried: HashSet<(RecordKey, i64)>,
+    /// Nothing was pending after the cursor.
+    end: bool,
+    read: Duration,
+    prepare: Duration,
+}
+
 fn joined<T>(r: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, SyncError> {
     match r {
         Ok(r) => r.map_err(SyncError::from),
@@ -153,44 +167,46 @@ fn joined<T>(r: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result
 async fn drain(conns: &mut Conns, ctx: &Ctx, report: &mut SyncReport) -> Result<(), SyncError> {
     let limit = ctx.cfg.batch_size as usize;
     let budget = Duration::from_millis(ctx.cfg.timeout_ms.max(1000) * 4);
-    // Reading and preparing (parsing, hashing) run on the blocking pool.
-    let read = |after: i64| {
+    let two = conns.aux.is_some();
+    // Reading, preparing (parsing, hashing) and encoding run on the blocking
+    // pool. `carried`: records the previous batch sent at versions beyond its
+    // range; read ahead, they come again here at the same version. The center
+    // has them by the time this batch goes (the previous one succeeded, or the
+    // drain stopped): do not send them twice.
+    let read = |after: i64, carried: HashSet<(RecordKey, i64)>| {
         let store = ctx.store.clone();
         let station = ctx.station.clone();
         tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             store.pending_after(after, limit).map(|b| {
                 let read = t.elapsed();
+                let end = b.changes.is_empty();
                 let mut pre = Outcome::default();
-                let rows = prepare(&station, b.changes, &mut pre);
-                (rows, pre, b.hi, read, t.elapsed() - read)
+                let mut rows = prepare(&station, b.changes, &mut pre);
+                rows.retain(|p| {
+                    let (k, v) = p.key_version();
+                    !carried.contains(&(k.clone(), v))
+                });
+                let next: HashSet<(RecordKey, i64)> =
+                    rows.iter().map(|p| p.key_version()).filter(|(_, v)| *v > b.hi).map(|(k, v)| (k.clone(), v)).collect();
+                let planned = plan(&station, rows, two);
+                Batch { planned, pre, hi: b.hi, carried: next, end, read, prepare: t.elapsed() - read }
             })
         })
     };
-    let mut next = read(0);
+    let mut next = read(0, HashSet::new());
     let mut marking: Option<tokio::task::JoinHandle<Result<Duration, StoreError>>> = None;
-    // Records the previous batch carried at versions beyond its range: read
-    // ahead, they come again in this batch at the same version. The center
-    // has them (the previous batch succeeded): do not send them twice.
-    let mut carried: std::collections::HashSet<(imprint_store::RecordKey, i64)> = Default::default();
     loop {
-        let (mut rows, pre, hi, took, prep) = joined(next.await)?;
+        let Batch { planned, pre, hi, carried, end, read: took, prepare: prep } = joined(next.await)?;
         report.read_ms += took.as_millis() as u64;
         report.prepare_ms += prep.as_millis() as u64;
-        if rows.is_empty() && pre.quarantine.is_empty() {
+        if end {
             break;
         }
-        next = read(hi);
-        if !carried.is_empty() {
-            rows.retain(|p| {
-                let (k, v) = p.key_version();
-                !carried.contains(&(k.clone(), v))
-            });
-        }
-        carried = rows.iter().map(|p| p.key_version()).filter(|(_, v)| *v > hi).map(|(k, v)| (k.clone(), v)).collect();
-        let n = rows.len();
+        next = read(hi, carried);
+        let n = planned.len();
         let t = Instant::now();
-        let out = tokio::time::timeout(budget, push(&mut conns.main, conns.aux.as_mut(), &ctx.station, rows, pre))
+        let out = tokio::time::timeout(budget, push(&mut conns.main, conns.aux.as_mut(), &ctx.station, planned, pre))
             .await
             .map_err(|_| SyncError::Connect(format!("timed out sending a batch of {n}")))??;
         report.push_ms += t.elapsed().as_millis() as u64;
