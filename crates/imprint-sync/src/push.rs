@@ -1,15 +1,23 @@
 //! Sending one batch of pending changes to the center, exactly once.
 //!
-//! Per record kind, in one PostgreSQL transaction:
-//! 1. `INSERT ... SELECT FROM UNNEST($n::type[], ...) ON CONFLICT DO NOTHING
-//!    RETURNING id`: new records land; the ids returned are done.
-//! 2. For the rest, `SELECT id, version, content_sha256` of the center's copy
+//! **Fast path** (new records, the common case): per connection, one
+//! transaction of plain `INSERT ... SELECT FROM UNNEST($n::type[], ...)`, one
+//! statement per record kind, encoded beforehand on the blocking pool. At the
+//! server a plain INSERT costs what COPY costs; `ON CONFLICT` roughly doubles
+//! it (speculative insertion), so it is kept for when it is needed.
+//!
+//! **Careful path** (some row exists already, or the center refuses a row):
+//! that transaction is rolled back and, per record kind, in one transaction:
+//! 1. the plain INSERT again in a savepoint, else `INSERT ... ON CONFLICT DO
+//!    NOTHING` (no conflict target: a certificate whose serial or key another
+//!    record holds must not fail the statement);
+//! 2. `SELECT id, version, content_sha256` of the center's copies
 //!    (row-level security shows a station its own rows only):
 //!    - same version, same hash: it arrived before (a lost acknowledgement): done;
 //!    - same version, other hash, or a newer version at the center: quarantine;
 //!    - no row visible: another record holds the same unique key (a
 //!      certificate serial or key issued elsewhere): quarantine;
-//!    - older version: candidate for 3.
+//!    - older version: candidate for 3;
 //! 3. `UPDATE ... FROM UNNEST(...) WHERE version < new AND <immutable columns
 //!    equal> AND <the center's copy may still change>`: rows updated are done,
 //!    the others are quarantined (a finished attempt or an issued certificate
