@@ -138,7 +138,7 @@ fn a_tampered_local_row_that_conflicts_with_the_center_is_quarantined_and_report
 
     // The center kept what it had.
     assert_eq!(central_serial(&certs[0].id), orig0);
-    assert_eq!(db.psql(&format!("SELECT to_char(not_after, 'YYYY') FROM certificates WHERE id = '{}'", certs[1].id)).as_str() != "2099", true);
+    assert_ne!(db.psql(&format!("SELECT to_char(not_after, 'YYYY') FROM certificates WHERE id = '{}'", certs[1].id)), "2099");
     assert_eq!(db.psql(&format!("SELECT status FROM attempts WHERE id = '{}'", attempts[0].id)), "passed");
     let central = imprint_tests::pg::central_set(&db, "line-4");
     assert_eq!(central, before, "the center is exactly what was synced before the tampering");
