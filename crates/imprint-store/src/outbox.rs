@@ -542,6 +542,31 @@ mod tests {
     }
 
     #[test]
+    fn a_store_upgraded_from_version_1_queues_its_history() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("old.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(crate::MIGRATIONS[0].1).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO attempts(id, port, started_at, status) VALUES ('a1', 'p', '2026-01-01T00:00:00.000Z', 'passed');
+                 INSERT INTO steps(attempt_id, at, stage, kind, detail) VALUES ('a1', '2026-01-01T00:00:00.000Z', 'hello', 'started', '');
+                 INSERT INTO certificates(id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after, status, cert_der, created_at)
+                     VALUES ('c1', 'a1', 'SN', 'CN=CA', '01', 'k', x'00', '2026-01-01T00:00:00.000Z', '2027-01-01T00:00:00.000Z', 'issued', x'00', '2026-01-01T00:00:00.000Z');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        let queued: Vec<(String, String, i64)> = outbox(&s);
+        assert_eq!(
+            queued,
+            [("attempt".into(), "a1".into(), 0), ("certificate".into(), "c1".into(), 0), ("step".into(), "a1".into(), 1)]
+        );
+        assert_eq!(s.pending_changes(10).unwrap().len(), 3);
+    }
+
+    #[test]
     fn interrupted_attempts_are_queued() {
         let (_d, s) = store();
         s.begin_attempt("p", None).unwrap();
