@@ -53,19 +53,70 @@ fn unique_suffix() -> String {
     format!("{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), hex::encode(b))
 }
 
+/// A lock shared by every PostgreSQL test on the machine (a file lock, so it
+/// holds across processes: two `cargo test` runs at once). Tests that stop or
+/// restart the server hold it exclusively; all others hold it shared for as
+/// long as their database lives.
+pub struct PgLock {
+    _file: std::fs::File,
+    exclusive: bool,
+}
+
+static EXCLUSIVE_HERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn lock_file() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("imprint-pg-tests.lock"))
+        .expect("lock file")
+}
+
+impl PgLock {
+    /// For a test that restarts or stops PostgreSQL: waits until no other
+    /// PostgreSQL test runs on this machine, in any process.
+    pub fn exclusive() -> PgLock {
+        let f = lock_file();
+        f.lock().expect("exclusive lock");
+        EXCLUSIVE_HERE.store(true, Ordering::SeqCst);
+        PgLock { _file: f, exclusive: true }
+    }
+
+    fn shared() -> Option<PgLock> {
+        if EXCLUSIVE_HERE.load(Ordering::SeqCst) {
+            return None; // this process holds it exclusively: the restarting test's own database
+        }
+        let f = lock_file();
+        f.lock_shared().expect("shared lock");
+        Some(PgLock { _file: f, exclusive: false })
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        // The file lock goes with the file; the flag with the exclusive holder.
+        if self.exclusive {
+            EXCLUSIVE_HERE.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
 /// A migrated database of this test's own, dropped (with its roles) on drop.
 pub struct TestDb {
     pub name: String,
     roles: Vec<String>,
     pub dir: tempfile::TempDir,
+    _lock: Option<PgLock>,
 }
 
 impl TestDb {
     /// Create `imprint_t_<unique>` and migrate it as the administrator would.
     pub fn new() -> TestDb {
+        let lock = PgLock::shared();
         let name = format!("imprint_t_{}", unique_suffix());
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        let db = TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap() };
+        let db = TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap(), _lock: lock };
         let v = rt().block_on(imprint_sync::migrate(&db.admin_options())).expect("migrate");
         assert_eq!(v, imprint_sync::required_version());
         db
@@ -73,9 +124,10 @@ impl TestDb {
 
     /// An empty database (no schema), for schema-check tests.
     pub fn empty() -> TestDb {
+        let lock = PgLock::shared();
         let name = format!("imprint_t_{}", unique_suffix());
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap() }
+        TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap(), _lock: lock }
     }
 
     pub fn admin_url(&self) -> String {

@@ -3,14 +3,14 @@
 //! round; the station process SIGKILLed at random moments while it syncs.
 //! Every test ends with the center equal to the station's records.
 //!
-//! These tests restart PostgreSQL or kill backends: they hold one lock so
-//! they never run beside each other (cargo runs test binaries one at a time,
-//! so no other binary's tests run meanwhile either).
+//! These tests restart PostgreSQL or kill backends: each holds the machine's
+//! PostgreSQL test lock exclusively (`PgLock`, a file lock), so no other
+//! PostgreSQL test runs meanwhile, in this process or another `cargo test`.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_store::Store;
 use imprint_sync::{CentralConfig, SyncStatus, SyncWorker};
-use imprint_tests::pg::{assert_center_equals_local, fill, restart_postgres, wait_for_postgres, TestDb};
+use imprint_tests::pg::{assert_center_equals_local, fill, restart_postgres, wait_for_postgres, PgLock, TestDb};
 use imprint_tests::station::imprint_bin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +40,7 @@ fn wait_drained(s: &Store, w: &SyncWorker, limit: Duration) {
 #[test]
 fn connections_killed_mid_batch_and_postgres_restarted_over_ten_rounds_lose_and_duplicate_nothing() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = PgLock::exclusive();
     let mut db = TestDb::new();
     let cfg = CentralConfig { batch_size: 150, ..db.add_station("chaos-1") };
     let d = tempfile::tempdir().unwrap();
@@ -129,6 +130,7 @@ fn imprint(dir: &tempfile::TempDir) -> Command {
 #[test]
 fn the_station_process_killed_at_random_points_during_sync_loses_and_duplicates_nothing() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = PgLock::exclusive();
     let mut db = TestDb::new();
     let cfg = db.add_station("kill-1");
     let dir = station_dir(&cfg, "kill-1");
@@ -141,10 +143,35 @@ fn the_station_process_killed_at_random_points_during_sync_loses_and_duplicates_
             let s = Arc::new(Store::open(&store_path).unwrap());
             records += fill(&s, &format!("K{round}"), 150, 10, 4);
         }
-        // `imprint sync now`, SIGKILLed at a random moment of its run.
-        let delay = 20 + rand_u64() % 400;
+        // `imprint sync now`, SIGKILLed at a random point of its run: once its
+        // sync watermark has passed a random fraction of the backlog, plus a
+        // random few milliseconds (so the kill lands anywhere in a batch's
+        // cycle: reading, at the center, committing, marking).
+        let (start, end) = {
+            let c = rusqlite::Connection::open(&store_path).unwrap();
+            let wm: i64 = c
+                .query_row("SELECT coalesce((SELECT CAST(value AS INTEGER) FROM station_meta WHERE key = 'sync.watermark'), 0)", [], |r| r.get(0))
+                .unwrap();
+            let top: i64 = c.query_row("SELECT max(seq) FROM outbox", [], |r| r.get(0)).unwrap();
+            (wm, top)
+        };
+        let target = start + ((end - start) as u64 * (5 + rand_u64() % 75) / 100) as i64;
+        let extra = rand_u64() % 15;
+        let t = Instant::now();
         let mut child = imprint(&dir).args(["sync", "now"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
+        let watch = rusqlite::Connection::open(&store_path).unwrap();
+        watch.busy_timeout(Duration::from_secs(5)).unwrap();
+        loop {
+            let wm: i64 = watch
+                .query_row("SELECT coalesce((SELECT CAST(value AS INTEGER) FROM station_meta WHERE key = 'sync.watermark'), 0)", [], |r| r.get(0))
+                .unwrap_or(0);
+            if wm >= target || child.try_wait().unwrap().is_some() || t.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(extra));
+        let delay = t.elapsed().as_millis();
         let _ = child.kill();
         let _ = child.wait();
         let c = Store::open(&store_path).unwrap().outbox_counts().unwrap();
@@ -164,7 +191,7 @@ fn the_station_process_killed_at_random_points_during_sync_loses_and_duplicates_
         let _ = child.wait();
         eprintln!("station round {round}: killed after {delay} ms");
     }
-    assert!(killed >= 3, "kills landed mid-sync in {killed} of 8 rounds");
+    assert!(killed >= 5, "kills landed mid-sync in {killed} of 8 rounds");
     // Whatever is left goes on the next run, and nothing twice.
     let out = imprint(&dir).args(["sync", "now"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -178,6 +205,7 @@ fn the_station_process_killed_at_random_points_during_sync_loses_and_duplicates_
 #[test]
 fn a_station_syncing_through_a_long_outage_resumes_by_itself() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = PgLock::exclusive();
     let mut db = TestDb::new();
     let cfg = db.add_station("outage-1");
     let d = tempfile::tempdir().unwrap();
