@@ -113,6 +113,10 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     let o = run(&env, &["report", "--central", "--url", &reader_url, "--sslmode", "disable", "--station", "other", "--json"]);
     let other: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(other.len(), 1);
+    let o = run(&env, &["report", "--central", "--url", &reader_url, "--sslmode", "disable", "--since", "2099-01-01T00:00:00Z", "--json"]);
+    assert_eq!(serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap().len(), 0, "nothing started after --since");
+    let o = run(&env, &["report", "--since", "2000-01-01T00:00:00.000Z", "--csv"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1 + 6, "local report since a past time: all six");
 }
 
 #[test]
