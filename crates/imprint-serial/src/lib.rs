@@ -192,7 +192,10 @@ pub fn list_ports(globs: &[String], include_system: bool) -> Vec<PortInfo> {
         }
     }
     for g in globs {
-        let Ok(paths) = glob::glob(g) else { continue };
+        // Like a shell: `*` does not match hidden files, so a udev rule's or
+        // the simulator's temporary `.name.tmp` link is never taken for a port.
+        let opts = glob::MatchOptions { require_literal_leading_dot: true, ..Default::default() };
+        let Ok(paths) = glob::glob_with(g, opts) else { continue };
         for p in paths.flatten() {
             let device = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
             if !device.exists() {
@@ -273,6 +276,18 @@ mod tests {
         let _first = SerialTransport::open(&path, 115_200).unwrap();
         let second = SerialTransport::open(&path, 115_200).err();
         assert!(matches!(second, Some(TransportError::Busy(_))), "{second:?}");
+    }
+
+    #[test]
+    fn hidden_temporary_links_are_not_ports() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("dev");
+        std::fs::write(&target, b"").unwrap();
+        std::os::unix::fs::symlink(&target, tmp.path().join(".SIM-0001.tmp")).unwrap();
+        std::os::unix::fs::symlink(&target, tmp.path().join("SIM-0001")).unwrap();
+        let ports = list_ports(&[format!("{}/SIM*", tmp.path().display()), format!("{}/*", tmp.path().display())], false);
+        assert!(ports.iter().all(|p| !p.path.contains(".SIM-0001.tmp")), "{ports:?}");
+        assert!(ports.iter().any(|p| p.path.ends_with("/SIM-0001")));
     }
 
     #[test]
