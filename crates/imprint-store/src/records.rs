@@ -164,6 +164,15 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
         || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
+/// Run one UPDATE of an attempt row; if it changed, queue the attempt for sync
+/// in the same transaction.
+fn update_attempt(t: &rusqlite::Transaction<'_>, id: &str, sql: &str, p: impl rusqlite::Params) -> Result<(), StoreError> {
+    if t.execute(sql, p)? > 0 {
+        enqueue(t, Entity::Attempt, id, 0)?;
+    }
+    Ok(())
+}
+
 /// A new UUIDv7 as text.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -211,25 +220,18 @@ impl Store {
     pub fn set_device(&self, attempt_id: &str, d: &DeviceFacts) -> Result<(), StoreError> {
         let (id, d) = (attempt_id.to_string(), d.clone());
         self.write(move |t| {
-            if t.execute(
+            update_attempt(
+                t,
+                &id,
                 "UPDATE attempts SET device_serial=?2, model=?3, hw_rev=?4, fw_version=?5, fw_hash=?6, chip_uid=?7 WHERE id=?1",
                 params![id, d.serial, d.model, d.hw_rev, d.fw_version, d.fw_hash, d.chip_uid],
-            )? > 0
-            {
-                enqueue(t, Entity::Attempt, &id, 0)?;
-            }
-            Ok(())
+            )
         })
     }
 
     pub fn set_key(&self, attempt_id: &str, spki_sha256: &str) -> Result<(), StoreError> {
         let (id, k) = (attempt_id.to_string(), spki_sha256.to_string());
-        self.write(move |t| {
-            if t.execute("UPDATE attempts SET spki_sha256=?2 WHERE id=?1", params![id, k])? > 0 {
-                enqueue(t, Entity::Attempt, &id, 0)?;
-            }
-            Ok(())
-        })
+        self.write(move |t| update_attempt(t, &id, "UPDATE attempts SET spki_sha256=?2 WHERE id=?1", params![id, k]))
     }
 
     /// Journal the intent to sign. Fails with `Duplicate` if the key or the
@@ -287,12 +289,7 @@ impl Store {
     /// Link an attempt to a certificate issued earlier (resume).
     pub fn link_certificate(&self, attempt_id: &str, cert_id: &str) -> Result<(), StoreError> {
         let (a, c) = (attempt_id.to_string(), cert_id.to_string());
-        self.write(move |t| {
-            if t.execute("UPDATE attempts SET certificate_id=?2, resumed=1 WHERE id=?1", params![a, c])? > 0 {
-                enqueue(t, Entity::Attempt, &a, 0)?;
-            }
-            Ok(())
-        })
+        self.write(move |t| update_attempt(t, &a, "UPDATE attempts SET certificate_id=?2, resumed=1 WHERE id=?1", params![a, c]))
     }
 
     pub fn finish_attempt(
