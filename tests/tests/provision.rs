@@ -66,6 +66,7 @@ const FAULTS: &[(&str, Option<&str>, bool)] = &[
     ("noise", None, true),
     ("bad-crc-at=3", None, true),
     ("oversized-at=4", None, true),
+    ("busy-at=4", None, true),
 ];
 
 #[test]
@@ -106,6 +107,11 @@ fn every_fault_ends_in_a_recorded_state_with_a_reason_and_lying_csrs_get_no_cert
     let attempts = st.store().attempts(&AttemptFilter { device_serial: Some(format!("FAULT-{:04}", noise + 1)), ..Default::default() }).unwrap();
     let steps = st.store().steps(&attempts[0].id).unwrap();
     assert!(steps.iter().any(|s| s.kind == "console"), "console lines were not recorded");
+    // A BUSY answer is waited out (backed off), recorded as a retry, and passes.
+    let busy = FAULTS.iter().position(|f| f.0 == "busy-at=4").unwrap();
+    let attempts = st.store().attempts(&AttemptFilter { device_serial: Some(format!("FAULT-{:04}", busy + 1)), ..Default::default() }).unwrap();
+    let steps = st.store().steps(&attempts[0].id).unwrap();
+    assert!(steps.iter().any(|s| s.kind == "retry" && s.detail.contains("busy")), "{steps:#?}");
 }
 
 #[test]

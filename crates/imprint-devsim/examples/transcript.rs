@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 s.handle(input)
             }
             Action::KeepWaiting => s.handle(Input::Timeout),
+            Action::Wait { .. } => s.handle(Input::Waited),
             Action::Lookup { .. } => {
                 println!("# host: no certificate on record for this serial and key");
                 s.handle(Input::Lookup(Ok(None)))

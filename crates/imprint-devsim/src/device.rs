@@ -297,6 +297,11 @@ impl Device {
         if self.faults.unplug_at == Some(n) {
             return unanswered(Delivery::Unplug);
         }
+        if self.faults.busy_at == Some(n) {
+            // Refused without acting on it, as 503 requires.
+            let frame = Frame::err(req.rid, ErrorCode::Busy, "erasing flash");
+            return Reply { frame: Some(frame), delivery: Delivery::Answer, console: Vec::new(), busy_ms: 0 };
+        }
         let (frame, busy_ms) = match self.execute(req) {
             Ok(x) => x,
             Err(f) => (f, 0),

@@ -10,6 +10,7 @@
 //! | `noise` | 1-3 console lines (boot log, non-UTF-8 bytes, a fake marker) before every answer |
 //! | `oversized` / `oversized-at=N` | a 1500-byte line instead of every answer / the N-th answer |
 //! | `bad-crc` / `bad-crc-at=N` | every answer / the N-th answer with a wrong CRC |
+//! | `busy-at=N` | answer the N-th request `503 BUSY` without acting on it (firmware erasing flash) |
 //! | `slow-ms=X` | every answer X ms late |
 //! | `silent` | never answer |
 //! | `wrong-serial-csr` | CSR subject names another serial |
@@ -43,6 +44,8 @@ pub struct Faults {
     pub bad_crc: bool,
     /// The answer to the N-th request with a wrong CRC.
     pub bad_crc_at: Option<u64>,
+    /// Answer the N-th request 503 BUSY without acting on it.
+    pub busy_at: Option<u64>,
     /// Extra delay before every answer.
     pub slow_ms: u64,
     /// Never answer anything.
@@ -122,6 +125,7 @@ impl Faults {
                 "oversized-at" => self.oversized_at = Some(num(1)?),
                 "bad-crc" => self.bad_crc = flag()?,
                 "bad-crc-at" => self.bad_crc_at = Some(num(1)?),
+                "busy-at" => self.busy_at = Some(num(1)?),
                 "slow-ms" => self.slow_ms = num(0)?,
                 "silent" => self.silent = flag()?,
                 "wrong-serial-csr" => self.wrong_serial_csr = flag()?,
@@ -153,6 +157,7 @@ impl Faults {
         "oversized-at=N",
         "bad-crc",
         "bad-crc-at=N",
+        "busy-at=N",
         "slow-ms=X",
         "silent",
         "wrong-serial-csr",
@@ -187,6 +192,7 @@ impl fmt::Display for Faults {
         num("replug-after-ms", self.replug_after_ms);
         num("oversized-at", self.oversized_at);
         num("bad-crc-at", self.bad_crc_at);
+        num("busy-at", self.busy_at);
         num("slow-ms", (self.slow_ms > 0).then_some(self.slow_ms));
         for (on, name) in [
             (self.noise, "noise"),
@@ -218,7 +224,7 @@ mod tests {
 
     #[test]
     fn parses_every_item_and_round_trips() {
-        let spec = "unplug-at=7,replug-after-ms=500,oversized-at=3,bad-crc-at=3,slow-ms=2000,noise,oversized,bad-crc,silent,wrong-serial-csr,other-key-csr,bad-csr-sig,weak-key,stale-nonce,bad-proof,mqtt-foreign-cert,mqtt-expired-cert,mqtt-wrong-key";
+        let spec = "unplug-at=7,replug-after-ms=500,oversized-at=3,bad-crc-at=3,busy-at=4,slow-ms=2000,noise,oversized,bad-crc,silent,wrong-serial-csr,other-key-csr,bad-csr-sig,weak-key,stale-nonce,bad-proof,mqtt-foreign-cert,mqtt-expired-cert,mqtt-wrong-key";
         let f = Faults::parse(spec).unwrap();
         assert_eq!(f.unplug_at, Some(7));
         assert_eq!(f.replug_after_ms, Some(500));

@@ -192,6 +192,9 @@ pub enum Action {
     /// A stray or late frame was dropped: keep waiting for the same request
     /// until its original deadline.
     KeepWaiting,
+    /// The device said it is busy: wait `ms` milliseconds, then feed
+    /// [`Input::Waited`] (the session asks for the wait; it never sleeps).
+    Wait { ms: u32 },
     /// Look for a certificate already issued for this device and key.
     /// Answer with [`Input::Lookup`].
     Lookup { serial: String, spki_der: Vec<u8> },
@@ -224,6 +227,8 @@ pub enum Input {
     Timeout,
     /// The port went away (unplug, EOF, EIO).
     Gone(String),
+    /// The wait asked for by [`Action::Wait`] is over.
+    Waited,
     /// `Err` when the station cannot use what it found (e.g. a revoked certificate).
     Lookup(Result<Option<IssuedChain>, Failure>),
     Issued(Result<IssuedChain, Failure>),
@@ -399,6 +404,8 @@ pub struct Session {
     corrupt_seen: u32,
     /// Last corrupt line seen while the current request was outstanding.
     last_corrupt: Option<String>,
+    /// The request to send again once a BUSY back-off wait is over.
+    resend_after_wait: Option<Frame>,
 }
 
 impl Session {
@@ -419,6 +426,7 @@ impl Session {
             notes: Vec::new(),
             corrupt_seen: 0,
             last_corrupt: None,
+            resend_after_wait: None,
         }
     }
 
@@ -464,6 +472,10 @@ impl Session {
                 )
             }
             Input::Timeout => self.on_timeout(),
+            Input::Waited => match self.resend_after_wait.take() {
+                Some(req) => self.send(req),
+                None => self.fail("internal", "a wait ended with nothing to resend".into(), "Report this as a station bug.", true),
+            },
             Input::Corrupt(line) => self.on_corrupt(line),
             Input::Frame(f) => self.on_frame(f),
             Input::Lookup(found) => self.on_lookup(found),
@@ -651,9 +663,14 @@ impl Session {
         let code = f.error_code().unwrap_or(ErrorCode::Other(0));
         let msg = f.text("msg").unwrap_or_default();
         if code == ErrorCode::Busy && self.tries_left > 0 {
+            // Back off before asking again: 100 ms, then 200 ms, ... (capped),
+            // so a device busy for a while is not run out of tries at once.
+            let attempt = u32::from(self.cfg.retries - self.tries_left);
             self.tries_left -= 1;
-            self.note(NoteKind::Retry, format!("device busy on {}; retrying", req.head));
-            return self.send(req.clone());
+            let ms = (100u32 << attempt.min(4)).min(2_000);
+            self.note(NoteKind::Retry, format!("device busy on {}; asking again in {ms} ms", req.head));
+            self.resend_after_wait = Some(req.clone());
+            return Action::Wait { ms };
         }
         if self.state == State::Connect {
             return self.connect_failed(code, f);

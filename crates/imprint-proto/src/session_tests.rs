@@ -162,6 +162,7 @@ fn run_with(dev: &mut Fake, cfg: SessionConfig, existing: Option<IssuedChain>, p
                 Reply::Corrupt => Input::Corrupt(format!("@< {} OK garbage *0000", frame.rid)),
             },
             Action::KeepWaiting => Input::Timeout,
+            Action::Wait { .. } => Input::Waited,
             Action::Lookup { .. } => Input::Lookup(Ok(existing.clone())),
             Action::Issue { csr_der, nonce, .. } => {
                 issued_calls += 1;
@@ -533,4 +534,21 @@ fn a_silent_connect_is_retried_with_a_new_id_then_passes() {
     assert!(matches!(r.outcome, Outcome::Passed { .. }), "{:?}", r.outcome);
     assert_eq!(dev.verbs.iter().filter(|v| *v == "CONNECT").count(), 2);
     assert_eq!(verb_timeout_ms("CONNECT"), CONNECT_TIMEOUT_MS);
+}
+
+#[test]
+fn busy_device_is_asked_again_after_a_growing_back_off() {
+    let mut s = Session::new(cfg());
+    let Action::Send { frame, .. } = s.start() else { panic!() };
+    let busy = |rid| Input::Frame(Frame::err(rid, ErrorCode::Busy, "flash erase"));
+    assert_eq!(s.handle(busy(frame.rid)), Action::Wait { ms: 100 });
+    let Action::Send { frame: again, .. } = s.handle(Input::Waited) else { panic!() };
+    assert_eq!(again.head, "HELLO");
+    assert_ne!(again.rid, frame.rid, "a new request id after the wait");
+    assert_eq!(s.handle(busy(again.rid)), Action::Wait { ms: 200 });
+    let Action::Send { frame: third, .. } = s.handle(Input::Waited) else { panic!() };
+    // Out of tries: the third BUSY is a clear, retryable failure.
+    let a = s.handle(busy(third.rid));
+    let Action::Finish(Outcome::Failed(f)) = a else { panic!("{a:?}") };
+    assert!(f.reason.contains("503 BUSY") && f.retryable, "{f:?}");
 }

@@ -303,6 +303,14 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 }
             }
             Action::KeepWaiting => wait_input(run, t, &mut decoder, &mut pending, &mut buf, deadline),
+            Action::Wait { ms } => {
+                // Commit the steps so far while we wait out the device's BUSY.
+                if let Err(f) = run.persist() {
+                    return Outcome::Failed(f);
+                }
+                std::thread::sleep(Duration::from_millis(u64::from(ms)));
+                Input::Waited
+            }
             Action::Lookup { serial, spki_der } => {
                 span.record("serial", serial.as_str());
                 run.serial = Some(serial.clone());

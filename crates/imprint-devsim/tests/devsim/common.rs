@@ -239,6 +239,7 @@ pub fn run_in_memory(dev: &mut Device, cfg: SessionConfig, ca: &TestCa, existing
                 s.handle(in_flight.pop_front().unwrap_or(Input::Timeout))
             }
             Action::KeepWaiting => s.handle(in_flight.pop_front().unwrap_or(Input::Timeout)),
+            Action::Wait { .. } => s.handle(Input::Waited),
             Action::Lookup { .. } => s.handle(Input::Lookup(Ok(existing.clone()))),
             Action::Issue { identity, keygen_spki_der, csr_der, nonce } => {
                 let r = ca.check_and_issue(&identity.serial, &keygen_spki_der, &csr_der, &nonce);
@@ -283,6 +284,11 @@ pub fn run_over_port(path: &std::path::Path, cfg: SessionConfig, ca: &TestCa, ex
                 true
             }
             Action::KeepWaiting => true,
+            Action::Wait { ms } => {
+                std::thread::sleep(Duration::from_millis(u64::from(ms)));
+                action = s.handle(Input::Waited);
+                continue;
+            }
             Action::Lookup { .. } => {
                 action = s.handle(Input::Lookup(Ok(existing.clone())));
                 continue;
