@@ -1,7 +1,7 @@
 // A minimal W3C WebDriver client over fetch, for tauri-driver + WebKitWebDriver.
 // Waits are on conditions (polled), never fixed sleeps.
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { mkdtempSync, writeFileSync, mkdirSync, openSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import net from "node:net";
@@ -52,9 +52,13 @@ export class Driver {
   async start(env) {
     const port = await freePort();
     const native = await freePort();
+    // Output goes to a file, not to our pipes: a process that outlives its
+    // session must never keep the test runner waiting on an open pipe.
+    this.home = env.HOME;
+    const log = openSync(join(env.HOME, "tauri-driver.log"), "a");
     this.proc = spawn(process.env.TAURI_DRIVER ?? "tauri-driver", ["--port", String(port), "--native-port", String(native)], {
       env,
-      stdio: ["ignore", "inherit", "inherit"],
+      stdio: ["ignore", log, log],
     });
     this.base = `http://127.0.0.1:${port}`;
     await this.waitFor(async () => {
@@ -165,6 +169,21 @@ export class Driver {
     );
   }
 
+  /** Processes started for this station (the app and WebKit's helpers), found by their HOME. */
+  ours() {
+    const out = [];
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+      try {
+        const env = readFileSync(`/proc/${d}/environ`, "utf8").split("\0");
+        const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+        const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+        if (state !== "Z" && env.includes(`HOME=${this.home}`)) out.push(Number(d));
+      } catch { /* gone or not ours */ }
+    }
+    return out;
+  }
+
   async stop() {
     if (this.sid) {
       await this.req("DELETE", this.s("")).catch(() => undefined);
@@ -179,6 +198,16 @@ export class Driver {
         p.kill("SIGTERM");
         setTimeout(() => { p.kill("SIGKILL"); resolve(); }, 5000).unref();
       });
+    }
+    // An app whose WebKitWebDriver went away first can outlive its session:
+    // end whatever is left of this station (TERM, then KILL).
+    if (this.home) {
+      for (const sig of ["SIGTERM", "SIGKILL"]) {
+        const left = this.ours();
+        if (!left.length) break;
+        for (const pid of left) try { process.kill(pid, sig); } catch { /* already gone */ }
+        await this.waitFor(() => this.ours().length === 0, "the app to exit", 3000).catch(() => undefined);
+      }
     }
   }
 }
