@@ -52,7 +52,8 @@ test("four simulated devices pass from the Bench, a faulty one shows red with it
 
     // History: open SIM-0002 and compare its certificate serial with the store.
     await d.click(await d.one(d.byId("nav-history")));
-    const row = await d.waitFor(async () => (await d.all('[data-testid=history-row][data-serial="SIM-0002"]'))[0], "SIM-0002 in History");
+    // Click a cell of the row (WebKitWebDriver does not treat a <tr> as interactable).
+    const row = await d.waitFor(async () => (await d.all('[data-testid=history-row][data-serial="SIM-0002"] td'))[0], "SIM-0002 in History");
     await d.click(row);
     const shown = await d.waitFor(async () => {
       const el = (await d.all(d.byId("cert-serial")))[0];

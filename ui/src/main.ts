@@ -163,7 +163,7 @@ function historyView(): HTMLElement {
     void loadHistory({ device_serial: serial.value || null, cert_serial: cert.value || null, batch: batch.value || null, status: status.value || null, since: since.value || null, limit: 500 });
   for (const el of [serial, cert, batch]) el.addEventListener("keydown", (e) => (e as KeyboardEvent).key === "Enter" && search());
   const rows = state.history.map((a) =>
-    h("tr", { class: `row ${a.status}`, testid: "history-row", "data-id": a.id, "data-serial": a.device_serial ?? "", onclick: () => void openRecord(a.id) },
+    h("tr", { class: `rec ${a.status}`, testid: "history-row", "data-id": a.id, "data-serial": a.device_serial ?? "", onclick: () => void openRecord(a.id) },
       h("td", {}, a.started_at.replace("T", " ").slice(0, 19)), h("td", {}, a.device_serial ?? "-"), h("td", { class: "status" }, a.status),
       h("td", {}, a.cert_serial ?? ""), h("td", {}, a.batch ?? ""), h("td", {}, a.reason ?? "")),
   );
