@@ -327,37 +327,39 @@ impl Store {
         Ok(rx.recv().unwrap_or(0))
     }
 
-    /// Certificate rows for a key, if any.
-    pub fn cert_by_spki(&self, spki_sha256: &str) -> Result<Option<CertRow>, StoreError> {
-        let k = spki_sha256.to_string();
+    /// The certificate row whose `column` equals `value`, if any.
+    fn cert_where(&self, column: &'static str, value: &str) -> Result<Option<CertRow>, StoreError> {
+        let v = value.to_string();
         self.read(move |c| {
-            Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE spki_sha256=?1"), [k], cert_row)
-                .optional()?)
+            Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE {column}=?1"), [v], cert_row).optional()?)
         })
     }
 
-    pub fn cert_by_id(&self, id: &str) -> Result<Option<CertRow>, StoreError> {
-        let k = id.to_string();
+    /// Certificate rows matching `condition` (SQL), oldest first.
+    fn certs_where(&self, condition: &'static str) -> Result<Vec<CertRow>, StoreError> {
         self.read(move |c| {
-            Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE id=?1"), [k], cert_row).optional()?)
+            let mut s = c.prepare(&format!("SELECT {CERT_COLS} FROM certificates WHERE {condition} ORDER BY created_at"))?;
+            let rows = s.query_map([], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
+    }
+
+    /// Certificate rows for a key, if any.
+    pub fn cert_by_spki(&self, spki_sha256: &str) -> Result<Option<CertRow>, StoreError> {
+        self.cert_where("spki_sha256", spki_sha256)
+    }
+
+    pub fn cert_by_id(&self, id: &str) -> Result<Option<CertRow>, StoreError> {
+        self.cert_where("id", id)
     }
 
     /// Intents journaled but never completed (the station stopped while signing).
     pub fn pending_intents(&self) -> Result<Vec<CertRow>, StoreError> {
-        self.read(|c| {
-            let mut s = c.prepare(&format!("SELECT {CERT_COLS} FROM certificates WHERE status='signing' ORDER BY created_at"))?;
-            let rows = s.query_map([], cert_row)?.collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.certs_where("status='signing'")
     }
 
     pub fn certificates(&self) -> Result<Vec<CertRow>, StoreError> {
-        self.read(|c| {
-            let mut s = c.prepare(&format!("SELECT {CERT_COLS} FROM certificates ORDER BY created_at"))?;
-            let rows = s.query_map([], cert_row)?.collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.certs_where("1=1")
     }
 
     pub fn attempts(&self, f: &AttemptFilter) -> Result<Vec<AttemptRow>, StoreError> {
