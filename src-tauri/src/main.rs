@@ -2,10 +2,15 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 use clap::Parser;
+use imprint_api::Mode;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "imprint-app", version, about = "Imprint desktop provisioning station")]
+#[command(
+    name = "imprint-app",
+    version,
+    about = "Imprint desktop provisioning station"
+)]
 struct Args {
     /// Config file (default: the OS config dir's imprint/station.toml).
     #[arg(long, env = "IMPRINT_CONFIG")]
@@ -21,30 +26,27 @@ struct Args {
     fault: Vec<String>,
     /// auto: provision on plug-in; manual: on the operator's key press.
     #[arg(long)]
-    mode: Option<String>,
+    mode: Option<Mode>,
 }
 
 fn main() {
     let args = Args::parse();
-    let config_path = args.config.clone().unwrap_or_else(imprint_station::config::default_config_path);
-    let mut cfg = match imprint_station::StationConfig::load(args.config.as_deref()) {
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(imprint_api::default_config_path);
+    let mut cfg = match imprint_api::load_config(args.config.as_deref(), args.data_dir.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("imprint-app: {e}");
-            std::process::exit(2);
+            std::process::exit(i32::from(e.exit_code()));
         }
     };
-    if let Some(d) = args.data_dir {
-        cfg.data_dir = d;
+    if let Some(m) = args.mode {
+        cfg.mode = m;
     }
-    match args.mode.as_deref() {
-        None => {}
-        Some("auto") => cfg.mode = imprint_station::Mode::Auto,
-        Some("manual") => cfg.mode = imprint_station::Mode::Manual,
-        Some(other) => {
-            eprintln!("imprint-app: unknown --mode {other}: use auto or manual");
-            std::process::exit(2);
-        }
-    }
-    imprint_app::run(imprint_app::state::AppOptions { cfg, config_path, simulate: args.simulate, faults: args.fault });
+    let mut opts = imprint_api::ApiOptions::new(cfg, config_path);
+    opts.simulate = args.simulate;
+    opts.faults = args.fault;
+    imprint_app::run(opts);
 }

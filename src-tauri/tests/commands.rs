@@ -3,7 +3,7 @@
 //! simulated devices on ptys. No window or display needed.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_app::state::{AppOptions, AppState, UiEvent};
+use imprint_api::{Api, ApiEvent, ApiOptions, Mode, StationConfig};
 use imprint_app::with_commands;
 use serde_json::{json, Value};
 use std::sync::mpsc;
@@ -17,14 +17,14 @@ use tauri::Manager;
 struct Harness {
     _dir: tempfile::TempDir,
     webview: tauri::WebviewWindow<tauri::test::MockRuntime>,
-    events: mpsc::Receiver<UiEvent>,
+    events: mpsc::Receiver<ApiEvent>,
     config_path: std::path::PathBuf,
     _app: tauri::App<tauri::test::MockRuntime>,
 }
 
-fn harness(mode: imprint_station::Mode) -> Harness {
+fn harness(mode: Mode) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = imprint_station::StationConfig {
+    let cfg = StationConfig {
         data_dir: dir.path().join("data"),
         port_globs: vec![],
         station_id: "ipc-test".into(),
@@ -32,17 +32,30 @@ fn harness(mode: imprint_station::Mode) -> Harness {
         ..Default::default()
     };
     let config_path = dir.path().join("station.toml");
-    let state = AppState::new(AppOptions { cfg, config_path: config_path.clone(), simulate: 0, faults: vec![] });
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    state.start(Arc::new(move |e| {
-        let _ = tx.lock().unwrap().send(e);
-    }));
+    let state = Api::new(
+        ApiOptions::new(cfg, config_path.clone()),
+        Arc::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+    );
+    state.start(None).unwrap();
     // The app's real context (config, capabilities/ACL), on the mock runtime.
-    let app = with_commands(mock_builder()).build(tauri::generate_context!()).unwrap();
+    let app = with_commands(mock_builder())
+        .build(tauri::generate_context!())
+        .unwrap();
     app.manage(state);
-    let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default()).build().unwrap();
-    Harness { _dir: dir, webview, events: rx, config_path, _app: app }
+    let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    Harness {
+        _dir: dir,
+        webview,
+        events: rx,
+        config_path,
+        _app: app,
+    }
 }
 
 fn call(h: &Harness, cmd: &str, args: Value) -> Result<Value, Value> {
@@ -78,7 +91,7 @@ fn wait_tiles(h: &Harness, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<V
 
 #[test]
 fn station_info_reports_the_development_ca() {
-    let h = harness(imprint_station::Mode::Auto);
+    let h = harness(Mode::Auto);
     let info = call(&h, "station_info", json!({})).unwrap();
     assert_eq!(info["ready"], true, "{info}");
     assert_eq!(info["development"], true);
@@ -89,11 +102,11 @@ fn station_info_reports_the_development_ca() {
 
 #[test]
 fn errors_have_a_stable_code_and_message_shape() {
-    let h = harness(imprint_station::Mode::Manual);
+    let h = harness(Mode::Manual);
     let err = call(&h, "provision", json!({"port": "/dev/nowhere"})).unwrap_err();
     let obj = err.as_object().unwrap();
     assert_eq!(obj.len(), 2, "exactly code and message: {err}");
-    assert_eq!(err["code"], "no_such_port");
+    assert_eq!(err["code"], "not_found");
     assert!(err["message"].as_str().unwrap().contains("/dev/nowhere"));
     // A wrong argument name is refused by the IPC layer, not ignored.
     assert!(call(&h, "provision", json!({"path": "/dev/x"})).is_err());
@@ -103,13 +116,29 @@ fn errors_have_a_stable_code_and_message_shape() {
 
 #[test]
 fn simulated_devices_are_provisioned_and_their_records_are_readable() {
-    let h = harness(imprint_station::Mode::Auto);
-    assert_eq!(call(&h, "simulate", json!({"count": 2, "faults": ["2:other-key-csr"]})).unwrap(), json!(2));
-    let tiles = wait_tiles(&h, "two finished tiles", |t| t.len() == 2 && t.iter().all(|t| t["state"] == "passed" || t["state"] == "failed"));
+    let h = harness(Mode::Auto);
+    assert_eq!(
+        call(
+            &h,
+            "simulate",
+            json!({"count": 2, "faults": ["2:other-key-csr"]})
+        )
+        .unwrap(),
+        json!({"added": 2, "total": 2})
+    );
+    let tiles = wait_tiles(&h, "two finished tiles", |t| {
+        t.len() == 2
+            && t.iter()
+                .all(|t| t["state"] == "passed" || t["state"] == "failed")
+    });
     let passed = tiles.iter().find(|t| t["state"] == "passed").unwrap();
     let failed = tiles.iter().find(|t| t["state"] == "failed").unwrap();
     assert_eq!(failed["code"], "csr_key_mismatch");
     assert!(failed["hint"].as_str().unwrap().contains("QA"));
+    assert_eq!(
+        failed["retryable"], false,
+        "a refused CSR fails again on retry: no Retry offered"
+    );
 
     let rows = call(&h, "history", json!({"filter": {"device_serial": passed["device_serial"], "cert_serial": null, "batch": null, "status": "passed", "since": null, "limit": 10}})).unwrap();
     let rows = rows.as_array().unwrap();
@@ -117,20 +146,29 @@ fn simulated_devices_are_provisioned_and_their_records_are_readable() {
     assert_eq!(rows[0]["cert_serial"], passed["cert_serial"]);
     let detail = call(&h, "record", json!({"id": rows[0]["id"]})).unwrap();
     assert_eq!(detail["certificate"]["serial_hex"], passed["cert_serial"]);
-    assert!(detail["certificate"]["pem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(detail["certificate"]["pem"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(detail["steps"].as_array().unwrap().len() > 10);
 }
 
 #[test]
 fn manual_mode_waits_and_a_scanned_work_order_is_recorded() {
-    let h = harness(imprint_station::Mode::Manual);
+    let h = harness(Mode::Manual);
     call(&h, "simulate", json!({"count": 1, "faults": []})).unwrap();
-    let tiles = wait_tiles(&h, "identified", |t| t.len() == 1 && t[0]["device_serial"] == "SIM-0001");
+    let tiles = wait_tiles(&h, "identified", |t| {
+        t.len() == 1 && t[0]["device_serial"] == "SIM-0001"
+    });
     assert_eq!(tiles[0]["state"], "ready");
     let r = call(&h, "scan", json!({"code": "WO:4711"})).unwrap();
-    assert_eq!(r["kind"], "batch");
+    assert_eq!(r["kind"], "work_order");
+    assert_eq!(r["work_order"], "4711");
     let r = call(&h, "scan", json!({"code": "SIM-0001"})).unwrap();
-    assert_eq!((r["kind"].as_str(), r["port"].as_str()), (Some("device"), tiles[0]["port"].as_str()));
+    assert_eq!(
+        (r["kind"].as_str(), r["port"].as_str()),
+        (Some("device"), tiles[0]["port"].as_str())
+    );
     assert_eq!(call(&h, "provision_all", json!({})).unwrap(), json!(1));
     let tiles = wait_tiles(&h, "passed", |t| t[0]["state"] == "passed");
     let detail = call(&h, "record", json!({"id": tiles[0]["attempt_id"]})).unwrap();
@@ -139,7 +177,7 @@ fn manual_mode_waits_and_a_scanned_work_order_is_recorded() {
 
 #[test]
 fn health_is_reported_per_dependency() {
-    let h = harness(imprint_station::Mode::Manual);
+    let h = harness(Mode::Manual);
     let items = call(&h, "health", json!({})).unwrap();
     let items = items.as_array().unwrap();
     let by = |id: &str| items.iter().find(|i| i["id"] == id).unwrap().clone();
@@ -150,7 +188,7 @@ fn health_is_reported_per_dependency() {
 
 #[test]
 fn settings_are_saved_without_secrets_and_a_pin_in_the_signer_uri_is_refused() {
-    let h = harness(imprint_station::Mode::Manual);
+    let h = harness(Mode::Manual);
     let mut s = call(&h, "get_settings", json!({})).unwrap();
     s["validity_days"] = json!(400);
     s["mode"] = json!("manual");
@@ -162,5 +200,7 @@ fn settings_are_saved_without_secrets_and_a_pin_in_the_signer_uri_is_refused() {
     let err = call(&h, "save_settings", json!({"settings": s})).unwrap_err();
     assert_eq!(err["code"], "invalid_settings");
     assert!(!err["message"].as_str().unwrap().contains("2468"));
-    assert!(!std::fs::read_to_string(&h.config_path).unwrap().contains("2468"));
+    assert!(!std::fs::read_to_string(&h.config_path)
+        .unwrap()
+        .contains("2468"));
 }

@@ -1,9 +1,12 @@
-//! The bench controller the desktop app renders: tiles follow ports and
-//! sessions; auto mode provisions on arrival, manual mode waits.
+//! The one engine (imprint-api's Bench, behind the app's Bench view and the
+//! CLI's provision/watch/station): tiles follow ports and sessions; auto
+//! mode provisions on arrival, manual mode waits; a device unplugged at any
+//! step and plugged back is provisioned to the end.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use imprint_api::engine::{Bench, BenchEvent, BenchEventFn, PortSource, Tile, TileState};
+use imprint_api::Mode;
 use imprint_devsim::{SimConfig, SimDevice};
-use imprint_station::{Bench, BenchEvent, BenchEventFn, Mode, Tile, TileState};
 use imprint_tests::station::TestStation;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -12,16 +15,36 @@ use std::time::Duration;
 fn collector() -> (BenchEventFn, mpsc::Receiver<BenchEvent>) {
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    (Arc::new(move |e: &BenchEvent| { let _ = tx.lock().unwrap().send(e.clone()); }), rx)
+    (
+        Arc::new(move |e: &BenchEvent| {
+            let _ = tx.lock().unwrap().send(e.clone());
+        }),
+        rx,
+    )
+}
+
+fn watch(links: &std::path::Path) -> PortSource {
+    PortSource {
+        globs: vec![format!("{}/*", links.display())],
+        ..Default::default()
+    }
 }
 
 /// Wait (on events, not on time) until `pred` holds for the bench's tiles.
-fn wait_tiles(bench: &Bench, rx: &mpsc::Receiver<BenchEvent>, what: &str, pred: impl Fn(&[Tile]) -> bool) {
+fn wait_tiles(
+    bench: &Bench,
+    rx: &mpsc::Receiver<BenchEvent>,
+    what: &str,
+    pred: impl Fn(&[Tile]) -> bool,
+) {
     loop {
         if pred(&bench.tiles()) {
             return;
         }
-        rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("timed out waiting for: {what}; tiles: {:#?}", bench.tiles()));
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!("timed out waiting for: {what}; tiles: {:#?}", bench.tiles())
+            });
     }
 }
 
@@ -31,11 +54,19 @@ fn auto_mode_provisions_arrivals_and_tiles_follow_unplugs() {
     let links = ts.dir.path().join("slots");
     std::fs::create_dir_all(&links).unwrap();
     let (events, rx) = collector();
-    let bench = Bench::start(ts.open(), vec![format!("{}/*", links.display())], false, Mode::Auto, events);
+    let bench = Bench::start(ts.open(), watch(&links), Mode::Auto, events, vec![]);
     let a = SimDevice::spawn(SimConfig::new("AUTO-0001").with_link_dir(&links)).unwrap();
-    let b = SimDevice::spawn(SimConfig::new("AUTO-0002").with_link_dir(&links).with_faults("wrong-serial-csr").unwrap()).unwrap();
+    let b = SimDevice::spawn(
+        SimConfig::new("AUTO-0002")
+            .with_link_dir(&links)
+            .with_faults("wrong-serial-csr")
+            .unwrap(),
+    )
+    .unwrap();
     wait_tiles(&bench, &rx, "one pass, one fail", |t| {
-        t.len() == 2 && t.iter().any(|t| t.state == TileState::Passed) && t.iter().any(|t| t.state == TileState::Failed)
+        t.len() == 2
+            && t.iter().any(|t| t.state == TileState::Passed)
+            && t.iter().any(|t| t.state == TileState::Failed)
     });
     let tiles = bench.tiles();
     assert_eq!(tiles.iter().map(|t| t.slot).collect::<Vec<_>>(), [1, 2]);
@@ -47,9 +78,14 @@ fn auto_mode_provisions_arrivals_and_tiles_follow_unplugs() {
     assert!(passed.cert_serial.is_some());
     assert_eq!(bench.find_serial("AUTO-0001").unwrap().port, passed.port);
     drop(a);
-    wait_tiles(&bench, &rx, "unplugged tile marked absent", |t| t.iter().any(|t| !t.present));
+    wait_tiles(&bench, &rx, "unplugged tile marked absent", |t| {
+        t.iter().any(|t| !t.present)
+    });
     // A finished tile keeps its result after the unplug.
-    assert_eq!(bench.tiles().iter().find(|t| !t.present).unwrap().state, TileState::Passed);
+    assert_eq!(
+        bench.tiles().iter().find(|t| !t.present).unwrap().state,
+        TileState::Passed
+    );
     drop(b);
     bench.stop();
 }
@@ -60,20 +96,122 @@ fn manual_mode_identifies_then_waits_for_the_operator() {
     let links = ts.dir.path().join("slots");
     std::fs::create_dir_all(&links).unwrap();
     let (events, rx) = collector();
-    let bench = Bench::start(ts.open(), vec![format!("{}/*", links.display())], false, Mode::Manual, events);
+    let bench = Bench::start(ts.open(), watch(&links), Mode::Manual, events, vec![]);
     let _d = SimDevice::spawn(SimConfig::new("MAN-0001").with_link_dir(&links)).unwrap();
-    wait_tiles(&bench, &rx, "device identified", |t| t.len() == 1 && t[0].device_serial.as_deref() == Some("MAN-0001"));
-    assert_eq!(bench.tiles()[0].state, TileState::Ready, "manual mode must not start by itself");
+    wait_tiles(&bench, &rx, "device identified", |t| {
+        t.len() == 1 && t[0].device_serial.as_deref() == Some("MAN-0001")
+    });
+    assert_eq!(
+        bench.tiles()[0].state,
+        TileState::Ready,
+        "manual mode must not start by itself"
+    );
     bench.station().set_batch(Some("WO-7".into()));
     assert_eq!(bench.provision_all_ready(), 1);
     wait_tiles(&bench, &rx, "passed", |t| t[0].state == TileState::Passed);
     let id = bench.tiles()[0].attempt_id.clone().unwrap();
-    assert_eq!(bench.station().store().attempt(&id).unwrap().unwrap().batch.as_deref(), Some("WO-7"));
-    // Retrying a finished device re-verifies it (already provisioned), never re-issues.
+    assert_eq!(
+        bench
+            .station()
+            .store()
+            .attempt(&id)
+            .unwrap()
+            .unwrap()
+            .batch
+            .as_deref(),
+        Some("WO-7")
+    );
+    // Retrying a finished device re-verifies it (already provisioned), never re-issues,
+    // and the tile says it was a re-check, not a re-send.
     let port = bench.tiles()[0].port.clone();
     bench.provision(&port).unwrap();
-    wait_tiles(&bench, &rx, "passed again", |t| t[0].state == TileState::Passed && t[0].attempt_id.as_deref() != Some(id.as_str()));
-    assert!(bench.tiles()[0].resumed);
+    wait_tiles(&bench, &rx, "passed again", |t| {
+        t[0].state == TileState::Passed && t[0].attempt_id.as_deref() != Some(id.as_str())
+    });
+    assert!(bench.tiles()[0].recheck);
+    assert!(!bench.tiles()[0].resumed);
     assert_eq!(bench.station().store().certificates().unwrap().len(), 1);
     bench.stop();
+}
+
+/// Unplug the device at its `step`-th request and plug it back after a
+/// short while: the engine provisions it to the end, with one certificate.
+fn unplugged_at_step_and_replugged_is_provisioned_to_the_end(step: u32) {
+    let ts = TestStation::new();
+    let links = ts.dir.path().join("slots");
+    std::fs::create_dir_all(&links).unwrap();
+    let (events, rx) = collector();
+    let bench = Bench::start(ts.open(), watch(&links), Mode::Auto, events, vec![]);
+    // 100 ms: shorter than a poll of the port watcher, so the departure is
+    // usually never seen (the regression: such a device was never resumed).
+    let faults = format!("unplug-at={step},replug-after-ms=100");
+    let _d = SimDevice::spawn(
+        SimConfig::new("REPLUG-0001")
+            .with_link_dir(&links)
+            .with_faults(&faults)
+            .unwrap(),
+    )
+    .unwrap();
+    wait_tiles(&bench, &rx, "the device passed", |t| {
+        t.len() == 1 && t[0].state == TileState::Passed
+    });
+    let store = bench.station().store().clone();
+    let attempts = store.attempts(&Default::default()).unwrap();
+    let certs = store.certificates().unwrap();
+    assert_eq!(
+        certs.len(),
+        1,
+        "step {step}: one certificate for one key: {certs:#?}"
+    );
+    assert_eq!(attempts[0].status, "passed", "step {step}");
+    if attempts.len() == 2 {
+        assert_eq!(
+            attempts[1].code.as_deref(),
+            Some("unplugged"),
+            "step {step}: {attempts:#?}"
+        );
+        assert!(
+            bench.tiles()[0].interrupted,
+            "step {step}: the tile shows it was interrupted and resumed"
+        );
+    } else {
+        assert_eq!(
+            attempts.len(),
+            1,
+            "step {step}: the flow has fewer requests than this step"
+        );
+    }
+    bench.stop();
+}
+
+macro_rules! replug_tests {
+    ($($name:ident: $step:expr,)*) => {$(
+        #[test]
+        fn $name() {
+            unplugged_at_step_and_replugged_is_provisioned_to_the_end($step);
+        }
+    )*};
+}
+
+// One test per request of a provisioning run (HELLO, IDENT, KEYGEN, CSR,
+// READ csr, PUT/COMMIT cert, PUT/COMMIT chain, READ back, PROVE, LOCK).
+replug_tests! {
+    replug_at_step_01: 1,
+    replug_at_step_02: 2,
+    replug_at_step_03: 3,
+    replug_at_step_04: 4,
+    replug_at_step_05: 5,
+    replug_at_step_06: 6,
+    replug_at_step_07: 7,
+    replug_at_step_08: 8,
+    replug_at_step_09: 9,
+    replug_at_step_10: 10,
+    replug_at_step_11: 11,
+    replug_at_step_12: 12,
+    replug_at_step_13: 13,
+    replug_at_step_14: 14,
+    replug_at_step_15: 15,
+    replug_at_step_16: 16,
+    replug_at_step_17: 17,
+    replug_at_step_18: 18,
 }

@@ -12,6 +12,9 @@ import type { ScanResult } from "./bindings/ScanResult";
 import type { SettingsDto } from "./bindings/SettingsDto";
 import type { StationInfo } from "./bindings/StationInfo";
 import type { TileDto } from "./bindings/TileDto";
+import type { Attached } from "./bindings/Attached";
+import type { Mode } from "./bindings/Mode";
+import type { ModeChange } from "./bindings/ModeChange";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 
@@ -29,10 +32,10 @@ export const api = {
   benchTiles: () => invoke<TileDto[]>("bench_tiles"),
   provision: (port: string) => invoke<void>("provision", { port }),
   provisionAll: () => invoke<number>("provision_all"),
-  setMode: (mode: "auto" | "manual") => invoke<string>("set_mode", { mode }),
+  setMode: (mode: Mode) => invoke<ModeChange>("set_mode", { mode }),
   setBatch: (batch: string | null) => invoke<string | null>("set_batch", { batch }),
   scan: (code: string) => invoke<ScanResult>("scan", { code }),
-  simulate: (count: number, faults: string[]) => invoke<number>("simulate", { count, faults }),
+  simulate: (count: number, faults: string[]) => invoke<Attached>("simulate", { count, faults }),
   history: (filter: HistoryFilter) => invoke<AttemptDto[]>("history", { filter }),
   record: (id: string) => invoke<RecordDetail>("record", { id }),
   health: () => invoke<HealthItemDto[]>("health"),

@@ -5,6 +5,8 @@
 import "./style.css";
 import { api, errorText, onBench, onStation, type AttemptDto, type HealthItemDto, type RecordDetail, type SettingsDto, type StationInfo, type TileDto } from "./api";
 import { getCurrentWindow } from "@tauri-apps/api/window";
+import type { DeviceKey } from "./bindings/DeviceKey";
+import type { Mode } from "./bindings/Mode";
 
 type View = "bench" | "history" | "health" | "settings";
 
@@ -187,7 +189,7 @@ function recordView(d: RecordDetail): HTMLElement {
     h("h2", {}, `${a.device_serial ?? "unknown device"} `, h("span", { class: `pill ${a.status}`, testid: "record-status" }, a.status)),
     h("dl", {},
       h("dt", {}, "port"), h("dd", {}, a.port),
-      h("dt", {}, "device"), h("dd", {}, `${a.model ?? ""} hw ${d.hw_rev ?? ""} fw ${a.fw_version ?? ""}`),
+      h("dt", {}, "device"), h("dd", {}, `${a.model ?? ""} hw ${a.hw_rev ?? ""} fw ${a.fw_version ?? ""}`),
       h("dt", {}, "work order"), h("dd", {}, a.batch ?? "none"),
       a.reason ? h("dt", {}, "reason") : null, a.reason ? h("dd", { class: "reason", testid: "record-reason" }, `${a.reason} → ${a.hint ?? ""}`) : null,
     ),
@@ -229,7 +231,6 @@ function settingsView(): HTMLElement {
   const station = input("s-station", s.station_id);
   const validity = input("s-validity", s.validity_days, "number");
   const org = input("s-org", s.organization ?? "");
-  const batch = input("s-batch", s.batch ?? "");
   const mode = h("select", { id: "s-mode", testid: "s-mode" }, ...["auto", "manual"].map((m) => h("option", { value: m, selected: m === s.mode }, m))) as HTMLSelectElement;
   const key = h("select", { id: "s-key", testid: "s-key" }, ...["p256", "p384"].map((m) => h("option", { value: m, selected: m === s.device_key }, m.toUpperCase()))) as HTMLSelectElement;
   const lock = h("input", { id: "s-lock", type: "checkbox", checked: s.lock_device }) as HTMLInputElement;
@@ -239,8 +240,8 @@ function settingsView(): HTMLElement {
     const next: SettingsDto = {
       ...s,
       signer: signer.value, baud: Number(baud.value), port_globs: globs.value.split(",").map((g) => g.trim()).filter(Boolean),
-      system_ports: system.checked, mode: mode.value, batch: batch.value || null, station_id: station.value,
-      validity_days: Number(validity.value), organization: org.value || null, device_key: key.value, lock_device: lock.checked,
+      system_ports: system.checked, mode: mode.value as Mode, station_id: station.value,
+      validity_days: Number(validity.value), organization: org.value || null, device_key: key.value as DeviceKey, lock_device: lock.checked,
     };
     try {
       state.info = await api.saveSettings(next);
@@ -259,7 +260,7 @@ function settingsView(): HTMLElement {
       h("h3", {}, "Ports"),
       row("Baud rate", baud), row("Port globs", globs, "e.g. /dev/serial/by-id/*"), row("System serial ports", system),
       h("h3", {}, "Station"),
-      row("Mode", mode), row("Work order", batch), row("Station id", station),
+      row("Mode", mode), row("Station id", station),
       h("h3", {}, "Certificate profile"),
       row("Validity (days)", validity), row("Organization", org), row("Device key", key), row("Lock device after pass", lock),
       h("div", { class: "actions" }, h("button", { type: "submit", testid: "s-save" }, "Save"),
@@ -347,16 +348,18 @@ async function provisionAll() {
 
 async function toggleMode() {
   try {
-    await api.setMode(state.info?.mode === "auto" ? "manual" : "auto");
+    const change = await api.setMode(state.info?.mode === "auto" ? "manual" : "auto");
     await refreshInfo();
     render();
+    // Switching to auto never starts the waiting devices by itself.
+    if (change.mode === "auto" && change.waiting > 0) toast(`Auto mode: ${change.waiting} device(s) still waiting: press F5 to provision them`);
   } catch (e) { toast(errorText(e)); }
 }
 
 async function doScan(code: string) {
   try {
     const r = await api.scan(code);
-    if (r.kind === "batch") await refreshInfo();
+    if (r.kind === "work_order") await refreshInfo();
     if (r.port) state.selected = r.port;
     toast(r.message);
   } catch (e) { toast(errorText(e)); }
@@ -364,7 +367,7 @@ async function doScan(code: string) {
 
 async function attachSim(count: number, fault: string) {
   try {
-    const n = await api.simulate(count, fault.trim() ? fault.split(/\s+/) : []);
+    const n = (await api.simulate(count, fault.trim() ? fault.split(/\s+/) : [])).added;
     await refreshInfo();
     toast(`${n} simulated device(s) attached`);
   } catch (e) { toast(errorText(e)); }

@@ -1,30 +1,32 @@
-//! `imprint`: the station's command line. A thin shell: every command is a
-//! call into imprint-station / imprint-store / imprint-signer.
-//!
-//! Exit codes: 0 success; 1 a device failed; 2 usage or configuration error;
-//! 3 CA signer or CA certificate problem; 4 local store problem; 5 nothing to do
-//! (no ports found).
+//! `imprint`: the station's command line. A thin shell over `imprint-api`:
+//! each subcommand maps its arguments to one API call and prints the result
+//! (text for people, `--json` for machines). No provisioning logic lives here.
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use imprint_core::ca::{self, CaSubject};
-use imprint_core::signer::SigAlg;
-use imprint_signer::{create_ca_key, open_signer, Pin};
-use imprint_station::{Progress, ProgressFn, ProgressStatus, Station, StationConfig, StationError, WatchOptions};
-use imprint_store::{AttemptFilter, Store};
+use imprint_api::{Api, ApiError, ApiEvent, ApiOptions, ErrorCode, Mode, Pin, StationConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imprint_station::logging;
-
 mod sync_cmd;
+mod view;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0   success (every device passed)
+  1   a device failed (its record says why and what to do next)
+  2   usage or configuration error
+  3   CA signer or CA certificate problem
+  4   local store problem (disk, permissions, another station on the data dir)
+  5   nothing to do (no ports found)
+  6   central database problem
+  70  internal fault (a bug: report it)
+  130 stopped by a second Ctrl-C";
 
 #[derive(Parser)]
-#[command(name = "imprint", version, about = "Imprint provisioning station", propagate_version = true)]
+#[command(name = "imprint", version, about = "Imprint provisioning station", propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// Config file (default: the OS config dir's imprint/station.toml, if present).
     #[arg(long, global = true, env = "IMPRINT_CONFIG")]
@@ -46,10 +48,13 @@ enum Cmd {
     /// Identify the devices on ports (HELLO + IDENT, nothing written).
     Devices(PortSel),
     /// Provision the devices on the given ports (all in parallel).
+    #[command(after_help = EXIT_CODES)]
     Provision(ProvisionArgs),
-    /// Provision whatever is plugged in, until interrupted.
+    /// Provision whatever is plugged in, until Ctrl-C (a second Ctrl-C aborts).
+    #[command(after_help = EXIT_CODES)]
     Watch(WatchArgs),
     /// Run the station on embedded defaults, optionally with simulated devices.
+    #[command(after_help = EXIT_CODES)]
     Station(StationArgs),
     /// CA set-up: create the CA key and certificate in the HSM, import a chain, show it.
     #[command(subcommand)]
@@ -68,7 +73,10 @@ enum Cmd {
     Sync(sync_cmd::SyncCmd),
     /// Attempts with their certificates, from the local store or (--central) the central database.
     Report(sync_cmd::ReportArgs),
-    /// Check the signer and the local store.
+    /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
+    #[command(
+        after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store."
+    )]
     Health {
         #[arg(long)]
         json: bool,
@@ -89,13 +97,16 @@ struct PortSel {
     /// A port to use (repeat for several).
     #[arg(long)]
     port: Vec<String>,
-    /// Every port matching these globs (plus the config's), and the system's USB ports with --system.
+    /// Every port matching the config's port_globs and --glob (and the OS's ports with --system).
     #[arg(long)]
     all: bool,
+    /// With --all: also ports matching this glob, e.g. '/dev/serial/by-id/*' (repeat for several).
     #[arg(long)]
     glob: Vec<String>,
+    /// With --all: also the OS's own serial ports (USB, PCI).
     #[arg(long)]
     system: bool,
+    /// Machine-readable output: JSON (one line per update while provisioning).
     #[arg(long)]
     json: bool,
 }
@@ -111,10 +122,13 @@ struct ProvisionArgs {
 
 #[derive(Args)]
 struct WatchArgs {
+    /// Also watch ports matching this glob (repeat for several).
     #[arg(long)]
     glob: Vec<String>,
+    /// Also watch the OS's own serial ports.
     #[arg(long)]
     system: bool,
+    /// Work order / batch recorded on each attempt.
     #[arg(long)]
     batch: Option<String>,
     /// Stop after this many attempts (for scripts and tests).
@@ -132,6 +146,7 @@ struct StationArgs {
     /// Faults for simulated devices: `SPEC` for all or `N:SPEC` for device N (see imprint-devsim --help).
     #[arg(long)]
     fault: Vec<String>,
+    /// Work order / batch recorded on each attempt.
     #[arg(long)]
     batch: Option<String>,
     /// Stop after this many attempts.
@@ -155,9 +170,9 @@ enum CaCmd {
         org: Option<String>,
         #[arg(long)]
         country: Option<String>,
-        /// Key algorithm when generating: p256 or p384.
-        #[arg(long, default_value = "p256")]
-        alg: String,
+        /// Key algorithm when generating.
+        #[arg(long, value_enum, default_value_t = Alg::P256)]
+        alg: Alg,
         /// Create the key first: a key pair in the token (pkcs11:), or a new
         /// KMS key (awskms:; with key-id=alias/<name> the alias is created
         /// too, without key-id the new key's signer URI is printed).
@@ -186,6 +201,12 @@ enum CaCmd {
     Show,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Alg {
+    P256,
+    P384,
+}
+
 #[derive(Subcommand)]
 enum RecordsCmd {
     /// List attempts, newest first.
@@ -198,6 +219,9 @@ enum RecordsCmd {
         batch: Option<String>,
         #[arg(long)]
         cert_serial: Option<String>,
+        /// Only attempts started at or after this date or RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(long)]
@@ -225,64 +249,74 @@ enum ExportCmd {
     },
 }
 
-/// An error with the exit code it maps to.
-struct Fail(u8, anyhow::Error);
+/// How a command ended when it did not succeed.
+pub(crate) enum Fail {
+    /// An API error: its message, and its code's exit status.
+    Api(ApiError),
+    /// Stop quietly with this status (e.g. stdout closed by `| head`).
+    Quiet(u8),
+}
 
-impl<E: Into<anyhow::Error>> From<E> for Fail {
-    fn from(e: E) -> Self {
-        let e = e.into();
-        let code = if let Some(se) = e.downcast_ref::<StationError>() {
-            match se {
-                StationError::Store(_) => 4,
-                StationError::Signer(_) | StationError::Ca(_) => 3,
-                _ => 2,
-            }
-        } else if e.downcast_ref::<imprint_store::StoreError>().is_some() {
-            4
-        } else if e.downcast_ref::<imprint_core::signer::SignerError>().is_some() || e.downcast_ref::<ca::CaError>().is_some() {
-            3
-        } else {
-            2
-        };
-        Fail(code, e)
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Self {
+        Fail::Api(e)
     }
+}
+
+pub(crate) type CmdResult = Result<u8, Fail>;
+
+/// Print to stdout; a closed pipe (`| head`) ends the command quietly.
+pub(crate) fn out(text: impl std::fmt::Display) -> Result<(), Fail> {
+    let mut o = std::io::stdout().lock();
+    match writeln!(o, "{text}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Fail::Quiet(0)),
+        Err(e) => Err(Fail::Api(ApiError::io("standard output", e))),
+    }
+}
+
+pub(crate) fn json(v: &impl serde::Serialize) -> Result<(), Fail> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| ApiError::internal(format!("encoding JSON: {e}")))?;
+    out(text)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(Fail(code, e)) => {
-            eprintln!("imprint: error: {e:#}");
-            ExitCode::from(code)
+        Err(Fail::Quiet(code)) => ExitCode::from(code),
+        Err(Fail::Api(e)) => {
+            eprintln!("imprint: error [{}]: {}", e.code, e.message);
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn load_config(cli: &Cli) -> Result<StationConfig, Fail> {
-    let mut cfg = StationConfig::load(cli.config.as_deref()).context("loading the station configuration")?;
-    if let Some(d) = &cli.data_dir {
-        cfg.data_dir = d.clone();
-    }
-    Ok(cfg)
+pub(crate) fn load_config(cli: &Cli) -> Result<StationConfig, Fail> {
+    Ok(imprint_api::load_config(
+        cli.config.as_deref(),
+        cli.data_dir.as_deref(),
+    )?)
 }
 
 fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
     if !cli.pin_prompt {
         return Ok(None);
     }
-    let p = rpassword::prompt_password("Signer PIN: ").context("reading the PIN")?;
+    let p = rpassword::prompt_password("Signer PIN: ")
+        .map_err(|e| ApiError::io("reading the PIN", e))?;
     Ok(Some(Pin::new(p)))
 }
 
-fn run(cli: Cli) -> Result<u8, Fail> {
+fn run(cli: Cli) -> CmdResult {
     match &cli.cmd {
         Cmd::Ports(a) => {
-            let ports = imprint_serial::list_ports(&a.glob, true);
+            let ports = imprint_api::ports::list(&a.glob, true);
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&ports)?);
+                json(&ports)?;
             } else if ports.is_empty() {
-                println!("no serial ports found");
+                out("no serial ports found")?;
             } else {
                 for p in &ports {
                     let usb = match (p.vid, p.pid) {
@@ -294,35 +328,38 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         ),
                         _ => String::new(),
                     };
-                    let loc = p.location.as_deref().map(|l| format!(" location={l}")).unwrap_or_default();
-                    println!("{}\t{}\t{}{usb}{loc}", p.path, p.device, p.kind);
+                    let loc = p
+                        .location
+                        .as_deref()
+                        .map(|l| format!(" location={l}"))
+                        .unwrap_or_default();
+                    out(format!("{}\t{}\t{}{usb}{loc}", p.path, p.device, p.kind))?;
                 }
             }
             Ok(0)
         }
         Cmd::Devices(sel) => {
             let cfg = load_config(&cli)?;
-            let _log = logging::init(&cfg.log_dir(), false);
-            let ports = select_ports(&cfg, sel);
+            let _log = imprint_api::logging::init(&cfg.log_dir(), false);
+            let ports = imprint_api::ports::select(&cfg, &sel.port, sel.all, &sel.glob, sel.system);
             if ports.is_empty() {
-                eprintln!("imprint: no ports: name them with --port, or use --all with --glob/--system");
-                return Ok(5);
+                return Err(no_ports());
             }
-            let mut out = Vec::new();
-            for p in &ports {
-                let r = imprint_station::driver::identify(p, cfg.baud);
-                out.push(serde_json::json!({"port": p, "result": match &r { Ok(id) => serde_json::json!({
-                    "serial": id.serial, "model": id.model, "hw": id.hw_rev, "fw": id.fw_version, "state": id.state.as_str()}),
-                    Err(e) => serde_json::json!({"error": e}) }}));
-                if !sel.json {
-                    match r {
-                        Ok(id) => println!("{p}\t{}\t{} hw {} fw {}\t{}", id.serial, id.model, id.hw_rev, id.fw_version, id.state.as_str()),
-                        Err(e) => println!("{p}\t-\t{e}"),
+            let found = imprint_api::ports::identify(&ports, cfg.baud);
+            if sel.json {
+                json(&found)?;
+            } else {
+                for d in found {
+                    match d.result {
+                        imprint_api::ports::IdentResult::Device(id) => out(format!(
+                            "{}\t{}\t{} hw {} fw {}\t{}",
+                            d.port, id.serial, id.model, id.hw, id.fw, id.state
+                        ))?,
+                        imprint_api::ports::IdentResult::Error(e) => {
+                            out(format!("{}\t-\t{e}", d.port))?
+                        }
                     }
                 }
-            }
-            if sel.json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Ok(0)
         }
@@ -331,126 +368,75 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             if a.batch.is_some() {
                 cfg.batch = a.batch.clone();
             }
-            let _log = logging::init(&cfg.log_dir(), false);
-            let ports = select_ports(&cfg, &a.sel);
+            let ports =
+                imprint_api::ports::select(&cfg, &a.sel.port, a.sel.all, &a.sel.glob, a.sel.system);
             if ports.is_empty() {
-                eprintln!("imprint: no ports: name them with --port, or use --all with --glob/--system");
-                return Ok(5);
+                return Err(no_ports());
             }
-            let station = Station::open(cfg, pin(&cli)?)?;
-            banner(&station);
-            let results = station.provision_all(&ports, Some(printer(a.sel.json)));
-            summarize(&station, results)
+            cfg.mode = Mode::Auto;
+            let mut opts = ApiOptions::new(cfg, config_path(&cli));
+            opts.fixed_ports = ports.clone();
+            run_engine(&cli, opts, Some(ports.len()), a.sel.json)
         }
         Cmd::Watch(a) => {
             let mut cfg = load_config(&cli)?;
             if a.batch.is_some() {
                 cfg.batch = a.batch.clone();
             }
-            let _log = logging::init(&cfg.log_dir(), false);
-            let mut globs = cfg.port_globs.clone();
-            globs.extend(a.glob.iter().cloned());
-            let system = a.system || cfg.system_ports;
-            let station = Station::open(cfg, pin(&cli)?)?;
-            banner(&station);
-            eprintln!("watching {} (system ports: {system}); Ctrl-C to stop", globs.join(", "));
-            let stop = Arc::new(AtomicBool::new(false));
-            let results = station.watch(
-                WatchOptions { globs, system_ports: system, poll: Duration::from_millis(300), max_attempts: a.max },
-                Some(printer(a.json)),
-                stop,
-            );
-            summarize(&station, results.into_iter().map(Ok).collect())
+            cfg.mode = Mode::Auto;
+            let mut opts = ApiOptions::new(cfg, config_path(&cli));
+            opts.extra_globs = a.glob.clone();
+            opts.system_ports = a.system;
+            run_engine(&cli, opts, a.max, a.json)
         }
         Cmd::Station(a) => {
             let mut cfg = load_config(&cli)?;
             if a.batch.is_some() {
                 cfg.batch = a.batch.clone();
             }
-            let _log = logging::init(&cfg.log_dir(), false);
-            let sim_dir = cfg.data_dir.join("sim-ports");
-            let _ = std::fs::remove_dir_all(&sim_dir);
-            std::fs::create_dir_all(&sim_dir).context("creating the simulated ports dir")?;
-            let mut globs = cfg.port_globs.clone();
-            globs.push(format!("{}/*", sim_dir.display()));
-            let station = Station::open(cfg.clone(), pin(&cli)?)?;
-            banner(&station);
-            let sims = if a.simulate > 0 {
-                let faults = imprint_devsim::fault_plan(&a.fault, a.simulate).map_err(|e| Fail(2, anyhow::anyhow!(e)))?;
-                let mut v = Vec::new();
-                for i in 0..a.simulate {
-                    let mut c = imprint_devsim::SimConfig::new(format!("SIM-{:04}", i + 1));
-                    c.baud = cfg.baud;
-                    c.link_dir = Some(sim_dir.clone());
-                    c.faults = faults[i].clone();
-                    v.push(imprint_devsim::SimDevice::spawn(c).context("starting a simulated device")?);
-                }
-                eprintln!("{} simulated devices attached under {}; watching until Ctrl-C", v.len(), sim_dir.display());
-                v
-            } else {
-                Vec::new()
-            };
-            let stop = Arc::new(AtomicBool::new(false));
-            let results = station.watch(
-                WatchOptions { globs, system_ports: cfg.system_ports, poll: Duration::from_millis(300), max_attempts: a.max },
-                Some(printer(a.json)),
-                stop,
-            );
-            drop(sims);
-            summarize(&station, results.into_iter().map(Ok).collect())
+            cfg.mode = Mode::Auto;
+            let mut opts = ApiOptions::new(cfg, config_path(&cli));
+            opts.simulate = a.simulate;
+            opts.faults = a.fault.clone();
+            run_engine(&cli, opts, a.max, a.json)
         }
         Cmd::Ca(c) => ca_cmd(&cli, c),
         Cmd::Records(r) => records_cmd(&cli, r),
         Cmd::Db(c) => sync_cmd::db_cmd(c),
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
         Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
-        Cmd::Export(ExportCmd::Csv { out }) => {
+        Cmd::Export(ExportCmd::Csv { out: path }) => {
             let cfg = load_config(&cli)?;
-            let store = Store::open(&cfg.store_path())?;
-            let w: Box<dyn Write> = match out {
-                Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
-                None => Box::new(std::io::stdout()),
+            let store = imprint_api::open_store(&cfg)?;
+            let n = match path {
+                Some(p) => imprint_api::records::export_csv_to_file(&store, p)?,
+                None => imprint_api::records::export_csv(&store, std::io::stdout().lock())?,
             };
-            let n = export_csv(&store, w)?;
             eprintln!("exported {n} attempts");
             Ok(0)
         }
-        Cmd::Health { json } => {
+        Cmd::Health { json: as_json } => {
             let cfg = load_config(&cli)?;
-            // Per-dependency health (shared with the app), plus the signer's
-            // own state (reachable, key present, last error) for scripts.
-            let (items, signer_state) = match Station::open(cfg.clone(), pin(&cli)?) {
-                Ok(st) => {
-                    let items = imprint_station::health::check(&st);
-                    (items, serde_json::to_value(st.signer().health())?)
-                }
-                Err(e) => {
-                    let state = match &e {
-                        StationError::Signer(se) => {
-                            let uri = cfg.signer_uri();
-                            let kind = uri.split(':').next().unwrap_or_default().to_string();
-                            serde_json::to_value(imprint_station::signer_worker::SignerHealth::from_open_error(&uri, &kind, se))?
-                        }
-                        _ => serde_json::Value::Null,
-                    };
-                    let item = imprint_station::health::HealthItem {
-                        id: "signer".into(),
-                        title: "CA signer".into(),
-                        level: imprint_station::health::Level::Error,
-                        detail: "the station could not open".into(),
-                        last_error: Some(e.to_string()),
-                    };
-                    (vec![item], state)
-                }
-            };
-            let failed = |id: &str| items.iter().any(|i| i.id == id && i.level == imprint_station::health::Level::Error);
-            let code = if failed("local_store") { 4 } else if failed("signer") { 3 } else if items.iter().any(|i| i.level == imprint_station::health::Level::Error) { 1 } else { 0 };
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": code == 0, "checks": items, "signer": signer_state}))?);
+            let api = Api::new(ApiOptions::new(cfg, config_path(&cli)), Arc::new(|_| {}));
+            let _ = api.open(pin(&cli)?);
+            let items = api.health();
+            api.shutdown();
+            let code = imprint_api::health::exit_code(&items);
+            if *as_json {
+                json(&serde_json::json!({"ok": code == 0, "checks": items}))?;
             } else {
                 for i in &items {
-                    let level = serde_json::to_value(i.level)?.as_str().unwrap_or("").to_uppercase();
-                    println!("{:<18} {:<6} {}{}", i.title, level, i.detail, i.last_error.as_deref().map(|e| format!("\n{:<25}last error: {e}", "")).unwrap_or_default());
+                    let level = format!("{:?}", i.level).to_uppercase();
+                    out(format!(
+                        "{:<18} {:<6} {}{}",
+                        i.title,
+                        level,
+                        i.detail,
+                        i.last_error
+                            .as_deref()
+                            .map(|e| format!("\n{:<25}last error: {e}", ""))
+                            .unwrap_or_default()
+                    ))?;
                 }
             }
             Ok(code)
@@ -458,153 +444,202 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     }
 }
 
-fn select_ports(cfg: &StationConfig, sel: &PortSel) -> Vec<String> {
-    let mut ports = sel.port.clone();
-    if sel.all {
-        let mut globs = cfg.port_globs.clone();
-        globs.extend(sel.glob.iter().cloned());
-        for p in imprint_serial::list_ports(&globs, sel.system || cfg.system_ports) {
-            if !ports.contains(&p.path) {
-                ports.push(p.path);
-            }
-        }
-    }
-    ports
+fn no_ports() -> Fail {
+    Fail::Api(ApiError::new(
+        ErrorCode::NothingToDo,
+        "no ports: name them with --port, or use --all with --glob/--system",
+    ))
 }
 
-fn banner(st: &Station) {
-    let info = st.signer().info();
-    if st.ctx().development {
-        eprintln!("*** DEVELOPMENT CA - certificates issued here are for testing only ***");
-    }
-    eprintln!("signer: {} | CA: {} | store: {}", info.uri, st.ctx().issuer_dn, st.store().path().display());
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .unwrap_or_else(imprint_api::default_config_path)
 }
 
-fn printer(json: bool) -> ProgressFn {
-    let last: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> = Default::default();
-    Arc::new(move |p: &Progress| {
-        if json {
-            if let Ok(s) = serde_json::to_string(p) {
-                println!("{s}");
+/// Run the engine (provision / watch / station) until `max` attempts have
+/// finished or Ctrl-C, then drain and summarise.
+fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) -> CmdResult {
+    let _log = imprint_api::logging::init(&opts.cfg.log_dir(), false);
+    let stop = imprint_api::signals::install()
+        .map_err(|e| ApiError::internal(format!("could not install the Ctrl-C handler: {e}")))?;
+    let view = view::View::new(as_json);
+    let v = view.clone();
+    let api = Api::new(
+        opts,
+        Arc::new(move |ev| {
+            if let ApiEvent::Bench(imprint_api::BenchEvent::Tile { tile }) = ev {
+                v.tile(&tile);
             }
-            return;
+        }),
+    );
+    let info = match api.start(pin(cli)?) {
+        Ok(i) => i,
+        Err(e) => {
+            api.shutdown();
+            return Err(e.into());
         }
-        let line = match &p.status {
-            ProgressStatus::Running => format!("{:>3}% {}", p.percent, p.stage),
-            ProgressStatus::Passed { cert_serial, resumed } => {
-                format!("PASS  certificate {cert_serial}{}", if *resumed { " (re-sent)" } else { "" })
-            }
-            ProgressStatus::Failed { code, reason, hint } => format!("FAIL  [{code}] {reason}\n        -> {hint}"),
-        };
-        let mut l = match last.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
-        if l.get(&p.port) == Some(&line) {
-            return;
+    };
+    banner(&info);
+    if info.simulated > 0 {
+        eprintln!(
+            "{} simulated devices attached; watching until Ctrl-C",
+            info.simulated
+        );
+    }
+    let bench = api.bench()?;
+    let want = max.unwrap_or(usize::MAX);
+    while !stop.is_set() && bench.wait_finished(want, Duration::from_millis(200)) < want {}
+    if stop.is_set() {
+        eprintln!("stopping: no new devices; letting the attempts in flight finish (Ctrl-C again to abort)");
+    }
+    api.shutdown();
+    view.finish();
+    let finished = bench.finished();
+    // A device counts by its last attempt: one cut by an unplug and then
+    // resumed to the end has passed.
+    let mut last: std::collections::BTreeMap<&str, &imprint_api::Tile> = std::collections::BTreeMap::new();
+    for t in &finished {
+        last.insert(t.port.as_str(), t);
+    }
+    let passed = last.values().filter(|t| t.state == imprint_api::TileState::Passed).count();
+    let failed = last.len() - passed;
+    eprintln!(
+        "{passed} passed, {failed} failed ({})",
+        if info.development {
+            "DEVELOPMENT CA"
+        } else {
+            "production CA"
         }
-        l.insert(p.port.clone(), line.clone());
-        println!("{:<28} {:<14} {line}", p.port, p.device_serial.as_deref().unwrap_or("?"));
+    );
+    let store_failed = last
+        .values()
+        .any(|t| matches!(t.code.as_deref(), Some("store_error") | Some("store_full")));
+    Ok(if store_failed {
+        4
+    } else if failed > 0 {
+        1
+    } else if passed == 0 {
+        5
+    } else {
+        0
     })
 }
 
-fn summarize(st: &Station, results: Vec<Result<imprint_station::AttemptResult, imprint_store::StoreError>>) -> Result<u8, Fail> {
-    let mut passed = 0;
-    let mut failed = 0;
-    for r in &results {
-        match r {
-            Ok(a) if a.passed() => passed += 1,
-            Ok(_) => failed += 1,
-            Err(e) => {
-                eprintln!("imprint: could not record an attempt: {e}");
-                return Err(Fail(4, anyhow::anyhow!("local store failed: {e}")));
-            }
-        }
+fn banner(info: &imprint_api::StationInfo) {
+    if info.development {
+        eprintln!("*** DEVELOPMENT CA - certificates issued here are for testing only ***");
     }
-    eprintln!("{passed} passed, {failed} failed ({})", if st.ctx().development { "DEVELOPMENT CA" } else { "production CA" });
-    st.store().close();
-    Ok(if failed > 0 { 1 } else if passed == 0 { 5 } else { 0 })
+    eprintln!(
+        "signer: {} | CA: {} | data: {}",
+        info.signer_uri, info.ca_subject, info.data_dir
+    );
 }
 
-fn ca_cmd(cli: &Cli, c: &CaCmd) -> Result<u8, Fail> {
+fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
     let cfg = load_config(cli)?;
     match c {
-        CaCmd::Init { signer, cn, org, country, alg, generate_key, days, csr, out } => {
-            let alg = match alg.as_str() {
-                "p256" => SigAlg::EcdsaP256Sha256,
-                "p384" => SigAlg::EcdsaP384Sha384,
-                other => return Err(Fail(2, anyhow::anyhow!("unknown --alg {other}: use p256 or p384"))),
+        CaCmd::Init {
+            signer,
+            cn,
+            org,
+            country,
+            alg,
+            generate_key,
+            days,
+            csr,
+            out: path,
+        } => {
+            let req = imprint_api::ca::CaInit {
+                signer: signer.clone(),
+                subject: imprint_api::CaSubject {
+                    common_name: cn.clone(),
+                    organization: org.clone(),
+                    country: country.clone(),
+                },
+                alg: match alg {
+                    Alg::P256 => imprint_api::SigAlg::EcdsaP256Sha256,
+                    Alg::P384 => imprint_api::SigAlg::EcdsaP384Sha384,
+                },
+                generate_key: *generate_key,
+                days: *days,
+                csr: csr.clone(),
+                out: path.clone().unwrap_or_else(|| cfg.ca_chain_path()),
             };
-            let pin = pin(cli)?;
-            let signer = &if *generate_key {
-                let uri = create_ca_key(signer, pin.clone(), alg)?;
-                if uri.starts_with("awskms:") {
-                    eprintln!("created a KMS key; its signer URI (printed on stdout) is {uri}");
-                    println!("{uri}");
+            let done = imprint_api::ca::init(&req, pin(cli)?)?;
+            if done.key_generated {
+                if done.signer_uri.starts_with("awskms:") {
+                    eprintln!(
+                        "created a KMS key; its signer URI (printed on stdout) is {}",
+                        done.signer_uri
+                    );
+                    out(&done.signer_uri)?;
                 } else {
                     eprintln!("generated a CA key pair in the token");
                 }
-                uri
-            } else {
-                signer.clone()
-            };
-            let mut s = open_signer(signer, pin)?;
-            let subject = CaSubject { common_name: cn.clone(), organization: org.clone(), country: country.clone() };
-            if let Some(csr_path) = csr {
-                let der = ca::intermediate_csr(s.as_mut(), &subject)?;
-                std::fs::write(csr_path, pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der)))
-                    .with_context(|| format!("writing {}", csr_path.display()))?;
-                eprintln!("wrote the intermediate CSR to {}; have the root sign it, then run `imprint ca import`", csr_path.display());
-                return Ok(0);
             }
-            let development = s.info().development;
-            let root = ca::self_signed_root(s.as_mut(), &subject, *days, development)?;
-            let path = out.clone().unwrap_or_else(|| cfg.ca_chain_path());
-            imprint_station::write_chain(&path, &[root])?;
-            eprintln!("wrote the self-signed root to {}", path.display());
+            if done.wrote_csr {
+                eprintln!("wrote the intermediate CSR to {}; have the root sign it, then run `imprint ca import`", done.written.display());
+            } else {
+                eprintln!("wrote the self-signed root to {}", done.written.display());
+            }
             Ok(0)
         }
-        CaCmd::Import { signer, chain, out } => {
-            let text = std::fs::read_to_string(chain).with_context(|| format!("reading {}", chain.display()))?;
-            let certs = ca::load_chain_pem(&text)?;
-            let s = open_signer(signer, pin(cli)?)?;
-            let first = certs.first().ok_or_else(|| Fail(2, anyhow::anyhow!("the chain file has no certificate")))?;
-            ca::check_ca_matches_signer(first, s.as_ref())?;
-            let path = out.clone().unwrap_or_else(|| cfg.ca_chain_path());
-            imprint_station::write_chain(&path, &certs)?;
-            eprintln!("installed a chain of {} certificates at {}", certs.len(), path.display());
+        CaCmd::Import {
+            signer,
+            chain,
+            out: path,
+        } => {
+            let dest = path.clone().unwrap_or_else(|| cfg.ca_chain_path());
+            let n = imprint_api::ca::import(signer, chain, &dest, pin(cli)?)?;
+            eprintln!(
+                "installed a chain of {n} certificates at {}",
+                dest.display()
+            );
             Ok(0)
         }
         CaCmd::Show => {
-            let path = cfg.ca_chain_path();
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            for (i, der) in ca::load_chain_pem(&text)?.iter().enumerate() {
-                let s = imprint_core::issuance::summarize(der).map_err(|e| Fail(3, anyhow::anyhow!(e)))?;
-                println!("[{i}] subject: {}\n    issuer: {}\n    serial: {}\n    valid: {} .. {}\n    sha256: {}", s.subject, s.issuer, s.serial_hex, s.not_before, s.not_after, s.fingerprint_sha256);
+            for (i, s) in imprint_api::ca::show(&cfg.ca_chain_path())?
+                .iter()
+                .enumerate()
+            {
+                out(format!(
+                    "[{i}] subject: {}\n    issuer: {}\n    serial: {}\n    valid: {} .. {}\n    sha256: {}",
+                    s.subject, s.issuer, s.serial_hex, s.not_before, s.not_after, s.fingerprint_sha256
+                ))?;
             }
             Ok(0)
         }
     }
 }
 
-fn records_cmd(cli: &Cli, r: &RecordsCmd) -> Result<u8, Fail> {
+fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
     let cfg = load_config(cli)?;
-    let store = Store::open(&cfg.store_path())?;
+    let store = imprint_api::open_store(&cfg)?;
     match r {
-        RecordsCmd::List { serial, status, batch, cert_serial, limit, json } => {
-            let rows = store.attempts(&AttemptFilter {
+        RecordsCmd::List {
+            serial,
+            status,
+            batch,
+            cert_serial,
+            since,
+            limit,
+            json: as_json,
+        } => {
+            let filter = imprint_api::records::HistoryFilter {
                 device_serial: serial.clone(),
                 status: status.clone(),
                 batch: batch.clone(),
                 cert_serial: cert_serial.clone(),
-                since: None,
+                since: since.clone(),
                 limit: Some(*limit),
-            })?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+            };
+            let rows = imprint_api::records::list(&store, &filter)?;
+            if *as_json {
+                json(&rows)?;
             } else {
-                for a in rows {
-                    println!(
+                for a in &rows {
+                    out(format!(
                         "{}  {}  {:<12} {:<11} {:<10} {}",
                         a.id,
                         a.started_at,
@@ -612,90 +647,64 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> Result<u8, Fail> {
                         a.status,
                         a.stage.as_deref().unwrap_or("-"),
                         a.reason.as_deref().unwrap_or("")
-                    );
+                    ))?;
+                }
+                if rows.len() as u32 == *limit {
+                    eprintln!("showing the newest {limit}: use --limit for more");
                 }
             }
             Ok(0)
         }
-        RecordsCmd::Show { id, json } => {
-            let attempt = match store.attempt(id)? {
-                Some(a) => a,
-                None => store
-                    .attempts(&AttemptFilter { device_serial: Some(id.clone()), limit: Some(1), ..Default::default() })?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Fail(2, anyhow::anyhow!("no attempt or device serial {id}")))?,
-            };
-            let steps = store.steps(&attempt.id)?;
-            let cert = match &attempt.certificate_id {
-                Some(c) => store.cert_by_id(c)?,
-                None => None,
-            };
-            let summary = cert.as_ref().and_then(|c| c.cert_der.as_ref()).and_then(|d| imprint_core::issuance::summarize(d).ok());
-            if *json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "attempt": attempt, "steps": steps, "certificate": cert,
-                        "certificate_pem": cert.as_ref().and_then(|c| c.cert_der.as_ref()).map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))),
-                        "subject": summary.as_ref().map(|s| s.subject.clone()),
-                    }))?
-                );
-            } else {
-                println!("attempt   {}\nport      {}\nstatus    {} at {}\ndevice    {} {} hw {} fw {}", attempt.id, attempt.port, attempt.status,
-                    attempt.stage.as_deref().unwrap_or("-"), attempt.device_serial.as_deref().unwrap_or("-"), attempt.model.as_deref().unwrap_or(""),
-                    attempt.hw_rev.as_deref().unwrap_or(""), attempt.fw_version.as_deref().unwrap_or(""));
-                if let Some(reason) = &attempt.reason {
-                    println!("reason    {reason}\nnext      {}", attempt.hint.as_deref().unwrap_or(""));
-                }
-                if let (Some(c), Some(s)) = (&cert, &summary) {
-                    println!("cert      serial {} ({})\n          subject {}\n          valid {} .. {}\n          sha256 {}", c.serial_hex, c.status, s.subject, s.not_before, s.not_after, s.fingerprint_sha256);
-                }
-                for s in steps {
-                    println!("  {}  {:<10} {:<9} {}", s.at, s.stage, s.kind, s.detail);
-                }
+        RecordsCmd::Show { id, json: as_json } => {
+            let d = imprint_api::records::show(&store, id)?;
+            if *as_json {
+                return json(&d).map(|_| 0);
+            }
+            let a = &d.attempt;
+            out(format!(
+                "attempt   {}\nport      {}\nstatus    {} at {}\ndevice    {} {} hw {} fw {}",
+                a.id,
+                a.port,
+                a.status,
+                a.stage.as_deref().unwrap_or("-"),
+                a.device_serial.as_deref().unwrap_or("-"),
+                a.model.as_deref().unwrap_or(""),
+                a.hw_rev.as_deref().unwrap_or(""),
+                a.fw_version.as_deref().unwrap_or("")
+            ))?;
+            if let Some(reason) = &a.reason {
+                out(format!(
+                    "reason    {reason}\nnext      {}",
+                    a.hint.as_deref().unwrap_or("")
+                ))?;
+            }
+            if let Some(c) = &d.certificate {
+                out(format!(
+                    "cert      serial {} ({})\n          subject {}\n          valid {} .. {}\n          sha256 {}",
+                    c.serial_hex, c.status, c.subject, c.not_before, c.not_after, c.fingerprint_sha256
+                ))?;
+            }
+            for s in &d.steps {
+                out(format!(
+                    "  {}  {:<10} {:<9} {}",
+                    s.at, s.stage, s.kind, s.detail
+                ))?;
             }
             Ok(0)
         }
-        RecordsCmd::Certs { json } => {
-            let certs = store.certificates()?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&certs)?);
+        RecordsCmd::Certs { json: as_json } => {
+            let certs = imprint_api::records::certificates(&store)?;
+            if *as_json {
+                json(&certs)?;
             } else {
                 for c in certs {
-                    println!("{}  {:<12} {:<7} {}  {}", c.serial_hex, c.device_serial, c.status, c.not_after, c.issuer);
+                    out(format!(
+                        "{}  {:<12} {:<7} {}  {}",
+                        c.serial_hex, c.device_serial, c.status, c.not_after, c.issuer
+                    ))?;
                 }
             }
             Ok(0)
         }
     }
-}
-
-fn export_csv(store: &Store, w: Box<dyn Write>) -> Result<usize, Fail> {
-    let mut out = csv::Writer::from_writer(w);
-    out.write_record([
-        "attempt_id", "started_at", "finished_at", "port", "status", "stage", "code", "reason", "device_serial", "model",
-        "hw_rev", "fw_version", "batch", "cert_serial", "cert_status", "not_before", "not_after", "fingerprint_sha256", "spki_sha256", "resumed",
-    ])?;
-    let rows = store.attempts(&AttemptFilter::default())?;
-    let n = rows.len();
-    for a in rows {
-        let c = match &a.certificate_id {
-            Some(id) => store.cert_by_id(id)?,
-            None => None,
-        };
-        let o = |s: &Option<String>| s.clone().unwrap_or_default();
-        out.write_record([
-            a.id.clone(), a.started_at.clone(), o(&a.finished_at), a.port.clone(), a.status.clone(), o(&a.stage), o(&a.code), o(&a.reason),
-            o(&a.device_serial), o(&a.model), o(&a.hw_rev), o(&a.fw_version), o(&a.batch),
-            c.as_ref().map(|c| c.serial_hex.clone()).unwrap_or_default(),
-            c.as_ref().map(|c| c.status.clone()).unwrap_or_default(),
-            c.as_ref().map(|c| c.not_before.clone()).unwrap_or_default(),
-            c.as_ref().map(|c| c.not_after.clone()).unwrap_or_default(),
-            c.as_ref().and_then(|c| c.fingerprint_sha256.clone()).unwrap_or_default(),
-            o(&a.spki_sha256), a.resumed.to_string(),
-        ])?;
-    }
-    out.flush()?;
-    Ok(n)
 }

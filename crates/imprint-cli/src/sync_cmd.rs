@@ -5,13 +5,11 @@
 //! Exit code 6: the central database is unreachable, refuses us, or has the
 //! wrong schema version (the message says which and what to do).
 
-use crate::{load_config, Cli, Fail};
-use anyhow::Context;
+use crate::{json, load_config, out, Cli, CmdResult};
 use clap::{Args, Subcommand};
-use imprint_store::Store;
-use imprint_sync::{CentralConfig, ReportRow, SyncError, SyncStatus, REPORT_COLUMNS};
+use imprint_api::central;
+use imprint_api::{ApiError, CentralConfig};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Where an administrator connects: a URL without a password, the password
 /// from a file or IMPRINT_PG_PASSWORD.
@@ -108,7 +106,7 @@ pub struct ReportArgs {
     /// Only this station's attempts.
     #[arg(long)]
     station: Option<String>,
-    /// Only attempts started at or after this RFC 3339 time.
+    /// Only attempts started at or after this date (2026-11-01) or RFC 3339 time.
     #[arg(long)]
     since: Option<String>,
     #[arg(long, conflicts_with = "csv")]
@@ -117,113 +115,109 @@ pub struct ReportArgs {
     csv: bool,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Fail(2, anyhow::anyhow!("tokio runtime: {e}")))
-}
-
-fn central_fail(e: SyncError) -> Fail {
-    let code = match e {
-        SyncError::Config(_) => 2,
-        SyncError::Store(_) => 4,
-        _ => 6,
-    };
-    Fail(code, anyhow::Error::new(e))
-}
-
-fn read_password_file(p: &PathBuf) -> Result<String, Fail> {
-    let t = std::fs::read_to_string(p).with_context(|| format!("reading the password file {}", p.display()))?;
-    let t = t.trim_end_matches(['\r', '\n']).to_string();
-    if t.is_empty() {
-        return Err(Fail(2, anyhow::anyhow!("the password file {} is empty", p.display())));
-    }
-    Ok(t)
-}
-
-pub fn db_cmd(c: &DbCmd) -> Result<u8, Fail> {
-    let rt = runtime()?;
+pub fn db_cmd(c: &DbCmd) -> CmdResult {
     match c {
         DbCmd::Migrate(conn) => {
-            let opts = conn.config().connect_options().map_err(central_fail)?;
-            let v = rt.block_on(imprint_sync::migrate(&opts)).map_err(central_fail)?;
-            eprintln!("central schema at version {v} (this build needs {})", imprint_sync::required_version());
+            let v = central::migrate(&conn.config())?;
+            eprintln!(
+                "central schema at version {v} (this build needs {})",
+                imprint_api::central::required_version()
+            );
             Ok(0)
         }
         DbCmd::Version(conn) => {
-            let opts = conn.config().connect_options().map_err(central_fail)?;
-            let found = rt
-                .block_on(async {
-                    use sqlx::ConnectOptions;
-                    let mut c = opts.connect().await?;
-                    imprint_sync::schema::schema_version(&mut c).await
-                })
-                .map_err(|e| match e {
-                    SyncError::Db(d) => central_fail(SyncError::Connect(d.to_string())),
-                    other => central_fail(other),
-                })?;
-            println!("central schema version: {}", found.map(|v| v.to_string()).unwrap_or_else(|| "none (not migrated)".into()));
-            println!("this build needs:       {}", imprint_sync::required_version());
-            Ok(if found == Some(imprint_sync::required_version()) { 0 } else { 6 })
+            let (found, needed) = central::version(&conn.config())?;
+            out(format!(
+                "central schema version: {}",
+                found
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "none (not migrated)".into())
+            ))?;
+            out(format!("this build needs:       {needed}"))?;
+            Ok(if found == Some(needed) { 0 } else { 6 })
         }
-        DbCmd::AddStation { conn, station, role, role_password_file } => {
-            let opts = conn.config().connect_options().map_err(central_fail)?;
-            let pw = read_password_file(role_password_file)?;
-            rt.block_on(imprint_sync::add_station(&opts, station, role, &pw)).map_err(central_fail)?;
+        DbCmd::AddStation {
+            conn,
+            station,
+            role,
+            role_password_file,
+        } => {
+            central::add_station(&conn.config(), station, role, role_password_file)?;
             eprintln!("station {station:?} registered: it syncs as role {role}");
             Ok(0)
         }
-        DbCmd::AddReader { conn, role, role_password_file } => {
-            let opts = conn.config().connect_options().map_err(central_fail)?;
-            let pw = read_password_file(role_password_file)?;
-            rt.block_on(imprint_sync::add_reader(&opts, role, &pw)).map_err(central_fail)?;
+        DbCmd::AddReader {
+            conn,
+            role,
+            role_password_file,
+        } => {
+            central::add_reader(&conn.config(), role, role_password_file)?;
             eprintln!("reader role {role} created: it reads every station's records");
             Ok(0)
         }
     }
 }
 
-pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> Result<u8, Fail> {
+pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
     let cfg = load_config(cli)?;
-    let store = Arc::new(Store::open(&cfg.store_path())?);
+    let store = imprint_api::open_store(&cfg)?;
     match c {
-        SyncCmd::Status { json } => {
-            let s = SyncStatus::read(&store)?;
-            if *json {
-                let mut v = serde_json::to_value(&s)?;
-                v["configured"] = serde_json::Value::Bool(cfg.central.is_some());
-                v["station_id"] = serde_json::Value::String(cfg.station_id.clone());
-                println!("{}", serde_json::to_string_pretty(&v)?);
+        SyncCmd::Status { json: as_json } => {
+            let v = central::status(&store, cfg.central.is_some(), &cfg.station_id)?;
+            if *as_json {
+                json(&v)?;
             } else {
-                if cfg.central.is_none() {
-                    println!("central database: not configured (no [central] section): records stay local");
+                let s = &v.status;
+                if !v.configured {
+                    out("central database: not configured (no [central] section): records stay local")?;
                 }
-                println!("state         {}", s.state);
-                println!("backlog       {} changes pending", s.backlog);
-                println!("synced        {} changes", s.synced);
-                println!("last success  {}", s.last_success_at.as_deref().unwrap_or("never"));
-                println!("last error    {}", match (&s.last_error_at, &s.last_error) {
-                    (Some(at), Some(e)) => format!("{at}: {e}"),
+                out(format!("state         {}", s.state))?;
+                out(format!(
+                    "backlog       {} records ({} changes) pending",
+                    v.backlog_records, s.backlog
+                ))?;
+                out(format!("synced        {} changes", s.synced))?;
+                out(format!(
+                    "last success  {}",
+                    s.last_success_at.as_deref().unwrap_or("never")
+                ))?;
+                let last_error = match (s.state, &s.last_error_at, &s.last_error) {
+                    ("failing", Some(at), Some(e)) => format!("{at}: {e}"),
                     _ => "none".into(),
-                });
-                println!("quarantined   {} records ({} changes)", s.quarantined.len(), s.quarantined_rows);
+                };
+                out(format!("last error    {last_error}"))?;
+                out(format!(
+                    "quarantined   {} records ({} changes)",
+                    s.quarantined.len(),
+                    s.quarantined_rows
+                ))?;
                 for q in &s.quarantined {
-                    println!("  {}  v{}  {}  {}", q.at, q.version, q.key, q.reason);
+                    out(format!(
+                        "  {}  v{}  {}  {}",
+                        q.at, q.version, q.key, q.reason
+                    ))?;
                 }
             }
             Ok(0)
         }
-        SyncCmd::Now { json } => {
-            let Some(central) = &cfg.central else {
-                return Err(Fail(2, anyhow::anyhow!("no [central] section in the configuration: nothing to sync to")));
-            };
-            let r = imprint_sync::sync_once(store.clone(), &cfg.station_id, central).map_err(central_fail)?;
-            let s = SyncStatus::read(&store)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"report": r, "status": s}))?);
+        SyncCmd::Now { json: as_json } => {
+            let done = central::sync_now(store.clone(), &cfg.station_id, cfg.central.as_ref())?;
+            if *as_json {
+                json(
+                    &serde_json::json!({"report": done.report, "status": done.status.status, "backlog_records": done.status.backlog_records}),
+                )?;
             } else {
-                println!(
-                    "synced {} records in {} batches ({} new, {} updated, {} already there); {} quarantined; backlog {}",
-                    r.synced(), r.batches, r.inserted, r.updated, r.already, r.quarantined, s.backlog
-                );
+                let r = &done.report;
+                out(format!(
+                    "synced {} records in {} batches ({} new, {} updated, {} already there); {} quarantined; backlog {} records",
+                    r.synced(),
+                    r.batches,
+                    r.inserted,
+                    r.updated,
+                    r.already,
+                    r.quarantined,
+                    done.status.backlog_records
+                ))?;
             }
             store.close();
             Ok(0)
@@ -231,53 +225,58 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> Result<u8, Fail> {
     }
 }
 
-pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> Result<u8, Fail> {
+pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
     let cfg = load_config(cli)?;
-    let rows: Vec<ReportRow> = if a.central {
-        let central = match &a.url {
+    let rows = if a.central {
+        let c = match &a.url {
             Some(url) => CentralConfig {
                 url: url.clone(),
                 password_file: a.password_file.clone(),
                 sslmode: a.sslmode.clone(),
                 ..CentralConfig::default()
             },
-            None => cfg
-                .central
-                .clone()
-                .ok_or_else(|| Fail(2, anyhow::anyhow!("--central needs a [central] section in the configuration, or --url")))?,
+            None => cfg.central.clone().ok_or_else(|| {
+                ApiError::bad_request(
+                    "--central needs a [central] section in the configuration, or --url",
+                )
+            })?,
         };
-        let opts = central.connect_options().map_err(central_fail)?;
-        runtime()?.block_on(imprint_sync::central_report(&opts, a.station.as_deref(), a.since.as_deref())).map_err(central_fail)?
+        central::central_report(&c, a.station.as_deref(), a.since.as_deref())?
     } else {
-        let store = Store::open(&cfg.store_path())?;
-        if a.station.as_ref().is_some_and(|s| *s != cfg.station_id) {
-            Vec::new()
-        } else {
-            imprint_sync::local_report(&store, &cfg.station_id, a.since.as_deref())?
-        }
+        let store = imprint_api::open_store(&cfg)?;
+        central::local_report(
+            &store,
+            &cfg.station_id,
+            a.station.as_deref(),
+            a.since.as_deref(),
+        )?
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        json(&rows)?;
     } else if a.csv {
-        let mut w = csv::Writer::from_writer(std::io::stdout());
-        w.write_record(REPORT_COLUMNS)?;
-        for r in &rows {
-            w.write_record(r.cells())?;
-        }
-        w.flush()?;
+        central::write_report_csv(&rows, std::io::stdout().lock())?;
     } else {
+        out(format!(
+            "{:<14} {:<24}  {:<14} {:<11} {:<10} {}",
+            "station", "started", "device", "status", "stage", "certificate"
+        ))?;
         for r in &rows {
-            println!(
-                "{:<14} {}  {:<14} {:<11} {:<10} {}",
+            out(format!(
+                "{:<14} {:<24}  {:<14} {:<11} {:<10} {}",
                 r.station_id,
                 r.started_at,
                 r.device_serial.as_deref().unwrap_or("-"),
                 r.status,
                 r.stage.as_deref().unwrap_or("-"),
                 r.cert_serial.as_deref().unwrap_or("")
-            );
+            ))?;
         }
-        eprintln!("{} attempts", rows.len());
+        let passed = rows.iter().filter(|r| r.status == "passed").count();
+        out(format!(
+            "{} attempts: {passed} passed, {} not passed",
+            rows.len(),
+            rows.len() - passed
+        ))?;
     }
     Ok(0)
 }

@@ -234,6 +234,13 @@ impl PortWatcher {
         PortWatcher { globs, include_system, known: BTreeMap::new() }
     }
 
+    /// Forget `path`: if it is there at the next poll, it is reported as
+    /// arrived again (used after a session saw the device vanish, in case
+    /// the departure was too short for a poll to see).
+    pub fn forget(&mut self, path: &str) {
+        self.known.remove(path);
+    }
+
     /// Ports that appeared or disappeared since the last poll (all current
     /// ports arrive on the first poll). A port whose link now points at a
     /// different device departs and arrives again (a re-plug).

@@ -430,6 +430,24 @@ fn public_key_of(
     Ok((alg, crate::ec_spki(alg, &raw)?))
 }
 
+/// A rejected PIN, said the way an operator needs it: how many tries are
+/// left before the token locks, as far as the token tells (PKCS#11 gives
+/// "few" and "last", not a number).
+fn with_tries_left(ctx: &Pkcs11, slot: cryptoki::slot::Slot, e: SignerError) -> SignerError {
+    let SignerError::PinRejected(_) = &e else { return e };
+    let tries = match ctx.get_token_info(slot) {
+        Ok(t) if t.user_pin_locked() => {
+            return SignerError::PinLocked(
+                "The PIN is now locked after too many wrong tries: the token's security officer must unlock it.".into(),
+            )
+        }
+        Ok(t) if t.user_pin_final_try() => " Only one try is left before the token locks.",
+        Ok(t) if t.user_pin_count_low() => " Few tries are left before the token locks.",
+        _ => "",
+    };
+    SignerError::PinRejected(format!("The PIN was not accepted: check it and enter it again.{tries}"))
+}
+
 /// A logged-in session with the key found.
 struct Connection {
     session: Session,
@@ -447,7 +465,9 @@ fn connect(ctx: &Pkcs11, uri: &Pkcs11Uri, pin: &Pin) -> Result<Connection, Signe
     let session = ctx
         .open_ro_session(slot)
         .map_err(|e| map_err(e, "opening a session"))?;
-    login(&session, pin)?;
+    if let Err(e) = login(&session, pin) {
+        return Err(with_tries_left(ctx, slot, e));
+    }
     let key = find_private_key(&session, uri, &token)?;
     let (alg, spki) = public_key_of(&session, key)?;
     Ok(Connection {

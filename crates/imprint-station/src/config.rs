@@ -8,12 +8,40 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Auto: provision whatever is plugged in. Manual: wait for the operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ts_rs::TS)]
 #[serde(rename_all = "lowercase")]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub enum Mode {
     #[default]
     Auto,
     Manual,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Manual => "manual",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one parser of a mode's name (CLI flags, the app's `--mode`, Settings).
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Mode::Auto),
+            "manual" => Ok(Mode::Manual),
+            other => Err(format!("unknown mode {other:?}: use auto or manual")),
+        }
+    }
 }
 
 /// What the station does while the CA signer is unreachable (a KMS outage).

@@ -192,14 +192,23 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
         }
     }
     match &outcome {
-        Outcome::Passed { cert_serial_hex, resumed, .. } => {
-            tracing::info!(cert_serial = %cert_serial_hex, resumed, "device passed");
+        Outcome::Passed { cert_serial_hex, resumed, already_provisioned, .. } => {
+            tracing::info!(cert_serial = %cert_serial_hex, resumed, recheck = already_provisioned, "device passed");
             run.last_stage = Stage::Done;
-            run.report(ProgressStatus::Passed { cert_serial: cert_serial_hex.clone(), resumed: *resumed });
+            run.report(ProgressStatus::Passed {
+                cert_serial: cert_serial_hex.clone(),
+                resumed: *resumed && !*already_provisioned,
+                recheck: *already_provisioned,
+            });
         }
         Outcome::Failed(f) => {
             tracing::warn!(stage = f.stage.as_str(), code = %f.code, reason = %f.reason, "device failed");
-            run.report(ProgressStatus::Failed { code: f.code.clone(), reason: f.reason.clone(), hint: f.hint.clone() });
+            run.report(ProgressStatus::Failed {
+                code: f.code.clone(),
+                reason: f.reason.clone(),
+                hint: f.hint.clone(),
+                retryable: f.retryable,
+            });
         }
     }
     Ok(AttemptResult {

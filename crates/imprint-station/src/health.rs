@@ -6,8 +6,9 @@ use crate::station::Station;
 use serde::Serialize;
 use std::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub enum Level {
     Ok,
     Warn,
@@ -16,7 +17,8 @@ pub enum Level {
     Off,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "HealthItemDto")]
 pub struct HealthItem {
     /// Stable id: "signer", "local_store", "central_db", "mqtt".
     pub id: String,
@@ -26,7 +28,7 @@ pub struct HealthItem {
     pub last_error: Option<String>,
 }
 
-fn item(id: &str, title: &str, level: Level, detail: String, last_error: Option<String>) -> HealthItem {
+pub fn item(id: &str, title: &str, level: Level, detail: String, last_error: Option<String>) -> HealthItem {
     HealthItem { id: id.into(), title: title.into(), level, detail, last_error }
 }
 
@@ -38,8 +40,8 @@ pub fn check(station: &Station) -> Vec<HealthItem> {
     let store = station.store();
     match store.attempts(&imprint_store::AttemptFilter { limit: Some(1), ..Default::default() }) {
         Ok(latest) => {
-            let last = latest.first().map(|a| format!("last attempt {} ({})", a.started_at, a.status)).unwrap_or_else(|| "no attempts yet".into());
-            out.push(item("local_store", "Local store", Level::Ok, format!("{}: {last}", store.path().display()), None));
+            let last = latest.first().map(|a| format!("last record written {}", a.started_at)).unwrap_or_else(|| "no records yet".into());
+            out.push(item("local_store", "Local store", Level::Ok, format!("{}: readable and writable; {last}", store.path().display()), None));
         }
         Err(e) => out.push(item("local_store", "Local store", Level::Error, store.path().display().to_string(), Some(e.to_string()))),
     }
@@ -59,12 +61,15 @@ fn central_item(station: &Station) -> HealthItem {
         Err(e) => item("central_db", "Central database", Level::Error, "sync state unreadable".into(), Some(e.to_string())),
         Ok(s) => {
             let live = station.sync_status();
-            let last_error = match (&s.last_error_at, &s.last_error) {
-                (Some(at), Some(e)) => Some(format!("{e} (at {at})")),
+            // The last error is shown only while the center is failing: a
+            // success after it clears it from the card.
+            let last_error = match (s.state, &s.last_error_at, &s.last_error) {
+                ("failing", Some(at), Some(e)) => Some(format!("{e} (at {at})")),
                 _ => None,
             };
+            let records = station.store().pending_records().unwrap_or(0);
             let mut detail = format!(
-                "backlog {} changes; last success {}",
+                "{records} records waiting to sync ({} changes); last success {}",
                 s.backlog,
                 s.last_success_at.as_deref().unwrap_or("never")
             );

@@ -5,7 +5,6 @@
 //! signer worker (the only thread that touches the CA key), one store writer
 //! (group commit). A slow or misbehaving device only ever blocks its own thread.
 
-pub mod bench;
 pub mod config;
 pub mod driver;
 pub mod events;
@@ -14,8 +13,7 @@ pub mod logging;
 pub mod signer_worker;
 pub mod station;
 
-pub use bench::{Bench, BenchError, BenchEvent, BenchEventFn, Tile, TileState};
 pub use config::{Mode, StationConfig};
 pub use driver::AttemptResult;
 pub use signer_worker::SignerHandle;
-pub use station::{ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError, WatchOptions};
+pub use station::{ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError};

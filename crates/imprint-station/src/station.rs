@@ -7,15 +7,11 @@ use crate::signer_worker::SignerHandle;
 use imprint_core::ca::{self, CaSubject};
 use imprint_core::issuance::{self, IssuePlan};
 use imprint_core::signer::SignerError;
-use imprint_serial::{PortEvent, PortWatcher};
 use imprint_signer::{open_signer, Pin};
 use imprint_store::{parse_ts, CertRow, Store, StoreError};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Live state of one port, for progress displays.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -32,8 +28,11 @@ pub struct Progress {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ProgressStatus {
     Running,
-    Passed { cert_serial: String, resumed: bool },
-    Failed { code: String, reason: String, hint: String },
+    /// `resumed`: the certificate was issued earlier and written again;
+    /// `recheck`: the device was already provisioned and locked with it
+    /// (nothing was written).
+    Passed { cert_serial: String, resumed: bool, recheck: bool },
+    Failed { code: String, reason: String, hint: String, retryable: bool },
 }
 
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -238,69 +237,6 @@ impl Station {
             })
             .collect()
     }
-
-    /// Provision whatever appears on the watched ports until `stop` is set
-    /// (or `max_attempts` attempts have finished). A port is provisioned once
-    /// per arrival: re-plug the device to run it again.
-    pub fn watch(&self, opts: WatchOptions, progress: Option<ProgressFn>, stop: Arc<AtomicBool>) -> Vec<AttemptResult> {
-        let mut watcher = PortWatcher::new(opts.globs.clone(), opts.system_ports);
-        let results = Arc::new(Mutex::new(Vec::new()));
-        let mut running: BTreeMap<String, std::thread::JoinHandle<()>> = BTreeMap::new();
-        let mut done: BTreeSet<String> = BTreeSet::new();
-        loop {
-            for ev in watcher.poll() {
-                match ev {
-                    PortEvent::Arrived(p) => {
-                        if running.contains_key(&p.path) || done.contains(&p.path) {
-                            continue;
-                        }
-                        let st = self.clone();
-                        let pr = progress.clone();
-                        let res = results.clone();
-                        let port = p.path.clone();
-                        if let Ok(h) = std::thread::Builder::new().name(format!("port {port}")).spawn(move || {
-                            if let Ok(r) = st.provision(&port, pr.as_ref()) {
-                                if let Ok(mut v) = res.lock() {
-                                    v.push(r);
-                                }
-                            }
-                        }) {
-                            running.insert(p.path.clone(), h);
-                        }
-                    }
-                    PortEvent::Departed(path) => {
-                        done.remove(&path);
-                    }
-                }
-            }
-            let finished: Vec<String> = running.iter().filter(|(_, h)| h.is_finished()).map(|(k, _)| k.clone()).collect();
-            for k in finished {
-                if let Some(h) = running.remove(&k) {
-                    let _ = h.join();
-                }
-                done.insert(k);
-            }
-            let count = results.lock().map(|v| v.len()).unwrap_or(0);
-            if stop.load(Ordering::Relaxed) || opts.max_attempts.is_some_and(|m| count >= m) {
-                break;
-            }
-            std::thread::sleep(opts.poll);
-        }
-        for (_, h) in running {
-            let _ = h.join();
-        }
-        let v = results.lock().map(|v| v.clone()).unwrap_or_default();
-        v
-    }
-}
-
-/// Options for [`Station::watch`].
-#[derive(Clone, Debug)]
-pub struct WatchOptions {
-    pub globs: Vec<String>,
-    pub system_ports: bool,
-    pub poll: Duration,
-    pub max_attempts: Option<usize>,
 }
 
 /// Re-sign a journaled plan and record the certificate.

@@ -400,6 +400,26 @@ impl Store {
         })
     }
 
+    /// Attempts with a change not yet at the center (an attempt, its steps
+    /// and its certificate count once): the backlog in records, as shown to
+    /// an operator (`outbox_counts().pending` counts changes).
+    pub fn pending_records(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let wm = watermark(&tx)?;
+            let n: i64 = tx.query_row(
+                "SELECT count(DISTINCT CASE o.entity WHEN 'certificate'
+                        THEN coalesce((SELECT attempt_id FROM certificates WHERE id = o.entity_id), o.entity_id)
+                        ELSE o.entity_id END)
+                 FROM outbox o WHERE o.state = 'pending' AND o.seq > ?1",
+                [wm],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
     /// Note a failed sync round (the message must hold no secret).
     pub fn record_sync_error(&self, message: &str) -> Result<(), StoreError> {
         let m = message.to_string();

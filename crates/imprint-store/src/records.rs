@@ -140,24 +140,32 @@ pub(crate) const CERT_COLS: &str = "id, attempt_id, device_serial, issuer, seria
     not_after, status, cert_der, chain_der, fingerprint_sha256, created_at, issued_at";
 
 pub(crate) fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertRow> {
+    cert_row_at(r, 0)
+}
+
+/// A certificate row whose columns (in `CERT_COLS` order) start at `o`.
+fn cert_row_at(r: &Row<'_>, o: usize) -> rusqlite::Result<CertRow> {
     Ok(CertRow {
-        id: r.get(0)?,
-        attempt_id: r.get(1)?,
-        device_serial: r.get(2)?,
-        issuer: r.get(3)?,
-        serial_hex: r.get(4)?,
-        spki_sha256: r.get(5)?,
-        spki_der: r.get(6)?,
-        not_before: r.get(7)?,
-        not_after: r.get(8)?,
-        status: r.get(9)?,
-        cert_der: r.get(10)?,
-        chain_der: r.get(11)?,
-        fingerprint_sha256: r.get(12)?,
-        created_at: r.get(13)?,
-        issued_at: r.get(14)?,
+        id: r.get(o)?,
+        attempt_id: r.get(o + 1)?,
+        device_serial: r.get(o + 2)?,
+        issuer: r.get(o + 3)?,
+        serial_hex: r.get(o + 4)?,
+        spki_sha256: r.get(o + 5)?,
+        spki_der: r.get(o + 6)?,
+        not_before: r.get(o + 7)?,
+        not_after: r.get(o + 8)?,
+        status: r.get(o + 9)?,
+        cert_der: r.get(o + 10)?,
+        chain_der: r.get(o + 11)?,
+        fingerprint_sha256: r.get(o + 12)?,
+        created_at: r.get(o + 13)?,
+        issued_at: r.get(o + 14)?,
     })
 }
+
+/// Number of columns `ATTEMPT_COLS` selects.
+const ATTEMPT_COL_COUNT: usize = 22;
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
@@ -367,6 +375,27 @@ impl Store {
         self.read(move |c| list_attempts(c, &f))
     }
 
+    /// Attempts with their certificates, in one joined query (History, records, exports).
+    pub fn attempts_with_certs(&self, f: &AttemptFilter) -> Result<Vec<(AttemptRow, Option<CertRow>)>, StoreError> {
+        let f = f.clone();
+        self.read(move |c| {
+            let cert_cols: String = CERT_COLS.split(',').map(|col| format!("c.{}", col.trim())).collect::<Vec<_>>().join(", ");
+            let (sql, args) = attempt_query(&format!("{ATTEMPT_COLS}, {cert_cols}"), &f);
+            let mut s = c.prepare(&sql)?;
+            let rows = s
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    let a = attempt_row(r)?;
+                    let cert = match r.get::<_, Option<String>>(ATTEMPT_COL_COUNT)? {
+                        Some(_) => Some(cert_row_at(r, ATTEMPT_COL_COUNT)?),
+                        None => None,
+                    };
+                    Ok((a, cert))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     pub fn attempt(&self, id: &str) -> Result<Option<AttemptRow>, StoreError> {
         let k = id.to_string();
         self.read(move |c| {
@@ -416,9 +445,17 @@ pub(crate) fn finish_in(
 }
 
 fn list_attempts(c: &Connection, f: &AttemptFilter) -> Result<Vec<AttemptRow>, StoreError> {
-    let mut sql = format!(
-        "SELECT {ATTEMPT_COLS} FROM attempts a LEFT JOIN certificates c ON c.id = a.certificate_id WHERE 1=1"
-    );
+    let (sql, args) = attempt_query(ATTEMPT_COLS, f);
+    let mut s = c.prepare(&sql)?;
+    let rows = s
+        .query_map(rusqlite::params_from_iter(args.iter()), attempt_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The attempts query for a filter: SQL selecting `cols` and its arguments.
+fn attempt_query(cols: &str, f: &AttemptFilter) -> (String, Vec<String>) {
+    let mut sql = format!("SELECT {cols} FROM attempts a LEFT JOIN certificates c ON c.id = a.certificate_id WHERE 1=1");
     let mut args: Vec<String> = Vec::new();
     let mut add = |clause: &str, v: &Option<String>| {
         if let Some(v) = v {
@@ -435,11 +472,7 @@ fn list_attempts(c: &Connection, f: &AttemptFilter) -> Result<Vec<AttemptRow>, S
     if let Some(l) = f.limit {
         sql.push_str(&format!(" LIMIT {l}"));
     }
-    let mut s = c.prepare(&sql)?;
-    let rows = s
-        .query_map(rusqlite::params_from_iter(args.iter()), attempt_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    (sql, args)
 }
 
 /// Format a time as stored.

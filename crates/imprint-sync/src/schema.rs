@@ -39,6 +39,12 @@ pub async fn schema_version(conn: &mut PgConnection) -> Result<Option<i64>, Sync
 /// What a station checks before it sends anything: the schema version is
 /// exactly the one it was built for, and its login role is registered for
 /// `station_id`. Never migrates.
+/// Connect as `opts` and read the central schema version (None: not migrated).
+pub async fn found_version(opts: &PgConnectOptions) -> Result<Option<i64>, SyncError> {
+    let mut c = opts.connect().await.map_err(SyncError::connect)?;
+    schema_version(&mut c).await
+}
+
 pub async fn check_station(conn: &mut PgConnection, station_id: &str) -> Result<(), SyncError> {
     let needed = required_version();
     match schema_version(conn).await? {

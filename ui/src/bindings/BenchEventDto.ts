@@ -2,6 +2,6 @@
 import type { TileDto } from "./TileDto";
 
 /**
- * Event `bench`: a tile changed or went away.
+ * Something the bench wants shown.
  */
 export type BenchEventDto = { "kind": "tile", tile: TileDto, } | { "kind": "removed", port: string, };

@@ -3,4 +3,7 @@ import type { AttemptDto } from "./AttemptDto";
 import type { CertificateDto } from "./CertificateDto";
 import type { StepDto } from "./StepDto";
 
-export type RecordDetail = { attempt: AttemptDto, hw_rev: string | null, fw_hash: string | null, chip_uid: string | null, steps: Array<StepDto>, certificate: CertificateDto | null, };
+/**
+ * One attempt with every step and its certificate.
+ */
+export type RecordDetail = { attempt: AttemptDto, steps: Array<StepDto>, certificate: CertificateDto | null, };

@@ -1,0 +1,553 @@
+//! The running station as both shells see it: open (with a PIN when the
+//! signer needs one), the bench engine, simulated devices, scans, mode,
+//! settings, sync, shutdown. The app keeps one `Api` for its lifetime; the
+//! CLI's `watch`, `station` and `provision` each make one.
+
+use crate::engine::{Bench, BenchEvent, BenchEventFn, PortSource, Tile};
+use crate::scan::{Scan, ScanKind, ScanResult};
+use crate::settings::SettingsView;
+use crate::{ApiError, ApiResult, ErrorCode};
+use imprint_devsim::{SimConfig, SimDevice, SimHandle};
+use imprint_signer::Pin;
+use imprint_station::{Mode, Station, StationConfig};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use ts_rs::TS;
+
+/// How the station was started.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    pub cfg: StationConfig,
+    /// Where Settings are saved.
+    pub config_path: PathBuf,
+    /// Attach this many simulated devices at start.
+    pub simulate: usize,
+    /// `--fault` specs for them (`SPEC` or `N:SPEC`).
+    pub faults: Vec<String>,
+    /// Extra port globs to watch (on top of the config's).
+    pub extra_globs: Vec<String>,
+    /// Watch the OS's serial ports too (on top of the config's setting).
+    pub system_ports: bool,
+    /// Fixed ports to provision once each, not watched (`imprint provision`).
+    /// When set, no glob is watched.
+    pub fixed_ports: Vec<String>,
+}
+
+impl ApiOptions {
+    pub fn new(cfg: StationConfig, config_path: PathBuf) -> Self {
+        ApiOptions {
+            cfg,
+            config_path,
+            simulate: 0,
+            faults: Vec::new(),
+            extra_globs: Vec::new(),
+            system_ports: false,
+            fixed_ports: Vec::new(),
+        }
+    }
+}
+
+/// What the station pushes to a shell.
+#[derive(Clone, Debug)]
+pub enum ApiEvent {
+    /// A tile changed.
+    Bench(BenchEvent),
+    /// The station opened, failed to open, was reopened, or is stopping.
+    StationChanged,
+    /// The central database's state changed (backlog, reachability).
+    Sync(SyncView),
+}
+
+pub type Emitter = Arc<dyn Fn(ApiEvent) + Send + Sync>;
+
+/// The station as the title bar and the header show it.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct StationInfo {
+    pub station_id: String,
+    /// Shown as "DEVELOPMENT CA" in the title bar and on every tile.
+    pub development: bool,
+    /// The station is open (false while it waits for a PIN or after a start-up error).
+    pub ready: bool,
+    pub needs_pin: bool,
+    pub startup_error: Option<ApiError>,
+    pub signer_uri: String,
+    pub signer_kind: String,
+    pub ca_subject: String,
+    pub data_dir: String,
+    pub log_dir: String,
+    pub mode: Mode,
+    pub batch: Option<String>,
+    pub simulated: u32,
+    /// The station is draining attempts in flight before it exits.
+    pub stopping: bool,
+}
+
+/// The center, as the Bench header shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct SyncView {
+    /// `[central]` is configured.
+    pub configured: bool,
+    /// The last round reached the center (false while it fails or before the first).
+    pub connected: bool,
+    /// Attempts with changes not yet at the center.
+    pub backlog_records: u64,
+    pub last_success_at: Option<String>,
+    /// The last error, only while the center is failing (cleared by a success).
+    pub last_error: Option<String>,
+    /// Milliseconds until the next try, while backing off.
+    pub retry_in_ms: Option<u64>,
+    /// Records set aside because they conflict with the center.
+    pub quarantined: u64,
+}
+
+/// What switching the mode did.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct ModeChange {
+    pub mode: Mode,
+    /// Devices waiting for the operator: switching to auto does not start
+    /// them; ask, then call `provision_all`.
+    pub waiting: u32,
+}
+
+/// What attaching simulated devices did.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct Attached {
+    pub added: u32,
+    pub total: u32,
+}
+
+struct Inner {
+    opts: Mutex<ApiOptions>,
+    station: Mutex<Option<Station>>,
+    bench: Mutex<Option<Bench>>,
+    startup_error: Mutex<Option<ApiError>>,
+    sims: Mutex<Vec<SimHandle>>,
+    emitter: Emitter,
+    stopping: AtomicBool,
+    last_sync: Mutex<Option<SyncView>>,
+}
+
+/// Handle to the station (cheap to clone).
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+/// A signer URI fit to show before the signer parsed it: no query
+/// attributes (module paths, PIN sources).
+fn redacted_uri(uri: &str) -> String {
+    match uri.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => uri.to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Api {
+    /// A station not yet open; `emitter` receives tile, station and sync events.
+    pub fn new(opts: ApiOptions, emitter: Emitter) -> Api {
+        Api {
+            inner: Arc::new(Inner {
+                opts: Mutex::new(opts),
+                station: Mutex::new(None),
+                bench: Mutex::new(None),
+                startup_error: Mutex::new(None),
+                sims: Mutex::new(Vec::new()),
+                emitter,
+                stopping: AtomicBool::new(false),
+                last_sync: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Attach the simulated devices asked for (they wait on their ports even
+    /// while the station waits for a PIN), then open the station.
+    pub fn start(&self, pin: Option<Pin>) -> ApiResult<StationInfo> {
+        let (simulate, faults) = {
+            let o = lock(&self.inner.opts);
+            (o.simulate, o.faults.clone())
+        };
+        let dir = self.sim_dir();
+        // Links left by an earlier run point at ptys that no longer exist.
+        let _ = std::fs::remove_dir_all(&dir);
+        if simulate > 0 {
+            self.attach_simulated(simulate as u32, &faults)?;
+        }
+        self.open(pin)?;
+        self.spawn_sync_watch();
+        Ok(self.info())
+    }
+
+    pub fn config(&self) -> StationConfig {
+        lock(&self.inner.opts).cfg.clone()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        lock(&self.inner.opts).config_path.clone()
+    }
+
+    fn sim_dir(&self) -> PathBuf {
+        self.config().data_dir.join("sim-ports")
+    }
+
+    fn emit(&self, ev: ApiEvent) {
+        (self.inner.emitter)(ev);
+    }
+
+    /// (Re)open the station with `pin` and start its engine. The tiles of a
+    /// bench being replaced keep their results.
+    pub fn open(&self, pin: Option<Pin>) -> ApiResult<()> {
+        if self.inner.stopping.load(Ordering::Relaxed) {
+            return Err(ApiError::new(
+                ErrorCode::NotReady,
+                "the station is stopping",
+            ));
+        }
+        let previous = match lock(&self.inner.bench).take() {
+            Some(b) => {
+                b.stop();
+                b.tiles()
+            }
+            None => Vec::new(),
+        };
+        if let Some(st) = lock(&self.inner.station).take() {
+            st.store().close();
+        }
+        let opts = lock(&self.inner.opts).clone();
+        let cfg = opts.cfg.clone();
+        let sim_dir = self.sim_dir();
+        let _ = std::fs::create_dir_all(&sim_dir);
+        match Station::open(cfg.clone(), pin) {
+            Ok(station) => {
+                let emitter = self.inner.emitter.clone();
+                let events: BenchEventFn =
+                    Arc::new(move |e: &BenchEvent| emitter(ApiEvent::Bench(e.clone())));
+                let ports = if opts.fixed_ports.is_empty() {
+                    let mut globs = cfg.port_globs.clone();
+                    globs.extend(opts.extra_globs.iter().cloned());
+                    globs.push(format!("{}/*", sim_dir.display()));
+                    PortSource {
+                        globs,
+                        system_ports: cfg.system_ports || opts.system_ports,
+                        fixed: Vec::new(),
+                    }
+                } else {
+                    PortSource {
+                        globs: Vec::new(),
+                        system_ports: false,
+                        fixed: opts.fixed_ports.clone(),
+                    }
+                };
+                let bench = Bench::start(station.clone(), ports, cfg.mode, events, previous);
+                *lock(&self.inner.station) = Some(station);
+                *lock(&self.inner.bench) = Some(bench);
+                *lock(&self.inner.startup_error) = None;
+                self.emit(ApiEvent::StationChanged);
+                Ok(())
+            }
+            Err(e) => {
+                let err: ApiError = e.into();
+                tracing::error!(code = %err.code, error = %err.message, "station did not start");
+                *lock(&self.inner.startup_error) = Some(err.clone());
+                self.emit(ApiEvent::StationChanged);
+                Err(err)
+            }
+        }
+    }
+
+    /// The open station, or why there is none.
+    pub fn station(&self) -> ApiResult<Station> {
+        lock(&self.inner.station).clone().ok_or_else(|| {
+            lock(&self.inner.startup_error).clone().unwrap_or_else(|| {
+                ApiError::new(ErrorCode::NotReady, "the station is not open yet")
+            })
+        })
+    }
+
+    pub fn bench(&self) -> ApiResult<Bench> {
+        self.station()?;
+        lock(&self.inner.bench)
+            .clone()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotReady, "the bench is not running"))
+    }
+
+    pub fn startup_error(&self) -> Option<ApiError> {
+        lock(&self.inner.startup_error).clone()
+    }
+
+    pub fn info(&self) -> StationInfo {
+        let cfg = self.config();
+        let st = self.station().ok();
+        let startup_error = self.startup_error();
+        let (signer_uri, signer_kind, ca_subject, development, batch) = match &st {
+            Some(s) => {
+                let i = s.signer().info();
+                (
+                    i.uri.clone(),
+                    i.kind.to_string(),
+                    s.ctx().issuer_dn.clone(),
+                    s.ctx().development,
+                    s.ctx().batch(),
+                )
+            }
+            None => (
+                redacted_uri(&cfg.signer_uri()),
+                String::new(),
+                String::new(),
+                cfg.is_development(),
+                cfg.batch.clone(),
+            ),
+        };
+        StationInfo {
+            station_id: cfg.station_id.clone(),
+            development,
+            ready: st.is_some(),
+            needs_pin: startup_error
+                .as_ref()
+                .is_some_and(|e| e.code.is_pin_problem()),
+            startup_error,
+            signer_uri,
+            signer_kind,
+            ca_subject,
+            data_dir: cfg.data_dir.display().to_string(),
+            log_dir: cfg.log_dir().display().to_string(),
+            mode: self.mode(),
+            batch,
+            simulated: lock(&self.inner.sims).len() as u32,
+            stopping: self.inner.stopping.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        lock(&self.inner.bench)
+            .as_ref()
+            .map(|b| b.mode())
+            .unwrap_or(self.config().mode)
+    }
+
+    pub fn tiles(&self) -> ApiResult<Vec<Tile>> {
+        Ok(self.bench()?.tiles())
+    }
+
+    /// Provision (or retry) the device on `port`.
+    pub fn provision(&self, port: &str) -> ApiResult<()> {
+        Ok(self.bench()?.provision(port)?)
+    }
+
+    /// Provision every device waiting for the operator; returns how many started.
+    pub fn provision_all(&self) -> ApiResult<u32> {
+        Ok(self.bench()?.provision_all_ready() as u32)
+    }
+
+    /// Switch auto/manual. Devices already waiting are not started here.
+    pub fn set_mode(&self, mode: Mode) -> ApiResult<ModeChange> {
+        let b = self.bench()?;
+        b.set_mode(mode);
+        self.emit(ApiEvent::StationChanged);
+        Ok(ModeChange {
+            mode,
+            waiting: b.waiting() as u32,
+        })
+    }
+
+    /// Set the work order for attempts started from now on.
+    pub fn set_batch(&self, batch: Option<String>) -> ApiResult<Option<String>> {
+        let st = self.station()?;
+        st.set_batch(batch);
+        self.emit(ApiEvent::StationChanged);
+        Ok(st.ctx().batch())
+    }
+
+    /// A barcode scan (or typed code), see [`crate::scan`].
+    pub fn scan(&self, code: &str) -> ApiResult<ScanResult> {
+        let scan = crate::scan::parse(code)?;
+        let st = self.station()?;
+        match scan {
+            Scan::WorkOrder(order) => {
+                st.set_batch(Some(order.clone()));
+                self.emit(ApiEvent::StationChanged);
+                Ok(ScanResult {
+                    kind: ScanKind::WorkOrder,
+                    message: format!("work order set to {order}"),
+                    port: None,
+                    work_order: st.ctx().batch(),
+                })
+            }
+            Scan::Device(label) => Ok(match self.bench()?.find_serial(&label) {
+                Some(t) => ScanResult {
+                    kind: ScanKind::Device,
+                    message: format!("{label} is on slot {}", t.slot),
+                    port: Some(t.port),
+                    work_order: st.ctx().batch(),
+                },
+                None => ScanResult {
+                    kind: ScanKind::Unknown,
+                    message: format!("no device with serial {label} is on the bench (work orders start with WO:)"),
+                    port: None,
+                    work_order: st.ctx().batch(),
+                },
+            }),
+        }
+    }
+
+    /// Attach `count` more simulated devices (`faults`: `SPEC` for all, `N:SPEC` for the Nth new one).
+    pub fn attach_simulated(&self, count: u32, faults: &[String]) -> ApiResult<Attached> {
+        if count == 0 || count > 64 {
+            return Err(ApiError::bad_request(
+                "attach 1 to 64 simulated devices at a time",
+            ));
+        }
+        let plan =
+            imprint_devsim::fault_plan(faults, count as usize).map_err(ApiError::bad_request)?;
+        let cfg = self.config();
+        let dir = self.sim_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| ApiError::io(dir.display(), e))?;
+        let mut sims = lock(&self.inner.sims);
+        let start = sims.len();
+        for (i, faults) in plan.into_iter().enumerate() {
+            let mut c = SimConfig::new(format!("SIM-{:04}", start + i + 1));
+            c.baud = cfg.baud;
+            c.link_dir = Some(dir.clone());
+            c.faults = faults;
+            sims.push(SimDevice::spawn(c).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Simulator,
+                    format!("a simulated device did not start: {e}"),
+                )
+            })?);
+        }
+        let total = sims.len() as u32;
+        drop(sims);
+        self.emit(ApiEvent::StationChanged);
+        Ok(Attached {
+            added: total - start as u32,
+            total,
+        })
+    }
+
+    /// History: attempts with their certificates.
+    pub fn history(
+        &self,
+        filter: &crate::records::HistoryFilter,
+    ) -> ApiResult<Vec<crate::records::AttemptView>> {
+        crate::records::list(self.station()?.store(), filter)
+    }
+
+    /// One record with its steps and certificate.
+    pub fn record(&self, id: &str) -> ApiResult<crate::records::RecordDetail> {
+        crate::records::show(self.station()?.store(), id)
+    }
+
+    /// Health of every dependency; when the station did not open, what is
+    /// known without it (each failure under its own item and code).
+    pub fn health(&self) -> Vec<crate::health::HealthView> {
+        match self.station() {
+            Ok(st) => crate::health::of_station(&st),
+            Err(e) => crate::health::not_open(&self.config(), &e),
+        }
+    }
+
+    pub fn settings(&self) -> SettingsView {
+        SettingsView::of(&self.config(), &self.config_path())
+    }
+
+    /// Validate `new`, write only what the operator changed to the config
+    /// file, and apply it without wiping the bench's results.
+    pub fn save_settings(&self, new: &SettingsView) -> ApiResult<StationInfo> {
+        let cfg = self.config();
+        let path = self.config_path();
+        let applied = crate::settings::save(&cfg, &path, new)?;
+        let only_mode = StationConfig {
+            mode: cfg.mode,
+            ..applied.clone()
+        } == cfg;
+        lock(&self.inner.opts).cfg = applied.clone();
+        if only_mode {
+            if let Ok(b) = self.bench() {
+                b.set_mode(applied.mode);
+            }
+            self.emit(ApiEvent::StationChanged);
+        } else {
+            // Reopen with the new settings; a PIN problem shows in the info.
+            let _ = self.open(None);
+        }
+        Ok(self.info())
+    }
+
+    /// The center's state for the Bench header.
+    pub fn sync_view(&self) -> SyncView {
+        match self.station() {
+            Ok(st) => crate::health::sync_view(&st),
+            Err(_) => SyncView {
+                configured: self.config().central.is_some(),
+                connected: false,
+                backlog_records: 0,
+                last_success_at: None,
+                last_error: None,
+                retry_in_ms: None,
+                quarantined: 0,
+            },
+        }
+    }
+
+    /// Ask the sync worker for a round now.
+    pub fn sync_now(&self) -> ApiResult<SyncView> {
+        let st = self.station()?;
+        if st.ctx().cfg.central.is_none() {
+            return Err(ApiError::bad_request(
+                "no [central] section in the settings: nothing to sync to",
+            ));
+        }
+        st.sync_now();
+        Ok(self.sync_view())
+    }
+
+    /// Push the center's state to the shell when it changes (every second).
+    fn spawn_sync_watch(&self) {
+        let api = self.clone();
+        let r = std::thread::Builder::new()
+            .name("imprint-sync-view".into())
+            .spawn(move || {
+                while !api.inner.stopping.load(Ordering::Relaxed) {
+                    if api.config().central.is_some() {
+                        let v = api.sync_view();
+                        let changed = lock(&api.inner.last_sync).as_ref() != Some(&v);
+                        if changed {
+                            *lock(&api.inner.last_sync) = Some(v.clone());
+                            api.emit(ApiEvent::Sync(v));
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not start the sync view thread: the header will not update by itself");
+        }
+    }
+
+    /// Stop taking new devices, let attempts in flight end, stop the engine
+    /// and the simulated devices, and close the store.
+    pub fn shutdown(&self) {
+        if self.inner.stopping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.emit(ApiEvent::StationChanged);
+        if let Some(b) = lock(&self.inner.bench).take() {
+            b.stop();
+        }
+        lock(&self.inner.sims).clear();
+        if let Some(st) = lock(&self.inner.station).take() {
+            st.store().close();
+        }
+    }
+}

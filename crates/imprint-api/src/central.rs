@@ -1,0 +1,151 @@
+//! The central database: the administrator's operations (migrate, version,
+//! register stations and readers), the station's sync status and rounds,
+//! and reports (local or central). The password is never an argument: a
+//! file path or `IMPRINT_PG_PASSWORD`.
+
+use crate::{ApiError, ApiResult};
+use imprint_store::Store;
+use imprint_sync::{CentralConfig, ReportRow, SyncStatus};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+fn runtime() -> ApiResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ApiError::internal(format!("could not start an async runtime: {e}")))
+}
+
+fn read_password_file(p: &Path) -> ApiResult<String> {
+    let t = std::fs::read_to_string(p)
+        .map_err(|e| ApiError::io(format!("the password file {}", p.display()), e))?;
+    let t = t.trim_end_matches(['\r', '\n']).to_string();
+    if t.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "the password file {} is empty",
+            p.display()
+        )));
+    }
+    Ok(t)
+}
+
+/// Apply the central schema's migrations (administrators only); returns the version reached.
+pub fn migrate(admin: &CentralConfig) -> ApiResult<i64> {
+    let opts = admin.connect_options()?;
+    Ok(runtime()?.block_on(imprint_sync::migrate(&opts))?)
+}
+
+/// The central schema version found (None: not migrated) and the one this build needs.
+pub fn version(admin: &CentralConfig) -> ApiResult<(Option<i64>, i64)> {
+    let opts = admin.connect_options()?;
+    let found = runtime()?.block_on(imprint_sync::schema::found_version(&opts))?;
+    Ok((found, imprint_sync::required_version()))
+}
+
+pub fn add_station(
+    admin: &CentralConfig,
+    station: &str,
+    role: &str,
+    role_password_file: &Path,
+) -> ApiResult<()> {
+    let opts = admin.connect_options()?;
+    let pw = read_password_file(role_password_file)?;
+    Ok(runtime()?.block_on(imprint_sync::add_station(&opts, station, role, &pw))?)
+}
+
+pub fn add_reader(admin: &CentralConfig, role: &str, role_password_file: &Path) -> ApiResult<()> {
+    let opts = admin.connect_options()?;
+    let pw = read_password_file(role_password_file)?;
+    Ok(runtime()?.block_on(imprint_sync::add_reader(&opts, role, &pw))?)
+}
+
+/// The outbox's state, from the local store (works offline).
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncStatusView {
+    pub configured: bool,
+    pub station_id: String,
+    /// Attempts with changes not yet at the center.
+    pub backlog_records: u64,
+    #[serde(flatten)]
+    pub status: SyncStatus,
+}
+
+pub fn status(store: &Store, configured: bool, station_id: &str) -> ApiResult<SyncStatusView> {
+    Ok(SyncStatusView {
+        configured,
+        station_id: station_id.to_string(),
+        backlog_records: store.pending_records()?,
+        status: SyncStatus::read(store)?,
+    })
+}
+
+/// One sync round now, then the status.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncNowDone {
+    pub report: imprint_sync::SyncReport,
+    pub status: SyncStatusView,
+}
+
+pub fn sync_now(
+    store: Arc<Store>,
+    station_id: &str,
+    central: Option<&CentralConfig>,
+) -> ApiResult<SyncNowDone> {
+    let central = central.ok_or_else(|| {
+        ApiError::bad_request("no [central] section in the configuration: nothing to sync to")
+    })?;
+    let report = imprint_sync::sync_once(store.clone(), station_id, central)?;
+    let status = status(&store, true, station_id)?;
+    Ok(SyncNowDone { report, status })
+}
+
+/// Attempts with their certificates, from the central database (as far as
+/// the role may read).
+pub fn central_report(
+    central: &CentralConfig,
+    station: Option<&str>,
+    since: Option<&str>,
+) -> ApiResult<Vec<ReportRow>> {
+    let since = since.map(crate::records::normalize_since).transpose()?;
+    let opts = central.connect_options()?;
+    Ok(runtime()?.block_on(imprint_sync::central_report(
+        &opts,
+        station,
+        since.as_deref(),
+    ))?)
+}
+
+/// The same report from the local store.
+pub fn local_report(
+    store: &Store,
+    station_id: &str,
+    station: Option<&str>,
+    since: Option<&str>,
+) -> ApiResult<Vec<ReportRow>> {
+    let since = since.map(crate::records::normalize_since).transpose()?;
+    if station.is_some_and(|s| s != station_id) {
+        return Ok(Vec::new());
+    }
+    Ok(imprint_sync::local_report(
+        store,
+        station_id,
+        since.as_deref(),
+    )?)
+}
+
+pub use imprint_sync::{required_version, REPORT_COLUMNS};
+
+/// The report as CSV (the same columns everywhere; cells a spreadsheet
+/// would run as formulas are quoted).
+pub fn write_report_csv(rows: &[ReportRow], w: impl std::io::Write) -> ApiResult<()> {
+    let io = |e: csv::Error| ApiError::io("writing the report", e);
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(REPORT_COLUMNS).map_err(io)?;
+    for r in rows {
+        out.write_record(r.cells().iter().map(|c| crate::records::csv_cell(c)))
+            .map_err(io)?;
+    }
+    out.flush()
+        .map_err(|e| ApiError::io("writing the report", e))
+}

@@ -1,0 +1,619 @@
+//! The one provisioning engine: a tile per port (fixture slot), kept current
+//! from the port watcher and the sessions' progress, provisioning on arrival
+//! (auto mode) or on the operator's command (manual mode). The app's Bench,
+//! `imprint watch`, `imprint station` and `imprint provision` all run this.
+//!
+//! Re-arrival: a device unplugged mid-attempt and plugged back is provisioned
+//! again to the end (with its existing certificate) however fast it comes
+//! back: an `unplugged` ending makes the watcher forget the port, so its next
+//! poll reports it as arrived even when the departure was never seen.
+
+use imprint_serial::{PortEvent, PortWatcher};
+use imprint_station::{Mode, Progress, ProgressFn, ProgressStatus, Station};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use ts_rs::TS;
+
+/// What a tile shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub enum TileState {
+    /// A device is attached and waiting for the operator (manual mode).
+    Ready,
+    /// A device that says it is already provisioned and locked (manual mode:
+    /// identified, nothing written).
+    Provisioned,
+    Running,
+    Passed,
+    Failed,
+    /// The port went away; the tile keeps its last result until the device returns.
+    Gone,
+}
+
+/// One port / fixture slot on the bench.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "TileDto")]
+pub struct Tile {
+    pub port: String,
+    /// 1-based fixture position, stable per port across restarts (kept in the
+    /// local store).
+    pub slot: u32,
+    pub state: TileState,
+    pub present: bool,
+    pub device_serial: Option<String>,
+    /// What the device said of itself on arrival (`blank`, `keyed`,
+    /// `provisioned`, `locked`), when identified.
+    pub device_state: Option<String>,
+    /// The stage reached (`hello`, `identify`, ... `lock`, `done`), empty before a run.
+    pub stage: String,
+    pub percent: u8,
+    pub attempt_id: Option<String>,
+    pub cert_serial: Option<String>,
+    /// The certificate was issued earlier and re-sent (resumed after an unplug or a crash).
+    pub resumed: bool,
+    /// The device was already provisioned and locked with this certificate:
+    /// a re-check, nothing was written.
+    pub recheck: bool,
+    /// This device's previous attempt on this port was cut by an unplug; the
+    /// current one resumes it.
+    pub interrupted: bool,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    /// What to do next, in full.
+    pub hint: Option<String>,
+    /// Retrying the same device can succeed (Retry is offered only then).
+    pub retryable: bool,
+}
+
+impl Tile {
+    fn new(port: &str, slot: u32) -> Tile {
+        Tile {
+            port: port.to_string(),
+            slot,
+            state: TileState::Ready,
+            present: true,
+            device_serial: None,
+            device_state: None,
+            stage: String::new(),
+            percent: 0,
+            attempt_id: None,
+            cert_serial: None,
+            resumed: false,
+            recheck: false,
+            interrupted: false,
+            code: None,
+            reason: None,
+            hint: None,
+            retryable: false,
+        }
+    }
+
+    /// The attempt on this tile is over (passed or failed).
+    pub fn finished(&self) -> bool {
+        matches!(self.state, TileState::Passed | TileState::Failed)
+    }
+}
+
+/// Something the bench wants shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[ts(
+    export,
+    export_to = "../../../ui/src/bindings/",
+    rename = "BenchEventDto"
+)]
+pub enum BenchEvent {
+    Tile { tile: Tile },
+    Removed { port: String },
+}
+
+pub type BenchEventFn = Arc<dyn Fn(&BenchEvent) + Send + Sync>;
+
+/// Where the engine finds ports.
+#[derive(Clone, Debug, Default)]
+pub struct PortSource {
+    /// Globs watched for arrivals (`/dev/serial/by-id/*`, the simulator's link dir).
+    pub globs: Vec<String>,
+    /// Also the OS's own serial ports.
+    pub system_ports: bool,
+    /// Fixed ports, provisioned once each (`imprint provision --port`): not watched.
+    pub fixed: Vec<String>,
+}
+
+/// An automatic re-arm after an `unplugged` ending is allowed this many
+/// times in a row without a real departure (a port that keeps failing with
+/// I/O errors is left to the operator).
+const MAX_AUTO_RESUMES: u32 = 3;
+
+struct Inner {
+    station: Station,
+    mode: Mutex<Mode>,
+    tiles: Mutex<BTreeMap<String, Tile>>,
+    /// port → consecutive automatic resumes.
+    resumes: Mutex<BTreeMap<String, u32>>,
+    /// Ports the watcher must forget (re-report as arrived).
+    forget: Mutex<Vec<String>>,
+    events: BenchEventFn,
+    stop: AtomicBool,
+    /// Attempts finished since start, in order, and a condition to wait on.
+    finished: Mutex<Vec<Tile>>,
+    finished_cv: Condvar,
+    /// Port threads (attempts and identification), joined on stop.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Handle to a running engine.
+#[derive(Clone)]
+pub struct Bench {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why the engine did not start an attempt.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BenchError {
+    #[error("no device on port {0}")]
+    NoSuchPort(String),
+    #[error("port {0} is already being provisioned")]
+    Busy(String),
+    #[error("the station is stopping: no new devices are started")]
+    Stopping,
+}
+
+impl From<BenchError> for crate::ApiError {
+    fn from(e: BenchError) -> Self {
+        let code = match e {
+            BenchError::NoSuchPort(_) => crate::ErrorCode::NotFound,
+            BenchError::Busy(_) => crate::ErrorCode::Busy,
+            BenchError::Stopping => crate::ErrorCode::NotReady,
+        };
+        crate::ApiError::new(code, e.to_string())
+    }
+}
+
+impl Bench {
+    /// Start the engine on `ports` in `mode`; `previous` tiles (from a bench
+    /// being replaced, e.g. after Settings were saved) keep their results.
+    pub fn start(
+        station: Station,
+        ports: PortSource,
+        mode: Mode,
+        events: BenchEventFn,
+        previous: Vec<Tile>,
+    ) -> Bench {
+        let tiles: BTreeMap<String, Tile> = previous
+            .into_iter()
+            .map(|mut t| {
+                if t.state == TileState::Running {
+                    // The old station's attempt is over; its record says how.
+                    t.state = TileState::Gone;
+                }
+                t.present = false;
+                (t.port.clone(), t)
+            })
+            .collect();
+        let bench = Bench {
+            inner: Arc::new(Inner {
+                station,
+                mode: Mutex::new(mode),
+                tiles: Mutex::new(tiles),
+                resumes: Mutex::new(BTreeMap::new()),
+                forget: Mutex::new(Vec::new()),
+                events,
+                stop: AtomicBool::new(false),
+                finished: Mutex::new(Vec::new()),
+                finished_cv: Condvar::new(),
+                threads: Mutex::new(Vec::new()),
+                watcher: Mutex::new(None),
+            }),
+        };
+        for p in &ports.fixed {
+            bench.arrived(p);
+        }
+        if !ports.globs.is_empty() || ports.system_ports {
+            let b = bench.clone();
+            let spawned = std::thread::Builder::new()
+                .name("imprint-port-watch".into())
+                .spawn(move || {
+                    let mut watcher = PortWatcher::new(ports.globs, ports.system_ports);
+                    while !b.inner.stop.load(Ordering::Relaxed) {
+                        for p in std::mem::take(&mut *lock(&b.inner.forget)) {
+                            watcher.forget(&p);
+                        }
+                        for ev in watcher.poll() {
+                            match ev {
+                                PortEvent::Arrived(p) => b.arrived(&p.path),
+                                PortEvent::Departed(path) => b.departed(&path),
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                });
+            match spawned {
+                Ok(h) => *lock(&bench.inner.watcher) = Some(h),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the port watcher: no device will be seen arriving")
+                }
+            }
+        }
+        bench
+    }
+
+    pub fn station(&self) -> &Station {
+        &self.inner.station
+    }
+
+    /// Stop taking new devices and wait for the attempts in flight to end.
+    pub fn stop(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = lock(&self.inner.watcher).take() {
+            let _ = h.join();
+        }
+        loop {
+            let threads = std::mem::take(&mut *lock(&self.inner.threads));
+            if threads.is_empty() {
+                break;
+            }
+            for h in threads {
+                if h.join().is_err() {
+                    tracing::error!("a port thread panicked");
+                }
+            }
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.inner.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn mode(&self) -> Mode {
+        *lock(&self.inner.mode)
+    }
+
+    /// Switch mode. Switching to auto does not start the devices waiting:
+    /// the caller asks the operator, then calls [`Bench::provision_all_ready`].
+    pub fn set_mode(&self, mode: Mode) {
+        *lock(&self.inner.mode) = mode;
+    }
+
+    /// How many attached devices wait for the operator.
+    pub fn waiting(&self) -> usize {
+        lock(&self.inner.tiles)
+            .values()
+            .filter(|t| t.present && t.state == TileState::Ready)
+            .count()
+    }
+
+    /// All tiles, in slot order.
+    pub fn tiles(&self) -> Vec<Tile> {
+        let mut v: Vec<Tile> = lock(&self.inner.tiles).values().cloned().collect();
+        v.sort_by_key(|t| t.slot);
+        v
+    }
+
+    /// Attempts finished since the engine started, in order.
+    pub fn finished(&self) -> Vec<Tile> {
+        lock(&self.inner.finished).clone()
+    }
+
+    /// Wait until `n` attempts have finished, or `timeout` passes; returns how many have.
+    pub fn wait_finished(&self, n: usize, timeout: Duration) -> usize {
+        let g = lock(&self.inner.finished);
+        let (g, _) = self
+            .inner
+            .finished_cv
+            .wait_timeout_while(g, timeout, |v| v.len() < n)
+            .unwrap_or_else(|p| p.into_inner());
+        g.len()
+    }
+
+    /// True when no attempt is running.
+    pub fn idle(&self) -> bool {
+        !lock(&self.inner.tiles)
+            .values()
+            .any(|t| t.state == TileState::Running)
+    }
+
+    fn emit(&self, tile: Tile) {
+        (self.inner.events)(&BenchEvent::Tile { tile });
+    }
+
+    fn update(&self, port: &str, f: impl FnOnce(&mut Tile)) -> Option<Tile> {
+        let mut tiles = lock(&self.inner.tiles);
+        let t = tiles.get_mut(port)?;
+        f(t);
+        Some(t.clone())
+    }
+
+    fn spawn(&self, name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        let h = std::thread::Builder::new().name(name).spawn(f)?;
+        let mut threads = lock(&self.inner.threads);
+        threads.retain(|h| !h.is_finished());
+        threads.push(h);
+        Ok(())
+    }
+
+    fn slot_for(&self, port: &str, tiles: &BTreeMap<String, Tile>) -> u32 {
+        if let Some(t) = tiles.get(port) {
+            return t.slot;
+        }
+        crate::slots::slot_for(
+            self.inner.station.store(),
+            port,
+            tiles.values().map(|t| t.slot),
+        )
+    }
+
+    fn arrived(&self, port: &str) {
+        if self.stopping() {
+            return;
+        }
+        let (tile, start) = {
+            let mut tiles = lock(&self.inner.tiles);
+            let slot = self.slot_for(port, &tiles);
+            let t = tiles
+                .entry(port.to_string())
+                .or_insert_with(|| Tile::new(port, slot));
+            t.present = true;
+            if t.state == TileState::Running {
+                // The attempt still holds the port; it ends on its own.
+                (t.clone(), false)
+            } else {
+                let was_cut =
+                    t.code.as_deref() == Some("unplugged") && t.state == TileState::Failed;
+                let was_gone = t.state == TileState::Gone;
+                // A device that was cut off mid-attempt comes back: say so.
+                t.interrupted = was_cut || (was_gone && t.attempt_id.is_some() && !t.finished());
+                t.state = TileState::Ready;
+                t.stage.clear();
+                t.percent = 0;
+                t.device_state = None;
+                if !t.interrupted {
+                    t.device_serial = None;
+                    t.code = None;
+                    t.reason = None;
+                    t.hint = None;
+                    t.retryable = false;
+                    t.cert_serial = None;
+                }
+                (t.clone(), true)
+            }
+        };
+        self.emit(tile);
+        if !start {
+            return;
+        }
+        if self.mode() == Mode::Auto {
+            if let Err(e) = self.provision(port) {
+                tracing::warn!(port, error = %e, "could not start a device on arrival");
+            }
+        } else {
+            self.identify(port);
+        }
+    }
+
+    /// Manual mode: say who is there (HELLO + IDENT, nothing written) so a
+    /// scanned label can be matched before provisioning, and a locked device
+    /// shows as provisioned.
+    fn identify(&self, port: &str) {
+        let b = self.clone();
+        let p = port.to_string();
+        let baud = self.inner.station.ctx().cfg.baud;
+        let r = self.spawn(format!("identify {port}"), move || {
+            let id = imprint_station::driver::identify(&p, baud);
+            let t = b.update(&p, |t| {
+                if t.state != TileState::Ready {
+                    return;
+                }
+                match &id {
+                    Ok(id) => {
+                        t.device_serial = Some(id.serial.clone());
+                        t.device_state = Some(id.state.as_str().to_string());
+                        if id.state == imprint_proto::DeviceState::Locked {
+                            t.state = TileState::Provisioned;
+                        }
+                    }
+                    Err(e) => t.reason = Some(format!("not identified yet: {e}")),
+                }
+            });
+            if let Some(t) = t {
+                b.emit(t);
+            }
+        });
+        if let Err(e) = r {
+            tracing::warn!(port, error = %e, "could not start identifying a device");
+        }
+    }
+
+    fn departed(&self, port: &str) {
+        lock(&self.inner.resumes).remove(port);
+        let t = self.update(port, |t| {
+            t.present = false;
+            if matches!(
+                t.state,
+                TileState::Ready | TileState::Provisioned | TileState::Running
+            ) {
+                t.state = TileState::Gone;
+            }
+        });
+        if let Some(t) = t {
+            self.emit(t);
+        }
+    }
+
+    /// Provision (or retry) the device on `port`.
+    pub fn provision(&self, port: &str) -> Result<(), BenchError> {
+        if self.stopping() {
+            return Err(BenchError::Stopping);
+        }
+        let tile = {
+            let mut tiles = lock(&self.inner.tiles);
+            let t = tiles
+                .get_mut(port)
+                .ok_or_else(|| BenchError::NoSuchPort(port.to_string()))?;
+            if !t.present {
+                return Err(BenchError::NoSuchPort(port.to_string()));
+            }
+            if t.state == TileState::Running {
+                return Err(BenchError::Busy(port.to_string()));
+            }
+            t.state = TileState::Running;
+            t.stage = "hello".into();
+            t.percent = 0;
+            t.code = None;
+            t.reason = None;
+            t.hint = None;
+            t.retryable = false;
+            t.cert_serial = None;
+            t.resumed = false;
+            t.recheck = false;
+            t.clone()
+        };
+        self.emit(tile);
+        let b = self.clone();
+        let p = port.to_string();
+        let progress: ProgressFn = {
+            let b = self.clone();
+            Arc::new(move |pr: &Progress| b.on_progress(pr))
+        };
+        let spawned = self.spawn(format!("port {port}"), move || {
+            let result = b.inner.station.provision(&p, Some(&progress));
+            match result {
+                Ok(r) => b.attempt_over(&p, &r),
+                Err(e) => {
+                    let t = b.update(&p, |t| {
+                        t.state = TileState::Failed;
+                        t.code = Some("store_error".into());
+                        t.reason = Some(format!("the attempt could not be recorded: {e}"));
+                        t.hint = Some(
+                            "Check the station's disk (space, permissions), then press Retry."
+                                .into(),
+                        );
+                        t.retryable = true;
+                    });
+                    if let Some(t) = t {
+                        b.emit(t.clone());
+                        b.record_finished(t);
+                    }
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            let t = self.update(port, |t| {
+                t.state = TileState::Failed;
+                t.code = Some("internal_error".into());
+                t.reason = Some(format!(
+                    "the station could not start a thread for this port: {e}"
+                ));
+                t.hint = Some(
+                    "The workstation is out of resources: close other programs, then press Retry."
+                        .into(),
+                );
+                t.retryable = true;
+            });
+            if let Some(t) = t {
+                self.emit(t.clone());
+                self.record_finished(t);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_finished(&self, t: Tile) {
+        lock(&self.inner.finished).push(t);
+        self.inner.finished_cv.notify_all();
+    }
+
+    /// An attempt ended: keep its result; after an unplug, re-arm the port so
+    /// the device is provisioned again as soon as it is back.
+    fn attempt_over(&self, port: &str, r: &imprint_station::AttemptResult) {
+        let tile = lock(&self.inner.tiles).get(port).cloned();
+        let Some(tile) = tile else { return };
+        let unplugged = matches!(&r.outcome, imprint_proto::session::Outcome::Failed(f) if f.code == "unplugged");
+        self.record_finished(tile);
+        if unplugged && !self.stopping() {
+            let n = {
+                let mut resumes = lock(&self.inner.resumes);
+                let n = resumes.entry(port.to_string()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if n <= MAX_AUTO_RESUMES {
+                let t = self.update(port, |t| t.present = false);
+                if let Some(t) = t {
+                    self.emit(t);
+                }
+                lock(&self.inner.forget).push(port.to_string());
+            }
+        } else {
+            lock(&self.inner.resumes).remove(port);
+        }
+    }
+
+    /// Provision every attached device that is waiting (manual mode's "all").
+    pub fn provision_all_ready(&self) -> usize {
+        let ready: Vec<String> = lock(&self.inner.tiles)
+            .values()
+            .filter(|t| t.present && t.state == TileState::Ready)
+            .map(|t| t.port.clone())
+            .collect();
+        ready.iter().filter(|p| self.provision(p).is_ok()).count()
+    }
+
+    fn on_progress(&self, p: &Progress) {
+        let t = self.update(&p.port, |t| {
+            t.attempt_id = Some(p.attempt_id.clone());
+            t.stage = p.stage.clone();
+            t.percent = p.percent;
+            if p.device_serial.is_some() {
+                t.device_serial = p.device_serial.clone();
+            }
+            match &p.status {
+                ProgressStatus::Running => t.state = TileState::Running,
+                ProgressStatus::Passed {
+                    cert_serial,
+                    resumed,
+                    recheck,
+                } => {
+                    t.state = TileState::Passed;
+                    t.percent = 100;
+                    t.cert_serial = Some(cert_serial.clone());
+                    t.resumed = *resumed;
+                    t.recheck = *recheck;
+                    t.retryable = false;
+                }
+                ProgressStatus::Failed {
+                    code,
+                    reason,
+                    hint,
+                    retryable,
+                } => {
+                    t.state = TileState::Failed;
+                    t.code = Some(code.clone());
+                    t.reason = Some(reason.clone());
+                    t.hint = Some(hint.clone());
+                    t.retryable = *retryable;
+                }
+            }
+        });
+        if let Some(t) = t {
+            self.emit(t);
+        }
+    }
+
+    /// The tile whose device has this serial (a scanned label).
+    pub fn find_serial(&self, serial: &str) -> Option<Tile> {
+        lock(&self.inner.tiles)
+            .values()
+            .find(|t| t.device_serial.as_deref() == Some(serial))
+            .cloned()
+    }
+}

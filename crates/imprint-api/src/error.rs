@@ -1,0 +1,345 @@
+//! The one error every API operation returns: a closed [`ErrorCode`] and a
+//! message an operator can act on. The IPC error (TypeScript `ApiError`) and
+//! the CLI's exit status both come from the code; nothing downstream matches
+//! on message text.
+
+use imprint_core::signer::SignerError;
+use serde::Serialize;
+use ts_rs::TS;
+
+/// Why an operation did not do what was asked. Closed: a new code is a
+/// conscious change (pinned by `every_error_code_has_an_exit_status_and_a_word`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request itself is wrong (a bad argument, an empty scan, an unknown mode).
+    BadRequest,
+    /// The station configuration (file, environment or Settings) is invalid.
+    InvalidSettings,
+    /// A record, port or file asked for does not exist.
+    NotFound,
+    /// No port to work on.
+    NothingToDo,
+    /// The station is not open yet (waiting for a PIN, or it failed to start).
+    NotReady,
+    /// The port is being provisioned already.
+    Busy,
+    /// The signer URI is malformed.
+    SignerBadUri,
+    /// The HSM token is not present.
+    SignerTokenAbsent,
+    /// The PIN was not accepted.
+    SignerPinRejected,
+    /// The PIN is locked (too many wrong tries).
+    SignerPinLocked,
+    /// The CA key is not in the token / KMS.
+    SignerKeyNotFound,
+    /// The signer is unreachable for now (network, timeout, throttling).
+    SignerUnavailable,
+    /// The signer refused for another reason.
+    SignerFailed,
+    /// The CA certificate is missing, invalid or not the signer's key.
+    Ca,
+    /// The local store failed.
+    Store,
+    /// Another station process holds this data dir.
+    StoreLocked,
+    /// The central database is unreachable, refuses us, or has the wrong schema.
+    Central,
+    /// A simulated device could not start.
+    Simulator,
+    /// A file or directory could not be read or written.
+    Io,
+    /// A bug in the station: a background task failed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for tests and documentation.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidSettings,
+        ErrorCode::NotFound,
+        ErrorCode::NothingToDo,
+        ErrorCode::NotReady,
+        ErrorCode::Busy,
+        ErrorCode::SignerBadUri,
+        ErrorCode::SignerTokenAbsent,
+        ErrorCode::SignerPinRejected,
+        ErrorCode::SignerPinLocked,
+        ErrorCode::SignerKeyNotFound,
+        ErrorCode::SignerUnavailable,
+        ErrorCode::SignerFailed,
+        ErrorCode::Ca,
+        ErrorCode::Store,
+        ErrorCode::StoreLocked,
+        ErrorCode::Central,
+        ErrorCode::Simulator,
+        ErrorCode::Io,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable text form (the same as the serialized form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidSettings => "invalid_settings",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NothingToDo => "nothing_to_do",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::Busy => "busy",
+            ErrorCode::SignerBadUri => "signer_bad_uri",
+            ErrorCode::SignerTokenAbsent => "signer_token_absent",
+            ErrorCode::SignerPinRejected => "signer_pin_rejected",
+            ErrorCode::SignerPinLocked => "signer_pin_locked",
+            ErrorCode::SignerKeyNotFound => "signer_key_not_found",
+            ErrorCode::SignerUnavailable => "signer_unavailable",
+            ErrorCode::SignerFailed => "signer_failed",
+            ErrorCode::Ca => "ca",
+            ErrorCode::Store => "store",
+            ErrorCode::StoreLocked => "store_locked",
+            ErrorCode::Central => "central",
+            ErrorCode::Simulator => "simulator",
+            ErrorCode::Io => "io",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The `imprint` exit status for this error (documented in `imprint --help`
+    /// and the README): 2 usage or configuration, 3 CA signer or CA
+    /// certificate, 4 local store, 5 nothing to do, 6 central database,
+    /// 70 internal fault. (0 is success and 1 a device that failed: not errors.)
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::InvalidSettings
+            | ErrorCode::NotFound
+            | ErrorCode::NotReady
+            | ErrorCode::Busy
+            | ErrorCode::Simulator
+            | ErrorCode::Io => 2,
+            ErrorCode::SignerBadUri
+            | ErrorCode::SignerTokenAbsent
+            | ErrorCode::SignerPinRejected
+            | ErrorCode::SignerPinLocked
+            | ErrorCode::SignerKeyNotFound
+            | ErrorCode::SignerUnavailable
+            | ErrorCode::SignerFailed
+            | ErrorCode::Ca => 3,
+            ErrorCode::Store | ErrorCode::StoreLocked => 4,
+            ErrorCode::NothingToDo => 5,
+            ErrorCode::Central => 6,
+            ErrorCode::Internal => 70,
+        }
+    }
+
+    /// True for the signer's PIN problems: the app asks for the PIN again.
+    pub fn is_pin_problem(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::SignerPinRejected | ErrorCode::SignerPinLocked
+        )
+    }
+
+    fn of_signer(e: &SignerError) -> ErrorCode {
+        match e {
+            SignerError::BadUri(_) => ErrorCode::SignerBadUri,
+            SignerError::TokenAbsent(_) => ErrorCode::SignerTokenAbsent,
+            SignerError::PinRejected(_) => ErrorCode::SignerPinRejected,
+            SignerError::PinLocked(_) => ErrorCode::SignerPinLocked,
+            SignerError::KeyNotFound(_) => ErrorCode::SignerKeyNotFound,
+            SignerError::Transient(_) => ErrorCode::SignerUnavailable,
+            SignerError::Failed(_) => ErrorCode::SignerFailed,
+            // A signer error this build does not know yet: the signer failed.
+            _ => ErrorCode::SignerFailed,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A coded error with its message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::BadRequest, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+    pub fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
+        ApiError::new(ErrorCode::Io, format!("{what}: {e}"))
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::Internal, message)
+    }
+    pub fn exit_code(&self) -> u8 {
+        self.code.exit_code()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Each cause printed once: the message of an error and its sources, joined
+/// with ": ", skipping a source whose text the outer message already holds.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+impl From<SignerError> for ApiError {
+    fn from(e: SignerError) -> Self {
+        ApiError::new(
+            ErrorCode::of_signer(&e),
+            format!("CA signer: {}", chain(&e)),
+        )
+    }
+}
+
+impl From<imprint_core::ca::CaError> for ApiError {
+    fn from(e: imprint_core::ca::CaError) -> Self {
+        match e {
+            imprint_core::ca::CaError::Signer(s) => s.into(),
+            other => ApiError::new(ErrorCode::Ca, format!("CA certificate: {}", chain(&other))),
+        }
+    }
+}
+
+impl From<imprint_store::StoreError> for ApiError {
+    fn from(e: imprint_store::StoreError) -> Self {
+        ApiError::new(ErrorCode::Store, chain(&e))
+    }
+}
+
+impl From<imprint_station::config::ConfigError> for ApiError {
+    fn from(e: imprint_station::config::ConfigError) -> Self {
+        ApiError::new(ErrorCode::InvalidSettings, chain(&e))
+    }
+}
+
+impl From<imprint_station::StationError> for ApiError {
+    fn from(e: imprint_station::StationError) -> Self {
+        use imprint_station::StationError as S;
+        match e {
+            S::Store(s) => s.into(),
+            S::Signer(s) => s.into(),
+            S::Ca(c) => c.into(),
+            other => ApiError::new(ErrorCode::InvalidSettings, chain(&other)),
+        }
+    }
+}
+
+impl From<imprint_sync::SyncError> for ApiError {
+    fn from(e: imprint_sync::SyncError) -> Self {
+        use imprint_sync::SyncError as S;
+        match e {
+            S::Config(m) => ApiError::new(
+                ErrorCode::InvalidSettings,
+                format!("central database configuration: {m}"),
+            ),
+            S::Store(s) => s.into(),
+            other => ApiError::new(ErrorCode::Central, chain(&other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The IPC error codes with their exit status: adding one is a conscious change.
+    #[test]
+    fn every_error_code_has_an_exit_status_and_a_word() {
+        let table: Vec<(&str, u8)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.exit_code()))
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                ("bad_request", 2),
+                ("invalid_settings", 2),
+                ("not_found", 2),
+                ("nothing_to_do", 5),
+                ("not_ready", 2),
+                ("busy", 2),
+                ("signer_bad_uri", 3),
+                ("signer_token_absent", 3),
+                ("signer_pin_rejected", 3),
+                ("signer_pin_locked", 3),
+                ("signer_key_not_found", 3),
+                ("signer_unavailable", 3),
+                ("signer_failed", 3),
+                ("ca", 3),
+                ("store", 4),
+                ("store_locked", 4),
+                ("central", 6),
+                ("simulator", 2),
+                ("io", 2),
+                ("internal", 70),
+            ]
+        );
+        for c in ErrorCode::ALL {
+            // The serialized form is the stable text form.
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::Value::String(c.as_str().into())
+            );
+        }
+    }
+
+    #[test]
+    fn a_store_failure_is_a_store_error_not_a_signer_problem() {
+        // Regression: any start-up failure used to be reported as a CA signer problem (exit 3).
+        let e: ApiError =
+            imprint_station::StationError::Store(imprint_store::StoreError::WriterGone).into();
+        assert_eq!((e.code, e.exit_code()), (ErrorCode::Store, 4));
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("signer URI is invalid: {0}")]
+        struct Inner(String);
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Outer(#[source] Inner);
+        let e = Outer(Inner("X".into()));
+        assert_eq!(chain(&e), "signer URI is invalid: X");
+    }
+}

@@ -1,0 +1,334 @@
+//! Records: list (History, `imprint records list`), one record with its steps
+//! and certificate (`records show`, the History detail pane), and the CSV
+//! export. Each list is one joined query, never a query per row.
+
+use crate::{ApiError, ApiResult};
+use imprint_store::{AttemptFilter, AttemptRow, CertRow, Store};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Filters for a list of attempts; blank strings mean "any".
+#[derive(Clone, Debug, Default, Deserialize, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct HistoryFilter {
+    pub device_serial: Option<String>,
+    pub status: Option<String>,
+    pub batch: Option<String>,
+    pub cert_serial: Option<String>,
+    /// RFC 3339 time or a date (`2026-11-01`): attempts started at or after it.
+    pub since: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// One attempt as shown in a list.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "AttemptDto")]
+pub struct AttemptView {
+    pub id: String,
+    pub port: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub stage: Option<String>,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub hint: Option<String>,
+    pub retryable: Option<bool>,
+    pub device_serial: Option<String>,
+    pub model: Option<String>,
+    pub hw_rev: Option<String>,
+    pub fw_version: Option<String>,
+    pub fw_hash: Option<String>,
+    pub chip_uid: Option<String>,
+    pub batch: Option<String>,
+    pub spki_sha256: Option<String>,
+    pub cert_serial: Option<String>,
+    pub cert_status: Option<String>,
+    pub resumed: bool,
+}
+
+/// A certificate as shown (never its key).
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(
+    export,
+    export_to = "../../../ui/src/bindings/",
+    rename = "CertificateDto"
+)]
+pub struct CertificateView {
+    pub serial_hex: String,
+    pub status: String,
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub fingerprint_sha256: String,
+    pub pem: String,
+}
+
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "StepDto")]
+pub struct StepView {
+    pub at: String,
+    pub stage: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// One attempt with every step and its certificate.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct RecordDetail {
+    pub attempt: AttemptView,
+    pub steps: Vec<StepView>,
+    pub certificate: Option<CertificateView>,
+}
+
+fn blank(s: &Option<String>) -> Option<String> {
+    s.as_ref()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl HistoryFilter {
+    fn to_store(&self, default_limit: u32) -> ApiResult<AttemptFilter> {
+        let since = match blank(&self.since) {
+            Some(s) => Some(normalize_since(&s)?),
+            None => None,
+        };
+        Ok(AttemptFilter {
+            device_serial: blank(&self.device_serial),
+            status: blank(&self.status),
+            batch: blank(&self.batch),
+            cert_serial: blank(&self.cert_serial),
+            since,
+            limit: Some(self.limit.unwrap_or(default_limit).min(100_000)),
+        })
+    }
+}
+
+/// `since` as stored (RFC 3339 UTC): a full time, or a date meaning its midnight UTC.
+pub fn normalize_since(s: &str) -> ApiResult<String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(imprint_store::ts(t));
+    }
+    let date_fmt = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &date_fmt) {
+        return Ok(imprint_store::ts(d.midnight().assume_utc()));
+    }
+    Err(ApiError::bad_request(format!(
+        "{s:?} is neither a date (2026-11-01) nor an RFC 3339 time (2026-11-01T08:00:00Z)"
+    )))
+}
+
+fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
+    AttemptView {
+        id: a.id,
+        port: a.port,
+        started_at: a.started_at,
+        finished_at: a.finished_at,
+        status: a.status,
+        stage: a.stage,
+        code: a.code,
+        reason: a.reason,
+        hint: a.hint,
+        retryable: a.retryable,
+        device_serial: a.device_serial,
+        model: a.model,
+        hw_rev: a.hw_rev,
+        fw_version: a.fw_version,
+        fw_hash: a.fw_hash,
+        chip_uid: a.chip_uid,
+        batch: a.batch,
+        spki_sha256: a.spki_sha256,
+        cert_serial: c.map(|c| c.serial_hex.clone()),
+        cert_status: c.map(|c| c.status.clone()),
+        resumed: a.resumed,
+    }
+}
+
+fn certificate_view(c: &CertRow) -> Option<CertificateView> {
+    let der = c.cert_der.as_ref()?;
+    let s = imprint_core::issuance::summarize(der).ok()?;
+    Some(CertificateView {
+        serial_hex: c.serial_hex.clone(),
+        status: c.status.clone(),
+        subject: s.subject,
+        issuer: s.issuer,
+        not_before: imprint_store::ts(s.not_before),
+        not_after: imprint_store::ts(s.not_after),
+        fingerprint_sha256: s.fingerprint_sha256,
+        pem: pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())),
+    })
+}
+
+/// Attempts, newest first (default limit 200).
+pub fn list(store: &Store, filter: &HistoryFilter) -> ApiResult<Vec<AttemptView>> {
+    let rows = store.attempts_with_certs(&filter.to_store(200)?)?;
+    Ok(rows.into_iter().map(|(a, c)| view(a, c.as_ref())).collect())
+}
+
+/// One attempt by id, or the latest attempt of a device serial.
+pub fn show(store: &Store, id_or_serial: &str) -> ApiResult<RecordDetail> {
+    let key = id_or_serial.trim();
+    let attempt = match store.attempt(key)? {
+        Some(a) => a,
+        None => store
+            .attempts(&AttemptFilter {
+                device_serial: Some(key.to_string()),
+                limit: Some(1),
+                ..Default::default()
+            })?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no attempt and no device serial {key:?} in the local store"
+                ))
+            })?,
+    };
+    let steps = store.steps(&attempt.id)?;
+    let cert = match &attempt.certificate_id {
+        Some(c) => store.cert_by_id(c)?,
+        None => None,
+    };
+    Ok(RecordDetail {
+        certificate: cert.as_ref().and_then(certificate_view),
+        attempt: view(attempt, cert.as_ref()),
+        steps: steps
+            .into_iter()
+            .map(|s| StepView {
+                at: s.at,
+                stage: s.stage,
+                kind: s.kind,
+                detail: s.detail,
+            })
+            .collect(),
+    })
+}
+
+/// The CSV export's columns.
+pub const CSV_COLUMNS: &[&str] = &[
+    "attempt_id",
+    "started_at",
+    "finished_at",
+    "port",
+    "status",
+    "stage",
+    "code",
+    "reason",
+    "device_serial",
+    "model",
+    "hw_rev",
+    "fw_version",
+    "batch",
+    "cert_serial",
+    "cert_status",
+    "not_before",
+    "not_after",
+    "fingerprint_sha256",
+    "spki_sha256",
+    "resumed",
+];
+
+/// A spreadsheet must never run a cell as a formula (OWASP CSV injection):
+/// device-supplied text starting with = + - @ TAB or CR gets a leading '.
+pub fn csv_cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Write every attempt with its certificate as CSV; returns the row count.
+pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
+    let io = |e: csv::Error| ApiError::io("writing the CSV export", e);
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record(CSV_COLUMNS).map_err(io)?;
+    let rows = store.attempts_with_certs(&AttemptFilter::default())?;
+    let n = rows.len();
+    for (a, c) in rows {
+        let o = |s: &Option<String>| csv_cell(s.as_deref().unwrap_or_default());
+        out.write_record([
+            csv_cell(&a.id),
+            csv_cell(&a.started_at),
+            o(&a.finished_at),
+            csv_cell(&a.port),
+            csv_cell(&a.status),
+            o(&a.stage),
+            o(&a.code),
+            o(&a.reason),
+            o(&a.device_serial),
+            o(&a.model),
+            o(&a.hw_rev),
+            o(&a.fw_version),
+            o(&a.batch),
+            c.as_ref()
+                .map(|c| csv_cell(&c.serial_hex))
+                .unwrap_or_default(),
+            c.as_ref().map(|c| csv_cell(&c.status)).unwrap_or_default(),
+            c.as_ref()
+                .map(|c| csv_cell(&c.not_before))
+                .unwrap_or_default(),
+            c.as_ref()
+                .map(|c| csv_cell(&c.not_after))
+                .unwrap_or_default(),
+            c.as_ref()
+                .and_then(|c| c.fingerprint_sha256.as_deref())
+                .map(csv_cell)
+                .unwrap_or_default(),
+            o(&a.spki_sha256),
+            a.resumed.to_string(),
+        ])
+        .map_err(io)?;
+    }
+    out.flush()
+        .map_err(|e| ApiError::io("writing the CSV export", e))?;
+    Ok(n)
+}
+
+/// Write the CSV export to a new file readable by its owner only (0600).
+pub fn export_csv_to_file(store: &Store, path: &std::path::Path) -> ApiResult<usize> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ApiError::io(path.display(), e))?;
+    export_csv(store, std::io::BufWriter::new(f))
+}
+
+/// Certificates in the local store.
+pub fn certificates(store: &Store) -> ApiResult<Vec<CertRow>> {
+    Ok(store.certificates()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_date_or_a_time() {
+        // Regression: `report --since 2026-11-01` (the README's own example) was refused.
+        assert_eq!(
+            normalize_since("2026-11-01").unwrap(),
+            "2026-11-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            normalize_since("2026-11-01T08:30:00+01:00").unwrap(),
+            "2026-11-01T07:30:00.000Z"
+        );
+        let e = normalize_since("yesterday").unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn a_cell_that_a_spreadsheet_would_run_is_quoted() {
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(csv_cell("-1"), "'-1");
+        assert_eq!(csv_cell("SN-1"), "SN-1");
+    }
+}
