@@ -12,6 +12,7 @@ import type { ScanResult } from "./bindings/ScanResult";
 import type { SettingsDto } from "./bindings/SettingsDto";
 import type { StationInfo } from "./bindings/StationInfo";
 import type { TileDto } from "./bindings/TileDto";
+import type { Mode, TileDto as PendingTileDto } from "./pending-bindings";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 
@@ -26,10 +27,10 @@ export function errorText(e: unknown): string {
 
 export const api = {
   stationInfo: () => invoke<StationInfo>("station_info"),
-  benchTiles: () => invoke<TileDto[]>("bench_tiles"),
+  benchTiles: () => invoke<PendingTileDto[]>("bench_tiles"),
   provision: (port: string) => invoke<void>("provision", { port }),
   provisionAll: () => invoke<number>("provision_all"),
-  setMode: (mode: "auto" | "manual") => invoke<string>("set_mode", { mode }),
+  setMode: (mode: Mode) => invoke<string>("set_mode", { mode }),
   setBatch: (batch: string | null) => invoke<string | null>("set_batch", { batch }),
   scan: (code: string) => invoke<ScanResult>("scan", { code }),
   simulate: (count: number, faults: string[]) => invoke<number>("simulate", { count, faults }),
@@ -43,6 +44,9 @@ export const api = {
 };
 
 /** The station opened, failed to open, or was reopened. */
+/** The commands the UI uses (the real one is `api`; unit tests pass their own). */
+export type Api = typeof api;
+
 export function onStation(handler: () => void): Promise<UnlistenFn> {
   return listen("station", () => handler());
 }
