@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { Driver, KEY, stationEnv } from "./webdriver.mjs";
+import { KEY, withApp } from "./webdriver.mjs";
 
 const APP = process.env.IMPRINT_APP;
 const CLI = process.env.IMPRINT_CLI;
@@ -14,22 +14,8 @@ const SHOTS = process.env.IMPRINT_SCREENSHOTS;
 assert.ok(APP && CLI, "IMPRINT_APP and IMPRINT_CLI must point at the built binaries (scripts/e2e sets them)");
 if (SHOTS) mkdirSync(SHOTS, { recursive: true });
 
-async function withApp(args, fn) {
-  const st = stationEnv();
-  const d = new Driver();
-  try {
-    await d.start(st.env);
-    await d.session(APP, args);
-    await d.setSize(1366, 768);
-    await d.waitFor(() => d.exec("return document.body.dataset.ready === 'true'"), "the UI to be ready", 30000);
-    await fn(d, st);
-  } finally {
-    await d.stop();
-  }
-}
-
 test("four simulated devices pass from the Bench, a faulty one shows red with its reason, History matches the store", async () => {
-  await withApp(["--simulate", "5", "--fault", "5:bad-csr-sig", "--mode", "manual"], async (d, st) => {
+  await withApp(APP, ["--simulate", "5", "--fault", "5:bad-csr-sig", "--mode", "manual"], async (d, st) => {
     // The development CA is flagged in the title bar and on every tile.
     assert.match(await d.exec("return document.title"), /DEVELOPMENT CA/);
     await d.one(d.byId("dev-badge"));
@@ -75,7 +61,7 @@ test("four simulated devices pass from the Bench, a faulty one shows red with it
 
 test("sixteen tiles fit a 1366x768 bench with mixed states", async () => {
   const faults = ["4:weak-key", "7:silent", "11:silent", "9:other-key-csr", "14:unplug-at=6"];
-  await withApp(["--simulate", "16", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
+  await withApp(APP, ["--simulate", "16", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
     const t = await d.waitFor(async () => {
       const t = await d.tiles();
       const n = (s) => t.filter((x) => x.state === s).length;

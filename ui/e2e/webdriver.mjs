@@ -7,7 +7,10 @@ import { join } from "node:path";
 import net from "node:net";
 
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
-export const KEY = { Enter: "\uE007", F1: "\uE031", F2: "\uE032", F3: "\uE033", F5: "\uE035", F6: "\uE036", F7: "\uE037", ArrowRight: "\uE014" };
+export const KEY = {
+  Enter: "\uE007", Escape: "\uE00C", F1: "\uE031", F2: "\uE032", F3: "\uE033", F4: "\uE034", F5: "\uE035", F6: "\uE036", F7: "\uE037",
+  ArrowLeft: "\uE012", ArrowUp: "\uE013", ArrowRight: "\uE014", ArrowDown: "\uE015",
+};
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -123,6 +126,23 @@ export class Driver {
     await this.req("POST", this.s(`/element/${el}/value`), { text });
   }
 
+  /**
+   * Keystrokes to whatever has the focus (W3C actions), one key down/up per
+   * character, as a keyboard or a barcode scanner sends them. Unlike `type`,
+   * this does not focus an element first: it proves where the focus is.
+   */
+  async keys(text) {
+    const actions = [];
+    for (const ch of text) actions.push({ type: "keyDown", value: ch }, { type: "keyUp", value: ch });
+    await this.req("POST", this.s("/actions"), { actions: [{ type: "key", id: "keyboard", actions }] });
+    await this.req("DELETE", this.s("/actions")).catch(() => undefined);
+  }
+
+  /** The data-testid (or id, or tag) of the focused element. */
+  async focused() {
+    return this.exec("const a = document.activeElement; return a ? (a.dataset.testid || a.id || a.tagName) : null");
+  }
+
   /** Run a function in the page and return its result. */
   async exec(script, args = []) {
     return this.req("POST", this.s("/execute/sync"), { script, args });
@@ -165,7 +185,7 @@ export class Driver {
   /** Tile states, read from data attributes in one round trip. */
   async tiles() {
     return this.exec(
-      "return [...document.querySelectorAll('[data-testid=tile]')].map(t => ({port: t.dataset.port, state: t.dataset.state, serial: t.dataset.serial, reason: (t.querySelector('[data-testid=tile-reason]')||{}).textContent || ''}))",
+      "return [...document.querySelectorAll('[data-testid=tile]')].map(t => ({port: t.dataset.port, slot: Number(t.dataset.slot), state: t.dataset.state, serial: t.dataset.serial, selected: t.classList.contains('selected'), retry: !!t.querySelector('[data-testid=tile-retry]'), reason: (t.querySelector('[data-testid=tile-reason]')||{}).textContent || '', hint: (t.querySelector('[data-testid=tile-hint]')||{}).textContent || ''}))",
     );
   }
 
@@ -209,5 +229,20 @@ export class Driver {
         await this.waitFor(() => this.ours().length === 0, "the app to exit", 3000).catch(() => undefined);
       }
     }
+  }
+}
+
+/** Run `fn(driver, station)` against the app started with `args` in a window of `size`. */
+export async function withApp(app, args, fn, size = { width: 1366, height: 768 }) {
+  const st = stationEnv();
+  const d = new Driver();
+  try {
+    await d.start(st.env);
+    await d.session(app, args);
+    await d.setSize(size.width, size.height);
+    await d.waitFor(() => d.exec("return document.body.dataset.ready === 'true'"), "the UI to be ready", 30000);
+    await fn(d, st);
+  } finally {
+    await d.stop();
   }
 }
