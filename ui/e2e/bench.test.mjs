@@ -36,7 +36,7 @@ test("a WO: scan typed key by key while 16 simulated devices stream progress arr
 
 test("after visiting History and coming back, a scan still lands; History filters survive a search", async () => {
   await withApp(APP, ["--simulate", "3", "--mode", "auto"], async (d) => {
-    await d.waitFor(async () => (await d.tiles()).filter((t) => t.state === "passed").length === 3, "three passes", 60000);
+    await d.waitFor(async () => (await d.tiles()).filter((t) => t.state === "passed").length === 3, "three passes", 120000);
     await d.keys(KEY.F2);
     await d.one(d.byId("view-history"));
     await d.waitFor(async () => (await d.all(d.byId("history-row"))).length === 3, "three records");
@@ -124,7 +124,7 @@ test("a non-retryable failure (weak key) shows no Retry and its full next step",
 
 for (const size of [{ width: 1024, height: 600 }, { width: 1920, height: 1080 }]) {
   test(`24 tiles with mixed states hold at ${size.width}x${size.height}`, async () => {
-    const faults = ["3:weak-key", "6:silent", "9:bad-proof", "12:unplug-at=6", "15:other-key-csr", "18:slow-ms=3000", "21:slow-ms=3000"];
+    const faults = ["3:weak-key", "6:silent", "9:bad-proof", "12:unplug-at=6", "15:other-key-csr", "18:slow-ms=450", "21:slow-ms=450"];
     await withApp(APP, ["--simulate", "24", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
       await d.waitFor(async () => {
         const t = await d.tiles();

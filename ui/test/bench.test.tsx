@@ -148,3 +148,15 @@ describe("F7", () => {
     expect(fake.called("setMode").map((c) => c.args[0])).toEqual(["auto"]);
   });
 });
+
+describe("focus after a dialog", () => {
+  it("the scan field has the focus again when the F7 question is answered", async () => {
+    await setup([tile(1)]);
+    key("F7");
+    await flush();
+    expect(document.activeElement).toBe($("confirm-yes"));
+    $("confirm-no")!.click();
+    await flush();
+    expect(document.activeElement).toBe($("scan-input"));
+  });
+});

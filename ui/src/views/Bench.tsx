@@ -1,7 +1,7 @@
 // The Bench: scan field, toolbar, the tile grid and the selected tile's
 // detail. The scan field is uncontrolled (the renderer never writes its
 // value), so events arriving while a scanner types cannot wipe a character.
-import { useComputed, useSignal } from "@preact/signals";
+import { useComputed, useSignal, useSignalEffect } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import { isEditable, useApp } from "../context";
 import { columnsFor } from "../grid";
@@ -106,6 +106,14 @@ export function Bench() {
       document.removeEventListener("focusout", back);
     };
   }, []);
+  // A dialog that closes (or a station that reopens) leaves the focus on
+  // nothing: give it back to the scan field.
+  useSignalEffect(() => {
+    void store.confirm.value;
+    void store.pinDismissed.value;
+    void store.info.value;
+    setTimeout(() => store.view.peek() === "bench" && focusScan(), 0);
+  });
   const mode = store.info.value?.mode ?? "";
   return (
     <section class="bench" data-testid="view-bench">

@@ -1,6 +1,5 @@
 import { useApp } from "../context";
 import type { View } from "../store";
-import { MODE_WORDS, isMode } from "../words";
 
 const NAV: { view: View; label: string; key: string }[] = [
   { view: "bench", label: "Bench", key: "F1" },
@@ -12,7 +11,6 @@ const NAV: { view: View; label: string; key: string }[] = [
 export function Header() {
   const { store, actions } = useApp();
   const i = store.info.value;
-  const mode = i?.mode ?? "";
   return (
     <header>
       <div class="brand">
@@ -36,7 +34,6 @@ export function Header() {
             Signer locked: enter PIN
           </button>
         )}
-        <span data-testid="mode">Mode: {isMode(mode) ? MODE_WORDS[mode] : "?"}</span>
         <span data-testid="batch">Work order: {i?.batch ?? "none"}</span>
       </div>
     </header>
