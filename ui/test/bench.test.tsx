@@ -160,3 +160,14 @@ describe("focus after a dialog", () => {
     expect(document.activeElement).toBe($("scan-input"));
   });
 });
+
+describe("focus lost to the page", () => {
+  it("a character typed while nothing has the focus goes to the scan field", async () => {
+    await setup([tile(1)]);
+    const scan = $("scan-input") as HTMLInputElement;
+    scan.blur();
+    expect(document.activeElement).not.toBe(scan);
+    key("W", document.body);
+    expect(document.activeElement).toBe(scan);
+  });
+});

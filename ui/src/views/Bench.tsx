@@ -99,11 +99,21 @@ export function Bench() {
     const onFocusIn = (e: FocusEvent) => {
       if (!isEditable(e.target as Element | null)) back();
     };
+    // A character typed while nothing can take it (focus on the page, e.g.
+    // after the window was re-activated) goes to the scan field: focusing it
+    // during keydown makes the browser insert the character there.
+    const onKeyDown = (e: KeyboardEvent) => {
+      if (e.key.length === 1 && !e.ctrlKey && !e.altKey && !e.metaKey && !isEditable(e.target as Element | null)) focusScan();
+    };
     document.addEventListener("focusin", onFocusIn);
     document.addEventListener("focusout", back);
+    document.addEventListener("keydown", onKeyDown, true);
+    window.addEventListener("focus", back);
     return () => {
       document.removeEventListener("focusin", onFocusIn);
       document.removeEventListener("focusout", back);
+      document.removeEventListener("keydown", onKeyDown, true);
+      window.removeEventListener("focus", back);
     };
   }, []);
   // A dialog that closes (or a station that reopens) leaves the focus on

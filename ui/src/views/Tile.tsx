@@ -25,7 +25,7 @@ export function Tile({ tile }: { tile: Signal<TileDto> }) {
       data-slot={t.slot}
       data-state={t.state}
       data-serial={t.device_serial ?? ""}
-      data-retryable={failed ? String(canRetry(t)) : undefined}
+      data-retryable={failed && t.retryable !== undefined ? String(t.retryable) : undefined}
       onClick={() => actions.select(t.port)}
     >
       <div class="tile-head">
