@@ -130,15 +130,20 @@ test("a non-retryable failure (weak key) shows no Retry and its full next step",
   });
 });
 
-for (const size of [{ width: 1024, height: 600 }, { width: 1920, height: 1080 }]) {
-  test(`24 tiles with mixed states hold at ${size.width}x${size.height}`, async () => {
+for (const { width, height, count, shot } of [
+  { width: 1024, height: 600, count: 24, shot: true },
+  { width: 1920, height: 1080, count: 24, shot: true },
+  { width: 1024, height: 600, count: 32, shot: false },
+]) {
+  const size = { width, height };
+  test(`${count} tiles with mixed states hold at ${width}x${height}`, async () => {
     const faults = ["3:weak-key", "6:silent", "9:bad-proof", "12:unplug-at=6", "15:other-key-csr", "18:slow-ms=450", "21:slow-ms=450"];
-    await withApp(APP, ["--simulate", "24", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
+    await withApp(APP, ["--simulate", String(count), ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
       await d.waitFor(async () => {
         const t = await d.tiles();
         const n = (s) => t.filter((x) => x.state === s).length;
-        return t.length === 24 && n("passed") >= 12 && n("failed") >= 3 && (n("running") >= 1 || n("gone") >= 1);
-      }, "24 tiles in mixed states", 120000);
+        return t.length === count && n("passed") >= count / 2 && n("failed") >= 3 && (n("running") >= 1 || n("gone") >= 1);
+      }, `${count} tiles in mixed states`, 120000);
       const failed = (await d.tiles()).find((t) => t.state === "failed");
       await d.click(await d.one(`[data-testid=tile][data-port="${failed.port}"] [data-testid=tile-state]`));
       await d.one(d.byId("detail-hint"));
@@ -152,7 +157,7 @@ for (const size of [{ width: 1024, height: 600 }, { width: 1920, height: 1080 }]
       assert.equal(layout.out, 0, `every tile is inside the ${layout.w}x${layout.h} window and readable`);
       assert.ok(layout.hintOnScreen, "the selected failure's next step is on screen");
       assert.ok(layout.scanOnScreen);
-      if (SHOTS) await d.screenshot(join(SHOTS, `bench-${size.width}x${size.height}.png`));
+      if (SHOTS && shot) await d.screenshot(join(SHOTS, `bench-${width}x${height}.png`));
     }, size);
   });
 }

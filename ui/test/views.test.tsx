@@ -40,6 +40,25 @@ describe("History", () => {
   });
 });
 
+describe("History detail", () => {
+  it("shows a failed record's reason and its whole next step", async () => {
+    const m = await mount([tile(1)]);
+    cleanup = m.unmount;
+    const hint = "The device sent a CSR the station must refuse; it gets no certificate. Set it aside for QA.";
+    const attempt = {
+      id: "a1", port: "/dev/pts/101", started_at: "2026-11-30T03:00:00Z", finished_at: "2026-11-30T03:00:01Z", status: "failed", stage: "issue",
+      code: "key_not_allowed", reason: "CSR refused: the device key is RSA-1024", hint, device_serial: "SIM-0001", model: "sim", fw_version: "1",
+      batch: null, cert_serial: null, resumed: false,
+    };
+    m.store.history.value = [attempt];
+    m.store.detail.value = { attempt, hw_rev: "A1", fw_hash: null, chip_uid: null, steps: [], certificate: null };
+    key("F2");
+    await flush();
+    expect($("record-hint")?.textContent).toBe(hint);
+    expect($("record-reason")?.textContent).toBe("CSR refused: the device key is RSA-1024");
+  });
+});
+
 describe("Settings", () => {
   it("unsaved edits survive a toast, bench events and a visit elsewhere", async () => {
     const m = await mount([tile(1)]);
