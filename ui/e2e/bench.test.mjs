@@ -161,3 +161,24 @@ for (const { width, height, count, shot } of [
     }, size);
   });
 }
+
+test("an unplugged device reads clearly (UNPLUGGED is not grey on grey)", async () => {
+  // Manual mode identifies on arrival (HELLO, IDENT): the 2nd request unplugs device 2.
+  await withApp(APP, ["--simulate", "2", "--fault", "2:unplug-at=2", "--mode", "manual"], async (d) => {
+    await d.waitFor(async () => (await d.tiles()).some((t) => t.state === "gone"), "a tile to show UNPLUGGED", 60000);
+    const c = await d.exec(`
+      const tile = [...document.querySelectorAll('[data-testid=tile]')].find(t => t.dataset.state === 'gone');
+      const big = tile.querySelector('[data-testid=tile-state]');
+      const rgb = (s) => (s.match(/rgba?\\(([^)]+)\\)/g) || []).map(m => m.replace(/rgba?\\(|\\)/g, '').split(',').slice(0, 3).map(Number));
+      const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+      const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+      const fg = rgb(getComputedStyle(big).color)[0];
+      const st = getComputedStyle(tile);
+      const bgs = [...rgb(st.backgroundImage), ...rgb(st.backgroundColor)].filter(Boolean);
+      return { text: big.textContent, min: Math.min(...bgs.map(b => ratio(fg, b))), opacity: Number(st.opacity) };
+    `);
+    assert.equal(c.text, "UNPLUGGED");
+    assert.equal(c.opacity, 1, "the tile is not faded");
+    assert.ok(c.min >= 4.5, `UNPLUGGED contrast ${c.min.toFixed(2)} is at least 4.5:1 (WCAG AA)`);
+  });
+});

@@ -13,6 +13,14 @@ import { Settings } from "./views/Settings";
 function Body({ store }: { store: Store }) {
   const info = store.info.value;
   const view = store.view.value;
+  if (info && !info.ready && !info.needs_pin && !info.startup_error && view !== "settings") {
+    // The station opens in the background and says so with a `station` event.
+    return (
+      <section class="opening" data-testid="station-opening">
+        <h2>Opening the station…</h2>
+      </section>
+    );
+  }
   if (info && !info.ready && !info.needs_pin && view !== "settings") {
     return (
       <section class="startup-error" data-testid="startup-error">
