@@ -2,7 +2,7 @@
 // writes the result into the store; views call actions, never `api`.
 import { batch } from "@preact/signals";
 import { errorText, isApiError, type Api, type HistoryFilter, type SettingsDto } from "./api";
-import type { Mode, ScanKind } from "./pending-bindings";
+import type { Mode, ScanKind, SignerErrorCode } from "./pending-bindings";
 import type { HistoryForm, Store, View } from "./store";
 import { canProvision, canRetry, isMode } from "./words";
 
@@ -253,11 +253,20 @@ export function createActions(store: Store, api: Api) {
   return actions;
 }
 
-/** A PIN failure in operator words; the technical text stays out of the main message. */
+/** A PIN failure in operator words, from the signer's error code; the technical text stays out of it. */
+const PIN_WORDS: Record<SignerErrorCode, string> = {
+  signer_pin_rejected: "The PIN was not accepted. Check it and try again; after too many wrong PINs the token locks itself.",
+  signer_pin_locked: "The token is locked after too many wrong PINs. Ask your supervisor to unlock it.",
+  signer_token_absent: "The signing token was not found. Check that it is plugged in, then try again.",
+  signer_key_not_found: "The token does not hold the CA key this station uses. Check that the right token is plugged in.",
+  signer_unavailable: "The signer did not answer. Try again in a moment.",
+  signer_bad_uri: "The signer is not set up correctly. Ask your supervisor to check Settings.",
+  signer_failed: "The signer could not be unlocked. Try again, or ask your supervisor.",
+};
+
 export function pinErrorWords(e: unknown): string {
-  if (!isApiError(e)) return "The signer could not be unlocked. Try again, or ask your supervisor.";
-  if (/token|slot/i.test(e.message) && !/pin/i.test(e.message)) return "The signing token was not found. Check that it is plugged in, then try again.";
-  return "The PIN was not accepted. Check it and try again; after too many wrong PINs the token locks itself.";
+  if (isApiError(e) && Object.hasOwn(PIN_WORDS, e.code)) return PIN_WORDS[e.code as SignerErrorCode];
+  return "The signer could not be unlocked. Try again, or ask your supervisor.";
 }
 
 export type Actions = ReturnType<typeof createActions>;

@@ -10,6 +10,7 @@
 //   AttemptStatus imprint_store attempts.status
 //   HealthLevel  HealthItemDto.level
 //   ScanKind     ScanResult.kind
+//   SignerErrorCode imprint_core::signer::SignerError::code (ApiError.code of submit_pin)
 import type { TileDto as GeneratedTileDto } from "./bindings/TileDto";
 
 export type Stage =
@@ -21,6 +22,9 @@ export type Mode = "auto" | "manual";
 export type AttemptStatus = "running" | "passed" | "failed" | "interrupted";
 export type HealthLevel = "ok" | "warn" | "error" | "off";
 export type ScanKind = "batch" | "device" | "unknown";
+export type SignerErrorCode =
+  | "signer_bad_uri" | "signer_token_absent" | "signer_pin_rejected" | "signer_pin_locked"
+  | "signer_key_not_found" | "signer_unavailable" | "signer_failed";
 
 /** TileDto with the fields the backend is adding (optional until it sends them). */
 export type TileDto = GeneratedTileDto & {

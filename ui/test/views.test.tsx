@@ -99,3 +99,13 @@ describe("PIN dialog", () => {
     expect($("pin-dialog")).not.toBeNull();
   });
 });
+
+describe("PIN errors", () => {
+  it("are told in operator words from the signer's code, never the raw token error", async () => {
+    const { pinErrorWords } = await import("../src/actions");
+    expect(pinErrorWords({ code: "signer_pin_rejected", message: "Function::Login: PinIncorrect" })).toMatch(/^The PIN was not accepted/);
+    expect(pinErrorWords({ code: "signer_token_absent", message: "no slot with token label X" })).toMatch(/token was not found/);
+    expect(pinErrorWords({ code: "signer_pin_locked", message: "CKR_PIN_LOCKED" })).toMatch(/locked/);
+    expect(pinErrorWords({ code: "something_else", message: "Function::Login: PinIncorrect" })).not.toContain("PinIncorrect");
+  });
+});
