@@ -47,6 +47,9 @@ test("after visiting History and coming back, a scan still lands; History filter
     await d.click(await d.one(d.byId("history-search")));
     await d.waitFor(async () => (await d.all(d.byId("history-row"))).length === 1, "one record for SIM-0002");
     assert.equal(await d.exec("return document.querySelector('[data-testid=f-serial]').value"), "SIM-0002");
+    // The status filter (a select) is readable, and so are its options.
+    const statusContrast = await d.contrast(d.byId("f-status"));
+    assert.ok(statusContrast >= 4.5, `status filter contrast ${statusContrast.toFixed(2)} >= 4.5`);
     const row = (await d.all(`${d.byId("history-row")} td`))[0];
     await d.click(row);
     await d.one(d.byId("record-detail"));
@@ -60,6 +63,13 @@ test("after visiting History and coming back, a scan still lands; History filter
     // And History still has the filter.
     await d.keys(KEY.F2);
     await d.waitFor(async () => (await d.exec("return document.querySelector('[data-testid=f-serial]')?.value")) === "SIM-0002", "the filter after a visit");
+    // Settings' selects (Mode, Device key) are readable too.
+    await d.keys(KEY.F4);
+    await d.one(d.byId("s-mode"));
+    for (const id of ["s-mode", "s-key"]) {
+      const c = await d.contrast(d.byId(id));
+      assert.ok(c >= 4.5, `${id} contrast ${c.toFixed(2)} >= 4.5`);
+    }
   });
 });
 

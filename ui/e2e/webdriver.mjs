@@ -182,6 +182,22 @@ export class Driver {
     }
   }
 
+  /**
+   * WCAG contrast ratio of an element's text against its own background
+   * colour (and of its <option>s, for a select), computed in the page.
+   */
+  async contrast(css) {
+    return this.exec(`
+      const rgb = (s) => (s.match(/[0-9.]+/g) || []).slice(0, 3).map(Number);
+      const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+      // A transparent background counts as white: that is what the toolkit draws a select's popup list on.
+      const bg = (st) => { const v = (st.backgroundColor.match(/[0-9.]+/g) || []).map(Number); return v.length === 4 && v[3] === 0 ? [255, 255, 255] : v.slice(0, 3); };
+      const ratio = (el) => { const st = getComputedStyle(el); const [x, y] = [lum(rgb(st.color)), lum(bg(st))].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+      const el = document.querySelector(arguments[0]);
+      return Math.min(ratio(el), ...[...el.querySelectorAll('option')].map(ratio));
+    `, [css]);
+  }
+
   /** Tile states, read from data attributes in one round trip. */
   async tiles() {
     return this.exec(
