@@ -55,6 +55,26 @@ test("four simulated devices pass from the Bench, a faulty one shows red with it
     const signer = await d.waitFor(async () => (await d.all(d.byId("health-signer")))[0], "the signer's health");
     assert.equal(await d.attr(signer, "data-level"), "warn");
     assert.equal(await d.attr(await d.one(d.byId("health-local_store")), "data-level"), "ok");
+    // No word that fits on a line is broken across two ("PR ODUCTION").
+    const broken = await d.exec(`
+      const out = [];
+      for (const el of document.querySelectorAll('.card-detail, .card-error, .card-title')) {
+        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+          for (const m of n.textContent.matchAll(/\\S+/g)) {
+            const r = document.createRange();
+            r.setStart(n, m.index);
+            r.setEnd(n, m.index + m[0].length);
+            const rects = [...r.getClientRects()].filter((x) => x.width > 0);
+            const lines = new Set(rects.map((x) => Math.round(x.top)));
+            const width = rects.reduce((a, x) => a + x.width, 0);
+            if (lines.size > 1 && width < el.clientWidth * 0.9) out.push(m[0]);
+          }
+        }
+      }
+      return out;
+    `);
+    assert.deepEqual(broken, [], "Health breaks no word mid-word");
     if (SHOTS) await d.screenshot(join(SHOTS, "health.png"));
   });
 });
