@@ -74,11 +74,12 @@ export class Driver {
     }, "tauri-driver to listen", 20000);
   }
 
-  async req(method, path, body) {
+  async req(method, path, body, timeoutMs = 120000) {
     const r = await fetch(`${this.base}${path}`, {
       method,
       headers: { "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     const json = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
@@ -86,7 +87,13 @@ export class Driver {
   }
 
   async session(application, args) {
-    const v = await this.req("POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application, args } } } });
+    // An app that dies at start (e.g. GTK cannot open the display) leaves the
+    // session request hanging: give up after a minute and say why.
+    const v = await this.req("POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application, args } } } }, 60000).catch((e) => {
+      let log = "";
+      try { log = readFileSync(join(this.home, "tauri-driver.log"), "utf8").split("\n").slice(0, 4).join(" | "); } catch { /* no log */ }
+      throw new Error(`no WebDriver session (${e.message}); tauri-driver.log: ${log}`);
+    });
     this.sid = v.sessionId;
     return this.sid;
   }
