@@ -192,3 +192,30 @@ test("an unplugged device reads clearly (UNPLUGGED is not grey on grey)", async 
     assert.ok(c.min >= 4.5, `UNPLUGGED contrast ${c.min.toFixed(2)} is at least 4.5:1 (WCAG AA)`);
   });
 });
+
+test("F7 asks before switching to automatic while devices wait", async () => {
+  await withApp(APP, ["--simulate", "2", "--mode", "manual"], async (d) => {
+    await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 2 && t.every((x) => x.state === "ready" && x.serial);
+    }, "two identified devices waiting", 60000);
+    await d.keys(KEY.F7);
+    const text = await d.waitFor(async () => {
+      const el = (await d.all(d.byId("confirm-dialog")))[0];
+      return el ? d.text(el) : null;
+    }, "the question");
+    assert.match(text, /2 waiting device\(s\) will be provisioned/);
+    // Escape: nothing happens.
+    await d.keys(KEY.Escape);
+    await d.waitFor(async () => (await d.all(d.byId("confirm-dialog"))).length === 0, "the question to close");
+    assert.ok((await d.tiles()).every((t) => t.state === "ready"), "nothing was provisioned");
+    assert.match(await d.text(await d.one(d.byId("toggle-mode"))), /Manual/);
+    assert.equal(await d.focused(), "scan-input", "the scan field has the focus again");
+    // F7, Enter: switch, and the waiting devices are provisioned.
+    await d.keys(KEY.F7);
+    await d.one(d.byId("confirm-dialog"));
+    await d.keys(KEY.Enter);
+    await d.waitFor(async () => (await d.tiles()).every((t) => t.state === "passed"), "both devices to pass", 60000);
+    assert.match(await d.text(await d.one(d.byId("toggle-mode"))), /Automatic/);
+  });
+});

@@ -1,12 +1,21 @@
 // Modal dialogs: the signer PIN and confirmations (F7 to automatic). While
 // one is open it holds the focus ([data-modal]); Escape cancels.
 import { useEffect, useRef } from "preact/hooks";
+import type { Confirm } from "../store";
 import { useApp } from "../context";
+import { focusScan } from "./Bench";
+
+/** When a dialog goes away its focused button goes with it (no focusout):
+ *  hand the focus back to the scan field once it is gone. */
+function useFocusBackOnClose() {
+  useEffect(() => () => void setTimeout(() => focusScan(), 0), []);
+}
 
 export function PinDialog() {
   const { store, actions } = useApp();
   const ref = useRef<HTMLInputElement>(null);
   useEffect(() => ref.current?.focus(), []);
+  useFocusBackOnClose();
   const submit = () => {
     const el = ref.current;
     if (!el) return;
@@ -43,11 +52,16 @@ export function PinDialog() {
 }
 
 export function ConfirmDialog() {
-  const { store, actions } = useApp();
+  const { store } = useApp();
   const c = store.confirm.value;
+  return c ? <ConfirmModal c={c} /> : null;
+}
+
+function ConfirmModal({ c }: { c: Confirm }) {
+  const { actions } = useApp();
   const yes = useRef<HTMLButtonElement>(null);
   useEffect(() => yes.current?.focus(), [c]);
-  if (!c) return null;
+  useFocusBackOnClose();
   return (
     <div class="modal" data-modal data-testid="confirm-dialog" onKeyDown={(e) => e.key === "Escape" && actions.answerConfirm(false)}>
       <div class="dialog">
