@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { Driver, KEY, stationEnv } from "./webdriver.mjs";
+import { KEY, withApp } from "./webdriver.mjs";
 
 const APP = process.env.IMPRINT_APP;
 const CLI = process.env.IMPRINT_CLI;
@@ -14,22 +14,8 @@ const SHOTS = process.env.IMPRINT_SCREENSHOTS;
 assert.ok(APP && CLI, "IMPRINT_APP and IMPRINT_CLI must point at the built binaries (scripts/e2e sets them)");
 if (SHOTS) mkdirSync(SHOTS, { recursive: true });
 
-async function withApp(args, fn) {
-  const st = stationEnv();
-  const d = new Driver();
-  try {
-    await d.start(st.env);
-    await d.session(APP, args);
-    await d.setSize(1366, 768);
-    await d.waitFor(() => d.exec("return document.body.dataset.ready === 'true'"), "the UI to be ready", 30000);
-    await fn(d, st);
-  } finally {
-    await d.stop();
-  }
-}
-
 test("four simulated devices pass from the Bench, a faulty one shows red with its reason, History matches the store", async () => {
-  await withApp(["--simulate", "5", "--fault", "5:bad-csr-sig", "--mode", "manual"], async (d, st) => {
+  await withApp(APP, ["--simulate", "5", "--fault", "5:bad-csr-sig", "--mode", "manual"], async (d, st) => {
     // The development CA is flagged in the title bar and on every tile.
     assert.match(await d.exec("return document.title"), /DEVELOPMENT CA/);
     await d.one(d.byId("dev-badge"));
@@ -69,13 +55,33 @@ test("four simulated devices pass from the Bench, a faulty one shows red with it
     const signer = await d.waitFor(async () => (await d.all(d.byId("health-signer")))[0], "the signer's health");
     assert.equal(await d.attr(signer, "data-level"), "warn");
     assert.equal(await d.attr(await d.one(d.byId("health-local_store")), "data-level"), "ok");
+    // No word that fits on a line is broken across two ("PR ODUCTION").
+    const broken = await d.exec(`
+      const out = [];
+      for (const el of document.querySelectorAll('.card-detail, .card-error, .card-title')) {
+        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+          for (const m of n.textContent.matchAll(/\\S+/g)) {
+            const r = document.createRange();
+            r.setStart(n, m.index);
+            r.setEnd(n, m.index + m[0].length);
+            const rects = [...r.getClientRects()].filter((x) => x.width > 0);
+            const lines = new Set(rects.map((x) => Math.round(x.top)));
+            const width = rects.reduce((a, x) => a + x.width, 0);
+            if (lines.size > 1 && width < el.clientWidth * 0.9) out.push(m[0]);
+          }
+        }
+      }
+      return out;
+    `);
+    assert.deepEqual(broken, [], "Health breaks no word mid-word");
     if (SHOTS) await d.screenshot(join(SHOTS, "health.png"));
   });
 });
 
 test("sixteen tiles fit a 1366x768 bench with mixed states", async () => {
   const faults = ["4:weak-key", "7:silent", "11:silent", "9:other-key-csr", "14:unplug-at=6"];
-  await withApp(["--simulate", "16", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
+  await withApp(APP, ["--simulate", "16", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
     const t = await d.waitFor(async () => {
       const t = await d.tiles();
       const n = (s) => t.filter((x) => x.state === s).length;

@@ -7,7 +7,10 @@ import { join } from "node:path";
 import net from "node:net";
 
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
-export const KEY = { Enter: "\uE007", F1: "\uE031", F2: "\uE032", F3: "\uE033", F5: "\uE035", F6: "\uE036", F7: "\uE037", ArrowRight: "\uE014" };
+export const KEY = {
+  Enter: "\uE007", Escape: "\uE00C", F1: "\uE031", F2: "\uE032", F3: "\uE033", F4: "\uE034", F5: "\uE035", F6: "\uE036", F7: "\uE037",
+  ArrowLeft: "\uE012", ArrowUp: "\uE013", ArrowRight: "\uE014", ArrowDown: "\uE015",
+};
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -71,11 +74,12 @@ export class Driver {
     }, "tauri-driver to listen", 20000);
   }
 
-  async req(method, path, body) {
+  async req(method, path, body, timeoutMs = 120000) {
     const r = await fetch(`${this.base}${path}`, {
       method,
       headers: { "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     const json = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
@@ -83,7 +87,13 @@ export class Driver {
   }
 
   async session(application, args) {
-    const v = await this.req("POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application, args } } } });
+    // An app that dies at start (e.g. GTK cannot open the display) leaves the
+    // session request hanging: give up after a minute and say why.
+    const v = await this.req("POST", "/session", { capabilities: { alwaysMatch: { "tauri:options": { application, args } } } }, 60000).catch((e) => {
+      let log = "";
+      try { log = readFileSync(join(this.home, "tauri-driver.log"), "utf8").split("\n").slice(0, 4).join(" | "); } catch { /* no log */ }
+      throw new Error(`no WebDriver session (${e.message}); tauri-driver.log: ${log}`);
+    });
     this.sid = v.sessionId;
     return this.sid;
   }
@@ -121,6 +131,23 @@ export class Driver {
 
   async type(el, text) {
     await this.req("POST", this.s(`/element/${el}/value`), { text });
+  }
+
+  /**
+   * Keystrokes to whatever has the focus (W3C actions), one key down/up per
+   * character, as a keyboard or a barcode scanner sends them. Unlike `type`,
+   * this does not focus an element first: it proves where the focus is.
+   */
+  async keys(text) {
+    const actions = [];
+    for (const ch of text) actions.push({ type: "keyDown", value: ch }, { type: "keyUp", value: ch });
+    await this.req("POST", this.s("/actions"), { actions: [{ type: "key", id: "keyboard", actions }] });
+    await this.req("DELETE", this.s("/actions")).catch(() => undefined);
+  }
+
+  /** The data-testid (or id, or tag) of the focused element. */
+  async focused() {
+    return this.exec("const a = document.activeElement; return a ? (a.dataset.testid || a.id || a.tagName) : null");
   }
 
   /** Run a function in the page and return its result. */
@@ -162,10 +189,26 @@ export class Driver {
     }
   }
 
+  /**
+   * WCAG contrast ratio of an element's text against its own background
+   * colour (and of its <option>s, for a select), computed in the page.
+   */
+  async contrast(css) {
+    return this.exec(`
+      const rgb = (s) => (s.match(/[0-9.]+/g) || []).slice(0, 3).map(Number);
+      const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+      // A transparent background counts as white: that is what the toolkit draws a select's popup list on.
+      const bg = (st) => { const v = (st.backgroundColor.match(/[0-9.]+/g) || []).map(Number); return v.length === 4 && v[3] === 0 ? [255, 255, 255] : v.slice(0, 3); };
+      const ratio = (el) => { const st = getComputedStyle(el); const [x, y] = [lum(rgb(st.color)), lum(bg(st))].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+      const el = document.querySelector(arguments[0]);
+      return Math.min(ratio(el), ...[...el.querySelectorAll('option')].map(ratio));
+    `, [css]);
+  }
+
   /** Tile states, read from data attributes in one round trip. */
   async tiles() {
     return this.exec(
-      "return [...document.querySelectorAll('[data-testid=tile]')].map(t => ({port: t.dataset.port, state: t.dataset.state, serial: t.dataset.serial, reason: (t.querySelector('[data-testid=tile-reason]')||{}).textContent || ''}))",
+      "return [...document.querySelectorAll('[data-testid=tile]')].map(t => ({port: t.dataset.port, slot: Number(t.dataset.slot), state: t.dataset.state, serial: t.dataset.serial, selected: t.classList.contains('selected'), retry: !!t.querySelector('[data-testid=tile-retry]'), reason: (t.querySelector('[data-testid=tile-reason]')||{}).textContent || '', hint: (t.querySelector('[data-testid=tile-hint]')||{}).textContent || ''}))",
     );
   }
 
@@ -209,5 +252,20 @@ export class Driver {
         await this.waitFor(() => this.ours().length === 0, "the app to exit", 3000).catch(() => undefined);
       }
     }
+  }
+}
+
+/** Run `fn(driver, station)` against the app started with `args` in a window of `size`. */
+export async function withApp(app, args, fn, size = { width: 1366, height: 768 }) {
+  const st = stationEnv();
+  const d = new Driver();
+  try {
+    await d.start(st.env);
+    await d.session(app, args);
+    await d.setSize(size.width, size.height);
+    await d.waitFor(() => d.exec("return document.body.dataset.ready === 'true'"), "the UI to be ready", 30000);
+    await fn(d, st);
+  } finally {
+    await d.stop();
   }
 }

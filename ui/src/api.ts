@@ -15,6 +15,7 @@ import type { TileDto } from "./bindings/TileDto";
 import type { Attached } from "./bindings/Attached";
 import type { Mode } from "./bindings/Mode";
 import type { ModeChange } from "./bindings/ModeChange";
+import type { SyncView } from "./bindings/SyncView";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 
@@ -43,11 +44,21 @@ export const api = {
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),
   submitPin: (pin: string) => invoke<StationInfo>("submit_pin", { pin }),
   openLogFolder: () => invoke<string>("open_log_folder"),
+  syncStatus: () => invoke<SyncView>("sync_status"),
+  syncNow: () => invoke<SyncView>("sync_now"),
 };
 
 /** The station opened, failed to open, or was reopened. */
+/** The commands the UI uses (the real one is `api`; unit tests pass their own). */
+export type Api = typeof api;
+
 export function onStation(handler: () => void): Promise<UnlistenFn> {
   return listen("station", () => handler());
+}
+
+/** The center's state pushed by the backend when it changes. */
+export function onSync(handler: (s: SyncView) => void): Promise<UnlistenFn> {
+  return listen<SyncView>("sync", (ev) => handler(ev.payload));
 }
 
 /** Tile changes pushed by the backend (never polled). */

@@ -1,0 +1,106 @@
+// The one store: every piece of UI state is a signal here. Views read
+// signals and re-render only what changed; nothing rebuilds the page. Tiles
+// are one signal each, keyed by port, so a progress event updates one tile
+// in place and leaves every input (and its focus) alone.
+import { batch, computed, signal, type Signal } from "@preact/signals";
+import type { AttemptDto, BenchEventDto, HealthItemDto, RecordDetail, SettingsDto, StationInfo } from "./api";
+import type { AttemptStatus, TileDto } from "./wire";
+
+export type View = "bench" | "history" | "health" | "settings";
+
+/** What History's filter fields hold (kept across searches and visits). */
+export type HistoryForm = {
+  device_serial: string;
+  cert_serial: string;
+  batch: string;
+  status: AttemptStatus | "";
+  since: string;
+};
+
+export const EMPTY_HISTORY_FORM: HistoryForm = { device_serial: "", cert_serial: "", batch: "", status: "", since: "" };
+
+/** A question the operator must answer before something happens. */
+export type Confirm = { title: string; text: string; yes: string; run: () => void };
+
+export function createStore() {
+  const tiles = new Map<string, Signal<TileDto>>();
+  /** Ports in slot order; changes only when a tile appears, goes or moves. */
+  const order = signal<string[]>([]);
+
+  function reorder() {
+    const next = [...tiles.values()].sort((a, b) => a.value.slot - b.value.slot || a.value.port.localeCompare(b.value.port)).map((t) => t.value.port);
+    const cur = order.value;
+    if (next.length !== cur.length || next.some((p, i) => p !== cur[i])) order.value = next;
+  }
+
+  function putTile(t: TileDto) {
+    const s = tiles.get(t.port);
+    if (s) {
+      const moved = s.value.slot !== t.slot;
+      s.value = t;
+      if (moved) reorder();
+    } else {
+      tiles.set(t.port, signal(t));
+      reorder();
+    }
+  }
+
+  const store = {
+    view: signal<View>("bench"),
+    info: signal<StationInfo | null>(null),
+    tiles,
+    order,
+    selected: signal<string | null>(null),
+    toast: signal<string>(""),
+    history: signal<AttemptDto[]>([]),
+    historyForm: signal<HistoryForm>({ ...EMPTY_HISTORY_FORM }),
+    detail: signal<RecordDetail | null>(null),
+    health: signal<HealthItemDto[]>([]),
+    healthAt: signal<Date | null>(null),
+    /** Settings as last loaded from the station, and the operator's unsaved edits. */
+    settings: signal<SettingsDto | null>(null),
+    settingsDraft: signal<SettingsDto | null>(null),
+    confirm: signal<Confirm | null>(null),
+    /** The operator closed the PIN dialog (Cancel); the header offers it again. */
+    pinDismissed: signal(false),
+    pinError: signal<string>(""),
+
+    tile(port: string): TileDto | undefined {
+      return tiles.get(port)?.value;
+    },
+    /** Tiles in slot order (reads every tile signal: use in small computed values only). */
+    tileList(): TileDto[] {
+      return order.value.flatMap((p) => {
+        const t = tiles.get(p);
+        return t ? [t.value] : [];
+      });
+    },
+    setTiles(list: TileDto[]) {
+      batch(() => {
+        const keep = new Set(list.map((t) => t.port));
+        for (const p of [...tiles.keys()]) if (!keep.has(p)) tiles.delete(p);
+        for (const t of list) putTile(t);
+        reorder();
+      });
+    },
+    applyBenchEvent(ev: BenchEventDto) {
+      switch (ev.kind) {
+        case "tile":
+          putTile(ev.tile);
+          return;
+        case "removed":
+          if (tiles.delete(ev.port)) reorder();
+          if (store.selected.value === ev.port) store.selected.value = null;
+          return;
+      }
+    },
+  };
+  const settingsDirty = computed(() => {
+    const a = store.settings.value;
+    const b = store.settingsDraft.value;
+    return a !== null && b !== null && JSON.stringify(a) !== JSON.stringify(b);
+  });
+  return { ...store, settingsDirty };
+}
+
+export type Store = ReturnType<typeof createStore>;

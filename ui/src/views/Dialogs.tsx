@@ -1,0 +1,83 @@
+// Modal dialogs: the signer PIN and confirmations (F7 to automatic). While
+// one is open it holds the focus ([data-modal]); Escape cancels.
+import { useEffect, useRef } from "preact/hooks";
+import type { Confirm } from "../store";
+import { useApp } from "../context";
+import { focusScan } from "./Bench";
+
+/** When a dialog goes away its focused button goes with it (no focusout):
+ *  hand the focus back to the scan field once it is gone. */
+function useFocusBackOnClose() {
+  useEffect(() => () => void setTimeout(() => focusScan(), 0), []);
+}
+
+export function PinDialog() {
+  const { store, actions } = useApp();
+  const ref = useRef<HTMLInputElement>(null);
+  useEffect(() => ref.current?.focus(), []);
+  useFocusBackOnClose();
+  const submit = () => {
+    const el = ref.current;
+    if (!el) return;
+    const pin = el.value;
+    el.value = "";
+    void actions.submitPin(pin);
+  };
+  const technical = store.info.value?.startup_error?.message;
+  return (
+    <div class="modal" data-modal data-testid="pin-dialog" onKeyDown={(e) => e.key === "Escape" && actions.cancelPin()}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          submit();
+        }}
+      >
+        <h2>Unlock the signer</h2>
+        <p>The key that signs certificates is protected by a PIN. Enter it to start provisioning. It is not stored.</p>
+        <input ref={ref} type="password" id="pin" data-testid="pin-input" autocomplete="off" aria-label="PIN" />
+        {store.pinError.value && <p class="error" data-testid="pin-error">{store.pinError.value}</p>}
+        {technical && (
+          <details class="technical">
+            <summary>Technical details</summary>
+            <p>{technical}</p>
+          </details>
+        )}
+        <div class="actions">
+          <button type="submit" data-testid="pin-submit">Unlock</button>
+          <button type="button" data-testid="pin-cancel" onClick={() => actions.cancelPin()}>Cancel</button>
+        </div>
+      </form>
+    </div>
+  );
+}
+
+export function ConfirmDialog() {
+  const { store } = useApp();
+  const c = store.confirm.value;
+  return c ? <ConfirmModal c={c} /> : null;
+}
+
+function ConfirmModal({ c }: { c: Confirm }) {
+  const { actions } = useApp();
+  const yes = useRef<HTMLButtonElement>(null);
+  useEffect(() => yes.current?.focus(), [c]);
+  useFocusBackOnClose();
+  return (
+    <div class="modal" data-modal data-testid="confirm-dialog" onKeyDown={(e) => e.key === "Escape" && actions.answerConfirm(false)}>
+      <div class="dialog">
+        <h2>{c.title}</h2>
+        <p>{c.text}</p>
+        <div class="actions">
+          <button ref={yes} data-testid="confirm-yes" onClick={() => actions.answerConfirm(true)}>{c.yes}</button>
+          <button data-testid="confirm-no" onClick={() => actions.answerConfirm(false)}>Cancel</button>
+        </div>
+      </div>
+    </div>
+  );
+}
+
+export function Toast() {
+  const { store } = useApp();
+  const msg = store.toast.value;
+  return msg ? <div class="toast" data-testid="toast" role="status">{msg}</div> : null;
+}

@@ -1,0 +1,144 @@
+// History: filters (kept in the store, so a search or a visit elsewhere
+// never blanks them), the records, and the selected record in full.
+import type { RecordDetail } from "../api";
+import { useApp } from "../context";
+import type { AttemptStatus } from "../wire";
+import { STATUS_WORDS, isAttemptStatus, stageText } from "../words";
+
+const STATUSES = Object.keys(STATUS_WORDS) as AttemptStatus[];
+
+export function History() {
+  const { store, actions } = useApp();
+  const f = store.historyForm.value;
+  const onEnter = (e: KeyboardEvent) => {
+    if (e.key === "Enter") void actions.searchHistory();
+  };
+  const text = (id: string, key: "device_serial" | "cert_serial" | "batch", placeholder: string) => (
+    <input id={id} data-testid={id} placeholder={placeholder} value={f[key]} onInput={(e) => actions.setHistoryForm({ [key]: e.currentTarget.value })} onKeyDown={onEnter} />
+  );
+  const d = store.detail.value;
+  return (
+    <section class="history" data-testid="view-history">
+      <div class="toolbar">
+        {text("f-serial", "device_serial", "device serial")}
+        {text("f-cert", "cert_serial", "certificate serial")}
+        {text("f-batch", "batch", "work order")}
+        <select
+          id="f-status"
+          data-testid="f-status"
+          value={f.status}
+          onChange={(e) => {
+            const v = e.currentTarget.value;
+            actions.setHistoryForm({ status: isAttemptStatus(v) ? v : "" });
+          }}
+        >
+          <option value="">any status</option>
+          {STATUSES.map((s) => (
+            <option key={s} value={s}>{STATUS_WORDS[s]}</option>
+          ))}
+        </select>
+        <input id="f-since" data-testid="f-since" type="date" value={f.since} onInput={(e) => actions.setHistoryForm({ since: e.currentTarget.value })} />
+        <button data-testid="history-search" onClick={() => void actions.searchHistory()}>Search</button>
+        <span class="muted" data-testid="history-count">{store.history.value.length} record(s)</span>
+      </div>
+      <div class="split">
+        <div class="records-wrap">
+          <table class="records">
+            <thead>
+              <tr>{["started", "device", "status", "certificate", "work order", "reason"].map((c) => <th key={c}>{c}</th>)}</tr>
+            </thead>
+            <tbody>
+              {store.history.value.map((a) => (
+                <tr
+                  key={a.id}
+                  class={`rec ${a.status}${d?.attempt.id === a.id ? " current" : ""}`}
+                  data-testid="history-row"
+                  data-id={a.id}
+                  data-serial={a.device_serial ?? ""}
+                  data-status={a.status}
+                  onClick={() => void actions.openRecord(a.id)}
+                >
+                  <td>{a.started_at.replace("T", " ").slice(0, 19)}</td>
+                  <td>{a.device_serial ?? "-"}</td>
+                  <td class="status">{a.status}</td>
+                  <td>{a.cert_serial ?? ""}</td>
+                  <td>{a.batch ?? ""}</td>
+                  <td title={a.reason ?? ""}>{a.reason ?? ""}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        {d ? <Record d={d} /> : <div class="detail empty">Select a record (click, or arrows)</div>}
+      </div>
+    </section>
+  );
+}
+
+function Record({ d }: { d: RecordDetail }) {
+  const a = d.attempt;
+  const c = d.certificate;
+  return (
+    <div class="detail" data-testid="record-detail">
+      <h2>
+        {a.device_serial ?? "unknown device"} <span class={`pill ${a.status}`} data-testid="record-status">{a.status}</span>
+      </h2>
+      <dl>
+        <dt>port</dt>
+        <dd>{a.port}</dd>
+        <dt>device</dt>
+        <dd>{`${a.model ?? ""} hw ${d.hw_rev ?? ""} fw ${a.fw_version ?? ""}`}</dd>
+        <dt>work order</dt>
+        <dd>{a.batch ?? "none"}</dd>
+        {a.stage && (
+          <>
+            <dt>stage</dt>
+            <dd>{stageText(a.stage)}</dd>
+          </>
+        )}
+        {a.reason && (
+          <>
+            <dt>reason</dt>
+            <dd class="reason" data-testid="record-reason">{a.reason}</dd>
+          </>
+        )}
+        {a.hint && (
+          <>
+            <dt>next step</dt>
+            <dd class="hint" data-testid="record-hint">{a.hint}</dd>
+          </>
+        )}
+      </dl>
+      {c && (
+        <div class="cert">
+          <h3>Certificate</h3>
+          <dl>
+            <dt>serial</dt>
+            <dd data-testid="cert-serial">{c.serial_hex}</dd>
+            <dt>subject</dt>
+            <dd>{c.subject}</dd>
+            <dt>issuer</dt>
+            <dd>{c.issuer}</dd>
+            <dt>valid</dt>
+            <dd>{`${c.not_before} … ${c.not_after}`}</dd>
+            <dt>SHA-256</dt>
+            <dd class="mono">{c.fingerprint_sha256}</dd>
+          </dl>
+        </div>
+      )}
+      <h3>Steps</h3>
+      <table class="steps" data-testid="record-steps">
+        <tbody>
+          {d.steps.map((s, i) => (
+            <tr key={i} class={s.kind}>
+              <td>{s.at.slice(11, 23)}</td>
+              <td>{stageText(s.stage)}</td>
+              <td>{s.kind}</td>
+              <td>{s.detail}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}

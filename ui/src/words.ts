@@ -1,0 +1,134 @@
+// Operator words for what the backend reports. Every mapping is an exhaustive
+// switch (or a Record) over a binding union, so a new backend value fails the
+// typecheck here instead of showing protocol jargon on the Bench.
+import type { TileState } from "./bindings/TileState";
+import type { AttemptStatus, DeviceState, HealthLevel, KeyAlg, Mode, Stage, TileDto } from "./wire";
+
+export function stageWords(s: Stage): string {
+  switch (s) {
+    case "hello": return "Connecting";
+    case "identify": return "Reading device identity";
+    case "keygen": return "Device making its key";
+    case "lookup": return "Checking earlier records";
+    case "csr": return "Reading the key request";
+    case "issue": return "Signing certificate";
+    case "write_cert": return "Writing certificate";
+    case "write_chain": return "Writing CA chain";
+    case "read_back": return "Checking what was written";
+    case "prove": return "Device proving its key";
+    case "connect": return "Testing broker connection";
+    case "lock": return "Locking";
+    case "done": return "Done";
+  }
+}
+
+export function deviceStateWords(s: DeviceState): string {
+  switch (s) {
+    case "blank": return "new device";
+    case "keyed": return "has a key, no certificate yet";
+    case "provisioned": return "already has a certificate";
+    case "locked": return "already provisioned and locked";
+  }
+}
+
+const STAGES: Record<Stage, true> = {
+  hello: true, identify: true, keygen: true, lookup: true, csr: true, issue: true, write_cert: true,
+  write_chain: true, read_back: true, prove: true, connect: true, lock: true, done: true,
+};
+const DEVICE_STATES: Record<DeviceState, true> = { blank: true, keyed: true, provisioned: true, locked: true };
+
+export function isStage(s: string): s is Stage {
+  return Object.hasOwn(STAGES, s);
+}
+
+export function isDeviceState(s: string): s is DeviceState {
+  return Object.hasOwn(DEVICE_STATES, s);
+}
+
+/** The tile's `stage` text: a protocol stage, or empty before a run. */
+export type ParsedStage =
+  | { kind: "stage"; stage: Stage }
+  | { kind: "waiting"; device: DeviceState | null }
+  | { kind: "other"; text: string };
+
+export function parseStage(raw: string, deviceState: string | null = null): ParsedStage {
+  if (isStage(raw)) return { kind: "stage", stage: raw };
+  if (raw === "") return { kind: "waiting", device: deviceState !== null && isDeviceState(deviceState) ? deviceState : null };
+  return { kind: "other", text: raw };
+}
+
+/** Stage text in operator words (never the raw protocol name when it is known). */
+export function stageText(raw: string, deviceState: string | null = null): string {
+  const p = parseStage(raw, deviceState);
+  switch (p.kind) {
+    case "stage": return stageWords(p.stage);
+    case "waiting": return p.device ? `Waiting: ${deviceStateWords(p.device)}` : "Waiting";
+    case "other": return p.text;
+  }
+}
+
+/** The device on this tile already holds its certificate (re-check, not provisioning). */
+export function alreadyProvisioned(t: TileDto): boolean {
+  return t.state === "provisioned" || (t.state === "ready" && (t.device_state === "provisioned" || t.device_state === "locked"));
+}
+
+/** The big word on a tile. */
+export function bigWord(t: TileDto): string {
+  const s: TileState = t.state;
+  switch (s) {
+    case "ready": return alreadyProvisioned(t) ? "PROVISIONED" : "READY";
+    case "provisioned": return "PROVISIONED";
+    case "running": return "WORKING";
+    case "passed": return t.recheck ? "RE-CHECKED" : "PASS";
+    case "failed": return "FAIL";
+    case "gone": return "UNPLUGGED";
+  }
+}
+
+/** One line under the big word. */
+export function tileLine(t: TileDto): string {
+  const s: TileState = t.state;
+  switch (s) {
+    case "ready": return stageText(t.stage, t.device_state);
+    case "provisioned": return "Already provisioned and locked: nothing to do";
+    case "running": return stageText(t.stage);
+    case "passed":
+      return t.recheck
+        ? `Re-check passed: certificate ${t.cert_serial ?? ""} was already on the device`
+        : t.resumed
+          ? `Certificate ${t.cert_serial ?? ""} (issued earlier, written again)`
+          : `Certificate ${t.cert_serial ?? ""}`;
+    case "failed": return `Failed while: ${stageText(t.stage)}`;
+    case "gone": return `Unplugged during: ${stageText(t.stage)}`;
+  }
+}
+
+/** Retry is offered only where it can succeed (the backend's `retryable`). */
+export function canRetry(t: TileDto): boolean {
+  return t.state === ("failed" satisfies TileState) && t.present && t.retryable;
+}
+
+/** Provision (Enter) is offered for a waiting device. */
+export function canProvision(t: TileDto): boolean {
+  return t.state === ("ready" satisfies TileState) && t.present;
+}
+
+export const MODE_WORDS: Record<Mode, string> = { auto: "Automatic", manual: "Manual" };
+export const KEY_ALG_WORDS: Record<KeyAlg, string> = { p256: "P-256", p384: "P-384" };
+export const STATUS_WORDS: Record<AttemptStatus, string> = {
+  running: "running", passed: "passed", failed: "failed", interrupted: "interrupted",
+};
+export const LEVEL_WORDS: Record<HealthLevel, string> = { ok: "OK", warn: "WARNING", error: "ERROR", off: "not configured" };
+
+export function isMode(s: string): s is Mode {
+  return Object.hasOwn(MODE_WORDS, s);
+}
+export function isKeyAlg(s: string): s is KeyAlg {
+  return Object.hasOwn(KEY_ALG_WORDS, s);
+}
+export function isAttemptStatus(s: string): s is AttemptStatus {
+  return Object.hasOwn(STATUS_WORDS, s);
+}
+export function isHealthLevel(s: string): s is HealthLevel {
+  return Object.hasOwn(LEVEL_WORDS, s);
+}

@@ -1,0 +1,111 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { $, flush, key, mount, tile, INFO } from "./helpers";
+
+let cleanup: (() => void) | undefined;
+afterEach(() => {
+  cleanup?.();
+  cleanup = undefined;
+});
+
+function input(el: HTMLElement | null, value: string) {
+  const i = el as HTMLInputElement;
+  i.value = value;
+  i.dispatchEvent(new Event("input", { bubbles: true }));
+}
+
+describe("History", () => {
+  it("filters survive a search and a visit to the Bench", async () => {
+    const m = await mount([tile(1)]);
+    cleanup = m.unmount;
+    key("F2");
+    await flush();
+    input($("f-serial"), "SIM-0002");
+    input($("f-batch"), "WO:7");
+    const status = $("f-status") as HTMLSelectElement;
+    status.value = "failed";
+    status.dispatchEvent(new Event("change", { bubbles: true }));
+    $("history-search")!.click();
+    await flush();
+    expect(($("f-serial") as HTMLInputElement).value).toBe("SIM-0002");
+    expect(($("f-batch") as HTMLInputElement).value).toBe("WO:7");
+    expect(($("f-status") as HTMLSelectElement).value).toBe("failed");
+    const last = m.fake.called("history").at(-1)?.args[0];
+    expect(last).toMatchObject({ device_serial: "SIM-0002", batch: "WO:7", status: "failed" });
+    key("F1");
+    await flush();
+    key("F2");
+    await flush();
+    expect(($("f-serial") as HTMLInputElement).value).toBe("SIM-0002");
+    expect(m.fake.called("history").at(-1)?.args[0]).toMatchObject({ device_serial: "SIM-0002" });
+  });
+});
+
+describe("History detail", () => {
+  it("shows a failed record's reason and its whole next step", async () => {
+    const m = await mount([tile(1)]);
+    cleanup = m.unmount;
+    const hint = "The device sent a CSR the station must refuse; it gets no certificate. Set it aside for QA.";
+    const attempt = {
+      id: "a1", port: "/dev/pts/101", started_at: "2026-11-30T03:00:00Z", finished_at: "2026-11-30T03:00:01Z", status: "failed", stage: "issue",
+      code: "key_not_allowed", reason: "CSR refused: the device key is RSA-1024", hint, device_serial: "SIM-0001", model: "sim", fw_version: "1",
+      batch: null, cert_serial: null, resumed: false,
+    };
+    m.store.history.value = [attempt];
+    m.store.detail.value = { attempt, hw_rev: "A1", fw_hash: null, chip_uid: null, steps: [], certificate: null };
+    key("F2");
+    await flush();
+    expect($("record-hint")?.textContent).toBe(hint);
+    expect($("record-reason")?.textContent).toBe("CSR refused: the device key is RSA-1024");
+  });
+});
+
+describe("Settings", () => {
+  it("unsaved edits survive a toast, bench events and a visit elsewhere", async () => {
+    const m = await mount([tile(1)]);
+    cleanup = m.unmount;
+    key("F4");
+    await flush();
+    input($("s-station"), "bench-7");
+    m.actions.toast("something happened");
+    m.store.applyBenchEvent({ kind: "tile", tile: tile(1, { state: "running", stage: "issue" }) });
+    m.store.toast.value = "";
+    await flush();
+    expect(($("s-station") as HTMLInputElement).value).toBe("bench-7");
+    expect($("s-unsaved")).not.toBeNull();
+    key("F1");
+    await flush();
+    key("F4");
+    await flush();
+    expect(($("s-station") as HTMLInputElement).value).toBe("bench-7");
+    $("s-save")!.click();
+    await flush();
+    expect(m.fake.called("saveSettings")[0].args[0]).toMatchObject({ station_id: "bench-7" });
+  });
+});
+
+describe("PIN dialog", () => {
+  it("has Cancel and operator wording; the technical text is folded away", async () => {
+    const m = await mount([], { ...INFO, ready: false, needs_pin: true, startup_error: { code: "signer_pin_required", message: "set IMPRINT_PIN or pin-source" } });
+    cleanup = m.unmount;
+    const dialog = $("pin-dialog")!;
+    const main = [...dialog.querySelectorAll("h2, form > p")].map((e) => e.textContent).join(" ");
+    expect(main).not.toMatch(/IMPRINT_|env|pin-source/i);
+    expect(main).toContain("PIN");
+    $("pin-cancel")!.click();
+    await flush();
+    expect($("pin-dialog")).toBeNull();
+    $("pin-reopen")!.click();
+    await flush();
+    expect($("pin-dialog")).not.toBeNull();
+  });
+});
+
+describe("PIN errors", () => {
+  it("are told in operator words from the signer's code, never the raw token error", async () => {
+    const { pinErrorWords } = await import("../src/actions");
+    expect(pinErrorWords({ code: "signer_pin_rejected", message: "Function::Login: PinIncorrect" })).toMatch(/^The PIN was not accepted/);
+    expect(pinErrorWords({ code: "signer_token_absent", message: "no slot with token label X" })).toMatch(/token was not found/);
+    expect(pinErrorWords({ code: "signer_pin_locked", message: "CKR_PIN_LOCKED" })).toMatch(/locked/);
+    expect(pinErrorWords({ code: "something_else", message: "Function::Login: PinIncorrect" })).not.toContain("PinIncorrect");
+  });
+});
