@@ -39,17 +39,44 @@ pub enum ProgressStatus {
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// Why the station could not start.
+///
+/// Each cause is printed once: a variant shows its cause in its message and
+/// does not also expose it as `source()` (a chain printer such as anyhow's
+/// `{:#}` would print it twice: "CA signer: X: X"). Hence the hand-written
+/// `From` impls instead of `#[from]`, which always implies `#[source]`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StationError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("CA signer: {0}")]
-    Signer(#[from] SignerError),
+    Signer(SignerError),
     #[error("CA certificate: {0}")]
-    Ca(#[from] ca::CaError),
+    Ca(ca::CaError),
     #[error("{0}")]
     Setup(String),
+}
+
+impl From<StoreError> for StationError {
+    fn from(e: StoreError) -> Self {
+        StationError::Store(e)
+    }
+}
+
+impl From<SignerError> for StationError {
+    fn from(e: SignerError) -> Self {
+        StationError::Signer(e)
+    }
+}
+
+impl From<ca::CaError> for StationError {
+    fn from(e: ca::CaError) -> Self {
+        match e {
+            // "CA certificate: PIN rejected" would blame the certificate.
+            ca::CaError::Signer(s) => StationError::Signer(s),
+            other => StationError::Ca(other),
+        }
+    }
 }
 
 impl StationError {

@@ -34,11 +34,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
 /// Schema version this build expects.
 pub const SCHEMA_VERSION: u32 = 3;
 
+/// Each cause is printed once: a variant that shows its cause in its
+/// message does not also expose it as `source()` (no `#[from]`/`source`
+/// field), so `{:#}` chains never repeat it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("local store {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("local store {path}: {cause}")]
+    Open { path: PathBuf, cause: rusqlite::Error },
     #[error("local store schema is version {found}, this station needs {expected}: {hint}")]
     Schema { found: u32, expected: u32, hint: &'static str },
     #[error("duplicate: {0}")]
@@ -46,9 +49,15 @@ pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(String),
     #[error("local store error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("local store writer has stopped")]
     WriterGone,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
 }
 
 type Job = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
@@ -97,7 +106,7 @@ impl Store {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         migrate(&mut conn)?;
@@ -109,7 +118,7 @@ impl Store {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                cause: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         Ok(Store {
             path: path.to_path_buf(),
