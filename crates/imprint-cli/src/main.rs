@@ -1,9 +1,10 @@
 //! `imprint`: the station's command line. A thin shell: every command is a
 //! call into imprint-station / imprint-store / imprint-signer.
 //!
-//! Exit codes: 0 success; 1 a device failed; 2 usage or configuration error;
-//! 3 CA signer or CA certificate problem; 4 local store problem; 5 nothing to do
-//! (no ports found).
+//! Exit codes: 0 success; 1 a device failed (health: a check other than the
+//! signer or the store failed); 2 usage or configuration error; 3 CA signer
+//! or CA certificate problem; 4 local store problem; 5 nothing to do (no
+//! ports found); 6 central database problem (db/sync/report commands).
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -68,7 +69,8 @@ enum Cmd {
     Sync(sync_cmd::SyncCmd),
     /// Attempts with their certificates, from the local store or (--central) the central database.
     Report(sync_cmd::ReportArgs),
-    /// Check the signer and the local store.
+    /// Check every dependency: the CA signer, the local store, the central
+    /// database and its sync, and the MQTT broker (each that is configured).
     Health {
         #[arg(long)]
         json: bool,
@@ -408,7 +410,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let cfg = load_config(&cli)?;
             let store = Store::open(&cfg.store_path())?;
             let w: Box<dyn Write> = match out {
-                Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+                Some(p) => Box::new(imprint_station::fsutil::create_private_file(p).with_context(|| format!("creating {}", p.display()))?),
                 None => Box::new(std::io::stdout()),
             };
             let n = export_csv(&store, w)?;

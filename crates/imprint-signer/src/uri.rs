@@ -90,7 +90,9 @@ fn bad(msg: impl Into<String>) -> SignerError {
 fn percent_decode(s: &str, what: &str) -> Result<Vec<u8>, SignerError> {
     let b = s.as_bytes();
     for (i, _) in b.iter().enumerate().filter(|(_, c)| **c == b'%') {
-        let ok = b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let ok = b
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
         if !ok {
             return Err(bad(format!("{what}: bad percent-encoding")));
         }
@@ -120,10 +122,19 @@ fn split_attr<'a>(attr: &'a str, part: &str, nth: usize) -> Result<(String, &'a 
         // separator names one.
         let head = attr.split([':', ' ', '\t']).next().unwrap_or_default();
         refuse_secret(head)?;
-        return Err(bad(format!("{part} attribute #{nth} has no '=': attributes are name=value")));
+        return Err(bad(format!(
+            "{part} attribute #{nth} has no '=': attributes are name=value"
+        )));
     };
-    let name = String::from_utf8(percent_decode(name, &format!("the name of {part} attribute #{nth}"))?)
-        .map_err(|_| bad(format!("the name of {part} attribute #{nth} is not valid UTF-8")))?;
+    let name = String::from_utf8(percent_decode(
+        name,
+        &format!("the name of {part} attribute #{nth}"),
+    )?)
+    .map_err(|_| {
+        bad(format!(
+            "the name of {part} attribute #{nth} is not valid UTF-8"
+        ))
+    })?;
     refuse_secret(&name)?;
     if name.is_empty() {
         return Err(bad(format!("{part} attribute #{nth} has an empty name")));
@@ -480,8 +491,14 @@ mod tests {
             let err = Pkcs11Uri::parse(uri).expect_err(uri);
             assert!(matches!(err, SignerError::BadUri(_)), "{uri}: {err:?}");
             let (shown, debug) = (err.to_string(), format!("{err:?}"));
-            assert!(!shown.contains(V) && !debug.contains(V) && !shown.contains("4711"), "{uri}: {shown}");
-            assert!(shown.contains("never lives in configuration"), "{uri}: {shown}");
+            assert!(
+                !shown.contains(V) && !debug.contains(V) && !shown.contains("4711"),
+                "{uri}: {shown}"
+            );
+            assert!(
+                shown.contains("never lives in configuration"),
+                "{uri}: {shown}"
+            );
         }
     }
 
@@ -498,7 +515,9 @@ mod tests {
             let err = Pkcs11Uri::parse(uri).expect_err(uri).to_string();
             assert!(!err.contains("S3CR3T"), "{uri}: {err}");
         }
-        let err = Pkcs11Uri::parse("pkcs11:token=a?module-path:S3CR3T-4711").unwrap_err().to_string();
+        let err = Pkcs11Uri::parse("pkcs11:token=a?module-path:S3CR3T-4711")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("query attribute #1 has no '='"), "{err}");
     }
 
@@ -506,9 +525,16 @@ mod tests {
     #[test]
     fn a_pin_source_under_a_secrets_dir_is_accepted() {
         let u = p("pkcs11:token=a;object=k?pin-source=file:/run/secrets/imprint-pin");
-        assert_eq!(u.pin_source.as_deref(), Some("file:/run/secrets/imprint-pin"));
+        assert_eq!(
+            u.pin_source.as_deref(),
+            Some("file:/run/secrets/imprint-pin")
+        );
         let u = p("pkcs11:token=a;object=k?PIN-SOURCE=/run/secrets/pin");
-        assert_eq!(u.vendor.len(), 1, "an unknown spelling stays a vendor attribute, not a secret");
+        assert_eq!(
+            u.vendor.len(),
+            1,
+            "an unknown spelling stays a vendor attribute, not a secret"
+        );
         assert!(!u.to_string().is_empty());
     }
 
@@ -516,7 +542,9 @@ mod tests {
     /// a URI with one does not parse, so there is nothing to display.
     #[test]
     fn the_shown_uri_never_carries_a_secret_attribute() {
-        let u = p("pkcs11:token=a;object=k;x-vendor=1?module-path=/x.so&pin-source=/run/secrets/p&x-q=2");
+        let u = p(
+            "pkcs11:token=a;object=k;x-vendor=1?module-path=/x.so&pin-source=/run/secrets/p&x-q=2",
+        );
         let shown = u.to_string();
         for a in shown.split(['?', ';', '&']).skip(1) {
             let name = a.split('=').next().unwrap();

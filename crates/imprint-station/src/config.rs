@@ -409,6 +409,7 @@ fn check_signer(uri: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -422,8 +423,7 @@ mod tests {
 
     #[test]
     fn written_config_reads_back_the_same() {
-        let mut c = StationConfig::default();
-        c.batch = Some("WO-9".into());
+        let mut c = StationConfig { batch: Some("WO-9".into()), ..StationConfig::default() };
         c.profile.validity_days = 90;
         assert_eq!(StationConfig::parse(&c.to_toml().unwrap()).unwrap(), c);
     }
