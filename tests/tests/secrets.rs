@@ -376,6 +376,15 @@ fn a_pin_source_under_a_secrets_dir_works_with_softhsm() {
             .contains("pin-source=file:"),
         "{h}"
     );
+    // A real run on the HSM key: the JSON logs show the URI (with its
+    // pin-source path) and never the PIN.
+    let o = imprint(&ts, &env, &["station", "--simulate", "1", "--max", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains(PIN), "{}", text(&o));
+    assert!(
+        !files_holding(&ts.cfg.log_dir(), "pin-source=file:").is_empty(),
+        "the opened signer's URI is logged"
+    );
     assert!(
         files_holding(ts.dir.path(), PIN).is_empty(),
         "the PIN is in no file of the station"
