@@ -186,6 +186,41 @@ fn health_is_reported_per_dependency() {
     assert_eq!(by("central_db")["level"], "off");
 }
 
+/// The Settings form, tried with every spelling of a secret in the signer
+/// URI: refused by attribute name, the value in neither the error nor the
+/// config file nor the logs.
+#[test]
+fn settings_refuse_every_spelling_of_a_secret_in_the_signer_uri_unechoed() {
+    const SECRET: &str = "S3CR3T-4711";
+    let h = harness(Mode::Manual);
+    let base = call(&h, "get_settings", json!({})).unwrap();
+    for uri in [
+        format!("pkcs11:token=x?pin-value={SECRET}"),
+        format!("pkcs11:token=x?PIN%2Dvalue={SECRET}"),
+        format!("pkcs11:token=x?Pin_Value={SECRET}"),
+        format!("pkcs11:token=x;pin-value={SECRET};object=k"),
+        format!("pkcs11:token=x?pin:{SECRET}"),
+        format!("pkcs11:token=x?password={SECRET}"),
+        format!("awskms:key-id=k;region=eu-west-1;aws_secret_access_key={SECRET}"),
+        format!("awskms:key-id=k;Session-Token={SECRET}"),
+    ] {
+        let mut s = base.clone();
+        s["signer"] = json!(uri);
+        let err = call(&h, "save_settings", json!({"settings": s})).unwrap_err();
+        assert_eq!(err["code"], "invalid_settings", "{uri}: {err}");
+        assert!(!err.to_string().contains(SECRET), "{uri}: {err}");
+        let info = call(&h, "station_info", json!({})).unwrap();
+        assert!(!info.to_string().contains(SECRET), "{uri}: {info}");
+    }
+    if let Ok(text) = std::fs::read_to_string(&h.config_path) {
+        assert!(!text.contains(SECRET));
+    }
+    let logs = h._dir.path().join("data/logs");
+    for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        assert!(!std::fs::read_to_string(e.path()).unwrap_or_default().contains(SECRET));
+    }
+}
+
 #[test]
 fn settings_are_saved_without_secrets_and_a_pin_in_the_signer_uri_is_refused() {
     let h = harness(Mode::Manual);

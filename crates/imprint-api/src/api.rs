@@ -140,15 +140,6 @@ pub struct Api {
     inner: Arc<Inner>,
 }
 
-/// A signer URI fit to show before the signer parsed it: no query
-/// attributes (module paths, PIN sources).
-fn redacted_uri(uri: &str) -> String {
-    match uri.split_once('?') {
-        Some((path, _)) => format!("{path}?…"),
-        None => uri.to_string(),
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -301,7 +292,7 @@ impl Api {
                 )
             }
             None => (
-                redacted_uri(&cfg.signer_uri()),
+                imprint_signer::display_uri(&cfg.signer_uri()),
                 String::new(),
                 String::new(),
                 cfg.is_development(),

@@ -27,7 +27,7 @@ pub fn not_open(cfg: &StationConfig, e: &ApiError) -> Vec<HealthView> {
             Level::Error,
             format!(
                 "{}: the station could not use its CA signer or CA certificate",
-                redact(&cfg.signer_uri())
+                imprint_signer::display_uri(&cfg.signer_uri())
             ),
             Some(e.message.clone()),
         )
@@ -99,13 +99,6 @@ pub fn not_open(cfg: &StationConfig, e: &ApiError) -> Vec<HealthView> {
         ),
     });
     out
-}
-
-fn redact(uri: &str) -> String {
-    match uri.split_once('?') {
-        Some((path, _)) => format!("{path}?…"),
-        None => uri.to_string(),
-    }
 }
 
 /// The exit status of `imprint health`: 0 all green/amber/off, 4 the store

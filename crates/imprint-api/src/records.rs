@@ -290,14 +290,7 @@ pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
 
 /// Write the CSV export to a new file readable by its owner only (0600).
 pub fn export_csv_to_file(store: &Store, path: &std::path::Path) -> ApiResult<usize> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ApiError::io(path.display(), e))?;
+    let f = imprint_station::fsutil::create_private_file(path).map_err(|e| ApiError::io(path.display(), e))?;
     export_csv(store, std::io::BufWriter::new(f))
 }
 

@@ -4,4 +4,5 @@
 
 pub mod ca;
 pub mod issuance;
+pub mod secrets;
 pub mod signer;

@@ -114,6 +114,13 @@ impl MqttConfig {
             ("client_key", &self.client_key),
         ] {
             if let Some(p) = p {
+                if looks_like_key_material(&p.to_string_lossy()) {
+                    // A key pasted where its path goes: never echoed.
+                    return Err(format!(
+                        "mqtt.{name} holds key or certificate material, not a path: \
+                         put it in a file (mode 0600) and give the file's path"
+                    ));
+                }
                 if !p.is_file() {
                     return Err(format!("mqtt.{name} does not name a file: {}", p.display()));
                 }
@@ -124,6 +131,19 @@ impl MqttConfig {
         }
         Ok(())
     }
+}
+
+/// True when a path-valued setting holds key or certificate material (a
+/// pasted PEM block or a long base64 run) instead of a path. The same rule
+/// as `imprint_core::secrets::looks_like_key_material` (this crate does not
+/// depend on the core).
+fn looks_like_key_material(value: &str) -> bool {
+    if value.contains("-----BEGIN") || value.contains("PRIVATE KEY") || value.contains('\n') {
+        return true;
+    }
+    value.len() >= 64
+        && !value.contains('/')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ' ' | '\r'))
 }
 
 /// `mqtt://host:port` or `mqtts://host:port`, parsed.
@@ -180,6 +200,26 @@ mod tests {
         assert!(BrokerUrl::parse("http://x").is_err());
         assert!(BrokerUrl::parse("mqtt://user:pw@x:1").is_err());
         assert!(BrokerUrl::parse("mqtt://x:port").is_err());
+    }
+
+    /// An inline private key pasted into client_key was printed in full.
+    #[test]
+    fn a_key_pasted_into_client_key_is_refused_without_echoing_it() {
+        for key in [
+            "-----BEGIN PRIVATE KEY-----\nMIGHAgEAS3CR3T4711\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN EC PRIVATE KEY----- MHcCAQEEIS3CR3T4711 -----END EC PRIVATE KEY-----",
+            "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgS3CR3T4711S3CR3T4711S3CR3T4711",
+        ] {
+            let c = MqttConfig {
+                client_cert: Some("/etc/hostname".into()),
+                client_key: Some(key.into()),
+                ca_bundle: Some("/etc/hostname".into()),
+                ..MqttConfig::new("mqtts://127.0.0.1:8883")
+            };
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("mqtt.client_key holds key or certificate material"), "{e}");
+            assert!(!e.contains("S3CR3T") && !e.contains("MIGHAgEA"), "{e}");
+        }
     }
 
     #[test]

@@ -88,12 +88,18 @@ fn bad(msg: impl Into<String>) -> SignerError {
 }
 
 /// Attribute names that would carry a credential: refused, value not echoed.
-fn looks_secret(name: &str) -> bool {
-    let n = name.to_ascii_lowercase().replace('_', "-");
-    ["secret", "access-key", "session-token", "password", "token", "credential", "pin"]
-        .iter()
-        .any(|w| n.contains(w))
+/// The shared rule ([`imprint_core::secrets::secret_word`]: decoded, case-
+/// and separator-insensitive), plus anything naming a token or a PIN: no
+/// `awskms:` attribute legitimately does.
+pub(crate) fn looks_secret(name: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+    let n = decoded.to_ascii_lowercase().replace('_', "-");
+    imprint_core::secrets::is_secret_name(&decoded)
+        || ["token", "credential", "pin"].iter().any(|w| n.contains(w))
 }
+
+const CREDENTIALS_REFUSED: &str = "awskms: credentials never go in the signer URI; use the AWS credential chain \
+     (environment, ~/.aws profiles, SSO, instance role)";
 
 const ATTRS: &str = "key-id, region, endpoint, profile, rps, timeout-ms, retries";
 
@@ -114,23 +120,25 @@ impl KmsUri {
             retries: DEFAULT_RETRIES,
         };
         let mut seen = Vec::new();
-        for part in rest.split(';').filter(|p| !p.trim().is_empty()) {
+        // Names first, all of them: a credential anywhere refuses the URI
+        // before any value is looked at. `?`/`&` separate nothing here, but a
+        // pkcs11-style `?secret=` must not slip through inside a value.
+        let parts: Vec<&str> = rest.split(';').filter(|p| !p.trim().is_empty()).collect();
+        for part in &parts {
+            let names = part.split(['?', '&']).map(|a| a.split(['=', ':', ' ']).next().unwrap_or_default());
+            if names.into_iter().any(looks_secret) {
+                return Err(bad(CREDENTIALS_REFUSED));
+            }
+        }
+        for (i, part) in parts.into_iter().enumerate() {
             let Some((name, value)) = part.split_once('=') else {
-                let name = part.split(['?', '&']).next().unwrap_or_default();
-                if looks_secret(part) {
-                    return Err(bad("awskms: credentials never go in the signer URI; use the AWS credential chain (environment, ~/.aws profiles, SSO, instance role)"));
-                }
+                // Never echoed: a malformed attribute may be a value.
                 return Err(bad(format!(
-                    "awskms: attribute {name:?} has no value; expected name=value pairs separated by ';' ({ATTRS})"
+                    "awskms: attribute #{} has no value; expected name=value pairs separated by ';' ({ATTRS})",
+                    i + 1
                 )));
             };
             let name = name.trim();
-            if looks_secret(name) || looks_secret(value) && value.contains('=') {
-                return Err(bad(
-                    "awskms: credentials never go in the signer URI; use the AWS credential chain \
-                     (environment, ~/.aws profiles, SSO, instance role)",
-                ));
-            }
             if seen.contains(&name.to_string()) {
                 return Err(bad(format!("awskms: attribute {name} appears twice")));
             }

@@ -49,7 +49,7 @@ impl DevSigner {
         }
         let text =
             Zeroizing::new(fs::read_to_string(&path).map_err(|e| io_err("cannot read", &path, e))?);
-        check_mode(&path);
+        tighten_modes(&dir, &path);
         let block = pem::parse(text.as_bytes())
             .map_err(|e| SignerError::Failed(format!("{} is not PEM: {e}", path.display())))?;
         if block.tag() != "PRIVATE KEY" {
@@ -81,7 +81,15 @@ impl DevSigner {
 }
 
 fn create_key(dir: &Path, path: &Path, rng: &SystemRandom) -> Result<(), SignerError> {
-    fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+        .map_err(|e| io_err("cannot create directory", dir, e))?;
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, rng)
         .map_err(|e| SignerError::Failed(format!("generating the development key: {e}")))?;
     let pem_text = Zeroizing::new(pem::encode(&pem::Pem::new(
@@ -126,20 +134,29 @@ fn create_key(dir: &Path, path: &Path, rng: &SystemRandom) -> Result<(), SignerE
     }
 }
 
-fn check_mode(path: &Path) {
+/// The key 0600 and its directory 0700: tightened if someone widened them
+/// (a key that others could read is still worth a warning: it may have
+/// been copied).
+fn tighten_modes(dir: &Path, path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = fs::metadata(path) {
+        for (p, want) in [(dir, 0o700), (path, 0o600)] {
+            let Ok(m) = fs::metadata(p) else { continue };
             let mode = m.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"),
-                    "the development CA key is readable by others: chmod 600 it");
+            if mode != want {
+                if p == path && mode & 0o077 != 0 {
+                    tracing::warn!(path = %p.display(), mode = format!("{mode:o}"),
+                        "the development CA key was readable by others: made it 0600");
+                }
+                if let Err(e) = fs::set_permissions(p, fs::Permissions::from_mode(want)) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot make the development CA private");
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = (dir, path);
 }
 
 impl Signer for DevSigner {

@@ -47,6 +47,60 @@ pub fn open_signer(uri: &str, pin: Option<Pin>) -> Result<Box<dyn Signer>, Signe
     }
 }
 
+/// A signer URI as health, logs and the app may show it, for a signer that
+/// is not open (an open signer's [`SignerInfo`](imprint_core::signer::SignerInfo)
+/// already holds this form): parsed and printed back, so it carries no
+/// secret-bearing attribute; a URI that does not parse is shown by its
+/// scheme alone.
+pub fn display_uri(uri: &str) -> String {
+    let (scheme, rest) = uri.split_once(':').unwrap_or(("", uri));
+    let shown = match scheme {
+        "pkcs11" => Pkcs11Uri::parse(uri).ok().map(|u| u.to_string()),
+        "awskms" => awskms::KmsUri::parse(uri, false).ok().map(|u| u.to_uri()),
+        "dev" if !rest.contains(['?', ';', '&', '=']) => Some(uri.to_string()),
+        _ => None,
+    };
+    shown.unwrap_or_else(|| {
+        let scheme: String = scheme.chars().filter(char::is_ascii_alphanumeric).take(16).collect();
+        format!("{scheme}:(not shown: the URI is invalid)")
+    })
+}
+
+/// The kind of secret (`"pin-value"`, `"password"`, ...) a signer URI
+/// carries in an attribute, found by the attribute's (percent-decoded,
+/// case- and separator-insensitive) name, in any part of the URI, for any
+/// scheme, without opening anything; `None` when it carries none.
+pub fn secret_attribute(uri: &str) -> Option<&'static str> {
+    let (scheme, rest) = uri.split_once(':').unwrap_or(("", uri));
+    rest.split([';', '?', '&']).find_map(|piece| {
+        // `name=value`, or a malformed `name:value` / `name value`.
+        let name = piece.split(['=', ':', ' ', '\t']).next().unwrap_or_default();
+        if name.contains('/') {
+            return None; // a path (dev:<dir>), not an attribute
+        }
+        let word = imprint_core::secrets::secret_word(name);
+        match scheme {
+            "awskms" if word.is_none() && awskms::looks_secret(name) => Some("credential"),
+            _ => word,
+        }
+    })
+}
+
+/// Refuse a signer URI that carries a secret-bearing attribute (a PIN or a
+/// credential) by the attribute's name (see [`secret_attribute`]). The
+/// configuration calls this, so a URI that reaches a log or the screen never
+/// holds one. Other faults of the URI are left to [`open_signer`].
+pub fn check_uri_secrets(uri: &str) -> Result<(), SignerError> {
+    match secret_attribute(uri) {
+        None => Ok(()),
+        Some(word) => Err(SignerError::BadUri(format!(
+            "the signer URI carries a {word} attribute: a PIN or credential never lives in configuration; \
+             use ?pin-source=<file>, the {PIN_ENV_VAR} environment variable or the PIN prompt \
+             (awskms: the AWS credential chain)"
+        ))),
+    }
+}
+
 /// Create a CA key of `alg` for a signer URI and return the URI that names
 /// it: PKCS#11 generates the key pair in the token (the URI is unchanged);
 /// AWS KMS creates a key (and the URI's `alias/` if given) and returns a URI
@@ -145,6 +199,50 @@ mod tests {
         let err = open_signer("pkcs11:token=t;object=k?pin-value=1234", None).unwrap_err();
         assert!(matches!(err, SignerError::BadUri(_)));
         assert!(!err.to_string().contains("1234"));
+    }
+
+    #[test]
+    fn display_uri_shows_no_secret_and_no_invalid_uri() {
+        assert_eq!(
+            display_uri("pkcs11:object=k;token=T?module-path=/x.so"),
+            "pkcs11:token=T;object=k?module-path=/x.so"
+        );
+        for uri in [
+            "pkcs11:token=T?pin%2Dvalue=S3CR3T-4711",
+            "pkcs11:token=T;pin-value=S3CR3T-4711",
+            "awskms:key-id=k;aws_secret_access_key=S3CR3T-4711",
+            "gcpkms:key?password=S3CR3T-4711",
+            "dev:/x?pin=S3CR3T-4711",
+            "S3CR3T-4711",
+        ] {
+            let shown = display_uri(uri);
+            assert!(!shown.contains("S3CR3T") && shown.contains("not shown"), "{uri}: {shown}");
+        }
+        assert_eq!(display_uri("awskms:key-id=alias/ca;region=eu-west-1"), "awskms:key-id=alias/ca;region=eu-west-1");
+    }
+
+    #[test]
+    fn check_uri_secrets_refuses_by_name_only() {
+        for uri in [
+            "pkcs11:token=T?pin%2Dvalue=S3CR3T-4711",
+            "pkcs11:token=T;PIN-VALUE=S3CR3T-4711",
+            "pkcs11:token=T?pin:S3CR3T-4711",
+            "awskms:key-id=k;session-token=S3CR3T-4711",
+            "awskms:key-id=k;Aws_Access_Key_Id=S3CR3T-4711",
+            "gcpkms:key?password=S3CR3T-4711",
+        ] {
+            let e = check_uri_secrets(uri).expect_err(uri).to_string();
+            assert!(!e.contains("S3CR3T"), "{uri}: {e}");
+        }
+        for uri in [
+            "pkcs11:token=T;object=k?pin-source=file:/run/secrets/imprint-pin",
+            "pkcs11:token=T;object=k?module-path=/opt/secret-hsm/lib.so",
+            "awskms:key-id=alias/secret-ca;region=eu-west-1",
+            "dev:/var/lib/imprint/secrets/dev-ca",
+            "pkcs11:type=bogus",
+        ] {
+            check_uri_secrets(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //!
 //! Path attributes (before `?`) are separated by `;`, query attributes by `&`;
 //! values are percent-decoded. `id` is raw bytes (`id=%01%02`). Unknown
-//! (vendor) attributes are kept but not used. `pin-value` is refused: a PIN
-//! never lives in configuration.
+//! (vendor) attributes are kept but not used. An attribute whose name marks
+//! a secret (`pin-value`, however written: `PIN_Value`, `pin%2Dvalue`, in the
+//! path or the query) is refused by name, its value neither decoded nor
+//! echoed: a PIN never lives in configuration. No error echoes a value.
 
 use std::fmt;
 
@@ -82,25 +84,62 @@ fn bad(msg: impl Into<String>) -> SignerError {
     SignerError::BadUri(msg.into())
 }
 
-fn percent_decode(s: &str, name: &str) -> Result<Vec<u8>, SignerError> {
+/// Percent-decode `s`, refusing a `%` not followed by two hex digits (the
+/// `percent-encoding` crate would pass it through). `what` names the
+/// attribute in errors; the text itself is never echoed.
+fn percent_decode(s: &str, what: &str) -> Result<Vec<u8>, SignerError> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| bad(format!("attribute {name}: bad percent-encoding")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+    for (i, _) in b.iter().enumerate().filter(|(_, c)| **c == b'%') {
+        let ok = b
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if !ok {
+            return Err(bad(format!("{what}: bad percent-encoding")));
         }
     }
-    Ok(out)
+    Ok(percent_encoding::percent_decode_str(s).collect())
+}
+
+/// Refuse an attribute whose (decoded) name marks a secret. The message
+/// names the kind of secret, never the value (nor the name as written).
+fn refuse_secret(name: &str) -> Result<(), SignerError> {
+    match imprint_core::secrets::secret_word(name) {
+        None => Ok(()),
+        Some(word) => Err(bad(format!(
+            "a {word} attribute is not accepted: a PIN or credential never lives in configuration; \
+             use ?pin-source=<file>, the {} environment variable or the PIN prompt",
+            crate::pin::PIN_ENV_VAR
+        ))),
+    }
+}
+
+/// One `name=value` attribute, its name decoded and checked. `nth` (from 1)
+/// and `part` ("path"/"query") locate it in errors: a malformed attribute is
+/// never echoed (it may be `pin:1234`).
+fn split_attr<'a>(attr: &'a str, part: &str, nth: usize) -> Result<(String, &'a str), SignerError> {
+    let Some((name, raw)) = attr.split_once('=') else {
+        // `pin:1234`, `pin-value 1234`: still a secret if the text before any
+        // separator names one.
+        let head = attr.split([':', ' ', '\t']).next().unwrap_or_default();
+        refuse_secret(head)?;
+        return Err(bad(format!(
+            "{part} attribute #{nth} has no '=': attributes are name=value"
+        )));
+    };
+    let name = String::from_utf8(percent_decode(
+        name,
+        &format!("the name of {part} attribute #{nth}"),
+    )?)
+    .map_err(|_| {
+        bad(format!(
+            "the name of {part} attribute #{nth} is not valid UTF-8"
+        ))
+    })?;
+    refuse_secret(&name)?;
+    if name.is_empty() {
+        return Err(bad(format!("{part} attribute #{nth} has an empty name")));
+    }
+    Ok((name, raw))
 }
 
 fn utf8(v: Vec<u8>, name: &str) -> Result<String, SignerError> {
@@ -121,7 +160,7 @@ fn percent_encode(v: &[u8], extra: &[u8]) -> String {
 }
 
 impl Pkcs11Uri {
-    /// Parse a `pkcs11:` URI. Refuses `pin-value`.
+    /// Parse a `pkcs11:` URI. Refuses any secret-bearing attribute.
     pub fn parse(uri: &str) -> Result<Self, SignerError> {
         let rest = uri
             .strip_prefix("pkcs11:")
@@ -132,30 +171,32 @@ impl Pkcs11Uri {
         };
         let mut out = Pkcs11Uri::default();
         let mut seen: Vec<String> = Vec::new();
-        for attr in path.split(';').filter(|a| !a.is_empty()) {
-            let (name, raw) = attr
-                .split_once('=')
-                .ok_or_else(|| bad(format!("path attribute {attr:?} has no '='")))?;
-            if seen.iter().any(|s| s == name) {
+        // Every attribute's name is decoded and checked before any value is
+        // decoded: nothing of a PIN goes further, whichever part it is in.
+        let path_attrs: Vec<_> = path
+            .split(';')
+            .filter(|a| !a.is_empty())
+            .enumerate()
+            .map(|(i, a)| split_attr(a, "path", i + 1))
+            .collect::<Result<_, _>>()?;
+        let query_attrs: Vec<_> = query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|a| !a.is_empty())
+            .enumerate()
+            .map(|(i, a)| split_attr(a, "query", i + 1))
+            .collect::<Result<_, _>>()?;
+        for (name, raw) in path_attrs {
+            if seen.contains(&name) {
                 return Err(bad(format!("path attribute {name} appears twice")));
             }
-            seen.push(name.to_string());
-            out.set_path_attr(name, percent_decode(raw, name)?)?;
+            let v = percent_decode(raw, &format!("attribute {name}"))?;
+            out.set_path_attr(&name, v)?;
+            seen.push(name);
         }
-        if let Some(query) = query {
-            for attr in query.split('&').filter(|a| !a.is_empty()) {
-                let (name, raw) = attr
-                    .split_once('=')
-                    .ok_or_else(|| bad(format!("query attribute {attr:?} has no '='")))?;
-                if name == "pin-value" {
-                    // Do not even decode it: nothing of the PIN goes further.
-                    return Err(bad(
-                        "pin-value is not accepted: a PIN never lives in configuration; \
-                         use ?pin-source=<file> or the IMPRINT_PKCS11_PIN environment variable",
-                    ));
-                }
-                out.set_query_attr(name, percent_decode(raw, name)?)?;
-            }
+        for (name, raw) in query_attrs {
+            let v = percent_decode(raw, &format!("attribute {name}"))?;
+            out.set_query_attr(&name, v)?;
         }
         Ok(out)
     }
@@ -183,10 +224,10 @@ impl Pkcs11Uri {
                     "cert" => ObjectType::Cert,
                     "secret-key" => ObjectType::SecretKey,
                     "data" => ObjectType::Data,
-                    other => {
-                        return Err(bad(format!(
-                            "type={other:?}: expected public, private, cert, secret-key or data"
-                        )))
+                    _ => {
+                        return Err(bad(
+                            "type= must be public, private, cert, secret-key or data",
+                        ))
                     }
                 };
                 self.object_type = Some(t);
@@ -196,7 +237,7 @@ impl Pkcs11Uri {
                 let s = utf8(v, name)?;
                 let n = s
                     .parse::<u64>()
-                    .map_err(|_| bad(format!("slot-id={s:?} is not a decimal number")))?;
+                    .map_err(|_| bad("slot-id= is not a decimal number"))?;
                 self.slot_id = Some(n);
                 return Ok(());
             }
@@ -240,8 +281,8 @@ impl std::str::FromStr for Pkcs11Uri {
     }
 }
 
-/// Prints the URI in canonical form. It never holds a secret (`pin-value`
-/// is refused at parse time), so this is safe for logs and display.
+/// Prints the URI in canonical form. It never holds a secret (secret-bearing
+/// attributes are refused at parse time), so this is safe for logs and display.
 impl fmt::Display for Pkcs11Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const PATH_OK: &[u8] = b":[]@!$'()*+,";
@@ -418,6 +459,97 @@ mod tests {
         );
         assert!(!msg.contains("the-pin"));
         assert!(!format!("{err:?}").contains("the-pin"));
+    }
+
+    /// Every way an attacker (or a hurried operator) can spell a PIN into
+    /// the URI: refused by the attribute's name, the value never echoed.
+    #[test]
+    fn secret_attributes_are_refused_by_name_in_any_spelling_and_never_echoed() {
+        const V: &str = "S3CR3T-4711";
+        for uri in [
+            "pkcs11:token=a?pin-value=S3CR3T-4711",
+            "pkcs11:token=a?PIN-VALUE=S3CR3T-4711",
+            "pkcs11:token=a?Pin_Value=S3CR3T-4711",
+            "pkcs11:token=a?pin%2Dvalue=S3CR3T-4711",
+            "pkcs11:token=a?pin%2dvalue=S3CR3T-4711",
+            "pkcs11:token=a?%70%69%6E%2D%76%61%6C%75%65=S3CR3T-4711",
+            "pkcs11:token=a;pin-value=S3CR3T-4711",
+            "pkcs11:token=a;pin%2Dvalue=S3CR3T-4711;object=k",
+            "pkcs11:pin-value=S3CR3T-4711",
+            "pkcs11:token=a?pin=S3CR3T-4711",
+            "pkcs11:token=a?password=S3CR3T-4711",
+            "pkcs11:token=a?passwd=S3CR3T-4711",
+            "pkcs11:token=a?secret=S3CR3T-4711",
+            "pkcs11:token=a?module-path=/x.so&pin-value=S3CR3T-4711",
+            "pkcs11:token=a?pin:S3CR3T-4711",
+            "pkcs11:token=a?pin-value:S3CR3T-4711",
+            "pkcs11:token=a;pin:S3CR3T-4711",
+            "pkcs11:token=a?pin-value=S3CR3T-4711&pin-value=S3CR3T-4711",
+            "pkcs11:token=a?pin-value=S3CR3T%2D4711",
+            "pkcs11:token=a?pin-value=%zzS3CR3T-4711",
+        ] {
+            let err = Pkcs11Uri::parse(uri).expect_err(uri);
+            assert!(matches!(err, SignerError::BadUri(_)), "{uri}: {err:?}");
+            let (shown, debug) = (err.to_string(), format!("{err:?}"));
+            assert!(
+                !shown.contains(V) && !debug.contains(V) && !shown.contains("4711"),
+                "{uri}: {shown}"
+            );
+            assert!(
+                shown.contains("never lives in configuration"),
+                "{uri}: {shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_attribute_is_located_not_echoed() {
+        for uri in [
+            "pkcs11:token=a?module-path:S3CR3T-4711",
+            "pkcs11:token=a;S3CR3T-4711",
+            "pkcs11:token=a;object%zz=S3CR3T-4711",
+            "pkcs11:type=S3CR3T-4711",
+            "pkcs11:slot-id=S3CR3T-4711",
+            "pkcs11:token=%FFS3CR3T-4711",
+        ] {
+            let err = Pkcs11Uri::parse(uri).expect_err(uri).to_string();
+            assert!(!err.contains("S3CR3T"), "{uri}: {err}");
+        }
+        let err = Pkcs11Uri::parse("pkcs11:token=a?module-path:S3CR3T-4711")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query attribute #1 has no '='"), "{err}");
+    }
+
+    /// pin-source names where the PIN is: a path that says "secret" is fine.
+    #[test]
+    fn a_pin_source_under_a_secrets_dir_is_accepted() {
+        let u = p("pkcs11:token=a;object=k?pin-source=file:/run/secrets/imprint-pin");
+        assert_eq!(
+            u.pin_source.as_deref(),
+            Some("file:/run/secrets/imprint-pin")
+        );
+        let u = p("pkcs11:token=a;object=k?PIN-SOURCE=/run/secrets/pin");
+        assert_eq!(
+            u.vendor.len(),
+            1,
+            "an unknown spelling stays a vendor attribute, not a secret"
+        );
+        assert!(!u.to_string().is_empty());
+    }
+
+    /// What health and the logs show never holds a secret-bearing attribute:
+    /// a URI with one does not parse, so there is nothing to display.
+    #[test]
+    fn the_shown_uri_never_carries_a_secret_attribute() {
+        let u = p(
+            "pkcs11:token=a;object=k;x-vendor=1?module-path=/x.so&pin-source=/run/secrets/p&x-q=2",
+        );
+        let shown = u.to_string();
+        for a in shown.split(['?', ';', '&']).skip(1) {
+            let name = a.split('=').next().unwrap();
+            assert!(!imprint_core::secrets::is_secret_name(name), "{shown}");
+        }
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Station configuration: embedded defaults, then the operator's file in the
 //! OS config dir, then environment overrides (for tests and scripts).
-//! Parsed and validated once. The file holds no secrets: a PIN or password
-//! found in it is refused.
+//! Parsed and validated once. The file holds no secrets: every key of the
+//! parsed TOML (all tables, nested, inline, arrays of tables) is checked by
+//! NAME (`pin`, `password`, `pin-value`, `secret`, AWS credentials ...: see
+//! [`imprint_core::secrets`]), the signer URI by attribute name, and a
+//! pasted PEM block anywhere is refused. No error echoes a value or quotes
+//! a line of the file: it gives the line, column and key path.
 
 use imprint_core::issuance::Profile;
 use serde::{Deserialize, Serialize};
@@ -71,8 +75,11 @@ impl SignerOffline {
 pub struct StationConfig {
     /// Where the local store, the development CA and logs live.
     pub data_dir: PathBuf,
-    /// The CA signer: `dev:<dir>` (development CA) or an RFC 7512 `pkcs11:` URI.
-    /// Empty: the development CA under `data_dir/dev-ca`.
+    /// The CA signer: an RFC 7512 `pkcs11:` URI (HSM), an
+    /// `awskms:key-id=...;region=...` URI (AWS KMS), or `dev:<dir>`
+    /// (development CA). Empty: the development CA under `data_dir/dev-ca`.
+    /// Never a PIN or credential: use `pin-source`, `IMPRINT_PKCS11_PIN`, the
+    /// PIN prompt, or the AWS credential chain.
     pub signer: String,
     /// While the signer is unreachable: "refuse" (default) or "defer".
     pub signer_offline: SignerOffline,
@@ -145,62 +152,193 @@ pub fn default_config_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("station.toml"))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config {path} is invalid: {message}")]
-    Invalid { path: PathBuf, message: String },
+/// Where a configuration value came from, so an error blames the right place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// The operator's config file.
+    File(PathBuf),
+    /// An environment override (`IMPRINT_SIGNER`, ...).
+    Env(&'static str),
+    /// The built-in defaults (no config file).
+    Defaults,
 }
 
-const SECRET_WORDS: &[&str] = &[
-    "pin-value",
-    "pin =",
-    "pin=",
-    "password",
-    "secret",
-    // AWS credentials (aws_secret_access_key is caught by "secret").
-    "aws_access_key_id",
-    "access-key",
-    "access_key",
-    "session_token",
-    "session-token",
-];
+impl std::fmt::Display for ConfigOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigOrigin::File(p) => write!(f, "config file {}", p.display()),
+            ConfigOrigin::Env(v) => write!(f, "environment variable {v}"),
+            ConfigOrigin::Defaults => f.write_str("the built-in default configuration"),
+        }
+    }
+}
 
-/// Keys that name *where* a secret is (a file path), never the secret: the
-/// secret-word scan skips exactly these keys, and `validate` requires the
-/// path to name an existing file (a literal password would not).
-const SECRET_PATH_KEYS: &[&str] = &["password_file"];
+/// Why the configuration could not be loaded. Messages never hold a value
+/// from the file or the environment.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Shown in the message, so not also a `source()` (printed once).
+    #[error("cannot read config {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("{origin} is invalid: {message}")]
+    Invalid { origin: ConfigOrigin, message: String },
+}
+
+/// What to do instead of writing a secret into the configuration.
+const SECRET_HELP: &str = "PINs, passwords and credentials never go in the config file. \
+     Use a pin-source file in the signer URI, the IMPRINT_PKCS11_PIN variable or the PIN prompt; \
+     central.password_file or IMPRINT_PG_PASSWORD for the central database; \
+     or the standard AWS credential chain (environment, profile, instance role) for a KMS signer";
+
+/// A key path as messages show it: `mqtt.client_key`, `x[2].pin`.
+fn join_key(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let key = if bare { key.to_string() } else { format!("{key:?}") };
+    if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Walk every key of the parsed file: a key that names a secret, or a string
+/// that holds a PEM block, is refused by its key path; the value is never
+/// part of the message.
+fn refuse_secrets(v: &toml::Value, path: &str) -> Result<(), String> {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let here = join_key(path, k);
+                if let Some(word) = imprint_core::secrets::secret_word(k) {
+                    return Err(format!("{here}: a {word} is refused. {SECRET_HELP}"));
+                }
+                refuse_secrets(v, &here)?;
+            }
+            Ok(())
+        }
+        toml::Value::Array(a) => a.iter().enumerate().try_for_each(|(i, v)| refuse_secrets(v, &format!("{path}[{i}]"))),
+        toml::Value::String(s) if ["pkcs11:", "awskms:"].iter().any(|p| s.trim_start().starts_with(p)) => {
+            check_signer(s).map_err(|m| format!("{path}: {m}"))
+        }
+        toml::Value::String(s) if imprint_core::secrets::looks_like_key_material(s) && s.contains("-----BEGIN") => Err(format!(
+            "{path} holds key or certificate material (a PEM block), not a path: put it in a file (mode 0600) and give the file's path"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A TOML error as line, column and key path, without the source line that
+/// toml's own message quotes (it may hold a secret) and without any value.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut at = String::new();
+    if let Some(span) = e.span() {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        at = format!("line {line}, column {col}");
+        if let Some(key) = key_at_line(text, line) {
+            if let Some(word) = imprint_core::secrets::secret_word(key.rsplit('.').next().unwrap_or(&key)) {
+                return format!("{at} ({key}): a {word} is refused. {SECRET_HELP}");
+            }
+            at = format!("{at} ({key})");
+        } else {
+            // `pin: 1234` (not TOML): still refused by the name it starts with.
+            let head = text.lines().nth(line - 1).unwrap_or_default().trim().split([':', ' ', '\t']).next().unwrap_or_default();
+            if let Some(word) = imprint_core::secrets::secret_word(head) {
+                return format!("{at}: a {word} is refused. {SECRET_HELP}");
+            }
+        }
+        at.push_str(": ");
+    }
+    format!("{at}{}", without_values(e.message()))
+}
+
+/// The key path of the `key = ...` on a 1-based line: the last `[table]`
+/// header above it and the key before `=`. Only text that looks like a key
+/// (no value) is returned.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let keyish = |k: &str| {
+        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '"' | '\'' | ' '))
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let this = lines.get(line.checked_sub(1)?)?.trim();
+    let mut table = String::new();
+    for l in lines.iter().take(line - 1).rev() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix('[') {
+            let h = h.trim_start_matches('[');
+            let h = h.split(']').next().unwrap_or_default().trim();
+            if keyish(h) {
+                table = h.replace(' ', "");
+            }
+            break;
+        }
+    }
+    if this.starts_with('[') {
+        let h = this.trim_start_matches('[').split(']').next().unwrap_or_default().trim();
+        return keyish(h).then(|| h.replace(' ', ""));
+    }
+    let (k, _) = this.split_once('=')?;
+    let k = k.trim();
+    if !keyish(k) {
+        return None;
+    }
+    let k = k.replace(' ', "");
+    Some(if table.is_empty() { k } else { format!("{table}.{k}") })
+}
+
+/// serde's messages quote values ("invalid type: string \"x\", expected
+/// u32", "unknown variant `x`"): keep what was expected, drop what was found.
+fn without_values(msg: &str) -> String {
+    let msg = msg.trim();
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length ", "unknown variant "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let kind = if prefix == "invalid type: " {
+                rest.split([' ', ',', '`', '"']).next().unwrap_or_default()
+            } else {
+                ""
+            };
+            let expected = rest.find(", expected").map(|i| &rest[i..]).unwrap_or_default();
+            let head = prefix.trim_end_matches([' ', ':']);
+            return if kind.is_empty() { format!("{head}{expected}") } else { format!("{head}: {kind}{expected}") };
+        }
+    }
+    msg.to_string()
+}
 
 impl StationConfig {
     /// Defaults, overlaid with the file at `path` (or the default config
     /// path, if it exists), then env: IMPRINT_DATA_DIR, IMPRINT_SIGNER,
     /// IMPRINT_CA_CHAIN, IMPRINT_BAUD, IMPRINT_BATCH, IMPRINT_SIGNER_OFFLINE.
+    /// An error names where the bad value came from (the file, the
+    /// variable, or the defaults) and never shows the value.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let explicit = path.is_some();
         let path = path.map(Path::to_path_buf).unwrap_or_else(default_config_path);
-        let mut cfg = if path.exists() {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?
+        let (mut cfg, origin) = if path.exists() {
+            let origin = ConfigOrigin::File(path.clone());
+            let text = std::fs::read_to_string(&path).map_err(|cause| ConfigError::Read { path: path.clone(), cause })?;
+            let cfg = Self::parse(&text).map_err(|message| ConfigError::Invalid { origin: origin.clone(), message })?;
+            (cfg, origin)
         } else if explicit {
-            return Err(ConfigError::Read {
-                path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
+            return Err(ConfigError::Read { path: path.clone(), cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file") });
         } else {
-            StationConfig::default()
+            (StationConfig::default(), ConfigOrigin::Defaults)
         };
+        cfg.validate().map_err(|message| ConfigError::Invalid { origin: origin.clone(), message })?;
+        let env_err = |var: &'static str, message: String| ConfigError::Invalid { origin: ConfigOrigin::Env(var), message };
         if let Ok(v) = std::env::var("IMPRINT_DATA_DIR") {
             cfg.data_dir = PathBuf::from(v);
         }
         if let Ok(v) = std::env::var("IMPRINT_SIGNER") {
+            check_signer(&v).map_err(|m| env_err("IMPRINT_SIGNER", m))?;
             cfg.signer = v;
         }
         if let Ok(v) = std::env::var("IMPRINT_CA_CHAIN") {
             cfg.ca_chain = PathBuf::from(v);
         }
         if let Ok(v) = std::env::var("IMPRINT_BAUD") {
-            cfg.baud = v.parse().map_err(|_| ConfigError::Invalid { path: path.clone(), message: format!("IMPRINT_BAUD={v} is not a number") })?;
+            cfg.baud = v.trim().parse().ok().filter(|b| *b > 0).ok_or_else(|| env_err("IMPRINT_BAUD", "not a positive number of bits per second".into()))?;
         }
         if let Ok(v) = std::env::var("IMPRINT_BATCH") {
             cfg.batch = Some(v);
@@ -209,10 +347,10 @@ impl StationConfig {
             cfg.signer_offline = match v.as_str() {
                 "refuse" => SignerOffline::Refuse,
                 "defer" => SignerOffline::Defer,
-                _ => return Err(ConfigError::Invalid { path: path.clone(), message: format!("IMPRINT_SIGNER_OFFLINE={v}: use refuse or defer") }),
+                _ => return Err(env_err("IMPRINT_SIGNER_OFFLINE", "use refuse or defer".into())),
             };
         }
-        cfg.validate().map_err(|message| ConfigError::Invalid { path, message })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid { origin, message })?;
         Ok(cfg)
     }
 
@@ -221,19 +359,13 @@ impl StationConfig {
         toml::to_string_pretty(self).map_err(|e| e.to_string())
     }
 
+    /// Parse the operator's file: TOML syntax, then every key checked for
+    /// secrets by name, then the settings. Errors give line, column and key
+    /// path, never a value or a line of the file.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut lower = text.to_ascii_lowercase();
-        for k in SECRET_PATH_KEYS {
-            lower = lower.replace(k, "");
-        }
-        if let Some(w) = SECRET_WORDS.iter().find(|w| lower.contains(*w)) {
-            return Err(format!(
-                "it contains {w:?}: PINs, passwords and credentials never go in the config file. \
-                 Use a pin-source file in the signer URI, the IMPRINT_PKCS11_PIN variable, the PIN prompt, \
-                 or the standard AWS credential chain (environment, profile, instance role) for a KMS signer"
-            ));
-        }
-        toml::from_str(text).map_err(|e| e.to_string())
+        let table: toml::Table = text.parse().map_err(|e| toml_error(text, &e))?;
+        refuse_secrets(&toml::Value::Table(table), "")?;
+        toml::from_str(text).map_err(|e| toml_error(text, &e))
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -260,13 +392,12 @@ impl StationConfig {
         if let Some(m) = &self.mqtt {
             m.validate()?;
         }
-        if self.signer.contains("pin-value") {
-            return Err("the signer URI carries pin-value: use pin-source or IMPRINT_PKCS11_PIN".into());
-        }
+        check_signer(&self.signer)?;
         Ok(())
     }
 
-    /// The signer URI in effect.
+    /// The signer URI in effect. Safe to show: `validate` refuses a URI
+    /// with a secret-bearing attribute.
     pub fn signer_uri(&self) -> String {
         if self.signer.is_empty() {
             format!("dev:{}", self.data_dir.join("dev-ca").display())
@@ -296,7 +427,17 @@ impl StationConfig {
     }
 }
 
+/// The signer URI refused by the name of a secret-bearing attribute (any
+/// spelling, any part of the URI), the value never shown.
+fn check_signer(uri: &str) -> Result<(), String> {
+    match imprint_signer::secret_attribute(uri) {
+        None => Ok(()),
+        Some(word) => Err(format!("the signer URI carries a {word} attribute: {SECRET_HELP}")),
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -310,8 +451,7 @@ mod tests {
 
     #[test]
     fn written_config_reads_back_the_same() {
-        let mut c = StationConfig::default();
-        c.batch = Some("WO-9".into());
+        let mut c = StationConfig { batch: Some("WO-9".into()), ..StationConfig::default() };
         c.profile.validity_days = 90;
         assert_eq!(StationConfig::parse(&c.to_toml().unwrap()).unwrap(), c);
     }
@@ -375,6 +515,135 @@ mod tests {
             let e = StationConfig::parse(text).unwrap_err();
             assert!(e.contains("credential chain"), "{e}");
             assert!(!e.contains("wJalrXUtnFEMIK7MDENG") && !e.contains("AKIAIOSFODNN7EXAMPLE"), "{e}");
+        }
+    }
+
+    const V: &str = "S3CR3T-4711";
+
+    /// The secrets matrix for the file: every spelling, refused by key name,
+    /// the value never in the message.
+    #[test]
+    fn secret_keys_are_refused_by_name_in_every_spelling_and_never_echoed() {
+        for text in [
+            "pin = \"S3CR3T-4711\"\n",
+            "pin  = \"S3CR3T-4711\"\n",
+            "pin\t=\t\"S3CR3T-4711\"\n",
+            "PIN = \"S3CR3T-4711\"\n",
+            "Pin_Value = \"S3CR3T-4711\"\n",
+            "pin-value = \"S3CR3T-4711\"\n",
+            "\"pin\" = \"S3CR3T-4711\"\n",
+            "'pin-value' = \"S3CR3T-4711\"\n",
+            "\"pin%2Dvalue\" = \"S3CR3T-4711\"\n",
+            "password = \"S3CR3T-4711\"\n",
+            "Password = \"S3CR3T-4711\"\n",
+            "passwd = \"S3CR3T-4711\"\n",
+            "secret = \"S3CR3T-4711\"\n",
+            "secret_access_key = \"S3CR3T-4711\"\n",
+            "aws_secret_access_key = \"S3CR3T-4711\"\n",
+            "AWS_ACCESS_KEY_ID = \"S3CR3T-4711\"\n",
+            "access-key = \"S3CR3T-4711\"\n",
+            "session-token = \"S3CR3T-4711\"\n",
+            "aws_session_token = \"S3CR3T-4711\"\n",
+            "private_key = \"S3CR3T-4711\"\n",
+            "[profile]\npin = \"S3CR3T-4711\"\n",
+            "[mqtt]\nurl = \"mqtt://h:1\"\npassword = \"S3CR3T-4711\"\n",
+            "[central]\nurl = \"postgres://a@b/c\"\nPassword = \"S3CR3T-4711\"\n",
+            "[central.tls]\nprivate-key = \"S3CR3T-4711\"\n",
+            "mqtt = { url = \"mqtt://h:1\", password = \"S3CR3T-4711\" }\n",
+            "[x]\ny = { z = { pin = \"S3CR3T-4711\" } }\n",
+            "[[tokens]]\nlabel = \"a\"\n[[tokens]]\npin = \"S3CR3T-4711\"\n",
+            "list = [{ a = 1 }, { secret = \"S3CR3T-4711\" }]\n",
+            "profile.pin = \"S3CR3T-4711\"\n",
+            "pin = 47114711\n",
+            "pin = \"\"\"\nS3CR3T-4711\n\"\"\"\n",
+            // Broken TOML on the secret's own line: the line is never quoted.
+            "pin = S3CR3T-4711\n",
+            "pin  = \"S3CR3T-4711\n",
+            "[mqtt]\npassword = S3CR3T-4711 x\n",
+            "pin: S3CR3T-4711\n",
+            "baud = 1\nPassword:S3CR3T-4711\n",
+        ] {
+            let e = StationConfig::parse(text).expect_err(text);
+            assert!(!e.contains(V) && !e.contains("4711"), "{text:?}: {e}");
+            assert!(e.contains("is refused") && e.contains("never go in the config file"), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_key_path() {
+        let e = StationConfig::parse("[mqtt]\nurl = \"mqtt://h:1\"\npassword = \"S3CR3T-4711\"\n").unwrap_err();
+        assert!(e.starts_with("mqtt.password: a password is refused"), "{e}");
+        let e = StationConfig::parse("[[tokens]]\nlabel = \"a\"\n[[tokens]]\npin = \"x\"\n").unwrap_err();
+        assert!(e.starts_with("tokens[1].pin: a pin is refused"), "{e}");
+        let e = StationConfig::parse("[x]\ny = { z = { \"Pin Value\" = 1 } }\n").unwrap_err();
+        assert!(e.starts_with("x.y.z.\"Pin Value\": a pin-value is refused"), "{e}");
+    }
+
+    /// A comment may mention a password; a pin-source under /run/secrets is
+    /// where a PIN belongs; words inside values are not keys.
+    #[test]
+    fn comments_and_values_that_mention_secrets_are_fine() {
+        let c = StationConfig::parse(
+            "# the PIN and the password come from /run/secrets, never from here\n\
+             signer = \"pkcs11:token=ca;object=k?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/secrets/imprint-pin\" # pin-source!\n\
+             batch = \"password-reset-batch\"\n\
+             [profile]\n# secret = 1\nname = \"secret-sensor\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.signer.contains("pin-source=file:/run/secrets/imprint-pin"));
+        assert_eq!(c.batch.as_deref(), Some("password-reset-batch"));
+    }
+
+    #[test]
+    fn a_signer_uri_with_a_secret_attribute_is_refused_in_any_spelling() {
+        for uri in [
+            "pkcs11:token=a?pin-value=S3CR3T-4711",
+            "pkcs11:token=a?pin%2Dvalue=S3CR3T-4711",
+            "pkcs11:token=a?PIN-Value=S3CR3T-4711",
+            "pkcs11:token=a;pin-value=S3CR3T-4711",
+            "pkcs11:token=a?pin:S3CR3T-4711",
+            "awskms:key-id=k;aws_secret_access_key=S3CR3T-4711",
+            "awskms:key-id=k;session-token=S3CR3T-4711",
+        ] {
+            let e = StationConfig::parse(&format!("signer = {uri:?}\n")).and_then(|c| c.validate()).expect_err(uri);
+            assert!(!e.contains(V) && e.contains("never go in the config file"), "{uri}: {e}");
+            let c = StationConfig { signer: uri.into(), ..StationConfig::default() };
+            let e = c.validate().expect_err(uri);
+            assert!(!e.contains(V), "{uri}: {e}");
+        }
+    }
+
+    #[test]
+    fn pem_material_anywhere_in_the_file_is_refused_unechoed() {
+        let text = "[mqtt]\nurl = \"mqtts://h:8883\"\nclient_key = \"\"\"\n-----BEGIN PRIVATE KEY-----\nMIGHAgEAS3CR3T4711\n-----END PRIVATE KEY-----\n\"\"\"\n";
+        let e = StationConfig::parse(text).unwrap_err();
+        assert!(e.starts_with("mqtt.client_key holds key or certificate material"), "{e}");
+        assert!(!e.contains("S3CR3T") && !e.contains("MIGHAgEA"), "{e}");
+    }
+
+    /// toml's own messages quote the offending line: ours give line, column
+    /// and key path, and drop values from serde's messages.
+    #[test]
+    fn parse_errors_give_line_column_and_key_path_but_no_value() {
+        let e = StationConfig::parse("baud = 9600\n[profile]\nvalidity_days = \"S3CR3T-4711\"\n").unwrap_err();
+        assert!(e.starts_with("line 3, column 17 (profile.validity_days): invalid type: string, expected"), "{e}");
+        assert!(!e.contains(V), "{e}");
+        let e = StationConfig::parse("signer_offline = \"S3CR3T-4711\"\n").unwrap_err();
+        assert!(e.contains("(signer_offline)") && e.contains("unknown variant") && !e.contains(V), "{e}");
+        let e = StationConfig::parse("batch = \"S3CR3T-4711\nbaud = 1\n").unwrap_err();
+        assert!(e.starts_with("line 1,") && !e.contains(V), "{e}");
+        let e = StationConfig::parse("bauds = 1\n").unwrap_err();
+        assert!(e.contains("unknown field `bauds`"), "{e}");
+    }
+
+    #[test]
+    fn signer_doc_names_every_scheme() {
+        let src = include_str!("config.rs");
+        let doc = src.split("pub signer: String").next().unwrap();
+        let doc = &doc[doc.rfind("pub data_dir").unwrap()..];
+        for scheme in ["pkcs11:", "awskms:", "dev:"] {
+            assert!(doc.contains(scheme), "the signer field's doc omits {scheme}");
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod driver;
 pub mod events;
+pub mod fsutil;
 pub mod health;
 pub mod logging;
 pub mod signer_worker;

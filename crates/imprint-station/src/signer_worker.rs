@@ -72,8 +72,11 @@ pub struct SignerHealth {
 impl SignerHealth {
     /// The health of a signer that could not even be opened (the station did
     /// not start): for `imprint health` when `Station::open` fails.
+    /// `uri` is shown as [`imprint_signer::display_uri`] prints it (never
+    /// with a secret-bearing attribute, nothing of a URI that does not parse).
     pub fn from_open_error(uri: &str, kind: &str, e: &SignerError) -> SignerHealth {
-        let mut h = SignerHealth::opened(uri, kind, kind == "dev");
+        let kind = if ["pkcs11", "awskms", "dev"].contains(&kind) { kind } else { "unknown" };
+        let mut h = SignerHealth::opened(&imprint_signer::display_uri(uri), kind, kind == "dev");
         h.last_ok_at = None;
         h.record_err(e);
         h
@@ -272,6 +275,15 @@ impl SignerHandle {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// `pin%2Dvalue=` was shown in the health detail of a station that did not open.
+    #[test]
+    fn health_of_an_unopened_signer_shows_no_secret_and_no_invalid_uri() {
+        let h = SignerHealth::from_open_error("S3CR3T-4711", "S3CR3T-4711", &SignerError::BadUri("no scheme".into()));
+        assert!(!serde_json::to_string(&h).unwrap().contains("S3CR3T"), "{h:?}");
+        let h = SignerHealth::from_open_error("pkcs11:token=a?pin%2Dvalue=S3CR3T-4711", "pkcs11", &SignerError::BadUri("x".into()));
+        assert!(!serde_json::to_string(&h).unwrap().contains("S3CR3T"), "{h:?}");
+    }
 
     #[test]
     fn health_follows_the_error_kind() {

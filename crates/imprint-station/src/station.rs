@@ -3,6 +3,7 @@
 
 use crate::config::StationConfig;
 use crate::driver::{run_attempt, AttemptResult};
+use crate::fsutil;
 use crate::signer_worker::SignerHandle;
 use imprint_core::ca::{self, CaSubject};
 use imprint_core::issuance::{self, IssuePlan};
@@ -38,17 +39,44 @@ pub enum ProgressStatus {
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// Why the station could not start.
+///
+/// Each cause is printed once: a variant shows its cause in its message and
+/// does not also expose it as `source()` (a chain printer such as anyhow's
+/// `{:#}` would print it twice: "CA signer: X: X"). Hence the hand-written
+/// `From` impls instead of `#[from]`, which always implies `#[source]`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StationError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("CA signer: {0}")]
-    Signer(#[from] SignerError),
+    Signer(SignerError),
     #[error("CA certificate: {0}")]
-    Ca(#[from] ca::CaError),
+    Ca(ca::CaError),
     #[error("{0}")]
     Setup(String),
+}
+
+impl From<StoreError> for StationError {
+    fn from(e: StoreError) -> Self {
+        StationError::Store(e)
+    }
+}
+
+impl From<SignerError> for StationError {
+    fn from(e: SignerError) -> Self {
+        StationError::Signer(e)
+    }
+}
+
+impl From<ca::CaError> for StationError {
+    fn from(e: ca::CaError) -> Self {
+        match e {
+            // "CA certificate: PIN rejected" would blame the certificate.
+            ca::CaError::Signer(s) => StationError::Signer(s),
+            other => StationError::Ca(other),
+        }
+    }
 }
 
 impl StationError {
@@ -108,15 +136,14 @@ pub fn ensure_dev_ca(cfg: &StationConfig) -> Result<(), StationError> {
     Ok(())
 }
 
-/// Write a PEM chain file atomically.
+/// Write a PEM chain file atomically, mode 0600 (a missing directory is
+/// created 0700).
 pub fn write_chain(path: &Path, chain: &[Vec<u8>]) -> Result<(), StationError> {
     let text: String = chain.iter().map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone()))).collect();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| StationError::Setup(format!("{}: {e}", dir.display())))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        fsutil::create_private_dir(dir).map_err(|e| StationError::Setup(format!("{}: {e}", dir.display())))?;
     }
-    let tmp = path.with_extension("pem.tmp");
-    std::fs::write(&tmp, text).map_err(|e| StationError::Setup(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| StationError::Setup(format!("{}: {e}", path.display())))?;
+    fsutil::write_private_file(path, text.as_bytes()).map_err(|e| StationError::Setup(format!("{}: {e}", path.display())))?;
     Ok(())
 }
 
@@ -124,8 +151,11 @@ impl Station {
     /// Open the store and the signer, check that the CA certificate is the
     /// signer's key, and finish anything a stopped station left behind.
     pub fn open(cfg: StationConfig, pin: Option<Pin>) -> Result<Station, StationError> {
-        std::fs::create_dir_all(&cfg.data_dir)
+        // 0700, tightened if it exists: it holds the store, logs and the CA chain.
+        fsutil::create_private_dir(&cfg.data_dir)
             .map_err(|e| StationError::Setup(format!("data dir {}: {e}", cfg.data_dir.display())))?;
+        let chain_path = cfg.ca_chain_path();
+        fsutil::tighten(&chain_path, fsutil::FILE_MODE).map_err(|e| StationError::Setup(format!("{}: {e}", chain_path.display())))?;
         let development = cfg.is_development();
         if development {
             ensure_dev_ca(&cfg)?;
@@ -257,4 +287,37 @@ pub(crate) fn complete_intent(ctx: &StationCtx, row: &CertRow) -> Result<(), Sig
     ctx.store
         .mark_issued(&row.id, &cert, &ctx.chain_der, &fp)
         .map_err(|e| SignerError::Failed(format!("recording the re-signed certificate: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What anyhow's `{:#}` prints: the error, then each source, joined by ": ".
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            parts.push(s.to_string());
+            cur = s.source();
+        }
+        parts.join(": ")
+    }
+
+    /// Printed as "signer URI is invalid: X: signer URI is invalid: X".
+    #[test]
+    fn signer_and_ca_errors_print_each_cause_once() {
+        for e in [
+            StationError::from(SignerError::BadUri("CAUSE-X".into())),
+            StationError::from(SignerError::PinRejected("CAUSE-X".into())),
+            StationError::from(ca::CaError::Signer(SignerError::BadUri("CAUSE-X".into()))),
+            StationError::from(ca::CaError::BadCertificate("CAUSE-X".into())),
+            StationError::from(StoreError::NotFound("CAUSE-X".into())),
+        ] {
+            let shown = chain(&e);
+            assert_eq!(shown.matches("CAUSE-X").count(), 1, "{shown}");
+        }
+        let e = StationError::from(ca::CaError::Signer(SignerError::PinRejected("p".into())));
+        assert!(matches!(e, StationError::Signer(SignerError::PinRejected(_))), "a signer fault is the signer's, not the certificate's");
+    }
 }

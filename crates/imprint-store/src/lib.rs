@@ -34,11 +34,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
 /// Schema version this build expects.
 pub const SCHEMA_VERSION: u32 = 3;
 
+/// Each cause is printed once: a variant that shows its cause in its
+/// message does not also expose it as `source()` (no `#[from]`/`source`
+/// field), so `{:#}` chains never repeat it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("local store {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("local store {path}: {cause}")]
+    Open { path: PathBuf, cause: rusqlite::Error },
     #[error("local store schema is version {found}, this station needs {expected}: {hint}")]
     Schema { found: u32, expected: u32, hint: &'static str },
     #[error("duplicate: {0}")]
@@ -46,9 +49,15 @@ pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(String),
     #[error("local store error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("local store writer has stopped")]
     WriterGone,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
 }
 
 type Job = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
@@ -83,6 +92,36 @@ pub fn parse_ts(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
+/// The database file (created empty if missing) and its side files: 0600.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        // Created 0600 before SQLite opens it (never briefly world-readable).
+        drop(std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?);
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.permissions().mode() & 0o777 != 0o600 => {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(())
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -93,11 +132,16 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 impl Store {
     /// Open (creating if needed) the store at `path` and apply migrations.
+    /// The store is private: a missing directory is created 0700, and the
+    /// database with its `-wal` and `-shm` files is 0600 (created so, or
+    /// tightened; SQLite gives the side files the database file's mode).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
+        let io_err = |e: std::io::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            cause: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN), Some(e.to_string())),
+        };
+        make_private(path).map_err(io_err)?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         migrate(&mut conn)?;
@@ -109,7 +153,7 @@ impl Store {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                cause: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         Ok(Store {
             path: path.to_path_buf(),
@@ -256,3 +300,51 @@ pub mod records;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use records::*;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod error_tests {
+    use super::*;
+
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut parts = vec![e.to_string()];
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            parts.push(s.to_string());
+            cur = s.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn store_errors_print_each_cause_once() {
+        let e = StoreError::from(rusqlite::Error::InvalidColumnName("CAUSE-X".into()));
+        assert_eq!(chain(&e).matches("CAUSE-X").count(), 1, "{}", chain(&e));
+        let dir = tempfile::tempdir().unwrap();
+        let e = Store::open(dir.path()).err().unwrap();
+        let shown = chain(&e);
+        assert_eq!(shown.matches(&dir.path().display().to_string()).count(), 1, "{shown}");
+    }
+
+    #[test]
+    fn the_store_and_its_side_files_are_0600_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/station.db");
+        let st = Store::open(&path).unwrap();
+        st.interrupt_running().unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        for f in ["station.db", "station.db-wal", "station.db-shm"] {
+            let p = path.with_file_name(f);
+            if p.exists() {
+                assert_eq!(mode(&p), 0o600, "{f}");
+            }
+        }
+        assert!(path.with_file_name("station.db-wal").exists(), "WAL mode makes a -wal file");
+        st.close();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600, "an existing store is tightened on open");
+    }
+}

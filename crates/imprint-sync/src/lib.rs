@@ -44,10 +44,17 @@ pub enum SyncError {
     Registration(String),
     #[error("central schema migration failed: {0}")]
     Migrate(String),
+    /// Shown in the message, so not also a `source()` (printed once).
     #[error("central database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error(transparent)]
     Store(#[from] imprint_store::StoreError),
+}
+
+impl From<sqlx::Error> for SyncError {
+    fn from(e: sqlx::Error) -> Self {
+        SyncError::Db(e)
+    }
 }
 
 impl SyncError {
