@@ -7,10 +7,15 @@ use imprint_station::Mode;
 use imprint_store::AttemptFilter;
 use tauri::State;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    tauri::async_runtime::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new("internal", format!("background task failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tauri::async_runtime::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            ApiErrorCode::Internal,
+            format!("background task failed: {e}"),
+        )
+    })?
 }
 
 fn mode_str(m: Mode) -> &'static str {
@@ -24,7 +29,10 @@ fn parse_mode(s: &str) -> ApiResult<Mode> {
     match s {
         "auto" => Ok(Mode::Auto),
         "manual" => Ok(Mode::Manual),
-        other => Err(ApiError::new("bad_request", format!("unknown mode {other:?}: use auto or manual"))),
+        other => Err(ApiError::new(
+            ApiErrorCode::BadRequest,
+            format!("unknown mode {other:?}: use auto or manual"),
+        )),
     }
 }
 
@@ -64,8 +72,10 @@ pub async fn bench_tiles(state: State<'_, AppState>) -> ApiResult<Vec<TileDto>> 
 #[tauri::command]
 pub async fn provision(state: State<'_, AppState>, port: String) -> ApiResult<()> {
     state.bench()?.provision(&port).map_err(|e| match e {
-        imprint_station::BenchError::NoSuchPort(_) => ApiError::new("no_such_port", e.to_string()),
-        imprint_station::BenchError::Busy(_) => ApiError::new("busy", e.to_string()),
+        imprint_station::BenchError::NoSuchPort(_) => {
+            ApiError::new(ApiErrorCode::NoSuchPort, e.to_string())
+        }
+        imprint_station::BenchError::Busy(_) => ApiError::new(ApiErrorCode::Busy, e.to_string()),
     })
 }
 
@@ -94,7 +104,7 @@ pub async fn set_batch(state: State<'_, AppState>, batch: Option<String>) -> Api
 pub async fn scan(state: State<'_, AppState>, code: String) -> ApiResult<ScanResult> {
     let code = code.trim().to_string();
     if code.is_empty() {
-        return Err(ApiError::new("bad_request", "empty scan"));
+        return Err(ApiError::new(ApiErrorCode::BadRequest, "empty scan"));
     }
     let upper = code.to_ascii_uppercase();
     for prefix in ["WO:", "BATCH:"] {
@@ -118,7 +128,10 @@ pub async fn scan(state: State<'_, AppState>, code: String) -> ApiResult<ScanRes
 #[tauri::command]
 pub async fn simulate(state: State<'_, AppState>, count: u32, faults: Vec<String>) -> ApiResult<u32> {
     if count == 0 || count > 64 {
-        return Err(ApiError::new("bad_request", "count must be 1..64"));
+        return Err(ApiError::new(
+            ApiErrorCode::BadRequest,
+            "count must be 1..64",
+        ));
     }
     let st = state.inner().clone();
     blocking(move || st.attach_simulated(count as usize, &faults)).await
@@ -128,11 +141,11 @@ fn attempt_dto(a: imprint_store::AttemptRow, cert_serial: Option<String>) -> Att
     AttemptDto {
         id: a.id,
         port: a.port,
-        started_at: a.started_at,
-        finished_at: a.finished_at,
-        status: a.status,
-        stage: a.stage,
-        code: a.code,
+        started_at: a.started_at.to_string(),
+        finished_at: a.finished_at.map(|t| t.to_string()),
+        status: a.status.to_string(),
+        stage: a.stage.map(|v| v.to_string()),
+        code: a.code.map(|v| v.to_string()),
         reason: a.reason,
         hint: a.hint,
         device_serial: a.device_serial,
@@ -145,7 +158,7 @@ fn attempt_dto(a: imprint_store::AttemptRow, cert_serial: Option<String>) -> Att
 }
 
 fn store_err(e: imprint_store::StoreError) -> ApiError {
-    ApiError::new("store", e.to_string())
+    ApiError::new(ApiErrorCode::from_store(&e), e.to_string())
 }
 
 #[tauri::command]
@@ -181,7 +194,11 @@ pub async fn history(state: State<'_, AppState>, filter: HistoryFilter) -> ApiRe
 pub async fn record(state: State<'_, AppState>, id: String) -> ApiResult<RecordDetail> {
     let st = state.station()?;
     blocking(move || {
-        let a = st.store().attempt(&id).map_err(store_err)?.ok_or_else(|| ApiError::new("not_found", format!("no attempt {id}")))?;
+        let a = st
+            .store()
+            .attempt(&id)
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::new(ApiErrorCode::NotFound, format!("no attempt {id}")))?;
         let steps = st.store().steps(&id).map_err(store_err)?;
         let cert = match &a.certificate_id {
             Some(c) => st.store().cert_by_id(c).map_err(store_err)?,
@@ -192,7 +209,7 @@ pub async fn record(state: State<'_, AppState>, id: String) -> ApiResult<RecordD
             let s = imprint_core::issuance::summarize(&der).ok()?;
             Some(CertificateDto {
                 serial_hex: c.serial_hex,
-                status: c.status,
+                status: c.status.to_string(),
                 subject: s.subject,
                 issuer: s.issuer,
                 not_before: imprint_store::ts(s.not_before),
@@ -295,17 +312,26 @@ pub async fn save_settings(state: State<'_, AppState>, settings: SettingsDto) ->
     c.profile.device_key = match settings.device_key.as_str() {
         "p256" => imprint_core::issuance::KeyType::P256,
         "p384" => imprint_core::issuance::KeyType::P384,
-        other => return Err(ApiError::new("bad_request", format!("unknown key type {other}"))),
+        other => {
+            return Err(ApiError::new(
+                ApiErrorCode::BadRequest,
+                format!("unknown key type {other}"),
+            ))
+        }
     };
     c.profile.lock_device = settings.lock_device;
-    c.validate().map_err(|e| ApiError::new("invalid_settings", e))?;
+    c.validate()
+        .map_err(|e| ApiError::new(ApiErrorCode::InvalidSettings, e))?;
     let text = toml_text(&c)?;
-    imprint_station::StationConfig::parse(&text).map_err(|e| ApiError::new("invalid_settings", e))?;
+    imprint_station::StationConfig::parse(&text)
+        .map_err(|e| ApiError::new(ApiErrorCode::InvalidSettings, e))?;
     let path = state.config_path().clone();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ApiError::new("io", format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ApiError::new(ApiErrorCode::Io, format!("{}: {e}", dir.display())))?;
     }
-    std::fs::write(&path, text).map_err(|e| ApiError::new("io", format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, text)
+        .map_err(|e| ApiError::new(ApiErrorCode::Io, format!("{}: {e}", path.display())))?;
     state.set_config(c);
     let st = state.inner().clone();
     let _ = blocking(move || st.open(None)).await;
@@ -313,7 +339,8 @@ pub async fn save_settings(state: State<'_, AppState>, settings: SettingsDto) ->
 }
 
 fn toml_text(c: &imprint_station::StationConfig) -> ApiResult<String> {
-    c.to_toml().map_err(|e| ApiError::new("internal", e))
+    c.to_toml()
+        .map_err(|e| ApiError::new(ApiErrorCode::Internal, e))
 }
 
 /// The PIN goes from the dialog straight to the signer; it is never stored,
@@ -321,7 +348,10 @@ fn toml_text(c: &imprint_station::StationConfig) -> ApiResult<String> {
 #[tauri::command]
 pub async fn submit_pin(state: State<'_, AppState>, pin: String) -> ApiResult<StationInfo> {
     if pin.is_empty() {
-        return Err(ApiError::new("signer_pin_rejected", "enter the PIN"));
+        return Err(ApiError::new(
+            ApiErrorCode::SignerPinRejected,
+            "enter the PIN",
+        ));
     }
     let st = state.inner().clone();
     blocking(move || st.open(Some(imprint_signer::Pin::new(pin)))).await?;
@@ -335,7 +365,12 @@ pub fn open_dir(dir: &std::path::Path) -> ApiResult<()> {
         .arg(dir)
         .spawn()
         .map(|_| ())
-        .map_err(|e| ApiError::new("io", format!("could not open {}: {e}", dir.display())))
+        .map_err(|e| {
+            ApiError::new(
+                ApiErrorCode::Io,
+                format!("could not open {}: {e}", dir.display()),
+            )
+        })
 }
 
 #[tauri::command]

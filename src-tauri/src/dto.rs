@@ -6,12 +6,165 @@
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+/// Why a command failed: a closed set, serialized as snake_case text.
+/// Each code has a hint (what to do next); the list is pinned by a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[ts(export, export_to = "../../ui/src/bindings/")]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ApiErrorCode {
+    /// A background task failed or an invariant did not hold.
+    Internal,
+    /// The request itself is invalid (unknown mode, empty scan, ...).
+    BadRequest,
+    /// No device on that port.
+    NoSuchPort,
+    /// The port is already being provisioned.
+    Busy,
+    /// The local store failed.
+    Store,
+    /// The local store's disk is full.
+    StoreFull,
+    /// No such record.
+    NotFound,
+    /// The settings do not validate.
+    InvalidSettings,
+    /// A file or directory could not be read or written.
+    Io,
+    /// The station is not open yet.
+    NotReady,
+    /// A simulator fault name is unknown.
+    BadFault,
+    /// The device simulator failed.
+    Simulator,
+    /// The CA certificate does not fit the signer's key.
+    Ca,
+    /// The station could not be set up.
+    Setup,
+    SignerBadUri,
+    SignerTokenAbsent,
+    SignerPinRejected,
+    SignerPinLocked,
+    SignerKeyNotFound,
+    SignerUnavailable,
+    SignerFailed,
+}
+
+impl ApiErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: &'static [ApiErrorCode] = &[
+        ApiErrorCode::Internal,
+        ApiErrorCode::BadRequest,
+        ApiErrorCode::NoSuchPort,
+        ApiErrorCode::Busy,
+        ApiErrorCode::Store,
+        ApiErrorCode::StoreFull,
+        ApiErrorCode::NotFound,
+        ApiErrorCode::InvalidSettings,
+        ApiErrorCode::Io,
+        ApiErrorCode::NotReady,
+        ApiErrorCode::BadFault,
+        ApiErrorCode::Simulator,
+        ApiErrorCode::Ca,
+        ApiErrorCode::Setup,
+        ApiErrorCode::SignerBadUri,
+        ApiErrorCode::SignerTokenAbsent,
+        ApiErrorCode::SignerPinRejected,
+        ApiErrorCode::SignerPinLocked,
+        ApiErrorCode::SignerKeyNotFound,
+        ApiErrorCode::SignerUnavailable,
+        ApiErrorCode::SignerFailed,
+    ];
+
+    /// The stable text form (what the UI receives).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiErrorCode::Internal => "internal",
+            ApiErrorCode::BadRequest => "bad_request",
+            ApiErrorCode::NoSuchPort => "no_such_port",
+            ApiErrorCode::Busy => "busy",
+            ApiErrorCode::Store => "store",
+            ApiErrorCode::StoreFull => "store_full",
+            ApiErrorCode::NotFound => "not_found",
+            ApiErrorCode::InvalidSettings => "invalid_settings",
+            ApiErrorCode::Io => "io",
+            ApiErrorCode::NotReady => "not_ready",
+            ApiErrorCode::BadFault => "bad_fault",
+            ApiErrorCode::Simulator => "simulator",
+            ApiErrorCode::Ca => "ca",
+            ApiErrorCode::Setup => "setup",
+            ApiErrorCode::SignerBadUri => "signer_bad_uri",
+            ApiErrorCode::SignerTokenAbsent => "signer_token_absent",
+            ApiErrorCode::SignerPinRejected => "signer_pin_rejected",
+            ApiErrorCode::SignerPinLocked => "signer_pin_locked",
+            ApiErrorCode::SignerKeyNotFound => "signer_key_not_found",
+            ApiErrorCode::SignerUnavailable => "signer_unavailable",
+            ApiErrorCode::SignerFailed => "signer_failed",
+        }
+    }
+
+    /// What the operator should do next.
+    pub fn hint(self) -> &'static str {
+        match self {
+            ApiErrorCode::Internal => "Report this as a station bug, with the station's log.",
+            ApiErrorCode::BadRequest => "Check what was entered and try again.",
+            ApiErrorCode::NoSuchPort => "The device is no longer attached. Re-seat the cable and wait for its tile.",
+            ApiErrorCode::Busy => "Wait until the running attempt on this port ends.",
+            ApiErrorCode::Store => "Check the station's disk (space, permissions), then try again.",
+            ApiErrorCode::StoreFull => "Free disk space on the station (the disk holding its data directory is full), then try again.",
+            ApiErrorCode::NotFound => "Check the attempt id or device serial.",
+            ApiErrorCode::InvalidSettings => "Correct the highlighted setting and save again.",
+            ApiErrorCode::Io => "Check that the path exists and that the station may write to it.",
+            ApiErrorCode::NotReady => "Wait until the station has opened, or fix the start-up problem shown.",
+            ApiErrorCode::BadFault => "Use one of the simulator's fault names.",
+            ApiErrorCode::Simulator => "Check the simulator's message, then attach the simulated devices again.",
+            ApiErrorCode::Ca => "Install the CA certificate that matches the signer's key (imprint ca show), then restart.",
+            ApiErrorCode::Setup => "Fix the station configuration as the message says, then restart.",
+            ApiErrorCode::SignerBadUri => "Fix the CA signer URI in the settings, then restart.",
+            ApiErrorCode::SignerTokenAbsent => "Connect the HSM token named in the signer URI, then restart.",
+            ApiErrorCode::SignerPinRejected => "Enter the right HSM PIN.",
+            ApiErrorCode::SignerPinLocked => "The HSM PIN is locked. Have the security officer unlock it, then restart.",
+            ApiErrorCode::SignerKeyNotFound => "Check the signer URI and that the CA key is on the HSM or KMS, then restart.",
+            ApiErrorCode::SignerUnavailable => "Check the HSM or KMS and the network, then try again.",
+            ApiErrorCode::SignerFailed => "Check the HSM or KMS (Health shows its state), then try again.",
+        }
+    }
+
+    /// The code of a CA signer failure.
+    pub fn from_signer(code: imprint_station::FailureCode) -> ApiErrorCode {
+        use imprint_station::FailureCode as F;
+        match code {
+            F::SignerBadUri => ApiErrorCode::SignerBadUri,
+            F::SignerTokenAbsent => ApiErrorCode::SignerTokenAbsent,
+            F::SignerPinRejected => ApiErrorCode::SignerPinRejected,
+            F::SignerPinLocked => ApiErrorCode::SignerPinLocked,
+            F::SignerKeyNotFound => ApiErrorCode::SignerKeyNotFound,
+            F::SignerUnavailable => ApiErrorCode::SignerUnavailable,
+            _ => ApiErrorCode::SignerFailed,
+        }
+    }
+
+    /// The code of a local store failure.
+    pub fn from_store(e: &imprint_store::StoreError) -> ApiErrorCode {
+        match e {
+            imprint_store::StoreError::Full(_) => ApiErrorCode::StoreFull,
+            _ => ApiErrorCode::Store,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// The error every command returns: a stable `code` and a message an
 /// operator can act on. Serialized by hand; the shape is pinned by a test.
 #[derive(Clone, Debug, PartialEq, Eq, TS)]
 #[ts(export, export_to = "../../ui/src/bindings/")]
 pub struct ApiError {
-    pub code: String,
+    pub code: ApiErrorCode,
     pub message: String,
 }
 
@@ -26,8 +179,11 @@ impl Serialize for ApiError {
 }
 
 impl ApiError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        ApiError { code: code.into(), message: message.into() }
+    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -108,7 +264,7 @@ impl From<imprint_station::Tile> for TileDto {
             attempt_id: t.attempt_id,
             cert_serial: t.cert_serial,
             resumed: t.resumed,
-            code: t.code,
+            code: t.code.map(|c| c.as_str().to_string()),
             reason: t.reason,
             hint: t.hint,
         }

@@ -1,7 +1,7 @@
 //! The app's one managed state: the station (once open), its bench, and
 //! simulated devices the operator attached.
 
-use crate::dto::{ApiError, BenchEventDto};
+use crate::dto::{ApiError, ApiErrorCode, BenchEventDto};
 use imprint_devsim::{SimConfig, SimDevice, SimHandle};
 use imprint_signer::Pin;
 use imprint_station::{Bench, BenchEvent, BenchEventFn, Mode, Station, StationConfig, StationError};
@@ -57,8 +57,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Map a start-up failure to what the operator sees.
 pub fn station_error(e: &StationError) -> ApiError {
     let code = match e {
-        StationError::Signer(s) => s.code(),
-        other => other.code(),
+        StationError::Signer(s) => ApiErrorCode::from_signer(s.code()),
+        StationError::Store(s) => ApiErrorCode::from_store(s),
+        StationError::Ca(_) => ApiErrorCode::Ca,
+        _ => ApiErrorCode::Setup,
     };
     ApiError::new(code, e.to_string())
 }
@@ -162,15 +164,17 @@ impl AppState {
 
     pub fn station(&self) -> Result<Station, ApiError> {
         lock(&self.inner.station).clone().ok_or_else(|| {
-            lock(&self.inner.startup_error)
-                .clone()
-                .unwrap_or_else(|| ApiError::new("not_ready", "the station is not open yet"))
+            lock(&self.inner.startup_error).clone().unwrap_or_else(|| {
+                ApiError::new(ApiErrorCode::NotReady, "the station is not open yet")
+            })
         })
     }
 
     pub fn bench(&self) -> Result<Bench, ApiError> {
         self.station()?;
-        lock(&self.inner.bench).clone().ok_or_else(|| ApiError::new("not_ready", "the bench is not running"))
+        lock(&self.inner.bench)
+            .clone()
+            .ok_or_else(|| ApiError::new(ApiErrorCode::NotReady, "the bench is not running"))
     }
 
     pub fn startup_error(&self) -> Option<ApiError> {
@@ -187,10 +191,12 @@ impl AppState {
 
     /// Attach `count` more simulated devices to the bench.
     pub fn attach_simulated(&self, count: usize, faults: &[String]) -> Result<u32, ApiError> {
-        let plan = imprint_devsim::fault_plan(faults, count).map_err(|e| ApiError::new("bad_fault", e))?;
+        let plan = imprint_devsim::fault_plan(faults, count)
+            .map_err(|e| ApiError::new(ApiErrorCode::BadFault, e))?;
         let cfg = self.config();
         let dir = self.sim_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::new("io", format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::new(ApiErrorCode::Io, format!("{}: {e}", dir.display())))?;
         let mut sims = lock(&self.inner.sims);
         let start = sims.len();
         for (i, faults) in plan.into_iter().enumerate() {
@@ -198,7 +204,10 @@ impl AppState {
             c.baud = cfg.baud;
             c.link_dir = Some(dir.clone());
             c.faults = faults;
-            sims.push(SimDevice::spawn(c).map_err(|e| ApiError::new("simulator", e.to_string()))?);
+            sims.push(
+                SimDevice::spawn(c)
+                    .map_err(|e| ApiError::new(ApiErrorCode::Simulator, e.to_string()))?,
+            );
         }
         Ok(sims.len() as u32)
     }

@@ -41,7 +41,10 @@ fn auto_mode_provisions_arrivals_and_tiles_follow_unplugs() {
     assert_eq!(tiles.iter().map(|t| t.slot).collect::<Vec<_>>(), [1, 2]);
     let failed = tiles.iter().find(|t| t.state == TileState::Failed).unwrap();
     assert_eq!(failed.device_serial.as_deref(), Some("AUTO-0002"));
-    assert_eq!(failed.code.as_deref(), Some("csr_subject_mismatch"));
+    assert_eq!(
+        failed.code.map(|c| c.as_str()),
+        Some("csr_subject_mismatch")
+    );
     assert!(failed.hint.is_some());
     let passed = tiles.iter().find(|t| t.state == TileState::Passed).unwrap();
     assert!(passed.cert_serial.is_some());

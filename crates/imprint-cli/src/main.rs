@@ -610,7 +610,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> Result<u8, Fail> {
                         a.started_at,
                         a.device_serial.as_deref().unwrap_or("-"),
                         a.status,
-                        a.stage.as_deref().unwrap_or("-"),
+                        a.stage.as_ref().map_or("-", |v| v.as_str()),
                         a.reason.as_deref().unwrap_or("")
                     );
                 }
@@ -642,9 +642,17 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> Result<u8, Fail> {
                     }))?
                 );
             } else {
-                println!("attempt   {}\nport      {}\nstatus    {} at {}\ndevice    {} {} hw {} fw {}", attempt.id, attempt.port, attempt.status,
-                    attempt.stage.as_deref().unwrap_or("-"), attempt.device_serial.as_deref().unwrap_or("-"), attempt.model.as_deref().unwrap_or(""),
-                    attempt.hw_rev.as_deref().unwrap_or(""), attempt.fw_version.as_deref().unwrap_or(""));
+                println!(
+                    "attempt   {}\nport      {}\nstatus    {} at {}\ndevice    {} {} hw {} fw {}",
+                    attempt.id,
+                    attempt.port,
+                    attempt.status,
+                    attempt.stage.as_ref().map_or("-", |v| v.as_str()),
+                    attempt.device_serial.as_deref().unwrap_or("-"),
+                    attempt.model.as_deref().unwrap_or(""),
+                    attempt.hw_rev.as_deref().unwrap_or(""),
+                    attempt.fw_version.as_deref().unwrap_or("")
+                );
                 if let Some(reason) = &attempt.reason {
                     println!("reason    {reason}\nnext      {}", attempt.hint.as_deref().unwrap_or(""));
                 }
@@ -685,15 +693,34 @@ fn export_csv(store: &Store, w: Box<dyn Write>) -> Result<usize, Fail> {
             None => None,
         };
         let o = |s: &Option<String>| s.clone().unwrap_or_default();
+        let t = |s: Option<&dyn std::fmt::Display>| s.map(|v| v.to_string()).unwrap_or_default();
         out.write_record([
-            a.id.clone(), a.started_at.clone(), o(&a.finished_at), a.port.clone(), a.status.clone(), o(&a.stage), o(&a.code), o(&a.reason),
-            o(&a.device_serial), o(&a.model), o(&a.hw_rev), o(&a.fw_version), o(&a.batch),
+            a.id.clone(),
+            a.started_at.to_string(),
+            t(a.finished_at.as_ref().map(|v| v as _)),
+            a.port.clone(),
+            a.status.to_string(),
+            t(a.stage.as_ref().map(|v| v as _)),
+            t(a.code.as_ref().map(|v| v as _)),
+            o(&a.reason),
+            o(&a.device_serial),
+            o(&a.model),
+            o(&a.hw_rev),
+            o(&a.fw_version),
+            o(&a.batch),
             c.as_ref().map(|c| c.serial_hex.clone()).unwrap_or_default(),
-            c.as_ref().map(|c| c.status.clone()).unwrap_or_default(),
-            c.as_ref().map(|c| c.not_before.clone()).unwrap_or_default(),
-            c.as_ref().map(|c| c.not_after.clone()).unwrap_or_default(),
-            c.as_ref().and_then(|c| c.fingerprint_sha256.clone()).unwrap_or_default(),
-            o(&a.spki_sha256), a.resumed.to_string(),
+            c.as_ref().map(|c| c.status.to_string()).unwrap_or_default(),
+            c.as_ref()
+                .map(|c| c.not_before.to_string())
+                .unwrap_or_default(),
+            c.as_ref()
+                .map(|c| c.not_after.to_string())
+                .unwrap_or_default(),
+            c.as_ref()
+                .and_then(|c| c.fingerprint_sha256.clone())
+                .unwrap_or_default(),
+            o(&a.spki_sha256),
+            a.resumed.to_string(),
         ])?;
     }
     out.flush()?;

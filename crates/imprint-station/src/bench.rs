@@ -5,6 +5,7 @@
 
 use crate::config::Mode;
 use crate::station::{Progress, ProgressFn, ProgressStatus, Station};
+use imprint_proto::FailureCode;
 use imprint_serial::{PortEvent, PortWatcher};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -39,7 +40,7 @@ pub struct Tile {
     pub attempt_id: Option<String>,
     pub cert_serial: Option<String>,
     pub resumed: bool,
-    pub code: Option<String>,
+    pub code: Option<FailureCode>,
     pub reason: Option<String>,
     pub hint: Option<String>,
 }
@@ -250,9 +251,10 @@ impl Bench {
             if let Err(e) = b.inner.station.provision(&port, Some(&progress)) {
                 let t = b.update(&port, |t| {
                     t.state = TileState::Failed;
-                    t.code = Some("store_error".into());
+                    let code = e.failure_code();
+                    t.code = Some(code);
                     t.reason = Some(format!("the attempt could not be recorded: {e}"));
-                    t.hint = Some("Check the station's disk, then press Retry.".into());
+                    t.hint = Some(code.hint().into());
                 });
                 if let Some(t) = t {
                     b.emit(BenchEvent::Tile(t));
@@ -290,7 +292,7 @@ impl Bench {
                 }
                 ProgressStatus::Failed { code, reason, hint } => {
                     t.state = TileState::Failed;
-                    t.code = Some(code.clone());
+                    t.code = Some(*code);
                     t.reason = Some(reason.clone());
                     t.hint = Some(hint.clone());
                 }

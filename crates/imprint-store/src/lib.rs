@@ -46,9 +46,37 @@ pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(String),
     #[error("local store error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[source] rusqlite::Error),
+    /// The disk holding the store is full (SQLITE_FULL; SQLite reports a
+    /// write that failed with ENOSPC as SQLITE_FULL too).
+    #[error("the station's disk is full: the local store cannot grow ({0})")]
+    Full(String),
     #[error("local store writer has stopped")]
     WriterGone,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        if is_full(&e) {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Sql(e)
+        }
+    }
+}
+
+fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+impl StoreError {
+    /// The failure code an attempt records when the store fails it.
+    pub fn failure_code(&self) -> imprint_proto::FailureCode {
+        match self {
+            StoreError::Full(_) => imprint_proto::FailureCode::StoreFull,
+            _ => imprint_proto::FailureCode::StoreError,
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send>;
@@ -238,12 +266,17 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             }
             Err(e) => {
                 let msg = e.to_string();
-                tracing::error!(error = %msg, "local store commit failed");
+                let full = is_full(&e);
+                tracing::error!(error = %msg, full, "local store commit failed");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                        Some(format!("commit failed: {msg}")),
-                    ))));
+                    let _ = reply.send(Err(if full {
+                        StoreError::Full(format!("commit failed: {msg}"))
+                    } else {
+                        StoreError::Sql(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                            Some(format!("commit failed: {msg}")),
+                        ))
+                    }));
                 }
             }
         }
@@ -253,6 +286,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 pub mod mqtt_events;
 pub mod outbox;
 pub mod records;
+pub mod types;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use records::*;
+pub use types::{AttemptStatus, CertStatus, Recorded, Timestamp};

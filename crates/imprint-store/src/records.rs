@@ -1,7 +1,9 @@
 //! The station's records: attempts, their steps, and certificates.
 
 use crate::outbox::{enqueue, Entity};
+use crate::types::{AttemptStatus, CertStatus, Recorded, Timestamp};
 use crate::{now_text, ts, Store, StoreError};
+use imprint_proto::{FailureCode, Stage};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
@@ -28,19 +30,29 @@ pub struct StepRow {
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptEnd {
-    Passed { resumed: bool },
-    Failed { stage: String, code: String, reason: String, hint: String, retryable: bool },
+    Passed {
+        resumed: bool,
+    },
+    /// `hint` and `retryable` are the code's catalogue entry unless a
+    /// caller has more to say.
+    Failed {
+        stage: Stage,
+        code: FailureCode,
+        reason: String,
+        hint: String,
+        retryable: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AttemptRow {
     pub id: String,
     pub port: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub status: String,
-    pub stage: Option<String>,
-    pub code: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub status: Recorded<AttemptStatus>,
+    pub stage: Option<Recorded<Stage>>,
+    pub code: Option<Recorded<FailureCode>>,
     pub reason: Option<String>,
     pub hint: Option<String>,
     pub retryable: Option<bool>,
@@ -68,16 +80,16 @@ pub struct CertRow {
     pub spki_sha256: String,
     #[serde(skip)]
     pub spki_der: Vec<u8>,
-    pub not_before: String,
-    pub not_after: String,
-    pub status: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    pub status: Recorded<CertStatus>,
     #[serde(skip)]
     pub cert_der: Option<Vec<u8>>,
     #[serde(skip)]
     pub chain_der: Option<Vec<u8>>,
     pub fingerprint_sha256: Option<String>,
-    pub created_at: String,
-    pub issued_at: Option<String>,
+    pub created_at: Timestamp,
+    pub issued_at: Option<Timestamp>,
 }
 
 /// A journaled intent to sign: written before the signer is called.
@@ -90,8 +102,8 @@ pub struct Intent {
     pub serial_hex: String,
     pub spki_sha256: String,
     pub spki_der: Vec<u8>,
-    pub not_before: String,
-    pub not_after: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
 }
 
 /// Filters for listing attempts.
@@ -314,12 +326,13 @@ impl Store {
                  WHERE status='running' ORDER BY started_at, id",
                 params![now_text()],
             )?;
+            let code = FailureCode::StationStopped;
             let n = t.execute(
-                "UPDATE attempts SET status='interrupted', finished_at=?1, code='station_stopped',
+                "UPDATE attempts SET status='interrupted', finished_at=?1, code=?2,
                      reason='the station stopped during ' || coalesce(stage, 'the attempt'),
-                     hint='Re-attach the device: it resumes with the same key and certificate.', retryable=1
+                     hint=?3, retryable=?4
                  WHERE status='running'",
-                params![now_text()],
+                params![now_text(), code.as_str(), code.hint(), code.retryable() as i64],
             )?;
             let _ = tx.send(n);
             Ok(())
@@ -398,14 +411,16 @@ pub(crate) fn finish_in(
 ) -> Result<(), StoreError> {
     let n = match end {
         AttemptEnd::Passed { resumed } => t.execute(
+            // A pass clears any failure recorded earlier (another process's
+            // start-up recovery may have marked this live attempt interrupted).
             "UPDATE attempts SET status='passed', stage='done', finished_at=?2, resumed=max(resumed, ?3),
-                 bytes_to_device=?4, bytes_from_device=?5 WHERE id=?1",
+                 bytes_to_device=?4, bytes_from_device=?5, code=NULL, reason=NULL, hint=NULL, retryable=NULL WHERE id=?1",
             params![id, now_text(), resumed as i64, bytes_to_device as i64, bytes_from_device as i64],
         )?,
         AttemptEnd::Failed { stage, code, reason, hint, retryable } => t.execute(
             "UPDATE attempts SET status='failed', stage=?2, code=?3, reason=?4, hint=?5, retryable=?6, finished_at=?7,
                  bytes_to_device=?8, bytes_from_device=?9 WHERE id=?1",
-            params![id, stage, code, reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
+            params![id, stage.as_str(), code.as_str(), reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
                 bytes_from_device as i64],
         )?,
     };
@@ -466,8 +481,8 @@ mod tests {
             serial_hex: serial.into(),
             spki_sha256: key.into(),
             spki_der: vec![1, 2, 3],
-            not_before: now_text(),
-            not_after: now_text(),
+            not_before: Timestamp::now(),
+            not_after: Timestamp::now(),
         }
     }
 
@@ -494,10 +509,32 @@ mod tests {
             .unwrap();
         s.set_device(&a, &DeviceFacts { serial: "SN1".into(), ..Default::default() }).unwrap();
         let row = s.attempt(&a).unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.stage.as_deref()), ("running", Some("identify")));
-        s.finish_attempt(&a, AttemptEnd::Failed { stage: "keygen".into(), code: "timeout".into(), reason: "r".into(), hint: "h".into(), retryable: true }, 10, 20).unwrap();
+        assert_eq!(
+            (row.status.clone(), row.stage.clone()),
+            (AttemptStatus::Running.into(), Some(Stage::Identify.into()))
+        );
+        s.finish_attempt(
+            &a,
+            AttemptEnd::Failed {
+                stage: Stage::Keygen,
+                code: FailureCode::Timeout,
+                reason: "r".into(),
+                hint: "h".into(),
+                retryable: true,
+            },
+            10,
+            20,
+        )
+        .unwrap();
         let row = s.attempt(&a).unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.code.as_deref(), row.bytes_from_device), ("failed", Some("timeout"), 20));
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.code.as_ref().map(Recorded::as_str),
+                row.bytes_from_device
+            ),
+            ("failed", Some("timeout"), 20)
+        );
         assert_eq!(s.steps(&a).unwrap().len(), 1);
         let f = AttemptFilter { device_serial: Some("SN1".into()), ..Default::default() };
         assert_eq!(s.attempts(&f).unwrap().len(), 1);
@@ -557,8 +594,12 @@ mod tests {
         let s = Store::open(&p).unwrap();
         assert_eq!(s.interrupt_running().unwrap(), 1);
         let r = s.attempt(&a).unwrap().unwrap();
-        assert_eq!(r.status, "interrupted");
-        assert_eq!(r.reason.as_deref(), Some("the station stopped during write_cert"));
+        assert_eq!(r.status, AttemptStatus::Interrupted);
+        assert_eq!(r.code, Some(FailureCode::StationStopped.into()));
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("the station stopped during write_cert")
+        );
     }
 
     #[test]
