@@ -111,6 +111,39 @@ pub fn parse_ts(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
+/// Bytes kept free next to the store (`<db>-reserve`, 0600) so that, when
+/// the disk fills up, the failures can still be recorded: the reserve is
+/// deleted and the final write retried ([`Store::write_final`]). It is made
+/// again when the store opens with room for it.
+pub const RESERVE_BYTES: u64 = 1 << 20;
+
+fn reserve_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-reserve");
+    PathBuf::from(p)
+}
+
+fn make_reserve(p: &Path) {
+    if std::fs::metadata(p).is_ok_and(|m| m.len() == RESERVE_BYTES) {
+        return;
+    }
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut f = o.open(p)?;
+        // Real blocks, not a sparse file: they must be there to give back.
+        f.write_all(&vec![0u8; RESERVE_BYTES as usize])?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(p);
+        tracing::warn!(reserve = %p.display(), error = %e, "could not keep a disk reserve next to the store");
+    }
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -129,6 +162,7 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         migrate(&mut conn)?;
+        make_reserve(&reserve_path(path));
         let reader = Connection::open(path).map_err(open_err)?;
         configure(&reader).map_err(open_err)?;
         let (tx, rx) = mpsc::channel::<Op>();
@@ -145,6 +179,26 @@ impl Store {
             reader: Mutex::new(reader),
             writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// Run a write that records how something ended; when the disk is full,
+    /// give back the reserve (see [`RESERVE_BYTES`]) and try once more, so a
+    /// full disk is recorded as a failure instead of leaving the record open.
+    pub(crate) fn write_final<F>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: Fn(&Transaction<'_>) -> Result<(), StoreError> + Clone + Send + 'static,
+    {
+        match self.write(f.clone()) {
+            Err(StoreError::Full(why)) => {
+                let reserve = reserve_path(&self.path);
+                if std::fs::remove_file(&reserve).is_err() {
+                    return Err(StoreError::Full(why));
+                }
+                tracing::error!(reserve = %reserve.display(), "disk full: released the store's reserve to record the failure");
+                self.write(f)
+            }
+            other => other,
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -312,7 +312,7 @@ impl Store {
         bytes_from_device: u64,
     ) -> Result<(), StoreError> {
         let id = attempt_id.to_string();
-        self.write(move |t| finish_in(t, &id, end, bytes_to_device, bytes_from_device))
+        self.write_final(move |t| finish_in(t, &id, end.clone(), bytes_to_device, bytes_from_device))
     }
 
     /// On start-up: attempts left `running` by a stopped station become
@@ -600,6 +600,93 @@ mod tests {
             r.reason.as_deref(),
             Some("the station stopped during write_cert")
         );
+    }
+
+    #[test]
+    fn a_pass_after_another_process_marked_the_attempt_interrupted_keeps_no_stale_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.db");
+        let s = Store::open(&p).unwrap();
+        let a = s.begin_attempt("p", None).unwrap();
+        // A second process on the same data dir runs start-up recovery while
+        // this attempt is live.
+        {
+            let other = Store::open(&p).unwrap();
+            assert_eq!(other.interrupt_running().unwrap(), 1);
+        }
+        assert_eq!(s.attempt(&a).unwrap().unwrap().code, Some(FailureCode::StationStopped.into()));
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap();
+        let r = s.attempt(&a).unwrap().unwrap();
+        assert_eq!(r.status, AttemptStatus::Passed);
+        assert_eq!((r.code, r.reason, r.hint, r.retryable), (None, None, None, None), "a pass carries no failure");
+    }
+
+    #[test]
+    fn unknown_text_in_an_old_database_reads_back_unrecognized_without_panicking() {
+        let (_d, s) = store();
+        s.write(|t| {
+            t.execute_batch(
+                "INSERT INTO attempts(id, port, started_at, status, stage, code)
+                 VALUES ('x', 'p', '2026-01-01T00:00:00.000Z', 'failed', 'warp', 'connect_dns')",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let r = s.attempt("x").unwrap().unwrap();
+        assert_eq!(r.status, AttemptStatus::Failed);
+        assert_eq!(r.stage, Some(Recorded::Unrecognized("warp".into())));
+        assert_eq!(r.code.as_ref().map(|c| (c.known(), c.as_str())), Some((None, "connect_dns")));
+    }
+
+    /// Unmounts the test's tmpfs when the test ends, however it ends.
+    struct Mounted(std::path::PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_recorded_as_store_full_not_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED a_full_disk_is_recorded_as_store_full_not_left_running: mounting a 4 MiB tmpfs needs root here");
+            return;
+        }
+        let _umount = Mounted(dir.path().to_path_buf());
+        let db = dir.path().join("station.db");
+        let s = Store::open(&db).unwrap();
+        let reserve = dir.path().join("station.db-reserve");
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), crate::RESERVE_BYTES);
+        let a = s.begin_attempt("p", None).unwrap();
+        // Fill the disk for real.
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(dir.path().join("filler")).unwrap();
+            let chunk = vec![7u8; 16 * 1024];
+            while f.write_all(&chunk).is_ok() {}
+            let _ = f.sync_all();
+        }
+        let big = "x".repeat(16 * 1024);
+        let step = || StepRow { at: now_text(), stage: "identify".into(), kind: "info".into(), detail: big.clone() };
+        let err = (0..512).find_map(|_| s.record_steps(&a, vec![step(), step()]).err()).expect("the disk never filled up");
+        assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+        assert_eq!(err.failure_code(), FailureCode::StoreFull);
+        // The failure is still recorded: the reserve is given back for it.
+        let code = err.failure_code();
+        let end = AttemptEnd::Failed { stage: Stage::Identify, code, reason: err.to_string(), hint: code.hint().into(), retryable: code.retryable() };
+        s.finish_attempt(&a, end, 0, 0).unwrap();
+        let r = s.attempt(&a).unwrap().unwrap();
+        assert_eq!((r.status.clone(), r.code.clone()), (AttemptStatus::Failed.into(), Some(FailureCode::StoreFull.into())));
+        assert!(r.hint.as_deref().is_some_and(|h| h.starts_with("Free disk space")), "{r:?}");
+        assert!(!reserve.exists(), "the reserve was given back");
+        drop(s);
     }
 
     #[test]
