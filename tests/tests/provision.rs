@@ -223,3 +223,20 @@ fn p384_device_keys_are_certified_when_the_profile_asks_for_them() {
     openssl_verify(snap.cert_der.as_ref().unwrap(), &chain).unwrap();
     pkilint(snap.cert_der.as_ref().unwrap()).unwrap();
 }
+
+#[test]
+fn an_attempt_failing_between_ident_and_lookup_is_found_by_its_serial() {
+    let ts = TestStation::new();
+    let st = ts.open();
+    // Unplugged at request 3 (KEYGEN): IDENT has answered, the certificate
+    // lookup never ran.
+    let dev = sim("IDENT-0001", "unplug-at=3");
+    let r = st.provision(&path_of(&dev), None).unwrap();
+    let Outcome::Failed(f) = &r.outcome else { panic!("{:?}", r.outcome) };
+    assert_eq!((f.code.as_str(), f.stage.as_str()), ("unplugged", "keygen"), "{f:?}");
+    let found = st.store().attempts(&AttemptFilter { device_serial: Some("IDENT-0001".into()), ..Default::default() }).unwrap();
+    assert_eq!(found.len(), 1, "records list --serial finds the attempt");
+    assert_eq!(found[0].id, r.attempt_id);
+    assert_eq!(found[0].status.as_str(), "failed");
+    assert!(found[0].model.is_some(), "the device's facts are recorded with its serial");
+}
