@@ -149,6 +149,42 @@ mod tests {
         assert_eq!(step("S", &s("a", "b")), step("S", &s("a", "b")));
     }
 
+    /// The hash input of a typed row is byte-identical to the one computed
+    /// from the stored text before rows were typed: the expected value was
+    /// computed independently from the text form (length-prefixed tagged
+    /// fields, times as µs instants), including a code this build does not
+    /// know (kept verbatim as `Unrecognized`).
+    #[test]
+    fn typed_attempt_rows_hash_as_their_stored_text_did() {
+        use imprint_store::{AttemptRow, Recorded};
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let a = AttemptRow {
+            id: "0190a1b2-0000-7000-8000-000000000001".into(),
+            port: "/dev/ttyUSB0".into(),
+            started_at: t("2026-01-02T03:04:05.678Z"),
+            finished_at: Some(t("2026-01-02T03:04:06.000Z")),
+            status: Recorded::from_text("failed".into()),
+            stage: Some(Recorded::from_text("keygen".into())),
+            code: Some(Recorded::from_text("connect_dns".into())),
+            reason: Some("the reason".into()),
+            hint: Some("the hint".into()),
+            retryable: Some(true),
+            device_serial: Some("SN1".into()),
+            model: Some("M1".into()),
+            hw_rev: None,
+            fw_version: Some("1.0".into()),
+            fw_hash: None,
+            chip_uid: None,
+            batch: Some("B1".into()),
+            spki_sha256: None,
+            certificate_id: None,
+            resumed: false,
+            bytes_to_device: 10,
+            bytes_from_device: 20,
+        };
+        assert_eq!(hex::encode(attempt("ST-1", &a)), "7e74ec9a908394500568fcea2674688a56c8b2209864f0c16d2831437ce1f307");
+    }
+
     #[test]
     fn times_hash_as_instants_not_as_spellings() {
         let at = |t: &str| StepRecord { at: t.into(), ..s("a", "b") };
