@@ -384,3 +384,51 @@ pub struct SettingsDto {
     pub lock_device: bool,
     pub config_path: String,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::ApiErrorCode as C;
+
+    /// Every IPC error code with its text and hint, pinned: adding or
+    /// renaming a code must update this table on purpose (the UI sees the text).
+    const PINNED: &[(C, &str, &str)] = &[
+        (C::Internal, "internal", "Report this as a station bug, with the station's log."),
+        (C::BadRequest, "bad_request", "Check what was entered and try again."),
+        (C::NoSuchPort, "no_such_port", "The device is no longer attached. Re-seat the cable and wait for its tile."),
+        (C::Busy, "busy", "Wait until the running attempt on this port ends."),
+        (C::Store, "store", "Check the station's disk (space, permissions), then try again."),
+        (C::StoreFull, "store_full", "Free disk space on the station (the disk holding its data directory is full), then try again."),
+        (C::NotFound, "not_found", "Check the attempt id or device serial."),
+        (C::InvalidSettings, "invalid_settings", "Correct the highlighted setting and save again."),
+        (C::Io, "io", "Check that the path exists and that the station may write to it."),
+        (C::NotReady, "not_ready", "Wait until the station has opened, or fix the start-up problem shown."),
+        (C::BadFault, "bad_fault", "Use one of the simulator's fault names."),
+        (C::Simulator, "simulator", "Check the simulator's message, then attach the simulated devices again."),
+        (C::Ca, "ca", "Install the CA certificate that matches the signer's key (imprint ca show), then restart."),
+        (C::Setup, "setup", "Fix the station configuration as the message says, then restart."),
+        (C::SignerBadUri, "signer_bad_uri", "Fix the CA signer URI in the settings, then restart."),
+        (C::SignerTokenAbsent, "signer_token_absent", "Connect the HSM token named in the signer URI, then restart."),
+        (C::SignerPinRejected, "signer_pin_rejected", "Enter the right HSM PIN."),
+        (C::SignerPinLocked, "signer_pin_locked", "The HSM PIN is locked. Have the security officer unlock it, then restart."),
+        (C::SignerKeyNotFound, "signer_key_not_found", "Check the signer URI and that the CA key is on the HSM or KMS, then restart."),
+        (C::SignerUnavailable, "signer_unavailable", "Check the HSM or KMS and the network, then try again."),
+        (C::SignerFailed, "signer_failed", "Check the HSM or KMS (Health shows its state), then try again."),
+    ];
+
+    #[test]
+    fn every_ipc_error_code_is_pinned_with_its_text_and_hint() {
+        assert_eq!(C::ALL.len(), PINNED.len(), "a code was added or removed: update the pinned table on purpose");
+        for (code, (pinned, text, hint)) in C::ALL.iter().zip(PINNED) {
+            assert_eq!(code, pinned, "declaration order");
+            assert_eq!(code.as_str(), *text);
+            assert_eq!(code.hint(), *hint, "{code:?}");
+            assert!(code.hint().ends_with('.') && !code.hint().trim().is_empty(), "{code:?}");
+            // serde (what the UI receives) spells it as as_str, and it round-trips.
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<C>(&json).unwrap(), *code);
+        }
+        assert!(serde_json::from_str::<C>("\"store_error\"").is_err(), "unknown text is no code");
+    }
+}
