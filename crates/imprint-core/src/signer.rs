@@ -131,7 +131,7 @@ impl fmt::Debug for dyn Signer {
 /// as the DER `ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }` that
 /// X.509 carries.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, SignerError> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
         return Err(SignerError::Failed(format!(
             "raw ECDSA signature has odd length {}",
             raw.len()

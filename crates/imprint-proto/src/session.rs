@@ -920,7 +920,7 @@ impl Session {
         self.complete(format!("CSR {} bytes", got.len()));
         self.enter(Stage::Issue);
         self.state = State::Issue;
-        let identity = self.identity.clone().unwrap_or_else(|| unreachable_identity());
+        let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
         Action::Issue {
             identity,
             keygen_spki_der: self.keygen_spki.clone(),
@@ -1178,7 +1178,7 @@ impl Session {
     fn pass(&mut self) -> Action {
         self.stage = Stage::Done;
         self.state = State::Finished;
-        let identity = self.identity.clone().unwrap_or_else(|| unreachable_identity());
+        let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
         let issued = self.issued.clone();
         self.note(NoteKind::Completed, "passed");
         Action::Finish(Outcome::Passed {
