@@ -95,15 +95,48 @@ fn copy_data(store: &Store) -> Vec<(&'static str, &'static str, String, usize)> 
         let h = hash::attempt(STATION, a);
         let ver = v("attempt", &a.id, 0);
         let retry = a.retryable.map(|r| r.to_string());
-        let (resumed, to, from) = (a.resumed.to_string(), a.bytes_to_device.to_string(), a.bytes_from_device.to_string());
+        let (started, finished, status) = (
+            a.started_at.to_string(),
+            a.finished_at.map(|t| t.to_string()),
+            a.status.to_string(),
+        );
+        let (stage, code) = (
+            a.stage.as_ref().map(|v| v.to_string()),
+            a.code.as_ref().map(|v| v.to_string()),
+        );
+        let (resumed, to, from) = (
+            a.resumed.to_string(),
+            a.bytes_to_device.to_string(),
+            a.bytes_from_device.to_string(),
+        );
         row(
             &mut a_txt,
             vec![
-                T(Some(&a.id)), T(Some(STATION)), T(Some(&a.port)), T(Some(&a.started_at)), T(a.finished_at.as_deref()), T(Some(&a.status)),
-                T(a.stage.as_deref()), T(a.code.as_deref()), T(a.reason.as_deref()), T(a.hint.as_deref()), T(retry.as_deref()),
-                T(a.device_serial.as_deref()), T(a.model.as_deref()), T(a.hw_rev.as_deref()), T(a.fw_version.as_deref()),
-                T(a.fw_hash.as_deref()), T(a.chip_uid.as_deref()), T(a.batch.as_deref()), T(a.spki_sha256.as_deref()),
-                T(a.certificate_id.as_deref()), T(Some(&resumed)), T(Some(&to)), T(Some(&from)), T(Some(&ver)), B(Some(&h)),
+                T(Some(&a.id)),
+                T(Some(STATION)),
+                T(Some(&a.port)),
+                T(Some(&started)),
+                T(finished.as_deref()),
+                T(Some(&status)),
+                T(stage.as_deref()),
+                T(code.as_deref()),
+                T(a.reason.as_deref()),
+                T(a.hint.as_deref()),
+                T(retry.as_deref()),
+                T(a.device_serial.as_deref()),
+                T(a.model.as_deref()),
+                T(a.hw_rev.as_deref()),
+                T(a.fw_version.as_deref()),
+                T(a.fw_hash.as_deref()),
+                T(a.chip_uid.as_deref()),
+                T(a.batch.as_deref()),
+                T(a.spki_sha256.as_deref()),
+                T(a.certificate_id.as_deref()),
+                T(Some(&resumed)),
+                T(Some(&to)),
+                T(Some(&from)),
+                T(Some(&ver)),
+                B(Some(&h)),
             ],
         );
         na += 1;
@@ -128,12 +161,32 @@ fn copy_data(store: &Store) -> Vec<(&'static str, &'static str, String, usize)> 
     for c in store.certificates().unwrap() {
         let h = hash::certificate(STATION, &c);
         let ver = v("certificate", &c.id, 0);
+        let (nb, na_, st) = (
+            c.not_before.to_string(),
+            c.not_after.to_string(),
+            c.status.to_string(),
+        );
+        let (created, issued) = (c.created_at.to_string(), c.issued_at.map(|t| t.to_string()));
         row(
             &mut c_txt,
             vec![
-                T(Some(&c.id)), T(Some(STATION)), T(Some(&c.attempt_id)), T(Some(&c.device_serial)), T(Some(&c.issuer)), T(Some(&c.serial_hex)),
-                T(Some(&c.spki_sha256)), B(Some(&c.spki_der)), T(Some(&c.not_before)), T(Some(&c.not_after)), T(Some(&c.status)),
-                B(c.cert_der.as_deref()), T(c.fingerprint_sha256.as_deref()), T(Some(&c.created_at)), T(c.issued_at.as_deref()), T(Some(&ver)), B(Some(&h)),
+                T(Some(&c.id)),
+                T(Some(STATION)),
+                T(Some(&c.attempt_id)),
+                T(Some(&c.device_serial)),
+                T(Some(&c.issuer)),
+                T(Some(&c.serial_hex)),
+                T(Some(&c.spki_sha256)),
+                B(Some(&c.spki_der)),
+                T(Some(&nb)),
+                T(Some(&na_)),
+                T(Some(&st)),
+                B(c.cert_der.as_deref()),
+                T(c.fingerprint_sha256.as_deref()),
+                T(Some(&created)),
+                T(issued.as_deref()),
+                T(Some(&ver)),
+                B(Some(&h)),
             ],
         );
         nc += 1;

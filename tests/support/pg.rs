@@ -246,10 +246,6 @@ pub fn local_set(store: &Store, station: &str) -> RecordSet {
     out
 }
 
-fn t(v: Option<time::OffsetDateTime>) -> Option<String> {
-    v.map(imprint_store::ts)
-}
-
 /// A station's records as the center holds them, each hash **recomputed from
 /// the center's columns** (so content, not just the stored hash, is compared),
 /// and checked against the hash the center stored.
@@ -270,11 +266,11 @@ pub fn central_set(db: &TestDb, station: &str) -> RecordSet {
             let a = AttemptRow {
                 id: r.get(0),
                 port: r.get(1),
-                started_at: imprint_store::ts(r.get(2)),
-                finished_at: t(r.get(3)),
-                status: r.get(4),
-                stage: r.get(5),
-                code: r.get(6),
+                started_at: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(2)),
+                finished_at: r.get::<Option<time::OffsetDateTime>, _>(3).map(imprint_store::Timestamp::from),
+                status: imprint_store::Recorded::from_text(r.get(4)),
+                stage: r.get::<Option<String>, _>(5).map(imprint_store::Recorded::from_text),
+                code: r.get::<Option<String>, _>(6).map(imprint_store::Recorded::from_text),
                 reason: r.get(7),
                 hint: r.get(8),
                 retryable: r.get(9),
@@ -326,14 +322,14 @@ pub fn central_set(db: &TestDb, station: &str) -> RecordSet {
                 serial_hex: r.get(4),
                 spki_sha256: r.get(5),
                 spki_der: r.get(6),
-                not_before: imprint_store::ts(r.get(7)),
-                not_after: imprint_store::ts(r.get(8)),
-                status: r.get(9),
+                not_before: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(7)),
+                not_after: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(8)),
+                status: imprint_store::Recorded::from_text(r.get(9)),
                 cert_der: r.get(10),
                 chain_der: None,
                 fingerprint_sha256: r.get(11),
-                created_at: imprint_store::ts(r.get(12)),
-                issued_at: t(r.get(13)),
+                created_at: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(12)),
+                issued_at: r.get::<Option<time::OffsetDateTime>, _>(13).map(imprint_store::Timestamp::from),
             };
             let h = hex::encode(hash::certificate(station, &cert));
             assert_eq!(h, hex::encode(r.get::<Vec<u8>, _>(15)), "certificate {}", cert.id);
@@ -433,8 +429,9 @@ pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps:
                             serial_hex: hex::encode(serial_bytes),
                             spki_sha256: spki,
                             spki_der: vec![0x30; 91],
-                            not_before: now_text(),
-                            not_after: "2036-01-01T00:00:00.000Z".into(),
+                            not_before: imprint_store::Timestamp::now(),
+                            not_after: imprint_store::Timestamp::parse("2036-01-01T00:00:00.000Z")
+                                .unwrap(),
                         })
                         .unwrap();
                     let mut der = vec![0u8; 480];

@@ -19,9 +19,19 @@ fn imprint(ts: &TestStation, args: &[&str], crash_at: Option<&str>) -> Output {
 
 fn check_single_certificate(ts: &TestStation, dev: &imprint_devsim::SimHandle) -> String {
     let store = Store::open(&ts.cfg.store_path()).unwrap();
-    let certs: Vec<_> = store.certificates().unwrap().into_iter().filter(|c| c.device_serial == dev.serial()).collect();
-    assert_eq!(certs.len(), 1, "exactly one certificate for {}: {certs:#?}", dev.serial());
-    assert_eq!(certs[0].status, "issued");
+    let certs: Vec<_> = store
+        .certificates()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.device_serial == dev.serial())
+        .collect();
+    assert_eq!(
+        certs.len(),
+        1,
+        "exactly one certificate for {}: {certs:#?}",
+        dev.serial()
+    );
+    assert_eq!(certs[0].status.as_str(), "issued");
     let snap = dev.snapshot();
     assert_eq!(snap.cert_der.as_deref(), certs[0].cert_der.as_deref(), "device holds the recorded certificate");
     assert!(snap.locked);
@@ -43,8 +53,13 @@ fn killed_at_each_critical_point_the_station_resumes_with_the_journaled_certific
             let certs = store.certificates().unwrap();
             let expect_status = if point == "after_journal" || point == "after_sign" { "signing" } else { "issued" };
             assert_eq!(certs.len(), 1, "{point}");
-            assert_eq!(certs[0].status, expect_status, "{point}");
-            let running = store.attempts(&AttemptFilter { status: Some("running".into()), ..Default::default() }).unwrap();
+            assert_eq!(certs[0].status.as_str(), expect_status, "{point}");
+            let running = store
+                .attempts(&AttemptFilter {
+                    status: Some("running".into()),
+                    ..Default::default()
+                })
+                .unwrap();
             assert_eq!(running.len(), 1, "{point}");
         }
         let journaled_serial = Store::open(&ts.cfg.store_path()).unwrap().certificates().unwrap()[0].serial_hex.clone();

@@ -81,7 +81,9 @@ fn kms_ca_created_from_the_cli_signs_device_certificates_that_verify_and_lint_cl
     let store = Store::open(&ts.cfg.store_path()).unwrap();
     let certs = store.certificates().unwrap();
     assert_eq!(certs.len(), 2);
-    assert!(certs.iter().all(|c| c.status == "issued" && c.issuer.contains("KMS Factory Device CA")));
+    assert!(certs
+        .iter()
+        .all(|c| c.status.as_str() == "issued" && c.issuer.contains("KMS Factory Device CA")));
     no_secret_in_logs(&ts);
 
     // Health: the signer's state, machine-readable.
@@ -246,16 +248,34 @@ fn assert_nothing_half_issued(store: &Store, devs: &[&SimHandle]) {
         assert!(mine.len() <= 1, "{}: {} certificate rows", d.serial(), mine.len());
         match (d.snapshot().cert_der, mine.first()) {
             (Some(held), Some(row)) => {
-                assert_eq!(row.status, "issued", "{}", d.serial());
-                assert_eq!(row.cert_der.as_deref(), Some(&held[..]), "{}: holds the recorded certificate", d.serial());
+                assert_eq!(row.status.as_str(), "issued", "{}", d.serial());
+                assert_eq!(
+                    row.cert_der.as_deref(),
+                    Some(&held[..]),
+                    "{}: holds the recorded certificate",
+                    d.serial()
+                );
             }
-            (None, Some(row)) => assert_eq!(row.status, "signing", "{}: an issued certificate the device never got", d.serial()),
+            (None, Some(row)) => assert_eq!(
+                row.status.as_str(),
+                "signing",
+                "{}: an issued certificate the device never got",
+                d.serial()
+            ),
             (None, None) => {}
             (Some(_), None) => panic!("{}: a certificate with no record", d.serial()),
         }
     }
-    let issued = certs.iter().filter(|c| c.status == "issued" && devs.iter().any(|d| d.serial() == c.device_serial)).count();
-    let held = devs.iter().filter(|d| d.snapshot().cert_der.is_some()).count();
+    let issued = certs
+        .iter()
+        .filter(|c| {
+            c.status.as_str() == "issued" && devs.iter().any(|d| d.serial() == c.device_serial)
+        })
+        .count();
+    let held = devs
+        .iter()
+        .filter(|d| d.snapshot().cert_der.is_some())
+        .count();
     assert_eq!(issued, held, "every issued certificate is on a device");
 }
 
@@ -346,7 +366,15 @@ fn kms_killed_mid_batch_leaves_every_device_retryable_and_nothing_half_issued() 
     }
     let store = Store::open(&k.ts.cfg.store_path()).unwrap();
     assert_nothing_half_issued(&store, &all);
-    assert_eq!(store.certificates().unwrap().iter().filter(|c| c.status == "signing").count(), 3);
+    assert_eq!(
+        store
+            .certificates()
+            .unwrap()
+            .iter()
+            .filter(|c| c.status.as_str() == "signing")
+            .count(),
+        3
+    );
 
     // Re-attached while KMS is still dead: refused before touching the
     // device, which keeps its key and its journaled intent; no second row.
@@ -428,14 +456,32 @@ fn defer_keeps_the_csr_while_kms_is_down_and_the_next_attach_finishes_without_a_
     let store = Store::open(&k.ts.cfg.store_path()).unwrap();
     let rows = store.certificates().unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|c| c.status == "signing"), "both CSRs journaled: {rows:#?}");
-    let attempt = store.attempts(&Default::default()).unwrap().into_iter().find(|a| a.device_serial.as_deref() == Some("DEFER-0001")).unwrap();
-    assert_eq!(attempt.code.as_deref(), Some("signing_deferred"));
-    assert!(attempt.reason.unwrap().starts_with("deferred: will finish when the signer is back"));
+    assert!(
+        rows.iter().all(|c| c.status.as_str() == "signing"),
+        "both CSRs journaled: {rows:#?}"
+    );
+    let attempt = store
+        .attempts(&Default::default())
+        .unwrap()
+        .into_iter()
+        .find(|a| a.device_serial.as_deref() == Some("DEFER-0001"))
+        .unwrap();
+    assert_eq!(
+        attempt.code.as_ref().map(|c| c.as_str()),
+        Some("signing_deferred")
+    );
+    assert!(attempt
+        .reason
+        .unwrap()
+        .starts_with("deferred: will finish when the signer is back"));
 
     k.moto().resume();
     reattach_finishes(&k, &[&first, &second]);
-    assert!(store.certificates().unwrap().iter().all(|c| c.status == "issued"));
+    assert!(store
+        .certificates()
+        .unwrap()
+        .iter()
+        .all(|c| c.status.as_str() == "issued"));
 }
 
 #[test]

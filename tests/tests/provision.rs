@@ -23,10 +23,14 @@ fn happy_path_issues_verifiable_certificate_and_records_every_step() {
     let snap = dev.snapshot();
     assert!(snap.locked);
     let row = st.store().attempt(&r.attempt_id).unwrap().unwrap();
-    assert_eq!(row.status, "passed");
+    assert_eq!(row.status.as_str(), "passed");
     assert_eq!(row.device_serial.as_deref(), Some("HAPPY-0001"));
-    let cert = st.store().cert_by_id(row.certificate_id.as_deref().unwrap()).unwrap().unwrap();
-    assert_eq!(cert.status, "issued");
+    let cert = st
+        .store()
+        .cert_by_id(row.certificate_id.as_deref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(cert.status.as_str(), "issued");
     assert_eq!(&cert.serial_hex, cert_serial_hex);
     assert!(cert.serial_hex.len() >= 16, "serial has at least 64 bits");
     assert_eq!(snap.cert_der.as_deref(), cert.cert_der.as_deref());
@@ -81,16 +85,26 @@ fn every_fault_ends_in_a_recorded_state_with_a_reason_and_lying_csrs_get_no_cert
         let row = st.store().attempt(&r.attempt_id).unwrap().unwrap();
         match expect {
             None => {
-                assert!(matches!(r.outcome, Outcome::Passed { .. }), "{fault}: {:?}", r.outcome);
-                assert_eq!(row.status, "passed", "{fault}");
+                assert!(
+                    matches!(r.outcome, Outcome::Passed { .. }),
+                    "{fault}: {:?}",
+                    r.outcome
+                );
+                assert_eq!(row.status.as_str(), "passed", "{fault}");
             }
             Some(code) => {
-                let Outcome::Failed(f) = &r.outcome else { panic!("{fault}: passed but must fail with {code}") };
-                assert_eq!(&f.code, code, "{fault}: {f:?}");
+                let Outcome::Failed(f) = &r.outcome else {
+                    panic!("{fault}: passed but must fail with {code}")
+                };
+                assert_eq!(f.code.as_str(), *code, "{fault}: {f:?}");
                 assert!(!f.reason.is_empty() && !f.hint.is_empty(), "{fault}: {f:?}");
                 // Recorded as such.
-                assert_eq!(row.status, "failed", "{fault}");
-                assert_eq!(row.code.as_deref(), Some(*code), "{fault}");
+                assert_eq!(row.status.as_str(), "failed", "{fault}");
+                assert_eq!(
+                    row.code.as_ref().map(|c| c.as_str()),
+                    Some(*code),
+                    "{fault}"
+                );
                 assert_eq!(row.reason.as_deref(), Some(f.reason.as_str()), "{fault}");
                 assert!(row.hint.is_some());
                 assert!(st.store().steps(&r.attempt_id).unwrap().iter().any(|s| s.kind == "failed"), "{fault}: no failed step");
@@ -121,8 +135,10 @@ fn unplugged_device_resumes_with_the_same_certificate_never_a_second() {
     // Request 12 falls after issuance (during read-back); the device comes back on a new pty.
     let dev = sim("RESUME-0001", "unplug-at=12,replug-after-ms=200");
     let first = st.provision(&path_of(&dev), None).unwrap();
-    let Outcome::Failed(f) = &first.outcome else { panic!("{:?}", first.outcome) };
-    assert_eq!(f.code, "unplugged");
+    let Outcome::Failed(f) = &first.outcome else {
+        panic!("{:?}", first.outcome)
+    };
+    assert_eq!(f.code.as_str(), "unplugged");
     assert!(f.retryable);
     let issued_before = st.store().certificates().unwrap();
     assert_eq!(issued_before.len(), 1, "the certificate was issued before the unplug");
@@ -206,4 +222,21 @@ fn p384_device_keys_are_certified_when_the_profile_asks_for_them() {
     let chain = split_der_chain(snap.chain_der.as_ref().unwrap());
     openssl_verify(snap.cert_der.as_ref().unwrap(), &chain).unwrap();
     pkilint(snap.cert_der.as_ref().unwrap()).unwrap();
+}
+
+#[test]
+fn an_attempt_failing_between_ident_and_lookup_is_found_by_its_serial() {
+    let ts = TestStation::new();
+    let st = ts.open();
+    // Unplugged at request 3 (KEYGEN): IDENT has answered, the certificate
+    // lookup never ran.
+    let dev = sim("IDENT-0001", "unplug-at=3");
+    let r = st.provision(&path_of(&dev), None).unwrap();
+    let Outcome::Failed(f) = &r.outcome else { panic!("{:?}", r.outcome) };
+    assert_eq!((f.code.as_str(), f.stage.as_str()), ("unplugged", "keygen"), "{f:?}");
+    let found = st.store().attempts(&AttemptFilter { device_serial: Some("IDENT-0001".into()), ..Default::default() }).unwrap();
+    assert_eq!(found.len(), 1, "records list --serial finds the attempt");
+    assert_eq!(found[0].id, r.attempt_id);
+    assert_eq!(found[0].status.as_str(), "failed");
+    assert!(found[0].model.is_some(), "the device's facts are recorded with its serial");
 }

@@ -92,8 +92,8 @@ fn an_attempt_synced_while_running_is_updated_when_it_finishes() {
         serial_hex: "0a0b".into(),
         spki_sha256: "k-upd-1".into(),
         spki_der: vec![1, 2],
-        not_before: now_text(),
-        not_after: now_text(),
+        not_before: imprint_store::Timestamp::now(),
+        not_after: imprint_store::Timestamp::now(),
     })
     .unwrap();
     sync_once(s.clone(), "line-3", &cfg).unwrap();
@@ -180,8 +180,8 @@ fn a_certificate_key_seen_at_two_stations_is_quarantined_and_the_device_flagged(
             serial_hex: serial_hex.into(),
             spki_sha256: "the-same-key".into(),
             spki_der: vec![9],
-            not_before: now_text(),
-            not_after: now_text(),
+            not_before: imprint_store::Timestamp::now(),
+            not_after: imprint_store::Timestamp::now(),
         })
         .unwrap();
         s.mark_issued(&id, b"der", b"chain", "fp").unwrap();

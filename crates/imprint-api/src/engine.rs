@@ -537,7 +537,7 @@ impl Bench {
     fn attempt_over(&self, port: &str, r: &imprint_station::AttemptResult) {
         let tile = lock(&self.inner.tiles).get(port).cloned();
         let Some(tile) = tile else { return };
-        let unplugged = matches!(&r.outcome, imprint_proto::session::Outcome::Failed(f) if f.code == "unplugged");
+        let unplugged = matches!(&r.outcome, imprint_proto::session::Outcome::Failed(f) if f.code == imprint_proto::FailureCode::Unplugged);
         self.record_finished(tile);
         if unplugged && !self.stopping() {
             let n = {
@@ -597,7 +597,7 @@ impl Bench {
                     retryable,
                 } => {
                     t.state = TileState::Failed;
-                    t.code = Some(code.clone());
+                    t.code = Some(code.as_str().to_string());
                     t.reason = Some(reason.clone());
                     t.hint = Some(hint.clone());
                     t.retryable = *retryable;

@@ -121,15 +121,20 @@ pub fn normalize_since(s: &str) -> ApiResult<String> {
     )))
 }
 
+/// A typed stored value as its stored text.
+fn txt<T: std::fmt::Display>(v: &Option<T>) -> Option<String> {
+    v.as_ref().map(|x| x.to_string())
+}
+
 fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
     AttemptView {
         id: a.id,
         port: a.port,
-        started_at: a.started_at,
-        finished_at: a.finished_at,
-        status: a.status,
-        stage: a.stage,
-        code: a.code,
+        started_at: a.started_at.to_string(),
+        finished_at: txt(&a.finished_at),
+        status: a.status.to_string(),
+        stage: txt(&a.stage),
+        code: txt(&a.code),
         reason: a.reason,
         hint: a.hint,
         retryable: a.retryable,
@@ -142,7 +147,7 @@ fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
         batch: a.batch,
         spki_sha256: a.spki_sha256,
         cert_serial: c.map(|c| c.serial_hex.clone()),
-        cert_status: c.map(|c| c.status.clone()),
+        cert_status: c.map(|c| c.status.to_string()),
         resumed: a.resumed,
     }
 }
@@ -152,7 +157,7 @@ fn certificate_view(c: &CertRow) -> Option<CertificateView> {
     let s = imprint_core::issuance::summarize(der).ok()?;
     Some(CertificateView {
         serial_hex: c.serial_hex.clone(),
-        status: c.status.clone(),
+        status: c.status.to_string(),
         subject: s.subject,
         issuer: s.issuer,
         not_before: imprint_store::ts(s.not_before),
@@ -252,12 +257,12 @@ pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
         let o = |s: &Option<String>| csv_cell(s.as_deref().unwrap_or_default());
         out.write_record([
             csv_cell(&a.id),
-            csv_cell(&a.started_at),
-            o(&a.finished_at),
+            csv_cell(&a.started_at.to_string()),
+            o(&txt(&a.finished_at)),
             csv_cell(&a.port),
-            csv_cell(&a.status),
-            o(&a.stage),
-            o(&a.code),
+            csv_cell(&a.status.to_string()),
+            o(&txt(&a.stage)),
+            o(&txt(&a.code)),
             o(&a.reason),
             o(&a.device_serial),
             o(&a.model),
@@ -267,12 +272,12 @@ pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
             c.as_ref()
                 .map(|c| csv_cell(&c.serial_hex))
                 .unwrap_or_default(),
-            c.as_ref().map(|c| csv_cell(&c.status)).unwrap_or_default(),
+            c.as_ref().map(|c| csv_cell(&c.status.to_string())).unwrap_or_default(),
             c.as_ref()
-                .map(|c| csv_cell(&c.not_before))
+                .map(|c| csv_cell(&c.not_before.to_string()))
                 .unwrap_or_default(),
             c.as_ref()
-                .map(|c| csv_cell(&c.not_after))
+                .map(|c| csv_cell(&c.not_after.to_string()))
                 .unwrap_or_default(),
             c.as_ref()
                 .and_then(|c| c.fingerprint_sha256.as_deref())

@@ -7,6 +7,7 @@
 //! key the device generated, and carried this session's nonce.
 
 use crate::signer::{RcgenKey, Signer, SignerError};
+use imprint_proto::FailureCode;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use ::time::{Duration, OffsetDateTime};
@@ -159,14 +160,15 @@ pub enum CsrRefusal {
 }
 
 impl CsrRefusal {
-    pub fn code(&self) -> &'static str {
+    /// The refusal's code in the failure catalogue.
+    pub fn code(&self) -> FailureCode {
         match self {
-            CsrRefusal::Malformed(_) => "csr_malformed",
-            CsrRefusal::KeyNotAllowed { .. } => "key_not_allowed",
-            CsrRefusal::BadSignature => "csr_bad_signature",
-            CsrRefusal::KeyMismatch => "csr_key_mismatch",
-            CsrRefusal::NonceMismatch => "csr_nonce_mismatch",
-            CsrRefusal::SubjectMismatch { .. } => "csr_subject_mismatch",
+            CsrRefusal::Malformed(_) => FailureCode::CsrMalformed,
+            CsrRefusal::KeyNotAllowed { .. } => FailureCode::KeyNotAllowed,
+            CsrRefusal::BadSignature => FailureCode::CsrBadSignature,
+            CsrRefusal::KeyMismatch => FailureCode::CsrKeyMismatch,
+            CsrRefusal::NonceMismatch => FailureCode::CsrNonceMismatch,
+            CsrRefusal::SubjectMismatch { .. } => FailureCode::CsrSubjectMismatch,
         }
     }
 }
@@ -486,9 +488,19 @@ mod tests {
         let k = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
         let c = check_csr(&csr(&k, "SN1", NONCE, false), "SN1", &spki(&k), NONCE, &Profile::default()).unwrap();
         assert_eq!(c.key_type, KeyType::P384);
-        let p256_only = Profile { allowed_keys: vec![KeyType::P256], ..Profile::default() };
-        let e = check_csr(&csr(&k, "SN1", NONCE, false), "SN1", &spki(&k), NONCE, &p256_only).unwrap_err();
-        assert_eq!(e.code(), "key_not_allowed");
+        let p256_only = Profile {
+            allowed_keys: vec![KeyType::P256],
+            ..Profile::default()
+        };
+        let e = check_csr(
+            &csr(&k, "SN1", NONCE, false),
+            "SN1",
+            &spki(&k),
+            NONCE,
+            &p256_only,
+        )
+        .unwrap_err();
+        assert_eq!(e.code().as_str(), "key_not_allowed");
     }
 
     #[test]
@@ -496,15 +508,31 @@ mod tests {
         let p = Profile::default();
         let k = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let other = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let check = |der: &[u8], keygen: &[u8]| check_csr(der, "SN1", keygen, NONCE, &p).unwrap_err();
-        assert_eq!(check(&csr(&k, "SN2", NONCE, false), &spki(&k)).code(), "csr_subject_mismatch");
-        assert_eq!(check(&csr(&other, "SN1", NONCE, false), &spki(&k)).code(), "csr_key_mismatch");
-        assert_eq!(check(&csr(&k, "SN1", &[1u8; 16], false), &spki(&k)).code(), "csr_nonce_mismatch");
+        let check =
+            |der: &[u8], keygen: &[u8]| check_csr(der, "SN1", keygen, NONCE, &p).unwrap_err();
+        assert_eq!(
+            check(&csr(&k, "SN2", NONCE, false), &spki(&k))
+                .code()
+                .as_str(),
+            "csr_subject_mismatch"
+        );
+        assert_eq!(
+            check(&csr(&other, "SN1", NONCE, false), &spki(&k))
+                .code()
+                .as_str(),
+            "csr_key_mismatch"
+        );
+        assert_eq!(
+            check(&csr(&k, "SN1", &[1u8; 16], false), &spki(&k))
+                .code()
+                .as_str(),
+            "csr_nonce_mismatch"
+        );
         let mut bad = csr(&k, "SN1", NONCE, false);
         let n = bad.len();
         bad[n - 3] ^= 0x55;
-        assert_eq!(check(&bad, &spki(&k)).code(), "csr_bad_signature");
-        assert_eq!(check(b"junk", &spki(&k)).code(), "csr_malformed");
+        assert_eq!(check(&bad, &spki(&k)).code().as_str(), "csr_bad_signature");
+        assert_eq!(check(b"junk", &spki(&k)).code().as_str(), "csr_malformed");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! a network round trip to a KMS is the same to every caller. A backend that is
 //! async inside (KMS) blocks on its own runtime in `sign`; callers do not change.
 
+use imprint_proto::FailureCode;
 use std::fmt;
 
 /// The signature algorithms a CA key may use. ECDSA only for now: every
@@ -77,16 +78,16 @@ impl SignerError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, SignerError::Transient(_))
     }
-    /// Short stable code for records and IPC.
-    pub fn code(&self) -> &'static str {
+    /// The error's code in the failure catalogue (records and IPC).
+    pub fn code(&self) -> FailureCode {
         match self {
-            SignerError::BadUri(_) => "signer_bad_uri",
-            SignerError::TokenAbsent(_) => "signer_token_absent",
-            SignerError::PinRejected(_) => "signer_pin_rejected",
-            SignerError::PinLocked(_) => "signer_pin_locked",
-            SignerError::KeyNotFound(_) => "signer_key_not_found",
-            SignerError::Transient(_) => "signer_unavailable",
-            SignerError::Failed(_) => "signer_failed",
+            SignerError::BadUri(_) => FailureCode::SignerBadUri,
+            SignerError::TokenAbsent(_) => FailureCode::SignerTokenAbsent,
+            SignerError::PinRejected(_) => FailureCode::SignerPinRejected,
+            SignerError::PinLocked(_) => FailureCode::SignerPinLocked,
+            SignerError::KeyNotFound(_) => FailureCode::SignerKeyNotFound,
+            SignerError::Transient(_) => FailureCode::SignerUnavailable,
+            SignerError::Failed(_) => FailureCode::SignerFailed,
         }
     }
 }
@@ -130,7 +131,7 @@ impl fmt::Debug for dyn Signer {
 /// as the DER `ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }` that
 /// X.509 carries.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, SignerError> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
         return Err(SignerError::Failed(format!(
             "raw ECDSA signature has odd length {}",
             raw.len()

@@ -4,9 +4,11 @@
 //! unit-tested, and the decoder is fuzzable.
 
 pub mod codec;
+pub mod codes;
 pub mod session;
 
 pub use codec::{Decoded, Decoder, Direction, ErrorCode, Frame, FrameError, MAX_LINE};
+pub use codes::{Closed, FailureCode};
 pub use session::{
     Action, DeviceState, Failure, Identity, Input, IssuedChain, KeyAlg, Note, NoteKind, Outcome,
     Session, SessionConfig, Stage,

@@ -12,6 +12,7 @@
 //! ```
 
 use crate::codec::{b64, unb64, ErrorCode, Frame};
+use crate::codes::{sanitize_device_text, Closed, FailureCode};
 use sha2::{Digest, Sha256};
 
 /// Protocol version this host speaks.
@@ -21,7 +22,7 @@ pub const PROTO_VERSION: u32 = 1;
 pub const MAX_CHUNK: usize = 720;
 
 /// Where in the flow a session is; also the `stage` of a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     Hello,
     Identify,
@@ -57,6 +58,10 @@ impl Stage {
             Stage::Done => "done",
         }
     }
+    /// The stage whose text is `s`, if any.
+    pub fn parse(s: &str) -> Option<Stage> {
+        <Stage as Closed>::parse(s)
+    }
     /// Coarse progress in percent, for progress bars.
     pub fn progress(self) -> u8 {
         match self {
@@ -74,6 +79,39 @@ impl Stage {
             Stage::Lock => 95,
             Stage::Done => 100,
         }
+    }
+}
+
+impl Closed for Stage {
+    const ALL: &'static [Stage] = &[
+        Stage::Hello,
+        Stage::Identify,
+        Stage::Keygen,
+        Stage::Lookup,
+        Stage::Csr,
+        Stage::Issue,
+        Stage::WriteCert,
+        Stage::WriteChain,
+        Stage::ReadBack,
+        Stage::Prove,
+        Stage::Connect,
+        Stage::Lock,
+        Stage::Done,
+    ];
+    fn as_str(self) -> &'static str {
+        Stage::as_str(self)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl serde::Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -159,14 +197,29 @@ pub struct IssuedChain {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     pub stage: Stage,
-    /// Stable machine code (`no_response`, `unplugged`, `csr_refused`, ...).
-    pub code: String,
-    /// What happened, in words an operator understands.
+    /// Stable machine code from the closed catalogue ([`FailureCode`]).
+    pub code: FailureCode,
+    /// What happened, in words an operator understands (the only place
+    /// device-supplied text may appear, sanitised and bounded).
     pub reason: String,
-    /// What to do next.
+    /// What to do next: the code's catalogue hint.
     pub hint: String,
-    /// True where re-attaching / retrying the same device can succeed.
+    /// True where re-attaching / retrying the same device can succeed: the
+    /// code's catalogue flag.
     pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure with the hint and retryable flag of `code`'s catalogue entry.
+    pub fn new(stage: Stage, code: FailureCode, reason: impl Into<String>) -> Failure {
+        Failure {
+            stage,
+            code,
+            reason: reason.into(),
+            hint: code.hint().to_string(),
+            retryable: code.retryable(),
+        }
+    }
 }
 
 /// How a session ended.
@@ -339,6 +392,9 @@ pub fn verb_timeout_ms(verb: &str) -> u32 {
     }
 }
 
+/// Longest device-supplied message kept in a failure's reason, in bytes.
+pub const MAX_DEVICE_TEXT: usize = 200;
+
 /// Deadline base of CONNECT: the device has 10 s to connect and round-trip.
 pub const CONNECT_TIMEOUT_MS: u32 = 15_000;
 
@@ -454,27 +510,27 @@ impl Session {
     /// Feed what happened; get the next action.
     pub fn handle(&mut self, input: Input) -> Action {
         if matches!(self.state, State::Finished) {
-            return Action::Finish(self.fail_outcome(
-                "session_over",
-                "input after the session finished".into(),
-                "",
-                false,
-            ));
+            return Action::Finish(Outcome::Failed(Failure::new(
+                self.stage,
+                FailureCode::SessionOver,
+                "input after the session finished",
+            )));
         }
         match input {
             Input::Gone(why) => {
                 let stage = self.stage;
                 self.fail(
-                    "unplugged",
+                    FailureCode::Unplugged,
                     format!("device disconnected during {}: {why}", stage.as_str()),
-                    "Re-seat the cable. Provisioning resumes where it stopped; the device keeps its key and gets the same certificate.",
-                    true,
                 )
             }
             Input::Timeout => self.on_timeout(),
             Input::Waited => match self.resend_after_wait.take() {
                 Some(req) => self.send(req),
-                None => self.fail("internal", "a wait ended with nothing to resend".into(), "Report this as a station bug.", true),
+                None => self.fail(
+                    FailureCode::Internal,
+                    "a wait ended with nothing to resend".into(),
+                ),
             },
             Input::Corrupt(line) => self.on_corrupt(line),
             Input::Frame(f) => self.on_frame(f),
@@ -541,7 +597,10 @@ impl Session {
 
     fn on_timeout(&mut self) -> Action {
         let Some(req) = self.outstanding.clone() else {
-            return self.fail("internal", "timeout with no request outstanding".into(), "Report this as a station bug.", true);
+            return self.fail(
+                FailureCode::Internal,
+                "timeout with no request outstanding".into(),
+            );
         };
         if let State::LockCommit { .. } = self.state {
             // Did the lock happen? Ask, never retry the commit blindly.
@@ -556,35 +615,25 @@ impl Session {
         }
         if let Some(line) = self.last_corrupt.take() {
             return self.fail(
-                "corrupt_frames",
+                FailureCode::CorruptFrames,
                 format!(
                     "the device's answers to {} were corrupt or oversized ({} tries; last: {})",
                     req.head,
                     1 + self.cfg.retries,
                     truncate(&line, 80)
                 ),
-                "The serial link is corrupting data: check the cable, the baud rate and for a ground loop, then press Retry.",
-                true,
             );
         }
-        let (code, hint) = if matches!(self.state, State::Hello) {
-            (
-                "no_response",
-                "No answer from the device. Check the cable, that the device is powered and in provisioning mode, and the port's baud rate; then press Retry.",
-            )
+        let code = if matches!(self.state, State::Hello) {
+            FailureCode::NoResponse
         } else {
-            (
-                "timeout",
-                "The device stopped answering. Re-seat the cable and press Retry; if it happens again, set the device aside for QA.",
-            )
+            FailureCode::Timeout
         };
         let tries = 1 + self.cfg.retries as u32;
         let ms = self.timeout_for(&req, req.encode().len());
         self.fail(
             code,
             format!("no answer to {} within {ms} ms ({tries} tries)", req.head),
-            hint,
-            true,
         )
     }
 
@@ -630,10 +679,8 @@ impl Session {
         }
         if !f.is_ok() {
             return self.fail(
-                "bad_response",
+                FailureCode::BadResponse,
                 format!("the device answered {} with {:?}", req.head, f.head),
-                "The device does not speak this protocol version correctly. Check its firmware version.",
-                false,
             );
         }
         match std::mem::replace(&mut self.state, State::Finished) {
@@ -654,7 +701,10 @@ impl Session {
             State::LockVerify => self.after_lock_verify(&f),
             other => {
                 self.state = other;
-                self.fail("internal", format!("frame in state {:?}", self.stage), "Report this as a station bug.", true)
+                self.fail(
+                    FailureCode::Internal,
+                    format!("frame in state {:?}", self.stage),
+                )
             }
         }
     }
@@ -679,37 +729,44 @@ impl Session {
             // Already locked: fine if it is our certificate, which read-back showed.
             return self.pass();
         }
-        let hint = match code {
-            ErrorCode::Locked => "The device is locked and cannot be re-keyed. Rework needs a station that can unlock it; set it aside.",
-            ErrorCode::UnsupportedVersion | ErrorCode::UnknownVerb => "The device firmware does not support this station's protocol. Update the firmware.",
-            ErrorCode::Storage => "The device could not write its flash. Retry once; if it fails again, set the device aside for QA.",
-            _ => "Press Retry; if it fails again, set the device aside for QA with this reason.",
+        let (failure_code, what) = match code {
+            ErrorCode::Locked => (FailureCode::DeviceLocked, ""),
+            ErrorCode::UnsupportedVersion | ErrorCode::UnknownVerb => {
+                (FailureCode::UnsupportedVersion, "")
+            }
+            ErrorCode::Storage => (
+                FailureCode::DeviceError,
+                ": the device could not write its flash",
+            ),
+            _ => (FailureCode::DeviceError, ""),
         };
+        let msg = sanitize_device_text(&msg, MAX_DEVICE_TEXT);
         self.fail(
-            "device_error",
-            format!("device refused {}: {} {}{}", req.head, code.as_u16(), code.name(), if msg.is_empty() { String::new() } else { format!(" ({msg})") }),
-            hint,
-            !matches!(code, ErrorCode::Locked | ErrorCode::UnsupportedVersion | ErrorCode::UnknownVerb),
+            failure_code,
+            format!(
+                "device refused {}: {} {}{}{what}",
+                req.head,
+                code.as_u16(),
+                code.name(),
+                if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({msg})")
+                }
+            ),
         )
     }
 
     fn bad(&mut self, what: String) -> Action {
-        self.fail(
-            "bad_response",
-            what,
-            "The device's answer does not follow the protocol. Check its firmware; set it aside for QA.",
-            false,
-        )
+        self.fail(FailureCode::BadResponse, what)
     }
 
     fn after_hello(&mut self, f: &Frame) -> Action {
         let proto: u32 = f.field("proto").and_then(|v| v.parse().ok()).unwrap_or(0);
         if proto != PROTO_VERSION {
             return self.fail(
-                "unsupported_version",
+                FailureCode::UnsupportedVersion,
                 format!("device speaks protocol version {proto}, station speaks {PROTO_VERSION}"),
-                "Update the device firmware or the station.",
-                false,
             );
         }
         if let Some(c) = f.field("chunk").and_then(|v| v.parse::<usize>().ok()) {
@@ -769,7 +826,7 @@ impl Session {
 
     fn on_lookup(&mut self, found: Result<Option<IssuedChain>, Failure>) -> Action {
         if self.state != State::Lookup {
-            return self.fail("internal", "lookup answer out of order".into(), "Report this as a station bug.", true);
+            return self.fail(FailureCode::Internal, "lookup answer out of order".into());
         }
         let found = match found {
             Ok(f) => f,
@@ -790,10 +847,8 @@ impl Session {
             None => {
                 if self.locked_on_arrival {
                     return self.fail(
-                        "locked_unknown",
+                        FailureCode::LockedUnknown,
                         "the device is locked and holds no certificate this station issued".into(),
-                        "Set the device aside: it was provisioned elsewhere and cannot be re-keyed here.",
-                        false,
                     );
                 }
                 self.complete("no certificate for this key yet");
@@ -858,16 +913,14 @@ impl Session {
         }
         if Sha256::digest(&got).as_slice() != expect_sha.as_slice() {
             return self.fail(
-                "csr_transfer",
+                FailureCode::CsrTransfer,
                 "the CSR read from the device does not match the SHA-256 it announced".into(),
-                "The serial link corrupted the transfer. Re-seat the cable and press Retry.",
-                true,
             );
         }
         self.complete(format!("CSR {} bytes", got.len()));
         self.enter(Stage::Issue);
         self.state = State::Issue;
-        let identity = self.identity.clone().unwrap_or_else(|| unreachable_identity());
+        let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
         Action::Issue {
             identity,
             keygen_spki_der: self.keygen_spki.clone(),
@@ -878,7 +931,7 @@ impl Session {
 
     fn on_issued(&mut self, r: Result<IssuedChain, Failure>) -> Action {
         if self.state != State::Issue {
-            return self.fail("internal", "issue answer out of order".into(), "Report this as a station bug.", true);
+            return self.fail(FailureCode::Internal, "issue answer out of order".into());
         }
         match r {
             Ok(chain) => {
@@ -968,7 +1021,9 @@ impl Session {
         if got != self.object_bytes(obj) {
             let locked = self.locked_on_arrival;
             return self.fail(
-                "read_back_mismatch",
+                // A locked device cannot be rewritten: it holds a certificate
+                // this station did not issue for its key.
+                if locked { FailureCode::LockedUnknown } else { FailureCode::ReadBackMismatch },
                 format!(
                     "the {} read back from the device differs from what {} ({} bytes read, {} expected)",
                     obj.as_str(),
@@ -976,12 +1031,6 @@ impl Session {
                     got.len(),
                     self.object_bytes(obj).len()
                 ),
-                if locked {
-                    "The device is locked with a different certificate. Set it aside for QA."
-                } else {
-                    "Re-seat the cable and press Retry; if it fails again, the device's storage is faulty: set it aside."
-                },
-                !locked,
             );
         }
         match obj {
@@ -1013,14 +1062,12 @@ impl Session {
 
     fn on_proof(&mut self, r: Result<(), String>) -> Action {
         if self.state != State::CheckProof {
-            return self.fail("internal", "proof answer out of order".into(), "Report this as a station bug.", true);
+            return self.fail(FailureCode::Internal, "proof answer out of order".into());
         }
         if let Err(why) = r {
             return self.fail(
-                "proof_failed",
+                FailureCode::ProofFailed,
                 format!("the device could not prove it holds the certified key: {why}"),
-                "Set the device aside for QA: its key does not match its certificate.",
-                false,
             );
         }
         self.complete("proof of possession verified");
@@ -1072,32 +1119,32 @@ impl Session {
         let msg = f.text("msg").unwrap_or_default();
         if code == ErrorCode::UnknownVerb {
             return self.fail(
-                "connect_unsupported",
+                FailureCode::ConnectUnsupported,
                 "the device firmware does not implement CONNECT, and this station requires the broker check".into(),
-                "Update the device firmware, or turn off mqtt.device_check on this station.",
-                false,
             );
         }
         if code != ErrorCode::ConnectFailed {
             return self.fail(
-                "device_error",
-                format!("device refused CONNECT: {} {} ({msg})", code.as_u16(), code.name()),
-                "Press Retry; if it fails again, set the device aside for QA with this reason.",
-                true,
+                FailureCode::DeviceError,
+                format!(
+                    "device refused CONNECT: {} {} ({})",
+                    code.as_u16(),
+                    code.name(),
+                    sanitize_device_text(&msg, MAX_DEVICE_TEXT)
+                ),
             );
         }
-        let reason = f.field("reason").unwrap_or("other").to_string();
-        let (hint, retryable) = match reason.as_str() {
-            "refused" => ("The broker refused the device's certificate or key: set the device aside for QA (it is not locked).", false),
-            "tls_verification" => ("The device could not verify the broker's certificate: check mqtt.server_ca matches the broker, then press Retry.", true),
-            "unreachable" | "timeout" => ("The device could not reach the broker: check the broker and the network, then press Retry.", true),
-            _ => ("Press Retry; if it fails again, set the device aside for QA with this reason.", true),
-        };
+        // The device's reason picks one of a closed set of codes; its words
+        // only ever reach the (sanitised, bounded) reason text.
+        let said = f.field("reason").unwrap_or("other");
+        let code = FailureCode::from_connect_reason(said);
         self.fail(
-            &format!("connect_{reason}"),
-            format!("the device could not connect to the broker with its new certificate: {reason}: {msg}"),
-            hint,
-            retryable,
+            code,
+            format!(
+                "the device could not connect to the broker with its new certificate: {}: {}",
+                sanitize_device_text(said, 64),
+                sanitize_device_text(&msg, MAX_DEVICE_TEXT)
+            ),
         )
     }
 
@@ -1120,17 +1167,18 @@ impl Session {
             return self.pass();
         }
         self.fail(
-            "lock_unconfirmed",
-            format!("LOCK commit timed out and the device reports state {}", f.field("state").unwrap_or("?")),
-            "Press Retry: the certificate is in place and the lock will be attempted again.",
-            true,
+            FailureCode::LockUnconfirmed,
+            format!(
+                "LOCK commit timed out and the device reports state {}",
+                sanitize_device_text(f.field("state").unwrap_or("?"), 64)
+            ),
         )
     }
 
     fn pass(&mut self) -> Action {
         self.stage = Stage::Done;
         self.state = State::Finished;
-        let identity = self.identity.clone().unwrap_or_else(|| unreachable_identity());
+        let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
         let issued = self.issued.clone();
         self.note(NoteKind::Completed, "passed");
         Action::Finish(Outcome::Passed {
@@ -1141,25 +1189,8 @@ impl Session {
         })
     }
 
-    fn fail_outcome(&self, code: &str, reason: String, hint: &str, retryable: bool) -> Outcome {
-        Outcome::Failed(Failure {
-            stage: self.stage,
-            code: code.to_string(),
-            reason,
-            hint: hint.to_string(),
-            retryable,
-        })
-    }
-
-    fn fail(&mut self, code: &str, reason: String, hint: &str, retryable: bool) -> Action {
-        let f = Failure {
-            stage: self.stage,
-            code: code.to_string(),
-            reason,
-            hint: hint.to_string(),
-            retryable,
-        };
-        self.finish_failed(f)
+    fn fail(&mut self, code: FailureCode, reason: String) -> Action {
+        self.finish_failed(Failure::new(self.stage, code, reason))
     }
 
     fn finish_failed(&mut self, f: Failure) -> Action {

@@ -2,6 +2,7 @@
 
 use crate::codec::{b64, unb64, ErrorCode, Frame};
 use crate::session::*;
+use crate::FailureCode;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -22,7 +23,9 @@ struct Fake {
     /// answer LOCK commit but the host never sees it (timeout), device is locked
     swallow_lock_commit: bool,
     /// CONNECT answers ERR 424 with this reason.
-    connect_fails: Option<&'static str>,
+    connect_fails: Option<String>,
+    /// The `msg` of that ERR (default: a TLS alert).
+    connect_msg: Option<String>,
     /// Old firmware: CONNECT is an unknown verb.
     no_connect: bool,
     verbs: Vec<String>,
@@ -105,10 +108,20 @@ impl Fake {
             }
             "PROVE" => ok.with("sig", b64(b"signature")),
             "CONNECT" if !self.no_connect => {
-                assert!(self.objects.contains_key("brokerca"), "CONNECT before brokerca was committed");
-                assert_eq!((req.field("host"), req.field("port"), req.field("topic")), (Some("127.0.0.1"), Some("8883"), Some("f/dev")));
-                match self.connect_fails {
-                    Some(reason) => Frame::err(rid, ErrorCode::ConnectFailed, "TLS alert UnknownCA").with("reason", reason),
+                assert!(
+                    self.objects.contains_key("brokerca"),
+                    "CONNECT before brokerca was committed"
+                );
+                assert_eq!(
+                    (req.field("host"), req.field("port"), req.field("topic")),
+                    (Some("127.0.0.1"), Some("8883"), Some("f/dev"))
+                );
+                match &self.connect_fails {
+                    Some(reason) => {
+                        let msg = self.connect_msg.as_deref().unwrap_or("TLS alert UnknownCA");
+                        Frame::err(rid, ErrorCode::ConnectFailed, msg)
+                            .with("reason", reason.clone())
+                    }
                     None => ok.with("latency_ms", "12"),
                 }
             }
@@ -373,13 +386,13 @@ fn issue_refusal_ends_the_session_with_that_failure() {
             Action::Lookup { .. } => s.handle(Input::Lookup(Ok(None))),
             Action::Issue { .. } => s.handle(Input::Issued(Err(Failure {
                 stage: Stage::Issue,
-                code: "csr_refused".into(),
+                code: FailureCode::CsrBadSignature,
                 reason: "CSR subject does not match".into(),
                 hint: "set aside".into(),
                 retryable: false,
             }))),
             Action::Finish(Outcome::Failed(f)) => {
-                assert_eq!(f.code, "csr_refused");
+                assert_eq!(f.code, FailureCode::CsrBadSignature);
                 break;
             }
             other => panic!("{other:?}"),
@@ -401,10 +414,23 @@ fn device_error_codes_become_clear_failures() {
 #[test]
 fn bad_serial_in_ident_is_refused() {
     let mut s = Session::new(cfg());
-    let Action::Send { frame, .. } = s.start() else { panic!() };
-    let Action::Send { frame, .. } = s.handle(Input::Frame(Frame::ok(frame.rid).with("proto", "1"))) else { panic!() };
-    let a = s.handle(Input::Frame(Frame::ok(frame.rid).with("serial", "bad%20serial").with("state", "blank")));
-    assert!(matches!(a, Action::Finish(Outcome::Failed(ref f)) if f.code == "bad_response"), "{a:?}");
+    let Action::Send { frame, .. } = s.start() else {
+        panic!()
+    };
+    let Action::Send { frame, .. } =
+        s.handle(Input::Frame(Frame::ok(frame.rid).with("proto", "1")))
+    else {
+        panic!()
+    };
+    let a = s.handle(Input::Frame(
+        Frame::ok(frame.rid)
+            .with("serial", "bad%20serial")
+            .with("state", "blank"),
+    ));
+    assert!(
+        matches!(a, Action::Finish(Outcome::Failed(ref f)) if f.code == FailureCode::BadResponse),
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -436,8 +462,10 @@ fn persistent_oversized_answers_fail_as_corrupt_frames() {
         assert_eq!(s.handle(Input::Corrupt("oversized line (1500 bytes)".into())), Action::KeepWaiting);
         a = s.handle(Input::Timeout);
     }
-    let Action::Finish(Outcome::Failed(f)) = a else { panic!("{a:?}") };
-    assert_eq!(f.code, "corrupt_frames");
+    let Action::Finish(Outcome::Failed(f)) = a else {
+        panic!("{a:?}")
+    };
+    assert_eq!(f.code, FailureCode::CorruptFrames);
     assert!(f.reason.contains("oversized"), "{}", f.reason);
 }
 
@@ -454,13 +482,13 @@ fn lookup_failure_ends_the_session() {
             },
             Action::Lookup { .. } => s.handle(Input::Lookup(Err(Failure {
                 stage: Stage::Lookup,
-                code: "certificate_revoked".into(),
+                code: FailureCode::CertificateRevoked,
                 reason: "revoked".into(),
                 hint: "rework".into(),
                 retryable: false,
             }))),
             Action::Finish(Outcome::Failed(f)) => {
-                assert_eq!(f.code, "certificate_revoked");
+                assert_eq!(f.code, FailureCode::CertificateRevoked);
                 break;
             }
             other => panic!("{other:?}"),
@@ -503,7 +531,10 @@ fn without_a_connect_check_no_connect_is_sent() {
 
 #[test]
 fn broker_refusing_the_device_fails_connect_unlocked_and_not_retryable() {
-    let mut dev = Fake { connect_fails: Some("refused"), ..Fake::default() };
+    let mut dev = Fake {
+        connect_fails: Some("refused".into()),
+        ..Fake::default()
+    };
     let r = run_with(&mut dev, connect_cfg(), None, true);
     let f = failure(&r);
     assert_eq!((f.stage, f.code.as_str(), f.retryable), (Stage::Connect, "connect_refused", false));
@@ -513,9 +544,91 @@ fn broker_refusing_the_device_fails_connect_unlocked_and_not_retryable() {
 
 #[test]
 fn unreachable_broker_is_a_retryable_connect_failure() {
-    let mut dev = Fake { connect_fails: Some("unreachable"), ..Fake::default() };
+    let mut dev = Fake {
+        connect_fails: Some("unreachable".into()),
+        ..Fake::default()
+    };
     let f = failure(&run_with(&mut dev, connect_cfg(), None, true)).clone();
     assert_eq!((f.code.as_str(), f.retryable), ("connect_unreachable", true));
+}
+
+#[test]
+fn device_connect_reason_text_never_becomes_a_code() {
+    // Whatever a device puts in `reason=` (and `msg=`) of a failed CONNECT,
+    // the code is one of the closed CONNECT set; the device's words reach
+    // only the reason, without control characters and bounded in length.
+    let long = "x".repeat(5 * 1024);
+    let multibyte = "é漢🙂".repeat(700);
+    let said: Vec<String> = vec![
+        "dns".into(),
+        "store_full".into(),
+        "signer_pin_locked".into(),
+        "refused\n".into(),
+        "REFUSED".into(),
+        "".into(),
+        long.clone(),
+        multibyte.clone(),
+        "a\u{0}b\u{7}c\r\nd\u{1b}[31m".into(),
+        "\u{202e}unreachable".into(),
+    ];
+    let closed = [
+        FailureCode::ConnectRefused,
+        FailureCode::ConnectTlsVerification,
+        FailureCode::ConnectUnreachable,
+        FailureCode::ConnectTimeout,
+        FailureCode::ConnectOther,
+    ];
+    for reason in said {
+        for msg in [
+            String::from("short"),
+            long.clone(),
+            multibyte.clone(),
+            "bell\u{7}\u{0}nul\nline".into(),
+        ] {
+            let mut dev = Fake {
+                connect_fails: Some(reason.clone()),
+                connect_msg: Some(msg.clone()),
+                ..Fake::default()
+            };
+            let f = failure(&run_with(&mut dev, connect_cfg(), None, true)).clone();
+            assert_eq!(f.stage, Stage::Connect);
+            assert_eq!(
+                f.code,
+                FailureCode::ConnectOther,
+                "device text {:?} made code {:?}",
+                &reason[..reason.len().min(40)],
+                f.code
+            );
+            assert!(closed.contains(&f.code));
+            assert_eq!(
+                (f.hint.as_str(), f.retryable),
+                (f.code.hint(), f.code.retryable()),
+                "hint and flag come from the catalogue"
+            );
+            assert!(
+                !f.reason.chars().any(char::is_control),
+                "control characters in {:?}",
+                &f.reason[..f.reason.len().min(80)]
+            );
+            assert!(f.reason.len() <= 600, "reason of {} bytes", f.reason.len());
+            assert!(!dev.locked);
+        }
+    }
+    // The known reasons still pick their own code.
+    for (reason, code) in [
+        ("refused", FailureCode::ConnectRefused),
+        ("timeout", FailureCode::ConnectTimeout),
+        ("tls_verification", FailureCode::ConnectTlsVerification),
+    ] {
+        let mut dev = Fake {
+            connect_fails: Some(reason.into()),
+            ..Fake::default()
+        };
+        assert_eq!(
+            failure(&run_with(&mut dev, connect_cfg(), None, true)).code,
+            code
+        );
+    }
 }
 
 #[test]

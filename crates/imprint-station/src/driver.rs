@@ -5,10 +5,14 @@
 use crate::config::SignerOffline;
 use crate::station::{Progress, ProgressFn, ProgressStatus, StationCtx};
 use imprint_core::issuance::{self, spki_sha256_hex};
-use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Session, SessionConfig, Stage};
-use imprint_proto::{Decoded, Decoder, Direction, KeyAlg};
+use imprint_proto::session::{
+    Action, Failure, Identity, Input, IssuedChain, Outcome, Session, SessionConfig, Stage,
+};
+use imprint_proto::{Decoded, Decoder, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
-use imprint_store::{now_text, ts, AttemptEnd, DeviceFacts, Intent, StepRow};
+use imprint_store::{
+    now_text, AttemptEnd, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Timestamp,
+};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -49,13 +53,18 @@ fn crash_point(name: &str) {
 fn random_bytes(n: usize) -> Result<Vec<u8>, Failure> {
     let mut v = vec![0u8; n];
     getrandom::fill(&mut v).map_err(|e| {
-        failure(Stage::Hello, "no_randomness", format!("the OS random source failed: {e}"), "Restart the station; if it persists, the workstation needs service.", true)
+        failure(
+            Stage::Hello,
+            FailureCode::NoRandomness,
+            format!("the OS random source failed: {e}"),
+        )
     })?;
     Ok(v)
 }
 
-fn failure(stage: Stage, code: &str, reason: String, hint: &str, retryable: bool) -> Failure {
-    Failure { stage, code: code.into(), reason, hint: hint.into(), retryable }
+/// A failure with its code's catalogue hint and retryable flag.
+fn failure(stage: Stage, code: FailureCode, reason: String) -> Failure {
+    Failure::new(stage, code, reason)
 }
 
 struct Run<'a> {
@@ -77,15 +86,16 @@ impl Run<'_> {
             return Ok(());
         }
         let notes = std::mem::take(&mut self.notes);
-        self.ctx.store.record_steps(&self.attempt_id, notes).map_err(|e| {
-            failure(
-                self.last_stage,
-                "store_error",
-                format!("the local store could not record this step: {e}"),
-                "Check the station's disk (space, permissions), then press Retry.",
-                true,
-            )
-        })
+        self.ctx
+            .store
+            .record_steps(&self.attempt_id, notes)
+            .map_err(|e| {
+                failure(
+                    self.last_stage,
+                    e.failure_code(),
+                    format!("the local store could not record this step: {e}"),
+                )
+            })
     }
 
     fn take_session_notes(&mut self, session: &mut Session) {
@@ -157,12 +167,12 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
         match SerialTransport::open(port, ctx.cfg.baud) {
             Ok(mut t) => drive(&mut run, &mut t, &span),
             Err(e) => {
-                let (code, hint) = match e {
-                    TransportError::Busy(_) => ("port_busy", "Another program (or another station) holds this port. Close it, then press Retry."),
-                    TransportError::NotFound(_) => ("port_missing", "The port is gone: re-seat the cable, then press Retry."),
-                    _ => ("port_open", "The port could not be opened. Re-seat the cable; check permissions (dialout group)."),
+                let code = match e {
+                    TransportError::Busy(_) => FailureCode::PortBusy,
+                    TransportError::NotFound(_) => FailureCode::PortMissing,
+                    _ => FailureCode::PortOpen,
                 };
-                Outcome::Failed(failure(Stage::Hello, code, e.to_string(), hint, true))
+                Outcome::Failed(failure(Stage::Hello, code, e.to_string()))
             }
         }
     };
@@ -170,8 +180,8 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
     let end = match &outcome {
         Outcome::Passed { resumed, .. } => AttemptEnd::Passed { resumed: *resumed },
         Outcome::Failed(f) => AttemptEnd::Failed {
-            stage: f.stage.as_str().into(),
-            code: f.code.clone(),
+            stage: f.stage,
+            code: f.code,
             reason: f.reason.clone(),
             hint: f.hint.clone(),
             retryable: f.retryable,
@@ -204,7 +214,7 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
         Outcome::Failed(f) => {
             tracing::warn!(stage = f.stage.as_str(), code = %f.code, reason = %f.reason, "device failed");
             run.report(ProgressStatus::Failed {
-                code: f.code.clone(),
+                code: f.code,
                 reason: f.reason.clone(),
                 hint: f.hint.clone(),
                 retryable: f.retryable,
@@ -232,10 +242,10 @@ fn refuse_while_signer_offline(run: &mut Run<'_>) -> Option<Failure> {
     let f = failure(
         Stage::Hello,
         e.code(),
-        format!("not started: the CA signer is unreachable ({e}); the device was not touched"),
-        "Bring the CA signer back (network, KMS; `imprint health` shows its state), then re-attach the device or press Retry. \
-         To provision while it is down and finish later, set signer_offline = \"defer\".",
-        true,
+        format!(
+            "not started: the CA signer is unreachable ({e}); the device was not touched \
+             (to provision while it is down and finish later, set signer_offline = \"defer\")"
+        ),
     );
     tracing::warn!(code = %f.code, reason = %f.reason, "device not started: signer unreachable");
     run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
@@ -249,20 +259,11 @@ fn signing_failure(ctx: &StationCtx, e: &imprint_core::signer::SignerError) -> F
     if e.is_retryable() && ctx.cfg.signer_offline == SignerOffline::Defer {
         return failure(
             Stage::Issue,
-            "signing_deferred",
+            FailureCode::SigningDeferred,
             format!("deferred: will finish when the signer is back (signing failed: {e})"),
-            "Deferred: will finish when the signer is back. The CSR is kept and the device keeps its key: \
-             re-attach it (or press Retry) once `imprint health` shows the signer reachable, and it gets its certificate.",
-            true,
         );
     }
-    failure(
-        Stage::Issue,
-        e.code(),
-        format!("signing failed: {e}"),
-        "The CA signer is unavailable: check the HSM/KMS (imprint health), then press Retry. The device keeps its key.",
-        true,
-    )
+    failure(Stage::Issue, e.code(), format!("signing failed: {e}"))
 }
 
 fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outcome {
@@ -293,8 +294,21 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
     let mut buf = [0u8; 2048];
     let mut deadline = Instant::now();
     let mut action = session.start();
+    let mut device_recorded = false;
     loop {
         run.take_session_notes(&mut session);
+        // The device's facts go on the attempt as soon as IDENT answers, so
+        // an attempt that fails before the certificate lookup is still
+        // found by its serial.
+        if !device_recorded {
+            if let Some(id) = session.identity() {
+                device_recorded = true;
+                span.record("serial", id.serial.as_str());
+                if let Err(e) = ctx.store.set_device(&run.attempt_id, &facts(id)) {
+                    return Outcome::Failed(store_failure(session.stage(), &e));
+                }
+            }
+        }
         let input = match action {
             Action::Send { frame, timeout_ms } => {
                 crash_point(&format!("send:{}", frame.head));
@@ -321,14 +335,6 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 Input::Waited
             }
             Action::Lookup { serial, spki_der } => {
-                span.record("serial", serial.as_str());
-                run.serial = Some(serial.clone());
-                if let Some(id) = session.identity() {
-                    let facts = facts(id);
-                    if let Err(e) = ctx.store.set_device(&run.attempt_id, &facts) {
-                        return Outcome::Failed(failure(Stage::Lookup, "store_error", e.to_string(), "Check the station's disk.", true));
-                    }
-                }
                 if let Err(f) = run.persist() {
                     return Outcome::Failed(f);
                 }
@@ -388,7 +394,11 @@ fn connect_check(ctx: &StationCtx) -> Result<Option<imprint_proto::session::Conn
         return Ok(None);
     };
     let bad = |e: String| {
-        failure(Stage::Hello, "mqtt_config", format!("the device broker check cannot start: {e}"), "Fix the [mqtt] section of the station config, then press Retry.", true)
+        failure(
+            Stage::Hello,
+            FailureCode::MqttConfig,
+            format!("the device broker check cannot start: {e}"),
+        )
     };
     let broker = m.broker().map_err(|e| bad(e.to_string()))?;
     let ca = m.server_ca_path().ok_or_else(|| bad("mqtt.server_ca (or mqtt.ca_bundle) is needed for the device check".into()))?;
@@ -442,8 +452,10 @@ fn facts(id: &Identity) -> DeviceFacts {
     }
 }
 
-fn store_failure(stage: Stage, e: impl std::fmt::Display) -> Failure {
-    failure(stage, "store_error", format!("local store: {e}"), "Check the station's disk (space, permissions), then press Retry.", true)
+/// A store error as the attempt's failure: `store_full` when the disk is
+/// full, else `store_error`.
+fn store_failure(stage: Stage, e: &StoreError) -> Failure {
+    failure(stage, e.failure_code(), format!("local store: {e}"))
 }
 
 /// A certificate already issued for this key, re-sent on resume. A journaled
@@ -451,43 +463,62 @@ fn store_failure(stage: Stage, e: impl std::fmt::Display) -> Failure {
 /// completed now with the identical plan: same serial, same validity.
 fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> Result<Option<IssuedChain>, Failure> {
     let key = spki_sha256_hex(spki_der);
-    ctx.store.set_key(attempt_id, &key).map_err(|e| store_failure(Stage::Lookup, e))?;
-    let Some(row) = ctx.store.cert_by_spki(&key).map_err(|e| store_failure(Stage::Lookup, e))? else {
+    ctx.store
+        .set_key(attempt_id, &key)
+        .map_err(|e| store_failure(Stage::Lookup, &e))?;
+    let Some(row) = ctx
+        .store
+        .cert_by_spki(&key)
+        .map_err(|e| store_failure(Stage::Lookup, &e))?
+    else {
         return Ok(None);
     };
     if row.device_serial != serial {
         return Err(failure(
             Stage::Lookup,
-            "key_already_certified",
+            FailureCode::KeyAlreadyCertified,
             format!(
                 "this device's public key was already certified for device {} (certificate {}): a cloned or copied key",
                 row.device_serial, row.serial_hex
             ),
-            "Set the device aside for QA and report it: two devices must never share a key.",
-            false,
         ));
     }
-    let row = match row.status.as_str() {
-        "issued" => row,
-        "signing" => {
+    let row = match row.status {
+        Recorded::Known(CertStatus::Issued) => row,
+        Recorded::Known(CertStatus::Signing) => {
             crate::station::complete_intent(ctx, &row).map_err(|e| signing_failure(ctx, &e))?;
             ctx.store
                 .cert_by_id(&row.id)
-                .map_err(|e| store_failure(Stage::Lookup, e))?
-                .ok_or_else(|| store_failure(Stage::Lookup, "certificate row vanished"))?
+                .map_err(|e| store_failure(Stage::Lookup, &e))?
+                .ok_or_else(|| {
+                    failure(
+                        Stage::Lookup,
+                        FailureCode::StoreError,
+                        "local store: certificate row vanished".into(),
+                    )
+                })?
         }
-        "revoked" => {
+        Recorded::Known(CertStatus::Revoked) => {
             return Err(failure(
                 Stage::Lookup,
-                "certificate_revoked",
-                format!("the certificate {} for this device's key is revoked", row.serial_hex),
-                "Rework the device (reset it so it generates a new key), then provision it again.",
-                false,
+                FailureCode::CertificateRevoked,
+                format!(
+                    "the certificate {} for this device's key is revoked",
+                    row.serial_hex
+                ),
             ))
         }
-        other => return Err(store_failure(Stage::Lookup, format!("unknown certificate status {other}"))),
+        Recorded::Unrecognized(other) => return Err(failure(
+            Stage::Lookup,
+            FailureCode::StoreError,
+            format!(
+                "local store: unknown certificate status {other:?} (written by a newer station?)"
+            ),
+        )),
     };
-    ctx.store.link_certificate(attempt_id, &row.id).map_err(|e| store_failure(Stage::Lookup, e))?;
+    ctx.store
+        .link_certificate(attempt_id, &row.id)
+        .map_err(|e| store_failure(Stage::Lookup, &e))?;
     Ok(Some(IssuedChain {
         cert_der: row.cert_der.unwrap_or_default(),
         chain_der: row.chain_der.unwrap_or_default(),
@@ -505,17 +536,21 @@ fn issue(
     csr_der: &[u8],
     nonce: &[u8],
 ) -> Result<IssuedChain, Failure> {
-    let checked = issuance::check_csr(csr_der, &identity.serial, keygen_spki_der, nonce, &ctx.cfg.profile).map_err(|r| {
-        failure(
-            Stage::Issue,
-            r.code(),
-            format!("CSR refused: {r}"),
-            "The device sent a CSR the station must refuse; it gets no certificate. Set it aside for QA.",
-            false,
-        )
-    })?;
-    let plan = issuance::plan(&ctx.cfg.profile, &identity.serial, &checked.spki_der, time::OffsetDateTime::now_utc())
-        .map_err(|e| failure(Stage::Issue, "plan_failed", e, "Report this as a station fault.", true))?;
+    let checked = issuance::check_csr(
+        csr_der,
+        &identity.serial,
+        keygen_spki_der,
+        nonce,
+        &ctx.cfg.profile,
+    )
+    .map_err(|r| failure(Stage::Issue, r.code(), format!("CSR refused: {r}")))?;
+    let plan = issuance::plan(
+        &ctx.cfg.profile,
+        &identity.serial,
+        &checked.spki_der,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| failure(Stage::Issue, FailureCode::PlanFailed, e))?;
     let intent = Intent {
         id: imprint_store::new_id(),
         attempt_id: attempt_id.to_string(),
@@ -524,36 +559,36 @@ fn issue(
         serial_hex: plan.serial_hex(),
         spki_sha256: spki_sha256_hex(&checked.spki_der),
         spki_der: checked.spki_der.clone(),
-        not_before: ts(plan.not_before),
-        not_after: ts(plan.not_after),
+        not_before: Timestamp::from(plan.not_before),
+        not_after: Timestamp::from(plan.not_after),
     };
     match ctx.store.journal_intent(&intent) {
         Ok(()) => {}
-        Err(imprint_store::StoreError::Duplicate(d)) => {
+        Err(StoreError::Duplicate(d)) => {
             return Err(failure(
                 Stage::Issue,
-                "key_already_certified",
+                FailureCode::KeyAlreadyCertified,
                 format!("this key already has a certificate: {d}"),
-                "Set the device aside for QA: a key must never be certified twice.",
-                false,
             ))
         }
-        Err(e) => return Err(store_failure(Stage::Issue, e)),
+        Err(e) => return Err(store_failure(Stage::Issue, &e)),
     }
     crash_point("after_journal");
     let cert = ctx.signer.issue(plan).map_err(|e| match &e {
         issuance::IssueError::Signer(se) => signing_failure(ctx, se),
         _ => failure(
             Stage::Issue,
-            "issue_failed",
+            FailureCode::IssueFailed,
             format!("signing failed: {e}"),
-            "The CA signer is unavailable: check the HSM/KMS (imprint health), then press Retry. The device keeps its key.",
-            true,
         ),
     })?;
     crash_point("after_sign");
-    let fp = issuance::summarize(&cert).map(|s| s.fingerprint_sha256).unwrap_or_default();
-    ctx.store.mark_issued(&intent.id, &cert, &ctx.chain_der, &fp).map_err(|e| store_failure(Stage::Issue, e))?;
+    let fp = issuance::summarize(&cert)
+        .map(|s| s.fingerprint_sha256)
+        .unwrap_or_default();
+    ctx.store
+        .mark_issued(&intent.id, &cert, &ctx.chain_der, &fp)
+        .map_err(|e| store_failure(Stage::Issue, &e))?;
     crash_point("after_record");
     Ok(IssuedChain { cert_der: cert, chain_der: ctx.chain_der.clone(), serial_hex: intent.serial_hex, resumed: false })
 }

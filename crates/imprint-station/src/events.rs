@@ -9,9 +9,10 @@
 //! duplicates, which subscribers drop by `event_id`.
 
 use crate::station::StationCtx;
-use imprint_mqtt::{Endpoint, MqttConfig};
+use imprint_mqtt::{ClientCertProblem, Endpoint, MqttConfig};
 use imprint_proto::session::{Failure, Identity, Stage};
-use imprint_store::{NewMqttEvent, Store};
+use imprint_proto::FailureCode;
+use imprint_store::{CertStatus, NewMqttEvent, Store};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -104,36 +105,38 @@ pub fn check_broker_acceptance(
     let Some(bundle) = ctx.cfg.mqtt.as_ref().and_then(|m| m.ca_bundle.as_ref()) else {
         return Ok(());
     };
-    let fail = |code: &str, reason: String, hint: &str| Failure {
-        stage,
-        code: code.into(),
-        reason,
-        hint: hint.into(),
-        retryable: true,
-    };
+    let fail = |code: FailureCode, reason: String| Failure::new(stage, code, reason);
     let trusted = imprint_mqtt::load_certs_pem(bundle).map_err(|e| {
-        fail("broker_ca_unreadable", format!("the broker's CA bundle cannot be read: {e}"), "Fix mqtt.ca_bundle in the station config, then press Retry.")
+        fail(
+            FailureCode::BrokerCaUnreadable,
+            format!("the broker's CA bundle cannot be read: {e}"),
+        )
     })?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     imprint_mqtt::verify_client_cert(cert_der, &ctx.chain, &trusted, now).map_err(|p| {
+        let code = match p {
+            ClientCertProblem::Parse(_) => FailureCode::CertUnparsable,
+            ClientCertProblem::NotYetValid(_) => FailureCode::CertNotYetValid,
+            ClientCertProblem::Expired(_) => FailureCode::CertExpired,
+            ClientCertProblem::NoClientAuth => FailureCode::CertNoClientAuth,
+            ClientCertProblem::Untrusted(_) => FailureCode::CertUntrustedByBroker,
+        };
         fail(
-            p.code(),
+            code,
             format!("the broker would refuse certificate {serial_hex}: {p}"),
-            "The station's CA and the broker's CA bundle (mqtt.ca_bundle) disagree, or the profile lacks clientAuth. \
-             Fix the configuration, then press Retry: the device keeps its key and gets the same certificate.",
         )
     })?;
     // One certificate per key: the key's row is this certificate's row.
     let revoked = ctx
         .store
         .cert_by_spki(spki_sha256)
-        .map_err(|e| fail("store_error", format!("local store: {e}"), "Check the station's disk, then press Retry."))?
-        .is_some_and(|c| c.serial_hex == serial_hex && c.status == "revoked");
+        .map_err(|e| fail(e.failure_code(), format!("local store: {e}")))?
+        .is_some_and(|c| c.serial_hex == serial_hex && c.status == CertStatus::Revoked);
     if revoked {
-        return Err(Failure {
-            retryable: false,
-            ..fail("certificate_revoked", format!("certificate {serial_hex} is revoked in the local store"), "Rework the device (reset, new key), then provision it again.")
-        });
+        return Err(fail(
+            FailureCode::CertificateRevoked,
+            format!("certificate {serial_hex} is revoked in the local store"),
+        ));
     }
     Ok(())
 }

@@ -16,5 +16,7 @@ pub mod station;
 
 pub use config::{Mode, StationConfig};
 pub use driver::AttemptResult;
+/// The failure-code catalogue, for shells that show or map codes.
+pub use imprint_proto::FailureCode;
 pub use signer_worker::SignerHandle;
 pub use station::{ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError};

@@ -8,8 +8,9 @@ use crate::signer_worker::SignerHandle;
 use imprint_core::ca::{self, CaSubject};
 use imprint_core::issuance::{self, IssuePlan};
 use imprint_core::signer::SignerError;
+use imprint_proto::FailureCode;
 use imprint_signer::{open_signer, Pin};
-use imprint_store::{parse_ts, CertRow, Store, StoreError};
+use imprint_store::{CertRow, Store, StoreError};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ pub enum ProgressStatus {
     /// `recheck`: the device was already provisioned and locked with it
     /// (nothing was written).
     Passed { cert_serial: String, resumed: bool, recheck: bool },
-    Failed { code: String, reason: String, hint: String, retryable: bool },
+    Failed { code: FailureCode, reason: String, hint: String, retryable: bool },
 }
 
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -84,7 +85,7 @@ impl StationError {
     pub fn code(&self) -> &'static str {
         match self {
             StationError::Store(_) => "store",
-            StationError::Signer(e) => e.code(),
+            StationError::Signer(e) => e.code().as_str(),
             StationError::Ca(_) => "ca",
             StationError::Setup(_) => "setup",
         }
@@ -276,8 +277,8 @@ pub(crate) fn complete_intent(ctx: &StationCtx, row: &CertRow) -> Result<(), Sig
         device_serial: row.device_serial.clone(),
         spki_der: row.spki_der.clone(),
         serial: hex::decode(&row.serial_hex).map_err(|_| bad("serial"))?,
-        not_before: parse_ts(&row.not_before).ok_or_else(|| bad("notBefore"))?,
-        not_after: parse_ts(&row.not_after).ok_or_else(|| bad("notAfter"))?,
+        not_before: row.not_before.get(),
+        not_after: row.not_after.get(),
     };
     let cert = ctx.signer.issue(plan).map_err(|e| match e {
         issuance::IssueError::Signer(s) => s,

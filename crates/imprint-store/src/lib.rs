@@ -50,13 +50,35 @@ pub enum StoreError {
     NotFound(String),
     #[error("local store error: {0}")]
     Sql(rusqlite::Error),
+    /// The disk holding the store is full (SQLITE_FULL; SQLite reports a
+    /// write that failed with ENOSPC as SQLITE_FULL too).
+    #[error("the station's disk is full: the local store cannot grow ({0})")]
+    Full(String),
     #[error("local store writer has stopped")]
     WriterGone,
 }
 
 impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sql(e)
+    fn from(e: rusqlite::Error) -> StoreError {
+        if is_full(&e) {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Sql(e)
+        }
+    }
+}
+
+fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+impl StoreError {
+    /// The failure code an attempt records when the store fails it.
+    pub fn failure_code(&self) -> imprint_proto::FailureCode {
+        match self {
+            StoreError::Full(_) => imprint_proto::FailureCode::StoreFull,
+            _ => imprint_proto::FailureCode::StoreError,
+        }
     }
 }
 
@@ -122,6 +144,39 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Bytes kept free next to the store (`<db>-reserve`, 0600) so that, when
+/// the disk fills up, the failures can still be recorded: the reserve is
+/// deleted and the final write retried ([`Store::write_final`]). It is made
+/// again when the store opens with room for it.
+pub const RESERVE_BYTES: u64 = 1 << 20;
+
+fn reserve_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-reserve");
+    PathBuf::from(p)
+}
+
+fn make_reserve(p: &Path) {
+    if std::fs::metadata(p).is_ok_and(|m| m.len() == RESERVE_BYTES) {
+        return;
+    }
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut f = o.open(p)?;
+        // Real blocks, not a sparse file: they must be there to give back.
+        f.write_all(&vec![0u8; RESERVE_BYTES as usize])?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(p);
+        tracing::warn!(reserve = %p.display(), error = %e, "could not keep a disk reserve next to the store");
+    }
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -145,6 +200,7 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         migrate(&mut conn)?;
+        make_reserve(&reserve_path(path));
         let reader = Connection::open(path).map_err(open_err)?;
         configure(&reader).map_err(open_err)?;
         let (tx, rx) = mpsc::channel::<Op>();
@@ -161,6 +217,26 @@ impl Store {
             reader: Mutex::new(reader),
             writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// Run a write that records how something ended; when the disk is full,
+    /// give back the reserve (see [`RESERVE_BYTES`]) and try once more, so a
+    /// full disk is recorded as a failure instead of leaving the record open.
+    pub(crate) fn write_final<F>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: Fn(&Transaction<'_>) -> Result<(), StoreError> + Clone + Send + 'static,
+    {
+        match self.write(f.clone()) {
+            Err(StoreError::Full(why)) => {
+                let reserve = reserve_path(&self.path);
+                if std::fs::remove_file(&reserve).is_err() {
+                    return Err(StoreError::Full(why));
+                }
+                tracing::error!(reserve = %reserve.display(), "disk full: released the store's reserve to record the failure");
+                self.write(f)
+            }
+            other => other,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -282,12 +358,17 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             }
             Err(e) => {
                 let msg = e.to_string();
-                tracing::error!(error = %msg, "local store commit failed");
+                let full = is_full(&e);
+                tracing::error!(error = %msg, full, "local store commit failed");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                        Some(format!("commit failed: {msg}")),
-                    ))));
+                    let _ = reply.send(Err(if full {
+                        StoreError::Full(format!("commit failed: {msg}"))
+                    } else {
+                        StoreError::Sql(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                            Some(format!("commit failed: {msg}")),
+                        ))
+                    }));
                 }
             }
         }
@@ -297,6 +378,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 pub mod mqtt_events;
 pub mod outbox;
 pub mod records;
+pub mod types;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use records::*;
@@ -348,3 +430,5 @@ mod error_tests {
         assert_eq!(mode(&path), 0o600, "an existing store is tightened on open");
     }
 }
+
+pub use types::{AttemptStatus, CertStatus, Recorded, Timestamp};

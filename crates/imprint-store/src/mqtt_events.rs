@@ -67,9 +67,9 @@ impl Store {
         event: Option<NewMqttEvent>,
     ) -> Result<(), StoreError> {
         let id = attempt_id.to_string();
-        self.write(move |t| {
-            finish_in(t, &id, end, bytes_to_device, bytes_from_device)?;
-            if let Some(e) = event {
+        self.write_final(move |t| {
+            finish_in(t, &id, end.clone(), bytes_to_device, bytes_from_device)?;
+            if let Some(e) = &event {
                 t.execute(
                     "INSERT INTO mqtt_events(id, attempt_id, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![e.id, id, e.topic, e.payload, now_text()],
@@ -136,15 +136,30 @@ impl Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::AttemptStatus;
 
     #[test]
     fn a_pass_and_its_event_commit_together_and_are_marked_sent_after_puback() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("s.db")).unwrap();
         let a = s.begin_attempt("p", None).unwrap();
-        let ev = NewMqttEvent { id: crate::new_id(), topic: "t".into(), payload: "{}".into() };
-        s.finish_attempt_with_event(&a, AttemptEnd::Passed { resumed: false }, 1, 2, Some(ev.clone())).unwrap();
-        assert_eq!(s.attempt(&a).unwrap().unwrap().status, "passed");
+        let ev = NewMqttEvent {
+            id: crate::new_id(),
+            topic: "t".into(),
+            payload: "{}".into(),
+        };
+        s.finish_attempt_with_event(
+            &a,
+            AttemptEnd::Passed { resumed: false },
+            1,
+            2,
+            Some(ev.clone()),
+        )
+        .unwrap();
+        assert_eq!(
+            s.attempt(&a).unwrap().unwrap().status,
+            AttemptStatus::Passed
+        );
         let p = s.pending_mqtt_events(10).unwrap();
         assert_eq!((p.len(), p[0].id.as_str(), p[0].attempt_id.as_str()), (1, ev.id.as_str(), a.as_str()));
         s.note_mqtt_event_failure(&ev.id, "broker down").unwrap();

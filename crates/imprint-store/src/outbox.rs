@@ -440,6 +440,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::records::{new_id, AttemptEnd, DeviceFacts, Intent, StepRow};
+    use crate::{AttemptStatus, Timestamp};
 
     fn store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
@@ -476,8 +477,8 @@ mod tests {
             serial_hex: "01".into(),
             spki_sha256: "k".into(),
             spki_der: vec![1],
-            not_before: now_text(),
-            not_after: now_text(),
+            not_before: Timestamp::now(),
+            not_after: Timestamp::now(),
         })
         .unwrap();
         s.mark_issued(&cert, b"c", b"ch", "fp").unwrap();
@@ -502,9 +503,16 @@ mod tests {
         let p = s.pending_changes(100).unwrap();
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].key.entity, Entity::Attempt);
-        assert_eq!(p[0].version, 4, "the finish is the attempt's 4th change (begin, stage, finish) = seq 4");
-        assert!(matches!(&p[0].state, RecordState::Attempt(r) if r.status == "passed"));
-        assert!(matches!(&p[1].state, RecordState::Step(st) if st.stage == "identify" && st.n == 1));
+        assert_eq!(
+            p[0].version, 4,
+            "the finish is the attempt's 4th change (begin, stage, finish) = seq 4"
+        );
+        assert!(
+            matches!(&p[0].state, RecordState::Attempt(r) if r.status == AttemptStatus::Passed)
+        );
+        assert!(
+            matches!(&p[1].state, RecordState::Step(st) if st.stage == "identify" && st.n == 1)
+        );
         // Marking at an older version leaves the newer change pending.
         s.mark_synced(vec![(p[0].key.clone(), 1), (p[1].key.clone(), p[1].version)]).unwrap();
         let c = s.outbox_counts().unwrap();
@@ -555,7 +563,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.outbox_counts().unwrap(), OutboxCounts { pending: 0, synced: 0, quarantined: 1 });
         assert_eq!(s.quarantined().unwrap().len(), 1);
-        assert_eq!(s.attempt(&a).unwrap().unwrap().status, "running");
+        assert_eq!(
+            s.attempt(&a).unwrap().unwrap().status,
+            AttemptStatus::Running
+        );
         let q = s.unreported_quarantine().unwrap();
         s.mark_quarantine_reported(vec![q[0].audit_id.clone()]).unwrap();
         assert!(s.unreported_quarantine().unwrap().is_empty());

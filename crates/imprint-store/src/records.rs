@@ -1,7 +1,9 @@
 //! The station's records: attempts, their steps, and certificates.
 
 use crate::outbox::{enqueue, Entity};
+use crate::types::{AttemptStatus, CertStatus, Recorded, Timestamp};
 use crate::{now_text, ts, Store, StoreError};
+use imprint_proto::{FailureCode, Stage};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
@@ -28,19 +30,29 @@ pub struct StepRow {
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptEnd {
-    Passed { resumed: bool },
-    Failed { stage: String, code: String, reason: String, hint: String, retryable: bool },
+    Passed {
+        resumed: bool,
+    },
+    /// `hint` and `retryable` are the code's catalogue entry unless a
+    /// caller has more to say.
+    Failed {
+        stage: Stage,
+        code: FailureCode,
+        reason: String,
+        hint: String,
+        retryable: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AttemptRow {
     pub id: String,
     pub port: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub status: String,
-    pub stage: Option<String>,
-    pub code: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub status: Recorded<AttemptStatus>,
+    pub stage: Option<Recorded<Stage>>,
+    pub code: Option<Recorded<FailureCode>>,
     pub reason: Option<String>,
     pub hint: Option<String>,
     pub retryable: Option<bool>,
@@ -68,16 +80,16 @@ pub struct CertRow {
     pub spki_sha256: String,
     #[serde(skip)]
     pub spki_der: Vec<u8>,
-    pub not_before: String,
-    pub not_after: String,
-    pub status: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    pub status: Recorded<CertStatus>,
     #[serde(skip)]
     pub cert_der: Option<Vec<u8>>,
     #[serde(skip)]
     pub chain_der: Option<Vec<u8>>,
     pub fingerprint_sha256: Option<String>,
-    pub created_at: String,
-    pub issued_at: Option<String>,
+    pub created_at: Timestamp,
+    pub issued_at: Option<Timestamp>,
 }
 
 /// A journaled intent to sign: written before the signer is called.
@@ -90,8 +102,8 @@ pub struct Intent {
     pub serial_hex: String,
     pub spki_sha256: String,
     pub spki_der: Vec<u8>,
-    pub not_before: String,
-    pub not_after: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
 }
 
 /// Filters for listing attempts.
@@ -308,7 +320,7 @@ impl Store {
         bytes_from_device: u64,
     ) -> Result<(), StoreError> {
         let id = attempt_id.to_string();
-        self.write(move |t| finish_in(t, &id, end, bytes_to_device, bytes_from_device))
+        self.write_final(move |t| finish_in(t, &id, end.clone(), bytes_to_device, bytes_from_device))
     }
 
     /// On start-up: attempts left `running` by a stopped station become
@@ -322,12 +334,13 @@ impl Store {
                  WHERE status='running' ORDER BY started_at, id",
                 params![now_text()],
             )?;
+            let code = FailureCode::StationStopped;
             let n = t.execute(
-                "UPDATE attempts SET status='interrupted', finished_at=?1, code='station_stopped',
+                "UPDATE attempts SET status='interrupted', finished_at=?1, code=?2,
                      reason='the station stopped during ' || coalesce(stage, 'the attempt'),
-                     hint='Re-attach the device: it resumes with the same key and certificate.', retryable=1
+                     hint=?3, retryable=?4
                  WHERE status='running'",
-                params![now_text()],
+                params![now_text(), code.as_str(), code.hint(), code.retryable() as i64],
             )?;
             let _ = tx.send(n);
             Ok(())
@@ -427,14 +440,16 @@ pub(crate) fn finish_in(
 ) -> Result<(), StoreError> {
     let n = match end {
         AttemptEnd::Passed { resumed } => t.execute(
+            // A pass clears any failure recorded earlier (another process's
+            // start-up recovery may have marked this live attempt interrupted).
             "UPDATE attempts SET status='passed', stage='done', finished_at=?2, resumed=max(resumed, ?3),
-                 bytes_to_device=?4, bytes_from_device=?5 WHERE id=?1",
+                 bytes_to_device=?4, bytes_from_device=?5, code=NULL, reason=NULL, hint=NULL, retryable=NULL WHERE id=?1",
             params![id, now_text(), resumed as i64, bytes_to_device as i64, bytes_from_device as i64],
         )?,
         AttemptEnd::Failed { stage, code, reason, hint, retryable } => t.execute(
             "UPDATE attempts SET status='failed', stage=?2, code=?3, reason=?4, hint=?5, retryable=?6, finished_at=?7,
                  bytes_to_device=?8, bytes_from_device=?9 WHERE id=?1",
-            params![id, stage, code, reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
+            params![id, stage.as_str(), code.as_str(), reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
                 bytes_from_device as i64],
         )?,
     };
@@ -499,8 +514,8 @@ mod tests {
             serial_hex: serial.into(),
             spki_sha256: key.into(),
             spki_der: vec![1, 2, 3],
-            not_before: now_text(),
-            not_after: now_text(),
+            not_before: Timestamp::now(),
+            not_after: Timestamp::now(),
         }
     }
 
@@ -527,10 +542,32 @@ mod tests {
             .unwrap();
         s.set_device(&a, &DeviceFacts { serial: "SN1".into(), ..Default::default() }).unwrap();
         let row = s.attempt(&a).unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.stage.as_deref()), ("running", Some("identify")));
-        s.finish_attempt(&a, AttemptEnd::Failed { stage: "keygen".into(), code: "timeout".into(), reason: "r".into(), hint: "h".into(), retryable: true }, 10, 20).unwrap();
+        assert_eq!(
+            (row.status.clone(), row.stage.clone()),
+            (AttemptStatus::Running.into(), Some(Stage::Identify.into()))
+        );
+        s.finish_attempt(
+            &a,
+            AttemptEnd::Failed {
+                stage: Stage::Keygen,
+                code: FailureCode::Timeout,
+                reason: "r".into(),
+                hint: "h".into(),
+                retryable: true,
+            },
+            10,
+            20,
+        )
+        .unwrap();
         let row = s.attempt(&a).unwrap().unwrap();
-        assert_eq!((row.status.as_str(), row.code.as_deref(), row.bytes_from_device), ("failed", Some("timeout"), 20));
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.code.as_ref().map(Recorded::as_str),
+                row.bytes_from_device
+            ),
+            ("failed", Some("timeout"), 20)
+        );
         assert_eq!(s.steps(&a).unwrap().len(), 1);
         let f = AttemptFilter { device_serial: Some("SN1".into()), ..Default::default() };
         assert_eq!(s.attempts(&f).unwrap().len(), 1);
@@ -590,8 +627,99 @@ mod tests {
         let s = Store::open(&p).unwrap();
         assert_eq!(s.interrupt_running().unwrap(), 1);
         let r = s.attempt(&a).unwrap().unwrap();
-        assert_eq!(r.status, "interrupted");
-        assert_eq!(r.reason.as_deref(), Some("the station stopped during write_cert"));
+        assert_eq!(r.status, AttemptStatus::Interrupted);
+        assert_eq!(r.code, Some(FailureCode::StationStopped.into()));
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("the station stopped during write_cert")
+        );
+    }
+
+    #[test]
+    fn a_pass_after_another_process_marked_the_attempt_interrupted_keeps_no_stale_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.db");
+        let s = Store::open(&p).unwrap();
+        let a = s.begin_attempt("p", None).unwrap();
+        // A second process on the same data dir runs start-up recovery while
+        // this attempt is live.
+        {
+            let other = Store::open(&p).unwrap();
+            assert_eq!(other.interrupt_running().unwrap(), 1);
+        }
+        assert_eq!(s.attempt(&a).unwrap().unwrap().code, Some(FailureCode::StationStopped.into()));
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap();
+        let r = s.attempt(&a).unwrap().unwrap();
+        assert_eq!(r.status, AttemptStatus::Passed);
+        assert_eq!((r.code, r.reason, r.hint, r.retryable), (None, None, None, None), "a pass carries no failure");
+    }
+
+    #[test]
+    fn unknown_text_in_an_old_database_reads_back_unrecognized_without_panicking() {
+        let (_d, s) = store();
+        s.write(|t| {
+            t.execute_batch(
+                "INSERT INTO attempts(id, port, started_at, status, stage, code)
+                 VALUES ('x', 'p', '2026-01-01T00:00:00.000Z', 'failed', 'warp', 'connect_dns')",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let r = s.attempt("x").unwrap().unwrap();
+        assert_eq!(r.status, AttemptStatus::Failed);
+        assert_eq!(r.stage, Some(Recorded::Unrecognized("warp".into())));
+        assert_eq!(r.code.as_ref().map(|c| (c.known(), c.as_str())), Some((None, "connect_dns")));
+    }
+
+    /// Unmounts the test's tmpfs when the test ends, however it ends.
+    struct Mounted(std::path::PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_recorded_as_store_full_not_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED a_full_disk_is_recorded_as_store_full_not_left_running: mounting a 4 MiB tmpfs needs root here");
+            return;
+        }
+        let _umount = Mounted(dir.path().to_path_buf());
+        let db = dir.path().join("station.db");
+        let s = Store::open(&db).unwrap();
+        let reserve = dir.path().join("station.db-reserve");
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), crate::RESERVE_BYTES);
+        let a = s.begin_attempt("p", None).unwrap();
+        // Fill the disk for real.
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(dir.path().join("filler")).unwrap();
+            let chunk = vec![7u8; 16 * 1024];
+            while f.write_all(&chunk).is_ok() {}
+            let _ = f.sync_all();
+        }
+        let big = "x".repeat(16 * 1024);
+        let step = || StepRow { at: now_text(), stage: "identify".into(), kind: "info".into(), detail: big.clone() };
+        let err = (0..512).find_map(|_| s.record_steps(&a, vec![step(), step()]).err()).expect("the disk never filled up");
+        assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+        assert_eq!(err.failure_code(), FailureCode::StoreFull);
+        // The failure is still recorded: the reserve is given back for it.
+        let code = err.failure_code();
+        let end = AttemptEnd::Failed { stage: Stage::Identify, code, reason: err.to_string(), hint: code.hint().into(), retryable: code.retryable() };
+        s.finish_attempt(&a, end, 0, 0).unwrap();
+        let r = s.attempt(&a).unwrap().unwrap();
+        assert_eq!((r.status.clone(), r.code.clone()), (AttemptStatus::Failed.into(), Some(FailureCode::StoreFull.into())));
+        assert!(r.hint.as_deref().is_some_and(|h| h.starts_with("Free disk space")), "{r:?}");
+        assert!(!reserve.exists(), "the reserve was given back");
+        drop(s);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (version, hash). Every field is length-prefixed and tagged, so no two
 //! different contents encode alike. The version is not hashed.
 
-use imprint_store::{AttemptRow, CertRow, StepRecord};
+use imprint_store::{AttemptRow, CertRow, StepRecord, Timestamp};
 use sha2::{Digest, Sha256};
 
 struct H(Sha256);
@@ -23,7 +23,7 @@ impl H {
     fn text(&mut self, s: &str) {
         self.raw(1, s.as_bytes());
     }
-    fn opt(&mut self, s: &Option<String>) {
+    fn opt(&mut self, s: Option<&str>) {
         match s {
             Some(s) => self.text(s),
             None => self.0.update([0]),
@@ -32,14 +32,21 @@ impl H {
     /// A time as the instant it names, at PostgreSQL's precision (µs), so
     /// the hash does not depend on how the text spells it.
     fn time(&mut self, s: &str) {
-        match imprint_store::parse_ts(s) {
-            Some(t) => self.raw(4, &(t.unix_timestamp_nanos().div_euclid(1000)).to_be_bytes()),
+        match Timestamp::parse(s) {
+            Some(t) => self.instant(t),
             None => self.text(s),
         }
     }
-    fn opt_time(&mut self, s: &Option<String>) {
-        match s {
-            Some(s) => self.time(s),
+    /// A typed time: the same bytes as [`H::time`] of its text.
+    fn instant(&mut self, t: Timestamp) {
+        self.raw(
+            4,
+            &(t.get().unix_timestamp_nanos().div_euclid(1000)).to_be_bytes(),
+        );
+    }
+    fn opt_instant(&mut self, t: Option<Timestamp>) {
+        match t {
+            Some(t) => self.instant(t),
             None => self.0.update([0]),
         }
     }
@@ -65,15 +72,29 @@ pub fn attempt(station: &str, a: &AttemptRow) -> [u8; 32] {
     let mut h = H::new("attempt", station);
     h.text(&a.id);
     h.text(&a.port);
-    h.time(&a.started_at);
-    h.opt_time(&a.finished_at);
-    h.text(&a.status);
-    for f in [&a.stage, &a.code, &a.reason, &a.hint] {
+    h.instant(a.started_at);
+    h.opt_instant(a.finished_at);
+    h.text(a.status.as_str());
+    let (stage, code) = (
+        a.stage.as_ref().map(|v| v.as_str()),
+        a.code.as_ref().map(|v| v.as_str()),
+    );
+    for f in [stage, code, a.reason.as_deref(), a.hint.as_deref()] {
         h.opt(f);
     }
     h.int(a.retryable.map(i64::from).unwrap_or(-1));
-    for f in [&a.device_serial, &a.model, &a.hw_rev, &a.fw_version, &a.fw_hash, &a.chip_uid, &a.batch, &a.spki_sha256, &a.certificate_id] {
-        h.opt(f);
+    for f in [
+        &a.device_serial,
+        &a.model,
+        &a.hw_rev,
+        &a.fw_version,
+        &a.fw_hash,
+        &a.chip_uid,
+        &a.batch,
+        &a.spki_sha256,
+        &a.certificate_id,
+    ] {
+        h.opt(f.as_deref());
     }
     h.int(i64::from(a.resumed));
     h.int(a.bytes_to_device);
@@ -103,13 +124,13 @@ pub fn certificate(station: &str, c: &CertRow) -> [u8; 32] {
     h.text(&c.serial_hex);
     h.text(&c.spki_sha256);
     h.bytes(&c.spki_der);
-    h.time(&c.not_before);
-    h.time(&c.not_after);
-    h.text(&c.status);
+    h.instant(c.not_before);
+    h.instant(c.not_after);
+    h.text(c.status.as_str());
     h.opt_bytes(&c.cert_der);
-    h.opt(&c.fingerprint_sha256);
-    h.time(&c.created_at);
-    h.opt_time(&c.issued_at);
+    h.opt(c.fingerprint_sha256.as_deref());
+    h.instant(c.created_at);
+    h.opt_instant(c.issued_at);
     h.done()
 }
 
@@ -126,6 +147,42 @@ mod tests {
         assert_ne!(step("S", &s("ab", "c")), step("S", &s("a", "bc")));
         assert_ne!(step("S", &s("a", "b")), step("T", &s("a", "b")));
         assert_eq!(step("S", &s("a", "b")), step("S", &s("a", "b")));
+    }
+
+    /// The hash input of a typed row is byte-identical to the one computed
+    /// from the stored text before rows were typed: the expected value was
+    /// computed independently from the text form (length-prefixed tagged
+    /// fields, times as µs instants), including a code this build does not
+    /// know (kept verbatim as `Unrecognized`).
+    #[test]
+    fn typed_attempt_rows_hash_as_their_stored_text_did() {
+        use imprint_store::{AttemptRow, Recorded};
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let a = AttemptRow {
+            id: "0190a1b2-0000-7000-8000-000000000001".into(),
+            port: "/dev/ttyUSB0".into(),
+            started_at: t("2026-01-02T03:04:05.678Z"),
+            finished_at: Some(t("2026-01-02T03:04:06.000Z")),
+            status: Recorded::from_text("failed".into()),
+            stage: Some(Recorded::from_text("keygen".into())),
+            code: Some(Recorded::from_text("connect_dns".into())),
+            reason: Some("the reason".into()),
+            hint: Some("the hint".into()),
+            retryable: Some(true),
+            device_serial: Some("SN1".into()),
+            model: Some("M1".into()),
+            hw_rev: None,
+            fw_version: Some("1.0".into()),
+            fw_hash: None,
+            chip_uid: None,
+            batch: Some("B1".into()),
+            spki_sha256: None,
+            certificate_id: None,
+            resumed: false,
+            bytes_to_device: 10,
+            bytes_from_device: 20,
+        };
+        assert_eq!(hex::encode(attempt("ST-1", &a)), "7e74ec9a908394500568fcea2674688a56c8b2209864f0c16d2831437ce1f307");
     }
 
     #[test]

@@ -122,9 +122,6 @@ fn uuid(s: &str) -> Result<Uuid, String> {
 fn when(s: &str) -> Result<OffsetDateTime, String> {
     parse_ts(s).ok_or_else(|| format!("{s:?} is not an RFC 3339 time"))
 }
-fn when_opt(s: &Option<String>) -> Result<Option<OffsetDateTime>, String> {
-    s.as_deref().map(when).transpose()
-}
 
 impl Prepared {
     /// The record and the version this row carries.
@@ -149,8 +146,8 @@ pub(crate) fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outc
                 (|| {
                     Ok(Prepared::A(AttemptIn {
                         id: uuid(&row.id)?,
-                        started_at: when(&row.started_at)?,
-                        finished_at: when_opt(&row.finished_at)?,
+                        started_at: row.started_at.get(),
+                        finished_at: row.finished_at.map(|t| t.get()),
                         certificate_id: row.certificate_id.as_deref().map(uuid).transpose()?,
                         key: key.clone(),
                         version,
@@ -173,10 +170,10 @@ pub(crate) fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outc
                     Ok(Prepared::C(CertIn {
                         id: uuid(&row.id)?,
                         attempt_id: uuid(&row.attempt_id)?,
-                        not_before: when(&row.not_before)?,
-                        not_after: when(&row.not_after)?,
-                        created_at: when(&row.created_at)?,
-                        issued_at: when_opt(&row.issued_at)?,
+                        not_before: row.not_before.get(),
+                        not_after: row.not_after.get(),
+                        created_at: row.created_at.get(),
+                        issued_at: row.issued_at.map(|t| t.get()),
                         key: key.clone(),
                         version,
                         hash: h,
@@ -462,9 +459,13 @@ fn bind_attempts<'q>(
         .bind(rows.iter().map(|a| a.row.port.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|a| a.started_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|a| a.finished_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.row.status.clone()).collect::<Vec<_>>())
-        .bind(col(&|r| r.stage.clone()))
-        .bind(col(&|r| r.code.clone()))
+        .bind(
+            rows.iter()
+                .map(|a| a.row.status.as_str().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(col(&|r| r.stage.as_ref().map(|v| v.as_str().to_string())))
+        .bind(col(&|r| r.code.as_ref().map(|v| v.as_str().to_string())))
         .bind(col(&|r| r.reason.clone()))
         .bind(col(&|r| r.hint.clone()))
         .bind(rows.iter().map(|a| a.row.retryable).collect::<Vec<_>>())
@@ -618,9 +619,21 @@ fn bind_certs<'q>(
         .bind(rows.iter().map(|c| c.row.spki_der.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.not_before).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.not_after).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.status.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.cert_der.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.fingerprint_sha256.clone()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|c| c.row.status.as_str().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|c| c.row.cert_der.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|c| c.row.fingerprint_sha256.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|c| c.created_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.issued_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|c| c.version).collect::<Vec<_>>())

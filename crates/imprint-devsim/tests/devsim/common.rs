@@ -56,13 +56,7 @@ impl TestCa {
     /// What a station's issuer checks before signing (a sketch of the real
     /// policy): signature, subject, nonce, key = KEYGEN key, key strength.
     pub fn check_and_issue(&self, serial: &str, keygen_spki: &[u8], csr_der: &[u8], nonce: &[u8]) -> Result<IssuedChain, Failure> {
-        let refuse = |why: String| Failure {
-            stage: Stage::Issue,
-            code: "csr_refused".into(),
-            reason: why,
-            hint: "set the device aside".into(),
-            retryable: false,
-        };
+        let refuse = |why: String| Failure::new(Stage::Issue, imprint_proto::FailureCode::CsrMalformed, why);
         let facts = CsrFacts::parse(csr_der).map_err(|e| refuse(format!("CSR does not parse: {e}")))?;
         if facts.key_bits < 256 || (facts.is_rsa && facts.key_bits < 2048) {
             return Err(refuse(format!("weak key ({} bits)", facts.key_bits)));
