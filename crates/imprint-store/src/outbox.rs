@@ -196,7 +196,7 @@ fn read_after(c: &Connection, after: i64, limit: usize) -> Result<PendingBatch, 
                 step_no: n,
             };
             // No joined row (the step is gone): its key columns read NULL.
-            let state = if STEPS.record_key(&values).as_ref() == Some(&key) {
+            let state = if STEPS.is_record(&values, &key) {
                 RecordState::Present(values)
             } else {
                 RecordState::Missing

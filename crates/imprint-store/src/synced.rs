@@ -246,29 +246,39 @@ impl Table {
     }
 
     /// Positions of the key columns, in order.
-    pub fn key_positions(&self) -> Vec<usize> {
+    pub fn key_positions(&self) -> impl Iterator<Item = usize> + '_ {
         self.columns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.change == Change::Key)
             .map(|(i, _)| i)
-            .collect()
+    }
+
+    /// The key's values: the id and, for steps, the local number.
+    fn key_values<'v>(&self, values: &'v [Value]) -> Option<(&'v str, i64)> {
+        let mut k = self.key_positions();
+        let id = values.get(k.next()?)?.as_text()?;
+        let step_no = match k.next() {
+            Some(i) => values.get(i)?.as_int()?,
+            None => 0,
+        };
+        Some((id, step_no))
     }
 
     /// The record a row of this table is: attempts and certificates by id,
     /// steps by attempt id and local number. `None` if the key is malformed.
     pub fn record_key(&self, values: &[Value]) -> Option<RecordKey> {
-        let k = self.key_positions();
-        let id = values.get(*k.first()?)?.as_text()?.to_string();
-        let step_no = match k.get(1) {
-            Some(&i) => values.get(i)?.as_int()?,
-            None => 0,
-        };
+        let (id, step_no) = self.key_values(values)?;
         Some(RecordKey {
             entity: self.entity,
-            id,
+            id: id.to_string(),
             step_no,
         })
+    }
+
+    /// Whether a row is the record `key` names.
+    pub fn is_record(&self, values: &[Value], key: &RecordKey) -> bool {
+        key.entity == self.entity && self.key_values(values) == Some((key.id.as_str(), key.step_no))
     }
 }
 
@@ -412,7 +422,7 @@ mod tests {
     #[test]
     fn every_key_is_a_uuid_with_at_most_a_number() {
         for t in TABLES {
-            let k = t.key_positions();
+            let k: Vec<usize> = t.key_positions().collect();
             assert!(matches!(k.len(), 1 | 2), "{}", t.local);
             assert_eq!(t.columns[k[0]].kind, Kind::Uuid, "{}", t.local);
             if let Some(&i) = k.get(1) {

@@ -197,12 +197,12 @@ impl Prepared {
 }
 
 fn central_key(table: &Table, cells: &[Cell]) -> Result<(Uuid, i64), String> {
-    let k = table.key_positions();
-    let id = match k.first().and_then(|&i| cells.get(i)) {
+    let mut k = table.key_positions();
+    let id = match k.next().and_then(|i| cells.get(i)) {
         Some(Cell::Uuid(Some(u))) => *u,
         _ => return Err("the key is not a UUID".into()),
     };
-    let n = match k.get(1).map(|&i| cells.get(i)) {
+    let n = match k.next().map(|i| cells.get(i)) {
         None => 0,
         Some(Some(Cell::Int(Some(n)))) => *n,
         Some(_) => return Err("the key's number is missing".into()),
@@ -308,12 +308,15 @@ fn insert_sql(table: &Table, on_conflict: bool) -> String {
 
 /// `c.k1, c.k2` (or `c.k1, 0::int8`): the center's key as `(uuid, int8)`.
 fn key_select(table: &Table) -> String {
-    let k = table.key_positions();
+    let k: Vec<&str> = table
+        .key_positions()
+        .map(|i| table.columns[i].name)
+        .collect();
     let second = k
         .get(1)
-        .map(|&i| format!("c.{}", table.columns[i].name))
+        .map(|n| format!("c.{n}"))
         .unwrap_or_else(|| "0::int8".into());
-    format!("c.{}, {second}", table.columns[k[0]].name)
+    format!("c.{}, {second}", k.first().copied().unwrap_or("id"))
 }
 
 /// The UPDATE of the center's older copies: mutable columns set, key and
@@ -663,9 +666,12 @@ async fn central_versions(
     table: &Table,
     rows: &[&Prepared],
 ) -> Result<HashMap<(Uuid, i64), (i64, Vec<u8>)>, sqlx::Error> {
-    let k = table.key_positions();
+    let k: Vec<&str> = table
+        .key_positions()
+        .map(|i| table.columns[i].name)
+        .collect();
     let ids: Vec<Uuid> = rows.iter().map(|p| p.ckey.0).collect();
-    let first = table.columns[k[0]].name;
+    let first = k.first().copied().unwrap_or("id");
     let found = match k.get(1) {
         None => {
             sqlx::query(AssertSqlSafe(format!(
@@ -677,8 +683,7 @@ async fn central_versions(
             .fetch_all(&mut *conn)
             .await?
         }
-        Some(&i) => {
-            let second = table.columns[i].name;
+        Some(second) => {
             sqlx::query(AssertSqlSafe(format!(
                 "SELECT {}, c.version, c.content_sha256 FROM {} c
                  JOIN UNNEST($1::uuid[], $2::int8[]) AS k({first}, {second}) ON c.{first} = k.{first} AND c.{second} = k.{second}",
