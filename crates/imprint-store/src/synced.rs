@@ -77,6 +77,10 @@ pub struct Column {
     pub kind: Kind,
     pub nullable: bool,
     pub change: Change,
+    /// A column appended after records were synced: hashed only when it
+    /// is not NULL, so records that do not use it keep the hash the center
+    /// already holds (see [`Column::added`]).
+    pub added: bool,
 }
 
 const fn col(name: &'static str, kind: Kind, nullable: bool, change: Change) -> Column {
@@ -86,12 +90,24 @@ const fn col(name: &'static str, kind: Kind, nullable: bool, change: Change) -> 
         kind,
         nullable,
         change,
+        added: false,
     }
 }
 
 impl Column {
     const fn from(self, local: &'static str) -> Column {
         Column { local, ..self }
+    }
+
+    /// Mark a column appended to a table after its first release (every
+    /// column added from now on: `col("operator", Text, true, Mutable).added()`).
+    /// It must be nullable: a record written before it has NULL there, and
+    /// its hash stays what it was.
+    pub const fn added(self) -> Column {
+        Column {
+            added: true,
+            ..self
+        }
     }
 }
 
@@ -417,6 +433,17 @@ mod tests {
             .unwrap();
         let drift = s.read(|c| Ok(local_drift(c, &STEPS))).unwrap();
         assert_eq!(drift, [r#"steps: store has ("extra", "TEXT", true)"#]);
+    }
+
+    #[test]
+    fn columns_added_later_are_nullable() {
+        for t in TABLES {
+            assert!(
+                t.columns.iter().all(|c| !c.added || c.nullable),
+                "{}",
+                t.local
+            );
+        }
     }
 
     #[test]

@@ -51,12 +51,16 @@ impl H {
 /// descriptor (pinned by `tests/hash_pinned.rs`): text (and UUIDs, as text)
 /// tag 1, integers tag 2, bytes tag 3, times tag 4 as microseconds since the
 /// epoch (a time that does not parse is hashed as its text), NULL one 0
-/// byte, except a NULL boolean, which is the integer -1.
+/// byte, except a NULL boolean, which is the integer -1, and a NULL in a
+/// column appended later (`Column::added`), which adds nothing.
 pub fn record(table: &Table, station: &str, values: &[Value]) -> [u8; 32] {
     let mut h = H::new(table.entity.as_str(), station);
     for (i, c) in table.columns.iter().enumerate() {
         let v = values.get(i).unwrap_or(&Value::Null);
         match (c.kind, v) {
+            // A column appended later adds nothing while NULL: records
+            // synced before it keep their hash.
+            (_, Value::Null) if c.added => {}
             (Kind::Bool, Value::Null) => h.int(-1),
             (Kind::Bool, Value::Int(b)) => h.int(i64::from(*b != 0)),
             (_, Value::Null) => h.0.update([0]),
@@ -117,6 +121,37 @@ mod tests {
         assert_ne!(
             step("S", &at("2036-01-01T00:00:00Z")),
             step("S", &at("2036-01-01T00:00:00.001Z"))
+        );
+    }
+
+    /// Adding a column must not change the hash of records already at the
+    /// center (they would be quarantined when an acknowledgement was lost).
+    #[test]
+    fn a_column_appended_later_keeps_the_hash_of_records_without_it() {
+        use imprint_store::synced::{Change, Column};
+        let mut cols: Vec<Column> = STEPS.columns.to_vec();
+        cols.push(Column {
+            name: "operator",
+            local: "operator",
+            kind: Kind::Text,
+            nullable: true,
+            change: Change::Fixed,
+            added: true,
+        });
+        let wider = Table {
+            columns: Box::leak(cols.into_boxed_slice()),
+            ..STEPS
+        };
+        let mut v = s("a", "b");
+        v.push(Value::Null);
+        assert_eq!(record(&wider, "S", &v), step("S", &s("a", "b")));
+        v[6] = Value::Text("op-1".into());
+        assert_ne!(record(&wider, "S", &v), step("S", &s("a", "b")));
+        v[6] = Value::Text(String::new());
+        assert_ne!(
+            record(&wider, "S", &v),
+            step("S", &s("a", "b")),
+            "empty text is not NULL"
         );
     }
 
