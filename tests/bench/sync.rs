@@ -17,7 +17,8 @@
 //! RETURNING`, and marking the outbox synced with `synchronous=FULL`).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_store::{AttemptFilter, Store};
+use imprint_store::synced::{Kind, Value, TABLES};
+use imprint_store::Store;
 use imprint_sync::{hash, sync_once, CentralConfig};
 use imprint_tests::pg::{assert_center_equals_local, fill, rt, TestDb};
 use sqlx::{ConnectOptions, Connection};
@@ -28,174 +29,76 @@ const STATION: &str = "bench-1";
 const STEPS_PER_ATTEMPT: usize = 20;
 
 fn arg_value(args: &[String], name: &str) -> Option<usize> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// COPY text-format field.
-fn field(out: &mut String, v: Option<&str>) {
-    match v {
-        None => out.push_str("\\N"),
-        Some(s) => {
-            for ch in s.chars() {
-                match ch {
-                    '\\' => out.push_str("\\\\"),
-                    '\t' => out.push_str("\\t"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
-            }
+fn field(out: &mut String, s: &str) {
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
         }
     }
 }
 
-fn bytea(out: &mut String, b: Option<&[u8]>) {
-    match b {
-        None => out.push_str("\\N"),
-        Some(b) => {
+/// One value as a COPY text cell of the column's kind.
+fn cell(out: &mut String, kind: Kind, v: &Value) {
+    match (kind, v) {
+        (_, Value::Null) => out.push_str("\\N"),
+        (Kind::Bool, Value::Int(b)) => out.push(if *b != 0 { 't' } else { 'f' }),
+        (_, Value::Int(n)) => out.push_str(&n.to_string()),
+        (_, Value::Text(s)) => field(out, s),
+        (_, Value::Blob(b)) => {
             out.push_str("\\\\x");
             out.push_str(&hex::encode(b));
         }
     }
 }
 
-fn row(out: &mut String, cells: Vec<Cell<'_>>) {
-    for (i, c) in cells.into_iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        match c {
-            Cell::T(v) => field(out, v),
-            Cell::B(v) => bytea(out, v),
-        }
-    }
-    out.push('\n');
-}
-
-enum Cell<'a> {
-    T(Option<&'a str>),
-    B(Option<&'a [u8]>),
-}
-use Cell::{B, T};
-
-/// The same rows the sync sends, as COPY text: (table, columns, data).
-fn copy_data(store: &Store) -> Vec<(&'static str, &'static str, String, usize)> {
+/// The same rows the sync sends, as COPY text: (table, columns, data, rows),
+/// built from the same record descriptors.
+fn copy_data(store: &Store) -> Vec<(&'static str, String, String, usize)> {
     let versions: std::collections::HashMap<(String, String, i64), i64> = store
         .read(|c| {
-            let mut s = c.prepare("SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3")?;
-            let rows = s.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?.collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-        .unwrap();
-    let v = |e: &str, id: &str, n: i64| versions[&(e.to_string(), id.to_string(), n)].to_string();
-    let (mut a_txt, mut s_txt, mut c_txt) = (String::new(), String::new(), String::new());
-    let (mut na, mut ns, mut nc) = (0, 0, 0);
-    let attempts = store.attempts(&AttemptFilter::default()).unwrap();
-    for a in &attempts {
-        let h = hash::attempt(STATION, a);
-        let ver = v("attempt", &a.id, 0);
-        let retry = a.retryable.map(|r| r.to_string());
-        let (started, finished, status) = (
-            a.started_at.to_string(),
-            a.finished_at.map(|t| t.to_string()),
-            a.status.to_string(),
-        );
-        let (stage, code) = (
-            a.stage.as_ref().map(|v| v.to_string()),
-            a.code.as_ref().map(|v| v.to_string()),
-        );
-        let (resumed, to, from) = (
-            a.resumed.to_string(),
-            a.bytes_to_device.to_string(),
-            a.bytes_from_device.to_string(),
-        );
-        row(
-            &mut a_txt,
-            vec![
-                T(Some(&a.id)),
-                T(Some(STATION)),
-                T(Some(&a.port)),
-                T(Some(&started)),
-                T(finished.as_deref()),
-                T(Some(&status)),
-                T(stage.as_deref()),
-                T(code.as_deref()),
-                T(a.reason.as_deref()),
-                T(a.hint.as_deref()),
-                T(retry.as_deref()),
-                T(a.device_serial.as_deref()),
-                T(a.model.as_deref()),
-                T(a.hw_rev.as_deref()),
-                T(a.fw_version.as_deref()),
-                T(a.fw_hash.as_deref()),
-                T(a.chip_uid.as_deref()),
-                T(a.batch.as_deref()),
-                T(a.spki_sha256.as_deref()),
-                T(a.certificate_id.as_deref()),
-                T(Some(&resumed)),
-                T(Some(&to)),
-                T(Some(&from)),
-                T(Some(&ver)),
-                B(Some(&h)),
-            ],
-        );
-        na += 1;
-    }
-    let steps: Vec<imprint_store::StepRecord> = store
-        .read(|c| {
-            let mut s = c.prepare("SELECT id, attempt_id, at, stage, kind, detail FROM steps ORDER BY id")?;
+            let mut s = c.prepare(
+                "SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3",
+            )?;
             let rows = s
-                .query_map([], |r| {
-                    Ok(imprint_store::StepRecord { n: r.get(0)?, attempt_id: r.get(1)?, at: r.get(2)?, stage: r.get(3)?, kind: r.get(4)?, detail: r.get(5)? })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .unwrap();
-    for s in &steps {
-        let h = hash::step(STATION, s);
-        let (n, ver) = (s.n.to_string(), v("step", &s.attempt_id, s.n));
-        row(&mut s_txt, vec![T(Some(&s.attempt_id)), T(Some(&n)), T(Some(STATION)), T(Some(&s.at)), T(Some(&s.stage)), T(Some(&s.kind)), T(Some(&s.detail)), T(Some(&ver)), B(Some(&h))]);
-        ns += 1;
+    let mut out = Vec::new();
+    for table in TABLES {
+        let mut cols: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        cols.extend(["station_id", "version", "content_sha256"]);
+        let (mut text, mut n) = (String::new(), 0);
+        for (k, values) in store.synced_records(table).unwrap() {
+            let h = hash::record(table, STATION, &values);
+            for (c, v) in table.columns.iter().zip(&values) {
+                cell(&mut text, c.kind, v);
+                text.push('\t');
+            }
+            let version = versions[&(k.entity.as_str().to_string(), k.id.clone(), k.step_no)];
+            text.push_str(STATION);
+            text.push('\t');
+            text.push_str(&version.to_string());
+            text.push('\t');
+            cell(&mut text, Kind::Bytes, &Value::Blob(h.to_vec()));
+            text.push('\n');
+            n += 1;
+        }
+        out.push((table.central, cols.join(", "), text, n));
     }
-    for c in store.certificates().unwrap() {
-        let h = hash::certificate(STATION, &c);
-        let ver = v("certificate", &c.id, 0);
-        let (nb, na_, st) = (
-            c.not_before.to_string(),
-            c.not_after.to_string(),
-            c.status.to_string(),
-        );
-        let (created, issued) = (c.created_at.to_string(), c.issued_at.map(|t| t.to_string()));
-        row(
-            &mut c_txt,
-            vec![
-                T(Some(&c.id)),
-                T(Some(STATION)),
-                T(Some(&c.attempt_id)),
-                T(Some(&c.device_serial)),
-                T(Some(&c.issuer)),
-                T(Some(&c.serial_hex)),
-                T(Some(&c.spki_sha256)),
-                B(Some(&c.spki_der)),
-                T(Some(&nb)),
-                T(Some(&na_)),
-                T(Some(&st)),
-                B(c.cert_der.as_deref()),
-                T(c.fingerprint_sha256.as_deref()),
-                T(Some(&created)),
-                T(issued.as_deref()),
-                T(Some(&ver)),
-                B(Some(&h)),
-            ],
-        );
-        nc += 1;
-    }
-    vec![
-        ("attempts", "id, station_id, port, started_at, finished_at, status, stage, code, reason, hint, retryable, device_serial, model, hw_rev, fw_version, fw_hash, chip_uid, batch, spki_sha256, certificate_id, resumed, bytes_to_device, bytes_from_device, version, content_sha256", a_txt, na),
-        ("attempt_steps", "attempt_id, n, station_id, at, stage, kind, detail, version, content_sha256", s_txt, ns),
-        ("certificates", "id, station_id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after, status, cert_der, fingerprint_sha256, created_at, issued_at, version, content_sha256", c_txt, nc),
-    ]
+    out
 }
 
 fn main() {
@@ -203,11 +106,17 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let target = arg_value(&args, "--records").unwrap_or(if quick { 2_200 } else { 100_000 });
     let batch = arg_value(&args, "--batch").unwrap_or(CentralConfig::default().batch_size as usize);
-    let connections = arg_value(&args, "--connections").unwrap_or(CentralConfig::default().connections as usize);
+    let connections =
+        arg_value(&args, "--connections").unwrap_or(CentralConfig::default().connections as usize);
     let attempts = target.div_ceil(STEPS_PER_ATTEMPT + 2);
 
     let mut db = TestDb::new();
-    let cfg = CentralConfig { batch_size: batch as u32, connections: connections as u32, timeout_ms: 60_000, ..db.add_station(STATION) };
+    let cfg = CentralConfig {
+        batch_size: batch as u32,
+        connections: connections as u32,
+        timeout_ms: 60_000,
+        ..db.add_station(STATION)
+    };
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("station.db")).unwrap());
     let t = Instant::now();
@@ -229,13 +138,21 @@ fn main() {
             let mut c = opts.connect().await.unwrap();
             let t = Instant::now();
             for (table, cols, text, _) in &data {
-                let mut copy = c.copy_in_raw(&format!("COPY {table} ({cols}) FROM STDIN")).await.unwrap();
+                let mut copy = c
+                    .copy_in_raw(&format!("COPY {table} ({cols}) FROM STDIN"))
+                    .await
+                    .unwrap();
                 copy.send(text.as_bytes()).await.unwrap();
                 copy.finish().await.unwrap();
             }
             let secs = t.elapsed().as_secs_f64();
             for (table, _, _, n) in &data {
-                let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&mut c).await.unwrap();
+                let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {table}"
+                )))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
                 assert_eq!(got as usize, *n, "{table}");
             }
             reset_center(&mut c).await;
@@ -269,7 +186,9 @@ fn main() {
                 let _ = c.close().await;
             });
             let local = rusqlite::Connection::open(store.path()).unwrap();
-            local.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+            local
+                .busy_timeout(std::time::Duration::from_secs(30))
+                .unwrap();
             local.execute_batch("UPDATE outbox SET state = 'pending' WHERE state = 'synced'; DELETE FROM station_meta WHERE key LIKE 'sync.%';").unwrap();
         }
     }
@@ -284,6 +203,9 @@ fn main() {
 
 /// Empty the synced tables and checkpoint, so every run starts alike.
 async fn reset_center(c: &mut sqlx::postgres::PgConnection) {
-    sqlx::query("TRUNCATE attempts, attempt_steps, certificates").execute(&mut *c).await.unwrap();
+    sqlx::query("TRUNCATE attempts, attempt_steps, certificates")
+        .execute(&mut *c)
+        .await
+        .unwrap();
     sqlx::query("CHECKPOINT").execute(&mut *c).await.unwrap();
 }

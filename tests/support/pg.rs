@@ -5,10 +5,11 @@
 //! records at their latest versions.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_store::{AttemptRow, CertRow, StepRecord, Store};
-use imprint_sync::{hash, CentralConfig};
+use imprint_store::synced::TABLES;
+use imprint_store::{RecordKey, Store};
+use imprint_sync::{hash, record, CentralConfig};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::str::FromStr;
@@ -21,17 +22,47 @@ pub const PG_PORT: u16 = 5432;
 /// Run SQL as the superuser with psql; stdout, trimmed (`-At`).
 pub fn psql(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql])
+        .args([
+            "-h",
+            PG_HOST,
+            "-p",
+            &PG_PORT.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atq",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql runs (apt install postgresql-client)");
-    assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// psql that may fail (e.g. while the server restarts).
 pub fn try_psql(db: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")
-        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-Atq", "-c", sql])
+        .args([
+            "-h",
+            PG_HOST,
+            "-p",
+            &PG_PORT.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-Atq",
+            "-c",
+            sql,
+        ])
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -43,14 +74,22 @@ pub fn try_psql(db: &str, sql: &str) -> Result<String, String> {
 
 /// A current-thread runtime for the async parts of a test.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn unique_suffix() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).unwrap();
-    format!("{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), hex::encode(b))
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        hex::encode(b)
+    )
 }
 
 /// A lock shared by every PostgreSQL test on the machine (a file lock, so it
@@ -80,7 +119,10 @@ impl PgLock {
         let f = lock_file();
         f.lock().expect("exclusive lock");
         EXCLUSIVE_HERE.store(true, Ordering::SeqCst);
-        PgLock { _file: f, exclusive: true }
+        PgLock {
+            _file: f,
+            exclusive: true,
+        }
     }
 
     fn shared() -> Option<PgLock> {
@@ -89,7 +131,10 @@ impl PgLock {
         }
         let f = lock_file();
         f.lock_shared().expect("shared lock");
-        Some(PgLock { _file: f, exclusive: false })
+        Some(PgLock {
+            _file: f,
+            exclusive: false,
+        })
     }
 }
 
@@ -116,8 +161,15 @@ impl TestDb {
         let lock = PgLock::shared();
         let name = format!("imprint_t_{}", unique_suffix());
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        let db = TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap(), _lock: lock };
-        let v = rt().block_on(imprint_sync::migrate(&db.admin_options())).expect("migrate");
+        let db = TestDb {
+            name,
+            roles: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+            _lock: lock,
+        };
+        let v = rt()
+            .block_on(imprint_sync::migrate(&db.admin_options()))
+            .expect("migrate");
         assert_eq!(v, imprint_sync::required_version());
         db
     }
@@ -127,15 +179,25 @@ impl TestDb {
         let lock = PgLock::shared();
         let name = format!("imprint_t_{}", unique_suffix());
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap(), _lock: lock }
+        TestDb {
+            name,
+            roles: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+            _lock: lock,
+        }
     }
 
     pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{}?sslmode=disable", self.name)
+        format!(
+            "postgres://postgres@{PG_HOST}:{PG_PORT}/{}?sslmode=disable",
+            self.name
+        )
     }
 
     pub fn admin_options(&self) -> PgConnectOptions {
-        PgConnectOptions::from_str(&self.admin_url()).unwrap().log_statements(log::LevelFilter::Off)
+        PgConnectOptions::from_str(&self.admin_url())
+            .unwrap()
+            .log_statements(log::LevelFilter::Off)
     }
 
     pub fn psql(&self, sql: &str) -> String {
@@ -145,12 +207,24 @@ impl TestDb {
     /// Register `station` with a login role of its own; the returned config
     /// syncs as that role, its password in a file (never in the config).
     pub fn add_station(&mut self, station: &str) -> CentralConfig {
-        let role: String = format!("{}_{}", self.name, station.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let role: String = format!(
+            "{}_{}",
+            self.name,
+            station
+                .to_ascii_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
         let role: String = role.chars().take(63).collect();
         let mut b = [0u8; 12];
         getrandom::fill(&mut b).unwrap();
         let password = hex::encode(b);
-        rt().block_on(imprint_sync::add_station(&self.admin_options(), station, &role, &password)).expect("add station");
+        rt().block_on(imprint_sync::add_station(
+            &self.admin_options(),
+            station,
+            &role,
+            &password,
+        ))
+        .expect("add station");
         self.roles.push(role.clone());
         let pw_file = self.dir.path().join(format!("{role}.pw"));
         std::fs::write(&pw_file, format!("{password}\n")).unwrap();
@@ -197,7 +271,10 @@ impl Default for TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = try_psql("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let _ = try_psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
         for r in &self.roles {
             let _ = try_psql("postgres", &format!("DROP ROLE IF EXISTS {r}"));
         }
@@ -207,43 +284,40 @@ impl Drop for TestDb {
 /// A record's identity, its version, and its content hash (hex).
 pub type RecordSet = BTreeMap<String, (i64, String)>;
 
-/// Every record of a station's local store at its latest version.
+/// Every record of a station's local store at its latest version, hashed
+/// from the raw values the outbox reader sends (`imprint_store::synced`).
 pub fn local_set(store: &Store, station: &str) -> RecordSet {
     let mut out = RecordSet::new();
     let versions: BTreeMap<(String, String, i64), i64> = store
         .read(|c| {
-            let mut s = c.prepare("SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3")?;
+            let mut s = c.prepare(
+                "SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3",
+            )?;
             let rows = s
                 .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
                 .collect::<Result<BTreeMap<_, _>, _>>()?;
             Ok(rows)
         })
         .unwrap();
-    let v = |e: &str, id: &str, n: i64| *versions.get(&(e.to_string(), id.to_string(), n)).unwrap_or_else(|| panic!("{e} {id} {n} has no outbox row"));
-    for a in store.attempts(&Default::default()).unwrap() {
-        for s in store
-            .read({
-                let id = a.id.clone();
-                move |c| {
-                    let mut s = c.prepare("SELECT id, attempt_id, at, stage, kind, detail FROM steps WHERE attempt_id = ?1")?;
-                    let rows = s
-                        .query_map([id], |r| {
-                            Ok(StepRecord { n: r.get(0)?, attempt_id: r.get(1)?, at: r.get(2)?, stage: r.get(3)?, kind: r.get(4)?, detail: r.get(5)? })
-                        })?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(rows)
-                }
-            })
-            .unwrap()
-        {
-            out.insert(format!("step:{}#{}", s.attempt_id, s.n), (v("step", &s.attempt_id, s.n), hex::encode(hash::step(station, &s))));
+    for table in TABLES {
+        for (k, values) in store.synced_records(table).unwrap() {
+            let v = *versions
+                .get(&(k.entity.as_str().to_string(), k.id.clone(), k.step_no))
+                .unwrap_or_else(|| panic!("{k} has no outbox row"));
+            out.insert(
+                record_name(&k),
+                (v, hex::encode(hash::record(table, station, &values))),
+            );
         }
-        out.insert(format!("attempt:{}", a.id), (v("attempt", &a.id, 0), hex::encode(hash::attempt(station, &a))));
-    }
-    for c in store.certificates().unwrap() {
-        out.insert(format!("certificate:{}", c.id), (v("certificate", &c.id, 0), hex::encode(hash::certificate(station, &c))));
     }
     out
+}
+
+fn record_name(k: &RecordKey) -> String {
+    match k.entity {
+        imprint_store::Entity::Step => format!("step:{}#{}", k.id, k.step_no),
+        e => format!("{}:{}", e.as_str(), k.id),
+    }
 }
 
 /// A station's records as the center holds them, each hash **recomputed from
@@ -253,91 +327,86 @@ pub fn central_set(db: &TestDb, station: &str) -> RecordSet {
     rt().block_on(async {
         let mut c: PgConnection = db.admin_options().connect().await.unwrap();
         let mut out = RecordSet::new();
-        let rows = sqlx::query(
-            "SELECT id::text, port, started_at, finished_at, status, stage, code, reason, hint, retryable, device_serial, model,
-                    hw_rev, fw_version, fw_hash, chip_uid, batch, spki_sha256, certificate_id::text, resumed, bytes_to_device,
-                    bytes_from_device, version, content_sha256 FROM attempts WHERE station_id = $1",
-        )
-        .bind(station)
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-        for r in rows {
-            let a = AttemptRow {
-                id: r.get(0),
-                port: r.get(1),
-                started_at: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(2)),
-                finished_at: r.get::<Option<time::OffsetDateTime>, _>(3).map(imprint_store::Timestamp::from),
-                status: imprint_store::Recorded::from_text(r.get(4)),
-                stage: r.get::<Option<String>, _>(5).map(imprint_store::Recorded::from_text),
-                code: r.get::<Option<String>, _>(6).map(imprint_store::Recorded::from_text),
-                reason: r.get(7),
-                hint: r.get(8),
-                retryable: r.get(9),
-                device_serial: r.get(10),
-                model: r.get(11),
-                hw_rev: r.get(12),
-                fw_version: r.get(13),
-                fw_hash: r.get(14),
-                chip_uid: r.get(15),
-                batch: r.get(16),
-                spki_sha256: r.get(17),
-                certificate_id: r.get(18),
-                resumed: r.get(19),
-                bytes_to_device: r.get(20),
-                bytes_from_device: r.get(21),
-            };
-            let h = hex::encode(hash::attempt(station, &a));
-            assert_eq!(h, hex::encode(r.get::<Vec<u8>, _>(23)), "attempt {}: stored hash matches stored content", a.id);
-            out.insert(format!("attempt:{}", a.id), (r.get(22), h));
-        }
-        let rows = sqlx::query(
-            "SELECT attempt_id::text, n, at, stage, kind, detail, version, content_sha256 FROM attempt_steps WHERE station_id = $1",
-        )
-        .bind(station)
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-        for r in rows {
-            let s = StepRecord { attempt_id: r.get(0), n: r.get(1), at: imprint_store::ts(r.get(2)), stage: r.get(3), kind: r.get(4), detail: r.get(5) };
-            let h = hex::encode(hash::step(station, &s));
-            assert_eq!(h, hex::encode(r.get::<Vec<u8>, _>(7)), "step {}#{}", s.attempt_id, s.n);
-            out.insert(format!("step:{}#{}", s.attempt_id, s.n), (r.get(6), h));
-        }
-        let rows = sqlx::query(
-            "SELECT id::text, attempt_id::text, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after,
-                    status, cert_der, fingerprint_sha256, created_at, issued_at, version, content_sha256
-             FROM certificates WHERE station_id = $1",
-        )
-        .bind(station)
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-        for r in rows {
-            let cert = CertRow {
-                id: r.get(0),
-                attempt_id: r.get(1),
-                device_serial: r.get(2),
-                issuer: r.get(3),
-                serial_hex: r.get(4),
-                spki_sha256: r.get(5),
-                spki_der: r.get(6),
-                not_before: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(7)),
-                not_after: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(8)),
-                status: imprint_store::Recorded::from_text(r.get(9)),
-                cert_der: r.get(10),
-                chain_der: None,
-                fingerprint_sha256: r.get(11),
-                created_at: imprint_store::Timestamp::from(r.get::<time::OffsetDateTime, _>(12)),
-                issued_at: r.get::<Option<time::OffsetDateTime>, _>(13).map(imprint_store::Timestamp::from),
-            };
-            let h = hex::encode(hash::certificate(station, &cert));
-            assert_eq!(h, hex::encode(r.get::<Vec<u8>, _>(15)), "certificate {}", cert.id);
-            out.insert(format!("certificate:{}", cert.id), (r.get(14), h));
+        for table in TABLES {
+            let sql = format!(
+                "SELECT {} FROM {} c WHERE c.station_id = $1",
+                record::central_select(table),
+                table.central
+            );
+            for r in sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(station)
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+            {
+                let (values, version, stored) = record::central_values(table, &r).unwrap();
+                let k = table.record_key(&values).unwrap();
+                let h = hex::encode(hash::record(table, station, &values));
+                assert_eq!(
+                    h,
+                    hex::encode(stored),
+                    "{k}: stored hash matches stored content"
+                );
+                out.insert(record_name(&k), (version, h));
+            }
         }
         let _ = c.close().await;
         out
     })
+}
+
+/// How a central table differs from its record descriptor
+/// (`imprint_store::synced`): columns missing or extra, of another type or
+/// nullability (`information_schema.columns`), and columns whose UPDATE grant
+/// to `imprint_station` disagrees with the descriptor's `Mutable` (the
+/// station may update exactly the mutable columns and, where there are
+/// any, the sync's own version, hash and arrival time). Empty: no drift.
+pub fn central_drift(db: &TestDb, table: &imprint_store::synced::Table) -> Vec<String> {
+    use imprint_store::synced::{Change, CENTRAL_SYNC_COLUMNS};
+    use std::collections::BTreeSet;
+    let rows = db.psql(&format!(
+        "SELECT column_name || ' ' || data_type || ' ' || is_nullable || ' '
+                || has_column_privilege('imprint_station', 'public.' || table_name, column_name, 'UPDATE')
+         FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{}'",
+        table.central
+    ));
+    let actual: BTreeSet<String> = rows.lines().map(str::to_string).collect();
+    let mut expected: BTreeSet<String> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let null = if c.nullable { "YES" } else { "NO" };
+            format!(
+                "{} {} {null} {}",
+                c.name,
+                record::information_schema_type(c.kind),
+                c.change == Change::Mutable
+            )
+        })
+        .collect();
+    // A record that never changes (steps) grants no UPDATE at all.
+    let updatable = table.columns.iter().any(|c| c.change == Change::Mutable);
+    for (name, ty) in CENTRAL_SYNC_COLUMNS.iter().zip(["text", "bigint", "bytea"]) {
+        expected.insert(format!(
+            "{name} {ty} NO {}",
+            updatable && *name != "station_id"
+        ));
+    }
+    if table.received_at {
+        expected.insert(format!(
+            "received_at timestamp with time zone NO {updatable}"
+        ));
+    }
+    let mut drift: Vec<String> = expected
+        .difference(&actual)
+        .map(|e| format!("{}: descriptor has `{e}`", table.central))
+        .collect();
+    drift.extend(
+        actual
+            .difference(&expected)
+            .map(|a| format!("{}: center has `{a}`", table.central)),
+    );
+    drift
 }
 
 /// Assert the center holds exactly the station's local records (nothing
@@ -346,9 +415,21 @@ pub fn assert_center_equals_local(db: &TestDb, store: &Store, station: &str) -> 
     let local = local_set(store, station);
     let central = central_set(db, station);
     if local != central {
-        let missing: Vec<_> = local.keys().filter(|k| !central.contains_key(*k)).take(5).collect();
-        let extra: Vec<_> = central.keys().filter(|k| !local.contains_key(*k)).take(5).collect();
-        let differ: Vec<_> = local.iter().filter(|(k, v)| central.get(*k).is_some_and(|c| c != *v)).take(5).collect();
+        let missing: Vec<_> = local
+            .keys()
+            .filter(|k| !central.contains_key(*k))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = central
+            .keys()
+            .filter(|k| !local.contains_key(*k))
+            .take(5)
+            .collect();
+        let differ: Vec<_> = local
+            .iter()
+            .filter(|(k, v)| central.get(*k).is_some_and(|c| c != *v))
+            .take(5)
+            .collect();
         panic!(
             "station {station}: local {} records, central {}; missing at the center {missing:?}; extra {extra:?}; differing {differ:?}",
             local.len(),
@@ -377,10 +458,21 @@ pub fn restart_postgres() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .unwrap_or_else(|| "15".into());
     let out = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", "-m", "fast", &version, "main", "restart"])
+        .args([
+            "--skip-systemctl-redirect",
+            "-m",
+            "fast",
+            &version,
+            "main",
+            "restart",
+        ])
         .output()
         .expect("pg_ctlcluster");
-    assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Wait until the cluster answers.
@@ -399,7 +491,13 @@ pub fn wait_for_postgres() {
 /// certificate and a finish, from `threads` threads at once (the writer
 /// group-commits them). Returns the number of records (attempts + steps +
 /// certificates). Serials start with `prefix`.
-pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps: usize, threads: usize) -> usize {
+pub fn fill(
+    store: &std::sync::Arc<Store>,
+    prefix: &str,
+    attempts: usize,
+    steps: usize,
+    threads: usize,
+) -> usize {
     use imprint_store::{new_id, now_text, AttemptEnd, DeviceFacts, Intent, StepRow};
     let per = attempts.div_ceil(threads.max(1));
     std::thread::scope(|s| {
@@ -408,10 +506,32 @@ pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps:
             s.spawn(move || {
                 for i in (t * per)..((t + 1) * per).min(attempts) {
                     let serial = format!("{prefix}-{i:06}");
-                    let a = store.begin_attempt(&format!("/dev/ttySIM{t}"), Some("WO-BENCH")).unwrap();
-                    store.set_device(&a, &DeviceFacts { serial: serial.clone(), model: "IMP-1".into(), hw_rev: "B".into(), fw_version: "1.2.3".into(), fw_hash: "ab".repeat(32), chip_uid: format!("UID{i:08}") }).unwrap();
+                    let a = store
+                        .begin_attempt(&format!("/dev/ttySIM{t}"), Some("WO-BENCH"))
+                        .unwrap();
+                    store
+                        .set_device(
+                            &a,
+                            &DeviceFacts {
+                                serial: serial.clone(),
+                                model: "IMP-1".into(),
+                                hw_rev: "B".into(),
+                                fw_version: "1.2.3".into(),
+                                fw_hash: "ab".repeat(32),
+                                chip_uid: format!("UID{i:08}"),
+                            },
+                        )
+                        .unwrap();
                     let half = steps / 2;
-                    let mk = |k: usize| StepRow { at: now_text(), stage: ["identify", "keygen", "csr", "issue", "write", "prove", "lock"][k % 7].into(), kind: "completed".into(), detail: format!("step {k} of {serial}: ok in {} ms", 10 + k) };
+                    let mk = |k: usize| StepRow {
+                        at: now_text(),
+                        stage: [
+                            "identify", "keygen", "csr", "issue", "write", "prove", "lock",
+                        ][k % 7]
+                            .into(),
+                        kind: "completed".into(),
+                        detail: format!("step {k} of {serial}: ok in {} ms", 10 + k),
+                    };
                     store.record_steps(&a, (0..half).map(mk).collect()).unwrap();
                     let mut key = [0u8; 32];
                     getrandom::fill(&mut key).unwrap();
@@ -430,15 +550,20 @@ pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps:
                             spki_sha256: spki,
                             spki_der: vec![0x30; 91],
                             not_before: imprint_store::Timestamp::now(),
-                            not_after: imprint_store::Timestamp::parse("2036-01-01T00:00:00.000Z")
-                                .unwrap(),
+                            not_after: imprint_store::Timestamp::parse("2036-01-01T00:00:00.000Z").expect("a valid time"),
                         })
                         .unwrap();
                     let mut der = vec![0u8; 480];
                     getrandom::fill(&mut der).unwrap();
-                    store.mark_issued(&cert, &der, b"chain", &hex::encode(&der[..32])).unwrap();
-                    store.record_steps(&a, (half..steps).map(mk).collect()).unwrap();
-                    store.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 4504, 2100).unwrap();
+                    store
+                        .mark_issued(&cert, &der, b"chain", &hex::encode(&der[..32]))
+                        .unwrap();
+                    store
+                        .record_steps(&a, (half..steps).map(mk).collect())
+                        .unwrap();
+                    store
+                        .finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 4504, 2100)
+                        .unwrap();
                 }
             });
         }

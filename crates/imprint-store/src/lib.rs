@@ -378,6 +378,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 pub mod mqtt_events;
 pub mod outbox;
 pub mod records;
+pub mod synced;
 pub mod types;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;

@@ -5,10 +5,13 @@
 //! - [`config`]: the `[central]` section (no password in it) and connection options;
 //! - [`schema`]: the central schema (`migrations/postgres`), applied by an
 //!   administrator only; the version check every station makes; station roles;
-//! - `push`: one batch, sent as one `INSERT ... SELECT FROM UNNEST(...) ON
-//!   CONFLICT DO NOTHING RETURNING` per record kind, then verified by
-//!   (version, content hash), updated where the center's copy may still
-//!   change, or quarantined;
+//! - `push`: one batch, one generic routine over the record descriptors
+//!   (`imprint_store::synced`): a plain `INSERT ... SELECT FROM UNNEST(...)`
+//!   per record kind, else `ON CONFLICT DO NOTHING` verified by (version,
+//!   content hash), updated where the center's copy may still change, or
+//!   quarantined; poison rows found by bisection;
+//! - [`record`]: the PostgreSQL side of the descriptors (types, reading the
+//!   center's rows back as the values the hash is computed from);
 //! - [`worker`]: the background worker (own thread, tokio, backoff with
 //!   jitter) and [`sync_once`];
 //! - [`status`], [`report`]: what `imprint sync status` and `imprint report` show.
@@ -18,6 +21,7 @@
 pub mod config;
 pub mod hash;
 mod push;
+pub mod record;
 pub mod report;
 pub mod schema;
 pub mod status;
@@ -39,7 +43,11 @@ pub enum SyncError {
     #[error("central database unreachable: {0}")]
     Connect(String),
     #[error("central schema is version {found}, this station needs {needed}: {hint}")]
-    Schema { found: i64, needed: i64, hint: &'static str },
+    Schema {
+        found: i64,
+        needed: i64,
+        hint: &'static str,
+    },
     #[error("central database: {0}")]
     Registration(String),
     #[error("central schema migration failed: {0}")]

@@ -29,9 +29,13 @@
 //! server restarting) abort the batch, which is sent again later.
 
 use crate::hash;
-use imprint_store::{now_text, new_id, parse_ts, AttemptRow, CertRow, Entity, PendingChange, Quarantine, RecordKey, RecordState, StepRecord};
+use crate::record::pg_type;
+use imprint_store::synced::{Change, Kind, Table, Value, TABLES};
+use imprint_store::{
+    new_id, now_text, parse_ts, Entity, PendingChange, Quarantine, RecordKey, RecordState,
+};
 use sqlx::postgres::PgConnection;
-// SQL built here only from constant column lists and table names; values are always bound.
+// SQL built here only from the constant descriptors (imprint_store::synced) and table names; values are always bound.
 use sqlx::{AssertSqlSafe, Connection, Row};
 use std::collections::{HashMap, HashSet};
 
@@ -56,7 +60,14 @@ impl Outcome {
         self.updated += o.updated;
         self.already += o.already;
     }
-    fn quarantine(&mut self, key: RecordKey, version: i64, local: &[u8], central: Option<&[u8]>, reason: impl Into<String>) {
+    fn quarantine(
+        &mut self,
+        key: RecordKey,
+        version: i64,
+        local: &[u8],
+        central: Option<&[u8]>,
+        reason: impl Into<String>,
+    ) {
         let reason = reason.into();
         tracing::warn!(record = %key, version, reason = %reason, "record quarantined: kept locally, not sent");
         self.quarantine.push(Quarantine {
@@ -72,121 +83,168 @@ impl Outcome {
     }
 }
 
-#[derive(Clone, Debug)]
-pub(crate) struct AttemptIn {
-    key: RecordKey,
-    version: i64,
-    hash: [u8; 32],
-    id: Uuid,
-    started_at: OffsetDateTime,
-    finished_at: Option<OffsetDateTime>,
-    certificate_id: Option<Uuid>,
-    row: AttemptRow,
+/// When the center's copy of a record may still change, and what a
+/// quarantine of that kind says. The columns are the descriptor's; this is
+/// the one rule per kind that is not a column.
+struct Policy {
+    /// SQL condition on the center's copy `c` (the new row is `u`) under
+    /// which it may still be updated; `None`: the record never changes.
+    still_changeable: Option<&'static str>,
+    /// No row visible under the key: another record holds a unique key.
+    missing: &'static str,
+    /// The center's copy may not change (or, for a record that never
+    /// changes, differs).
+    refused: &'static str,
 }
 
-#[derive(Clone, Debug)]
-pub(crate) struct StepIn {
-    key: RecordKey,
-    version: i64,
-    hash: [u8; 32],
-    attempt_id: Uuid,
-    at: OffsetDateTime,
-    row: StepRecord,
+fn policy(entity: Entity) -> Policy {
+    match entity {
+        Entity::Attempt => Policy {
+            still_changeable: Some("c.status = 'running'"),
+            missing: "another station's record holds this attempt id",
+            refused: "the center's copy of this attempt is finished and differs: a finished attempt never changes",
+        },
+        Entity::Certificate => Policy {
+            still_changeable: Some("(c.status = 'signing' OR c.cert_der = u.cert_der)"),
+            missing: "the center already holds a certificate with this issuer and serial, or for this public key, from another record",
+            refused: "the change would alter what the center holds of an issued certificate",
+        },
+        Entity::Step => Policy {
+            still_changeable: None,
+            missing: "another station's record holds this step's attempt id",
+            refused: "the center holds a different step under this number: steps never change",
+        },
+    }
 }
 
+/// One column's value, parsed for PostgreSQL.
 #[derive(Clone, Debug)]
-pub(crate) struct CertIn {
-    key: RecordKey,
-    version: i64,
-    hash: [u8; 32],
-    id: Uuid,
-    attempt_id: Uuid,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    created_at: OffsetDateTime,
-    issued_at: Option<OffsetDateTime>,
-    row: CertRow,
+enum Cell {
+    Text(Option<String>),
+    Uuid(Option<Uuid>),
+    Time(Option<OffsetDateTime>),
+    Int(Option<i64>),
+    Bool(Option<bool>),
+    Bytes(Option<Vec<u8>>),
+}
+
+/// Parse a record's raw values by its table's column kinds.
+fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
+    if values.len() != table.columns.len() {
+        return Err(format!(
+            "{} values for {} columns",
+            values.len(),
+            table.columns.len()
+        ));
+    }
+    table
+        .columns
+        .iter()
+        .zip(values)
+        .map(|(c, v)| {
+            if v == Value::Null && !c.nullable {
+                return Err(format!("{} is NULL", c.name));
+            }
+            let wrong = |v: &Value| format!("{} holds {v:?}, not {:?}", c.name, c.kind);
+            Ok(match (c.kind, v) {
+                (Kind::Text, Value::Null) => Cell::Text(None),
+                (Kind::Text, Value::Text(s)) => Cell::Text(Some(s)),
+                (Kind::Uuid, Value::Null) => Cell::Uuid(None),
+                (Kind::Uuid, Value::Text(s)) => Cell::Uuid(Some(
+                    Uuid::parse_str(&s).map_err(|_| format!("{}: {s:?} is not a UUID", c.name))?,
+                )),
+                (Kind::Time, Value::Null) => Cell::Time(None),
+                (Kind::Time, Value::Text(s)) => {
+                    Cell::Time(Some(parse_ts(&s).ok_or_else(|| {
+                        format!("{}: {s:?} is not an RFC 3339 time", c.name)
+                    })?))
+                }
+                (Kind::Int, Value::Null) => Cell::Int(None),
+                (Kind::Int, Value::Int(n)) => Cell::Int(Some(n)),
+                (Kind::Bool, Value::Null) => Cell::Bool(None),
+                (Kind::Bool, Value::Int(n)) => Cell::Bool(Some(n != 0)),
+                (Kind::Bytes, Value::Null) => Cell::Bytes(None),
+                (Kind::Bytes, Value::Blob(b)) => Cell::Bytes(Some(b)),
+                (_, v) => return Err(wrong(&v)),
+            })
+        })
+        .collect()
 }
 
 /// A record ready to send: parsed, hashed.
 #[derive(Clone, Debug)]
-pub(crate) enum Prepared {
-    A(AttemptIn),
-    S(StepIn),
-    C(CertIn),
-}
-
-fn uuid(s: &str) -> Result<Uuid, String> {
-    Uuid::parse_str(s).map_err(|_| format!("{s:?} is not a UUID"))
-}
-fn when(s: &str) -> Result<OffsetDateTime, String> {
-    parse_ts(s).ok_or_else(|| format!("{s:?} is not an RFC 3339 time"))
+pub(crate) struct Prepared {
+    table: &'static Table,
+    key: RecordKey,
+    version: i64,
+    hash: [u8; 32],
+    /// The key at the center: a UUID and, for steps, the local number.
+    ckey: (Uuid, i64),
+    cells: Vec<Cell>,
 }
 
 impl Prepared {
     /// The record and the version this row carries.
     pub(crate) fn key_version(&self) -> (&RecordKey, i64) {
-        match self {
-            Prepared::A(a) => (&a.key, a.version),
-            Prepared::S(s) => (&s.key, s.version),
-            Prepared::C(c) => (&c.key, c.version),
-        }
+        (&self.key, self.version)
     }
+    fn order(&self) -> usize {
+        TABLES
+            .iter()
+            .position(|t| t.entity == self.table.entity)
+            .unwrap_or(TABLES.len())
+    }
+}
+
+fn central_key(table: &Table, cells: &[Cell]) -> Result<(Uuid, i64), String> {
+    let mut k = table.key_positions();
+    let id = match k.next().and_then(|i| cells.get(i)) {
+        Some(Cell::Uuid(Some(u))) => *u,
+        _ => return Err("the key is not a UUID".into()),
+    };
+    let n = match k.next().map(|i| cells.get(i)) {
+        None => 0,
+        Some(Some(Cell::Int(Some(n)))) => *n,
+        Some(_) => return Err("the key's number is missing".into()),
+    };
+    Ok((id, n))
 }
 
 /// Turn pending changes into rows to send (CPU work: done off the sending
 /// path); malformed ones are quarantined in `out`.
-pub(crate) fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outcome) -> Vec<Prepared> {
+pub(crate) fn prepare(
+    station: &str,
+    changes: Vec<PendingChange>,
+    out: &mut Outcome,
+) -> Vec<Prepared> {
     let mut v = Vec::with_capacity(changes.len());
     for c in changes {
+        let table = c.table();
         let (key, version) = (c.key, c.version);
-        let r: Result<Prepared, (String, [u8; 32])> = match c.state {
-            RecordState::Attempt(row) => {
-                let h = hash::attempt(station, &row);
-                (|| {
-                    Ok(Prepared::A(AttemptIn {
-                        id: uuid(&row.id)?,
-                        started_at: row.started_at.get(),
-                        finished_at: row.finished_at.map(|t| t.get()),
-                        certificate_id: row.certificate_id.as_deref().map(uuid).transpose()?,
-                        key: key.clone(),
-                        version,
-                        hash: h,
-                        row,
-                    }))
-                })()
-                .map_err(|e: String| (e, h))
+        let values = match c.state {
+            RecordState::Present(values) => values,
+            RecordState::Missing => {
+                out.quarantine(key, version, &[0; 32], None, "malformed local record: the outbox names a record that is not in the local store");
+                continue;
             }
-            RecordState::Step(row) => {
-                let h = hash::step(station, &row);
-                (|| {
-                    Ok(Prepared::S(StepIn { attempt_id: uuid(&row.attempt_id)?, at: when(&row.at)?, key: key.clone(), version, hash: h, row }))
-                })()
-                .map_err(|e: String| (e, h))
-            }
-            RecordState::Certificate(row) => {
-                let h = hash::certificate(station, &row);
-                (|| {
-                    Ok(Prepared::C(CertIn {
-                        id: uuid(&row.id)?,
-                        attempt_id: uuid(&row.attempt_id)?,
-                        not_before: row.not_before.get(),
-                        not_after: row.not_after.get(),
-                        created_at: row.created_at.get(),
-                        issued_at: row.issued_at.map(|t| t.get()),
-                        key: key.clone(),
-                        version,
-                        hash: h,
-                        row,
-                    }))
-                })()
-                .map_err(|e: String| (e, h))
-            }
-            RecordState::Missing => Err(("the outbox names a record that is not in the local store".into(), [0; 32])),
         };
-        match r {
-            Ok(p) => v.push(p),
-            Err((reason, h)) => out.quarantine(key, version, &h, None, format!("malformed local record: {reason}")),
+        let h = hash::record(table, station, &values);
+        match cells(table, values).and_then(|cells| Ok((central_key(table, &cells)?, cells))) {
+            Ok((ckey, cells)) => v.push(Prepared {
+                table,
+                key,
+                version,
+                hash: h,
+                ckey,
+                cells,
+            }),
+            Err(reason) => out.quarantine(
+                key,
+                version,
+                &h,
+                None,
+                format!("malformed local record: {reason}"),
+            ),
         }
     }
     v
@@ -203,7 +261,10 @@ impl From<sqlx::Error> for PushError {
         if let sqlx::Error::Database(d) = &e {
             if let Some(code) = d.code() {
                 if code.starts_with("22") || code.starts_with("23") {
-                    return PushError::Data(format!("the center refused it: {} (SQLSTATE {code})", d.message()));
+                    return PushError::Data(format!(
+                        "the center refused it: {} (SQLSTATE {code})",
+                        d.message()
+                    ));
                 }
             }
         }
@@ -212,6 +273,191 @@ impl From<sqlx::Error> for PushError {
 }
 
 type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// `UNNEST($k::t[], ...) AS u(c, ...)` over the table's columns and the
+/// version and hash, numbering from `first`.
+fn unnest(table: &Table, first: usize) -> String {
+    let cols = table
+        .columns
+        .iter()
+        .map(|c| (c.name, pg_type(c.kind)))
+        .chain([("version", "int8"), ("content_sha256", "bytea")]);
+    let (mut args, mut names) = (Vec::new(), Vec::new());
+    for (i, (n, t)) in cols.enumerate() {
+        args.push(format!("${}::{t}[]", first + i));
+        names.push(n);
+    }
+    format!("UNNEST({}) AS u({})", args.join(", "), names.join(", "))
+}
+
+/// The INSERT of a table's rows (`$1` the station), plain or `ON CONFLICT DO NOTHING`.
+fn insert_sql(table: &Table, on_conflict: bool) -> String {
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+    format!(
+        "INSERT INTO {} (station_id, {}, version, content_sha256) SELECT $1, u.* FROM {}{}",
+        table.central,
+        names.join(", "),
+        unnest(table, 2),
+        if on_conflict {
+            " ON CONFLICT DO NOTHING"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `c.k1, c.k2` (or `c.k1, 0::int8`): the center's key as `(uuid, int8)`.
+fn key_select(table: &Table) -> String {
+    let k: Vec<&str> = table
+        .key_positions()
+        .map(|i| table.columns[i].name)
+        .collect();
+    let second = k
+        .get(1)
+        .map(|n| format!("c.{n}"))
+        .unwrap_or_else(|| "0::int8".into());
+    format!("c.{}, {second}", k.first().copied().unwrap_or("id"))
+}
+
+/// The UPDATE of the center's older copies: mutable columns set, key and
+/// fixed columns required equal, and the copy still changeable.
+fn update_sql(table: &Table, still_changeable: &str) -> String {
+    let mut set: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.change == Change::Mutable)
+        .map(|c| format!("{0} = u.{0}", c.name))
+        .collect();
+    set.extend([
+        "version = u.version".into(),
+        "content_sha256 = u.content_sha256".into(),
+    ]);
+    if table.received_at {
+        set.push("received_at = now()".into());
+    }
+    let mut cond: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| c.change != Change::Mutable)
+        .map(|c| {
+            if c.nullable {
+                format!("c.{0} IS NOT DISTINCT FROM u.{0}", c.name)
+            } else {
+                format!("c.{0} = u.{0}", c.name)
+            }
+        })
+        .collect();
+    cond.push("c.version < u.version".into());
+    cond.push(format!("({still_changeable})"));
+    format!(
+        "UPDATE {} AS c SET {} FROM {} WHERE {} RETURNING {}",
+        table.central,
+        set.join(", "),
+        unnest(table, 1),
+        cond.join(" AND "),
+        key_select(table)
+    )
+}
+
+/// Bind rows of one table, column by column, then their versions and hashes.
+fn bind_rows<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    table: &Table,
+    rows: &[&Prepared],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    // Cells were built from the same column kinds (`cells`), so each match
+    // takes its first arm; another cell would bind NULL, which the center
+    // refuses for a NOT NULL column (a data error, quarantined).
+    for (i, c) in table.columns.iter().enumerate() {
+        let cell = |p: &&Prepared| p.cells.get(i).cloned();
+        q = match c.kind {
+            Kind::Text => q.bind(
+                rows.iter()
+                    .map(|p| {
+                        if let Some(Cell::Text(v)) = cell(p) {
+                            v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Kind::Uuid => q.bind(
+                rows.iter()
+                    .map(|p| {
+                        if let Some(Cell::Uuid(v)) = cell(p) {
+                            v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Kind::Time => q.bind(
+                rows.iter()
+                    .map(|p| {
+                        if let Some(Cell::Time(v)) = cell(p) {
+                            v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Kind::Int => q.bind(
+                rows.iter()
+                    .map(|p| {
+                        if let Some(Cell::Int(v)) = cell(p) {
+                            v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Kind::Bool => q.bind(
+                rows.iter()
+                    .map(|p| {
+                        if let Some(Cell::Bool(v)) = cell(p) {
+                            v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Kind::Bytes => q.bind(
+                rows.iter()
+                    .map(|p| {
+                        if let Some(Cell::Bytes(v)) = cell(p) {
+                            v
+                        } else {
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        };
+    }
+    q.bind(rows.iter().map(|p| p.version).collect::<Vec<_>>())
+        .bind(rows.iter().map(|p| p.hash.to_vec()).collect::<Vec<_>>())
+}
+
+/// Rows grouped by table, in the order a batch sends them.
+fn by_table(rows: &[Prepared]) -> Vec<(&'static Table, Vec<&Prepared>)> {
+    TABLES
+        .iter()
+        .map(|&t| {
+            (
+                t,
+                rows.iter()
+                    .filter(|p| p.table.entity == t.entity)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, r)| !r.is_empty())
+        .collect()
+}
 
 /// A batch split over the connections, with the plain INSERTs already
 /// encoded (built on the blocking pool, off the sending path).
@@ -229,29 +475,16 @@ impl Planned {
 }
 
 fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<PgQuery> {
-    let (mut a, mut c, mut st) = (Vec::new(), Vec::new(), Vec::new());
-    for p in rows {
-        match p {
-            Prepared::A(x) => a.push(x),
-            Prepared::C(x) => c.push(x),
-            Prepared::S(x) => st.push(x),
-        }
-    }
-    let names = |cols: &[(&str, &str)]| cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-    let mut out = Vec::new();
-    if !a.is_empty() {
-        let sql = format!("INSERT INTO attempts (station_id, {}) SELECT $1, u.* FROM {}", names(ATTEMPT_COLS), unnest(ATTEMPT_COLS, 2));
-        out.push(bind_attempts(sqlx::query(AssertSqlSafe(sql)).bind(station.to_string()), &a));
-    }
-    if !c.is_empty() {
-        let sql = format!("INSERT INTO certificates (station_id, {}) SELECT $1, u.* FROM {}", names(CERT_COLS), unnest(CERT_COLS, 2));
-        out.push(bind_certs(sqlx::query(AssertSqlSafe(sql)).bind(station.to_string()), &c));
-    }
-    if !st.is_empty() {
-        let sql = format!("INSERT INTO attempt_steps (station_id, {}) SELECT $1, u.* FROM {}", names(STEP_COLS), unnest(STEP_COLS, 2));
-        out.push(bind_steps(sqlx::query(AssertSqlSafe(sql)).bind(station.to_string()), &st));
-    }
-    out
+    by_table(rows)
+        .into_iter()
+        .map(|(t, r)| {
+            bind_rows(
+                sqlx::query(AssertSqlSafe(insert_sql(t, false))).bind(station.to_string()),
+                t,
+                &r,
+            )
+        })
+        .collect()
 }
 
 /// Split a batch over one or two connections and encode its plain INSERTs.
@@ -261,22 +494,28 @@ fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<PgQuery> {
 /// arrive in order.
 pub(crate) fn plan(station: &str, rows: Vec<Prepared>, two: bool) -> Planned {
     let (mut main, aux) = if two {
-        let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows.into_iter().partition(|p| !matches!(p, Prepared::S(_)));
-        let keep = (first.len() + steps.len()).div_ceil(2).saturating_sub(first.len()).min(steps.len());
+        let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows
+            .into_iter()
+            .partition(|p| p.table.entity != Entity::Step);
+        let keep = (first.len() + steps.len())
+            .div_ceil(2)
+            .saturating_sub(first.len())
+            .min(steps.len());
         let second = steps.split_off(keep);
         first.append(&mut steps);
         (first, second)
     } else {
         (rows, Vec::new())
     };
-    main.sort_by_key(|p| match p {
-        Prepared::A(_) => 0,
-        Prepared::C(_) => 1,
-        Prepared::S(_) => 2,
-    });
+    main.sort_by_key(Prepared::order);
     let main_q = plain_queries(station, &main);
     let aux_q = plain_queries(station, &aux);
-    Planned { main, main_q, aux, aux_q }
+    Planned {
+        main,
+        main_q,
+        aux,
+        aux_q,
+    }
 }
 
 /// Send a planned batch and say what became of each record.
@@ -287,10 +526,18 @@ pub(crate) async fn push(
     planned: Planned,
     mut out: Outcome,
 ) -> Result<Outcome, sqlx::Error> {
-    let Planned { main, main_q, aux: aux_rows, aux_q } = planned;
+    let Planned {
+        main,
+        main_q,
+        aux: aux_rows,
+        aux_q,
+    } = planned;
     match aux {
         Some(aux) if !aux_rows.is_empty() => {
-            let (a, b) = tokio::join!(send(conn, station, main, main_q), send(aux, station, aux_rows, aux_q));
+            let (a, b) = tokio::join!(
+                send(conn, station, main, main_q),
+                send(aux, station, aux_rows, aux_q)
+            );
             out.merge(a?);
             out.merge(b?);
         }
@@ -309,7 +556,12 @@ pub(crate) async fn push(
 /// case, cost at the server what COPY costs; `ON CONFLICT` would roughly
 /// double it). If any row exists already or is refused, that transaction is
 /// rolled back and the careful path decides record by record.
-async fn send(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>, queries: Vec<PgQuery>) -> Result<Outcome, sqlx::Error> {
+async fn send(
+    conn: &mut PgConnection,
+    station: &str,
+    rows: Vec<Prepared>,
+    queries: Vec<PgQuery>,
+) -> Result<Outcome, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Outcome::default());
     }
@@ -327,7 +579,10 @@ async fn send(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>, queri
     }
     if fast {
         tx.commit().await?;
-        let mut out = Outcome { inserted: rows.len(), ..Outcome::default() };
+        let mut out = Outcome {
+            inserted: rows.len(),
+            ..Outcome::default()
+        };
         out.done.extend(rows.iter().map(|p| {
             let (k, v) = p.key_version();
             (k.clone(), v)
@@ -339,7 +594,11 @@ async fn send(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>, queri
 }
 
 /// Send rows over one connection; isolate a record the center refuses.
-async fn push_rows(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>) -> Result<Outcome, sqlx::Error> {
+async fn push_rows(
+    conn: &mut PgConnection,
+    station: &str,
+    rows: Vec<Prepared>,
+) -> Result<Outcome, sqlx::Error> {
     let mut out = Outcome::default();
     let mut stack: Vec<Vec<Prepared>> = vec![rows];
     while let Some(set) = stack.pop() {
@@ -351,12 +610,8 @@ async fn push_rows(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>) 
             Err(PushError::Other(e)) => return Err(e),
             Err(PushError::Data(reason)) => {
                 if set.len() == 1 {
-                    let (key, version, h) = match &set[0] {
-                        Prepared::A(a) => (a.key.clone(), a.version, a.hash),
-                        Prepared::S(s) => (s.key.clone(), s.version, s.hash),
-                        Prepared::C(c) => (c.key.clone(), c.version, c.hash),
-                    };
-                    out.quarantine(key, version, &h, None, reason);
+                    let p = &set[0];
+                    out.quarantine(p.key.clone(), p.version, &p.hash, None, reason);
                 } else {
                     tracing::info!(rows = set.len(), reason = %reason, "batch refused for one record's data: splitting to find it");
                     let mut a = set;
@@ -370,27 +625,15 @@ async fn push_rows(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>) 
     Ok(out)
 }
 
-async fn push_set(conn: &mut PgConnection, station: &str, set: &[Prepared]) -> Result<Outcome, PushError> {
-    let mut attempts = Vec::new();
-    let mut steps = Vec::new();
-    let mut certs = Vec::new();
-    for p in set {
-        match p {
-            Prepared::A(a) => attempts.push(a),
-            Prepared::S(s) => steps.push(s),
-            Prepared::C(c) => certs.push(c),
-        }
-    }
+async fn push_set(
+    conn: &mut PgConnection,
+    station: &str,
+    set: &[Prepared],
+) -> Result<Outcome, PushError> {
     let mut tx = conn.begin().await?;
     let mut out = Outcome::default();
-    if !attempts.is_empty() {
-        out.merge(push_attempts(&mut tx, station, &attempts).await?);
-    }
-    if !certs.is_empty() {
-        out.merge(push_certs(&mut tx, station, &certs).await?);
-    }
-    if !steps.is_empty() {
-        out.merge(push_steps(&mut tx, station, &steps).await?);
+    for (table, rows) in by_table(set) {
+        out.merge(push_table(&mut tx, station, table, &rows).await?);
     }
     tx.commit().await?;
     Ok(out)
@@ -408,114 +651,78 @@ async fn try_plain(
     match q.execute(&mut *conn).await {
         Ok(_) => Ok(true),
         Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505") => {
-            sqlx::raw_sql("ROLLBACK TO SAVEPOINT plain").execute(&mut *conn).await?;
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT plain")
+                .execute(&mut *conn)
+                .await?;
             Ok(false)
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// `UNNEST($k::t[], ...) AS u(c, ...)` for `cols`, numbering from `first`.
-fn unnest(cols: &[(&str, &str)], first: usize) -> String {
-    let args: Vec<String> = cols.iter().enumerate().map(|(i, (_, t))| format!("${}::{t}[]", first + i)).collect();
-    let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
-    format!("UNNEST({}) AS u({})", args.join(", "), names.join(", "))
-}
-
-const ATTEMPT_COLS: &[(&str, &str)] = &[
-    ("id", "uuid"),
-    ("port", "text"),
-    ("started_at", "timestamptz"),
-    ("finished_at", "timestamptz"),
-    ("status", "text"),
-    ("stage", "text"),
-    ("code", "text"),
-    ("reason", "text"),
-    ("hint", "text"),
-    ("retryable", "bool"),
-    ("device_serial", "text"),
-    ("model", "text"),
-    ("hw_rev", "text"),
-    ("fw_version", "text"),
-    ("fw_hash", "text"),
-    ("chip_uid", "text"),
-    ("batch", "text"),
-    ("spki_sha256", "text"),
-    ("certificate_id", "uuid"),
-    ("resumed", "bool"),
-    ("bytes_to_device", "int8"),
-    ("bytes_from_device", "int8"),
-    ("version", "int8"),
-    ("content_sha256", "bytea"),
-];
-
-fn bind_attempts<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    rows: &[&AttemptIn],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let col = |f: &dyn Fn(&AttemptRow) -> Option<String>| rows.iter().map(|a| f(&a.row)).collect::<Vec<_>>();
-    q = q
-        .bind(rows.iter().map(|a| a.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.row.port.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.started_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.finished_at).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|a| a.row.status.as_str().to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind(col(&|r| r.stage.as_ref().map(|v| v.as_str().to_string())))
-        .bind(col(&|r| r.code.as_ref().map(|v| v.as_str().to_string())))
-        .bind(col(&|r| r.reason.clone()))
-        .bind(col(&|r| r.hint.clone()))
-        .bind(rows.iter().map(|a| a.row.retryable).collect::<Vec<_>>())
-        .bind(col(&|r| r.device_serial.clone()))
-        .bind(col(&|r| r.model.clone()))
-        .bind(col(&|r| r.hw_rev.clone()))
-        .bind(col(&|r| r.fw_version.clone()))
-        .bind(col(&|r| r.fw_hash.clone()))
-        .bind(col(&|r| r.chip_uid.clone()))
-        .bind(col(&|r| r.batch.clone()))
-        .bind(col(&|r| r.spki_sha256.clone()))
-        .bind(rows.iter().map(|a| a.certificate_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.row.resumed).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.row.bytes_to_device).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.row.bytes_from_device).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.version).collect::<Vec<_>>())
-        .bind(rows.iter().map(|a| a.hash.to_vec()).collect::<Vec<_>>());
-    q
-}
-
-/// The center's (version, hash) of records by id, as this station sees them.
-async fn central_versions(conn: &mut PgConnection, table: &str, ids: Vec<Uuid>) -> Result<HashMap<Uuid, (i64, Vec<u8>)>, sqlx::Error> {
-    let rows = sqlx::query(AssertSqlSafe(format!("SELECT id, version, content_sha256 FROM {table} WHERE id = ANY($1)")))
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut m = HashMap::with_capacity(rows.len());
-    for r in rows {
-        m.insert(r.try_get::<Uuid, _>(0)?, (r.try_get::<i64, _>(1)?, r.try_get::<Vec<u8>, _>(2)?));
+/// The center's (version, hash) of records by key, as this station sees them.
+async fn central_versions(
+    conn: &mut PgConnection,
+    table: &Table,
+    rows: &[&Prepared],
+) -> Result<HashMap<(Uuid, i64), (i64, Vec<u8>)>, sqlx::Error> {
+    let k: Vec<&str> = table
+        .key_positions()
+        .map(|i| table.columns[i].name)
+        .collect();
+    let ids: Vec<Uuid> = rows.iter().map(|p| p.ckey.0).collect();
+    let first = k.first().copied().unwrap_or("id");
+    let found = match k.get(1) {
+        None => {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {}, c.version, c.content_sha256 FROM {} c WHERE c.{first} = ANY($1)",
+                key_select(table),
+                table.central
+            )))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(second) => {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {}, c.version, c.content_sha256 FROM {} c
+                 JOIN UNNEST($1::uuid[], $2::int8[]) AS k({first}, {second}) ON c.{first} = k.{first} AND c.{second} = k.{second}",
+                key_select(table),
+                table.central
+            )))
+            .bind(ids)
+            .bind(rows.iter().map(|p| p.ckey.1).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let mut m = HashMap::with_capacity(found.len());
+    for r in found {
+        m.insert(
+            (r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?),
+            (r.try_get::<i64, _>(2)?, r.try_get::<Vec<u8>, _>(3)?),
+        );
     }
     Ok(m)
 }
 
 /// Classify records the INSERT did not take. Returns the update candidates.
-fn classify<'a, T>(
+fn classify<'a>(
     out: &mut Outcome,
-    rest: Vec<&'a T>,
-    central: &HashMap<Uuid, (i64, Vec<u8>)>,
-    get: impl Fn(&T) -> (Uuid, &RecordKey, i64, &[u8; 32]),
-    missing_reason: &str,
-) -> Vec<&'a T> {
+    rest: &[&'a Prepared],
+    central: &HashMap<(Uuid, i64), (i64, Vec<u8>)>,
+    policy: &Policy,
+) -> Vec<&'a Prepared> {
     let mut candidates = Vec::new();
-    for r in rest {
-        let (id, key, version, h) = get(r);
-        match central.get(&id) {
-            None => out.quarantine(key.clone(), version, h, None, missing_reason),
+    for &r in rest {
+        let (key, version, h) = (&r.key, r.version, &r.hash);
+        match central.get(&r.ckey) {
+            None => out.quarantine(key.clone(), version, h, None, policy.missing),
             Some((cv, ch)) if *cv == version && ch.as_slice() == h => {
                 out.already += 1;
                 out.done.push((key.clone(), version));
             }
+            Some((_, ch)) if policy.still_changeable.is_none() => out.quarantine(key.clone(), version, h, Some(ch), policy.refused),
             Some((cv, ch)) if *cv == version => {
                 out.quarantine(key.clone(), version, h, Some(ch), "the center holds different content for the same version of this record")
             }
@@ -532,245 +739,76 @@ fn classify<'a, T>(
     candidates
 }
 
-async fn push_attempts(conn: &mut PgConnection, station: &str, rows: &[&AttemptIn]) -> Result<Outcome, PushError> {
+/// The careful path for one table's rows, in the caller's transaction:
+/// the plain INSERT in a savepoint, else `ON CONFLICT DO NOTHING`; then the
+/// center's copies decide: already there, updated while still changeable,
+/// or quarantined.
+async fn push_table(
+    conn: &mut PgConnection,
+    station: &str,
+    table: &Table,
+    rows: &[&Prepared],
+) -> Result<Outcome, PushError> {
     let mut out = Outcome::default();
-    let names: Vec<&str> = ATTEMPT_COLS.iter().map(|(n, _)| *n).collect();
-    let plain = format!("INSERT INTO attempts (station_id, {}) SELECT $1, u.* FROM {}", names.join(", "), unnest(ATTEMPT_COLS, 2));
-    if try_plain(conn, bind_attempts(sqlx::query(AssertSqlSafe(plain)).bind(station), rows)).await? {
+    if try_plain(
+        conn,
+        bind_rows(
+            sqlx::query(AssertSqlSafe(insert_sql(table, false))).bind(station),
+            table,
+            rows,
+        ),
+    )
+    .await?
+    {
         out.inserted += rows.len();
-        out.done.extend(rows.iter().map(|a| (a.key.clone(), a.version)));
+        out.done
+            .extend(rows.iter().map(|p| (p.key.clone(), p.version)));
         return Ok(out);
     }
-    let sql = format!(
-        "INSERT INTO attempts (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING",
-        names.join(", "),
-        unnest(ATTEMPT_COLS, 2)
+    let q = bind_rows(
+        sqlx::query(AssertSqlSafe(insert_sql(table, true))).bind(station),
+        table,
+        rows,
     );
-    let q = bind_attempts(sqlx::query(AssertSqlSafe(sql)).bind(station), rows);
     let inserted = q.execute(&mut *conn).await?.rows_affected() as usize;
     if inserted == rows.len() {
         out.inserted += inserted;
-        out.done.extend(rows.iter().map(|a| (a.key.clone(), a.version)));
+        out.done
+            .extend(rows.iter().map(|p| (p.key.clone(), p.version)));
         return Ok(out);
     }
-    // Some were there already: the center's copy of each decides.
-    let central = central_versions(conn, "attempts", rows.iter().map(|a| a.id).collect()).await?;
-    let candidates = classify(&mut out, rows.to_vec(), &central, |a| (a.id, &a.key, a.version, &a.hash), "another station's record holds this attempt id");
+    // Some were there already: the center's copy of each decides. (The rows
+    // just inserted are found with their own version and hash: not "already".)
+    let policy = policy(table.entity);
+    let central = central_versions(conn, table, rows).await?;
+    let candidates = classify(&mut out, rows, &central, &policy);
     out.inserted += inserted;
     out.already = out.already.saturating_sub(inserted);
+    let Some(still_changeable) = policy.still_changeable else {
+        return Ok(out);
+    };
     if candidates.is_empty() {
         return Ok(out);
     }
-    let sql = format!(
-        "UPDATE attempts AS a SET finished_at = u.finished_at, status = u.status, stage = u.stage, code = u.code, reason = u.reason,
-             hint = u.hint, retryable = u.retryable, device_serial = u.device_serial, model = u.model, hw_rev = u.hw_rev,
-             fw_version = u.fw_version, fw_hash = u.fw_hash, chip_uid = u.chip_uid, spki_sha256 = u.spki_sha256,
-             certificate_id = u.certificate_id, resumed = u.resumed, bytes_to_device = u.bytes_to_device,
-             bytes_from_device = u.bytes_from_device, version = u.version, content_sha256 = u.content_sha256, received_at = now()
-         FROM {}
-         WHERE a.id = u.id AND a.version < u.version AND a.status = 'running' AND a.port = u.port
-             AND a.started_at = u.started_at AND a.batch IS NOT DISTINCT FROM u.batch
-         RETURNING a.id",
-        unnest(ATTEMPT_COLS, 1)
-    );
-    let updated: HashSet<Uuid> =
-        bind_attempts(sqlx::query(AssertSqlSafe(sql)), &candidates).fetch_all(&mut *conn).await?.iter().map(|r| r.try_get::<Uuid, _>(0)).collect::<Result<_, _>>()?;
-    for a in candidates {
-        if updated.contains(&a.id) {
-            out.updated += 1;
-            out.done.push((a.key.clone(), a.version));
-        } else {
-            let ch = central.get(&a.id).map(|(_, h)| h.as_slice());
-            out.quarantine(a.key.clone(), a.version, &a.hash, ch, "the center's copy of this attempt is finished and differs: a finished attempt never changes");
-        }
-    }
-    Ok(out)
-}
-
-const CERT_COLS: &[(&str, &str)] = &[
-    ("id", "uuid"),
-    ("attempt_id", "uuid"),
-    ("device_serial", "text"),
-    ("issuer", "text"),
-    ("serial_hex", "text"),
-    ("spki_sha256", "text"),
-    ("spki_der", "bytea"),
-    ("not_before", "timestamptz"),
-    ("not_after", "timestamptz"),
-    ("status", "text"),
-    ("cert_der", "bytea"),
-    ("fingerprint_sha256", "text"),
-    ("created_at", "timestamptz"),
-    ("issued_at", "timestamptz"),
-    ("version", "int8"),
-    ("content_sha256", "bytea"),
-];
-
-fn bind_certs<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    rows: &[&CertIn],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(rows.iter().map(|c| c.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.attempt_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.device_serial.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.issuer.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.serial_hex.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.spki_sha256.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.row.spki_der.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.not_before).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.not_after).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|c| c.row.status.as_str().to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| c.row.cert_der.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|c| c.row.fingerprint_sha256.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|c| c.created_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.issued_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.version).collect::<Vec<_>>())
-        .bind(rows.iter().map(|c| c.hash.to_vec()).collect::<Vec<_>>())
-}
-
-async fn push_certs(conn: &mut PgConnection, station: &str, rows: &[&CertIn]) -> Result<Outcome, PushError> {
-    let mut out = Outcome::default();
-    let names: Vec<&str> = CERT_COLS.iter().map(|(n, _)| *n).collect();
-    let plain = format!("INSERT INTO certificates (station_id, {}) SELECT $1, u.* FROM {}", names.join(", "), unnest(CERT_COLS, 2));
-    if try_plain(conn, bind_certs(sqlx::query(AssertSqlSafe(plain)).bind(station), rows)).await? {
-        out.inserted += rows.len();
-        out.done.extend(rows.iter().map(|c| (c.key.clone(), c.version)));
-        return Ok(out);
-    }
-    let sql = format!(
-        "INSERT INTO certificates (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING",
-        names.join(", "),
-        unnest(CERT_COLS, 2)
-    );
-    let inserted = bind_certs(sqlx::query(AssertSqlSafe(sql)).bind(station), rows).execute(&mut *conn).await?.rows_affected() as usize;
-    if inserted == rows.len() {
-        out.inserted += inserted;
-        out.done.extend(rows.iter().map(|c| (c.key.clone(), c.version)));
-        return Ok(out);
-    }
-    let central = central_versions(conn, "certificates", rows.iter().map(|c| c.id).collect()).await?;
-    let candidates = classify(
-        &mut out,
-        rows.to_vec(),
-        &central,
-        |c| (c.id, &c.key, c.version, &c.hash),
-        "the center already holds a certificate with this issuer and serial, or for this public key, from another record",
-    );
-    out.inserted += inserted;
-    out.already = out.already.saturating_sub(inserted);
-    if candidates.is_empty() {
-        return Ok(out);
-    }
-    let sql = format!(
-        "UPDATE certificates AS c SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256,
-             issued_at = u.issued_at, version = u.version, content_sha256 = u.content_sha256, received_at = now()
-         FROM {}
-         WHERE c.id = u.id AND c.version < u.version AND c.attempt_id = u.attempt_id AND c.device_serial = u.device_serial
-             AND c.issuer = u.issuer AND c.serial_hex = u.serial_hex AND c.spki_sha256 = u.spki_sha256
-             AND c.spki_der = u.spki_der AND c.not_before = u.not_before AND c.not_after = u.not_after
-             AND c.created_at = u.created_at AND (c.status = 'signing' OR c.cert_der = u.cert_der)
-         RETURNING c.id",
-        unnest(CERT_COLS, 1)
-    );
-    let updated: HashSet<Uuid> =
-        bind_certs(sqlx::query(AssertSqlSafe(sql)), &candidates).fetch_all(&mut *conn).await?.iter().map(|r| r.try_get::<Uuid, _>(0)).collect::<Result<_, _>>()?;
-    for c in candidates {
-        if updated.contains(&c.id) {
-            out.updated += 1;
-            out.done.push((c.key.clone(), c.version));
-        } else {
-            let ch = central.get(&c.id).map(|(_, h)| h.as_slice());
-            out.quarantine(c.key.clone(), c.version, &c.hash, ch, "the change would alter what the center holds of an issued certificate");
-        }
-    }
-    Ok(out)
-}
-
-const STEP_COLS: &[(&str, &str)] = &[
-    ("attempt_id", "uuid"),
-    ("n", "int8"),
-    ("at", "timestamptz"),
-    ("stage", "text"),
-    ("kind", "text"),
-    ("detail", "text"),
-    ("version", "int8"),
-    ("content_sha256", "bytea"),
-];
-
-fn bind_steps<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    rows: &[&StepIn],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(rows.iter().map(|s| s.attempt_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.row.n).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.row.stage.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.row.kind.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.row.detail.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.version).collect::<Vec<_>>())
-        .bind(rows.iter().map(|s| s.hash.to_vec()).collect::<Vec<_>>())
-}
-
-async fn push_steps(conn: &mut PgConnection, station: &str, rows: &[&StepIn]) -> Result<Outcome, PushError> {
-    let mut out = Outcome::default();
-    let names: Vec<&str> = STEP_COLS.iter().map(|(n, _)| *n).collect();
-    let plain = format!("INSERT INTO attempt_steps (station_id, {}) SELECT $1, u.* FROM {}", names.join(", "), unnest(STEP_COLS, 2));
-    if try_plain(conn, bind_steps(sqlx::query(AssertSqlSafe(plain)).bind(station), rows)).await? {
-        out.inserted += rows.len();
-        out.done.extend(rows.iter().map(|s| (s.key.clone(), s.version)));
-        return Ok(out);
-    }
-    let sql = format!(
-        "INSERT INTO attempt_steps (station_id, {}) SELECT $1, u.* FROM {} ON CONFLICT DO NOTHING",
-        names.join(", "),
-        unnest(STEP_COLS, 2)
-    );
-    let inserted = bind_steps(sqlx::query(AssertSqlSafe(sql)).bind(station), rows)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected() as usize;
-    out.inserted += inserted;
-    if inserted == rows.len() {
-        out.done.extend(rows.iter().map(|s| (s.key.clone(), s.version)));
-        return Ok(out);
-    }
-    let rest = rows;
-    let found = sqlx::query(
-        "SELECT s.attempt_id, s.n, s.version, s.content_sha256 FROM attempt_steps s
-         JOIN UNNEST($1::uuid[], $2::int8[]) AS k(attempt_id, n) ON s.attempt_id = k.attempt_id AND s.n = k.n",
+    let updated: HashSet<(Uuid, i64)> = bind_rows(
+        sqlx::query(AssertSqlSafe(update_sql(table, still_changeable))),
+        table,
+        &candidates,
     )
-    .bind(rest.iter().map(|s| s.attempt_id).collect::<Vec<_>>())
-    .bind(rest.iter().map(|s| s.row.n).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
-    .await?;
-    let mut central: HashMap<(Uuid, i64), (i64, Vec<u8>)> = HashMap::new();
-    for r in found {
-        central.insert((r.try_get(0)?, r.try_get(1)?), (r.try_get(2)?, r.try_get(3)?));
-    }
-    let mut matched: usize = 0;
-    for s in rest {
-        match central.get(&(s.attempt_id, s.row.n)) {
-            Some((v, h)) if *v == s.version && h.as_slice() == s.hash => {
-                matched += 1;
-                out.done.push((s.key.clone(), s.version));
-            }
-            Some((_, h)) => out.quarantine(s.key.clone(), s.version, &s.hash, Some(h), "the center holds a different step under this number: steps never change"),
-            None => out.quarantine(s.key.clone(), s.version, &s.hash, None, "another station's record holds this step's attempt id"),
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?)))
+    .collect::<Result<_, sqlx::Error>>()?;
+    for p in candidates {
+        if updated.contains(&p.ckey) {
+            out.updated += 1;
+            out.done.push((p.key.clone(), p.version));
+        } else {
+            let ch = central.get(&p.ckey).map(|(_, h)| h.as_slice());
+            out.quarantine(p.key.clone(), p.version, &p.hash, ch, policy.refused);
         }
     }
-    out.already += matched.saturating_sub(inserted);
     Ok(out)
 }
 
@@ -785,4 +823,115 @@ pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 3] {
         }] += 1;
     }
     c
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use imprint_store::synced::{ATTEMPTS, CERTIFICATES, STEPS};
+
+    /// The SQL the descriptors yield is the SQL the hand-written copies sent.
+    #[test]
+    fn the_descriptors_yield_the_statements_the_three_copies_sent() {
+        assert_eq!(
+            insert_sql(&STEPS, false),
+            "INSERT INTO attempt_steps (station_id, attempt_id, n, at, stage, kind, detail, version, content_sha256) SELECT $1, u.* FROM \
+             UNNEST($2::uuid[], $3::int8[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bytea[]) \
+             AS u(attempt_id, n, at, stage, kind, detail, version, content_sha256)"
+        );
+        let u = update_sql(&ATTEMPTS, "c.status = 'running'");
+        assert!(u.starts_with("UPDATE attempts AS c SET finished_at = u.finished_at, status = u.status, stage = u.stage, code = u.code"), "{u}");
+        assert!(u.contains("c.id = u.id AND c.port = u.port AND c.started_at = u.started_at AND c.batch IS NOT DISTINCT FROM u.batch AND c.version < u.version AND (c.status = 'running') RETURNING c.id, 0::int8"), "{u}");
+        assert!(
+            !u.contains("port = u.port,") && !u.contains("batch = u.batch,"),
+            "{u}"
+        );
+        let c = update_sql(&CERTIFICATES, "x");
+        assert!(c.contains("SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, version"), "{c}");
+        assert!(c.contains("c.spki_der = u.spki_der AND c.not_before = u.not_before AND c.not_after = u.not_after AND c.created_at = u.created_at"), "{c}");
+        assert_eq!(key_select(&STEPS), "c.attempt_id, c.n");
+    }
+
+    #[test]
+    fn malformed_local_records_are_quarantined_before_sending() {
+        let key = |id: &str| RecordKey {
+            entity: Entity::Step,
+            id: id.into(),
+            step_no: 1,
+        };
+        let step = |id: &str, at: &str, n: Value| {
+            vec![
+                Value::Text(id.into()),
+                n,
+                Value::Text(at.into()),
+                Value::Text("s".into()),
+                Value::Text("k".into()),
+                Value::Text("d".into()),
+            ]
+        };
+        let good = "0190a1b2-0000-7000-8000-000000000001";
+        let changes = vec![
+            PendingChange {
+                key: key(good),
+                version: 1,
+                state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Int(1))),
+            },
+            PendingChange {
+                key: key("nope"),
+                version: 2,
+                state: RecordState::Present(step("nope", "2026-01-01T00:00:00Z", Value::Int(1))),
+            },
+            PendingChange {
+                key: key(good),
+                version: 3,
+                state: RecordState::Present(step(good, "yesterday", Value::Int(1))),
+            },
+            PendingChange {
+                key: key(good),
+                version: 4,
+                state: RecordState::Present(step(
+                    good,
+                    "2026-01-01T00:00:00Z",
+                    Value::Text("1".into()),
+                )),
+            },
+            PendingChange {
+                key: key(good),
+                version: 5,
+                state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Null)),
+            },
+            PendingChange {
+                key: key(good),
+                version: 6,
+                state: RecordState::Missing,
+            },
+        ];
+        let mut out = Outcome::default();
+        let rows = prepare("S", changes, &mut out);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].ckey, (Uuid::parse_str(good).unwrap(), 1));
+        let reasons: Vec<(i64, &str)> = out
+            .quarantine
+            .iter()
+            .map(|q| (q.version, q.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert!(
+            reasons[0].1.contains("attempt_id: \"nope\" is not a UUID"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1]
+                .1
+                .contains("at: \"yesterday\" is not an RFC 3339 time"),
+            "{reasons:?}"
+        );
+        assert!(reasons[2].1.contains("n holds Text"), "{reasons:?}");
+        assert!(reasons[3].1.contains("n is NULL"), "{reasons:?}");
+        assert!(
+            reasons[4].1.contains("not in the local store"),
+            "{reasons:?}"
+        );
+    }
 }

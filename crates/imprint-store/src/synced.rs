@@ -1,0 +1,462 @@
+//! The synced record kinds, each defined once.
+//!
+//! A [`Table`] lists a record kind's columns in one place: name, local
+//! (SQLite) source, [`Kind`], nullability and whether the column may change
+//! over the record's life ([`Change`]). Everything the sync needs is derived
+//! from it:
+//! - here: the SQLite select list ([`Table::select`]) and the row mapping
+//!   ([`read_values`]) used by the outbox reader, and the record's key;
+//! - in `imprint-sync`: the content hash (fields in column order, encoded by
+//!   kind), the PostgreSQL `UNNEST` types and binds of the INSERTs, the
+//!   `UPDATE` (mutable columns set, fixed ones required equal), the
+//!   verification `SELECT` by key, and the reading of the center's rows.
+//!
+//! Records travel as raw SQL values ([`Value`]), not as the store's typed
+//! rows (`AttemptRow`, `CertRow`), so the sync does not depend on how the
+//! application types a status or a time.
+//!
+//! **Column order is the hash's field order**: append new columns at the end
+//! of `columns`, never reorder (a reordered list changes every record's hash,
+//! and every record already at the center would be quarantined; the pinned
+//! hashes in `crates/imprint-sync/tests/hash_pinned.rs` catch it). Tests
+//! compare each table with `PRAGMA table_info` of a freshly migrated store
+//! and with `information_schema.columns` of a freshly migrated center.
+
+use crate::outbox::{Entity, RecordKey};
+
+/// How a column's value is kept locally, sent to the center and hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// SQLite TEXT; PostgreSQL `text`.
+    Text,
+    /// SQLite TEXT holding a UUID; PostgreSQL `uuid`; hashed as its text.
+    Uuid,
+    /// SQLite TEXT holding an RFC 3339 time; PostgreSQL `timestamptz`;
+    /// hashed as the instant at microsecond precision.
+    Time,
+    /// SQLite INTEGER; PostgreSQL `int8`.
+    Int,
+    /// SQLite INTEGER (0 false, anything else true); PostgreSQL `bool`;
+    /// hashed as the integer 0 or 1 (NULL as -1).
+    Bool,
+    /// SQLite BLOB; PostgreSQL `bytea`.
+    Bytes,
+}
+
+impl Kind {
+    /// The column type SQLite reports in `PRAGMA table_info`.
+    pub fn sqlite_type(self) -> &'static str {
+        match self {
+            Kind::Text | Kind::Uuid | Kind::Time => "TEXT",
+            Kind::Int | Kind::Bool => "INTEGER",
+            Kind::Bytes => "BLOB",
+        }
+    }
+}
+
+/// Whether a column may change after the record is first written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Part of the record's identity (the idempotency key at the center).
+    Key,
+    /// Never changes: an update at the center requires it equal.
+    Fixed,
+    /// Changes over the record's life: updated at the center while the
+    /// center's copy may still change (and only these columns are granted
+    /// UPDATE to the station role).
+    Mutable,
+}
+
+/// One synced column.
+#[derive(Clone, Copy, Debug)]
+pub struct Column {
+    /// The column's name at the center (and locally, unless `local` differs).
+    pub name: &'static str,
+    /// The local SQLite column it is read from.
+    pub local: &'static str,
+    pub kind: Kind,
+    pub nullable: bool,
+    pub change: Change,
+    /// A column appended after records were synced: hashed only when it
+    /// is not NULL, so records that do not use it keep the hash the center
+    /// already holds (see [`Column::added`]).
+    pub added: bool,
+}
+
+const fn col(name: &'static str, kind: Kind, nullable: bool, change: Change) -> Column {
+    Column {
+        name,
+        local: name,
+        kind,
+        nullable,
+        change,
+        added: false,
+    }
+}
+
+impl Column {
+    const fn from(self, local: &'static str) -> Column {
+        Column { local, ..self }
+    }
+
+    /// Mark a column appended to a table after its first release (every
+    /// column added from now on: `col("operator", Text, true, Mutable).added()`).
+    /// It must be nullable: a record written before it has NULL there, and
+    /// its hash stays what it was.
+    pub const fn added(self) -> Column {
+        Column {
+            added: true,
+            ..self
+        }
+    }
+}
+
+/// One synced record kind.
+#[derive(Debug)]
+pub struct Table {
+    pub entity: Entity,
+    /// Local SQLite table.
+    pub local: &'static str,
+    /// Central PostgreSQL table.
+    pub central: &'static str,
+    /// Synced columns, in hash order (append only).
+    pub columns: &'static [Column],
+    /// Local columns that are deliberately not synced.
+    pub local_only: &'static [&'static str],
+    /// The central table has `received_at` (DEFAULT now(), set again by an update).
+    pub received_at: bool,
+}
+
+/// Columns every central table has besides the record's own: who sent it,
+/// at which version and its content hash (and `received_at` where
+/// [`Table::received_at`]). The station role may update the last two on
+/// tables with mutable columns.
+pub const CENTRAL_SYNC_COLUMNS: &[&str] = &["station_id", "version", "content_sha256"];
+
+use Change::{Fixed, Key, Mutable};
+use Kind::{Bool, Bytes, Int, Text, Time, Uuid};
+
+pub const ATTEMPTS: Table = Table {
+    entity: Entity::Attempt,
+    local: "attempts",
+    central: "attempts",
+    columns: &[
+        col("id", Uuid, false, Key),
+        col("port", Text, false, Fixed),
+        col("started_at", Time, false, Fixed),
+        col("finished_at", Time, true, Mutable),
+        col("status", Text, false, Mutable),
+        col("stage", Text, true, Mutable),
+        col("code", Text, true, Mutable),
+        col("reason", Text, true, Mutable),
+        col("hint", Text, true, Mutable),
+        col("retryable", Bool, true, Mutable),
+        col("device_serial", Text, true, Mutable),
+        col("model", Text, true, Mutable),
+        col("hw_rev", Text, true, Mutable),
+        col("fw_version", Text, true, Mutable),
+        col("fw_hash", Text, true, Mutable),
+        col("chip_uid", Text, true, Mutable),
+        col("batch", Text, true, Fixed),
+        col("spki_sha256", Text, true, Mutable),
+        col("certificate_id", Uuid, true, Mutable),
+        col("resumed", Bool, false, Mutable),
+        col("bytes_to_device", Int, false, Mutable),
+        col("bytes_from_device", Int, false, Mutable),
+    ],
+    local_only: &[],
+    received_at: true,
+};
+
+pub const STEPS: Table = Table {
+    entity: Entity::Step,
+    local: "steps",
+    central: "attempt_steps",
+    columns: &[
+        col("attempt_id", Uuid, false, Key),
+        col("n", Int, false, Key).from("id"),
+        col("at", Time, false, Fixed),
+        col("stage", Text, false, Fixed),
+        col("kind", Text, false, Fixed),
+        col("detail", Text, false, Fixed),
+    ],
+    local_only: &[],
+    received_at: false,
+};
+
+pub const CERTIFICATES: Table = Table {
+    entity: Entity::Certificate,
+    local: "certificates",
+    central: "certificates",
+    columns: &[
+        col("id", Uuid, false, Key),
+        col("attempt_id", Uuid, false, Fixed),
+        col("device_serial", Text, false, Fixed),
+        col("issuer", Text, false, Fixed),
+        col("serial_hex", Text, false, Fixed),
+        col("spki_sha256", Text, false, Fixed),
+        col("spki_der", Bytes, false, Fixed),
+        col("not_before", Time, false, Fixed),
+        col("not_after", Time, false, Fixed),
+        col("status", Text, false, Mutable),
+        col("cert_der", Bytes, true, Mutable),
+        col("fingerprint_sha256", Text, true, Mutable),
+        col("created_at", Time, false, Fixed),
+        col("issued_at", Time, true, Mutable),
+    ],
+    // The CA chain is the same for every certificate of an issuer.
+    local_only: &["chain_der"],
+    received_at: true,
+};
+
+/// Every synced table, in the order a batch sends them.
+pub const TABLES: [&Table; 3] = [&ATTEMPTS, &CERTIFICATES, &STEPS];
+
+/// The table of a record kind.
+pub fn table(entity: Entity) -> &'static Table {
+    match entity {
+        Entity::Attempt => &ATTEMPTS,
+        Entity::Step => &STEPS,
+        Entity::Certificate => &CERTIFICATES,
+    }
+}
+
+/// A raw SQL value as the local store holds it (STRICT tables: no REAL here).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    /// A BLOB, or TEXT that is not UTF-8 (the sync quarantines it as malformed).
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl Table {
+    /// The local select list, each column prefixed with `alias.`.
+    pub fn select(&self, alias: &str) -> String {
+        self.columns
+            .iter()
+            .map(|c| format!("{alias}.{}", c.local))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Position of a column by its (central) name.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// Positions of the key columns, in order.
+    pub fn key_positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.change == Change::Key)
+            .map(|(i, _)| i)
+    }
+
+    /// The key's values: the id and, for steps, the local number.
+    fn key_values<'v>(&self, values: &'v [Value]) -> Option<(&'v str, i64)> {
+        let mut k = self.key_positions();
+        let id = values.get(k.next()?)?.as_text()?;
+        let step_no = match k.next() {
+            Some(i) => values.get(i)?.as_int()?,
+            None => 0,
+        };
+        Some((id, step_no))
+    }
+
+    /// The record a row of this table is: attempts and certificates by id,
+    /// steps by attempt id and local number. `None` if the key is malformed.
+    pub fn record_key(&self, values: &[Value]) -> Option<RecordKey> {
+        let (id, step_no) = self.key_values(values)?;
+        Some(RecordKey {
+            entity: self.entity,
+            id: id.to_string(),
+            step_no,
+        })
+    }
+
+    /// Whether a row is the record `key` names.
+    pub fn is_record(&self, values: &[Value], key: &RecordKey) -> bool {
+        key.entity == self.entity && self.key_values(values) == Some((key.id.as_str(), key.step_no))
+    }
+}
+
+/// Read `n` columns of a row starting at `first` as raw values.
+pub(crate) fn read_values(
+    r: &rusqlite::Row<'_>,
+    first: usize,
+    n: usize,
+) -> rusqlite::Result<Vec<Value>> {
+    use rusqlite::types::ValueRef;
+    (first..first + n)
+        .map(|i| {
+            Ok(match r.get_ref(i)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(v) => Value::Int(v),
+                ValueRef::Text(b) => match std::str::from_utf8(b) {
+                    Ok(s) => Value::Text(s.to_string()),
+                    Err(_) => Value::Blob(b.to_vec()),
+                },
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                // STRICT tables declare no REAL column: refuse rather than guess.
+                ValueRef::Real(_) => {
+                    return Err(rusqlite::Error::InvalidColumnType(
+                        i,
+                        "synced column".into(),
+                        rusqlite::types::Type::Real,
+                    ))
+                }
+            })
+        })
+        .collect()
+}
+
+impl crate::Store {
+    /// Every record of a synced table with its raw values (tests, benches,
+    /// reports that compare a station with the center).
+    pub fn synced_records(
+        &self,
+        table: &'static Table,
+    ) -> Result<Vec<(RecordKey, Vec<Value>)>, crate::StoreError> {
+        self.read(move |c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {} FROM {} t",
+                table.select("t"),
+                table.local
+            ))?;
+            let n = table.columns.len();
+            let mut out = Vec::new();
+            let mut rows = s.query([])?;
+            while let Some(r) = rows.next()? {
+                let v = read_values(r, 0, n)?;
+                if let Some(k) = table.record_key(&v) {
+                    out.push((k, v));
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// How a local table differs from its descriptor: columns missing or
+    /// extra (less `local_only`), of another SQLite type or nullability.
+    fn local_drift(c: &rusqlite::Connection, t: &Table) -> Vec<String> {
+        let mut st = c
+            .prepare(&format!("PRAGMA table_info({})", t.local))
+            .unwrap();
+        let info: Vec<(String, String, bool)> = st
+            .query_map([], |r| {
+                let (notnull, pk): (i64, i64) = (r.get(3)?, r.get(5)?);
+                Ok((
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    notnull == 0 && pk == 0,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let mut drift: Vec<String> = t
+            .local_only
+            .iter()
+            .filter(|lo| !info.iter().any(|(n, _, _)| n == *lo))
+            .map(|lo| format!("{}: no local_only column {lo}", t.local))
+            .collect();
+        let expected: std::collections::BTreeSet<(String, String, bool)> = t
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    c.local.to_string(),
+                    c.kind.sqlite_type().to_string(),
+                    c.nullable,
+                )
+            })
+            .collect();
+        let actual: std::collections::BTreeSet<(String, String, bool)> = info
+            .into_iter()
+            .filter(|(n, _, _)| !t.local_only.contains(&n.as_str()))
+            .collect();
+        drift.extend(
+            expected
+                .difference(&actual)
+                .map(|e| format!("{}: descriptor has {e:?}", t.local)),
+        );
+        drift.extend(
+            actual
+                .difference(&expected)
+                .map(|a| format!("{}: store has {a:?}", t.local)),
+        );
+        drift
+    }
+
+    /// The drift check, local half: every table's columns are exactly the
+    /// columns of a freshly migrated store (less `local_only`), with the
+    /// SQLite type and nullability its kind implies. The central half is
+    /// `the_record_descriptors_match_the_freshly_migrated_central_schema`
+    /// (tests/tests/sync_basic.rs).
+    #[test]
+    fn descriptors_match_the_freshly_migrated_sqlite_schema() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::Store::open(&d.path().join("station.db")).unwrap();
+        for t in TABLES {
+            let drift = s.read(|c| Ok(local_drift(c, t))).unwrap();
+            assert!(
+                drift.is_empty(),
+                "crates/imprint-store/src/synced.rs and migrations/sqlite differ: {drift:?}"
+            );
+        }
+        // The check sees drift: a column added by a migration but not to the descriptor.
+        s.write(|t| Ok(t.execute_batch("ALTER TABLE steps ADD COLUMN extra TEXT")?))
+            .unwrap();
+        let drift = s.read(|c| Ok(local_drift(c, &STEPS))).unwrap();
+        assert_eq!(drift, [r#"steps: store has ("extra", "TEXT", true)"#]);
+    }
+
+    #[test]
+    fn columns_added_later_are_nullable() {
+        for t in TABLES {
+            assert!(
+                t.columns.iter().all(|c| !c.added || c.nullable),
+                "{}",
+                t.local
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_is_a_uuid_with_at_most_a_number() {
+        for t in TABLES {
+            let k: Vec<usize> = t.key_positions().collect();
+            assert!(matches!(k.len(), 1 | 2), "{}", t.local);
+            assert_eq!(t.columns[k[0]].kind, Kind::Uuid, "{}", t.local);
+            if let Some(&i) = k.get(1) {
+                assert_eq!(t.columns[i].kind, Kind::Int, "{}", t.local);
+            }
+            assert!(k.iter().all(|&i| !t.columns[i].nullable), "{}", t.local);
+            assert_eq!(table(t.entity).local, t.local);
+        }
+    }
+}
