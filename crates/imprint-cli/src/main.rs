@@ -508,16 +508,21 @@ fn printer(json: bool) -> ProgressFn {
     })
 }
 
-fn summarize(st: &Station, results: Vec<Result<imprint_station::AttemptResult, imprint_store::StoreError>>) -> Result<u8, Fail> {
+fn summarize(st: &Station, results: Vec<Result<imprint_station::AttemptResult, imprint_station::PortError>>) -> Result<u8, Fail> {
     let mut passed = 0;
     let mut failed = 0;
     for r in &results {
         match r {
             Ok(a) if a.passed() => passed += 1,
             Ok(_) => failed += 1,
-            Err(e) => {
+            Err(imprint_station::PortError::Store(e)) => {
                 eprintln!("imprint: could not record an attempt: {e}");
                 return Err(Fail(4, anyhow::anyhow!("local store failed: {e}")));
+            }
+            Err(e) => {
+                // Not provisioned, and the station says why; the other ports' results still count.
+                eprintln!("imprint: {e}");
+                failed += 1;
             }
         }
     }

@@ -247,12 +247,25 @@ impl Bench {
             Arc::new(move |p: &Progress| b.on_progress(p))
         };
         let _ = std::thread::Builder::new().name(format!("port {port}")).spawn(move || {
-            if let Err(e) = b.inner.station.provision(&port, Some(&progress)) {
+            // A fault inside the attempt is recorded by the driver; one
+            // outside it (recording the start or the end) must still leave
+            // the tile retryable, never WORKING forever.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.inner.station.provision(&port, Some(&progress))));
+            let failed = match run {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(("store_error", format!("the attempt could not be recorded: {e}"), "Check the station's disk, then press Retry.")),
+                Err(payload) => Some((
+                    "internal_error",
+                    format!("internal fault in the station: {}", crate::driver::panic_text(payload.as_ref())),
+                    "The station hit an internal fault on this device; press Retry, and report it with the record id.",
+                )),
+            };
+            if let Some((code, reason, hint)) = failed {
                 let t = b.update(&port, |t| {
                     t.state = TileState::Failed;
-                    t.code = Some("store_error".into());
-                    t.reason = Some(format!("the attempt could not be recorded: {e}"));
-                    t.hint = Some("Check the station's disk, then press Retry.".into());
+                    t.code = Some(code.into());
+                    t.reason = Some(reason);
+                    t.hint = Some(hint.into());
                 });
                 if let Some(t) = t {
                     b.emit(BenchEvent::Tile(t));

@@ -18,4 +18,4 @@ pub use bench::{Bench, BenchError, BenchEvent, BenchEventFn, Tile, TileState};
 pub use config::{Mode, StationConfig};
 pub use driver::AttemptResult;
 pub use signer_worker::SignerHandle;
-pub use station::{ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError, WatchOptions};
+pub use station::{ensure_dev_ca, write_chain, PortError, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError, WatchOptions};
