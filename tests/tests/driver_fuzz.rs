@@ -470,7 +470,7 @@ fn fuzzed_device_answers_always_end_in_a_recorded_outcome_without_a_panic() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     // A fresh store every so many cases keeps a long run's database small.
-    let per_store: u32 = 20_000;
+    let per_store: u32 = 10_000;
     let stats = Mutex::new(Stats::default());
     let started = Instant::now();
     let mut left = cases;
