@@ -429,7 +429,7 @@ fn attempt(
             prop_assert!(reported, "the last progress report is not Failed");
             *s.codes.entry(f.code.clone()).or_default() += 1;
             if f.code == "store_error" {
-                // Seen 4 times in 320,000 cases and not yet explained: a
+                // Seen 4 times in 530,000 cases and not yet explained: a
                 // device should never cause a store error. Printed for diagnosis.
                 eprintln!("store_error at {}: {}", f.stage.as_str(), f.reason);
             }
