@@ -150,6 +150,13 @@ failure_codes! {
     /// The local store's disk is full.
     StoreFull = "store_full", retryable = true,
         hint = "Free disk space on the station (the disk holding its data directory is full), then press Retry. The device keeps its key.";
+    /// A fault in the station's own code (a panic) ended the attempt.
+    InternalError = "internal_error", retryable = true,
+        hint = "The station hit an internal fault on this device; press Retry, and report it with the record id.";
+    /// The station was asked to stop (Ctrl-C, SIGTERM, window closed) and
+    /// ended the attempt at a safe point.
+    StationStopping = "station_stopping", retryable = true,
+        hint = "The station was stopped during this device. Start the station and re-attach the device: it resumes where it stopped, with the same key.";
     /// The station stopped while the attempt ran (found at start-up).
     StationStopped = "station_stopped", retryable = true,
         hint = "Re-attach the device: it resumes with the same key and certificate.";
@@ -341,6 +348,8 @@ mod tests {
         (FailureCode::PortOpen, "port_open", true, "The port could not be opened. Re-seat the cable and check the permissions (dialout group), then press Retry."),
         (FailureCode::StoreError, "store_error", true, "Check the station's disk (space, permissions), then press Retry."),
         (FailureCode::StoreFull, "store_full", true, "Free disk space on the station (the disk holding its data directory is full), then press Retry. The device keeps its key."),
+        (FailureCode::InternalError, "internal_error", true, "The station hit an internal fault on this device; press Retry, and report it with the record id."),
+        (FailureCode::StationStopping, "station_stopping", true, "The station was stopped during this device. Start the station and re-attach the device: it resumes where it stopped, with the same key."),
         (FailureCode::StationStopped, "station_stopped", true, "Re-attach the device: it resumes with the same key and certificate."),
         (FailureCode::MqttConfig, "mqtt_config", true, "Fix the [mqtt] section of the station config, then press Retry."),
         (FailureCode::KeyAlreadyCertified, "key_already_certified", false, "Set the device aside for QA and report it: a key must never be certified twice or shared by two devices."),

@@ -15,6 +15,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod memory;
+pub use memory::{LinkEvent, MemoryTransport, Peer};
+
 /// Why a transport operation failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -41,6 +44,12 @@ pub trait Transport: Send {
     fn read_until(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, TransportError>;
     /// A name for logs and records.
     fn name(&self) -> &str;
+    /// Leave the link idle for `d` (the device asked to be waited out, e.g.
+    /// a BUSY answer). Real links sleep; a simulated link advances its own
+    /// clock, so tests and fuzzing never really wait.
+    fn pause(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
 }
 
 /// A real (or pseudo-terminal) serial port.

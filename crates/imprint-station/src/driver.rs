@@ -133,16 +133,59 @@ impl Run<'_> {
     fn console(&mut self, line: String) {
         if self.console_kept < MAX_CONSOLE_LINES {
             self.console_kept += 1;
-            let mut l = line;
-            l.truncate(200);
+            let l = cut_at_char_boundary(line, MAX_CONSOLE_LINE_BYTES);
             self.notes.push(StepRow { at: now_text(), stage: self.last_stage.as_str().into(), kind: "console".into(), detail: l });
         }
     }
 }
 
+/// Bytes of one console line kept in a step.
+const MAX_CONSOLE_LINE_BYTES: usize = 200;
+
+/// `s` cut to at most `max` bytes, never inside a UTF-8 character (device
+/// text is hostile: `String::truncate` panics on a byte inside a character).
+fn cut_at_char_boundary(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let end = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.truncate(end);
+    }
+    s
+}
+
+/// The code recorded when the station itself faulted (a panic) during an attempt.
+
+/// The text of a caught panic payload.
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Run one provisioning attempt on `port`. Never panics on device
 /// behaviour: every ending is a recorded outcome.
 pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) -> Result<AttemptResult, imprint_store::StoreError> {
+    attempt(ctx, port, None, progress)
+}
+
+/// [`run_attempt`] over a transport the caller opened (an in-memory link in
+/// tests and fuzzing); `port` is the name recorded.
+pub fn run_attempt_on(
+    ctx: &StationCtx,
+    port: &str,
+    transport: &mut dyn Transport,
+    progress: Option<&ProgressFn>,
+) -> Result<AttemptResult, imprint_store::StoreError> {
+    attempt(ctx, port, Some(transport), progress)
+}
+
+fn attempt(
+    ctx: &StationCtx,
+    port: &str,
+    transport: Option<&mut dyn Transport>,
+    progress: Option<&ProgressFn>,
+) -> Result<AttemptResult, imprint_store::StoreError> {
     let started = Instant::now();
     let batch = ctx.batch();
     let attempt_id = ctx.store.begin_attempt(port, batch.as_deref())?;
@@ -161,19 +204,20 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
         last_stage: Stage::Hello,
     };
     run.report(ProgressStatus::Running);
-    let outcome = if let Some(f) = refuse_while_signer_offline(&mut run) {
-        Outcome::Failed(f)
-    } else {
-        match SerialTransport::open(port, ctx.cfg.baud) {
-            Ok(mut t) => drive(&mut run, &mut t, &span),
-            Err(e) => {
-                let code = match e {
-                    TransportError::Busy(_) => FailureCode::PortBusy,
-                    TransportError::NotFound(_) => FailureCode::PortMissing,
-                    _ => FailureCode::PortOpen,
-                };
-                Outcome::Failed(failure(Stage::Hello, code, e.to_string()))
-            }
+    // A fault in the station's own code (a panic) ends this attempt as a
+    // recorded `internal_error` instead of killing the port thread, so the
+    // attempt is never left running and the tile can be retried.
+    let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_and_drive(&mut run, port, transport, &span))) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            let f = failure(
+                run.last_stage,
+                FailureCode::InternalError,
+                cut_at_char_boundary(format!("internal fault in the station: {}", panic_text(payload.as_ref())), 500),
+            );
+            tracing::error!(stage = f.stage.as_str(), reason = %f.reason, "internal fault during an attempt");
+            run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+            Outcome::Failed(f)
         }
     };
     let _ = run.persist();
@@ -229,6 +273,27 @@ pub fn run_attempt(ctx: &StationCtx, port: &str, progress: Option<&ProgressFn>) 
         bytes_from_device: run.bytes_in,
         elapsed: started.elapsed(),
     })
+}
+
+/// Open the port (unless the caller brought a transport) and drive the session.
+fn open_and_drive(run: &mut Run<'_>, port: &str, transport: Option<&mut dyn Transport>, span: &tracing::Span) -> Outcome {
+    if let Some(f) = refuse_while_signer_offline(run) {
+        return Outcome::Failed(f);
+    }
+    if let Some(t) = transport {
+        return drive(run, t, span);
+    }
+    match SerialTransport::open(port, run.ctx.cfg.baud) {
+        Ok(mut t) => drive(run, &mut t, span),
+        Err(e) => {
+            let code = match e {
+                TransportError::Busy(_) => FailureCode::PortBusy,
+                TransportError::NotFound(_) => FailureCode::PortMissing,
+                _ => FailureCode::PortOpen,
+            };
+            Outcome::Failed(failure(Stage::Hello, code, e.to_string()))
+        }
+    }
 }
 
 /// Offline policy `refuse`: while the signer is known unreachable (its last
@@ -331,7 +396,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 if let Err(f) = run.persist() {
                     return Outcome::Failed(f);
                 }
-                std::thread::sleep(Duration::from_millis(u64::from(ms)));
+                t.pause(Duration::from_millis(u64::from(ms)));
                 Input::Waited
             }
             Action::Lookup { serial, spki_der } => {

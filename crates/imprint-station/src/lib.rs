@@ -19,4 +19,4 @@ pub use driver::AttemptResult;
 /// The failure-code catalogue, for shells that show or map codes.
 pub use imprint_proto::FailureCode;
 pub use signer_worker::SignerHandle;
-pub use station::{ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError};
+pub use station::{ensure_dev_ca, write_chain, PortError, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError};

@@ -39,6 +39,22 @@ pub enum ProgressStatus {
 
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// Why a port in [`Station::provision_all`] has no attempt result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortError {
+    /// The attempt could not be recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The OS refused a thread for the port.
+    #[error("could not start a thread for port {port}: {reason}")]
+    Spawn { port: String, reason: String },
+    /// The port's thread stopped on an internal fault outside the attempt
+    /// (a fault inside it is recorded as the attempt's `internal_error`).
+    #[error("the thread for port {port} stopped on an internal fault: {reason}")]
+    Panicked { port: String, reason: String },
+}
+
 /// Why the station could not start.
 ///
 /// Each cause is printed once: a variant shows its cause in its message and
@@ -248,7 +264,7 @@ impl Station {
     }
 
     /// Provision several ports at once, one thread each.
-    pub fn provision_all(&self, ports: &[String], progress: Option<ProgressFn>) -> Vec<Result<AttemptResult, StoreError>> {
+    pub fn provision_all(&self, ports: &[String], progress: Option<ProgressFn>) -> Vec<Result<AttemptResult, PortError>> {
         let handles: Vec<_> = ports
             .iter()
             .map(|p| {
@@ -262,9 +278,13 @@ impl Station {
             .collect();
         handles
             .into_iter()
-            .map(|h| match h {
-                Ok(h) => h.join().unwrap_or_else(|_| Err(StoreError::WriterGone)),
-                Err(e) => Err(StoreError::NotFound(format!("could not start a port thread: {e}"))),
+            .zip(ports)
+            .map(|(h, port)| match h {
+                Ok(h) => match h.join() {
+                    Ok(r) => r.map_err(PortError::from),
+                    Err(payload) => Err(PortError::Panicked { port: port.clone(), reason: crate::driver::panic_text(payload.as_ref()) }),
+                },
+                Err(e) => Err(PortError::Spawn { port: port.clone(), reason: e.to_string() }),
             })
             .collect()
     }
