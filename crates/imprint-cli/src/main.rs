@@ -339,6 +339,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             let station = Station::open(cfg, pin(&cli)?)?;
             banner(&station);
+            stop_on_signals(&station);
             let results = station.provision_all(&ports, Some(printer(a.sel.json)));
             summarize(&station, results)
         }
@@ -353,6 +354,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let system = a.system || cfg.system_ports;
             let station = Station::open(cfg, pin(&cli)?)?;
             banner(&station);
+            stop_on_signals(&station);
             eprintln!("watching {} (system ports: {system}); Ctrl-C to stop", globs.join(", "));
             let stop = Arc::new(AtomicBool::new(false));
             let results = station.watch(
@@ -375,6 +377,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             globs.push(format!("{}/*", sim_dir.display()));
             let station = Station::open(cfg.clone(), pin(&cli)?)?;
             banner(&station);
+            stop_on_signals(&station);
             let sims = if a.simulate > 0 {
                 let faults = imprint_devsim::fault_plan(&a.fault, a.simulate).map_err(|e| Fail(2, anyhow::anyhow!(e)))?;
                 let mut v = Vec::new();
@@ -406,7 +409,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
         Cmd::Export(ExportCmd::Csv { out }) => {
             let cfg = load_config(&cli)?;
-            let store = Store::open(&cfg.store_path())?;
+            let store = Store::open_read_only(&cfg.store_path())?;
             let w: Box<dyn Write> = match out {
                 Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
                 None => Box::new(std::io::stdout()),
@@ -419,30 +422,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let cfg = load_config(&cli)?;
             // Per-dependency health (shared with the app), plus the signer's
             // own state (reachable, key present, last error) for scripts.
-            let (items, signer_state) = match Station::open(cfg.clone(), pin(&cli)?) {
-                Ok(st) => {
-                    let items = imprint_station::health::check(&st);
-                    (items, serde_json::to_value(st.signer().health())?)
-                }
-                Err(e) => {
-                    let state = match &e {
-                        StationError::Signer(se) => {
-                            let uri = cfg.signer_uri();
-                            let kind = uri.split(':').next().unwrap_or_default().to_string();
-                            serde_json::to_value(imprint_station::signer_worker::SignerHealth::from_open_error(&uri, &kind, se))?
-                        }
-                        _ => serde_json::Value::Null,
-                    };
-                    let item = imprint_station::health::HealthItem {
-                        id: "signer".into(),
-                        title: "CA signer".into(),
-                        level: imprint_station::health::Level::Error,
-                        detail: "the station could not open".into(),
-                        last_error: Some(e.to_string()),
-                    };
-                    (vec![item], state)
-                }
-            };
+            // Read-only: safe beside a running station.
+            let h = imprint_station::health::check_read_only(&cfg, pin(&cli)?);
+            let (items, signer_state) = (h.items, serde_json::to_value(h.signer)?);
             let failed = |id: &str| items.iter().any(|i| i.id == id && i.level == imprint_station::health::Level::Error);
             let code = if failed("local_store") { 4 } else if failed("signer") { 3 } else if items.iter().any(|i| i.level == imprint_station::health::Level::Error) { 1 } else { 0 };
             if *json {
@@ -494,6 +476,9 @@ fn printer(json: bool) -> ProgressFn {
             ProgressStatus::Passed { cert_serial, resumed } => {
                 format!("PASS  certificate {cert_serial}{}", if *resumed { " (re-sent)" } else { "" })
             }
+            ProgressStatus::Failed { code, reason, hint } if code == imprint_station::driver::STATION_STOPPING => {
+                format!("STOP  {reason}\n        -> {hint}")
+            }
             ProgressStatus::Failed { code, reason, hint } => format!("FAIL  [{code}] {reason}\n        -> {hint}"),
         };
         let mut l = match last.lock() {
@@ -508,22 +493,48 @@ fn printer(json: bool) -> ProgressFn {
     })
 }
 
+/// Ctrl-C / SIGTERM: the first drains the station, the second aborts.
+fn stop_on_signals(st: &Station) {
+    if let Err(e) = imprint_station::shutdown::install_signal_handlers(st.shutdown_token(), imprint_station::DRAIN_WITHIN) {
+        tracing::warn!(error = %e, "could not install the Ctrl-C handler: Ctrl-C stops the station without draining");
+    }
+}
+
 fn summarize(st: &Station, results: Vec<Result<imprint_station::AttemptResult, imprint_store::StoreError>>) -> Result<u8, Fail> {
     let mut passed = 0;
     let mut failed = 0;
+    let mut stopped = 0;
+    let mut store_error = None;
     for r in &results {
         match r {
             Ok(a) if a.passed() => passed += 1,
+            Ok(a) if a.stopped_by_shutdown() => stopped += 1,
             Ok(_) => failed += 1,
             Err(e) => {
                 eprintln!("imprint: could not record an attempt: {e}");
-                return Err(Fail(4, anyhow::anyhow!("local store failed: {e}")));
+                store_error.get_or_insert_with(|| e.to_string());
             }
         }
     }
-    eprintln!("{passed} passed, {failed} failed ({})", if st.ctx().development { "DEVELOPMENT CA" } else { "production CA" });
-    st.store().close();
-    Ok(if failed > 0 { 1 } else if passed == 0 { 5 } else { 0 })
+    let draining = st.shutdown_token().is_draining();
+    // Workers stop in order (signer closed, events sent and marked, last
+    // sync round) before the store writer, whatever happened above.
+    let report = st.shutdown(imprint_station::DRAIN_WITHIN);
+    if draining || !report.clean() {
+        eprintln!("imprint: {report}");
+    }
+    if let Some(e) = store_error {
+        return Err(Fail(4, anyhow::anyhow!("local store failed: {e}")));
+    }
+    let stopped_note = if stopped > 0 { format!(", {stopped} stopped by the shutdown (they resume on the next run)") } else { String::new() };
+    eprintln!("{passed} passed, {failed} failed{stopped_note} ({})", if st.ctx().development { "DEVELOPMENT CA" } else { "production CA" });
+    Ok(if failed > 0 {
+        1
+    } else if passed == 0 && !(draining && report.clean()) {
+        5
+    } else {
+        0
+    })
 }
 
 fn ca_cmd(cli: &Cli, c: &CaCmd) -> Result<u8, Fail> {
@@ -589,7 +600,7 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> Result<u8, Fail> {
 
 fn records_cmd(cli: &Cli, r: &RecordsCmd) -> Result<u8, Fail> {
     let cfg = load_config(cli)?;
-    let store = Store::open(&cfg.store_path())?;
+    let store = Store::open_read_only(&cfg.store_path())?;
     match r {
         RecordsCmd::List { serial, status, batch, cert_serial, limit, json } => {
             let rows = store.attempts(&AttemptFilter {

@@ -183,9 +183,9 @@ pub fn db_cmd(c: &DbCmd) -> Result<u8, Fail> {
 
 pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> Result<u8, Fail> {
     let cfg = load_config(cli)?;
-    let store = Arc::new(Store::open(&cfg.store_path())?);
     match c {
         SyncCmd::Status { json } => {
+            let store = Store::open_read_only(&cfg.store_path())?;
             let s = SyncStatus::read(&store)?;
             if *json {
                 let mut v = serde_json::to_value(&s)?;
@@ -215,6 +215,7 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> Result<u8, Fail> {
             let Some(central) = &cfg.central else {
                 return Err(Fail(2, anyhow::anyhow!("no [central] section in the configuration: nothing to sync to")));
             };
+            let store = Arc::new(Store::open(&cfg.store_path())?);
             let r = imprint_sync::sync_once(store.clone(), &cfg.station_id, central).map_err(central_fail)?;
             let s = SyncStatus::read(&store)?;
             if *json {
@@ -249,7 +250,7 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> Result<u8, Fail> {
         let opts = central.connect_options().map_err(central_fail)?;
         runtime()?.block_on(imprint_sync::central_report(&opts, a.station.as_deref(), a.since.as_deref())).map_err(central_fail)?
     } else {
-        let store = Store::open(&cfg.store_path())?;
+        let store = Store::open_read_only(&cfg.store_path())?;
         if a.station.as_ref().is_some_and(|s| *s != cfg.station_id) {
             Vec::new()
         } else {

@@ -10,7 +10,9 @@ pub mod config;
 pub mod driver;
 pub mod events;
 pub mod health;
+pub mod lock;
 pub mod logging;
+pub mod shutdown;
 pub mod signer_worker;
 pub mod station;
 
@@ -18,4 +20,9 @@ pub use bench::{Bench, BenchError, BenchEvent, BenchEventFn, Tile, TileState};
 pub use config::{Mode, StationConfig};
 pub use driver::AttemptResult;
 pub use signer_worker::SignerHandle;
-pub use station::{ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError, WatchOptions};
+pub use lock::{DataDirLock, LockError, LockHolder};
+pub use shutdown::{ShutdownState, ShutdownToken};
+pub use station::{
+    ensure_dev_ca, write_chain, Progress, ProgressFn, ProgressStatus, ShutdownReport, ShutdownStep, Station, StationCtx, StationError, StepEnd,
+    WatchOptions, Worker, DRAIN_WITHIN,
+};
