@@ -66,6 +66,7 @@ pub async fn provision(state: State<'_, AppState>, port: String) -> ApiResult<()
     state.bench()?.provision(&port).map_err(|e| match e {
         imprint_station::BenchError::NoSuchPort(_) => ApiError::new("no_such_port", e.to_string()),
         imprint_station::BenchError::Busy(_) => ApiError::new("busy", e.to_string()),
+        imprint_station::BenchError::Stopping => ApiError::new("station_stopping", e.to_string()),
     })
 }
 

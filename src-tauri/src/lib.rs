@@ -36,6 +36,7 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
 pub fn run(opts: AppOptions) {
     let _log = imprint_station::logging::init(&opts.cfg.log_dir(), false);
     let state = AppState::new(opts);
+    let on_exit = state.clone();
     let app = with_commands(tauri::Builder::default())
         .setup(move |app| {
             use tauri::Emitter as _;
@@ -68,7 +69,14 @@ pub fn run(opts: AppOptions) {
         })
         .build(tauri::generate_context!());
     match app {
-        Ok(app) => app.run(|_, _| {}),
+        // The window closed: the same library shutdown as Ctrl-C in the CLI
+        // (drain, join the workers in order, close the signer) before the
+        // process exits.
+        Ok(app) => app.run(move |_, event| {
+            if let tauri::RunEvent::Exit = event {
+                on_exit.shutdown();
+            }
+        }),
         Err(e) => {
             eprintln!("imprint-app: cannot start the window: {e}");
             std::process::exit(1);

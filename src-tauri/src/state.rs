@@ -108,12 +108,22 @@ impl AppState {
         self.config().data_dir.join("sim-ports")
     }
 
-    /// (Re)open the station with `pin` and start its bench.
-    pub fn open(&self, pin: Option<Pin>) -> Result<(), ApiError> {
+    /// Stop the station, if open (the window closed, or before a reopen):
+    /// no new device, attempts in flight stop at a safe point, workers
+    /// drained and joined in order, data dir lock released.
+    pub fn shutdown(&self) -> Option<imprint_station::ShutdownReport> {
         if let Some(b) = lock(&self.inner.bench).take() {
             b.stop();
         }
-        lock(&self.inner.station).take();
+        let station = lock(&self.inner.station).take()?;
+        let report = station.shutdown(imprint_station::DRAIN_WITHIN);
+        tracing::info!(report = %report, "station stopped");
+        Some(report)
+    }
+
+    /// (Re)open the station with `pin` and start its bench.
+    pub fn open(&self, pin: Option<Pin>) -> Result<(), ApiError> {
+        self.shutdown();
         let cfg = self.config();
         let sim_dir = self.sim_dir();
         let _ = std::fs::create_dir_all(&sim_dir);

@@ -60,6 +60,9 @@ pub enum BenchError {
     NoSuchPort(String),
     #[error("port {0} is already being provisioned")]
     Busy(String),
+    /// The station is stopping: it takes no new device.
+    #[error("the station is stopping: it takes no new device")]
+    Stopping,
 }
 
 struct Inner {
@@ -97,7 +100,7 @@ impl Bench {
         let b = bench.clone();
         let _ = std::thread::Builder::new().name("imprint-bench-watch".into()).spawn(move || {
             let mut watcher = PortWatcher::new(globs, system_ports);
-            while !b.inner.stop.load(Ordering::Relaxed) {
+            while !b.inner.stop.load(Ordering::Relaxed) && !b.inner.station.shutdown_token().is_draining() {
                 for ev in watcher.poll() {
                     match ev {
                         PortEvent::Arrived(p) => b.arrived(&p.path),
@@ -221,6 +224,9 @@ impl Bench {
 
     /// Provision (or retry) the device on `port`.
     pub fn provision(&self, port: &str) -> Result<(), BenchError> {
+        if self.inner.station.shutdown_token().is_draining() {
+            return Err(BenchError::Stopping);
+        }
         let tile = {
             let mut tiles = lock(&self.inner.tiles);
             let t = tiles.get_mut(port).ok_or_else(|| BenchError::NoSuchPort(port.to_string()))?;

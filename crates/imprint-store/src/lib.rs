@@ -313,3 +313,41 @@ pub mod records;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use records::*;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod read_only_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_store_sees_the_writers_commits_and_never_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("station.db");
+        assert!(matches!(Store::open_read_only(&p), Err(StoreError::Missing(_))), "no store is created");
+        assert!(!p.exists());
+        let w = Store::open(&p).unwrap();
+        let id = w.begin_attempt("/dev/ttyX", None).unwrap();
+        let r = Store::open_read_only(&p).unwrap();
+        assert!(r.is_read_only());
+        assert_eq!(r.attempt(&id).unwrap().unwrap().status, "running");
+        assert!(matches!(r.set_meta("k", "v"), Err(StoreError::ReadOnly(_))));
+        assert!(matches!(r.interrupt_running(), Err(StoreError::ReadOnly(_))), "no recovery from a reader");
+        // query_only also stops a write that bypasses the writer thread.
+        assert!(r.read(|c| Ok(c.execute("DELETE FROM attempts", [])?)).is_err());
+        assert_eq!(w.attempt(&id).unwrap().unwrap().status, "running");
+    }
+
+    #[test]
+    fn a_read_only_store_refuses_an_old_schema_instead_of_migrating_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("station.db");
+        drop(Store::open(&p).unwrap());
+        Connection::open(&p).unwrap().pragma_update(None, "user_version", 1).unwrap();
+        match Store::open_read_only(&p) {
+            Err(StoreError::Schema { found: 1, .. }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened an old schema read-only"),
+        }
+        assert_eq!(Connection::open(&p).unwrap().pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0)).unwrap(), 1);
+    }
+}
