@@ -145,8 +145,11 @@ pub struct SignerHandle {
     checking: Arc<Mutex<()>>,
     /// The worker thread, joined by [`SignerHandle::shutdown`], and the
     /// signal that it has closed the signer.
-    thread: Arc<Mutex<Option<(std::thread::JoinHandle<()>, mpsc::Receiver<()>)>>>,
+    thread: Arc<Mutex<Option<Worker>>>,
 }
+
+/// The worker thread and the signal that it has closed the signer.
+type Worker = (std::thread::JoinHandle<()>, mpsc::Receiver<()>);
 
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     // A poisoned lock only means a thread panicked mid-update of plain data.
