@@ -80,23 +80,15 @@ pub struct SoftHsm {
     label: String,
 }
 
-/// The fixture's own handle on the SoftHSM library (the signer crate keeps
-/// another; C_Initialize answers "already initialized" to the second).
+/// The fixture's own use of the SoftHSM library, through the signer crate's
+/// module registry: it is one more user of the module for the whole test
+/// process, so a signer closing in one test never finalizes SoftHSM under
+/// another test (the last user of a module finalizes it).
 fn ctx() -> &'static cryptoki::context::Pkcs11 {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    static CTX: OnceLock<Pkcs11> = OnceLock::new();
+    static CTX: OnceLock<imprint_signer::pkcs11::ModuleUse> = OnceLock::new();
     CTX.get_or_init(|| {
         process_dir();
-        let ctx = Pkcs11::new(MODULE).expect("load SoftHSM");
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::CryptokiAlreadyInitialized,
-                _,
-            )) => {}
-            Err(e) => panic!("C_Initialize: {e}"),
-        }
-        ctx
+        imprint_signer::pkcs11::use_module(Path::new(MODULE)).expect("load SoftHSM")
     })
 }
 

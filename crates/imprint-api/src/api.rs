@@ -105,6 +105,15 @@ pub struct SyncView {
     pub quarantined: u64,
 }
 
+/// How a shutdown went.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShutdownView {
+    /// Every worker drained and joined in time.
+    pub clean: bool,
+    /// The report in one line (each worker in order, what was cut).
+    pub text: String,
+}
+
 /// What switching the mode did.
 #[derive(Clone, Debug, Serialize, TS)]
 #[ts(export, export_to = "../../../ui/src/bindings/")]
@@ -212,7 +221,9 @@ impl Api {
             None => Vec::new(),
         };
         if let Some(st) = lock(&self.inner.station).take() {
-            st.store().close();
+            // Releases the data dir lock, so the new station can take it.
+            let r = st.shutdown(imprint_station::DRAIN_WITHIN);
+            tracing::info!(report = %r, "station reopened");
         }
         let opts = lock(&self.inner.opts).clone();
         let cfg = opts.cfg.clone();
@@ -526,19 +537,40 @@ impl Api {
         }
     }
 
-    /// Stop taking new devices, let attempts in flight end, stop the engine
-    /// and the simulated devices, and close the store.
-    pub fn shutdown(&self) {
+    /// Ctrl-C / SIGTERM: the first drains the station (no new devices,
+    /// attempts stop at their next safe point), the second aborts at once.
+    pub fn stop_on_signals(&self) -> ApiResult<()> {
+        let st = self.station()?;
+        imprint_station::shutdown::install_signal_handlers(st.shutdown_token(), imprint_station::DRAIN_WITHIN)
+            .map_err(|e| ApiError::internal(format!("could not install the Ctrl-C handler: {e}")))
+    }
+
+    /// A stop was asked for (a signal, a window closing, `shutdown`).
+    pub fn stop_requested(&self) -> bool {
+        self.inner.stopping.load(Ordering::Relaxed) || self.station().is_ok_and(|s| s.shutdown_token().is_draining())
+    }
+
+    /// Stop taking new devices, let attempts in flight reach their next safe
+    /// point (bounded by `imprint_station::DRAIN_WITHIN`), then join every
+    /// worker in dependency order (ports, signer, MQTT publisher, sync, store
+    /// writer) and release the data dir. Returns what was drained and cut
+    /// (None when no station was open or it was stopped already).
+    pub fn shutdown(&self) -> Option<ShutdownView> {
         if self.inner.stopping.swap(true, Ordering::Relaxed) {
-            return;
+            return None;
         }
         self.emit(ApiEvent::StationChanged);
-        if let Some(b) = lock(&self.inner.bench).take() {
+        let bench = lock(&self.inner.bench).take();
+        let station = lock(&self.inner.station).take();
+        let report = station.map(|st| {
+            st.shutdown_token().drain();
+            let r = st.shutdown(imprint_station::DRAIN_WITHIN);
+            ShutdownView { clean: r.clean(), text: r.to_string() }
+        });
+        if let Some(b) = bench {
             b.stop();
         }
         lock(&self.inner.sims).clear();
-        if let Some(st) = lock(&self.inner.station).take() {
-            st.store().close();
-        }
+        report
     }
 }

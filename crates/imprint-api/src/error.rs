@@ -259,6 +259,7 @@ impl From<imprint_station::StationError> for ApiError {
             S::Store(s) => s.into(),
             S::Signer(s) => s.into(),
             S::Ca(c) => c.into(),
+            S::Lock(l) => ApiError::new(ErrorCode::StoreLocked, chain(&l)),
             other => ApiError::new(ErrorCode::InvalidSettings, chain(&other)),
         }
     }

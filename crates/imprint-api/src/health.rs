@@ -13,6 +13,15 @@ pub fn of_station(st: &Station) -> Vec<HealthView> {
     imprint_station::health::check(st)
 }
 
+/// Health from outside a station (`imprint health`): read-only, safe beside
+/// a live station (no recovery, nothing written); the signer is opened once
+/// and closed before returning. Also the signer's own state, for scripts.
+pub fn read_only(cfg: &StationConfig, pin: Option<imprint_signer::Pin>) -> (Vec<HealthView>, serde_json::Value) {
+    let h = imprint_station::health::check_read_only(cfg, pin);
+    let signer = serde_json::to_value(&h.signer).unwrap_or(serde_json::Value::Null);
+    (h.items, signer)
+}
+
 /// Health when the station did not open: the item the failure belongs to is
 /// red with the error; the others say they were not checked.
 pub fn not_open(cfg: &StationConfig, e: &ApiError) -> Vec<HealthView> {

@@ -20,7 +20,6 @@ pub mod ports;
 pub mod records;
 pub mod scan;
 pub mod settings;
-pub mod signals;
 mod slots;
 
 pub use api::{Api, ApiEvent, ApiOptions, Emitter, StationInfo, SyncView};

@@ -417,13 +417,11 @@ fn run(cli: Cli) -> CmdResult {
         }
         Cmd::Health { json: as_json } => {
             let cfg = load_config(&cli)?;
-            let api = Api::new(ApiOptions::new(cfg, config_path(&cli)), Arc::new(|_| {}));
-            let _ = api.open(pin(&cli)?);
-            let items = api.health();
-            api.shutdown();
+            // Read-only: safe beside a running station (no recovery, nothing written).
+            let (items, signer) = imprint_api::health::read_only(&cfg, pin(&cli)?);
             let code = imprint_api::health::exit_code(&items);
             if *as_json {
-                json(&serde_json::json!({"ok": code == 0, "checks": items}))?;
+                json(&serde_json::json!({"ok": code == 0, "checks": items, "signer": signer}))?;
             } else {
                 for i in &items {
                     let level = format!("{:?}", i.level).to_uppercase();
@@ -461,8 +459,6 @@ fn config_path(cli: &Cli) -> PathBuf {
 /// finished or Ctrl-C, then drain and summarise.
 fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) -> CmdResult {
     let _log = imprint_api::logging::init(&opts.cfg.log_dir(), false);
-    let stop = imprint_api::signals::install()
-        .map_err(|e| ApiError::internal(format!("could not install the Ctrl-C handler: {e}")))?;
     let view = view::View::new(as_json);
     let v = view.clone();
     let api = Api::new(
@@ -480,46 +476,47 @@ fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) ->
             return Err(e.into());
         }
     };
+    // Ctrl-C / SIGTERM: the first drains (said on screen), the second aborts.
+    if let Err(e) = api.stop_on_signals() {
+        eprintln!("imprint: {}: Ctrl-C stops the station without draining", e.message);
+    }
     banner(&info);
     if info.simulated > 0 {
-        eprintln!(
-            "{} simulated devices attached; watching until Ctrl-C",
-            info.simulated
-        );
+        eprintln!("{} simulated devices attached; watching until Ctrl-C", info.simulated);
     }
     let bench = api.bench()?;
     let want = max.unwrap_or(usize::MAX);
-    while !stop.is_set() && bench.wait_finished(want, Duration::from_millis(200)) < want {}
-    if stop.is_set() {
-        eprintln!("stopping: no new devices; letting the attempts in flight finish (Ctrl-C again to abort)");
-    }
-    api.shutdown();
+    while !api.stop_requested() && bench.wait_finished(want, Duration::from_millis(200)) < want {}
+    let draining = api.stop_requested();
+    // Workers stop in order (ports at a safe point, signer closed, events
+    // sent and marked, a last sync round) before the store writer.
+    let report = api.shutdown();
     view.finish();
+    if let Some(r) = &report {
+        if draining || !r.clean {
+            eprintln!("imprint: {}", r.text);
+        }
+    }
     let finished = bench.finished();
     // A device counts by its last attempt: one cut by an unplug and then
-    // resumed to the end has passed.
+    // resumed to the end has passed; one stopped by the shutdown resumes on
+    // the next run.
     let mut last: std::collections::BTreeMap<&str, &imprint_api::Tile> = std::collections::BTreeMap::new();
     for t in &finished {
         last.insert(t.port.as_str(), t);
     }
     let passed = last.values().filter(|t| t.state == imprint_api::TileState::Passed).count();
-    let failed = last.len() - passed;
-    eprintln!(
-        "{passed} passed, {failed} failed ({})",
-        if info.development {
-            "DEVELOPMENT CA"
-        } else {
-            "production CA"
-        }
-    );
-    let store_failed = last
-        .values()
-        .any(|t| matches!(t.code.as_deref(), Some("store_error") | Some("store_full")));
+    let stopped = last.values().filter(|t| t.code.as_deref() == Some("station_stopping")).count();
+    let failed = last.len() - passed - stopped;
+    let stopped_note = if stopped > 0 { format!(", {stopped} stopped by the shutdown (they resume on the next run)") } else { String::new() };
+    eprintln!("{passed} passed, {failed} failed{stopped_note} ({})", if info.development { "DEVELOPMENT CA" } else { "production CA" });
+    let store_failed = last.values().any(|t| matches!(t.code.as_deref(), Some("store_error") | Some("store_full")));
+    let clean_stop = draining && report.as_ref().is_some_and(|r| r.clean);
     Ok(if store_failed {
         4
     } else if failed > 0 {
         1
-    } else if passed == 0 {
+    } else if passed == 0 && !clean_stop {
         5
     } else {
         0

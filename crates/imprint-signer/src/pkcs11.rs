@@ -151,10 +151,64 @@ fn needs_reconnect(e: &CkError) -> bool {
     )
 }
 
-/// Loaded and initialized modules, one per path for the whole process:
-/// C_Initialize may run once per process, and unloading a module under a
-/// live session is undefined.
-static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+/// Loaded and initialized modules, one per path, with their users. A module
+/// is initialized on first use and finalized (C_Finalize) when its last user
+/// goes: a signer closes its session first, then releases the module, on the
+/// thread that used it. So a process that closed its signers has nothing
+/// left for `exit()` to tear down under a live session (SoftHSM through the
+/// p11-kit proxy crashed at exit when a session was closed during its
+/// destructors).
+static MODULES: OnceLock<Mutex<HashMap<PathBuf, Loaded>>> = OnceLock::new();
+
+struct Loaded {
+    ctx: Pkcs11,
+    users: usize,
+}
+
+/// One use of a loaded PKCS#11 module; dereferences to the cryptoki
+/// context. The last use of a module to be dropped finalizes it. Sessions
+/// opened through it must be closed before it is dropped.
+pub struct ModuleUse {
+    ctx: Pkcs11,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for ModuleUse {
+    type Target = Pkcs11;
+    fn deref(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+}
+
+impl Drop for ModuleUse {
+    fn drop(&mut self) {
+        let modules = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
+        // A poisoned lock only means another thread panicked while loading.
+        let mut map = modules.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match map.get_mut(&self.path) {
+            Some(l) => {
+                l.users = l.users.saturating_sub(1);
+                l.users == 0
+            }
+            None => false,
+        };
+        if last {
+            if let Some(l) = map.remove(&self.path) {
+                match l.ctx.finalize() {
+                    Ok(()) => tracing::info!(module = %self.path.display(), "PKCS#11 module finalized"),
+                    Err(e) => tracing::warn!(module = %self.path.display(), error = %e, "PKCS#11 module finalize failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Load and initialize the module at `path` (once per process while it is
+/// in use) and count one more user of it.
+pub fn use_module(path: &Path) -> Result<ModuleUse, SignerError> {
+    let ctx = load_module(path)?;
+    Ok(ModuleUse { ctx, path: path.to_path_buf() })
+}
 
 fn module_path(uri: &Pkcs11Uri) -> Result<PathBuf, SignerError> {
     if let Some(p) = &uri.module_path {
@@ -191,8 +245,9 @@ fn load_module(path: &Path) -> Result<Pkcs11, SignerError> {
     // A poisoned lock only means another thread panicked while loading; the
     // map itself is still consistent (insert is the last step).
     let mut map = modules.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(ctx) = map.get(path) {
-        return Ok(ctx.clone());
+    if let Some(l) = map.get_mut(path) {
+        l.users += 1;
+        return Ok(l.ctx.clone());
     }
     if !path.exists() {
         return Err(SignerError::BadUri(format!(
@@ -211,7 +266,7 @@ fn load_module(path: &Path) -> Result<Pkcs11, SignerError> {
         Err(e) => return Err(map_err(e, &format!("initializing {}", path.display()))),
     }
     tracing::info!(module = %path.display(), "PKCS#11 module loaded");
-    map.insert(path.to_path_buf(), ctx.clone());
+    map.insert(path.to_path_buf(), Loaded { ctx: ctx.clone(), users: 1 });
     Ok(ctx)
 }
 
@@ -478,13 +533,16 @@ fn connect(ctx: &Pkcs11, uri: &Pkcs11Uri, pin: &Pin) -> Result<Connection, Signe
     })
 }
 
-/// A CA key in a PKCS#11 token.
+/// A CA key in a PKCS#11 token. Dropping it closes its session and then
+/// releases the module (finalized when it was the last user), in that
+/// order, on the dropping thread.
 pub struct Pkcs11Signer {
-    ctx: Pkcs11,
     uri: Pkcs11Uri,
     shown_uri: String,
     pin: Pin,
     conn: Connection,
+    // Last: dropped after the session is closed.
+    ctx: ModuleUse,
 }
 
 impl std::fmt::Debug for Pkcs11Signer {
@@ -501,7 +559,7 @@ impl Pkcs11Signer {
     pub fn open(uri: &str, pin: Option<Pin>) -> Result<Self, SignerError> {
         let uri = Pkcs11Uri::parse(uri)?;
         let pin = resolve_pin(pin, uri.pin_source.as_deref())?;
-        let ctx = load_module(&module_path(&uri)?)?;
+        let ctx = use_module(&module_path(&uri)?)?;
         let conn = connect(&ctx, &uri, &pin)?;
         let shown_uri = uri.to_string();
         tracing::info!(uri = %shown_uri, alg = conn.alg.name(), "PKCS#11 CA key opened");
@@ -586,7 +644,7 @@ pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), S
     })?;
     let params = ec_params(alg)?;
     let pin = resolve_pin(pin, uri.pin_source.as_deref())?;
-    let ctx = load_module(&module_path(&uri)?)?;
+    let ctx = use_module(&module_path(&uri)?)?;
     let slot = find_slot(&ctx, &uri)?;
     let session = ctx
         .open_rw_session(slot)

@@ -16,6 +16,8 @@ use imprint_store::{
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// The failure code of an attempt stopped by a shutdown.
+
 /// Console lines kept per attempt (the rest are counted, not stored).
 const MAX_CONSOLE_LINES: usize = 200;
 
@@ -33,6 +35,12 @@ pub struct AttemptResult {
 impl AttemptResult {
     pub fn passed(&self) -> bool {
         matches!(self.outcome, Outcome::Passed { .. })
+    }
+
+    /// Ended at a safe point because the station was stopping (not a device
+    /// failure: it resumes on the next run).
+    pub fn stopped_by_shutdown(&self) -> bool {
+        matches!(&self.outcome, Outcome::Failed(f) if f.code == FailureCode::StationStopping)
     }
 }
 
@@ -189,6 +197,7 @@ fn attempt(
     let started = Instant::now();
     let batch = ctx.batch();
     let attempt_id = ctx.store.begin_attempt(port, batch.as_deref())?;
+    let _inflight = ctx.inflight.enter(&attempt_id, port);
     let span = tracing::info_span!("session", port = %port, attempt = %attempt_id, station = %ctx.cfg.station_id, serial = tracing::field::Empty);
     let _enter = span.enter();
     let mut run = Run {
@@ -374,6 +383,11 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 }
             }
         }
+        // A safe point: between requests. A stopping station ends the
+        // attempt here; the device resumes where it stopped next time.
+        if ctx.shutdown.is_draining() && matches!(action, Action::Send { .. } | Action::Wait { .. }) {
+            return stopping(run, &action);
+        }
         let input = match action {
             Action::Send { frame, timeout_ms } => {
                 crash_point(&format!("send:{}", frame.head));
@@ -434,6 +448,23 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         };
         action = session.handle(input);
     }
+}
+
+/// The attempt ends at a safe point because the station is stopping.
+fn stopping(run: &mut Run<'_>, next: &Action) -> Outcome {
+    let before = match next {
+        Action::Send { frame, .. } => format!("before {}", frame.head),
+        _ => "while waiting out a busy device".to_string(),
+    };
+    let f = failure(
+        run.last_stage,
+        FailureCode::StationStopping,
+        format!("the station was stopping: the attempt stopped at a safe point {before} (stage {})", run.last_stage.as_str()),
+    );
+    run.ctx.inflight.note_stopped();
+    tracing::info!(stage = run.last_stage.as_str(), "attempt stopped at a safe point: the station is stopping");
+    run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+    Outcome::Failed(f)
 }
 
 /// Station-side check of what the broker will see (docs/mqtt.md), recorded

@@ -5,8 +5,12 @@
 //! writes it in the same transaction as the pass (`mqtt_events`, migration
 //! 0003). The [`EventPublisher`] thread sends pending events at QoS 1 when the
 //! broker is reachable (retrying with backoff) and marks each one sent only
-//! after its PUBACK. A crash between PUBACK and the mark re-sends it: QoS 1
-//! duplicates, which subscribers drop by `event_id`.
+//! after its PUBACK. On shutdown ([`EventPublisher::shutdown`], called by
+//! `Station::shutdown` before the store writer stops) it keeps sending and
+//! retrying until the drain deadline, so events queued while the broker was
+//! down go out in the same run when it is back. Only a crash (kill -9, power)
+//! between PUBACK and the mark re-sends one: a QoS 1 duplicate, which
+//! subscribers drop by `event_id`.
 
 use crate::station::StationCtx;
 use imprint_mqtt::{ClientCertProblem, Endpoint, MqttConfig};
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Events sent per publish round (one connection).
 const BATCH: usize = 100;
@@ -154,8 +158,22 @@ pub struct PublisherStatus {
 pub struct EventPublisher {
     wake: Mutex<mpsc::Sender<()>>,
     stop: Arc<AtomicBool>,
+    /// Set by [`EventPublisher::shutdown`]: send what is queued until then, then end.
+    drain_until: Arc<Mutex<Option<Instant>>>,
     status: Arc<Mutex<PublisherStatus>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+/// What [`EventPublisher::shutdown`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PublisherDrain {
+    /// Events acked and marked sent during the drain.
+    pub sent: u64,
+    /// Events still queued (sent by the next station run; -1: unknown).
+    pub left: i64,
+    /// The thread ended (false: still in a broker call at the deadline).
+    pub joined: bool,
 }
 
 impl EventPublisher {
@@ -163,13 +181,23 @@ impl EventPublisher {
     pub fn spawn(store: Arc<Store>, cfg: MqttConfig, station_id: &str) -> std::io::Result<EventPublisher> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let drain_until = Arc::new(Mutex::new(None));
         let status = Arc::new(Mutex::new(PublisherStatus::default()));
         let client_id = format!("imprint-events-{station_id}-{}", imprint_store::new_id().get(24..).unwrap_or_default());
-        let (s2, st2) = (stop.clone(), status.clone());
-        let thread = std::thread::Builder::new()
-            .name("imprint-mqtt-events".into())
-            .spawn(move || publish_loop(&store, &cfg, &client_id, &rx, &s2, &st2))?;
-        Ok(EventPublisher { wake: Mutex::new(tx), stop, status, thread: Mutex::new(Some(thread)) })
+        let (s2, d2, st2) = (stop.clone(), drain_until.clone(), status.clone());
+        let (done_tx, done_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("imprint-mqtt-events".into()).spawn(move || {
+            publish_loop(&store, &cfg, &client_id, &rx, &s2, &d2, &st2);
+            let _ = done_tx.send(());
+        })?;
+        Ok(EventPublisher {
+            wake: Mutex::new(tx),
+            stop,
+            drain_until,
+            status,
+            thread: Mutex::new(Some(thread)),
+            done: Mutex::new(Some(done_rx)),
+        })
     }
 
     /// Look at the queue now (a pass was just recorded).
@@ -181,6 +209,39 @@ impl EventPublisher {
 
     pub fn status(&self) -> PublisherStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Send what is queued (retrying a broker that is down) until `deadline`,
+    /// marking each event sent after its PUBACK, then end the thread and join
+    /// it. Call while the store writer still runs: the marks go through it.
+    pub fn shutdown(&self, store: &Store, deadline: Instant) -> PublisherDrain {
+        let before = self.status().sent;
+        if let Ok(mut d) = self.drain_until.lock() {
+            *d = Some(deadline);
+        }
+        self.wake();
+        let done = self.done.lock().ok().and_then(|mut d| d.take());
+        // A broker call may overrun the deadline by its own timeout (capped
+        // to what was left when it started): allow one more second.
+        let joined = match done {
+            Some(rx) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1)) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if let Ok(mut t) = self.thread.lock() {
+                        if let Some(h) = t.take() {
+                            let _ = h.join();
+                        }
+                    }
+                    true
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.stop.store(true, Ordering::Relaxed);
+                    false
+                }
+            },
+            None => true,
+        };
+        let left = store.mqtt_event_counts().map(|c| c.pending).unwrap_or(-1);
+        PublisherDrain { sent: self.status().sent.saturating_sub(before), left, joined }
     }
 }
 
@@ -202,29 +263,53 @@ fn set_status(status: &Mutex<PublisherStatus>, f: impl FnOnce(&mut PublisherStat
     }
 }
 
+/// Wait for a wake-up up to `d`, but never past a drain deadline.
+fn wait(wake: &mpsc::Receiver<()>, d: Duration, drain: Option<Instant>) {
+    let d = match drain {
+        Some(until) => d.min(until.saturating_duration_since(Instant::now())),
+        None => d,
+    };
+    if !d.is_zero() {
+        let _ = wake.recv_timeout(d);
+    }
+}
+
 fn publish_loop(
     store: &Store,
     cfg: &MqttConfig,
     client_id: &str,
     wake: &mpsc::Receiver<()>,
     stop: &AtomicBool,
+    drain_until: &Mutex<Option<Instant>>,
     status: &Mutex<PublisherStatus>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let draining = || drain_until.lock().map(|d| *d).unwrap_or(None);
     while !stop.load(Ordering::Relaxed) {
+        let drain = draining();
+        if drain.is_some_and(|until| Instant::now() >= until) {
+            break;
+        }
         let pending = match store.pending_mqtt_events(BATCH) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "MQTT events: cannot read the queue");
-                let _ = wake.recv_timeout(BACKOFF_MAX);
+                wait(wake, BACKOFF_MAX, drain);
                 continue;
             }
         };
         if pending.is_empty() {
-            let _ = wake.recv_timeout(IDLE_POLL);
+            if drain.is_some() {
+                break;
+            }
+            wait(wake, IDLE_POLL, drain);
             continue;
         }
-        let result = Endpoint::from_config(cfg, client_id).map(|ep| {
+        let result = Endpoint::from_config(cfg, client_id).map(|mut ep| {
+            if let Some(until) = drain {
+                // Never wait on the broker past the drain deadline.
+                ep.timeout = ep.timeout.min(until.saturating_duration_since(Instant::now()).max(Duration::from_millis(100)));
+            }
             let msgs: Vec<(String, Vec<u8>)> = pending.iter().map(|e| (e.topic.clone(), e.payload.clone().into_bytes())).collect();
             imprint_mqtt::publish_qos1(&ep, &msgs)
         });
@@ -257,11 +342,14 @@ fn publish_loop(
                     let _ = store.note_mqtt_event_failure(&ev.id, &e.to_string());
                 }
                 set_status(status, |s| s.last_error = Some(e.to_string()));
-                // A wake-up (new pass, shutdown) does not cut the backoff short
-                // unless we are stopping.
-                let until = std::time::Instant::now() + backoff;
+                // A wake-up (new pass) does not cut the backoff short; a
+                // stop does, and a drain deadline bounds it.
+                let until = Instant::now() + backoff;
                 while !stop.load(Ordering::Relaxed) {
-                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    let mut left = until.saturating_duration_since(Instant::now());
+                    if let Some(d) = draining() {
+                        left = left.min(d.saturating_duration_since(Instant::now()));
+                    }
                     if left.is_zero() {
                         break;
                     }

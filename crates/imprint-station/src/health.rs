@@ -1,8 +1,21 @@
 //! Station health, one item per dependency, for the app's Health view and
 //! `imprint health`. Each item is green/amber/red (or off when not
 //! configured) with the last error an operator can act on.
+//!
+//! Two entry points: [`check`] asks a station this process runs (the app);
+//! [`check_read_only`] is for a process beside it, or with no station at
+//! all (`imprint health`): it never writes and never runs start-up recovery.
+//! It opens the store read-only and its own short-lived signer connection
+//! (a PKCS#11 session of its own, or one KMS call), signs once, checks the
+//! CA certificate against the key, and closes the signer before it returns.
+//! The signer worker of a live station is not reachable from another
+//! process, so its queue and last error are not shown there.
 
+use crate::config::StationConfig;
+use crate::lock::LockHolder;
+use crate::signer_worker::SignerHealth;
 use crate::station::Station;
+use imprint_store::Store;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -35,39 +48,142 @@ pub fn item(id: &str, title: &str, level: Level, detail: String, last_error: Opt
 /// Check everything the station depends on. Cheap enough to run on demand:
 /// one signature and two small reads.
 pub fn check(station: &Station) -> Vec<HealthItem> {
-    let mut out = Vec::new();
-    out.push(signer_item(station));
-    let store = station.store();
+    vec![
+        signer_item(station),
+        store_item(station.store(), None),
+        central_item(&station.ctx().cfg, Some(station.store()), station.sync_status()),
+        mqtt_item(&station.ctx().cfg, Some(station.store()), station.ctx().events.as_ref()),
+    ]
+}
+
+/// Health from outside a station ([`check_read_only`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReadOnlyHealth {
+    pub items: Vec<HealthItem>,
+    /// The signer as this process saw it; None when it was not opened (a
+    /// development CA not created yet).
+    pub signer: Option<SignerHealth>,
+    /// The station running on this data dir now, if any.
+    pub station: Option<LockHolder>,
+}
+
+/// Check everything a station depends on without being one: safe beside a
+/// live station (nothing written, no recovery; see the module docs).
+pub fn check_read_only(cfg: &StationConfig, pin: Option<imprint_signer::Pin>) -> ReadOnlyHealth {
+    let station = crate::lock::holder(&cfg.data_dir);
+    let (signer_item, signer) = signer_item_standalone(cfg, pin);
+    let store = Store::open_read_only(&cfg.store_path());
+    let store_item = match &store {
+        Ok(s) => store_item(s, station.as_ref()),
+        Err(imprint_store::StoreError::Missing(p)) => item(
+            "local_store",
+            "Local store",
+            Level::Warn,
+            format!("{}: no store yet (created when a station first runs on this data dir)", p.display()),
+            None,
+        ),
+        Err(e) => item("local_store", "Local store", Level::Error, cfg.store_path().display().to_string(), Some(e.to_string())),
+    };
+    let store = store.ok();
+    let items = vec![signer_item, store_item, central_item(cfg, store.as_ref(), None), mqtt_item(cfg, store.as_ref(), None)];
+    ReadOnlyHealth { items, signer, station }
+}
+
+fn store_item(store: &Store, running: Option<&LockHolder>) -> HealthItem {
+    let beside = running.map(|h| format!("; in use by a running station ({h}), read here read-only")).unwrap_or_default();
     match store.attempts(&imprint_store::AttemptFilter { limit: Some(1), ..Default::default() }) {
         Ok(latest) => {
             let last = latest.first().map(|a| format!("last record written {}", a.started_at)).unwrap_or_else(|| "no records yet".into());
-            out.push(item("local_store", "Local store", Level::Ok, format!("{}: readable and writable; {last}", store.path().display()), None));
+            item("local_store", "Local store", Level::Ok, format!("{}: readable; {last}{beside}", store.path().display()), None)
         }
-        Err(e) => out.push(item("local_store", "Local store", Level::Error, store.path().display().to_string(), Some(e.to_string()))),
+        Err(e) => item("local_store", "Local store", Level::Error, store.path().display().to_string(), Some(e.to_string())),
     }
-    out.push(central_item(station));
-    out.push(mqtt_item(station));
-    out
+}
+
+/// The signer opened by this process for one check, then closed.
+fn signer_item_standalone(cfg: &StationConfig, pin: Option<imprint_signer::Pin>) -> (HealthItem, Option<SignerHealth>) {
+    let uri = cfg.signer_uri();
+    let kind = uri.split(':').next().unwrap_or_default().to_string();
+    let chain_path = cfg.ca_chain_path();
+    if cfg.is_development() && !chain_path.exists() {
+        // Opening the development signer would create its key: leave that
+        // to the station.
+        let detail = format!("{uri} (dev): no DEVELOPMENT CA yet: a station creates it when it first starts");
+        return (item("signer", "CA signer", Level::Warn, detail, None), None);
+    }
+    let mut signer = match imprint_signer::open_signer(&uri, pin) {
+        Ok(s) => s,
+        Err(e) => {
+            let h = SignerHealth::from_open_error(&uri, &kind, &e);
+            let detail = format!("{uri} ({kind}): the signer could not be opened");
+            return (item("signer", "CA signer", Level::Error, detail, Some(e.to_string())), Some(h));
+        }
+    };
+    let info = signer.info();
+    let mut h = SignerHealth::opened(&info.uri, info.kind, info.development);
+    let ca = std::fs::read_to_string(&chain_path)
+        .map_err(|e| format!("no CA certificate at {} ({e}): create one with `imprint ca init`", chain_path.display()))
+        .and_then(|t| imprint_core::ca::load_chain_pem(&t).map_err(|e| e.to_string()))
+        .and_then(|chain| chain.into_iter().next().ok_or_else(|| "the CA chain file is empty".to_string()))
+        .and_then(|issuing| {
+            imprint_core::ca::check_ca_matches_signer(&issuing, signer.as_ref()).map_err(|e| e.to_string())?;
+            imprint_core::issuance::summarize(&issuing).map(|s| s.subject)
+        });
+    let t = Instant::now();
+    let signed = signer.sign(b"imprint health check");
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    match &signed {
+        Ok(_) => h.record_ok(),
+        Err(e) => h.record_err(e),
+    }
+    // Close it here (PKCS#11: session closed, module finalized) before the
+    // process goes on to exit.
+    drop(signer);
+    let ca_text = ca.as_ref().map(|s| s.as_str()).unwrap_or("?");
+    let base = format!("{} ({}); CA {ca_text}", info.uri, info.kind);
+    let it = match (&ca, signed) {
+        (Err(e), _) => item("signer", "CA signer", Level::Error, format!("{base}: the CA certificate does not fit"), Some(e.clone())),
+        (Ok(_), Ok(_)) if info.development => item(
+            "signer",
+            "CA signer",
+            Level::Warn,
+            format!("{base}: signed in {ms:.1} ms; DEVELOPMENT CA: certificates are for testing only"),
+            None,
+        ),
+        (Ok(_), Ok(_)) => item("signer", "CA signer", Level::Ok, format!("{base}: reachable, key present, PIN accepted; signed in {ms:.1} ms"), None),
+        (Ok(_), Err(e)) => item("signer", "CA signer", Level::Error, format!("{base}: {}", signer_trouble(h.state)), Some(e.to_string())),
+    };
+    (it, Some(h))
+}
+
+fn signer_trouble(state: crate::signer_worker::SignerState) -> &'static str {
+    match state {
+        crate::signer_worker::SignerState::Unreachable => "unreachable (network, timeout or throttling)",
+        crate::signer_worker::SignerState::KeyMissing => "the CA key is missing or disabled",
+        _ => "the signer refuses to sign (credentials, PIN or token)",
+    }
 }
 
 /// The central database, from the local store's sync state (no network:
 /// offline is normal for a station; records wait in the outbox): backlog,
 /// last success, last error, quarantined records (red: an operator must look).
-fn central_item(station: &Station) -> HealthItem {
-    if station.ctx().cfg.central.is_none() {
+fn central_item(cfg: &StationConfig, store: Option<&Store>, live: Option<imprint_sync::LiveStatus>) -> HealthItem {
+    if cfg.central.is_none() {
         return item("central_db", "Central database", Level::Off, "not configured: records stay on this station".into(), None);
     }
-    match imprint_sync::SyncStatus::read(station.store()) {
+    let Some(store) = store else {
+        return item("central_db", "Central database", Level::Warn, "no local store yet: nothing to sync".into(), None);
+    };
+    match imprint_sync::SyncStatus::read(store) {
         Err(e) => item("central_db", "Central database", Level::Error, "sync state unreadable".into(), Some(e.to_string())),
         Ok(s) => {
-            let live = station.sync_status();
             // The last error is shown only while the center is failing: a
             // success after it clears it from the card.
             let last_error = match (s.state, &s.last_error_at, &s.last_error) {
                 ("failing", Some(at), Some(e)) => Some(format!("{e} (at {at})")),
                 _ => None,
             };
-            let records = station.store().pending_records().unwrap_or(0);
+            let records = store.pending_records().unwrap_or(0);
             let mut detail = format!(
                 "{records} records waiting to sync ({} changes); last success {}",
                 s.backlog,
@@ -115,25 +231,21 @@ fn signer_item(station: &Station) -> HealthItem {
             format!("{base}: reachable, key present, PIN accepted; signed in {ms:.1} ms; {} queued", h.queued),
             last_error,
         ),
-        Err(e) => {
-            let what = match h.state {
-                crate::signer_worker::SignerState::Unreachable => "unreachable (network, timeout or throttling)",
-                crate::signer_worker::SignerState::KeyMissing => "the CA key is missing or disabled",
-                _ => "the signer refuses to sign (credentials, PIN or token)",
-            };
-            item("signer", "CA signer", Level::Error, format!("{base}: {what}"), Some(e.to_string()))
-        }
+        Err(e) => item("signer", "CA signer", Level::Error, format!("{base}: {}", signer_trouble(h.state)), Some(e.to_string())),
     }
 }
 
 /// The broker: connect (TCP, TLS or mTLS as configured), publish and receive
 /// on the health topic; the failure class says what to fix.
-fn mqtt_item(station: &Station) -> HealthItem {
-    let Some(m) = &station.ctx().cfg.mqtt else {
+fn mqtt_item(cfg: &StationConfig, store: Option<&Store>, publisher: Option<&crate::events::EventPublisher>) -> HealthItem {
+    let Some(m) = &cfg.mqtt else {
         return item("mqtt", "MQTT broker", Level::Off, "not configured".into(), None);
     };
     let checked = imprint_mqtt::Endpoint::from_config(m, "").and_then(|ep| imprint_mqtt::check(&ep, &m.health_topic));
-    let events = crate::events::queue_summary(station.store(), station.ctx().events.as_ref());
+    let events = match store {
+        Some(s) => crate::events::queue_summary(s, publisher),
+        None => "events: no local store yet".into(),
+    };
     match checked {
         Ok(r) => item(
             "mqtt",

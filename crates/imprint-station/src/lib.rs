@@ -10,7 +10,9 @@ pub mod driver;
 pub mod events;
 pub mod fsutil;
 pub mod health;
+pub mod lock;
 pub mod logging;
+pub mod shutdown;
 pub mod signer_worker;
 pub mod station;
 
@@ -19,4 +21,9 @@ pub use driver::AttemptResult;
 /// The failure-code catalogue, for shells that show or map codes.
 pub use imprint_proto::FailureCode;
 pub use signer_worker::SignerHandle;
-pub use station::{ensure_dev_ca, write_chain, PortError, Progress, ProgressFn, ProgressStatus, Station, StationCtx, StationError};
+pub use lock::{DataDirLock, LockError, LockHolder};
+pub use shutdown::{ShutdownState, ShutdownToken};
+pub use station::{
+    ensure_dev_ca, write_chain, PortError, Progress, ProgressFn, ProgressStatus, ShutdownReport, ShutdownStep, Station, StationCtx, StationError, StepEnd,
+    Worker, DRAIN_WITHIN,
+};

@@ -19,6 +19,9 @@ enum Job {
     Sign { msg: Vec<u8>, reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>> },
     /// The signer's cheap reachability check (no signature).
     Check { reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>> },
+    /// Close the signer (PKCS#11: session closed, module finalized) on this
+    /// thread and end it. Jobs queued before it are answered first.
+    Stop,
 }
 
 /// What the station knows about its signer right now.
@@ -83,7 +86,7 @@ impl SignerHealth {
     }
 
     /// A signer that has just been opened: it answered (public key read).
-    fn opened(uri: &str, kind: &str, development: bool) -> SignerHealth {
+    pub(crate) fn opened(uri: &str, kind: &str, development: bool) -> SignerHealth {
         SignerHealth {
             kind: kind.to_string(),
             uri: uri.to_string(),
@@ -98,7 +101,7 @@ impl SignerHealth {
         }
     }
 
-    fn record_ok(&mut self) {
+    pub(crate) fn record_ok(&mut self) {
         self.state = SignerState::Ok;
         self.reachable = true;
         self.key_present = Some(true);
@@ -106,7 +109,7 @@ impl SignerHealth {
         self.consecutive_failures = 0;
     }
 
-    fn record_err(&mut self, e: &SignerError) {
+    pub(crate) fn record_err(&mut self, e: &SignerError) {
         let (state, reachable, key_present) = match e {
             SignerError::Transient(_) => (SignerState::Unreachable, false, None),
             SignerError::KeyNotFound(_) => (SignerState::KeyMissing, true, Some(false)),
@@ -143,7 +146,13 @@ pub struct SignerHandle {
     shared: Arc<Mutex<Shared>>,
     /// One reachability check at a time; the others wait for its answer.
     checking: Arc<Mutex<()>>,
+    /// The worker thread, joined by [`SignerHandle::shutdown`], and the
+    /// signal that it has closed the signer.
+    thread: Arc<Mutex<Option<Worker>>>,
 }
+
+/// The worker thread and the signal that it has closed the signer.
+type Worker = (std::thread::JoinHandle<()>, mpsc::Receiver<()>);
 
 fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     // A poisoned lock only means a thread panicked mid-update of plain data.
@@ -160,14 +169,18 @@ impl SignerHandle {
         let shared = Arc::new(Mutex::new(Shared { health, checks_done: 0, last_check: Ok(()) }));
         let q = queued.clone();
         let sh = shared.clone();
-        std::thread::Builder::new().name("imprint-signer".into()).spawn(move || {
+        let (closed_tx, closed_rx) = mpsc::channel::<()>();
+        let handle = std::thread::Builder::new().name("imprint-signer".into()).spawn(move || {
             let mut signer = signer;
             while let Ok(job) = rx.recv() {
-                q.fetch_sub(1, Ordering::Relaxed);
+                if !matches!(job, Job::Stop) {
+                    q.fetch_sub(1, Ordering::Relaxed);
+                }
                 let (r, reply) = match job {
                     Job::Issue { plan, reply } => (build_certificate(&plan, &profile, &ca_cert_der, signer.as_mut()), reply),
                     Job::Sign { msg, reply } => (signer.sign(&msg).map_err(IssueError::from), reply),
                     Job::Check { reply } => (signer.check().map(|()| Vec::new()).map_err(IssueError::from), reply),
+                    Job::Stop => break,
                 };
                 {
                     let mut s = lock(&sh);
@@ -180,8 +193,40 @@ impl SignerHandle {
                 }
                 let _ = reply.send(r);
             }
+            // Close the signer here, on the thread that used it, before the
+            // process can reach exit(): a PKCS#11 session closed while
+            // exit() runs the module's destructors crashes (SoftHSM through
+            // p11-kit: SIGSEGV or "double free").
+            drop(signer);
+            tracing::info!("signer worker: signer closed");
+            let _ = closed_tx.send(());
         })?;
-        Ok(SignerHandle { tx, info, queued, shared, checking: Arc::new(Mutex::new(())) })
+        Ok(SignerHandle {
+            tx,
+            info,
+            queued,
+            shared,
+            checking: Arc::new(Mutex::new(())),
+            thread: Arc::new(Mutex::new(Some((handle, closed_rx)))),
+        })
+    }
+
+    /// Stop the worker after the jobs already queued, close the signer on
+    /// its thread and join it, waiting at most until `deadline`. Ok(true):
+    /// joined; Ok(false): already stopped; Err: still busy at the deadline
+    /// (a signer call that does not return; the thread is left behind).
+    pub fn shutdown(&self, deadline: std::time::Instant) -> Result<bool, String> {
+        let Some((handle, closed)) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(false);
+        };
+        let _ = self.tx.send(Job::Stop);
+        match closed.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = handle.join();
+                Ok(true)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!("the signer was still busy with {} requests", self.queue_len())),
+        }
     }
 
     pub fn info(&self) -> &SignerInfo {

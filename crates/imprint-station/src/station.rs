@@ -13,7 +13,16 @@ use imprint_signer::{open_signer, Pin};
 use imprint_store::{CertRow, Store, StoreError};
 use serde::Serialize;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use crate::lock::DataDirLock;
+use crate::shutdown::ShutdownToken;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a stopping station lets attempts in flight reach a safe point
+/// and its workers drain (shown on screen when a stop is asked for).
+pub const DRAIN_WITHIN: Duration = Duration::from_secs(20);
 
 /// Live state of one port, for progress displays.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -70,6 +79,9 @@ pub enum StationError {
     Signer(SignerError),
     #[error("CA certificate: {0}")]
     Ca(ca::CaError),
+    /// Another station holds this data dir (one station per data dir).
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error("{0}")]
     Setup(String),
 }
@@ -103,6 +115,8 @@ impl StationError {
             StationError::Store(_) => "store",
             StationError::Signer(e) => e.code().as_str(),
             StationError::Ca(_) => "ca",
+            StationError::Lock(crate::lock::LockError::InUse { .. }) => "data_dir_in_use",
+            StationError::Lock(_) => "data_dir_lock",
             StationError::Setup(_) => "setup",
         }
     }
@@ -123,6 +137,61 @@ pub struct StationCtx {
     batch: Mutex<Option<String>>,
     /// Sends queued provisioning events to the broker, when `[mqtt]` is configured.
     pub events: Option<crate::events::EventPublisher>,
+    /// Draining once a stop was asked for: no new device, attempts stop at
+    /// their next safe point.
+    pub shutdown: ShutdownToken,
+    pub(crate) inflight: InFlight,
+    /// The data dir lock, held until [`Station::shutdown`] ends (or the last
+    /// handle is dropped).
+    lock: Mutex<Option<DataDirLock>>,
+}
+
+/// Attempts running now, for [`Station::shutdown`] to wait on.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    running: Mutex<BTreeMap<String, String>>,
+    cv: Condvar,
+    stopped_at_safe_point: AtomicUsize,
+}
+
+/// Registered while an attempt runs (also when its thread panics).
+pub(crate) struct InFlightGuard<'a> {
+    set: &'a InFlight,
+    attempt_id: String,
+}
+
+impl InFlight {
+    pub(crate) fn enter(&self, attempt_id: &str, port: &str) -> InFlightGuard<'_> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(attempt_id.to_string(), port.to_string());
+        InFlightGuard { set: self, attempt_id: attempt_id.to_string() }
+    }
+
+    pub(crate) fn note_stopped(&self) {
+        self.stopped_at_safe_point.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Wait until no attempt runs or `deadline`; the ports still running then.
+    fn wait_idle(&self, deadline: Instant) -> Vec<String> {
+        let mut g = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        while !g.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            g = match self.cv.wait_timeout(g, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        g.values().cloned().collect()
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.set.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.attempt_id);
+        self.set.cv.notify_all();
+    }
 }
 
 impl StationCtx {
@@ -167,12 +236,16 @@ pub fn write_chain(path: &Path, chain: &[Vec<u8>]) -> Result<(), StationError> {
 impl Station {
     /// Open the store and the signer, check that the CA certificate is the
     /// signer's key, and finish anything a stopped station left behind.
+    ///
+    /// Takes the data dir's lock first: a second station on the same data
+    /// dir is refused ([`StationError::Lock`]) before it touches anything.
     pub fn open(cfg: StationConfig, pin: Option<Pin>) -> Result<Station, StationError> {
         // 0700, tightened if it exists: it holds the store, logs and the CA chain.
         fsutil::create_private_dir(&cfg.data_dir)
             .map_err(|e| StationError::Setup(format!("data dir {}: {e}", cfg.data_dir.display())))?;
         let chain_path = cfg.ca_chain_path();
         fsutil::tighten(&chain_path, fsutil::FILE_MODE).map_err(|e| StationError::Setup(format!("{}: {e}", chain_path.display())))?;
+        let lock = DataDirLock::acquire(&cfg.data_dir)?;
         let development = cfg.is_development();
         if development {
             ensure_dev_ca(&cfg)?;
@@ -205,7 +278,20 @@ impl Station {
             ),
             None => None,
         };
-        let ctx = StationCtx { cfg, store, signer, chain_der, chain, issuer_dn, development, batch, events };
+        let ctx = StationCtx {
+            cfg,
+            store,
+            signer,
+            chain_der,
+            chain,
+            issuer_dn,
+            development,
+            batch,
+            events,
+            shutdown: ShutdownToken::new(),
+            inflight: InFlight::default(),
+            lock: Mutex::new(Some(lock)),
+        };
         let mut station = Station { ctx: Arc::new(ctx), sync: None };
         station.recover()?;
         if let Some(central) = &station.ctx.cfg.central {
@@ -224,6 +310,87 @@ impl Station {
     }
     pub fn signer(&self) -> &SignerHandle {
         &self.ctx.signer
+    }
+
+    /// The station's stop signal: give it to [`crate::shutdown::install_signal_handlers`]
+    /// or call [`ShutdownToken::drain`] (the app, when its window closes).
+    pub fn shutdown_token(&self) -> &ShutdownToken {
+        &self.ctx.shutdown
+    }
+
+    /// Stop the station within `within`: stop taking devices, let attempts
+    /// in flight reach their next safe point (they are recorded as failed
+    /// `station_stopping` and resume on the next run), then join the
+    /// workers in dependency order: port threads → signer (PKCS#11 session
+    /// closed and module finalized on its own thread) → MQTT publisher
+    /// (queued events sent and marked while the store still writes) → sync
+    /// worker (a last round) → store writer → data dir lock. Every step is
+    /// logged and reported; a second call finds everything stopped.
+    pub fn shutdown(&self, within: Duration) -> ShutdownReport {
+        let started = Instant::now();
+        let deadline = started + within;
+        // Later steps always get a moment, even when the ports used the window.
+        let step_deadline = || deadline.max(Instant::now() + Duration::from_secs(2));
+        self.ctx.shutdown.drain();
+        let mut report = ShutdownReport::default();
+        let step = |report: &mut ShutdownReport, worker: Worker, end: StepEnd, detail: String, t: Instant| {
+            let ms = t.elapsed().as_millis() as u64;
+            tracing::info!(worker = worker.as_str(), end = end.as_str(), ms, detail = %detail, "shutdown step");
+            report.steps.push(ShutdownStep { worker, end, detail, ms });
+        };
+
+        let t = Instant::now();
+        let cut = self.ctx.inflight.wait_idle(deadline);
+        report.attempts_stopped = self.ctx.inflight.stopped_at_safe_point.load(Ordering::SeqCst);
+        let end = if cut.is_empty() { StepEnd::Joined } else { StepEnd::Cut };
+        let detail = if cut.is_empty() {
+            format!("{} attempts stopped at a safe point", report.attempts_stopped)
+        } else {
+            format!("{} attempts stopped at a safe point; still running at the deadline: {}", report.attempts_stopped, cut.join(", "))
+        };
+        report.attempts_cut = cut;
+        step(&mut report, Worker::Ports, end, detail, t);
+
+        let t = Instant::now();
+        match self.ctx.signer.shutdown(step_deadline()) {
+            Ok(true) => step(&mut report, Worker::Signer, StepEnd::Joined, format!("{} closed on its thread", self.ctx.signer.info().kind), t),
+            Ok(false) => step(&mut report, Worker::Signer, StepEnd::NotRunning, "already stopped".into(), t),
+            Err(e) => step(&mut report, Worker::Signer, StepEnd::Cut, e, t),
+        }
+
+        let t = Instant::now();
+        match &self.ctx.events {
+            Some(p) => {
+                let d = p.shutdown(&self.ctx.store, step_deadline());
+                report.events_sent = d.sent;
+                report.events_left = d.left;
+                let end = if d.joined { StepEnd::Joined } else { StepEnd::Cut };
+                step(&mut report, Worker::MqttPublisher, end, format!("{} events sent, {} left queued", d.sent, d.left), t);
+            }
+            None => step(&mut report, Worker::MqttPublisher, StepEnd::NotRunning, "not configured".into(), t),
+        }
+
+        let t = Instant::now();
+        match &self.sync {
+            Some(w) => {
+                let d = w.shutdown(step_deadline());
+                report.sync_backlog_left = Some(d.backlog_left);
+                let end = if d.joined { StepEnd::Joined } else { StepEnd::Cut };
+                step(&mut report, Worker::Sync, end, format!("backlog {} changes", d.backlog_left), t);
+            }
+            None => step(&mut report, Worker::Sync, StepEnd::NotRunning, "not configured".into(), t),
+        }
+
+        let t = Instant::now();
+        self.ctx.store.close();
+        step(&mut report, Worker::StoreWriter, StepEnd::Joined, "everything queued committed".into(), t);
+
+        let released = self.ctx.lock.lock().unwrap_or_else(|p| p.into_inner()).take().is_some();
+        if released {
+            tracing::info!(data_dir = %self.ctx.cfg.data_dir.display(), "data dir lock released");
+        }
+        report.ms = started.elapsed().as_millis() as u64;
+        report
     }
 
     /// The sync worker's live status; None when no `[central]` is configured.
@@ -287,6 +454,90 @@ impl Station {
                 Err(e) => Err(PortError::Spawn { port: port.clone(), reason: e.to_string() }),
             })
             .collect()
+    }
+
+}
+
+/// A worker [`Station::shutdown`] stops, in the order it stops them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Worker {
+    Ports,
+    Signer,
+    MqttPublisher,
+    Sync,
+    StoreWriter,
+}
+
+impl Worker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Worker::Ports => "ports",
+            Worker::Signer => "signer",
+            Worker::MqttPublisher => "mqtt_publisher",
+            Worker::Sync => "sync",
+            Worker::StoreWriter => "store_writer",
+        }
+    }
+}
+
+/// How a worker ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepEnd {
+    /// Drained and joined.
+    Joined,
+    /// Not configured, or stopped before.
+    NotRunning,
+    /// Still busy at the deadline: left behind (its work resumes on the next run).
+    Cut,
+}
+
+impl StepEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepEnd::Joined => "joined",
+            StepEnd::NotRunning => "not_running",
+            StepEnd::Cut => "cut",
+        }
+    }
+}
+
+/// One step of a shutdown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShutdownStep {
+    pub worker: Worker,
+    pub end: StepEnd,
+    pub detail: String,
+    pub ms: u64,
+}
+
+/// What [`Station::shutdown`] drained and what it cut, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    pub steps: Vec<ShutdownStep>,
+    /// Attempts that stopped at a safe point because the station was stopping.
+    pub attempts_stopped: usize,
+    /// Ports whose attempt was still running at the deadline.
+    pub attempts_cut: Vec<String>,
+    pub events_sent: u64,
+    /// Events still queued (-1: unknown).
+    pub events_left: i64,
+    pub sync_backlog_left: Option<u64>,
+    pub ms: u64,
+}
+
+impl ShutdownReport {
+    /// Every worker drained and joined (nothing cut).
+    pub fn clean(&self) -> bool {
+        self.steps.iter().all(|s| s.end != StepEnd::Cut)
+    }
+}
+
+impl std::fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let steps: Vec<String> = self.steps.iter().map(|s| format!("{} {} ({})", s.worker.as_str(), s.end.as_str(), s.detail)).collect();
+        write!(f, "{} in {} ms: {}", if self.clean() { "stopped cleanly" } else { "stopped with work cut" }, self.ms, steps.join(" -> "))
     }
 }
 

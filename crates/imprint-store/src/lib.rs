@@ -56,6 +56,12 @@ pub enum StoreError {
     Full(String),
     #[error("local store writer has stopped")]
     WriterGone,
+    /// A write on a store opened with [`Store::open_read_only`].
+    #[error("local store {0} is open read-only (a station owns it): this process does not write")]
+    ReadOnly(PathBuf),
+    /// [`Store::open_read_only`] found no store at the path.
+    #[error("no local store at {0}: nothing has been recorded on this data dir yet (it is created when a station first runs)")]
+    Missing(PathBuf),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -89,8 +95,14 @@ struct Op {
 }
 
 /// Handle to the local store; share it with `Arc`.
+///
+/// [`Store::open`] is the station's: it migrates and runs the one writer
+/// thread. [`Store::open_read_only`] is for every other process (health,
+/// records, export, reports, sync status): SQLite read-only, `query_only`,
+/// no migration, no writer; its writes fail with [`StoreError::ReadOnly`].
 pub struct Store {
     path: PathBuf,
+    read_only: bool,
     tx: Mutex<Option<mpsc::Sender<Op>>>,
     reader: Mutex<Connection>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -213,6 +225,7 @@ impl Store {
             })?;
         Ok(Store {
             path: path.to_path_buf(),
+            read_only: false,
             tx: Mutex::new(Some(tx)),
             reader: Mutex::new(reader),
             writer: Mutex::new(Some(writer)),
@@ -239,8 +252,49 @@ impl Store {
         }
     }
 
+    /// Open an existing store for reading only, beside a station that may be
+    /// writing it: `SQLITE_OPEN_READ_ONLY` and `PRAGMA query_only`, no
+    /// migration, no writer thread, and no start-up recovery (that is the
+    /// station's, under its data dir lock). WAL lets this reader see every
+    /// committed change without blocking the station's writer.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+        conn.pragma_update(None, "query_only", "ON").map_err(open_err)?;
+        let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(open_err)?;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Schema {
+                found,
+                expected: SCHEMA_VERSION,
+                hint: if found < SCHEMA_VERSION {
+                    "a read-only reader never migrates: start the station once with this version to upgrade the store"
+                } else {
+                    "this database was written by a newer Imprint; upgrade the station software"
+                },
+            });
+        }
+        Ok(Store {
+            path: path.to_path_buf(),
+            read_only: true,
+            tx: Mutex::new(None),
+            reader: Mutex::new(conn),
+            writer: Mutex::new(None),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Run `f` in the writer's transaction and wait until it is durable.
@@ -248,6 +302,9 @@ impl Store {
     where
         F: FnOnce(&Transaction<'_>) -> Result<(), StoreError> + Send + 'static,
     {
+        if self.read_only {
+            return Err(StoreError::ReadOnly(self.path.clone()));
+        }
         let (reply, wait) = mpsc::sync_channel(1);
         {
             let guard = self.tx.lock().map_err(|_| StoreError::WriterGone)?;
@@ -433,3 +490,41 @@ mod error_tests {
 }
 
 pub use types::{AttemptStatus, CertStatus, Recorded, Timestamp};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod read_only_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_store_sees_the_writers_commits_and_never_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("station.db");
+        assert!(matches!(Store::open_read_only(&p), Err(StoreError::Missing(_))), "no store is created");
+        assert!(!p.exists());
+        let w = Store::open(&p).unwrap();
+        let id = w.begin_attempt("/dev/ttyX", None).unwrap();
+        let r = Store::open_read_only(&p).unwrap();
+        assert!(r.is_read_only());
+        assert_eq!(r.attempt(&id).unwrap().unwrap().status.to_string(), "running");
+        assert!(matches!(r.set_meta("k", "v"), Err(StoreError::ReadOnly(_))));
+        assert!(matches!(r.interrupt_running(), Err(StoreError::ReadOnly(_))), "no recovery from a reader");
+        // query_only also stops a write that bypasses the writer thread.
+        assert!(r.read(|c| Ok(c.execute("DELETE FROM attempts", [])?)).is_err());
+        assert_eq!(w.attempt(&id).unwrap().unwrap().status.to_string(), "running");
+    }
+
+    #[test]
+    fn a_read_only_store_refuses_an_old_schema_instead_of_migrating_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("station.db");
+        drop(Store::open(&p).unwrap());
+        Connection::open(&p).unwrap().pragma_update(None, "user_version", 1).unwrap();
+        match Store::open_read_only(&p) {
+            Err(StoreError::Schema { found: 1, .. }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened an old schema read-only"),
+        }
+        assert_eq!(Connection::open(&p).unwrap().pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0)).unwrap(), 1);
+    }
+}

@@ -31,7 +31,7 @@ pub use config::{CentralConfig, PASSWORD_ENV};
 pub use report::{central_report, local_report, ReportRow, REPORT_COLUMNS};
 pub use schema::{add_reader, add_station, check_station, migrate, required_version, MIGRATOR};
 pub use status::SyncStatus;
-pub use worker::{backoff, sync_once, LiveStatus, SyncReport, SyncWorker};
+pub use worker::{backoff, sync_once, LiveStatus, SyncDrain, SyncReport, SyncWorker};
 
 /// Why a sync (or an admin command) failed. Messages carry no secret: the
 /// password is never part of a URL or an option that is printed.

@@ -297,8 +297,21 @@ pub struct SyncWorker {
     stop: Arc<AtomicBool>,
     stop_note: Arc<Notify>,
     wake: Arc<Notify>,
+    /// Set by [`SyncWorker::shutdown`]: one last round, bounded by it, then end.
+    drain_until: Arc<Mutex<Option<Instant>>>,
     live: Arc<Mutex<LiveStatus>>,
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+    done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    store: Arc<Store>,
+}
+
+/// What [`SyncWorker::shutdown`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncDrain {
+    /// Outbox changes still pending (sent by the next run).
+    pub backlog_left: u64,
+    /// The thread ended within the deadline (false: it was cut).
+    pub joined: bool,
 }
 
 impl SyncWorker {
@@ -309,14 +322,48 @@ impl SyncWorker {
         let stop_note = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let live = Arc::new(Mutex::new(LiveStatus::default()));
-        let ctx = Ctx { store, station: station_id.to_string(), cfg };
+        let drain_until = Arc::new(Mutex::new(None));
+        let ctx = Ctx { store: store.clone(), station: station_id.to_string(), cfg };
         let rt = runtime()?;
-        let (s, sn, w, l) = (stop.clone(), stop_note.clone(), wake.clone(), live.clone());
+        let (s, sn, w, l, d) = (stop.clone(), stop_note.clone(), wake.clone(), live.clone(), drain_until.clone());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("imprint-sync".into())
-            .spawn(move || rt.block_on(run(ctx, s, sn, w, l)))
+            .spawn(move || {
+                rt.block_on(run(ctx, s, sn, w, l, d));
+                let _ = done_tx.send(());
+            })
             .map_err(|e| SyncError::Config(format!("cannot start the sync thread: {e}")))?;
-        Ok(SyncWorker { stop, stop_note, wake, live, handle: Mutex::new(Some(handle)) })
+        Ok(SyncWorker {
+            stop,
+            stop_note,
+            wake,
+            drain_until,
+            live,
+            handle: Mutex::new(Some(handle)),
+            done: Mutex::new(Some(done_rx)),
+            store,
+        })
+    }
+
+    /// One last round (what is pending now goes to the center if it is
+    /// reachable), bounded by `deadline`, then stop and join. Call before the
+    /// store writer stops: the round marks what it sent.
+    pub fn shutdown(&self, deadline: Instant) -> SyncDrain {
+        if let Ok(mut d) = self.drain_until.lock() {
+            *d = Some(deadline);
+        }
+        self.wake.notify_one();
+        let done = self.done.lock().ok().and_then(|mut d| d.take());
+        let joined = match done {
+            Some(rx) => rx.recv_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1)).is_ok(),
+            None => true,
+        };
+        // Joined already, or cut now (the round is abandoned mid-statement:
+        // idempotent, resumed by the next run).
+        self.stop();
+        let backlog_left = self.store.outbox_counts().map(|c| c.pending).unwrap_or(0);
+        SyncDrain { backlog_left, joined }
     }
 
     /// Run a round now (ends a backoff wait early).
@@ -347,12 +394,35 @@ impl Drop for SyncWorker {
     }
 }
 
-async fn run(ctx: Ctx, stop: Arc<AtomicBool>, stop_note: Arc<Notify>, wake: Arc<Notify>, live: Arc<Mutex<LiveStatus>>) {
+async fn run(
+    ctx: Ctx,
+    stop: Arc<AtomicBool>,
+    stop_note: Arc<Notify>,
+    wake: Arc<Notify>,
+    live: Arc<Mutex<LiveStatus>>,
+    drain_until: Arc<Mutex<Option<Instant>>>,
+) {
     let mut conns: Option<Conns> = None;
     let mut failures: u32 = 0;
     let mut totals = SyncReport::default();
     tracing::info!(station = %ctx.station, "sync worker started");
     while !stop.load(Ordering::SeqCst) {
+        if let Some(until) = drain_until.lock().map(|d| *d).unwrap_or(None) {
+            let left = until.saturating_duration_since(Instant::now());
+            let r = tokio::select! {
+                r = tokio::time::timeout(left, round(&mut conns, &ctx, &mut totals)) => r,
+                _ = stop_note.notified() => break,
+            };
+            match r {
+                Ok(Ok(())) => tracing::info!(station = %ctx.station, "sync worker: last round done"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "sync worker: last round failed; the backlog waits for the next run");
+                    let _ = ctx.store.record_sync_error(&e.to_string());
+                }
+                Err(_) => tracing::warn!("sync worker: last round cut at the drain deadline; the backlog waits for the next run"),
+            }
+            break;
+        }
         let r = tokio::select! {
             r = round(&mut conns, &ctx, &mut totals) => r,
             _ = stop_note.notified() => break,

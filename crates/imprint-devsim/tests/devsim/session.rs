@@ -102,7 +102,7 @@ fn every_lie_is_caught_before_anything_is_written() {
         let mut dev = device(spec);
         let r = run_in_memory(&mut dev, session_cfg(), &ca, None);
         let f = r.failure();
-        assert_eq!((f.stage, f.code.as_str()), (Stage::Issue, "csr_refused"), "{spec}");
+        assert_eq!((f.stage, f.code.as_str()), (Stage::Issue, "csr_malformed"), "{spec}");
         assert!(f.reason.contains(why), "{spec}: {}", f.reason);
         assert!(!r.verbs.contains(&"PUT".to_string()), "{spec}");
     }
