@@ -336,7 +336,7 @@ fn kms_stopped_mid_batch_leaves_every_device_retryable_nothing_half_issued_and_a
     let r = &provision(&k.st, &[&fresh])[0];
     let f = failure(r);
     assert_eq!((f.stage.as_str(), f.code.as_str(), f.retryable), ("hello", "signer_unavailable", true), "{f:?}");
-    assert!(f.reason.contains("not started") && f.hint.contains("signer_offline = \"defer\""), "{f:?}");
+    assert!(f.reason.contains("not started") && f.reason.contains("signer_offline = \"defer\""), "{f:?}");
     assert!(fresh.snapshot().public_key_spki.is_none(), "the device made no key");
     assert_eq!(fresh.snapshot().requests, 0, "the device was not touched");
     assert!(t.elapsed() < Duration::from_secs(3), "refused at once: {:?}", t.elapsed());

@@ -78,7 +78,7 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     assert_eq!(r["report"]["inserted"], 6 * 5, "{r}");
     let o = run(&env, &["sync", "status"]);
     let t = text(&o);
-    assert!(t.contains("state         ok") && t.contains("backlog       0 changes pending") && t.contains("quarantined   0 records"), "{t}");
+    assert!(t.contains("state         ok") && t.contains("backlog       0 records (0 changes) pending") && t.contains("quarantined   0 records"), "{t}");
     assert!(!t.contains(pw));
     assert_center_equals_local(&db, &Store::open(&store_path).unwrap(), "cli-1");
 
@@ -87,7 +87,7 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let central = h["checks"].as_array().unwrap().iter().find(|c| c["id"] == "central_db").unwrap().clone();
     assert_eq!(central["level"], "ok", "{central}");
-    assert!(central["detail"].as_str().unwrap().contains("backlog 0 changes"), "{central}");
+    assert!(central["detail"].as_str().unwrap().contains("0 records waiting to sync (0 changes)"), "{central}");
 
     // Reports: local, central as the station (its own rows), central as a reader (everyone's).
     let o = run(&env, &["report", "--json"]);

@@ -259,7 +259,8 @@ impl Api {
             }
             Err(e) => {
                 let err: ApiError = e.into();
-                tracing::error!(code = %err.code, error = %err.message, "station did not start");
+                // Logged to the file (info: a shell shows the error itself, once).
+                tracing::info!(code = %err.code, error = %err.message, "station did not start");
                 *lock(&self.inner.startup_error) = Some(err.clone());
                 self.emit(ApiEvent::StationChanged);
                 Err(err)
