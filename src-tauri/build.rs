@@ -26,14 +26,8 @@ fn main() {
     // A fresh clone has no ui/dist: build it here, so `cargo build` works
     // without a manual step (scripts/test and scripts/station build it first).
     if !std::path::Path::new("../ui/dist/index.html").exists() {
-        let npm = |args: &[&str]| {
-            std::process::Command::new("npm")
-                .args(["--prefix", "../ui"])
-                .args(args)
-                .status()
-        };
-        let built = npm(&["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .is_ok_and(|s| s.success())
+        let npm = |args: &[&str]| std::process::Command::new("npm").args(["--prefix", "../ui"]).args(args).status();
+        let built = npm(&["ci", "--no-audit", "--no-fund", "--loglevel=error"]).is_ok_and(|s| s.success())
             && npm(&["run", "build"]).is_ok_and(|s| s.success());
         if !built || !std::path::Path::new("../ui/dist/index.html").exists() {
             eprintln!("ui/dist is missing and `npm --prefix ui ci && npm --prefix ui run build` failed: install Node.js (scripts/setup does) and retry");
@@ -41,8 +35,7 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=../ui/dist");
-    let attrs = tauri_build::Attributes::new()
-        .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS));
+    let attrs = tauri_build::Attributes::new().app_manifest(tauri_build::AppManifest::new().commands(COMMANDS));
     if let Err(e) = tauri_build::try_build(attrs) {
         eprintln!("tauri build failed: {e:#}");
         std::process::exit(1);

@@ -7,20 +7,13 @@ use imprint_api::health::HealthView;
 use imprint_api::records::{AttemptView, HistoryFilter, RecordDetail};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::SettingsView;
-use imprint_api::{
-    api::Attached, api::ModeChange, Api, ApiError, ApiResult, Mode, Pin, StationInfo, SyncView,
-};
+use imprint_api::{api::Attached, api::ModeChange, Api, ApiError, ApiResult, Mode, Pin, StationInfo, SyncView};
 use tauri::State;
 
 /// Run `f` on a blocking thread (disk, ports, the signer).
-async fn blocking<T: Send + 'static>(
-    api: &Api,
-    f: impl FnOnce(Api) -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
+async fn blocking<T: Send + 'static>(api: &Api, f: impl FnOnce(Api) -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
     let api = api.clone();
-    tauri::async_runtime::spawn_blocking(move || f(api))
-        .await
-        .map_err(|e| ApiError::internal(format!("a background task failed: {e}")))?
+    tauri::async_runtime::spawn_blocking(move || f(api)).await.map_err(|e| ApiError::internal(format!("a background task failed: {e}")))?
 }
 
 #[tauri::command]
@@ -117,16 +110,11 @@ pub async fn sync_now(api: State<'_, Api>) -> ApiResult<SyncView> {
 /// Open the log folder in the desktop's file manager (through the opener
 /// plugin, not a shelled-out `xdg-open`); returns the folder.
 #[tauri::command]
-pub async fn open_log_folder<R: tauri::Runtime>(
-    app: tauri::AppHandle<R>,
-    api: State<'_, Api>,
-) -> ApiResult<String> {
+pub async fn open_log_folder<R: tauri::Runtime>(app: tauri::AppHandle<R>, api: State<'_, Api>) -> ApiResult<String> {
     use tauri_plugin_opener::OpenerExt;
     let dir = api.config().log_dir();
     std::fs::create_dir_all(&dir).map_err(|e| ApiError::io(dir.display(), e))?;
     let shown = dir.display().to_string();
-    app.opener()
-        .open_path(shown.clone(), None::<&str>)
-        .map_err(|e| ApiError::io(format!("opening {shown} (no file manager?)"), e))?;
+    app.opener().open_path(shown.clone(), None::<&str>).map_err(|e| ApiError::io(format!("opening {shown} (no file manager?)"), e))?;
     Ok(shown)
 }

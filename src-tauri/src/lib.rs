@@ -12,27 +12,25 @@ use tauri::Manager;
 /// Register the app's commands on a builder (shared by the real app and by
 /// `tauri::test` command tests).
 pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder
-        .plugin(tauri_plugin_opener::init())
-        .invoke_handler(tauri::generate_handler![
-            commands::station_info,
-            commands::bench_tiles,
-            commands::provision,
-            commands::provision_all,
-            commands::set_mode,
-            commands::set_batch,
-            commands::scan,
-            commands::simulate,
-            commands::history,
-            commands::record,
-            commands::health,
-            commands::get_settings,
-            commands::save_settings,
-            commands::submit_pin,
-            commands::sync_status,
-            commands::sync_now,
-            commands::open_log_folder,
-        ])
+    builder.plugin(tauri_plugin_opener::init()).invoke_handler(tauri::generate_handler![
+        commands::station_info,
+        commands::bench_tiles,
+        commands::provision,
+        commands::provision_all,
+        commands::set_mode,
+        commands::set_batch,
+        commands::scan,
+        commands::simulate,
+        commands::history,
+        commands::record,
+        commands::health,
+        commands::get_settings,
+        commands::save_settings,
+        commands::submit_pin,
+        commands::sync_status,
+        commands::sync_now,
+        commands::open_log_folder,
+    ])
 }
 
 /// Send API events to the window as Tauri events.

@@ -6,11 +6,7 @@ use imprint_api::Mode;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "imprint-app",
-    version,
-    about = "Imprint desktop provisioning station"
-)]
+#[command(name = "imprint-app", version, about = "Imprint desktop provisioning station")]
 struct Args {
     /// Config file (default: the OS config dir's imprint/station.toml).
     #[arg(long, env = "IMPRINT_CONFIG")]
@@ -31,10 +27,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let config_path = args
-        .config
-        .clone()
-        .unwrap_or_else(imprint_api::default_config_path);
+    let config_path = args.config.clone().unwrap_or_else(imprint_api::default_config_path);
     let mut cfg = match imprint_api::load_config(args.config.as_deref(), args.data_dir.as_deref()) {
         Ok(c) => c,
         Err(e) => {

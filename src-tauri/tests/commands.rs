@@ -24,13 +24,8 @@ struct Harness {
 
 fn harness(mode: Mode) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StationConfig {
-        data_dir: dir.path().join("data"),
-        port_globs: vec![],
-        station_id: "ipc-test".into(),
-        mode,
-        ..Default::default()
-    };
+    let cfg =
+        StationConfig { data_dir: dir.path().join("data"), port_globs: vec![], station_id: "ipc-test".into(), mode, ..Default::default() };
     let config_path = dir.path().join("station.toml");
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
@@ -42,20 +37,10 @@ fn harness(mode: Mode) -> Harness {
     );
     state.start(None).unwrap();
     // The app's real context (config, capabilities/ACL), on the mock runtime.
-    let app = with_commands(mock_builder())
-        .build(tauri::generate_context!())
-        .unwrap();
+    let app = with_commands(mock_builder()).build(tauri::generate_context!()).unwrap();
     app.manage(state);
-    let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
-        .build()
-        .unwrap();
-    Harness {
-        _dir: dir,
-        webview,
-        events: rx,
-        config_path,
-        _app: app,
-    }
+    let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default()).build().unwrap();
+    Harness { _dir: dir, webview, events: rx, config_path, _app: app }
 }
 
 fn call(h: &Harness, cmd: &str, args: Value) -> Result<Value, Value> {
@@ -117,28 +102,14 @@ fn errors_have_a_stable_code_and_message_shape() {
 #[test]
 fn simulated_devices_are_provisioned_and_their_records_are_readable() {
     let h = harness(Mode::Auto);
-    assert_eq!(
-        call(
-            &h,
-            "simulate",
-            json!({"count": 2, "faults": ["2:other-key-csr"]})
-        )
-        .unwrap(),
-        json!({"added": 2, "total": 2})
-    );
-    let tiles = wait_tiles(&h, "two finished tiles", |t| {
-        t.len() == 2
-            && t.iter()
-                .all(|t| t["state"] == "passed" || t["state"] == "failed")
-    });
+    assert_eq!(call(&h, "simulate", json!({"count": 2, "faults": ["2:other-key-csr"]})).unwrap(), json!({"added": 2, "total": 2}));
+    let tiles =
+        wait_tiles(&h, "two finished tiles", |t| t.len() == 2 && t.iter().all(|t| t["state"] == "passed" || t["state"] == "failed"));
     let passed = tiles.iter().find(|t| t["state"] == "passed").unwrap();
     let failed = tiles.iter().find(|t| t["state"] == "failed").unwrap();
     assert_eq!(failed["code"], "csr_key_mismatch");
     assert!(failed["hint"].as_str().unwrap().contains("QA"));
-    assert_eq!(
-        failed["retryable"], false,
-        "a refused CSR fails again on retry: no Retry offered"
-    );
+    assert_eq!(failed["retryable"], false, "a refused CSR fails again on retry: no Retry offered");
 
     let rows = call(&h, "history", json!({"filter": {"device_serial": passed["device_serial"], "cert_serial": null, "batch": null, "status": "passed", "since": null, "limit": 10}})).unwrap();
     let rows = rows.as_array().unwrap();
@@ -146,10 +117,7 @@ fn simulated_devices_are_provisioned_and_their_records_are_readable() {
     assert_eq!(rows[0]["cert_serial"], passed["cert_serial"]);
     let detail = call(&h, "record", json!({"id": rows[0]["id"]})).unwrap();
     assert_eq!(detail["certificate"]["serial_hex"], passed["cert_serial"]);
-    assert!(detail["certificate"]["pem"]
-        .as_str()
-        .unwrap()
-        .starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(detail["certificate"]["pem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(detail["steps"].as_array().unwrap().len() > 10);
 }
 
@@ -157,18 +125,13 @@ fn simulated_devices_are_provisioned_and_their_records_are_readable() {
 fn manual_mode_waits_and_a_scanned_work_order_is_recorded() {
     let h = harness(Mode::Manual);
     call(&h, "simulate", json!({"count": 1, "faults": []})).unwrap();
-    let tiles = wait_tiles(&h, "identified", |t| {
-        t.len() == 1 && t[0]["device_serial"] == "SIM-0001"
-    });
+    let tiles = wait_tiles(&h, "identified", |t| t.len() == 1 && t[0]["device_serial"] == "SIM-0001");
     assert_eq!(tiles[0]["state"], "ready");
     let r = call(&h, "scan", json!({"code": "WO:4711"})).unwrap();
     assert_eq!(r["kind"], "work_order");
     assert_eq!(r["work_order"], "4711");
     let r = call(&h, "scan", json!({"code": "SIM-0001"})).unwrap();
-    assert_eq!(
-        (r["kind"].as_str(), r["port"].as_str()),
-        (Some("device"), tiles[0]["port"].as_str())
-    );
+    assert_eq!((r["kind"].as_str(), r["port"].as_str()), (Some("device"), tiles[0]["port"].as_str()));
     assert_eq!(call(&h, "provision_all", json!({})).unwrap(), json!(1));
     let tiles = wait_tiles(&h, "passed", |t| t[0]["state"] == "passed");
     let detail = call(&h, "record", json!({"id": tiles[0]["attempt_id"]})).unwrap();
@@ -235,7 +198,5 @@ fn settings_are_saved_without_secrets_and_a_pin_in_the_signer_uri_is_refused() {
     let err = call(&h, "save_settings", json!({"settings": s})).unwrap_err();
     assert_eq!(err["code"], "invalid_settings");
     assert!(!err["message"].as_str().unwrap().contains("2468"));
-    assert!(!std::fs::read_to_string(&h.config_path)
-        .unwrap()
-        .contains("2468"));
+    assert!(!std::fs::read_to_string(&h.config_path).unwrap().contains("2468"));
 }

@@ -54,7 +54,13 @@ fn csrs(n: usize, nonce: &[u8; 32]) -> Vec<(String, Vec<u8>, Vec<u8>)> {
 
 /// Issue every CSR through `worker` from `producers` threads; returns
 /// (wall seconds, per-certificate latencies in seconds).
-fn issue_all(worker: &SignerHandle, profile: &Profile, nonce: &[u8; 32], all: &[(String, Vec<u8>, Vec<u8>)], producers: usize) -> (f64, Vec<f64>) {
+fn issue_all(
+    worker: &SignerHandle,
+    profile: &Profile,
+    nonce: &[u8; 32],
+    all: &[(String, Vec<u8>, Vec<u8>)],
+    producers: usize,
+) -> (f64, Vec<f64>) {
     let start = Instant::now();
     let lat = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {

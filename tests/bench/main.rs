@@ -65,7 +65,10 @@ fn main() {
     assert!(results.iter().all(|r| r.as_ref().unwrap().passed()));
     let agg = parallel as f64 / wall;
     let rb = agg / (parallel as f64 / t1);
-    println!("(b) {parallel} devices in parallel: {wall:.3} s wall, {agg:.2} devices/s; single {:.2} devices/s; ratio {rb:.3} (target >= 0.90)", 1.0 / t1);
+    println!(
+        "(b) {parallel} devices in parallel: {wall:.3} s wall, {agg:.2} devices/s; single {:.2} devices/s; ratio {rb:.3} (target >= 0.90)",
+        1.0 / t1
+    );
     drop(devs);
     st.store().close();
 

@@ -29,10 +29,7 @@ const STATION: &str = "bench-1";
 const STEPS_PER_ATTEMPT: usize = 20;
 
 fn arg_value(args: &[String], name: &str) -> Option<usize> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
 }
 
 /// COPY text-format field.
@@ -67,12 +64,8 @@ fn cell(out: &mut String, kind: Kind, v: &Value) {
 fn copy_data(store: &Store) -> Vec<(&'static str, String, String, usize)> {
     let versions: std::collections::HashMap<(String, String, i64), i64> = store
         .read(|c| {
-            let mut s = c.prepare(
-                "SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3",
-            )?;
-            let rows = s
-                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
-                .collect::<Result<_, _>>()?;
+            let mut s = c.prepare("SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3")?;
+            let rows = s.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?.collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .unwrap();
@@ -106,17 +99,11 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let target = arg_value(&args, "--records").unwrap_or(if quick { 2_200 } else { 100_000 });
     let batch = arg_value(&args, "--batch").unwrap_or(CentralConfig::default().batch_size as usize);
-    let connections =
-        arg_value(&args, "--connections").unwrap_or(CentralConfig::default().connections as usize);
+    let connections = arg_value(&args, "--connections").unwrap_or(CentralConfig::default().connections as usize);
     let attempts = target.div_ceil(STEPS_PER_ATTEMPT + 2);
 
     let mut db = TestDb::new();
-    let cfg = CentralConfig {
-        batch_size: batch as u32,
-        connections: connections as u32,
-        timeout_ms: 60_000,
-        ..db.add_station(STATION)
-    };
+    let cfg = CentralConfig { batch_size: batch as u32, connections: connections as u32, timeout_ms: 60_000, ..db.add_station(STATION) };
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("station.db")).unwrap());
     let t = Instant::now();
@@ -138,21 +125,14 @@ fn main() {
             let mut c = opts.connect().await.unwrap();
             let t = Instant::now();
             for (table, cols, text, _) in &data {
-                let mut copy = c
-                    .copy_in_raw(&format!("COPY {table} ({cols}) FROM STDIN"))
-                    .await
-                    .unwrap();
+                let mut copy = c.copy_in_raw(&format!("COPY {table} ({cols}) FROM STDIN")).await.unwrap();
                 copy.send(text.as_bytes()).await.unwrap();
                 copy.finish().await.unwrap();
             }
             let secs = t.elapsed().as_secs_f64();
             for (table, _, _, n) in &data {
-                let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT count(*) FROM {table}"
-                )))
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
+                let got: i64 =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&mut c).await.unwrap();
                 assert_eq!(got as usize, *n, "{table}");
             }
             reset_center(&mut c).await;
@@ -186,10 +166,12 @@ fn main() {
                 let _ = c.close().await;
             });
             let local = rusqlite::Connection::open(store.path()).unwrap();
+            local.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
             local
-                .busy_timeout(std::time::Duration::from_secs(30))
+                .execute_batch(
+                    "UPDATE outbox SET state = 'pending' WHERE state = 'synced'; DELETE FROM station_meta WHERE key LIKE 'sync.%';",
+                )
                 .unwrap();
-            local.execute_batch("UPDATE outbox SET state = 'pending' WHERE state = 'synced'; DELETE FROM station_meta WHERE key LIKE 'sync.%';").unwrap();
         }
     }
     ratios.sort_by(|a, b| a.total_cmp(b));
@@ -203,9 +185,6 @@ fn main() {
 
 /// Empty the synced tables and checkpoint, so every run starts alike.
 async fn reset_center(c: &mut sqlx::postgres::PgConnection) {
-    sqlx::query("TRUNCATE attempts, attempt_steps, certificates")
-        .execute(&mut *c)
-        .await
-        .unwrap();
+    sqlx::query("TRUNCATE attempts, attempt_steps, certificates").execute(&mut *c).await.unwrap();
     sqlx::query("CHECKPOINT").execute(&mut *c).await.unwrap();
 }

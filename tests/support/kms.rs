@@ -61,10 +61,7 @@ pub fn free_port() -> u16 {
 }
 
 fn moto_command() -> Command {
-    let on_path = Command::new("sh")
-        .args(["-c", "command -v moto_server"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let on_path = Command::new("sh").args(["-c", "command -v moto_server"]).output().is_ok_and(|o| o.status.success());
     if on_path {
         Command::new("moto_server")
     } else {
@@ -76,10 +73,7 @@ fn moto_command() -> Command {
 
 /// True when moto's server can be started (scripts/setup installs it).
 pub fn available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import moto.server"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success())
 }
 
 /// One `moto_server` on a free loopback port; killed on drop.
@@ -134,7 +128,10 @@ impl Moto {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("moto_server exited at start ({status}): {}", std::fs::read_to_string(self._dir.path().join("moto.err")).unwrap_or_default());
+                    panic!(
+                        "moto_server exited at start ({status}): {}",
+                        std::fs::read_to_string(self._dir.path().join("moto.err")).unwrap_or_default()
+                    );
                 }
             }
             if http_get(self.port, "/moto-api/data.json").is_ok() {
@@ -278,10 +275,7 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line)?;
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))
+    line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))
 }
 
 /// What the proxy does with a matching request.
@@ -358,9 +352,7 @@ impl FaultProxy {
                     }
                     let Ok(conn) = conn else { continue };
                     let st = st.clone();
-                    let _ = std::thread::Builder::new()
-                        .name("kms-fault-proxy-conn".into())
-                        .spawn(move || serve(conn, upstream_port, &st));
+                    let _ = std::thread::Builder::new().name("kms-fault-proxy-conn".into()).spawn(move || serve(conn, upstream_port, &st));
                 }
             })
             .unwrap();
@@ -516,11 +508,7 @@ fn serve(conn: TcpStream, upstream_port: u16, state: &Mutex<ProxyState>) {
     let mut r = BufReader::new(conn);
     while let Ok(Some(req)) = read_message(&mut r, false) {
         let at = Instant::now();
-        let op = req
-            .header("x-amz-target")
-            .and_then(|t| t.rsplit('.').next())
-            .unwrap_or("?")
-            .to_string();
+        let op = req.header("x-amz-target").and_then(|t| t.rsplit('.').next()).unwrap_or("?").to_string();
         let fault = {
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
             let mut fault = None;
@@ -583,7 +571,8 @@ fn serve(conn: TcpStream, upstream_port: u16, state: &Mutex<ProxyState>) {
                     *c += 1;
                     *c
                 };
-                let (fire, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.hooks).into_iter().partition(|(o, at_n, _)| *o == op && *at_n == n);
+                let (fire, keep): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut s.hooks).into_iter().partition(|(o, at_n, _)| *o == op && *at_n == n);
                 s.hooks = keep;
                 fire.into_iter().map(|(_, _, h)| h).collect()
             };

@@ -55,9 +55,27 @@ impl Pki {
     pub fn ca(&self, name: &str) -> CertFiles {
         let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
         openssl(
-            &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &key, "-out", &cert,
-              "-days", "2", "-subj", &format!("/CN={name}"), "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
             &self.dir,
         );
         CertFiles { cert: self.dir.join(cert), key: self.dir.join(key) }
@@ -67,7 +85,20 @@ impl Pki {
     pub fn leaf(&self, ca: &CertFiles, name: &str, server: bool) -> CertFiles {
         let (cert, key, csr, ext) = (format!("{name}.pem"), format!("{name}.key"), format!("{name}.csr"), format!("{name}.ext"));
         openssl(
-            &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")],
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ],
             &self.dir,
         );
         let extensions = if server {
@@ -78,7 +109,23 @@ impl Pki {
         std::fs::write(self.dir.join(&ext), extensions).unwrap();
         let (ca_cert, ca_key) = (ca.cert.display().to_string(), ca.key.display().to_string());
         openssl(
-            &["x509", "-req", "-in", &csr, "-CA", &ca_cert, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert, "-days", "2", "-extfile", &ext],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_cert,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
             &self.dir,
         );
         CertFiles { cert: self.dir.join(cert), key: self.dir.join(key) }
@@ -128,7 +175,8 @@ impl Mosquitto {
         } else {
             "persistence false\n".to_string()
         };
-        let mut conf = format!("per_listener_settings false\nuser root\n{persistence}log_dest stderr\nlog_type all\nlistener {port} 127.0.0.1\n");
+        let mut conf =
+            format!("per_listener_settings false\nuser root\n{persistence}log_dest stderr\nlog_type all\nlistener {port} 127.0.0.1\n");
         match tls {
             None => conf.push_str("allow_anonymous true\n"),
             Some(t) => conf.push_str(&format!(
@@ -181,9 +229,7 @@ impl Mosquitto {
         });
         self.child = Some(child);
         let port = self.port;
-        wait_until(Duration::from_secs(10), "mosquitto to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until(Duration::from_secs(10), "mosquitto to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
     }
 
     /// Stop it (SIGTERM: mosquitto saves its persistence file) and wait
@@ -194,9 +240,7 @@ impl Mosquitto {
             let _ = c.wait();
         }
         let port = self.port;
-        wait_until(Duration::from_secs(10), "mosquitto to stop listening", || {
-            TcpStream::connect(("127.0.0.1", port)).is_err()
-        });
+        wait_until(Duration::from_secs(10), "mosquitto to stop listening", || TcpStream::connect(("127.0.0.1", port)).is_err());
     }
 }
 
@@ -222,16 +266,24 @@ impl Subscriber {
     /// subscribed (a marker message published to the topic has come back).
     pub fn start(port: u16, topic: &str, persistent: bool) -> Subscriber {
         let id = format!("imprint-test-sub-{}", free_port());
-        let mut args = vec!["-h".to_string(), "127.0.0.1".into(), "-p".into(), port.to_string(), "-t".into(), topic.into(), "-q".into(), "1".into(), "-v".into(), "-i".into(), id];
+        let mut args = vec![
+            "-h".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-t".into(),
+            topic.into(),
+            "-q".into(),
+            "1".into(),
+            "-v".into(),
+            "-i".into(),
+            id,
+        ];
         if persistent {
             args.push("-c".into());
         }
-        let mut child = Command::new("mosquitto_sub")
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto_sub starts");
+        let mut child =
+            Command::new("mosquitto_sub").args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("mosquitto_sub starts");
         let mut out = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l2 = lines.clone();
@@ -262,12 +314,7 @@ impl Subscriber {
 
     /// Payloads received so far (the topic stripped), the ready marker included.
     pub fn payloads(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| l.split_once(' ').map(|(_, p)| p.to_string()))
-            .collect()
+        self.lines.lock().unwrap().iter().filter_map(|l| l.split_once(' ').map(|(_, p)| p.to_string())).collect()
     }
 }
 

@@ -22,47 +22,17 @@ pub const PG_PORT: u16 = 5432;
 /// Run SQL as the superuser with psql; stdout, trimmed (`-At`).
 pub fn psql(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args([
-            "-h",
-            PG_HOST,
-            "-p",
-            &PG_PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-Atq",
-            "-c",
-            sql,
-        ])
+        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql])
         .output()
         .expect("psql runs (apt install postgresql-client)");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// psql that may fail (e.g. while the server restarts).
 pub fn try_psql(db: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")
-        .args([
-            "-h",
-            PG_HOST,
-            "-p",
-            &PG_PORT.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-Atq",
-            "-c",
-            sql,
-        ])
+        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-Atq", "-c", sql])
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -74,22 +44,14 @@ pub fn try_psql(db: &str, sql: &str) -> Result<String, String> {
 
 /// A current-thread runtime for the async parts of a test.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 fn unique_suffix() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).unwrap();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst),
-        hex::encode(b)
-    )
+    format!("{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), hex::encode(b))
 }
 
 /// A lock shared by every PostgreSQL test on the machine (a file lock, so it
@@ -119,10 +81,7 @@ impl PgLock {
         let f = lock_file();
         f.lock().expect("exclusive lock");
         EXCLUSIVE_HERE.store(true, Ordering::SeqCst);
-        PgLock {
-            _file: f,
-            exclusive: true,
-        }
+        PgLock { _file: f, exclusive: true }
     }
 
     fn shared() -> Option<PgLock> {
@@ -131,10 +90,7 @@ impl PgLock {
         }
         let f = lock_file();
         f.lock_shared().expect("shared lock");
-        Some(PgLock {
-            _file: f,
-            exclusive: false,
-        })
+        Some(PgLock { _file: f, exclusive: false })
     }
 }
 
@@ -161,15 +117,8 @@ impl TestDb {
         let lock = PgLock::shared();
         let name = format!("imprint_t_{}", unique_suffix());
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        let db = TestDb {
-            name,
-            roles: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
-            _lock: lock,
-        };
-        let v = rt()
-            .block_on(imprint_sync::migrate(&db.admin_options()))
-            .expect("migrate");
+        let db = TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap(), _lock: lock };
+        let v = rt().block_on(imprint_sync::migrate(&db.admin_options())).expect("migrate");
         assert_eq!(v, imprint_sync::required_version());
         db
     }
@@ -179,25 +128,15 @@ impl TestDb {
         let lock = PgLock::shared();
         let name = format!("imprint_t_{}", unique_suffix());
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        TestDb {
-            name,
-            roles: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
-            _lock: lock,
-        }
+        TestDb { name, roles: Vec::new(), dir: tempfile::tempdir().unwrap(), _lock: lock }
     }
 
     pub fn admin_url(&self) -> String {
-        format!(
-            "postgres://postgres@{PG_HOST}:{PG_PORT}/{}?sslmode=disable",
-            self.name
-        )
+        format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{}?sslmode=disable", self.name)
     }
 
     pub fn admin_options(&self) -> PgConnectOptions {
-        PgConnectOptions::from_str(&self.admin_url())
-            .unwrap()
-            .log_statements(log::LevelFilter::Off)
+        PgConnectOptions::from_str(&self.admin_url()).unwrap().log_statements(log::LevelFilter::Off)
     }
 
     pub fn psql(&self, sql: &str) -> String {
@@ -207,24 +146,12 @@ impl TestDb {
     /// Register `station` with a login role of its own; the returned config
     /// syncs as that role, its password in a file (never in the config).
     pub fn add_station(&mut self, station: &str) -> CentralConfig {
-        let role: String = format!(
-            "{}_{}",
-            self.name,
-            station
-                .to_ascii_lowercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
+        let role: String = format!("{}_{}", self.name, station.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
         let role: String = role.chars().take(63).collect();
         let mut b = [0u8; 12];
         getrandom::fill(&mut b).unwrap();
         let password = hex::encode(b);
-        rt().block_on(imprint_sync::add_station(
-            &self.admin_options(),
-            station,
-            &role,
-            &password,
-        ))
-        .expect("add station");
+        rt().block_on(imprint_sync::add_station(&self.admin_options(), station, &role, &password)).expect("add station");
         self.roles.push(role.clone());
         let pw_file = self.dir.path().join(format!("{role}.pw"));
         std::fs::write(&pw_file, format!("{password}\n")).unwrap();
@@ -271,10 +198,7 @@ impl Default for TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = try_psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
+        let _ = try_psql("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         for r in &self.roles {
             let _ = try_psql("postgres", &format!("DROP ROLE IF EXISTS {r}"));
         }
@@ -290,24 +214,16 @@ pub fn local_set(store: &Store, station: &str) -> RecordSet {
     let mut out = RecordSet::new();
     let versions: BTreeMap<(String, String, i64), i64> = store
         .read(|c| {
-            let mut s = c.prepare(
-                "SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3",
-            )?;
-            let rows = s
-                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?
-                .collect::<Result<BTreeMap<_, _>, _>>()?;
+            let mut s = c.prepare("SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3")?;
+            let rows = s.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?.collect::<Result<BTreeMap<_, _>, _>>()?;
             Ok(rows)
         })
         .unwrap();
     for table in TABLES {
         for (k, values) in store.synced_records(table).unwrap() {
-            let v = *versions
-                .get(&(k.entity.as_str().to_string(), k.id.clone(), k.step_no))
-                .unwrap_or_else(|| panic!("{k} has no outbox row"));
-            out.insert(
-                record_name(&k),
-                (v, hex::encode(hash::record(table, station, &values))),
-            );
+            let v =
+                *versions.get(&(k.entity.as_str().to_string(), k.id.clone(), k.step_no)).unwrap_or_else(|| panic!("{k} has no outbox row"));
+            out.insert(record_name(&k), (v, hex::encode(hash::record(table, station, &values))));
         }
     }
     out
@@ -328,25 +244,12 @@ pub fn central_set(db: &TestDb, station: &str) -> RecordSet {
         let mut c: PgConnection = db.admin_options().connect().await.unwrap();
         let mut out = RecordSet::new();
         for table in TABLES {
-            let sql = format!(
-                "SELECT {} FROM {} c WHERE c.station_id = $1",
-                record::central_select(table),
-                table.central
-            );
-            for r in sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(station)
-                .fetch_all(&mut c)
-                .await
-                .unwrap()
-            {
+            let sql = format!("SELECT {} FROM {} c WHERE c.station_id = $1", record::central_select(table), table.central);
+            for r in sqlx::query(sqlx::AssertSqlSafe(sql)).bind(station).fetch_all(&mut c).await.unwrap() {
                 let (values, version, stored) = record::central_values(table, &r).unwrap();
                 let k = table.record_key(&values).unwrap();
                 let h = hex::encode(hash::record(table, station, &values));
-                assert_eq!(
-                    h,
-                    hex::encode(stored),
-                    "{k}: stored hash matches stored content"
-                );
+                assert_eq!(h, hex::encode(stored), "{k}: stored hash matches stored content");
                 out.insert(record_name(&k), (version, h));
             }
         }
@@ -376,36 +279,19 @@ pub fn central_drift(db: &TestDb, table: &imprint_store::synced::Table) -> Vec<S
         .iter()
         .map(|c| {
             let null = if c.nullable { "YES" } else { "NO" };
-            format!(
-                "{} {} {null} {}",
-                c.name,
-                record::information_schema_type(c.kind),
-                c.change == Change::Mutable
-            )
+            format!("{} {} {null} {}", c.name, record::information_schema_type(c.kind), c.change == Change::Mutable)
         })
         .collect();
     // A record that never changes (steps) grants no UPDATE at all.
     let updatable = table.columns.iter().any(|c| c.change == Change::Mutable);
     for (name, ty) in CENTRAL_SYNC_COLUMNS.iter().zip(["text", "bigint", "bytea"]) {
-        expected.insert(format!(
-            "{name} {ty} NO {}",
-            updatable && *name != "station_id"
-        ));
+        expected.insert(format!("{name} {ty} NO {}", updatable && *name != "station_id"));
     }
     if table.received_at {
-        expected.insert(format!(
-            "received_at timestamp with time zone NO {updatable}"
-        ));
+        expected.insert(format!("received_at timestamp with time zone NO {updatable}"));
     }
-    let mut drift: Vec<String> = expected
-        .difference(&actual)
-        .map(|e| format!("{}: descriptor has `{e}`", table.central))
-        .collect();
-    drift.extend(
-        actual
-            .difference(&expected)
-            .map(|a| format!("{}: center has `{a}`", table.central)),
-    );
+    let mut drift: Vec<String> = expected.difference(&actual).map(|e| format!("{}: descriptor has `{e}`", table.central)).collect();
+    drift.extend(actual.difference(&expected).map(|a| format!("{}: center has `{a}`", table.central)));
     drift
 }
 
@@ -415,21 +301,9 @@ pub fn assert_center_equals_local(db: &TestDb, store: &Store, station: &str) -> 
     let local = local_set(store, station);
     let central = central_set(db, station);
     if local != central {
-        let missing: Vec<_> = local
-            .keys()
-            .filter(|k| !central.contains_key(*k))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = central
-            .keys()
-            .filter(|k| !local.contains_key(*k))
-            .take(5)
-            .collect();
-        let differ: Vec<_> = local
-            .iter()
-            .filter(|(k, v)| central.get(*k).is_some_and(|c| c != *v))
-            .take(5)
-            .collect();
+        let missing: Vec<_> = local.keys().filter(|k| !central.contains_key(*k)).take(5).collect();
+        let extra: Vec<_> = central.keys().filter(|k| !local.contains_key(*k)).take(5).collect();
+        let differ: Vec<_> = local.iter().filter(|(k, v)| central.get(*k).is_some_and(|c| c != *v)).take(5).collect();
         panic!(
             "station {station}: local {} records, central {}; missing at the center {missing:?}; extra {extra:?}; differing {differ:?}",
             local.len(),
@@ -458,21 +332,10 @@ pub fn restart_postgres() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .unwrap_or_else(|| "15".into());
     let out = Command::new("pg_ctlcluster")
-        .args([
-            "--skip-systemctl-redirect",
-            "-m",
-            "fast",
-            &version,
-            "main",
-            "restart",
-        ])
+        .args(["--skip-systemctl-redirect", "-m", "fast", &version, "main", "restart"])
         .output()
         .expect("pg_ctlcluster");
-    assert!(
-        out.status.success(),
-        "restart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Wait until the cluster answers.
@@ -491,13 +354,7 @@ pub fn wait_for_postgres() {
 /// certificate and a finish, from `threads` threads at once (the writer
 /// group-commits them). Returns the number of records (attempts + steps +
 /// certificates). Serials start with `prefix`.
-pub fn fill(
-    store: &std::sync::Arc<Store>,
-    prefix: &str,
-    attempts: usize,
-    steps: usize,
-    threads: usize,
-) -> usize {
+pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps: usize, threads: usize) -> usize {
     use imprint_store::{new_id, now_text, AttemptEnd, DeviceFacts, Intent, StepRow};
     let per = attempts.div_ceil(threads.max(1));
     std::thread::scope(|s| {
@@ -506,9 +363,7 @@ pub fn fill(
             s.spawn(move || {
                 for i in (t * per)..((t + 1) * per).min(attempts) {
                     let serial = format!("{prefix}-{i:06}");
-                    let a = store
-                        .begin_attempt(&format!("/dev/ttySIM{t}"), Some("WO-BENCH"))
-                        .unwrap();
+                    let a = store.begin_attempt(&format!("/dev/ttySIM{t}"), Some("WO-BENCH")).unwrap();
                     store
                         .set_device(
                             &a,
@@ -525,10 +380,7 @@ pub fn fill(
                     let half = steps / 2;
                     let mk = |k: usize| StepRow {
                         at: now_text(),
-                        stage: [
-                            "identify", "keygen", "csr", "issue", "write", "prove", "lock",
-                        ][k % 7]
-                            .into(),
+                        stage: ["identify", "keygen", "csr", "issue", "write", "prove", "lock"][k % 7].into(),
                         kind: "completed".into(),
                         detail: format!("step {k} of {serial}: ok in {} ms", 10 + k),
                     };
@@ -555,15 +407,9 @@ pub fn fill(
                         .unwrap();
                     let mut der = vec![0u8; 480];
                     getrandom::fill(&mut der).unwrap();
-                    store
-                        .mark_issued(&cert, &der, b"chain", &hex::encode(&der[..32]))
-                        .unwrap();
-                    store
-                        .record_steps(&a, (half..steps).map(mk).collect())
-                        .unwrap();
-                    store
-                        .finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 4504, 2100)
-                        .unwrap();
+                    store.mark_issued(&cert, &der, b"chain", &hex::encode(&der[..32])).unwrap();
+                    store.record_steps(&a, (half..steps).map(mk).collect()).unwrap();
+                    store.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 4504, 2100).unwrap();
                 }
             });
         }

@@ -53,17 +53,11 @@ pub fn signer_suite_for_server(signer: &mut dyn Signer, secrets: &[&str], server
 
     // Public key: a DER SPKI, id-ecPublicKey on the curve of the algorithm,
     // an uncompressed point.
-    let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(signer.public_key_spki())
-        .expect("public_key_spki is a DER SubjectPublicKeyInfo");
+    let (rest, spki) =
+        x509_parser::x509::SubjectPublicKeyInfo::from_der(signer.public_key_spki()).expect("public_key_spki is a DER SubjectPublicKeyInfo");
     assert!(rest.is_empty(), "trailing bytes after the SPKI");
     assert_eq!(spki.algorithm.algorithm.to_id_string(), ID_EC_PUBLIC_KEY);
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .expect("named curve parameter")
-        .to_id_string();
+    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).expect("named curve parameter").to_id_string();
     assert_eq!(curve, curve_oid(alg));
     let point = &spki.subject_public_key.data;
     assert_eq!(point.len(), 1 + 2 * alg.field_len());
@@ -79,21 +73,13 @@ pub fn signer_suite_for_server(signer: &mut dyn Signer, secrets: &[&str], server
         verify(signer, &signed, &sig).expect("signature verifies");
         let mut other = signed.clone();
         other.push(1);
-        assert!(
-            verify(signer, &other, &sig).is_err(),
-            "tampered message verifies"
-        );
+        assert!(verify(signer, &other, &sig).is_err(), "tampered message verifies");
     }
 
     // Info names the backend and carries no secret.
     let info = signer.info();
     assert!(!info.kind.is_empty());
-    assert!(
-        info.uri.starts_with(&format!("{}:", info.kind)),
-        "uri {:?} should start with {}:",
-        info.uri,
-        info.kind
-    );
+    assert!(info.uri.starts_with(&format!("{}:", info.kind)), "uri {:?} should start with {}:", info.uri, info.kind);
     assert_eq!(info.development, info.kind == "dev");
     // (`Debug for dyn Signer` prints info().uri, covered here.)
     let shown = format!("{} {:?}", info.uri, info);
@@ -103,14 +89,9 @@ pub fn signer_suite_for_server(signer: &mut dyn Signer, secrets: &[&str], server
     }
 
     // A CA certificate built and signed through rcgen matches the key.
-    let subject = if info.development {
-        CaSubject::new(ca::DEVELOPMENT_CA_CN)
-    } else {
-        CaSubject::new("Imprint signer suite CA")
-    };
+    let subject = if info.development { CaSubject::new(ca::DEVELOPMENT_CA_CN) } else { CaSubject::new("Imprint signer suite CA") };
     let der = ca::self_signed_root(signer, &subject, 1, info.development).expect("root");
     ca::check_ca_matches_signer(&der, signer).expect("root matches signer");
     let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("root parses");
-    cert.verify_signature(None)
-        .expect("root self-signature verifies");
+    cert.verify_signature(None).expect("root self-signature verifies");
 }

@@ -31,10 +31,7 @@ fn process_dir() -> &'static Path {
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for e in entries.flatten() {
                 let name = e.file_name();
-                let Some(pid) = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("imprint-softhsm-"))
-                else {
+                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("imprint-softhsm-")) else {
                     continue;
                 };
                 if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
@@ -47,14 +44,8 @@ fn process_dir() -> &'static Path {
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).expect("token dir");
         let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .expect("write softhsm2.conf");
+        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()))
+            .expect("write softhsm2.conf");
         // Set once, inside OnceLock, before any thread loads SoftHSM.
         std::env::set_var("SOFTHSM2_CONF", &conf);
         dir
@@ -67,11 +58,7 @@ fn conf_path() -> PathBuf {
 
 /// True when SoftHSM2 and its tool are installed.
 pub fn available() -> bool {
-    Path::new(MODULE).exists()
-        && Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
+    Path::new(MODULE).exists() && Command::new("softhsm2-util").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// One initialized SoftHSM token, deleted on drop.
@@ -94,10 +81,7 @@ fn ctx() -> &'static cryptoki::context::Pkcs11 {
 
 fn slot_of(label: &str) -> Option<cryptoki::slot::Slot> {
     let ctx = ctx();
-    ctx.get_slots_with_token()
-        .expect("slot list")
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label() == label))
+    ctx.get_slots_with_token().expect("slot list").into_iter().find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label() == label))
 }
 
 impl SoftHsm {
@@ -113,11 +97,7 @@ impl SoftHsm {
         use cryptoki::session::UserType;
         use cryptoki::types::AuthPin;
         assert!(
-            !label.is_empty()
-                && label.len() <= 32
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !label.is_empty() && label.len() <= 32 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "token label {label:?} must be 1-32 chars of [A-Za-z0-9-_]"
         );
         // Two tests must not grab the same free slot.
@@ -131,21 +111,14 @@ impl SoftHsm {
             .into_iter()
             .find(|s| ctx.get_token_info(*s).is_ok_and(|t| !t.token_initialized()))
             .expect("SoftHSM offers a free slot");
-        ctx.init_token(free, &AuthPin::from(SO_PIN), label)
-            .expect("C_InitToken");
+        ctx.init_token(free, &AuthPin::from(SO_PIN), label).expect("C_InitToken");
         // SoftHSM renumbers the slot once the token is initialized.
         let slot = slot_of(label).expect("new token is listed");
         let session = ctx.open_rw_session(slot).expect("SO session");
-        session
-            .login(UserType::So, Some(&AuthPin::from(SO_PIN)))
-            .expect("SO login");
-        session
-            .init_pin(&AuthPin::from(USER_PIN))
-            .expect("C_InitPIN");
+        session.login(UserType::So, Some(&AuthPin::from(SO_PIN))).expect("SO login");
+        session.init_pin(&AuthPin::from(USER_PIN)).expect("C_InitPIN");
         session.logout().expect("SO logout");
-        SoftHsm {
-            label: label.to_string(),
-        }
+        SoftHsm { label: label.to_string() }
     }
 
     /// The token label.
@@ -161,15 +134,10 @@ impl SoftHsm {
     /// The `pkcs11:` URI of the key labelled `key_label` in this token.
     pub fn uri(&self, key_label: &str) -> String {
         assert!(
-            key_label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            key_label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "key label {key_label:?} must be [A-Za-z0-9-_]"
         );
-        format!(
-            "pkcs11:token={};object={key_label}?module-path={MODULE}",
-            self.label
-        )
+        format!("pkcs11:token={};object={key_label}?module-path={MODULE}", self.label)
     }
 
     /// Log the user out of this token for the whole process (PKCS#11 login
@@ -184,9 +152,6 @@ impl SoftHsm {
 
 impl Drop for SoftHsm {
     fn drop(&mut self) {
-        let _ = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", conf_path())
-            .args(["--delete-token", "--token", &self.label])
-            .output();
+        let _ = Command::new("softhsm2-util").env("SOFTHSM2_CONF", conf_path()).args(["--delete-token", "--token", &self.label]).output();
     }
 }

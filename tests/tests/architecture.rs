@@ -55,35 +55,15 @@ fn proto_has_no_crypto_or_store_dependency() {
 fn shells_reach_nothing_past_the_api() {
     for shell in ["imprint-cli", "src-tauri"] {
         let deps = deps_of(shell);
-        assert!(
-            deps.iter().any(|d| d == "imprint-api"),
-            "{shell} does not use imprint-api: {deps:?}"
-        );
+        assert!(deps.iter().any(|d| d == "imprint-api"), "{shell} does not use imprint-api: {deps:?}");
         for d in &deps {
+            assert!(!d.starts_with("imprint-") || d == "imprint-api", "{shell} depends on {d}: call imprint-api instead");
             assert!(
-                !d.starts_with("imprint-") || d == "imprint-api",
-                "{shell} depends on {d}: call imprint-api instead"
-            );
-            assert!(
-                ![
-                    "rusqlite",
-                    "sqlx",
-                    "serialport",
-                    "cryptoki",
-                    "tokio",
-                    "rumqttc",
-                    "csv",
-                    "pem"
-                ]
-                .contains(&d.as_str()),
+                !["rusqlite", "sqlx", "serialport", "cryptoki", "tokio", "rumqttc", "csv", "pem"].contains(&d.as_str()),
                 "{shell} depends on {d}: that work belongs in a library"
             );
         }
-        let dir = if shell == "src-tauri" {
-            "../src-tauri/src".to_string()
-        } else {
-            format!("../crates/{shell}/src")
-        };
+        let dir = if shell == "src-tauri" { "../src-tauri/src".to_string() } else { format!("../crates/{shell}/src") };
         let dir = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -101,11 +81,7 @@ fn shells_reach_nothing_past_the_api() {
                     "imprint_devsim",
                     "imprint_mqtt",
                 ] {
-                    assert!(
-                        !text.contains(&format!("{lower}::")),
-                        "{} names {lower}: go through imprint_api",
-                        path.display()
-                    );
+                    assert!(!text.contains(&format!("{lower}::")), "{} names {lower}: go through imprint_api", path.display());
                 }
                 checked += 1;
             }

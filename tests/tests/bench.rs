@@ -24,27 +24,16 @@ fn collector() -> (BenchEventFn, mpsc::Receiver<BenchEvent>) {
 }
 
 fn watch(links: &std::path::Path) -> PortSource {
-    PortSource {
-        globs: vec![format!("{}/*", links.display())],
-        ..Default::default()
-    }
+    PortSource { globs: vec![format!("{}/*", links.display())], ..Default::default() }
 }
 
 /// Wait (on events, not on time) until `pred` holds for the bench's tiles.
-fn wait_tiles(
-    bench: &Bench,
-    rx: &mpsc::Receiver<BenchEvent>,
-    what: &str,
-    pred: impl Fn(&[Tile]) -> bool,
-) {
+fn wait_tiles(bench: &Bench, rx: &mpsc::Receiver<BenchEvent>, what: &str, pred: impl Fn(&[Tile]) -> bool) {
     loop {
         if pred(&bench.tiles()) {
             return;
         }
-        rx.recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                panic!("timed out waiting for: {what}; tiles: {:#?}", bench.tiles())
-            });
+        rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("timed out waiting for: {what}; tiles: {:#?}", bench.tiles()));
     }
 }
 
@@ -56,39 +45,23 @@ fn auto_mode_provisions_arrivals_and_tiles_follow_unplugs() {
     let (events, rx) = collector();
     let bench = Bench::start(ts.open(), watch(&links), Mode::Auto, events, vec![]);
     let a = SimDevice::spawn(SimConfig::new("AUTO-0001").with_link_dir(&links)).unwrap();
-    let b = SimDevice::spawn(
-        SimConfig::new("AUTO-0002")
-            .with_link_dir(&links)
-            .with_faults("wrong-serial-csr")
-            .unwrap(),
-    )
-    .unwrap();
+    let b = SimDevice::spawn(SimConfig::new("AUTO-0002").with_link_dir(&links).with_faults("wrong-serial-csr").unwrap()).unwrap();
     wait_tiles(&bench, &rx, "one pass, one fail", |t| {
-        t.len() == 2
-            && t.iter().any(|t| t.state == TileState::Passed)
-            && t.iter().any(|t| t.state == TileState::Failed)
+        t.len() == 2 && t.iter().any(|t| t.state == TileState::Passed) && t.iter().any(|t| t.state == TileState::Failed)
     });
     let tiles = bench.tiles();
     assert_eq!(tiles.iter().map(|t| t.slot).collect::<Vec<_>>(), [1, 2]);
     let failed = tiles.iter().find(|t| t.state == TileState::Failed).unwrap();
     assert_eq!(failed.device_serial.as_deref(), Some("AUTO-0002"));
-    assert_eq!(
-        failed.code.as_deref(),
-        Some("csr_subject_mismatch")
-    );
+    assert_eq!(failed.code.as_deref(), Some("csr_subject_mismatch"));
     assert!(failed.hint.is_some());
     let passed = tiles.iter().find(|t| t.state == TileState::Passed).unwrap();
     assert!(passed.cert_serial.is_some());
     assert_eq!(bench.find_serial("AUTO-0001").unwrap().port, passed.port);
     drop(a);
-    wait_tiles(&bench, &rx, "unplugged tile marked absent", |t| {
-        t.iter().any(|t| !t.present)
-    });
+    wait_tiles(&bench, &rx, "unplugged tile marked absent", |t| t.iter().any(|t| !t.present));
     // A finished tile keeps its result after the unplug.
-    assert_eq!(
-        bench.tiles().iter().find(|t| !t.present).unwrap().state,
-        TileState::Passed
-    );
+    assert_eq!(bench.tiles().iter().find(|t| !t.present).unwrap().state, TileState::Passed);
     drop(b);
     bench.stop();
 }
@@ -101,36 +74,18 @@ fn manual_mode_identifies_then_waits_for_the_operator() {
     let (events, rx) = collector();
     let bench = Bench::start(ts.open(), watch(&links), Mode::Manual, events, vec![]);
     let _d = SimDevice::spawn(SimConfig::new("MAN-0001").with_link_dir(&links)).unwrap();
-    wait_tiles(&bench, &rx, "device identified", |t| {
-        t.len() == 1 && t[0].device_serial.as_deref() == Some("MAN-0001")
-    });
-    assert_eq!(
-        bench.tiles()[0].state,
-        TileState::Ready,
-        "manual mode must not start by itself"
-    );
+    wait_tiles(&bench, &rx, "device identified", |t| t.len() == 1 && t[0].device_serial.as_deref() == Some("MAN-0001"));
+    assert_eq!(bench.tiles()[0].state, TileState::Ready, "manual mode must not start by itself");
     bench.station().set_batch(Some("WO-7".into()));
     assert_eq!(bench.provision_all_ready(), 1);
     wait_tiles(&bench, &rx, "passed", |t| t[0].state == TileState::Passed);
     let id = bench.tiles()[0].attempt_id.clone().unwrap();
-    assert_eq!(
-        bench
-            .station()
-            .store()
-            .attempt(&id)
-            .unwrap()
-            .unwrap()
-            .batch
-            .as_deref(),
-        Some("WO-7")
-    );
+    assert_eq!(bench.station().store().attempt(&id).unwrap().unwrap().batch.as_deref(), Some("WO-7"));
     // Retrying a finished device re-verifies it (already provisioned), never re-issues,
     // and the tile says it was a re-check, not a re-send.
     let port = bench.tiles()[0].port.clone();
     bench.provision(&port).unwrap();
-    wait_tiles(&bench, &rx, "passed again", |t| {
-        t[0].state == TileState::Passed && t[0].attempt_id.as_deref() != Some(id.as_str())
-    });
+    wait_tiles(&bench, &rx, "passed again", |t| t[0].state == TileState::Passed && t[0].attempt_id.as_deref() != Some(id.as_str()));
     assert!(bench.tiles()[0].recheck);
     assert!(!bench.tiles()[0].resumed);
     assert_eq!(bench.station().store().certificates().unwrap().len(), 1);
@@ -148,41 +103,18 @@ fn unplugged_at_step_and_replugged_is_provisioned_to_the_end(step: u32) {
     // 100 ms: shorter than a poll of the port watcher, so the departure is
     // usually never seen (the regression: such a device was never resumed).
     let faults = format!("unplug-at={step},replug-after-ms=100");
-    let _d = SimDevice::spawn(
-        SimConfig::new("REPLUG-0001")
-            .with_link_dir(&links)
-            .with_faults(&faults)
-            .unwrap(),
-    )
-    .unwrap();
-    wait_tiles(&bench, &rx, "the device passed", |t| {
-        t.len() == 1 && t[0].state == TileState::Passed
-    });
+    let _d = SimDevice::spawn(SimConfig::new("REPLUG-0001").with_link_dir(&links).with_faults(&faults).unwrap()).unwrap();
+    wait_tiles(&bench, &rx, "the device passed", |t| t.len() == 1 && t[0].state == TileState::Passed);
     let store = bench.station().store().clone();
     let attempts = store.attempts(&Default::default()).unwrap();
     let certs = store.certificates().unwrap();
-    assert_eq!(
-        certs.len(),
-        1,
-        "step {step}: one certificate for one key: {certs:#?}"
-    );
+    assert_eq!(certs.len(), 1, "step {step}: one certificate for one key: {certs:#?}");
     assert_eq!(attempts[0].status.to_string(), "passed", "step {step}");
     if attempts.len() == 2 {
-        assert_eq!(
-            attempts[1].code.as_ref().map(|c| c.to_string()).as_deref(),
-            Some("unplugged"),
-            "step {step}: {attempts:#?}"
-        );
-        assert!(
-            bench.tiles()[0].interrupted,
-            "step {step}: the tile shows it was interrupted and resumed"
-        );
+        assert_eq!(attempts[1].code.as_ref().map(|c| c.to_string()).as_deref(), Some("unplugged"), "step {step}: {attempts:#?}");
+        assert!(bench.tiles()[0].interrupted, "step {step}: the tile shows it was interrupted and resumed");
     } else {
-        assert_eq!(
-            attempts.len(),
-            1,
-            "step {step}: the flow has fewer requests than this step"
-        );
+        assert_eq!(attempts.len(), 1, "step {step}: the flow has fewer requests than this step");
     }
     bench.stop();
 }

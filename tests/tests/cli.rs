@@ -48,9 +48,7 @@ fn watch_provisions_what_is_plugged_in_and_records_are_queryable_and_exportable(
     let ts = TestStation::new();
     let links = ts.dir.path().join("by-id");
     std::fs::create_dir_all(&links).unwrap();
-    let devs: Vec<_> = (1..=2)
-        .map(|i| SimDevice::spawn(SimConfig::new(format!("WATCH-{i:04}")).with_link_dir(&links)).unwrap())
-        .collect();
+    let devs: Vec<_> = (1..=2).map(|i| SimDevice::spawn(SimConfig::new(format!("WATCH-{i:04}")).with_link_dir(&links)).unwrap()).collect();
     let glob = format!("{}/*", links.display());
     let o = imprint(&ts, &["watch", "--glob", &glob, "--max", "2", "--batch", "WO-42"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -124,7 +122,8 @@ fn watch_and_station_resume_a_device_unplugged_mid_run() {
     let ts = TestStation::new();
     let links = ts.dir.path().join("by-id");
     std::fs::create_dir_all(&links).unwrap();
-    let _d = SimDevice::spawn(SimConfig::new("BACK-0001").with_link_dir(&links).with_faults("unplug-at=9,replug-after-ms=100").unwrap()).unwrap();
+    let _d = SimDevice::spawn(SimConfig::new("BACK-0001").with_link_dir(&links).with_faults("unplug-at=9,replug-after-ms=100").unwrap())
+        .unwrap();
     let glob = format!("{}/*", links.display());
     let o = imprint(&ts, &["watch", "--glob", &glob, "--max", "2"]);
     assert_eq!(o.status.code(), Some(0), "the device ends provisioned: {}", text(&o));

@@ -19,18 +19,8 @@ fn imprint(ts: &TestStation, args: &[&str], crash_at: Option<&str>) -> Output {
 
 fn check_single_certificate(ts: &TestStation, dev: &imprint_devsim::SimHandle) -> String {
     let store = Store::open(&ts.cfg.store_path()).unwrap();
-    let certs: Vec<_> = store
-        .certificates()
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.device_serial == dev.serial())
-        .collect();
-    assert_eq!(
-        certs.len(),
-        1,
-        "exactly one certificate for {}: {certs:#?}",
-        dev.serial()
-    );
+    let certs: Vec<_> = store.certificates().unwrap().into_iter().filter(|c| c.device_serial == dev.serial()).collect();
+    assert_eq!(certs.len(), 1, "exactly one certificate for {}: {certs:#?}", dev.serial());
     assert_eq!(certs[0].status.as_str(), "issued");
     let snap = dev.snapshot();
     assert_eq!(snap.cert_der.as_deref(), certs[0].cert_der.as_deref(), "device holds the recorded certificate");
@@ -45,7 +35,13 @@ fn killed_at_each_critical_point_the_station_resumes_with_the_journaled_certific
         let dev = sim("CRASH-0001", "");
         let port = path_of(&dev);
         let out = imprint(&ts, &["provision", "--port", &port], Some(point));
-        assert_eq!(out.status.code(), None, "{point}: the station must die by signal, got {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{point}: the station must die by signal, got {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // What the dead station left: the journal, and an attempt still 'running'.
         {
@@ -54,18 +50,18 @@ fn killed_at_each_critical_point_the_station_resumes_with_the_journaled_certific
             let expect_status = if point == "after_journal" || point == "after_sign" { "signing" } else { "issued" };
             assert_eq!(certs.len(), 1, "{point}");
             assert_eq!(certs[0].status.as_str(), expect_status, "{point}");
-            let running = store
-                .attempts(&AttemptFilter {
-                    status: Some("running".into()),
-                    ..Default::default()
-                })
-                .unwrap();
+            let running = store.attempts(&AttemptFilter { status: Some("running".into()), ..Default::default() }).unwrap();
             assert_eq!(running.len(), 1, "{point}");
         }
         let journaled_serial = Store::open(&ts.cfg.store_path()).unwrap().certificates().unwrap()[0].serial_hex.clone();
 
         let out = imprint(&ts, &["provision", "--port", &port], None);
-        assert!(out.status.success(), "{point}: restart failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{point}: restart failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let serial = check_single_certificate(&ts, &dev);
         assert_eq!(serial, journaled_serial, "{point}: the journaled serial is the one issued");
 

@@ -32,15 +32,8 @@ use std::time::{Duration, Instant};
 
 /// A station on a fresh data dir with the development CA.
 fn station() -> (tempfile::TempDir, Station) {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("imprint-fuzz-")
-        .tempdir_in(base)
-        .expect("tempdir");
+    let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
+    let dir = tempfile::Builder::new().prefix("imprint-fuzz-").tempdir_in(base).expect("tempdir");
     let cfg = StationConfig {
         data_dir: dir.path().join("data"),
         port_globs: vec![],
@@ -91,19 +84,11 @@ enum Mutation {
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::collection::vec(any::<char>(), 0..40).prop_map(|v| v.into_iter().collect::<String>()),
-        prop::collection::vec(
-            prop::sample::select(vec![
-                'a', 'Z', '0', '9', '-', '_', '=', ' ', '%', '*', '@', '<', '\r'
-            ]),
-            0..40
-        )
-        .prop_map(|v| v.into_iter().collect::<String>()),
+        prop::collection::vec(prop::sample::select(vec!['a', 'Z', '0', '9', '-', '_', '=', ' ', '%', '*', '@', '<', '\r']), 0..40)
+            .prop_map(|v| v.into_iter().collect::<String>()),
         Just(String::new()),
-        prop::collection::vec(
-            prop::sample::select(b"ABCDEFabcdef0123456789_-".to_vec()),
-            0..120
-        )
-        .prop_map(|v| String::from_utf8(v).unwrap_or_default()),
+        prop::collection::vec(prop::sample::select(b"ABCDEFabcdef0123456789_-".to_vec()), 0..120)
+            .prop_map(|v| String::from_utf8(v).unwrap_or_default()),
     ]
 }
 
@@ -153,7 +138,11 @@ struct Plan {
 
 fn faults() -> impl Strategy<Value = Faults> {
     // One firmware fault in about one case in six; noise in half; BUSY in one in ten.
-    (prop_oneof![25 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3), 1 => Just(4), 1 => Just(5)], any::<bool>(), prop::option::weighted(0.1, 1u64..20))
+    (
+        prop_oneof![25 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3), 1 => Just(4), 1 => Just(5)],
+        any::<bool>(),
+        prop::option::weighted(0.1, 1u64..20),
+    )
         .prop_map(|(which, noise, busy_at)| Faults {
             noise,
             bad_csr_sig: which == 1,
@@ -214,13 +203,7 @@ impl Link {
         }
         let reply = self.device.lock().unwrap().handle(req);
         let wire = reply.wire();
-        let Some(m) = self
-            .plan
-            .mutations
-            .iter()
-            .find(|(at, _)| *at == n)
-            .map(|(_, m)| m.clone())
-        else {
+        let Some(m) = self.plan.mutations.iter().find(|(at, _)| *at == n).map(|(_, m)| m.clone()) else {
             self.chunked(wire, &mut out);
             return Ok(out);
         };
@@ -237,9 +220,7 @@ impl Link {
         let bytes = match m {
             Mutation::Drop => Vec::new(),
             Mutation::Gone => return Ok(vec![LinkEvent::Gone("unplugged".into())]),
-            Mutation::WriteGone => {
-                return Err(TransportError::Gone("unplugged before the request".into()))
-            }
+            Mutation::WriteGone => return Err(TransportError::Gone("unplugged before the request".into())),
             Mutation::Io => return Ok(vec![LinkEvent::Io("framing error".into())]),
             Mutation::GoneAfter(k) => {
                 self.chunked(wire[..k.min(wire.len())].to_vec(), &mut out);
@@ -272,18 +253,14 @@ impl Link {
                     f.fields[k].1 = v.clone();
                 }
             }),
-            Mutation::AddField(k, v) => {
-                reframe(&|f: &mut Frame| f.fields.push((k.clone(), v.clone())))
-            }
+            Mutation::AddField(k, v) => reframe(&|f: &mut Frame| f.fields.push((k.clone(), v.clone()))),
             Mutation::DropField(i) => reframe(&|f: &mut Frame| {
                 if !f.fields.is_empty() {
                     let k = i % f.fields.len();
                     f.fields.remove(k);
                 }
             }),
-            Mutation::Err(code, msg) => {
-                Frame::err(req.rid, ErrorCode::from_u16(code), &msg).encode()
-            }
+            Mutation::Err(code, msg) => Frame::err(req.rid, ErrorCode::from_u16(code), &msg).encode(),
             Mutation::Rid(rid) => reframe(&|f: &mut Frame| f.rid = rid),
             Mutation::Twice => {
                 let mut w = wire.clone();
@@ -307,12 +284,7 @@ impl Link {
 }
 
 fn link(name: &str, device: &Arc<Mutex<Device>>, plan: Plan) -> MemoryTransport {
-    let mut l = Link {
-        device: device.clone(),
-        decoder: Decoder::new(Direction::Request),
-        plan,
-        answers: 0,
-    };
+    let mut l = Link { device: device.clone(), decoder: Decoder::new(Direction::Request), plan, answers: 0 };
     MemoryTransport::new(name).with_peer(move |b: &[u8]| l.written(b))
 }
 
@@ -350,13 +322,7 @@ impl Stats {
         s.push_str("codes: ");
         let mut codes: Vec<_> = self.codes.iter().collect();
         codes.sort_by(|a, b| b.1.cmp(a.1));
-        s.push_str(
-            &codes
-                .iter()
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
+        s.push_str(&codes.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", "));
         s
     }
 }
@@ -364,24 +330,14 @@ impl Stats {
 static SERIALS: AtomicU64 = AtomicU64::new(1);
 
 /// Run one attempt over `t` and check that it ended in a recorded outcome.
-fn attempt(
-    st: &Station,
-    t: &mut MemoryTransport,
-    device: &Arc<Mutex<Device>>,
-    stats: &Mutex<Stats>,
-) -> Result<(), TestCaseError> {
+fn attempt(st: &Station, t: &mut MemoryTransport, device: &Arc<Mutex<Device>>, stats: &Mutex<Stats>) -> Result<(), TestCaseError> {
     let last: Arc<Mutex<Option<ProgressStatus>>> = Arc::new(Mutex::new(None));
     let progress: ProgressFn = {
         let last = last.clone();
         Arc::new(move |p: &Progress| *last.lock().unwrap() = Some(p.status.clone()))
     };
-    let r = run_attempt_on(st.ctx(), "mem0", t, Some(&progress))
-        .map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
-    let row = st
-        .store()
-        .attempt(&r.attempt_id)
-        .unwrap()
-        .ok_or_else(|| TestCaseError::fail("attempt not recorded"))?;
+    let r = run_attempt_on(st.ctx(), "mem0", t, Some(&progress)).map_err(|e| TestCaseError::fail(format!("store error: {e}")))?;
+    let row = st.store().attempt(&r.attempt_id).unwrap().ok_or_else(|| TestCaseError::fail("attempt not recorded"))?;
     let mut s = stats.lock().unwrap();
     s.attempts += 1;
     s.paused += t.paused();
@@ -391,15 +347,8 @@ fn attempt(
             let reported = matches!(*last.lock().unwrap(), Some(ProgressStatus::Passed { .. }));
             prop_assert!(reported, "the last progress report is not Passed");
             // The device holds exactly the certificate the store recorded.
-            let cert_id = row
-                .certificate_id
-                .clone()
-                .ok_or_else(|| TestCaseError::fail("pass without a certificate"))?;
-            let cert = st
-                .store()
-                .cert_by_id(&cert_id)
-                .unwrap()
-                .ok_or_else(|| TestCaseError::fail("certificate row missing"))?;
+            let cert_id = row.certificate_id.clone().ok_or_else(|| TestCaseError::fail("pass without a certificate"))?;
+            let cert = st.store().cert_by_id(&cert_id).unwrap().ok_or_else(|| TestCaseError::fail("certificate row missing"))?;
             prop_assert_eq!(cert.status.as_str(), "issued");
             prop_assert_eq!(device.lock().unwrap().snapshot().cert_der, cert.cert_der);
             s.passed += 1;
@@ -408,19 +357,11 @@ fn attempt(
         }
         Outcome::Failed(f) => {
             prop_assert_eq!(row.status.as_str(), "failed");
-            prop_assert_ne!(
-                f.code.as_str(),
-                "internal_error",
-                "a panic in the station: {}",
-                f.reason
-            );
+            prop_assert_ne!(f.code.as_str(), "internal_error", "a panic in the station: {}", f.reason);
             prop_assert!(
                 !f.code.as_str().is_empty()
                     && f.code.as_str().len() <= 40
-                    && f.code
-                        .as_str()
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    && f.code.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "code {:?} looks like device text",
                 f.code
             );
@@ -437,10 +378,7 @@ fn attempt(
             f.stage
         }
     };
-    let e = s
-        .ended_in
-        .entry(stage.progress())
-        .or_insert_with(|| (stage.as_str().to_string(), 0));
+    let e = s.ended_in.entry(stage.progress()).or_insert_with(|| (stage.as_str().to_string(), 0));
     e.1 += 1;
     Ok(())
 }
@@ -454,14 +392,7 @@ fn run_case(st: &Station, plan: Plan, stats: &Mutex<Stats>) -> Result<(), TestCa
     let mut t = link("mem0", &device, plan);
     attempt(st, &mut t, &device, stats)?;
     if again {
-        let clean = Plan {
-            faults: Faults::default(),
-            mutations: vec![],
-            chunks: vec![2048],
-            stall_after: None,
-            raw: None,
-            again: false,
-        };
+        let clean = Plan { faults: Faults::default(), mutations: vec![], chunks: vec![2048], stall_after: None, raw: None, again: false };
         let mut t = link("mem0", &device, clean);
         attempt(st, &mut t, &device, stats)?;
     }
@@ -471,10 +402,7 @@ fn run_case(st: &Station, plan: Plan, stats: &Mutex<Stats>) -> Result<(), TestCa
 
 #[test]
 fn fuzzed_device_answers_always_end_in_a_recorded_outcome_without_a_panic() {
-    let cases: u32 = std::env::var("IMPRINT_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let cases: u32 = std::env::var("IMPRINT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     // A fresh store every so many cases keeps a long run's database small.
     let per_store: u32 = 10_000;
     let stats = Mutex::new(Stats::default());
@@ -484,11 +412,7 @@ fn fuzzed_device_answers_always_end_in_a_recorded_outcome_without_a_panic() {
         let n = left.min(per_store);
         left -= n;
         let (_dir, st) = station();
-        let mut runner = TestRunner::new(Config {
-            cases: n,
-            failure_persistence: None,
-            ..Config::default()
-        });
+        let mut runner = TestRunner::new(Config { cases: n, failure_persistence: None, ..Config::default() });
         let result = runner.run(&plan(), |p| run_case(&st, p, &stats));
         if let Err(e) = result {
             panic!("{e}");
@@ -502,10 +426,7 @@ fn fuzzed_device_answers_always_end_in_a_recorded_outcome_without_a_panic() {
     eprintln!("{}", s.report(started.elapsed()));
     assert!(s.cases >= u64::from(cases));
     // The device model is good enough that clean cases provision to the end.
-    assert!(
-        s.passed > 0,
-        "no case passed: the device model or the link is broken"
-    );
+    assert!(s.passed > 0, "no case passed: the device model or the link is broken");
 }
 
 /// A device whose console line is 100 three-byte characters (300 bytes):
@@ -530,15 +451,8 @@ fn a_long_multibyte_console_line_is_kept_cut_on_a_character_boundary_and_the_dev
     let r = run_attempt_on(st.ctx(), "mem0", &mut t, None).expect("recorded");
     assert!(r.passed(), "{:?}", r.outcome);
     let steps = st.store().steps(&r.attempt_id).unwrap();
-    let kept = steps
-        .iter()
-        .find(|s| s.kind == "console")
-        .expect("the console line is recorded");
-    assert!(
-        kept.detail.len() <= 200 && kept.detail.len() > 190,
-        "{}",
-        kept.detail.len()
-    );
+    let kept = steps.iter().find(|s| s.kind == "console").expect("the console line is recorded");
+    assert!(kept.detail.len() <= 200 && kept.detail.len() > 190, "{}", kept.detail.len());
     assert!(line.starts_with(&kept.detail));
 }
 
@@ -560,33 +474,14 @@ fn a_panic_inside_an_attempt_is_recorded_as_internal_error_and_the_port_works_ag
             }
         })
     };
-    let clean = || Plan {
-        faults: Faults::default(),
-        mutations: vec![],
-        chunks: vec![2048],
-        stall_after: None,
-        raw: None,
-        again: false,
-    };
+    let clean = || Plan { faults: Faults::default(), mutations: vec![], chunks: vec![2048], stall_after: None, raw: None, again: false };
     let mut t = link("mem0", &device, clean());
     let r = run_attempt_on(st.ctx(), "mem0", &mut t, Some(&progress)).expect("recorded");
-    let Outcome::Failed(f) = &r.outcome else {
-        panic!("passed despite the panic")
-    };
-    assert_eq!(
-        (f.code.as_str(), f.stage.as_str(), f.retryable),
-        ("internal_error", "keygen", true),
-        "{f:?}"
-    );
-    assert!(
-        f.reason.contains("progress display broke") && f.hint.contains("Retry"),
-        "{f:?}"
-    );
+    let Outcome::Failed(f) = &r.outcome else { panic!("passed despite the panic") };
+    assert_eq!((f.code.as_str(), f.stage.as_str(), f.retryable), ("internal_error", "keygen", true), "{f:?}");
+    assert!(f.reason.contains("progress display broke") && f.hint.contains("Retry"), "{f:?}");
     let row = st.store().attempt(&r.attempt_id).unwrap().unwrap();
-    assert_eq!(
-        (row.status.as_str(), row.code.as_ref().map(|c| c.as_str())),
-        ("failed", Some("internal_error"))
-    );
+    assert_eq!((row.status.as_str(), row.code.as_ref().map(|c| c.as_str())), ("failed", Some("internal_error")));
     assert!(
         matches!(seen.lock().unwrap().last(), Some(ProgressStatus::Failed { code, .. }) if *code == imprint_proto::FailureCode::InternalError)
     );
@@ -619,8 +514,5 @@ fn a_panicked_port_thread_is_reported_as_a_panic_not_as_a_store_writer_error() {
     }
     let rows = st.store().attempts(&Default::default()).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(
-        (rows[0].status.as_str(), rows[0].code.as_ref().map(|c| c.as_str())),
-        ("failed", Some("port_missing"))
-    );
+    assert_eq!((rows[0].status.as_str(), rows[0].code.as_ref().map(|c| c.as_str())), ("failed", Some("port_missing")));
 }

@@ -45,13 +45,7 @@ impl Hsm {
 }
 
 fn imprint(ts: &TestStation, hsm: &Hsm, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(imprint_bin())
-        .envs(ts.env())
-        .env("SOFTHSM2_CONF", hsm.conf())
-        .envs(extra_env.iter().copied())
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(imprint_bin()).envs(ts.env()).env("SOFTHSM2_CONF", hsm.conf()).envs(extra_env.iter().copied()).args(args).output().unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -63,7 +57,12 @@ fn ca_created_in_softhsm_signs_device_certificates_that_verify_and_lint_clean() 
     let ts = TestStation::new();
     let hsm = Hsm::new("factory");
     let uri = hsm.uri("factory", "imprint-ca", &hsm.pin_file());
-    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "Test Factory Device CA", "--org", "Imprint Tests"]);
+    let o = imprint(
+        &ts,
+        &hsm,
+        &[],
+        &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "Test Factory Device CA", "--org", "Imprint Tests"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains(PIN), "the PIN leaked: {}", text(&o));
 
@@ -100,7 +99,12 @@ fn a_ca_certificate_that_is_not_the_signers_key_stops_the_station() {
     let b = hsm.uri("mismatch", "key-b", &hsm.pin_file());
     let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &a, "--generate-key", "--cn", "CA A"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &b, "--generate-key", "--cn", "CA B", "--out", ts.dir.path().join("b.pem").to_str().unwrap()]);
+    let o = imprint(
+        &ts,
+        &hsm,
+        &[],
+        &["ca", "init", "--signer", &b, "--generate-key", "--cn", "CA B", "--out", ts.dir.path().join("b.pem").to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", text(&o));
     // The station's chain is CA A's, but the signer is key B.
     let dev = sim("MISMATCH-0001", "");
@@ -133,7 +137,12 @@ fn intermediate_csr_for_an_existing_root_is_signed_by_the_hsm_key() {
     let hsm = Hsm::new("inter");
     let uri = hsm.uri("inter", "issuing", &hsm.pin_file());
     let csr = ts.dir.path().join("issuing.csr");
-    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--alg", "p384", "--cn", "Issuing CA 1", "--csr", csr.to_str().unwrap()]);
+    let o = imprint(
+        &ts,
+        &hsm,
+        &[],
+        &["ca", "init", "--signer", &uri, "--generate-key", "--alg", "p384", "--cn", "Issuing CA 1", "--csr", csr.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = Command::new("openssl").args(["req", "-verify", "-noout", "-in"]).arg(&csr).output().unwrap();
     assert!(o.status.success() && text(&o).contains("verify OK"), "{}", text(&o));
@@ -150,15 +159,67 @@ fn an_hsm_intermediate_signed_by_an_offline_root_gives_devices_the_full_chain() 
         let o = Command::new("openssl").current_dir(d).args(args).output().unwrap();
         assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
     };
-    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes", "-keyout", "root.key", "-out", "root.pem",
-        "-subj", "/O=Imprint Tests/CN=Offline Root CA", "-days", "3650",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "Issuing CA 1", "--org", "Imprint Tests", "--csr", d.join("issuing.csr").to_str().unwrap()]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-nodes",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.pem",
+        "-subj",
+        "/O=Imprint Tests/CN=Offline Root CA",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    let o = imprint(
+        &ts,
+        &hsm,
+        &[],
+        &[
+            "ca",
+            "init",
+            "--signer",
+            &uri,
+            "--generate-key",
+            "--cn",
+            "Issuing CA 1",
+            "--org",
+            "Imprint Tests",
+            "--csr",
+            d.join("issuing.csr").to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     std::fs::write(d.join("ext.cnf"), "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n").unwrap();
-    run(&["x509", "-req", "-in", "issuing.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial", "-days", "1825",
-        "-sha384", "-extfile", "ext.cnf", "-out", "issuing.pem"]);
-    let chain = format!("{}{}", std::fs::read_to_string(d.join("issuing.pem")).unwrap(), std::fs::read_to_string(d.join("root.pem")).unwrap());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "issuing.csr",
+        "-CA",
+        "root.pem",
+        "-CAkey",
+        "root.key",
+        "-CAcreateserial",
+        "-days",
+        "1825",
+        "-sha384",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "issuing.pem",
+    ]);
+    let chain =
+        format!("{}{}", std::fs::read_to_string(d.join("issuing.pem")).unwrap(), std::fs::read_to_string(d.join("root.pem")).unwrap());
     std::fs::write(d.join("chain.pem"), chain).unwrap();
     let o = imprint(&ts, &hsm, &[], &["ca", "import", "--signer", &uri, "--chain", d.join("chain.pem").to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));

@@ -23,12 +23,7 @@ fn openssl_verify_root(der: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("root.pem");
     std::fs::write(&path, pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))).unwrap();
-    let out = Command::new("openssl")
-        .args(["verify", "-x509_strict", "-check_ss_sig", "-CAfile"])
-        .arg(&path)
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new("openssl").args(["verify", "-x509_strict", "-check_ss_sig", "-CAfile"]).arg(&path).arg(&path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(": OK"), "openssl: {text}{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -257,6 +252,7 @@ fn create_key_with_an_alias_names_the_new_key_and_refuses_to_reuse_the_alias() {
     assert_eq!(s.algorithm(), SigAlg::EcdsaP384Sha384);
     let err = awskms::create_key(&uri, SigAlg::EcdsaP256Sha256).unwrap_err();
     assert!(err.to_string().contains("already names a key"), "{err}");
-    let err = awskms::create_key(&format!("awskms:key-id=1234;region={REGION};endpoint={}", moto.endpoint()), SigAlg::EcdsaP256Sha256).unwrap_err();
+    let err = awskms::create_key(&format!("awskms:key-id=1234;region={REGION};endpoint={}", moto.endpoint()), SigAlg::EcdsaP256Sha256)
+        .unwrap_err();
     assert!(matches!(err, SignerError::BadUri(_)), "{err:?}");
 }

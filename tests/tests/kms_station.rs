@@ -22,13 +22,7 @@ use imprint_tests::kms::{aws_env, Fault, FaultProxy, KmsKey, Moto, REGION, TEST_
 use imprint_tests::station::{imprint_bin, openssl_verify, path_of, pkilint, sim, split_der_chain, TestStation};
 
 fn imprint(ts: &TestStation, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(imprint_bin())
-        .envs(ts.env())
-        .envs(aws_env())
-        .envs(extra_env.iter().copied())
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(imprint_bin()).envs(ts.env()).envs(aws_env()).envs(extra_env.iter().copied()).args(args).output().unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -60,7 +54,8 @@ fn kms_ca_created_from_the_cli_signs_device_certificates_that_verify_and_lint_cl
     let moto = Moto::shared();
     let ts = TestStation::new();
     let uri = format!("awskms:key-id=alias/factory-ca;region={REGION};endpoint={}", moto.endpoint());
-    let o = imprint(&ts, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "KMS Factory Device CA", "--org", "Imprint Tests"]);
+    let o =
+        imprint(&ts, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "KMS Factory Device CA", "--org", "Imprint Tests"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), uri, "the new key's signer URI on stdout");
     assert!(!text(&o).contains(TEST_SECRET), "{}", text(&o));
@@ -81,9 +76,7 @@ fn kms_ca_created_from_the_cli_signs_device_certificates_that_verify_and_lint_cl
     let store = Store::open(&ts.cfg.store_path()).unwrap();
     let certs = store.certificates().unwrap();
     assert_eq!(certs.len(), 2);
-    assert!(certs
-        .iter()
-        .all(|c| c.status.as_str() == "issued" && c.issuer.contains("KMS Factory Device CA")));
+    assert!(certs.iter().all(|c| c.status.as_str() == "issued" && c.issuer.contains("KMS Factory Device CA")));
     no_secret_in_logs(&ts);
 
     // Health: the signer's state, machine-readable.
@@ -102,7 +95,11 @@ fn kms_p384_key_makes_an_intermediate_csr_for_an_existing_root() {
     let ts = TestStation::new();
     let uri = format!("awskms:region={REGION};endpoint={}", moto.endpoint());
     let csr = ts.dir.path().join("issuing.csr");
-    let o = imprint(&ts, &[], &["ca", "init", "--signer", &uri, "--generate-key", "--alg", "p384", "--cn", "KMS Issuing CA", "--csr", csr.to_str().unwrap()]);
+    let o = imprint(
+        &ts,
+        &[],
+        &["ca", "init", "--signer", &uri, "--generate-key", "--alg", "p384", "--cn", "KMS Issuing CA", "--csr", csr.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let made = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(made.starts_with("awskms:key-id=arn:aws:kms:"), "printed the new key's URI: {made}");
@@ -170,7 +167,8 @@ fn missing_aws_credentials_are_a_clear_error_that_is_not_retried() {
 fn a_config_file_with_an_aws_secret_is_refused_without_echoing_it() {
     let ts = TestStation::new();
     let cfg = ts.dir.path().join("station.toml");
-    std::fs::write(&cfg, format!("signer = \"awskms:key-id=alias/ca;region={REGION}\"\naws_secret_access_key = \"{TEST_SECRET}\"\n")).unwrap();
+    std::fs::write(&cfg, format!("signer = \"awskms:key-id=alias/ca;region={REGION}\"\naws_secret_access_key = \"{TEST_SECRET}\"\n"))
+        .unwrap();
     let o = imprint(&ts, &[], &["health"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("credential chain") && !text(&o).contains(TEST_SECRET), "{}", text(&o));
@@ -249,33 +247,15 @@ fn assert_nothing_half_issued(store: &Store, devs: &[&SimHandle]) {
         match (d.snapshot().cert_der, mine.first()) {
             (Some(held), Some(row)) => {
                 assert_eq!(row.status.as_str(), "issued", "{}", d.serial());
-                assert_eq!(
-                    row.cert_der.as_deref(),
-                    Some(&held[..]),
-                    "{}: holds the recorded certificate",
-                    d.serial()
-                );
+                assert_eq!(row.cert_der.as_deref(), Some(&held[..]), "{}: holds the recorded certificate", d.serial());
             }
-            (None, Some(row)) => assert_eq!(
-                row.status.as_str(),
-                "signing",
-                "{}: an issued certificate the device never got",
-                d.serial()
-            ),
+            (None, Some(row)) => assert_eq!(row.status.as_str(), "signing", "{}: an issued certificate the device never got", d.serial()),
             (None, None) => {}
             (Some(_), None) => panic!("{}: a certificate with no record", d.serial()),
         }
     }
-    let issued = certs
-        .iter()
-        .filter(|c| {
-            c.status.as_str() == "issued" && devs.iter().any(|d| d.serial() == c.device_serial)
-        })
-        .count();
-    let held = devs
-        .iter()
-        .filter(|d| d.snapshot().cert_der.is_some())
-        .count();
+    let issued = certs.iter().filter(|c| c.status.as_str() == "issued" && devs.iter().any(|d| d.serial() == c.device_serial)).count();
+    let held = devs.iter().filter(|d| d.snapshot().cert_der.is_some()).count();
     assert_eq!(issued, held, "every issued certificate is on a device");
 }
 
@@ -366,15 +346,7 @@ fn kms_killed_mid_batch_leaves_every_device_retryable_and_nothing_half_issued() 
     }
     let store = Store::open(&k.ts.cfg.store_path()).unwrap();
     assert_nothing_half_issued(&store, &all);
-    assert_eq!(
-        store
-            .certificates()
-            .unwrap()
-            .iter()
-            .filter(|c| c.status.as_str() == "signing")
-            .count(),
-        3
-    );
+    assert_eq!(store.certificates().unwrap().iter().filter(|c| c.status.as_str() == "signing").count(), 3);
 
     // Re-attached while KMS is still dead: refused before touching the
     // device, which keeps its key and its journaled intent; no second row.
@@ -456,32 +428,15 @@ fn defer_keeps_the_csr_while_kms_is_down_and_the_next_attach_finishes_without_a_
     let store = Store::open(&k.ts.cfg.store_path()).unwrap();
     let rows = store.certificates().unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(
-        rows.iter().all(|c| c.status.as_str() == "signing"),
-        "both CSRs journaled: {rows:#?}"
-    );
-    let attempt = store
-        .attempts(&Default::default())
-        .unwrap()
-        .into_iter()
-        .find(|a| a.device_serial.as_deref() == Some("DEFER-0001"))
-        .unwrap();
-    assert_eq!(
-        attempt.code.as_ref().map(|c| c.as_str()),
-        Some("signing_deferred")
-    );
-    assert!(attempt
-        .reason
-        .unwrap()
-        .starts_with("deferred: will finish when the signer is back"));
+    assert!(rows.iter().all(|c| c.status.as_str() == "signing"), "both CSRs journaled: {rows:#?}");
+    let attempt =
+        store.attempts(&Default::default()).unwrap().into_iter().find(|a| a.device_serial.as_deref() == Some("DEFER-0001")).unwrap();
+    assert_eq!(attempt.code.as_ref().map(|c| c.as_str()), Some("signing_deferred"));
+    assert!(attempt.reason.unwrap().starts_with("deferred: will finish when the signer is back"));
 
     k.moto().resume();
     reattach_finishes(&k, &[&first, &second]);
-    assert!(store
-        .certificates()
-        .unwrap()
-        .iter()
-        .all(|c| c.status.as_str() == "issued"));
+    assert!(store.certificates().unwrap().iter().all(|c| c.status.as_str() == "issued"));
 }
 
 #[test]

@@ -64,11 +64,7 @@ fn provisioned_device_connects_to_the_mtls_broker_with_its_new_certificate() {
 fn devices_the_broker_refuses_are_recorded_with_the_reason_and_not_locked() {
     let s = setup();
     let st = s.ts.open();
-    let cases = [
-        ("mqtt-foreign-cert", "UnknownCA"),
-        ("mqtt-expired-cert", "CertificateExpired"),
-        ("mqtt-wrong-key", "DecryptError"),
-    ];
+    let cases = [("mqtt-foreign-cert", "UnknownCA"), ("mqtt-expired-cert", "CertificateExpired"), ("mqtt-wrong-key", "DecryptError")];
     let devs: Vec<_> = cases.iter().enumerate().map(|(i, (f, _))| sim(&format!("MQBAD-{:04}", i + 1), f)).collect();
     let ports: Vec<String> = devs.iter().map(path_of).collect();
     for (((fault, alert), r), dev) in cases.iter().zip(st.provision_all(&ports, None)).zip(&devs) {
@@ -77,10 +73,7 @@ fn devices_the_broker_refuses_are_recorded_with_the_reason_and_not_locked() {
         assert_eq!((f.stage.as_str(), f.code.as_str(), f.retryable), ("connect", "connect_refused", false), "{fault}: {f:?}");
         assert!(f.reason.contains(alert), "{fault}: {}", f.reason);
         let row = st.store().attempt(&r.attempt_id).unwrap().unwrap();
-        assert_eq!(
-            (row.status.as_str(), row.code.as_ref().map(|c| c.as_str())),
-            ("failed", Some("connect_refused"))
-        );
+        assert_eq!((row.status.as_str(), row.code.as_ref().map(|c| c.as_str())), ("failed", Some("connect_refused")));
         assert!(row.reason.unwrap().contains(alert));
         assert!(!dev.snapshot().locked, "{fault}: a refused device is not locked");
         assert!(dev.snapshot().cert_der.is_some(), "{fault}: its certificate is in place for a retry after rework");

@@ -131,10 +131,7 @@ fn issued_certificate_is_checked_against_the_brokers_ca_bundle() {
     let Outcome::Failed(f) = &r.outcome else { panic!("{:?}", r.outcome) };
     assert_eq!((f.code.as_str(), f.stage.as_str()), ("cert_untrusted_by_broker", "issue"), "{f:?}");
     let row = st.store().attempt(&r.attempt_id).unwrap().unwrap();
-    assert_eq!(
-        row.code.as_ref().map(|c| c.as_str()),
-        Some("cert_untrusted_by_broker")
-    );
+    assert_eq!(row.code.as_ref().map(|c| c.as_str()), Some("cert_untrusted_by_broker"));
     assert!(row.reason.unwrap().contains("broker would refuse"));
     assert!(dev.snapshot().cert_der.is_none(), "nothing written to the device");
 }

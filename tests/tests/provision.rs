@@ -25,11 +25,7 @@ fn happy_path_issues_verifiable_certificate_and_records_every_step() {
     let row = st.store().attempt(&r.attempt_id).unwrap().unwrap();
     assert_eq!(row.status.as_str(), "passed");
     assert_eq!(row.device_serial.as_deref(), Some("HAPPY-0001"));
-    let cert = st
-        .store()
-        .cert_by_id(row.certificate_id.as_deref().unwrap())
-        .unwrap()
-        .unwrap();
+    let cert = st.store().cert_by_id(row.certificate_id.as_deref().unwrap()).unwrap().unwrap();
     assert_eq!(cert.status.as_str(), "issued");
     assert_eq!(&cert.serial_hex, cert_serial_hex);
     assert!(cert.serial_hex.len() >= 16, "serial has at least 64 bits");
@@ -39,7 +35,10 @@ fn happy_path_issues_verifiable_certificate_and_records_every_step() {
     // Every stage was recorded as it happened.
     let steps = st.store().steps(&r.attempt_id).unwrap();
     for stage in ["hello", "identify", "keygen", "lookup", "csr", "issue", "write_cert", "write_chain", "read_back", "prove", "lock"] {
-        assert!(steps.iter().any(|s| s.stage == stage && s.kind == "completed" || s.stage == stage && s.kind == "started"), "no step for {stage}: {steps:#?}");
+        assert!(
+            steps.iter().any(|s| s.stage == stage && s.kind == "completed" || s.stage == stage && s.kind == "started"),
+            "no step for {stage}: {steps:#?}"
+        );
     }
 
     // External checkers agree the certificate is well formed and chains.
@@ -85,26 +84,16 @@ fn every_fault_ends_in_a_recorded_state_with_a_reason_and_lying_csrs_get_no_cert
         let row = st.store().attempt(&r.attempt_id).unwrap().unwrap();
         match expect {
             None => {
-                assert!(
-                    matches!(r.outcome, Outcome::Passed { .. }),
-                    "{fault}: {:?}",
-                    r.outcome
-                );
+                assert!(matches!(r.outcome, Outcome::Passed { .. }), "{fault}: {:?}", r.outcome);
                 assert_eq!(row.status.as_str(), "passed", "{fault}");
             }
             Some(code) => {
-                let Outcome::Failed(f) = &r.outcome else {
-                    panic!("{fault}: passed but must fail with {code}")
-                };
+                let Outcome::Failed(f) = &r.outcome else { panic!("{fault}: passed but must fail with {code}") };
                 assert_eq!(f.code.as_str(), *code, "{fault}: {f:?}");
                 assert!(!f.reason.is_empty() && !f.hint.is_empty(), "{fault}: {f:?}");
                 // Recorded as such.
                 assert_eq!(row.status.as_str(), "failed", "{fault}");
-                assert_eq!(
-                    row.code.as_ref().map(|c| c.as_str()),
-                    Some(*code),
-                    "{fault}"
-                );
+                assert_eq!(row.code.as_ref().map(|c| c.as_str()), Some(*code), "{fault}");
                 assert_eq!(row.reason.as_deref(), Some(f.reason.as_str()), "{fault}");
                 assert!(row.hint.is_some());
                 assert!(st.store().steps(&r.attempt_id).unwrap().iter().any(|s| s.kind == "failed"), "{fault}: no failed step");
@@ -118,12 +107,14 @@ fn every_fault_ends_in_a_recorded_state_with_a_reason_and_lying_csrs_get_no_cert
     }
     // Console noise is kept in the device's log, not treated as an error.
     let noise = FAULTS.iter().position(|f| f.0 == "noise").unwrap();
-    let attempts = st.store().attempts(&AttemptFilter { device_serial: Some(format!("FAULT-{:04}", noise + 1)), ..Default::default() }).unwrap();
+    let attempts =
+        st.store().attempts(&AttemptFilter { device_serial: Some(format!("FAULT-{:04}", noise + 1)), ..Default::default() }).unwrap();
     let steps = st.store().steps(&attempts[0].id).unwrap();
     assert!(steps.iter().any(|s| s.kind == "console"), "console lines were not recorded");
     // A BUSY answer is waited out (backed off), recorded as a retry, and passes.
     let busy = FAULTS.iter().position(|f| f.0 == "busy-at=4").unwrap();
-    let attempts = st.store().attempts(&AttemptFilter { device_serial: Some(format!("FAULT-{:04}", busy + 1)), ..Default::default() }).unwrap();
+    let attempts =
+        st.store().attempts(&AttemptFilter { device_serial: Some(format!("FAULT-{:04}", busy + 1)), ..Default::default() }).unwrap();
     let steps = st.store().steps(&attempts[0].id).unwrap();
     assert!(steps.iter().any(|s| s.kind == "retry" && s.detail.contains("busy")), "{steps:#?}");
 }
@@ -135,9 +126,7 @@ fn unplugged_device_resumes_with_the_same_certificate_never_a_second() {
     // Request 12 falls after issuance (during read-back); the device comes back on a new pty.
     let dev = sim("RESUME-0001", "unplug-at=12,replug-after-ms=200");
     let first = st.provision(&path_of(&dev), None).unwrap();
-    let Outcome::Failed(f) = &first.outcome else {
-        panic!("{:?}", first.outcome)
-    };
+    let Outcome::Failed(f) = &first.outcome else { panic!("{:?}", first.outcome) };
     assert_eq!(f.code.as_str(), "unplugged");
     assert!(f.retryable);
     let issued_before = st.store().certificates().unwrap();
@@ -190,7 +179,8 @@ fn a_stalled_device_does_not_hold_up_the_others() {
     });
     let results = st.provision_all(&ports, Some(progress));
     assert!(!results[0].as_ref().unwrap().passed());
-    let order: Vec<_> = events.lock().unwrap().iter().map(|p| (p.port.clone(), matches!(p.status, ProgressStatus::Passed { .. }))).collect();
+    let order: Vec<_> =
+        events.lock().unwrap().iter().map(|p| (p.port.clone(), matches!(p.status, ProgressStatus::Passed { .. }))).collect();
     // The three good devices finished (passed) before the silent one gave up.
     assert_eq!(order.len(), 4, "{order:?}");
     assert!(order[..3].iter().all(|(_, passed)| *passed), "{order:?}");
@@ -218,7 +208,10 @@ fn p384_device_keys_are_certified_when_the_profile_asks_for_them() {
     assert!(r.passed(), "{:?}", r.outcome);
     let snap = dev.snapshot();
     let spki = snap.public_key_spki.unwrap();
-    assert_eq!(imprint_core::issuance::key_kind(&spki).unwrap(), imprint_core::issuance::KeyKind::Ec(imprint_core::issuance::KeyType::P384));
+    assert_eq!(
+        imprint_core::issuance::key_kind(&spki).unwrap(),
+        imprint_core::issuance::KeyKind::Ec(imprint_core::issuance::KeyType::P384)
+    );
     let chain = split_der_chain(snap.chain_der.as_ref().unwrap());
     openssl_verify(snap.cert_der.as_ref().unwrap(), &chain).unwrap();
     pkilint(snap.cert_der.as_ref().unwrap()).unwrap();

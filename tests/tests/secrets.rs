@@ -17,23 +17,14 @@ use std::process::{Command, Output};
 const SECRET: &str = "S3CR3T-4711";
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// Run `imprint` with umask 022 (the files it makes must be private anyway).
 fn imprint(ts: &TestStation, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("umask 022; exec \"$0\" \"$@\"")
-        .arg(imprint_bin())
-        .args(args);
-    cmd.envs(ts.env())
-        .env_remove("IMPRINT_SIGNER")
-        .env_remove("IMPRINT_PKCS11_PIN");
+    cmd.arg("-c").arg("umask 022; exec \"$0\" \"$@\"").arg(imprint_bin()).args(args);
+    cmd.envs(ts.env()).env_remove("IMPRINT_SIGNER").env_remove("IMPRINT_PKCS11_PIN");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -113,13 +104,8 @@ fn config_matrix() -> Vec<String> {
 #[test]
 fn the_library_refuses_every_spelling_without_echoing_the_value() {
     for cfg_text in config_matrix() {
-        let e = StationConfig::parse(&cfg_text)
-            .and_then(|c| c.validate())
-            .expect_err(&cfg_text);
-        assert!(
-            !e.contains(SECRET) && !e.contains("4711"),
-            "{cfg_text:?} -> {e}"
-        );
+        let e = StationConfig::parse(&cfg_text).and_then(|c| c.validate()).expect_err(&cfg_text);
+        assert!(!e.contains(SECRET) && !e.contains("4711"), "{cfg_text:?} -> {e}");
     }
     for uri in [
         format!("pkcs11:token=a?pin-value={SECRET}"),
@@ -127,20 +113,11 @@ fn the_library_refuses_every_spelling_without_echoing_the_value() {
         format!("pkcs11:token=a;pin-value={SECRET}"),
         format!("awskms:key-id=k;Aws_Secret_Access_Key={SECRET}"),
     ] {
-        let c = StationConfig {
-            signer: uri.clone(),
-            ..StationConfig::default()
-        };
+        let c = StationConfig { signer: uri.clone(), ..StationConfig::default() };
         let e = c.validate().expect_err(&uri);
-        assert!(
-            !e.contains(SECRET) && e.contains("never go in the config file"),
-            "{uri}: {e}"
-        );
+        assert!(!e.contains(SECRET) && e.contains("never go in the config file"), "{uri}: {e}");
         // The opened signer refuses it too, by name, unechoed.
-        let e = imprint_signer::open_signer(&uri, None)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = imprint_signer::open_signer(&uri, None).err().unwrap().to_string();
         assert!(!e.contains(SECRET), "{uri}: {e}");
         assert!(!imprint_signer::display_uri(&uri).contains(SECRET));
     }
@@ -156,15 +133,9 @@ fn the_cli_refuses_every_spelling_and_neither_output_nor_logs_hold_the_value() {
         let o = imprint(&ts, &[], &["health", "--json"]);
         let out = text(&o);
         assert_eq!(o.status.code(), Some(2), "{cfg_text:?}: {out}");
-        assert!(
-            !out.contains(SECRET) && !out.contains("4711"),
-            "{cfg_text:?}: {out}"
-        );
+        assert!(!out.contains(SECRET) && !out.contains("4711"), "{cfg_text:?}: {out}");
         assert!(out.contains("config file"), "the file is blamed: {out}");
-        assert!(
-            files_holding(&ts.cfg.data_dir, SECRET).is_empty(),
-            "{cfg_text:?}"
-        );
+        assert!(files_holding(&ts.cfg.data_dir, SECRET).is_empty(), "{cfg_text:?}");
     }
     for uri in [
         format!("pkcs11:token=a;object=k?pin-value={SECRET}"),
@@ -178,10 +149,7 @@ fn the_cli_refuses_every_spelling_and_neither_output_nor_logs_hold_the_value() {
         assert_eq!(o.status.code(), Some(2), "{uri}: {}", text(&o));
         let out = text(&o);
         assert!(!out.contains(SECRET), "{uri}: {out}");
-        assert!(
-            out.contains("environment variable IMPRINT_SIGNER"),
-            "an env value is not blamed on the file: {out}"
-        );
+        assert!(out.contains("environment variable IMPRINT_SIGNER"), "an env value is not blamed on the file: {out}");
         let o = imprint(&ts, &[], &["ca", "init", "--signer", &uri]);
         assert_ne!(o.status.code(), Some(0), "{uri}: {}", text(&o));
         assert!(!text(&o).contains(SECRET), "{uri}: {}", text(&o));
@@ -202,24 +170,9 @@ fn signer_errors_are_printed_once_and_logs_stay_clean() {
     let o = imprint(&ts, &env, &["provision", "--port", "/nonexistent/port"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(
-        err.matches("does not exist").count(),
-        1,
-        "each cause once: {err}"
-    );
+    assert_eq!(err.matches("does not exist").count(), 1, "each cause once: {err}");
     assert_eq!(err.matches("signer URI is invalid").count(), 1, "{err}");
-    let o = imprint(
-        &ts,
-        &env[1..],
-        &[
-            "ca",
-            "import",
-            "--signer",
-            uri,
-            "--chain",
-            ts.cfg.ca_chain_path().to_str().unwrap(),
-        ],
-    );
+    let o = imprint(&ts, &env[1..], &["ca", "import", "--signer", uri, "--chain", ts.cfg.ca_chain_path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(err.matches("signer URI is invalid").count(), 1, "{err}");
     let logs = std::fs::read_dir(ts.cfg.log_dir()).unwrap().count();
@@ -228,11 +181,7 @@ fn signer_errors_are_printed_once_and_logs_stay_clean() {
 }
 
 fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o777
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
 }
 
 /// With umask 022 the data dir, the log dir, the store and its WAL files,
@@ -250,21 +199,13 @@ fn a_station_run_with_umask_022_leaves_only_private_files() {
     for dir in [d.clone(), ts.cfg.log_dir(), d.join("dev-ca")] {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
-    let mut files = vec![
-        ts.cfg.store_path(),
-        ts.cfg.ca_chain_path(),
-        d.join("dev-ca/dev-ca-key.pem"),
-        csv,
-    ];
+    let mut files = vec![ts.cfg.store_path(), ts.cfg.ca_chain_path(), d.join("dev-ca/dev-ca-key.pem"), csv];
     for f in ["station.db-wal", "station.db-shm"] {
         if d.join(f).exists() {
             files.push(d.join(f));
         }
     }
-    let logs: Vec<PathBuf> = std::fs::read_dir(ts.cfg.log_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let logs: Vec<PathBuf> = std::fs::read_dir(ts.cfg.log_dir()).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(!logs.is_empty());
     files.extend(logs);
     for f in &files {
@@ -274,21 +215,10 @@ fn a_station_run_with_umask_022_leaves_only_private_files() {
     // Widened by hand, tightened by the next run.
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(ts.cfg.store_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(
-        ts.cfg.ca_chain_path(),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    std::fs::set_permissions(ts.cfg.ca_chain_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = imprint(&ts, &[], &["station", "--simulate", "1", "--max", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(
-        (
-            mode(d),
-            mode(&ts.cfg.store_path()),
-            mode(&ts.cfg.ca_chain_path())
-        ),
-        (0o700, 0o600, 0o600)
-    );
+    assert_eq!((mode(d), mode(&ts.cfg.store_path()), mode(&ts.cfg.ca_chain_path())), (0o700, 0o600, 0o600));
 }
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -298,35 +228,16 @@ const PIN: &str = "47114711";
 /// says "secret" (and the message told the operator to use pin-source).
 #[test]
 fn a_pin_source_under_a_secrets_dir_works_with_softhsm() {
-    assert!(
-        Path::new(MODULE).exists(),
-        "SoftHSM2 is not installed: run scripts/setup"
-    );
+    assert!(Path::new(MODULE).exists(), "SoftHSM2 is not installed: run scripts/setup");
     let ts = TestStation::new();
     let hsm = tempfile::tempdir().unwrap();
     let tokens = hsm.path().join("tokens");
     std::fs::create_dir_all(&tokens).unwrap();
     let conf = hsm.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display())).unwrap();
     let o = Command::new("softhsm2-util")
         .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "secrets-ca",
-            "--so-pin",
-            "5678",
-            "--pin",
-            PIN,
-        ])
+        .args(["--init-token", "--free", "--label", "secrets-ca", "--so-pin", "5678", "--pin", PIN])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -335,58 +246,27 @@ fn a_pin_source_under_a_secrets_dir_works_with_softhsm() {
     let pin_file = secrets.join("imprint-pin");
     std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let uri = format!(
-        "pkcs11:token=secrets-ca;object=imprint-ca?module-path={MODULE}&pin-source=file:{}",
-        pin_file.display()
-    );
+    let uri = format!("pkcs11:token=secrets-ca;object=imprint-ca?module-path={MODULE}&pin-source=file:{}", pin_file.display());
     assert!(uri.contains("/run/secrets/imprint-pin"));
     // In the config file, the way an operator writes it.
-    std::fs::write(
-        ts.dir.path().join("station.toml"),
-        format!("port_globs = []\nstation_id = \"test-station\"\nsigner = {uri:?}\n"),
-    )
-    .unwrap();
+    std::fs::write(ts.dir.path().join("station.toml"), format!("port_globs = []\nstation_id = \"test-station\"\nsigner = {uri:?}\n"))
+        .unwrap();
     let conf_env = conf.display().to_string();
     let env = [("SOFTHSM2_CONF", conf_env.as_str())];
-    let o = imprint(
-        &ts,
-        &env,
-        &[
-            "ca",
-            "init",
-            "--signer",
-            &uri,
-            "--generate-key",
-            "--cn",
-            "Secrets Test CA",
-        ],
-    );
+    let o = imprint(&ts, &env, &["ca", "init", "--signer", &uri, "--generate-key", "--cn", "Secrets Test CA"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = imprint(&ts, &env, &["health", "--json"]);
     let out = text(&o);
     assert!(!out.contains(PIN), "{out}");
-    let h: serde_json::Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(h["signer"]["state"], "ok", "{h}");
     assert_eq!(h["signer"]["kind"], "pkcs11", "{h}");
-    assert!(
-        h["signer"]["uri"]
-            .as_str()
-            .unwrap()
-            .contains("pin-source=file:"),
-        "{h}"
-    );
+    assert!(h["signer"]["uri"].as_str().unwrap().contains("pin-source=file:"), "{h}");
     // A real run on the HSM key: the JSON logs show the URI (with its
     // pin-source path) and never the PIN.
     let o = imprint(&ts, &env, &["station", "--simulate", "1", "--max", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!text(&o).contains(PIN), "{}", text(&o));
-    assert!(
-        !files_holding(&ts.cfg.log_dir(), "pin-source=file:").is_empty(),
-        "the opened signer's URI is logged"
-    );
-    assert!(
-        files_holding(ts.dir.path(), PIN).is_empty(),
-        "the PIN is in no file of the station"
-    );
+    assert!(!files_holding(&ts.cfg.log_dir(), "pin-source=file:").is_empty(), "the opened signer's URI is logged");
+    assert!(files_holding(ts.dir.path(), PIN).is_empty(), "the PIN is in no file of the station");
 }

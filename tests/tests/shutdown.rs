@@ -139,7 +139,10 @@ fn health_records_and_export_beside_a_live_station_change_nothing_and_a_second_s
     assert_eq!(o.status.code(), Some(4), "exit 4: the local store (data dir) is in use: {}", text(&o));
     assert!(text(&o).contains("[store_locked]"), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("another station is running") && t.contains(&format!("pid {}", std::process::id())) && t.contains("--data-dir"), "{t}");
+    assert!(
+        t.contains("another station is running") && t.contains(&format!("pid {}", std::process::id())) && t.contains("--data-dir"),
+        "{t}"
+    );
     match Station::open(ts.cfg.clone(), None) {
         Err(StationError::Lock(LockError::InUse { holder: Some(h), .. })) => assert_eq!(h.pid, std::process::id()),
         Err(e) => panic!("{e}"),
@@ -195,14 +198,19 @@ fn sigint_to_watch_stops_the_attempt_in_flight_at_a_safe_point_joins_in_order_an
 fn sigint_to_station_with_simulated_devices_leaves_no_attempt_running() {
     let ts = TestStation::new();
     let station = Bg::start(&ts, &["station", "--simulate", "3", "--fault", "slow-ms=150"]);
-    wait_until(Duration::from_secs(60), "attempts in flight", || attempts(&ts).iter().filter(|a| a.status.as_str() == "running").count() >= 2);
+    wait_until(Duration::from_secs(60), "attempts in flight", || {
+        attempts(&ts).iter().filter(|a| a.status.as_str() == "running").count() >= 2
+    });
     station.sigint();
     let (code, err) = station.wait();
     assert_eq!(code, Some(0), "{err}");
     assert_dependency_order(&err);
     let rows = attempts(&ts);
     assert!(!rows.is_empty() && rows.iter().all(|a| a.status.as_str() != "running"), "{rows:#?}");
-    assert!(rows.iter().all(|a| a.status.as_str() == "passed" || a.code.as_ref().map(|c| c.as_str()) == Some("station_stopping")), "{rows:#?}");
+    assert!(
+        rows.iter().all(|a| a.status.as_str() == "passed" || a.code.as_ref().map(|c| c.as_str()) == Some("station_stopping")),
+        "{rows:#?}"
+    );
 }
 
 #[test]
@@ -269,13 +277,17 @@ fn across_20_cli_runs_each_provisioning_event_is_delivered_exactly_once() {
         let dev = imprint_tests::station::sim(&format!("ONCE-{i:04}"), "");
         let o = imprint(&ts, &["provision", "--port", &path_of(&dev)]);
         assert!(o.status.success(), "run {i}: {}", text(&o));
-        let logs = std::fs::read_dir(ts.cfg.log_dir()).map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect::<String>());
+        let logs = std::fs::read_dir(ts.cfg.log_dir())
+            .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect::<String>());
         let logs = logs.unwrap_or_default();
         assert!(!logs.contains("could not be marked sent") && !text(&o).contains("could not be marked sent"), "run {i}");
     }
     // Everything published before this marker has reached the subscriber.
     let marker = format!("all-runs-done-{}", imprint_store::new_id());
-    let ok = Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", &topic, "-q", "1", "-m", &marker]).status().unwrap();
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", &topic, "-q", "1", "-m", &marker])
+        .status()
+        .unwrap();
     assert!(ok.success());
     wait_until(Duration::from_secs(30), "the marker", || sub.payloads().contains(&marker));
     let got = deliveries(&sub);

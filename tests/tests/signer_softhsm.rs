@@ -32,11 +32,7 @@ fn token_with_key(label: &str, key: &str, alg: SigAlg) -> (SoftHsm, String, Box<
 fn openssl_verify_root(der: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("root.pem");
-    std::fs::write(
-        &path,
-        pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec())),
-    )
-    .unwrap();
+    std::fs::write(&path, pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))).unwrap();
     let out = Command::new("openssl")
         .args(["verify", "-x509_strict", "-check_ss_sig", "-CAfile"])
         .arg(&path)
@@ -44,19 +40,11 @@ fn openssl_verify_root(der: &[u8]) {
         .output()
         .expect("run openssl");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(": OK"),
-        "openssl verify failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success() && stdout.contains(": OK"), "openssl verify failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn root_subject() -> CaSubject {
-    CaSubject {
-        common_name: "Imprint Test Root CA".into(),
-        organization: Some("Imprint".into()),
-        country: Some("DE".into()),
-    }
+    CaSubject { common_name: "Imprint Test Root CA".into(), organization: Some("Imprint".into()), country: Some("DE".into()) }
 }
 
 #[test]
@@ -90,9 +78,7 @@ fn hsm_signature_verifies_with_ring() {
     let msg = b"to be signed certificate bytes";
     let sig = signer.sign(msg).unwrap();
     let raw = imprint_core::signer::spki_subject_key_bits(signer.public_key_spki()).unwrap();
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, raw)
-        .verify(msg, &sig)
-        .unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, raw).verify(msg, &sig).unwrap();
 }
 
 #[test]
@@ -124,10 +110,7 @@ fn wrong_object_label_is_key_not_found() {
 fn unknown_token_is_token_absent() {
     require_softhsm!();
     let _hsm = SoftHsm::new("present-token");
-    let uri = format!(
-        "pkcs11:token=absent-token;object=ca-key?module-path={}",
-        softhsm::MODULE
-    );
+    let uri = format!("pkcs11:token=absent-token;object=ca-key?module-path={}", softhsm::MODULE);
     let err = open_signer(&uri, Some(Pin::new(USER_PIN))).unwrap_err();
     assert!(matches!(err, SignerError::TokenAbsent(_)), "{err:?}");
 }
@@ -166,11 +149,7 @@ fn pin_from_pin_source_file() {
     let dir = tempfile::tempdir().unwrap();
     let pin_file = dir.path().join("pin");
     std::fs::write(&pin_file, format!("{USER_PIN}\n")).unwrap();
-    let uri = format!(
-        "{}&pin-source=file:{}",
-        hsm.uri("ca-key"),
-        pin_file.display()
-    );
+    let uri = format!("{}&pin-source=file:{}", hsm.uri("ca-key"), pin_file.display());
     let mut signer = open_signer(&uri, None).unwrap();
     signer.sign(b"x").unwrap();
     assert!(signer.info().uri.contains("pin-source=file:"));

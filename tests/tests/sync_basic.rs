@@ -6,9 +6,7 @@
 
 use imprint_store::{new_id, now_text, AttemptEnd, DeviceFacts, Intent, Store};
 use imprint_sync::{sync_once, CentralConfig, SyncError, SyncStatus, SyncWorker};
-use imprint_tests::pg::{
-    assert_center_equals_local, central_count, central_drift, fill, local_set, rt, TestDb,
-};
+use imprint_tests::pg::{assert_center_equals_local, central_count, central_drift, fill, local_set, rt, TestDb};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,11 +37,7 @@ fn rusqlite_conn(store: &Store) -> rusqlite::Connection {
 fn the_record_descriptors_match_the_freshly_migrated_central_schema() {
     let db = TestDb::new();
     for table in imprint_store::synced::TABLES {
-        assert_eq!(
-            central_drift(&db, table),
-            Vec::<String>::new(),
-            "crates/imprint-store/src/synced.rs and migrations/postgres differ"
-        );
+        assert_eq!(central_drift(&db, table), Vec::<String>::new(), "crates/imprint-store/src/synced.rs and migrations/postgres differ");
     }
     // The check sees drift: a column the descriptor lacks, a changed type.
     db.psql("ALTER TABLE attempt_steps ADD COLUMN extra text; ALTER TABLE certificates ALTER COLUMN issuer TYPE varchar");
@@ -51,12 +45,7 @@ fn the_record_descriptors_match_the_freshly_migrated_central_schema() {
     assert_eq!(drift, ["attempt_steps: center has `extra text YES false`"]);
     let drift = central_drift(&db, &imprint_store::synced::CERTIFICATES);
     assert_eq!(drift.len(), 2, "{drift:?}");
-    assert!(
-        drift
-            .iter()
-            .any(|d| d.contains("issuer character varying NO false")),
-        "{drift:?}"
-    );
+    assert!(drift.iter().any(|d| d.contains("issuer character varying NO false")), "{drift:?}");
 }
 
 #[test]
@@ -68,35 +57,18 @@ fn offline_provisioning_then_sync_puts_exactly_the_local_records_at_the_center()
     assert_eq!(n, 30 * 12);
 
     // Offline: nothing listens on this port. The round fails, is recorded, and nothing is lost.
-    let offline = CentralConfig {
-        url: "postgres://127.0.0.1:1/none".into(),
-        ..cfg.clone()
-    };
+    let offline = CentralConfig { url: "postgres://127.0.0.1:1/none".into(), ..cfg.clone() };
     let e = sync_once(s.clone(), "line-1", &offline).unwrap_err();
     assert!(matches!(e, SyncError::Connect(_)), "{e}");
     let st = SyncStatus::read(&s).unwrap();
     assert_eq!(st.state, "failing");
-    assert!(
-        st.backlog > n as u64,
-        "every change is pending: {}",
-        st.backlog
-    );
-    assert!(
-        st.last_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("unreachable"),
-        "{:?}",
-        st.last_error
-    );
+    assert!(st.backlog > n as u64, "every change is pending: {}", st.backlog);
+    assert!(st.last_error.as_deref().unwrap_or("").contains("unreachable"), "{:?}", st.last_error);
 
     // Back online.
     let r = sync_once(s.clone(), "line-1", &cfg).unwrap();
     assert_eq!(r.synced(), n as u64, "{r:?}");
-    assert_eq!(
-        (r.attempts, r.steps, r.certificates, r.quarantined),
-        (30, 300, 30, 0)
-    );
+    assert_eq!((r.attempts, r.steps, r.certificates, r.quarantined), (30, 300, 30, 0));
     assert_eq!(assert_center_equals_local(&db, &s, "line-1"), n);
     let st = SyncStatus::read(&s).unwrap();
     assert_eq!((st.state, st.backlog), ("ok", 0));
@@ -119,11 +91,7 @@ fn a_resent_batch_is_recognised_by_its_hash_and_not_duplicated() {
     raw(&s, "UPDATE outbox SET state = 'pending', synced_at = NULL");
     raw(&s, "DELETE FROM station_meta WHERE key = 'sync.watermark'");
     let r = sync_once(s.clone(), "line-2", &cfg).unwrap();
-    assert_eq!(
-        (r.inserted, r.updated, r.already, r.quarantined),
-        (0, 0, n as u64, 0),
-        "{r:?}"
-    );
+    assert_eq!((r.inserted, r.updated, r.already, r.quarantined), (0, 0, n as u64, 0), "{r:?}");
     assert_eq!(assert_center_equals_local(&db, &s, "line-2"), n);
 }
 
@@ -133,14 +101,7 @@ fn an_attempt_synced_while_running_is_updated_when_it_finishes() {
     let cfg = db.add_station("line-3");
     let (_d, s) = store();
     let a = s.begin_attempt("/dev/ttyUSB0", Some("WO-7")).unwrap();
-    s.set_device(
-        &a,
-        &DeviceFacts {
-            serial: "UPD-1".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    s.set_device(&a, &DeviceFacts { serial: "UPD-1".into(), ..Default::default() }).unwrap();
     let cert = new_id();
     s.journal_intent(&Intent {
         id: cert.clone(),
@@ -155,35 +116,20 @@ fn an_attempt_synced_while_running_is_updated_when_it_finishes() {
     })
     .unwrap();
     sync_once(s.clone(), "line-3", &cfg).unwrap();
-    assert_eq!(
-        db.psql(&format!("SELECT status FROM attempts WHERE id = '{a}'")),
-        "running"
-    );
-    assert_eq!(
-        db.psql(&format!(
-            "SELECT status FROM certificates WHERE id = '{cert}'"
-        )),
-        "signing"
-    );
+    assert_eq!(db.psql(&format!("SELECT status FROM attempts WHERE id = '{a}'")), "running");
+    assert_eq!(db.psql(&format!("SELECT status FROM certificates WHERE id = '{cert}'")), "signing");
 
     s.mark_issued(&cert, b"DER", b"CHAIN", "fp").unwrap();
-    s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 10, 20)
-        .unwrap();
+    s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 10, 20).unwrap();
     let r = sync_once(s.clone(), "line-3", &cfg).unwrap();
     assert_eq!((r.updated, r.quarantined), (2, 0), "{r:?}");
-    assert_eq!(
-        db.psql(&format!(
-            "SELECT status || ' ' || bytes_from_device FROM attempts WHERE id = '{a}'"
-        )),
-        "passed 20"
-    );
+    assert_eq!(db.psql(&format!("SELECT status || ' ' || bytes_from_device FROM attempts WHERE id = '{a}'")), "passed 20");
     assert_eq!(db.psql(&format!("SELECT status || ' ' || encode(cert_der, 'escape') FROM certificates WHERE id = '{cert}'")), "issued DER");
     assert_center_equals_local(&db, &s, "line-3");
 }
 
 #[test]
-fn a_tampered_local_row_that_conflicts_with_the_center_is_quarantined_and_reported_not_overwritten()
-{
+fn a_tampered_local_row_that_conflicts_with_the_center_is_quarantined_and_reported_not_overwritten() {
     let mut db = TestDb::new();
     let cfg = db.add_station("line-4");
     let (_d, s) = store();
@@ -192,109 +138,46 @@ fn a_tampered_local_row_that_conflicts_with_the_center_is_quarantined_and_report
     let before = local_set(&s, "line-4");
     let certs = s.certificates().unwrap();
     let attempts = s.attempts(&Default::default()).unwrap();
-    let central_serial = |id: &str| {
-        db.psql(&format!(
-            "SELECT serial_hex FROM certificates WHERE id = '{id}'"
-        ))
-    };
+    let central_serial = |id: &str| db.psql(&format!("SELECT serial_hex FROM certificates WHERE id = '{id}'"));
     let orig0 = central_serial(&certs[0].id);
 
     // 1. Edited in place and re-queued at the same version (a hand edit, or a restored copy).
+    raw(&s, &format!("UPDATE certificates SET serial_hex = 'ffff' WHERE id = '{}'", certs[0].id));
+    // (the sync watermark goes back to just below its latest change, as in a restored copy)
     raw(
         &s,
         &format!(
-            "UPDATE certificates SET serial_hex = 'ffff' WHERE id = '{}'",
+            "UPDATE station_meta SET value = (SELECT max(seq) - 1 FROM outbox WHERE entity_id = '{}') WHERE key = 'sync.watermark'",
             certs[0].id
         ),
     );
-    // (the sync watermark goes back to just below its latest change, as in a restored copy)
-    raw(&s, &format!("UPDATE station_meta SET value = (SELECT max(seq) - 1 FROM outbox WHERE entity_id = '{}') WHERE key = 'sync.watermark'", certs[0].id));
     // 2. An issued certificate changed with a new version, as if through the store.
-    raw(
-        &s,
-        &format!(
-            "UPDATE certificates SET not_after = '2099-01-01T00:00:00Z' WHERE id = '{}'",
-            certs[1].id
-        ),
-    );
-    raw(
-        &s,
-        &format!(
-            "INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('certificate', '{}', 'now')",
-            certs[1].id
-        ),
-    );
+    raw(&s, &format!("UPDATE certificates SET not_after = '2099-01-01T00:00:00Z' WHERE id = '{}'", certs[1].id));
+    raw(&s, &format!("INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('certificate', '{}', 'now')", certs[1].id));
     // 3. A finished attempt changed with a new version.
-    raw(
-        &s,
-        &format!(
-            "UPDATE attempts SET status = 'failed', code = 'forged' WHERE id = '{}'",
-            attempts[0].id
-        ),
-    );
-    raw(
-        &s,
-        &format!(
-            "INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('attempt', '{}', 'now')",
-            attempts[0].id
-        ),
-    );
+    raw(&s, &format!("UPDATE attempts SET status = 'failed', code = 'forged' WHERE id = '{}'", attempts[0].id));
+    raw(&s, &format!("INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('attempt', '{}', 'now')", attempts[0].id));
 
     let r = sync_once(s.clone(), "line-4", &cfg).unwrap();
     assert_eq!(r.quarantined, 3, "{r:?}");
 
     // The center kept what it had.
     assert_eq!(central_serial(&certs[0].id), orig0);
-    assert_ne!(
-        db.psql(&format!(
-            "SELECT to_char(not_after, 'YYYY') FROM certificates WHERE id = '{}'",
-            certs[1].id
-        )),
-        "2099"
-    );
-    assert_eq!(
-        db.psql(&format!(
-            "SELECT status FROM attempts WHERE id = '{}'",
-            attempts[0].id
-        )),
-        "passed"
-    );
+    assert_ne!(db.psql(&format!("SELECT to_char(not_after, 'YYYY') FROM certificates WHERE id = '{}'", certs[1].id)), "2099");
+    assert_eq!(db.psql(&format!("SELECT status FROM attempts WHERE id = '{}'", attempts[0].id)), "passed");
     let central = imprint_tests::pg::central_set(&db, "line-4");
-    assert_eq!(
-        central, before,
-        "the center is exactly what was synced before the tampering"
-    );
+    assert_eq!(central, before, "the center is exactly what was synced before the tampering");
 
     // The station keeps its rows, flags them, and reports them.
-    assert_eq!(
-        s.cert_by_id(&certs[0].id).unwrap().unwrap().serial_hex,
-        "ffff"
-    );
+    assert_eq!(s.cert_by_id(&certs[0].id).unwrap().unwrap().serial_hex, "ffff");
     let st = SyncStatus::read(&s).unwrap();
     assert_eq!(st.quarantined.len(), 3);
     assert_eq!(st.backlog, 0, "quarantined changes are not retried forever");
     let reasons: Vec<&str> = st.quarantined.iter().map(|q| q.reason.as_str()).collect();
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("different content for the same version")),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r.contains("issued certificate")),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r.contains("finished attempt")),
-        "{reasons:?}"
-    );
-    assert!(
-        st.quarantined
-            .iter()
-            .all(|q| q.central_sha256.is_some() && q.reported_at.is_some()),
-        "{:?}",
-        st.quarantined
-    );
+    assert!(reasons.iter().any(|r| r.contains("different content for the same version")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("issued certificate")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("finished attempt")), "{reasons:?}");
+    assert!(st.quarantined.iter().all(|q| q.central_sha256.is_some() && q.reported_at.is_some()), "{:?}", st.quarantined);
     // ... and the center hears of it as audit events.
     assert_eq!(db.psql("SELECT count(*) FROM audit_events WHERE kind = 'sync_quarantine' AND station_id = 'line-4'"), "3");
     // A later sync leaves it that way.
@@ -312,14 +195,7 @@ fn a_certificate_key_seen_at_two_stations_is_quarantined_and_the_device_flagged(
     let (_db, b) = store();
     let write = |s: &Store, serial_hex: &str| {
         let at = s.begin_attempt("p", None).unwrap();
-        s.set_device(
-            &at,
-            &DeviceFacts {
-                serial: "REWORK-1".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        s.set_device(&at, &DeviceFacts { serial: "REWORK-1".into(), ..Default::default() }).unwrap();
         let id = new_id();
         s.journal_intent(&Intent {
             id: id.clone(),
@@ -334,27 +210,23 @@ fn a_certificate_key_seen_at_two_stations_is_quarantined_and_the_device_flagged(
         })
         .unwrap();
         s.mark_issued(&id, b"der", b"chain", "fp").unwrap();
-        s.finish_attempt(&at, AttemptEnd::Passed { resumed: false }, 1, 1)
-            .unwrap();
+        s.finish_attempt(&at, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap();
         id
     };
     write(&a, "01");
     let cert_b = write(&b, "02");
     assert_eq!(sync_once(a.clone(), "st-a", &cfg_a).unwrap().quarantined, 0);
     let r = sync_once(b.clone(), "st-b", &cfg_b).unwrap();
-    assert_eq!(
-        r.quarantined, 1,
-        "the second certificate for the same key: {r:?}"
-    );
+    assert_eq!(r.quarantined, 1, "the second certificate for the same key: {r:?}");
     let q = &SyncStatus::read(&b).unwrap().quarantined[0];
     assert_eq!(q.key.id, cert_b);
     assert!(q.reason.contains("for this public key"), "{}", q.reason);
     // The device serial seen at both stations is flagged, not rejected: both attempts are there.
+    assert_eq!(db.psql("SELECT count(*) FROM attempts WHERE device_serial = 'REWORK-1'"), "2");
     assert_eq!(
-        db.psql("SELECT count(*) FROM attempts WHERE device_serial = 'REWORK-1'"),
-        "2"
+        db.psql("SELECT array_to_string(stations, ',') || ' ' || flag FROM device_flags WHERE serial = 'REWORK-1'"),
+        "st-a,st-b seen at several stations"
     );
-    assert_eq!(db.psql("SELECT array_to_string(stations, ',') || ' ' || flag FROM device_flags WHERE serial = 'REWORK-1'"), "st-a,st-b seen at several stations");
 }
 
 #[test]
@@ -368,35 +240,20 @@ fn a_station_never_migrates_and_says_which_schema_version_it_needs() {
     let (_d, s) = store();
     fill(&s, "SCHEMA", 1, 1, 1);
     let e = sync_once(s.clone(), "x", &cfg).unwrap_err().to_string();
-    assert!(
-        e.contains("has no Imprint schema") && e.contains("imprint db migrate"),
-        "{e}"
-    );
-    assert_eq!(
-        empty.psql("SELECT to_regclass('_sqlx_migrations') IS NULL"),
-        "t",
-        "the station created nothing"
-    );
+    assert!(e.contains("has no Imprint schema") && e.contains("imprint db migrate"), "{e}");
+    assert_eq!(empty.psql("SELECT to_regclass('_sqlx_migrations') IS NULL"), "t", "the station created nothing");
 
     let mut db = TestDb::new();
     let cfg = db.add_station("line-5");
-    db.psql("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (999, 'future', true, '\\x00', 0)");
-    let e = sync_once(s.clone(), "line-5", &cfg)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("version 999") && e.contains("needs 1") && e.contains("upgrade the station"),
-        "{e}"
+    db.psql(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (999, 'future', true, '\\x00', 0)",
     );
+    let e = sync_once(s.clone(), "line-5", &cfg).unwrap_err().to_string();
+    assert!(e.contains("version 999") && e.contains("needs 1") && e.contains("upgrade the station"), "{e}");
     db.psql("DELETE FROM _sqlx_migrations WHERE version = 999");
     // Registered for another station id: refused, clearly.
-    let e = sync_once(s.clone(), "line-6", &cfg)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("syncs for station \"line-5\"") && e.contains("configured as \"line-6\""),
-        "{e}"
-    );
+    let e = sync_once(s.clone(), "line-6", &cfg).unwrap_err().to_string();
+    assert!(e.contains("syncs for station \"line-5\"") && e.contains("configured as \"line-6\""), "{e}");
     sync_once(s.clone(), "line-5", &cfg).unwrap();
 }
 
@@ -424,23 +281,11 @@ fn a_station_role_writes_and_reads_only_its_own_rows() {
     });
     let (seen, forge, upd, upd_mine, del, view, ddl) = results;
     assert_eq!(seen, 0, "station b sees none of station a's attempts");
-    assert!(
-        forge.unwrap_err().contains("row-level security"),
-        "b cannot write rows as a"
-    );
-    assert!(
-        upd.unwrap_err().contains("permission denied"),
-        "station_id is not updatable"
-    );
-    assert!(
-        upd_mine.unwrap_err().contains("permission denied"),
-        "issued certificate columns are not updatable"
-    );
+    assert!(forge.unwrap_err().contains("row-level security"), "b cannot write rows as a");
+    assert!(upd.unwrap_err().contains("permission denied"), "station_id is not updatable");
+    assert!(upd_mine.unwrap_err().contains("permission denied"), "issued certificate columns are not updatable");
     assert!(del.unwrap_err().contains("permission denied"), "no deletes");
-    assert!(
-        view.unwrap_err().contains("permission denied"),
-        "cross-station views are for readers"
-    );
+    assert!(view.unwrap_err().contains("permission denied"), "cross-station views are for readers");
     assert!(ddl.is_err());
     assert_center_equals_local(&db, &s, "own-a");
 }
@@ -457,10 +302,7 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
         })
         .collect();
     // Workers run while the stations keep provisioning.
-    let workers: Vec<SyncWorker> = stations
-        .iter()
-        .map(|(id, cfg, _, s)| SyncWorker::spawn(s.clone(), id, cfg.clone()).unwrap())
-        .collect();
+    let workers: Vec<SyncWorker> = stations.iter().map(|(id, cfg, _, s)| SyncWorker::spawn(s.clone(), id, cfg.clone()).unwrap()).collect();
     std::thread::scope(|sc| {
         for (i, (_, _, _, s)) in stations.iter().enumerate() {
             sc.spawn(move || fill(s, &format!("Q{i}"), 40, 8, 2));
@@ -470,11 +312,7 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
     for (w, (_, _, _, s)) in workers.iter().zip(&stations) {
         w.wake();
         while s.outbox_counts().unwrap().pending > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "backlog not drained: {:?}",
-                w.status()
-            );
+            assert!(Instant::now() < deadline, "backlog not drained: {:?}", w.status());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -484,11 +322,11 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
         total += assert_center_equals_local(&db, s, id);
     }
     assert_eq!(total, 4 * 40 * 10);
-    let central_total: i64 = db.psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates)").parse().unwrap();
-    assert_eq!(
-        central_total, total as i64,
-        "the center holds the union and nothing else"
-    );
+    let central_total: i64 = db
+        .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates)")
+        .parse()
+        .unwrap();
+    assert_eq!(central_total, total as i64, "the center holds the union and nothing else");
 }
 
 #[test]
@@ -510,14 +348,10 @@ fn verify_full_tls_connects_to_the_right_name_and_refuses_a_wrong_one() {
         ..cfg.clone()
     };
     // Wrong name: 127.0.0.1 is not in the certificate.
-    let e = sync_once(s.clone(), "tls-1", &tls("127.0.0.1", Some(ca)))
-        .unwrap_err()
-        .to_string();
+    let e = sync_once(s.clone(), "tls-1", &tls("127.0.0.1", Some(ca))).unwrap_err().to_string();
     assert!(e.contains("unreachable"), "{e}");
     // Wrong root: the public roots do not vouch for a self-signed server.
-    let e = sync_once(s.clone(), "tls-1", &tls("localhost", None))
-        .unwrap_err()
-        .to_string();
+    let e = sync_once(s.clone(), "tls-1", &tls("localhost", None)).unwrap_err().to_string();
     assert!(e.contains("unreachable"), "{e}");
     // Right name, right root: synced over TLS.
     let r = sync_once(s.clone(), "tls-1", &tls("localhost", Some(ca))).unwrap();
@@ -525,17 +359,8 @@ fn verify_full_tls_connects_to_the_right_name_and_refuses_a_wrong_one() {
     assert_center_equals_local(&db, &s, "tls-1");
     let ssl_used = rt().block_on(async {
         use sqlx::{ConnectOptions, Row};
-        let mut c = tls("localhost", Some(ca))
-            .connect_options()
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let r: bool = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(&mut c)
-            .await
-            .unwrap()
-            .get(0);
+        let mut c = tls("localhost", Some(ca)).connect_options().unwrap().connect().await.unwrap();
+        let r: bool = sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(&mut c).await.unwrap().get(0);
         r
     });
     assert!(ssl_used);
@@ -551,12 +376,7 @@ fn a_record_the_center_refuses_is_quarantined_alone_and_the_rest_go_through() {
     let a = s.begin_attempt("p", None).unwrap();
     s.record_steps(
         &a,
-        vec![imprint_store::StepRow {
-            at: now_text(),
-            stage: "identify".into(),
-            kind: "console".into(),
-            detail: "bad\0byte".into(),
-        }],
+        vec![imprint_store::StepRow { at: now_text(), stage: "identify".into(), kind: "console".into(), detail: "bad\0byte".into() }],
     )
     .unwrap();
     let r = sync_once(s.clone(), "poison-1", &cfg).unwrap();
@@ -564,11 +384,7 @@ fn a_record_the_center_refuses_is_quarantined_alone_and_the_rest_go_through() {
     let st = SyncStatus::read(&s).unwrap();
     assert_eq!(st.quarantined.len(), 1);
     assert_eq!(st.quarantined[0].key.entity, imprint_store::Entity::Step);
-    assert!(
-        st.quarantined[0].reason.contains("the center refused it"),
-        "{}",
-        st.quarantined[0].reason
-    );
+    assert!(st.quarantined[0].reason.contains("the center refused it"), "{}", st.quarantined[0].reason);
     assert_eq!(st.backlog, 0);
     // Everything else arrived: the center holds the local set minus that one step.
     let mut local = local_set(&s, "poison-1");

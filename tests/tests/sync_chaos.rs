@@ -123,7 +123,9 @@ fn station_dir(cfg: &CentralConfig, station: &str) -> tempfile::TempDir {
 
 fn imprint(dir: &tempfile::TempDir) -> Command {
     let mut c = Command::new(imprint_bin());
-    c.env("IMPRINT_CONFIG", dir.path().join("station.toml")).env("IMPRINT_DATA_DIR", dir.path().join("data")).env_remove("IMPRINT_PG_PASSWORD");
+    c.env("IMPRINT_CONFIG", dir.path().join("station.toml"))
+        .env("IMPRINT_DATA_DIR", dir.path().join("data"))
+        .env_remove("IMPRINT_PG_PASSWORD");
     c
 }
 
@@ -150,7 +152,9 @@ fn the_station_process_killed_at_random_points_during_sync_loses_and_duplicates_
         let (start, end) = {
             let c = rusqlite::Connection::open(&store_path).unwrap();
             let wm: i64 = c
-                .query_row("SELECT coalesce((SELECT CAST(value AS INTEGER) FROM station_meta WHERE key = 'sync.watermark'), 0)", [], |r| r.get(0))
+                .query_row("SELECT coalesce((SELECT CAST(value AS INTEGER) FROM station_meta WHERE key = 'sync.watermark'), 0)", [], |r| {
+                    r.get(0)
+                })
                 .unwrap();
             let top: i64 = c.query_row("SELECT max(seq) FROM outbox", [], |r| r.get(0)).unwrap();
             (wm, top)
@@ -163,7 +167,9 @@ fn the_station_process_killed_at_random_points_during_sync_loses_and_duplicates_
         watch.busy_timeout(Duration::from_secs(5)).unwrap();
         loop {
             let wm: i64 = watch
-                .query_row("SELECT coalesce((SELECT CAST(value AS INTEGER) FROM station_meta WHERE key = 'sync.watermark'), 0)", [], |r| r.get(0))
+                .query_row("SELECT coalesce((SELECT CAST(value AS INTEGER) FROM station_meta WHERE key = 'sync.watermark'), 0)", [], |r| {
+                    r.get(0)
+                })
                 .unwrap_or(0);
             if wm >= target || child.try_wait().unwrap().is_some() || t.elapsed() > Duration::from_secs(60) {
                 break;
@@ -215,7 +221,8 @@ fn a_station_syncing_through_a_long_outage_resumes_by_itself() {
     wait_drained(&s, &worker, Duration::from_secs(30));
     // The server goes away for a while; the station keeps provisioning.
     let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
-    let stop = Command::new("pg_ctlcluster").arg("--skip-systemctl-redirect").arg(&version).args(["main", "stop", "-m", "fast"]).status().unwrap();
+    let stop =
+        Command::new("pg_ctlcluster").arg("--skip-systemctl-redirect").arg(&version).args(["main", "stop", "-m", "fast"]).status().unwrap();
     assert!(stop.success());
     let during = fill(&s, "DURING", 10, 4, 2);
     std::thread::sleep(Duration::from_millis(1500));

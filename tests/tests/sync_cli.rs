@@ -10,7 +10,12 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 fn run(envs: &[(&str, String)], args: &[&str]) -> Output {
-    Command::new(imprint_bin()).envs(envs.iter().map(|(k, v)| (*k, v.clone()))).env_remove("IMPRINT_PG_PASSWORD").args(args).output().unwrap()
+    Command::new(imprint_bin())
+        .envs(envs.iter().map(|(k, v)| (*k, v.clone())))
+        .env_remove("IMPRINT_PG_PASSWORD")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -61,7 +66,21 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     assert!(o.status.success(), "migrating twice is harmless: {}", text(&o));
     let o = run(&[], &["db", "version", "--url", &admin]);
     assert!(o.status.success() && text(&o).contains("central schema version: 1"), "{}", text(&o));
-    let o = run(&[], &["db", "add-station", "--url", &admin, "--station", "cli-1", "--role", &role, "--role-password-file", &pw_file.display().to_string()]);
+    let o = run(
+        &[],
+        &[
+            "db",
+            "add-station",
+            "--url",
+            &admin,
+            "--station",
+            "cli-1",
+            "--role",
+            &role,
+            "--role-password-file",
+            &pw_file.display().to_string(),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains(pw), "the password is never printed");
 
@@ -78,7 +97,12 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     assert_eq!(r["report"]["inserted"], 6 * 5, "{r}");
     let o = run(&env, &["sync", "status"]);
     let t = text(&o);
-    assert!(t.contains("state         ok") && t.contains("backlog       0 records (0 changes) pending") && t.contains("quarantined   0 records"), "{t}");
+    assert!(
+        t.contains("state         ok")
+            && t.contains("backlog       0 records (0 changes) pending")
+            && t.contains("quarantined   0 records"),
+        "{t}"
+    );
     assert!(!t.contains(pw));
     assert_center_equals_local(&db, &Store::open(&store_path).unwrap(), "cli-1");
 
@@ -105,7 +129,10 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     let o = run(&[], &["db", "add-reader", "--url", &admin, "--role", &reader, "--role-password-file", &pw_file.display().to_string()]);
     assert!(o.status.success(), "{}", text(&o));
     let reader_url = format!("postgres://{reader}@127.0.0.1:5432/{}", db.name);
-    let o = run(&env, &["report", "--central", "--url", &reader_url, "--password-file", &pw_file.display().to_string(), "--sslmode", "disable", "--csv"]);
+    let o = run(
+        &env,
+        &["report", "--central", "--url", &reader_url, "--password-file", &pw_file.display().to_string(), "--sslmode", "disable", "--csv"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let csv = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(csv.lines().count(), 1 + 7, "a reader sees every station: {csv}");
@@ -124,7 +151,8 @@ fn a_password_in_the_config_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("station.toml");
     std::fs::write(&cfg, "[central]\nurl = \"postgres://a@db/x\"\npassword = \"hunter2\"\n").unwrap();
-    let o = run(&[("IMPRINT_CONFIG", cfg.display().to_string()), ("IMPRINT_DATA_DIR", dir.path().display().to_string())], &["sync", "status"]);
+    let o =
+        run(&[("IMPRINT_CONFIG", cfg.display().to_string()), ("IMPRINT_DATA_DIR", dir.path().display().to_string())], &["sync", "status"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("never go in the config file") && !text(&o).contains("hunter2"), "{}", text(&o));
 }

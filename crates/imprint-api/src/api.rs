@@ -208,10 +208,7 @@ impl Api {
     /// bench being replaced keep their results.
     pub fn open(&self, pin: Option<Pin>) -> ApiResult<()> {
         if self.inner.stopping.load(Ordering::Relaxed) {
-            return Err(ApiError::new(
-                ErrorCode::NotReady,
-                "the station is stopping",
-            ));
+            return Err(ApiError::new(ErrorCode::NotReady, "the station is stopping"));
         }
         let previous = match lock(&self.inner.bench).take() {
             Some(b) => {
@@ -232,23 +229,14 @@ impl Api {
         match Station::open(cfg.clone(), pin) {
             Ok(station) => {
                 let emitter = self.inner.emitter.clone();
-                let events: BenchEventFn =
-                    Arc::new(move |e: &BenchEvent| emitter(ApiEvent::Bench(e.clone())));
+                let events: BenchEventFn = Arc::new(move |e: &BenchEvent| emitter(ApiEvent::Bench(e.clone())));
                 let ports = if opts.fixed_ports.is_empty() {
                     let mut globs = cfg.port_globs.clone();
                     globs.extend(opts.extra_globs.iter().cloned());
                     globs.push(format!("{}/*", sim_dir.display()));
-                    PortSource {
-                        globs,
-                        system_ports: cfg.system_ports || opts.system_ports,
-                        fixed: Vec::new(),
-                    }
+                    PortSource { globs, system_ports: cfg.system_ports || opts.system_ports, fixed: Vec::new() }
                 } else {
-                    PortSource {
-                        globs: Vec::new(),
-                        system_ports: false,
-                        fixed: opts.fixed_ports.clone(),
-                    }
+                    PortSource { globs: Vec::new(), system_ports: false, fixed: opts.fixed_ports.clone() }
                 };
                 let bench = Bench::start(station.clone(), ports, cfg.mode, events, previous);
                 *lock(&self.inner.station) = Some(station);
@@ -271,17 +259,13 @@ impl Api {
     /// The open station, or why there is none.
     pub fn station(&self) -> ApiResult<Station> {
         lock(&self.inner.station).clone().ok_or_else(|| {
-            lock(&self.inner.startup_error).clone().unwrap_or_else(|| {
-                ApiError::new(ErrorCode::NotReady, "the station is not open yet")
-            })
+            lock(&self.inner.startup_error).clone().unwrap_or_else(|| ApiError::new(ErrorCode::NotReady, "the station is not open yet"))
         })
     }
 
     pub fn bench(&self) -> ApiResult<Bench> {
         self.station()?;
-        lock(&self.inner.bench)
-            .clone()
-            .ok_or_else(|| ApiError::new(ErrorCode::NotReady, "the bench is not running"))
+        lock(&self.inner.bench).clone().ok_or_else(|| ApiError::new(ErrorCode::NotReady, "the bench is not running"))
     }
 
     pub fn startup_error(&self) -> Option<ApiError> {
@@ -295,29 +279,15 @@ impl Api {
         let (signer_uri, signer_kind, ca_subject, development, batch) = match &st {
             Some(s) => {
                 let i = s.signer().info();
-                (
-                    i.uri.clone(),
-                    i.kind.to_string(),
-                    s.ctx().issuer_dn.clone(),
-                    s.ctx().development,
-                    s.ctx().batch(),
-                )
+                (i.uri.clone(), i.kind.to_string(), s.ctx().issuer_dn.clone(), s.ctx().development, s.ctx().batch())
             }
-            None => (
-                imprint_signer::display_uri(&cfg.signer_uri()),
-                String::new(),
-                String::new(),
-                cfg.is_development(),
-                cfg.batch.clone(),
-            ),
+            None => (imprint_signer::display_uri(&cfg.signer_uri()), String::new(), String::new(), cfg.is_development(), cfg.batch.clone()),
         };
         StationInfo {
             station_id: cfg.station_id.clone(),
             development,
             ready: st.is_some(),
-            needs_pin: startup_error
-                .as_ref()
-                .is_some_and(|e| e.code.is_pin_problem()),
+            needs_pin: startup_error.as_ref().is_some_and(|e| e.code.is_pin_problem()),
             startup_error,
             signer_uri,
             signer_kind,
@@ -332,10 +302,7 @@ impl Api {
     }
 
     pub fn mode(&self) -> Mode {
-        lock(&self.inner.bench)
-            .as_ref()
-            .map(|b| b.mode())
-            .unwrap_or(self.config().mode)
+        lock(&self.inner.bench).as_ref().map(|b| b.mode()).unwrap_or(self.config().mode)
     }
 
     pub fn tiles(&self) -> ApiResult<Vec<Tile>> {
@@ -357,10 +324,7 @@ impl Api {
         let b = self.bench()?;
         b.set_mode(mode);
         self.emit(ApiEvent::StationChanged);
-        Ok(ModeChange {
-            mode,
-            waiting: b.waiting() as u32,
-        })
+        Ok(ModeChange { mode, waiting: b.waiting() as u32 })
     }
 
     /// Set the work order for attempts started from now on.
@@ -406,12 +370,9 @@ impl Api {
     /// Attach `count` more simulated devices (`faults`: `SPEC` for all, `N:SPEC` for the Nth new one).
     pub fn attach_simulated(&self, count: u32, faults: &[String]) -> ApiResult<Attached> {
         if count == 0 || count > 64 {
-            return Err(ApiError::bad_request(
-                "attach 1 to 64 simulated devices at a time",
-            ));
+            return Err(ApiError::bad_request("attach 1 to 64 simulated devices at a time"));
         }
-        let plan =
-            imprint_devsim::fault_plan(faults, count as usize).map_err(ApiError::bad_request)?;
+        let plan = imprint_devsim::fault_plan(faults, count as usize).map_err(ApiError::bad_request)?;
         let cfg = self.config();
         let dir = self.sim_dir();
         std::fs::create_dir_all(&dir).map_err(|e| ApiError::io(dir.display(), e))?;
@@ -422,27 +383,18 @@ impl Api {
             c.baud = cfg.baud;
             c.link_dir = Some(dir.clone());
             c.faults = faults;
-            sims.push(SimDevice::spawn(c).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Simulator,
-                    format!("a simulated device did not start: {e}"),
-                )
-            })?);
+            sims.push(
+                SimDevice::spawn(c).map_err(|e| ApiError::new(ErrorCode::Simulator, format!("a simulated device did not start: {e}")))?,
+            );
         }
         let total = sims.len() as u32;
         drop(sims);
         self.emit(ApiEvent::StationChanged);
-        Ok(Attached {
-            added: total - start as u32,
-            total,
-        })
+        Ok(Attached { added: total - start as u32, total })
     }
 
     /// History: attempts with their certificates.
-    pub fn history(
-        &self,
-        filter: &crate::records::HistoryFilter,
-    ) -> ApiResult<Vec<crate::records::AttemptView>> {
+    pub fn history(&self, filter: &crate::records::HistoryFilter) -> ApiResult<Vec<crate::records::AttemptView>> {
         crate::records::list(self.station()?.store(), filter)
     }
 
@@ -470,10 +422,7 @@ impl Api {
         let cfg = self.config();
         let path = self.config_path();
         let applied = crate::settings::save(&cfg, &path, new)?;
-        let only_mode = StationConfig {
-            mode: cfg.mode,
-            ..applied.clone()
-        } == cfg;
+        let only_mode = StationConfig { mode: cfg.mode, ..applied.clone() } == cfg;
         lock(&self.inner.opts).cfg = applied.clone();
         if only_mode {
             if let Ok(b) = self.bench() {
@@ -507,9 +456,7 @@ impl Api {
     pub fn sync_now(&self) -> ApiResult<SyncView> {
         let st = self.station()?;
         if st.ctx().cfg.central.is_none() {
-            return Err(ApiError::bad_request(
-                "no [central] section in the settings: nothing to sync to",
-            ));
+            return Err(ApiError::bad_request("no [central] section in the settings: nothing to sync to"));
         }
         st.sync_now();
         Ok(self.sync_view())
@@ -518,21 +465,19 @@ impl Api {
     /// Push the center's state to the shell when it changes (every second).
     fn spawn_sync_watch(&self) {
         let api = self.clone();
-        let r = std::thread::Builder::new()
-            .name("imprint-sync-view".into())
-            .spawn(move || {
-                while !api.inner.stopping.load(Ordering::Relaxed) {
-                    if api.config().central.is_some() {
-                        let v = api.sync_view();
-                        let changed = lock(&api.inner.last_sync).as_ref() != Some(&v);
-                        if changed {
-                            *lock(&api.inner.last_sync) = Some(v.clone());
-                            api.emit(ApiEvent::Sync(v));
-                        }
+        let r = std::thread::Builder::new().name("imprint-sync-view".into()).spawn(move || {
+            while !api.inner.stopping.load(Ordering::Relaxed) {
+                if api.config().central.is_some() {
+                    let v = api.sync_view();
+                    let changed = lock(&api.inner.last_sync).as_ref() != Some(&v);
+                    if changed {
+                        *lock(&api.inner.last_sync) = Some(v.clone());
+                        api.emit(ApiEvent::Sync(v));
                     }
-                    std::thread::sleep(Duration::from_secs(1));
                 }
-            });
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not start the sync view thread: the header will not update by itself");
         }

@@ -34,34 +34,17 @@ pub struct CaInitDone {
 }
 
 pub fn init(req: &CaInit, pin: Option<Pin>) -> ApiResult<CaInitDone> {
-    let uri = if req.generate_key {
-        create_ca_key(&req.signer, pin.clone(), req.alg)?
-    } else {
-        req.signer.clone()
-    };
+    let uri = if req.generate_key { create_ca_key(&req.signer, pin.clone(), req.alg)? } else { req.signer.clone() };
     let mut s = open_signer(&uri, pin)?;
     if let Some(csr_path) = &req.csr {
         let der = ca::intermediate_csr(s.as_mut(), &req.subject)?;
-        crate::settings::write_private(
-            csr_path,
-            &pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der)),
-        )?;
-        return Ok(CaInitDone {
-            signer_uri: uri,
-            key_generated: req.generate_key,
-            written: csr_path.clone(),
-            wrote_csr: true,
-        });
+        crate::settings::write_private(csr_path, &pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der)))?;
+        return Ok(CaInitDone { signer_uri: uri, key_generated: req.generate_key, written: csr_path.clone(), wrote_csr: true });
     }
     let development = s.info().development;
     let root = ca::self_signed_root(s.as_mut(), &req.subject, req.days, development)?;
     imprint_station::write_chain(&req.out, &[root])?;
-    Ok(CaInitDone {
-        signer_uri: uri,
-        key_generated: req.generate_key,
-        written: req.out.clone(),
-        wrote_csr: false,
-    })
+    Ok(CaInitDone { signer_uri: uri, key_generated: req.generate_key, written: req.out.clone(), wrote_csr: false })
 }
 
 /// Install a chain (issuing CA first) after checking it is the signer's key; returns the count.
@@ -69,9 +52,7 @@ pub fn import(signer: &str, chain: &Path, out: &Path, pin: Option<Pin>) -> ApiRe
     let text = std::fs::read_to_string(chain).map_err(|e| ApiError::io(chain.display(), e))?;
     let certs = ca::load_chain_pem(&text)?;
     let s = open_signer(signer, pin)?;
-    let first = certs.first().ok_or_else(|| {
-        ApiError::bad_request(format!("{} holds no certificate", chain.display()))
-    })?;
+    let first = certs.first().ok_or_else(|| ApiError::bad_request(format!("{} holds no certificate", chain.display())))?;
     ca::check_ca_matches_signer(first, s.as_ref())?;
     imprint_station::write_chain(out, &certs)?;
     Ok(certs.len())
@@ -90,19 +71,12 @@ pub struct CaCertView {
 
 pub fn show(chain_path: &Path) -> ApiResult<Vec<CaCertView>> {
     let text = std::fs::read_to_string(chain_path).map_err(|e| {
-        ApiError::new(
-            crate::ErrorCode::Ca,
-            format!(
-                "no CA chain at {} ({e}): create one with `imprint ca init`",
-                chain_path.display()
-            ),
-        )
+        ApiError::new(crate::ErrorCode::Ca, format!("no CA chain at {} ({e}): create one with `imprint ca init`", chain_path.display()))
     })?;
     ca::load_chain_pem(&text)?
         .iter()
         .map(|der| {
-            let s = imprint_core::issuance::summarize(der)
-                .map_err(|e| ApiError::new(crate::ErrorCode::Ca, e))?;
+            let s = imprint_core::issuance::summarize(der).map_err(|e| ApiError::new(crate::ErrorCode::Ca, e))?;
             Ok(CaCertView {
                 subject: s.subject,
                 issuer: s.issuer,

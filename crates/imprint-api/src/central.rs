@@ -18,14 +18,10 @@ fn runtime() -> ApiResult<tokio::runtime::Runtime> {
 }
 
 fn read_password_file(p: &Path) -> ApiResult<String> {
-    let t = std::fs::read_to_string(p)
-        .map_err(|e| ApiError::io(format!("the password file {}", p.display()), e))?;
+    let t = std::fs::read_to_string(p).map_err(|e| ApiError::io(format!("the password file {}", p.display()), e))?;
     let t = t.trim_end_matches(['\r', '\n']).to_string();
     if t.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "the password file {} is empty",
-            p.display()
-        )));
+        return Err(ApiError::bad_request(format!("the password file {} is empty", p.display())));
     }
     Ok(t)
 }
@@ -43,12 +39,7 @@ pub fn version(admin: &CentralConfig) -> ApiResult<(Option<i64>, i64)> {
     Ok((found, imprint_sync::required_version()))
 }
 
-pub fn add_station(
-    admin: &CentralConfig,
-    station: &str,
-    role: &str,
-    role_password_file: &Path,
-) -> ApiResult<()> {
+pub fn add_station(admin: &CentralConfig, station: &str, role: &str, role_password_file: &Path) -> ApiResult<()> {
     let opts = admin.connect_options()?;
     let pw = read_password_file(role_password_file)?;
     Ok(runtime()?.block_on(imprint_sync::add_station(&opts, station, role, &pw))?)
@@ -87,14 +78,8 @@ pub struct SyncNowDone {
     pub status: SyncStatusView,
 }
 
-pub fn sync_now(
-    store: Arc<Store>,
-    station_id: &str,
-    central: Option<&CentralConfig>,
-) -> ApiResult<SyncNowDone> {
-    let central = central.ok_or_else(|| {
-        ApiError::bad_request("no [central] section in the configuration: nothing to sync to")
-    })?;
+pub fn sync_now(store: Arc<Store>, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<SyncNowDone> {
+    let central = central.ok_or_else(|| ApiError::bad_request("no [central] section in the configuration: nothing to sync to"))?;
     let report = imprint_sync::sync_once(store.clone(), station_id, central)?;
     let status = status(&store, true, station_id)?;
     Ok(SyncNowDone { report, status })
@@ -102,36 +87,19 @@ pub fn sync_now(
 
 /// Attempts with their certificates, from the central database (as far as
 /// the role may read).
-pub fn central_report(
-    central: &CentralConfig,
-    station: Option<&str>,
-    since: Option<&str>,
-) -> ApiResult<Vec<ReportRow>> {
+pub fn central_report(central: &CentralConfig, station: Option<&str>, since: Option<&str>) -> ApiResult<Vec<ReportRow>> {
     let since = since.map(crate::records::normalize_since).transpose()?;
     let opts = central.connect_options()?;
-    Ok(runtime()?.block_on(imprint_sync::central_report(
-        &opts,
-        station,
-        since.as_deref(),
-    ))?)
+    Ok(runtime()?.block_on(imprint_sync::central_report(&opts, station, since.as_deref()))?)
 }
 
 /// The same report from the local store.
-pub fn local_report(
-    store: &Store,
-    station_id: &str,
-    station: Option<&str>,
-    since: Option<&str>,
-) -> ApiResult<Vec<ReportRow>> {
+pub fn local_report(store: &Store, station_id: &str, station: Option<&str>, since: Option<&str>) -> ApiResult<Vec<ReportRow>> {
     let since = since.map(crate::records::normalize_since).transpose()?;
     if station.is_some_and(|s| s != station_id) {
         return Ok(Vec::new());
     }
-    Ok(imprint_sync::local_report(
-        store,
-        station_id,
-        since.as_deref(),
-    )?)
+    Ok(imprint_sync::local_report(store, station_id, since.as_deref())?)
 }
 
 pub use imprint_sync::{required_version, REPORT_COLUMNS};
@@ -143,9 +111,7 @@ pub fn write_report_csv(rows: &[ReportRow], w: impl std::io::Write) -> ApiResult
     let mut out = csv::Writer::from_writer(w);
     out.write_record(REPORT_COLUMNS).map_err(io)?;
     for r in rows {
-        out.write_record(r.cells().iter().map(|c| crate::records::csv_cell(c)))
-            .map_err(io)?;
+        out.write_record(r.cells().iter().map(|c| crate::records::csv_cell(c))).map_err(io)?;
     }
-    out.flush()
-        .map_err(|e| ApiError::io("writing the report", e))
+    out.flush().map_err(|e| ApiError::io("writing the report", e))
 }

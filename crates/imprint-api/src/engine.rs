@@ -101,11 +101,7 @@ impl Tile {
 /// Something the bench wants shown.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-#[ts(
-    export,
-    export_to = "../../../ui/src/bindings/",
-    rename = "BenchEventDto"
-)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "BenchEventDto")]
 pub enum BenchEvent {
     Tile { tile: Tile },
     Removed { port: String },
@@ -182,13 +178,7 @@ impl From<BenchError> for crate::ApiError {
 impl Bench {
     /// Start the engine on `ports` in `mode`; `previous` tiles (from a bench
     /// being replaced, e.g. after Settings were saved) keep their results.
-    pub fn start(
-        station: Station,
-        ports: PortSource,
-        mode: Mode,
-        events: BenchEventFn,
-        previous: Vec<Tile>,
-    ) -> Bench {
+    pub fn start(station: Station, ports: PortSource, mode: Mode, events: BenchEventFn, previous: Vec<Tile>) -> Bench {
         let tiles: BTreeMap<String, Tile> = previous
             .into_iter()
             .map(|mut t| {
@@ -220,23 +210,21 @@ impl Bench {
         }
         if !ports.globs.is_empty() || ports.system_ports {
             let b = bench.clone();
-            let spawned = std::thread::Builder::new()
-                .name("imprint-port-watch".into())
-                .spawn(move || {
-                    let mut watcher = PortWatcher::new(ports.globs, ports.system_ports);
-                    while !b.inner.stop.load(Ordering::Relaxed) {
-                        for p in std::mem::take(&mut *lock(&b.inner.forget)) {
-                            watcher.forget(&p);
-                        }
-                        for ev in watcher.poll() {
-                            match ev {
-                                PortEvent::Arrived(p) => b.arrived(&p.path),
-                                PortEvent::Departed(path) => b.departed(&path),
-                            }
-                        }
-                        std::thread::sleep(Duration::from_millis(250));
+            let spawned = std::thread::Builder::new().name("imprint-port-watch".into()).spawn(move || {
+                let mut watcher = PortWatcher::new(ports.globs, ports.system_ports);
+                while !b.inner.stop.load(Ordering::Relaxed) {
+                    for p in std::mem::take(&mut *lock(&b.inner.forget)) {
+                        watcher.forget(&p);
                     }
-                });
+                    for ev in watcher.poll() {
+                        match ev {
+                            PortEvent::Arrived(p) => b.arrived(&p.path),
+                            PortEvent::Departed(path) => b.departed(&path),
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            });
             match spawned {
                 Ok(h) => *lock(&bench.inner.watcher) = Some(h),
                 Err(e) => {
@@ -286,10 +274,7 @@ impl Bench {
 
     /// How many attached devices wait for the operator.
     pub fn waiting(&self) -> usize {
-        lock(&self.inner.tiles)
-            .values()
-            .filter(|t| t.present && t.state == TileState::Ready)
-            .count()
+        lock(&self.inner.tiles).values().filter(|t| t.present && t.state == TileState::Ready).count()
     }
 
     /// All tiles, in slot order.
@@ -307,19 +292,13 @@ impl Bench {
     /// Wait until `n` attempts have finished, or `timeout` passes; returns how many have.
     pub fn wait_finished(&self, n: usize, timeout: Duration) -> usize {
         let g = lock(&self.inner.finished);
-        let (g, _) = self
-            .inner
-            .finished_cv
-            .wait_timeout_while(g, timeout, |v| v.len() < n)
-            .unwrap_or_else(|p| p.into_inner());
+        let (g, _) = self.inner.finished_cv.wait_timeout_while(g, timeout, |v| v.len() < n).unwrap_or_else(|p| p.into_inner());
         g.len()
     }
 
     /// True when no attempt is running.
     pub fn idle(&self) -> bool {
-        !lock(&self.inner.tiles)
-            .values()
-            .any(|t| t.state == TileState::Running)
+        !lock(&self.inner.tiles).values().any(|t| t.state == TileState::Running)
     }
 
     fn emit(&self, tile: Tile) {
@@ -345,11 +324,7 @@ impl Bench {
         if let Some(t) = tiles.get(port) {
             return t.slot;
         }
-        crate::slots::slot_for(
-            self.inner.station.store(),
-            port,
-            tiles.values().map(|t| t.slot),
-        )
+        crate::slots::slot_for(self.inner.station.store(), port, tiles.values().map(|t| t.slot))
     }
 
     fn arrived(&self, port: &str) {
@@ -359,16 +334,13 @@ impl Bench {
         let (tile, start) = {
             let mut tiles = lock(&self.inner.tiles);
             let slot = self.slot_for(port, &tiles);
-            let t = tiles
-                .entry(port.to_string())
-                .or_insert_with(|| Tile::new(port, slot));
+            let t = tiles.entry(port.to_string()).or_insert_with(|| Tile::new(port, slot));
             t.present = true;
             if t.state == TileState::Running {
                 // The attempt still holds the port; it ends on its own.
                 (t.clone(), false)
             } else {
-                let was_cut =
-                    t.code.as_deref() == Some("unplugged") && t.state == TileState::Failed;
+                let was_cut = t.code.as_deref() == Some("unplugged") && t.state == TileState::Failed;
                 let was_gone = t.state == TileState::Gone;
                 // A device that was cut off mid-attempt comes back: say so.
                 t.interrupted = was_cut || (was_gone && t.attempt_id.is_some() && !t.finished());
@@ -437,10 +409,7 @@ impl Bench {
         lock(&self.inner.resumes).remove(port);
         let t = self.update(port, |t| {
             t.present = false;
-            if matches!(
-                t.state,
-                TileState::Ready | TileState::Provisioned | TileState::Running
-            ) {
+            if matches!(t.state, TileState::Ready | TileState::Provisioned | TileState::Running) {
                 t.state = TileState::Gone;
             }
         });
@@ -456,9 +425,7 @@ impl Bench {
         }
         let tile = {
             let mut tiles = lock(&self.inner.tiles);
-            let t = tiles
-                .get_mut(port)
-                .ok_or_else(|| BenchError::NoSuchPort(port.to_string()))?;
+            let t = tiles.get_mut(port).ok_or_else(|| BenchError::NoSuchPort(port.to_string()))?;
             if !t.present {
                 return Err(BenchError::NoSuchPort(port.to_string()));
             }
@@ -493,10 +460,7 @@ impl Bench {
                         t.state = TileState::Failed;
                         t.code = Some("store_error".into());
                         t.reason = Some(format!("the attempt could not be recorded: {e}"));
-                        t.hint = Some(
-                            "Check the station's disk (space, permissions), then press Retry."
-                                .into(),
-                        );
+                        t.hint = Some("Check the station's disk (space, permissions), then press Retry.".into());
                         t.retryable = true;
                     });
                     if let Some(t) = t {
@@ -510,13 +474,8 @@ impl Bench {
             let t = self.update(port, |t| {
                 t.state = TileState::Failed;
                 t.code = Some("internal_error".into());
-                t.reason = Some(format!(
-                    "the station could not start a thread for this port: {e}"
-                ));
-                t.hint = Some(
-                    "The workstation is out of resources: close other programs, then press Retry."
-                        .into(),
-                );
+                t.reason = Some(format!("the station could not start a thread for this port: {e}"));
+                t.hint = Some("The workstation is out of resources: close other programs, then press Retry.".into());
                 t.retryable = true;
             });
             if let Some(t) = t {
@@ -560,11 +519,8 @@ impl Bench {
 
     /// Provision every attached device that is waiting (manual mode's "all").
     pub fn provision_all_ready(&self) -> usize {
-        let ready: Vec<String> = lock(&self.inner.tiles)
-            .values()
-            .filter(|t| t.present && t.state == TileState::Ready)
-            .map(|t| t.port.clone())
-            .collect();
+        let ready: Vec<String> =
+            lock(&self.inner.tiles).values().filter(|t| t.present && t.state == TileState::Ready).map(|t| t.port.clone()).collect();
         ready.iter().filter(|p| self.provision(p).is_ok()).count()
     }
 
@@ -578,11 +534,7 @@ impl Bench {
             }
             match &p.status {
                 ProgressStatus::Running => t.state = TileState::Running,
-                ProgressStatus::Passed {
-                    cert_serial,
-                    resumed,
-                    recheck,
-                } => {
+                ProgressStatus::Passed { cert_serial, resumed, recheck } => {
                     t.state = TileState::Passed;
                     t.percent = 100;
                     t.cert_serial = Some(cert_serial.clone());
@@ -590,12 +542,7 @@ impl Bench {
                     t.recheck = *recheck;
                     t.retryable = false;
                 }
-                ProgressStatus::Failed {
-                    code,
-                    reason,
-                    hint,
-                    retryable,
-                } => {
+                ProgressStatus::Failed { code, reason, hint, retryable } => {
                     t.state = TileState::Failed;
                     t.code = Some(code.as_str().to_string());
                     t.reason = Some(reason.clone());
@@ -611,9 +558,6 @@ impl Bench {
 
     /// The tile whose device has this serial (a scanned label).
     pub fn find_serial(&self, serial: &str) -> Option<Tile> {
-        lock(&self.inner.tiles)
-            .values()
-            .find(|t| t.device_serial.as_deref() == Some(serial))
-            .cloned()
+        lock(&self.inner.tiles).values().find(|t| t.device_serial.as_deref() == Some(serial)).cloned()
     }
 }

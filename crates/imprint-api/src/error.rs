@@ -137,10 +137,7 @@ impl ErrorCode {
 
     /// True for the signer's PIN problems: the app asks for the PIN again.
     pub fn is_pin_problem(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::SignerPinRejected | ErrorCode::SignerPinLocked
-        )
+        matches!(self, ErrorCode::SignerPinRejected | ErrorCode::SignerPinLocked)
     }
 
     fn of_signer(e: &SignerError) -> ErrorCode {
@@ -176,10 +173,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-        }
+        ApiError { code, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::BadRequest, message)
@@ -224,10 +218,7 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl From<SignerError> for ApiError {
     fn from(e: SignerError) -> Self {
-        ApiError::new(
-            ErrorCode::of_signer(&e),
-            format!("CA signer: {}", chain(&e)),
-        )
+        ApiError::new(ErrorCode::of_signer(&e), format!("CA signer: {}", chain(&e)))
     }
 }
 
@@ -269,10 +260,7 @@ impl From<imprint_sync::SyncError> for ApiError {
     fn from(e: imprint_sync::SyncError) -> Self {
         use imprint_sync::SyncError as S;
         match e {
-            S::Config(m) => ApiError::new(
-                ErrorCode::InvalidSettings,
-                format!("central database configuration: {m}"),
-            ),
+            S::Config(m) => ApiError::new(ErrorCode::InvalidSettings, format!("central database configuration: {m}")),
             S::Store(s) => s.into(),
             other => ApiError::new(ErrorCode::Central, chain(&other)),
         }
@@ -286,10 +274,7 @@ mod tests {
     /// The IPC error codes with their exit status: adding one is a conscious change.
     #[test]
     fn every_error_code_has_an_exit_status_and_a_word() {
-        let table: Vec<(&str, u8)> = ErrorCode::ALL
-            .iter()
-            .map(|c| (c.as_str(), c.exit_code()))
-            .collect();
+        let table: Vec<(&str, u8)> = ErrorCode::ALL.iter().map(|c| (c.as_str(), c.exit_code())).collect();
         assert_eq!(
             table,
             vec![
@@ -317,18 +302,14 @@ mod tests {
         );
         for c in ErrorCode::ALL {
             // The serialized form is the stable text form.
-            assert_eq!(
-                serde_json::to_value(c).unwrap(),
-                serde_json::Value::String(c.as_str().into())
-            );
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::Value::String(c.as_str().into()));
         }
     }
 
     #[test]
     fn a_store_failure_is_a_store_error_not_a_signer_problem() {
         // Regression: any start-up failure used to be reported as a CA signer problem (exit 3).
-        let e: ApiError =
-            imprint_station::StationError::Store(imprint_store::StoreError::WriterGone).into();
+        let e: ApiError = imprint_station::StationError::Store(imprint_store::StoreError::WriterGone).into();
         assert_eq!((e.code, e.exit_code()), (ErrorCode::Store, 4));
     }
 

@@ -34,78 +34,27 @@ pub fn not_open(cfg: &StationConfig, e: &ApiError) -> Vec<HealthView> {
             "signer",
             "CA signer",
             Level::Error,
-            format!(
-                "{}: the station could not use its CA signer or CA certificate",
-                imprint_signer::display_uri(&cfg.signer_uri())
-            ),
+            format!("{}: the station could not use its CA signer or CA certificate", imprint_signer::display_uri(&cfg.signer_uri())),
             Some(e.message.clone()),
         )
     } else {
-        item(
-            "signer",
-            "CA signer",
-            Level::Warn,
-            not_checked("see the item in red"),
-            None,
-        )
+        item("signer", "CA signer", Level::Warn, not_checked("see the item in red"), None)
     });
     out.push(if store_fault {
-        item(
-            "local_store",
-            "Local store",
-            Level::Error,
-            cfg.store_path().display().to_string(),
-            Some(e.message.clone()),
-        )
+        item("local_store", "Local store", Level::Error, cfg.store_path().display().to_string(), Some(e.message.clone()))
     } else {
-        item(
-            "local_store",
-            "Local store",
-            Level::Warn,
-            not_checked("see the item in red"),
-            None,
-        )
+        item("local_store", "Local store", Level::Warn, not_checked("see the item in red"), None)
     });
     if !signer_fault && !store_fault {
-        out.push(item(
-            "station",
-            "Station",
-            Level::Error,
-            "the station did not start".into(),
-            Some(e.message.clone()),
-        ));
+        out.push(item("station", "Station", Level::Error, "the station did not start".into(), Some(e.message.clone())));
     }
     out.push(match &cfg.central {
-        None => item(
-            "central_db",
-            "Central database",
-            Level::Off,
-            "not configured: records stay on this station".into(),
-            None,
-        ),
-        Some(_) => item(
-            "central_db",
-            "Central database",
-            Level::Warn,
-            not_checked("the center is checked by the running station"),
-            None,
-        ),
+        None => item("central_db", "Central database", Level::Off, "not configured: records stay on this station".into(), None),
+        Some(_) => item("central_db", "Central database", Level::Warn, not_checked("the center is checked by the running station"), None),
     });
     out.push(match &cfg.mqtt {
-        None => item(
-            "mqtt",
-            "MQTT broker",
-            Level::Off,
-            "not configured".into(),
-            None,
-        ),
-        Some(_) => item(
-            "mqtt",
-            "MQTT broker",
-            Level::Warn,
-            not_checked("the broker is checked by the running station"),
-            None,
-        ),
+        None => item("mqtt", "MQTT broker", Level::Off, "not configured".into(), None),
+        Some(_) => item("mqtt", "MQTT broker", Level::Warn, not_checked("the broker is checked by the running station"), None),
     });
     out
 }
@@ -137,11 +86,7 @@ pub fn sync_view(st: &Station) -> SyncView {
         connected: configured && status.as_ref().is_some_and(|s| s.state == "ok") && !failing,
         backlog_records: st.store().pending_records().unwrap_or(0),
         last_success_at: status.as_ref().and_then(|s| s.last_success_at.clone()),
-        last_error: if failing {
-            status.as_ref().and_then(|s| s.last_error.clone())
-        } else {
-            None
-        },
+        last_error: if failing { status.as_ref().and_then(|s| s.last_error.clone()) } else { None },
         retry_in_ms: live.and_then(|l| l.retry_in_ms),
         quarantined: status.map(|s| s.quarantined.len() as u64).unwrap_or(0),
     }

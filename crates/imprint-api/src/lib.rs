@@ -38,10 +38,7 @@ pub use imprint_sync::CentralConfig;
 
 /// Load the station configuration (defaults → file → environment), with an
 /// optional data dir override.
-pub fn load_config(
-    path: Option<&std::path::Path>,
-    data_dir: Option<&std::path::Path>,
-) -> ApiResult<StationConfig> {
+pub fn load_config(path: Option<&std::path::Path>, data_dir: Option<&std::path::Path>) -> ApiResult<StationConfig> {
     let mut cfg = StationConfig::load(path)?;
     if let Some(d) = data_dir {
         cfg.data_dir = d.to_path_buf();

@@ -13,13 +13,7 @@ pub fn list(globs: &[String], system: bool) -> Vec<PortInfo> {
 
 /// The ports a run works on: those named, plus (with `all`) every port
 /// matching the config's and the extra globs.
-pub fn select(
-    cfg: &StationConfig,
-    named: &[String],
-    all: bool,
-    globs: &[String],
-    system: bool,
-) -> Vec<String> {
+pub fn select(cfg: &StationConfig, named: &[String], all: bool, globs: &[String], system: bool) -> Vec<String> {
     let mut ports = named.to_vec();
     if all {
         let mut g = cfg.port_globs.clone();

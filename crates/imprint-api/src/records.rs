@@ -49,11 +49,7 @@ pub struct AttemptView {
 
 /// A certificate as shown (never its key).
 #[derive(Clone, Debug, Serialize, TS)]
-#[ts(
-    export,
-    export_to = "../../../ui/src/bindings/",
-    rename = "CertificateDto"
-)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "CertificateDto")]
 pub struct CertificateView {
     pub serial_hex: String,
     pub status: String,
@@ -84,9 +80,7 @@ pub struct RecordDetail {
 }
 
 fn blank(s: &Option<String>) -> Option<String> {
-    s.as_ref()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    s.as_ref().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 impl HistoryFilter {
@@ -116,9 +110,7 @@ pub fn normalize_since(s: &str) -> ApiResult<String> {
     if let Ok(d) = time::Date::parse(s, &date_fmt) {
         return Ok(imprint_store::ts(d.midnight().assume_utc()));
     }
-    Err(ApiError::bad_request(format!(
-        "{s:?} is neither a date (2026-11-01) nor an RFC 3339 time (2026-11-01T08:00:00Z)"
-    )))
+    Err(ApiError::bad_request(format!("{s:?} is neither a date (2026-11-01) nor an RFC 3339 time (2026-11-01T08:00:00Z)")))
 }
 
 /// A typed stored value as its stored text.
@@ -179,18 +171,10 @@ pub fn show(store: &Store, id_or_serial: &str) -> ApiResult<RecordDetail> {
     let attempt = match store.attempt(key)? {
         Some(a) => a,
         None => store
-            .attempts(&AttemptFilter {
-                device_serial: Some(key.to_string()),
-                limit: Some(1),
-                ..Default::default()
-            })?
+            .attempts(&AttemptFilter { device_serial: Some(key.to_string()), limit: Some(1), ..Default::default() })?
             .into_iter()
             .next()
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "no attempt and no device serial {key:?} in the local store"
-                ))
-            })?,
+            .ok_or_else(|| ApiError::not_found(format!("no attempt and no device serial {key:?} in the local store")))?,
     };
     let steps = store.steps(&attempt.id)?;
     let cert = match &attempt.certificate_id {
@@ -200,15 +184,7 @@ pub fn show(store: &Store, id_or_serial: &str) -> ApiResult<RecordDetail> {
     Ok(RecordDetail {
         certificate: cert.as_ref().and_then(certificate_view),
         attempt: view(attempt, cert.as_ref()),
-        steps: steps
-            .into_iter()
-            .map(|s| StepView {
-                at: s.at,
-                stage: s.stage,
-                kind: s.kind,
-                detail: s.detail,
-            })
-            .collect(),
+        steps: steps.into_iter().map(|s| StepView { at: s.at, stage: s.stage, kind: s.kind, detail: s.detail }).collect(),
     })
 }
 
@@ -269,27 +245,17 @@ pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
             o(&a.hw_rev),
             o(&a.fw_version),
             o(&a.batch),
-            c.as_ref()
-                .map(|c| csv_cell(&c.serial_hex))
-                .unwrap_or_default(),
+            c.as_ref().map(|c| csv_cell(&c.serial_hex)).unwrap_or_default(),
             c.as_ref().map(|c| csv_cell(&c.status.to_string())).unwrap_or_default(),
-            c.as_ref()
-                .map(|c| csv_cell(&c.not_before.to_string()))
-                .unwrap_or_default(),
-            c.as_ref()
-                .map(|c| csv_cell(&c.not_after.to_string()))
-                .unwrap_or_default(),
-            c.as_ref()
-                .and_then(|c| c.fingerprint_sha256.as_deref())
-                .map(csv_cell)
-                .unwrap_or_default(),
+            c.as_ref().map(|c| csv_cell(&c.not_before.to_string())).unwrap_or_default(),
+            c.as_ref().map(|c| csv_cell(&c.not_after.to_string())).unwrap_or_default(),
+            c.as_ref().and_then(|c| c.fingerprint_sha256.as_deref()).map(csv_cell).unwrap_or_default(),
             o(&a.spki_sha256),
             a.resumed.to_string(),
         ])
         .map_err(io)?;
     }
-    out.flush()
-        .map_err(|e| ApiError::io("writing the CSV export", e))?;
+    out.flush().map_err(|e| ApiError::io("writing the CSV export", e))?;
     Ok(n)
 }
 
@@ -311,14 +277,8 @@ mod tests {
     #[test]
     fn since_takes_a_date_or_a_time() {
         // Regression: `report --since 2026-11-01` (the README's own example) was refused.
-        assert_eq!(
-            normalize_since("2026-11-01").unwrap(),
-            "2026-11-01T00:00:00.000Z"
-        );
-        assert_eq!(
-            normalize_since("2026-11-01T08:30:00+01:00").unwrap(),
-            "2026-11-01T07:30:00.000Z"
-        );
+        assert_eq!(normalize_since("2026-11-01").unwrap(), "2026-11-01T00:00:00.000Z");
+        assert_eq!(normalize_since("2026-11-01T08:30:00+01:00").unwrap(), "2026-11-01T07:30:00.000Z");
         let e = normalize_since("yesterday").unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::BadRequest);
     }

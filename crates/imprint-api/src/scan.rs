@@ -48,26 +48,16 @@ pub fn parse(code: &str) -> ApiResult<Scan> {
         return Err(ApiError::bad_request("empty scan"));
     }
     if code.len() > MAX_SCAN {
-        return Err(ApiError::bad_request(format!(
-            "a scan is at most {MAX_SCAN} characters; this one has {}",
-            code.len()
-        )));
+        return Err(ApiError::bad_request(format!("a scan is at most {MAX_SCAN} characters; this one has {}", code.len())));
     }
     if code.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "the scan holds control characters: check the scanner's suffix settings",
-        ));
+        return Err(ApiError::bad_request("the scan holds control characters: check the scanner's suffix settings"));
     }
     for prefix in ["WO:", "BATCH:"] {
-        if code.len() >= prefix.len()
-            && code.is_char_boundary(prefix.len())
-            && code[..prefix.len()].eq_ignore_ascii_case(prefix)
-        {
+        if code.len() >= prefix.len() && code.is_char_boundary(prefix.len()) && code[..prefix.len()].eq_ignore_ascii_case(prefix) {
             let order = code[prefix.len()..].trim();
             if order.is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "{prefix} with no work order after it"
-                )));
+                return Err(ApiError::bad_request(format!("{prefix} with no work order after it")));
             }
             return Ok(Scan::WorkOrder(order.to_string()));
         }
@@ -89,11 +79,7 @@ mod tests {
         assert_eq!(ok("Wö"), Scan::Device("Wö".into()));
         assert_eq!(ok("ñ:x"), Scan::Device("ñ:x".into()));
         for bad in ["", "   ", "WO:", "WO:  ", "A\u{1b}B"] {
-            assert_eq!(
-                parse(bad).unwrap_err().code,
-                crate::ErrorCode::BadRequest,
-                "{bad:?}"
-            );
+            assert_eq!(parse(bad).unwrap_err().code, crate::ErrorCode::BadRequest, "{bad:?}");
         }
         assert!(parse(&"x".repeat(MAX_SCAN + 1)).is_err());
     }

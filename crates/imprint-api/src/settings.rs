@@ -53,11 +53,7 @@ pub struct CentralSettings {
 
 /// What the Settings view edits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
-#[ts(
-    export,
-    export_to = "../../../ui/src/bindings/",
-    rename = "SettingsDto"
-)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "SettingsDto")]
 pub struct SettingsView {
     pub signer: String,
     pub baud: u32,
@@ -77,9 +73,7 @@ pub struct SettingsView {
 }
 
 fn opt(s: &Option<String>) -> Option<String> {
-    s.as_ref()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    s.as_ref().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 impl SettingsView {
@@ -111,12 +105,7 @@ impl SettingsView {
         let mut c = base.clone();
         c.signer = self.signer.trim().to_string();
         c.baud = self.baud;
-        c.port_globs = self
-            .port_globs
-            .iter()
-            .map(|g| g.trim().to_string())
-            .filter(|g| !g.is_empty())
-            .collect();
+        c.port_globs = self.port_globs.iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
         c.system_ports = self.system_ports;
         c.mode = self.mode;
         c.station_id = self.station_id.trim().to_string();
@@ -141,16 +130,13 @@ impl SettingsView {
 }
 
 fn set(table: &mut toml::Table, key: &str, v: impl Serialize) -> ApiResult<()> {
-    let v =
-        toml::Value::try_from(v).map_err(|e| ApiError::internal(format!("encoding {key}: {e}")))?;
+    let v = toml::Value::try_from(v).map_err(|e| ApiError::internal(format!("encoding {key}: {e}")))?;
     table.insert(key.to_string(), v);
     Ok(())
 }
 
 fn section<'a>(root: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
-    let e = root
-        .entry(name.to_string())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let e = root.entry(name.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if !e.is_table() {
         *e = toml::Value::Table(toml::Table::new());
     }
@@ -165,17 +151,12 @@ fn section<'a>(root: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
 /// kept as they are). Returns the config to run with.
 pub fn save(current: &StationConfig, path: &Path, new: &SettingsView) -> ApiResult<StationConfig> {
     let applied = new.apply(current);
-    applied
-        .validate()
-        .map_err(|m| ApiError::new(ErrorCode::InvalidSettings, m))?;
+    applied.validate().map_err(|m| ApiError::new(ErrorCode::InvalidSettings, m))?;
     let before = SettingsView::of(current, path);
     let mut file: toml::Table = match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidSettings,
-                format!("{}: {}", path.display(), e.message()),
-            )
-        })?,
+        Ok(text) => {
+            toml::from_str(&text).map_err(|e| ApiError::new(ErrorCode::InvalidSettings, format!("{}: {}", path.display(), e.message())))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
         Err(e) => return Err(ApiError::io(path.display(), e)),
     };
@@ -243,14 +224,8 @@ pub fn save(current: &StationConfig, path: &Path, new: &SettingsView) -> ApiResu
                 set(t, "url", &x.url)?;
                 for (k, v) in [
                     ("sslmode", x.sslmode.clone()),
-                    (
-                        "sslrootcert",
-                        x.sslrootcert.as_ref().map(|p| p.display().to_string()),
-                    ),
-                    (
-                        "password_file",
-                        x.password_file.as_ref().map(|p| p.display().to_string()),
-                    ),
+                    ("sslrootcert", x.sslrootcert.as_ref().map(|p| p.display().to_string())),
+                    ("password_file", x.password_file.as_ref().map(|p| p.display().to_string())),
                 ] {
                     match v {
                         Some(v) => set(t, k, v)?,
@@ -262,8 +237,7 @@ pub fn save(current: &StationConfig, path: &Path, new: &SettingsView) -> ApiResu
             }
         }
     }
-    let text = toml::to_string_pretty(&file)
-        .map_err(|e| ApiError::internal(format!("encoding the settings: {e}")))?;
+    let text = toml::to_string_pretty(&file).map_err(|e| ApiError::internal(format!("encoding the settings: {e}")))?;
     // What is written must load back as the config we run with.
     StationConfig::parse(&text).map_err(|m| ApiError::new(ErrorCode::InvalidSettings, m))?;
     write_private(path, &text)?;
@@ -287,9 +261,7 @@ pub(crate) fn write_private(path: &Path, text: &str) -> ApiResult<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| ApiError::io(tmp.display(), e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| ApiError::io(tmp.display(), e))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| ApiError::io(tmp.display(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| ApiError::io(path.display(), e))?;
     Ok(())
 }
@@ -301,8 +273,7 @@ mod erased {
     }
     impl<T: serde::Serialize> Ser for T {
         fn value(&self) -> toml::Value {
-            toml::Value::try_from(self)
-                .unwrap_or_else(|e| toml::Value::String(format!("<unencodable: {e}>")))
+            toml::Value::try_from(self).unwrap_or_else(|e| toml::Value::String(format!("<unencodable: {e}>")))
         }
     }
 }
@@ -329,22 +300,11 @@ mod tests {
         assert_eq!(applied.profile.validity_days, 30);
         let text = std::fs::read_to_string(&path).unwrap();
         let table: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(
-            table.keys().collect::<Vec<_>>(),
-            vec!["baud", "profile"],
-            "{text}"
-        );
+        assert_eq!(table.keys().collect::<Vec<_>>(), vec!["baud", "profile"], "{text}");
         let profile = table["profile"].as_table().unwrap();
-        assert_eq!(
-            profile.keys().collect::<Vec<_>>(),
-            vec!["organization", "validity_days"],
-            "{text}"
-        );
+        assert_eq!(profile.keys().collect::<Vec<_>>(), vec!["organization", "validity_days"], "{text}");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -374,10 +334,7 @@ mod tests {
             password_file: Some(pw.display().to_string()),
         });
         let applied = save(&current, &path, &view).unwrap();
-        assert_eq!(
-            applied.central.as_ref().unwrap().url,
-            "postgres://st1@db.example:5432/imprint"
-        );
+        assert_eq!(applied.central.as_ref().unwrap().url, "postgres://st1@db.example:5432/imprint");
         let back = StationConfig::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(back.central, applied.central);
         assert_eq!(SettingsView::of(&back, &path).central, view.central);

@@ -74,9 +74,7 @@ enum Cmd {
     /// Attempts with their certificates, from the local store or (--central) the central database.
     Report(sync_cmd::ReportArgs),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
-    #[command(
-        after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store."
-    )]
+    #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
         #[arg(long)]
         json: bool,
@@ -276,8 +274,7 @@ pub(crate) fn out(text: impl std::fmt::Display) -> Result<(), Fail> {
 }
 
 pub(crate) fn json(v: &impl serde::Serialize) -> Result<(), Fail> {
-    let text = serde_json::to_string_pretty(v)
-        .map_err(|e| ApiError::internal(format!("encoding JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(v).map_err(|e| ApiError::internal(format!("encoding JSON: {e}")))?;
     out(text)
 }
 
@@ -294,18 +291,14 @@ fn main() -> ExitCode {
 }
 
 pub(crate) fn load_config(cli: &Cli) -> Result<StationConfig, Fail> {
-    Ok(imprint_api::load_config(
-        cli.config.as_deref(),
-        cli.data_dir.as_deref(),
-    )?)
+    Ok(imprint_api::load_config(cli.config.as_deref(), cli.data_dir.as_deref())?)
 }
 
 fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
     if !cli.pin_prompt {
         return Ok(None);
     }
-    let p = rpassword::prompt_password("Signer PIN: ")
-        .map_err(|e| ApiError::io("reading the PIN", e))?;
+    let p = rpassword::prompt_password("Signer PIN: ").map_err(|e| ApiError::io("reading the PIN", e))?;
     Ok(Some(Pin::new(p)))
 }
 
@@ -328,11 +321,7 @@ fn run(cli: Cli) -> CmdResult {
                         ),
                         _ => String::new(),
                     };
-                    let loc = p
-                        .location
-                        .as_deref()
-                        .map(|l| format!(" location={l}"))
-                        .unwrap_or_default();
+                    let loc = p.location.as_deref().map(|l| format!(" location={l}")).unwrap_or_default();
                     out(format!("{}\t{}\t{}{usb}{loc}", p.path, p.device, p.kind))?;
                 }
             }
@@ -351,13 +340,10 @@ fn run(cli: Cli) -> CmdResult {
             } else {
                 for d in found {
                     match d.result {
-                        imprint_api::ports::IdentResult::Device(id) => out(format!(
-                            "{}\t{}\t{} hw {} fw {}\t{}",
-                            d.port, id.serial, id.model, id.hw, id.fw, id.state
-                        ))?,
-                        imprint_api::ports::IdentResult::Error(e) => {
-                            out(format!("{}\t-\t{e}", d.port))?
+                        imprint_api::ports::IdentResult::Device(id) => {
+                            out(format!("{}\t{}\t{} hw {} fw {}\t{}", d.port, id.serial, id.model, id.hw, id.fw, id.state))?
                         }
+                        imprint_api::ports::IdentResult::Error(e) => out(format!("{}\t-\t{e}", d.port))?,
                     }
                 }
             }
@@ -368,8 +354,7 @@ fn run(cli: Cli) -> CmdResult {
             if a.batch.is_some() {
                 cfg.batch = a.batch.clone();
             }
-            let ports =
-                imprint_api::ports::select(&cfg, &a.sel.port, a.sel.all, &a.sel.glob, a.sel.system);
+            let ports = imprint_api::ports::select(&cfg, &a.sel.port, a.sel.all, &a.sel.glob, a.sel.system);
             if ports.is_empty() {
                 return Err(no_ports());
             }
@@ -430,10 +415,7 @@ fn run(cli: Cli) -> CmdResult {
                         i.title,
                         level,
                         i.detail,
-                        i.last_error
-                            .as_deref()
-                            .map(|e| format!("\n{:<25}last error: {e}", ""))
-                            .unwrap_or_default()
+                        i.last_error.as_deref().map(|e| format!("\n{:<25}last error: {e}", "")).unwrap_or_default()
                     ))?;
                 }
             }
@@ -443,16 +425,11 @@ fn run(cli: Cli) -> CmdResult {
 }
 
 fn no_ports() -> Fail {
-    Fail::Api(ApiError::new(
-        ErrorCode::NothingToDo,
-        "no ports: name them with --port, or use --all with --glob/--system",
-    ))
+    Fail::Api(ApiError::new(ErrorCode::NothingToDo, "no ports: name them with --port, or use --all with --glob/--system"))
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
-    cli.config
-        .clone()
-        .unwrap_or_else(imprint_api::default_config_path)
+    cli.config.clone().unwrap_or_else(imprint_api::default_config_path)
 }
 
 /// Run the engine (provision / watch / station) until `max` attempts have
@@ -508,7 +485,8 @@ fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) ->
     let passed = last.values().filter(|t| t.state == imprint_api::TileState::Passed).count();
     let stopped = last.values().filter(|t| t.code.as_deref() == Some("station_stopping")).count();
     let failed = last.len() - passed - stopped;
-    let stopped_note = if stopped > 0 { format!(", {stopped} stopped by the shutdown (they resume on the next run)") } else { String::new() };
+    let stopped_note =
+        if stopped > 0 { format!(", {stopped} stopped by the shutdown (they resume on the next run)") } else { String::new() };
     eprintln!("{passed} passed, {failed} failed{stopped_note} ({})", if info.development { "DEVELOPMENT CA" } else { "production CA" });
     let store_failed = last.values().any(|t| matches!(t.code.as_deref(), Some("store_error") | Some("store_full")));
     let clean_stop = draining && report.as_ref().is_some_and(|r| r.clean);
@@ -527,33 +505,16 @@ fn banner(info: &imprint_api::StationInfo) {
     if info.development {
         eprintln!("*** DEVELOPMENT CA - certificates issued here are for testing only ***");
     }
-    eprintln!(
-        "signer: {} | CA: {} | data: {}",
-        info.signer_uri, info.ca_subject, info.data_dir
-    );
+    eprintln!("signer: {} | CA: {} | data: {}", info.signer_uri, info.ca_subject, info.data_dir);
 }
 
 fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
     let cfg = load_config(cli)?;
     match c {
-        CaCmd::Init {
-            signer,
-            cn,
-            org,
-            country,
-            alg,
-            generate_key,
-            days,
-            csr,
-            out: path,
-        } => {
+        CaCmd::Init { signer, cn, org, country, alg, generate_key, days, csr, out: path } => {
             let req = imprint_api::ca::CaInit {
                 signer: signer.clone(),
-                subject: imprint_api::CaSubject {
-                    common_name: cn.clone(),
-                    organization: org.clone(),
-                    country: country.clone(),
-                },
+                subject: imprint_api::CaSubject { common_name: cn.clone(), organization: org.clone(), country: country.clone() },
                 alg: match alg {
                     Alg::P256 => imprint_api::SigAlg::EcdsaP256Sha256,
                     Alg::P384 => imprint_api::SigAlg::EcdsaP384Sha384,
@@ -566,10 +527,7 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
             let done = imprint_api::ca::init(&req, pin(cli)?)?;
             if done.key_generated {
                 if done.signer_uri.starts_with("awskms:") {
-                    eprintln!(
-                        "created a KMS key; its signer URI (printed on stdout) is {}",
-                        done.signer_uri
-                    );
+                    eprintln!("created a KMS key; its signer URI (printed on stdout) is {}", done.signer_uri);
                     out(&done.signer_uri)?;
                 } else {
                     eprintln!("generated a CA key pair in the token");
@@ -582,24 +540,14 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
             }
             Ok(0)
         }
-        CaCmd::Import {
-            signer,
-            chain,
-            out: path,
-        } => {
+        CaCmd::Import { signer, chain, out: path } => {
             let dest = path.clone().unwrap_or_else(|| cfg.ca_chain_path());
             let n = imprint_api::ca::import(signer, chain, &dest, pin(cli)?)?;
-            eprintln!(
-                "installed a chain of {n} certificates at {}",
-                dest.display()
-            );
+            eprintln!("installed a chain of {n} certificates at {}", dest.display());
             Ok(0)
         }
         CaCmd::Show => {
-            for (i, s) in imprint_api::ca::show(&cfg.ca_chain_path())?
-                .iter()
-                .enumerate()
-            {
+            for (i, s) in imprint_api::ca::show(&cfg.ca_chain_path())?.iter().enumerate() {
                 out(format!(
                     "[{i}] subject: {}\n    issuer: {}\n    serial: {}\n    valid: {} .. {}\n    sha256: {}",
                     s.subject, s.issuer, s.serial_hex, s.not_before, s.not_after, s.fingerprint_sha256
@@ -614,15 +562,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
     let cfg = load_config(cli)?;
     let store = imprint_api::open_store(&cfg)?;
     match r {
-        RecordsCmd::List {
-            serial,
-            status,
-            batch,
-            cert_serial,
-            since,
-            limit,
-            json: as_json,
-        } => {
+        RecordsCmd::List { serial, status, batch, cert_serial, since, limit, json: as_json } => {
             let filter = imprint_api::records::HistoryFilter {
                 device_serial: serial.clone(),
                 status: status.clone(),
@@ -670,10 +610,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                 a.fw_version.as_deref().unwrap_or("")
             ))?;
             if let Some(reason) = &a.reason {
-                out(format!(
-                    "reason    {reason}\nnext      {}",
-                    a.hint.as_deref().unwrap_or("")
-                ))?;
+                out(format!("reason    {reason}\nnext      {}", a.hint.as_deref().unwrap_or("")))?;
             }
             if let Some(c) = &d.certificate {
                 out(format!(
@@ -682,10 +619,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                 ))?;
             }
             for s in &d.steps {
-                out(format!(
-                    "  {}  {:<10} {:<9} {}",
-                    s.at, s.stage, s.kind, s.detail
-                ))?;
+                out(format!("  {}  {:<10} {:<9} {}", s.at, s.stage, s.kind, s.detail))?;
             }
             Ok(0)
         }
@@ -695,10 +629,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                 json(&certs)?;
             } else {
                 for c in certs {
-                    out(format!(
-                        "{}  {:<12} {:<7} {}  {}",
-                        c.serial_hex, c.device_serial, c.status, c.not_after, c.issuer
-                    ))?;
+                    out(format!("{}  {:<12} {:<7} {}  {}", c.serial_hex, c.device_serial, c.status, c.not_after, c.issuer))?;
                 }
             }
             Ok(0)

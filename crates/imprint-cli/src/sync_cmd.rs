@@ -119,38 +119,21 @@ pub fn db_cmd(c: &DbCmd) -> CmdResult {
     match c {
         DbCmd::Migrate(conn) => {
             let v = central::migrate(&conn.config())?;
-            eprintln!(
-                "central schema at version {v} (this build needs {})",
-                imprint_api::central::required_version()
-            );
+            eprintln!("central schema at version {v} (this build needs {})", imprint_api::central::required_version());
             Ok(0)
         }
         DbCmd::Version(conn) => {
             let (found, needed) = central::version(&conn.config())?;
-            out(format!(
-                "central schema version: {}",
-                found
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "none (not migrated)".into())
-            ))?;
+            out(format!("central schema version: {}", found.map(|v| v.to_string()).unwrap_or_else(|| "none (not migrated)".into())))?;
             out(format!("this build needs:       {needed}"))?;
             Ok(if found == Some(needed) { 0 } else { 6 })
         }
-        DbCmd::AddStation {
-            conn,
-            station,
-            role,
-            role_password_file,
-        } => {
+        DbCmd::AddStation { conn, station, role, role_password_file } => {
             central::add_station(&conn.config(), station, role, role_password_file)?;
             eprintln!("station {station:?} registered: it syncs as role {role}");
             Ok(0)
         }
-        DbCmd::AddReader {
-            conn,
-            role,
-            role_password_file,
-        } => {
+        DbCmd::AddReader { conn, role, role_password_file } => {
             central::add_reader(&conn.config(), role, role_password_file)?;
             eprintln!("reader role {role} created: it reads every station's records");
             Ok(0)
@@ -172,30 +155,17 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
                     out("central database: not configured (no [central] section): records stay local")?;
                 }
                 out(format!("state         {}", s.state))?;
-                out(format!(
-                    "backlog       {} records ({} changes) pending",
-                    v.backlog_records, s.backlog
-                ))?;
+                out(format!("backlog       {} records ({} changes) pending", v.backlog_records, s.backlog))?;
                 out(format!("synced        {} changes", s.synced))?;
-                out(format!(
-                    "last success  {}",
-                    s.last_success_at.as_deref().unwrap_or("never")
-                ))?;
+                out(format!("last success  {}", s.last_success_at.as_deref().unwrap_or("never")))?;
                 let last_error = match (s.state, &s.last_error_at, &s.last_error) {
                     ("failing", Some(at), Some(e)) => format!("{at}: {e}"),
                     _ => "none".into(),
                 };
                 out(format!("last error    {last_error}"))?;
-                out(format!(
-                    "quarantined   {} records ({} changes)",
-                    s.quarantined.len(),
-                    s.quarantined_rows
-                ))?;
+                out(format!("quarantined   {} records ({} changes)", s.quarantined.len(), s.quarantined_rows))?;
                 for q in &s.quarantined {
-                    out(format!(
-                        "  {}  v{}  {}  {}",
-                        q.at, q.version, q.key, q.reason
-                    ))?;
+                    out(format!("  {}  v{}  {}  {}", q.at, q.version, q.key, q.reason))?;
                 }
             }
             Ok(0)
@@ -235,31 +205,22 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
                 sslmode: a.sslmode.clone(),
                 ..CentralConfig::default()
             },
-            None => cfg.central.clone().ok_or_else(|| {
-                ApiError::bad_request(
-                    "--central needs a [central] section in the configuration, or --url",
-                )
-            })?,
+            None => cfg
+                .central
+                .clone()
+                .ok_or_else(|| ApiError::bad_request("--central needs a [central] section in the configuration, or --url"))?,
         };
         central::central_report(&c, a.station.as_deref(), a.since.as_deref())?
     } else {
         let store = imprint_api::open_store(&cfg)?;
-        central::local_report(
-            &store,
-            &cfg.station_id,
-            a.station.as_deref(),
-            a.since.as_deref(),
-        )?
+        central::local_report(&store, &cfg.station_id, a.station.as_deref(), a.since.as_deref())?
     };
     if a.json {
         json(&rows)?;
     } else if a.csv {
         central::write_report_csv(&rows, std::io::stdout().lock())?;
     } else {
-        out(format!(
-            "{:<14} {:<24}  {:<14} {:<11} {:<10} {}",
-            "station", "started", "device", "status", "stage", "certificate"
-        ))?;
+        out(format!("{:<14} {:<24}  {:<14} {:<11} {:<10} {}", "station", "started", "device", "status", "stage", "certificate"))?;
         for r in &rows {
             out(format!(
                 "{:<14} {:<24}  {:<14} {:<11} {:<10} {}",
@@ -272,11 +233,7 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
             ))?;
         }
         let passed = rows.iter().filter(|r| r.status == "passed").count();
-        out(format!(
-            "{} attempts: {passed} passed, {} not passed",
-            rows.len(),
-            rows.len() - passed
-        ))?;
+        out(format!("{} attempts: {passed} passed, {} not passed", rows.len(), rows.len() - passed))?;
     }
     Ok(0)
 }

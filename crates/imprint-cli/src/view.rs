@@ -15,14 +15,8 @@ pub struct View {
 
 enum Mode {
     Json,
-    Lines {
-        last: BTreeMap<String, String>,
-    },
-    Live {
-        multi: MultiProgress,
-        bars: BTreeMap<String, ProgressBar>,
-        style: ProgressStyle,
-    },
+    Lines { last: BTreeMap<String, String> },
+    Live { multi: MultiProgress, bars: BTreeMap<String, ProgressBar>, style: ProgressStyle },
 }
 
 struct Inner {
@@ -35,16 +29,7 @@ fn line(t: &Tile) -> String {
     let what = match t.state {
         TileState::Ready => "waiting".to_string(),
         TileState::Provisioned => "already provisioned and locked".to_string(),
-        TileState::Running => format!(
-            "{:>3}% {}{}",
-            t.percent,
-            t.stage,
-            if t.interrupted {
-                " (resuming after an unplug)"
-            } else {
-                ""
-            }
-        ),
+        TileState::Running => format!("{:>3}% {}{}", t.percent, t.stage, if t.interrupted { " (resuming after an unplug)" } else { "" }),
         TileState::Passed => {
             let how = if t.recheck {
                 " (re-check: already provisioned, nothing written)"
@@ -53,10 +38,7 @@ fn line(t: &Tile) -> String {
             } else {
                 ""
             };
-            format!(
-                "PASS  certificate {}{how}",
-                t.cert_serial.as_deref().unwrap_or("?")
-            )
+            format!("PASS  certificate {}{how}", t.cert_serial.as_deref().unwrap_or("?"))
         }
         TileState::Failed => format!(
             "FAIL  [{}] {} -> {}",
@@ -74,21 +56,12 @@ impl View {
         let mode = if json {
             Mode::Json
         } else if std::io::stderr().is_terminal() {
-            let style = ProgressStyle::with_template("{prefix:.bold} {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-            Mode::Live {
-                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-                bars: BTreeMap::new(),
-                style,
-            }
+            let style = ProgressStyle::with_template("{prefix:.bold} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
+            Mode::Live { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), bars: BTreeMap::new(), style }
         } else {
-            Mode::Lines {
-                last: BTreeMap::new(),
-            }
+            Mode::Lines { last: BTreeMap::new() }
         };
-        View {
-            inner: Arc::new(Mutex::new(Inner { mode })),
-        }
+        View { inner: Arc::new(Mutex::new(Inner { mode })) }
     }
 
     pub fn tile(&self, t: &Tile) {

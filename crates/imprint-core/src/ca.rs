@@ -4,10 +4,7 @@
 //! with an HSM key, a KMS key or the development key. No I/O: callers read and
 //! write the files.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyUsagePurpose,
-    SerialNumber,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyUsagePurpose, SerialNumber};
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 
@@ -62,11 +59,7 @@ pub struct CaSubject {
 impl CaSubject {
     /// A subject with only a common name.
     pub fn new(common_name: impl Into<String>) -> Self {
-        Self {
-            common_name: common_name.into(),
-            organization: None,
-            country: None,
-        }
+        Self { common_name: common_name.into(), organization: None, country: None }
     }
 
     fn to_dn(&self) -> Result<DistinguishedName, CaError> {
@@ -77,9 +70,7 @@ impl CaSubject {
         let mut dn = DistinguishedName::new();
         if let Some(c) = &self.country {
             if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()) {
-                return Err(CaError::InvalidParams(format!(
-                    "country {c:?} must be a two-letter ISO 3166 code"
-                )));
+                return Err(CaError::InvalidParams(format!("country {c:?} must be a two-letter ISO 3166 code")));
             }
             let ps = rcgen::string::PrintableString::try_from(c.to_ascii_uppercase())
                 .map_err(|e| CaError::InvalidParams(format!("country {c:?}: {e}")))?;
@@ -97,11 +88,7 @@ impl CaSubject {
 }
 
 fn ca_key_usages() -> Vec<KeyUsagePurpose> {
-    vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ]
+    vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature]
 }
 
 /// A positive 16-byte serial from the OS CSPRNG (127 random bits).
@@ -137,16 +124,9 @@ fn build_error(e: rcgen::Error, key: &RcgenKey<'_>) -> CaError {
 /// With `development` the common name must contain "DEVELOPMENT" (see
 /// [`DEVELOPMENT_CA_CN`]); a development signer can only make a development
 /// root.
-pub fn self_signed_root(
-    signer: &mut dyn Signer,
-    subject: &CaSubject,
-    validity_days: u32,
-    development: bool,
-) -> Result<Vec<u8>, CaError> {
+pub fn self_signed_root(signer: &mut dyn Signer, subject: &CaSubject, validity_days: u32, development: bool) -> Result<Vec<u8>, CaError> {
     if validity_days == 0 {
-        return Err(CaError::InvalidParams(
-            "validity must be at least one day".into(),
-        ));
+        return Err(CaError::InvalidParams("validity must be at least one day".into()));
     }
     if development && !subject.common_name.contains(DEVELOPMENT_MARKER) {
         return Err(CaError::InvalidParams(format!(
@@ -187,9 +167,7 @@ pub fn intermediate_csr(signer: &mut dyn Signer, subject: &CaSubject) -> Result<
     params.key_usages = ca_key_usages();
 
     let key = RcgenKey::new(signer)?;
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| build_error(e, &key))?;
+    let csr = params.serialize_request(&key).map_err(|e| build_error(e, &key))?;
     Ok(csr.der().to_vec())
 }
 
@@ -199,23 +177,13 @@ pub fn intermediate_csr(signer: &mut dyn Signer, subject: &CaSubject) -> Result<
 pub fn check_ca_matches_signer(ca_cert_der: &[u8], signer: &dyn Signer) -> Result<(), CaError> {
     let (_, cert) = x509_parser::parse_x509_certificate(ca_cert_der)
         .map_err(|e| CaError::BadCertificate(format!("the CA certificate does not parse: {e}")))?;
-    let (_, signer_spki) =
-        x509_parser::x509::SubjectPublicKeyInfo::from_der(signer.public_key_spki())
-            .map_err(|e| CaError::Signer(SignerError::Failed(format!("signer public key: {e}"))))?;
+    let (_, signer_spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(signer.public_key_spki())
+        .map_err(|e| CaError::Signer(SignerError::Failed(format!("signer public key: {e}"))))?;
     let cert_spki = cert.public_key();
     let uri = signer.info().uri;
 
     let same_alg = cert_spki.algorithm.algorithm == signer_spki.algorithm.algorithm
-        && cert_spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .map(|p| p.as_bytes())
-            == signer_spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .map(|p| p.as_bytes());
+        && cert_spki.algorithm.parameters.as_ref().map(|p| p.as_bytes()) == signer_spki.algorithm.parameters.as_ref().map(|p| p.as_bytes());
     if !same_alg {
         return Err(CaError::KeyMismatch(format!(
             "the CA certificate's key algorithm ({}) is not the signer's ({}) for {uri}: \
@@ -240,31 +208,18 @@ pub fn check_ca_matches_signer(ca_cert_der: &[u8], signer: &dyn Signer) -> Resul
                  give the CA certificate, not a device or leaf certificate"
             )))
         }
-        Err(e) => {
-            return Err(CaError::BadCertificate(format!(
-                "certificate {subject:?}: bad basicConstraints: {e}"
-            )))
-        }
+        Err(e) => return Err(CaError::BadCertificate(format!("certificate {subject:?}: bad basicConstraints: {e}"))),
     }
     match cert.key_usage() {
         Ok(Some(ku)) if ku.value.key_cert_sign() => Ok(()),
-        Ok(_) => Err(CaError::NotCa(format!(
-            "certificate {subject:?} lacks keyUsage keyCertSign: it may not sign certificates"
-        ))),
-        Err(e) => Err(CaError::BadCertificate(format!(
-            "certificate {subject:?}: bad keyUsage: {e}"
-        ))),
+        Ok(_) => Err(CaError::NotCa(format!("certificate {subject:?} lacks keyUsage keyCertSign: it may not sign certificates"))),
+        Err(e) => Err(CaError::BadCertificate(format!("certificate {subject:?}: bad keyUsage: {e}"))),
     }
 }
 
 fn describe_alg(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> String {
     let alg = spki.algorithm.algorithm.to_id_string();
-    match spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-    {
+    match spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()) {
         Some(curve) => format!("{alg} {}", curve.to_id_string()),
         None => alg,
     }
@@ -274,26 +229,18 @@ fn describe_alg(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> String {
 /// issuing CA first by convention) into DER certificates, in file order.
 /// Any other PEM block (a private key, a CSR) is an error.
 pub fn load_chain_pem(pem_text: &str) -> Result<Vec<Vec<u8>>, CaError> {
-    let blocks =
-        pem::parse_many(pem_text).map_err(|e| CaError::BadCertificate(format!("bad PEM: {e}")))?;
+    let blocks = pem::parse_many(pem_text).map_err(|e| CaError::BadCertificate(format!("bad PEM: {e}")))?;
     if blocks.is_empty() {
-        return Err(CaError::BadCertificate(
-            "no PEM CERTIFICATE block found".into(),
-        ));
+        return Err(CaError::BadCertificate("no PEM CERTIFICATE block found".into()));
     }
     let mut out = Vec::with_capacity(blocks.len());
     for (i, block) in blocks.into_iter().enumerate() {
         if block.tag() != "CERTIFICATE" {
-            return Err(CaError::BadCertificate(format!(
-                "PEM block {} is a {:?}, not a CERTIFICATE",
-                i + 1,
-                block.tag()
-            )));
+            return Err(CaError::BadCertificate(format!("PEM block {} is a {:?}, not a CERTIFICATE", i + 1, block.tag())));
         }
         let der = block.into_contents();
-        x509_parser::parse_x509_certificate(&der).map_err(|e| {
-            CaError::BadCertificate(format!("PEM block {} does not parse: {e}", i + 1))
-        })?;
+        x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| CaError::BadCertificate(format!("PEM block {} does not parse: {e}", i + 1)))?;
         out.push(der);
     }
     Ok(out)
@@ -319,32 +266,18 @@ mod tests {
     impl SoftSigner {
         fn new() -> Self {
             let rng = SystemRandom::new();
-            let pkcs8 =
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-            let key =
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-                    .unwrap();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+            let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
             // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING }
-            let mut spki =
-                hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+            let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
             spki.extend_from_slice(key.public_key().as_ref());
-            Self {
-                key,
-                spki,
-                rng,
-                development: false,
-                fail_with_pin_locked: false,
-            }
+            Self { key, spki, rng, development: false, fail_with_pin_locked: false }
         }
     }
 
     impl Signer for SoftSigner {
         fn info(&self) -> SignerInfo {
-            SignerInfo {
-                kind: "test",
-                uri: "test:".into(),
-                development: self.development,
-            }
+            SignerInfo { kind: "test", uri: "test:".into(), development: self.development }
         }
         fn algorithm(&self) -> SigAlg {
             SigAlg::EcdsaP256Sha256
@@ -361,11 +294,7 @@ mod tests {
     }
 
     fn subject() -> CaSubject {
-        CaSubject {
-            common_name: "Acme Factory Root CA".into(),
-            organization: Some("Acme".into()),
-            country: Some("de".into()),
-        }
+        CaSubject { common_name: "Acme Factory Root CA".into(), organization: Some("Acme".into()), country: Some("de".into()) }
     }
 
     #[test]
@@ -375,10 +304,7 @@ mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         cert.verify_signature(None).unwrap();
         assert_eq!(cert.subject(), cert.issuer());
-        assert!(cert
-            .subject()
-            .to_string()
-            .contains("CN=Acme Factory Root CA"));
+        assert!(cert.subject().to_string().contains("CN=Acme Factory Root CA"));
         assert!(cert.subject().to_string().contains("C=DE"));
 
         let bc = cert.basic_constraints().unwrap().unwrap();
@@ -388,10 +314,7 @@ mod tests {
         let ku = cert.key_usage().unwrap().unwrap().value;
         assert!(ku.key_cert_sign() && ku.crl_sign() && ku.digital_signature());
         assert!(!ku.key_encipherment());
-        assert!(cert
-            .extensions()
-            .iter()
-            .any(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER));
+        assert!(cert.extensions().iter().any(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER));
 
         let serial = cert.raw_serial();
         assert_eq!(serial.len(), 16);
@@ -411,16 +334,8 @@ mod tests {
         let mut s = SoftSigner::new();
         let a = self_signed_root(&mut s, &subject(), 1, false).unwrap();
         let b = self_signed_root(&mut s, &subject(), 1, false).unwrap();
-        let sa = x509_parser::parse_x509_certificate(&a)
-            .unwrap()
-            .1
-            .raw_serial()
-            .to_vec();
-        let sb = x509_parser::parse_x509_certificate(&b)
-            .unwrap()
-            .1
-            .raw_serial()
-            .to_vec();
+        let sa = x509_parser::parse_x509_certificate(&a).unwrap().1.raw_serial().to_vec();
+        let sb = x509_parser::parse_x509_certificate(&b).unwrap().1.raw_serial().to_vec();
         assert_ne!(sa, sb);
     }
 
@@ -457,10 +372,7 @@ mod tests {
         let mut s = SoftSigner::new();
         s.fail_with_pin_locked = true;
         let err = self_signed_root(&mut s, &subject(), 30, false).unwrap_err();
-        assert!(
-            matches!(err, CaError::Signer(SignerError::PinLocked(_))),
-            "{err:?}"
-        );
+        assert!(matches!(err, CaError::Signer(SignerError::PinLocked(_))), "{err:?}");
         let err = intermediate_csr(&mut s, &subject()).unwrap_err();
         assert!(matches!(err, CaError::Signer(SignerError::PinLocked(_))));
     }
@@ -472,14 +384,8 @@ mod tests {
         // from_pem verifies the CSR's self-signature.
         let pem_text = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr));
         let params = rcgen::CertificateSigningRequestParams::from_pem(&pem_text).unwrap();
-        assert_eq!(
-            rcgen::PublicKeyData::der_bytes(&params.public_key),
-            crate::signer::spki_subject_key_bits(&s.spki).unwrap()
-        );
-        assert!(matches!(
-            params.params.is_ca,
-            IsCa::Ca(BasicConstraints::Constrained(0))
-        ));
+        assert_eq!(rcgen::PublicKeyData::der_bytes(&params.public_key), crate::signer::spki_subject_key_bits(&s.spki).unwrap());
+        assert!(matches!(params.params.is_ca, IsCa::Ca(BasicConstraints::Constrained(0))));
     }
 
     #[test]
@@ -489,10 +395,7 @@ mod tests {
         let der = self_signed_root(&mut a, &subject(), 30, false).unwrap();
         let err = check_ca_matches_signer(&der, &b).unwrap_err();
         assert!(matches!(err, CaError::KeyMismatch(_)));
-        assert!(
-            err.to_string().contains("not the key in the signer"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("not the key in the signer"), "{err}");
     }
 
     #[test]
@@ -522,11 +425,8 @@ mod tests {
         let mut s = SoftSigner::new();
         let a = self_signed_root(&mut s, &subject(), 30, false).unwrap();
         let b = self_signed_root(&mut s, &CaSubject::new("Second"), 30, false).unwrap();
-        let text = format!(
-            "{}\n{}",
-            pem::encode(&pem::Pem::new("CERTIFICATE", a.clone())),
-            pem::encode(&pem::Pem::new("CERTIFICATE", b.clone()))
-        );
+        let text =
+            format!("{}\n{}", pem::encode(&pem::Pem::new("CERTIFICATE", a.clone())), pem::encode(&pem::Pem::new("CERTIFICATE", b.clone())));
         assert_eq!(load_chain_pem(&text).unwrap(), vec![a, b]);
     }
 

@@ -7,10 +7,10 @@
 //! key the device generated, and carried this session's nonce.
 
 use crate::signer::{RcgenKey, Signer, SignerError};
+use ::time::{Duration, OffsetDateTime};
 use imprint_proto::FailureCode;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use ::time::{Duration, OffsetDateTime};
 use x509_parser::prelude::*;
 
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
@@ -98,8 +98,8 @@ impl std::fmt::Display for KeyKind {
 
 /// Classify a DER SubjectPublicKeyInfo.
 pub fn key_kind(spki_der: &[u8]) -> Result<KeyKind, String> {
-    let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
-        .map_err(|e| format!("public key is not a valid SubjectPublicKeyInfo: {e}"))?;
+    let (rest, spki) =
+        SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| format!("public key is not a valid SubjectPublicKeyInfo: {e}"))?;
     if !rest.is_empty() {
         return Err("trailing bytes after the public key".into());
     }
@@ -110,13 +110,7 @@ fn classify(spki: &SubjectPublicKeyInfo<'_>) -> KeyKind {
     let alg = spki.algorithm.algorithm.to_id_string();
     match alg.as_str() {
         OID_EC_PUBLIC_KEY => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string())
-                .unwrap_or_default();
+            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string()).unwrap_or_default();
             match curve.as_str() {
                 OID_P256 => KeyKind::Ec(KeyType::P256),
                 OID_P384 => KeyKind::Ec(KeyType::P384),
@@ -194,8 +188,7 @@ pub fn check_csr(
     nonce: &[u8],
     profile: &Profile,
 ) -> Result<CheckedCsr, CsrRefusal> {
-    let (rest, csr) = X509CertificationRequest::from_der(csr_der)
-        .map_err(|e| CsrRefusal::Malformed(e.to_string()))?;
+    let (rest, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| CsrRefusal::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CsrRefusal::Malformed("trailing bytes after the CSR".into()));
     }
@@ -206,12 +199,7 @@ pub fn check_csr(
         other => {
             return Err(CsrRefusal::KeyNotAllowed {
                 found: other.to_string(),
-                allowed: profile
-                    .allowed_keys
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                allowed: profile.allowed_keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
             })
         }
     };
@@ -224,11 +212,7 @@ pub fn check_csr(
     if challenge.as_deref() != Some(nonce_challenge(nonce).as_str()) {
         return Err(CsrRefusal::NonceMismatch);
     }
-    let cn: Vec<String> = info
-        .subject
-        .iter_common_name()
-        .map(|a| a.as_str().map(str::to_string).unwrap_or_default())
-        .collect();
+    let cn: Vec<String> = info.subject.iter_common_name().map(|a| a.as_str().map(str::to_string).unwrap_or_default()).collect();
     let sn: Vec<String> = info
         .subject
         .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
@@ -237,10 +221,7 @@ pub fn check_csr(
     let cn_ok = cn.len() == 1 && cn[0] == device_serial;
     let sn_ok = sn.iter().all(|s| s == device_serial);
     if !cn_ok || !sn_ok {
-        return Err(CsrRefusal::SubjectMismatch {
-            expected: device_serial.to_string(),
-            found: info.subject.to_string(),
-        });
+        return Err(CsrRefusal::SubjectMismatch { expected: device_serial.to_string(), found: info.subject.to_string() });
     }
     Ok(CheckedCsr { spki_der, key_type })
 }
@@ -294,22 +275,11 @@ pub fn random_serial() -> Result<Vec<u8>, String> {
 }
 
 /// Plan a certificate for a checked key.
-pub fn plan(
-    profile: &Profile,
-    device_serial: &str,
-    spki_der: &[u8],
-    now: OffsetDateTime,
-) -> Result<IssuePlan, String> {
+pub fn plan(profile: &Profile, device_serial: &str, spki_der: &[u8], now: OffsetDateTime) -> Result<IssuePlan, String> {
     let now = now.replace_nanosecond(0).map_err(|e| e.to_string())?;
     let not_before = now - Duration::seconds(i64::from(profile.backdate_secs));
     let not_after = now + Duration::days(i64::from(profile.validity_days));
-    Ok(IssuePlan {
-        device_serial: device_serial.to_string(),
-        spki_der: spki_der.to_vec(),
-        serial: random_serial()?,
-        not_before,
-        not_after,
-    })
+    Ok(IssuePlan { device_serial: device_serial.to_string(), spki_der: spki_der.to_vec(), serial: random_serial()?, not_before, not_after })
 }
 
 /// Why a certificate could not be built.
@@ -325,18 +295,10 @@ pub enum IssueError {
 /// Build the device certificate from the profile and sign it with the CA key.
 /// `ca_cert_der` is the issuing CA's certificate (its subject and key id
 /// become the issuer and the authority key identifier).
-pub fn build_certificate(
-    plan: &IssuePlan,
-    profile: &Profile,
-    ca_cert_der: &[u8],
-    signer: &mut dyn Signer,
-) -> Result<Vec<u8>, IssueError> {
-    use rcgen::{
-        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyUsagePurpose, SerialNumber,
-    };
-    let subject_key = rcgen::SubjectPublicKeyInfo::from_der(&plan.spki_der)
-        .map_err(|e| IssueError::Build(format!("device public key: {e}")))?;
+pub fn build_certificate(plan: &IssuePlan, profile: &Profile, ca_cert_der: &[u8], signer: &mut dyn Signer) -> Result<Vec<u8>, IssueError> {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SerialNumber};
+    let subject_key =
+        rcgen::SubjectPublicKeyInfo::from_der(&plan.spki_der).map_err(|e| IssueError::Build(format!("device public key: {e}")))?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(o) = &profile.organization {
@@ -361,13 +323,11 @@ pub fn build_certificate(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     let key = RcgenKey::new(signer)?;
-    let issuer = Issuer::from_ca_cert_der(&ca_cert_der.to_vec().into(), &key)
-        .map_err(|e| IssueError::Build(format!("CA certificate: {e}")))?;
-    let cert = params.signed_by(&subject_key, &issuer).map_err(|e| {
-        match key.take_error() {
-            Some(se) => IssueError::Signer(se),
-            None => IssueError::Build(e.to_string()),
-        }
+    let issuer =
+        Issuer::from_ca_cert_der(&ca_cert_der.to_vec().into(), &key).map_err(|e| IssueError::Build(format!("CA certificate: {e}")))?;
+    let cert = params.signed_by(&subject_key, &issuer).map_err(|e| match key.take_error() {
+        Some(se) => IssueError::Signer(se),
+        None => IssueError::Build(e.to_string()),
     })?;
     Ok(cert.der().to_vec())
 }
@@ -376,8 +336,7 @@ pub fn build_certificate(
 /// key in `spki_der`.
 pub fn verify_pop(spki_der: &[u8], message: &[u8], signature: &[u8]) -> Result<(), String> {
     use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
-    let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der)
-        .map_err(|e| format!("device public key is not valid: {e}"))?;
+    let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| format!("device public key is not valid: {e}"))?;
     let alg: &'static ring::signature::EcdsaVerificationAlgorithm = match classify(&spki) {
         KeyKind::Ec(KeyType::P256) => &ECDSA_P256_SHA256_ASN1,
         KeyKind::Ec(KeyType::P384) => &ECDSA_P384_SHA384_ASN1,
@@ -488,18 +447,8 @@ mod tests {
         let k = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
         let c = check_csr(&csr(&k, "SN1", NONCE, false), "SN1", &spki(&k), NONCE, &Profile::default()).unwrap();
         assert_eq!(c.key_type, KeyType::P384);
-        let p256_only = Profile {
-            allowed_keys: vec![KeyType::P256],
-            ..Profile::default()
-        };
-        let e = check_csr(
-            &csr(&k, "SN1", NONCE, false),
-            "SN1",
-            &spki(&k),
-            NONCE,
-            &p256_only,
-        )
-        .unwrap_err();
+        let p256_only = Profile { allowed_keys: vec![KeyType::P256], ..Profile::default() };
+        let e = check_csr(&csr(&k, "SN1", NONCE, false), "SN1", &spki(&k), NONCE, &p256_only).unwrap_err();
         assert_eq!(e.code().as_str(), "key_not_allowed");
     }
 
@@ -508,26 +457,10 @@ mod tests {
         let p = Profile::default();
         let k = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let other = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let check =
-            |der: &[u8], keygen: &[u8]| check_csr(der, "SN1", keygen, NONCE, &p).unwrap_err();
-        assert_eq!(
-            check(&csr(&k, "SN2", NONCE, false), &spki(&k))
-                .code()
-                .as_str(),
-            "csr_subject_mismatch"
-        );
-        assert_eq!(
-            check(&csr(&other, "SN1", NONCE, false), &spki(&k))
-                .code()
-                .as_str(),
-            "csr_key_mismatch"
-        );
-        assert_eq!(
-            check(&csr(&k, "SN1", &[1u8; 16], false), &spki(&k))
-                .code()
-                .as_str(),
-            "csr_nonce_mismatch"
-        );
+        let check = |der: &[u8], keygen: &[u8]| check_csr(der, "SN1", keygen, NONCE, &p).unwrap_err();
+        assert_eq!(check(&csr(&k, "SN2", NONCE, false), &spki(&k)).code().as_str(), "csr_subject_mismatch");
+        assert_eq!(check(&csr(&other, "SN1", NONCE, false), &spki(&k)).code().as_str(), "csr_key_mismatch");
+        assert_eq!(check(&csr(&k, "SN1", &[1u8; 16], false), &spki(&k)).code().as_str(), "csr_nonce_mismatch");
         let mut bad = csr(&k, "SN1", NONCE, false);
         let n = bad.len();
         bad[n - 3] ^= 0x55;

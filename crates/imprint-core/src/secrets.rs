@@ -45,11 +45,7 @@ const WHERE: &[&str] = &["pinsource", "passwordfile"];
 fn normalise(name: &str) -> String {
     // `pin%2Dvalue` is `pin-value`: decode first (invalid sequences stay as written).
     let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-    decoded
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_' | '.' | ' ' | '\t'))
-        .flat_map(char::to_lowercase)
-        .collect()
+    decoded.chars().filter(|c| !matches!(c, '-' | '_' | '.' | ' ' | '\t')).flat_map(char::to_lowercase).collect()
 }
 
 /// The kind of secret a config key or URI attribute of this name would hold
@@ -64,10 +60,7 @@ pub fn secret_word(name: &str) -> Option<&'static str> {
     if let Some((_, shown)) = EXACT.iter().find(|(w, _)| *w == n) {
         return Some(shown);
     }
-    CONTAINS
-        .iter()
-        .find(|(w, _)| n.contains(w))
-        .map(|(_, shown)| *shown)
+    CONTAINS.iter().find(|(w, _)| n.contains(w)).map(|(_, shown)| *shown)
 }
 
 /// True when a config key or URI attribute of this name would hold a secret
@@ -85,11 +78,7 @@ pub fn looks_like_key_material(value: &str) -> bool {
     }
     // A bare base64 blob (a DER key pasted without its armour): long, no path
     // separator, nothing but base64 characters.
-    value.len() >= 64
-        && !value.contains('/')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ' ' | '\r'))
+    value.len() >= 64 && !value.contains('/') && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ' ' | '\r'))
 }
 
 #[cfg(test)]
@@ -166,17 +155,11 @@ mod tests {
 
     #[test]
     fn key_material_is_told_from_paths() {
-        assert!(looks_like_key_material(
-            "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----"
-        ));
+        assert!(looks_like_key_material("-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----"));
         assert!(looks_like_key_material("-----BEGIN EC PRIVATE KEY-----"));
-        assert!(looks_like_key_material(
-            "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgS3CR3T4711S3CR3T4711S3CR3T"
-        ));
+        assert!(looks_like_key_material("MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgS3CR3T4711S3CR3T4711S3CR3T"));
         assert!(!looks_like_key_material("/etc/imprint/station-key.pem"));
         assert!(!looks_like_key_material("keys/client.key"));
-        assert!(!looks_like_key_material(
-            "/run/secrets/imprint/mqtt-client-key-with-a-rather-long-name-for-the-broker.pem"
-        ));
+        assert!(!looks_like_key_material("/run/secrets/imprint/mqtt-client-key-with-a-rather-long-name-for-the-broker.pem"));
     }
 }

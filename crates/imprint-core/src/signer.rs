@@ -132,10 +132,7 @@ impl fmt::Debug for dyn Signer {
 /// X.509 carries.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, SignerError> {
     if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
-        return Err(SignerError::Failed(format!(
-            "raw ECDSA signature has odd length {}",
-            raw.len()
-        )));
+        return Err(SignerError::Failed(format!("raw ECDSA signature has odd length {}", raw.len())));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
     let ri = der_uint(r);
@@ -192,14 +189,9 @@ pub struct RcgenKey<'a> {
 impl<'a> RcgenKey<'a> {
     pub fn new(signer: &'a mut dyn Signer) -> Result<Self, SignerError> {
         let alg = signer.algorithm();
-        let raw_pub = spki_subject_key_bits(signer.public_key_spki())
-            .map_err(|e| SignerError::Failed(format!("signer public key: {e}")))?;
-        Ok(Self {
-            signer: std::cell::RefCell::new(signer),
-            raw_pub,
-            alg,
-            last_error: std::cell::RefCell::new(None),
-        })
+        let raw_pub =
+            spki_subject_key_bits(signer.public_key_spki()).map_err(|e| SignerError::Failed(format!("signer public key: {e}")))?;
+        Ok(Self { signer: std::cell::RefCell::new(signer), raw_pub, alg, last_error: std::cell::RefCell::new(None) })
     }
     pub fn take_error(&self) -> Option<SignerError> {
         self.last_error.borrow_mut().take()
@@ -230,8 +222,7 @@ impl rcgen::SigningKey for RcgenKey<'_> {
 /// The BIT STRING contents (the raw public key) of a DER SubjectPublicKeyInfo.
 pub fn spki_subject_key_bits(spki_der: &[u8]) -> Result<Vec<u8>, String> {
     use x509_parser::prelude::FromDer;
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
-        .map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
     Ok(spki.subject_public_key.data.to_vec())
 }
 

@@ -23,8 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut dev = Device::new(&SimConfig::new("SIM-0001"));
     let mut cfg = SessionConfig::new(
-        (0x10..0x20).collect(),      // CSR nonce, 16 bytes
-        (0x20..0x30).collect(),      // PoP nonce, 16 bytes
+        (0x10..0x20).collect(), // CSR nonce, 16 bytes
+        (0x20..0x30).collect(), // PoP nonce, 16 bytes
     );
     cfg.first_rid = 1;
     let mut s = Session::new(cfg);

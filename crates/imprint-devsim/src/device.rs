@@ -174,10 +174,7 @@ pub(crate) fn random_bytes(len: usize) -> Vec<u8> {
     if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
         // No OS randomness is not survivable for a key store; for a
         // simulator's uid/token/noise a time-derived fallback is enough.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
         let h = Sha256::digest(seed.to_le_bytes());
         for (i, x) in b.iter_mut().enumerate() {
             *x = h[i % h.len()];
@@ -191,8 +188,7 @@ fn bad_request(rid: u16, msg: &str) -> Frame {
 }
 
 fn field<'a>(req: &'a Frame, key: &str) -> Result<&'a str, Frame> {
-    req.field(key)
-        .ok_or_else(|| bad_request(req.rid, &format!("missing field {key}")))
+    req.field(key).ok_or_else(|| bad_request(req.rid, &format!("missing field {key}")))
 }
 
 fn num_field(req: &Frame, key: &str) -> Result<usize, Frame> {
@@ -200,8 +196,7 @@ fn num_field(req: &Frame, key: &str) -> Result<usize, Frame> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad_request(req.rid, &format!("field {key} is not a number")));
     }
-    v.parse()
-        .map_err(|_| bad_request(req.rid, &format!("field {key} is out of range")))
+    v.parse().map_err(|_| bad_request(req.rid, &format!("field {key} is out of range")))
 }
 
 fn b64_field(req: &Frame, key: &str) -> Result<Vec<u8>, Frame> {
@@ -211,10 +206,7 @@ fn b64_field(req: &Frame, key: &str) -> Result<Vec<u8>, Frame> {
 fn nonce_field(req: &Frame) -> Result<Vec<u8>, Frame> {
     let n = b64_field(req, "nonce")?;
     if !(NONCE_MIN..=NONCE_MAX).contains(&n.len()) {
-        return Err(bad_request(
-            req.rid,
-            &format!("nonce must be {NONCE_MIN}..{NONCE_MAX} bytes, got {}", n.len()),
-        ));
+        return Err(bad_request(req.rid, &format!("nonce must be {NONCE_MIN}..{NONCE_MAX} bytes, got {}", n.len())));
     }
     Ok(n)
 }
@@ -315,12 +307,7 @@ impl Device {
         };
         let console = if self.faults.noise { noise_lines() } else { Vec::new() };
         self.console_lines_sent += console.len() as u64;
-        Reply {
-            frame: Some(frame),
-            delivery,
-            console,
-            busy_ms: busy_ms + self.faults.slow_ms,
-        }
+        Reply { frame: Some(frame), delivery, console, busy_ms: busy_ms + self.faults.slow_ms }
     }
 
     fn execute(&mut self, req: &Frame) -> Answer {
@@ -343,12 +330,8 @@ impl Device {
     fn hello(&self, req: &Frame) -> Answer {
         let proto = field(req, "proto")?;
         if proto != PROTO.to_string() {
-            return Err(Frame::err(
-                req.rid,
-                ErrorCode::UnsupportedVersion,
-                &format!("device speaks proto {PROTO}"),
-            )
-            .with("proto", PROTO.to_string()));
+            return Err(Frame::err(req.rid, ErrorCode::UnsupportedVersion, &format!("device speaks proto {PROTO}"))
+                .with("proto", PROTO.to_string()));
         }
         Ok((
             Frame::ok(req.rid)
@@ -384,32 +367,20 @@ impl Device {
         };
         if let Some(key) = &self.key {
             if !force {
-                return Ok((
-                    Frame::ok(req.rid)
-                        .with("alg", key.kind().keygen_alg())
-                        .with("pub", b64(&key.spki_der()))
-                        .with("new", "0"),
-                    0,
-                ));
+                return Ok((Frame::ok(req.rid).with("alg", key.kind().keygen_alg()).with("pub", b64(&key.spki_der())).with("new", "0"), 0));
             }
             if self.locked {
                 return Err(Frame::err(req.rid, ErrorCode::Locked, "device is locked; key cannot be replaced"));
             }
         }
         let kind = if self.faults.weak_key { KeyKind::Rsa1024 } else { kind };
-        let key = DeviceKey::generate(kind)
-            .map_err(|e| Frame::err(req.rid, ErrorCode::Internal, &format!("key generation failed: {e}")))?;
+        let key =
+            DeviceKey::generate(kind).map_err(|e| Frame::err(req.rid, ErrorCode::Internal, &format!("key generation failed: {e}")))?;
         // A new key invalidates everything bound to the old one.
         self.wipe_objects();
         let spki = key.spki_der();
         self.key = Some(key);
-        Ok((
-            Frame::ok(req.rid)
-                .with("alg", kind.keygen_alg())
-                .with("pub", b64(&spki))
-                .with("new", "1"),
-            self.keygen_ms,
-        ))
+        Ok((Frame::ok(req.rid).with("alg", kind.keygen_alg()).with("pub", b64(&spki)).with("new", "1"), self.keygen_ms))
     }
 
     fn wipe_objects(&mut self) {
@@ -429,11 +400,7 @@ impl Device {
             return Err(Frame::err(req.rid, ErrorCode::BadState, "no key: send KEYGEN first"));
         };
         let internal = |e: String| Frame::err(req.rid, ErrorCode::Internal, &format!("CSR failed: {e}"));
-        let subject = if self.faults.wrong_serial_csr {
-            other_serial(&self.serial)
-        } else {
-            self.serial.clone()
-        };
+        let subject = if self.faults.wrong_serial_csr { other_serial(&self.serial) } else { self.serial.clone() };
         let challenge = if self.faults.stale_nonce {
             let mut stale = random_bytes(nonce.len());
             if stale == nonce {
@@ -452,9 +419,7 @@ impl Device {
         if self.faults.bad_csr_sig {
             corrupt_signature(&mut der);
         }
-        let answer = Frame::ok(req.rid)
-            .with("len", der.len().to_string())
-            .with("sha256", b64(&Sha256::digest(&der)));
+        let answer = Frame::ok(req.rid).with("len", der.len().to_string()).with("sha256", b64(&Sha256::digest(&der)));
         self.csr = Some(der);
         Ok((answer, self.csr_ms))
     }
@@ -477,11 +442,7 @@ impl Device {
             return Err(Frame::err(req.rid, ErrorCode::NotFound, &format!("no {obj} on this device")));
         };
         if off > data.len() {
-            return Err(Frame::err(
-                req.rid,
-                ErrorCode::BadOffset,
-                &format!("offset {off} is past the end ({})", data.len()),
-            ));
+            return Err(Frame::err(req.rid, ErrorCode::BadOffset, &format!("offset {off} is past the end ({})", data.len())));
         }
         let end = off + max.min(CHUNK).min(data.len() - off);
         Ok((
@@ -517,11 +478,7 @@ impl Device {
         };
         let have = staged.as_ref().map_or(0, Vec::len);
         if off > have {
-            return Err(Frame::err(
-                req.rid,
-                ErrorCode::BadOffset,
-                &format!("offset {off} is past the staged length {have}"),
-            ));
+            return Err(Frame::err(req.rid, ErrorCode::BadOffset, &format!("offset {off} is past the staged length {have}")));
         }
         if off + data.len() > MAX_OBJECT {
             return Err(Frame::err(
@@ -563,11 +520,7 @@ impl Device {
             return Err(Frame::err(req.rid, ErrorCode::BadState, "nothing staged: PUT first"));
         };
         if staged.len() != len {
-            return Err(Frame::err(
-                req.rid,
-                ErrorCode::VerifyFailed,
-                &format!("staged {} bytes, COMMIT says {len}", staged.len()),
-            ));
+            return Err(Frame::err(req.rid, ErrorCode::VerifyFailed, &format!("staged {} bytes, COMMIT says {len}", staged.len())));
         }
         if !matches(staged) {
             return Err(Frame::err(req.rid, ErrorCode::VerifyFailed, "staged bytes do not match sha256"));
@@ -583,11 +536,7 @@ impl Device {
                     _ => return Err(Frame::err(req.rid, ErrorCode::VerifyFailed, "certificate does not parse")),
                 };
                 if cert.tbs_certificate.subject_pki.raw != key.spki_der().as_slice() {
-                    return Err(Frame::err(
-                        req.rid,
-                        ErrorCode::VerifyFailed,
-                        "certificate key does not match device key",
-                    ));
+                    return Err(Frame::err(req.rid, ErrorCode::VerifyFailed, "certificate key does not match device key"));
                 }
             }
             Slot::Chain | Slot::BrokerCa => {
@@ -595,13 +544,7 @@ impl Device {
                 while !rest.is_empty() {
                     match X509Certificate::from_der(rest) {
                         Ok((r, _)) => rest = r,
-                        Err(_) => {
-                            return Err(Frame::err(
-                                req.rid,
-                                ErrorCode::VerifyFailed,
-                                "chain is not a sequence of DER certificates",
-                            ))
-                        }
+                        Err(_) => return Err(Frame::err(req.rid, ErrorCode::VerifyFailed, "chain is not a sequence of DER certificates")),
                     }
                 }
             }
@@ -624,19 +567,11 @@ impl Device {
         let msg = pop_message(&self.serial, &nonce);
         let internal = |e: String| Frame::err(req.rid, ErrorCode::Internal, &format!("signing failed: {e}"));
         let sig = if self.faults.bad_proof {
-            DeviceKey::generate(key.kind())
-                .map_err(internal)?
-                .sign(&msg)
-                .map_err(|e| internal(e.to_string()))?
+            DeviceKey::generate(key.kind()).map_err(internal)?.sign(&msg).map_err(|e| internal(e.to_string()))?
         } else {
             key.sign(&msg).map_err(|e| internal(e.to_string()))?
         };
-        Ok((
-            Frame::ok(req.rid)
-                .with("alg", key.kind().proof_alg())
-                .with("sig", b64(&sig)),
-            self.prove_ms,
-        ))
+        Ok((Frame::ok(req.rid).with("alg", key.kind().proof_alg()).with("sig", b64(&sig)), self.prove_ms))
     }
 
     fn lock(&mut self, req: &Frame) -> Answer {

@@ -98,10 +98,7 @@ impl Faults {
                 Some((n, v)) => (n.trim(), Some(v.trim())),
                 None => (item, None),
             };
-            let err = |why: &str| FaultParseError {
-                item: item.to_string(),
-                why: why.to_string(),
-            };
+            let err = |why: &str| FaultParseError { item: item.to_string(), why: why.to_string() };
             let num = |min: u64| -> Result<u64, FaultParseError> {
                 let v = value.ok_or_else(|| err("needs a value (name=N)"))?;
                 let n: u64 = v.parse().map_err(|_| err("value is not a number"))?;

@@ -1,10 +1,7 @@
 //! Device keys (ECDSA P-256/P-384 via ring, RSA-1024 for the `weak-key`
 //! fault) and the nonce-bound PKCS#10 CSR.
 
-use rcgen::{
-    Attribute, CertificateParams, DistinguishedName, DnType, DnValue, KeyPair, PublicKeyData,
-    SignatureAlgorithm, SigningKey,
-};
+use rcgen::{Attribute, CertificateParams, DistinguishedName, DnType, DnValue, KeyPair, PublicKeyData, SignatureAlgorithm, SigningKey};
 use rsa::pkcs1::EncodeRsaPublicKey;
 use sha2::{Digest, Sha256};
 
@@ -52,12 +49,7 @@ impl RsaKey {
     pub fn generate(bits: usize) -> Result<Self, String> {
         let mut rng = rsa::rand_core::OsRng;
         let private = rsa::RsaPrivateKey::new(&mut rng, bits).map_err(|e| e.to_string())?;
-        let pkcs1_der = private
-            .to_public_key()
-            .to_pkcs1_der()
-            .map_err(|e| e.to_string())?
-            .as_bytes()
-            .to_vec();
+        let pkcs1_der = private.to_public_key().to_pkcs1_der().map_err(|e| e.to_string())?.as_bytes().to_vec();
         Ok(RsaKey { private, pkcs1_der })
     }
 }
@@ -74,9 +66,7 @@ impl PublicKeyData for RsaKey {
 impl SigningKey for RsaKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let digest = Sha256::digest(msg);
-        self.private
-            .sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest)
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+        self.private.sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest).map_err(|_| rcgen::Error::RemoteKeyError)
     }
 }
 
@@ -96,12 +86,12 @@ impl std::fmt::Debug for DeviceKey {
 impl DeviceKey {
     pub fn generate(kind: KeyKind) -> Result<Self, String> {
         match kind {
-            KeyKind::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                .map(|k| DeviceKey::Ec(k, kind))
-                .map_err(|e| e.to_string()),
-            KeyKind::P384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)
-                .map(|k| DeviceKey::Ec(k, kind))
-                .map_err(|e| e.to_string()),
+            KeyKind::P256 => {
+                KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map(|k| DeviceKey::Ec(k, kind)).map_err(|e| e.to_string())
+            }
+            KeyKind::P384 => {
+                KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map(|k| DeviceKey::Ec(k, kind)).map_err(|e| e.to_string())
+            }
             KeyKind::Rsa1024 => RsaKey::generate(1024).map(DeviceKey::Rsa),
         }
     }
@@ -169,10 +159,7 @@ fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 pub fn challenge_attribute(nonce: &[u8]) -> Attribute {
     let text = hex::encode(nonce);
     let utf8 = der_tlv(0x0C, text.as_bytes());
-    Attribute {
-        oid: OID_CHALLENGE_PASSWORD,
-        values: der_tlv(0x31, &utf8),
-    }
+    Attribute { oid: OID_CHALLENGE_PASSWORD, values: der_tlv(0x31, &utf8) }
 }
 
 /// serialNumber is a PrintableString in X.520; a serial outside that

@@ -62,12 +62,10 @@ impl SimDevice {
         let (tx, rx) = mpsc::channel();
         let rate = if cfg.baud == 0 { None } else { Some(cfg.baud as f64 / 10.0) };
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("devsim-{}", cfg.serial))
-            .spawn(move || {
-                let mut lp = Loop::new(thread_shared, rx, rate, pty);
-                lp.run();
-            })?;
+        let thread = std::thread::Builder::new().name(format!("devsim-{}", cfg.serial)).spawn(move || {
+            let mut lp = Loop::new(thread_shared, rx, rate, pty);
+            lp.run();
+        })?;
         Ok(SimHandle { shared, cmds: tx, thread: Some(thread) })
     }
 }
@@ -139,11 +137,8 @@ impl SimHandle {
     /// if plugged in. Returns the new path.
     pub fn replug(&self) -> io::Result<PathBuf> {
         let (tx, rx) = mpsc::channel();
-        self.cmds
-            .send(Cmd::Replug(tx))
-            .map_err(|_| io::Error::other("device thread has stopped"))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| io::Error::other("device thread did not answer"))?
+        self.cmds.send(Cmd::Replug(tx)).map_err(|_| io::Error::other("device thread has stopped"))?;
+        rx.recv_timeout(Duration::from_secs(5)).map_err(|_| io::Error::other("device thread did not answer"))?
     }
 
     /// Wait until the device is plugged in (e.g. after `replug-after-ms`);
@@ -230,10 +225,8 @@ impl Shared {
         let Some(link) = &self.link else { return Ok(()) };
         match target {
             Some(t) => {
-                let tmp = link.with_file_name(format!(
-                    ".{}.tmp",
-                    link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-                ));
+                let tmp =
+                    link.with_file_name(format!(".{}.tmp", link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
                 let _ = std::fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(t, &tmp)?;
                 std::fs::rename(&tmp, link)
@@ -274,11 +267,7 @@ impl Pty {
         grantpt(&master)?;
         unlockpt(&master)?;
         let path = PathBuf::from(ptsname_r(&master)?);
-        let slave = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(nix::libc::O_NOCTTY)
-            .open(&path)?;
+        let slave = OpenOptions::new().read(true).write(true).custom_flags(nix::libc::O_NOCTTY).open(&path)?;
         // Raw: no echo, no CR/LF translation, no signals, 8 bits.
         let mut t = tcgetattr(slave.as_fd())?;
         cfmakeraw(&mut t);
@@ -524,11 +513,7 @@ impl Loop {
             // arrived at the link speed.
             let due = start + self.secs(self.rx_len);
             self.rx_free_at = due;
-            self.inbox.push_back(Inbound {
-                due,
-                line: std::mem::take(&mut self.rx_line),
-                oversized: self.rx_oversized,
-            });
+            self.inbox.push_back(Inbound { due, line: std::mem::take(&mut self.rx_line), oversized: self.rx_oversized });
             self.rx_len = 0;
             self.rx_oversized = false;
             self.rx_start = None;

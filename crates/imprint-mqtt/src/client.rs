@@ -33,9 +33,7 @@ impl Endpoint {
     pub fn from_config(cfg: &crate::MqttConfig, client_id: &str) -> Result<Endpoint, MqttError> {
         let broker = cfg.broker()?;
         let tls = if broker.tls {
-            let ca = cfg
-                .server_ca_path()
-                .ok_or_else(|| MqttError::Config("mqtts:// needs ca_bundle or server_ca".into()))?;
+            let ca = cfg.server_ca_path().ok_or_else(|| MqttError::Config("mqtts:// needs ca_bundle or server_ca".into()))?;
             let mut m = TlsMaterial { server_roots: crate::load_certs_pem(ca)?, ..Default::default() };
             if let (Some(c), Some(k)) = (&cfg.client_cert, &cfg.client_key) {
                 m.client_chain = crate::load_certs_pem(c)?;
@@ -115,11 +113,9 @@ pub fn publish_qos1(ep: &Endpoint, messages: &[(String, Vec<u8>)]) -> Published 
                     pkid = Some(*id);
                     None
                 }
-                Ev::PubAck { pkid: id, ok } if pkid.is_none_or(|p| p == *id) => Some(if *ok {
-                    Ok(())
-                } else {
-                    Err(MqttError::Refused(format!("publish to {topic} not authorized")))
-                }),
+                Ev::PubAck { pkid: id, ok } if pkid.is_none_or(|p| p == *id) => {
+                    Some(if *ok { Ok(()) } else { Err(MqttError::Refused(format!("publish to {topic} not authorized"))) })
+                }
                 _ => None,
             })??;
             *acked += 1;
@@ -189,12 +185,10 @@ impl Conn {
                 Ok(Err(e)) => Err(classify_v4(e)),
                 Ok(Ok(ev)) => Ok(Some(match ev {
                     rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => Ev::ConnAck,
-                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(s)) => Ev::SubAck {
-                        ok: s.return_codes.iter().all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
-                    },
-                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                        Ev::Publish { topic: p.topic, payload: p.payload.to_vec() }
+                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(s)) => {
+                        Ev::SubAck { ok: s.return_codes.iter().all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))) }
                     }
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => Ev::Publish { topic: p.topic, payload: p.payload.to_vec() },
                     rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a)) => Ev::PubAck { pkid: a.pkid, ok: true },
                     rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(id)) => Ev::OutPublish(id),
                     _ => Ev::Other,
@@ -205,13 +199,12 @@ impl Conn {
                 Ok(Err(e)) => Err(classify_v5(e)),
                 Ok(Ok(ev)) => Ok(Some(match ev {
                     rumqttc::v5::Event::Incoming(p5::Packet::ConnAck(_)) => Ev::ConnAck,
-                    rumqttc::v5::Event::Incoming(p5::Packet::SubAck(s)) => Ev::SubAck {
-                        ok: s.return_codes.iter().all(|c| matches!(c, p5::SubscribeReasonCode::Success(_))),
-                    },
-                    rumqttc::v5::Event::Incoming(p5::Packet::Publish(p)) => Ev::Publish {
-                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                        payload: p.payload.to_vec(),
-                    },
+                    rumqttc::v5::Event::Incoming(p5::Packet::SubAck(s)) => {
+                        Ev::SubAck { ok: s.return_codes.iter().all(|c| matches!(c, p5::SubscribeReasonCode::Success(_))) }
+                    }
+                    rumqttc::v5::Event::Incoming(p5::Packet::Publish(p)) => {
+                        Ev::Publish { topic: String::from_utf8_lossy(&p.topic).into_owned(), payload: p.payload.to_vec() }
+                    }
                     rumqttc::v5::Event::Incoming(p5::Packet::PubAck(a)) => Ev::PubAck {
                         pkid: a.pkid,
                         ok: matches!(a.reason, p5::PubAckReason::Success | p5::PubAckReason::NoMatchingSubscribers),
@@ -253,9 +246,7 @@ impl Conn {
     fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
         let r = match self {
             Conn::V4(c, _) => c.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).map_err(|e| e.to_string()),
-            Conn::V5(c, _) => c
-                .publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload)
-                .map_err(|e| e.to_string()),
+            Conn::V5(c, _) => c.publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload).map_err(|e| e.to_string()),
         };
         r.map_err(|e| MqttError::Other(format!("publish: {e}")))
     }

@@ -141,9 +141,7 @@ fn looks_like_key_material(value: &str) -> bool {
     if value.contains("-----BEGIN") || value.contains("PRIVATE KEY") || value.contains('\n') {
         return true;
     }
-    value.len() >= 64
-        && !value.contains('/')
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ' ' | '\r'))
+    value.len() >= 64 && !value.contains('/') && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ' ' | '\r'))
 }
 
 /// `mqtt://host:port` or `mqtts://host:port`, parsed.
@@ -169,9 +167,7 @@ impl BrokerUrl {
             return Err(bad("credentials do not go in the URL"));
         }
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| bad("port is not a number"))?)
-            }
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().map_err(|_| bad("port is not a number"))?),
             _ => (rest, if tls { 8883 } else { 1883 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');

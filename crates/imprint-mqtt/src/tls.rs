@@ -58,9 +58,7 @@ impl TlsMaterial {
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, MqttError> {
         let mut roots = rustls::RootCertStore::empty();
         for der in &self.server_roots {
-            roots
-                .add(CertificateDer::from(der.clone()))
-                .map_err(|e| MqttError::Config(format!("server CA certificate unusable: {e}")))?;
+            roots.add(CertificateDer::from(der.clone())).map_err(|e| MqttError::Config(format!("server CA certificate unusable: {e}")))?;
         }
         if roots.is_empty() {
             return Err(MqttError::Config("no CA certificate to verify the broker with".into()));
@@ -77,10 +75,8 @@ impl TlsMaterial {
                     "RSA PRIVATE KEY" => PrivatePkcs1KeyDer::from(key.clone()).into(),
                     _ => PrivatePkcs8KeyDer::from(key.clone()).into(),
                 };
-                let signer = provider
-                    .key_provider
-                    .load_private_key(key)
-                    .map_err(|e| MqttError::Config(format!("client key unusable: {e}")))?;
+                let signer =
+                    provider.key_provider.load_private_key(key).map_err(|e| MqttError::Config(format!("client key unusable: {e}")))?;
                 let chain = self.client_chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
                 // Deliberately no local key/certificate consistency check: the
                 // broker is the judge, and its verdict is what we report.

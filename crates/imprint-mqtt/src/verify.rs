@@ -40,12 +40,7 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ClientCertProblem> {
 /// would, with `intermediates` presented alongside it: valid at `now_unix`,
 /// EKU allows clientAuth (or has no EKU), and a chain of verifying
 /// signatures up to a trusted certificate.
-pub fn verify_client_cert(
-    cert_der: &[u8],
-    intermediates: &[Vec<u8>],
-    trusted: &[Vec<u8>],
-    now_unix: i64,
-) -> Result<(), ClientCertProblem> {
+pub fn verify_client_cert(cert_der: &[u8], intermediates: &[Vec<u8>], trusted: &[Vec<u8>], now_unix: i64) -> Result<(), ClientCertProblem> {
     let leaf = parse(cert_der)?;
     let v = leaf.validity();
     if v.not_before.timestamp() > now_unix {
@@ -141,7 +136,10 @@ mod tests {
         let e = verify_client_cert(&other_ca, &[], std::slice::from_ref(&a.der), now()).unwrap_err();
         assert_eq!(e.code(), "cert_untrusted_by_broker", "{e}");
         let server_only = leaf(&a, vec![ExtendedKeyUsagePurpose::ServerAuth], (-1, 30));
-        assert_eq!(verify_client_cert(&server_only, &[], std::slice::from_ref(&a.der), now()).unwrap_err(), ClientCertProblem::NoClientAuth);
+        assert_eq!(
+            verify_client_cert(&server_only, &[], std::slice::from_ref(&a.der), now()).unwrap_err(),
+            ClientCertProblem::NoClientAuth
+        );
         let expired = leaf(&a, ok_eku.clone(), (-30, -1));
         assert_eq!(verify_client_cert(&expired, &[], std::slice::from_ref(&a.der), now()).unwrap_err().code(), "cert_expired");
         let future = leaf(&a, ok_eku, (2, 30));

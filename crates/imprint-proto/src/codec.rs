@@ -60,31 +60,14 @@ pub struct Frame {
 
 impl Frame {
     pub fn request(rid: u16, verb: &str) -> Self {
-        Frame {
-            dir: Direction::Request,
-            rid,
-            head: verb.to_string(),
-            words: Vec::new(),
-            fields: Vec::new(),
-        }
+        Frame { dir: Direction::Request, rid, head: verb.to_string(), words: Vec::new(), fields: Vec::new() }
     }
     pub fn ok(rid: u16) -> Self {
-        Frame {
-            dir: Direction::Response,
-            rid,
-            head: "OK".to_string(),
-            words: Vec::new(),
-            fields: Vec::new(),
-        }
+        Frame { dir: Direction::Response, rid, head: "OK".to_string(), words: Vec::new(), fields: Vec::new() }
     }
     pub fn err(rid: u16, code: ErrorCode, msg: &str) -> Self {
-        let mut f = Frame {
-            dir: Direction::Response,
-            rid,
-            head: "ERR".to_string(),
-            words: vec![code.as_u16().to_string()],
-            fields: Vec::new(),
-        };
+        let mut f =
+            Frame { dir: Direction::Response, rid, head: "ERR".to_string(), words: vec![code.as_u16().to_string()], fields: Vec::new() };
         f.fields.push(("name".into(), code.name().into()));
         if !msg.is_empty() {
             f.fields.push(("msg".into(), pct_encode(msg)));
@@ -98,10 +81,7 @@ impl Frame {
         self
     }
     pub fn field(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     /// A free-text field, percent-decoded.
     pub fn text(&self, key: &str) -> Option<String> {
@@ -115,10 +95,7 @@ impl Frame {
         if self.head != "ERR" {
             return None;
         }
-        self.words
-            .first()
-            .and_then(|w| w.parse::<u16>().ok())
-            .map(ErrorCode::from_u16)
+        self.words.first().and_then(|w| w.parse::<u16>().ok()).map(ErrorCode::from_u16)
     }
 
     /// Encode as one line, CRC and `\n` included.
@@ -192,11 +169,7 @@ impl Decoder {
     /// A decoder that accepts frames travelling in `expect` direction; frames
     /// with the other marker (an echo of our own requests) are console lines.
     pub fn new(expect: Direction) -> Self {
-        Decoder {
-            buf: Vec::with_capacity(MAX_LINE),
-            discarding: None,
-            expect,
-        }
+        Decoder { buf: Vec::with_capacity(MAX_LINE), discarding: None, expect }
     }
 
     /// Feed bytes; returns everything that became complete.
@@ -255,10 +228,7 @@ impl Decoder {
                 let frame_bytes = &line[i..];
                 match parse_frame(frame_bytes, self.expect) {
                     Ok(f) => Some(Decoded::Frame(f)),
-                    Err(error) => Some(Decoded::Corrupt {
-                        line: String::from_utf8_lossy(frame_bytes).into_owned(),
-                        error,
-                    }),
+                    Err(error) => Some(Decoded::Corrupt { line: String::from_utf8_lossy(frame_bytes).into_owned(), error }),
                 }
             }
         }
@@ -269,15 +239,12 @@ fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if hay.len() < needle.len() {
         return None;
     }
-    (0..=hay.len() - needle.len())
-        .rev()
-        .find(|&i| &hay[i..i + needle.len()] == needle)
+    (0..=hay.len() - needle.len()).rev().find(|&i| &hay[i..i + needle.len()] == needle)
 }
 
 /// Parse one line (without its terminator) that starts with a marker.
 pub fn parse_frame(line: &[u8], dir: Direction) -> Result<Frame, FrameError> {
-    let text = std::str::from_utf8(line)
-        .map_err(|_| FrameError::Malformed("frame is not ASCII".into()))?;
+    let text = std::str::from_utf8(line).map_err(|_| FrameError::Malformed("frame is not ASCII".into()))?;
     if !text.is_ascii() {
         return Err(FrameError::Malformed("frame is not ASCII".into()));
     }
@@ -297,14 +264,8 @@ pub fn parse_frame(line: &[u8], dir: Direction) -> Result<Frame, FrameError> {
     if marker != dir.marker() {
         return Err(FrameError::Malformed(format!("unexpected marker {marker:?}")));
     }
-    let rid: u16 = parts
-        .next()
-        .and_then(|r| r.parse().ok())
-        .ok_or_else(|| FrameError::Malformed("missing or bad request id".into()))?;
-    let head = parts
-        .next()
-        .ok_or_else(|| FrameError::Malformed("missing verb".into()))?
-        .to_string();
+    let rid: u16 = parts.next().and_then(|r| r.parse().ok()).ok_or_else(|| FrameError::Malformed("missing or bad request id".into()))?;
+    let head = parts.next().ok_or_else(|| FrameError::Malformed("missing verb".into()))?.to_string();
     if !head.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
         return Err(FrameError::Malformed(format!("bad verb {head:?}")));
     }
@@ -316,11 +277,7 @@ pub fn parse_frame(line: &[u8], dir: Direction) -> Result<Frame, FrameError> {
         }
         match p.split_once('=') {
             Some((k, v)) => {
-                if k.is_empty()
-                    || !k
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                {
+                if k.is_empty() || !k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
                     return Err(FrameError::Malformed(format!("bad field name {k:?}")));
                 }
                 fields.push((k.to_string(), v.to_string()));
@@ -333,13 +290,7 @@ pub fn parse_frame(line: &[u8], dir: Direction) -> Result<Frame, FrameError> {
             }
         }
     }
-    Ok(Frame {
-        dir,
-        rid,
-        head,
-        words,
-        fields,
-    })
+    Ok(Frame { dir, rid, head, words, fields })
 }
 
 /// Percent-encode free text so it is a single token: every byte outside
@@ -572,13 +523,7 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_rejected() {
-        for bad in [
-            "@< x OK ",
-            "@< 1 ok ",
-            "@< 1 OK a=1 word ",
-            "@< 1 OK Bad=1 ",
-            "@< 99999999 OK ",
-        ] {
+        for bad in ["@< x OK ", "@< 1 ok ", "@< 1 OK a=1 word ", "@< 1 OK Bad=1 ", "@< 99999999 OK "] {
             let line = format!("{bad}*{:04X}", crc16(bad.as_bytes()));
             let r = parse_frame(line.as_bytes(), Direction::Response);
             assert!(matches!(r, Err(FrameError::Malformed(_))), "{bad}: {r:?}");

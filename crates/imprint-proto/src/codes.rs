@@ -266,10 +266,7 @@ impl fmt::Display for FailureCode {
 impl FromStr for FailureCode {
     type Err = UnknownText;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        <FailureCode as Closed>::parse(s).ok_or_else(|| UnknownText {
-            what: "failure code",
-            text: cut(s, 64),
-        })
+        <FailureCode as Closed>::parse(s).ok_or_else(|| UnknownText { what: "failure code", text: cut(s, 64) })
     }
 }
 
@@ -302,10 +299,7 @@ pub fn cut(s: &str, max: usize) -> String {
 /// spaces, and the result is cut to `max` bytes on a character boundary
 /// (with "..." when cut).
 pub fn sanitize_device_text(s: &str, max: usize) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if clean.len() <= max {
         clean
     } else {
@@ -381,34 +375,21 @@ mod tests {
     #[test]
     fn every_failure_code_is_pinned_with_its_text_hint_and_retryable_flag() {
         let all = <FailureCode as Closed>::ALL;
-        assert_eq!(
-            all.len(),
-            PINNED.len(),
-            "a code was added or removed: update the pinned table on purpose"
-        );
+        assert_eq!(all.len(), PINNED.len(), "a code was added or removed: update the pinned table on purpose");
         for (code, (pinned, text, retryable, hint)) in all.iter().zip(PINNED) {
             assert_eq!(code, pinned, "catalogue order");
             assert_eq!(code.as_str(), *text, "{code:?}");
             assert_eq!(code.retryable(), *retryable, "{code:?}");
             assert_eq!(code.hint(), *hint, "{code:?}");
             assert!(!code.hint().trim().is_empty(), "{code:?} has no hint");
-            assert!(
-                code.hint().ends_with('.'),
-                "{code:?}: a hint is complete sentences ending with a period"
-            );
-            assert!(
-                code.hint().chars().next().is_some_and(char::is_uppercase),
-                "{code:?}: a hint starts a sentence"
-            );
+            assert!(code.hint().ends_with('.'), "{code:?}: a hint is complete sentences ending with a period");
+            assert!(code.hint().chars().next().is_some_and(char::is_uppercase), "{code:?}: a hint starts a sentence");
             // The text round-trips, through FromStr and serde.
             assert_eq!(text.parse::<FailureCode>(), Ok(*code));
             let json = serde_json::to_string(code).unwrap_or_default();
             assert_eq!(json, format!("\"{text}\""));
             assert_eq!(serde_json::from_str::<FailureCode>(&json).ok(), Some(*code));
-            assert!(
-                text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-                "{text} is snake_case"
-            );
+            assert!(text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{text} is snake_case");
         }
         let mut texts: Vec<&str> = all.iter().map(|c| c.as_str()).collect();
         texts.sort_unstable();
@@ -418,13 +399,7 @@ mod tests {
 
     #[test]
     fn unknown_text_is_no_code() {
-        for s in [
-            "",
-            "connect_dns",
-            "STORE_ERROR",
-            "store_error ",
-            "unrecognized",
-        ] {
+        for s in ["", "connect_dns", "STORE_ERROR", "store_error ", "unrecognized"] {
             assert!(s.parse::<FailureCode>().is_err(), "{s:?}");
         }
         assert!(serde_json::from_str::<FailureCode>("\"connect_dns\"").is_err());
@@ -432,20 +407,10 @@ mod tests {
 
     #[test]
     fn connect_reasons_map_onto_a_closed_set() {
-        assert_eq!(
-            FailureCode::from_connect_reason("refused"),
-            FailureCode::ConnectRefused
-        );
-        assert_eq!(
-            FailureCode::from_connect_reason("timeout"),
-            FailureCode::ConnectTimeout
-        );
+        assert_eq!(FailureCode::from_connect_reason("refused"), FailureCode::ConnectRefused);
+        assert_eq!(FailureCode::from_connect_reason("timeout"), FailureCode::ConnectTimeout);
         for other in ["other", "", "store_full", "dns", "refused ", "é"] {
-            assert_eq!(
-                FailureCode::from_connect_reason(other),
-                FailureCode::ConnectOther,
-                "{other:?}"
-            );
+            assert_eq!(FailureCode::from_connect_reason(other), FailureCode::ConnectOther, "{other:?}");
         }
     }
 

@@ -212,13 +212,7 @@ pub struct Failure {
 impl Failure {
     /// A failure with the hint and retryable flag of `code`'s catalogue entry.
     pub fn new(stage: Stage, code: FailureCode, reason: impl Into<String>) -> Failure {
-        Failure {
-            stage,
-            code,
-            reason: reason.into(),
-            hint: code.hint().to_string(),
-            retryable: code.retryable(),
-        }
+        Failure { stage, code, reason: reason.into(), hint: code.hint().to_string(), retryable: code.retryable() }
     }
 }
 
@@ -253,18 +247,9 @@ pub enum Action {
     Lookup { serial: String, spki_der: Vec<u8> },
     /// Check the CSR and issue (journaled, through the signer). Answer with
     /// [`Input::Issued`].
-    Issue {
-        identity: Identity,
-        keygen_spki_der: Vec<u8>,
-        csr_der: Vec<u8>,
-        nonce: Vec<u8>,
-    },
+    Issue { identity: Identity, keygen_spki_der: Vec<u8>, csr_der: Vec<u8>, nonce: Vec<u8> },
     /// Verify a proof-of-possession signature. Answer with [`Input::ProofChecked`].
-    CheckProof {
-        spki_der: Vec<u8>,
-        message: Vec<u8>,
-        signature: Vec<u8>,
-    },
+    CheckProof { spki_der: Vec<u8>, message: Vec<u8>, signature: Vec<u8> },
     /// The session is over.
     Finish(Outcome),
 }
@@ -510,27 +495,17 @@ impl Session {
     /// Feed what happened; get the next action.
     pub fn handle(&mut self, input: Input) -> Action {
         if matches!(self.state, State::Finished) {
-            return Action::Finish(Outcome::Failed(Failure::new(
-                self.stage,
-                FailureCode::SessionOver,
-                "input after the session finished",
-            )));
+            return Action::Finish(Outcome::Failed(Failure::new(self.stage, FailureCode::SessionOver, "input after the session finished")));
         }
         match input {
             Input::Gone(why) => {
                 let stage = self.stage;
-                self.fail(
-                    FailureCode::Unplugged,
-                    format!("device disconnected during {}: {why}", stage.as_str()),
-                )
+                self.fail(FailureCode::Unplugged, format!("device disconnected during {}: {why}", stage.as_str()))
             }
             Input::Timeout => self.on_timeout(),
             Input::Waited => match self.resend_after_wait.take() {
                 Some(req) => self.send(req),
-                None => self.fail(
-                    FailureCode::Internal,
-                    "a wait ended with nothing to resend".into(),
-                ),
+                None => self.fail(FailureCode::Internal, "a wait ended with nothing to resend".into()),
             },
             Input::Corrupt(line) => self.on_corrupt(line),
             Input::Frame(f) => self.on_frame(f),
@@ -543,11 +518,7 @@ impl Session {
     // ---- plumbing ----
 
     fn note(&mut self, kind: NoteKind, detail: impl Into<String>) {
-        self.notes.push(Note {
-            stage: self.stage,
-            kind,
-            detail: detail.into(),
-        });
+        self.notes.push(Note { stage: self.stage, kind, detail: detail.into() });
     }
 
     fn enter(&mut self, stage: Stage) {
@@ -597,10 +568,7 @@ impl Session {
 
     fn on_timeout(&mut self) -> Action {
         let Some(req) = self.outstanding.clone() else {
-            return self.fail(
-                FailureCode::Internal,
-                "timeout with no request outstanding".into(),
-            );
+            return self.fail(FailureCode::Internal, "timeout with no request outstanding".into());
         };
         if let State::LockCommit { .. } = self.state {
             // Did the lock happen? Ask, never retry the commit blindly.
@@ -624,17 +592,10 @@ impl Session {
                 ),
             );
         }
-        let code = if matches!(self.state, State::Hello) {
-            FailureCode::NoResponse
-        } else {
-            FailureCode::Timeout
-        };
+        let code = if matches!(self.state, State::Hello) { FailureCode::NoResponse } else { FailureCode::Timeout };
         let tries = 1 + self.cfg.retries as u32;
         let ms = self.timeout_for(&req, req.encode().len());
-        self.fail(
-            code,
-            format!("no answer to {} within {ms} ms ({tries} tries)", req.head),
-        )
+        self.fail(code, format!("no answer to {} within {ms} ms ({tries} tries)", req.head))
     }
 
     fn on_corrupt(&mut self, line: String) -> Action {
@@ -650,10 +611,7 @@ impl Session {
         let ours = corrupt_rid(&line) == Some(req.rid);
         if ours && self.tries_left > 0 && Self::idempotent(&req) {
             self.tries_left -= 1;
-            self.note(
-                NoteKind::Retry,
-                format!("corrupt answer to {} ({}); retrying", req.head, truncate(&line, 80)),
-            );
+            self.note(NoteKind::Retry, format!("corrupt answer to {} ({}); retrying", req.head, truncate(&line, 80)));
             return self.send(req);
         }
         self.note(NoteKind::Info, format!("corrupt line while waiting for {}: {}", req.head, truncate(&line, 80)));
@@ -666,10 +624,7 @@ impl Session {
             return Action::KeepWaiting;
         };
         if f.rid != req.rid {
-            self.note(
-                NoteKind::Info,
-                format!("stray frame for request {} dropped (waiting for {})", f.rid, req.rid),
-            );
+            self.note(NoteKind::Info, format!("stray frame for request {} dropped (waiting for {})", f.rid, req.rid));
             return Action::KeepWaiting;
         }
         let req = req.clone();
@@ -678,19 +633,14 @@ impl Session {
             return self.on_device_error(&req, &f);
         }
         if !f.is_ok() {
-            return self.fail(
-                FailureCode::BadResponse,
-                format!("the device answered {} with {:?}", req.head, f.head),
-            );
+            return self.fail(FailureCode::BadResponse, format!("the device answered {} with {:?}", req.head, f.head));
         }
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Hello => self.after_hello(&f),
             State::Ident => self.after_ident(&f),
             State::Keygen => self.after_keygen(&f),
             State::CsrGen => self.after_csr(&f),
-            State::ReadCsr { expect_len, expect_sha, got } => {
-                self.after_read_csr(&f, expect_len, expect_sha, got)
-            }
+            State::ReadCsr { expect_len, expect_sha, got } => self.after_read_csr(&f, expect_len, expect_sha, got),
             State::Put { obj, off } => self.after_put(&f, obj, off),
             State::Commit { obj } => self.after_commit(obj),
             State::ReadBack { obj, got } => self.after_read_back(&f, obj, got),
@@ -701,10 +651,7 @@ impl Session {
             State::LockVerify => self.after_lock_verify(&f),
             other => {
                 self.state = other;
-                self.fail(
-                    FailureCode::Internal,
-                    format!("frame in state {:?}", self.stage),
-                )
+                self.fail(FailureCode::Internal, format!("frame in state {:?}", self.stage))
             }
         }
     }
@@ -731,13 +678,8 @@ impl Session {
         }
         let (failure_code, what) = match code {
             ErrorCode::Locked => (FailureCode::DeviceLocked, ""),
-            ErrorCode::UnsupportedVersion | ErrorCode::UnknownVerb => {
-                (FailureCode::UnsupportedVersion, "")
-            }
-            ErrorCode::Storage => (
-                FailureCode::DeviceError,
-                ": the device could not write its flash",
-            ),
+            ErrorCode::UnsupportedVersion | ErrorCode::UnknownVerb => (FailureCode::UnsupportedVersion, ""),
+            ErrorCode::Storage => (FailureCode::DeviceError, ": the device could not write its flash"),
             _ => (FailureCode::DeviceError, ""),
         };
         let msg = sanitize_device_text(&msg, MAX_DEVICE_TEXT);
@@ -748,11 +690,7 @@ impl Session {
                 req.head,
                 code.as_u16(),
                 code.name(),
-                if msg.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({msg})")
-                }
+                if msg.is_empty() { String::new() } else { format!(" ({msg})") }
             ),
         )
     }
@@ -764,10 +702,8 @@ impl Session {
     fn after_hello(&mut self, f: &Frame) -> Action {
         let proto: u32 = f.field("proto").and_then(|v| v.parse().ok()).unwrap_or(0);
         if proto != PROTO_VERSION {
-            return self.fail(
-                FailureCode::UnsupportedVersion,
-                format!("device speaks protocol version {proto}, station speaks {PROTO_VERSION}"),
-            );
+            return self
+                .fail(FailureCode::UnsupportedVersion, format!("device speaks protocol version {proto}, station speaks {PROTO_VERSION}"));
         }
         if let Some(c) = f.field("chunk").and_then(|v| v.parse::<usize>().ok()) {
             self.device_chunk = c.clamp(16, MAX_CHUNK);
@@ -796,10 +732,7 @@ impl Session {
             chip_uid: f.field("uid").unwrap_or_default().to_string(),
             state,
         };
-        self.complete(format!(
-            "serial={} model={} hw={} fw={} state={}",
-            id.serial, id.model, id.hw_rev, id.fw_version, state.as_str()
-        ));
+        self.complete(format!("serial={} model={} hw={} fw={} state={}", id.serial, id.model, id.hw_rev, id.fw_version, state.as_str()));
         self.locked_on_arrival = state == DeviceState::Locked;
         self.identity = Some(id);
         self.enter(Stage::Keygen);
@@ -812,11 +745,7 @@ impl Session {
             return self.bad(format!("KEYGEN answer lacks a valid pub: {f}"));
         };
         let new = f.field("new") == Some("1");
-        self.complete(format!(
-            "{} key, spki_sha256={}",
-            if new { "new" } else { "existing" },
-            hex_lower(&Sha256::digest(&spki))
-        ));
+        self.complete(format!("{} key, spki_sha256={}", if new { "new" } else { "existing" }, hex_lower(&Sha256::digest(&spki))));
         self.keygen_spki = spki.clone();
         self.enter(Stage::Lookup);
         self.state = State::Lookup;
@@ -846,10 +775,8 @@ impl Session {
             }
             None => {
                 if self.locked_on_arrival {
-                    return self.fail(
-                        FailureCode::LockedUnknown,
-                        "the device is locked and holds no certificate this station issued".into(),
-                    );
+                    return self
+                        .fail(FailureCode::LockedUnknown, "the device is locked and holds no certificate this station issued".into());
                 }
                 self.complete("no certificate for this key yet");
                 self.enter(Stage::Csr);
@@ -874,10 +801,7 @@ impl Session {
 
     fn read_chunk(&mut self, obj: Obj, off: usize) -> Action {
         self.request(
-            Frame::request(0, "READ")
-                .with("obj", obj.as_str())
-                .with("off", off.to_string())
-                .with("max", self.device_chunk.to_string()),
+            Frame::request(0, "READ").with("obj", obj.as_str()).with("off", off.to_string()).with("max", self.device_chunk.to_string()),
         )
     }
 
@@ -912,21 +836,13 @@ impl Session {
             return self.read_chunk(Obj::Csr, off);
         }
         if Sha256::digest(&got).as_slice() != expect_sha.as_slice() {
-            return self.fail(
-                FailureCode::CsrTransfer,
-                "the CSR read from the device does not match the SHA-256 it announced".into(),
-            );
+            return self.fail(FailureCode::CsrTransfer, "the CSR read from the device does not match the SHA-256 it announced".into());
         }
         self.complete(format!("CSR {} bytes", got.len()));
         self.enter(Stage::Issue);
         self.state = State::Issue;
         let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
-        Action::Issue {
-            identity,
-            keygen_spki_der: self.keygen_spki.clone(),
-            csr_der: got,
-            nonce: self.cfg.csr_nonce.clone(),
-        }
+        Action::Issue { identity, keygen_spki_der: self.keygen_spki.clone(), csr_der: got, nonce: self.cfg.csr_nonce.clone() }
     }
 
     fn on_issued(&mut self, r: Result<IssuedChain, Failure>) -> Action {
@@ -966,12 +882,7 @@ impl Session {
         let end = (off + self.device_chunk).min(bytes.len());
         let data = b64(&bytes[off..end]);
         self.state = State::Put { obj, off };
-        self.request(
-            Frame::request(0, "PUT")
-                .with("obj", obj.as_str())
-                .with("off", off.to_string())
-                .with("data", data),
-        )
+        self.request(Frame::request(0, "PUT").with("obj", obj.as_str()).with("off", off.to_string()).with("data", data))
     }
 
     fn after_put(&mut self, f: &Frame, obj: Obj, off: usize) -> Action {
@@ -986,12 +897,7 @@ impl Session {
         }
         let sha = Sha256::digest(self.object_bytes(obj));
         self.state = State::Commit { obj };
-        self.request(
-            Frame::request(0, "COMMIT")
-                .with("obj", obj.as_str())
-                .with("len", total.to_string())
-                .with("sha256", b64(&sha)),
-        )
+        self.request(Frame::request(0, "COMMIT").with("obj", obj.as_str()).with("len", total.to_string()).with("sha256", b64(&sha)))
     }
 
     fn after_commit(&mut self, obj: Obj) -> Action {
@@ -1053,11 +959,7 @@ impl Session {
         };
         self.state = State::CheckProof;
         let serial = self.identity.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
-        Action::CheckProof {
-            spki_der: self.keygen_spki.clone(),
-            message: pop_message(&serial, &self.cfg.pop_nonce),
-            signature: sig,
-        }
+        Action::CheckProof { spki_der: self.keygen_spki.clone(), message: pop_message(&serial, &self.cfg.pop_nonce), signature: sig }
     }
 
     fn on_proof(&mut self, r: Result<(), String>) -> Action {
@@ -1065,10 +967,7 @@ impl Session {
             return self.fail(FailureCode::Internal, "proof answer out of order".into());
         }
         if let Err(why) = r {
-            return self.fail(
-                FailureCode::ProofFailed,
-                format!("the device could not prove it holds the certified key: {why}"),
-            );
+            return self.fail(FailureCode::ProofFailed, format!("the device could not prove it holds the certified key: {why}"));
         }
         self.complete("proof of possession verified");
         if !self.locked_on_arrival && self.cfg.connect.is_some() {
@@ -1126,12 +1025,7 @@ impl Session {
         if code != ErrorCode::ConnectFailed {
             return self.fail(
                 FailureCode::DeviceError,
-                format!(
-                    "device refused CONNECT: {} {} ({})",
-                    code.as_u16(),
-                    code.name(),
-                    sanitize_device_text(&msg, MAX_DEVICE_TEXT)
-                ),
+                format!("device refused CONNECT: {} {} ({})", code.as_u16(), code.name(), sanitize_device_text(&msg, MAX_DEVICE_TEXT)),
             );
         }
         // The device's reason picks one of a closed set of codes; its words
@@ -1168,10 +1062,7 @@ impl Session {
         }
         self.fail(
             FailureCode::LockUnconfirmed,
-            format!(
-                "LOCK commit timed out and the device reports state {}",
-                sanitize_device_text(f.field("state").unwrap_or("?"), 64)
-            ),
+            format!("LOCK commit timed out and the device reports state {}", sanitize_device_text(f.field("state").unwrap_or("?"), 64)),
         )
     }
 

@@ -57,10 +57,16 @@ impl Fake {
         let ok = Frame::ok(rid);
         let f = match verb.as_str() {
             "HELLO" => ok.with("proto", "1").with("chunk", "64"),
-            "IDENT" => ok
-                .with("serial", "SN-0001")
-                .with("model", "demo")
-                .with("state", if self.locked { "locked" } else if self.key.is_some() { "keyed" } else { "blank" }),
+            "IDENT" => ok.with("serial", "SN-0001").with("model", "demo").with(
+                "state",
+                if self.locked {
+                    "locked"
+                } else if self.key.is_some() {
+                    "keyed"
+                } else {
+                    "blank"
+                },
+            ),
             "KEYGEN" => {
                 let new = self.key.is_none();
                 let key = self.key.get_or_insert_with(|| vec![7u8; 91]).clone();
@@ -85,10 +91,7 @@ impl Fake {
                     data[0] ^= 1;
                 }
                 let end = (off + max).min(data.len());
-                ok.with("obj", obj)
-                    .with("off", off.to_string())
-                    .with("total", data.len().to_string())
-                    .with("data", b64(&data[off..end]))
+                ok.with("obj", obj).with("off", off.to_string()).with("total", data.len().to_string()).with("data", b64(&data[off..end]))
             }
             "PUT" => {
                 let obj = req.field("obj").unwrap().to_string();
@@ -108,19 +111,12 @@ impl Fake {
             }
             "PROVE" => ok.with("sig", b64(b"signature")),
             "CONNECT" if !self.no_connect => {
-                assert!(
-                    self.objects.contains_key("brokerca"),
-                    "CONNECT before brokerca was committed"
-                );
-                assert_eq!(
-                    (req.field("host"), req.field("port"), req.field("topic")),
-                    (Some("127.0.0.1"), Some("8883"), Some("f/dev"))
-                );
+                assert!(self.objects.contains_key("brokerca"), "CONNECT before brokerca was committed");
+                assert_eq!((req.field("host"), req.field("port"), req.field("topic")), (Some("127.0.0.1"), Some("8883"), Some("f/dev")));
                 match &self.connect_fails {
                     Some(reason) => {
                         let msg = self.connect_msg.as_deref().unwrap_or("TLS alert UnknownCA");
-                        Frame::err(rid, ErrorCode::ConnectFailed, msg)
-                            .with("reason", reason.clone())
+                        Frame::err(rid, ErrorCode::ConnectFailed, msg).with("reason", reason.clone())
                     }
                     None => ok.with("latency_ms", "12"),
                 }
@@ -149,12 +145,7 @@ struct Run {
 }
 
 fn chain() -> IssuedChain {
-    IssuedChain {
-        cert_der: (0..200u8).collect(),
-        chain_der: (0..150u8).rev().collect(),
-        serial_hex: "0a0b".into(),
-        resumed: false,
-    }
+    IssuedChain { cert_der: (0..200u8).collect(), chain_der: (0..150u8).rev().collect(), serial_hex: "0a0b".into(), resumed: false }
 }
 
 fn cfg() -> SessionConfig {
@@ -212,9 +203,7 @@ fn failure(r: &Run) -> &Failure {
 fn happy_path_writes_reads_back_proves_and_locks() {
     let mut dev = Fake::default();
     let r = run(&mut dev);
-    let Outcome::Passed { cert_serial_hex, resumed, already_provisioned, identity } = &r.outcome else {
-        panic!("{:?}", r.outcome)
-    };
+    let Outcome::Passed { cert_serial_hex, resumed, already_provisioned, identity } = &r.outcome else { panic!("{:?}", r.outcome) };
     assert_eq!(cert_serial_hex, "0a0b");
     assert!(!resumed && !already_provisioned);
     assert_eq!(identity.serial, "SN-0001");
@@ -227,7 +216,19 @@ fn happy_path_writes_reads_back_proves_and_locks() {
     let stages: Vec<_> = r.notes.iter().filter(|n| n.kind == NoteKind::Started).map(|n| n.stage).collect();
     assert_eq!(
         stages,
-        [Stage::Hello, Stage::Identify, Stage::Keygen, Stage::Lookup, Stage::Csr, Stage::Issue, Stage::WriteCert, Stage::WriteChain, Stage::ReadBack, Stage::Prove, Stage::Lock]
+        [
+            Stage::Hello,
+            Stage::Identify,
+            Stage::Keygen,
+            Stage::Lookup,
+            Stage::Csr,
+            Stage::Issue,
+            Stage::WriteCert,
+            Stage::WriteChain,
+            Stage::ReadBack,
+            Stage::Prove,
+            Stage::Lock
+        ]
     );
 }
 
@@ -414,23 +415,10 @@ fn device_error_codes_become_clear_failures() {
 #[test]
 fn bad_serial_in_ident_is_refused() {
     let mut s = Session::new(cfg());
-    let Action::Send { frame, .. } = s.start() else {
-        panic!()
-    };
-    let Action::Send { frame, .. } =
-        s.handle(Input::Frame(Frame::ok(frame.rid).with("proto", "1")))
-    else {
-        panic!()
-    };
-    let a = s.handle(Input::Frame(
-        Frame::ok(frame.rid)
-            .with("serial", "bad%20serial")
-            .with("state", "blank"),
-    ));
-    assert!(
-        matches!(a, Action::Finish(Outcome::Failed(ref f)) if f.code == FailureCode::BadResponse),
-        "{a:?}"
-    );
+    let Action::Send { frame, .. } = s.start() else { panic!() };
+    let Action::Send { frame, .. } = s.handle(Input::Frame(Frame::ok(frame.rid).with("proto", "1"))) else { panic!() };
+    let a = s.handle(Input::Frame(Frame::ok(frame.rid).with("serial", "bad%20serial").with("state", "blank")));
+    assert!(matches!(a, Action::Finish(Outcome::Failed(ref f)) if f.code == FailureCode::BadResponse), "{a:?}");
 }
 
 #[test]
@@ -462,9 +450,7 @@ fn persistent_oversized_answers_fail_as_corrupt_frames() {
         assert_eq!(s.handle(Input::Corrupt("oversized line (1500 bytes)".into())), Action::KeepWaiting);
         a = s.handle(Input::Timeout);
     }
-    let Action::Finish(Outcome::Failed(f)) = a else {
-        panic!("{a:?}")
-    };
+    let Action::Finish(Outcome::Failed(f)) = a else { panic!("{a:?}") };
     assert_eq!(f.code, FailureCode::CorruptFrames);
     assert!(f.reason.contains("oversized"), "{}", f.reason);
 }
@@ -498,12 +484,7 @@ fn lookup_failure_ends_the_session() {
 
 fn connect_cfg() -> SessionConfig {
     SessionConfig {
-        connect: Some(ConnectCheck {
-            host: "127.0.0.1".into(),
-            port: 8883,
-            topic: "f/dev".into(),
-            broker_ca_der: (0..100u8).collect(),
-        }),
+        connect: Some(ConnectCheck { host: "127.0.0.1".into(), port: 8883, topic: "f/dev".into(), broker_ca_der: (0..100u8).collect() }),
         ..cfg()
     }
 }
@@ -516,7 +497,11 @@ fn connect_check_writes_the_broker_ca_then_connects_after_prove_and_before_lock(
     assert_eq!(dev.objects["brokerca"], (0..100u8).collect::<Vec<u8>>());
     let tail: Vec<&str> = dev.verbs.iter().map(String::as_str).skip_while(|v| *v != "PROVE").collect();
     assert_eq!(tail, ["PROVE", "PUT", "PUT", "COMMIT", "CONNECT", "LOCK", "LOCK"]);
-    assert!(r.notes.iter().any(|n| n.stage == Stage::Connect && n.kind == NoteKind::Completed && n.detail.contains("12 ms")), "{:#?}", r.notes);
+    assert!(
+        r.notes.iter().any(|n| n.stage == Stage::Connect && n.kind == NoteKind::Completed && n.detail.contains("12 ms")),
+        "{:#?}",
+        r.notes
+    );
     assert!(dev.locked);
 }
 
@@ -531,10 +516,7 @@ fn without_a_connect_check_no_connect_is_sent() {
 
 #[test]
 fn broker_refusing_the_device_fails_connect_unlocked_and_not_retryable() {
-    let mut dev = Fake {
-        connect_fails: Some("refused".into()),
-        ..Fake::default()
-    };
+    let mut dev = Fake { connect_fails: Some("refused".into()), ..Fake::default() };
     let r = run_with(&mut dev, connect_cfg(), None, true);
     let f = failure(&r);
     assert_eq!((f.stage, f.code.as_str(), f.retryable), (Stage::Connect, "connect_refused", false));
@@ -544,10 +526,7 @@ fn broker_refusing_the_device_fails_connect_unlocked_and_not_retryable() {
 
 #[test]
 fn unreachable_broker_is_a_retryable_connect_failure() {
-    let mut dev = Fake {
-        connect_fails: Some("unreachable".into()),
-        ..Fake::default()
-    };
+    let mut dev = Fake { connect_fails: Some("unreachable".into()), ..Fake::default() };
     let f = failure(&run_with(&mut dev, connect_cfg(), None, true)).clone();
     assert_eq!((f.code.as_str(), f.retryable), ("connect_unreachable", true));
 }
@@ -579,37 +558,14 @@ fn device_connect_reason_text_never_becomes_a_code() {
         FailureCode::ConnectOther,
     ];
     for reason in said {
-        for msg in [
-            String::from("short"),
-            long.clone(),
-            multibyte.clone(),
-            "bell\u{7}\u{0}nul\nline".into(),
-        ] {
-            let mut dev = Fake {
-                connect_fails: Some(reason.clone()),
-                connect_msg: Some(msg.clone()),
-                ..Fake::default()
-            };
+        for msg in [String::from("short"), long.clone(), multibyte.clone(), "bell\u{7}\u{0}nul\nline".into()] {
+            let mut dev = Fake { connect_fails: Some(reason.clone()), connect_msg: Some(msg.clone()), ..Fake::default() };
             let f = failure(&run_with(&mut dev, connect_cfg(), None, true)).clone();
             assert_eq!(f.stage, Stage::Connect);
-            assert_eq!(
-                f.code,
-                FailureCode::ConnectOther,
-                "device text {:?} made code {:?}",
-                &reason[..reason.len().min(40)],
-                f.code
-            );
+            assert_eq!(f.code, FailureCode::ConnectOther, "device text {:?} made code {:?}", &reason[..reason.len().min(40)], f.code);
             assert!(closed.contains(&f.code));
-            assert_eq!(
-                (f.hint.as_str(), f.retryable),
-                (f.code.hint(), f.code.retryable()),
-                "hint and flag come from the catalogue"
-            );
-            assert!(
-                !f.reason.chars().any(char::is_control),
-                "control characters in {:?}",
-                &f.reason[..f.reason.len().min(80)]
-            );
+            assert_eq!((f.hint.as_str(), f.retryable), (f.code.hint(), f.code.retryable()), "hint and flag come from the catalogue");
+            assert!(!f.reason.chars().any(char::is_control), "control characters in {:?}", &f.reason[..f.reason.len().min(80)]);
             assert!(f.reason.len() <= 600, "reason of {} bytes", f.reason.len());
             assert!(!dev.locked);
         }
@@ -620,14 +576,8 @@ fn device_connect_reason_text_never_becomes_a_code() {
         ("timeout", FailureCode::ConnectTimeout),
         ("tls_verification", FailureCode::ConnectTlsVerification),
     ] {
-        let mut dev = Fake {
-            connect_fails: Some(reason.into()),
-            ..Fake::default()
-        };
-        assert_eq!(
-            failure(&run_with(&mut dev, connect_cfg(), None, true)).code,
-            code
-        );
+        let mut dev = Fake { connect_fails: Some(reason.into()), ..Fake::default() };
+        assert_eq!(failure(&run_with(&mut dev, connect_cfg(), None, true)).code, code);
     }
 }
 

@@ -79,10 +79,11 @@ impl SerialTransport {
                     TransportError::Busy(path.to_string())
                 }
                 serialport::ErrorKind::NoDevice => TransportError::NotFound(path.to_string()),
-                serialport::ErrorKind::Io(std::io::ErrorKind::ResourceBusy) => {
-                    TransportError::Busy(path.to_string())
-                }
-                _ if e.description.contains("busy") || e.description.contains("EBUSY") || e.description.contains("temporarily unavailable") => {
+                serialport::ErrorKind::Io(std::io::ErrorKind::ResourceBusy) => TransportError::Busy(path.to_string()),
+                _ if e.description.contains("busy")
+                    || e.description.contains("EBUSY")
+                    || e.description.contains("temporarily unavailable") =>
+                {
                     TransportError::Busy(path.to_string())
                 }
                 _ => TransportError::Io(format!("{path}: {e}")),
@@ -125,9 +126,7 @@ impl Transport for SerialTransport {
             match self.port.read(buf) {
                 Ok(0) => return Err(TransportError::Gone("end of file".into())),
                 Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
-                    continue
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(gone_or_io(&e)),
             }

@@ -167,11 +167,7 @@ mod tests {
     #[test]
     fn chunks_larger_than_the_buffer_are_read_in_parts_and_an_empty_queue_is_a_timeout() {
         let mut t = MemoryTransport::new("mem");
-        t.push([
-            LinkEvent::Bytes(b"hello world".to_vec()),
-            LinkEvent::Timeout,
-            LinkEvent::Bytes(b"!".to_vec()),
-        ]);
+        t.push([LinkEvent::Bytes(b"hello world".to_vec()), LinkEvent::Timeout, LinkEvent::Bytes(b"!".to_vec())]);
         let mut buf = [0u8; 4];
         let mut got = Vec::new();
         for _ in 0..3 {
@@ -199,42 +195,20 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(t.read_until(&mut buf, far()), Ok(3));
         assert_eq!(&buf[..3], b"cba");
-        assert_eq!(
-            t.write_all(b"bye"),
-            Err(TransportError::Gone("unplugged".into()))
-        );
-        assert_eq!(
-            t.read_until(&mut buf, far()),
-            Err(TransportError::Gone("unplugged".into()))
-        );
-        assert_eq!(
-            t.write_all(b"abc"),
-            Err(TransportError::Gone("unplugged".into()))
-        );
+        assert_eq!(t.write_all(b"bye"), Err(TransportError::Gone("unplugged".into())));
+        assert_eq!(t.read_until(&mut buf, far()), Err(TransportError::Gone("unplugged".into())));
+        assert_eq!(t.write_all(b"abc"), Err(TransportError::Gone("unplugged".into())));
         assert_eq!(t.written(), b"abc");
     }
 
     #[test]
     fn gone_on_a_read_fails_later_writes_and_pauses_are_virtual() {
         let mut t = MemoryTransport::new("mem");
-        t.push([
-            LinkEvent::Io("framing".into()),
-            LinkEvent::Gone("eof".into()),
-            LinkEvent::Bytes(b"late".to_vec()),
-        ]);
+        t.push([LinkEvent::Io("framing".into()), LinkEvent::Gone("eof".into()), LinkEvent::Bytes(b"late".to_vec())]);
         let mut buf = [0u8; 16];
-        assert_eq!(
-            t.read_until(&mut buf, far()),
-            Err(TransportError::Io("framing".into()))
-        );
-        assert_eq!(
-            t.read_until(&mut buf, far()),
-            Err(TransportError::Gone("eof".into()))
-        );
-        assert_eq!(
-            t.read_until(&mut buf, far()),
-            Err(TransportError::Gone("eof".into()))
-        );
+        assert_eq!(t.read_until(&mut buf, far()), Err(TransportError::Io("framing".into())));
+        assert_eq!(t.read_until(&mut buf, far()), Err(TransportError::Gone("eof".into())));
+        assert_eq!(t.read_until(&mut buf, far()), Err(TransportError::Gone("eof".into())));
         assert_eq!(t.write_all(b"x"), Err(TransportError::Gone("eof".into())));
         t.pause(Duration::from_secs(30));
         t.pause(Duration::from_secs(30));

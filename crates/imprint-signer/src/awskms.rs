@@ -94,8 +94,7 @@ fn bad(msg: impl Into<String>) -> SignerError {
 pub(crate) fn looks_secret(name: &str) -> bool {
     let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
     let n = decoded.to_ascii_lowercase().replace('_', "-");
-    imprint_core::secrets::is_secret_name(&decoded)
-        || ["token", "credential", "pin"].iter().any(|w| n.contains(w))
+    imprint_core::secrets::is_secret_name(&decoded) || ["token", "credential", "pin"].iter().any(|w| n.contains(w))
 }
 
 const CREDENTIALS_REFUSED: &str = "awskms: credentials never go in the signer URI; use the AWS credential chain \
@@ -107,9 +106,7 @@ impl KmsUri {
     /// Parse `awskms:...`; `key-id` is required unless `need_key` is false
     /// (creating a key). Errors name attributes, never their values.
     pub fn parse(uri: &str, need_key: bool) -> Result<Self, SignerError> {
-        let rest = uri
-            .strip_prefix("awskms:")
-            .ok_or_else(|| bad("an AWS KMS signer URI starts with awskms:"))?;
+        let rest = uri.strip_prefix("awskms:").ok_or_else(|| bad("an AWS KMS signer URI starts with awskms:"))?;
         let mut out = KmsUri {
             key_id: None,
             region: None,
@@ -148,9 +145,7 @@ impl KmsUri {
                 return Err(bad(format!("awskms: {name}= is empty")));
             }
             if value.contains(['?', '&', ' ']) {
-                return Err(bad(format!(
-                    "awskms: {name}= contains '?', '&' or a space; attributes are separated by ';'"
-                )));
+                return Err(bad(format!("awskms: {name}= contains '?', '&' or a space; attributes are separated by ';'")));
             }
             match name {
                 "key-id" => out.key_id = Some(value.to_string()),
@@ -163,44 +158,32 @@ impl KmsUri {
                 "endpoint" => out.endpoint = Some(check_endpoint(value)?),
                 "profile" => out.profile = Some(value.to_string()),
                 "rps" => {
-                    let n: f64 = value
-                        .parse()
-                        .map_err(|_| bad("awskms: rps= must be a number of requests per second"))?;
+                    let n: f64 = value.parse().map_err(|_| bad("awskms: rps= must be a number of requests per second"))?;
                     if !(n.is_finite() && n > 0.0 && n <= 10_000.0) {
                         return Err(bad("awskms: rps= must be above 0 and at most 10000"));
                     }
                     out.rps = n;
                 }
                 "timeout-ms" => {
-                    let n: u64 = value
-                        .parse()
-                        .map_err(|_| bad("awskms: timeout-ms= must be a whole number of milliseconds"))?;
+                    let n: u64 = value.parse().map_err(|_| bad("awskms: timeout-ms= must be a whole number of milliseconds"))?;
                     if !(10..=600_000).contains(&n) {
                         return Err(bad("awskms: timeout-ms= must be between 10 and 600000"));
                     }
                     out.timeout = Duration::from_millis(n);
                 }
                 "retries" => {
-                    let n: u32 = value
-                        .parse()
-                        .map_err(|_| bad("awskms: retries= must be a whole number"))?;
+                    let n: u32 = value.parse().map_err(|_| bad("awskms: retries= must be a whole number"))?;
                     if n > 10 {
                         return Err(bad("awskms: retries= must be at most 10"));
                     }
                     out.retries = n;
                 }
-                other => {
-                    return Err(bad(format!(
-                        "awskms: unknown attribute {other:?}; known: {ATTRS}"
-                    )))
-                }
+                other => return Err(bad(format!("awskms: unknown attribute {other:?}; known: {ATTRS}"))),
             }
         }
         if need_key && out.key_id.is_none() {
-            return Err(bad(
-                "awskms: key-id= is required (a key id, key ARN or alias/name), \
-                 e.g. awskms:key-id=alias/imprint-ca;region=eu-central-1",
-            ));
+            return Err(bad("awskms: key-id= is required (a key id, key ARN or alias/name), \
+                 e.g. awskms:key-id=alias/imprint-ca;region=eu-central-1"));
         }
         if out.region.is_none() {
             out.region = out.key_id.as_deref().and_then(region_of_arn);
@@ -244,9 +227,7 @@ impl KmsUri {
 fn region_of_arn(key_id: &str) -> Option<String> {
     let mut it = key_id.split(':');
     match (it.next(), it.next(), it.next(), it.next()) {
-        (Some("arn"), Some(_partition), Some("kms"), Some(region)) if !region.is_empty() => {
-            Some(region.to_string())
-        }
+        (Some("arn"), Some(_partition), Some("kms"), Some(region)) if !region.is_empty() => Some(region.to_string()),
         _ => None,
     }
 }
@@ -254,9 +235,8 @@ fn region_of_arn(key_id: &str) -> Option<String> {
 /// An endpoint must be https, or http to a loopback address (a local test
 /// server); user info (`user:pass@`) is refused.
 fn check_endpoint(url: &str) -> Result<String, SignerError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("awskms: endpoint= must be a URL such as https://kms.eu-central-1.amazonaws.com"))?;
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| bad("awskms: endpoint= must be a URL such as https://kms.eu-central-1.amazonaws.com"))?;
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.contains('@') {
         return Err(bad("awskms: endpoint= must not carry user info; credentials come from the AWS credential chain"));
@@ -272,9 +252,7 @@ fn check_endpoint(url: &str) -> Result<String, SignerError> {
     match scheme {
         "https" => Ok(url.to_string()),
         "http" if host == "localhost" || host == "::1" || host.starts_with("127.") => Ok(url.to_string()),
-        "http" => Err(bad(
-            "awskms: endpoint= may use plain http only on loopback (127.0.0.1, localhost); use https",
-        )),
+        "http" => Err(bad("awskms: endpoint= may use plain http only on loopback (127.0.0.1, localhost); use https")),
         _ => Err(bad("awskms: endpoint= must be an https:// URL")),
     }
 }
@@ -294,10 +272,7 @@ const RATE_MARGIN: f64 = 1.05;
 
 impl RateLimiter {
     fn new(rps: f64) -> Self {
-        RateLimiter {
-            interval: Duration::from_secs_f64(RATE_MARGIN / rps),
-            next: None,
-        }
+        RateLimiter { interval: Duration::from_secs_f64(RATE_MARGIN / rps), next: None }
     }
 
     /// Block until the next request may start, and book the slot.
@@ -347,21 +322,37 @@ where
             let err = ctx.err();
             let code = err.code().unwrap_or("unknown").to_string();
             let message = err.message().unwrap_or("").to_string();
-            let what = format!("KMS {op} on key {key}: {code} (HTTP {status}){}", if message.is_empty() { String::new() } else { format!(": {message}") });
+            let what = format!(
+                "KMS {op} on key {key}: {code} (HTTP {status}){}",
+                if message.is_empty() { String::new() } else { format!(": {message}") }
+            );
             match code.as_str() {
-                "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "LimitExceededException"
-                | "KMSInternalException" | "DependencyTimeoutException" | "KeyUnavailableException"
-                | "InternalFailure" | "ServiceUnavailable" | "ServiceUnavailableException" | "RequestTimeout"
+                "ThrottlingException"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+                | "LimitExceededException"
+                | "KMSInternalException"
+                | "DependencyTimeoutException"
+                | "KeyUnavailableException"
+                | "InternalFailure"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException"
+                | "RequestTimeout"
                 | "RequestTimeoutException" => Fault::Retry(what),
-                "NotFoundException" => Fault::Final(SignerError::KeyNotFound(format!(
-                    "{what}: check key-id= and region= in the signer URI"
-                ))),
-                "DisabledException" | "KMSInvalidStateException" => Fault::Final(SignerError::KeyNotFound(format!(
-                    "{what}: the key is disabled or pending deletion; enable it in KMS"
-                ))),
-                "AccessDeniedException" | "UnrecognizedClientException" | "InvalidSignatureException"
-                | "IncompleteSignature" | "MissingAuthenticationToken" | "ExpiredTokenException"
-                | "InvalidClientTokenId" | "SignatureDoesNotMatch" => Fault::Final(SignerError::Failed(format!(
+                "NotFoundException" => {
+                    Fault::Final(SignerError::KeyNotFound(format!("{what}: check key-id= and region= in the signer URI")))
+                }
+                "DisabledException" | "KMSInvalidStateException" => {
+                    Fault::Final(SignerError::KeyNotFound(format!("{what}: the key is disabled or pending deletion; enable it in KMS")))
+                }
+                "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "IncompleteSignature"
+                | "MissingAuthenticationToken"
+                | "ExpiredTokenException"
+                | "InvalidClientTokenId"
+                | "SignatureDoesNotMatch" => Fault::Final(SignerError::Failed(format!(
                     "{what}: AWS rejected this station's credentials or they lack kms:{op} on the key; \
                      check the credential chain (AWS_PROFILE, SSO login, instance role) and the key policy"
                 ))),
@@ -400,9 +391,7 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The credential provider's error, if that is what stopped the request.
-fn credentials_error<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a aws_credential_types::provider::error::CredentialsError> {
+fn credentials_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a aws_credential_types::provider::error::CredentialsError> {
     let mut cur = Some(e);
     while let Some(x) = cur {
         if let Some(ce) = x.downcast_ref::<aws_credential_types::provider::error::CredentialsError>() {
@@ -426,9 +415,7 @@ struct Caller {
 
 impl Caller {
     fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = BACKOFF_BASE
-            .saturating_mul(1u32 << retry.min(10))
-            .min(BACKOFF_CAP);
+        let ceiling = BACKOFF_BASE.saturating_mul(1u32 << retry.min(10)).min(BACKOFF_CAP);
         let mut b = [0u8; 4];
         let frac = match self.rng.fill(&mut b) {
             Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
@@ -440,14 +427,7 @@ impl Caller {
 
     /// Run one KMS request with the rate limit, a deadline per attempt and
     /// retries. `single` forces one attempt (health checks).
-    fn call<T, E, F, Fut>(
-        &mut self,
-        rt: &tokio::runtime::Runtime,
-        op: &str,
-        key: &str,
-        single: bool,
-        f: F,
-    ) -> Result<T, SignerError>
+    fn call<T, E, F, Fut>(&mut self, rt: &tokio::runtime::Runtime, op: &str, key: &str, single: bool, f: F) -> Result<T, SignerError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E>>>,
@@ -477,10 +457,7 @@ impl Caller {
                     return Ok(v);
                 }
                 Ok(Err(e)) => classify(op, key, self.timeout, e),
-                Err(_) => Fault::Retry(format!(
-                    "KMS {op}: no answer within {} ms",
-                    self.timeout.as_millis()
-                )),
+                Err(_) => Fault::Retry(format!("KMS {op}: no answer within {} ms", self.timeout.as_millis())),
             };
             match fault {
                 Fault::Final(e) => return Err(e),
@@ -497,10 +474,7 @@ impl Caller {
         }
         self.degraded = true;
         tracing::warn!(op, attempts, error = %last, "KMS unreachable or throttled");
-        Err(SignerError::Transient(format!(
-            "{last} (after {attempts} attempt{})",
-            if attempts == 1 { "" } else { "s" }
-        )))
+        Err(SignerError::Transient(format!("{last} (after {attempts} attempt{})", if attempts == 1 { "" } else { "s" })))
     }
 }
 
@@ -517,22 +491,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, SignerError> {
 fn client(rt: &tokio::runtime::Runtime, uri: &KmsUri) -> Result<Client, SignerError> {
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(SignerError::Failed(
-            "the KMS signer must be opened outside an async runtime (use spawn_blocking)".into(),
-        ));
+        return Err(SignerError::Failed("the KMS signer must be opened outside an async runtime (use spawn_blocking)".into()));
     }
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)
         .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(uri.timeout)
-                .operation_attempt_timeout(uri.timeout)
-                .build(),
-        );
+        .timeout_config(TimeoutConfig::builder().connect_timeout(uri.timeout).operation_attempt_timeout(uri.timeout).build());
     if let Some(p) = &uri.profile {
         loader = loader.profile_name(p);
     }
@@ -544,9 +509,7 @@ fn client(rt: &tokio::runtime::Runtime, uri: &KmsUri) -> Result<Client, SignerEr
     }
     let conf = rt.block_on(loader.load());
     if conf.region().is_none() {
-        return Err(bad(
-            "awskms: no region: add region=<r> to the URI (or use a key ARN, or set AWS_REGION / the profile's region)",
-        ));
+        return Err(bad("awskms: no region: add region=<r> to the URI (or use a key ARN, or set AWS_REGION / the profile's region)"));
     }
     Ok(Client::new(&conf))
 }
@@ -557,9 +520,7 @@ fn alg_of(spec: &str) -> Result<(SigAlg, SigningAlgorithmSpec), SignerError> {
     match spec {
         "ECC_NIST_P256" => Ok((SigAlg::EcdsaP256Sha256, SigningAlgorithmSpec::EcdsaSha256)),
         "ECC_NIST_P384" => Ok((SigAlg::EcdsaP384Sha384, SigningAlgorithmSpec::EcdsaSha384)),
-        other => Err(SignerError::Failed(format!(
-            "the KMS key is {other}: only ECC_NIST_P256 and ECC_NIST_P384 CA keys are supported"
-        ))),
+        other => Err(SignerError::Failed(format!("the KMS key is {other}: only ECC_NIST_P256 and ECC_NIST_P384 CA keys are supported"))),
     }
 }
 
@@ -568,10 +529,7 @@ fn spec_of(alg: SigAlg) -> Result<KeySpec, SignerError> {
         SigAlg::EcdsaP256Sha256 => Ok(KeySpec::EccNistP256),
         SigAlg::EcdsaP384Sha384 => Ok(KeySpec::EccNistP384),
         #[allow(unreachable_patterns)]
-        other => Err(SignerError::Failed(format!(
-            "{} keys cannot be created in KMS by imprint",
-            other.name()
-        ))),
+        other => Err(SignerError::Failed(format!("{} keys cannot be created in KMS by imprint", other.name()))),
     }
 }
 
@@ -612,9 +570,7 @@ impl KmsSigner {
             degraded: false,
         };
         let key = uri.key().to_string();
-        let out = caller.call(&rt, "GetPublicKey", &key, false, || {
-            client.get_public_key().key_id(&key).send()
-        })?;
+        let out = caller.call(&rt, "GetPublicKey", &key, false, || client.get_public_key().key_id(&key).send())?;
         if out.key_usage() != Some(&KeyUsageType::SignVerify) {
             return Err(SignerError::Failed(format!(
                 "KMS key {key} has key usage {}: a CA key must be SIGN_VERIFY",
@@ -629,10 +585,7 @@ impl KmsSigner {
             .ok_or_else(|| SignerError::Failed(format!("KMS did not say which key spec {key} has")))?;
         let (alg, signing_alg) = alg_of(&spec)?;
         if !out.signing_algorithms().is_empty() && !out.signing_algorithms().contains(&signing_alg) {
-            return Err(SignerError::Failed(format!(
-                "KMS key {key} does not offer {}",
-                signing_alg.as_str()
-            )));
+            return Err(SignerError::Failed(format!("KMS key {key} does not offer {}", signing_alg.as_str())));
         }
         let spki = out
             .public_key()
@@ -642,17 +595,7 @@ impl KmsSigner {
         let key_arn = out.key_id().unwrap_or(&key).to_string();
         let shown_uri = uri.to_uri();
         tracing::info!(uri = %shown_uri, key_arn = %key_arn, alg = alg.name(), "KMS CA key opened");
-        Ok(KmsSigner {
-            uri,
-            shown_uri,
-            key_arn,
-            alg,
-            signing_alg,
-            spki,
-            client,
-            caller,
-            rt,
-        })
+        Ok(KmsSigner { uri, shown_uri, key_arn, alg, signing_alg, spki, client, caller, rt })
     }
 
     /// The key's ARN as KMS reported it.
@@ -663,26 +606,18 @@ impl KmsSigner {
 
 /// The SPKI KMS returned parses and is on the curve its key spec says.
 fn check_spki(alg: SigAlg, spki: &[u8]) -> Result<(), SignerError> {
-    let point = imprint_core::signer::spki_subject_key_bits(spki)
-        .map_err(|e| SignerError::Failed(format!("KMS public key: {e}")))?;
+    let point = imprint_core::signer::spki_subject_key_bits(spki).map_err(|e| SignerError::Failed(format!("KMS public key: {e}")))?;
     // Re-encoding the point must give back the same SPKI (named curve, uncompressed).
     let expect = crate::ec_spki(alg, &point)?;
     if expect != spki {
-        return Err(SignerError::Failed(format!(
-            "KMS public key is not a named-curve {} key",
-            alg.name()
-        )));
+        return Err(SignerError::Failed(format!("KMS public key is not a named-curve {} key", alg.name())));
     }
     Ok(())
 }
 
 impl Signer for KmsSigner {
     fn info(&self) -> SignerInfo {
-        SignerInfo {
-            kind: "awskms",
-            uri: self.shown_uri.clone(),
-            development: false,
-        }
+        SignerInfo { kind: "awskms", uri: self.shown_uri.clone(), development: false }
     }
 
     fn algorithm(&self) -> SigAlg {
@@ -694,31 +629,18 @@ impl Signer for KmsSigner {
     }
 
     fn sign(&mut self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let (message, kind) = if sends_digest(msg.len()) {
-            (self.alg.digest(msg), MessageType::Digest)
-        } else {
-            (msg.to_vec(), MessageType::Raw)
-        };
+        let (message, kind) =
+            if sends_digest(msg.len()) { (self.alg.digest(msg), MessageType::Digest) } else { (msg.to_vec(), MessageType::Raw) };
         let key = self.uri.key().to_string();
         let client = &self.client;
         let alg = self.signing_alg.clone();
         let out = self.caller.call(&self.rt, "Sign", &key, false, || {
-            client
-                .sign()
-                .key_id(&key)
-                .message(Blob::new(message.clone()))
-                .message_type(kind.clone())
-                .signing_algorithm(alg.clone())
-                .send()
+            client.sign().key_id(&key).message(Blob::new(message.clone())).message_type(kind.clone()).signing_algorithm(alg.clone()).send()
         })?;
-        let sig = out
-            .signature()
-            .map(|b| b.as_ref().to_vec())
-            .ok_or_else(|| SignerError::Failed("KMS Sign returned no signature".into()))?;
+        let sig =
+            out.signature().map(|b| b.as_ref().to_vec()).ok_or_else(|| SignerError::Failed("KMS Sign returned no signature".into()))?;
         if sig.first() != Some(&0x30) || sig.len() < 8 {
-            return Err(SignerError::Failed(
-                "KMS Sign returned something that is not a DER ECDSA signature".into(),
-            ));
+            return Err(SignerError::Failed("KMS Sign returned something that is not a DER ECDSA signature".into()));
         }
         Ok(sig)
     }
@@ -728,12 +650,8 @@ impl Signer for KmsSigner {
     fn check(&mut self) -> Result<(), SignerError> {
         let key = self.uri.key().to_string();
         let client = &self.client;
-        let out = self.caller.call(&self.rt, "DescribeKey", &key, true, || {
-            client.describe_key().key_id(&key).send()
-        })?;
-        let meta = out
-            .key_metadata()
-            .ok_or_else(|| SignerError::Failed("KMS DescribeKey returned no key metadata".into()))?;
+        let out = self.caller.call(&self.rt, "DescribeKey", &key, true, || client.describe_key().key_id(&key).send())?;
+        let meta = out.key_metadata().ok_or_else(|| SignerError::Failed("KMS DescribeKey returned no key metadata".into()))?;
         match meta.key_state() {
             Some(KeyState::Enabled) | None => {}
             Some(other) => {
@@ -756,11 +674,7 @@ pub fn create_key(uri: &str, alg: SigAlg) -> Result<String, SignerError> {
     let alias = match parsed.key_id.as_deref() {
         None => None,
         Some(a) if a.starts_with("alias/") => Some(a.to_string()),
-        Some(_) => {
-            return Err(bad(
-                "awskms: to create a key, give key-id=alias/<name> (the alias is created too) or no key-id",
-            ))
-        }
+        Some(_) => return Err(bad("awskms: to create a key, give key-id=alias/<name> (the alias is created too) or no key-id")),
     };
     let spec = spec_of(alg)?;
     let rt = runtime()?;
@@ -788,23 +702,14 @@ pub fn create_key(uri: &str, alg: SigAlg) -> Result<String, SignerError> {
     }
     // CreateKey is not idempotent: one attempt, so a lost answer never makes two keys.
     let out = caller.call(&rt, "CreateKey", &what, true, || {
-        client
-            .create_key()
-            .key_spec(spec.clone())
-            .key_usage(KeyUsageType::SignVerify)
-            .description("Imprint device CA signing key")
-            .send()
+        client.create_key().key_spec(spec.clone()).key_usage(KeyUsageType::SignVerify).description("Imprint device CA signing key").send()
     })?;
-    let meta = out
-        .key_metadata()
-        .ok_or_else(|| SignerError::Failed("KMS CreateKey returned no key metadata".into()))?;
+    let meta = out.key_metadata().ok_or_else(|| SignerError::Failed("KMS CreateKey returned no key metadata".into()))?;
     let arn = meta.arn().unwrap_or(meta.key_id()).to_string();
     tracing::info!(key_arn = %arn, alg = alg.name(), "KMS CA key created");
     match alias {
         Some(a) => {
-            caller.call(&rt, "CreateAlias", &a, true, || {
-                client.create_alias().alias_name(&a).target_key_id(&arn).send()
-            })?;
+            caller.call(&rt, "CreateAlias", &a, true, || client.create_alias().alias_name(&a).target_key_id(&arn).send())?;
             tracing::info!(alias = %a, key_arn = %arn, "KMS alias created");
         }
         None => parsed.key_id = Some(arn),
@@ -839,11 +744,7 @@ mod tests {
 
     #[test]
     fn region_comes_from_a_key_arn() {
-        let u = KmsUri::parse(
-            "awskms:key-id=arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-            true,
-        )
-        .unwrap();
+        let u = KmsUri::parse("awskms:key-id=arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", true).unwrap();
         assert_eq!(u.region.as_deref(), Some("us-west-2"));
         let u = KmsUri::parse("awskms:key-id=1234abcd", true).unwrap();
         assert_eq!(u.region, None);

@@ -38,20 +38,16 @@ impl DevSigner {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, SignerError> {
         let dir = dir.as_ref().to_path_buf();
         if dir.as_os_str().is_empty() {
-            return Err(SignerError::BadUri(
-                "dev: needs a directory, e.g. dev:/var/lib/imprint/dev-ca".into(),
-            ));
+            return Err(SignerError::BadUri("dev: needs a directory, e.g. dev:/var/lib/imprint/dev-ca".into()));
         }
         let rng = SystemRandom::new();
         let path = dir.join(DEV_KEY_FILE);
         if !path.exists() {
             create_key(&dir, &path, &rng)?;
         }
-        let text =
-            Zeroizing::new(fs::read_to_string(&path).map_err(|e| io_err("cannot read", &path, e))?);
+        let text = Zeroizing::new(fs::read_to_string(&path).map_err(|e| io_err("cannot read", &path, e))?);
         tighten_modes(&dir, &path);
-        let block = pem::parse(text.as_bytes())
-            .map_err(|e| SignerError::Failed(format!("{} is not PEM: {e}", path.display())))?;
+        let block = pem::parse(text.as_bytes()).map_err(|e| SignerError::Failed(format!("{} is not PEM: {e}", path.display())))?;
         if block.tag() != "PRIVATE KEY" {
             return Err(SignerError::Failed(format!(
                 "{} holds a {:?} block, expected a PKCS#8 \"PRIVATE KEY\"",
@@ -60,18 +56,11 @@ impl DevSigner {
             )));
         }
         let der = Zeroizing::new(block.into_contents());
-        let key =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng).map_err(|e| {
-                SignerError::Failed(format!("{} is not a P-256 PKCS#8 key: {e}", path.display()))
-            })?;
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng)
+            .map_err(|e| SignerError::Failed(format!("{} is not a P-256 PKCS#8 key: {e}", path.display())))?;
         let spki = crate::ec_spki(SigAlg::EcdsaP256Sha256, key.public_key().as_ref())?;
         tracing::warn!(dir = %dir.display(), "using the DEVELOPMENT CA key: not for production");
-        Ok(Self {
-            dir,
-            key,
-            spki,
-            rng,
-        })
+        Ok(Self { dir, key, spki, rng })
     }
 
     /// The directory holding the key.
@@ -88,17 +77,12 @@ fn create_key(dir: &Path, path: &Path, rng: &SystemRandom) -> Result<(), SignerE
         use std::os::unix::fs::DirBuilderExt;
         b.mode(0o700);
     }
-    b.create(dir)
-        .map_err(|e| io_err("cannot create directory", dir, e))?;
+    b.create(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, rng)
         .map_err(|e| SignerError::Failed(format!("generating the development key: {e}")))?;
-    let pem_text = Zeroizing::new(pem::encode(&pem::Pem::new(
-        "PRIVATE KEY",
-        pkcs8.as_ref().to_vec(),
-    )));
+    let pem_text = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())));
     let mut suffix = [0u8; 8];
-    rng.fill(&mut suffix)
-        .map_err(|_| SignerError::Failed("system random generator failed".into()))?;
+    rng.fill(&mut suffix).map_err(|_| SignerError::Failed("system random generator failed".into()))?;
     let tmp = dir.join(format!(".{DEV_KEY_FILE}.{}.tmp", hex::encode(suffix)));
 
     let mut opts = fs::OpenOptions::new();
@@ -161,11 +145,7 @@ fn tighten_modes(dir: &Path, path: &Path) {
 
 impl Signer for DevSigner {
     fn info(&self) -> SignerInfo {
-        SignerInfo {
-            kind: "dev",
-            uri: format!("dev:{}", self.dir.display()),
-            development: true,
-        }
+        SignerInfo { kind: "dev", uri: format!("dev:{}", self.dir.display()), development: true }
     }
 
     fn algorithm(&self) -> SigAlg {
@@ -177,10 +157,7 @@ impl Signer for DevSigner {
     }
 
     fn sign(&mut self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
-        self.key
-            .sign(&self.rng, msg)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|_| SignerError::Failed("development key failed to sign".into()))
+        self.key.sign(&self.rng, msg).map(|s| s.as_ref().to_vec()).map_err(|_| SignerError::Failed("development key failed to sign".into()))
     }
 }
 
@@ -199,17 +176,11 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.join(DEV_KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.join(DEV_KEY_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         // No temporary files left behind.
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(DEV_KEY_FILE)]);
         let info = a.info();
         assert_eq!(info.kind, "dev");
@@ -223,22 +194,13 @@ mod tests {
         let mut s = DevSigner::open(tmp.path()).unwrap();
         let sig = s.sign(b"hello").unwrap();
         let raw = imprint_core::signer::spki_subject_key_bits(s.public_key_spki()).unwrap();
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, raw)
-            .verify(b"hello", &sig)
-            .unwrap();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, raw).verify(b"hello", &sig).unwrap();
     }
 
     #[test]
     fn rejects_a_non_key_file() {
         let tmp = tempfile::tempdir().unwrap();
-        fs::write(
-            tmp.path().join(DEV_KEY_FILE),
-            pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2, 3])),
-        )
-        .unwrap();
-        assert!(matches!(
-            DevSigner::open(tmp.path()),
-            Err(SignerError::Failed(_))
-        ));
+        fs::write(tmp.path().join(DEV_KEY_FILE), pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2, 3]))).unwrap();
+        assert!(matches!(DevSigner::open(tmp.path()), Err(SignerError::Failed(_))));
     }
 }

@@ -21,8 +21,7 @@ pub use pkcs11::{generate_ca_key, Pkcs11Signer};
 pub use uri::Pkcs11Uri;
 
 /// The URI schemes [`open_signer`] understands, for messages.
-pub const SUPPORTED_SCHEMES: &str =
-    "pkcs11:<RFC 7512 URI>, awskms:key-id=<id|ARN|alias/name>;region=<r>, dev:<directory>";
+pub const SUPPORTED_SCHEMES: &str = "pkcs11:<RFC 7512 URI>, awskms:key-id=<id|ARN|alias/name>;region=<r>, dev:<directory>";
 
 /// Open the CA signer a URI names.
 ///
@@ -32,9 +31,7 @@ pub const SUPPORTED_SCHEMES: &str =
 /// credential chain).
 pub fn open_signer(uri: &str, pin: Option<Pin>) -> Result<Box<dyn Signer>, SignerError> {
     let Some((scheme, rest)) = uri.split_once(':') else {
-        return Err(SignerError::BadUri(format!(
-            "signer URI has no scheme; supported: {SUPPORTED_SCHEMES}"
-        )));
+        return Err(SignerError::BadUri(format!("signer URI has no scheme; supported: {SUPPORTED_SCHEMES}")));
     };
     match scheme {
         "pkcs11" => Ok(Box::new(Pkcs11Signer::open(uri, pin)?)),
@@ -109,12 +106,8 @@ pub fn create_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<String,
     match uri.split_once(':').map(|(s, _)| s) {
         Some("pkcs11") => generate_ca_key(uri, pin, alg).map(|()| uri.to_string()),
         Some("awskms") => awskms::create_key(uri, alg),
-        Some("dev") => Err(SignerError::BadUri(
-            "the development CA creates its key itself: drop --generate-key".into(),
-        )),
-        _ => Err(SignerError::BadUri(format!(
-            "cannot create a key for this URI; supported: {SUPPORTED_SCHEMES}"
-        ))),
+        Some("dev") => Err(SignerError::BadUri("the development CA creates its key itself: drop --generate-key".into())),
+        _ => Err(SignerError::BadUri(format!("cannot create a key for this URI; supported: {SUPPORTED_SCHEMES}"))),
     }
 }
 
@@ -127,18 +120,10 @@ pub(crate) fn ec_spki(alg: SigAlg, point: &[u8]) -> Result<Vec<u8>, SignerError>
         SigAlg::EcdsaP256Sha256 => &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
         SigAlg::EcdsaP384Sha384 => &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
         #[allow(unreachable_patterns)]
-        other => {
-            return Err(SignerError::Failed(format!(
-                "no SubjectPublicKeyInfo encoding for {}",
-                other.name()
-            )))
-        }
+        other => return Err(SignerError::Failed(format!("no SubjectPublicKeyInfo encoding for {}", other.name()))),
     };
     if point.len() != 1 + 2 * alg.field_len() || point[0] != 0x04 {
-        return Err(SignerError::Failed(format!(
-            "public key is not an uncompressed {} point",
-            alg.name()
-        )));
+        return Err(SignerError::Failed(format!("public key is not an uncompressed {} point", alg.name())));
     }
     let alg_id_len = ID_EC_PUBLIC_KEY.len() + curve.len();
     let bits_len = point.len() + 1;
@@ -165,10 +150,7 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("pkcs11:") && msg.contains("dev:"), "{msg}");
         assert!(!msg.contains("hunter2"));
-        assert!(matches!(
-            open_signer("no-scheme", None),
-            Err(SignerError::BadUri(_))
-        ));
+        assert!(matches!(open_signer("no-scheme", None), Err(SignerError::BadUri(_))));
     }
 
     #[test]
@@ -188,10 +170,7 @@ mod tests {
         let s = open_signer(&uri, None).unwrap();
         assert_eq!(s.info().uri, uri);
         assert!(s.info().development);
-        assert!(matches!(
-            open_signer("dev:", None),
-            Err(SignerError::BadUri(_))
-        ));
+        assert!(matches!(open_signer("dev:", None), Err(SignerError::BadUri(_))));
     }
 
     #[test]
@@ -203,10 +182,7 @@ mod tests {
 
     #[test]
     fn display_uri_shows_no_secret_and_no_invalid_uri() {
-        assert_eq!(
-            display_uri("pkcs11:object=k;token=T?module-path=/x.so"),
-            "pkcs11:token=T;object=k?module-path=/x.so"
-        );
+        assert_eq!(display_uri("pkcs11:object=k;token=T?module-path=/x.so"), "pkcs11:token=T;object=k?module-path=/x.so");
         for uri in [
             "pkcs11:token=T?pin%2Dvalue=S3CR3T-4711",
             "pkcs11:token=T;pin-value=S3CR3T-4711",

@@ -87,17 +87,12 @@ fn read_pin_source(src: &str) -> Result<Pin, SignerError> {
     if path.is_empty() {
         return Err(SignerError::BadUri("pin-source names no file".into()));
     }
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        SignerError::PinRejected(format!("cannot read pin-source file {path}: {e}"))
-    })?);
-    let body = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| SignerError::PinRejected(format!("cannot read pin-source file {path}: {e}")))?,
+    );
+    let body = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
     if body.is_empty() {
-        return Err(SignerError::PinRejected(format!(
-            "pin-source file {path} is empty"
-        )));
+        return Err(SignerError::PinRejected(format!("pin-source file {path} is empty")));
     }
     Ok(Pin::new(body))
 }
@@ -123,10 +118,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pin");
         std::fs::write(&f, "file-pin\n").unwrap();
-        let pin = resolve_pin_with(Some(Pin::new("typed")), Some(f.to_str().unwrap()), |_| {
-            Some("env-pin".into())
-        })
-        .unwrap();
+        let pin = resolve_pin_with(Some(Pin::new("typed")), Some(f.to_str().unwrap()), |_| Some("env-pin".into())).unwrap();
         assert_eq!(pin.expose(), "typed");
     }
 
@@ -137,29 +129,17 @@ mod tests {
         std::fs::write(&f, "12 34\n\n").unwrap();
         let path = f.to_str().unwrap();
         let env = |_: &str| Some("env-pin".to_string());
-        assert_eq!(
-            resolve_pin_with(None, Some(path), env).unwrap().expose(),
-            "12 34\n"
-        );
+        assert_eq!(resolve_pin_with(None, Some(path), env).unwrap().expose(), "12 34\n");
         std::fs::write(&f, "1234\r\n").unwrap();
         let uri = format!("file://{path}");
-        assert_eq!(
-            resolve_pin_with(None, Some(&uri), no_env).unwrap().expose(),
-            "1234"
-        );
+        assert_eq!(resolve_pin_with(None, Some(&uri), no_env).unwrap().expose(), "1234");
         let uri = format!("file:{path}");
-        assert_eq!(
-            resolve_pin_with(None, Some(&uri), no_env).unwrap().expose(),
-            "1234"
-        );
+        assert_eq!(resolve_pin_with(None, Some(&uri), no_env).unwrap().expose(), "1234");
     }
 
     #[test]
     fn unreadable_pin_source_is_an_error_not_a_fallback() {
-        let err = resolve_pin_with(None, Some("/nonexistent/imprint-pin"), |_| {
-            Some("env-pin".into())
-        })
-        .unwrap_err();
+        let err = resolve_pin_with(None, Some("/nonexistent/imprint-pin"), |_| Some("env-pin".into())).unwrap_err();
         assert!(matches!(err, SignerError::PinRejected(_)));
         assert!(err.to_string().contains("/nonexistent/imprint-pin"));
     }

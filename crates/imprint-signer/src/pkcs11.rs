@@ -50,10 +50,7 @@ fn ec_params(alg: SigAlg) -> Result<&'static [u8], SignerError> {
         SigAlg::EcdsaP256Sha256 => Ok(P256_PARAMS),
         SigAlg::EcdsaP384Sha384 => Ok(P384_PARAMS),
         #[allow(unreachable_patterns)]
-        other => Err(SignerError::Failed(format!(
-            "{} is not supported by the PKCS#11 backend",
-            other.name()
-        ))),
+        other => Err(SignerError::Failed(format!("{} is not supported by the PKCS#11 backend", other.name()))),
     }
 }
 
@@ -78,16 +75,10 @@ fn ec_point_raw(alg: SigAlg, v: &[u8]) -> Result<Vec<u8>, SignerError> {
     } else if v.len() == raw_len + 2 && v[0] == 0x04 && usize::from(v[1]) == raw_len {
         &v[2..]
     } else {
-        return Err(SignerError::Failed(format!(
-            "CKA_EC_POINT has unexpected length {} for {}",
-            v.len(),
-            alg.name()
-        )));
+        return Err(SignerError::Failed(format!("CKA_EC_POINT has unexpected length {} for {}", v.len(), alg.name())));
     };
     if raw[0] != 0x04 {
-        return Err(SignerError::Failed(
-            "CKA_EC_POINT is not an uncompressed point".into(),
-        ));
+        return Err(SignerError::Failed("CKA_EC_POINT is not an uncompressed point".into()));
     }
     Ok(raw.to_vec())
 }
@@ -102,16 +93,11 @@ fn map_err(e: CkError, what: &str) -> SignerError {
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange => {
                     SignerError::PinRejected(format!("the token rejected the PIN: {ctx}"))
                 }
-                RvError::PinExpired => {
-                    SignerError::PinRejected(format!("the PIN has expired, change it: {ctx}"))
+                RvError::PinExpired => SignerError::PinRejected(format!("the PIN has expired, change it: {ctx}")),
+                RvError::PinLocked => SignerError::PinLocked(format!("too many wrong PINs; the security officer must unlock it: {ctx}")),
+                RvError::TokenNotPresent | RvError::DeviceRemoved | RvError::TokenNotRecognized | RvError::SlotIdInvalid => {
+                    SignerError::TokenAbsent(ctx)
                 }
-                RvError::PinLocked => SignerError::PinLocked(format!(
-                    "too many wrong PINs; the security officer must unlock it: {ctx}"
-                )),
-                RvError::TokenNotPresent
-                | RvError::DeviceRemoved
-                | RvError::TokenNotRecognized
-                | RvError::SlotIdInvalid => SignerError::TokenAbsent(ctx),
                 RvError::DeviceError
                 | RvError::DeviceMemory
                 | RvError::FunctionFailed
@@ -127,9 +113,7 @@ fn map_err(e: CkError, what: &str) -> SignerError {
                 _ => SignerError::Failed(ctx),
             }
         }
-        CkError::LibraryLoading(err) => {
-            SignerError::Failed(format!("{what}: cannot load the PKCS#11 module: {err}"))
-        }
+        CkError::LibraryLoading(err) => SignerError::Failed(format!("{what}: cannot load the PKCS#11 module: {err}")),
         other => SignerError::Failed(format!("{what}: {other}")),
     }
 }
@@ -216,20 +200,11 @@ fn module_path(uri: &Pkcs11Uri) -> Result<PathBuf, SignerError> {
     }
     if let Some(name) = &uri.module_name {
         if name.contains('/') {
-            return Err(SignerError::BadUri(format!(
-                "module-name={name:?} must be a bare name; use module-path for a path"
-            )));
+            return Err(SignerError::BadUri(format!("module-name={name:?} must be a bare name; use module-path for a path")));
         }
-        return MODULE_DIRS
-            .iter()
-            .map(|d| Path::new(d).join(format!("{name}.so")))
-            .find(|p| p.exists())
-            .ok_or_else(|| {
-                SignerError::BadUri(format!(
-                    "module-name={name:?} not found in {}; give ?module-path=<library>",
-                    MODULE_DIRS.join(", ")
-                ))
-            });
+        return MODULE_DIRS.iter().map(|d| Path::new(d).join(format!("{name}.so"))).find(|p| p.exists()).ok_or_else(|| {
+            SignerError::BadUri(format!("module-name={name:?} not found in {}; give ?module-path=<library>", MODULE_DIRS.join(", ")))
+        });
     }
     if Path::new(DEFAULT_MODULE).exists() {
         return Ok(PathBuf::from(DEFAULT_MODULE));
@@ -250,17 +225,9 @@ fn load_module(path: &Path) -> Result<Pkcs11, SignerError> {
         return Ok(l.ctx.clone());
     }
     if !path.exists() {
-        return Err(SignerError::BadUri(format!(
-            "PKCS#11 module {} does not exist: fix module-path",
-            path.display()
-        )));
+        return Err(SignerError::BadUri(format!("PKCS#11 module {} does not exist: fix module-path", path.display())));
     }
-    let ctx = Pkcs11::new(path).map_err(|e| {
-        SignerError::Failed(format!(
-            "cannot load PKCS#11 module {}: {e}",
-            path.display()
-        ))
-    })?;
+    let ctx = Pkcs11::new(path).map_err(|e| SignerError::Failed(format!("cannot load PKCS#11 module {}: {e}", path.display())))?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(map_err(e, &format!("initializing {}", path.display()))),
@@ -291,9 +258,7 @@ fn describe_token(uri: &Pkcs11Uri) -> String {
 /// The slot holding the token the URI names. Matches by label, serial,
 /// manufacturer and model (SoftHSM renumbers slots, so labels beat slot ids).
 fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignerError> {
-    let slots = ctx
-        .get_slots_with_token()
-        .map_err(|e| map_err(e, "listing slots"))?;
+    let slots = ctx.get_slots_with_token().map_err(|e| map_err(e, "listing slots"))?;
     let mut present = Vec::new();
     let mut matches = Vec::new();
     for slot in slots {
@@ -308,10 +273,7 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignerError> {
             }
         };
         present.push(format!("{:?}", ti.label()));
-        let eq = |want: &Option<String>, have: &str| {
-            want.as_deref()
-                .is_none_or(|w| w.trim_end() == have.trim_end())
-        };
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.trim_end() == have.trim_end());
         if !(eq(&uri.token, ti.label())
             && eq(&uri.serial, ti.serial_number())
             && eq(&uri.manufacturer, ti.manufacturer_id())
@@ -322,9 +284,7 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignerError> {
         if uri.slot_description.is_some() || uri.slot_manufacturer.is_some() {
             match ctx.get_slot_info(slot) {
                 Ok(si) => {
-                    if !(eq(&uri.slot_description, si.slot_description())
-                        && eq(&uri.slot_manufacturer, si.manufacturer_id()))
-                    {
+                    if !(eq(&uri.slot_description, si.slot_description()) && eq(&uri.slot_manufacturer, si.manufacturer_id())) {
                         continue;
                     }
                 }
@@ -335,11 +295,7 @@ fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, SignerError> {
     }
     match matches.as_slice() {
         [slot] => Ok(*slot),
-        [] => Err(SignerError::TokenAbsent(format!(
-            "no token matches {}; tokens present: [{}]",
-            describe_token(uri),
-            present.join(", ")
-        ))),
+        [] => Err(SignerError::TokenAbsent(format!("no token matches {}; tokens present: [{}]", describe_token(uri), present.join(", ")))),
         _ => Err(SignerError::BadUri(format!(
             "{} tokens match {}: add token= (label) or serial= to the URI",
             matches.len(),
@@ -365,26 +321,13 @@ fn describe_key(uri: &Pkcs11Uri) -> String {
     }
 }
 
-fn find_one(
-    session: &Session,
-    template: &[Attribute],
-    what: &str,
-) -> Result<Vec<ObjectHandle>, SignerError> {
-    session
-        .find_objects(template)
-        .map_err(|e| map_err(e, &format!("searching for {what}")))
+fn find_one(session: &Session, template: &[Attribute], what: &str) -> Result<Vec<ObjectHandle>, SignerError> {
+    session.find_objects(template).map_err(|e| map_err(e, &format!("searching for {what}")))
 }
 
 /// The EC private key the URI names: exactly one match.
-fn find_private_key(
-    session: &Session,
-    uri: &Pkcs11Uri,
-    token: &str,
-) -> Result<ObjectHandle, SignerError> {
-    let mut t = vec![
-        Attribute::Class(ObjectClass::PRIVATE_KEY),
-        Attribute::KeyType(KeyType::EC),
-    ];
+fn find_private_key(session: &Session, uri: &Pkcs11Uri, token: &str) -> Result<ObjectHandle, SignerError> {
+    let mut t = vec![Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::KeyType(KeyType::EC)];
     if let Some(o) = &uri.object {
         t.push(Attribute::Label(o.as_bytes().to_vec()));
     }
@@ -409,10 +352,7 @@ fn find_private_key(
 
 /// The algorithm and DER SubjectPublicKeyInfo of `private`, from its public
 /// key object (same CKA_ID, else same CKA_LABEL).
-fn public_key_of(
-    session: &Session,
-    private: ObjectHandle,
-) -> Result<(SigAlg, Vec<u8>), SignerError> {
+fn public_key_of(session: &Session, private: ObjectHandle) -> Result<(SigAlg, Vec<u8>), SignerError> {
     let attrs = session
         .get_attributes(private, &[AttributeType::Id, AttributeType::Label])
         .map_err(|e| map_err(e, "reading the private key's attributes"))?;
@@ -425,10 +365,7 @@ fn public_key_of(
             _ => {}
         }
     }
-    let base = vec![
-        Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::KeyType(KeyType::EC),
-    ];
+    let base = vec![Attribute::Class(ObjectClass::PUBLIC_KEY), Attribute::KeyType(KeyType::EC)];
     let mut candidates = Vec::new();
     if !id.is_empty() {
         let mut t = base.clone();
@@ -476,9 +413,7 @@ fn public_key_of(
         }
     }
     let (Some(params), Some(point)) = (params, point) else {
-        return Err(SignerError::Failed(
-            "the public key object lacks CKA_EC_PARAMS or CKA_EC_POINT".into(),
-        ));
+        return Err(SignerError::Failed("the public key object lacks CKA_EC_PARAMS or CKA_EC_POINT".into()));
     };
     let alg = alg_from_params(&params)?;
     let raw = ec_point_raw(alg, &point)?;
@@ -513,24 +448,14 @@ struct Connection {
 
 fn connect(ctx: &Pkcs11, uri: &Pkcs11Uri, pin: &Pin) -> Result<Connection, SignerError> {
     let slot = find_slot(ctx, uri)?;
-    let token = ctx
-        .get_token_info(slot)
-        .map(|t| t.label().to_string())
-        .map_err(|e| map_err(e, "reading token info"))?;
-    let session = ctx
-        .open_ro_session(slot)
-        .map_err(|e| map_err(e, "opening a session"))?;
+    let token = ctx.get_token_info(slot).map(|t| t.label().to_string()).map_err(|e| map_err(e, "reading token info"))?;
+    let session = ctx.open_ro_session(slot).map_err(|e| map_err(e, "opening a session"))?;
     if let Err(e) = login(&session, pin) {
         return Err(with_tries_left(ctx, slot, e));
     }
     let key = find_private_key(&session, uri, &token)?;
     let (alg, spki) = public_key_of(&session, key)?;
-    Ok(Connection {
-        session,
-        key,
-        alg,
-        spki,
-    })
+    Ok(Connection { session, key, alg, spki })
 }
 
 /// A CA key in a PKCS#11 token. Dropping it closes its session and then
@@ -563,19 +488,11 @@ impl Pkcs11Signer {
         let conn = connect(&ctx, &uri, &pin)?;
         let shown_uri = uri.to_string();
         tracing::info!(uri = %shown_uri, alg = conn.alg.name(), "PKCS#11 CA key opened");
-        Ok(Self {
-            ctx,
-            uri,
-            shown_uri,
-            pin,
-            conn,
-        })
+        Ok(Self { ctx, uri, shown_uri, pin, conn })
     }
 
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, CkError> {
-        self.conn
-            .session
-            .sign(&Mechanism::Ecdsa, self.conn.key, digest)
+        self.conn.session.sign(&Mechanism::Ecdsa, self.conn.key, digest)
     }
 
     /// Open a new session and log in again; the key must be the same one.
@@ -594,11 +511,7 @@ impl Pkcs11Signer {
 
 impl Signer for Pkcs11Signer {
     fn info(&self) -> SignerInfo {
-        SignerInfo {
-            kind: "pkcs11",
-            uri: self.shown_uri.clone(),
-            development: false,
-        }
+        SignerInfo { kind: "pkcs11", uri: self.shown_uri.clone(), development: false }
     }
 
     fn algorithm(&self) -> SigAlg {
@@ -617,17 +530,12 @@ impl Signer for Pkcs11Signer {
                 tracing::warn!(uri = %self.shown_uri, error = %e,
                     "PKCS#11 session lost; opening a new session and logging in again");
                 self.reconnect()?;
-                self.sign_digest(&digest)
-                    .map_err(|e| map_err(e, "signing after reconnecting"))?
+                self.sign_digest(&digest).map_err(|e| map_err(e, "signing after reconnecting"))?
             }
             Err(e) => return Err(map_err(e, "signing")),
         };
         if raw.len() != 2 * self.conn.alg.field_len() {
-            return Err(SignerError::Failed(format!(
-                "the token returned a {}-byte signature for {}",
-                raw.len(),
-                self.conn.alg.name()
-            )));
+            return Err(SignerError::Failed(format!("the token returned a {}-byte signature for {}", raw.len(), self.conn.alg.name())));
         }
         ecdsa_raw_to_der(&raw)
     }
@@ -639,23 +547,15 @@ impl Signer for Pkcs11Signer {
 /// object with that label (or id) already exists.
 pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), SignerError> {
     let uri = Pkcs11Uri::parse(uri)?;
-    let label = uri.object.clone().ok_or_else(|| {
-        SignerError::BadUri("to create a key the URI must name it: add object=<label>".into())
-    })?;
+    let label = uri.object.clone().ok_or_else(|| SignerError::BadUri("to create a key the URI must name it: add object=<label>".into()))?;
     let params = ec_params(alg)?;
     let pin = resolve_pin(pin, uri.pin_source.as_deref())?;
     let ctx = use_module(&module_path(&uri)?)?;
     let slot = find_slot(&ctx, &uri)?;
-    let session = ctx
-        .open_rw_session(slot)
-        .map_err(|e| map_err(e, "opening a read-write session"))?;
+    let session = ctx.open_rw_session(slot).map_err(|e| map_err(e, "opening a read-write session"))?;
     login(&session, &pin)?;
 
-    let by_label = find_one(
-        &session,
-        &[Attribute::Label(label.as_bytes().to_vec())],
-        "existing objects",
-    )?;
+    let by_label = find_one(&session, &[Attribute::Label(label.as_bytes().to_vec())], "existing objects")?;
     if !by_label.is_empty() {
         return Err(SignerError::Failed(format!(
             "an object labelled {label:?} already exists on the token: \
@@ -672,9 +572,7 @@ pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), S
             }
             id.clone()
         }
-        None => session
-            .generate_random_vec(8)
-            .map_err(|e| map_err(e, "generating a key id"))?,
+        None => session.generate_random_vec(8).map_err(|e| map_err(e, "generating a key id"))?,
     };
 
     let public = [
@@ -694,9 +592,7 @@ pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), S
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.clone()),
     ];
-    session
-        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
-        .map_err(|e| map_err(e, "generating the CA key pair"))?;
+    session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private).map_err(|e| map_err(e, "generating the CA key pair"))?;
     tracing::info!(label = %label, id = %hex::encode(&id), alg = alg.name(), "CA key generated in token");
     Ok(())
 }
@@ -713,22 +609,13 @@ mod tests {
         assert_eq!(ec_point_raw(SigAlg::EcdsaP256Sha256, &raw).unwrap(), raw);
         let mut wrapped = vec![0x04, 65];
         wrapped.extend_from_slice(&raw);
-        assert_eq!(
-            ec_point_raw(SigAlg::EcdsaP256Sha256, &wrapped).unwrap(),
-            raw
-        );
+        assert_eq!(ec_point_raw(SigAlg::EcdsaP256Sha256, &wrapped).unwrap(), raw);
         let mut raw384 = vec![0x04u8];
         raw384.extend_from_slice(&[0x04; 96]);
-        assert_eq!(
-            ec_point_raw(SigAlg::EcdsaP384Sha384, &raw384).unwrap(),
-            raw384
-        );
+        assert_eq!(ec_point_raw(SigAlg::EcdsaP384Sha384, &raw384).unwrap(), raw384);
         let mut wrapped384 = vec![0x04, 97];
         wrapped384.extend_from_slice(&raw384);
-        assert_eq!(
-            ec_point_raw(SigAlg::EcdsaP384Sha384, &wrapped384).unwrap(),
-            raw384
-        );
+        assert_eq!(ec_point_raw(SigAlg::EcdsaP384Sha384, &wrapped384).unwrap(), raw384);
         assert!(ec_point_raw(SigAlg::EcdsaP256Sha256, &raw384).is_err());
         assert!(ec_point_raw(SigAlg::EcdsaP256Sha256, &[0x02; 65]).is_err());
     }
@@ -745,50 +632,26 @@ mod tests {
     fn error_mapping() {
         use cryptoki::context::Function;
         let e = |rv| map_err(CkError::Pkcs11(rv, Function::Login), "x");
-        assert!(matches!(
-            e(RvError::PinIncorrect),
-            SignerError::PinRejected(_)
-        ));
+        assert!(matches!(e(RvError::PinIncorrect), SignerError::PinRejected(_)));
         assert!(matches!(e(RvError::PinLocked), SignerError::PinLocked(_)));
-        assert!(matches!(
-            e(RvError::TokenNotPresent),
-            SignerError::TokenAbsent(_)
-        ));
+        assert!(matches!(e(RvError::TokenNotPresent), SignerError::TokenAbsent(_)));
         assert!(matches!(e(RvError::DeviceError), SignerError::Transient(_)));
-        assert!(matches!(
-            e(RvError::MechanismInvalid),
-            SignerError::Failed(_)
-        ));
-        assert!(needs_reconnect(&CkError::Pkcs11(
-            RvError::SessionHandleInvalid,
-            Function::Sign
-        )));
-        assert!(!needs_reconnect(&CkError::Pkcs11(
-            RvError::PinIncorrect,
-            Function::Sign
-        )));
+        assert!(matches!(e(RvError::MechanismInvalid), SignerError::Failed(_)));
+        assert!(needs_reconnect(&CkError::Pkcs11(RvError::SessionHandleInvalid, Function::Sign)));
+        assert!(!needs_reconnect(&CkError::Pkcs11(RvError::PinIncorrect, Function::Sign)));
     }
 
     #[test]
     fn missing_module_is_a_clear_error() {
-        let err = Pkcs11Signer::open(
-            "pkcs11:token=x;object=y?module-path=/nonexistent/libpkcs11.so",
-            Some(Pin::new("1234")),
-        )
-        .err()
-        .unwrap();
+        let err =
+            Pkcs11Signer::open("pkcs11:token=x;object=y?module-path=/nonexistent/libpkcs11.so", Some(Pin::new("1234"))).err().unwrap();
         assert!(matches!(err, SignerError::BadUri(_)), "{err}");
         assert!(err.to_string().contains("module-path"));
     }
 
     #[test]
     fn generate_requires_object_label() {
-        let err = generate_ca_key(
-            "pkcs11:token=x",
-            Some(Pin::new("1234")),
-            SigAlg::EcdsaP256Sha256,
-        )
-        .unwrap_err();
+        let err = generate_ca_key("pkcs11:token=x", Some(Pin::new("1234")), SigAlg::EcdsaP256Sha256).unwrap_err();
         assert!(matches!(err, SignerError::BadUri(_)));
         assert!(err.to_string().contains("object="));
     }

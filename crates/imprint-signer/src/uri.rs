@@ -90,9 +90,7 @@ fn bad(msg: impl Into<String>) -> SignerError {
 fn percent_decode(s: &str, what: &str) -> Result<Vec<u8>, SignerError> {
     let b = s.as_bytes();
     for (i, _) in b.iter().enumerate().filter(|(_, c)| **c == b'%') {
-        let ok = b
-            .get(i + 1..i + 3)
-            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let ok = b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
         if !ok {
             return Err(bad(format!("{what}: bad percent-encoding")));
         }
@@ -122,19 +120,10 @@ fn split_attr<'a>(attr: &'a str, part: &str, nth: usize) -> Result<(String, &'a 
         // separator names one.
         let head = attr.split([':', ' ', '\t']).next().unwrap_or_default();
         refuse_secret(head)?;
-        return Err(bad(format!(
-            "{part} attribute #{nth} has no '=': attributes are name=value"
-        )));
+        return Err(bad(format!("{part} attribute #{nth} has no '=': attributes are name=value")));
     };
-    let name = String::from_utf8(percent_decode(
-        name,
-        &format!("the name of {part} attribute #{nth}"),
-    )?)
-    .map_err(|_| {
-        bad(format!(
-            "the name of {part} attribute #{nth} is not valid UTF-8"
-        ))
-    })?;
+    let name = String::from_utf8(percent_decode(name, &format!("the name of {part} attribute #{nth}"))?)
+        .map_err(|_| bad(format!("the name of {part} attribute #{nth} is not valid UTF-8")))?;
     refuse_secret(&name)?;
     if name.is_empty() {
         return Err(bad(format!("{part} attribute #{nth} has an empty name")));
@@ -162,9 +151,7 @@ fn percent_encode(v: &[u8], extra: &[u8]) -> String {
 impl Pkcs11Uri {
     /// Parse a `pkcs11:` URI. Refuses any secret-bearing attribute.
     pub fn parse(uri: &str) -> Result<Self, SignerError> {
-        let rest = uri
-            .strip_prefix("pkcs11:")
-            .ok_or_else(|| bad("a PKCS#11 URI starts with \"pkcs11:\""))?;
+        let rest = uri.strip_prefix("pkcs11:").ok_or_else(|| bad("a PKCS#11 URI starts with \"pkcs11:\""))?;
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
@@ -173,12 +160,8 @@ impl Pkcs11Uri {
         let mut seen: Vec<String> = Vec::new();
         // Every attribute's name is decoded and checked before any value is
         // decoded: nothing of a PIN goes further, whichever part it is in.
-        let path_attrs: Vec<_> = path
-            .split(';')
-            .filter(|a| !a.is_empty())
-            .enumerate()
-            .map(|(i, a)| split_attr(a, "path", i + 1))
-            .collect::<Result<_, _>>()?;
+        let path_attrs: Vec<_> =
+            path.split(';').filter(|a| !a.is_empty()).enumerate().map(|(i, a)| split_attr(a, "path", i + 1)).collect::<Result<_, _>>()?;
         let query_attrs: Vec<_> = query
             .unwrap_or_default()
             .split('&')
@@ -224,20 +207,14 @@ impl Pkcs11Uri {
                     "cert" => ObjectType::Cert,
                     "secret-key" => ObjectType::SecretKey,
                     "data" => ObjectType::Data,
-                    _ => {
-                        return Err(bad(
-                            "type= must be public, private, cert, secret-key or data",
-                        ))
-                    }
+                    _ => return Err(bad("type= must be public, private, cert, secret-key or data")),
                 };
                 self.object_type = Some(t);
                 return Ok(());
             }
             "slot-id" => {
                 let s = utf8(v, name)?;
-                let n = s
-                    .parse::<u64>()
-                    .map_err(|_| bad("slot-id= is not a decimal number"))?;
+                let n = s.parse::<u64>().map_err(|_| bad("slot-id= is not a decimal number"))?;
                 self.slot_id = Some(n);
                 return Ok(());
             }
@@ -314,11 +291,7 @@ impl fmt::Display for Pkcs11Uri {
             path.push(format!("id={hex}"));
         }
         let mut query: Vec<String> = Vec::new();
-        for (name, v) in [
-            ("module-path", &self.module_path),
-            ("module-name", &self.module_name),
-            ("pin-source", &self.pin_source),
-        ] {
+        for (name, v) in [("module-path", &self.module_path), ("module-name", &self.module_name), ("pin-source", &self.pin_source)] {
             if let Some(v) = v {
                 query.push(format!("{name}={}", percent_encode(v.as_bytes(), QUERY_OK)));
             }
@@ -377,10 +350,7 @@ mod tests {
         assert_eq!(u.model.as_deref(), Some("1.0"));
         assert_eq!(u.serial.as_deref(), Some(""));
         assert_eq!(u.object_type, Some(ObjectType::Cert));
-        assert_eq!(
-            u.id.as_deref(),
-            Some(&[0x69, 0x95, 0x3e, 0x5c, 0xf4, 0xbd, 0xec, 0x91][..])
-        );
+        assert_eq!(u.id.as_deref(), Some(&[0x69, 0x95, 0x3e, 0x5c, 0xf4, 0xbd, 0xec, 0x91][..]));
         assert_eq!(u.pin_source.as_deref(), Some("file:/etc/token_pin"));
     }
 
@@ -407,38 +377,23 @@ mod tests {
 
     #[test]
     fn rfc7512_escapes_and_mixed_case_hex() {
-        let u = p(
-            "pkcs11:token=My%20token%25%20created%20by%20Joe;library-version=3;\
-                   id=%01%02%03%Ba%dd%Ca%fe%04%05%06",
-        );
+        let u = p("pkcs11:token=My%20token%25%20created%20by%20Joe;library-version=3;\
+                   id=%01%02%03%Ba%dd%Ca%fe%04%05%06");
         assert_eq!(u.token.as_deref(), Some("My token% created by Joe"));
-        assert_eq!(
-            u.id.as_deref(),
-            Some(&[1, 2, 3, 0xba, 0xdd, 0xca, 0xfe, 4, 5, 6][..])
-        );
-        let u = p(
-            "pkcs11:token=A%20name%20with%20a%20substring%20%25%3B;object=my-certificate;type=cert",
-        );
+        assert_eq!(u.id.as_deref(), Some(&[1, 2, 3, 0xba, 0xdd, 0xca, 0xfe, 4, 5, 6][..]));
+        let u = p("pkcs11:token=A%20name%20with%20a%20substring%20%25%3B;object=my-certificate;type=cert");
         assert_eq!(u.token.as_deref(), Some("A name with a substring %;"));
         let u = p("pkcs11:token=Name%20with%20a%20small%20A%20with%20acute:%20%C3%A1;object=my-certificate;type=cert");
-        assert_eq!(
-            u.token.as_deref(),
-            Some("Name with a small A with acute: á")
-        );
+        assert_eq!(u.token.as_deref(), Some("Name with a small A with acute: á"));
     }
 
     #[test]
     fn rfc7512_vendor_attributes_are_kept() {
-        let u = p(
-            "pkcs11:token=my-token;object=my-certificate;type=cert;vendor-aaa=value-a\
-                   ?pin-source=file:/etc/token_pin&vendor-bbb=value-b",
-        );
+        let u = p("pkcs11:token=my-token;object=my-certificate;type=cert;vendor-aaa=value-a\
+                   ?pin-source=file:/etc/token_pin&vendor-bbb=value-b");
         assert_eq!(
             u.vendor,
-            vec![
-                ("vendor-aaa".to_string(), b"value-a".to_vec(), false),
-                ("vendor-bbb".to_string(), b"value-b".to_vec(), true),
-            ]
+            vec![("vendor-aaa".to_string(), b"value-a".to_vec(), false), ("vendor-bbb".to_string(), b"value-b".to_vec(), true),]
         );
         let shown = u.to_string();
         assert!(shown.contains("vendor-aaa=value-a"), "{shown}");
@@ -447,16 +402,11 @@ mod tests {
 
     #[test]
     fn pin_value_is_refused_without_echoing_it() {
-        let err = Pkcs11Uri::parse(
-            "pkcs11:token=Software%20PKCS%2311%20softtoken;manufacturer=Snake%20Oil,%20Inc.?pin-value=the-pin",
-        )
-        .unwrap_err();
+        let err = Pkcs11Uri::parse("pkcs11:token=Software%20PKCS%2311%20softtoken;manufacturer=Snake%20Oil,%20Inc.?pin-value=the-pin")
+            .unwrap_err();
         assert!(matches!(err, SignerError::BadUri(_)));
         let msg = err.to_string();
-        assert!(
-            msg.contains("pin-source") && msg.contains("IMPRINT_PKCS11_PIN"),
-            "{msg}"
-        );
+        assert!(msg.contains("pin-source") && msg.contains("IMPRINT_PKCS11_PIN"), "{msg}");
         assert!(!msg.contains("the-pin"));
         assert!(!format!("{err:?}").contains("the-pin"));
     }
@@ -491,14 +441,8 @@ mod tests {
             let err = Pkcs11Uri::parse(uri).expect_err(uri);
             assert!(matches!(err, SignerError::BadUri(_)), "{uri}: {err:?}");
             let (shown, debug) = (err.to_string(), format!("{err:?}"));
-            assert!(
-                !shown.contains(V) && !debug.contains(V) && !shown.contains("4711"),
-                "{uri}: {shown}"
-            );
-            assert!(
-                shown.contains("never lives in configuration"),
-                "{uri}: {shown}"
-            );
+            assert!(!shown.contains(V) && !debug.contains(V) && !shown.contains("4711"), "{uri}: {shown}");
+            assert!(shown.contains("never lives in configuration"), "{uri}: {shown}");
         }
     }
 
@@ -515,9 +459,7 @@ mod tests {
             let err = Pkcs11Uri::parse(uri).expect_err(uri).to_string();
             assert!(!err.contains("S3CR3T"), "{uri}: {err}");
         }
-        let err = Pkcs11Uri::parse("pkcs11:token=a?module-path:S3CR3T-4711")
-            .unwrap_err()
-            .to_string();
+        let err = Pkcs11Uri::parse("pkcs11:token=a?module-path:S3CR3T-4711").unwrap_err().to_string();
         assert!(err.contains("query attribute #1 has no '='"), "{err}");
     }
 
@@ -525,16 +467,9 @@ mod tests {
     #[test]
     fn a_pin_source_under_a_secrets_dir_is_accepted() {
         let u = p("pkcs11:token=a;object=k?pin-source=file:/run/secrets/imprint-pin");
-        assert_eq!(
-            u.pin_source.as_deref(),
-            Some("file:/run/secrets/imprint-pin")
-        );
+        assert_eq!(u.pin_source.as_deref(), Some("file:/run/secrets/imprint-pin"));
         let u = p("pkcs11:token=a;object=k?PIN-SOURCE=/run/secrets/pin");
-        assert_eq!(
-            u.vendor.len(),
-            1,
-            "an unknown spelling stays a vendor attribute, not a secret"
-        );
+        assert_eq!(u.vendor.len(), 1, "an unknown spelling stays a vendor attribute, not a secret");
         assert!(!u.to_string().is_empty());
     }
 
@@ -542,9 +477,7 @@ mod tests {
     /// a URI with one does not parse, so there is nothing to display.
     #[test]
     fn the_shown_uri_never_carries_a_secret_attribute() {
-        let u = p(
-            "pkcs11:token=a;object=k;x-vendor=1?module-path=/x.so&pin-source=/run/secrets/p&x-q=2",
-        );
+        let u = p("pkcs11:token=a;object=k;x-vendor=1?module-path=/x.so&pin-source=/run/secrets/p&x-q=2");
         let shown = u.to_string();
         for a in shown.split(['?', ';', '&']).skip(1) {
             let name = a.split('=').next().unwrap();
@@ -566,10 +499,7 @@ mod tests {
             "pkcs11:token=%FF",
             "pkcs11:?module-path=a&module-path=b",
         ] {
-            assert!(
-                matches!(Pkcs11Uri::parse(s), Err(SignerError::BadUri(_))),
-                "{s} should be rejected"
-            );
+            assert!(matches!(Pkcs11Uri::parse(s), Err(SignerError::BadUri(_))), "{s} should be rejected");
         }
     }
 

@@ -140,16 +140,12 @@ fn project_dirs() -> Option<directories::ProjectDirs> {
 
 /// The OS data dir for Imprint (e.g. ~/.local/share/imprint).
 pub fn default_data_dir() -> PathBuf {
-    project_dirs()
-        .map(|d| d.data_dir().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from(".imprint"))
+    project_dirs().map(|d| d.data_dir().to_path_buf()).unwrap_or_else(|| PathBuf::from(".imprint"))
 }
 
 /// The operator's config file (e.g. ~/.config/imprint/station.toml).
 pub fn default_config_path() -> PathBuf {
-    project_dirs()
-        .map(|d| d.config_dir().join("station.toml"))
-        .unwrap_or_else(|| PathBuf::from("station.toml"))
+    project_dirs().map(|d| d.config_dir().join("station.toml")).unwrap_or_else(|| PathBuf::from("station.toml"))
 }
 
 /// Where a configuration value came from, so an error blames the right place.
@@ -257,9 +253,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 /// header above it and the key before `=`. Only text that looks like a key
 /// (no value) is returned.
 fn key_at_line(text: &str, line: usize) -> Option<String> {
-    let keyish = |k: &str| {
-        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '"' | '\'' | ' '))
-    };
+    let keyish = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '"' | '\'' | ' '));
     let lines: Vec<&str> = text.lines().collect();
     let this = lines.get(line.checked_sub(1)?)?.trim();
     let mut table = String::new();
@@ -293,11 +287,7 @@ fn without_values(msg: &str) -> String {
     let msg = msg.trim();
     for prefix in ["invalid type: ", "invalid value: ", "invalid length ", "unknown variant "] {
         if let Some(rest) = msg.strip_prefix(prefix) {
-            let kind = if prefix == "invalid type: " {
-                rest.split([' ', ',', '`', '"']).next().unwrap_or_default()
-            } else {
-                ""
-            };
+            let kind = if prefix == "invalid type: " { rest.split([' ', ',', '`', '"']).next().unwrap_or_default() } else { "" };
             let expected = rest.find(", expected").map(|i| &rest[i..]).unwrap_or_default();
             let head = prefix.trim_end_matches([' ', ':']);
             return if kind.is_empty() { format!("{head}{expected}") } else { format!("{head}: {kind}{expected}") };
@@ -338,7 +328,12 @@ impl StationConfig {
             cfg.ca_chain = PathBuf::from(v);
         }
         if let Ok(v) = std::env::var("IMPRINT_BAUD") {
-            cfg.baud = v.trim().parse().ok().filter(|b| *b > 0).ok_or_else(|| env_err("IMPRINT_BAUD", "not a positive number of bits per second".into()))?;
+            cfg.baud = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| env_err("IMPRINT_BAUD", "not a positive number of bits per second".into()))?;
         }
         if let Ok(v) = std::env::var("IMPRINT_BATCH") {
             cfg.batch = Some(v);
@@ -385,7 +380,10 @@ impl StationConfig {
             c.validate()?;
             if let Some(p) = &c.password_file {
                 if !p.is_file() {
-                    return Err("central.password_file does not name a file: it holds the path of a file with the password, never the password".into());
+                    return Err(
+                        "central.password_file does not name a file: it holds the path of a file with the password, never the password"
+                            .into(),
+                    );
                 }
             }
         }

@@ -5,14 +5,10 @@
 use crate::config::SignerOffline;
 use crate::station::{Progress, ProgressFn, ProgressStatus, StationCtx};
 use imprint_core::issuance::{self, spki_sha256_hex};
-use imprint_proto::session::{
-    Action, Failure, Identity, Input, IssuedChain, Outcome, Session, SessionConfig, Stage,
-};
+use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Session, SessionConfig, Stage};
 use imprint_proto::{Decoded, Decoder, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
-use imprint_store::{
-    now_text, AttemptEnd, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Timestamp,
-};
+use imprint_store::{now_text, AttemptEnd, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Timestamp};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -60,13 +56,7 @@ fn crash_point(name: &str) {
 /// Nonces from the OS CSPRNG; a session never starts without them.
 fn random_bytes(n: usize) -> Result<Vec<u8>, Failure> {
     let mut v = vec![0u8; n];
-    getrandom::fill(&mut v).map_err(|e| {
-        failure(
-            Stage::Hello,
-            FailureCode::NoRandomness,
-            format!("the OS random source failed: {e}"),
-        )
-    })?;
+    getrandom::fill(&mut v).map_err(|e| failure(Stage::Hello, FailureCode::NoRandomness, format!("the OS random source failed: {e}")))?;
     Ok(v)
 }
 
@@ -97,23 +87,12 @@ impl Run<'_> {
         self.ctx
             .store
             .record_steps(&self.attempt_id, notes)
-            .map_err(|e| {
-                failure(
-                    self.last_stage,
-                    e.failure_code(),
-                    format!("the local store could not record this step: {e}"),
-                )
-            })
+            .map_err(|e| failure(self.last_stage, e.failure_code(), format!("the local store could not record this step: {e}")))
     }
 
     fn take_session_notes(&mut self, session: &mut Session) {
         for n in session.take_notes() {
-            self.notes.push(StepRow {
-                at: now_text(),
-                stage: n.stage.as_str().into(),
-                kind: n.kind.as_str().into(),
-                detail: n.detail,
-            });
+            self.notes.push(StepRow { at: now_text(), stage: n.stage.as_str().into(), kind: n.kind.as_str().into(), detail: n.detail });
         }
         if self.serial.is_none() {
             self.serial = session.identity().map(|i| i.serial.clone());
@@ -198,7 +177,8 @@ fn attempt(
     let batch = ctx.batch();
     let attempt_id = ctx.store.begin_attempt(port, batch.as_deref())?;
     let _inflight = ctx.inflight.enter(&attempt_id, port);
-    let span = tracing::info_span!("session", port = %port, attempt = %attempt_id, station = %ctx.cfg.station_id, serial = tracing::field::Empty);
+    let span =
+        tracing::info_span!("session", port = %port, attempt = %attempt_id, station = %ctx.cfg.station_id, serial = tracing::field::Empty);
     let _enter = span.enter();
     let mut run = Run {
         ctx,
@@ -225,20 +205,21 @@ fn attempt(
                 cut_at_char_boundary(format!("internal fault in the station: {}", panic_text(payload.as_ref())), 500),
             );
             tracing::error!(stage = f.stage.as_str(), reason = %f.reason, "internal fault during an attempt");
-            run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+            run.notes.push(StepRow {
+                at: now_text(),
+                stage: f.stage.as_str().into(),
+                kind: "failed".into(),
+                detail: format!("{}: {}", f.code, f.reason),
+            });
             Outcome::Failed(f)
         }
     };
     let _ = run.persist();
     let end = match &outcome {
         Outcome::Passed { resumed, .. } => AttemptEnd::Passed { resumed: *resumed },
-        Outcome::Failed(f) => AttemptEnd::Failed {
-            stage: f.stage,
-            code: f.code,
-            reason: f.reason.clone(),
-            hint: f.hint.clone(),
-            retryable: f.retryable,
-        },
+        Outcome::Failed(f) => {
+            AttemptEnd::Failed { stage: f.stage, code: f.code, reason: f.reason.clone(), hint: f.hint.clone(), retryable: f.retryable }
+        }
     };
     // The pass and its MQTT event (if configured) commit in one transaction.
     let event = match &outcome {
@@ -266,12 +247,7 @@ fn attempt(
         }
         Outcome::Failed(f) => {
             tracing::warn!(stage = f.stage.as_str(), code = %f.code, reason = %f.reason, "device failed");
-            run.report(ProgressStatus::Failed {
-                code: f.code,
-                reason: f.reason.clone(),
-                hint: f.hint.clone(),
-                retryable: f.retryable,
-            });
+            run.report(ProgressStatus::Failed { code: f.code, reason: f.reason.clone(), hint: f.hint.clone(), retryable: f.retryable });
         }
     }
     Ok(AttemptResult {
@@ -322,7 +298,12 @@ fn refuse_while_signer_offline(run: &mut Run<'_>) -> Option<Failure> {
         ),
     );
     tracing::warn!(code = %f.code, reason = %f.reason, "device not started: signer unreachable");
-    run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+    run.notes.push(StepRow {
+        at: now_text(),
+        stage: f.stage.as_str().into(),
+        kind: "failed".into(),
+        detail: format!("{}: {}", f.code, f.reason),
+    });
     Some(f)
 }
 
@@ -441,7 +422,12 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
             Action::Finish(outcome) => {
                 run.take_session_notes(&mut session);
                 if let Outcome::Failed(f) = &outcome {
-                    run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+                    run.notes.push(StepRow {
+                        at: now_text(),
+                        stage: f.stage.as_str().into(),
+                        kind: "failed".into(),
+                        detail: format!("{}: {}", f.code, f.reason),
+                    });
                 }
                 return outcome;
             }
@@ -463,7 +449,12 @@ fn stopping(run: &mut Run<'_>, next: &Action) -> Outcome {
     );
     run.ctx.inflight.note_stopped();
     tracing::info!(stage = run.last_stage.as_str(), "attempt stopped at a safe point: the station is stopping");
-    run.notes.push(StepRow { at: now_text(), stage: f.stage.as_str().into(), kind: "failed".into(), detail: format!("{}: {}", f.code, f.reason) });
+    run.notes.push(StepRow {
+        at: now_text(),
+        stage: f.stage.as_str().into(),
+        kind: "failed".into(),
+        detail: format!("{}: {}", f.code, f.reason),
+    });
     Outcome::Failed(f)
 }
 
@@ -478,7 +469,10 @@ fn broker_acceptance(run: &mut Run<'_>, stage: Stage, c: &IssuedChain, spki_der:
         at: now_text(),
         stage: stage.as_str().into(),
         kind: "info".into(),
-        detail: format!("certificate {} would be accepted by the broker: chains to mqtt.ca_bundle, allows clientAuth, not revoked", c.serial_hex),
+        detail: format!(
+            "certificate {} would be accepted by the broker: chains to mqtt.ca_bundle, allows clientAuth, not revoked",
+            c.serial_hex
+        ),
     });
     Ok(())
 }
@@ -489,13 +483,7 @@ fn connect_check(ctx: &StationCtx) -> Result<Option<imprint_proto::session::Conn
     let Some(m) = ctx.cfg.mqtt.as_ref().filter(|m| m.device_check) else {
         return Ok(None);
     };
-    let bad = |e: String| {
-        failure(
-            Stage::Hello,
-            FailureCode::MqttConfig,
-            format!("the device broker check cannot start: {e}"),
-        )
-    };
+    let bad = |e: String| failure(Stage::Hello, FailureCode::MqttConfig, format!("the device broker check cannot start: {e}"));
     let broker = m.broker().map_err(|e| bad(e.to_string()))?;
     let ca = m.server_ca_path().ok_or_else(|| bad("mqtt.server_ca (or mqtt.ca_bundle) is needed for the device check".into()))?;
     let certs = imprint_mqtt::load_certs_pem(ca).map_err(|e| bad(e.to_string()))?;
@@ -559,14 +547,8 @@ fn store_failure(stage: Stage, e: &StoreError) -> Failure {
 /// completed now with the identical plan: same serial, same validity.
 fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> Result<Option<IssuedChain>, Failure> {
     let key = spki_sha256_hex(spki_der);
-    ctx.store
-        .set_key(attempt_id, &key)
-        .map_err(|e| store_failure(Stage::Lookup, &e))?;
-    let Some(row) = ctx
-        .store
-        .cert_by_spki(&key)
-        .map_err(|e| store_failure(Stage::Lookup, &e))?
-    else {
+    ctx.store.set_key(attempt_id, &key).map_err(|e| store_failure(Stage::Lookup, &e))?;
+    let Some(row) = ctx.store.cert_by_spki(&key).map_err(|e| store_failure(Stage::Lookup, &e))? else {
         return Ok(None);
     };
     if row.device_serial != serial {
@@ -586,35 +568,24 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
             ctx.store
                 .cert_by_id(&row.id)
                 .map_err(|e| store_failure(Stage::Lookup, &e))?
-                .ok_or_else(|| {
-                    failure(
-                        Stage::Lookup,
-                        FailureCode::StoreError,
-                        "local store: certificate row vanished".into(),
-                    )
-                })?
+                .ok_or_else(|| failure(Stage::Lookup, FailureCode::StoreError, "local store: certificate row vanished".into()))?
         }
         Recorded::Known(CertStatus::Revoked) => {
             return Err(failure(
                 Stage::Lookup,
                 FailureCode::CertificateRevoked,
-                format!(
-                    "the certificate {} for this device's key is revoked",
-                    row.serial_hex
-                ),
+                format!("the certificate {} for this device's key is revoked", row.serial_hex),
             ))
         }
-        Recorded::Unrecognized(other) => return Err(failure(
-            Stage::Lookup,
-            FailureCode::StoreError,
-            format!(
-                "local store: unknown certificate status {other:?} (written by a newer station?)"
-            ),
-        )),
+        Recorded::Unrecognized(other) => {
+            return Err(failure(
+                Stage::Lookup,
+                FailureCode::StoreError,
+                format!("local store: unknown certificate status {other:?} (written by a newer station?)"),
+            ))
+        }
     };
-    ctx.store
-        .link_certificate(attempt_id, &row.id)
-        .map_err(|e| store_failure(Stage::Lookup, &e))?;
+    ctx.store.link_certificate(attempt_id, &row.id).map_err(|e| store_failure(Stage::Lookup, &e))?;
     Ok(Some(IssuedChain {
         cert_der: row.cert_der.unwrap_or_default(),
         chain_der: row.chain_der.unwrap_or_default(),
@@ -632,21 +603,10 @@ fn issue(
     csr_der: &[u8],
     nonce: &[u8],
 ) -> Result<IssuedChain, Failure> {
-    let checked = issuance::check_csr(
-        csr_der,
-        &identity.serial,
-        keygen_spki_der,
-        nonce,
-        &ctx.cfg.profile,
-    )
-    .map_err(|r| failure(Stage::Issue, r.code(), format!("CSR refused: {r}")))?;
-    let plan = issuance::plan(
-        &ctx.cfg.profile,
-        &identity.serial,
-        &checked.spki_der,
-        time::OffsetDateTime::now_utc(),
-    )
-    .map_err(|e| failure(Stage::Issue, FailureCode::PlanFailed, e))?;
+    let checked = issuance::check_csr(csr_der, &identity.serial, keygen_spki_der, nonce, &ctx.cfg.profile)
+        .map_err(|r| failure(Stage::Issue, r.code(), format!("CSR refused: {r}")))?;
+    let plan = issuance::plan(&ctx.cfg.profile, &identity.serial, &checked.spki_der, time::OffsetDateTime::now_utc())
+        .map_err(|e| failure(Stage::Issue, FailureCode::PlanFailed, e))?;
     let intent = Intent {
         id: imprint_store::new_id(),
         attempt_id: attempt_id.to_string(),
@@ -661,30 +621,18 @@ fn issue(
     match ctx.store.journal_intent(&intent) {
         Ok(()) => {}
         Err(StoreError::Duplicate(d)) => {
-            return Err(failure(
-                Stage::Issue,
-                FailureCode::KeyAlreadyCertified,
-                format!("this key already has a certificate: {d}"),
-            ))
+            return Err(failure(Stage::Issue, FailureCode::KeyAlreadyCertified, format!("this key already has a certificate: {d}")))
         }
         Err(e) => return Err(store_failure(Stage::Issue, &e)),
     }
     crash_point("after_journal");
     let cert = ctx.signer.issue(plan).map_err(|e| match &e {
         issuance::IssueError::Signer(se) => signing_failure(ctx, se),
-        _ => failure(
-            Stage::Issue,
-            FailureCode::IssueFailed,
-            format!("signing failed: {e}"),
-        ),
+        _ => failure(Stage::Issue, FailureCode::IssueFailed, format!("signing failed: {e}")),
     })?;
     crash_point("after_sign");
-    let fp = issuance::summarize(&cert)
-        .map(|s| s.fingerprint_sha256)
-        .unwrap_or_default();
-    ctx.store
-        .mark_issued(&intent.id, &cert, &ctx.chain_der, &fp)
-        .map_err(|e| store_failure(Stage::Issue, &e))?;
+    let fp = issuance::summarize(&cert).map(|s| s.fingerprint_sha256).unwrap_or_default();
+    ctx.store.mark_issued(&intent.id, &cert, &ctx.chain_der, &fp).map_err(|e| store_failure(Stage::Issue, &e))?;
     crash_point("after_record");
     Ok(IssuedChain { cert_der: cert, chain_der: ctx.chain_der.clone(), serial_hex: intent.serial_hex, resumed: false })
 }

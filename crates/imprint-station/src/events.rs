@@ -64,13 +64,8 @@ pub fn new_event(
     already_provisioned: bool,
 ) -> Option<NewMqttEvent> {
     let m = ctx.cfg.mqtt.as_ref()?;
-    let cert = ctx
-        .store
-        .attempt(attempt_id)
-        .ok()
-        .flatten()
-        .and_then(|a| a.certificate_id)
-        .and_then(|id| ctx.store.cert_by_id(&id).ok().flatten());
+    let cert =
+        ctx.store.attempt(attempt_id).ok().flatten().and_then(|a| a.certificate_id).and_then(|id| ctx.store.cert_by_id(&id).ok().flatten());
     let (serial, fingerprint) = cert.map(|c| (c.serial_hex, c.fingerprint_sha256.unwrap_or_default())).unwrap_or_default();
     let ev = ProvisionedEvent {
         event_id: imprint_store::new_id(),
@@ -110,12 +105,8 @@ pub fn check_broker_acceptance(
         return Ok(());
     };
     let fail = |code: FailureCode, reason: String| Failure::new(stage, code, reason);
-    let trusted = imprint_mqtt::load_certs_pem(bundle).map_err(|e| {
-        fail(
-            FailureCode::BrokerCaUnreadable,
-            format!("the broker's CA bundle cannot be read: {e}"),
-        )
-    })?;
+    let trusted = imprint_mqtt::load_certs_pem(bundle)
+        .map_err(|e| fail(FailureCode::BrokerCaUnreadable, format!("the broker's CA bundle cannot be read: {e}")))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     imprint_mqtt::verify_client_cert(cert_der, &ctx.chain, &trusted, now).map_err(|p| {
         let code = match p {
@@ -125,10 +116,7 @@ pub fn check_broker_acceptance(
             ClientCertProblem::NoClientAuth => FailureCode::CertNoClientAuth,
             ClientCertProblem::Untrusted(_) => FailureCode::CertUntrustedByBroker,
         };
-        fail(
-            code,
-            format!("the broker would refuse certificate {serial_hex}: {p}"),
-        )
+        fail(code, format!("the broker would refuse certificate {serial_hex}: {p}"))
     })?;
     // One certificate per key: the key's row is this certificate's row.
     let revoked = ctx
@@ -137,10 +125,7 @@ pub fn check_broker_acceptance(
         .map_err(|e| fail(e.failure_code(), format!("local store: {e}")))?
         .is_some_and(|c| c.serial_hex == serial_hex && c.status == CertStatus::Revoked);
     if revoked {
-        return Err(fail(
-            FailureCode::CertificateRevoked,
-            format!("certificate {serial_hex} is revoked in the local store"),
-        ));
+        return Err(fail(FailureCode::CertificateRevoked, format!("certificate {serial_hex} is revoked in the local store")));
     }
     Ok(())
 }

@@ -42,10 +42,7 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
 /// place), so the file is complete and private from its first moment.
 pub fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let write = || -> io::Result<()> {
         let mut f = create_private_file(&tmp)?;
@@ -119,10 +116,7 @@ mod tests {
         assert_eq!(mode(&f), 0o600);
         let g = d.join("chain.pem");
         write_private_file(&g, b"pem").unwrap();
-        assert_eq!(
-            (mode(&g), std::fs::read(&g).unwrap()),
-            (0o600, b"pem".to_vec())
-        );
+        assert_eq!((mode(&g), std::fs::read(&g).unwrap()), (0o600, b"pem".to_vec()));
         tighten(&d.join("missing"), 0o600).unwrap();
     }
 }

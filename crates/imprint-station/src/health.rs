@@ -150,7 +150,9 @@ fn signer_item_standalone(cfg: &StationConfig, pin: Option<imprint_signer::Pin>)
             format!("{base}: signed in {ms:.1} ms; DEVELOPMENT CA: certificates are for testing only"),
             None,
         ),
-        (Ok(_), Ok(_)) => item("signer", "CA signer", Level::Ok, format!("{base}: reachable, key present, PIN accepted; signed in {ms:.1} ms"), None),
+        (Ok(_), Ok(_)) => {
+            item("signer", "CA signer", Level::Ok, format!("{base}: reachable, key present, PIN accepted; signed in {ms:.1} ms"), None)
+        }
         (Ok(_), Err(e)) => item("signer", "CA signer", Level::Error, format!("{base}: {}", signer_trouble(h.state)), Some(e.to_string())),
     };
     (it, Some(h))
@@ -193,7 +195,10 @@ fn central_item(cfg: &StationConfig, store: Option<&Store>, live: Option<imprint
                 detail.push_str(&format!("; unreachable, retrying in {:.1} s", ms as f64 / 1e3));
             }
             let level = if !s.quarantined.is_empty() {
-                detail.push_str(&format!("; {} records quarantined (conflict with the center): see `imprint sync status`", s.quarantined.len()));
+                detail.push_str(&format!(
+                    "; {} records quarantined (conflict with the center): see `imprint sync status`",
+                    s.quarantined.len()
+                ));
                 Level::Error
             } else if s.state == "failing" {
                 Level::Warn
@@ -264,7 +269,9 @@ fn mqtt_item(cfg: &StationConfig, store: Option<&Store>, publisher: Option<&crat
         Err(e) => {
             let what = match &e {
                 imprint_mqtt::MqttError::Unreachable(_) => "broker down or unreachable: check that it runs and the address",
-                imprint_mqtt::MqttError::TlsVerification(_) => "the broker's certificate does not verify against mqtt.server_ca / mqtt.ca_bundle",
+                imprint_mqtt::MqttError::TlsVerification(_) => {
+                    "the broker's certificate does not verify against mqtt.server_ca / mqtt.ca_bundle"
+                }
                 imprint_mqtt::MqttError::Refused(_) => "the broker refused this station (credentials, authorization or client certificate)",
                 imprint_mqtt::MqttError::Timeout(_) => "the broker did not answer in time",
                 imprint_mqtt::MqttError::Config(_) => "the [mqtt] configuration is unusable",

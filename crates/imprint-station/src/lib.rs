@@ -20,10 +20,10 @@ pub use config::{Mode, StationConfig};
 pub use driver::AttemptResult;
 /// The failure-code catalogue, for shells that show or map codes.
 pub use imprint_proto::FailureCode;
-pub use signer_worker::SignerHandle;
 pub use lock::{DataDirLock, LockError, LockHolder};
 pub use shutdown::{ShutdownState, ShutdownToken};
+pub use signer_worker::SignerHandle;
 pub use station::{
-    ensure_dev_ca, write_chain, PortError, Progress, ProgressFn, ProgressStatus, ShutdownReport, ShutdownStep, Station, StationCtx, StationError, StepEnd,
-    Worker, DRAIN_WITHIN,
+    ensure_dev_ca, write_chain, PortError, Progress, ProgressFn, ProgressStatus, ShutdownReport, ShutdownStep, Station, StationCtx,
+    StationError, StepEnd, Worker, DRAIN_WITHIN,
 };

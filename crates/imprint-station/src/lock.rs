@@ -39,15 +39,9 @@ pub enum LockError {
          or give this one its own --data-dir; `imprint health`, `records` and `export` work beside it",
         holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default()
     )]
-    InUse {
-        dir: PathBuf,
-        holder: Option<LockHolder>,
-    },
+    InUse { dir: PathBuf, holder: Option<LockHolder> },
     #[error("data dir lock {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// The held lock; dropping it releases the data dir.
@@ -58,10 +52,7 @@ pub struct DataDirLock {
 }
 
 fn program() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "unknown".into())
+    std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "unknown".into())
 }
 
 fn open_lock_file(path: &Path) -> std::io::Result<File> {
@@ -80,27 +71,17 @@ impl DataDirLock {
     /// needed), or say who holds it.
     pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
         let path = dir.join(LOCK_FILE);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| LockError::Io { path: path.clone(), source };
         create_private_dir(dir).map_err(io)?;
         let mut file = open_lock_file(&path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LockError::InUse {
-                    dir: dir.to_path_buf(),
-                    holder: holder(dir),
-                });
+                return Err(LockError::InUse { dir: dir.to_path_buf(), holder: holder(dir) });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        let me = LockHolder {
-            pid: std::process::id(),
-            program: program(),
-            since: imprint_store::now_text(),
-        };
+        let me = LockHolder { pid: std::process::id(), program: program(), since: imprint_store::now_text() };
         let text = serde_json::to_string(&me).unwrap_or_default();
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -144,11 +125,7 @@ pub fn holder(dir: &Path) -> Option<LockHolder> {
         since: String,
     }
     let r: Raw = serde_json::from_str(text.trim()).ok()?;
-    Some(LockHolder {
-        pid: r.pid,
-        program: r.program,
-        since: r.since,
-    })
+    Some(LockHolder { pid: r.pid, program: r.program, since: r.since })
 }
 
 /// True when a station holds `dir`'s lock now.
@@ -192,19 +169,13 @@ mod tests {
         let h = holder(&dir).expect("the holder is recorded");
         assert_eq!(h.pid, std::process::id());
         match DataDirLock::acquire(&dir) {
-            Err(LockError::InUse {
-                holder: Some(h), ..
-            }) => assert_eq!(h.pid, std::process::id()),
+            Err(LockError::InUse { holder: Some(h), .. }) => assert_eq!(h.pid, std::process::id()),
             other => panic!("{other:?}"),
         }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(first.path())
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777;
+            let mode = std::fs::metadata(first.path()).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
         drop(first);
@@ -218,16 +189,9 @@ mod tests {
     fn the_refusal_says_what_to_do() {
         let e = LockError::InUse {
             dir: PathBuf::from("/var/lib/imprint"),
-            holder: Some(LockHolder {
-                pid: 42,
-                program: "imprint".into(),
-                since: "2026-01-01T00:00:00.000Z".into(),
-            }),
+            holder: Some(LockHolder { pid: 42, program: "imprint".into(), since: "2026-01-01T00:00:00.000Z".into() }),
         };
         let t = e.to_string();
-        assert!(
-            t.contains("pid 42") && t.contains("stop it first") && t.contains("--data-dir"),
-            "{t}"
-        );
+        assert!(t.contains("pid 42") && t.contains("stop it first") && t.contains("--data-dir"), "{t}");
     }
 }

@@ -92,10 +92,7 @@ pub const ABORT_EXIT_CODE: i32 = 130;
 /// `running` and become `interrupted` on the next start, as after a power
 /// cut). Call once per process, from a shell.
 #[cfg(unix)]
-pub fn install_signal_handlers(
-    token: &ShutdownToken,
-    drain_within: Duration,
-) -> std::io::Result<()> {
+pub fn install_signal_handlers(token: &ShutdownToken, drain_within: Duration) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     use std::sync::atomic::AtomicBool;
     let seen = Arc::new(AtomicBool::new(false));
@@ -137,9 +134,6 @@ mod tests {
         assert!(!t.drain(), "a second request is not");
         assert!(sleeper.join().unwrap(), "the sleeper woke up draining");
         assert_eq!(t.state(), ShutdownState::Draining);
-        assert!(
-            t.sleep(Duration::from_secs(3600)),
-            "a drained token never sleeps"
-        );
+        assert!(t.sleep(Duration::from_secs(3600)), "a drained token never sleeps");
     }
 }

@@ -14,11 +14,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 enum Job {
-    Issue { plan: IssuePlan, reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>> },
+    Issue {
+        plan: IssuePlan,
+        reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>>,
+    },
     /// Raw signature (health checks and benchmarks).
-    Sign { msg: Vec<u8>, reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>> },
+    Sign {
+        msg: Vec<u8>,
+        reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>>,
+    },
     /// The signer's cheap reachability check (no signature).
-    Check { reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>> },
+    Check {
+        reply: mpsc::SyncSender<Result<Vec<u8>, IssueError>>,
+    },
     /// Close the signer (PKCS#11: session closed, module finalized) on this
     /// thread and end it. Jobs queued before it are answered first.
     Stop,

@@ -4,6 +4,8 @@
 use crate::config::StationConfig;
 use crate::driver::{run_attempt, AttemptResult};
 use crate::fsutil;
+use crate::lock::DataDirLock;
+use crate::shutdown::ShutdownToken;
 use crate::signer_worker::SignerHandle;
 use imprint_core::ca::{self, CaSubject};
 use imprint_core::issuance::{self, IssuePlan};
@@ -12,10 +14,8 @@ use imprint_proto::FailureCode;
 use imprint_signer::{open_signer, Pin};
 use imprint_store::{CertRow, Store, StoreError};
 use serde::Serialize;
-use std::path::Path;
-use crate::lock::DataDirLock;
-use crate::shutdown::ShutdownToken;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -42,8 +42,17 @@ pub enum ProgressStatus {
     /// `resumed`: the certificate was issued earlier and written again;
     /// `recheck`: the device was already provisioned and locked with it
     /// (nothing was written).
-    Passed { cert_serial: String, resumed: bool, recheck: bool },
-    Failed { code: FailureCode, reason: String, hint: String, retryable: bool },
+    Passed {
+        cert_serial: String,
+        resumed: bool,
+        recheck: bool,
+    },
+    Failed {
+        code: FailureCode,
+        reason: String,
+        hint: String,
+        retryable: bool,
+    },
 }
 
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -241,8 +250,7 @@ impl Station {
     /// dir is refused ([`StationError::Lock`]) before it touches anything.
     pub fn open(cfg: StationConfig, pin: Option<Pin>) -> Result<Station, StationError> {
         // 0700, tightened if it exists: it holds the store, logs and the CA chain.
-        fsutil::create_private_dir(&cfg.data_dir)
-            .map_err(|e| StationError::Setup(format!("data dir {}: {e}", cfg.data_dir.display())))?;
+        fsutil::create_private_dir(&cfg.data_dir).map_err(|e| StationError::Setup(format!("data dir {}: {e}", cfg.data_dir.display())))?;
         let chain_path = cfg.ca_chain_path();
         fsutil::tighten(&chain_path, fsutil::FILE_MODE).map_err(|e| StationError::Setup(format!("{}: {e}", chain_path.display())))?;
         let lock = DataDirLock::acquire(&cfg.data_dir)?;
@@ -268,8 +276,8 @@ impl Station {
         ca::check_ca_matches_signer(&issuing, signer.as_ref())?;
         let issuer_dn = issuance::summarize(&issuing).map_err(StationError::Setup)?.subject;
         let chain_der: Vec<u8> = chain.concat();
-        let signer = SignerHandle::spawn(signer, issuing, cfg.profile.clone())
-            .map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
+        let signer =
+            SignerHandle::spawn(signer, issuing, cfg.profile.clone()).map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
         let batch = Mutex::new(cfg.batch.clone());
         let events = match &cfg.mqtt {
             Some(m) => Some(
@@ -353,7 +361,9 @@ impl Station {
 
         let t = Instant::now();
         match self.ctx.signer.shutdown(step_deadline()) {
-            Ok(true) => step(&mut report, Worker::Signer, StepEnd::Joined, format!("{} closed on its thread", self.ctx.signer.info().kind), t),
+            Ok(true) => {
+                step(&mut report, Worker::Signer, StepEnd::Joined, format!("{} closed on its thread", self.ctx.signer.info().kind), t)
+            }
             Ok(false) => step(&mut report, Worker::Signer, StepEnd::NotRunning, "already stopped".into(), t),
             Err(e) => step(&mut report, Worker::Signer, StepEnd::Cut, e, t),
         }
@@ -418,7 +428,9 @@ impl Station {
     fn recover(&self) -> Result<(), StationError> {
         for row in self.ctx.store.pending_intents()? {
             match complete_intent(&self.ctx, &row) {
-                Ok(()) => tracing::info!(serial = %row.serial_hex, device = %row.device_serial, "completed a certificate journaled before a stop"),
+                Ok(()) => {
+                    tracing::info!(serial = %row.serial_hex, device = %row.device_serial, "completed a certificate journaled before a stop")
+                }
                 Err(e) => tracing::warn!(serial = %row.serial_hex, error = %e, "could not complete a journaled certificate yet"),
             }
         }
@@ -438,9 +450,7 @@ impl Station {
                 let st = self.clone();
                 let port = p.clone();
                 let pr = progress.clone();
-                std::thread::Builder::new()
-                    .name(format!("port {port}"))
-                    .spawn(move || st.provision(&port, pr.as_ref()))
+                std::thread::Builder::new().name(format!("port {port}")).spawn(move || st.provision(&port, pr.as_ref()))
             })
             .collect();
         handles
@@ -455,7 +465,6 @@ impl Station {
             })
             .collect()
     }
-
 }
 
 /// A worker [`Station::shutdown`] stops, in the order it stops them.

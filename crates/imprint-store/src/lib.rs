@@ -140,9 +140,7 @@ fn make_private(path: &Path) -> std::io::Result<()> {
             let mut p = path.as_os_str().to_owned();
             p.push(suffix);
             match std::fs::metadata(&p) {
-                Ok(m) if m.permissions().mode() & 0o777 != 0o600 => {
-                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?
-                }
+                Ok(m) if m.permissions().mode() & 0o777 != 0o600 => std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -219,10 +217,7 @@ impl Store {
         let writer = std::thread::Builder::new()
             .name("imprint-store-writer".into())
             .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                cause: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
+            .map_err(|e| StoreError::Open { path: path.to_path_buf(), cause: rusqlite::Error::ToSqlConversionFailure(Box::new(e)) })?;
         Ok(Store {
             path: path.to_path_buf(),
             read_only: false,
@@ -279,13 +274,7 @@ impl Store {
                 },
             });
         }
-        Ok(Store {
-            path: path.to_path_buf(),
-            read_only: true,
-            tx: Mutex::new(None),
-            reader: Mutex::new(conn),
-            writer: Mutex::new(None),
-        })
+        Ok(Store { path: path.to_path_buf(), read_only: true, tx: Mutex::new(None), reader: Mutex::new(conn), writer: Mutex::new(None) })
     }
 
     pub fn path(&self) -> &Path {
@@ -334,10 +323,7 @@ impl Store {
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = key.to_string();
-        self.read(move |c| {
-            Ok(c.query_row("SELECT value FROM station_meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?)
-        })
+        self.read(move |c| Ok(c.query_row("SELECT value FROM station_meta WHERE key = ?1", [key], |r| r.get(0)).optional()?))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {

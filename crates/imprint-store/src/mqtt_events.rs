@@ -82,9 +82,7 @@ impl Store {
     /// Up to `limit` pending events, oldest first.
     pub fn pending_mqtt_events(&self, limit: usize) -> Result<Vec<MqttEvent>, StoreError> {
         self.read(move |c| {
-            let mut s = c.prepare(&format!(
-                "SELECT {COLS} FROM mqtt_events WHERE state='pending' ORDER BY created_at, id LIMIT ?1"
-            ))?;
+            let mut s = c.prepare(&format!("SELECT {COLS} FROM mqtt_events WHERE state='pending' ORDER BY created_at, id LIMIT ?1"))?;
             let rows = s.query_map([limit as i64], row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -123,11 +121,9 @@ impl Store {
 
     pub fn mqtt_event_counts(&self) -> Result<MqttEventCounts, StoreError> {
         self.read(|c| {
-            Ok(c.query_row(
-                "SELECT coalesce(sum(state='pending'), 0), coalesce(sum(state='sent'), 0) FROM mqtt_events",
-                [],
-                |r| Ok(MqttEventCounts { pending: r.get(0)?, sent: r.get(1)? }),
-            )?)
+            Ok(c.query_row("SELECT coalesce(sum(state='pending'), 0), coalesce(sum(state='sent'), 0) FROM mqtt_events", [], |r| {
+                Ok(MqttEventCounts { pending: r.get(0)?, sent: r.get(1)? })
+            })?)
         })
     }
 }
@@ -143,23 +139,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("s.db")).unwrap();
         let a = s.begin_attempt("p", None).unwrap();
-        let ev = NewMqttEvent {
-            id: crate::new_id(),
-            topic: "t".into(),
-            payload: "{}".into(),
-        };
-        s.finish_attempt_with_event(
-            &a,
-            AttemptEnd::Passed { resumed: false },
-            1,
-            2,
-            Some(ev.clone()),
-        )
-        .unwrap();
-        assert_eq!(
-            s.attempt(&a).unwrap().unwrap().status,
-            AttemptStatus::Passed
-        );
+        let ev = NewMqttEvent { id: crate::new_id(), topic: "t".into(), payload: "{}".into() };
+        s.finish_attempt_with_event(&a, AttemptEnd::Passed { resumed: false }, 1, 2, Some(ev.clone())).unwrap();
+        assert_eq!(s.attempt(&a).unwrap().unwrap().status, AttemptStatus::Passed);
         let p = s.pending_mqtt_events(10).unwrap();
         assert_eq!((p.len(), p[0].id.as_str(), p[0].attempt_id.as_str()), (1, ev.id.as_str(), a.as_str()));
         s.note_mqtt_event_failure(&ev.id, "broker down").unwrap();

@@ -28,13 +28,7 @@ pub const META_WATERMARK: &str = "sync.watermark";
 
 fn watermark(c: &Connection) -> rusqlite::Result<i64> {
     use rusqlite::OptionalExtension;
-    let v: Option<String> = c
-        .query_row(
-            "SELECT value FROM station_meta WHERE key = ?1",
-            [META_WATERMARK],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let v: Option<String> = c.query_row("SELECT value FROM station_meta WHERE key = ?1", [META_WATERMARK], |r| r.get(0)).optional()?;
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
@@ -68,16 +62,13 @@ impl Entity {
 
 /// Queue a change of one record, inside the transaction that makes it.
 /// `step_no` is the local `steps.id` for steps and 0 otherwise.
-pub(crate) fn enqueue(
-    t: &Transaction<'_>,
-    entity: Entity,
-    id: &str,
-    step_no: i64,
-) -> rusqlite::Result<()> {
-    t.prepare_cached(
-        "INSERT INTO outbox(entity, entity_id, step_no, changed_at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![entity.as_str(), id, step_no, now_text()])?;
+pub(crate) fn enqueue(t: &Transaction<'_>, entity: Entity, id: &str, step_no: i64) -> rusqlite::Result<()> {
+    t.prepare_cached("INSERT INTO outbox(entity, entity_id, step_no, changed_at) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+        entity.as_str(),
+        id,
+        step_no,
+        now_text()
+    ])?;
     Ok(())
 }
 
@@ -190,37 +181,17 @@ fn read_after(c: &Connection, after: i64, limit: usize) -> Result<PendingBatch, 
         let n: i64 = r.get(3)?;
         if entity == Entity::Step {
             let values = read_values(r, 4, STEPS.columns.len())?;
-            let key = RecordKey {
-                entity,
-                id,
-                step_no: n,
-            };
+            let key = RecordKey { entity, id, step_no: n };
             // No joined row (the step is gone): its key columns read NULL.
-            let state = if STEPS.is_record(&values, &key) {
-                RecordState::Present(values)
-            } else {
-                RecordState::Missing
-            };
-            out.push(PendingChange {
-                key,
-                version: seq,
-                state,
-            });
+            let state = if STEPS.is_record(&values, &key) { RecordState::Present(values) } else { RecordState::Missing };
+            out.push(PendingChange { key, version: seq, state });
             continue;
         }
         match index.get(&(entity, id.clone())) {
             Some(&i) => out[i].version = out[i].version.max(seq),
             None => {
                 index.insert((entity, id.clone()), out.len());
-                out.push(PendingChange {
-                    key: RecordKey {
-                        entity,
-                        id,
-                        step_no: n,
-                    },
-                    version: seq,
-                    state: RecordState::Missing,
-                });
+                out.push(PendingChange { key: RecordKey { entity, id, step_no: n }, version: seq, state: RecordState::Missing });
             }
         }
     }
@@ -230,9 +201,7 @@ fn read_after(c: &Connection, after: i64, limit: usize) -> Result<PendingBatch, 
     }
     // Attempts and certificates change: send their latest version, which may
     // lie beyond this batch, with their current content.
-    let mut latest = c.prepare_cached(
-        "SELECT max(seq) FROM outbox WHERE entity_id = ?1 AND entity = ?2 AND step_no = 0",
-    )?;
+    let mut latest = c.prepare_cached("SELECT max(seq) FROM outbox WHERE entity_id = ?1 AND entity = ?2 AND step_no = 0")?;
     let mut attempt_ids = Vec::new();
     let mut cert_ids = Vec::new();
     for (&(entity, ref id), &i) in &index {
@@ -263,11 +232,8 @@ fn read_current(
     ids: &[String],
     mut each: impl FnMut(RecordKey, Vec<Value>),
 ) -> Result<(), StoreError> {
-    let mut s = c.prepare_cached(&format!(
-        "SELECT {} FROM {} t WHERE t.id IN (SELECT value FROM json_each(?1))",
-        table.select("t"),
-        table.local
-    ))?;
+    let mut s =
+        c.prepare_cached(&format!("SELECT {} FROM {} t WHERE t.id IN (SELECT value FROM json_each(?1))", table.select("t"), table.local))?;
     let mut rows = s.query([json_array(ids)?])?;
     while let Some(r) = rows.next()? {
         let values = read_values(r, 0, table.columns.len())?;
@@ -279,14 +245,7 @@ fn read_current(
 }
 
 /// Set the state of a record's pending changes in (`floor`, `version`].
-fn set_outbox_state(
-    t: &Transaction<'_>,
-    key: &RecordKey,
-    floor: i64,
-    version: i64,
-    state: &str,
-    at: &str,
-) -> rusqlite::Result<usize> {
+fn set_outbox_state(t: &Transaction<'_>, key: &RecordKey, floor: i64, version: i64, state: &str, at: &str) -> rusqlite::Result<usize> {
     t.prepare_cached(
         "UPDATE outbox SET state = ?5, synced_at = ?6
          WHERE entity_id = ?1 AND entity = ?2 AND step_no = ?3 AND seq <= ?4 AND seq > ?7 AND state = 'pending'",
@@ -299,7 +258,17 @@ fn insert_quarantine(t: &Transaction<'_>, q: &Quarantine, floor: i64) -> rusqlit
         "INSERT INTO sync_quarantine(entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
     )?
-    .execute(params![q.key.entity.as_str(), q.key.id, q.key.step_no, q.version, q.reason, q.local_sha256, q.central_sha256, q.at, q.audit_id])?;
+    .execute(params![
+        q.key.entity.as_str(),
+        q.key.id,
+        q.key.step_no,
+        q.version,
+        q.reason,
+        q.local_sha256,
+        q.central_sha256,
+        q.at,
+        q.audit_id
+    ])?;
     set_outbox_state(t, &q.key, floor, q.version, "quarantined", &q.at)?;
     Ok(())
 }
@@ -307,11 +276,7 @@ fn insert_quarantine(t: &Transaction<'_>, q: &Quarantine, floor: i64) -> rusqlit
 fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Quarantine> {
     let entity: String = r.get(0)?;
     Ok(Quarantine {
-        key: RecordKey {
-            entity: Entity::parse(&entity).unwrap_or(Entity::Attempt),
-            id: r.get(1)?,
-            step_no: r.get(2)?,
-        },
+        key: RecordKey { entity: Entity::parse(&entity).unwrap_or(Entity::Attempt), id: r.get(1)?, step_no: r.get(2)? },
         version: r.get(3)?,
         reason: r.get(4)?,
         local_sha256: r.get(5)?,
@@ -322,8 +287,7 @@ fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Quarantine> {
     })
 }
 
-const QUARANTINE_COLS: &str =
-    "entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id, reported_at";
+const QUARANTINE_COLS: &str = "entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id, reported_at";
 
 impl Store {
     /// The records among the first `limit` pending outbox rows, each with its
@@ -353,12 +317,7 @@ impl Store {
     /// its quarantines, mark every other pending change up to `hi` synced
     /// (one range update), and changes beyond `hi` of the records in `beyond`
     /// up to their version. One transaction; notes the time of this success.
-    pub fn mark_batch(
-        &self,
-        hi: i64,
-        beyond: Vec<(RecordKey, i64)>,
-        quarantine: Vec<Quarantine>,
-    ) -> Result<(), StoreError> {
+    pub fn mark_batch(&self, hi: i64, beyond: Vec<(RecordKey, i64)>, quarantine: Vec<Quarantine>) -> Result<(), StoreError> {
         self.write(move |t| {
             let at = now_text();
             let floor = watermark(t)?;
@@ -415,12 +374,8 @@ impl Store {
     /// Every quarantined record, oldest first.
     pub fn quarantined(&self) -> Result<Vec<Quarantine>, StoreError> {
         self.read(|c| {
-            let mut s = c.prepare(&format!(
-                "SELECT {QUARANTINE_COLS} FROM sync_quarantine ORDER BY id"
-            ))?;
-            let rows = s
-                .query_map([], quarantine_row)?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut s = c.prepare(&format!("SELECT {QUARANTINE_COLS} FROM sync_quarantine ORDER BY id"))?;
+            let rows = s.query_map([], quarantine_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -428,9 +383,7 @@ impl Store {
     /// Quarantined records whose audit event has not reached the center yet.
     pub fn unreported_quarantine(&self) -> Result<Vec<Quarantine>, StoreError> {
         self.read(|c| {
-            let mut s = c.prepare(&format!(
-                "SELECT {QUARANTINE_COLS} FROM sync_quarantine WHERE reported_at IS NULL ORDER BY id"
-            ))?;
+            let mut s = c.prepare(&format!("SELECT {QUARANTINE_COLS} FROM sync_quarantine WHERE reported_at IS NULL ORDER BY id"))?;
             let rows = s.query_map([], quarantine_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -454,24 +407,13 @@ impl Store {
             let tx = c.unchecked_transaction()?;
             let wm = watermark(&tx)?;
             let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
-                tx.query_row(sql, p, |r| r.get::<_, i64>(0))
-                    .map(|n| n.max(0) as u64)
+                tx.query_row(sql, p, |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64)
             };
-            let pending = count(
-                "SELECT count(*) FROM outbox WHERE state = 'pending' AND seq > ?1",
-                &[&wm],
-            )?;
-            let quarantined = count(
-                "SELECT count(*) FROM outbox WHERE state = 'quarantined'",
-                &[],
-            )?;
+            let pending = count("SELECT count(*) FROM outbox WHERE state = 'pending' AND seq > ?1", &[&wm])?;
+            let quarantined = count("SELECT count(*) FROM outbox WHERE state = 'quarantined'", &[])?;
             let total = count("SELECT count(*) FROM outbox", &[])?;
             tx.commit()?;
-            Ok(OutboxCounts {
-                pending,
-                synced: total.saturating_sub(pending + quarantined),
-                quarantined,
-            })
+            Ok(OutboxCounts { pending, synced: total.saturating_sub(pending + quarantined), quarantined })
         })
     }
 
@@ -526,37 +468,22 @@ mod tests {
     fn outbox(s: &Store) -> Vec<(String, String, i64)> {
         s.read(|c| {
             let mut st = c.prepare("SELECT entity, entity_id, step_no FROM outbox ORDER BY seq")?;
-            let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .unwrap()
     }
 
     fn step(stage: &str) -> StepRow {
-        StepRow {
-            at: now_text(),
-            stage: stage.into(),
-            kind: "started".into(),
-            detail: String::new(),
-        }
+        StepRow { at: now_text(), stage: stage.into(), kind: "started".into(), detail: String::new() }
     }
 
     #[test]
     fn every_record_change_writes_an_outbox_row_in_its_transaction() {
         let (_d, s) = store();
         let a = s.begin_attempt("p", None).unwrap();
-        s.record_steps(&a, vec![step("identify"), step("keygen")])
-            .unwrap();
-        s.set_device(
-            &a,
-            &DeviceFacts {
-                serial: "SN1".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        s.record_steps(&a, vec![step("identify"), step("keygen")]).unwrap();
+        s.set_device(&a, &DeviceFacts { serial: "SN1".into(), ..Default::default() }).unwrap();
         s.set_key(&a, "k").unwrap();
         let cert = new_id();
         s.journal_intent(&Intent {
@@ -572,26 +499,11 @@ mod tests {
         })
         .unwrap();
         s.mark_issued(&cert, b"c", b"ch", "fp").unwrap();
-        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2)
-            .unwrap();
-        let kinds: Vec<String> = outbox(&s)
-            .into_iter()
-            .map(|(e, _, n)| if n > 0 { format!("{e}#{n}") } else { e })
-            .collect();
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2).unwrap();
+        let kinds: Vec<String> = outbox(&s).into_iter().map(|(e, _, n)| if n > 0 { format!("{e}#{n}") } else { e }).collect();
         assert_eq!(
             kinds,
-            [
-                "attempt",
-                "step#1",
-                "step#2",
-                "attempt",
-                "attempt",
-                "attempt",
-                "certificate",
-                "attempt",
-                "certificate",
-                "attempt"
-            ]
+            ["attempt", "step#1", "step#2", "attempt", "attempt", "attempt", "certificate", "attempt", "certificate", "attempt"]
         );
         // A change that fails rolls back with its outbox row.
         let before = outbox(&s).len();
@@ -604,26 +516,15 @@ mod tests {
         let (_d, s) = store();
         let a = s.begin_attempt("p", None).unwrap();
         s.record_steps(&a, vec![step("identify")]).unwrap();
-        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2)
-            .unwrap();
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2).unwrap();
         let p = s.pending_changes(100).unwrap();
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].key.entity, Entity::Attempt);
-        assert_eq!(
-            p[0].version, 4,
-            "the finish is the attempt's 4th change (begin, stage, finish) = seq 4"
-        );
+        assert_eq!(p[0].version, 4, "the finish is the attempt's 4th change (begin, stage, finish) = seq 4");
         assert_eq!(p[0].get("status"), Some(&Value::Text("passed".into())));
-        assert_eq!(
-            (p[1].get("stage"), p[1].get("n")),
-            (Some(&Value::Text("identify".into())), Some(&Value::Int(1)))
-        );
+        assert_eq!((p[1].get("stage"), p[1].get("n")), (Some(&Value::Text("identify".into())), Some(&Value::Int(1))));
         // Marking at an older version leaves the newer change pending.
-        s.mark_synced(vec![
-            (p[0].key.clone(), 1),
-            (p[1].key.clone(), p[1].version),
-        ])
-        .unwrap();
+        s.mark_synced(vec![(p[0].key.clone(), 1), (p[1].key.clone(), p[1].version)]).unwrap();
         let c = s.outbox_counts().unwrap();
         assert_eq!((c.pending, c.synced), (2, 2));
         let p2 = s.pending_changes(100).unwrap();
@@ -638,40 +539,20 @@ mod tests {
     fn batches_read_ahead_and_mark_by_range_without_losing_later_changes() {
         let (_d, s) = store();
         let a = s.begin_attempt("p", None).unwrap(); // seq 1
-        s.record_steps(&a, vec![step("identify"), step("keygen")])
-            .unwrap(); // 2, 3 (steps), 4 (attempt)
+        s.record_steps(&a, vec![step("identify"), step("keygen")]).unwrap(); // 2, 3 (steps), 4 (attempt)
         let b1 = s.pending_after(0, 2).unwrap();
         assert_eq!(b1.hi, 2);
         assert_eq!(b1.changes.len(), 2);
-        assert_eq!(
-            b1.changes[0].version, 4,
-            "the attempt goes at its latest version"
-        );
+        assert_eq!(b1.changes[0].version, 4, "the attempt goes at its latest version");
         let b2 = s.pending_after(b1.hi, 10).unwrap();
-        assert_eq!(
-            (b2.hi, b2.changes.len()),
-            (4, 2),
-            "step #2 and the attempt again"
-        );
-        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 1)
-            .unwrap(); // 5, after both reads
-        s.mark_batch(b1.hi, vec![(b1.changes[0].key.clone(), 4)], vec![])
-            .unwrap();
-        assert_eq!(
-            s.outbox_counts().unwrap(),
-            OutboxCounts {
-                pending: 2,
-                synced: 3,
-                quarantined: 0
-            }
-        );
+        assert_eq!((b2.hi, b2.changes.len()), (4, 2), "step #2 and the attempt again");
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap(); // 5, after both reads
+        s.mark_batch(b1.hi, vec![(b1.changes[0].key.clone(), 4)], vec![]).unwrap();
+        assert_eq!(s.outbox_counts().unwrap(), OutboxCounts { pending: 2, synced: 3, quarantined: 0 });
         s.mark_batch(b2.hi, vec![], vec![]).unwrap();
         let left = s.pending_changes(10).unwrap();
         assert_eq!(left.len(), 1);
-        assert_eq!(
-            left[0].version, 5,
-            "the change made meanwhile is still pending"
-        );
+        assert_eq!(left[0].version, 5, "the change made meanwhile is still pending");
     }
 
     #[test]
@@ -690,19 +571,11 @@ mod tests {
             reported_at: None,
         }])
         .unwrap();
-        assert_eq!(
-            s.outbox_counts().unwrap(),
-            OutboxCounts {
-                pending: 0,
-                synced: 0,
-                quarantined: 1
-            }
-        );
+        assert_eq!(s.outbox_counts().unwrap(), OutboxCounts { pending: 0, synced: 0, quarantined: 1 });
         assert_eq!(s.quarantined().unwrap().len(), 1);
         assert_eq!(s.attempt(&a).unwrap().unwrap().status.to_string(), "running");
         let q = s.unreported_quarantine().unwrap();
-        s.mark_quarantine_reported(vec![q[0].audit_id.clone()])
-            .unwrap();
+        s.mark_quarantine_reported(vec![q[0].audit_id.clone()]).unwrap();
         assert!(s.unreported_quarantine().unwrap().is_empty());
     }
 
@@ -724,14 +597,7 @@ mod tests {
         }
         let s = Store::open(&p).unwrap();
         let queued: Vec<(String, String, i64)> = outbox(&s);
-        assert_eq!(
-            queued,
-            [
-                ("attempt".into(), "a1".into(), 0),
-                ("certificate".into(), "c1".into(), 0),
-                ("step".into(), "a1".into(), 1)
-            ]
-        );
+        assert_eq!(queued, [("attempt".into(), "a1".into(), 0), ("certificate".into(), "c1".into(), 0), ("step".into(), "a1".into(), 1)]);
         assert_eq!(s.pending_changes(10).unwrap().len(), 3);
     }
 

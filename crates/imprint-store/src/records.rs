@@ -221,9 +221,7 @@ impl Store {
         }
         let id = attempt_id.to_string();
         self.write(move |t| {
-            let mut ins = t.prepare_cached(
-                "INSERT INTO steps(attempt_id, at, stage, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            let mut ins = t.prepare_cached("INSERT INTO steps(attempt_id, at, stage, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for s in &steps {
                 ins.execute(params![id, s.at, s.stage, s.kind, s.detail])?;
                 enqueue(t, Entity::Step, &id, t.last_insert_rowid())?;
@@ -263,8 +261,18 @@ impl Store {
                 "INSERT INTO certificates(id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der,
                      not_before, not_after, status, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'signing', ?10)",
-                params![i.id, i.attempt_id, i.device_serial, i.issuer, i.serial_hex, i.spki_sha256, i.spki_der,
-                    i.not_before, i.not_after, now_text()],
+                params![
+                    i.id,
+                    i.attempt_id,
+                    i.device_serial,
+                    i.issuer,
+                    i.serial_hex,
+                    i.spki_sha256,
+                    i.spki_der,
+                    i.not_before,
+                    i.not_after,
+                    now_text()
+                ],
             );
             match r {
                 Ok(_) => {
@@ -274,23 +282,16 @@ impl Store {
                     }
                     Ok(())
                 }
-                Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate(format!(
-                    "a certificate already exists for key {} or serial {}",
-                    i.spki_sha256, i.serial_hex
-                ))),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(StoreError::Duplicate(format!("a certificate already exists for key {} or serial {}", i.spki_sha256, i.serial_hex)))
+                }
                 Err(e) => Err(e.into()),
             }
         })
     }
 
     /// Complete a journaled intent with the signed certificate.
-    pub fn mark_issued(
-        &self,
-        cert_id: &str,
-        cert_der: &[u8],
-        chain_der: &[u8],
-        fingerprint: &str,
-    ) -> Result<(), StoreError> {
+    pub fn mark_issued(&self, cert_id: &str, cert_der: &[u8], chain_der: &[u8], fingerprint: &str) -> Result<(), StoreError> {
         let (id, c, ch, f) = (cert_id.to_string(), cert_der.to_vec(), chain_der.to_vec(), fingerprint.to_string());
         self.write(move |t| {
             let n = t.execute(
@@ -351,9 +352,7 @@ impl Store {
     /// The certificate row whose `column` equals `value`, if any.
     fn cert_where(&self, column: &'static str, value: &str) -> Result<Option<CertRow>, StoreError> {
         let v = value.to_string();
-        self.read(move |c| {
-            Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE {column}=?1"), [v], cert_row).optional()?)
-        })
+        self.read(move |c| Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE {column}=?1"), [v], cert_row).optional()?))
     }
 
     /// Certificate rows matching `condition` (SQL), oldest first.
@@ -411,10 +410,7 @@ impl Store {
 
     pub fn attempt(&self, id: &str) -> Result<Option<AttemptRow>, StoreError> {
         let k = id.to_string();
-        self.read(move |c| {
-            Ok(c.query_row(&format!("SELECT {ATTEMPT_COLS} FROM attempts a WHERE a.id=?1"), [k], attempt_row)
-                .optional()?)
-        })
+        self.read(move |c| Ok(c.query_row(&format!("SELECT {ATTEMPT_COLS} FROM attempts a WHERE a.id=?1"), [k], attempt_row).optional()?))
     }
 
     pub fn steps(&self, attempt_id: &str) -> Result<Vec<StepRow>, StoreError> {
@@ -449,8 +445,17 @@ pub(crate) fn finish_in(
         AttemptEnd::Failed { stage, code, reason, hint, retryable } => t.execute(
             "UPDATE attempts SET status='failed', stage=?2, code=?3, reason=?4, hint=?5, retryable=?6, finished_at=?7,
                  bytes_to_device=?8, bytes_from_device=?9 WHERE id=?1",
-            params![id, stage.as_str(), code.as_str(), reason, hint, retryable as i64, now_text(), bytes_to_device as i64,
-                bytes_from_device as i64],
+            params![
+                id,
+                stage.as_str(),
+                code.as_str(),
+                reason,
+                hint,
+                retryable as i64,
+                now_text(),
+                bytes_to_device as i64,
+                bytes_from_device as i64
+            ],
         )?,
     };
     if n > 0 {
@@ -462,9 +467,7 @@ pub(crate) fn finish_in(
 fn list_attempts(c: &Connection, f: &AttemptFilter) -> Result<Vec<AttemptRow>, StoreError> {
     let (sql, args) = attempt_query(ATTEMPT_COLS, f);
     let mut s = c.prepare(&sql)?;
-    let rows = s
-        .query_map(rusqlite::params_from_iter(args.iter()), attempt_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = s.query_map(rusqlite::params_from_iter(args.iter()), attempt_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
@@ -524,10 +527,7 @@ mod tests {
         let (_d, s) = store();
         let (mode, sync): (String, i64) = s
             .read(|c| {
-                Ok((
-                    c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
-                    c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
-                ))
+                Ok((c.pragma_query_value(None, "journal_mode", |r| r.get(0))?, c.pragma_query_value(None, "synchronous", |r| r.get(0))?))
             })
             .unwrap();
         assert_eq!(mode, "wal");
@@ -538,36 +538,19 @@ mod tests {
     fn attempt_lifecycle_and_steps() {
         let (_d, s) = store();
         let a = s.begin_attempt("/dev/ttyUSB0", Some("B1")).unwrap();
-        s.record_steps(&a, vec![StepRow { at: now_text(), stage: "identify".into(), kind: "started".into(), detail: "".into() }])
-            .unwrap();
+        s.record_steps(&a, vec![StepRow { at: now_text(), stage: "identify".into(), kind: "started".into(), detail: "".into() }]).unwrap();
         s.set_device(&a, &DeviceFacts { serial: "SN1".into(), ..Default::default() }).unwrap();
         let row = s.attempt(&a).unwrap().unwrap();
-        assert_eq!(
-            (row.status.clone(), row.stage.clone()),
-            (AttemptStatus::Running.into(), Some(Stage::Identify.into()))
-        );
+        assert_eq!((row.status.clone(), row.stage.clone()), (AttemptStatus::Running.into(), Some(Stage::Identify.into())));
         s.finish_attempt(
             &a,
-            AttemptEnd::Failed {
-                stage: Stage::Keygen,
-                code: FailureCode::Timeout,
-                reason: "r".into(),
-                hint: "h".into(),
-                retryable: true,
-            },
+            AttemptEnd::Failed { stage: Stage::Keygen, code: FailureCode::Timeout, reason: "r".into(), hint: "h".into(), retryable: true },
             10,
             20,
         )
         .unwrap();
         let row = s.attempt(&a).unwrap().unwrap();
-        assert_eq!(
-            (
-                row.status.as_str(),
-                row.code.as_ref().map(Recorded::as_str),
-                row.bytes_from_device
-            ),
-            ("failed", Some("timeout"), 20)
-        );
+        assert_eq!((row.status.as_str(), row.code.as_ref().map(Recorded::as_str), row.bytes_from_device), ("failed", Some("timeout"), 20));
         assert_eq!(s.steps(&a).unwrap().len(), 1);
         let f = AttemptFilter { device_serial: Some("SN1".into()), ..Default::default() };
         assert_eq!(s.attempts(&f).unwrap().len(), 1);
@@ -621,7 +604,8 @@ mod tests {
         let a = {
             let s = Store::open(&p).unwrap();
             let a = s.begin_attempt("p", None).unwrap();
-            s.record_steps(&a, vec![StepRow { at: now_text(), stage: "write_cert".into(), kind: "started".into(), detail: "".into() }]).unwrap();
+            s.record_steps(&a, vec![StepRow { at: now_text(), stage: "write_cert".into(), kind: "started".into(), detail: "".into() }])
+                .unwrap();
             a
         };
         let s = Store::open(&p).unwrap();
@@ -629,10 +613,7 @@ mod tests {
         let r = s.attempt(&a).unwrap().unwrap();
         assert_eq!(r.status, AttemptStatus::Interrupted);
         assert_eq!(r.code, Some(FailureCode::StationStopped.into()));
-        assert_eq!(
-            r.reason.as_deref(),
-            Some("the station stopped during write_cert")
-        );
+        assert_eq!(r.reason.as_deref(), Some("the station stopped during write_cert"));
     }
 
     #[test]
@@ -713,7 +694,13 @@ mod tests {
         assert_eq!(err.failure_code(), FailureCode::StoreFull);
         // The failure is still recorded: the reserve is given back for it.
         let code = err.failure_code();
-        let end = AttemptEnd::Failed { stage: Stage::Identify, code, reason: err.to_string(), hint: code.hint().into(), retryable: code.retryable() };
+        let end = AttemptEnd::Failed {
+            stage: Stage::Identify,
+            code,
+            reason: err.to_string(),
+            hint: code.hint().into(),
+            retryable: code.retryable(),
+        };
         s.finish_attempt(&a, end, 0, 0).unwrap();
         let r = s.attempt(&a).unwrap().unwrap();
         assert_eq!((r.status.clone(), r.code.clone()), (AttemptStatus::Failed.into(), Some(FailureCode::StoreFull.into())));

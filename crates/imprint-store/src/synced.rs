@@ -84,14 +84,7 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, kind: Kind, nullable: bool, change: Change) -> Column {
-    Column {
-        name,
-        local: name,
-        kind,
-        nullable,
-        change,
-        added: false,
-    }
+    Column { name, local: name, kind, nullable, change, added: false }
 }
 
 impl Column {
@@ -104,10 +97,7 @@ impl Column {
     /// It must be nullable: a record written before it has NULL there, and
     /// its hash stays what it was.
     pub const fn added(self) -> Column {
-        Column {
-            added: true,
-            ..self
-        }
+        Column { added: true, ..self }
     }
 }
 
@@ -249,11 +239,7 @@ impl Value {
 impl Table {
     /// The local select list, each column prefixed with `alias.`.
     pub fn select(&self, alias: &str) -> String {
-        self.columns
-            .iter()
-            .map(|c| format!("{alias}.{}", c.local))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.columns.iter().map(|c| format!("{alias}.{}", c.local)).collect::<Vec<_>>().join(", ")
     }
 
     /// Position of a column by its (central) name.
@@ -263,11 +249,7 @@ impl Table {
 
     /// Positions of the key columns, in order.
     pub fn key_positions(&self) -> impl Iterator<Item = usize> + '_ {
-        self.columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.change == Change::Key)
-            .map(|(i, _)| i)
+        self.columns.iter().enumerate().filter(|(_, c)| c.change == Change::Key).map(|(i, _)| i)
     }
 
     /// The key's values: the id and, for steps, the local number.
@@ -285,11 +267,7 @@ impl Table {
     /// steps by attempt id and local number. `None` if the key is malformed.
     pub fn record_key(&self, values: &[Value]) -> Option<RecordKey> {
         let (id, step_no) = self.key_values(values)?;
-        Some(RecordKey {
-            entity: self.entity,
-            id: id.to_string(),
-            step_no,
-        })
+        Some(RecordKey { entity: self.entity, id: id.to_string(), step_no })
     }
 
     /// Whether a row is the record `key` names.
@@ -299,11 +277,7 @@ impl Table {
 }
 
 /// Read `n` columns of a row starting at `first` as raw values.
-pub(crate) fn read_values(
-    r: &rusqlite::Row<'_>,
-    first: usize,
-    n: usize,
-) -> rusqlite::Result<Vec<Value>> {
+pub(crate) fn read_values(r: &rusqlite::Row<'_>, first: usize, n: usize) -> rusqlite::Result<Vec<Value>> {
     use rusqlite::types::ValueRef;
     (first..first + n)
         .map(|i| {
@@ -317,11 +291,7 @@ pub(crate) fn read_values(
                 ValueRef::Blob(b) => Value::Blob(b.to_vec()),
                 // STRICT tables declare no REAL column: refuse rather than guess.
                 ValueRef::Real(_) => {
-                    return Err(rusqlite::Error::InvalidColumnType(
-                        i,
-                        "synced column".into(),
-                        rusqlite::types::Type::Real,
-                    ))
+                    return Err(rusqlite::Error::InvalidColumnType(i, "synced column".into(), rusqlite::types::Type::Real))
                 }
             })
         })
@@ -331,16 +301,9 @@ pub(crate) fn read_values(
 impl crate::Store {
     /// Every record of a synced table with its raw values (tests, benches,
     /// reports that compare a station with the center).
-    pub fn synced_records(
-        &self,
-        table: &'static Table,
-    ) -> Result<Vec<(RecordKey, Vec<Value>)>, crate::StoreError> {
+    pub fn synced_records(&self, table: &'static Table) -> Result<Vec<(RecordKey, Vec<Value>)>, crate::StoreError> {
         self.read(move |c| {
-            let mut s = c.prepare(&format!(
-                "SELECT {} FROM {} t",
-                table.select("t"),
-                table.local
-            ))?;
+            let mut s = c.prepare(&format!("SELECT {} FROM {} t", table.select("t"), table.local))?;
             let n = table.columns.len();
             let mut out = Vec::new();
             let mut rows = s.query([])?;
@@ -363,17 +326,11 @@ mod tests {
     /// How a local table differs from its descriptor: columns missing or
     /// extra (less `local_only`), of another SQLite type or nullability.
     fn local_drift(c: &rusqlite::Connection, t: &Table) -> Vec<String> {
-        let mut st = c
-            .prepare(&format!("PRAGMA table_info({})", t.local))
-            .unwrap();
+        let mut st = c.prepare(&format!("PRAGMA table_info({})", t.local)).unwrap();
         let info: Vec<(String, String, bool)> = st
             .query_map([], |r| {
                 let (notnull, pk): (i64, i64) = (r.get(3)?, r.get(5)?);
-                Ok((
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    notnull == 0 && pk == 0,
-                ))
+                Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?, notnull == 0 && pk == 0))
             })
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
@@ -384,31 +341,12 @@ mod tests {
             .filter(|lo| !info.iter().any(|(n, _, _)| n == *lo))
             .map(|lo| format!("{}: no local_only column {lo}", t.local))
             .collect();
-        let expected: std::collections::BTreeSet<(String, String, bool)> = t
-            .columns
-            .iter()
-            .map(|c| {
-                (
-                    c.local.to_string(),
-                    c.kind.sqlite_type().to_string(),
-                    c.nullable,
-                )
-            })
-            .collect();
-        let actual: std::collections::BTreeSet<(String, String, bool)> = info
-            .into_iter()
-            .filter(|(n, _, _)| !t.local_only.contains(&n.as_str()))
-            .collect();
-        drift.extend(
-            expected
-                .difference(&actual)
-                .map(|e| format!("{}: descriptor has {e:?}", t.local)),
-        );
-        drift.extend(
-            actual
-                .difference(&expected)
-                .map(|a| format!("{}: store has {a:?}", t.local)),
-        );
+        let expected: std::collections::BTreeSet<(String, String, bool)> =
+            t.columns.iter().map(|c| (c.local.to_string(), c.kind.sqlite_type().to_string(), c.nullable)).collect();
+        let actual: std::collections::BTreeSet<(String, String, bool)> =
+            info.into_iter().filter(|(n, _, _)| !t.local_only.contains(&n.as_str())).collect();
+        drift.extend(expected.difference(&actual).map(|e| format!("{}: descriptor has {e:?}", t.local)));
+        drift.extend(actual.difference(&expected).map(|a| format!("{}: store has {a:?}", t.local)));
         drift
     }
 
@@ -423,14 +361,10 @@ mod tests {
         let s = crate::Store::open(&d.path().join("station.db")).unwrap();
         for t in TABLES {
             let drift = s.read(|c| Ok(local_drift(c, t))).unwrap();
-            assert!(
-                drift.is_empty(),
-                "crates/imprint-store/src/synced.rs and migrations/sqlite differ: {drift:?}"
-            );
+            assert!(drift.is_empty(), "crates/imprint-store/src/synced.rs and migrations/sqlite differ: {drift:?}");
         }
         // The check sees drift: a column added by a migration but not to the descriptor.
-        s.write(|t| Ok(t.execute_batch("ALTER TABLE steps ADD COLUMN extra TEXT")?))
-            .unwrap();
+        s.write(|t| Ok(t.execute_batch("ALTER TABLE steps ADD COLUMN extra TEXT")?)).unwrap();
         let drift = s.read(|c| Ok(local_drift(c, &STEPS))).unwrap();
         assert_eq!(drift, [r#"steps: store has ("extra", "TEXT", true)"#]);
     }
@@ -438,11 +372,7 @@ mod tests {
     #[test]
     fn columns_added_later_are_nullable() {
         for t in TABLES {
-            assert!(
-                t.columns.iter().all(|c| !c.added || c.nullable),
-                "{}",
-                t.local
-            );
+            assert!(t.columns.iter().all(|c| !c.added || c.nullable), "{}", t.local);
         }
     }
 

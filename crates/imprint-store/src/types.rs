@@ -59,15 +59,8 @@ impl ToSql for Timestamp {
 impl FromSql for Timestamp {
     fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
         let s = v.as_str()?;
-        Timestamp::parse(s).ok_or_else(|| {
-            FromSqlError::Other(
-                format!(
-                    "{:?} is not an RFC 3339 time",
-                    imprint_proto::codes::cut(s, 64)
-                )
-                .into(),
-            )
-        })
+        Timestamp::parse(s)
+            .ok_or_else(|| FromSqlError::Other(format!("{:?} is not an RFC 3339 time", imprint_proto::codes::cut(s, 64)).into()))
     }
 }
 
@@ -199,32 +192,17 @@ mod tests {
         let c: Recorded<FailureCode> = Recorded::from_text("connect_dns".into());
         assert_eq!(c, Recorded::Unrecognized("connect_dns".into()));
         assert_eq!((c.as_str(), c.known()), ("connect_dns", None));
-        assert_eq!(
-            Recorded::<FailureCode>::from_text("store_full".into()),
-            FailureCode::StoreFull
-        );
-        assert_eq!(
-            Recorded::<AttemptStatus>::from_text("paused".into()).known(),
-            None
-        );
-        assert_eq!(
-            Recorded::<Stage>::from_text("write_cert".into()),
-            Stage::WriteCert
-        );
-        assert_eq!(
-            Recorded::<CertStatus>::from_text("issued".into()),
-            CertStatus::Issued
-        );
+        assert_eq!(Recorded::<FailureCode>::from_text("store_full".into()), FailureCode::StoreFull);
+        assert_eq!(Recorded::<AttemptStatus>::from_text("paused".into()).known(), None);
+        assert_eq!(Recorded::<Stage>::from_text("write_cert".into()), Stage::WriteCert);
+        assert_eq!(Recorded::<CertStatus>::from_text("issued".into()), CertStatus::Issued);
     }
 
     #[test]
     fn timestamps_read_any_rfc3339_and_write_the_stored_form() {
         let t = Timestamp::parse("2036-01-01T00:00:00Z").unwrap();
         assert_eq!(t.text(), "2036-01-01T00:00:00.000Z");
-        assert_eq!(
-            serde_json::to_string(&t).unwrap(),
-            "\"2036-01-01T00:00:00.000Z\""
-        );
+        assert_eq!(serde_json::to_string(&t).unwrap(), "\"2036-01-01T00:00:00.000Z\"");
         assert!(Timestamp::parse("yesterday").is_none());
     }
 }

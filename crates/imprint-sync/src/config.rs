@@ -87,7 +87,8 @@ impl CentralConfig {
             return Err("central.url carries a password: put it in central.password_file or IMPRINT_PG_PASSWORD".into());
         }
         if let Some(m) = &self.sslmode {
-            PgSslMode::from_str(m).map_err(|_| format!("central.sslmode {m:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"))?;
+            PgSslMode::from_str(m)
+                .map_err(|_| format!("central.sslmode {m:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"))?;
         }
         if self.batch_size == 0 || self.batch_size > 20_000 {
             return Err("central.batch_size must be between 1 and 20000".into());
@@ -103,11 +104,8 @@ impl CentralConfig {
 
     /// The effective TLS mode.
     pub fn ssl_mode(&self) -> Result<PgSslMode, SyncError> {
-        let from_url = self
-            .url
-            .split_once('?')
-            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("sslmode=")))
-            .map(str::to_string);
+        let from_url =
+            self.url.split_once('?').and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("sslmode="))).map(str::to_string);
         let mode = self.sslmode.clone().or(from_url).unwrap_or_else(|| "verify-full".into());
         PgSslMode::from_str(&mode).map_err(|_| SyncError::Config(format!("unknown sslmode {mode:?}")))
     }
@@ -119,9 +117,8 @@ impl CentralConfig {
         match &self.password_file {
             None => Ok(None),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    SyncError::Config(format!("central.password_file {} is not readable: {}", path.display(), e.kind()))
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| SyncError::Config(format!("central.password_file {} is not readable: {}", path.display(), e.kind())))?;
                 Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
             }
         }

@@ -27,10 +27,7 @@ impl H {
     /// the hash does not depend on how the text spells it.
     fn time(&mut self, s: &str) {
         match imprint_store::parse_ts(s) {
-            Some(t) => self.raw(
-                4,
-                &(t.unix_timestamp_nanos().div_euclid(1000)).to_be_bytes(),
-            ),
+            Some(t) => self.raw(4, &(t.unix_timestamp_nanos().div_euclid(1000)).to_be_bytes()),
             None => self.text(s),
         }
     }
@@ -87,13 +84,7 @@ mod tests {
         ["a", "1", "t", stage, "k", detail]
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                if i == 1 {
-                    Value::Int(1)
-                } else {
-                    Value::Text(v.to_string())
-                }
-            })
+            .map(|(i, v)| if i == 1 { Value::Int(1) } else { Value::Text(v.to_string()) })
             .collect()
     }
     fn step(station: &str, v: &[Value]) -> [u8; 32] {
@@ -114,14 +105,8 @@ mod tests {
             v[2] = Value::Text(t.into());
             v
         };
-        assert_eq!(
-            step("S", &at("2036-01-01T00:00:00Z")),
-            step("S", &at("2036-01-01T00:00:00.000Z"))
-        );
-        assert_ne!(
-            step("S", &at("2036-01-01T00:00:00Z")),
-            step("S", &at("2036-01-01T00:00:00.001Z"))
-        );
+        assert_eq!(step("S", &at("2036-01-01T00:00:00Z")), step("S", &at("2036-01-01T00:00:00.000Z")));
+        assert_ne!(step("S", &at("2036-01-01T00:00:00Z")), step("S", &at("2036-01-01T00:00:00.001Z")));
     }
 
     /// Adding a column must not change the hash of records already at the
@@ -130,29 +115,15 @@ mod tests {
     fn a_column_appended_later_keeps_the_hash_of_records_without_it() {
         use imprint_store::synced::{Change, Column};
         let mut cols: Vec<Column> = STEPS.columns.to_vec();
-        cols.push(Column {
-            name: "operator",
-            local: "operator",
-            kind: Kind::Text,
-            nullable: true,
-            change: Change::Fixed,
-            added: true,
-        });
-        let wider = Table {
-            columns: Box::leak(cols.into_boxed_slice()),
-            ..STEPS
-        };
+        cols.push(Column { name: "operator", local: "operator", kind: Kind::Text, nullable: true, change: Change::Fixed, added: true });
+        let wider = Table { columns: Box::leak(cols.into_boxed_slice()), ..STEPS };
         let mut v = s("a", "b");
         v.push(Value::Null);
         assert_eq!(record(&wider, "S", &v), step("S", &s("a", "b")));
         v[6] = Value::Text("op-1".into());
         assert_ne!(record(&wider, "S", &v), step("S", &s("a", "b")));
         v[6] = Value::Text(String::new());
-        assert_ne!(
-            record(&wider, "S", &v),
-            step("S", &s("a", "b")),
-            "empty text is not NULL"
-        );
+        assert_ne!(record(&wider, "S", &v), step("S", &s("a", "b")), "empty text is not NULL");
     }
 
     #[test]

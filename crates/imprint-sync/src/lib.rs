@@ -43,11 +43,7 @@ pub enum SyncError {
     #[error("central database unreachable: {0}")]
     Connect(String),
     #[error("central schema is version {found}, this station needs {needed}: {hint}")]
-    Schema {
-        found: i64,
-        needed: i64,
-        hint: &'static str,
-    },
+    Schema { found: i64, needed: i64, hint: &'static str },
     #[error("central database: {0}")]
     Registration(String),
     #[error("central schema migration failed: {0}")]

@@ -31,9 +31,7 @@
 use crate::hash;
 use crate::record::pg_type;
 use imprint_store::synced::{Change, Kind, Table, Value, TABLES};
-use imprint_store::{
-    new_id, now_text, parse_ts, Entity, PendingChange, Quarantine, RecordKey, RecordState,
-};
+use imprint_store::{new_id, now_text, parse_ts, Entity, PendingChange, Quarantine, RecordKey, RecordState};
 use sqlx::postgres::PgConnection;
 // SQL built here only from the constant descriptors (imprint_store::synced) and table names; values are always bound.
 use sqlx::{AssertSqlSafe, Connection, Row};
@@ -60,14 +58,7 @@ impl Outcome {
         self.updated += o.updated;
         self.already += o.already;
     }
-    fn quarantine(
-        &mut self,
-        key: RecordKey,
-        version: i64,
-        local: &[u8],
-        central: Option<&[u8]>,
-        reason: impl Into<String>,
-    ) {
+    fn quarantine(&mut self, key: RecordKey, version: i64, local: &[u8], central: Option<&[u8]>, reason: impl Into<String>) {
         let reason = reason.into();
         tracing::warn!(record = %key, version, reason = %reason, "record quarantined: kept locally, not sent");
         self.quarantine.push(Quarantine {
@@ -131,11 +122,7 @@ enum Cell {
 /// Parse a record's raw values by its table's column kinds.
 fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
     if values.len() != table.columns.len() {
-        return Err(format!(
-            "{} values for {} columns",
-            values.len(),
-            table.columns.len()
-        ));
+        return Err(format!("{} values for {} columns", values.len(), table.columns.len()));
     }
     table
         .columns
@@ -150,14 +137,12 @@ fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
                 (Kind::Text, Value::Null) => Cell::Text(None),
                 (Kind::Text, Value::Text(s)) => Cell::Text(Some(s)),
                 (Kind::Uuid, Value::Null) => Cell::Uuid(None),
-                (Kind::Uuid, Value::Text(s)) => Cell::Uuid(Some(
-                    Uuid::parse_str(&s).map_err(|_| format!("{}: {s:?} is not a UUID", c.name))?,
-                )),
+                (Kind::Uuid, Value::Text(s)) => {
+                    Cell::Uuid(Some(Uuid::parse_str(&s).map_err(|_| format!("{}: {s:?} is not a UUID", c.name))?))
+                }
                 (Kind::Time, Value::Null) => Cell::Time(None),
                 (Kind::Time, Value::Text(s)) => {
-                    Cell::Time(Some(parse_ts(&s).ok_or_else(|| {
-                        format!("{}: {s:?} is not an RFC 3339 time", c.name)
-                    })?))
+                    Cell::Time(Some(parse_ts(&s).ok_or_else(|| format!("{}: {s:?} is not an RFC 3339 time", c.name))?))
                 }
                 (Kind::Int, Value::Null) => Cell::Int(None),
                 (Kind::Int, Value::Int(n)) => Cell::Int(Some(n)),
@@ -189,10 +174,7 @@ impl Prepared {
         (&self.key, self.version)
     }
     fn order(&self) -> usize {
-        TABLES
-            .iter()
-            .position(|t| t.entity == self.table.entity)
-            .unwrap_or(TABLES.len())
+        TABLES.iter().position(|t| t.entity == self.table.entity).unwrap_or(TABLES.len())
     }
 }
 
@@ -212,11 +194,7 @@ fn central_key(table: &Table, cells: &[Cell]) -> Result<(Uuid, i64), String> {
 
 /// Turn pending changes into rows to send (CPU work: done off the sending
 /// path); malformed ones are quarantined in `out`.
-pub(crate) fn prepare(
-    station: &str,
-    changes: Vec<PendingChange>,
-    out: &mut Outcome,
-) -> Vec<Prepared> {
+pub(crate) fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outcome) -> Vec<Prepared> {
     let mut v = Vec::with_capacity(changes.len());
     for c in changes {
         let table = c.table();
@@ -224,27 +202,20 @@ pub(crate) fn prepare(
         let values = match c.state {
             RecordState::Present(values) => values,
             RecordState::Missing => {
-                out.quarantine(key, version, &[0; 32], None, "malformed local record: the outbox names a record that is not in the local store");
+                out.quarantine(
+                    key,
+                    version,
+                    &[0; 32],
+                    None,
+                    "malformed local record: the outbox names a record that is not in the local store",
+                );
                 continue;
             }
         };
         let h = hash::record(table, station, &values);
         match cells(table, values).and_then(|cells| Ok((central_key(table, &cells)?, cells))) {
-            Ok((ckey, cells)) => v.push(Prepared {
-                table,
-                key,
-                version,
-                hash: h,
-                ckey,
-                cells,
-            }),
-            Err(reason) => out.quarantine(
-                key,
-                version,
-                &h,
-                None,
-                format!("malformed local record: {reason}"),
-            ),
+            Ok((ckey, cells)) => v.push(Prepared { table, key, version, hash: h, ckey, cells }),
+            Err(reason) => out.quarantine(key, version, &h, None, format!("malformed local record: {reason}")),
         }
     }
     v
@@ -261,10 +232,7 @@ impl From<sqlx::Error> for PushError {
         if let sqlx::Error::Database(d) = &e {
             if let Some(code) = d.code() {
                 if code.starts_with("22") || code.starts_with("23") {
-                    return PushError::Data(format!(
-                        "the center refused it: {} (SQLSTATE {code})",
-                        d.message()
-                    ));
+                    return PushError::Data(format!("the center refused it: {} (SQLSTATE {code})", d.message()));
                 }
             }
         }
@@ -277,11 +245,7 @@ type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArg
 /// `UNNEST($k::t[], ...) AS u(c, ...)` over the table's columns and the
 /// version and hash, numbering from `first`.
 fn unnest(table: &Table, first: usize) -> String {
-    let cols = table
-        .columns
-        .iter()
-        .map(|c| (c.name, pg_type(c.kind)))
-        .chain([("version", "int8"), ("content_sha256", "bytea")]);
+    let cols = table.columns.iter().map(|c| (c.name, pg_type(c.kind))).chain([("version", "int8"), ("content_sha256", "bytea")]);
     let (mut args, mut names) = (Vec::new(), Vec::new());
     for (i, (n, t)) in cols.enumerate() {
         args.push(format!("${}::{t}[]", first + i));
@@ -298,40 +262,23 @@ fn insert_sql(table: &Table, on_conflict: bool) -> String {
         table.central,
         names.join(", "),
         unnest(table, 2),
-        if on_conflict {
-            " ON CONFLICT DO NOTHING"
-        } else {
-            ""
-        }
+        if on_conflict { " ON CONFLICT DO NOTHING" } else { "" }
     )
 }
 
 /// `c.k1, c.k2` (or `c.k1, 0::int8`): the center's key as `(uuid, int8)`.
 fn key_select(table: &Table) -> String {
-    let k: Vec<&str> = table
-        .key_positions()
-        .map(|i| table.columns[i].name)
-        .collect();
-    let second = k
-        .get(1)
-        .map(|n| format!("c.{n}"))
-        .unwrap_or_else(|| "0::int8".into());
+    let k: Vec<&str> = table.key_positions().map(|i| table.columns[i].name).collect();
+    let second = k.get(1).map(|n| format!("c.{n}")).unwrap_or_else(|| "0::int8".into());
     format!("c.{}, {second}", k.first().copied().unwrap_or("id"))
 }
 
 /// The UPDATE of the center's older copies: mutable columns set, key and
 /// fixed columns required equal, and the copy still changeable.
 fn update_sql(table: &Table, still_changeable: &str) -> String {
-    let mut set: Vec<String> = table
-        .columns
-        .iter()
-        .filter(|c| c.change == Change::Mutable)
-        .map(|c| format!("{0} = u.{0}", c.name))
-        .collect();
-    set.extend([
-        "version = u.version".into(),
-        "content_sha256 = u.content_sha256".into(),
-    ]);
+    let mut set: Vec<String> =
+        table.columns.iter().filter(|c| c.change == Change::Mutable).map(|c| format!("{0} = u.{0}", c.name)).collect();
+    set.extend(["version = u.version".into(), "content_sha256 = u.content_sha256".into()]);
     if table.received_at {
         set.push("received_at = now()".into());
     }
@@ -339,13 +286,7 @@ fn update_sql(table: &Table, still_changeable: &str) -> String {
         .columns
         .iter()
         .filter(|c| c.change != Change::Mutable)
-        .map(|c| {
-            if c.nullable {
-                format!("c.{0} IS NOT DISTINCT FROM u.{0}", c.name)
-            } else {
-                format!("c.{0} = u.{0}", c.name)
-            }
-        })
+        .map(|c| if c.nullable { format!("c.{0} IS NOT DISTINCT FROM u.{0}", c.name) } else { format!("c.{0} = u.{0}", c.name) })
         .collect();
     cond.push("c.version < u.version".into());
     cond.push(format!("({still_changeable})"));
@@ -371,90 +312,22 @@ fn bind_rows<'q>(
     for (i, c) in table.columns.iter().enumerate() {
         let cell = |p: &&Prepared| p.cells.get(i).cloned();
         q = match c.kind {
-            Kind::Text => q.bind(
-                rows.iter()
-                    .map(|p| {
-                        if let Some(Cell::Text(v)) = cell(p) {
-                            v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Kind::Uuid => q.bind(
-                rows.iter()
-                    .map(|p| {
-                        if let Some(Cell::Uuid(v)) = cell(p) {
-                            v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Kind::Time => q.bind(
-                rows.iter()
-                    .map(|p| {
-                        if let Some(Cell::Time(v)) = cell(p) {
-                            v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Kind::Int => q.bind(
-                rows.iter()
-                    .map(|p| {
-                        if let Some(Cell::Int(v)) = cell(p) {
-                            v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Kind::Bool => q.bind(
-                rows.iter()
-                    .map(|p| {
-                        if let Some(Cell::Bool(v)) = cell(p) {
-                            v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Kind::Bytes => q.bind(
-                rows.iter()
-                    .map(|p| {
-                        if let Some(Cell::Bytes(v)) = cell(p) {
-                            v
-                        } else {
-                            None
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            ),
+            Kind::Text => q.bind(rows.iter().map(|p| if let Some(Cell::Text(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
+            Kind::Uuid => q.bind(rows.iter().map(|p| if let Some(Cell::Uuid(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
+            Kind::Time => q.bind(rows.iter().map(|p| if let Some(Cell::Time(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
+            Kind::Int => q.bind(rows.iter().map(|p| if let Some(Cell::Int(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
+            Kind::Bool => q.bind(rows.iter().map(|p| if let Some(Cell::Bool(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
+            Kind::Bytes => q.bind(rows.iter().map(|p| if let Some(Cell::Bytes(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
         };
     }
-    q.bind(rows.iter().map(|p| p.version).collect::<Vec<_>>())
-        .bind(rows.iter().map(|p| p.hash.to_vec()).collect::<Vec<_>>())
+    q.bind(rows.iter().map(|p| p.version).collect::<Vec<_>>()).bind(rows.iter().map(|p| p.hash.to_vec()).collect::<Vec<_>>())
 }
 
 /// Rows grouped by table, in the order a batch sends them.
 fn by_table(rows: &[Prepared]) -> Vec<(&'static Table, Vec<&Prepared>)> {
     TABLES
         .iter()
-        .map(|&t| {
-            (
-                t,
-                rows.iter()
-                    .filter(|p| p.table.entity == t.entity)
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .map(|&t| (t, rows.iter().filter(|p| p.table.entity == t.entity).collect::<Vec<_>>()))
         .filter(|(_, r)| !r.is_empty())
         .collect()
 }
@@ -477,13 +350,7 @@ impl Planned {
 fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<PgQuery> {
     by_table(rows)
         .into_iter()
-        .map(|(t, r)| {
-            bind_rows(
-                sqlx::query(AssertSqlSafe(insert_sql(t, false))).bind(station.to_string()),
-                t,
-                &r,
-            )
-        })
+        .map(|(t, r)| bind_rows(sqlx::query(AssertSqlSafe(insert_sql(t, false))).bind(station.to_string()), t, &r))
         .collect()
 }
 
@@ -494,13 +361,8 @@ fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<PgQuery> {
 /// arrive in order.
 pub(crate) fn plan(station: &str, rows: Vec<Prepared>, two: bool) -> Planned {
     let (mut main, aux) = if two {
-        let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows
-            .into_iter()
-            .partition(|p| p.table.entity != Entity::Step);
-        let keep = (first.len() + steps.len())
-            .div_ceil(2)
-            .saturating_sub(first.len())
-            .min(steps.len());
+        let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows.into_iter().partition(|p| p.table.entity != Entity::Step);
+        let keep = (first.len() + steps.len()).div_ceil(2).saturating_sub(first.len()).min(steps.len());
         let second = steps.split_off(keep);
         first.append(&mut steps);
         (first, second)
@@ -510,12 +372,7 @@ pub(crate) fn plan(station: &str, rows: Vec<Prepared>, two: bool) -> Planned {
     main.sort_by_key(Prepared::order);
     let main_q = plain_queries(station, &main);
     let aux_q = plain_queries(station, &aux);
-    Planned {
-        main,
-        main_q,
-        aux,
-        aux_q,
-    }
+    Planned { main, main_q, aux, aux_q }
 }
 
 /// Send a planned batch and say what became of each record.
@@ -526,18 +383,10 @@ pub(crate) async fn push(
     planned: Planned,
     mut out: Outcome,
 ) -> Result<Outcome, sqlx::Error> {
-    let Planned {
-        main,
-        main_q,
-        aux: aux_rows,
-        aux_q,
-    } = planned;
+    let Planned { main, main_q, aux: aux_rows, aux_q } = planned;
     match aux {
         Some(aux) if !aux_rows.is_empty() => {
-            let (a, b) = tokio::join!(
-                send(conn, station, main, main_q),
-                send(aux, station, aux_rows, aux_q)
-            );
+            let (a, b) = tokio::join!(send(conn, station, main, main_q), send(aux, station, aux_rows, aux_q));
             out.merge(a?);
             out.merge(b?);
         }
@@ -556,12 +405,7 @@ pub(crate) async fn push(
 /// case, cost at the server what COPY costs; `ON CONFLICT` would roughly
 /// double it). If any row exists already or is refused, that transaction is
 /// rolled back and the careful path decides record by record.
-async fn send(
-    conn: &mut PgConnection,
-    station: &str,
-    rows: Vec<Prepared>,
-    queries: Vec<PgQuery>,
-) -> Result<Outcome, sqlx::Error> {
+async fn send(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>, queries: Vec<PgQuery>) -> Result<Outcome, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Outcome::default());
     }
@@ -579,10 +423,7 @@ async fn send(
     }
     if fast {
         tx.commit().await?;
-        let mut out = Outcome {
-            inserted: rows.len(),
-            ..Outcome::default()
-        };
+        let mut out = Outcome { inserted: rows.len(), ..Outcome::default() };
         out.done.extend(rows.iter().map(|p| {
             let (k, v) = p.key_version();
             (k.clone(), v)
@@ -594,11 +435,7 @@ async fn send(
 }
 
 /// Send rows over one connection; isolate a record the center refuses.
-async fn push_rows(
-    conn: &mut PgConnection,
-    station: &str,
-    rows: Vec<Prepared>,
-) -> Result<Outcome, sqlx::Error> {
+async fn push_rows(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>) -> Result<Outcome, sqlx::Error> {
     let mut out = Outcome::default();
     let mut stack: Vec<Vec<Prepared>> = vec![rows];
     while let Some(set) = stack.pop() {
@@ -625,11 +462,7 @@ async fn push_rows(
     Ok(out)
 }
 
-async fn push_set(
-    conn: &mut PgConnection,
-    station: &str,
-    set: &[Prepared],
-) -> Result<Outcome, PushError> {
+async fn push_set(conn: &mut PgConnection, station: &str, set: &[Prepared]) -> Result<Outcome, PushError> {
     let mut tx = conn.begin().await?;
     let mut out = Outcome::default();
     for (table, rows) in by_table(set) {
@@ -651,9 +484,7 @@ async fn try_plain(
     match q.execute(&mut *conn).await {
         Ok(_) => Ok(true),
         Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505") => {
-            sqlx::raw_sql("ROLLBACK TO SAVEPOINT plain")
-                .execute(&mut *conn)
-                .await?;
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT plain").execute(&mut *conn).await?;
             Ok(false)
         }
         Err(e) => Err(e.into()),
@@ -666,10 +497,7 @@ async fn central_versions(
     table: &Table,
     rows: &[&Prepared],
 ) -> Result<HashMap<(Uuid, i64), (i64, Vec<u8>)>, sqlx::Error> {
-    let k: Vec<&str> = table
-        .key_positions()
-        .map(|i| table.columns[i].name)
-        .collect();
+    let k: Vec<&str> = table.key_positions().map(|i| table.columns[i].name).collect();
     let ids: Vec<Uuid> = rows.iter().map(|p| p.ckey.0).collect();
     let first = k.first().copied().unwrap_or("id");
     let found = match k.get(1) {
@@ -698,10 +526,7 @@ async fn central_versions(
     };
     let mut m = HashMap::with_capacity(found.len());
     for r in found {
-        m.insert(
-            (r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?),
-            (r.try_get::<i64, _>(2)?, r.try_get::<Vec<u8>, _>(3)?),
-        );
+        m.insert((r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?), (r.try_get::<i64, _>(2)?, r.try_get::<Vec<u8>, _>(3)?));
     }
     Ok(m)
 }
@@ -731,7 +556,9 @@ fn classify<'a>(
                 version,
                 h,
                 Some(ch),
-                format!("the center holds a newer version ({cv}) than this station ({version}): was the local store restored from an old copy?"),
+                format!(
+                    "the center holds a newer version ({cv}) than this station ({version}): was the local store restored from an old copy?"
+                ),
             ),
             Some(_) => candidates.push(r),
         }
@@ -743,38 +570,18 @@ fn classify<'a>(
 /// the plain INSERT in a savepoint, else `ON CONFLICT DO NOTHING`; then the
 /// center's copies decide: already there, updated while still changeable,
 /// or quarantined.
-async fn push_table(
-    conn: &mut PgConnection,
-    station: &str,
-    table: &Table,
-    rows: &[&Prepared],
-) -> Result<Outcome, PushError> {
+async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows: &[&Prepared]) -> Result<Outcome, PushError> {
     let mut out = Outcome::default();
-    if try_plain(
-        conn,
-        bind_rows(
-            sqlx::query(AssertSqlSafe(insert_sql(table, false))).bind(station),
-            table,
-            rows,
-        ),
-    )
-    .await?
-    {
+    if try_plain(conn, bind_rows(sqlx::query(AssertSqlSafe(insert_sql(table, false))).bind(station), table, rows)).await? {
         out.inserted += rows.len();
-        out.done
-            .extend(rows.iter().map(|p| (p.key.clone(), p.version)));
+        out.done.extend(rows.iter().map(|p| (p.key.clone(), p.version)));
         return Ok(out);
     }
-    let q = bind_rows(
-        sqlx::query(AssertSqlSafe(insert_sql(table, true))).bind(station),
-        table,
-        rows,
-    );
+    let q = bind_rows(sqlx::query(AssertSqlSafe(insert_sql(table, true))).bind(station), table, rows);
     let inserted = q.execute(&mut *conn).await?.rows_affected() as usize;
     if inserted == rows.len() {
         out.inserted += inserted;
-        out.done
-            .extend(rows.iter().map(|p| (p.key.clone(), p.version)));
+        out.done.extend(rows.iter().map(|p| (p.key.clone(), p.version)));
         return Ok(out);
     }
     // Some were there already: the center's copy of each decides. (The rows
@@ -790,16 +597,12 @@ async fn push_table(
     if candidates.is_empty() {
         return Ok(out);
     }
-    let updated: HashSet<(Uuid, i64)> = bind_rows(
-        sqlx::query(AssertSqlSafe(update_sql(table, still_changeable))),
-        table,
-        &candidates,
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?)))
-    .collect::<Result<_, sqlx::Error>>()?;
+    let updated: HashSet<(Uuid, i64)> = bind_rows(sqlx::query(AssertSqlSafe(update_sql(table, still_changeable))), table, &candidates)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
     for p in candidates {
         if updated.contains(&p.ckey) {
             out.updated += 1;
@@ -841,25 +644,31 @@ mod tests {
              AS u(attempt_id, n, at, stage, kind, detail, version, content_sha256)"
         );
         let u = update_sql(&ATTEMPTS, "c.status = 'running'");
-        assert!(u.starts_with("UPDATE attempts AS c SET finished_at = u.finished_at, status = u.status, stage = u.stage, code = u.code"), "{u}");
-        assert!(u.contains("c.id = u.id AND c.port = u.port AND c.started_at = u.started_at AND c.batch IS NOT DISTINCT FROM u.batch AND c.version < u.version AND (c.status = 'running') RETURNING c.id, 0::int8"), "{u}");
         assert!(
-            !u.contains("port = u.port,") && !u.contains("batch = u.batch,"),
+            u.starts_with("UPDATE attempts AS c SET finished_at = u.finished_at, status = u.status, stage = u.stage, code = u.code"),
             "{u}"
         );
+        assert!(u.contains("c.id = u.id AND c.port = u.port AND c.started_at = u.started_at AND c.batch IS NOT DISTINCT FROM u.batch AND c.version < u.version AND (c.status = 'running') RETURNING c.id, 0::int8"), "{u}");
+        assert!(!u.contains("port = u.port,") && !u.contains("batch = u.batch,"), "{u}");
         let c = update_sql(&CERTIFICATES, "x");
-        assert!(c.contains("SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, version"), "{c}");
-        assert!(c.contains("c.spki_der = u.spki_der AND c.not_before = u.not_before AND c.not_after = u.not_after AND c.created_at = u.created_at"), "{c}");
+        assert!(
+            c.contains(
+                "SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, version"
+            ),
+            "{c}"
+        );
+        assert!(
+            c.contains(
+                "c.spki_der = u.spki_der AND c.not_before = u.not_before AND c.not_after = u.not_after AND c.created_at = u.created_at"
+            ),
+            "{c}"
+        );
         assert_eq!(key_select(&STEPS), "c.attempt_id, c.n");
     }
 
     #[test]
     fn malformed_local_records_are_quarantined_before_sending() {
-        let key = |id: &str| RecordKey {
-            entity: Entity::Step,
-            id: id.into(),
-            step_no: 1,
-        };
+        let key = |id: &str| RecordKey { entity: Entity::Step, id: id.into(), step_no: 1 };
         let step = |id: &str, at: &str, n: Value| {
             vec![
                 Value::Text(id.into()),
@@ -872,66 +681,31 @@ mod tests {
         };
         let good = "0190a1b2-0000-7000-8000-000000000001";
         let changes = vec![
-            PendingChange {
-                key: key(good),
-                version: 1,
-                state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Int(1))),
-            },
+            PendingChange { key: key(good), version: 1, state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Int(1))) },
             PendingChange {
                 key: key("nope"),
                 version: 2,
                 state: RecordState::Present(step("nope", "2026-01-01T00:00:00Z", Value::Int(1))),
             },
-            PendingChange {
-                key: key(good),
-                version: 3,
-                state: RecordState::Present(step(good, "yesterday", Value::Int(1))),
-            },
+            PendingChange { key: key(good), version: 3, state: RecordState::Present(step(good, "yesterday", Value::Int(1))) },
             PendingChange {
                 key: key(good),
                 version: 4,
-                state: RecordState::Present(step(
-                    good,
-                    "2026-01-01T00:00:00Z",
-                    Value::Text("1".into()),
-                )),
+                state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Text("1".into()))),
             },
-            PendingChange {
-                key: key(good),
-                version: 5,
-                state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Null)),
-            },
-            PendingChange {
-                key: key(good),
-                version: 6,
-                state: RecordState::Missing,
-            },
+            PendingChange { key: key(good), version: 5, state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Null)) },
+            PendingChange { key: key(good), version: 6, state: RecordState::Missing },
         ];
         let mut out = Outcome::default();
         let rows = prepare("S", changes, &mut out);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].ckey, (Uuid::parse_str(good).unwrap(), 1));
-        let reasons: Vec<(i64, &str)> = out
-            .quarantine
-            .iter()
-            .map(|q| (q.version, q.reason.as_str()))
-            .collect();
+        let reasons: Vec<(i64, &str)> = out.quarantine.iter().map(|q| (q.version, q.reason.as_str())).collect();
         assert_eq!(reasons.len(), 5, "{reasons:?}");
-        assert!(
-            reasons[0].1.contains("attempt_id: \"nope\" is not a UUID"),
-            "{reasons:?}"
-        );
-        assert!(
-            reasons[1]
-                .1
-                .contains("at: \"yesterday\" is not an RFC 3339 time"),
-            "{reasons:?}"
-        );
+        assert!(reasons[0].1.contains("attempt_id: \"nope\" is not a UUID"), "{reasons:?}");
+        assert!(reasons[1].1.contains("at: \"yesterday\" is not an RFC 3339 time"), "{reasons:?}");
         assert!(reasons[2].1.contains("n holds Text"), "{reasons:?}");
         assert!(reasons[3].1.contains("n is NULL"), "{reasons:?}");
-        assert!(
-            reasons[4].1.contains("not in the local store"),
-            "{reasons:?}"
-        );
+        assert!(reasons[4].1.contains("not in the local store"), "{reasons:?}");
     }
 }

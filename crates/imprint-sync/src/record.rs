@@ -36,11 +36,7 @@ pub fn information_schema_type(kind: Kind) -> &'static str {
 /// `c.col, ...` for every column of `table`, in descriptor order, then
 /// `c.version, c.content_sha256`: the select list [`central_values`] reads.
 pub fn central_select(table: &Table) -> String {
-    let mut cols: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| format!("c.{}", c.name))
-        .collect();
+    let mut cols: Vec<String> = table.columns.iter().map(|c| format!("c.{}", c.name)).collect();
     cols.extend(["c.version".into(), "c.content_sha256".into()]);
     cols.join(", ")
 }
@@ -49,25 +45,18 @@ pub fn central_select(table: &Table) -> String {
 /// station holds: UUIDs as their text, times as RFC 3339 (the hash reads
 /// them as instants), booleans as 0/1. Returns them with the row's version
 /// and stored hash.
-pub fn central_values(
-    table: &Table,
-    row: &PgRow,
-) -> Result<(Vec<Value>, i64, Vec<u8>), sqlx::Error> {
+pub fn central_values(table: &Table, row: &PgRow) -> Result<(Vec<Value>, i64, Vec<u8>), sqlx::Error> {
     let mut v = Vec::with_capacity(table.columns.len());
     for (i, c) in table.columns.iter().enumerate() {
         v.push(
             match c.kind {
                 Kind::Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
-                Kind::Uuid => row
-                    .try_get::<Option<uuid::Uuid>, _>(i)?
-                    .map(|u| Value::Text(u.to_string())),
-                Kind::Time => row.try_get::<Option<OffsetDateTime>, _>(i)?.map(|t| {
-                    Value::Text(t.format(&Rfc3339).unwrap_or_else(|_| imprint_store::ts(t)))
-                }),
+                Kind::Uuid => row.try_get::<Option<uuid::Uuid>, _>(i)?.map(|u| Value::Text(u.to_string())),
+                Kind::Time => row
+                    .try_get::<Option<OffsetDateTime>, _>(i)?
+                    .map(|t| Value::Text(t.format(&Rfc3339).unwrap_or_else(|_| imprint_store::ts(t)))),
                 Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
-                Kind::Bool => row
-                    .try_get::<Option<bool>, _>(i)?
-                    .map(|b| Value::Int(i64::from(b))),
+                Kind::Bool => row.try_get::<Option<bool>, _>(i)?.map(|b| Value::Int(i64::from(b))),
                 Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Blob),
             }
             .unwrap_or(Value::Null),

@@ -30,8 +30,20 @@ pub struct ReportRow {
 
 /// Column names, in the order of [`ReportRow::cells`].
 pub const REPORT_COLUMNS: &[&str] = &[
-    "station_id", "attempt_id", "started_at", "finished_at", "status", "stage", "code", "device_serial", "model", "batch",
-    "cert_serial", "cert_status", "not_after", "fingerprint_sha256",
+    "station_id",
+    "attempt_id",
+    "started_at",
+    "finished_at",
+    "status",
+    "stage",
+    "code",
+    "device_serial",
+    "model",
+    "batch",
+    "cert_serial",
+    "cert_status",
+    "not_after",
+    "fingerprint_sha256",
 ];
 
 impl ReportRow {
@@ -39,9 +51,20 @@ impl ReportRow {
     pub fn cells(&self) -> Vec<String> {
         let o = |s: &Option<String>| s.clone().unwrap_or_default();
         vec![
-            self.station_id.clone(), self.attempt_id.clone(), self.started_at.clone(), o(&self.finished_at), self.status.clone(),
-            o(&self.stage), o(&self.code), o(&self.device_serial), o(&self.model), o(&self.batch), o(&self.cert_serial),
-            o(&self.cert_status), o(&self.not_after), o(&self.fingerprint_sha256),
+            self.station_id.clone(),
+            self.attempt_id.clone(),
+            self.started_at.clone(),
+            o(&self.finished_at),
+            self.status.clone(),
+            o(&self.stage),
+            o(&self.code),
+            o(&self.device_serial),
+            o(&self.model),
+            o(&self.batch),
+            o(&self.cert_serial),
+            o(&self.cert_status),
+            o(&self.not_after),
+            o(&self.fingerprint_sha256),
         ]
     }
 }
@@ -83,7 +106,9 @@ fn text(t: Option<OffsetDateTime>) -> Option<String> {
 /// newest first. A station role sees its own rows; a reader sees all.
 pub async fn central_report(opts: &PgConnectOptions, station: Option<&str>, since: Option<&str>) -> Result<Vec<ReportRow>, SyncError> {
     let since = match since {
-        Some(s) => Some(OffsetDateTime::parse(s, &Rfc3339).map_err(|_| SyncError::Config(format!("--since {s:?} is not an RFC 3339 time")))?),
+        Some(s) => {
+            Some(OffsetDateTime::parse(s, &Rfc3339).map_err(|_| SyncError::Config(format!("--since {s:?} is not an RFC 3339 time")))?)
+        }
         None => None,
     };
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;

@@ -103,7 +103,8 @@ pub async fn add_station(admin: &PgConnectOptions, station_id: &str, role: &str,
     let opts = admin.clone().log_statements(log::LevelFilter::Off);
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
     let mut tx = conn.begin().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(role).fetch_one(&mut *tx).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(role).fetch_one(&mut *tx).await?;
     let pw = password.replace('\'', "''");
     if exists {
         sqlx::raw_sql(AssertSqlSafe(format!("ALTER ROLE {role} WITH LOGIN PASSWORD '{pw}'"))).execute(&mut *tx).await?;
@@ -128,7 +129,8 @@ pub async fn add_reader(admin: &PgConnectOptions, role: &str, password: &str) ->
     }
     let opts = admin.clone().log_statements(log::LevelFilter::Off);
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(role).fetch_one(&mut conn).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(role).fetch_one(&mut conn).await?;
     let pw = password.replace('\'', "''");
     let verb = if exists { "ALTER" } else { "CREATE" };
     sqlx::raw_sql(AssertSqlSafe(format!("{verb} ROLE {role} WITH LOGIN PASSWORD '{pw}'"))).execute(&mut conn).await?;

@@ -6,14 +6,14 @@
 
 use crate::config::CentralConfig;
 use crate::push::{count_by_entity, plan, prepare, push, Outcome, Planned};
-use imprint_store::RecordKey;
-use std::collections::HashSet;
 use crate::schema::check_station;
 use crate::SyncError;
+use imprint_store::RecordKey;
 use imprint_store::{Store, StoreError};
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{ConnectOptions, Connection};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -123,11 +123,7 @@ impl CsrFacts {
             use sha2::Digest;
             rsa::RsaPublicKey::from_pkcs1_der(&info.subject_pki.subject_public_key.data)
                 .map_err(|e| e.to_string())?
-                .verify(
-                    rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
-                    &sha2::Sha256::digest(info.raw),
-                    &csr.signature_value.data,
-                )
+                .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &sha2::Sha256::digest(info.raw), &csr.signature_value.data)
                 .is_ok()
         } else {
             csr.verify_signature().is_ok()
@@ -149,13 +145,7 @@ impl CsrFacts {
 /// the SPKI.
 pub fn verify_proof(spki_der: &[u8], message: &[u8], sig: &[u8]) -> Result<(), String> {
     let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| e.to_string())?;
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|o| o.to_id_string())
-        .unwrap_or_default();
+    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string()).unwrap_or_default();
     let alg: &dyn ring::signature::VerificationAlgorithm = match curve.as_str() {
         "1.2.840.10045.3.1.7" => &ring::signature::ECDSA_P256_SHA256_ASN1,
         "1.3.132.0.34" => &ring::signature::ECDSA_P384_SHA384_ASN1,

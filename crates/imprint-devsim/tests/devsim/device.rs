@@ -266,10 +266,7 @@ fn commit_checks_and_is_atomic_and_idempotent() {
     let (_, sha) = T::commit_fields(&cert);
     let f = t.send("COMMIT", &[("obj", "cert"), ("len", &(cert.len() - 1).to_string()), ("sha256", &sha)]).frame.unwrap();
     assert_eq!(f.error_code(), Some(ErrorCode::VerifyFailed));
-    let f = t
-        .send("COMMIT", &[("obj", "cert"), ("len", &cert.len().to_string()), ("sha256", &b64(&[0u8; 32]))])
-        .frame
-        .unwrap();
+    let f = t.send("COMMIT", &[("obj", "cert"), ("len", &cert.len().to_string()), ("sha256", &b64(&[0u8; 32]))]).frame.unwrap();
     assert_eq!(f.error_code(), Some(ErrorCode::VerifyFailed));
     assert_eq!(t.err("COMMIT", &[("obj", "cert"), ("len", "1"), ("sha256", "AAAA")]), ErrorCode::BadRequest);
     // Good.

@@ -185,10 +185,7 @@ fn unplug_gives_eof_and_replug_a_new_working_path_with_state_intact() {
 #[test]
 fn unplug_at_with_replug_after_ms() {
     let links = tempfile::tempdir().unwrap();
-    let cfg = SimConfig::new("PTY-0005")
-        .with_link_dir(links.path())
-        .with_faults("unplug-at=3,replug-after-ms=300")
-        .unwrap();
+    let cfg = SimConfig::new("PTY-0005").with_link_dir(links.path()).with_faults("unplug-at=3,replug-after-ms=300").unwrap();
     let dev = SimDevice::spawn(cfg).unwrap();
     let old = dev.path();
     let mut f = open(&old);
@@ -224,10 +221,8 @@ fn station_style_open_close_reopen() {
     let dev = SimDevice::spawn(SimConfig::new("PTY-0006")).unwrap();
     let path = dev.path().to_string_lossy().into_owned();
     for round in 1..=3u16 {
-        let mut port = serialport::new(&path, 115_200)
-            .timeout(Duration::from_millis(20))
-            .open()
-            .unwrap_or_else(|e| panic!("open #{round}: {e}"));
+        let mut port =
+            serialport::new(&path, 115_200).timeout(Duration::from_millis(20)).open().unwrap_or_else(|e| panic!("open #{round}: {e}"));
         if round == 1 {
             assert!(serialport::new(&path, 115_200).open().is_err(), "exclusive while open");
         }

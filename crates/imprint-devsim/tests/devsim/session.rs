@@ -141,7 +141,10 @@ fn full_session_over_a_pty_at_115200_and_resume_after_replug() {
     assert!(matches!(second.outcome, Outcome::Passed { resumed: true, .. }), "{:?}", second.outcome);
     let took = started.elapsed();
     let s = dev.stats();
-    eprintln!("two sessions over the pty: {took:?}, {} requests, {} bytes up, {} bytes down", s.requests, s.bytes_from_host, s.bytes_to_host);
+    eprintln!(
+        "two sessions over the pty: {took:?}, {} requests, {} bytes up, {} bytes down",
+        s.requests, s.bytes_from_host, s.bytes_to_host
+    );
     // At 11,520 B/s the bytes alone take this long: the session can't be faster.
     let floor = (s.bytes_from_host + s.bytes_to_host) as f64 / 11_520.0;
     assert!(took.as_secs_f64() >= floor, "{took:?} < {floor}s: pacing is off");
