@@ -36,7 +36,7 @@ fn happy_path_issues_verifiable_certificate_and_records_every_step() {
     let steps = st.store().steps(&r.attempt_id).unwrap();
     for stage in ["hello", "identify", "keygen", "lookup", "csr", "issue", "write_cert", "write_chain", "read_back", "prove", "lock"] {
         assert!(
-            steps.iter().any(|s| s.stage == stage && s.kind == "completed" || s.stage == stage && s.kind == "started"),
+            steps.iter().any(|s| s.stage == stage && (s.kind == "completed" || s.kind == "started")),
             "no step for {stage}: {steps:#?}"
         );
     }

@@ -102,6 +102,8 @@ impl Tile {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[ts(export, export_to = "../../../ui/src/bindings/", rename = "BenchEventDto")]
+// One event per tile change; the tile is sent whole (the UI replaces it).
+#[allow(clippy::large_enum_variant)]
 pub enum BenchEvent {
     Tile { tile: Tile },
     Removed { port: String },
@@ -129,6 +131,9 @@ struct Inner {
     station: Station,
     mode: Mutex<Mode>,
     tiles: Mutex<BTreeMap<String, Tile>>,
+    /// Ports whose tiles came from a bench this one replaced (Settings
+    /// saved): on their first arrival a finished result is kept, not re-run.
+    carried: Mutex<std::collections::BTreeSet<String>>,
     /// port → consecutive automatic resumes.
     resumes: Mutex<BTreeMap<String, u32>>,
     /// Ports the watcher must forget (re-report as arrived).
@@ -179,6 +184,7 @@ impl Bench {
     /// Start the engine on `ports` in `mode`; `previous` tiles (from a bench
     /// being replaced, e.g. after Settings were saved) keep their results.
     pub fn start(station: Station, ports: PortSource, mode: Mode, events: BenchEventFn, previous: Vec<Tile>) -> Bench {
+        let carried = previous.iter().map(|t| t.port.clone()).collect();
         let tiles: BTreeMap<String, Tile> = previous
             .into_iter()
             .map(|mut t| {
@@ -195,6 +201,7 @@ impl Bench {
                 station,
                 mode: Mutex::new(mode),
                 tiles: Mutex::new(tiles),
+                carried: Mutex::new(carried),
                 resumes: Mutex::new(BTreeMap::new()),
                 forget: Mutex::new(Vec::new()),
                 events,
@@ -336,7 +343,12 @@ impl Bench {
             let slot = self.slot_for(port, &tiles);
             let t = tiles.entry(port.to_string()).or_insert_with(|| Tile::new(port, slot));
             t.present = true;
-            if t.state == TileState::Running {
+            let carried = lock(&self.inner.carried).remove(port);
+            if carried && (t.finished() || t.state == TileState::Provisioned) {
+                // The same device, still attached, after the station was
+                // reopened (Settings saved): keep its result on the tile.
+                (t.clone(), false)
+            } else if t.state == TileState::Running {
                 // The attempt still holds the port; it ends on its own.
                 (t.clone(), false)
             } else {

@@ -691,6 +691,19 @@ fn noise_lines() -> Vec<Vec<u8>> {
     lines
 }
 
+/// Split concatenated DER certificates (already checked at COMMIT).
+fn split_der(mut der: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Ok((rest, _)) = X509Certificate::from_der(der) {
+        out.push(der[..der.len() - rest.len()].to_vec());
+        der = rest;
+        if der.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -712,17 +725,4 @@ mod tests {
         assert_eq!(other_serial("SIM-0009"), "SIM-0000");
         assert_eq!(other_serial("ABC"), "ABC-2");
     }
-}
-
-/// Split concatenated DER certificates (already checked at COMMIT).
-fn split_der(mut der: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Ok((rest, _)) = X509Certificate::from_der(der) {
-        out.push(der[..der.len() - rest.len()].to_vec());
-        der = rest;
-        if der.is_empty() {
-            break;
-        }
-    }
-    out
 }

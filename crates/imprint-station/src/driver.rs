@@ -12,8 +12,6 @@ use imprint_store::{now_text, AttemptEnd, CertStatus, DeviceFacts, Intent, Recor
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The failure code of an attempt stopped by a shutdown.
-
 /// Console lines kept per attempt (the rest are counted, not stored).
 const MAX_CONSOLE_LINES: usize = 200;
 
@@ -138,8 +136,6 @@ fn cut_at_char_boundary(mut s: String, max: usize) -> String {
     }
     s
 }
-
-/// The code recorded when the station itself faulted (a panic) during an attempt.
 
 /// The text of a caught panic payload.
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
