@@ -36,7 +36,7 @@ export function PinDialog() {
         <p>The key that signs certificates is protected by a PIN. Enter it to start provisioning. It is not stored.</p>
         <input ref={ref} type="password" id="pin" data-testid="pin-input" autocomplete="off" aria-label="PIN" />
         {store.pinError.value && <p class="error" data-testid="pin-error">{store.pinError.value}</p>}
-        {technical && (
+        {technical && !store.pinError.value && (
           <details class="technical">
             <summary>Technical details</summary>
             <p>{technical}</p>

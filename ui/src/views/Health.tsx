@@ -2,7 +2,11 @@ import { useEffect } from "preact/hooks";
 import { useApp } from "../context";
 import { LEVEL_WORDS, isHealthLevel } from "../words";
 
-/** Health refreshes itself while it is shown (a status page, not provisioning progress). */
+/** Health refreshes itself while it is shown. It also reloads on `station`
+ *  and `sync` events (actions.onStationEvent / onSyncEvent), but some checks
+ *  (the signer token, the MQTT broker) change with no event at all, so this
+ *  page polls: the one timer in the UI, running only while Health is on
+ *  screen. Tile progress is never polled. */
 export const HEALTH_REFRESH_MS = 5000;
 
 export function Health() {
