@@ -4,7 +4,7 @@
 import { render } from "preact";
 import { vi } from "vitest";
 import { createActions } from "../src/actions";
-import type { Api, StationInfo } from "../src/api";
+import type { Api, HealthItemDto, StationInfo } from "../src/api";
 import { App } from "../src/App";
 import type { CentralSettings } from "../src/bindings/CentralSettings";
 import type { ModeChange } from "../src/bindings/ModeChange";
@@ -41,7 +41,16 @@ export function syncView(patch: Partial<Omit<SyncView, "backlog_records" | "quar
   return { ...NO_SYNC, configured: true, connected: true, ...rest, backlog_records: backlog_records as unknown as bigint, quarantined: quarantined as unknown as bigint };
 }
 
-export type FakeOptions = { sync?: SyncView; syncNow?: SyncView; settings?: SettingsDto; submitPin?: StationInfo; waiting?: number };
+export type FakeOptions = {
+  sync?: SyncView;
+  syncNow?: SyncView;
+  settings?: SettingsDto;
+  submitPin?: StationInfo;
+  /** What set_mode reports as still waiting. */
+  waiting?: number;
+  /** What each health() call returns (called again on every refresh). */
+  health?: () => HealthItemDto[];
+};
 
 export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO, opts: FakeOptions = {}) {
   let settings: SettingsDto = opts.settings ?? SETTINGS;
@@ -62,7 +71,7 @@ export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO, opts: F
     simulate: rec("simulate", (count: number): Attached => ({ added: count, total: count })),
     history: rec("history", () => []),
     record: rec("record", () => { throw new Error("no record"); }),
-    health: rec("health", () => []),
+    health: rec("health", () => (opts.health ? opts.health() : [])),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).
     saveSettings: rec("saveSettings", (s: SettingsDto) => {
