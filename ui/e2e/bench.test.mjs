@@ -101,7 +101,7 @@ test("with 8 devices, arrow keys move on the real grid and Enter provisions the 
   });
 });
 
-test("a non-retryable failure (weak key) shows no Retry and its full next step", async (t) => {
+test("a non-retryable failure (weak key) shows no Retry and its full next step", async () => {
   await withApp(APP, ["--simulate", "2", "--fault", "1:weak-key", "--fault", "2:silent", "--mode", "auto"], async (d, st) => {
     const tiles = await d.waitFor(async () => {
       const t = await d.tiles();
@@ -124,12 +124,9 @@ test("a non-retryable failure (weak key) shows no Retry and its full next step",
     assert.equal(detail.text, `Next step: ${hint}`);
     assert.ok(detail.visible, "the hint is on screen");
     assert.notEqual(detail.ellipsis, "ellipsis");
-    // Retry needs TileDto.retryable from the backend (ui/src/pending-bindings.ts).
-    const known = await d.exec("return document.querySelector('[data-testid=tile][data-serial=\"SIM-0001\"]').dataset.retryable ?? null");
-    if (known === null) {
-      t.skip("the backend does not send TileDto.retryable yet: Retry visibility not checked");
-      return;
-    }
+    // The backend says whether a retry can help (TileDto.retryable, on every failed tile).
+    const retryable = await d.exec("return [...document.querySelectorAll('[data-testid=tile]')].map(t => [t.dataset.serial, t.dataset.retryable ?? null])");
+    assert.deepEqual(Object.fromEntries(retryable), { "SIM-0001": "false", [silent.serial]: "true" }, "failed tiles carry data-retryable");
     assert.equal(weak.retry, false, "no Retry on a weak key");
     assert.equal(detail.retry, false, "no Retry in the detail panel");
     assert.equal(silent.retry, true, "a device that did not answer can be retried");
@@ -217,5 +214,28 @@ test("F7 asks before switching to automatic while devices wait", async () => {
     await d.keys(KEY.Enter);
     await d.waitFor(async () => (await d.tiles()).every((t) => t.state === "passed"), "both devices to pass", 60000);
     assert.match(await d.text(await d.one(d.byId("toggle-mode"))), /Automatic/);
+  });
+});
+
+test("saving Settings keeps the Bench's results (the station reopens, the tiles stay)", async () => {
+  await withApp(APP, ["--simulate", "3", "--fault", "3:weak-key", "--mode", "auto"], async (d) => {
+    const before = await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 3 && t.filter((x) => x.state === "passed").length === 2 && t.filter((x) => x.state === "failed").length === 1 ? t : null;
+    }, "two passes and one failure", 90000);
+    await d.click(await d.one(d.byId("nav-settings")));
+    await d.type(await d.one(d.byId("s-org")), "Saved Org");
+    await d.click(await d.one(d.byId("s-save")));
+    await d.waitFor(async () => {
+      const el = (await d.all(d.byId("toast")))[0];
+      return el && (await d.text(el)).includes("Settings saved");
+    }, "Settings saved");
+    await d.click(await d.one(d.byId("nav-bench")));
+    const after = await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 3 ? t : null;
+    }, "the tiles after the reopen");
+    const brief = (ts) => ts.map((x) => ({ port: x.port, slot: x.slot, state: x.state, serial: x.serial, reason: x.reason }));
+    assert.deepEqual(brief(after), brief(before), "every tile keeps its result across the reopen");
   });
 });
