@@ -52,7 +52,7 @@ test("after visiting History and coming back, a scan still lands; History filter
     assert.ok(statusContrast >= 4.5, `status filter contrast ${statusContrast.toFixed(2)} >= 4.5`);
     const row = (await d.all(`${d.byId("history-row")} td`))[0];
     await d.click(row);
-    await d.one(d.byId("record-detail"));
+    await d.waitFor(async () => (await d.all(d.byId("record-detail"))).length === 1, "the record's detail");
     assert.equal(await d.exec("return document.querySelector('[data-testid=f-serial]').value"), "SIM-0002", "the filter survives opening a record");
     // Back to the Bench with F1, from inside the filter field: the scan lands.
     await d.type(await d.one(d.byId("f-serial")), KEY.F1);
@@ -212,13 +212,22 @@ test("F7 asks before switching to automatic while devices wait", async () => {
     await d.keys(KEY.F7);
     await d.one(d.byId("confirm-dialog"));
     await d.keys(KEY.Enter);
-    await d.waitFor(async () => (await d.tiles()).every((t) => t.state === "passed"), "both devices to pass", 60000);
+    await d.waitFor(async () => (await d.tiles()).every((t) => t.state === "passed"), "both devices to pass", 60000).catch(async (e) => {
+      const toast = await d.exec("return document.querySelector('[data-testid=toast]')?.textContent ?? null");
+      throw new Error(`${e.message}; tiles: ${JSON.stringify(await d.tiles())}; toast: ${toast}`);
+    });
     assert.match(await d.text(await d.one(d.byId("toggle-mode"))), /Automatic/);
   });
 });
 
 test("saving Settings keeps the Bench's results (the station reopens, the tiles stay)", async () => {
-  await withApp(APP, ["--simulate", "3", "--fault", "3:weak-key", "--mode", "auto"], async (d) => {
+  // Manual mode: the devices are provisioned once (F5); a reopen must not start them again.
+  await withApp(APP, ["--simulate", "3", "--fault", "3:weak-key", "--mode", "manual"], async (d) => {
+    await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 3 && t.every((x) => x.state === "ready" && x.serial);
+    }, "three identified devices waiting", 60000);
+    await d.keys(KEY.F5);
     const before = await d.waitFor(async () => {
       const t = await d.tiles();
       return t.length === 3 && t.filter((x) => x.state === "passed").length === 2 && t.filter((x) => x.state === "failed").length === 1 ? t : null;
