@@ -248,3 +248,29 @@ test("saving Settings keeps the Bench's results (the station reopens, the tiles 
     assert.deepEqual(brief(after), brief(before), "every tile keeps its result across the reopen");
   });
 });
+
+test("with an unreachable central database the header shows the backlog in records, the error, and Sync now says why", async () => {
+  // Nothing listens on port 9: the center is configured but unreachable (no shared database is touched).
+  const url = "postgres://imprint_station@127.0.0.1:9/imprint";
+  const central = `\n[central]\nurl = "${url}"\nsslmode = "disable"\n`;
+  await withApp(APP, ["--simulate", "2", "--mode", "auto"], async (d) => {
+    await d.waitFor(async () => (await d.tiles()).filter((t) => t.state === "passed").length === 2, "two passes", 90000);
+    const text = (id) => d.exec(`return document.querySelector('[data-testid=${id}]')?.textContent ?? null`);
+    // The header follows `sync` events (the backend pushes a change within a second).
+    await d.waitFor(async () => (await text("sync-backlog")) === "2 records waiting to sync", "the backlog of 2 records in the header", 30000).catch(async (e) => {
+      throw new Error(`${e.message}; sync block: ${await text("sync")}`);
+    });
+    assert.equal(await text("sync-state"), "Central database: unreachable");
+    assert.equal(await d.attr(await d.one(d.byId("sync")), "data-connected"), "false");
+    const error = await text("sync-error");
+    assert.ok(error && error.length > 5, `the last error is shown while failing (${error})`);
+    await d.click(await d.one(d.byId("sync-now")));
+    await d.waitFor(async () => (await text("toast"))?.startsWith("Could not reach the central database:"), "Sync now's toast", 30000);
+    if (SHOTS) await d.screenshot(join(SHOTS, "bench-sync-failing.png"));
+    // Settings shows the [central] section as configured, with a password file path and no password field.
+    await d.click(await d.one(d.byId("nav-settings")));
+    await d.waitFor(async () => (await d.exec("return document.querySelector('[data-testid=s-central-url]')?.value ?? null")) === url, "the central URL in Settings");
+    assert.equal(await d.exec("return document.querySelector('[data-testid=s-central-sslmode]').value"), "disable");
+    assert.equal(await d.exec("return document.querySelectorAll('input[type=password]').length"), 0, "no password field in Settings");
+  }, undefined, central);
+});
