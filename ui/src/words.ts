@@ -149,6 +149,3 @@ export function isKeyAlg(s: string): s is KeyAlg {
 export function isAttemptStatus(s: string): s is AttemptStatus {
   return Object.hasOwn(STATUS_WORDS, s);
 }
-export function isHealthLevel(s: string): s is HealthLevel {
-  return Object.hasOwn(LEVEL_WORDS, s);
-}

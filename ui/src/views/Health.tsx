@@ -1,6 +1,6 @@
 import { useEffect } from "preact/hooks";
 import { useApp } from "../context";
-import { LEVEL_WORDS, isHealthLevel } from "../words";
+import { LEVEL_WORDS } from "../words";
 
 /** Health refreshes itself while it is shown. It also reloads on `station`
  *  and `sync` events (actions.onStationEvent / onSyncEvent), but some checks
@@ -28,7 +28,7 @@ export function Health() {
             <div class="card-title">
               <span class="dot" />
               <span class="card-name">{i.title}</span>
-              <span class="level">{isHealthLevel(i.level) ? LEVEL_WORDS[i.level] : i.level}</span>
+              <span class="level">{LEVEL_WORDS[i.level]}</span>
             </div>
             <div class="card-detail">{i.detail}</div>
             {i.last_error && <div class="card-error">last error: {i.last_error}</div>}
