@@ -52,7 +52,7 @@ test("after visiting History and coming back, a scan still lands; History filter
     assert.ok(statusContrast >= 4.5, `status filter contrast ${statusContrast.toFixed(2)} >= 4.5`);
     const row = (await d.all(`${d.byId("history-row")} td`))[0];
     await d.click(row);
-    await d.one(d.byId("record-detail"));
+    await d.waitFor(async () => (await d.all(d.byId("record-detail"))).length === 1, "the record's detail");
     assert.equal(await d.exec("return document.querySelector('[data-testid=f-serial]').value"), "SIM-0002", "the filter survives opening a record");
     // Back to the Bench with F1, from inside the filter field: the scan lands.
     await d.type(await d.one(d.byId("f-serial")), KEY.F1);
@@ -101,7 +101,7 @@ test("with 8 devices, arrow keys move on the real grid and Enter provisions the 
   });
 });
 
-test("a non-retryable failure (weak key) shows no Retry and its full next step", async (t) => {
+test("a non-retryable failure (weak key) shows no Retry and its full next step", async () => {
   await withApp(APP, ["--simulate", "2", "--fault", "1:weak-key", "--fault", "2:silent", "--mode", "auto"], async (d, st) => {
     const tiles = await d.waitFor(async () => {
       const t = await d.tiles();
@@ -124,12 +124,9 @@ test("a non-retryable failure (weak key) shows no Retry and its full next step",
     assert.equal(detail.text, `Next step: ${hint}`);
     assert.ok(detail.visible, "the hint is on screen");
     assert.notEqual(detail.ellipsis, "ellipsis");
-    // Retry needs TileDto.retryable from the backend (ui/src/pending-bindings.ts).
-    const known = await d.exec("return document.querySelector('[data-testid=tile][data-serial=\"SIM-0001\"]').dataset.retryable ?? null");
-    if (known === null) {
-      t.skip("the backend does not send TileDto.retryable yet: Retry visibility not checked");
-      return;
-    }
+    // The backend says whether a retry can help (TileDto.retryable, on every failed tile).
+    const retryable = await d.exec("return [...document.querySelectorAll('[data-testid=tile]')].map(t => [t.dataset.serial, t.dataset.retryable ?? null])");
+    assert.deepEqual(Object.fromEntries(retryable), { "SIM-0001": "false", [silent.serial]: "true" }, "failed tiles carry data-retryable");
     assert.equal(weak.retry, false, "no Retry on a weak key");
     assert.equal(detail.retry, false, "no Retry in the detail panel");
     assert.equal(silent.retry, true, "a device that did not answer can be retried");
@@ -215,7 +212,65 @@ test("F7 asks before switching to automatic while devices wait", async () => {
     await d.keys(KEY.F7);
     await d.one(d.byId("confirm-dialog"));
     await d.keys(KEY.Enter);
-    await d.waitFor(async () => (await d.tiles()).every((t) => t.state === "passed"), "both devices to pass", 60000);
+    await d.waitFor(async () => (await d.tiles()).every((t) => t.state === "passed"), "both devices to pass", 60000).catch(async (e) => {
+      const toast = await d.exec("return document.querySelector('[data-testid=toast]')?.textContent ?? null");
+      throw new Error(`${e.message}; tiles: ${JSON.stringify(await d.tiles())}; toast: ${toast}`);
+    });
     assert.match(await d.text(await d.one(d.byId("toggle-mode"))), /Automatic/);
   });
+});
+
+test("saving Settings keeps the Bench's results (the station reopens, the tiles stay)", async () => {
+  // Manual mode: the devices are provisioned once (F5); a reopen must not start them again.
+  await withApp(APP, ["--simulate", "3", "--fault", "3:weak-key", "--mode", "manual"], async (d) => {
+    await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 3 && t.every((x) => x.state === "ready" && x.serial);
+    }, "three identified devices waiting", 60000);
+    await d.keys(KEY.F5);
+    const before = await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 3 && t.filter((x) => x.state === "passed").length === 2 && t.filter((x) => x.state === "failed").length === 1 ? t : null;
+    }, "two passes and one failure", 90000);
+    await d.click(await d.one(d.byId("nav-settings")));
+    await d.type(await d.one(d.byId("s-org")), "Saved Org");
+    await d.click(await d.one(d.byId("s-save")));
+    await d.waitFor(async () => {
+      const el = (await d.all(d.byId("toast")))[0];
+      return el && (await d.text(el)).includes("Settings saved");
+    }, "Settings saved");
+    await d.click(await d.one(d.byId("nav-bench")));
+    const after = await d.waitFor(async () => {
+      const t = await d.tiles();
+      return t.length === 3 ? t : null;
+    }, "the tiles after the reopen");
+    const brief = (ts) => ts.map((x) => ({ port: x.port, slot: x.slot, state: x.state, serial: x.serial, reason: x.reason }));
+    assert.deepEqual(brief(after), brief(before), "every tile keeps its result across the reopen");
+  });
+});
+
+test("with an unreachable central database the header shows the backlog in records, the error, and Sync now says why", async () => {
+  // Nothing listens on port 9: the center is configured but unreachable (no shared database is touched).
+  const url = "postgres://imprint_station@127.0.0.1:9/imprint";
+  const central = `\n[central]\nurl = "${url}"\nsslmode = "disable"\n`;
+  await withApp(APP, ["--simulate", "2", "--mode", "auto"], async (d) => {
+    await d.waitFor(async () => (await d.tiles()).filter((t) => t.state === "passed").length === 2, "two passes", 90000);
+    const text = (id) => d.exec(`return document.querySelector('[data-testid=${id}]')?.textContent ?? null`);
+    // The header follows `sync` events (the backend pushes a change within a second).
+    await d.waitFor(async () => (await text("sync-backlog")) === "2 records waiting to sync", "the backlog of 2 records in the header", 30000).catch(async (e) => {
+      throw new Error(`${e.message}; sync block: ${await text("sync")}`);
+    });
+    assert.equal(await text("sync-state"), "Central database: unreachable");
+    assert.equal(await d.attr(await d.one(d.byId("sync")), "data-connected"), "false");
+    const error = await text("sync-error");
+    assert.ok(error && error.length > 5, `the last error is shown while failing (${error})`);
+    await d.click(await d.one(d.byId("sync-now")));
+    await d.waitFor(async () => (await text("toast"))?.startsWith("Could not reach the central database:"), "Sync now's toast", 30000);
+    if (SHOTS) await d.screenshot(join(SHOTS, "bench-sync-failing.png"));
+    // Settings shows the [central] section as configured, with a password file path and no password field.
+    await d.click(await d.one(d.byId("nav-settings")));
+    await d.waitFor(async () => (await d.exec("return document.querySelector('[data-testid=s-central-url]')?.value ?? null")) === url, "the central URL in Settings");
+    assert.equal(await d.exec("return document.querySelector('[data-testid=s-central-sslmode]').value"), "disable");
+    assert.equal(await d.exec("return document.querySelectorAll('input[type=password]').length"), 0, "no password field in Settings");
+  }, undefined, central);
 });

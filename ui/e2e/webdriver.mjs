@@ -24,12 +24,12 @@ function freePort() {
 }
 
 /** One isolated station: its own HOME/XDG dirs and data dir. */
-export function stationEnv() {
+export function stationEnv(extraConfig = "") {
   const home = mkdtempSync(join(tmpdir(), "imprint-e2e-"));
   const data = join(home, "data");
   mkdirSync(data, { recursive: true });
   const config = join(home, "station.toml");
-  writeFileSync(config, 'port_globs = []\nstation_id = "e2e-bench-1"\n');
+  writeFileSync(config, 'port_globs = []\nstation_id = "e2e-bench-1"\n' + extraConfig);
   return {
     home,
     data,
@@ -256,8 +256,8 @@ export class Driver {
 }
 
 /** Run `fn(driver, station)` against the app started with `args` in a window of `size`. */
-export async function withApp(app, args, fn, size = { width: 1366, height: 768 }) {
-  const st = stationEnv();
+export async function withApp(app, args, fn, size = { width: 1366, height: 768 }, extraConfig = "") {
+  const st = stationEnv(extraConfig);
   const d = new Driver();
   try {
     await d.start(st.env);

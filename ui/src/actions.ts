@@ -2,9 +2,13 @@
 // writes the result into the store; views call actions, never `api`.
 import { batch } from "@preact/signals";
 import { errorText, isApiError, type Api, type HistoryFilter, type SettingsDto } from "./api";
-import type { Mode, ScanKind, SignerErrorCode } from "./wire";
+import type { CentralSettings } from "./bindings/CentralSettings";
+import type { Mode, ScanKind, SignerErrorCode, SyncView } from "./wire";
 import type { HistoryForm, Store, View } from "./store";
-import { canProvision, canRetry, isMode } from "./words";
+import { backlogWords, canProvision, canRetry, isMode } from "./words";
+
+/** The `[central]` fields as the Settings form edits them; all empty = no central database. */
+export const NO_CENTRAL: CentralSettings = { url: "", sslmode: null, sslrootcert: null, password_file: null };
 
 export const TOAST_MS = 4000;
 
@@ -34,6 +38,46 @@ export function createActions(store: Store, api: Api) {
       store.info.value = info;
       if (!info.needs_pin) store.pinDismissed.value = false;
       return info;
+    },
+
+    /** The backend's `station` event: the station opened, failed, reopened or is stopping. */
+    async onStationEvent() {
+      try {
+        await actions.refreshInfo();
+      } catch (e) {
+        actions.toast(errorText(e));
+      }
+      await actions.refreshTiles();
+      if (store.view.peek() === "health") await actions.loadHealth();
+    },
+
+    /** The backend's `sync` event (pushed when the center's state changes; never polled). */
+    async onSyncEvent(s: SyncView) {
+      store.sync.value = s;
+      if (store.view.peek() === "health") await actions.loadHealth();
+    },
+
+    async refreshSync() {
+      try {
+        store.sync.value = await api.syncStatus();
+      } catch {
+        /* not open yet: the next `sync` event brings it */
+      }
+    },
+
+    /** The header's "Sync now": one round at once, its outcome as a toast. */
+    async syncNow() {
+      try {
+        const s = await api.syncNow();
+        store.sync.value = s;
+        actions.toast(
+          s.connected
+            ? `Synced with the central database. ${backlogWords(Number(s.backlog_records))}.`
+            : `Could not reach the central database: ${s.last_error ?? "no answer"}`,
+        );
+      } catch (e) {
+        actions.toast(`Sync failed: ${errorText(e)}`);
+      }
     },
 
     async refreshTiles() {
@@ -93,16 +137,20 @@ export function createActions(store: Store, api: Api) {
       }
     },
 
+    /** Returns what switching did (null when it failed: the toast says why). */
     async setMode(mode: Mode) {
       try {
-        await api.setMode(mode);
+        const r = await api.setMode(mode);
         await actions.refreshInfo();
+        return r;
       } catch (e) {
         actions.toast(errorText(e));
+        return null;
       }
     },
 
-    /** F7: switching to auto provisions every waiting device, so ask first when some wait. */
+    /** F7: switching to auto never starts the devices already waiting (the
+     *  backend leaves them); ask first when some wait, then provision them. */
     toggleMode() {
       const cur = store.info.value?.mode;
       const next: Mode = cur !== undefined && isMode(cur) && cur === "auto" ? "manual" : "auto";
@@ -112,11 +160,14 @@ export function createActions(store: Store, api: Api) {
           title: "Switch to automatic?",
           text: `${waiting} waiting device(s) will be provisioned now, and every device plugged in later starts at once.`,
           yes: "Switch and provision",
-          run: () => void actions.setMode(next).then(() => actions.provisionAll()),
+          run: () => void actions.setMode(next).then((r) => (r && r.waiting > 0 ? actions.provisionAll() : undefined)),
         };
         return;
       }
-      void actions.setMode(next);
+      void actions.setMode(next).then((r) => {
+        // A device that arrived since the tiles were drawn still waits: say so.
+        if (r && r.mode === "auto" && r.waiting > 0) actions.toast(`${r.waiting} device(s) still wait: press F5 to provision them`);
+      });
     },
 
     answerConfirm(yes: boolean) {
@@ -194,6 +245,15 @@ export function createActions(store: Store, api: Api) {
       }
     },
 
+    /** Edit `[central]`: every field empty means no central database (null). */
+    editCentral(patch: Partial<CentralSettings>) {
+      const d = store.settingsDraft.value;
+      if (!d) return;
+      const c = { ...(d.central ?? NO_CENTRAL), ...patch };
+      const empty = !c.url.trim() && !c.sslmode && !c.sslrootcert && !c.password_file;
+      store.settingsDraft.value = { ...d, central: empty ? null : c };
+    },
+
     editSettings(patch: Partial<SettingsDto>) {
       const d = store.settingsDraft.value;
       if (d) store.settingsDraft.value = { ...d, ...patch };
@@ -214,6 +274,7 @@ export function createActions(store: Store, api: Api) {
           store.settingsDraft.value = s;
         });
         await actions.refreshTiles();
+        await actions.refreshSync();
         actions.toast("Settings saved");
       } catch (e) {
         actions.toast(`Not saved: ${errorText(e)}`);
@@ -231,9 +292,16 @@ export function createActions(store: Store, api: Api) {
     async submitPin(pin: string) {
       store.pinError.value = "";
       try {
-        store.info.value = await api.submitPin(pin);
+        const info = await api.submitPin(pin);
+        store.info.value = info;
+        if (info.needs_pin) {
+          // A wrong or locked PIN comes back in the info, in operator words
+          // (with the tries left, as far as the token tells).
+          store.pinError.value = info.startup_error?.message ?? pinErrorWords(null);
+          return;
+        }
         await actions.refreshTiles();
-        actions.toast("Signer unlocked");
+        actions.toast(info.ready ? "Signer unlocked" : "The signer is unlocked, but the station did not start: see the Bench");
       } catch (e) {
         store.pinError.value = pinErrorWords(e);
       }

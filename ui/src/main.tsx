@@ -4,7 +4,7 @@ import { effect } from "@preact/signals";
 import { render } from "preact";
 import { getCurrentWindow } from "@tauri-apps/api/window";
 import { createActions } from "./actions";
-import { api, errorText, onBench, onStation } from "./api";
+import { api, errorText, onBench, onStation, onSync } from "./api";
 import { App } from "./App";
 import { createStore } from "./store";
 
@@ -24,9 +24,12 @@ async function boot() {
   // Tile changes are pushed by the backend (never polled) and go straight into the store.
   await onBench((ev) => store.applyBenchEvent(ev));
   // The station opens in the background and says so with a `station` event.
-  await onStation(() => void actions.refreshInfo().then(actions.refreshTiles));
+  await onStation(() => void actions.onStationEvent());
+  // The center's state (backlog, reachability) is pushed when it changes.
+  await onSync((s) => void actions.onSyncEvent(s));
   await actions.refreshInfo();
   await actions.refreshTiles();
+  await actions.refreshSync();
   if (root) render(<App store={store} actions={actions} />, root);
   document.body.dataset.ready = "true";
 }

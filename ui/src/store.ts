@@ -4,7 +4,7 @@
 // in place and leaves every input (and its focus) alone.
 import { batch, computed, signal, type Signal } from "@preact/signals";
 import type { AttemptDto, BenchEventDto, HealthItemDto, RecordDetail, SettingsDto, StationInfo } from "./api";
-import type { AttemptStatus, TileDto } from "./wire";
+import type { AttemptStatus, SyncView, TileDto } from "./wire";
 
 export type View = "bench" | "history" | "health" | "settings";
 
@@ -60,6 +60,8 @@ export function createStore() {
     /** Settings as last loaded from the station, and the operator's unsaved edits. */
     settings: signal<SettingsDto | null>(null),
     settingsDraft: signal<SettingsDto | null>(null),
+    /** The central database as last pushed by the backend (`sync` event) or fetched at start. */
+    sync: signal<SyncView | null>(null),
     confirm: signal<Confirm | null>(null),
     /** The operator closed the PIN dialog (Cancel); the header offers it again. */
     pinDismissed: signal(false),

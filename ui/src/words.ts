@@ -120,6 +120,26 @@ export const STATUS_WORDS: Record<AttemptStatus, string> = {
 };
 export const LEVEL_WORDS: Record<HealthLevel, string> = { ok: "OK", warn: "WARNING", error: "ERROR", off: "not configured" };
 
+/** `[central] sslmode` values (libpq's; the backend passes them through). Empty: the URL's own, else verify-full. */
+export const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+export const SSL_MODE_WORDS: Record<SslMode, string> = {
+  disable: "disable (no TLS)",
+  prefer: "prefer (TLS if offered)",
+  require: "require (TLS, server not checked)",
+  "verify-ca": "verify-ca (TLS, server's CA checked)",
+  "verify-full": "verify-full (TLS, CA and host name checked)",
+};
+export function isSslMode(s: string): s is SslMode {
+  return Object.hasOwn(SSL_MODE_WORDS, s);
+}
+
+/** "12 records waiting to sync" (the backlog counts records, not rows or bytes). */
+export function backlogWords(n: number): string {
+  if (n === 0) return "All records synced";
+  return `${n} record${n === 1 ? "" : "s"} waiting to sync`;
+}
+
 export function isMode(s: string): s is Mode {
   return Object.hasOwn(MODE_WORDS, s);
 }
@@ -128,7 +148,4 @@ export function isKeyAlg(s: string): s is KeyAlg {
 }
 export function isAttemptStatus(s: string): s is AttemptStatus {
   return Object.hasOwn(STATUS_WORDS, s);
-}
-export function isHealthLevel(s: string): s is HealthLevel {
-  return Object.hasOwn(LEVEL_WORDS, s);
 }

@@ -4,25 +4,56 @@
 import { render } from "preact";
 import { vi } from "vitest";
 import { createActions } from "../src/actions";
-import type { Api, StationInfo } from "../src/api";
+import type { Api, HealthItemDto, StationInfo } from "../src/api";
 import { App } from "../src/App";
-import type { TileDto } from "../src/wire";
+import type { CentralSettings } from "../src/bindings/CentralSettings";
+import type { ModeChange } from "../src/bindings/ModeChange";
+import type { ScanResult } from "../src/bindings/ScanResult";
+import type { SettingsDto } from "../src/bindings/SettingsDto";
+import type { Attached } from "../src/bindings/Attached";
+import type { Mode, SyncView, TileDto } from "../src/wire";
 import { createStore } from "../src/store";
 
 export const INFO: StationInfo = {
   station_id: "unit-1", development: true, ready: true, needs_pin: false, startup_error: null, signer_uri: "",
   signer_kind: "dev", ca_subject: "CN=dev", data_dir: "/tmp/x", log_dir: "/tmp/x/logs", mode: "manual", batch: null, simulated: 0,
+  stopping: false,
 };
 
 export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
     port: `/dev/pts/${100 + slot}`, slot, state: "ready", present: true, device_serial: `SIM-${String(slot).padStart(4, "0")}`,
-    stage: "ready (blank)", percent: 0, attempt_id: null, cert_serial: null, resumed: false, code: null, reason: null, hint: null,
+    device_state: "blank", stage: "", percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
+    code: null, reason: null, hint: null, retryable: false,
     ...patch,
   };
 }
 
-export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO) {
+/** The center as `sync_status` reports it when `[central]` is not configured. */
+export const NO_SYNC: SyncView = {
+  configured: false, connected: false, backlog_records: 0 as unknown as bigint, last_success_at: null, last_error: null,
+  retry_in_ms: null, quarantined: 0 as unknown as bigint,
+};
+
+/** A SyncView as the backend sends it: u64 fields arrive as JSON numbers (ts-rs types them bigint). */
+export function syncView(patch: Partial<Omit<SyncView, "backlog_records" | "quarantined">> & { backlog_records?: number; quarantined?: number } = {}): SyncView {
+  const { backlog_records = 0, quarantined = 0, ...rest } = patch;
+  return { ...NO_SYNC, configured: true, connected: true, ...rest, backlog_records: backlog_records as unknown as bigint, quarantined: quarantined as unknown as bigint };
+}
+
+export type FakeOptions = {
+  sync?: SyncView;
+  syncNow?: SyncView;
+  settings?: SettingsDto;
+  submitPin?: StationInfo;
+  /** What set_mode reports as still waiting. */
+  waiting?: number;
+  /** What each health() call returns (called again on every refresh). */
+  health?: () => HealthItemDto[];
+};
+
+export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO, opts: FakeOptions = {}) {
+  let settings: SettingsDto = opts.settings ?? SETTINGS;
   const calls: { name: string; args: unknown[] }[] = [];
   const rec = <T,>(name: string, result: (...a: never[]) => T) =>
     vi.fn(async (...args: unknown[]) => {
@@ -34,25 +65,36 @@ export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO) {
     benchTiles: rec("benchTiles", () => tiles),
     provision: rec("provision", () => undefined),
     provisionAll: rec("provisionAll", () => 0),
-    setMode: rec("setMode", () => "auto"),
+    setMode: rec("setMode", (mode: Mode): ModeChange => ({ mode, waiting: opts.waiting ?? 0 })),
     setBatch: rec("setBatch", () => null),
-    scan: rec("scan", () => ({ kind: "batch", message: "work order set", port: null })),
-    simulate: rec("simulate", () => 0),
+    scan: rec("scan", (code: string): ScanResult => ({ kind: "work_order", message: "work order set", port: null, work_order: code })),
+    simulate: rec("simulate", (count: number): Attached => ({ added: count, total: count })),
     history: rec("history", () => []),
     record: rec("record", () => { throw new Error("no record"); }),
-    health: rec("health", () => []),
-    getSettings: rec("getSettings", () => SETTINGS),
-    saveSettings: rec("saveSettings", () => info),
-    submitPin: rec("submitPin", () => info),
+    health: rec("health", () => (opts.health ? opts.health() : [])),
+    getSettings: rec("getSettings", () => settings),
+    // Saving applies what was sent, as the backend does (its own tests pin the file round trip).
+    saveSettings: rec("saveSettings", (s: SettingsDto) => {
+      settings = s;
+      return info;
+    }),
+    submitPin: rec("submitPin", () => opts.submitPin ?? info),
     openLogFolder: rec("openLogFolder", () => "/tmp/x/logs"),
-  } as unknown as Api;
+    syncStatus: rec("syncStatus", () => opts.sync ?? NO_SYNC),
+    syncNow: rec("syncNow", () => opts.syncNow ?? opts.sync ?? NO_SYNC),
+  } satisfies Record<keyof Api, unknown> as unknown as Api;
   return { api, calls, called: (name: string) => calls.filter((c) => c.name === name) };
 }
 
-export const SETTINGS = {
-  signer: "", baud: 115200, port_globs: ["/dev/serial/by-id/*"], system_ports: false, mode: "manual", batch: null,
+export const SETTINGS: SettingsDto = {
+  signer: "", baud: 115200, port_globs: ["/dev/serial/by-id/*"], system_ports: false, mode: "manual",
   station_id: "unit-1", profile_name: "default", validity_days: 365, organization: null, device_key: "p256",
-  lock_device: true, config_path: "/tmp/x/station.toml",
+  lock_device: true, central: null, config_path: "/tmp/x/station.toml",
+};
+
+export const CENTRAL: CentralSettings = {
+  url: "postgres://imprint_station@central.example:5432/imprint", sslmode: "verify-full",
+  sslrootcert: "/etc/imprint/central-ca.pem", password_file: "/etc/imprint/central.pass",
 };
 
 /** Let signals, Preact's re-render queue and pending promises settle. */
@@ -60,14 +102,15 @@ export async function flush(times = 3) {
   for (let i = 0; i < times; i++) await new Promise((r) => setTimeout(r, 0));
 }
 
-export async function mount(tiles: TileDto[] = [], info: StationInfo = INFO) {
+export async function mount(tiles: TileDto[] = [], info: StationInfo = INFO, opts: FakeOptions = {}) {
   document.body.innerHTML = '<div id="app"></div>';
   const root = document.getElementById("app")!;
-  const fake = fakeApi(tiles, info);
+  const fake = fakeApi(tiles, info, opts);
   const store = createStore();
   const actions = createActions(store, fake.api);
   await actions.refreshInfo();
   await actions.refreshTiles();
+  await actions.refreshSync();
   render(<App store={store} actions={actions} />, root);
   await flush();
   const unmount = () => render(null, root);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createStore } from "../src/store";
-import { tile } from "./helpers";
+import { SETTINGS, tile } from "./helpers";
 
 describe("store", () => {
   it("a tile event updates its tile in place; the order changes only when tiles come, go or move", () => {
@@ -38,7 +38,7 @@ describe("store", () => {
   it("settings are dirty only when the draft differs from what was loaded", () => {
     const s = createStore();
     expect(s.settingsDirty.value).toBe(false);
-    const loaded = { signer: "", baud: 115200, port_globs: [], system_ports: false, mode: "manual", batch: null, station_id: "a", profile_name: "p", validity_days: 1, organization: null, device_key: "p256", lock_device: true, config_path: "/x" };
+    const loaded = { ...SETTINGS };
     s.settings.value = loaded;
     s.settingsDraft.value = loaded;
     expect(s.settingsDirty.value).toBe(false);

@@ -47,11 +47,11 @@ describe("History detail", () => {
     const hint = "The device sent a CSR the station must refuse; it gets no certificate. Set it aside for QA.";
     const attempt = {
       id: "a1", port: "/dev/pts/101", started_at: "2026-11-30T03:00:00Z", finished_at: "2026-11-30T03:00:01Z", status: "failed", stage: "issue",
-      code: "key_not_allowed", reason: "CSR refused: the device key is RSA-1024", hint, device_serial: "SIM-0001", model: "sim", fw_version: "1",
-      batch: null, cert_serial: null, resumed: false,
+      code: "key_not_allowed", reason: "CSR refused: the device key is RSA-1024", hint, retryable: false, device_serial: "SIM-0001", model: "sim",
+      hw_rev: "A1", fw_version: "1", fw_hash: null, chip_uid: null, batch: null, spki_sha256: null, cert_serial: null, cert_status: null, resumed: false,
     };
     m.store.history.value = [attempt];
-    m.store.detail.value = { attempt, hw_rev: "A1", fw_hash: null, chip_uid: null, steps: [], certificate: null };
+    m.store.detail.value = { attempt, steps: [], certificate: null };
     key("F2");
     await flush();
     expect($("record-hint")?.textContent).toBe(hint);
@@ -85,7 +85,7 @@ describe("Settings", () => {
 
 describe("PIN dialog", () => {
   it("has Cancel and operator wording; the technical text is folded away", async () => {
-    const m = await mount([], { ...INFO, ready: false, needs_pin: true, startup_error: { code: "signer_pin_required", message: "set IMPRINT_PIN or pin-source" } });
+    const m = await mount([], { ...INFO, ready: false, needs_pin: true, startup_error: { code: "signer_pin_rejected", message: "set IMPRINT_PIN or pin-source" } });
     cleanup = m.unmount;
     const dialog = $("pin-dialog")!;
     const main = [...dialog.querySelectorAll("h2, form > p")].map((e) => e.textContent).join(" ");

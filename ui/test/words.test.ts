@@ -19,26 +19,40 @@ describe("stage words", () => {
     expect(new Set(ALL_STAGES.map(stageWords)).size).toBe(ALL_STAGES.length);
   });
 
-  it("waiting tiles say what the device is, not 'ready (blank)'", () => {
-    expect(parseStage("ready (locked)")).toEqual({ kind: "waiting", device: "locked" });
-    expect(parseStage("ready")).toEqual({ kind: "waiting", device: null });
-    expect(stageText("ready (blank)")).toBe("Waiting: new device");
-    expect(stageText("ready (keyed)")).toBe("Waiting: has a key, no certificate yet");
+  it("waiting tiles say what the device is (device_state), not a raw stage", () => {
+    expect(parseStage("", "locked")).toEqual({ kind: "waiting", device: "locked" });
+    expect(parseStage("", null)).toEqual({ kind: "waiting", device: null });
+    expect(parseStage("keygen")).toEqual({ kind: "stage", stage: "keygen" });
+    expect(stageText("", "blank")).toBe("Waiting: new device");
+    expect(stageText("", "keyed")).toBe("Waiting: has a key, no certificate yet");
+    expect(stageText("", "something new")).toBe("Waiting");
     expect(stageText("hello")).toBe("Connecting");
     expect(stageText("something new")).toBe("something new");
+    expect(tileLine(tile(1))).toBe("Waiting: new device");
   });
 
-  it("a provisioned and locked device shows as provisioned, not READY", () => {
-    expect(bigWord(tile(1, { stage: "ready (locked)" }))).toBe("PROVISIONED");
-    expect(bigWord(tile(1, { stage: "ready (blank)" }))).toBe("READY");
-    expect(bigWord(tile(1, { stage: "ready (blank)", provisioned: true }))).toBe("PROVISIONED");
+  it("a provisioned and locked device shows as PROVISIONED, not READY", () => {
+    expect(bigWord(tile(1, { device_state: "locked" }))).toBe("PROVISIONED");
+    expect(bigWord(tile(1, { device_state: "provisioned" }))).toBe("PROVISIONED");
+    expect(bigWord(tile(1, { device_state: "blank" }))).toBe("READY");
+    expect(bigWord(tile(1, { device_state: null }))).toBe("READY");
+    // Manual mode: the backend identified it as already locked.
+    const p = tile(1, { state: "provisioned", device_state: "locked" });
+    expect(bigWord(p)).toBe("PROVISIONED");
+    expect(tileLine(p)).toContain("Already provisioned");
   });
 
-  it("a re-check is shown as a re-check, not 'PASS (re-sent)'", () => {
-    const t = tile(1, { state: "passed", resumed: true, cert_serial: "0A1B", stage: "done", percent: 100 });
+  it("a re-check is shown as RE-CHECKED (from recheck), not 'PASS (re-sent)'", () => {
+    const t = tile(1, { state: "passed", recheck: true, cert_serial: "0A1B", stage: "done", percent: 100 });
     expect(bigWord(t)).toBe("RE-CHECKED");
     expect(tileLine(t)).toContain("Re-check passed");
     expect(tileLine(t)).not.toContain("re-sent");
+  });
+
+  it("a resumed pass (certificate written again) is a PASS, not a re-check", () => {
+    const t = tile(1, { state: "passed", resumed: true, cert_serial: "0A1B", stage: "done", percent: 100 });
+    expect(bigWord(t)).toBe("PASS");
+    expect(tileLine(t)).toBe("Certificate 0A1B (issued earlier, written again)");
   });
 
   it("a failure names the stage in words", () => {

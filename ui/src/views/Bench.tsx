@@ -5,6 +5,7 @@ import { useComputed, useSignal, useSignalEffect } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import { isEditable, useApp } from "../context";
 import { columnsFor } from "../grid";
+import type { TileState } from "../bindings/TileState";
 import { MODE_WORDS, isMode } from "../words";
 import { Tile, TileDetail } from "./Tile";
 
@@ -22,14 +23,14 @@ export function focusScan(force = false) {
 function Counts() {
   const { store } = useApp();
   const counts = useComputed(() => {
-    const c = { passed: 0, failed: 0, running: 0, ready: 0, gone: 0 };
+    const c: Record<TileState, number> = { passed: 0, failed: 0, running: 0, ready: 0, provisioned: 0, gone: 0 };
     for (const t of store.tileList()) c[t.state] += 1;
     return c;
   });
   const c = counts.value;
   return (
     <span class="counts" data-testid="counts">
-      {c.passed} pass · {c.failed} fail · {c.running} working · {c.ready} waiting{c.gone ? ` · ${c.gone} unplugged` : ""}
+      {c.passed} pass · {c.failed} fail · {c.running} working · {c.ready} waiting{c.provisioned ? ` · ${c.provisioned} already provisioned` : ""}{c.gone ? ` · ${c.gone} unplugged` : ""}
     </span>
   );
 }

@@ -1,6 +1,6 @@
 // Modal dialogs: the signer PIN and confirmations (F7 to automatic). While
 // one is open it holds the focus ([data-modal]); Escape cancels.
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef } from "preact/hooks";
 import type { Confirm } from "../store";
 import { useApp } from "../context";
 import { focusScan } from "./Bench";
@@ -14,7 +14,9 @@ function useFocusBackOnClose() {
 export function PinDialog() {
   const { store, actions } = useApp();
   const ref = useRef<HTMLInputElement>(null);
-  useEffect(() => ref.current?.focus(), []);
+  // Layout effect: the PIN field has the focus the moment the dialog is on
+  // screen, so a key pressed right away (Escape, the PIN) reaches it.
+  useLayoutEffect(() => ref.current?.focus(), []);
   useFocusBackOnClose();
   const submit = () => {
     const el = ref.current;
@@ -36,7 +38,7 @@ export function PinDialog() {
         <p>The key that signs certificates is protected by a PIN. Enter it to start provisioning. It is not stored.</p>
         <input ref={ref} type="password" id="pin" data-testid="pin-input" autocomplete="off" aria-label="PIN" />
         {store.pinError.value && <p class="error" data-testid="pin-error">{store.pinError.value}</p>}
-        {technical && (
+        {technical && !store.pinError.value && (
           <details class="technical">
             <summary>Technical details</summary>
             <p>{technical}</p>
@@ -60,7 +62,9 @@ export function ConfirmDialog() {
 function ConfirmModal({ c }: { c: Confirm }) {
   const { actions } = useApp();
   const yes = useRef<HTMLButtonElement>(null);
-  useEffect(() => yes.current?.focus(), [c]);
+  // Layout effect, not effect: a key pressed as soon as the question shows
+  // (Escape, Enter on a loaded machine) must reach the dialog, not the scan field.
+  useLayoutEffect(() => yes.current?.focus(), [c]);
   useFocusBackOnClose();
   return (
     <div class="modal" data-modal data-testid="confirm-dialog" onKeyDown={(e) => e.key === "Escape" && actions.answerConfirm(false)}>

@@ -1,5 +1,6 @@
 import { useApp } from "../context";
 import type { View } from "../store";
+import { backlogWords } from "../words";
 
 const NAV: { view: View; label: string; key: string }[] = [
   { view: "bench", label: "Bench", key: "F1" },
@@ -7,6 +8,26 @@ const NAV: { view: View; label: string; key: string }[] = [
   { view: "health", label: "Health", key: "F3" },
   { view: "settings", label: "Settings", key: "F4" },
 ];
+
+/** The central database, when `[central]` is configured: reachability, the
+ *  backlog in records, the last error only while failing, and Sync now.
+ *  Updated from `sync` events (no polling). */
+export function SyncStatus() {
+  const { store, actions } = useApp();
+  const s = store.sync.value;
+  if (!s || !s.configured) return null;
+  const backlog = Number(s.backlog_records);
+  const quarantined = Number(s.quarantined);
+  return (
+    <div class={`sync ${s.connected ? "ok" : "failing"}`} data-testid="sync" data-connected={String(s.connected)}>
+      <span class="sync-state" data-testid="sync-state">{s.connected ? "Central database: connected" : "Central database: unreachable"}</span>
+      <span data-testid="sync-backlog">{backlogWords(backlog)}</span>
+      {quarantined > 0 && <span class="warn" data-testid="sync-quarantined">{quarantined} set aside (conflict with the center)</span>}
+      {!s.connected && s.last_error && <span class="sync-error" data-testid="sync-error" title={s.last_error}>{s.last_error}</span>}
+      <button data-testid="sync-now" onClick={() => void actions.syncNow()}>Sync now</button>
+    </div>
+  );
+}
 
 export function Header() {
   const { store, actions } = useApp();
@@ -29,6 +50,8 @@ export function Header() {
         ))}
       </nav>
       <div class="meta">
+        {i?.stopping && <span class="warn" data-testid="stopping">Stopping: finishing the devices in progress</span>}
+        <SyncStatus />
         {i?.needs_pin && store.pinDismissed.value && (
           <button class="warn-btn" data-testid="pin-reopen" onClick={() => actions.showPin()}>
             Signer locked: enter PIN

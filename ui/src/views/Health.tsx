@@ -1,8 +1,12 @@
 import { useEffect } from "preact/hooks";
 import { useApp } from "../context";
-import { LEVEL_WORDS, isHealthLevel } from "../words";
+import { LEVEL_WORDS } from "../words";
 
-/** Health refreshes itself while it is shown (a status page, not provisioning progress). */
+/** Health refreshes itself while it is shown. It also reloads on `station`
+ *  and `sync` events (actions.onStationEvent / onSyncEvent), but some checks
+ *  (the signer token, the MQTT broker) change with no event at all, so this
+ *  page polls: the one timer in the UI, running only while Health is on
+ *  screen. Tile progress is never polled. */
 export const HEALTH_REFRESH_MS = 5000;
 
 export function Health() {
@@ -24,7 +28,7 @@ export function Health() {
             <div class="card-title">
               <span class="dot" />
               <span class="card-name">{i.title}</span>
-              <span class="level">{isHealthLevel(i.level) ? LEVEL_WORDS[i.level] : i.level}</span>
+              <span class="level">{LEVEL_WORDS[i.level]}</span>
             </div>
             <div class="card-detail">{i.detail}</div>
             {i.last_error && <div class="card-error">last error: {i.last_error}</div>}

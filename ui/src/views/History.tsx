@@ -87,7 +87,7 @@ function Record({ d }: { d: RecordDetail }) {
         <dt>port</dt>
         <dd>{a.port}</dd>
         <dt>device</dt>
-        <dd>{`${a.model ?? ""} hw ${d.hw_rev ?? ""} fw ${a.fw_version ?? ""}`}</dd>
+        <dd>{`${a.model ?? ""} hw ${a.hw_rev ?? ""} fw ${a.fw_version ?? ""}`}</dd>
         <dt>work order</dt>
         <dd>{a.batch ?? "none"}</dd>
         {a.stage && (

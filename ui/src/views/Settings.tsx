@@ -4,7 +4,8 @@ import type { ComponentChildren } from "preact";
 import type { SettingsDto } from "../api";
 import { useApp } from "../context";
 import type { KeyAlg, Mode } from "../wire";
-import { KEY_ALG_WORDS, MODE_WORDS, isKeyAlg, isMode } from "../words";
+import { NO_CENTRAL } from "../actions";
+import { KEY_ALG_WORDS, MODE_WORDS, SSL_MODES, SSL_MODE_WORDS, isKeyAlg, isMode, isSslMode } from "../words";
 
 const MODES = Object.keys(MODE_WORDS) as Mode[];
 const KEY_ALGS = Object.keys(KEY_ALG_WORDS) as KeyAlg[];
@@ -28,6 +29,8 @@ export function Settings() {
     <input id={id} data-testid={id} type={type} value={value} onInput={(e) => onValue(e.currentTarget.value)} />
   );
   const dirty = store.settingsDirty.value;
+  const c = s.central ?? NO_CENTRAL;
+  const central = (patch: Parameters<typeof actions.editCentral>[0]) => actions.editCentral(patch);
   return (
     <section class="settings" data-testid="view-settings">
       <form
@@ -54,7 +57,6 @@ export function Settings() {
             {MODES.map((m) => <option key={m} value={m}>{MODE_WORDS[m]}</option>)}
           </select>
         </Row>
-        <Row label="Work order">{text("s-batch", s.batch ?? "", (v) => edit({ batch: v || null }))}</Row>
         <Row label="Station id">{text("s-station", s.station_id, (v) => edit({ station_id: v }))}</Row>
         <h3>Certificate profile</h3>
         <Row label="Validity (days)">{text("s-validity", String(s.validity_days), (v) => edit({ validity_days: Number(v) }), "number")}</Row>
@@ -66,6 +68,22 @@ export function Settings() {
         </Row>
         <Row label="Lock device after pass">
           <input id="s-lock" data-testid="s-lock" type="checkbox" checked={s.lock_device} onChange={(e) => edit({ lock_device: e.currentTarget.checked })} />
+        </Row>
+        <h3>Central database</h3>
+        <Row label="URL" note="postgres://role@host:5432/database, without a password. Empty: no central database (records stay on this station).">
+          {text("s-central-url", c.url, (v) => central({ url: v }))}
+        </Row>
+        <Row label="TLS mode" note="Empty: the URL's own sslmode, else verify-full.">
+          <select id="s-central-sslmode" data-testid="s-central-sslmode" value={c.sslmode ?? ""} onChange={(e) => { const v = e.currentTarget.value; central({ sslmode: isSslMode(v) ? v : null }); }}>
+            <option value="">(default)</option>
+            {SSL_MODES.map((m) => <option key={m} value={m}>{SSL_MODE_WORDS[m]}</option>)}
+          </select>
+        </Row>
+        <Row label="CA certificate file" note="PEM file with the CA that signed the database server's certificate.">
+          {text("s-central-ca", c.sslrootcert ?? "", (v) => central({ sslrootcert: v || null }))}
+        </Row>
+        <Row label="Password file" note="The path of a file holding the password, never the password itself (the file should be readable by this station only).">
+          {text("s-central-password-file", c.password_file ?? "", (v) => central({ password_file: v || null }))}
         </Row>
         <div class="actions">
           <button type="submit" data-testid="s-save" disabled={!dirty}>Save</button>
