@@ -102,6 +102,16 @@ impl Run<'_> {
         }
     }
 
+    /// Record how the attempt failed as its last step.
+    fn note_failure(&mut self, f: &Failure) {
+        self.notes.push(StepRow {
+            at: now_text(),
+            stage: f.stage.as_str().into(),
+            kind: "failed".into(),
+            detail: format!("{}: {}", f.code, f.reason),
+        });
+    }
+
     fn report(&self, status: ProgressStatus) {
         if let Some(p) = self.progress {
             p(&Progress {
@@ -201,12 +211,7 @@ fn attempt(
                 cut_at_char_boundary(format!("internal fault in the station: {}", panic_text(payload.as_ref())), 500),
             );
             tracing::error!(stage = f.stage.as_str(), reason = %f.reason, "internal fault during an attempt");
-            run.notes.push(StepRow {
-                at: now_text(),
-                stage: f.stage.as_str().into(),
-                kind: "failed".into(),
-                detail: format!("{}: {}", f.code, f.reason),
-            });
+            run.note_failure(&f);
             Outcome::Failed(f)
         }
     };
@@ -294,12 +299,7 @@ fn refuse_while_signer_offline(run: &mut Run<'_>) -> Option<Failure> {
         ),
     );
     tracing::warn!(code = %f.code, reason = %f.reason, "device not started: signer unreachable");
-    run.notes.push(StepRow {
-        at: now_text(),
-        stage: f.stage.as_str().into(),
-        kind: "failed".into(),
-        detail: format!("{}: {}", f.code, f.reason),
-    });
+    run.note_failure(&f);
     Some(f)
 }
 
@@ -418,12 +418,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
             Action::Finish(outcome) => {
                 run.take_session_notes(&mut session);
                 if let Outcome::Failed(f) = &outcome {
-                    run.notes.push(StepRow {
-                        at: now_text(),
-                        stage: f.stage.as_str().into(),
-                        kind: "failed".into(),
-                        detail: format!("{}: {}", f.code, f.reason),
-                    });
+                    run.note_failure(f);
                 }
                 return outcome;
             }
@@ -445,12 +440,7 @@ fn stopping(run: &mut Run<'_>, next: &Action) -> Outcome {
     );
     run.ctx.inflight.note_stopped();
     tracing::info!(stage = run.last_stage.as_str(), "attempt stopped at a safe point: the station is stopping");
-    run.notes.push(StepRow {
-        at: now_text(),
-        stage: f.stage.as_str().into(),
-        kind: "failed".into(),
-        detail: format!("{}: {}", f.code, f.reason),
-    });
+    run.note_failure(&f);
     Outcome::Failed(f)
 }
 
