@@ -21,7 +21,10 @@ test("a WO: scan typed key by key while 16 simulated devices stream progress arr
   const args = ["--simulate", "16", "--mode", "auto", ...Array.from({ length: 16 }, (_, i) => ["--fault", `${i + 1}:slow-ms=300`]).flat()];
   await withApp(APP, args, async (d) => {
     await d.waitFor(async () => (await d.tiles()).filter((t) => t.state === "running").length >= 8, "devices streaming progress", 60000);
-    assert.equal(await d.focused(), "scan-input", `the scan field has the focus on the Bench (document.hasFocus: ${await d.exec("return document.hasFocus()")})`);
+    // The focus is given back asynchronously (after a render): wait for it, bounded.
+    await d.waitFor(async () => (await d.focused()) === "scan-input", "the scan field to have the focus on the Bench", 10000).catch(async (e) => {
+      throw new Error(`${e.message} (focused: ${await d.focused()}, document.hasFocus: ${await d.exec("return document.hasFocus()")})`);
+    });
     const code = "WO:LOT-2026-0042-ABCDEFGH";
     // One WebDriver round trip per character: tile events arrive between every two keystrokes.
     for (const ch of code) await d.keys(ch);
@@ -207,7 +210,7 @@ test("F7 asks before switching to automatic while devices wait", async () => {
     await d.waitFor(async () => (await d.all(d.byId("confirm-dialog"))).length === 0, "the question to close");
     assert.ok((await d.tiles()).every((t) => t.state === "ready"), "nothing was provisioned");
     assert.match(await d.text(await d.one(d.byId("toggle-mode"))), /Manual/);
-    assert.equal(await d.focused(), "scan-input", "the scan field has the focus again");
+    await d.waitFor(async () => (await d.focused()) === "scan-input", "the scan field has the focus again");
     // F7, Enter: switch, and the waiting devices are provisioned.
     await d.keys(KEY.F7);
     await d.one(d.byId("confirm-dialog"));
