@@ -199,6 +199,10 @@ test("F7 asks before switching to automatic while devices wait", async () => {
       const t = await d.tiles();
       return t.length === 2 && t.every((x) => x.state === "ready" && x.serial);
     }, "two identified devices waiting", 60000);
+    // The operator's window has the keyboard: click into it first (under
+    // Xvfb on a loaded machine the window sometimes starts without focus,
+    // and WebKit then drops the key).
+    await d.click(await d.one(d.byId("scan-input")));
     await d.keys(KEY.F7);
     const text = await d.waitFor(async () => {
       const el = (await d.all(d.byId("confirm-dialog")))[0];
