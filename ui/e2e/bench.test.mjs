@@ -91,6 +91,8 @@ test("with 8 devices, arrow keys move on the real grid and Enter provisions the 
       return { port: under[0] ? under[0].port : null, cols: tiles.filter(t => Math.abs(t.r.top - first.top) < 2).length };
     `);
     assert.ok(below.port, "the grid has a second row");
+    // The operator's keyboard goes to this window (click into it first).
+    await d.click(await d.one(d.byId("scan-input")));
     await d.keys(KEY.ArrowRight);
     let sel = (await d.tiles()).find((t) => t.selected);
     assert.equal(sel.slot, 1, "the first arrow selects tile 1");

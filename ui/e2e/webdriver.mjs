@@ -264,6 +264,11 @@ export async function withApp(app, args, fn, size = { width: 1366, height: 768 }
     await d.session(app, args);
     await d.setSize(size.width, size.height);
     await d.waitFor(() => d.exec("return document.body.dataset.ready === 'true'"), "the UI to be ready", 30000);
+    // Give the window the keyboard, as a desktop does for a newly opened
+    // window (Xvfb has no window manager to do it; without it WebKit may
+    // drop keys on a loaded machine).
+    const handle = await d.req("GET", d.s("/window")).catch(() => null);
+    if (handle) await d.req("POST", d.s("/window"), { handle }).catch(() => undefined);
     await fn(d, st);
   } finally {
     await d.stop();
