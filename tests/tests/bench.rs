@@ -150,3 +150,51 @@ replug_tests! {
     replug_at_step_17: 17,
     replug_at_step_18: 18,
 }
+
+/// Saving Settings reopens the station: an attempt in flight stops at its
+/// next safe point and the device is provisioned to the end by the reopened
+/// station (not left failed with `station_stopping`); finished tiles keep
+/// their results.
+#[test]
+fn saving_settings_mid_attempt_resumes_the_device_on_the_reopened_station() {
+    use imprint_api::{Api, ApiOptions};
+    let ts = TestStation::new();
+    let links = ts.dir.path().join("slots");
+    std::fs::create_dir_all(&links).unwrap();
+    let mut cfg = ts.cfg.clone();
+    cfg.port_globs = vec![format!("{}/*", links.display())];
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let api = Api::new(
+        ApiOptions::new(cfg, ts.dir.path().join("station.toml")),
+        Arc::new(move |_| {
+            let _ = tx.lock().unwrap().send(());
+        }),
+    );
+    api.start(None).unwrap();
+    let mut c = SimConfig::new("REOPEN-0001").with_link_dir(&links);
+    c.keygen_ms = 3_000;
+    let _d = SimDevice::spawn(c).unwrap();
+    let wait = |what: &str, pred: &dyn Fn(&[Tile]) -> bool| loop {
+        let tiles = api.tiles().unwrap_or_default();
+        if pred(&tiles) {
+            return;
+        }
+        rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("timed out waiting for: {what}; tiles: {tiles:#?}"));
+    };
+    wait("the device making its key", &|t| t.len() == 1 && t[0].stage == "keygen");
+    let mut s = api.settings();
+    s.validity_days = 400;
+    let info = api.save_settings(&s).unwrap();
+    assert!(info.ready, "{info:?}");
+    wait("the device to pass on the reopened station", &|t| t.len() == 1 && t[0].state == TileState::Passed);
+    let store = imprint_api::open_store(&api.config()).unwrap();
+    let rows = store.attempts(&Default::default()).unwrap();
+    let codes: Vec<_> = rows.iter().map(|a| (a.status.to_string(), a.code.as_ref().map(|c| c.to_string()))).collect();
+    assert_eq!(
+        codes,
+        [("passed".to_string(), None), ("failed".to_string(), Some("station_stopping".to_string()))],
+        "stopped at a safe point, then resumed: {rows:#?}"
+    );
+    api.shutdown();
+}

@@ -210,6 +210,13 @@ impl Api {
         if self.inner.stopping.load(Ordering::Relaxed) {
             return Err(ApiError::new(ErrorCode::NotReady, "the station is stopping"));
         }
+        // The old station first stops its attempts at their next safe point
+        // (they resume on the reopened one), then its engine and workers go;
+        // its shutdown releases the data dir lock for the new station.
+        let old = lock(&self.inner.station).take();
+        if let Some(st) = &old {
+            st.shutdown_token().drain();
+        }
         let previous = match lock(&self.inner.bench).take() {
             Some(b) => {
                 b.stop();
@@ -217,8 +224,7 @@ impl Api {
             }
             None => Vec::new(),
         };
-        if let Some(st) = lock(&self.inner.station).take() {
-            // Releases the data dir lock, so the new station can take it.
+        if let Some(st) = old {
             let r = st.shutdown(imprint_station::DRAIN_WITHIN);
             tracing::info!(report = %r, "station reopened");
         }

@@ -344,7 +344,9 @@ impl Bench {
             let t = tiles.entry(port.to_string()).or_insert_with(|| Tile::new(port, slot));
             t.present = true;
             let carried = lock(&self.inner.carried).remove(port);
-            if carried && (t.finished() || t.state == TileState::Provisioned) {
+            // A device whose attempt the reopen stopped resumes; other results stay.
+            let stopped_by_reopen = t.code.as_deref() == Some(imprint_proto::FailureCode::StationStopping.as_str());
+            if carried && !stopped_by_reopen && (t.finished() || t.state == TileState::Provisioned) {
                 // The same device, still attached, after the station was
                 // reopened (Settings saved): keep its result on the tile.
                 (t.clone(), false)
