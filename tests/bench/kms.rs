@@ -60,6 +60,7 @@ fn issue_all(
     nonce: &[u8; 32],
     all: &[(String, Vec<u8>, Vec<u8>)],
     producers: usize,
+    ca_not_after: time::OffsetDateTime,
 ) -> (f64, Vec<f64>) {
     let start = Instant::now();
     let lat = std::sync::Mutex::new(Vec::new());
@@ -70,7 +71,7 @@ fn issue_all(
             s.spawn(move || {
                 for (serial, spki, csr) in chunk {
                     let checked = issuance::check_csr(csr, serial, spki, nonce, profile).unwrap();
-                    let plan = issuance::plan(profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc()).unwrap();
+                    let plan = issuance::plan(profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap();
                     let t = Instant::now();
                     let cert = worker.issue(plan).unwrap();
                     let d = t.elapsed().as_secs_f64();
@@ -97,6 +98,7 @@ fn main() {
     let mut raw = KmsSigner::open(&uri).unwrap();
     let mut root_signer = KmsSigner::open(&uri).unwrap();
     let root = imprint_core::ca::self_signed_root(&mut root_signer, &imprint_core::ca::CaSubject::new("KMS Bench CA"), 365, false).unwrap();
+    let ca_not_after = imprint_core::ca::chain_validity(std::slice::from_ref(&root)).unwrap().not_after;
     let profile = Profile::default();
     let nonce = [7u8; 32];
     let all = csrs(issue_n.max(limited_n), &nonce);
@@ -119,7 +121,7 @@ fn main() {
         raw_lat.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         let checked = issuance::check_csr(csr, serial, spki, &nonce, &profile).unwrap();
-        let plan = issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc()).unwrap();
+        let plan = issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap();
         let cert = worker.issue(plan).unwrap();
         lat.push(t.elapsed().as_secs_f64());
         assert_eq!(cert[0], 0x30);
@@ -149,7 +151,7 @@ fn main() {
         }
         raw_time += t.elapsed().as_secs_f64();
         raw_count += chunk.len();
-        let (wall, _) = issue_all(&worker, &profile, &nonce, chunk, 2);
+        let (wall, _) = issue_all(&worker, &profile, &nonce, chunk, 2, ca_not_after);
         issue_time += wall;
         issue_count += chunk.len();
     }
@@ -165,7 +167,7 @@ fn main() {
     if limited_n > 0 {
         let limited = KmsSigner::open(&key.uri(&moto.endpoint(), "")).unwrap();
         let w = SignerHandle::spawn(Box::new(limited), root, profile.clone()).unwrap();
-        let (wall, mut lat) = issue_all(&w, &profile, &nonce, &all[..limited_n], 16);
+        let (wall, mut lat) = issue_all(&w, &profile, &nonce, &all[..limited_n], 16, ca_not_after);
         let rate = limited_n as f64 / wall;
         println!(
             "(k3) 16 producers, default rps=50: {rate:.1} certificates/s (limit 50); latency p50 {} p95 {} (queueing behind the limit)",

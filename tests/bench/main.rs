@@ -87,6 +87,7 @@ fn main() {
     let raw_rate = n_raw as f64 / start.elapsed().as_secs_f64();
 
     // Pre-generated device CSRs (device-side work is not the station's cost).
+    let ca_not_after = imprint_core::ca::chain_validity(std::slice::from_ref(&root)).unwrap().not_after;
     let profile = Profile::default();
     let nonce = [7u8; 32];
     let csrs: Vec<(String, Vec<u8>, Vec<u8>)> = (0..certs)
@@ -114,7 +115,7 @@ fn main() {
             s.spawn(move || {
                 for (serial, spki, csr) in chunk {
                     let checked = issuance::check_csr(csr, serial, spki, &nonce, &profile).unwrap();
-                    let plan = issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc()).unwrap();
+                    let plan = issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap();
                     worker.issue(plan).unwrap();
                 }
             });

@@ -7,6 +7,7 @@
 //! [`SoftHsm::new`]) and deleted on drop.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -138,6 +139,72 @@ impl SoftHsm {
             "key label {key_label:?} must be [A-Za-z0-9-_]"
         );
         format!("pkcs11:token={};object={key_label}?module-path={MODULE}", self.label)
+    }
+
+    /// The boolean attributes of the private and the public key labelled
+    /// `key_label`, read back from the token: (private, public), each by
+    /// attribute name (`CKA_SIGN`, `CKA_DECRYPT`, ...). Panics when the pair
+    /// is not there.
+    pub fn key_flags(&self, key_label: &str) -> (BTreeMap<&'static str, bool>, BTreeMap<&'static str, bool>) {
+        use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+        use cryptoki::session::UserType;
+        use cryptoki::types::AuthPin;
+        let slot = slot_of(&self.label).expect("token slot");
+        let session = ctx().open_ro_session(slot).expect("session");
+        // Private objects are found only when logged in (a signer in this
+        // process may be logged in already: login state is per token).
+        let _ = session.login(UserType::User, Some(&AuthPin::from(USER_PIN)));
+        let read = |class: ObjectClass, names: &[(&'static str, AttributeType)]| {
+            let found =
+                session.find_objects(&[Attribute::Class(class), Attribute::Label(key_label.as_bytes().to_vec())]).expect("C_FindObjects");
+            assert_eq!(found.len(), 1, "one {class:?} labelled {key_label:?}");
+            let types: Vec<AttributeType> = names.iter().map(|(_, t)| *t).collect();
+            let attrs = session.get_attributes(found[0], &types).expect("C_GetAttributeValue");
+            let mut out = BTreeMap::new();
+            for a in attrs {
+                let (t, v) = match a {
+                    Attribute::Sign(v) => (AttributeType::Sign, v),
+                    Attribute::SignRecover(v) => (AttributeType::SignRecover, v),
+                    Attribute::Decrypt(v) => (AttributeType::Decrypt, v),
+                    Attribute::Unwrap(v) => (AttributeType::Unwrap, v),
+                    Attribute::Derive(v) => (AttributeType::Derive, v),
+                    Attribute::Sensitive(v) => (AttributeType::Sensitive, v),
+                    Attribute::Extractable(v) => (AttributeType::Extractable, v),
+                    Attribute::Verify(v) => (AttributeType::Verify, v),
+                    Attribute::VerifyRecover(v) => (AttributeType::VerifyRecover, v),
+                    Attribute::Encrypt(v) => (AttributeType::Encrypt, v),
+                    Attribute::Wrap(v) => (AttributeType::Wrap, v),
+                    other => panic!("unexpected attribute {other:?}"),
+                };
+                let name = names.iter().find(|(_, n)| *n == t).map(|(name, _)| *name).expect("asked for");
+                out.insert(name, v);
+            }
+            assert_eq!(out.len(), names.len(), "the token reported every attribute asked for: {out:?}");
+            out
+        };
+        let private = read(
+            ObjectClass::PRIVATE_KEY,
+            &[
+                ("CKA_SIGN", AttributeType::Sign),
+                ("CKA_SIGN_RECOVER", AttributeType::SignRecover),
+                ("CKA_DECRYPT", AttributeType::Decrypt),
+                ("CKA_UNWRAP", AttributeType::Unwrap),
+                ("CKA_DERIVE", AttributeType::Derive),
+                ("CKA_SENSITIVE", AttributeType::Sensitive),
+                ("CKA_EXTRACTABLE", AttributeType::Extractable),
+            ],
+        );
+        let public = read(
+            ObjectClass::PUBLIC_KEY,
+            &[
+                ("CKA_VERIFY", AttributeType::Verify),
+                ("CKA_VERIFY_RECOVER", AttributeType::VerifyRecover),
+                ("CKA_ENCRYPT", AttributeType::Encrypt),
+                ("CKA_WRAP", AttributeType::Wrap),
+                ("CKA_DERIVE", AttributeType::Derive),
+            ],
+        );
+        (private, public)
     }
 
     /// Log the user out of this token for the whole process (PKCS#11 login

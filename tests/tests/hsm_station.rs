@@ -234,3 +234,26 @@ fn an_hsm_intermediate_signed_by_an_offline_root_gives_devices_the_full_chain() 
     openssl_verify(&cert, &chain).unwrap();
     pkilint(&cert).unwrap();
 }
+
+/// `ca init` replaced an installed chain without a word (issue 12). With
+/// `--generate-key` it is refused before a key is made in the token: no
+/// orphan key for a root that is not installed.
+#[test]
+fn ca_init_over_an_installed_hsm_ca_is_refused_before_a_key_is_made() {
+    let ts = TestStation::new();
+    let hsm = Hsm::new("reinit");
+    let a = hsm.uri("reinit", "ca-a", &hsm.pin_file());
+    let b = hsm.uri("reinit", "ca-b", &hsm.pin_file());
+    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &a, "--generate-key", "--cn", "CA A"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let old = std::fs::read(ts.cfg.ca_chain_path()).unwrap();
+    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &b, "--generate-key", "--cn", "CA B"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+    assert!(!text(&o).contains("generated a CA key pair"), "{}", text(&o));
+    assert_eq!(std::fs::read(ts.cfg.ca_chain_path()).unwrap(), old, "the installed chain is untouched");
+    // Key B was not made: generating it now succeeds (an existing label is refused).
+    let other = ts.dir.path().join("b.pem");
+    let o = imprint(&ts, &hsm, &[], &["ca", "init", "--signer", &b, "--generate-key", "--cn", "CA B", "--out", other.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -61,6 +61,34 @@ fn p256_root_signed_in_hsm_passes_openssl_strict() {
     openssl_verify_root(&der);
 }
 
+/// The CA key made in the HSM had decrypt and unwrap usage (CKA_DECRYPT,
+/// CKA_UNWRAP were left to SoftHSM's default, true) although the code
+/// called it sign-only (issue 12). Read back from the token.
+#[test]
+fn hsm_ca_key_is_sign_only_no_decrypt_unwrap_or_derive() {
+    require_softhsm!();
+    for (token, alg) in [("sign-only-p256", SigAlg::EcdsaP256Sha256), ("sign-only-p384", SigAlg::EcdsaP384Sha384)] {
+        let (hsm, _uri, mut signer) = token_with_key(token, "ca-key", alg);
+        let (private, public) = hsm.key_flags("ca-key");
+        let expected_private = [
+            ("CKA_SIGN", true),
+            ("CKA_SIGN_RECOVER", false),
+            ("CKA_DECRYPT", false),
+            ("CKA_UNWRAP", false),
+            ("CKA_DERIVE", false),
+            ("CKA_SENSITIVE", true),
+            ("CKA_EXTRACTABLE", false),
+        ];
+        let expected_public =
+            [("CKA_VERIFY", true), ("CKA_VERIFY_RECOVER", false), ("CKA_ENCRYPT", false), ("CKA_WRAP", false), ("CKA_DERIVE", false)];
+        assert_eq!(private, expected_private.into_iter().collect(), "{token}: private key");
+        assert_eq!(public, expected_public.into_iter().collect(), "{token}: public key");
+        // And it still signs.
+        let sig = signer.sign(b"still signs").unwrap();
+        verify(&*signer, b"still signs", &sig).unwrap();
+    }
+}
+
 #[test]
 fn p384_key_works() {
     require_softhsm!();

@@ -185,8 +185,11 @@ enum CaCmd {
         /// Where to write the chain (default: the station's CA chain path).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace a CA chain already installed there (the old one is kept as <chain>.<time>.bak).
+        #[arg(long)]
+        force: bool,
     },
-    /// Install a CA chain (issuing CA first) after checking it matches the signer.
+    /// Install a CA chain (issuing CA first) after checking it is valid now and matches the signer.
     Import {
         #[arg(long)]
         signer: String,
@@ -194,6 +197,9 @@ enum CaCmd {
         chain: PathBuf,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace a CA chain already installed (the old one is kept as <chain>.<time>.bak).
+        #[arg(long)]
+        force: bool,
     },
     /// Show the CA chain in use.
     Show,
@@ -511,7 +517,7 @@ fn banner(info: &imprint_api::StationInfo) {
 fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
     let cfg = load_config(cli)?;
     match c {
-        CaCmd::Init { signer, cn, org, country, alg, generate_key, days, csr, out: path } => {
+        CaCmd::Init { signer, cn, org, country, alg, generate_key, days, csr, out: path, force } => {
             let req = imprint_api::ca::CaInit {
                 signer: signer.clone(),
                 subject: imprint_api::CaSubject { common_name: cn.clone(), organization: org.clone(), country: country.clone() },
@@ -523,6 +529,7 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
                 days: *days,
                 csr: csr.clone(),
                 out: path.clone().unwrap_or_else(|| cfg.ca_chain_path()),
+                force: *force,
             };
             let done = imprint_api::ca::init(&req, pin(cli)?)?;
             if done.key_generated {
@@ -538,12 +545,28 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
             } else {
                 eprintln!("wrote the self-signed root to {}", done.written.display());
             }
+            if let Some(kept) = &done.replaced {
+                eprintln!("replaced the CA chain that was installed there; the old chain is kept at {}", kept.display());
+            }
             Ok(0)
         }
-        CaCmd::Import { signer, chain, out: path } => {
+        CaCmd::Import { signer, chain, out: path, force } => {
             let dest = path.clone().unwrap_or_else(|| cfg.ca_chain_path());
-            let n = imprint_api::ca::import(signer, chain, &dest, pin(cli)?)?;
-            eprintln!("installed a chain of {n} certificates at {}", dest.display());
+            let done = imprint_api::ca::import(signer, chain, &dest, *force, pin(cli)?)?;
+            if done.unchanged {
+                eprintln!("this chain of {} certificates is installed at {} already: nothing changed", done.count, dest.display());
+            } else {
+                eprintln!("installed a chain of {} certificates at {}", done.count, dest.display());
+            }
+            if let Some(kept) = &done.replaced {
+                eprintln!("replaced the CA chain that was installed there; the old chain is kept at {}", kept.display());
+            }
+            if done.days_left < i64::from(cfg.ca_expiry_warn_days) {
+                eprintln!(
+                    "warning: the CA chain expires on {} (in {} days): device certificates end then at the latest",
+                    done.not_after, done.days_left
+                );
+            }
             Ok(0)
         }
         CaCmd::Show => {

@@ -43,6 +43,97 @@ pub enum CaError {
     /// The system random generator failed.
     #[error("random generator failed: {0}")]
     Random(String),
+    /// A certificate of the CA chain has expired: nothing the CA signs would
+    /// verify.
+    #[error(
+        "the CA certificate {subject:?} expired on {not_after} (valid {not_before} to {not_after}): \
+         devices would get certificates that do not verify; install a valid chain with \
+         `imprint ca import --force` (or make a new CA with `imprint ca init --force`)"
+    )]
+    Expired { subject: String, not_before: String, not_after: String },
+    /// A certificate of the CA chain is not valid yet (or the station's clock is wrong).
+    #[error(
+        "the CA certificate {subject:?} is not valid until {not_before} (valid {not_before} to {not_after}): \
+         check the station's clock, or install a chain that is valid now with `imprint ca import --force`"
+    )]
+    NotYetValid { subject: String, not_before: String, not_after: String },
+    /// An existing CA chain would be replaced without `--force`.
+    #[error(
+        "a CA chain is already installed at {path} ({subject:?}, valid until {not_after}): \
+         replacing it changes the CA this station issues under, and the signer in the config must match the new one. \
+         Run again with --force to replace it (the old chain is kept beside it as a .bak file)"
+    )]
+    Exists { path: String, subject: String, not_after: String },
+}
+
+/// An RFC 3339 UTC text of a certificate time (seconds), e.g. `2026-11-30T05:25:05Z`.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.unix_timestamp().to_string())
+}
+
+/// The validity of a CA chain as a whole: the window in which every
+/// certificate of the chain is valid. A leaf issued under the chain verifies
+/// only inside it, so a leaf's notAfter is capped at [`ChainValidity::not_after`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainValidity {
+    /// The latest notBefore of the chain.
+    pub not_before: OffsetDateTime,
+    /// The earliest notAfter of the chain.
+    pub not_after: OffsetDateTime,
+    /// The subject of the certificate that expires first.
+    pub first_to_expire: String,
+}
+
+impl ChainValidity {
+    /// Whole days left until the chain expires at `now` (negative once expired).
+    pub fn days_left(&self, now: OffsetDateTime) -> i64 {
+        (self.not_after - now).whole_days()
+    }
+}
+
+/// The validity window of a chain (DER certificates), without judging it.
+pub fn chain_validity(chain: &[Vec<u8>]) -> Result<ChainValidity, CaError> {
+    let mut out: Option<ChainValidity> = None;
+    for (i, der) in chain.iter().enumerate() {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| CaError::BadCertificate(format!("certificate {} of the chain does not parse: {e}", i + 1)))?;
+        let nb = cert.validity().not_before.to_datetime();
+        let na = cert.validity().not_after.to_datetime();
+        let subject = cert.subject().to_string();
+        out = Some(match out {
+            None => ChainValidity { not_before: nb, not_after: na, first_to_expire: subject },
+            Some(v) => ChainValidity {
+                not_before: v.not_before.max(nb),
+                first_to_expire: if na < v.not_after { subject } else { v.first_to_expire },
+                not_after: v.not_after.min(na),
+            },
+        });
+    }
+    out.ok_or_else(|| CaError::BadCertificate("the CA chain holds no certificate".into()))
+}
+
+/// Refuse a CA chain any certificate of which is expired or not yet valid
+/// at `now` ([`CaError::Expired`], [`CaError::NotYetValid`], with the
+/// dates); otherwise its validity window.
+pub fn check_chain_validity(chain: &[Vec<u8>], now: OffsetDateTime) -> Result<ChainValidity, CaError> {
+    for der in chain {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| CaError::BadCertificate(format!("the CA certificate does not parse: {e}")))?;
+        let nb = cert.validity().not_before.to_datetime();
+        let na = cert.validity().not_after.to_datetime();
+        let (subject, not_before, not_after) = (cert.subject().to_string(), rfc3339(nb), rfc3339(na));
+        if now > na {
+            return Err(CaError::Expired { subject, not_before, not_after });
+        }
+        if now < nb {
+            return Err(CaError::NotYetValid { subject, not_before, not_after });
+        }
+    }
+    chain_validity(chain)
 }
 
 /// The subject of a CA certificate.
@@ -128,6 +219,22 @@ pub fn self_signed_root(signer: &mut dyn Signer, subject: &CaSubject, validity_d
     if validity_days == 0 {
         return Err(CaError::InvalidParams("validity must be at least one day".into()));
     }
+    let now = OffsetDateTime::now_utc();
+    self_signed_root_between(signer, subject, now - Duration::hours(1), now + Duration::days(i64::from(validity_days)), development)
+}
+
+/// [`self_signed_root`] with an explicit validity window (tests make expired
+/// and not yet valid CAs with it; `not_after` must be after `not_before`).
+pub fn self_signed_root_between(
+    signer: &mut dyn Signer,
+    subject: &CaSubject,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    development: bool,
+) -> Result<Vec<u8>, CaError> {
+    if not_after <= not_before {
+        return Err(CaError::InvalidParams("the CA's notAfter must be after its notBefore".into()));
+    }
     if development && !subject.common_name.contains(DEVELOPMENT_MARKER) {
         return Err(CaError::InvalidParams(format!(
             "a development CA's common name must contain {DEVELOPMENT_MARKER:?} \
@@ -143,14 +250,13 @@ pub fn self_signed_root(signer: &mut dyn Signer, subject: &CaSubject, validity_d
         ));
     }
 
-    let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.distinguished_name = subject.to_dn()?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = ca_key_usages();
     params.serial_number = Some(random_serial()?);
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(i64::from(validity_days));
+    params.not_before = not_before;
+    params.not_after = not_after;
 
     let key = RcgenKey::new(signer)?;
     let cert = params.self_signed(&key).map_err(|e| build_error(e, &key))?;
@@ -411,6 +517,41 @@ mod tests {
         };
         let err = check_ca_matches_signer(&der, &s2).unwrap_err();
         assert!(matches!(err, CaError::NotCa(_)), "{err}");
+    }
+
+    /// An expired CA was accepted by `ca import` and at start-up (issue 12).
+    #[test]
+    fn expired_and_not_yet_valid_chains_are_refused_with_their_dates() {
+        let mut s = SoftSigner::new();
+        let now = OffsetDateTime::now_utc();
+        let expired = self_signed_root_between(&mut s, &subject(), now - Duration::days(400), now - Duration::days(1), false).unwrap();
+        let err = check_chain_validity(std::slice::from_ref(&expired), now).unwrap_err();
+        let na = rfc3339(x509_parser::parse_x509_certificate(&expired).unwrap().1.validity().not_after.to_datetime());
+        assert!(matches!(&err, CaError::Expired { not_after, .. } if *not_after == na), "{err:?}");
+        assert!(err.to_string().contains(&format!("expired on {na}")), "{err}");
+
+        let early = self_signed_root_between(&mut s, &subject(), now + Duration::days(1), now + Duration::days(400), false).unwrap();
+        let err = check_chain_validity(std::slice::from_ref(&early), now).unwrap_err();
+        assert!(matches!(err, CaError::NotYetValid { .. }), "{err:?}");
+        assert!(err.to_string().contains("not valid until"), "{err}");
+
+        // A good issuing CA under an expired root: the chain is refused too.
+        let good = self_signed_root(&mut s, &subject(), 30, false).unwrap();
+        assert!(matches!(check_chain_validity(&[good.clone(), expired], now), Err(CaError::Expired { .. })));
+        let v = check_chain_validity(std::slice::from_ref(&good), now).unwrap();
+        assert!((v.not_after - (now + Duration::days(30))).abs() < Duration::seconds(5));
+        assert_eq!(v.days_left(now), 29);
+    }
+
+    #[test]
+    fn chain_validity_is_the_earliest_not_after() {
+        let mut s = SoftSigner::new();
+        let long = self_signed_root(&mut s, &CaSubject::new("Long"), 3650, false).unwrap();
+        let short = self_signed_root(&mut s, &CaSubject::new("Short"), 10, false).unwrap();
+        let v = chain_validity(&[long, short]).unwrap();
+        assert_eq!(v.first_to_expire, "CN=Short");
+        assert_eq!(v.days_left(OffsetDateTime::now_utc()), 9);
+        assert!(chain_validity(&[]).is_err());
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct Profile {
     pub subject_serial_number: bool,
     /// Lock the device after it passes.
     pub lock_device: bool,
+    /// A certificate never outlives its CA: with `true` (the default) its
+    /// notAfter is capped at the CA chain's earliest notAfter; with `false`
+    /// a certificate that would outlive the CA is refused
+    /// (`leaf_outlives_ca`) instead of being shortened.
+    pub cap_at_ca_expiry: bool,
 }
 
 impl Default for Profile {
@@ -70,6 +75,7 @@ impl Default for Profile {
             organization: None,
             subject_serial_number: true,
             lock_device: true,
+            cap_at_ca_expiry: true,
         }
     }
 }
@@ -274,12 +280,67 @@ pub fn random_serial() -> Result<Vec<u8>, String> {
     }
 }
 
-/// Plan a certificate for a checked key.
-pub fn plan(profile: &Profile, device_serial: &str, spki_der: &[u8], now: OffsetDateTime) -> Result<IssuePlan, String> {
-    let now = now.replace_nanosecond(0).map_err(|e| e.to_string())?;
+/// Why no certificate could be planned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The OS random source failed (no serial).
+    #[error("{0}")]
+    Random(String),
+    /// The CA chain has expired (or expires this second): nothing signed now would verify.
+    #[error("the CA certificate expired on {ca_not_after}: no certificate is issued under an expired CA")]
+    CaExpired { ca_not_after: String },
+    /// The certificate would outlive its CA and the profile refuses to cap it.
+    #[error(
+        "the certificate would be valid until {leaf_not_after} but its CA expires on {ca_not_after}, \
+         and the profile refuses to shorten it (cap_at_ca_expiry = false)"
+    )]
+    OutlivesCa { leaf_not_after: String, ca_not_after: String },
+}
+
+impl PlanError {
+    /// The refusal's code in the failure catalogue.
+    pub fn code(&self) -> FailureCode {
+        match self {
+            PlanError::Random(_) => FailureCode::PlanFailed,
+            PlanError::CaExpired { .. } => FailureCode::CaExpired,
+            PlanError::OutlivesCa { .. } => FailureCode::LeafOutlivesCa,
+        }
+    }
+}
+
+/// Plan a certificate for a checked key. A certificate never outlives its
+/// CA: its notAfter is at most `ca_not_after` (the CA chain's earliest
+/// notAfter, [`crate::ca::ChainValidity`]); one that would be longer is
+/// capped, or refused when the profile says `cap_at_ca_expiry = false`. An
+/// expired CA issues nothing.
+pub fn plan(
+    profile: &Profile,
+    device_serial: &str,
+    spki_der: &[u8],
+    now: OffsetDateTime,
+    ca_not_after: OffsetDateTime,
+) -> Result<IssuePlan, PlanError> {
+    let now = now.replace_nanosecond(0).map_err(|e| PlanError::Random(e.to_string()))?;
+    if now >= ca_not_after {
+        return Err(PlanError::CaExpired { ca_not_after: crate::ca::rfc3339(ca_not_after) });
+    }
     let not_before = now - Duration::seconds(i64::from(profile.backdate_secs));
-    let not_after = now + Duration::days(i64::from(profile.validity_days));
-    Ok(IssuePlan { device_serial: device_serial.to_string(), spki_der: spki_der.to_vec(), serial: random_serial()?, not_before, not_after })
+    let wanted = now + Duration::days(i64::from(profile.validity_days));
+    let not_after = if wanted <= ca_not_after {
+        wanted
+    } else if profile.cap_at_ca_expiry {
+        ca_not_after
+    } else {
+        return Err(PlanError::OutlivesCa { leaf_not_after: crate::ca::rfc3339(wanted), ca_not_after: crate::ca::rfc3339(ca_not_after) });
+    };
+    Ok(IssuePlan {
+        device_serial: device_serial.to_string(),
+        spki_der: spki_der.to_vec(),
+        serial: random_serial().map_err(PlanError::Random)?,
+        not_before,
+        not_after,
+    })
 }
 
 /// Why a certificate could not be built.
@@ -476,7 +537,7 @@ mod tests {
         // The CSR asks for CA:TRUE; the certificate must not carry it.
         let checked = check_csr(&csr(&k, "SN1", NONCE, true), "SN1", &spki(&k), NONCE, &Profile::default()).unwrap();
         let now = OffsetDateTime::now_utc();
-        let plan = plan(&Profile::default(), "SN1", &checked.spki_der, now).unwrap();
+        let plan = plan(&Profile::default(), "SN1", &checked.spki_der, now, now + Duration::days(7300)).unwrap();
         let der = build_certificate(&plan, &Profile::default(), &ca_der, &mut s).unwrap();
         let (_, cert) = X509Certificate::from_der(&der).unwrap();
         assert_eq!(cert.subject().iter_common_name().next().unwrap().as_str().unwrap(), "SN1");
@@ -504,6 +565,39 @@ mod tests {
         assert_eq!(sum.serial_hex, plan.serial_hex());
         assert_eq!(sum.spki_sha256, spki_sha256_hex(&spki(&k)));
         assert_eq!(sum.not_before, plan.not_before);
+    }
+
+    /// A CA expiring in days issued a ten-year certificate (issue 12).
+    #[test]
+    fn a_leaf_is_capped_at_its_cas_not_after() {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let ca_end = now + Duration::days(5);
+        let p = plan(&Profile::default(), "SN1", b"k", now, ca_end).unwrap();
+        assert_eq!(p.not_after, ca_end, "capped at the CA's notAfter");
+        assert!(p.not_before < now);
+        // A CA that outlives the profile's validity does not change it.
+        let long = plan(&Profile::default(), "SN1", b"k", now, now + Duration::days(9000)).unwrap();
+        assert_eq!(long.not_after, now + Duration::days(3650));
+    }
+
+    #[test]
+    fn a_profile_that_refuses_capping_refuses_a_leaf_that_would_outlive_its_ca() {
+        let now = OffsetDateTime::now_utc();
+        let strict = Profile { cap_at_ca_expiry: false, ..Profile::default() };
+        let e = plan(&strict, "SN1", b"k", now, now + Duration::days(5)).unwrap_err();
+        assert_eq!(e.code(), FailureCode::LeafOutlivesCa);
+        assert!(e.to_string().contains("cap_at_ca_expiry = false"), "{e}");
+        // Inside the CA's lifetime it is issued as asked.
+        let p = plan(&strict, "SN1", b"k", now, now + Duration::days(4000)).unwrap();
+        assert!(p.not_after < now + Duration::days(3651));
+    }
+
+    #[test]
+    fn an_expired_ca_plans_nothing() {
+        let now = OffsetDateTime::now_utc();
+        let e = plan(&Profile::default(), "SN1", b"k", now, now - Duration::seconds(1)).unwrap_err();
+        assert_eq!(e.code(), FailureCode::CaExpired);
+        assert!(e.to_string().contains("expired on"), "{e}");
     }
 
     #[test]

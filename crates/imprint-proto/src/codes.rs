@@ -194,6 +194,12 @@ failure_codes! {
     /// Issuance failed outside the signer.
     IssueFailed = "issue_failed", retryable = true,
         hint = "The CA signer is unavailable. Check the HSM or KMS (imprint health), then press Retry; the device keeps its key.";
+    /// The CA chain has expired (or is not valid yet): nothing is issued under it.
+    CaExpired = "ca_expired", retryable = true,
+        hint = "The station's CA certificate has expired (or is not valid yet), so nothing it signed would verify. Install a valid CA chain (imprint ca import --force) and restart the station, then press Retry; the device keeps its key.";
+    /// The certificate would outlive its CA and the profile refuses to cap it.
+    LeafOutlivesCa = "leaf_outlives_ca", retryable = true,
+        hint = "The certificate would outlive the station's CA and the profile forbids shortening it (cap_at_ca_expiry = false). Renew the CA (imprint ca import --force) or shorten profile.validity_days, then press Retry; the device keeps its key.";
 
     // ---- the CA signer ----
     /// The signer URI is invalid.
@@ -356,6 +362,8 @@ mod tests {
         (FailureCode::CsrSubjectMismatch, "csr_subject_mismatch", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::PlanFailed, "plan_failed", true, "Report this as a station fault."),
         (FailureCode::IssueFailed, "issue_failed", true, "The CA signer is unavailable. Check the HSM or KMS (imprint health), then press Retry; the device keeps its key."),
+        (FailureCode::CaExpired, "ca_expired", true, "The station's CA certificate has expired (or is not valid yet), so nothing it signed would verify. Install a valid CA chain (imprint ca import --force) and restart the station, then press Retry; the device keeps its key."),
+        (FailureCode::LeafOutlivesCa, "leaf_outlives_ca", true, "The certificate would outlive the station's CA and the profile forbids shortening it (cap_at_ca_expiry = false). Renew the CA (imprint ca import --force) or shorten profile.validity_days, then press Retry; the device keeps its key."),
         (FailureCode::SignerBadUri, "signer_bad_uri", true, "Fix the CA signer URI in the station config (imprint health shows the problem), then press Retry."),
         (FailureCode::SignerTokenAbsent, "signer_token_absent", true, "Connect the HSM token named in the signer URI (imprint health shows its state), then press Retry."),
         (FailureCode::SignerPinRejected, "signer_pin_rejected", true, "Provide the right HSM PIN (prompt, pin-source or IMPRINT_PKCS11_PIN) and restart the station."),

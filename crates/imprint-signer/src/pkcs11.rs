@@ -543,7 +543,10 @@ impl Signer for Pkcs11Signer {
 
 /// Generate an EC CA key pair in the token the URI names, labelled with the
 /// URI's `object=` (required) and `id=` (8 random bytes if absent). The
-/// private key is sensitive, non-extractable and sign-only. Refuses when an
+/// private key is sensitive, non-extractable and sign-only (CKA_SIGN true;
+/// CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE, CKA_SIGN_RECOVER false), the public
+/// key verify-only (CKA_ENCRYPT, CKA_WRAP, CKA_DERIVE, CKA_VERIFY_RECOVER
+/// false). Refuses when an
 /// object with that label (or id) already exists.
 pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), SignerError> {
     let uri = Pkcs11Uri::parse(uri)?;
@@ -575,10 +578,17 @@ pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), S
         None => session.generate_random_vec(8).map_err(|e| map_err(e, "generating a key id"))?,
     };
 
+    // Sign-only, said explicitly: a token's defaults for the usages left
+    // out of a template are its own (SoftHSM sets CKA_DECRYPT, CKA_UNWRAP,
+    // CKA_DERIVE true on an EC private key made without them).
     let public = [
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Derive(false),
+        Attribute::VerifyRecover(false),
         Attribute::EcParams(params.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.clone()),
@@ -589,6 +599,10 @@ pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), S
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::SignRecover(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.clone()),
     ];

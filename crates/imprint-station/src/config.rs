@@ -86,6 +86,9 @@ pub struct StationConfig {
     /// PEM file: the issuing CA certificate first, then any intermediates up
     /// to the root. Empty: `data_dir/ca-chain.pem`.
     pub ca_chain: PathBuf,
+    /// Health turns amber (warn, with the date) this many days before the
+    /// CA chain expires; an expired or not yet valid CA is red and refused.
+    pub ca_expiry_warn_days: u32,
     /// Serial line speed (8N1).
     pub baud: u32,
     /// Extra port paths/globs to watch, e.g. `/dev/serial/by-id/*`.
@@ -113,6 +116,7 @@ impl Default for StationConfig {
             signer: String::new(),
             signer_offline: SignerOffline::Refuse,
             ca_chain: PathBuf::new(),
+            ca_expiry_warn_days: 30,
             baud: 115_200,
             port_globs: vec!["/dev/serial/by-id/*".into()],
             system_ports: false,

@@ -591,8 +591,10 @@ fn issue(
 ) -> Result<IssuedChain, Failure> {
     let checked = issuance::check_csr(csr_der, &identity.serial, keygen_spki_der, nonce, &ctx.cfg.profile)
         .map_err(|r| failure(Stage::Issue, r.code(), format!("CSR refused: {r}")))?;
-    let plan = issuance::plan(&ctx.cfg.profile, &identity.serial, &checked.spki_der, time::OffsetDateTime::now_utc())
-        .map_err(|e| failure(Stage::Issue, FailureCode::PlanFailed, e))?;
+    // Capped at (or refused past) the CA's notAfter: a certificate never outlives its CA.
+    let plan =
+        issuance::plan(&ctx.cfg.profile, &identity.serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ctx.ca_validity.not_after)
+            .map_err(|e| failure(Stage::Issue, e.code(), e.to_string()))?;
     let intent = Intent {
         id: imprint_store::new_id(),
         attempt_id: attempt_id.to_string(),

@@ -121,13 +121,16 @@ fn signer_item_standalone(cfg: &StationConfig, pin: Option<imprint_signer::Pin>)
     };
     let info = signer.info();
     let mut h = SignerHealth::opened(&info.uri, info.kind, info.development);
+    let now = time::OffsetDateTime::now_utc();
     let ca = std::fs::read_to_string(&chain_path)
         .map_err(|e| format!("no CA certificate at {} ({e}): create one with `imprint ca init`", chain_path.display()))
         .and_then(|t| imprint_core::ca::load_chain_pem(&t).map_err(|e| e.to_string()))
-        .and_then(|chain| chain.into_iter().next().ok_or_else(|| "the CA chain file is empty".to_string()))
-        .and_then(|issuing| {
-            imprint_core::ca::check_ca_matches_signer(&issuing, signer.as_ref()).map_err(|e| e.to_string())?;
-            imprint_core::issuance::summarize(&issuing).map(|s| s.subject)
+        .and_then(|chain| {
+            let issuing = chain.first().ok_or_else(|| "the CA chain file is empty".to_string())?;
+            imprint_core::ca::check_ca_matches_signer(issuing, signer.as_ref()).map_err(|e| e.to_string())?;
+            // Expired or not yet valid: red, with the dates.
+            let validity = imprint_core::ca::check_chain_validity(&chain, now).map_err(|e| e.to_string())?;
+            imprint_core::issuance::summarize(issuing).map(|s| (s.subject, validity))
         });
     let t = Instant::now();
     let signed = signer.sign(b"imprint health check");
@@ -139,10 +142,12 @@ fn signer_item_standalone(cfg: &StationConfig, pin: Option<imprint_signer::Pin>)
     // Close it here (PKCS#11: session closed, module finalized) before the
     // process goes on to exit.
     drop(signer);
-    let ca_text = ca.as_ref().map(|s| s.as_str()).unwrap_or("?");
+    let ca_text = ca.as_ref().map(|(s, _)| s.as_str()).unwrap_or("?");
     let base = format!("{} ({}); CA {ca_text}", info.uri, info.kind);
     let it = match (&ca, signed) {
-        (Err(e), _) => item("signer", "CA signer", Level::Error, format!("{base}: the CA certificate does not fit"), Some(e.clone())),
+        (Err(e), _) => {
+            item("signer", "CA signer", Level::Error, format!("{base}: the CA certificate is not usable (see the error)"), Some(e.clone()))
+        }
         (Ok(_), Ok(_)) if info.development => item(
             "signer",
             "CA signer",
@@ -155,7 +160,62 @@ fn signer_item_standalone(cfg: &StationConfig, pin: Option<imprint_signer::Pin>)
         }
         (Ok(_), Err(e)) => item("signer", "CA signer", Level::Error, format!("{base}: {}", signer_trouble(h.state)), Some(e.to_string())),
     };
+    let it = match &ca {
+        Ok((_, validity)) => with_ca_expiry(it, validity, cfg.ca_expiry_warn_days, now),
+        Err(_) => it,
+    };
     (it, Some(h))
+}
+
+/// The CA chain's expiry on the signer item: red once expired or not yet
+/// valid (a station that has run past its CA's notAfter), amber inside the
+/// warning window (`ca_expiry_warn_days`), always with the date.
+fn with_ca_expiry(mut it: HealthItem, v: &imprint_core::ca::ChainValidity, warn_days: u32, now: time::OffsetDateTime) -> HealthItem {
+    use imprint_core::ca::rfc3339;
+    let (level, text) = if now > v.not_after {
+        (
+            Level::Error,
+            format!(
+                "the CA certificate {:?} expired on {}: nothing issued now would verify; install a valid chain (imprint ca import --force)",
+                v.first_to_expire,
+                rfc3339(v.not_after)
+            ),
+        )
+    } else if now < v.not_before {
+        (Level::Error, format!("the CA chain is not valid until {}: check the station's clock", rfc3339(v.not_before)))
+    } else if v.days_left(now) < i64::from(warn_days) {
+        (
+            Level::Warn,
+            format!(
+                "the CA certificate {:?} expires on {} (in {} days): device certificates are cut short to end then; renew the CA",
+                v.first_to_expire,
+                rfc3339(v.not_after),
+                v.days_left(now)
+            ),
+        )
+    } else {
+        (Level::Ok, format!("CA valid until {}", rfc3339(v.not_after)))
+    };
+    it.detail = format!("{}; {text}", it.detail);
+    if level == Level::Error {
+        it.last_error.get_or_insert(text);
+    }
+    it.level = worst(it.level, level);
+    it
+}
+
+/// The more severe of two levels (`Off` counts as fine).
+fn worst(a: Level, b: Level) -> Level {
+    let rank = |l: Level| match l {
+        Level::Off | Level::Ok => 0,
+        Level::Warn => 1,
+        Level::Error => 2,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
 }
 
 fn signer_trouble(state: crate::signer_worker::SignerState) -> &'static str {
@@ -214,6 +274,11 @@ fn central_item(cfg: &StationConfig, store: Option<&Store>, live: Option<imprint
 /// thread that touches the key), then the worker's view of the signer:
 /// reachable, key present, PIN accepted, last error.
 fn signer_item(station: &Station) -> HealthItem {
+    let ctx = station.ctx();
+    with_ca_expiry(signer_item_signing(station), &ctx.ca_validity, ctx.cfg.ca_expiry_warn_days, time::OffsetDateTime::now_utc())
+}
+
+fn signer_item_signing(station: &Station) -> HealthItem {
     let info = station.signer().info().clone();
     let t = Instant::now();
     let signed = station.signer().sign(b"imprint health check".to_vec());

@@ -141,6 +141,9 @@ pub struct StationCtx {
     pub chain: Vec<Vec<u8>>,
     /// Issuer DN as recorded (RFC 4514 string of the issuing CA's subject).
     pub issuer_dn: String,
+    /// When the CA chain is valid (checked at start-up); no certificate
+    /// outlives `ca_validity.not_after`.
+    pub ca_validity: ca::ChainValidity,
     pub development: bool,
     /// Work order / batch recorded on new attempts (set by the operator or a scanner).
     batch: Mutex<Option<String>>,
@@ -273,6 +276,18 @@ impl Station {
         })?;
         let chain = ca::load_chain_pem(&text)?;
         let issuing = chain.first().cloned().ok_or_else(|| StationError::Setup("the CA chain file is empty".into()))?;
+        // An expired or not yet valid CA issues nothing that verifies: refused with its dates.
+        let now = time::OffsetDateTime::now_utc();
+        let ca_validity = ca::check_chain_validity(&chain, now)?;
+        let warn_days = i64::from(cfg.ca_expiry_warn_days);
+        if ca_validity.days_left(now) < warn_days {
+            tracing::warn!(
+                not_after = %ca::rfc3339(ca_validity.not_after),
+                subject = %ca_validity.first_to_expire,
+                days_left = ca_validity.days_left(now),
+                "the CA certificate expires soon: device certificates are capped at its notAfter; renew the CA"
+            );
+        }
         ca::check_ca_matches_signer(&issuing, signer.as_ref())?;
         let issuer_dn = issuance::summarize(&issuing).map_err(StationError::Setup)?.subject;
         let chain_der: Vec<u8> = chain.concat();
@@ -293,6 +308,7 @@ impl Station {
             chain_der,
             chain,
             issuer_dn,
+            ca_validity,
             development,
             batch,
             events,
