@@ -580,7 +580,7 @@ pub fn generate_ca_key(uri: &str, pin: Option<Pin>, alg: SigAlg) -> Result<(), S
 
     // Sign-only, said explicitly: a token's defaults for the usages left
     // out of a template are its own (SoftHSM sets CKA_DECRYPT, CKA_UNWRAP,
-    // CKA_DERIVE true on an EC private key made without them).
+    // CKA_SIGN_RECOVER true on an EC private key made without them).
     let public = [
         Attribute::Token(true),
         Attribute::Private(false),
