@@ -267,6 +267,34 @@ impl KmsKey {
     }
 }
 
+/// One raw KMS JSON call to moto on loopback (`X-Amz-Target:
+/// TrentService.<op>`), for what the signer crate never asks KMS: keys of
+/// another usage, `DescribeKey` of a key it made. Moto does not check the
+/// signature; the credential scope in the Authorization header picks the
+/// region. Ok(JSON answer) on 200.
+pub fn kms_call(port: u16, op: &str, body: &serde_json::Value) -> std::io::Result<serde_json::Value> {
+    use std::io::Read;
+    let body = body.to_string();
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         X-Amz-Target: TrentService.{op}\r\nX-Amz-Date: 20260101T000000Z\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential={TEST_ACCESS_KEY}/20260101/{REGION}/kms/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    BufReader::new(s).read_to_string(&mut answer)?;
+    let status = answer.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let json = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    if status != "200" {
+        return Err(std::io::Error::other(format!("{op}: HTTP {status}: {json}")));
+    }
+    serde_json::from_str(json).map_err(|e| std::io::Error::other(format!("{op}: {e}: {json}")))
+}
+
 /// A one-shot HTTP GET on loopback; Ok(status).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
     let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500))?;

@@ -10,7 +10,7 @@ use imprint_core::ca::{self, CaSubject};
 use imprint_core::signer::{SigAlg, Signer, SignerError};
 use imprint_signer::awskms::{self, KmsSigner};
 use imprint_signer::open_signer;
-use imprint_tests::kms::{Fault, FaultProxy, Moto, REGION, TEST_ACCESS_KEY, TEST_SECRET};
+use imprint_tests::kms::{kms_call, Fault, FaultProxy, Moto, REGION, TEST_ACCESS_KEY, TEST_SECRET};
 use imprint_tests::signer_suite::{signer_suite_for_server, verify};
 
 /// What moto really signs for `msg`: it ignores MessageType=DIGEST and hashes
@@ -255,4 +255,21 @@ fn create_key_with_an_alias_names_the_new_key_and_refuses_to_reuse_the_alias() {
     let err = awskms::create_key(&format!("awskms:key-id=1234;region={REGION};endpoint={}", moto.endpoint()), SigAlg::EcdsaP256Sha256)
         .unwrap_err();
     assert!(matches!(err, SignerError::BadUri(_)), "{err:?}");
+}
+
+/// A CA key must be sign-only (issue 12): the key `ca init --generate-key`
+/// creates is SIGN_VERIFY as KMS itself reports it, and a key of another
+/// usage (ENCRYPT_DECRYPT) is refused when the signer opens.
+#[test]
+fn kms_ca_key_is_sign_verify_and_a_key_of_another_usage_is_refused() {
+    let moto = Moto::shared();
+    let key = moto.create_key(SigAlg::EcdsaP256Sha256);
+    let d = kms_call(moto.port(), "DescribeKey", &serde_json::json!({ "KeyId": key.arn })).unwrap();
+    assert_eq!(d["KeyMetadata"]["KeyUsage"], "SIGN_VERIFY", "{d:#}");
+
+    let made = kms_call(moto.port(), "CreateKey", &serde_json::json!({ "KeyUsage": "ENCRYPT_DECRYPT", "KeySpec": "RSA_2048" })).unwrap();
+    let arn = made["KeyMetadata"]["Arn"].as_str().unwrap().to_string();
+    assert_eq!(made["KeyMetadata"]["KeyUsage"], "ENCRYPT_DECRYPT", "{made:#}");
+    let err = open_signer(&format!("awskms:key-id={arn};region={REGION};endpoint={}", moto.endpoint()), None).err().expect("refused");
+    assert!(err.to_string().contains("a CA key must be SIGN_VERIFY"), "{err}");
 }
