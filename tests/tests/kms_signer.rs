@@ -270,6 +270,6 @@ fn kms_ca_key_is_sign_verify_and_a_key_of_another_usage_is_refused() {
     let made = kms_call(moto.port(), "CreateKey", &serde_json::json!({ "KeyUsage": "ENCRYPT_DECRYPT", "KeySpec": "RSA_2048" })).unwrap();
     let arn = made["KeyMetadata"]["Arn"].as_str().unwrap().to_string();
     assert_eq!(made["KeyMetadata"]["KeyUsage"], "ENCRYPT_DECRYPT", "{made:#}");
-    let err = open_signer(&format!("awskms:key-id={arn};region={REGION};endpoint={}", moto.endpoint()), None).err().expect("refused");
+    let err = open_signer(&format!("awskms:key-id={arn};region={REGION};endpoint={}", moto.endpoint()), None).expect_err("refused");
     assert!(err.to_string().contains("a CA key must be SIGN_VERIFY"), "{err}");
 }
