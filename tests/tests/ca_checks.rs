@@ -162,6 +162,36 @@ fn a_leaf_never_outlives_its_ca_and_health_warns_before_the_ca_expires() {
     st.shutdown(std::time::Duration::from_secs(5));
 }
 
+/// A CA that expires while the station runs: the next device is refused as
+/// `ca_expired` (no certificate that would not verify), and health turns red.
+#[test]
+fn a_ca_that_expires_while_the_station_runs_issues_nothing_after_it() {
+    let ts = TestStation::new();
+    let now = OffsetDateTime::now_utc();
+    let (_, root) = dev_root(&ts, "seconds.pem", now - Duration::hours(1), now + Duration::seconds(4));
+    imprint_station::write_chain(&ts.cfg.ca_chain_path(), std::slice::from_ref(&root)).unwrap();
+    let st = Station::open(ts.cfg.clone(), None).expect("valid when the station opens");
+    let end = not_after(&root);
+    while OffsetDateTime::now_utc() <= end + Duration::seconds(1) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let dev = sim("CA-LATE-0001", "");
+    let r = st.provision(&path_of(&dev), None).unwrap();
+    match &r.outcome {
+        imprint_proto::session::Outcome::Failed(f) => {
+            assert_eq!(f.code, imprint_proto::FailureCode::CaExpired, "{f:?}");
+            assert!(f.reason.contains(&ca::rfc3339(end)), "{f:?}");
+        }
+        other => panic!("issued under an expired CA: {other:?}"),
+    }
+    assert!(dev.snapshot().cert_der.is_none());
+    let items = imprint_station::health::check(&st);
+    let s = items.iter().find(|i| i.id == "signer").unwrap();
+    assert_eq!(s.level, imprint_station::health::Level::Error, "{s:?}");
+    assert!(s.detail.contains(&format!("expired on {}", ca::rfc3339(end))), "{}", s.detail);
+    st.shutdown(std::time::Duration::from_secs(5));
+}
+
 #[test]
 fn a_ca_outside_the_warning_window_is_not_warned_about() {
     let ts = TestStation::new();
