@@ -33,7 +33,8 @@ pub struct CaInitDone {
     pub wrote_csr: bool,
 }
 
-pub fn init(req: &CaInit, pin: Option<Pin>) -> ApiResult<CaInitDone> {
+pub fn init(actor: &crate::Actor, req: &CaInit, pin: Option<Pin>) -> ApiResult<CaInitDone> {
+    actor.require(crate::Permission::CaSetup)?;
     let uri = if req.generate_key { create_ca_key(&req.signer, pin.clone(), req.alg)? } else { req.signer.clone() };
     let mut s = open_signer(&uri, pin)?;
     if let Some(csr_path) = &req.csr {
@@ -48,7 +49,8 @@ pub fn init(req: &CaInit, pin: Option<Pin>) -> ApiResult<CaInitDone> {
 }
 
 /// Install a chain (issuing CA first) after checking it is the signer's key; returns the count.
-pub fn import(signer: &str, chain: &Path, out: &Path, pin: Option<Pin>) -> ApiResult<usize> {
+pub fn import(actor: &crate::Actor, signer: &str, chain: &Path, out: &Path, pin: Option<Pin>) -> ApiResult<usize> {
+    actor.require(crate::Permission::CaSetup)?;
     let text = std::fs::read_to_string(chain).map_err(|e| ApiError::io(chain.display(), e))?;
     let certs = ca::load_chain_pem(&text)?;
     let s = open_signer(signer, pin)?;
