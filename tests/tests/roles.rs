@@ -418,9 +418,10 @@ mod cli {
         // The station as a technician: the attempt records the operator.
         let o = run(&ts, Some(("tech", "tech-pin")), &["station", "--simulate", "1", "--max", "1"], &[]);
         assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("1 passed") && text(&o).contains("operator: tech"), "{}", text(&o));
         let o = run(&ts, Some(("qa", "qa-pin")), &["records", "list", "--json"], &[]);
         let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(rows[0]["operator"], "tech", "{rows:#}");
+        assert_eq!(rows[0]["operator"], "tech", "{rows:#} {}", text(&o));
         // A QA operator cannot run the station (no provision permission).
         let o = run(&ts, Some(("qa", "qa-pin")), &["station", "--simulate", "1", "--max", "1"], &[]);
         assert_eq!(o.status.code(), Some(7), "{}", text(&o));

@@ -650,7 +650,8 @@ impl Api {
             return;
         }
         let expired = lock(&self.inner.session).as_ref().is_some_and(|s| {
-            s.actor.kind() == ActorKind::Operator && s.last_used.elapsed() >= Duration::from_secs(u64::from(minutes) * 60)
+            matches!(s.actor.kind(), ActorKind::Operator | ActorKind::Bootstrap)
+                && s.last_used.elapsed() >= Duration::from_secs(u64::from(minutes) * 60)
         });
         if expired {
             let who = self.session_actor().map(|a| a.id().to_string()).unwrap_or_default();

@@ -231,8 +231,8 @@ enum RecordsCmd {
         #[arg(long)]
         since: Option<String>,
         /// Only attempts started by this operator.
-        #[arg(long = "by")]
-        operator: Option<String>,
+        #[arg(long)]
+        by: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(long)]
@@ -525,6 +525,9 @@ fn banner(info: &imprint_api::StationInfo) {
         eprintln!("*** DEVELOPMENT CA - certificates issued here are for testing only ***");
     }
     eprintln!("signer: {} | CA: {} | data: {}", info.signer_uri, info.ca_subject, info.data_dir);
+    if let Some(o) = &info.session.operator {
+        eprintln!("operator: {} ({}, {})", o.id, o.display_name, o.role);
+    }
 }
 
 fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
@@ -587,7 +590,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
     let me = operators_cmd::actor(cli, &cfg, false)?;
     let store = imprint_api::open_store(&cfg)?;
     match r {
-        RecordsCmd::List { serial, status, batch, cert_serial, since, operator, limit, json: as_json } => {
+        RecordsCmd::List { serial, status, batch, cert_serial, since, by, limit, json: as_json } => {
             let filter = imprint_api::records::HistoryFilter {
                 device_serial: serial.clone(),
                 status: status.clone(),
@@ -595,7 +598,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                 cert_serial: cert_serial.clone(),
                 since: since.clone(),
                 limit: Some(*limit),
-                operator: operator.clone(),
+                operator: by.clone(),
             };
             let rows = imprint_api::records::list(&me, &store, &filter)?;
             if *as_json {

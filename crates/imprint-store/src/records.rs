@@ -181,7 +181,6 @@ fn cert_row_at(r: &Row<'_>, o: usize) -> rusqlite::Result<CertRow> {
 }
 
 /// Number of columns `ATTEMPT_COLS` selects.
-const ATTEMPT_COL_COUNT: usize = 22;
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
@@ -406,8 +405,11 @@ impl Store {
             let rows = s
                 .query_map(rusqlite::params_from_iter(args.iter()), |r| {
                     let a = attempt_row(r)?;
-                    let cert = match r.get::<_, Option<String>>(ATTEMPT_COL_COUNT)? {
-                        Some(_) => Some(cert_row_at(r, ATTEMPT_COL_COUNT)?),
+                    // Counted, not a constant: a column added to ATTEMPT_COLS
+                    // shifted the certificate's columns once.
+                    let at = ATTEMPT_COLS.split(',').count();
+                    let cert = match r.get::<_, Option<String>>(at)? {
+                        Some(_) => Some(cert_row_at(r, at)?),
                         None => None,
                     };
                     Ok((a, cert))
