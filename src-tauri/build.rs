@@ -19,6 +19,14 @@ const COMMANDS: &[&str] = &[
     "sync_status",
     "sync_now",
     "open_log_folder",
+    "settings_changes",
+    "session",
+    "sign_in",
+    "sign_out",
+    "create_first_admin",
+    "operators",
+    "add_operator",
+    "edit_operator",
 ];
 
 fn main() {

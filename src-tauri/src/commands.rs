@@ -2,12 +2,15 @@
 //! (blocking work on a blocking thread) and returns its result or its coded
 //! error. No provisioning logic lives here.
 
+use imprint_api::auth::{NewOperator, OperatorEdit, OperatorView};
 use imprint_api::engine::Tile;
 use imprint_api::health::HealthView;
 use imprint_api::records::{AttemptView, HistoryFilter, RecordDetail};
 use imprint_api::scan::ScanResult;
-use imprint_api::settings::SettingsView;
-use imprint_api::{api::Attached, api::ModeChange, Api, ApiError, ApiResult, Mode, Pin, StationInfo, SyncView};
+use imprint_api::settings::{SettingChange, SettingsView};
+use imprint_api::{
+    api::Attached, api::ModeChange, api::SessionView, Api, ApiError, ApiResult, Credentials, Mode, Pin, StationInfo, SyncView,
+};
 use tauri::State;
 
 /// Run `f` on a blocking thread (disk, ports, the signer).
@@ -74,7 +77,12 @@ pub async fn health(api: State<'_, Api>) -> ApiResult<Vec<HealthView>> {
 
 #[tauri::command]
 pub async fn get_settings(api: State<'_, Api>) -> ApiResult<SettingsView> {
-    Ok(api.settings())
+    api.settings()
+}
+
+#[tauri::command]
+pub async fn settings_changes(api: State<'_, Api>, settings: SettingsView) -> ApiResult<Vec<SettingChange>> {
+    api.settings_changes(&settings)
 }
 
 #[tauri::command]
@@ -117,4 +125,40 @@ pub async fn open_log_folder<R: tauri::Runtime>(app: tauri::AppHandle<R>, api: S
     let shown = dir.display().to_string();
     app.opener().open_path(shown.clone(), None::<&str>).map_err(|e| ApiError::io(format!("opening {shown} (no file manager?)"), e))?;
     Ok(shown)
+}
+
+#[tauri::command]
+pub async fn session(api: State<'_, Api>) -> ApiResult<SessionView> {
+    blocking(&api, |a| Ok(a.session())).await
+}
+
+/// The PIN goes from the form to the check; it is never stored, logged or returned.
+#[tauri::command]
+pub async fn sign_in(api: State<'_, Api>, credentials: Credentials) -> ApiResult<SessionView> {
+    blocking(&api, move |a| a.sign_in(&credentials)).await
+}
+
+#[tauri::command]
+pub async fn sign_out(api: State<'_, Api>) -> ApiResult<SessionView> {
+    Ok(api.sign_out())
+}
+
+#[tauri::command]
+pub async fn create_first_admin(api: State<'_, Api>, operator: NewOperator) -> ApiResult<SessionView> {
+    blocking(&api, move |a| a.create_first_admin(&operator)).await
+}
+
+#[tauri::command]
+pub async fn operators(api: State<'_, Api>) -> ApiResult<Vec<OperatorView>> {
+    blocking(&api, |a| a.operators()).await
+}
+
+#[tauri::command]
+pub async fn add_operator(api: State<'_, Api>, operator: NewOperator) -> ApiResult<OperatorView> {
+    blocking(&api, move |a| a.add_operator(&operator)).await
+}
+
+#[tauri::command]
+pub async fn edit_operator(api: State<'_, Api>, id: String, edit: OperatorEdit) -> ApiResult<OperatorView> {
+    blocking(&api, move |a| a.edit_operator(&id, &edit)).await
 }

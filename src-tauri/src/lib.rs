@@ -30,6 +30,14 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::sync_status,
         commands::sync_now,
         commands::open_log_folder,
+        commands::settings_changes,
+        commands::session,
+        commands::sign_in,
+        commands::sign_out,
+        commands::create_first_admin,
+        commands::operators,
+        commands::add_operator,
+        commands::edit_operator,
     ])
 }
 

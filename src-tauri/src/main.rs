@@ -41,5 +41,7 @@ fn main() {
     let mut opts = imprint_api::ApiOptions::new(cfg, config_path);
     opts.simulate = args.simulate;
     opts.faults = args.fault;
+    // A desktop left alone signs its operator out after the idle time.
+    opts.idle_lock = true;
     imprint_app::run(opts);
 }

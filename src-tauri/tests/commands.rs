@@ -23,9 +23,14 @@ struct Harness {
 }
 
 fn harness(mode: Mode) -> Harness {
+    harness_with(mode, true)
+}
+
+fn harness_with(mode: Mode, demo_admin: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let cfg =
+    let mut cfg =
         StationConfig { data_dir: dir.path().join("data"), port_globs: vec![], station_id: "ipc-test".into(), mode, ..Default::default() };
+    cfg.operators.demo_admin = demo_admin;
     let config_path = dir.path().join("station.toml");
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
@@ -199,4 +204,69 @@ fn settings_are_saved_without_secrets_and_a_pin_in_the_signer_uri_is_refused() {
     assert_eq!(err["code"], "invalid_settings");
     assert!(!err["message"].as_str().unwrap().contains("2468"));
     assert!(!std::fs::read_to_string(&h.config_path).unwrap().contains("2468"));
+}
+
+/// Every privileged command over the real IPC path, as each role: allowed
+/// exactly where the permission matrix says, `forbidden` everywhere else.
+#[test]
+fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
+    use imprint_api::roles::{allows, Permission, Role};
+    let h = harness_with(Mode::Manual, false);
+    // Nobody signed in: the first-run screen's command creates the first admin.
+    let s = call(&h, "session", json!({})).unwrap();
+    assert_eq!((s["operator"].clone(), s["needs_first_admin"].clone()), (Value::Null, json!(true)), "{s}");
+    assert_eq!(call(&h, "bench_tiles", json!({})).unwrap_err()["code"], "unauthenticated");
+    let admin = json!({"id": "admin", "display_name": "Ada", "role": "admin", "pin": "4711-admin", "badge": null});
+    let s = call(&h, "create_first_admin", json!({"operator": admin})).unwrap();
+    assert_eq!(s["operator"]["role"], "admin");
+    assert!(s["operator"]["permissions"].as_array().unwrap().contains(&json!("settings")));
+    for (id, role) in [("tech", "technician"), ("qa", "qa"), ("super", "supervisor")] {
+        let op = json!({"id": id, "display_name": id, "role": role, "pin": format!("{id}-pin"), "badge": format!("BADGE-{id}")});
+        call(&h, "add_operator", json!({"operator": op})).unwrap();
+    }
+    // A second first admin is refused.
+    let e = call(
+        &h,
+        "create_first_admin",
+        json!({"operator": {"id": "eve", "display_name": "Eve", "role": "admin", "pin": "eve-pin-1", "badge": null}}),
+    );
+    assert_eq!(e.unwrap_err()["code"], "forbidden");
+    let settings = call(&h, "get_settings", json!({})).unwrap();
+    let commands: Vec<(&str, Value, Permission)> = vec![
+        ("bench_tiles", json!({}), Permission::View),
+        ("history", json!({"filter": {}}), Permission::View),
+        ("provision_all", json!({}), Permission::Provision),
+        ("set_mode", json!({"mode": "manual"}), Permission::Provision),
+        ("set_batch", json!({"batch": "WO-IPC"}), Permission::ScanWorkOrder),
+        ("scan", json!({"code": "WO:IPC-2"}), Permission::ScanWorkOrder),
+        ("simulate", json!({"count": 1, "faults": []}), Permission::Simulate),
+        ("sync_now", json!({}), Permission::SyncNow),
+        ("get_settings", json!({}), Permission::Settings),
+        ("settings_changes", json!({"settings": settings}), Permission::Settings),
+        ("save_settings", json!({"settings": settings}), Permission::Settings),
+        ("operators", json!({}), Permission::Operators),
+        ("edit_operator", json!({"id": "qa", "edit": {"kind": "enable"}}), Permission::Operators),
+    ];
+    call(&h, "sign_out", json!({})).unwrap();
+    for (who, creds, role) in [
+        ("tech", json!({"kind": "badge", "code": "BADGE-tech"}), Role::Technician),
+        ("qa", json!({"kind": "pin", "id": "qa", "pin": "qa-pin"}), Role::Qa),
+        ("super", json!({"kind": "badge", "code": "BADGE-super"}), Role::Supervisor),
+        ("admin", json!({"kind": "pin", "id": "admin", "pin": "4711-admin"}), Role::Admin),
+    ] {
+        let s = call(&h, "sign_in", json!({"credentials": creds})).unwrap();
+        assert_eq!(s["operator"]["id"], who);
+        let info = call(&h, "station_info", json!({})).unwrap();
+        assert_eq!(info["session"]["operator"]["id"], who, "the title bar shows the operator");
+        for (cmd, args, perm) in &commands {
+            let r = call(&h, cmd, args.clone());
+            let refused = matches!(&r, Err(e) if e["code"] == "forbidden");
+            assert_eq!(!refused, allows(role, *perm), "{role} {cmd}: {r:?}");
+        }
+        call(&h, "sign_out", json!({})).unwrap();
+    }
+    // A wrong PIN over IPC: coded, not echoed.
+    let e = call(&h, "sign_in", json!({"credentials": {"kind": "pin", "id": "qa", "pin": "8642-wrong"}})).unwrap_err();
+    assert_eq!(e["code"], "sign_in_failed");
+    assert!(!e.to_string().contains("8642-wrong"));
 }

@@ -26,8 +26,12 @@ impl TestStation {
         TestStation { dir, cfg }
     }
 
+    /// The station, with a technician signed in (as the API does after a
+    /// sign-in): the engine starts devices on arrival only then.
     pub fn open(&self) -> Station {
-        Station::open(self.cfg.clone(), None).expect("station opens")
+        let st = Station::open(self.cfg.clone(), None).expect("station opens");
+        st.set_operator(Some("test-technician".into()));
+        st
     }
 
     /// Env for running the `imprint` binary against this station.
@@ -38,6 +42,34 @@ impl TestStation {
         ]
     }
 }
+
+impl TestStation {
+    /// Env that signs the `imprint` binary in as this station's admin
+    /// (`line-admin`, created as the first admin on first use): what a
+    /// production signer (PKCS#11, KMS) needs, where no demo admin exists.
+    pub fn admin_env(&self) -> Vec<(String, String)> {
+        use imprint_api::auth::{self, NewOperator};
+        let new = NewOperator {
+            id: ADMIN_ID.into(),
+            display_name: "Line admin".into(),
+            role: imprint_api::Role::Admin,
+            pin: imprint_api::OperatorPin::new(ADMIN_PIN),
+            badge: None,
+        };
+        let needed = imprint_api::with_local_store(&self.cfg, auth::needs_first_admin).expect("operators readable");
+        if needed {
+            auth::command_first_admin(&self.cfg, &new).expect("first admin");
+        }
+        let mut env = self.env();
+        env.push(("IMPRINT_OPERATOR".into(), ADMIN_ID.into()));
+        env.push(("IMPRINT_OPERATOR_PIN".into(), ADMIN_PIN.into()));
+        env
+    }
+}
+
+/// The test stations' admin (see [`TestStation::admin_env`]).
+pub const ADMIN_ID: &str = "line-admin";
+pub const ADMIN_PIN: &str = "4711-line";
 
 impl Default for TestStation {
     fn default() -> Self {

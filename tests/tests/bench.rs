@@ -183,7 +183,7 @@ fn saving_settings_mid_attempt_resumes_the_device_on_the_reopened_station() {
         rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("timed out waiting for: {what}; tiles: {tiles:#?}"));
     };
     wait("the device making its key", &|t| t.len() == 1 && t[0].stage == "keygen");
-    let mut s = api.settings();
+    let mut s = api.settings().unwrap();
     s.validity_days = 400;
     let info = api.save_settings(&s).unwrap();
     assert!(info.ready, "{info:?}");

@@ -45,7 +45,13 @@ impl Hsm {
 }
 
 fn imprint(ts: &TestStation, hsm: &Hsm, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(imprint_bin()).envs(ts.env()).env("SOFTHSM2_CONF", hsm.conf()).envs(extra_env.iter().copied()).args(args).output().unwrap()
+    Command::new(imprint_bin())
+        .envs(ts.admin_env())
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .envs(extra_env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {

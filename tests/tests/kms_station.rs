@@ -22,7 +22,7 @@ use imprint_tests::kms::{aws_env, Fault, FaultProxy, KmsKey, Moto, REGION, TEST_
 use imprint_tests::station::{imprint_bin, openssl_verify, path_of, pkilint, sim, split_der_chain, TestStation};
 
 fn imprint(ts: &TestStation, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(imprint_bin()).envs(ts.env()).envs(aws_env()).envs(extra_env.iter().copied()).args(args).output().unwrap()
+    Command::new(imprint_bin()).envs(ts.admin_env()).envs(aws_env()).envs(extra_env.iter().copied()).args(args).output().unwrap()
 }
 
 fn text(o: &Output) -> String {

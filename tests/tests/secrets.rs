@@ -24,7 +24,7 @@ fn text(o: &Output) -> String {
 fn imprint(ts: &TestStation, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg("umask 022; exec \"$0\" \"$@\"").arg(imprint_bin()).args(args);
-    cmd.envs(ts.env()).env_remove("IMPRINT_SIGNER").env_remove("IMPRINT_PKCS11_PIN");
+    cmd.envs(ts.admin_env()).env_remove("IMPRINT_SIGNER").env_remove("IMPRINT_PKCS11_PIN");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -264,7 +264,10 @@ fn a_pin_source_under_a_secrets_dir_works_with_softhsm() {
     assert!(h["signer"]["uri"].as_str().unwrap().contains("pin-source=file:"), "{h}");
     // A real run on the HSM key: the JSON logs show the URI (with its
     // pin-source path) and never the PIN.
-    let o = imprint(&ts, &env, &["station", "--simulate", "1", "--max", "1"]);
+    // (A device on its own pty: the station refuses simulated devices of its
+    // own while a production CA signs.)
+    let dev = imprint_tests::station::sim("SECRETS-0001", "");
+    let o = imprint(&ts, &env, &["provision", "--port", &imprint_tests::station::path_of(&dev)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!text(&o).contains(PIN), "{}", text(&o));
     assert!(!files_holding(&ts.cfg.log_dir(), "pin-source=file:").is_empty(), "the opened signer's URI is logged");

@@ -3,7 +3,9 @@
 //! settings, sync, shutdown. The app keeps one `Api` for its lifetime; the
 //! CLI's `watch`, `station` and `provision` each make one.
 
+use crate::auth::{Actor, ActorKind, Credentials, NewOperator};
 use crate::engine::{Bench, BenchEvent, BenchEventFn, PortSource, Tile};
+use crate::roles::{Permission, Role};
 use crate::scan::{Scan, ScanKind, ScanResult};
 use crate::settings::SettingsView;
 use crate::{ApiError, ApiResult, ErrorCode};
@@ -14,7 +16,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use ts_rs::TS;
 
 /// How the station was started.
@@ -34,6 +36,9 @@ pub struct ApiOptions {
     /// Fixed ports to provision once each, not watched (`imprint provision`).
     /// When set, no glob is watched.
     pub fixed_ports: Vec<String>,
+    /// Sign the operator out after `[operators] idle_lock_minutes` without a
+    /// command (the app; the CLI runs one command per sign-in).
+    pub idle_lock: bool,
 }
 
 impl ApiOptions {
@@ -46,6 +51,7 @@ impl ApiOptions {
             extra_globs: Vec::new(),
             system_ports: false,
             fixed_ports: Vec::new(),
+            idle_lock: false,
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct StationInfo {
     pub simulated: u32,
     /// The station is draining attempts in flight before it exits.
     pub stopping: bool,
+    /// Who is signed in (the title bar; the sign-in and first-run screens).
+    pub session: SessionView,
 }
 
 /// The center, as the Bench header shows it.
@@ -132,8 +140,41 @@ pub struct Attached {
     pub total: u32,
 }
 
+/// Who is signed in, as the title bar and the sign-in screen show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct SessionView {
+    /// The signed-in operator (None: the sign-in screen).
+    pub operator: Option<OperatorSession>,
+    /// No operator exists yet: the first-run screen creates the first admin.
+    pub needs_first_admin: bool,
+    /// Minutes without a command before the station signs the operator out (0: never).
+    pub idle_lock_minutes: u32,
+    /// Why the last operator was signed out by the station (idle time), once.
+    pub signed_out_reason: Option<String>,
+}
+
+/// The signed-in operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct OperatorSession {
+    pub id: String,
+    pub display_name: String,
+    pub role: Role,
+    pub kind: ActorKind,
+    /// What this operator may do (the app hides the rest; the API refuses it regardless).
+    pub permissions: Vec<Permission>,
+}
+
+struct Session {
+    actor: Actor,
+    last_used: Instant,
+}
+
 struct Inner {
     opts: Mutex<ApiOptions>,
+    session: Mutex<Option<Session>>,
+    signed_out_reason: Mutex<Option<String>>,
     station: Mutex<Option<Station>>,
     bench: Mutex<Option<Bench>>,
     startup_error: Mutex<Option<ApiError>>,
@@ -159,6 +200,8 @@ impl Api {
         Api {
             inner: Arc::new(Inner {
                 opts: Mutex::new(opts),
+                session: Mutex::new(None),
+                signed_out_reason: Mutex::new(None),
                 station: Mutex::new(None),
                 bench: Mutex::new(None),
                 startup_error: Mutex::new(None),
@@ -181,7 +224,7 @@ impl Api {
         // Links left by an earlier run point at ptys that no longer exist.
         let _ = std::fs::remove_dir_all(&dir);
         if simulate > 0 {
-            self.attach_simulated(simulate as u32, &faults)?;
+            self.attach_simulated_unchecked(simulate as u32, &faults)?;
         }
         self.open(pin)?;
         self.spawn_sync_watch();
@@ -234,6 +277,7 @@ impl Api {
         let _ = std::fs::create_dir_all(&sim_dir);
         match Station::open(cfg.clone(), pin) {
             Ok(station) => {
+                station.set_operator(self.provisioning_operator());
                 let emitter = self.inner.emitter.clone();
                 let events: BenchEventFn = Arc::new(move |e: &BenchEvent| emitter(ApiEvent::Bench(e.clone())));
                 let ports = if opts.fixed_ports.is_empty() {
@@ -304,6 +348,7 @@ impl Api {
             batch,
             simulated: lock(&self.inner.sims).len() as u32,
             stopping: self.inner.stopping.load(Ordering::Relaxed),
+            session: self.session(),
         }
     }
 
@@ -312,21 +357,25 @@ impl Api {
     }
 
     pub fn tiles(&self) -> ApiResult<Vec<Tile>> {
+        self.require(Permission::View)?;
         Ok(self.bench()?.tiles())
     }
 
     /// Provision (or retry) the device on `port`.
     pub fn provision(&self, port: &str) -> ApiResult<()> {
+        self.require(Permission::Provision)?;
         Ok(self.bench()?.provision(port)?)
     }
 
     /// Provision every device waiting for the operator; returns how many started.
     pub fn provision_all(&self) -> ApiResult<u32> {
+        self.require(Permission::Provision)?;
         Ok(self.bench()?.provision_all_ready() as u32)
     }
 
     /// Switch auto/manual. Devices already waiting are not started here.
     pub fn set_mode(&self, mode: Mode) -> ApiResult<ModeChange> {
+        self.require(Permission::Provision)?;
         let b = self.bench()?;
         b.set_mode(mode);
         self.emit(ApiEvent::StationChanged);
@@ -335,6 +384,7 @@ impl Api {
 
     /// Set the work order for attempts started from now on.
     pub fn set_batch(&self, batch: Option<String>) -> ApiResult<Option<String>> {
+        self.require(Permission::ScanWorkOrder)?;
         let st = self.station()?;
         st.set_batch(batch);
         self.emit(ApiEvent::StationChanged);
@@ -344,6 +394,10 @@ impl Api {
     /// A barcode scan (or typed code), see [`crate::scan`].
     pub fn scan(&self, code: &str) -> ApiResult<ScanResult> {
         let scan = crate::scan::parse(code)?;
+        self.require(match scan {
+            Scan::WorkOrder(_) => Permission::ScanWorkOrder,
+            Scan::Device(_) => Permission::View,
+        })?;
         let st = self.station()?;
         match scan {
             Scan::WorkOrder(order) => {
@@ -375,6 +429,24 @@ impl Api {
 
     /// Attach `count` more simulated devices (`faults`: `SPEC` for all, `N:SPEC` for the Nth new one).
     pub fn attach_simulated(&self, count: u32, faults: &[String]) -> ApiResult<Attached> {
+        self.require(Permission::Simulate)?;
+        self.attach_simulated_unchecked(count, faults)
+    }
+
+    /// Simulated devices get real certificates from whatever CA signs: they
+    /// are refused while a production CA is configured.
+    fn attach_simulated_unchecked(&self, count: u32, faults: &[String]) -> ApiResult<Attached> {
+        let development = match self.station() {
+            Ok(st) => st.ctx().development,
+            Err(_) => self.config().is_development(),
+        };
+        if !development {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "simulated devices are refused while a production CA signs: they would get real certificates. \
+                 Use a station with the development CA for training and tests",
+            ));
+        }
         if count == 0 || count > 64 {
             return Err(ApiError::bad_request("attach 1 to 64 simulated devices at a time"));
         }
@@ -401,12 +473,14 @@ impl Api {
 
     /// History: attempts with their certificates.
     pub fn history(&self, filter: &crate::records::HistoryFilter) -> ApiResult<Vec<crate::records::AttemptView>> {
-        crate::records::list(self.station()?.store(), filter)
+        let a = self.require(Permission::View)?;
+        crate::records::list(&a, self.station()?.store(), filter)
     }
 
     /// One record with its steps and certificate.
     pub fn record(&self, id: &str) -> ApiResult<crate::records::RecordDetail> {
-        crate::records::show(self.station()?.store(), id)
+        let a = self.require(Permission::View)?;
+        crate::records::show(&a, self.station()?.store(), id)
     }
 
     /// Health of every dependency; when the station did not open, what is
@@ -418,16 +492,30 @@ impl Api {
         }
     }
 
-    pub fn settings(&self) -> SettingsView {
-        SettingsView::of(&self.config(), &self.config_path())
+    /// The settings as the Settings view edits them (admin).
+    pub fn settings(&self) -> ApiResult<SettingsView> {
+        self.require(Permission::Settings)?;
+        Ok(SettingsView::of(&self.config(), &self.config_path()))
+    }
+
+    /// What saving `new` would change, before and after (the confirmation
+    /// an admin sees; secrets are never part of the settings).
+    pub fn settings_changes(&self, new: &SettingsView) -> ApiResult<Vec<crate::settings::SettingChange>> {
+        self.require(Permission::Settings)?;
+        Ok(crate::settings::changes(&SettingsView::of(&self.config(), &self.config_path()), new))
     }
 
     /// Validate `new`, write only what the operator changed to the config
     /// file, and apply it without wiping the bench's results.
     pub fn save_settings(&self, new: &SettingsView) -> ApiResult<StationInfo> {
+        let actor = self.require(Permission::Settings)?;
+        let before = SettingsView::of(&self.config(), &self.config_path());
         let cfg = self.config();
         let path = self.config_path();
         let applied = crate::settings::save(&cfg, &path, new)?;
+        for c in crate::settings::changes(&before, new) {
+            tracing::info!(operator = %actor.id(), key = %c.key, before = %c.before, after = %c.after, "setting changed");
+        }
         let only_mode = StationConfig { mode: cfg.mode, ..applied.clone() } == cfg;
         lock(&self.inner.opts).cfg = applied.clone();
         if only_mode {
@@ -460,6 +548,7 @@ impl Api {
 
     /// Ask the sync worker for a round now.
     pub fn sync_now(&self) -> ApiResult<SyncView> {
+        self.require(Permission::SyncNow)?;
         let st = self.station()?;
         if st.ctx().cfg.central.is_none() {
             return Err(ApiError::bad_request("no [central] section in the settings: nothing to sync to"));
@@ -473,6 +562,7 @@ impl Api {
         let api = self.clone();
         let r = std::thread::Builder::new().name("imprint-sync-view".into()).spawn(move || {
             while !api.inner.stopping.load(Ordering::Relaxed) {
+                api.expire_idle();
                 if api.config().central.is_some() {
                     let v = api.sync_view();
                     let changed = lock(&api.inner.last_sync).as_ref() != Some(&v);
@@ -487,6 +577,176 @@ impl Api {
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not start the sync view thread: the header will not update by itself");
         }
+    }
+
+    // ---- operators and sign-in ------------------------------------------
+
+    /// Run `f` on the station's store, or, while no station is open in this
+    /// process, on the data dir's store under its lock.
+    fn with_store<T>(&self, f: impl FnOnce(&imprint_store::Store) -> ApiResult<T>) -> ApiResult<T> {
+        match self.station() {
+            Ok(st) => f(st.store()),
+            Err(_) => crate::with_local_store(&self.config(), f),
+        }
+    }
+
+    fn demo_actor(&self) -> Option<Actor> {
+        let cfg = self.config();
+        let development = match self.station() {
+            Ok(st) => st.ctx().development,
+            Err(_) => cfg.is_development(),
+        };
+        Actor::demo(development, &cfg.operators)
+    }
+
+    /// The signed-in operator (the development CA's demo admin when nobody
+    /// is and it is allowed); a command counts as activity for the idle lock.
+    pub fn actor(&self) -> ApiResult<Actor> {
+        self.expire_idle();
+        if let Some(s) = lock(&self.inner.session).as_mut() {
+            s.last_used = Instant::now();
+            return Ok(s.actor.clone());
+        }
+        self.demo_actor().ok_or_else(|| {
+            let why = lock(&self.inner.signed_out_reason).clone();
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                why.unwrap_or_else(|| "nobody is signed in: sign in with your badge or your id and PIN".into()),
+            )
+        })
+    }
+
+    /// The signed-in operator, if their role holds `p` (`forbidden` otherwise).
+    pub fn require(&self, p: Permission) -> ApiResult<Actor> {
+        let a = self.actor()?;
+        a.require(p)?;
+        Ok(a)
+    }
+
+    fn session_actor(&self) -> Option<Actor> {
+        lock(&self.inner.session).as_ref().map(|s| s.actor.clone()).or_else(|| self.demo_actor())
+    }
+
+    /// Who new attempts are recorded under: the signed-in operator when
+    /// they may provision (nobody otherwise: auto mode then starts nothing).
+    fn provisioning_operator(&self) -> Option<String> {
+        self.session_actor().filter(|a| a.require(Permission::Provision).is_ok()).map(|a| a.id().to_string())
+    }
+
+    fn set_session(&self, actor: Option<Actor>, reason: Option<String>) {
+        *lock(&self.inner.session) = actor.map(|actor| Session { actor, last_used: Instant::now() });
+        *lock(&self.inner.signed_out_reason) = reason;
+        if let Ok(st) = self.station() {
+            st.set_operator(self.provisioning_operator());
+        }
+        self.emit(ApiEvent::StationChanged);
+    }
+
+    /// Sign the operator out once the idle time has passed (called by
+    /// every command and once a second by the watch thread).
+    fn expire_idle(&self) {
+        let minutes = self.config().operators.idle_lock_minutes;
+        if !lock(&self.inner.opts).idle_lock || minutes == 0 {
+            return;
+        }
+        let expired = lock(&self.inner.session).as_ref().is_some_and(|s| {
+            matches!(s.actor.kind(), ActorKind::Operator | ActorKind::Bootstrap)
+                && s.last_used.elapsed() >= Duration::from_secs(u64::from(minutes) * 60)
+        });
+        if expired {
+            let who = self.session_actor().map(|a| a.id().to_string()).unwrap_or_default();
+            tracing::info!(operator = %who, minutes, "signed out: idle");
+            self.set_session(
+                None,
+                Some(format!("{who} was signed out after {minutes} minutes without a command: sign in again (devices running went on)")),
+            );
+        }
+    }
+
+    /// The sign-in state.
+    pub fn session(&self) -> SessionView {
+        let operator = self.session_actor().map(|a| OperatorSession {
+            id: a.id().to_string(),
+            display_name: a.name().to_string(),
+            role: a.role(),
+            kind: a.kind(),
+            permissions: crate::roles::permissions(a.role()),
+        });
+        let needs_first_admin = operator.is_none() && self.with_store(crate::auth::needs_first_admin).unwrap_or(false);
+        SessionView {
+            operator,
+            needs_first_admin,
+            idle_lock_minutes: if lock(&self.inner.opts).idle_lock { self.config().operators.idle_lock_minutes } else { 0 },
+            signed_out_reason: lock(&self.inner.signed_out_reason).clone(),
+        }
+    }
+
+    /// Sign in with a badge or an id and PIN.
+    pub fn sign_in(&self, creds: &Credentials) -> ApiResult<SessionView> {
+        let cfg = self.config().operators;
+        let actor = self.with_store(|store| crate::auth::sign_in(store, &cfg, creds))?;
+        self.set_session(Some(actor), None);
+        Ok(self.session())
+    }
+
+    /// Run as the configured service operator (the headless station), if
+    /// one is configured. Returns whether one was.
+    pub fn sign_in_service(&self) -> ApiResult<bool> {
+        let cfg = self.config().operators;
+        match self.with_store(|store| crate::auth::service(store, &cfg))? {
+            Some(actor) => {
+                self.set_session(Some(actor), None);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Act as `actor` (signed in by [`crate::auth::command_actor`]: the
+    /// CLI signs in before the station opens).
+    pub fn act_as(&self, actor: Actor) {
+        self.set_session(Some(actor), None);
+    }
+
+    /// Sign out (attempts running go on; nothing new starts until someone signs in).
+    pub fn sign_out(&self) -> SessionView {
+        if let Some(a) = lock(&self.inner.session).as_ref() {
+            tracing::info!(operator = %a.actor.id(), "signed out");
+        }
+        self.set_session(None, None);
+        self.session()
+    }
+
+    /// First start: create the first admin and sign them in (refused once
+    /// any operator exists).
+    pub fn create_first_admin(&self, new: &NewOperator) -> ApiResult<SessionView> {
+        let actor = self.with_store(|store| crate::auth::add_first_admin(store, new))?;
+        self.set_session(Some(actor), None);
+        Ok(self.session())
+    }
+
+    /// Every operator (admin).
+    pub fn operators(&self) -> ApiResult<Vec<crate::auth::OperatorView>> {
+        let a = self.actor()?;
+        self.with_store(|store| crate::auth::list(&a, store))
+    }
+
+    /// Add an operator (admin).
+    pub fn add_operator(&self, new: &NewOperator) -> ApiResult<crate::auth::OperatorView> {
+        let a = self.actor()?;
+        self.with_store(|store| crate::auth::add(&a, store, new))
+    }
+
+    /// Enable, disable, change the role, reset the PIN or set the badge of an operator (admin).
+    pub fn edit_operator(&self, id: &str, edit: &crate::auth::OperatorEdit) -> ApiResult<crate::auth::OperatorView> {
+        let a = self.actor()?;
+        let v = self.with_store(|store| crate::auth::edit(&a, store, id, edit))?;
+        // A change to the signed-in operator takes effect at once.
+        if lock(&self.inner.session).as_ref().is_some_and(|s| s.actor.id() == v.id) && (!v.enabled || v.role != a.role()) && a.id() != v.id
+        {
+            self.set_session(None, Some(format!("operator {} was changed by an admin: sign in again", v.id)));
+        }
+        Ok(v)
     }
 
     /// Ctrl-C / SIGTERM: the first drains the station (no new devices,

@@ -41,7 +41,8 @@ pub struct CaInitDone {
     pub replaced: Option<PathBuf>,
 }
 
-pub fn init(req: &CaInit, pin: Option<Pin>) -> ApiResult<CaInitDone> {
+pub fn init(actor: &crate::Actor, req: &CaInit, pin: Option<Pin>) -> ApiResult<CaInitDone> {
+    actor.require(crate::Permission::CaSetup)?;
     // Refused before a key is made: nothing is created in the HSM or KMS for a
     // root that would not be installed.
     if req.csr.is_none() && !req.force {
@@ -86,7 +87,8 @@ pub struct CaImported {
 /// of it is valid now and that the issuing CA is the signer's key. An
 /// installed chain is replaced only with `force` (and kept as a `.bak`);
 /// installing the same chain again changes nothing.
-pub fn import(signer: &str, chain: &Path, out: &Path, force: bool, pin: Option<Pin>) -> ApiResult<CaImported> {
+pub fn import(actor: &crate::Actor, signer: &str, chain: &Path, out: &Path, force: bool, pin: Option<Pin>) -> ApiResult<CaImported> {
+    actor.require(crate::Permission::CaSetup)?;
     let text = std::fs::read_to_string(chain).map_err(|e| ApiError::io(chain.display(), e))?;
     let certs = ca::load_chain_pem(&text)?;
     let first = certs.first().ok_or_else(|| ApiError::bad_request(format!("{} holds no certificate", chain.display())))?;

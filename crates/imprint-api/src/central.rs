@@ -3,7 +3,7 @@
 //! and reports (local or central). The password is never an argument: a
 //! file path or `IMPRINT_PG_PASSWORD`.
 
-use crate::{ApiError, ApiResult};
+use crate::{Actor, ApiError, ApiResult, Permission};
 use imprint_store::Store;
 use imprint_sync::{CentralConfig, ReportRow, SyncStatus};
 use serde::Serialize;
@@ -27,25 +27,29 @@ fn read_password_file(p: &Path) -> ApiResult<String> {
 }
 
 /// Apply the central schema's migrations (administrators only); returns the version reached.
-pub fn migrate(admin: &CentralConfig) -> ApiResult<i64> {
+pub fn migrate(actor: &Actor, admin: &CentralConfig) -> ApiResult<i64> {
+    actor.require(Permission::CentralAdmin)?;
     let opts = admin.connect_options()?;
     Ok(runtime()?.block_on(imprint_sync::migrate(&opts))?)
 }
 
 /// The central schema version found (None: not migrated) and the one this build needs.
-pub fn version(admin: &CentralConfig) -> ApiResult<(Option<i64>, i64)> {
+pub fn version(actor: &Actor, admin: &CentralConfig) -> ApiResult<(Option<i64>, i64)> {
+    actor.require(Permission::CentralAdmin)?;
     let opts = admin.connect_options()?;
     let found = runtime()?.block_on(imprint_sync::schema::found_version(&opts))?;
     Ok((found, imprint_sync::required_version()))
 }
 
-pub fn add_station(admin: &CentralConfig, station: &str, role: &str, role_password_file: &Path) -> ApiResult<()> {
+pub fn add_station(actor: &Actor, admin: &CentralConfig, station: &str, role: &str, role_password_file: &Path) -> ApiResult<()> {
+    actor.require(Permission::CentralAdmin)?;
     let opts = admin.connect_options()?;
     let pw = read_password_file(role_password_file)?;
     Ok(runtime()?.block_on(imprint_sync::add_station(&opts, station, role, &pw))?)
 }
 
-pub fn add_reader(admin: &CentralConfig, role: &str, role_password_file: &Path) -> ApiResult<()> {
+pub fn add_reader(actor: &Actor, admin: &CentralConfig, role: &str, role_password_file: &Path) -> ApiResult<()> {
+    actor.require(Permission::CentralAdmin)?;
     let opts = admin.connect_options()?;
     let pw = read_password_file(role_password_file)?;
     Ok(runtime()?.block_on(imprint_sync::add_reader(&opts, role, &pw))?)
@@ -62,7 +66,8 @@ pub struct SyncStatusView {
     pub status: SyncStatus,
 }
 
-pub fn status(store: &Store, configured: bool, station_id: &str) -> ApiResult<SyncStatusView> {
+pub fn status(actor: &Actor, store: &Store, configured: bool, station_id: &str) -> ApiResult<SyncStatusView> {
+    actor.require(Permission::View)?;
     Ok(SyncStatusView {
         configured,
         station_id: station_id.to_string(),
@@ -78,23 +83,32 @@ pub struct SyncNowDone {
     pub status: SyncStatusView,
 }
 
-pub fn sync_now(store: Arc<Store>, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<SyncNowDone> {
+pub fn sync_now(actor: &Actor, store: Arc<Store>, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<SyncNowDone> {
+    actor.require(Permission::SyncNow)?;
     let central = central.ok_or_else(|| ApiError::bad_request("no [central] section in the configuration: nothing to sync to"))?;
     let report = imprint_sync::sync_once(store.clone(), station_id, central)?;
-    let status = status(&store, true, station_id)?;
+    let status = status(actor, &store, true, station_id)?;
     Ok(SyncNowDone { report, status })
 }
 
 /// Attempts with their certificates, from the central database (as far as
 /// the role may read).
-pub fn central_report(central: &CentralConfig, station: Option<&str>, since: Option<&str>) -> ApiResult<Vec<ReportRow>> {
+pub fn central_report(actor: &Actor, central: &CentralConfig, station: Option<&str>, since: Option<&str>) -> ApiResult<Vec<ReportRow>> {
+    actor.require(Permission::Report)?;
     let since = since.map(crate::records::normalize_since).transpose()?;
     let opts = central.connect_options()?;
     Ok(runtime()?.block_on(imprint_sync::central_report(&opts, station, since.as_deref()))?)
 }
 
 /// The same report from the local store.
-pub fn local_report(store: &Store, station_id: &str, station: Option<&str>, since: Option<&str>) -> ApiResult<Vec<ReportRow>> {
+pub fn local_report(
+    actor: &Actor,
+    store: &Store,
+    station_id: &str,
+    station: Option<&str>,
+    since: Option<&str>,
+) -> ApiResult<Vec<ReportRow>> {
+    actor.require(Permission::Report)?;
     let since = since.map(crate::records::normalize_since).transpose()?;
     if station.is_some_and(|s| s != station_id) {
         return Ok(Vec::new());

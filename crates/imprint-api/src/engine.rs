@@ -377,7 +377,10 @@ impl Bench {
         if !start {
             return;
         }
-        if self.mode() == Mode::Auto {
+        // Auto mode starts a device by itself only while an operator is
+        // signed in (the attempt is recorded under them); otherwise the
+        // device waits, identified, for the next operator.
+        if self.mode() == Mode::Auto && self.inner.station.ctx().operator().is_some() {
             if let Err(e) = self.provision(port) {
                 tracing::warn!(port, error = %e, "could not start a device on arrival");
             }

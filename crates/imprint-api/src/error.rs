@@ -54,6 +54,16 @@ pub enum ErrorCode {
     Io,
     /// A bug in the station: a background task failed.
     Internal,
+    /// Nobody is signed in (or the session was locked after idle time).
+    Unauthenticated,
+    /// The signed-in operator's role may not do this (the message names the role needed).
+    Forbidden,
+    /// Unknown operator, wrong PIN or unknown badge (which one is not said).
+    SignInFailed,
+    /// Too many wrong PINs: the operator is locked for a while.
+    OperatorLocked,
+    /// The operator is disabled.
+    OperatorDisabled,
 }
 
 impl ErrorCode {
@@ -79,6 +89,11 @@ impl ErrorCode {
         ErrorCode::Simulator,
         ErrorCode::Io,
         ErrorCode::Internal,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::SignInFailed,
+        ErrorCode::OperatorLocked,
+        ErrorCode::OperatorDisabled,
     ];
 
     /// The stable text form (the same as the serialized form).
@@ -104,13 +119,18 @@ impl ErrorCode {
             ErrorCode::Simulator => "simulator",
             ErrorCode::Io => "io",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::SignInFailed => "sign_in_failed",
+            ErrorCode::OperatorLocked => "operator_locked",
+            ErrorCode::OperatorDisabled => "operator_disabled",
         }
     }
 
     /// The `imprint` exit status for this error (documented in `imprint --help`
     /// and the README): 2 usage or configuration, 3 CA signer or CA
     /// certificate, 4 local store, 5 nothing to do, 6 central database,
-    /// 70 internal fault. (0 is success and 1 a device that failed: not errors.)
+    /// 7 not signed in or not allowed (operator, role, PIN), 70 internal fault. (0 is success and 1 a device that failed: not errors.)
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorCode::BadRequest
@@ -131,6 +151,11 @@ impl ErrorCode {
             ErrorCode::Store | ErrorCode::StoreLocked => 4,
             ErrorCode::NothingToDo => 5,
             ErrorCode::Central => 6,
+            ErrorCode::Unauthenticated
+            | ErrorCode::Forbidden
+            | ErrorCode::SignInFailed
+            | ErrorCode::OperatorLocked
+            | ErrorCode::OperatorDisabled => 7,
             ErrorCode::Internal => 70,
         }
     }
@@ -298,6 +323,11 @@ mod tests {
                 ("simulator", 2),
                 ("io", 2),
                 ("internal", 70),
+                ("unauthenticated", 7),
+                ("forbidden", 7),
+                ("sign_in_failed", 7),
+                ("operator_locked", 7),
+                ("operator_disabled", 7),
             ]
         );
         for c in ErrorCode::ALL {

@@ -11,6 +11,7 @@
 //! - [`records`], [`health`], [`settings`], [`scan`], [`ports`], [`ca`], [`central`]
 
 pub mod api;
+pub mod auth;
 pub mod ca;
 pub mod central;
 pub mod engine;
@@ -18,13 +19,16 @@ mod error;
 pub mod health;
 pub mod ports;
 pub mod records;
+pub mod roles;
 pub mod scan;
 pub mod settings;
 mod slots;
 
 pub use api::{Api, ApiEvent, ApiOptions, Emitter, StationInfo, SyncView};
+pub use auth::{Actor, ActorKind, Credentials, OperatorPin};
 pub use engine::{Bench, BenchEvent, Tile, TileState};
 pub use error::{ApiError, ApiResult, ErrorCode};
+pub use roles::{Permission, Role};
 
 // What the shells need from below, re-exported so they depend on this crate alone.
 pub use imprint_core::ca::CaSubject;
@@ -49,4 +53,23 @@ pub fn load_config(path: Option<&std::path::Path>, data_dir: Option<&std::path::
 /// Open the local store for reading records (History, exports, reports).
 pub fn open_store(cfg: &StationConfig) -> ApiResult<std::sync::Arc<Store>> {
     Ok(std::sync::Arc::new(Store::open(&cfg.store_path())?))
+}
+
+/// Run `f` on this data dir's store for a short change (operators, the
+/// first admin, a wrong PIN counted) when no station of this process holds
+/// it: the data dir lock is taken for the duration, so a station running in
+/// another process is never written behind its back; while one runs, the
+/// store is opened read-only (a write then fails with `store`).
+pub fn with_local_store<T>(cfg: &StationConfig, f: impl FnOnce(&Store) -> ApiResult<T>) -> ApiResult<T> {
+    match imprint_station::DataDirLock::acquire(&cfg.data_dir) {
+        Ok(lock) => {
+            let store = Store::open(&cfg.store_path())?;
+            let r = f(&store);
+            store.close();
+            drop(lock);
+            r
+        }
+        Err(imprint_station::LockError::InUse { .. }) => f(&Store::open_read_only(&cfg.store_path())?),
+        Err(e) => Err(ApiError::new(ErrorCode::StoreLocked, e.to_string())),
+    }
 }

@@ -2,7 +2,7 @@
 //! and certificate (`records show`, the History detail pane), and the CSV
 //! export. Each list is one joined query, never a query per row.
 
-use crate::{ApiError, ApiResult};
+use crate::{Actor, ApiError, ApiResult, Permission};
 use imprint_store::{AttemptFilter, AttemptRow, CertRow, Store};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -18,6 +18,10 @@ pub struct HistoryFilter {
     /// RFC 3339 time or a date (`2026-11-01`): attempts started at or after it.
     pub since: Option<String>,
     pub limit: Option<u32>,
+    /// Attempts started by this operator.
+    #[serde(default)]
+    #[ts(optional)]
+    pub operator: Option<String>,
 }
 
 /// One attempt as shown in a list.
@@ -45,6 +49,8 @@ pub struct AttemptView {
     pub cert_serial: Option<String>,
     pub cert_status: Option<String>,
     pub resumed: bool,
+    /// Who started the attempt.
+    pub operator: Option<String>,
 }
 
 /// A certificate as shown (never its key).
@@ -96,6 +102,7 @@ impl HistoryFilter {
             cert_serial: blank(&self.cert_serial),
             since,
             limit: Some(self.limit.unwrap_or(default_limit).min(100_000)),
+            operator: blank(&self.operator),
         })
     }
 }
@@ -141,6 +148,7 @@ fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
         cert_serial: c.map(|c| c.serial_hex.clone()),
         cert_status: c.map(|c| c.status.to_string()),
         resumed: a.resumed,
+        operator: a.operator,
     }
 }
 
@@ -160,13 +168,15 @@ fn certificate_view(c: &CertRow) -> Option<CertificateView> {
 }
 
 /// Attempts, newest first (default limit 200).
-pub fn list(store: &Store, filter: &HistoryFilter) -> ApiResult<Vec<AttemptView>> {
+pub fn list(actor: &Actor, store: &Store, filter: &HistoryFilter) -> ApiResult<Vec<AttemptView>> {
+    actor.require(Permission::View)?;
     let rows = store.attempts_with_certs(&filter.to_store(200)?)?;
     Ok(rows.into_iter().map(|(a, c)| view(a, c.as_ref())).collect())
 }
 
 /// One attempt by id, or the latest attempt of a device serial.
-pub fn show(store: &Store, id_or_serial: &str) -> ApiResult<RecordDetail> {
+pub fn show(actor: &Actor, store: &Store, id_or_serial: &str) -> ApiResult<RecordDetail> {
+    actor.require(Permission::View)?;
     let key = id_or_serial.trim();
     let attempt = match store.attempt(key)? {
         Some(a) => a,
@@ -210,6 +220,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "fingerprint_sha256",
     "spki_sha256",
     "resumed",
+    "operator",
 ];
 
 /// A spreadsheet must never run a cell as a formula (OWASP CSV injection):
@@ -223,7 +234,8 @@ pub fn csv_cell(s: &str) -> String {
 }
 
 /// Write every attempt with its certificate as CSV; returns the row count.
-pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
+pub fn export_csv(actor: &Actor, store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
+    actor.require(Permission::Report)?;
     let io = |e: csv::Error| ApiError::io("writing the CSV export", e);
     let mut out = csv::Writer::from_writer(w);
     out.write_record(CSV_COLUMNS).map_err(io)?;
@@ -252,6 +264,7 @@ pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
             c.as_ref().and_then(|c| c.fingerprint_sha256.as_deref()).map(csv_cell).unwrap_or_default(),
             o(&a.spki_sha256),
             a.resumed.to_string(),
+            o(&a.operator),
         ])
         .map_err(io)?;
     }
@@ -260,13 +273,15 @@ pub fn export_csv(store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
 }
 
 /// Write the CSV export to a new file readable by its owner only (0600).
-pub fn export_csv_to_file(store: &Store, path: &std::path::Path) -> ApiResult<usize> {
+pub fn export_csv_to_file(actor: &Actor, store: &Store, path: &std::path::Path) -> ApiResult<usize> {
+    actor.require(Permission::Report)?;
     let f = imprint_station::fsutil::create_private_file(path).map_err(|e| ApiError::io(path.display(), e))?;
-    export_csv(store, std::io::BufWriter::new(f))
+    export_csv(actor, store, std::io::BufWriter::new(f))
 }
 
 /// Certificates in the local store.
-pub fn certificates(store: &Store) -> ApiResult<Vec<CertRow>> {
+pub fn certificates(actor: &Actor, store: &Store) -> ApiResult<Vec<CertRow>> {
+    actor.require(Permission::View)?;
     Ok(store.certificates()?)
 }
 

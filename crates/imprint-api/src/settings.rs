@@ -340,3 +340,98 @@ mod tests {
         assert_eq!(SettingsView::of(&back, &path).central, view.central);
     }
 }
+
+/// One setting as it is and as it would be (the confirmation before saving).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct SettingChange {
+    /// The setting's key (`profile_name`, `central.url`, ...).
+    pub key: String,
+    pub before: String,
+    pub after: String,
+    /// Changes what certificates say, who signs them or where records go:
+    /// the confirmation says so.
+    pub security: bool,
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Null => {
+            out.insert(prefix.to_string(), "(none)".into());
+        }
+        serde_json::Value::String(s) => {
+            out.insert(prefix.to_string(), if s.trim().is_empty() { "(empty)".into() } else { s.trim().to_string() });
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Settings whose change an admin confirms as security-relevant.
+const SECURITY_KEYS: &[&str] = &["signer", "station_id", "profile_name", "validity_days", "organization", "device_key", "lock_device"];
+
+/// What differs between `before` and `after`, key by key (the config path,
+/// which is not a setting, excluded). Settings hold no secret, by
+/// construction (a password is a file path, a PIN a `pin-source`).
+pub fn changes(before: &SettingsView, after: &SettingsView) -> Vec<SettingChange> {
+    let (mut a, mut b) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    flatten("", &serde_json::to_value(before).unwrap_or_default(), &mut a);
+    flatten("", &serde_json::to_value(after).unwrap_or_default(), &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| k.as_str() != "config_path")
+        .filter_map(|k| {
+            let none = "(none)".to_string();
+            let (x, y) = (a.get(k).unwrap_or(&none), b.get(k).unwrap_or(&none));
+            (x != y).then(|| SettingChange {
+                key: k.clone(),
+                before: x.clone(),
+                after: y.clone(),
+                security: SECURITY_KEYS.contains(&k.as_str()) || k.starts_with("central"),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    #[test]
+    fn changes_list_each_changed_key_with_before_and_after() {
+        let cfg = StationConfig::default();
+        let before = SettingsView::of(&cfg, Path::new("/x/imprint.toml"));
+        let mut after = before.clone();
+        after.validity_days = 365;
+        after.lock_device = false;
+        after.baud = 9600;
+        after.central = Some(CentralSettings { url: "postgres://line1@db/imprint".into(), ..Default::default() });
+        let c = changes(&before, &after);
+        let keys: Vec<(&str, &str, &str, bool)> =
+            c.iter().map(|c| (c.key.as_str(), c.before.as_str(), c.after.as_str(), c.security)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("baud", "115200", "9600", false),
+                ("central", "(none)", "(none)", true),
+                ("central.password_file", "(none)", "(none)", true),
+                ("central.sslmode", "(none)", "(none)", true),
+                ("central.sslrootcert", "(none)", "(none)", true),
+                ("central.url", "(none)", "postgres://line1@db/imprint", true),
+                ("lock_device", "true", "false", true),
+                ("validity_days", "3650", "365", true),
+            ]
+            .into_iter()
+            .filter(|(_, b, a, _)| b != a)
+            .collect::<Vec<_>>()
+        );
+        assert!(changes(&before, &before).is_empty());
+    }
+}

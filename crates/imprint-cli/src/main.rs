@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod operators_cmd;
 mod sync_cmd;
 mod view;
 
@@ -22,6 +23,7 @@ Exit status:
   4   local store problem (disk, permissions, another station on the data dir)
   5   nothing to do (no ports found)
   6   central database problem
+  7   not signed in, or the operator's role may not do this (or a wrong PIN, a locked or disabled operator)
   70  internal fault (a bug: report it)
   130 stopped by a second Ctrl-C";
 
@@ -37,6 +39,11 @@ struct Cli {
     /// Ask for the signer PIN on the terminal (otherwise: pin-source in the URI, or IMPRINT_PKCS11_PIN).
     #[arg(long, global = true)]
     pin_prompt: bool,
+    /// Sign in as this operator (the PIN is asked for, or taken from
+    /// IMPRINT_OPERATOR_PIN). Without it: the configured service operator
+    /// (station, watch, provision), or the development CA's demo admin.
+    #[arg(long, global = true, env = "IMPRINT_OPERATOR")]
+    operator: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -73,6 +80,9 @@ enum Cmd {
     Sync(sync_cmd::SyncCmd),
     /// Attempts with their certificates, from the local store or (--central) the central database.
     Report(sync_cmd::ReportArgs),
+    /// Operators and their roles (admin): add, list, disable, enable, set-role, reset-pin, set-badge.
+    #[command(subcommand)]
+    Operators(operators_cmd::OperatorsCmd),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
@@ -226,6 +236,9 @@ enum RecordsCmd {
         /// Only attempts started at or after this date or RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Only attempts started by this operator.
+        #[arg(long)]
+        by: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(long)]
@@ -393,15 +406,17 @@ fn run(cli: Cli) -> CmdResult {
         }
         Cmd::Ca(c) => ca_cmd(&cli, c),
         Cmd::Records(r) => records_cmd(&cli, r),
-        Cmd::Db(c) => sync_cmd::db_cmd(c),
+        Cmd::Db(c) => sync_cmd::db_cmd(&cli, c),
+        Cmd::Operators(c) => operators_cmd::operators_cmd(&cli, c),
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
         Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
         Cmd::Export(ExportCmd::Csv { out: path }) => {
             let cfg = load_config(&cli)?;
+            let me = operators_cmd::actor(&cli, &cfg, false)?;
             let store = imprint_api::open_store(&cfg)?;
             let n = match path {
-                Some(p) => imprint_api::records::export_csv_to_file(&store, p)?,
-                None => imprint_api::records::export_csv(&store, std::io::stdout().lock())?,
+                Some(p) => imprint_api::records::export_csv_to_file(&me, &store, p)?,
+                None => imprint_api::records::export_csv(&me, &store, std::io::stdout().lock())?,
             };
             eprintln!("exported {n} attempts");
             Ok(0)
@@ -442,6 +457,9 @@ fn config_path(cli: &Cli) -> PathBuf {
 /// finished or Ctrl-C, then drain and summarise.
 fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) -> CmdResult {
     let _log = imprint_api::logging::init(&opts.cfg.log_dir(), false);
+    // Signed in before the station opens: attempts are recorded under this operator.
+    let me = operators_cmd::actor(cli, &opts.cfg, true)?;
+    me.require(imprint_api::Permission::Provision)?;
     let view = view::View::new(as_json);
     let v = view.clone();
     let api = Api::new(
@@ -452,6 +470,7 @@ fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) ->
             }
         }),
     );
+    api.act_as(me);
     let info = match api.start(pin(cli)?) {
         Ok(i) => i,
         Err(e) => {
@@ -512,10 +531,18 @@ fn banner(info: &imprint_api::StationInfo) {
         eprintln!("*** DEVELOPMENT CA - certificates issued here are for testing only ***");
     }
     eprintln!("signer: {} | CA: {} | data: {}", info.signer_uri, info.ca_subject, info.data_dir);
+    if let Some(o) = &info.session.operator {
+        eprintln!("operator: {} ({}, {})", o.id, o.display_name, o.role);
+    }
 }
 
 fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
     let cfg = load_config(cli)?;
+    let me = match c {
+        CaCmd::Show => None,
+        _ => Some(operators_cmd::actor(cli, &cfg, false)?),
+    };
+    let me = || me.as_ref().ok_or_else(|| Fail::Api(ApiError::internal("no operator for a CA command")));
     match c {
         CaCmd::Init { signer, cn, org, country, alg, generate_key, days, csr, out: path, force } => {
             let req = imprint_api::ca::CaInit {
@@ -531,7 +558,7 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
                 out: path.clone().unwrap_or_else(|| cfg.ca_chain_path()),
                 force: *force,
             };
-            let done = imprint_api::ca::init(&req, pin(cli)?)?;
+            let done = imprint_api::ca::init(me()?, &req, pin(cli)?)?;
             if done.key_generated {
                 if done.signer_uri.starts_with("awskms:") {
                     eprintln!("created a KMS key; its signer URI (printed on stdout) is {}", done.signer_uri);
@@ -552,7 +579,7 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
         }
         CaCmd::Import { signer, chain, out: path, force } => {
             let dest = path.clone().unwrap_or_else(|| cfg.ca_chain_path());
-            let done = imprint_api::ca::import(signer, chain, &dest, *force, pin(cli)?)?;
+            let done = imprint_api::ca::import(me()?, signer, chain, &dest, *force, pin(cli)?)?;
             if done.unchanged {
                 eprintln!("this chain of {} certificates is installed at {} already: nothing changed", done.count, dest.display());
             } else {
@@ -583,9 +610,10 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
 
 fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
     let cfg = load_config(cli)?;
+    let me = operators_cmd::actor(cli, &cfg, false)?;
     let store = imprint_api::open_store(&cfg)?;
     match r {
-        RecordsCmd::List { serial, status, batch, cert_serial, since, limit, json: as_json } => {
+        RecordsCmd::List { serial, status, batch, cert_serial, since, by, limit, json: as_json } => {
             let filter = imprint_api::records::HistoryFilter {
                 device_serial: serial.clone(),
                 status: status.clone(),
@@ -593,8 +621,9 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                 cert_serial: cert_serial.clone(),
                 since: since.clone(),
                 limit: Some(*limit),
+                operator: by.clone(),
             };
-            let rows = imprint_api::records::list(&store, &filter)?;
+            let rows = imprint_api::records::list(&me, &store, &filter)?;
             if *as_json {
                 json(&rows)?;
             } else {
@@ -616,7 +645,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
             Ok(0)
         }
         RecordsCmd::Show { id, json: as_json } => {
-            let d = imprint_api::records::show(&store, id)?;
+            let d = imprint_api::records::show(&me, &store, id)?;
             if *as_json {
                 return json(&d).map(|_| 0);
             }
@@ -647,7 +676,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
             Ok(0)
         }
         RecordsCmd::Certs { json: as_json } => {
-            let certs = imprint_api::records::certificates(&store)?;
+            let certs = imprint_api::records::certificates(&me, &store)?;
             if *as_json {
                 json(&certs)?;
             } else {

@@ -115,26 +115,28 @@ pub struct ReportArgs {
     csv: bool,
 }
 
-pub fn db_cmd(c: &DbCmd) -> CmdResult {
+pub fn db_cmd(cli: &Cli, c: &DbCmd) -> CmdResult {
+    let cfg = load_config(cli)?;
+    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
     match c {
         DbCmd::Migrate(conn) => {
-            let v = central::migrate(&conn.config())?;
+            let v = central::migrate(&me, &conn.config())?;
             eprintln!("central schema at version {v} (this build needs {})", imprint_api::central::required_version());
             Ok(0)
         }
         DbCmd::Version(conn) => {
-            let (found, needed) = central::version(&conn.config())?;
+            let (found, needed) = central::version(&me, &conn.config())?;
             out(format!("central schema version: {}", found.map(|v| v.to_string()).unwrap_or_else(|| "none (not migrated)".into())))?;
             out(format!("this build needs:       {needed}"))?;
             Ok(if found == Some(needed) { 0 } else { 6 })
         }
         DbCmd::AddStation { conn, station, role, role_password_file } => {
-            central::add_station(&conn.config(), station, role, role_password_file)?;
+            central::add_station(&me, &conn.config(), station, role, role_password_file)?;
             eprintln!("station {station:?} registered: it syncs as role {role}");
             Ok(0)
         }
         DbCmd::AddReader { conn, role, role_password_file } => {
-            central::add_reader(&conn.config(), role, role_password_file)?;
+            central::add_reader(&me, &conn.config(), role, role_password_file)?;
             eprintln!("reader role {role} created: it reads every station's records");
             Ok(0)
         }
@@ -143,10 +145,11 @@ pub fn db_cmd(c: &DbCmd) -> CmdResult {
 
 pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
     let cfg = load_config(cli)?;
+    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
     let store = imprint_api::open_store(&cfg)?;
     match c {
         SyncCmd::Status { json: as_json } => {
-            let v = central::status(&store, cfg.central.is_some(), &cfg.station_id)?;
+            let v = central::status(&me, &store, cfg.central.is_some(), &cfg.station_id)?;
             if *as_json {
                 json(&v)?;
             } else {
@@ -171,7 +174,7 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
             Ok(0)
         }
         SyncCmd::Now { json: as_json } => {
-            let done = central::sync_now(store.clone(), &cfg.station_id, cfg.central.as_ref())?;
+            let done = central::sync_now(&me, store.clone(), &cfg.station_id, cfg.central.as_ref())?;
             if *as_json {
                 json(
                     &serde_json::json!({"report": done.report, "status": done.status.status, "backlog_records": done.status.backlog_records}),
@@ -197,6 +200,7 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
 
 pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
     let cfg = load_config(cli)?;
+    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
     let rows = if a.central {
         let c = match &a.url {
             Some(url) => CentralConfig {
@@ -210,10 +214,10 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
                 .clone()
                 .ok_or_else(|| ApiError::bad_request("--central needs a [central] section in the configuration, or --url"))?,
         };
-        central::central_report(&c, a.station.as_deref(), a.since.as_deref())?
+        central::central_report(&me, &c, a.station.as_deref(), a.since.as_deref())?
     } else {
         let store = imprint_api::open_store(&cfg)?;
-        central::local_report(&store, &cfg.station_id, a.station.as_deref(), a.since.as_deref())?
+        central::local_report(&me, &store, &cfg.station_id, a.station.as_deref(), a.since.as_deref())?
     };
     if a.json {
         json(&rows)?;

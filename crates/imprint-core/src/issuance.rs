@@ -37,14 +37,20 @@ impl KeyType {
     }
 }
 
+/// No profile may allow device certificates valid longer than 30 years.
+pub const MAX_VALIDITY_DAYS_CEILING: u32 = 30 * 365;
+
 /// The certificate profile: everything an issued certificate says that is
 /// not the device's serial number or public key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Profile {
     pub name: String,
-    /// Validity of a device certificate in days.
+    /// Validity of a device certificate in days (at most `max_validity_days`).
     pub validity_days: u32,
+    /// The most `validity_days` may be set to (Settings cannot raise it; an
+    /// admin edits the config file). At most [`MAX_VALIDITY_DAYS_CEILING`].
+    pub max_validity_days: u32,
     /// notBefore is backdated this many seconds to tolerate device clock skew.
     pub backdate_secs: u32,
     /// Key types a device may present.
@@ -69,6 +75,7 @@ impl Default for Profile {
         Profile {
             name: "device-client".into(),
             validity_days: 3650,
+            max_validity_days: 3650,
             backdate_secs: 3600,
             allowed_keys: vec![KeyType::P256, KeyType::P384],
             device_key: KeyType::P256,

@@ -106,6 +106,35 @@ pub struct StationConfig {
     /// The MQTT broker (health check, provisioning events, device CONNECT
     /// check); absent: no MQTT. Paths to PEM files only, never key material.
     pub mqtt: Option<imprint_mqtt::MqttConfig>,
+    /// Sign-in: idle lock, lockout after wrong PINs, the demo admin, the
+    /// headless station's service operator.
+    pub operators: OperatorsConfig,
+}
+
+/// The `[operators]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorsConfig {
+    /// Sign the operator out after this many minutes without a command
+    /// (attempts running continue; nothing new starts). 0: never.
+    pub idle_lock_minutes: u32,
+    /// This many wrong PINs in a row lock the operator ...
+    pub lockout_after: u32,
+    /// ... for this many minutes.
+    pub lockout_minutes: u32,
+    /// With the development CA, sign in a demo admin automatically (the
+    /// title bar says so). Never with a production CA.
+    pub demo_admin: bool,
+    /// The operator the headless station (`imprint station`/`watch`) runs
+    /// as when no `--operator` is given: an enabled operator; it gets
+    /// technician rights whatever its role.
+    pub service_operator: Option<String>,
+}
+
+impl Default for OperatorsConfig {
+    fn default() -> Self {
+        OperatorsConfig { idle_lock_minutes: 15, lockout_after: 5, lockout_minutes: 15, demo_admin: true, service_operator: None }
+    }
 }
 
 impl Default for StationConfig {
@@ -126,6 +155,7 @@ impl Default for StationConfig {
             profile: Profile::default(),
             central: None,
             mqtt: None,
+            operators: OperatorsConfig::default(),
         }
     }
 }
@@ -373,6 +403,17 @@ impl StationConfig {
         }
         if self.profile.validity_days == 0 {
             return Err("profile.validity_days must be positive".into());
+        }
+        let ceiling = imprint_core::issuance::MAX_VALIDITY_DAYS_CEILING;
+        if self.profile.max_validity_days == 0 || self.profile.max_validity_days > ceiling {
+            return Err(format!("profile.max_validity_days must be 1 to {ceiling}"));
+        }
+        if self.profile.validity_days > self.profile.max_validity_days {
+            return Err(format!(
+                "profile.validity_days is {}, more than this profile allows (max_validity_days = {}): \
+                 choose at most {} days, or have an admin raise max_validity_days in the config file",
+                self.profile.validity_days, self.profile.max_validity_days, self.profile.max_validity_days
+            ));
         }
         if self.profile.allowed_keys.is_empty() {
             return Err("profile.allowed_keys is empty: no device could be certified".into());

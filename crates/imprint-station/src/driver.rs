@@ -181,7 +181,7 @@ fn attempt(
 ) -> Result<AttemptResult, imprint_store::StoreError> {
     let started = Instant::now();
     let batch = ctx.batch();
-    let attempt_id = ctx.store.begin_attempt(port, batch.as_deref())?;
+    let attempt_id = ctx.store.begin_attempt_by(port, batch.as_deref(), ctx.operator().as_deref())?;
     let _inflight = ctx.inflight.enter(&attempt_id, port);
     let span =
         tracing::info_span!("session", port = %port, attempt = %attempt_id, station = %ctx.cfg.station_id, serial = tracing::field::Empty);

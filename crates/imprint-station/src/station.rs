@@ -147,6 +147,9 @@ pub struct StationCtx {
     pub development: bool,
     /// Work order / batch recorded on new attempts (set by the operator or a scanner).
     batch: Mutex<Option<String>>,
+    /// The signed-in operator new attempts are recorded under (None: nobody
+    /// is signed in, and the engine starts no new attempt by itself).
+    operator: Mutex<Option<String>>,
     /// Sends queued provisioning events to the broker, when `[mqtt]` is configured.
     pub events: Option<crate::events::EventPublisher>,
     /// Draining once a stop was asked for: no new device, attempts stop at
@@ -210,6 +213,11 @@ impl StationCtx {
     /// The batch new attempts are recorded under.
     pub fn batch(&self) -> Option<String> {
         self.batch.lock().map(|b| b.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The operator new attempts are recorded under.
+    pub fn operator(&self) -> Option<String> {
+        self.operator.lock().map(|b| b.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 }
 
@@ -311,6 +319,7 @@ impl Station {
             ca_validity,
             development,
             batch,
+            operator: Mutex::new(None),
             events,
             shutdown: ShutdownToken::new(),
             inflight: InFlight::default(),
@@ -437,6 +446,14 @@ impl Station {
         match self.ctx.batch.lock() {
             Ok(mut g) => *g = batch,
             Err(p) => *p.into_inner() = batch,
+        }
+    }
+
+    /// Set the operator new attempts are recorded under (None when nobody is signed in).
+    pub fn set_operator(&self, operator: Option<String>) {
+        match self.ctx.operator.lock() {
+            Ok(mut g) => *g = operator,
+            Err(p) => *p.into_inner() = operator,
         }
     }
 

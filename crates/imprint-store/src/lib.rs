@@ -29,10 +29,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_outbox.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_mqtt_events.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_operators.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
@@ -419,6 +420,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 }
 
 pub mod mqtt_events;
+pub mod operators;
 pub mod outbox;
 pub mod records;
 pub mod synced;

@@ -68,6 +68,8 @@ pub struct AttemptRow {
     pub resumed: bool,
     pub bytes_to_device: i64,
     pub bytes_from_device: i64,
+    /// Who started the attempt (None before operators existed).
+    pub operator: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -115,11 +117,12 @@ pub struct AttemptFilter {
     pub cert_serial: Option<String>,
     pub since: Option<String>,
     pub limit: Option<u32>,
+    pub operator: Option<String>,
 }
 
 pub(crate) const ATTEMPT_COLS: &str = "a.id, a.port, a.started_at, a.finished_at, a.status, a.stage, a.code, a.reason, a.hint, \
     a.retryable, a.device_serial, a.model, a.hw_rev, a.fw_version, a.fw_hash, a.chip_uid, a.batch, a.spki_sha256, \
-    a.certificate_id, a.resumed, a.bytes_to_device, a.bytes_from_device";
+    a.certificate_id, a.resumed, a.bytes_to_device, a.bytes_from_device, a.operator";
 
 pub(crate) fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
     Ok(AttemptRow {
@@ -145,6 +148,7 @@ pub(crate) fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         resumed: r.get::<_, i64>(19)? != 0,
         bytes_to_device: r.get(20)?,
         bytes_from_device: r.get(21)?,
+        operator: r.get(22)?,
     })
 }
 
@@ -177,7 +181,6 @@ fn cert_row_at(r: &Row<'_>, o: usize) -> rusqlite::Result<CertRow> {
 }
 
 /// Number of columns `ATTEMPT_COLS` selects.
-const ATTEMPT_COL_COUNT: usize = 22;
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
@@ -201,12 +204,17 @@ pub fn new_id() -> String {
 impl Store {
     /// Record the start of an attempt on `port`. Returns its id.
     pub fn begin_attempt(&self, port: &str, batch: Option<&str>) -> Result<String, StoreError> {
+        self.begin_attempt_by(port, batch, None)
+    }
+
+    /// Record the start of an attempt on `port` by `operator`. Returns its id.
+    pub fn begin_attempt_by(&self, port: &str, batch: Option<&str>, operator: Option<&str>) -> Result<String, StoreError> {
         let id = new_id();
-        let (i, p, b) = (id.clone(), port.to_string(), batch.map(str::to_string));
+        let (i, p, b, o) = (id.clone(), port.to_string(), batch.map(str::to_string), operator.map(str::to_string));
         self.write(move |t| {
             t.execute(
-                "INSERT INTO attempts(id, port, started_at, status, stage, batch) VALUES (?1, ?2, ?3, 'running', 'hello', ?4)",
-                params![i, p, now_text(), b],
+                "INSERT INTO attempts(id, port, started_at, status, stage, batch, operator) VALUES (?1, ?2, ?3, 'running', 'hello', ?4, ?5)",
+                params![i, p, now_text(), b, o],
             )?;
             enqueue(t, Entity::Attempt, &i, 0)?;
             Ok(())
@@ -397,8 +405,11 @@ impl Store {
             let rows = s
                 .query_map(rusqlite::params_from_iter(args.iter()), |r| {
                     let a = attempt_row(r)?;
-                    let cert = match r.get::<_, Option<String>>(ATTEMPT_COL_COUNT)? {
-                        Some(_) => Some(cert_row_at(r, ATTEMPT_COL_COUNT)?),
+                    // Counted, not a constant: a column added to ATTEMPT_COLS
+                    // shifted the certificate's columns once.
+                    let at = ATTEMPT_COLS.split(',').count();
+                    let cert = match r.get::<_, Option<String>>(at)? {
+                        Some(_) => Some(cert_row_at(r, at)?),
                         None => None,
                     };
                     Ok((a, cert))
@@ -486,6 +497,7 @@ fn attempt_query(cols: &str, f: &AttemptFilter) -> (String, Vec<String>) {
     add("a.batch =", &f.batch);
     add("c.serial_hex =", &f.cert_serial.as_ref().map(|s| s.to_ascii_lowercase()));
     add("a.started_at >=", &f.since);
+    add("a.operator =", &f.operator);
     sql.push_str(" ORDER BY a.started_at DESC, a.id DESC");
     if let Some(l) = f.limit {
         sql.push_str(&format!(" LIMIT {l}"));

@@ -153,6 +153,8 @@ pub const ATTEMPTS: Table = Table {
         col("resumed", Bool, false, Mutable),
         col("bytes_to_device", Int, false, Mutable),
         col("bytes_from_device", Int, false, Mutable),
+        // Appended with operators (schema 4): who started the attempt.
+        col("operator", Text, true, Fixed).added(),
     ],
     local_only: &[],
     received_at: true,

@@ -3,4 +3,8 @@
 /**
  * One attempt as shown in a list.
  */
-export type AttemptDto = { id: string, port: string, started_at: string, finished_at: string | null, status: string, stage: string | null, code: string | null, reason: string | null, hint: string | null, retryable: boolean | null, device_serial: string | null, model: string | null, hw_rev: string | null, fw_version: string | null, fw_hash: string | null, chip_uid: string | null, batch: string | null, spki_sha256: string | null, cert_serial: string | null, cert_status: string | null, resumed: boolean, };
+export type AttemptDto = { id: string, port: string, started_at: string, finished_at: string | null, status: string, stage: string | null, code: string | null, reason: string | null, hint: string | null, retryable: boolean | null, device_serial: string | null, model: string | null, hw_rev: string | null, fw_version: string | null, fw_hash: string | null, chip_uid: string | null, batch: string | null, spki_sha256: string | null, cert_serial: string | null, cert_status: string | null, resumed: boolean, 
+/**
+ * Who started the attempt.
+ */
+operator: string | null, };

@@ -7,4 +7,8 @@ export type HistoryFilter = { device_serial: string | null, status: string | nul
 /**
  * RFC 3339 time or a date (`2026-11-01`): attempts started at or after it.
  */
-since: string | null, limit: number | null, };
+since: string | null, limit: number | null, 
+/**
+ * Attempts started by this operator.
+ */
+operator?: string, };
