@@ -52,6 +52,10 @@ pub enum ErrorCode {
     Simulator,
     /// A file or directory could not be read or written.
     Io,
+    /// Tampering found: the audit trail or a record does not verify
+    /// (`imprint audit verify`, `imprint sync verify`); the message names the
+    /// first bad entry.
+    Tampered,
     /// A bug in the station: a background task failed.
     Internal,
 }
@@ -78,6 +82,7 @@ impl ErrorCode {
         ErrorCode::Central,
         ErrorCode::Simulator,
         ErrorCode::Io,
+        ErrorCode::Tampered,
         ErrorCode::Internal,
     ];
 
@@ -103,6 +108,7 @@ impl ErrorCode {
             ErrorCode::Central => "central",
             ErrorCode::Simulator => "simulator",
             ErrorCode::Io => "io",
+            ErrorCode::Tampered => "tampered",
             ErrorCode::Internal => "internal",
         }
     }
@@ -110,7 +116,7 @@ impl ErrorCode {
     /// The `imprint` exit status for this error (documented in `imprint --help`
     /// and the README): 2 usage or configuration, 3 CA signer or CA
     /// certificate, 4 local store, 5 nothing to do, 6 central database,
-    /// 70 internal fault. (0 is success and 1 a device that failed: not errors.)
+    /// 7 tampering found (audit or sync verification), 70 internal fault. (0 is success and 1 a device that failed: not errors.)
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorCode::BadRequest
@@ -131,6 +137,7 @@ impl ErrorCode {
             ErrorCode::Store | ErrorCode::StoreLocked => 4,
             ErrorCode::NothingToDo => 5,
             ErrorCode::Central => 6,
+            ErrorCode::Tampered => 7,
             ErrorCode::Internal => 70,
         }
     }
@@ -233,7 +240,11 @@ impl From<imprint_core::ca::CaError> for ApiError {
 
 impl From<imprint_store::StoreError> for ApiError {
     fn from(e: imprint_store::StoreError) -> Self {
-        ApiError::new(ErrorCode::Store, chain(&e))
+        match e {
+            // The caller asked to put a secret into the trail: refused, nothing written.
+            imprint_store::StoreError::SecretInAudit(_) => ApiError::new(ErrorCode::BadRequest, chain(&e)),
+            e => ApiError::new(ErrorCode::Store, chain(&e)),
+        }
     }
 }
 
@@ -297,6 +308,7 @@ mod tests {
                 ("central", 6),
                 ("simulator", 2),
                 ("io", 2),
+                ("tampered", 7),
                 ("internal", 70),
             ]
         );

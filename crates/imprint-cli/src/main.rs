@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod audit_cmd;
 mod sync_cmd;
 mod view;
 
@@ -22,6 +23,7 @@ Exit status:
   4   local store problem (disk, permissions, another station on the data dir)
   5   nothing to do (no ports found)
   6   central database problem
+  7   tampering found (audit verify, sync verify)
   70  internal fault (a bug: report it)
   130 stopped by a second Ctrl-C";
 
@@ -73,6 +75,9 @@ enum Cmd {
     Sync(sync_cmd::SyncCmd),
     /// Attempts with their certificates, from the local store or (--central) the central database.
     Report(sync_cmd::ReportArgs),
+    /// The audit trail: list entries, verify the hash chain (locally or against the center).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
@@ -390,6 +395,7 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Db(c) => sync_cmd::db_cmd(c),
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
         Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
+        Cmd::Audit(c) => audit_cmd::audit_cmd(&cli, c),
         Cmd::Export(ExportCmd::Csv { out: path }) => {
             let cfg = load_config(&cli)?;
             let store = imprint_api::open_store(&cfg)?;

@@ -1,0 +1,1 @@
+-- operators: filled by the lead
