@@ -267,7 +267,7 @@ fn a_certificate_or_attempt_edited_in_station_db_after_its_sync_is_found_by_audi
 
     let s = Store::open(&p).unwrap();
     let cert = s.certificates().unwrap()[0].clone();
-    let attempt = s.attempts(&Default::default()).unwrap().into_iter().find(|a| a.certificate_id.as_deref() != Some(&cert.id)).unwrap();
+    let attempt = s.attempts(&Default::default()).unwrap().into_iter().find(|a| a.certificate_id.as_deref() != Some(cert.id.as_str())).unwrap();
     drop(s);
     let c = attacker(&p);
     c.execute("UPDATE certificates SET serial_hex = 'dead' WHERE id = ?1", [&cert.id]).unwrap();

@@ -207,13 +207,6 @@ closed_text! {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for AuditKind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        <AuditKind as Closed>::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown audit kind {:?}", imprint_proto::codes::cut(&s, 64))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
