@@ -215,5 +215,6 @@ impl SyncVerifyReport {
 /// Compare every local record with the center's copy.
 pub fn sync_verify(store: &Store, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<SyncVerifyReport> {
     let v = imprint_sync::verify::sync_verify(store, station_id, central_of(central)?)?;
-    Ok(SyncVerifyReport { ok: v.unexplained().next().is_none(), verification: v })
+    let ok = v.unexplained().next().is_none();
+    Ok(SyncVerifyReport { ok, verification: v })
 }
