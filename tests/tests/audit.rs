@@ -24,7 +24,8 @@ fn station(dir: &Path, station_id: &str) -> Arc<Store> {
     let s = Arc::new(Store::open(&dir.join("station.db")).unwrap());
     s.set_station_id(station_id);
     fill(&s, "AUD", 3, 2, 1);
-    for (op, kind) in [("op-1", AuditKind::SignIn), ("op-1", AuditKind::SignOut), ("op-2", AuditKind::SignIn), ("op-2", AuditKind::SignOut)] {
+    for (op, kind) in [("op-1", AuditKind::SignIn), ("op-1", AuditKind::SignOut), ("op-2", AuditKind::SignIn), ("op-2", AuditKind::SignOut)]
+    {
         audit::append(&s, Some(op), kind, None, serde_json::json!({"via": "badge"}), Vec::new()).unwrap();
     }
     s
@@ -118,7 +119,11 @@ fn each_kind_of_local_tampering_is_found_with_the_first_bad_entry_named() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("station.db");
     drop(station(d.path(), "aud-local"));
-    attacker(&p).execute_batch("UPDATE audit SET seq = -1 WHERE seq = 5; UPDATE audit SET seq = 5 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = -1;").unwrap();
+    attacker(&p)
+        .execute_batch(
+            "UPDATE audit SET seq = -1 WHERE seq = 5; UPDATE audit SET seq = 5 WHERE seq = 4; UPDATE audit SET seq = 4 WHERE seq = -1;",
+        )
+        .unwrap();
     let r = verify_local(&p);
     assert!(matches!(first(&r), Finding::Reordered { seq: 4, belongs_after: 5, .. }), "{r:?}");
 
@@ -150,11 +155,17 @@ fn a_finished_attempt_appends_its_outcome_anchoring_the_attempt_and_its_certific
     assert!(r.ok && r.anchors_checked == 6, "{r:?}");
     // Filters: operator, kind, time; an unknown kind is a bad request.
     assert_eq!(audit::list(&s, &AuditQuery { operator: Some("op-2".into()), ..Default::default() }).unwrap().len(), 2);
-    assert_eq!(audit::list(&s, &AuditQuery { since: Some("2000-01-01".into()), until: Some("2000-01-02".into()), ..Default::default() }).unwrap().len(), 0);
+    assert_eq!(
+        audit::list(&s, &AuditQuery { since: Some("2000-01-01".into()), until: Some("2000-01-02".into()), ..Default::default() })
+            .unwrap()
+            .len(),
+        0
+    );
     assert_eq!(audit::list(&s, &AuditQuery { since: Some("2000-01-01".into()), ..Default::default() }).unwrap().len(), 7);
     assert_eq!(audit::list(&s, &AuditQuery { kind: Some("rocket".into()), ..Default::default() }).unwrap_err().code, ErrorCode::BadRequest);
     // A secret never enters the trail.
-    let e = audit::append(&s, Some("op-1"), AuditKind::SettingsChanged, None, serde_json::json!({"after": {"password": "x"}}), vec![]).unwrap_err();
+    let e = audit::append(&s, Some("op-1"), AuditKind::SettingsChanged, None, serde_json::json!({"after": {"password": "x"}}), vec![])
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::BadRequest);
     assert!(!e.message.contains("\"x\""), "{}", e.message);
 }
@@ -176,7 +187,12 @@ fn cli_env(dir: &Path, station_id: &str, cfg: &CentralConfig) -> Vec<(&'static s
 }
 
 fn imprint(env: &[(&str, String)], args: &[&str]) -> Output {
-    Command::new(imprint_bin()).envs(env.iter().map(|(k, v)| (*k, v.clone()))).env_remove("IMPRINT_PG_PASSWORD").args(args).output().unwrap()
+    Command::new(imprint_bin())
+        .envs(env.iter().map(|(k, v)| (*k, v.clone())))
+        .env_remove("IMPRINT_PG_PASSWORD")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -267,7 +283,8 @@ fn a_certificate_or_attempt_edited_in_station_db_after_its_sync_is_found_by_audi
 
     let s = Store::open(&p).unwrap();
     let cert = s.certificates().unwrap()[0].clone();
-    let attempt = s.attempts(&Default::default()).unwrap().into_iter().find(|a| a.certificate_id.as_deref() != Some(cert.id.as_str())).unwrap();
+    let attempt =
+        s.attempts(&Default::default()).unwrap().into_iter().find(|a| a.certificate_id.as_deref() != Some(cert.id.as_str())).unwrap();
     drop(s);
     let c = attacker(&p);
     c.execute("UPDATE certificates SET serial_hex = 'dead' WHERE id = ?1", [&cert.id]).unwrap();
@@ -285,14 +302,19 @@ fn a_certificate_or_attempt_edited_in_station_db_after_its_sync_is_found_by_audi
         })
         .collect();
     assert_eq!(changed.len(), 2, "{r:?}");
-    assert!(changed.contains(&("certificate".into(), cert.id.clone())) && changed.contains(&("attempt".into(), attempt.id.clone())), "{changed:?}");
+    assert!(
+        changed.contains(&("certificate".into(), cert.id.clone())) && changed.contains(&("attempt".into(), attempt.id.clone())),
+        "{changed:?}"
+    );
 
     let v = audit::sync_verify(&s, "aud-rec", Some(&cfg)).unwrap();
-    let diffs: Vec<(String, Vec<String>)> =
-        v.verification.unexplained().map(|d| (d.record.to_string(), d.columns.clone())).collect();
+    let diffs: Vec<(String, Vec<String>)> = v.verification.unexplained().map(|d| (d.record.to_string(), d.columns.clone())).collect();
     assert_eq!(
         diffs,
-        [(format!("attempt {}", attempt.id), vec!["status".to_string(), "code".to_string()]), (format!("certificate {}", cert.id), vec!["serial_hex".to_string()])],
+        [
+            (format!("attempt {}", attempt.id), vec!["status".to_string(), "code".to_string()]),
+            (format!("certificate {}", cert.id), vec!["serial_hex".to_string()])
+        ],
         "{v:?}"
     );
     drop(s);

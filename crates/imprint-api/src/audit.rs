@@ -7,8 +7,8 @@
 //! ([`ErrorCode::Tampered`], exit status 7) naming the first bad entry.
 
 use crate::{ApiError, ApiResult, ErrorCode};
-use imprint_store::audit::{AuditEntry, AuditFilter, Finding, NewEntry, Verification};
 use imprint_proto::Closed;
+use imprint_store::audit::{AuditEntry, AuditFilter, Finding, NewEntry, Verification};
 use imprint_store::{RecordKey, Store};
 use imprint_sync::verify::{CentralVerification, SyncVerification};
 use imprint_sync::CentralConfig;
@@ -207,7 +207,12 @@ impl SyncVerifyReport {
         let cols = if first.columns.is_empty() { String::new() } else { format!(" ({})", first.columns.join(", ")) };
         Some(ApiError::new(
             ErrorCode::Tampered,
-            format!("{} record(s) differ from the center's copies; first: {} {}{cols}", bad.len(), first.record, first.problem.replace('_', " ")),
+            format!(
+                "{} record(s) differ from the center's copies; first: {} {}{cols}",
+                bad.len(),
+                first.record,
+                first.problem.replace('_', " ")
+            ),
         ))
     }
 }

@@ -71,7 +71,8 @@ pub fn audit_cmd(cli: &Cli, c: &AuditCmd) -> CmdResult {
     let store = imprint_api::open_store(&cfg)?;
     match c {
         AuditCmd::List { operator, kind, since, until, limit, json: as_json } => {
-            let q = AuditQuery { operator: operator.clone(), kind: kind.clone(), since: since.clone(), until: until.clone(), limit: *limit };
+            let q =
+                AuditQuery { operator: operator.clone(), kind: kind.clone(), since: since.clone(), until: until.clone(), limit: *limit };
             let entries = audit::list(&store, &q)?;
             if *as_json {
                 json(&entries)?;
@@ -92,11 +93,8 @@ pub fn audit_cmd(cli: &Cli, c: &AuditCmd) -> CmdResult {
             Ok(0)
         }
         AuditCmd::Verify { central, json: as_json } => {
-            let r = if *central {
-                audit::verify_central(&store, &cfg.station_id, cfg.central.as_ref())?
-            } else {
-                audit::verify_local(&store)?
-            };
+            let r =
+                if *central { audit::verify_central(&store, &cfg.station_id, cfg.central.as_ref())? } else { audit::verify_local(&store)? };
             print_report(&r, *as_json)?;
             match r.tampered() {
                 Some(e) => Err(e.into()),

@@ -223,7 +223,8 @@ pub fn append_in(t: &Transaction<'_>, station: &str, e: &NewEntry) -> Result<Aud
     }
     let mut anchors = Vec::with_capacity(e.anchor.len());
     for k in &e.anchor {
-        let h = current_hash(t, k, station)?.ok_or_else(|| StoreError::NotFound(format!("{k}: cannot anchor a record that is not there")))?;
+        let h =
+            current_hash(t, k, station)?.ok_or_else(|| StoreError::NotFound(format!("{k}: cannot anchor a record that is not there")))?;
         anchors.push(Anchor { table: k.entity.as_str().to_string(), key: anchor_key(k), hash: h });
     }
     let (seq, prev_hash): (i64, String) = t
@@ -322,18 +323,29 @@ impl Finding {
     pub fn message(&self) -> String {
         match self {
             Finding::Altered { seq, id, why } => format!("entry #{seq} ({id}) was altered: {why}"),
-            Finding::Deleted { seq, from: Some(f), to: Some(t) } if f == t => format!("entry #{f} was deleted (the trail goes on at #{seq})"),
-            Finding::Deleted { seq, from: Some(f), to: Some(t) } => format!("entries #{f} to #{t} were deleted (the trail goes on at #{seq})"),
-            Finding::Deleted { seq, .. } => {
-                format!("an entry before #{seq} was deleted: #{seq} names a previous entry that is not in the trail (the trail was renumbered)")
+            Finding::Deleted { seq, from: Some(f), to: Some(t) } if f == t => {
+                format!("entry #{f} was deleted (the trail goes on at #{seq})")
             }
-            Finding::Inserted { seq, id, to } if seq == to => format!("entry #{seq} ({id}) was inserted: the next entry is chained to #{}", seq - 1),
+            Finding::Deleted { seq, from: Some(f), to: Some(t) } => {
+                format!("entries #{f} to #{t} were deleted (the trail goes on at #{seq})")
+            }
+            Finding::Deleted { seq, .. } => {
+                format!(
+                    "an entry before #{seq} was deleted: #{seq} names a previous entry that is not in the trail (the trail was renumbered)"
+                )
+            }
+            Finding::Inserted { seq, id, to } if seq == to => {
+                format!("entry #{seq} ({id}) was inserted: the next entry is chained to #{}", seq - 1)
+            }
             Finding::Inserted { seq, id, to } => format!("entries #{seq} ({id}) to #{to} were inserted"),
             Finding::Reordered { seq, id, belongs_after } => {
                 format!("entry #{seq} ({id}) was moved: it was written after the entry now at #{belongs_after}")
             }
             Finding::Truncated { local_head, known_head } => {
-                format!("the trail was truncated: it ends at #{local_head}, but entries up to #{known_head} were synced; #{} is missing", local_head + 1)
+                format!(
+                    "the trail was truncated: it ends at #{local_head}, but entries up to #{known_head} were synced; #{} is missing",
+                    local_head + 1
+                )
             }
             Finding::Diverged { seq, id, .. } => {
                 format!("entry #{seq} ({id}) differs from the center's copy: the local trail was rewritten after it was synced")
@@ -450,11 +462,7 @@ fn first_chain_problem(entries: &[AuditEntry]) -> Option<Finding> {
 /// content hash of each record in [`latest_anchors`] (`None`: gone; a record
 /// absent from the map is not checked); `known_head` a head seen elsewhere
 /// (the center's), for truncation and divergence.
-pub fn verify(
-    entries: &[AuditEntry],
-    current: &HashMap<(String, String), Option<String>>,
-    known_head: Option<&Head>,
-) -> Verification {
+pub fn verify(entries: &[AuditEntry], current: &HashMap<(String, String), Option<String>>, known_head: Option<&Head>) -> Verification {
     let mut v = Verification {
         entries: entries.len(),
         head: entries.last().map(|e| Head { seq: e.seq, hash: e.hash.clone() }),

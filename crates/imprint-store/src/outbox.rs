@@ -459,8 +459,7 @@ impl Store {
                 }
                 Ok(out)
             };
-            let pending =
-                keys("SELECT DISTINCT entity, entity_id, step_no FROM outbox WHERE state = 'pending' AND seq > ?1", &[&wm])?;
+            let pending = keys("SELECT DISTINCT entity, entity_id, step_no FROM outbox WHERE state = 'pending' AND seq > ?1", &[&wm])?;
             let quarantined = keys("SELECT DISTINCT entity, entity_id, step_no FROM outbox WHERE state = 'quarantined'", &[])?;
             tx.commit()?;
             Ok((pending, quarantined))
@@ -554,7 +553,10 @@ mod tests {
         assert_eq!(p[0].version, 4, "the finish is the attempt's 4th change (begin, stage, finish) = seq 4");
         assert_eq!(p[0].get("status"), Some(&Value::Text("passed".into())));
         assert_eq!((p[1].get("stage"), p[1].get("n")), (Some(&Value::Text("identify".into())), Some(&Value::Int(1))));
-        assert_eq!((p[2].key.entity, p[2].version, p[2].get("kind")), (Entity::Audit, 5, Some(&Value::Text("provisioning_outcome".into()))));
+        assert_eq!(
+            (p[2].key.entity, p[2].version, p[2].get("kind")),
+            (Entity::Audit, 5, Some(&Value::Text("provisioning_outcome".into())))
+        );
         // Marking at an older version leaves the newer change pending.
         s.mark_synced(vec![(p[0].key.clone(), 1), (p[1].key.clone(), p[1].version), (p[2].key.clone(), 5)]).unwrap();
         let c = s.outbox_counts().unwrap();

@@ -9,7 +9,7 @@ use crate::record::{central_select, central_values};
 use crate::SyncError;
 use imprint_store::audit::{verify, AuditEntry, Finding, Head, Verification};
 use imprint_store::synced::{Kind, Table, Value, AUDIT, TABLES};
-use imprint_store::{hash, Entity, Recorded, RecordKey, Store};
+use imprint_store::{hash, Entity, RecordKey, Recorded, Store};
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
@@ -197,9 +197,7 @@ fn differing_columns(table: &Table, a: &[Value], b: &[Value]) -> Vec<String> {
         .columns
         .iter()
         .enumerate()
-        .filter(|(i, c)| {
-            normal(c.kind, a.get(*i).unwrap_or(&Value::Null)) != normal(c.kind, b.get(*i).unwrap_or(&Value::Null))
-        })
+        .filter(|(i, c)| normal(c.kind, a.get(*i).unwrap_or(&Value::Null)) != normal(c.kind, b.get(*i).unwrap_or(&Value::Null)))
         .map(|(_, c)| c.name.to_string())
         .collect()
 }
