@@ -35,6 +35,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The domain tag that starts every entry's encoding (a new encoding gets a new tag).
 pub const ENCODING: &str = "imprint-audit-v1";
 
+/// The current content hash of anchored records by (table, key); `None`:
+/// the record is gone.
+pub type CurrentHashes = HashMap<(String, String), Option<String>>;
+
 /// One record's content hash as an entry pinned it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anchor {
@@ -462,7 +466,7 @@ fn first_chain_problem(entries: &[AuditEntry]) -> Option<Finding> {
 /// content hash of each record in [`latest_anchors`] (`None`: gone; a record
 /// absent from the map is not checked); `known_head` a head seen elsewhere
 /// (the center's), for truncation and divergence.
-pub fn verify(entries: &[AuditEntry], current: &HashMap<(String, String), Option<String>>, known_head: Option<&Head>) -> Verification {
+pub fn verify(entries: &[AuditEntry], current: &CurrentHashes, known_head: Option<&Head>) -> Verification {
     let mut v = Verification {
         entries: entries.len(),
         head: entries.last().map(|e| Head { seq: e.seq, hash: e.hash.clone() }),
@@ -528,7 +532,7 @@ impl Store {
 
     /// Every entry and the current hash of every record it anchors, read
     /// in one snapshot.
-    pub fn audit_snapshot(&self) -> Result<(Vec<AuditEntry>, HashMap<(String, String), Option<String>>), StoreError> {
+    pub fn audit_snapshot(&self) -> Result<(Vec<AuditEntry>, CurrentHashes), StoreError> {
         self.read(|c| {
             let tx = c.unchecked_transaction()?;
             let entries = {
@@ -559,18 +563,22 @@ impl Store {
 /// The provisioning outcome of an attempt that just finished, in its
 /// transaction: anchors the attempt and its certificate.
 pub(crate) fn outcome_in(t: &Transaction<'_>, station: &str, attempt_id: &str) -> Result<(), StoreError> {
-    let facts: Option<(String, Option<String>, Option<String>, Option<String>, Option<String>, String)> = t
+    let facts = t
         .prepare_cached("SELECT status, code, stage, device_serial, certificate_id, port FROM attempts WHERE id = ?1")?
-        .query_row([attempt_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .query_row([attempt_id], |r| {
+            let cert: Option<String> = r.get(4)?;
+            let detail = serde_json::json!({
+                "status": r.get::<_, String>(0)?, "code": r.get::<_, Option<String>>(1)?, "stage": r.get::<_, Option<String>>(2)?,
+                "device_serial": r.get::<_, Option<String>>(3)?, "certificate_id": cert, "port": r.get::<_, String>(5)?
+            });
+            Ok((detail, cert))
+        })
         .optional()?;
-    let Some((status, code, stage, serial, cert, port)) = facts else { return Ok(()) };
+    let Some((detail, cert)) = facts else { return Ok(()) };
     let mut anchor = vec![RecordKey { entity: Entity::Attempt, id: attempt_id.to_string(), step_no: 0 }];
-    if let Some(c) = &cert {
-        anchor.push(RecordKey { entity: Entity::Certificate, id: c.clone(), step_no: 0 });
+    if let Some(c) = cert {
+        anchor.push(RecordKey { entity: Entity::Certificate, id: c, step_no: 0 });
     }
-    let detail = serde_json::json!({
-        "status": status, "code": code, "stage": stage, "device_serial": serial, "certificate_id": cert, "port": port
-    });
     append_in(
         t,
         station,

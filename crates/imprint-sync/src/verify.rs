@@ -7,7 +7,7 @@
 use crate::config::CentralConfig;
 use crate::record::{central_select, central_values};
 use crate::SyncError;
-use imprint_store::audit::{verify, AuditEntry, Finding, Head, Verification};
+use imprint_store::audit::{verify, AuditEntry, CurrentHashes, Finding, Head, Verification};
 use imprint_store::synced::{Kind, Table, Value, AUDIT, TABLES};
 use imprint_store::{hash, Entity, RecordKey, Recorded, Store};
 use serde::Serialize;
@@ -105,11 +105,7 @@ pub struct CentralVerification {
 }
 
 /// Compare a local trail with the center's (pure; see [`verify_central`]).
-pub fn compare_with_center(
-    local: &[AuditEntry],
-    current: &HashMap<(String, String), Option<String>>,
-    central: &CentralTrail,
-) -> Verification {
+pub fn compare_with_center(local: &[AuditEntry], current: &CurrentHashes, central: &CentralTrail) -> Verification {
     let mut v = verify(local, current, central.head.as_ref());
     let by_seq: HashMap<i64, &AuditEntry> = central.entries.iter().map(|e| (e.seq, e)).collect();
     let diverged = local.iter().find_map(|e| {
