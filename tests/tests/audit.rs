@@ -280,6 +280,16 @@ fn a_certificate_or_attempt_edited_in_station_db_after_its_sync_is_found_by_audi
     assert_eq!(o.status.code(), Some(0), "nothing differs after a sync: {}", text(&o));
     let o = imprint(&env, &["audit", "verify", "--central"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = imprint(&env, &["audit", "list", "--kind", "provisioning_outcome", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|e| e["detail"]["status"] == "passed" && e["station_id"] == "aud-rec"), "{listed:?}");
+    let o = imprint(&env, &["audit", "list", "--operator", "op-2"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2, "{}", text(&o));
+    let o = imprint(&env, &["audit", "list", "--kind", "rocket"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("unknown audit kind") && text(&o).contains("provisioning_outcome"), "{}", text(&o));
 
     let s = Store::open(&p).unwrap();
     let cert = s.certificates().unwrap()[0].clone();
