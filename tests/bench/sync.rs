@@ -100,7 +100,7 @@ fn main() {
     let target = arg_value(&args, "--records").unwrap_or(if quick { 2_200 } else { 100_000 });
     let batch = arg_value(&args, "--batch").unwrap_or(CentralConfig::default().batch_size as usize);
     let connections = arg_value(&args, "--connections").unwrap_or(CentralConfig::default().connections as usize);
-    let attempts = target.div_ceil(STEPS_PER_ATTEMPT + 2);
+    let attempts = target.div_ceil(STEPS_PER_ATTEMPT + 3);
 
     let mut db = TestDb::new();
     let cfg = CentralConfig { batch_size: batch as u32, connections: connections as u32, timeout_ms: 60_000, ..db.add_station(STATION) };
@@ -110,7 +110,7 @@ fn main() {
     let records = fill(&store, "BENCH", attempts, STEPS_PER_ATTEMPT, 16);
     let pending = store.outbox_counts().unwrap().pending;
     println!(
-        "station store: {records} records ({attempts} attempts, {} steps, {attempts} certificates), {pending} outbox changes, written in {:.1} s",
+        "station store: {records} records ({attempts} attempts, {} steps, {attempts} certificates, {attempts} audit entries), {pending} outbox changes, written in {:.1} s",
         attempts * STEPS_PER_ATTEMPT,
         t.elapsed().as_secs_f64()
     );

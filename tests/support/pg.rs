@@ -313,11 +313,11 @@ pub fn assert_center_equals_local(db: &TestDb, store: &Store, station: &str) -> 
     local.len()
 }
 
-/// Total rows of one station at the center (attempts + steps + certificates).
+/// Total rows of one station at the center (attempts + steps + certificates + audit entries).
 pub fn central_count(db: &TestDb, station: &str) -> i64 {
     db.psql(&format!(
         "SELECT (SELECT count(*) FROM attempts WHERE station_id = '{station}') + (SELECT count(*) FROM attempt_steps WHERE station_id = '{station}')
-              + (SELECT count(*) FROM certificates WHERE station_id = '{station}')"
+              + (SELECT count(*) FROM certificates WHERE station_id = '{station}') + (SELECT count(*) FROM audit_trail WHERE station_id = '{station}')"
     ))
     .parse()
     .unwrap()
@@ -353,7 +353,7 @@ pub fn wait_for_postgres() {
 /// (what a station writes), each with `steps` steps, a journaled and issued
 /// certificate and a finish, from `threads` threads at once (the writer
 /// group-commits them). Returns the number of records (attempts + steps +
-/// certificates). Serials start with `prefix`.
+/// certificates + audit entries: one provisioning outcome each). Serials start with `prefix`.
 pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps: usize, threads: usize) -> usize {
     use imprint_store::{new_id, now_text, AttemptEnd, DeviceFacts, Intent, StepRow};
     let per = attempts.div_ceil(threads.max(1));
@@ -414,5 +414,7 @@ pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps:
             });
         }
     });
-    attempts * (steps + 2)
+    // Each attempt: itself, its steps, its certificate and its provisioning
+    // outcome in the audit trail.
+    attempts * (steps + 3)
 }

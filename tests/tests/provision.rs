@@ -49,6 +49,16 @@ fn happy_path_issues_verifiable_certificate_and_records_every_step() {
     let (_, x) = x509_parser::parse_x509_certificate(snap.cert_der.as_ref().unwrap()).unwrap();
     assert_eq!(x.public_key().raw, snap.public_key_spki.as_deref().unwrap());
     assert!(x.issuer().to_string().contains("DEVELOPMENT"), "{}", x.issuer());
+
+    // The pass appended its provisioning outcome to the audit trail, anchoring
+    // the attempt and its certificate as the station syncs them.
+    let trail = st.store().audit_entries(&Default::default()).unwrap();
+    let outcome = trail.iter().find(|e| e.subject.as_deref() == Some(r.attempt_id.as_str())).expect("an outcome entry");
+    assert_eq!((outcome.kind.as_str(), outcome.station_id.as_str()), ("provisioning_outcome", "test-station"));
+    let anchors: Vec<(String, String)> = outcome.anchor_list().unwrap().into_iter().map(|a| (a.table, a.key)).collect();
+    assert_eq!(anchors, [("attempt".to_string(), r.attempt_id.clone()), ("certificate".to_string(), cert.id.clone())]);
+    let v = st.store().verify_audit(None).unwrap();
+    assert!(v.ok() && v.anchors_checked == 2, "{v:?}");
 }
 
 /// Each fault: the simulator's fault spec, the failure code the station must

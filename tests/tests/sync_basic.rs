@@ -54,7 +54,7 @@ fn offline_provisioning_then_sync_puts_exactly_the_local_records_at_the_center()
     let cfg = db.add_station("line-1");
     let (_d, s) = store();
     let n = fill(&s, "OFF", 30, 10, 4);
-    assert_eq!(n, 30 * 12);
+    assert_eq!(n, 30 * 13, "attempt, 10 steps, certificate and audit entry each");
 
     // Offline: nothing listens on this port. The round fails, is recorded, and nothing is lost.
     let offline = CentralConfig { url: "postgres://127.0.0.1:1/none".into(), ..cfg.clone() };
@@ -68,7 +68,7 @@ fn offline_provisioning_then_sync_puts_exactly_the_local_records_at_the_center()
     // Back online.
     let r = sync_once(s.clone(), "line-1", &cfg).unwrap();
     assert_eq!(r.synced(), n as u64, "{r:?}");
-    assert_eq!((r.attempts, r.steps, r.certificates, r.quarantined), (30, 300, 30, 0));
+    assert_eq!((r.attempts, r.steps, r.certificates, r.audit, r.quarantined), (30, 300, 30, 30, 0));
     assert_eq!(assert_center_equals_local(&db, &s, "line-1"), n);
     let st = SyncStatus::read(&s).unwrap();
     assert_eq!((st.state, st.backlog), ("ok", 0));
@@ -249,7 +249,12 @@ fn a_station_never_migrates_and_says_which_schema_version_it_needs() {
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (999, 'future', true, '\\x00', 0)",
     );
     let e = sync_once(s.clone(), "line-5", &cfg).unwrap_err().to_string();
-    assert!(e.contains("version 999") && e.contains("needs 1") && e.contains("upgrade the station"), "{e}");
+    assert!(
+        e.contains("version 999")
+            && e.contains(&format!("needs {}", imprint_sync::required_version()))
+            && e.contains("upgrade the station"),
+        "{e}"
+    );
     db.psql("DELETE FROM _sqlx_migrations WHERE version = 999");
     // Registered for another station id: refused, clearly.
     let e = sync_once(s.clone(), "line-6", &cfg).unwrap_err().to_string();
@@ -321,9 +326,9 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
     for (id, _, _, s) in &stations {
         total += assert_center_equals_local(&db, s, id);
     }
-    assert_eq!(total, 4 * 40 * 10);
+    assert_eq!(total, 4 * 40 * 11);
     let central_total: i64 = db
-        .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates)")
+        .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail)")
         .parse()
         .unwrap();
     assert_eq!(central_total, total as i64, "the center holds the union and nothing else");
@@ -355,7 +360,7 @@ fn verify_full_tls_connects_to_the_right_name_and_refuses_a_wrong_one() {
     assert!(e.contains("unreachable"), "{e}");
     // Right name, right root: synced over TLS.
     let r = sync_once(s.clone(), "tls-1", &tls("localhost", Some(ca))).unwrap();
-    assert_eq!(r.synced(), 8);
+    assert_eq!(r.synced(), 10, "2 attempts, 4 steps, 2 certificates, 2 audit entries");
     assert_center_equals_local(&db, &s, "tls-1");
     let ssl_used = rt().block_on(async {
         use sqlx::{ConnectOptions, Row};

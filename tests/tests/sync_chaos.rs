@@ -48,7 +48,7 @@ fn connections_killed_mid_batch_and_postgres_restarted_over_ten_rounds_lose_and_
     fill(&s, "BASE", 60, 10, 4);
     let worker = SyncWorker::spawn(s.clone(), "chaos-1", cfg).unwrap();
     let mut kills_total = 0usize;
-    let mut records = 60 * 12;
+    let mut records = 60 * 13;
     for round in 0..10 {
         // New records keep coming while the worker syncs and the center misbehaves.
         let stop = Arc::new(AtomicBool::new(false));

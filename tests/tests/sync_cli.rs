@@ -65,7 +65,7 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     let o = run(&[], &["db", "migrate", "--url", &admin]);
     assert!(o.status.success(), "migrating twice is harmless: {}", text(&o));
     let o = run(&[], &["db", "version", "--url", &admin]);
-    assert!(o.status.success() && text(&o).contains("central schema version: 1"), "{}", text(&o));
+    assert!(o.status.success() && text(&o).contains("central schema version: 2"), "{}", text(&o));
     let o = run(
         &[],
         &[
@@ -94,7 +94,7 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     let o = run(&env, &["sync", "now", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["report"]["inserted"], 6 * 5, "{r}");
+    assert_eq!(r["report"]["inserted"], 6 * 6, "attempt, 3 steps, certificate and audit entry each: {r}");
     let o = run(&env, &["sync", "status"]);
     let t = text(&o);
     assert!(

@@ -52,6 +52,10 @@ pub enum ErrorCode {
     Simulator,
     /// A file or directory could not be read or written.
     Io,
+    /// Tampering found: the audit trail or a record does not verify
+    /// (`imprint audit verify`, `imprint sync verify`); the message names the
+    /// first bad entry.
+    Tampered,
     /// A bug in the station: a background task failed.
     Internal,
     /// Nobody is signed in (or the session was locked after idle time).
@@ -88,6 +92,7 @@ impl ErrorCode {
         ErrorCode::Central,
         ErrorCode::Simulator,
         ErrorCode::Io,
+        ErrorCode::Tampered,
         ErrorCode::Internal,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -118,6 +123,7 @@ impl ErrorCode {
             ErrorCode::Central => "central",
             ErrorCode::Simulator => "simulator",
             ErrorCode::Io => "io",
+            ErrorCode::Tampered => "tampered",
             ErrorCode::Internal => "internal",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
@@ -130,7 +136,7 @@ impl ErrorCode {
     /// The `imprint` exit status for this error (documented in `imprint --help`
     /// and the README): 2 usage or configuration, 3 CA signer or CA
     /// certificate, 4 local store, 5 nothing to do, 6 central database,
-    /// 7 not signed in or not allowed (operator, role, PIN), 70 internal fault. (0 is success and 1 a device that failed: not errors.)
+    /// 7 not signed in or not allowed (operator, role, PIN), 8 tampering found (audit or sync verification), 70 internal fault. (0 is success and 1 a device that failed: not errors.)
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorCode::BadRequest
@@ -156,6 +162,7 @@ impl ErrorCode {
             | ErrorCode::SignInFailed
             | ErrorCode::OperatorLocked
             | ErrorCode::OperatorDisabled => 7,
+            ErrorCode::Tampered => 8,
             ErrorCode::Internal => 70,
         }
     }
@@ -258,7 +265,11 @@ impl From<imprint_core::ca::CaError> for ApiError {
 
 impl From<imprint_store::StoreError> for ApiError {
     fn from(e: imprint_store::StoreError) -> Self {
-        ApiError::new(ErrorCode::Store, chain(&e))
+        match e {
+            // The caller asked to put a secret into the trail: refused, nothing written.
+            imprint_store::StoreError::SecretInAudit(_) => ApiError::new(ErrorCode::BadRequest, chain(&e)),
+            e => ApiError::new(ErrorCode::Store, chain(&e)),
+        }
     }
 }
 
@@ -322,6 +333,7 @@ mod tests {
                 ("central", 6),
                 ("simulator", 2),
                 ("io", 2),
+                ("tampered", 8),
                 ("internal", 70),
                 ("unauthenticated", 7),
                 ("forbidden", 7),

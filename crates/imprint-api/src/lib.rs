@@ -9,8 +9,10 @@
 //!   mode, simulated devices, settings, sync, shutdown)
 //! - [`engine`]: the one hot-plug engine (tiles per fixture slot)
 //! - [`records`], [`health`], [`settings`], [`scan`], [`ports`], [`ca`], [`central`]
+//! - [`audit`]: the audit trail (list, append, verify locally and against the center, sync verify)
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod ca;
 pub mod central;
@@ -52,7 +54,9 @@ pub fn load_config(path: Option<&std::path::Path>, data_dir: Option<&std::path::
 
 /// Open the local store for reading records (History, exports, reports).
 pub fn open_store(cfg: &StationConfig) -> ApiResult<std::sync::Arc<Store>> {
-    Ok(std::sync::Arc::new(Store::open(&cfg.store_path())?))
+    let store = Store::open(&cfg.store_path())?;
+    store.set_station_id(&cfg.station_id);
+    Ok(std::sync::Arc::new(store))
 }
 
 /// Run `f` on this data dir's store for a short change (operators, the

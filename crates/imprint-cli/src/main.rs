@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod audit_cmd;
 mod operators_cmd;
 mod sync_cmd;
 mod view;
@@ -24,6 +25,7 @@ Exit status:
   5   nothing to do (no ports found)
   6   central database problem
   7   not signed in, or the operator's role may not do this (or a wrong PIN, a locked or disabled operator)
+  8   tampering found (audit verify, sync verify)
   70  internal fault (a bug: report it)
   130 stopped by a second Ctrl-C";
 
@@ -83,6 +85,9 @@ enum Cmd {
     /// Operators and their roles (admin): add, list, disable, enable, set-role, reset-pin, set-badge.
     #[command(subcommand)]
     Operators(operators_cmd::OperatorsCmd),
+    /// The audit trail: list entries, verify the hash chain (locally or against the center).
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
@@ -410,6 +415,7 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Operators(c) => operators_cmd::operators_cmd(&cli, c),
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
         Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
+        Cmd::Audit(c) => audit_cmd::audit_cmd(&cli, c),
         Cmd::Export(ExportCmd::Csv { out: path }) => {
             let cfg = load_config(&cli)?;
             let me = operators_cmd::actor(&cli, &cfg, false)?;

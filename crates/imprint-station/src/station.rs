@@ -270,6 +270,7 @@ impl Station {
             ensure_dev_ca(&cfg)?;
         }
         let store = Arc::new(Store::open(&cfg.store_path())?);
+        store.set_station_id(&cfg.station_id);
         let interrupted = store.interrupt_running()?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "attempts left running by a stopped station marked interrupted");

@@ -30,10 +30,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../../../migrations/sqlite/0002_outbox.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_mqtt_events.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_operators.sql")),
+    (5, include_str!("../../../migrations/sqlite/0005_audit.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
@@ -60,6 +61,11 @@ pub enum StoreError {
     /// A write on a store opened with [`Store::open_read_only`].
     #[error("local store {0} is open read-only (a station owns it): this process does not write")]
     ReadOnly(PathBuf),
+    /// An audit entry's detail names a secret (by key, judged by
+    /// `imprint_core::secrets`): secrets never enter the trail. The key path
+    /// is shown, never the value.
+    #[error("audit detail key {0:?} names a secret: secrets never go into the audit trail")]
+    SecretInAudit(String),
     /// [`Store::open_read_only`] found no store at the path.
     #[error("no local store at {0}: nothing has been recorded on this data dir yet (it is created when a station first runs)")]
     Missing(PathBuf),
@@ -107,6 +113,9 @@ pub struct Store {
     tx: Mutex<Option<mpsc::Sender<Op>>>,
     reader: Mutex<Connection>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The station id audit entries carry and record hashes are anchored
+    /// with ([`Store::set_station_id`]; empty until a station sets it).
+    station: Mutex<String>,
 }
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.
@@ -225,6 +234,7 @@ impl Store {
             tx: Mutex::new(Some(tx)),
             reader: Mutex::new(reader),
             writer: Mutex::new(Some(writer)),
+            station: Mutex::new(String::new()),
         })
     }
 
@@ -275,11 +285,31 @@ impl Store {
                 },
             });
         }
-        Ok(Store { path: path.to_path_buf(), read_only: true, tx: Mutex::new(None), reader: Mutex::new(conn), writer: Mutex::new(None) })
+        Ok(Store {
+            path: path.to_path_buf(),
+            read_only: true,
+            tx: Mutex::new(None),
+            reader: Mutex::new(conn),
+            writer: Mutex::new(None),
+            station: Mutex::new(String::new()),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The station this store records for: audit entries carry it and the
+    /// record hashes they anchor are computed with it (as the sync does).
+    pub fn set_station_id(&self, id: &str) {
+        if let Ok(mut s) = self.station.lock() {
+            *s = id.to_string();
+        }
+    }
+
+    /// The id set by [`Store::set_station_id`] (empty if none).
+    pub fn station_id(&self) -> String {
+        self.station.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Opened with [`Store::open_read_only`].
@@ -419,6 +449,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
     }
 }
 
+pub mod audit;
+pub mod hash;
 pub mod mqtt_events;
 pub mod operators;
 pub mod outbox;
@@ -477,7 +509,7 @@ mod error_tests {
     }
 }
 
-pub use types::{AttemptStatus, CertStatus, Recorded, Timestamp};
+pub use types::{AttemptStatus, AuditKind, CertStatus, Recorded, Timestamp};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

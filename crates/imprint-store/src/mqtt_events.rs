@@ -67,8 +67,9 @@ impl Store {
         event: Option<NewMqttEvent>,
     ) -> Result<(), StoreError> {
         let id = attempt_id.to_string();
+        let station = self.station_id();
         self.write_final(move |t| {
-            finish_in(t, &id, end.clone(), bytes_to_device, bytes_from_device)?;
+            finish_in(t, &station, &id, end.clone(), bytes_to_device, bytes_from_device)?;
             if let Some(e) = &event {
                 t.execute(
                     "INSERT INTO mqtt_events(id, attempt_id, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -10,7 +10,7 @@
 //! [`Store::quarantine`]. Marking is by `(record, seq <= version)`, so a change
 //! made while a batch was on the wire stays pending.
 
-use crate::synced::{read_values, Table, Value, ATTEMPTS, CERTIFICATES, STEPS};
+use crate::synced::{read_values, Table, Value, STEPS, TABLES};
 use crate::{now_text, Store, StoreError};
 use rusqlite::{params, Connection, Transaction};
 use serde::Serialize;
@@ -39,6 +39,8 @@ pub enum Entity {
     Attempt,
     Step,
     Certificate,
+    /// An audit trail entry (`crate::audit`).
+    Audit,
 }
 
 impl Entity {
@@ -47,6 +49,7 @@ impl Entity {
             Entity::Attempt => "attempt",
             Entity::Step => "step",
             Entity::Certificate => "certificate",
+            Entity::Audit => "audit",
         }
     }
 
@@ -55,6 +58,7 @@ impl Entity {
             "attempt" => Some(Entity::Attempt),
             "step" => Some(Entity::Step),
             "certificate" => Some(Entity::Certificate),
+            "audit" => Some(Entity::Audit),
             _ => None,
         }
     }
@@ -202,20 +206,14 @@ fn read_after(c: &Connection, after: i64, limit: usize) -> Result<PendingBatch, 
     // Attempts and certificates change: send their latest version, which may
     // lie beyond this batch, with their current content.
     let mut latest = c.prepare_cached("SELECT max(seq) FROM outbox WHERE entity_id = ?1 AND entity = ?2 AND step_no = 0")?;
-    let mut attempt_ids = Vec::new();
-    let mut cert_ids = Vec::new();
+    let mut ids_of: HashMap<Entity, Vec<String>> = HashMap::new();
     for (&(entity, ref id), &i) in &index {
         let v: Option<i64> = latest.query_row(params![id, entity.as_str()], |r| r.get(0))?;
         out[i].version = out[i].version.max(v.unwrap_or(0));
-        match entity {
-            Entity::Attempt => attempt_ids.push(id.clone()),
-            _ => cert_ids.push(id.clone()),
-        }
+        ids_of.entry(entity).or_default().push(id.clone());
     }
-    for (table, ids) in [(&ATTEMPTS, attempt_ids), (&CERTIFICATES, cert_ids)] {
-        if ids.is_empty() {
-            continue;
-        }
+    for table in TABLES {
+        let Some(ids) = ids_of.remove(&table.entity) else { continue };
         read_current(c, table, &ids, |key, values| {
             if let Some(&i) = index.get(&(key.entity, key.id)) {
                 out[i].state = RecordState::Present(values);
@@ -427,6 +425,8 @@ impl Store {
             let n: i64 = tx.query_row(
                 "SELECT count(DISTINCT CASE o.entity WHEN 'certificate'
                         THEN coalesce((SELECT attempt_id FROM certificates WHERE id = o.entity_id), o.entity_id)
+                        WHEN 'audit'
+                        THEN coalesce((SELECT subject FROM audit WHERE id = o.entity_id AND kind = 'provisioning_outcome'), o.entity_id)
                         ELSE o.entity_id END)
                  FROM outbox o WHERE o.state = 'pending' AND o.seq > ?1",
                 [wm],
@@ -434,6 +434,35 @@ impl Store {
             )?;
             tx.commit()?;
             Ok(n.max(0) as u64)
+        })
+    }
+
+    /// Records with a change the center does not hold (pending) and
+    /// records set aside (quarantined): a difference from the center is
+    /// expected for them (`imprint sync verify`).
+    pub fn unsynced_keys(&self) -> Result<(std::collections::HashSet<RecordKey>, std::collections::HashSet<RecordKey>), StoreError> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let wm = watermark(&tx)?;
+            let keys = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<std::collections::HashSet<RecordKey>> {
+                let mut s = tx.prepare(sql)?;
+                let rows = s.query_map(p, |r| {
+                    let e: String = r.get(0)?;
+                    Ok((Entity::parse(&e), r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })?;
+                let mut out = std::collections::HashSet::new();
+                for row in rows {
+                    let (e, id, step_no) = row?;
+                    if let Some(entity) = e {
+                        out.insert(RecordKey { entity, id, step_no });
+                    }
+                }
+                Ok(out)
+            };
+            let pending = keys("SELECT DISTINCT entity, entity_id, step_no FROM outbox WHERE state = 'pending' AND seq > ?1", &[&wm])?;
+            let quarantined = keys("SELECT DISTINCT entity, entity_id, step_no FROM outbox WHERE state = 'quarantined'", &[])?;
+            tx.commit()?;
+            Ok((pending, quarantined))
         })
     }
 
@@ -503,7 +532,8 @@ mod tests {
         let kinds: Vec<String> = outbox(&s).into_iter().map(|(e, _, n)| if n > 0 { format!("{e}#{n}") } else { e }).collect();
         assert_eq!(
             kinds,
-            ["attempt", "step#1", "step#2", "attempt", "attempt", "attempt", "certificate", "attempt", "certificate", "attempt"]
+            ["attempt", "step#1", "step#2", "attempt", "attempt", "attempt", "certificate", "attempt", "certificate", "attempt", "audit"],
+            "the finish appends its provisioning outcome to the audit trail in the same transaction"
         );
         // A change that fails rolls back with its outbox row.
         let before = outbox(&s).len();
@@ -518,15 +548,19 @@ mod tests {
         s.record_steps(&a, vec![step("identify")]).unwrap();
         s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2).unwrap();
         let p = s.pending_changes(100).unwrap();
-        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p.len(), 3, "{p:?}");
         assert_eq!(p[0].key.entity, Entity::Attempt);
         assert_eq!(p[0].version, 4, "the finish is the attempt's 4th change (begin, stage, finish) = seq 4");
         assert_eq!(p[0].get("status"), Some(&Value::Text("passed".into())));
         assert_eq!((p[1].get("stage"), p[1].get("n")), (Some(&Value::Text("identify".into())), Some(&Value::Int(1))));
+        assert_eq!(
+            (p[2].key.entity, p[2].version, p[2].get("kind")),
+            (Entity::Audit, 5, Some(&Value::Text("provisioning_outcome".into())))
+        );
         // Marking at an older version leaves the newer change pending.
-        s.mark_synced(vec![(p[0].key.clone(), 1), (p[1].key.clone(), p[1].version)]).unwrap();
+        s.mark_synced(vec![(p[0].key.clone(), 1), (p[1].key.clone(), p[1].version), (p[2].key.clone(), 5)]).unwrap();
         let c = s.outbox_counts().unwrap();
-        assert_eq!((c.pending, c.synced), (2, 2));
+        assert_eq!((c.pending, c.synced), (2, 3));
         let p2 = s.pending_changes(100).unwrap();
         assert_eq!(p2.len(), 1);
         assert_eq!(p2[0].version, 4);
@@ -546,13 +580,14 @@ mod tests {
         assert_eq!(b1.changes[0].version, 4, "the attempt goes at its latest version");
         let b2 = s.pending_after(b1.hi, 10).unwrap();
         assert_eq!((b2.hi, b2.changes.len()), (4, 2), "step #2 and the attempt again");
-        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap(); // 5, after both reads
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 1).unwrap(); // 5 (+ 6: its audit entry), after both reads
         s.mark_batch(b1.hi, vec![(b1.changes[0].key.clone(), 4)], vec![]).unwrap();
-        assert_eq!(s.outbox_counts().unwrap(), OutboxCounts { pending: 2, synced: 3, quarantined: 0 });
+        assert_eq!(s.outbox_counts().unwrap(), OutboxCounts { pending: 3, synced: 3, quarantined: 0 });
         s.mark_batch(b2.hi, vec![], vec![]).unwrap();
         let left = s.pending_changes(10).unwrap();
-        assert_eq!(left.len(), 1);
+        assert_eq!(left.len(), 2);
         assert_eq!(left[0].version, 5, "the change made meanwhile is still pending");
+        assert_eq!((left[1].key.entity, left[1].version), (Entity::Audit, 6));
     }
 
     #[test]
@@ -607,6 +642,6 @@ mod tests {
         s.begin_attempt("p", None).unwrap();
         s.begin_attempt("q", None).unwrap();
         assert_eq!(s.interrupt_running().unwrap(), 2);
-        assert_eq!(outbox(&s).len(), 4);
+        assert_eq!(outbox(&s).len(), 6, "each interruption is an attempt change and an audit entry");
     }
 }

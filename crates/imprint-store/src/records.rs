@@ -180,8 +180,6 @@ fn cert_row_at(r: &Row<'_>, o: usize) -> rusqlite::Result<CertRow> {
     })
 }
 
-/// Number of columns `ATTEMPT_COLS` selects.
-
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
         || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -329,14 +327,21 @@ impl Store {
         bytes_from_device: u64,
     ) -> Result<(), StoreError> {
         let id = attempt_id.to_string();
-        self.write_final(move |t| finish_in(t, &id, end.clone(), bytes_to_device, bytes_from_device))
+        let station = self.station_id();
+        self.write_final(move |t| finish_in(t, &station, &id, end.clone(), bytes_to_device, bytes_from_device))
     }
 
     /// On start-up: attempts left `running` by a stopped station become
     /// `interrupted`, keeping the stage they reached. Returns how many.
     pub fn interrupt_running(&self) -> Result<usize, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let station = self.station_id();
         self.write(move |t| {
+            let ids: Vec<String> = {
+                let mut s = t.prepare("SELECT id FROM attempts WHERE status='running' ORDER BY started_at, id")?;
+                let ids = s.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+                ids
+            };
             // Queue the changes first: the same rows, in the same transaction.
             t.execute(
                 "INSERT INTO outbox(entity, entity_id, changed_at) SELECT 'attempt', id, ?1 FROM attempts
@@ -351,6 +356,9 @@ impl Store {
                  WHERE status='running'",
                 params![now_text(), code.as_str(), code.hint(), code.retryable() as i64],
             )?;
+            for id in &ids {
+                crate::audit::outcome_in(t, &station, id)?;
+            }
             let _ = tx.send(n);
             Ok(())
         })?;
@@ -438,8 +446,11 @@ impl Store {
 
 /// Record how an attempt ended, inside the caller's transaction (with its
 /// outbox row), so other rows can be written atomically with it.
+/// Finish an attempt and, in the same transaction, append its
+/// `provisioning_outcome` audit entry anchoring the attempt and its certificate.
 pub(crate) fn finish_in(
     t: &rusqlite::Transaction<'_>,
+    station: &str,
     id: &str,
     end: AttemptEnd,
     bytes_to_device: u64,
@@ -471,6 +482,7 @@ pub(crate) fn finish_in(
     };
     if n > 0 {
         enqueue(t, Entity::Attempt, id, 0)?;
+        crate::audit::outcome_in(t, station, id)?;
     }
     Ok(())
 }

@@ -201,8 +201,32 @@ pub const CERTIFICATES: Table = Table {
     received_at: true,
 };
 
-/// Every synced table, in the order a batch sends them.
-pub const TABLES: [&Table; 3] = [&ATTEMPTS, &CERTIFICATES, &STEPS];
+/// The audit trail (`crate::audit`): entries never change. The local
+/// `station_id` is not a synced column: the center's `station_id` (the
+/// syncing station's) takes its place, and both are hashed in the entry.
+pub const AUDIT: Table = Table {
+    entity: Entity::Audit,
+    local: "audit",
+    central: "audit_trail",
+    columns: &[
+        col("id", Uuid, false, Key),
+        col("seq", Int, false, Fixed),
+        col("at", Time, false, Fixed),
+        col("operator", Text, true, Fixed),
+        col("kind", Text, false, Fixed),
+        col("subject", Text, true, Fixed),
+        col("detail", Text, false, Fixed),
+        col("anchors", Text, false, Fixed),
+        col("prev_hash", Text, false, Fixed),
+        col("hash", Text, false, Fixed),
+    ],
+    local_only: &["station_id"],
+    received_at: true,
+};
+
+/// Every synced table, in the order a batch sends them (audit entries last:
+/// an entry anchors records sent in the same batch).
+pub const TABLES: [&Table; 4] = [&ATTEMPTS, &CERTIFICATES, &STEPS, &AUDIT];
 
 /// The table of a record kind.
 pub fn table(entity: Entity) -> &'static Table {
@@ -210,6 +234,7 @@ pub fn table(entity: Entity) -> &'static Table {
         Entity::Attempt => &ATTEMPTS,
         Entity::Step => &STEPS,
         Entity::Certificate => &CERTIFICATES,
+        Entity::Audit => &AUDIT,
     }
 }
 

@@ -182,6 +182,31 @@ closed_text! {
     }
 }
 
+closed_text! {
+    /// What an audit trail entry records (`crate::audit`). Stored as this
+    /// text; text a build does not know reads back as
+    /// `Recorded::Unrecognized` and stays visible.
+    AuditKind {
+        SignIn = "sign_in",
+        SignOut = "sign_out",
+        SignInFailed = "sign_in_failed",
+        OperatorLocked = "operator_locked",
+        SettingsChanged = "settings_changed",
+        CaInitialized = "ca_initialized",
+        CaImported = "ca_imported",
+        SignerChanged = "signer_changed",
+        /// An attempt reached passed, failed or interrupted (appended in the
+        /// same transaction, anchoring the attempt and its certificate).
+        ProvisioningOutcome = "provisioning_outcome",
+        Export = "export",
+        Revocation = "revocation",
+        QaVerdict = "qa_verdict",
+        QuarantineReleased = "quarantine_released",
+        OperatorChanged = "operator_changed",
+        StoreRestored = "store_restored",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,17 +14,23 @@
 //!   center's rows back as the values the hash is computed from);
 //! - [`worker`]: the background worker (own thread, tokio, backoff with
 //!   jitter) and [`sync_once`];
-//! - [`status`], [`report`]: what `imprint sync status` and `imprint report` show.
+//! - [`status`], [`report`]: what `imprint sync status` and `imprint report` show;
+//! - [`verify`]: the audit trail against the center's copy and head
+//!   (`imprint audit verify --central`), records against the center's copies
+//!   (`imprint sync verify`).
 //!
 //! Design and failure analysis: docs/sync.md.
 
 pub mod config;
-pub mod hash;
+/// The content hash of records (moved down into the store, which anchors
+/// record hashes in its audit trail; re-exported here unchanged).
+pub use imprint_store::hash;
 mod push;
 pub mod record;
 pub mod report;
 pub mod schema;
 pub mod status;
+pub mod verify;
 pub mod worker;
 
 pub use config::{CentralConfig, PASSWORD_ENV};

@@ -105,6 +105,14 @@ fn policy(entity: Entity) -> Policy {
             missing: "another station's record holds this step's attempt id",
             refused: "the center holds a different step under this number: steps never change",
         },
+        // A chain break (seq not head + 1, prev_hash not the head's hash) is
+        // refused by the center's trigger with a data error: the bisection
+        // quarantines the entry with the center's reason.
+        Entity::Audit => Policy {
+            still_changeable: None,
+            missing: "the center already holds another audit entry at this position of this station's chain (or this id from another station): the local trail was rewritten",
+            refused: "the center holds a different audit entry under this id: audit entries never change",
+        },
     }
 }
 
@@ -616,13 +624,14 @@ async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows:
 }
 
 /// Keys of records, for callers that want to know which kinds moved.
-pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 3] {
-    let mut c = [0; 3];
+pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 4] {
+    let mut c = [0; 4];
     for (k, _) in done {
         c[match k.entity {
             Entity::Attempt => 0,
             Entity::Step => 1,
             Entity::Certificate => 2,
+            Entity::Audit => 3,
         }] += 1;
     }
     c
@@ -648,7 +657,7 @@ mod tests {
             u.starts_with("UPDATE attempts AS c SET finished_at = u.finished_at, status = u.status, stage = u.stage, code = u.code"),
             "{u}"
         );
-        assert!(u.contains("c.id = u.id AND c.port = u.port AND c.started_at = u.started_at AND c.batch IS NOT DISTINCT FROM u.batch AND c.version < u.version AND (c.status = 'running') RETURNING c.id, 0::int8"), "{u}");
+        assert!(u.contains("c.id = u.id AND c.port = u.port AND c.started_at = u.started_at AND c.batch IS NOT DISTINCT FROM u.batch AND c.operator IS NOT DISTINCT FROM u.operator AND c.version < u.version AND (c.status = 'running') RETURNING c.id, 0::int8"), "{u}");
         assert!(!u.contains("port = u.port,") && !u.contains("batch = u.batch,"), "{u}");
         let c = update_sql(&CERTIFICATES, "x");
         assert!(

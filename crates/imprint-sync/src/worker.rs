@@ -30,10 +30,12 @@ pub struct SyncReport {
     pub updated: u64,
     pub already: u64,
     pub quarantined: u64,
-    /// Records synced per kind: attempts, steps, certificates.
+    /// Records synced per kind: attempts, steps, certificates (and audit entries).
     pub attempts: u64,
     pub steps: u64,
     pub certificates: u64,
+    /// Audit trail entries synced.
+    pub audit: u64,
     /// Time spent reading the outbox, at the center, and marking locally (ms).
     pub read_ms: u64,
     /// Parsing and hashing what was read (ms).
@@ -219,6 +221,7 @@ async fn drain(conns: &mut Conns, ctx: &Ctx, report: &mut SyncReport) -> Result<
         report.attempts += kinds[0] as u64;
         report.steps += kinds[1] as u64;
         report.certificates += kinds[2] as u64;
+        report.audit += kinds[3] as u64;
         tracing::debug!(records = n, inserted = out.inserted, updated = out.updated, already = out.already, "sync batch done");
         if let Some(m) = marking.take() {
             report.mark_ms += joined(m.await)?.as_millis() as u64;

@@ -2,42 +2,52 @@
 //! the hash the station computed; a record that arrives again is compared by
 //! (version, hash). Every field is length-prefixed and tagged, so no two
 //! different contents encode alike. The version is not hashed.
+//!
+//! Moved here from `imprint-sync` so the store can anchor record hashes in
+//! the audit trail (`audit.rs`); `imprint_sync::hash` re-exports this module
+//! and `crates/imprint-sync/tests/hash_pinned.rs` pins the bytes.
 
-use imprint_store::synced::{Kind, Table, Value};
+use crate::synced::{Kind, Table, Value};
 use sha2::{Digest, Sha256};
 
-struct H(Sha256);
+/// The tagged, length-prefixed encoder shared by record hashes and audit
+/// entry hashes (docs/audit.md).
+pub(crate) struct H(pub(crate) Sha256);
 
 impl H {
-    fn new(kind: &str, station: &str) -> H {
+    pub(crate) fn new(kind: &str, station: &str) -> H {
         let mut h = H(Sha256::new());
         h.text(kind);
         h.text(station);
         h
     }
-    fn raw(&mut self, tag: u8, b: &[u8]) {
+    pub(crate) fn raw(&mut self, tag: u8, b: &[u8]) {
         self.0.update([tag]);
         self.0.update((b.len() as u64).to_be_bytes());
         self.0.update(b);
     }
-    fn text(&mut self, s: &str) {
+    pub(crate) fn text(&mut self, s: &str) {
         self.raw(1, s.as_bytes());
     }
     /// A time as the instant it names, at PostgreSQL's precision (µs), so
     /// the hash does not depend on how the text spells it.
-    fn time(&mut self, s: &str) {
-        match imprint_store::parse_ts(s) {
+    pub(crate) fn time(&mut self, s: &str) {
+        match crate::parse_ts(s) {
             Some(t) => self.raw(4, &(t.unix_timestamp_nanos().div_euclid(1000)).to_be_bytes()),
             None => self.text(s),
         }
     }
-    fn int(&mut self, v: i64) {
+    pub(crate) fn int(&mut self, v: i64) {
         self.raw(2, &v.to_be_bytes());
     }
     fn bytes(&mut self, b: &[u8]) {
         self.raw(3, b);
     }
-    fn done(self) -> [u8; 32] {
+    /// NULL: one 0 byte.
+    pub(crate) fn null(&mut self) {
+        self.0.update([0]);
+    }
+    pub(crate) fn done(self) -> [u8; 32] {
         self.0.finalize().into()
     }
 }
@@ -60,7 +70,7 @@ pub fn record(table: &Table, station: &str, values: &[Value]) -> [u8; 32] {
             (_, Value::Null) if c.added => {}
             (Kind::Bool, Value::Null) => h.int(-1),
             (Kind::Bool, Value::Int(b)) => h.int(i64::from(*b != 0)),
-            (_, Value::Null) => h.0.update([0]),
+            (_, Value::Null) => h.null(),
             (Kind::Text | Kind::Uuid, Value::Text(s)) => h.text(s),
             (Kind::Time, Value::Text(s)) => h.time(s),
             (Kind::Int, Value::Int(n)) => h.int(*n),
@@ -78,7 +88,7 @@ pub fn record(table: &Table, station: &str, values: &[Value]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imprint_store::synced::STEPS;
+    use crate::synced::STEPS;
 
     fn s(detail: &str, stage: &str) -> Vec<Value> {
         ["a", "1", "t", stage, "k", detail]
@@ -113,7 +123,7 @@ mod tests {
     /// center (they would be quarantined when an acknowledgement was lost).
     #[test]
     fn a_column_appended_later_keeps_the_hash_of_records_without_it() {
-        use imprint_store::synced::{Change, Column};
+        use crate::synced::{Change, Column};
         let mut cols: Vec<Column> = STEPS.columns.to_vec();
         cols.push(Column { name: "operator", local: "operator", kind: Kind::Text, nullable: true, change: Change::Fixed, added: true });
         let wider = Table { columns: Box::leak(cols.into_boxed_slice()), ..STEPS };
