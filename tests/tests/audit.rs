@@ -44,9 +44,14 @@ fn entries(s: &Store) -> Vec<AuditEntry> {
 }
 
 /// Verify the store at `path` as `imprint audit verify` does.
+/// The development CA's demo admin (an Actor is made only by a sign-in).
+fn admin() -> imprint_api::Actor {
+    imprint_api::auth::command_actor(&imprint_station::StationConfig::default(), None, false).unwrap()
+}
+
 fn verify_local(path: &Path) -> audit::AuditReport {
     let s = Store::open(path).unwrap();
-    audit::verify_local(&s).unwrap()
+    audit::verify_local(&admin(), &s).unwrap()
 }
 
 fn first(r: &audit::AuditReport) -> Finding {
@@ -140,7 +145,7 @@ fn each_kind_of_local_tampering_is_found_with_the_first_bad_entry_named() {
 fn a_finished_attempt_appends_its_outcome_anchoring_the_attempt_and_its_certificate() {
     let d = tempfile::tempdir().unwrap();
     let s = station(d.path(), "aud-anchor");
-    let outcomes = audit::list(&s, &AuditQuery { kind: Some("provisioning_outcome".into()), ..Default::default() }).unwrap();
+    let outcomes = audit::list(&admin(), &s, &AuditQuery { kind: Some("provisioning_outcome".into()), ..Default::default() }).unwrap();
     assert_eq!(outcomes.len(), 3);
     let attempts = s.attempts(&Default::default()).unwrap();
     for o in &outcomes {
@@ -151,18 +156,21 @@ fn a_finished_attempt_appends_its_outcome_anchoring_the_attempt_and_its_certific
         assert_eq!(tables, ["attempt", "certificate"]);
         assert_eq!(anchors[1]["key"], a.certificate_id.clone().unwrap().as_str());
     }
-    let r = audit::verify_local(&s).unwrap();
+    let r = audit::verify_local(&admin(), &s).unwrap();
     assert!(r.ok && r.anchors_checked == 6, "{r:?}");
     // Filters: operator, kind, time; an unknown kind is a bad request.
-    assert_eq!(audit::list(&s, &AuditQuery { operator: Some("op-2".into()), ..Default::default() }).unwrap().len(), 2);
+    assert_eq!(audit::list(&admin(), &s, &AuditQuery { operator: Some("op-2".into()), ..Default::default() }).unwrap().len(), 2);
     assert_eq!(
-        audit::list(&s, &AuditQuery { since: Some("2000-01-01".into()), until: Some("2000-01-02".into()), ..Default::default() })
+        audit::list(&admin(), &s, &AuditQuery { since: Some("2000-01-01".into()), until: Some("2000-01-02".into()), ..Default::default() })
             .unwrap()
             .len(),
         0
     );
-    assert_eq!(audit::list(&s, &AuditQuery { since: Some("2000-01-01".into()), ..Default::default() }).unwrap().len(), 7);
-    assert_eq!(audit::list(&s, &AuditQuery { kind: Some("rocket".into()), ..Default::default() }).unwrap_err().code, ErrorCode::BadRequest);
+    assert_eq!(audit::list(&admin(), &s, &AuditQuery { since: Some("2000-01-01".into()), ..Default::default() }).unwrap().len(), 7);
+    assert_eq!(
+        audit::list(&admin(), &s, &AuditQuery { kind: Some("rocket".into()), ..Default::default() }).unwrap_err().code,
+        ErrorCode::BadRequest
+    );
     // A secret never enters the trail.
     let e = audit::append(&s, Some("op-1"), AuditKind::SettingsChanged, None, serde_json::json!({"after": {"password": "x"}}), vec![])
         .unwrap_err();
@@ -219,8 +227,8 @@ fn a_trail_truncated_or_rewritten_after_its_sync_is_caught_by_the_center() {
     let (p, cfg) = synced_station(&mut db, d.path(), "aud-trunc");
     attacker(&p).execute("DELETE FROM audit WHERE seq > 4", []).unwrap();
     let s = Store::open(&p).unwrap();
-    assert!(audit::verify_local(&s).unwrap().ok);
-    let r = audit::verify_central(&s, "aud-trunc", Some(&cfg)).unwrap();
+    assert!(audit::verify_local(&admin(), &s).unwrap().ok);
+    let r = audit::verify_central(&admin(), &s, "aud-trunc", Some(&cfg)).unwrap();
     assert_eq!(first(&r), Finding::Truncated { local_head: 4, known_head: 7 });
     assert!(r.tampered().unwrap().message.contains("#5 is missing"), "{r:?}");
     let env = cli_env(d.path(), "aud-trunc", &cfg);
@@ -250,9 +258,9 @@ fn a_trail_truncated_or_rewritten_after_its_sync_is_caught_by_the_center() {
     drop(c);
     let s = Arc::new(Store::open(&p).unwrap());
     s.set_station_id("aud-rewrite");
-    let local = audit::verify_local(&s).unwrap();
+    let local = audit::verify_local(&admin(), &s).unwrap();
     assert!(local.ok, "a consistently rewritten chain verifies on its own: {local:?}");
-    let r = audit::verify_central(&s, "aud-rewrite", Some(&cfg)).unwrap();
+    let r = audit::verify_central(&admin(), &s, "aud-rewrite", Some(&cfg)).unwrap();
     assert!(matches!(first(&r), Finding::Diverged { seq: 2, .. }), "{r:?}");
     assert!(r.central_chain.is_none(), "the center's copy itself is intact");
     // The next entry chains to the rewritten head: the center refuses the
@@ -285,7 +293,7 @@ fn a_certificate_or_attempt_edited_in_station_db_after_its_sync_is_found_by_audi
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|e| e["detail"]["status"] == "passed" && e["station_id"] == "aud-rec"), "{listed:?}");
-    let o = imprint(&env, &["audit", "list", "--operator", "op-2"]);
+    let o = imprint(&env, &["audit", "list", "--by", "op-2"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2, "{}", text(&o));
     let o = imprint(&env, &["audit", "list", "--kind", "rocket"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -302,7 +310,7 @@ fn a_certificate_or_attempt_edited_in_station_db_after_its_sync_is_found_by_audi
     drop(c);
 
     let s = Store::open(&p).unwrap();
-    let r = audit::verify_local(&s).unwrap();
+    let r = audit::verify_local(&admin(), &s).unwrap();
     let changed: Vec<(String, String)> = r
         .findings
         .iter()
@@ -317,7 +325,7 @@ fn a_certificate_or_attempt_edited_in_station_db_after_its_sync_is_found_by_audi
         "{changed:?}"
     );
 
-    let v = audit::sync_verify(&s, "aud-rec", Some(&cfg)).unwrap();
+    let v = audit::sync_verify(&admin(), &s, "aud-rec", Some(&cfg)).unwrap();
     let diffs: Vec<(String, Vec<String>)> = v.verification.unexplained().map(|d| (d.record.to_string(), d.columns.clone())).collect();
     assert_eq!(
         diffs,

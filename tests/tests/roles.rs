@@ -428,3 +428,49 @@ mod cli {
         assert!(text(&o).contains("[forbidden]"), "{}", text(&o));
     }
 }
+
+#[test]
+fn security_events_are_in_the_audit_trail_attributed_and_it_verifies() {
+    use imprint_api::audit::{self, AuditQuery};
+    let dir = tempfile::tempdir().unwrap();
+    let api = staffed(dir.path());
+    // A wrong PIN, a sign-in, a settings change, an operator change, an export, a sign-out.
+    assert_eq!(api.sign_in(&pin("tech", "9999")).unwrap_err().code, ErrorCode::SignInFailed);
+    api.sign_in(&pin("admin", ADMIN_PIN)).unwrap();
+    let mut s = api.settings().unwrap();
+    s.validity_days = 400;
+    api.save_settings(&s).unwrap();
+    api.edit_operator("tech", &OperatorEdit::SetRole { role: Role::Qa }).unwrap();
+    api.edit_operator("tech", &OperatorEdit::ResetPin { pin: OperatorPin::new("tech-pin-2") }).unwrap();
+    let me = api.actor().unwrap();
+    imprint_api::records::export_csv(&me, api.station().unwrap().store(), std::io::sink()).unwrap();
+    api.sign_out();
+    api.sign_in(&pin("admin", ADMIN_PIN)).unwrap();
+    let me = api.actor().unwrap();
+    let store = api.station().unwrap().store().clone();
+    let entries = audit::list(&me, &store, &AuditQuery::default()).unwrap();
+    let kinds: Vec<(String, Option<String>)> = entries.iter().map(|e| (e.kind.clone(), e.operator.clone())).collect();
+    let has = |k: &str, op: Option<&str>| kinds.iter().any(|(kk, o)| kk == k && o.as_deref() == op);
+    assert!(has("operator_changed", Some("admin")), "{kinds:?}");
+    assert!(has("sign_in_failed", None), "{kinds:?}");
+    assert!(has("sign_in", Some("admin")), "{kinds:?}");
+    assert!(has("settings_changed", Some("admin")), "{kinds:?}");
+    assert!(has("export", Some("admin")), "{kinds:?}");
+    assert!(has("sign_out", Some("admin")), "{kinds:?}");
+    let settings = entries.iter().find(|e| e.kind == "settings_changed").unwrap();
+    assert_eq!(settings.detail["changes"][0]["key"], "validity_days");
+    assert_eq!((settings.detail["changes"][0]["before"].as_str(), settings.detail["changes"][0]["after"].as_str()), (Some("3650"), Some("400")));
+    let reset = entries.iter().find(|e| e.kind == "operator_changed" && e.detail["change"] == "reset-pin").unwrap();
+    assert_eq!(reset.subject.as_deref(), Some("tech"));
+    // No PIN in any entry, and the chain verifies.
+    let all = serde_json::to_string(&entries).unwrap();
+    for secret in [ADMIN_PIN, "9999", "tech-pin-2"] {
+        assert!(!all.contains(secret), "{secret} in the audit trail");
+    }
+    assert!(audit::verify_local(&me, &store).unwrap().ok);
+    // Reading the trail needs the audit permission.
+    api.sign_in(&pin("qa", "qa-pin")).unwrap();
+    let qa = api.actor().unwrap();
+    assert_eq!(audit::list(&qa, &store, &AuditQuery::default()).unwrap_err().code, ErrorCode::Forbidden);
+    api.shutdown();
+}

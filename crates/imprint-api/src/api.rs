@@ -513,8 +513,20 @@ impl Api {
         let cfg = self.config();
         let path = self.config_path();
         let applied = crate::settings::save(&cfg, &path, new)?;
-        for c in crate::settings::changes(&before, new) {
+        let changes = crate::settings::changes(&before, new);
+        for c in &changes {
             tracing::info!(operator = %actor.id(), key = %c.key, before = %c.before, after = %c.after, "setting changed");
+        }
+        if !changes.is_empty() {
+            let list: Vec<_> = changes.iter().map(|c| serde_json::json!({"key": c.key, "before": c.before, "after": c.after})).collect();
+            self.audit(Some(actor.id()), crate::audit::AuditKind::SettingsChanged, serde_json::json!({ "changes": list }));
+            if let Some(c) = changes.iter().find(|c| c.key == "signer") {
+                self.audit(
+                    Some(actor.id()),
+                    crate::audit::AuditKind::SignerChanged,
+                    serde_json::json!({"before": c.before, "after": c.after}),
+                );
+            }
         }
         let only_mode = StationConfig { mode: cfg.mode, ..applied.clone() } == cfg;
         lock(&self.inner.opts).cfg = applied.clone();
@@ -656,6 +668,7 @@ impl Api {
         if expired {
             let who = self.session_actor().map(|a| a.id().to_string()).unwrap_or_default();
             tracing::info!(operator = %who, minutes, "signed out: idle");
+            self.audit(Some(&who), crate::audit::AuditKind::SignOut, serde_json::json!({"reason": "idle", "minutes": minutes}));
             self.set_session(
                 None,
                 Some(format!("{who} was signed out after {minutes} minutes without a command: sign in again (devices running went on)")),
@@ -702,6 +715,18 @@ impl Api {
         }
     }
 
+    /// Record a security event in the station's audit trail (best effort:
+    /// see [`crate::audit::record`]).
+    fn audit(&self, operator: Option<&str>, kind: crate::audit::AuditKind, detail: serde_json::Value) {
+        let r = self.with_store(|store| {
+            crate::audit::record(store, operator, kind, None, detail);
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::error!(kind = kind.as_str(), error = %e.message, "could not open the store for the audit trail");
+        }
+    }
+
     /// Act as `actor` (signed in by [`crate::auth::command_actor`]: the
     /// CLI signs in before the station opens).
     pub fn act_as(&self, actor: Actor) {
@@ -710,8 +735,10 @@ impl Api {
 
     /// Sign out (attempts running go on; nothing new starts until someone signs in).
     pub fn sign_out(&self) -> SessionView {
-        if let Some(a) = lock(&self.inner.session).as_ref() {
-            tracing::info!(operator = %a.actor.id(), "signed out");
+        let who = lock(&self.inner.session).as_ref().map(|s| s.actor.id().to_string());
+        if let Some(id) = who {
+            tracing::info!(operator = %id, "signed out");
+            self.audit(Some(&id), crate::audit::AuditKind::SignOut, serde_json::json!({"reason": "sign_out"}));
         }
         self.set_session(None, None);
         self.session()

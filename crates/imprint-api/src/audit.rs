@@ -4,9 +4,9 @@
 //!
 //! A verification returns its report; [`AuditReport::tampered`] and
 //! [`SyncVerifyReport::tampered`] turn a failed one into the coded error
-//! ([`ErrorCode::Tampered`], exit status 7) naming the first bad entry.
+//! ([`ErrorCode::Tampered`], exit status 8) naming the first bad entry.
 
-use crate::{ApiError, ApiResult, ErrorCode};
+use crate::{Actor, ApiError, ApiResult, ErrorCode, Permission};
 use imprint_proto::Closed;
 use imprint_store::audit::{AuditEntry, AuditFilter, Finding, NewEntry, Verification};
 use imprint_store::{RecordKey, Store};
@@ -79,7 +79,8 @@ pub fn parse_kind(text: &str) -> ApiResult<AuditKind> {
 }
 
 /// Entries matching the query, oldest first.
-pub fn list(store: &Store, q: &AuditQuery) -> ApiResult<Vec<AuditEntryView>> {
+pub fn list(actor: &Actor, store: &Store, q: &AuditQuery) -> ApiResult<Vec<AuditEntryView>> {
+    actor.require(Permission::Audit)?;
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
     let f = AuditFilter {
         operator: q.operator.clone(),
@@ -170,7 +171,8 @@ impl AuditReport {
 }
 
 /// Verify the local trail: the hash chain and every record against its latest anchor.
-pub fn verify_local(store: &Store) -> ApiResult<AuditReport> {
+pub fn verify_local(actor: &Actor, store: &Store) -> ApiResult<AuditReport> {
+    actor.require(Permission::Audit)?;
     Ok(AuditReport::of(store.verify_audit(None)?, "local"))
 }
 
@@ -180,7 +182,8 @@ fn central_of(central: Option<&CentralConfig>) -> ApiResult<&CentralConfig> {
 
 /// Verify the local trail and compare it with the center's copy and the
 /// head the center keeps (truncation, a rewrite after the last sync).
-pub fn verify_central(store: &Store, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<AuditReport> {
+pub fn verify_central(actor: &Actor, store: &Store, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<AuditReport> {
+    actor.require(Permission::Audit)?;
     let CentralVerification { verification, central_entries, central_head, central_chain, .. } =
         imprint_sync::verify::verify_central(store, station_id, central_of(central)?)?;
     let mut r = AuditReport::of(verification, "central");
@@ -218,8 +221,25 @@ impl SyncVerifyReport {
 }
 
 /// Compare every local record with the center's copy.
-pub fn sync_verify(store: &Store, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<SyncVerifyReport> {
+pub fn sync_verify(actor: &Actor, store: &Store, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<SyncVerifyReport> {
+    actor.require(Permission::Audit)?;
     let v = imprint_sync::verify::sync_verify(store, station_id, central_of(central)?)?;
     let ok = v.unexplained().next().is_none();
     Ok(SyncVerifyReport { ok, verification: v })
+}
+
+/// Record a security event (sign-in, settings, operators, CA, exports) in
+/// the trail. Best effort: the operation it records has happened, so a
+/// failure to append (a read-only store beside a running station, a full
+/// disk) is logged as an error, never returned; the running station's own
+/// trail records what happens in it.
+pub(crate) fn record(store: &Store, operator: Option<&str>, kind: AuditKind, subject: Option<&str>, detail: serde_json::Value) {
+    if store.is_read_only() {
+        tracing::warn!(kind = kind.as_str(), "audit entry not recorded: the store is read-only here (a station runs on this data dir)");
+        return;
+    }
+    let e = NewEntry { operator: operator.map(str::to_string), kind, subject: subject.map(str::to_string), detail, anchor: Vec::new() };
+    if let Err(err) = store.append_audit(e) {
+        tracing::error!(kind = kind.as_str(), error = %err, "could not append to the audit trail");
+    }
 }

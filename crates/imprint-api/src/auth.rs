@@ -10,6 +10,7 @@
 //! recorded in docs/roles.md); badge codes only as their SHA-256. A PIN is
 //! an [`OperatorPin`]: zeroized on drop, `***` when printed.
 
+use crate::audit::{record, AuditKind};
 use crate::roles::{self, Permission, Role};
 use crate::{ApiError, ApiResult, ErrorCode};
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -214,6 +215,24 @@ fn refused() -> ApiError {
 /// operator for `lockout_minutes`. The message never says whether the id
 /// exists.
 pub fn sign_in(store: &Store, cfg: &OperatorsConfig, creds: &Credentials) -> ApiResult<Actor> {
+    let r = check_sign_in(store, cfg, creds);
+    let (method, who) = match creds {
+        Credentials::Pin { id, .. } => ("pin", Some(id.trim())),
+        Credentials::Badge { .. } => ("badge", None),
+    };
+    match &r {
+        Ok(a) => {
+            record(store, Some(a.id()), AuditKind::SignIn, Some(a.id()), serde_json::json!({"method": method, "role": a.role().as_str()}))
+        }
+        Err(e) => {
+            let kind = if e.code == ErrorCode::OperatorLocked { AuditKind::OperatorLocked } else { AuditKind::SignInFailed };
+            record(store, None, kind, who, serde_json::json!({"method": method, "code": e.code.as_str()}))
+        }
+    }
+    r
+}
+
+fn check_sign_in(store: &Store, cfg: &OperatorsConfig, creds: &Credentials) -> ApiResult<Actor> {
     let row = match creds {
         Credentials::Pin { id, .. } => store.operator(id.trim())?,
         Credentials::Badge { code } => {
@@ -396,6 +415,7 @@ pub fn add_first_admin(store: &Store, new: &NewOperator) -> ApiResult<Actor> {
         other => other.into(),
     })?;
     tracing::info!(operator = %row.id, "first admin created");
+    record(store, Some(&row.id), AuditKind::OperatorChanged, Some(&row.id), serde_json::json!({"change": "first-admin", "role": "admin"}));
     Ok(Actor { id: row.id, name: row.display_name, role: Role::Admin, kind: ActorKind::Bootstrap })
 }
 
@@ -411,6 +431,7 @@ pub fn add(actor: &Actor, store: &Store, new: &NewOperator) -> ApiResult<Operato
     let row = row_of(new)?;
     store.add_operator(&row).map_err(store_err)?;
     tracing::info!(by = %actor.id(), operator = %row.id, role = %row.role, "operator added");
+    record(store, Some(actor.id()), AuditKind::OperatorChanged, Some(&row.id), serde_json::json!({"change": "add", "role": row.role}));
     store.operator(&row.id)?.map(OperatorView::from).ok_or_else(|| ApiError::internal("the operator just added is not in the store"))
 }
 
@@ -457,6 +478,7 @@ pub fn edit(actor: &Actor, store: &Store, id: &str, edit: &OperatorEdit) -> ApiR
     };
     store.change_operator(id, change).map_err(store_err)?;
     tracing::info!(by = %actor.id(), operator = %id, change = edit.word(), "operator changed");
+    record(store, Some(actor.id()), AuditKind::OperatorChanged, Some(id), serde_json::json!({"change": edit.word()}));
     store.operator(id)?.map(OperatorView::from).ok_or_else(|| ApiError::not_found(format!("operator {id}")))
 }
 

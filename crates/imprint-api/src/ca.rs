@@ -184,3 +184,46 @@ pub fn show(chain_path: &Path) -> ApiResult<Vec<CaCertView>> {
         })
         .collect()
 }
+
+/// [`init`] on this station, recorded in its audit trail (`ca_initialized`).
+pub fn init_station(cfg: &imprint_station::StationConfig, actor: &crate::Actor, req: &CaInit, pin: Option<Pin>) -> ApiResult<CaInitDone> {
+    let done = init(actor, req, pin)?;
+    let detail = serde_json::json!({
+        "signer": imprint_signer::display_uri(&done.signer_uri),
+        "key_generated": done.key_generated,
+        "wrote_csr": done.wrote_csr,
+        "written": done.written.display().to_string(),
+        "replaced": done.replaced.as_ref().map(|p| p.display().to_string()),
+    });
+    crate::with_local_store(cfg, |store| {
+        crate::audit::record(store, Some(actor.id()), crate::audit::AuditKind::CaInitialized, None, detail);
+        Ok(())
+    })?;
+    Ok(done)
+}
+
+/// [`import`] on this station, recorded in its audit trail (`ca_imported`).
+pub fn import_station(
+    cfg: &imprint_station::StationConfig,
+    actor: &crate::Actor,
+    signer: &str,
+    chain: &Path,
+    out: &Path,
+    force: bool,
+    pin: Option<Pin>,
+) -> ApiResult<CaImported> {
+    let done = import(actor, signer, chain, out, force, pin)?;
+    if !done.unchanged {
+        let detail = serde_json::json!({
+            "signer": imprint_signer::display_uri(signer),
+            "certificates": done.count,
+            "not_after": done.not_after,
+            "replaced": done.replaced.as_ref().map(|p| p.display().to_string()),
+        });
+        crate::with_local_store(cfg, |store| {
+            crate::audit::record(store, Some(actor.id()), crate::audit::AuditKind::CaImported, None, detail);
+            Ok(())
+        })?;
+    }
+    Ok(done)
+}

@@ -68,12 +68,18 @@ pub fn with_local_store<T>(cfg: &StationConfig, f: impl FnOnce(&Store) -> ApiRes
     match imprint_station::DataDirLock::acquire(&cfg.data_dir) {
         Ok(lock) => {
             let store = Store::open(&cfg.store_path())?;
+            // Audit entries written here carry this station's id.
+            store.set_station_id(&cfg.station_id);
             let r = f(&store);
             store.close();
             drop(lock);
             r
         }
-        Err(imprint_station::LockError::InUse { .. }) => f(&Store::open_read_only(&cfg.store_path())?),
+        Err(imprint_station::LockError::InUse { .. }) => {
+            let store = Store::open_read_only(&cfg.store_path())?;
+            store.set_station_id(&cfg.station_id);
+            f(&store)
+        }
         Err(e) => Err(ApiError::new(ErrorCode::StoreLocked, e.to_string())),
     }
 }

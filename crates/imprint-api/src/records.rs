@@ -269,6 +269,7 @@ pub fn export_csv(actor: &Actor, store: &Store, w: impl std::io::Write) -> ApiRe
         .map_err(io)?;
     }
     out.flush().map_err(|e| ApiError::io("writing the CSV export", e))?;
+    crate::audit::record(store, Some(actor.id()), crate::audit::AuditKind::Export, None, serde_json::json!({"format": "csv", "rows": n}));
     Ok(n)
 }
 

@@ -12,7 +12,7 @@ pub enum AuditCmd {
     List {
         /// Only this operator's entries (operator id).
         #[arg(long)]
-        operator: Option<String>,
+        by: Option<String>,
         /// Only this kind (sign_in, settings_changed, provisioning_outcome, ...).
         #[arg(long)]
         kind: Option<String>,
@@ -68,12 +68,12 @@ fn print_report(r: &AuditReport, as_json: bool) -> Result<(), Fail> {
 
 pub fn audit_cmd(cli: &Cli, c: &AuditCmd) -> CmdResult {
     let cfg = load_config(cli)?;
+    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
     let store = imprint_api::open_store(&cfg)?;
     match c {
-        AuditCmd::List { operator, kind, since, until, limit, json: as_json } => {
-            let q =
-                AuditQuery { operator: operator.clone(), kind: kind.clone(), since: since.clone(), until: until.clone(), limit: *limit };
-            let entries = audit::list(&store, &q)?;
+        AuditCmd::List { by, kind, since, until, limit, json: as_json } => {
+            let q = AuditQuery { operator: by.clone(), kind: kind.clone(), since: since.clone(), until: until.clone(), limit: *limit };
+            let entries = audit::list(&me, &store, &q)?;
             if *as_json {
                 json(&entries)?;
             } else {
@@ -93,8 +93,11 @@ pub fn audit_cmd(cli: &Cli, c: &AuditCmd) -> CmdResult {
             Ok(0)
         }
         AuditCmd::Verify { central, json: as_json } => {
-            let r =
-                if *central { audit::verify_central(&store, &cfg.station_id, cfg.central.as_ref())? } else { audit::verify_local(&store)? };
+            let r = if *central {
+                audit::verify_central(&me, &store, &cfg.station_id, cfg.central.as_ref())?
+            } else {
+                audit::verify_local(&me, &store)?
+            };
             print_report(&r, *as_json)?;
             match r.tampered() {
                 Some(e) => Err(e.into()),
@@ -107,8 +110,9 @@ pub fn audit_cmd(cli: &Cli, c: &AuditCmd) -> CmdResult {
 /// `imprint sync verify`: every local record against the center's copy.
 pub fn sync_verify(cli: &Cli, as_json: bool) -> CmdResult {
     let cfg = load_config(cli)?;
+    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
     let store = imprint_api::open_store(&cfg)?;
-    let r = audit::sync_verify(&store, &cfg.station_id, cfg.central.as_ref())?;
+    let r = audit::sync_verify(&me, &store, &cfg.station_id, cfg.central.as_ref())?;
     if as_json {
         json(&r)?;
     } else {

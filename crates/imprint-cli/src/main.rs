@@ -564,7 +564,7 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
                 out: path.clone().unwrap_or_else(|| cfg.ca_chain_path()),
                 force: *force,
             };
-            let done = imprint_api::ca::init(me()?, &req, pin(cli)?)?;
+            let done = imprint_api::ca::init_station(&cfg, me()?, &req, pin(cli)?)?;
             if done.key_generated {
                 if done.signer_uri.starts_with("awskms:") {
                     eprintln!("created a KMS key; its signer URI (printed on stdout) is {}", done.signer_uri);
@@ -585,7 +585,7 @@ fn ca_cmd(cli: &Cli, c: &CaCmd) -> CmdResult {
         }
         CaCmd::Import { signer, chain, out: path, force } => {
             let dest = path.clone().unwrap_or_else(|| cfg.ca_chain_path());
-            let done = imprint_api::ca::import(me()?, signer, chain, &dest, *force, pin(cli)?)?;
+            let done = imprint_api::ca::import_station(&cfg, me()?, signer, chain, &dest, *force, pin(cli)?)?;
             if done.unchanged {
                 eprintln!("this chain of {} certificates is installed at {} already: nothing changed", done.count, dest.display());
             } else {

@@ -564,17 +564,17 @@ impl Store {
 /// transaction: anchors the attempt and its certificate.
 pub(crate) fn outcome_in(t: &Transaction<'_>, station: &str, attempt_id: &str) -> Result<(), StoreError> {
     let facts = t
-        .prepare_cached("SELECT status, code, stage, device_serial, certificate_id, port FROM attempts WHERE id = ?1")?
+        .prepare_cached("SELECT status, code, stage, device_serial, certificate_id, port, operator FROM attempts WHERE id = ?1")?
         .query_row([attempt_id], |r| {
             let cert: Option<String> = r.get(4)?;
             let detail = serde_json::json!({
                 "status": r.get::<_, String>(0)?, "code": r.get::<_, Option<String>>(1)?, "stage": r.get::<_, Option<String>>(2)?,
                 "device_serial": r.get::<_, Option<String>>(3)?, "certificate_id": cert, "port": r.get::<_, String>(5)?
             });
-            Ok((detail, cert))
+            Ok((detail, cert, r.get::<_, Option<String>>(6)?))
         })
         .optional()?;
-    let Some((detail, cert)) = facts else { return Ok(()) };
+    let Some((detail, cert, operator)) = facts else { return Ok(()) };
     let mut anchor = vec![RecordKey { entity: Entity::Attempt, id: attempt_id.to_string(), step_no: 0 }];
     if let Some(c) = cert {
         anchor.push(RecordKey { entity: Entity::Certificate, id: c, step_no: 0 });
@@ -582,7 +582,7 @@ pub(crate) fn outcome_in(t: &Transaction<'_>, station: &str, attempt_id: &str) -
     append_in(
         t,
         station,
-        &NewEntry { operator: None, kind: AuditKind::ProvisioningOutcome, subject: Some(attempt_id.to_string()), detail, anchor },
+        &NewEntry { operator, kind: AuditKind::ProvisioningOutcome, subject: Some(attempt_id.to_string()), detail, anchor },
     )?;
     Ok(())
 }
