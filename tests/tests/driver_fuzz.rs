@@ -469,7 +469,7 @@ fn a_panic_inside_an_attempt_is_recorded_as_internal_error_and_the_port_works_ag
         let seen = seen.clone();
         Arc::new(move |p: &Progress| {
             seen.lock().unwrap().push(p.status.clone());
-            if p.stage == "keygen" && p.status == ProgressStatus::Running {
+            if p.stage.as_str() == "keygen" && p.status == ProgressStatus::Running {
                 panic!("progress display broke");
             }
         })

@@ -3,9 +3,57 @@
 //! export. Each list is one joined query, never a query per row.
 
 use crate::{ApiError, ApiResult};
-use imprint_store::{AttemptFilter, AttemptRow, CertRow, Store};
+use imprint_proto::Closed;
+pub use imprint_proto::{DeviceState, FailureCode, Stage};
+use imprint_store::{AttemptFilter, AttemptRow, CertRow, Recorded, Store};
+pub use imprint_store::{AttemptStatus, CertStatus};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+
+/// A stored value of a closed set (a status, a stage, a failure code) as
+/// the UI gets it: the value, or, for text this build does not know (a
+/// database written by a newer build, or edited by hand), that text under
+/// `unrecognized`, never passed off as a value. A known value is sent as its
+/// text, so the wire form of every record this build wrote is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[serde(untagged)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub enum Stored<T> {
+    Known(T),
+    Unrecognized { unrecognized: String },
+}
+
+impl<T: Closed> Stored<T> {
+    /// The text as stored.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Stored::Known(v) => v.as_str(),
+            Stored::Unrecognized { unrecognized } => unrecognized,
+        }
+    }
+    /// The value, when this build knows it.
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Stored::Known(v) => Some(*v),
+            Stored::Unrecognized { .. } => None,
+        }
+    }
+}
+
+impl<T: Closed> From<Recorded<T>> for Stored<T> {
+    fn from(r: Recorded<T>) -> Stored<T> {
+        match r {
+            Recorded::Known(v) => Stored::Known(v),
+            Recorded::Unrecognized(s) => Stored::Unrecognized { unrecognized: s },
+        }
+    }
+}
+
+impl<T: Closed> std::fmt::Display for Stored<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 /// Filters for a list of attempts; blank strings mean "any".
 #[derive(Clone, Debug, Default, Deserialize, Serialize, TS)]
@@ -28,9 +76,9 @@ pub struct AttemptView {
     pub port: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub status: String,
-    pub stage: Option<String>,
-    pub code: Option<String>,
+    pub status: Stored<AttemptStatus>,
+    pub stage: Option<Stored<Stage>>,
+    pub code: Option<Stored<FailureCode>>,
     pub reason: Option<String>,
     pub hint: Option<String>,
     pub retryable: Option<bool>,
@@ -43,7 +91,7 @@ pub struct AttemptView {
     pub batch: Option<String>,
     pub spki_sha256: Option<String>,
     pub cert_serial: Option<String>,
-    pub cert_status: Option<String>,
+    pub cert_status: Option<Stored<CertStatus>>,
     pub resumed: bool,
 }
 
@@ -52,7 +100,7 @@ pub struct AttemptView {
 #[ts(export, export_to = "../../../ui/src/bindings/", rename = "CertificateDto")]
 pub struct CertificateView {
     pub serial_hex: String,
-    pub status: String,
+    pub status: Stored<CertStatus>,
     pub subject: String,
     pub issuer: String,
     pub not_before: String,
@@ -65,7 +113,8 @@ pub struct CertificateView {
 #[ts(export, export_to = "../../../ui/src/bindings/", rename = "StepDto")]
 pub struct StepView {
     pub at: String,
-    pub stage: String,
+    pub stage: Stored<Stage>,
+    /// `started`, `completed`, `retry`, `info`, `console`, `failed`.
     pub kind: String,
     pub detail: String,
 }
@@ -124,9 +173,9 @@ fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
         port: a.port,
         started_at: a.started_at.to_string(),
         finished_at: txt(&a.finished_at),
-        status: a.status.to_string(),
-        stage: txt(&a.stage),
-        code: txt(&a.code),
+        status: a.status.into(),
+        stage: a.stage.map(Stored::from),
+        code: a.code.map(Stored::from),
         reason: a.reason,
         hint: a.hint,
         retryable: a.retryable,
@@ -139,7 +188,7 @@ fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
         batch: a.batch,
         spki_sha256: a.spki_sha256,
         cert_serial: c.map(|c| c.serial_hex.clone()),
-        cert_status: c.map(|c| c.status.to_string()),
+        cert_status: c.map(|c| c.status.clone().into()),
         resumed: a.resumed,
     }
 }
@@ -149,7 +198,7 @@ fn certificate_view(c: &CertRow) -> Option<CertificateView> {
     let s = imprint_core::issuance::summarize(der).ok()?;
     Some(CertificateView {
         serial_hex: c.serial_hex.clone(),
-        status: c.status.to_string(),
+        status: c.status.clone().into(),
         subject: s.subject,
         issuer: s.issuer,
         not_before: imprint_store::ts(s.not_before),
@@ -184,7 +233,10 @@ pub fn show(store: &Store, id_or_serial: &str) -> ApiResult<RecordDetail> {
     Ok(RecordDetail {
         certificate: cert.as_ref().and_then(certificate_view),
         attempt: view(attempt, cert.as_ref()),
-        steps: steps.into_iter().map(|s| StepView { at: s.at, stage: s.stage, kind: s.kind, detail: s.detail }).collect(),
+        steps: steps
+            .into_iter()
+            .map(|s| StepView { at: s.at, stage: Recorded::from_text(s.stage).into(), kind: s.kind, detail: s.detail })
+            .collect(),
     })
 }
 

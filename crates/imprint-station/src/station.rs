@@ -29,7 +29,7 @@ pub const DRAIN_WITHIN: Duration = Duration::from_secs(20);
 pub struct Progress {
     pub port: String,
     pub attempt_id: String,
-    pub stage: String,
+    pub stage: imprint_proto::Stage,
     pub percent: u8,
     pub device_serial: Option<String>,
     pub status: ProgressStatus,

@@ -136,8 +136,9 @@ impl<T: Closed> ToSql for Recorded<T> {
 macro_rules! closed_text {
     ($(#[$m:meta])* $name:ident { $( $(#[$vm:meta])* $v:ident = $t:literal ),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name { $( $(#[$vm])* $v, )* }
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ts_rs::TS)]
+        #[ts(export, export_to = "../../../ui/src/bindings/")]
+        pub enum $name { $( $(#[$vm])* #[ts(rename = $t)] $v, )* }
         impl Closed for $name {
             const ALL: &'static [$name] = &[ $( $name::$v, )* ];
             fn as_str(self) -> &'static str {
@@ -196,6 +197,26 @@ mod tests {
         assert_eq!(Recorded::<AttemptStatus>::from_text("paused".into()).known(), None);
         assert_eq!(Recorded::<Stage>::from_text("write_cert".into()), Stage::WriteCert);
         assert_eq!(Recorded::<CertStatus>::from_text("issued".into()), CertStatus::Issued);
+    }
+
+    /// The TypeScript union ts-rs writes (ui/src/bindings) is exactly the
+    /// stored texts, which are also what serde sends.
+    fn ts_union_is_the_closed_text<T: Closed + ts_rs::TS + Serialize>() {
+        let cfg = ts_rs::Config::default();
+        let mut union: Vec<String> = T::inline(&cfg).split('|').map(|v| v.trim().trim_matches('"').to_string()).collect();
+        let mut texts: Vec<String> = T::ALL.iter().map(|v| v.as_str().to_string()).collect();
+        union.sort_unstable();
+        texts.sort_unstable();
+        assert_eq!(union, texts, "{}", T::name(&cfg));
+        for v in T::ALL {
+            assert_eq!(serde_json::to_string(v).unwrap(), format!("\"{}\"", v.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_typescript_bindings_of_statuses_are_their_stored_texts() {
+        ts_union_is_the_closed_text::<AttemptStatus>();
+        ts_union_is_the_closed_text::<CertStatus>();
     }
 
     #[test]
