@@ -430,3 +430,50 @@ fn a_malformed_hand_edited_time_in_one_record_is_quarantined_alone_and_the_rest_
 fn first_step(s: &Store, attempt: &str) -> i64 {
     rusqlite_conn(s).query_row("SELECT min(id) FROM steps WHERE attempt_id = ?1", [attempt], |r| r.get(0)).unwrap()
 }
+
+/// Sync now (the Bench header's button) woke the worker and returned at
+/// once with the state of the round before: after the center came back the
+/// operator was told "Could not reach the central database" by a round that
+/// was about to succeed. `round_now` waits for a round begun after the call.
+/// Here the worker backs off for a minute after failing, so only the asked
+/// round can have reached the center.
+#[test]
+fn sync_now_reports_the_round_it_asked_for_once_the_center_is_back() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("now-1");
+    let (_d, s) = store();
+    fill(&s, "NOW", 3, 2, 1);
+    // A relay to the real server on a port nobody listens on yet: the center is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = CentralConfig {
+        url: cfg.url.replace(&format!(":{}/", imprint_tests::pg::PG_PORT), &format!(":{port}/")),
+        retry_min_ms: 60_000,
+        retry_max_ms: 60_000,
+        ..cfg.clone()
+    };
+    let w = SyncWorker::spawn(s.clone(), "now-1", down).unwrap();
+    let started = Instant::now();
+    while w.status().last_error.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the first round never failed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!w.status().connected);
+    // The center comes back.
+    let relay = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for c in relay.incoming() {
+            let Ok(c) = c else { break };
+            let Ok(up) = std::net::TcpStream::connect((imprint_tests::pg::PG_HOST, imprint_tests::pg::PG_PORT)) else { break };
+            let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut c, mut up) = (c, up);
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut up2));
+            std::thread::spawn(move || std::io::copy(&mut up, &mut c));
+        }
+    });
+    assert!(w.round_now(Duration::from_secs(20)), "the asked round finished in time");
+    let st = w.status();
+    assert!(st.connected, "{st:?}");
+    assert_eq!(st.backlog, 0, "{st:?}");
+    assert_eq!(db.psql("SELECT count(*) FROM attempts WHERE station_id = 'now-1'"), "3");
+    w.stop();
+}

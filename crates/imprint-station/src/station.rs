@@ -408,10 +408,12 @@ impl Station {
         self.sync.as_ref().map(|w| w.status())
     }
 
-    /// Ask the sync worker for a round now (ends a backoff wait early).
-    pub fn sync_now(&self) {
-        if let Some(w) = &self.sync {
-            w.wake();
+    /// A sync round now (ends a backoff wait early), waiting at most `within`
+    /// for a round begun after the call to finish; false if none did in time.
+    pub fn sync_now(&self, within: std::time::Duration) -> bool {
+        match &self.sync {
+            Some(w) => w.round_now(within),
+            None => false,
         }
     }
 
