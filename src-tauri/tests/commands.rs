@@ -218,6 +218,8 @@ fn quit_and_window_close_drain_and_join_the_station_leaving_no_attempt_running()
         mode: Mode::Auto,
         ..Default::default()
     };
+    // The app's own log (JSON lines in the log dir), as `run` sets it up.
+    let log = imprint_api::logging::init(&cfg.log_dir(), false).expect("the only test of this binary that sets up logging");
     let mut opts = ApiOptions::new(cfg.clone(), dir.path().join("station.toml"));
     opts.simulate = 2;
     opts.faults = vec!["slow-ms=150".into()];
@@ -257,6 +259,17 @@ fn quit_and_window_close_drain_and_join_the_station_leaving_no_attempt_running()
     assert!(report.clean, "every worker drained and joined in time: {}", report.text);
     for worker in ["ports", "signer", "store_writer"] {
         assert!(report.text.contains(worker), "the report names the {worker} worker: {}", report.text);
+    }
+    // The report is in the log, after every worker's step (the writer is flushed as the app does).
+    drop(log);
+    let logged: String =
+        std::fs::read_dir(cfg.log_dir()).unwrap().flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect();
+    let lines: Vec<&str> = logged.lines().collect();
+    let report_at = lines.iter().position(|l| l.contains("station shut down cleanly")).expect("the shutdown report is logged");
+    assert!(lines[report_at].contains("stopped cleanly"), "{}", lines[report_at]);
+    for worker in ["ports", "signer", "store_writer"] {
+        let step = lines.iter().position(|l| l.contains("shutdown step") && l.contains(&format!("\"worker\":\"{worker}\"")));
+        assert!(step.is_some_and(|i| i < report_at), "the {worker} step is logged before the report: {logged}");
     }
     // The data dir lock is released: a new station opens on it and reads what the old one left.
     let next = Api::new(ApiOptions::new(cfg, dir.path().join("station.toml")), Arc::new(|_| {}));
