@@ -335,6 +335,44 @@ mod tests {
         assert_eq!(e.code, crate::ErrorCode::BadRequest);
     }
 
+    /// A time edited by hand in one record (here SQLite's own spelling, and
+    /// a word) failed the whole read: History showed an error instead of
+    /// any record, and the CSV export stopped. Each record is listed, the
+    /// edited one with the text as found.
+    #[test]
+    fn a_hand_edited_time_in_one_record_does_not_hide_the_others_from_history_or_the_export() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("station.db")).unwrap();
+        let a = store.begin_attempt("p0", None).unwrap();
+        let b = store.begin_attempt("p1", None).unwrap();
+        let cert = imprint_store::new_id();
+        store
+            .journal_intent(&imprint_store::Intent {
+                id: cert.clone(),
+                attempt_id: b.clone(),
+                device_serial: "SN-1".into(),
+                issuer: "CN=CA".into(),
+                serial_hex: "01".into(),
+                spki_sha256: "k".into(),
+                spki_der: vec![1],
+                not_before: imprint_store::Timestamp::now(),
+                not_after: imprint_store::Timestamp::now(),
+            })
+            .unwrap();
+        let sql = format!(
+            "UPDATE attempts SET started_at = '2026-11-30 05:00:00' WHERE id = '{a}'; UPDATE certificates SET not_after = 'soon' WHERE id = '{cert}'"
+        );
+        store.write(move |t| Ok(t.execute_batch(&sql)?)).unwrap();
+        let rows = list(&store, &HistoryFilter::default()).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().any(|r| r.id == a && r.started_at == "2026-11-30 05:00:00"), "{rows:?}");
+        assert!(rows.iter().any(|r| r.id == b && r.cert_serial.as_deref() == Some("01")), "{rows:?}");
+        let mut csv = Vec::new();
+        assert_eq!(export_csv(&store, &mut csv).unwrap(), 2);
+        let csv = String::from_utf8(csv).unwrap();
+        assert!(csv.contains("2026-11-30 05:00:00") && csv.contains(",soon,"), "{csv}");
+    }
+
     #[test]
     fn a_cell_that_a_spreadsheet_would_run_is_quoted() {
         assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");

@@ -559,8 +559,8 @@ pub(crate) fn complete_intent(ctx: &StationCtx, row: &CertRow) -> Result<(), Sig
         device_serial: row.device_serial.clone(),
         spki_der: row.spki_der.clone(),
         serial: hex::decode(&row.serial_hex).map_err(|_| bad("serial"))?,
-        not_before: row.not_before.get(),
-        not_after: row.not_after.get(),
+        not_before: row.not_before.get().ok_or_else(|| bad("not_before"))?.get(),
+        not_after: row.not_after.get().ok_or_else(|| bad("not_after"))?.get(),
     };
     let cert = ctx.signer.issue(plan).map_err(|e| match e {
         issuance::IssueError::Signer(s) => s,

@@ -475,7 +475,7 @@ mod error_tests {
     }
 }
 
-pub use types::{AttemptStatus, CertStatus, Recorded, Timestamp};
+pub use types::{AttemptStatus, CertStatus, Recorded, StoredTime, Timestamp};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

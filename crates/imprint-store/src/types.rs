@@ -64,6 +64,54 @@ impl FromSql for Timestamp {
     }
 }
 
+/// A time column as read back: the instant, or, when the text is no RFC
+/// 3339 time (edited by hand), that text as found. One such row never hides
+/// the others from a list or an export, and the text is never guessed into
+/// an instant; code that needs the instant asks [`StoredTime::get`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StoredTime {
+    At(Timestamp),
+    Unrecognized(String),
+}
+
+impl StoredTime {
+    /// The instant, when the stored text is one.
+    pub fn get(&self) -> Option<Timestamp> {
+        match self {
+            StoredTime::At(t) => Some(*t),
+            StoredTime::Unrecognized(_) => None,
+        }
+    }
+}
+
+impl From<Timestamp> for StoredTime {
+    fn from(t: Timestamp) -> StoredTime {
+        StoredTime::At(t)
+    }
+}
+
+impl fmt::Display for StoredTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoredTime::At(t) => t.fmt(f),
+            StoredTime::Unrecognized(s) => f.pad(s),
+        }
+    }
+}
+
+impl Serialize for StoredTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromSql for StoredTime {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = v.as_str()?;
+        Ok(Timestamp::parse(s).map(StoredTime::At).unwrap_or_else(|| StoredTime::Unrecognized(s.to_string())))
+    }
+}
+
 /// A column holding a value of a closed set ([`Closed`]): the value, or
 /// the text as found when this build does not know it (a database written
 /// by a newer build, or edited by hand). Unknown text is kept verbatim so
