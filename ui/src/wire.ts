@@ -15,6 +15,7 @@ export type { AttemptStatus } from "./bindings/AttemptStatus";
 export type { CertStatus } from "./bindings/CertStatus";
 export type { FailureCode } from "./bindings/FailureCode";
 export type { Stored } from "./bindings/Stored";
+export type { SslMode } from "./bindings/SslMode";
 
 /** The error codes of the signer (ApiError.code when the station cannot open its signer). */
 export type SignerErrorCode = Extract<import("./bindings/ErrorCode").ErrorCode, `signer_${string}`>;

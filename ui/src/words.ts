@@ -2,7 +2,7 @@
 // switch (or a Record) over a binding union, so a new backend value fails the
 // typecheck here instead of showing protocol jargon on the Bench.
 import type { TileState } from "./bindings/TileState";
-import type { AttemptStatus, DeviceState, HealthLevel, KeyAlg, Mode, Stage, Stored, TileDto } from "./wire";
+import type { AttemptStatus, DeviceState, HealthLevel, KeyAlg, Mode, SslMode, Stage, Stored, TileDto } from "./wire";
 
 export function stageWords(s: Stage): string {
   switch (s) {
@@ -103,16 +103,16 @@ export const STATUS_WORDS: Record<AttemptStatus, string> = {
 };
 export const LEVEL_WORDS: Record<HealthLevel, string> = { ok: "OK", warn: "WARNING", error: "ERROR", off: "not configured" };
 
-/** `[central] sslmode` values (libpq's; the backend passes them through). Empty: the URL's own, else verify-full. */
-export const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const;
-export type SslMode = (typeof SSL_MODES)[number];
+/** `[central] sslmode` in words (the modes come from the binding). Empty: the URL's own, else verify-full. */
 export const SSL_MODE_WORDS: Record<SslMode, string> = {
   disable: "disable (no TLS)",
+  allow: "allow (TLS only if the server insists)",
   prefer: "prefer (TLS if offered)",
   require: "require (TLS, server not checked)",
   "verify-ca": "verify-ca (TLS, server's CA checked)",
   "verify-full": "verify-full (TLS, CA and host name checked)",
 };
+export const SSL_MODES = Object.keys(SSL_MODE_WORDS) as SslMode[];
 export function isSslMode(s: string): s is SslMode {
   return Object.hasOwn(SSL_MODE_WORDS, s);
 }
