@@ -56,6 +56,36 @@ pub fn emitter<R: tauri::Runtime>(handle: tauri::AppHandle<R>) -> imprint_api::E
     })
 }
 
+/// Station menu > Quit: close every window, the same path as closing the
+/// main window (the last window closed ends the event loop, and
+/// [`on_exit`] drains and joins the station).
+pub fn quit<R: tauri::Runtime>(app: &tauri::AppHandle<R>) {
+    let windows = app.webview_windows();
+    if windows.is_empty() {
+        app.exit(0);
+    }
+    for (label, w) in windows {
+        if let Err(e) = w.close() {
+            tracing::warn!(window = %label, error = %e, "could not close a window on Quit");
+            app.exit(0);
+        }
+    }
+}
+
+/// What the app does when its event loop ends (Quit, or the window
+/// closed): stop taking devices, let attempts in flight reach their next
+/// safe point, join every worker, release the data dir, and log the
+/// shutdown report. `None` when there was no station to stop.
+pub fn on_exit<R: tauri::Runtime>(handle: &tauri::AppHandle<R>) -> Option<imprint_api::api::ShutdownView> {
+    let report = handle.try_state::<Api>()?.shutdown();
+    match &report {
+        Some(r) if r.clean => tracing::info!(report = %r.text, "station shut down cleanly"),
+        Some(r) => tracing::warn!(report = %r.text, "station shut down with workers cut at the deadline"),
+        None => tracing::info!("station already stopped"),
+    }
+    report
+}
+
 /// Run the app.
 pub fn run(opts: ApiOptions) {
     let _log = imprint_api::logging::init(&opts.cfg.log_dir(), false);
@@ -66,8 +96,8 @@ pub fn run(opts: ApiOptions) {
             // Station menu: open the log folder (JSON logs, rotated daily), quit.
             let log_dir = api.config().log_dir();
             let open_logs = tauri::menu::MenuItemBuilder::with_id("open_logs", "Open log folder").build(app)?;
-            let quit = tauri::menu::MenuItemBuilder::with_id("quit", "Quit").accelerator("CmdOrCtrl+Q").build(app)?;
-            let station_menu = tauri::menu::SubmenuBuilder::new(app, "Station").item(&open_logs).separator().item(&quit).build()?;
+            let quit_item = tauri::menu::MenuItemBuilder::with_id("quit", "Quit").accelerator("CmdOrCtrl+Q").build(app)?;
+            let station_menu = tauri::menu::SubmenuBuilder::new(app, "Station").item(&open_logs).separator().item(&quit_item).build()?;
             app.set_menu(tauri::menu::MenuBuilder::new(app).item(&station_menu).build()?)?;
             app.on_menu_event(move |app, event| {
                 if event.id() == "open_logs" {
@@ -77,7 +107,7 @@ pub fn run(opts: ApiOptions) {
                         tracing::warn!(error = %e, "could not open the log folder");
                     }
                 } else if event.id() == "quit" {
-                    app.exit(0);
+                    quit(app);
                 }
             });
             // Open the station off the UI thread: the window paints at once.
@@ -90,14 +120,18 @@ pub fn run(opts: ApiOptions) {
         })
         .build(tauri::generate_context!());
     match app {
-        Ok(app) => app.run(|handle, event| {
-            if let tauri::RunEvent::Exit = event {
-                // Closing the window or Quit: stop taking devices, drain, close the store.
-                if let Some(api) = handle.try_state::<Api>() {
-                    api.shutdown();
+        Ok(app) => {
+            // `App::run` ends the process itself: the log writer's guard is
+            // dropped here, after the shutdown, so its last lines (the
+            // shutdown report) reach the file.
+            let mut log = _log;
+            app.run(move |handle, event| {
+                if let tauri::RunEvent::Exit = event {
+                    on_exit(handle);
+                    drop(log.take());
                 }
-            }
-        }),
+            })
+        }
         Err(e) => {
             eprintln!("imprint-app: cannot start the window: {e}");
             std::process::exit(1);

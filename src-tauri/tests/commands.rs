@@ -270,3 +270,89 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
     assert_eq!(e["code"], "sign_in_failed");
     assert!(!e.to_string().contains("8642-wrong"));
 }
+
+/// Station menu > Quit closes the window, the same path as closing it by
+/// hand: the event loop ends and the app's exit handler (`on_exit`) drains
+/// and joins the station. Two slow devices are mid-attempt when Quit is
+/// chosen; afterwards no attempt is left `running` in station.db (each
+/// passed, or stopped at a safe point as `station_stopping`, which resumes
+/// on the next run), the shutdown report says every worker was joined in
+/// time, and the data dir is free for the next station.
+#[test]
+fn quit_and_window_close_drain_and_join_the_station_leaving_no_attempt_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StationConfig {
+        data_dir: dir.path().join("data"),
+        port_globs: vec![],
+        station_id: "ipc-quit".into(),
+        mode: Mode::Auto,
+        ..Default::default()
+    };
+    // The app's own log (JSON lines in the log dir), as `run` sets it up.
+    let log = imprint_api::logging::init(&cfg.log_dir(), false).expect("the only test of this binary that sets up logging");
+    let mut opts = ApiOptions::new(cfg.clone(), dir.path().join("station.toml"));
+    opts.simulate = 2;
+    opts.faults = vec!["slow-ms=150".into()];
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let api = Api::new(
+        opts,
+        Arc::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+    );
+    api.start(None).unwrap();
+    let app = with_commands(mock_builder()).build(tauri::generate_context!()).unwrap();
+    app.manage(api.clone());
+    // Both devices are past their key (well inside an attempt) before Quit.
+    loop {
+        let tiles = api.tiles().unwrap();
+        let deep = |t: &imprint_api::Tile| t.state == imprint_api::TileState::Running && t.percent >= 20;
+        if tiles.len() == 2 && tiles.iter().all(deep) {
+            break;
+        }
+        assert!(tiles.iter().all(|t| !t.finished()), "a device finished before Quit: make the devices slower: {tiles:#?}");
+        rx.recv_timeout(Duration::from_secs(30)).expect("bench events while the devices run");
+    }
+    // The event loop starts (the app's window opens), then Quit.
+    let report = Arc::new(Mutex::new(None));
+    let seen = report.clone();
+    app.run_return(move |handle, event| match event {
+        tauri::RunEvent::Ready => {
+            assert!(!handle.webview_windows().is_empty(), "the main window is open");
+            imprint_app::quit(handle);
+        }
+        tauri::RunEvent::Exit => *seen.lock().unwrap() = Some(imprint_app::on_exit(handle)),
+        _ => {}
+    });
+    let report = report.lock().unwrap().take().expect("the event loop ended with Exit").expect("a station was shut down");
+    assert!(report.clean, "every worker drained and joined in time: {}", report.text);
+    for worker in ["ports", "signer", "store_writer"] {
+        assert!(report.text.contains(worker), "the report names the {worker} worker: {}", report.text);
+    }
+    // The report is in the log, after every worker's step (the writer is flushed as the app does).
+    drop(log);
+    let logged: String =
+        std::fs::read_dir(cfg.log_dir()).unwrap().flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect();
+    let lines: Vec<&str> = logged.lines().collect();
+    let report_at = lines.iter().position(|l| l.contains("station shut down cleanly")).expect("the shutdown report is logged");
+    assert!(lines[report_at].contains("stopped cleanly"), "{}", lines[report_at]);
+    for worker in ["ports", "signer", "store_writer"] {
+        let step = lines.iter().position(|l| l.contains("shutdown step") && l.contains(&format!("\"worker\":\"{worker}\"")));
+        assert!(step.is_some_and(|i| i < report_at), "the {worker} step is logged before the report: {logged}");
+    }
+    // The data dir lock is released: a new station opens on it and reads what the old one left.
+    let next = Api::new(ApiOptions::new(cfg, dir.path().join("station.toml")), Arc::new(|_| {}));
+    next.start(None).expect("the data dir is free after the shutdown");
+    let rows = next.history(&Default::default()).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for a in &rows {
+        let status = a.status.known().expect("a known status");
+        assert_ne!(status, imprint_api::records::AttemptStatus::Running, "an attempt was left running: {a:#?}");
+        assert_ne!(status, imprint_api::records::AttemptStatus::Interrupted, "recovery found it running at the next start: {a:#?}");
+        if status != imprint_api::records::AttemptStatus::Passed {
+            assert_eq!(a.code.as_ref().map(|c| c.as_str()), Some("station_stopping"), "{a:#?}");
+        }
+    }
+    next.shutdown();
+}

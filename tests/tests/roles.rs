@@ -459,7 +459,10 @@ fn security_events_are_in_the_audit_trail_attributed_and_it_verifies() {
     assert!(has("sign_out", Some("admin")), "{kinds:?}");
     let settings = entries.iter().find(|e| e.kind == "settings_changed").unwrap();
     assert_eq!(settings.detail["changes"][0]["key"], "validity_days");
-    assert_eq!((settings.detail["changes"][0]["before"].as_str(), settings.detail["changes"][0]["after"].as_str()), (Some("3650"), Some("400")));
+    assert_eq!(
+        (settings.detail["changes"][0]["before"].as_str(), settings.detail["changes"][0]["after"].as_str()),
+        (Some("3650"), Some("400"))
+    );
     let reset = entries.iter().find(|e| e.kind == "operator_changed" && e.detail["change"] == "reset-pin").unwrap();
     assert_eq!(reset.subject.as_deref(), Some("tech"));
     // No PIN in any entry, and the chain verifies.

@@ -397,3 +397,88 @@ fn a_record_the_center_refuses_is_quarantined_alone_and_the_rest_go_through() {
     assert_eq!(imprint_tests::pg::central_set(&db, "poison-1"), local);
     assert_eq!(local.len(), n + 1);
 }
+
+/// A time edited by hand in one record (text that is no RFC 3339 time, or
+/// one whose offset puts it past year 9999 in UTC, which the PostgreSQL
+/// encoder cannot convert) must not stop the sync: that record is
+/// quarantined with a reason naming the column, and every other record of
+/// the batch reaches the center.
+#[test]
+fn a_malformed_hand_edited_time_in_one_record_is_quarantined_alone_and_the_rest_sync() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("badtime-1");
+    let (_d, s) = store();
+    let n = fill(&s, "BADTIME", 12, 4, 1);
+    let attempts = s.attempts(&Default::default()).unwrap();
+    let (a0, a1) = (attempts[0].id.clone(), attempts[1].id.clone());
+    // By hand, straight into the file: SQLite's own spelling of a time, and an
+    // RFC 3339 time that is after 9999-12-31 once in UTC.
+    raw(&s, &format!("UPDATE attempts SET finished_at = '2026-11-30 05:00:00' WHERE id = '{a0}'"));
+    raw(&s, &format!("UPDATE steps SET at = '9999-12-31T23:59:59-01:00' WHERE attempt_id = '{a1}' AND id = (SELECT min(id) FROM steps WHERE attempt_id = '{a1}')"));
+    let r = sync_once(s.clone(), "badtime-1", &cfg).unwrap();
+    assert_eq!(r.quarantined, 2, "{r:?}");
+    let st = SyncStatus::read(&s).unwrap();
+    assert_eq!(st.backlog, 0, "nothing is left pending: {st:?}");
+    let reasons: Vec<(String, &str)> = st.quarantined.iter().map(|q| (q.key.id.clone(), q.reason.as_str())).collect();
+    assert!(reasons.iter().any(|(id, r)| *id == a0 && r.contains("finished_at") && r.contains("is not an RFC 3339 time")), "{reasons:?}");
+    assert!(reasons.iter().any(|(id, r)| *id == a1 && r.contains("at:") && r.contains("out of range")), "{reasons:?}");
+    // Everything else arrived: the center holds the local set minus those two records.
+    let mut local = local_set(&s, "badtime-1");
+    let before = local.len();
+    let (bad_attempt, bad_step) = (format!("attempt:{a0}"), format!("step:{a1}#{}", first_step(&s, &a1)));
+    local.retain(|k, _| *k != bad_attempt && *k != bad_step);
+    assert_eq!(local.len(), before - 2, "{:?}", local.keys().take(3).collect::<Vec<_>>());
+    assert_eq!(imprint_tests::pg::central_set(&db, "badtime-1"), local);
+    assert_eq!(before, n);
+}
+
+fn first_step(s: &Store, attempt: &str) -> i64 {
+    rusqlite_conn(s).query_row("SELECT min(id) FROM steps WHERE attempt_id = ?1", [attempt], |r| r.get(0)).unwrap()
+}
+
+/// Sync now (the Bench header's button) woke the worker and returned at
+/// once with the state of the round before: after the center came back the
+/// operator was told "Could not reach the central database" by a round that
+/// was about to succeed. `round_now` waits for a round begun after the call.
+/// Here the worker backs off for a minute after failing, so only the asked
+/// round can have reached the center.
+#[test]
+fn sync_now_reports_the_round_it_asked_for_once_the_center_is_back() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("now-1");
+    let (_d, s) = store();
+    fill(&s, "NOW", 3, 2, 1);
+    // A relay to the real server on a port nobody listens on yet: the center is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = CentralConfig {
+        url: cfg.url.replace(&format!(":{}/", imprint_tests::pg::PG_PORT), &format!(":{port}/")),
+        retry_min_ms: 60_000,
+        retry_max_ms: 60_000,
+        ..cfg.clone()
+    };
+    let w = SyncWorker::spawn(s.clone(), "now-1", down).unwrap();
+    let started = Instant::now();
+    while w.status().last_error.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the first round never failed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!w.status().connected);
+    // The center comes back.
+    let relay = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for c in relay.incoming() {
+            let Ok(c) = c else { break };
+            let Ok(up) = std::net::TcpStream::connect((imprint_tests::pg::PG_HOST, imprint_tests::pg::PG_PORT)) else { break };
+            let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut c, mut up) = (c, up);
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut up2));
+            std::thread::spawn(move || std::io::copy(&mut up, &mut c));
+        }
+    });
+    assert!(w.round_now(Duration::from_secs(20)), "the asked round finished in time");
+    let st = w.status();
+    assert!(st.connected, "{st:?}");
+    assert_eq!(st.backlog, 0, "{st:?}");
+    assert_eq!(db.psql("SELECT count(*) FROM attempts WHERE station_id = 'now-1'"), "3");
+    w.stop();
+}

@@ -4,7 +4,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import net from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KEY, withApp } from "./webdriver.mjs";
 
@@ -282,4 +285,86 @@ test("with an unreachable central database the header shows the backlog in recor
     assert.equal(await d.exec("return document.querySelector('[data-testid=s-central-sslmode]').value"), "disable");
     assert.equal(await d.exec("return document.querySelectorAll('input[type=password]').length"), 0, "no password field in Settings");
   }, undefined, central);
+});
+
+/**
+ * A central database of this test's own on the local PostgreSQL (trust on
+ * 127.0.0.1, as tests/support/pg.rs uses it), migrated and with this station
+ * registered by the administrator's CLI commands, reached through a TCP
+ * relay the test switches on: while it does not listen the center is down.
+ */
+async function centralDown(station) {
+  const id = randomBytes(4).toString("hex");
+  const db = `imprint_e2e_${id}`;
+  const role = `imprint_e2e_st_${id}`;
+  const dir = mkdtempSync(join(tmpdir(), "imprint-e2e-pg-"));
+  const pwFile = join(dir, "station-password");
+  writeFileSync(pwFile, `e2e-${id}\n`, { mode: 0o600 });
+  const pg = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"];
+  execFileSync("createdb", [...pg, db]);
+  const admin = ["--url", `postgres://postgres@127.0.0.1:5432/${db}`, "--sslmode", "disable"];
+  execFileSync(CLI, ["db", "migrate", ...admin], { stdio: "pipe" });
+  execFileSync(CLI, ["db", "add-station", ...admin, "--station", station, "--role", role, "--role-password-file", pwFile], { stdio: "pipe" });
+  const port = await new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on("error", reject);
+  });
+  const sockets = new Set();
+  const relay = net.createServer((c) => {
+    const up = net.connect(5432, "127.0.0.1");
+    for (const x of [c, up]) { sockets.add(x); x.on("error", () => { c.destroy(); up.destroy(); }); x.on("close", () => sockets.delete(x)); }
+    c.pipe(up);
+    up.pipe(c);
+  });
+  return {
+    config: `\n[central]\nurl = "postgres://${role}@127.0.0.1:${port}/${db}"\nsslmode = "disable"\npassword_file = "${pwFile}"\n`,
+    psql: (sql) => execFileSync("psql", [...pg, "-d", db, "-Atq", "-c", sql]).toString().trim(),
+    /** The center comes back: the relay listens. */
+    up: () => new Promise((resolve, reject) => { relay.once("error", reject); relay.listen(port, "127.0.0.1", resolve); }),
+    async drop() {
+      for (const x of sockets) x.destroy();
+      await new Promise((resolve) => (relay.listening ? relay.close(resolve) : resolve()));
+      execFileSync("dropdb", [...pg, "--force", "--if-exists", db]);
+      execFileSync("psql", [...pg, "-d", "postgres", "-Atq", "-c", `DROP ROLE IF EXISTS ${role}`]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+test("with the center down the header shows the backlog; once a real PostgreSQL center is back, Sync now sends it", async () => {
+  const center = await centralDown("e2e-bench-1");
+  try {
+    await withApp(APP, ["--simulate", "2", "--mode", "auto"], async (d) => {
+      const text = (id) => d.exec(`return document.querySelector('[data-testid=${id}]')?.textContent ?? null`);
+      await d.waitFor(async () => (await d.tiles()).filter((t) => t.state === "passed").length === 2, "two passes", 90000);
+      await d.waitFor(async () => (await text("sync-backlog")) === "2 records waiting to sync", "the backlog of 2 records while the center is down", 30000).catch(async (e) => {
+        throw new Error(`${e.message}; sync block: ${await text("sync")}`);
+      });
+      assert.equal(await text("sync-state"), "Central database: unreachable");
+      assert.equal(center.psql("SELECT count(*) FROM attempts"), "0", "nothing reached the center while it was down");
+
+      await center.up();
+      await d.click(await d.one(d.byId("sync-now")));
+      const toasts = new Set();
+      const toast = await d.waitFor(async () => {
+        const t = await text("toast");
+        if (t) toasts.add(t);
+        return t?.startsWith("Synced with the central database.") ? t : null;
+      }, "Sync now's toast once the center is back", 30000).catch(async (e) => {
+        throw new Error(`${e.message}; toasts seen: ${JSON.stringify([...toasts])}; sync block: ${await text("sync")}`);
+      });
+      assert.equal(toast, "Synced with the central database. All records synced.");
+      await d.waitFor(async () => (await text("sync-backlog")) === "All records synced", "the header's backlog at 0", 10000);
+      assert.equal(await text("sync-state"), "Central database: connected");
+      assert.equal(await d.attr(await d.one(d.byId("sync")), "data-connected"), "true");
+      assert.equal((await d.all(d.byId("sync-error"))).length, 0, "no stale error once connected");
+      // The center holds both attempts, passed, with their certificates.
+      assert.equal(center.psql("SELECT count(*) FROM attempts WHERE station_id = 'e2e-bench-1' AND status = 'passed'"), "2");
+      assert.equal(center.psql("SELECT count(*) FROM certificates WHERE station_id = 'e2e-bench-1' AND status = 'issued'"), "2");
+      if (SHOTS) await d.screenshot(join(SHOTS, "bench-sync-recovered.png"));
+    }, undefined, center.config);
+  } finally {
+    await center.drop();
+  }
 });

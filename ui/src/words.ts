@@ -2,7 +2,7 @@
 // switch (or a Record) over a binding union, so a new backend value fails the
 // typecheck here instead of showing protocol jargon on the Bench.
 import type { TileState } from "./bindings/TileState";
-import type { AttemptStatus, DeviceState, HealthLevel, KeyAlg, Mode, Stage, TileDto } from "./wire";
+import type { AttemptStatus, DeviceState, HealthLevel, KeyAlg, Mode, SslMode, Stage, Stored, TileDto } from "./wire";
 
 export function stageWords(s: Stage): string {
   switch (s) {
@@ -31,40 +31,23 @@ export function deviceStateWords(s: DeviceState): string {
   }
 }
 
-const STAGES: Record<Stage, true> = {
-  hello: true, identify: true, keygen: true, lookup: true, csr: true, issue: true, write_cert: true,
-  write_chain: true, read_back: true, prove: true, connect: true, lock: true, done: true,
-};
-const DEVICE_STATES: Record<DeviceState, true> = { blank: true, keyed: true, provisioned: true, locked: true };
-
-export function isStage(s: string): s is Stage {
-  return Object.hasOwn(STAGES, s);
+/**
+ * A stored value in words: a known value through `words`; text this build
+ * does not know (a newer station's database) is shown as found.
+ */
+export function storedWords<T extends string>(v: Stored<T>, words: (t: T) => string): string {
+  return typeof v === "string" ? words(v) : v.unrecognized;
 }
 
-export function isDeviceState(s: string): s is DeviceState {
-  return Object.hasOwn(DEVICE_STATES, s);
+/** A stored value's own text, for CSS classes and data attributes ("unrecognized" when unknown). */
+export function storedKey<T extends string>(v: Stored<T>): T | "unrecognized" {
+  return typeof v === "string" ? v : "unrecognized";
 }
 
-/** The tile's `stage` text: a protocol stage, or empty before a run. */
-export type ParsedStage =
-  | { kind: "stage"; stage: Stage }
-  | { kind: "waiting"; device: DeviceState | null }
-  | { kind: "other"; text: string };
-
-export function parseStage(raw: string, deviceState: string | null = null): ParsedStage {
-  if (isStage(raw)) return { kind: "stage", stage: raw };
-  if (raw === "") return { kind: "waiting", device: deviceState !== null && isDeviceState(deviceState) ? deviceState : null };
-  return { kind: "other", text: raw };
-}
-
-/** Stage text in operator words (never the raw protocol name when it is known). */
-export function stageText(raw: string, deviceState: string | null = null): string {
-  const p = parseStage(raw, deviceState);
-  switch (p.kind) {
-    case "stage": return stageWords(p.stage);
-    case "waiting": return p.device ? `Waiting: ${deviceStateWords(p.device)}` : "Waiting";
-    case "other": return p.text;
-  }
+/** A tile's stage in operator words; before a run, what the device said of itself. */
+export function stageText(stage: Stage | null, device: DeviceState | null = null): string {
+  if (stage !== null) return stageWords(stage);
+  return device !== null ? `Waiting: ${deviceStateWords(device)}` : "Waiting";
 }
 
 /** The device on this tile already holds its certificate (re-check, not provisioning). */
@@ -120,16 +103,16 @@ export const STATUS_WORDS: Record<AttemptStatus, string> = {
 };
 export const LEVEL_WORDS: Record<HealthLevel, string> = { ok: "OK", warn: "WARNING", error: "ERROR", off: "not configured" };
 
-/** `[central] sslmode` values (libpq's; the backend passes them through). Empty: the URL's own, else verify-full. */
-export const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const;
-export type SslMode = (typeof SSL_MODES)[number];
+/** `[central] sslmode` in words (the modes come from the binding). Empty: the URL's own, else verify-full. */
 export const SSL_MODE_WORDS: Record<SslMode, string> = {
   disable: "disable (no TLS)",
+  allow: "allow (TLS only if the server insists)",
   prefer: "prefer (TLS if offered)",
   require: "require (TLS, server not checked)",
   "verify-ca": "verify-ca (TLS, server's CA checked)",
   "verify-full": "verify-full (TLS, CA and host name checked)",
 };
+export const SSL_MODES = Object.keys(SSL_MODE_WORDS) as SslMode[];
 export function isSslMode(s: string): s is SslMode {
   return Object.hasOwn(SSL_MODE_WORDS, s);
 }
@@ -146,6 +129,7 @@ export function isMode(s: string): s is Mode {
 export function isKeyAlg(s: string): s is KeyAlg {
   return Object.hasOwn(KEY_ALG_WORDS, s);
 }
+/** Narrows what a `<select>` holds (DOM text) to a status. */
 export function isAttemptStatus(s: string): s is AttemptStatus {
   return Object.hasOwn(STATUS_WORDS, s);
 }

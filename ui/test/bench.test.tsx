@@ -93,7 +93,7 @@ describe("grid navigation", () => {
 
 describe("failures and Retry", () => {
   const hint = "The device made a weak key: set it aside for QA with this reason; do not retry.";
-  const weak = tile(1, { state: "failed", stage: "csr", code: "weak_key", reason: "the device's key is not on the allow-list", hint, retryable: false });
+  const weak = tile(1, { state: "failed", stage: "csr", code: "key_not_allowed", reason: "the device's key is not on the allow-list", hint, retryable: false });
   const flaky = tile(2, { state: "failed", stage: "keygen", code: "timeout", reason: "no answer", hint: "Re-seat the cable and press Retry.", retryable: true });
 
   it("a non-retryable failure shows its full hint and no Retry; F6 does nothing", async () => {

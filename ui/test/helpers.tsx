@@ -18,12 +18,20 @@ export const INFO: StationInfo = {
   station_id: "unit-1", development: true, ready: true, needs_pin: false, startup_error: null, signer_uri: "",
   signer_kind: "dev", ca_subject: "CN=dev", data_dir: "/tmp/x", log_dir: "/tmp/x/logs", mode: "manual", batch: null, simulated: 0,
   stopping: false,
+  session: {
+    operator: {
+      id: "demo-admin", display_name: "Demo admin (development CA)", role: "admin", kind: "demo",
+      permissions: ["view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders",
+        "release_quarantine", "settings", "ca_setup", "operators", "central_admin", "audit"],
+    },
+    needs_first_admin: false, idle_lock_minutes: 0, signed_out_reason: null,
+  },
 };
 
 export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
     port: `/dev/pts/${100 + slot}`, slot, state: "ready", present: true, device_serial: `SIM-${String(slot).padStart(4, "0")}`,
-    device_state: "blank", stage: "", percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
+    device_state: "blank", stage: null, percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
     code: null, reason: null, hint: null, retryable: false,
     ...patch,
   };

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { $, flush, key, mount, tile, INFO } from "./helpers";
+import type { AttemptDto } from "../src/bindings/AttemptDto";
 
 let cleanup: (() => void) | undefined;
 afterEach(() => {
@@ -45,10 +46,11 @@ describe("History detail", () => {
     const m = await mount([tile(1)]);
     cleanup = m.unmount;
     const hint = "The device sent a CSR the station must refuse; it gets no certificate. Set it aside for QA.";
-    const attempt = {
+    const attempt: AttemptDto = {
       id: "a1", port: "/dev/pts/101", started_at: "2026-11-30T03:00:00Z", finished_at: "2026-11-30T03:00:01Z", status: "failed", stage: "issue",
       code: "key_not_allowed", reason: "CSR refused: the device key is RSA-1024", hint, retryable: false, device_serial: "SIM-0001", model: "sim",
       hw_rev: "A1", fw_version: "1", fw_hash: null, chip_uid: null, batch: null, spki_sha256: null, cert_serial: null, cert_status: null, resumed: false,
+      operator: null,
     };
     m.store.history.value = [attempt];
     m.store.detail.value = { attempt, steps: [], certificate: null };

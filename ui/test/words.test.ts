@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Stage } from "../src/wire";
-import { bigWord, canRetry, parseStage, stageText, stageWords, tileLine } from "../src/words";
+import { STATUS_WORDS, bigWord, canRetry, stageText, stageWords, storedKey, storedWords, tileLine } from "../src/words";
 import { tile } from "./helpers";
 
 const ALL_STAGES: Stage[] = ["hello", "identify", "keygen", "lookup", "csr", "issue", "write_cert", "write_chain", "read_back", "prove", "connect", "lock", "done"];
@@ -20,15 +20,20 @@ describe("stage words", () => {
   });
 
   it("waiting tiles say what the device is (device_state), not a raw stage", () => {
-    expect(parseStage("", "locked")).toEqual({ kind: "waiting", device: "locked" });
-    expect(parseStage("", null)).toEqual({ kind: "waiting", device: null });
-    expect(parseStage("keygen")).toEqual({ kind: "stage", stage: "keygen" });
-    expect(stageText("", "blank")).toBe("Waiting: new device");
-    expect(stageText("", "keyed")).toBe("Waiting: has a key, no certificate yet");
-    expect(stageText("", "something new")).toBe("Waiting");
+    expect(stageText(null, "blank")).toBe("Waiting: new device");
+    expect(stageText(null, "keyed")).toBe("Waiting: has a key, no certificate yet");
+    expect(stageText(null, "locked")).toBe("Waiting: already provisioned and locked");
+    expect(stageText(null, null)).toBe("Waiting");
     expect(stageText("hello")).toBe("Connecting");
-    expect(stageText("something new")).toBe("something new");
     expect(tileLine(tile(1))).toBe("Waiting: new device");
+  });
+
+  it("a stored value this build does not know (a newer station's database) is shown as found, never as a known value", () => {
+    expect(storedWords("write_cert", stageWords)).toBe("Writing certificate");
+    expect(storedWords({ unrecognized: "warp" }, stageWords)).toBe("warp");
+    expect(storedWords("interrupted", (v) => STATUS_WORDS[v])).toBe("interrupted");
+    expect(storedKey({ unrecognized: "paused" })).toBe("unrecognized");
+    expect(storedKey("passed")).toBe("passed");
   });
 
   it("a provisioned and locked device shows as PROVISIONED, not READY", () => {

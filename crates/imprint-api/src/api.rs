@@ -113,6 +113,9 @@ pub struct SyncView {
     pub quarantined: u64,
 }
 
+/// How long Sync now waits for its round before it reports what is known.
+pub const SYNC_NOW_WITHIN: Duration = Duration::from_secs(20);
+
 /// How a shutdown went.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShutdownView {
@@ -558,14 +561,19 @@ impl Api {
         }
     }
 
-    /// Ask the sync worker for a round now.
+    /// A sync round now; returns the center's state after that round (or
+    /// after [`SYNC_NOW_WITHIN`], while a long round goes on).
     pub fn sync_now(&self) -> ApiResult<SyncView> {
         self.require(Permission::SyncNow)?;
         let st = self.station()?;
         if st.ctx().cfg.central.is_none() {
             return Err(ApiError::bad_request("no [central] section in the settings: nothing to sync to"));
         }
-        st.sync_now();
+        // The round this asks for, not the one before it (whose error would
+        // still be shown after the center came back).
+        if !st.sync_now(SYNC_NOW_WITHIN) {
+            tracing::info!(within_s = SYNC_NOW_WITHIN.as_secs(), "Sync now: the round goes on in the background");
+        }
         Ok(self.sync_view())
     }
 

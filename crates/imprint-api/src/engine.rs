@@ -8,6 +8,7 @@
 //! back: an `unplugged` ending makes the watcher forget the port, so its next
 //! poll reports it as arrived even when the departure was never seen.
 
+use imprint_proto::{DeviceState, FailureCode, Stage};
 use imprint_serial::{PortEvent, PortWatcher};
 use imprint_station::{Mode, Progress, ProgressFn, ProgressStatus, Station};
 use serde::Serialize;
@@ -45,11 +46,10 @@ pub struct Tile {
     pub state: TileState,
     pub present: bool,
     pub device_serial: Option<String>,
-    /// What the device said of itself on arrival (`blank`, `keyed`,
-    /// `provisioned`, `locked`), when identified.
-    pub device_state: Option<String>,
-    /// The stage reached (`hello`, `identify`, ... `lock`, `done`), empty before a run.
-    pub stage: String,
+    /// What the device said of itself on arrival, when identified.
+    pub device_state: Option<DeviceState>,
+    /// The stage reached; none before a run.
+    pub stage: Option<Stage>,
     pub percent: u8,
     pub attempt_id: Option<String>,
     pub cert_serial: Option<String>,
@@ -61,7 +61,7 @@ pub struct Tile {
     /// This device's previous attempt on this port was cut by an unplug; the
     /// current one resumes it.
     pub interrupted: bool,
-    pub code: Option<String>,
+    pub code: Option<FailureCode>,
     pub reason: Option<String>,
     /// What to do next, in full.
     pub hint: Option<String>,
@@ -78,7 +78,7 @@ impl Tile {
             present: true,
             device_serial: None,
             device_state: None,
-            stage: String::new(),
+            stage: None,
             percent: 0,
             attempt_id: None,
             cert_serial: None,
@@ -345,7 +345,7 @@ impl Bench {
             t.present = true;
             let carried = lock(&self.inner.carried).remove(port);
             // A device whose attempt the reopen stopped resumes; other results stay.
-            let stopped_by_reopen = t.code.as_deref() == Some(imprint_proto::FailureCode::StationStopping.as_str());
+            let stopped_by_reopen = t.code == Some(FailureCode::StationStopping);
             if carried && !stopped_by_reopen && (t.finished() || t.state == TileState::Provisioned) {
                 // The same device, still attached, after the station was
                 // reopened (Settings saved): keep its result on the tile.
@@ -354,12 +354,12 @@ impl Bench {
                 // The attempt still holds the port; it ends on its own.
                 (t.clone(), false)
             } else {
-                let was_cut = t.code.as_deref() == Some("unplugged") && t.state == TileState::Failed;
+                let was_cut = t.code == Some(FailureCode::Unplugged) && t.state == TileState::Failed;
                 let was_gone = t.state == TileState::Gone;
                 // A device that was cut off mid-attempt comes back: say so.
                 t.interrupted = was_cut || (was_gone && t.attempt_id.is_some() && !t.finished());
                 t.state = TileState::Ready;
-                t.stage.clear();
+                t.stage = None;
                 t.percent = 0;
                 t.device_state = None;
                 if !t.interrupted {
@@ -405,8 +405,8 @@ impl Bench {
                 match &id {
                     Ok(id) => {
                         t.device_serial = Some(id.serial.clone());
-                        t.device_state = Some(id.state.as_str().to_string());
-                        if id.state == imprint_proto::DeviceState::Locked {
+                        t.device_state = Some(id.state);
+                        if id.state == DeviceState::Locked {
                             t.state = TileState::Provisioned;
                         }
                     }
@@ -450,7 +450,7 @@ impl Bench {
                 return Err(BenchError::Busy(port.to_string()));
             }
             t.state = TileState::Running;
-            t.stage = "hello".into();
+            t.stage = Some(Stage::Hello);
             t.percent = 0;
             t.code = None;
             t.reason = None;
@@ -475,7 +475,7 @@ impl Bench {
                 Err(e) => {
                     let t = b.update(&p, |t| {
                         t.state = TileState::Failed;
-                        t.code = Some("store_error".into());
+                        t.code = Some(FailureCode::StoreError);
                         t.reason = Some(format!("the attempt could not be recorded: {e}"));
                         t.hint = Some("Check the station's disk (space, permissions), then press Retry.".into());
                         t.retryable = true;
@@ -490,7 +490,7 @@ impl Bench {
         if let Err(e) = spawned {
             let t = self.update(port, |t| {
                 t.state = TileState::Failed;
-                t.code = Some("internal_error".into());
+                t.code = Some(FailureCode::InternalError);
                 t.reason = Some(format!("the station could not start a thread for this port: {e}"));
                 t.hint = Some("The workstation is out of resources: close other programs, then press Retry.".into());
                 t.retryable = true;
@@ -513,7 +513,7 @@ impl Bench {
     fn attempt_over(&self, port: &str, r: &imprint_station::AttemptResult) {
         let tile = lock(&self.inner.tiles).get(port).cloned();
         let Some(tile) = tile else { return };
-        let unplugged = matches!(&r.outcome, imprint_proto::session::Outcome::Failed(f) if f.code == imprint_proto::FailureCode::Unplugged);
+        let unplugged = matches!(&r.outcome, imprint_proto::session::Outcome::Failed(f) if f.code == FailureCode::Unplugged);
         self.record_finished(tile);
         if unplugged && !self.stopping() {
             let n = {
@@ -544,7 +544,7 @@ impl Bench {
     fn on_progress(&self, p: &Progress) {
         let t = self.update(&p.port, |t| {
             t.attempt_id = Some(p.attempt_id.clone());
-            t.stage = p.stage.clone();
+            t.stage = Some(p.stage);
             t.percent = p.percent;
             if p.device_serial.is_some() {
                 t.device_serial = p.device_serial.clone();
@@ -561,7 +561,7 @@ impl Bench {
                 }
                 ProgressStatus::Failed { code, reason, hint, retryable } => {
                     t.state = TileState::Failed;
-                    t.code = Some(code.as_str().to_string());
+                    t.code = Some(*code);
                     t.reason = Some(reason.clone());
                     t.hint = Some(hint.clone());
                     t.retryable = *retryable;

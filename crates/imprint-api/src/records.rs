@@ -3,9 +3,57 @@
 //! export. Each list is one joined query, never a query per row.
 
 use crate::{Actor, ApiError, ApiResult, Permission};
-use imprint_store::{AttemptFilter, AttemptRow, CertRow, Store};
+use imprint_proto::Closed;
+pub use imprint_proto::{DeviceState, FailureCode, Stage};
+use imprint_store::{AttemptFilter, AttemptRow, CertRow, Recorded, Store};
+pub use imprint_store::{AttemptStatus, CertStatus};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+
+/// A stored value of a closed set (a status, a stage, a failure code) as
+/// the UI gets it: the value, or, for text this build does not know (a
+/// database written by a newer build, or edited by hand), that text under
+/// `unrecognized`, never passed off as a value. A known value is sent as its
+/// text, so the wire form of every record this build wrote is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[serde(untagged)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub enum Stored<T> {
+    Known(T),
+    Unrecognized { unrecognized: String },
+}
+
+impl<T: Closed> Stored<T> {
+    /// The text as stored.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Stored::Known(v) => v.as_str(),
+            Stored::Unrecognized { unrecognized } => unrecognized,
+        }
+    }
+    /// The value, when this build knows it.
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Stored::Known(v) => Some(*v),
+            Stored::Unrecognized { .. } => None,
+        }
+    }
+}
+
+impl<T: Closed> From<Recorded<T>> for Stored<T> {
+    fn from(r: Recorded<T>) -> Stored<T> {
+        match r {
+            Recorded::Known(v) => Stored::Known(v),
+            Recorded::Unrecognized(s) => Stored::Unrecognized { unrecognized: s },
+        }
+    }
+}
+
+impl<T: Closed> std::fmt::Display for Stored<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 /// Filters for a list of attempts; blank strings mean "any".
 #[derive(Clone, Debug, Default, Deserialize, Serialize, TS)]
@@ -32,9 +80,9 @@ pub struct AttemptView {
     pub port: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub status: String,
-    pub stage: Option<String>,
-    pub code: Option<String>,
+    pub status: Stored<AttemptStatus>,
+    pub stage: Option<Stored<Stage>>,
+    pub code: Option<Stored<FailureCode>>,
     pub reason: Option<String>,
     pub hint: Option<String>,
     pub retryable: Option<bool>,
@@ -47,7 +95,7 @@ pub struct AttemptView {
     pub batch: Option<String>,
     pub spki_sha256: Option<String>,
     pub cert_serial: Option<String>,
-    pub cert_status: Option<String>,
+    pub cert_status: Option<Stored<CertStatus>>,
     pub resumed: bool,
     /// Who started the attempt.
     pub operator: Option<String>,
@@ -58,7 +106,7 @@ pub struct AttemptView {
 #[ts(export, export_to = "../../../ui/src/bindings/", rename = "CertificateDto")]
 pub struct CertificateView {
     pub serial_hex: String,
-    pub status: String,
+    pub status: Stored<CertStatus>,
     pub subject: String,
     pub issuer: String,
     pub not_before: String,
@@ -71,7 +119,8 @@ pub struct CertificateView {
 #[ts(export, export_to = "../../../ui/src/bindings/", rename = "StepDto")]
 pub struct StepView {
     pub at: String,
-    pub stage: String,
+    pub stage: Stored<Stage>,
+    /// `started`, `completed`, `retry`, `info`, `console`, `failed`.
     pub kind: String,
     pub detail: String,
 }
@@ -131,9 +180,9 @@ fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
         port: a.port,
         started_at: a.started_at.to_string(),
         finished_at: txt(&a.finished_at),
-        status: a.status.to_string(),
-        stage: txt(&a.stage),
-        code: txt(&a.code),
+        status: a.status.into(),
+        stage: a.stage.map(Stored::from),
+        code: a.code.map(Stored::from),
         reason: a.reason,
         hint: a.hint,
         retryable: a.retryable,
@@ -146,7 +195,7 @@ fn view(a: AttemptRow, c: Option<&CertRow>) -> AttemptView {
         batch: a.batch,
         spki_sha256: a.spki_sha256,
         cert_serial: c.map(|c| c.serial_hex.clone()),
-        cert_status: c.map(|c| c.status.to_string()),
+        cert_status: c.map(|c| c.status.clone().into()),
         resumed: a.resumed,
         operator: a.operator,
     }
@@ -157,7 +206,7 @@ fn certificate_view(c: &CertRow) -> Option<CertificateView> {
     let s = imprint_core::issuance::summarize(der).ok()?;
     Some(CertificateView {
         serial_hex: c.serial_hex.clone(),
-        status: c.status.to_string(),
+        status: c.status.clone().into(),
         subject: s.subject,
         issuer: s.issuer,
         not_before: imprint_store::ts(s.not_before),
@@ -194,7 +243,10 @@ pub fn show(actor: &Actor, store: &Store, id_or_serial: &str) -> ApiResult<Recor
     Ok(RecordDetail {
         certificate: cert.as_ref().and_then(certificate_view),
         attempt: view(attempt, cert.as_ref()),
-        steps: steps.into_iter().map(|s| StepView { at: s.at, stage: s.stage, kind: s.kind, detail: s.detail }).collect(),
+        steps: steps
+            .into_iter()
+            .map(|s| StepView { at: s.at, stage: Recorded::from_text(s.stage).into(), kind: s.kind, detail: s.detail })
+            .collect(),
     })
 }
 
@@ -297,6 +349,44 @@ mod tests {
         assert_eq!(normalize_since("2026-11-01T08:30:00+01:00").unwrap(), "2026-11-01T07:30:00.000Z");
         let e = normalize_since("yesterday").unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::BadRequest);
+    }
+
+    /// A time edited by hand in one record (here SQLite's own spelling, and
+    /// a word) failed the whole read: History showed an error instead of
+    /// any record, and the CSV export stopped. Each record is listed, the
+    /// edited one with the text as found.
+    #[test]
+    fn a_hand_edited_time_in_one_record_does_not_hide_the_others_from_history_or_the_export() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("station.db")).unwrap();
+        let a = store.begin_attempt("p0", None).unwrap();
+        let b = store.begin_attempt("p1", None).unwrap();
+        let cert = imprint_store::new_id();
+        store
+            .journal_intent(&imprint_store::Intent {
+                id: cert.clone(),
+                attempt_id: b.clone(),
+                device_serial: "SN-1".into(),
+                issuer: "CN=CA".into(),
+                serial_hex: "01".into(),
+                spki_sha256: "k".into(),
+                spki_der: vec![1],
+                not_before: imprint_store::Timestamp::now(),
+                not_after: imprint_store::Timestamp::now(),
+            })
+            .unwrap();
+        let sql = format!(
+            "UPDATE attempts SET started_at = '2026-11-30 05:00:00' WHERE id = '{a}'; UPDATE certificates SET not_after = 'soon' WHERE id = '{cert}'"
+        );
+        store.write(move |t| Ok(t.execute_batch(&sql)?)).unwrap();
+        let rows = list(&crate::auth::Actor::for_test(crate::Role::Admin), &store, &HistoryFilter::default()).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows.iter().any(|r| r.id == a && r.started_at == "2026-11-30 05:00:00"), "{rows:?}");
+        assert!(rows.iter().any(|r| r.id == b && r.cert_serial.as_deref() == Some("01")), "{rows:?}");
+        let mut csv = Vec::new();
+        assert_eq!(export_csv(&crate::auth::Actor::for_test(crate::Role::Admin), &store, &mut csv).unwrap(), 2);
+        let csv = String::from_utf8(csv).unwrap();
+        assert!(csv.contains("2026-11-30 05:00:00") && csv.contains(",soon,"), "{csv}");
     }
 
     #[test]

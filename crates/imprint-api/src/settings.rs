@@ -37,14 +37,50 @@ impl From<DeviceKey> for KeyType {
     }
 }
 
+/// `[central] sslmode`: the TLS modes the station accepts (libpq's), a
+/// closed set on the wire so Settings offers exactly these (pinned against
+/// the config's own validation by `every_sslmode_is_one_the_config_accepts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const ALL: [SslMode; 6] =
+        [SslMode::Disable, SslMode::Allow, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull];
+
+    /// The text in the config file (and libpq's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SslMode> {
+        SslMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
 /// The `[central]` section as Settings shows it (no password: a file path).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct CentralSettings {
     /// `postgres://role@host:5432/database`, without a password.
     pub url: String,
-    /// `disable | prefer | require | verify-ca | verify-full` (empty: the URL's, else verify-full).
-    pub sslmode: Option<String>,
+    /// None: the URL's own sslmode, else verify-full.
+    pub sslmode: Option<SslMode>,
     /// PEM file with the CA that signed the server's certificate.
     pub sslrootcert: Option<String>,
     /// File holding the station role's password.
@@ -92,7 +128,8 @@ impl SettingsView {
             lock_device: c.profile.lock_device,
             central: c.central.as_ref().map(|x| CentralSettings {
                 url: x.url.clone(),
-                sslmode: x.sslmode.clone(),
+                // Validated when the config was loaded: a mode is one of these.
+                sslmode: x.sslmode.as_deref().and_then(SslMode::parse),
                 sslrootcert: x.sslrootcert.as_ref().map(|p| p.display().to_string()),
                 password_file: x.password_file.as_ref().map(|p| p.display().to_string()),
             }),
@@ -118,7 +155,7 @@ impl SettingsView {
             Some(x) if !x.url.trim().is_empty() => {
                 let mut central = base.central.clone().unwrap_or_default();
                 central.url = x.url.trim().to_string();
-                central.sslmode = opt(&x.sslmode);
+                central.sslmode = x.sslmode.map(|m| m.as_str().to_string());
                 central.sslrootcert = opt(&x.sslrootcert).map(PathBuf::from);
                 central.password_file = opt(&x.password_file).map(PathBuf::from);
                 Some(central)
@@ -282,6 +319,23 @@ mod erased {
 mod tests {
     use super::*;
 
+    /// The closed set Settings offers is exactly what `[central]` accepts:
+    /// each mode validates, is sent as its config text, and the UI's list
+    /// comes from the binding (the hand-written UI copy lacked `allow`).
+    #[test]
+    fn every_sslmode_is_one_the_config_accepts() {
+        for m in SslMode::ALL {
+            let c =
+                imprint_sync::CentralConfig { sslmode: Some(m.as_str().into()), ..imprint_sync::CentralConfig::new("postgres://st@db/x") };
+            assert!(c.validate().is_ok(), "{m:?}");
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.as_str()));
+            assert_eq!(SslMode::parse(m.as_str()), Some(m));
+        }
+        let union = <SslMode as TS>::inline(&ts_rs::Config::default());
+        assert_eq!(union.split('|').count(), SslMode::ALL.len(), "{union}");
+        assert!(SslMode::parse("bogus").is_none());
+    }
+
     #[test]
     fn saving_settings_writes_only_what_the_operator_changed() {
         // Regression: Settings saved the command line's mode, the scanned
@@ -329,7 +383,7 @@ mod tests {
         let mut view = SettingsView::of(&current, &path);
         view.central = Some(CentralSettings {
             url: "postgres://st1@db.example:5432/imprint".into(),
-            sslmode: Some("verify-full".into()),
+            sslmode: Some(SslMode::VerifyFull),
             sslrootcert: None,
             password_file: Some(pw.display().to_string()),
         });

@@ -3,6 +3,7 @@
 //! (text for people, `--json` for machines). No provisioning logic lives here.
 
 use clap::{Args, Parser, Subcommand};
+use imprint_api::records::FailureCode;
 use imprint_api::{Api, ApiError, ApiEvent, ApiOptions, ErrorCode, Mode, Pin, StationConfig};
 use std::io::Write;
 use std::path::PathBuf;
@@ -514,12 +515,12 @@ fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) ->
         last.insert(t.port.as_str(), t);
     }
     let passed = last.values().filter(|t| t.state == imprint_api::TileState::Passed).count();
-    let stopped = last.values().filter(|t| t.code.as_deref() == Some("station_stopping")).count();
+    let stopped = last.values().filter(|t| t.code == Some(FailureCode::StationStopping)).count();
     let failed = last.len() - passed - stopped;
     let stopped_note =
         if stopped > 0 { format!(", {stopped} stopped by the shutdown (they resume on the next run)") } else { String::new() };
     eprintln!("{passed} passed, {failed} failed{stopped_note} ({})", if info.development { "DEVELOPMENT CA" } else { "production CA" });
-    let store_failed = last.values().any(|t| matches!(t.code.as_deref(), Some("store_error") | Some("store_full")));
+    let store_failed = last.values().any(|t| matches!(t.code, Some(FailureCode::StoreError | FailureCode::StoreFull)));
     let clean_stop = draining && report.as_ref().is_some_and(|r| r.clean);
     Ok(if store_failed {
         4
@@ -640,7 +641,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                         a.started_at,
                         a.device_serial.as_deref().unwrap_or("-"),
                         a.status,
-                        a.stage.as_deref().unwrap_or("-"),
+                        a.stage.as_ref().map(|s| s.as_str()).unwrap_or("-"),
                         a.reason.as_deref().unwrap_or("")
                     ))?;
                 }
@@ -661,7 +662,7 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                 a.id,
                 a.port,
                 a.status,
-                a.stage.as_deref().unwrap_or("-"),
+                a.stage.as_ref().map(|s| s.as_str()).unwrap_or("-"),
                 a.device_serial.as_deref().unwrap_or("-"),
                 a.model.as_deref().unwrap_or(""),
                 a.hw_rev.as_deref().unwrap_or(""),

@@ -29,7 +29,12 @@ fn line(t: &Tile) -> String {
     let what = match t.state {
         TileState::Ready => "waiting".to_string(),
         TileState::Provisioned => "already provisioned and locked".to_string(),
-        TileState::Running => format!("{:>3}% {}{}", t.percent, t.stage, if t.interrupted { " (resuming after an unplug)" } else { "" }),
+        TileState::Running => format!(
+            "{:>3}% {}{}",
+            t.percent,
+            t.stage.map(|s| s.as_str()).unwrap_or(""),
+            if t.interrupted { " (resuming after an unplug)" } else { "" }
+        ),
         TileState::Passed => {
             let how = if t.recheck {
                 " (re-check: already provisioned, nothing written)"
@@ -42,7 +47,7 @@ fn line(t: &Tile) -> String {
         }
         TileState::Failed => format!(
             "FAIL  [{}] {} -> {}",
-            t.code.as_deref().unwrap_or("?"),
+            t.code.map(|c| c.as_str()).unwrap_or("?"),
             t.reason.as_deref().unwrap_or(""),
             t.hint.as_deref().unwrap_or("")
         ),
@@ -75,7 +80,7 @@ impl View {
             Mode::Lines { last } => {
                 // Progress lines only when the stage changes, not every percent.
                 let l = format!("{:<28} {}", t.port, line(t));
-                let key = format!("{:?}{}{:?}", t.state, t.stage, t.code);
+                let key = format!("{:?}{:?}{:?}", t.state, t.stage, t.code);
                 if last.get(&t.port) != Some(&key) {
                     last.insert(t.port.clone(), key);
                     println!("{l}");

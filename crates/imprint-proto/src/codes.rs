@@ -37,10 +37,11 @@ pub struct UnknownText {
 macro_rules! failure_codes {
     ($( $(#[$doc:meta])* $variant:ident = $text:literal, retryable = $retry:literal, hint = $hint:literal; )*) => {
         /// Why an attempt failed: a closed set. See the module docs.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ts_rs::TS)]
+        #[ts(export, export_to = "../../../ui/src/bindings/")]
         #[non_exhaustive]
         pub enum FailureCode {
-            $( $(#[$doc])* $variant, )*
+            $( $(#[$doc])* #[ts(rename = $text)] $variant, )*
         }
 
         impl FailureCode {
@@ -379,6 +380,29 @@ mod tests {
         (FailureCode::CertNoClientAuth, "cert_no_client_auth", true, "The profile lacks clientAuth, so the broker would refuse the certificate. Fix the profile, then press Retry."),
         (FailureCode::CertUntrustedByBroker, "cert_untrusted_by_broker", true, "The station's CA and the broker's CA bundle (mqtt.ca_bundle) disagree. Fix the configuration, then press Retry: the device keeps its key and gets the same certificate."),
     ];
+
+    /// The TypeScript union ts-rs writes for a closed set (ui/src/bindings)
+    /// is exactly its stored texts, which are also what serde sends: the UI's
+    /// exhaustive switches are over what the backend really sends.
+    pub(crate) fn ts_union_is_the_closed_text<T: Closed + ts_rs::TS + serde::Serialize>() {
+        let cfg = ts_rs::Config::default();
+        let inline = T::inline(&cfg);
+        let mut union: Vec<String> = inline.split('|').map(|v| v.trim().trim_matches('"').to_string()).collect();
+        let mut texts: Vec<String> = T::ALL.iter().map(|v| v.as_str().to_string()).collect();
+        union.sort_unstable();
+        texts.sort_unstable();
+        assert_eq!(union, texts, "{}: the TypeScript union differs from the stored texts", T::name(&cfg));
+        for v in T::ALL {
+            assert_eq!(serde_json::to_string(v).unwrap_or_default(), format!("\"{}\"", v.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_typescript_bindings_of_codes_and_stages_are_their_stored_texts() {
+        ts_union_is_the_closed_text::<FailureCode>();
+        ts_union_is_the_closed_text::<crate::Stage>();
+        ts_union_is_the_closed_text::<crate::DeviceState>();
+    }
 
     #[test]
     fn every_failure_code_is_pinned_with_its_text_hint_and_retryable_flag() {

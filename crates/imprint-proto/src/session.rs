@@ -22,7 +22,8 @@ pub const PROTO_VERSION: u32 = 1;
 pub const MAX_CHUNK: usize = 720;
 
 /// Where in the flow a session is; also the `stage` of a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ts_rs::TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename_all = "snake_case")]
 pub enum Stage {
     Hello,
     Identify,
@@ -139,7 +140,8 @@ impl KeyAlg {
 }
 
 /// Provisioning state a device reports in IDENT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ts_rs::TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename_all = "snake_case")]
 pub enum DeviceState {
     Blank,
     Keyed,
@@ -164,6 +166,19 @@ impl DeviceState {
             DeviceState::Provisioned => "provisioned",
             DeviceState::Locked => "locked",
         }
+    }
+}
+
+impl Closed for DeviceState {
+    const ALL: &'static [DeviceState] = &[DeviceState::Blank, DeviceState::Keyed, DeviceState::Provisioned, DeviceState::Locked];
+    fn as_str(self) -> &'static str {
+        DeviceState::as_str(self)
+    }
+}
+
+impl serde::Serialize for DeviceState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

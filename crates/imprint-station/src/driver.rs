@@ -117,7 +117,7 @@ impl Run<'_> {
             p(&Progress {
                 port: self.port.clone(),
                 attempt_id: self.attempt_id.clone(),
-                stage: self.last_stage.as_str().into(),
+                stage: self.last_stage,
                 percent: self.last_stage.progress(),
                 device_serial: self.serial.clone(),
                 status,

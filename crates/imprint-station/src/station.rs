@@ -29,7 +29,7 @@ pub const DRAIN_WITHIN: Duration = Duration::from_secs(20);
 pub struct Progress {
     pub port: String,
     pub attempt_id: String,
-    pub stage: String,
+    pub stage: imprint_proto::Stage,
     pub percent: u8,
     pub device_serial: Option<String>,
     pub status: ProgressStatus,
@@ -434,10 +434,12 @@ impl Station {
         self.sync.as_ref().map(|w| w.status())
     }
 
-    /// Ask the sync worker for a round now (ends a backoff wait early).
-    pub fn sync_now(&self) {
-        if let Some(w) = &self.sync {
-            w.wake();
+    /// A sync round now (ends a backoff wait early), waiting at most `within`
+    /// for a round begun after the call to finish; false if none did in time.
+    pub fn sync_now(&self, within: std::time::Duration) -> bool {
+        match &self.sync {
+            Some(w) => w.round_now(within),
+            None => false,
         }
     }
 
@@ -591,8 +593,8 @@ pub(crate) fn complete_intent(ctx: &StationCtx, row: &CertRow) -> Result<(), Sig
         device_serial: row.device_serial.clone(),
         spki_der: row.spki_der.clone(),
         serial: hex::decode(&row.serial_hex).map_err(|_| bad("serial"))?,
-        not_before: row.not_before.get(),
-        not_after: row.not_after.get(),
+        not_before: row.not_before.get().ok_or_else(|| bad("not_before"))?.get(),
+        not_after: row.not_after.get().ok_or_else(|| bad("not_after"))?.get(),
     };
     let cert = ctx.signer.issue(plan).map_err(|e| match e {
         issuance::IssueError::Signer(s) => s,

@@ -509,7 +509,7 @@ mod error_tests {
     }
 }
 
-pub use types::{AttemptStatus, AuditKind, CertStatus, Recorded, Timestamp};
+pub use types::{AttemptStatus, AuditKind, CertStatus, Recorded, StoredTime, Timestamp};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,7 +1,7 @@
 //! The station's records: attempts, their steps, and certificates.
 
 use crate::outbox::{enqueue, Entity};
-use crate::types::{AttemptStatus, CertStatus, Recorded, Timestamp};
+use crate::types::{AttemptStatus, CertStatus, Recorded, StoredTime, Timestamp};
 use crate::{now_text, ts, Store, StoreError};
 use imprint_proto::{FailureCode, Stage};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -48,8 +48,8 @@ pub enum AttemptEnd {
 pub struct AttemptRow {
     pub id: String,
     pub port: String,
-    pub started_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
+    pub started_at: StoredTime,
+    pub finished_at: Option<StoredTime>,
     pub status: Recorded<AttemptStatus>,
     pub stage: Option<Recorded<Stage>>,
     pub code: Option<Recorded<FailureCode>>,
@@ -82,16 +82,16 @@ pub struct CertRow {
     pub spki_sha256: String,
     #[serde(skip)]
     pub spki_der: Vec<u8>,
-    pub not_before: Timestamp,
-    pub not_after: Timestamp,
+    pub not_before: StoredTime,
+    pub not_after: StoredTime,
     pub status: Recorded<CertStatus>,
     #[serde(skip)]
     pub cert_der: Option<Vec<u8>>,
     #[serde(skip)]
     pub chain_der: Option<Vec<u8>>,
     pub fingerprint_sha256: Option<String>,
-    pub created_at: Timestamp,
-    pub issued_at: Option<Timestamp>,
+    pub created_at: StoredTime,
+    pub issued_at: Option<StoredTime>,
 }
 
 /// A journaled intent to sign: written before the signer is called.

@@ -64,6 +64,54 @@ impl FromSql for Timestamp {
     }
 }
 
+/// A time column as read back: the instant, or, when the text is no RFC
+/// 3339 time (edited by hand), that text as found. One such row never hides
+/// the others from a list or an export, and the text is never guessed into
+/// an instant; code that needs the instant asks [`StoredTime::get`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StoredTime {
+    At(Timestamp),
+    Unrecognized(String),
+}
+
+impl StoredTime {
+    /// The instant, when the stored text is one.
+    pub fn get(&self) -> Option<Timestamp> {
+        match self {
+            StoredTime::At(t) => Some(*t),
+            StoredTime::Unrecognized(_) => None,
+        }
+    }
+}
+
+impl From<Timestamp> for StoredTime {
+    fn from(t: Timestamp) -> StoredTime {
+        StoredTime::At(t)
+    }
+}
+
+impl fmt::Display for StoredTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoredTime::At(t) => t.fmt(f),
+            StoredTime::Unrecognized(s) => f.pad(s),
+        }
+    }
+}
+
+impl Serialize for StoredTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromSql for StoredTime {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = v.as_str()?;
+        Ok(Timestamp::parse(s).map(StoredTime::At).unwrap_or_else(|| StoredTime::Unrecognized(s.to_string())))
+    }
+}
+
 /// A column holding a value of a closed set ([`Closed`]): the value, or
 /// the text as found when this build does not know it (a database written
 /// by a newer build, or edited by hand). Unknown text is kept verbatim so
@@ -136,8 +184,9 @@ impl<T: Closed> ToSql for Recorded<T> {
 macro_rules! closed_text {
     ($(#[$m:meta])* $name:ident { $( $(#[$vm:meta])* $v:ident = $t:literal ),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name { $( $(#[$vm])* $v, )* }
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ts_rs::TS)]
+        #[ts(export, export_to = "../../../ui/src/bindings/")]
+        pub enum $name { $( $(#[$vm])* #[ts(rename = $t)] $v, )* }
         impl Closed for $name {
             const ALL: &'static [$name] = &[ $( $name::$v, )* ];
             fn as_str(self) -> &'static str {
@@ -221,6 +270,26 @@ mod tests {
         assert_eq!(Recorded::<AttemptStatus>::from_text("paused".into()).known(), None);
         assert_eq!(Recorded::<Stage>::from_text("write_cert".into()), Stage::WriteCert);
         assert_eq!(Recorded::<CertStatus>::from_text("issued".into()), CertStatus::Issued);
+    }
+
+    /// The TypeScript union ts-rs writes (ui/src/bindings) is exactly the
+    /// stored texts, which are also what serde sends.
+    fn ts_union_is_the_closed_text<T: Closed + ts_rs::TS + Serialize>() {
+        let cfg = ts_rs::Config::default();
+        let mut union: Vec<String> = T::inline(&cfg).split('|').map(|v| v.trim().trim_matches('"').to_string()).collect();
+        let mut texts: Vec<String> = T::ALL.iter().map(|v| v.as_str().to_string()).collect();
+        union.sort_unstable();
+        texts.sort_unstable();
+        assert_eq!(union, texts, "{}", T::name(&cfg));
+        for v in T::ALL {
+            assert_eq!(serde_json::to_string(v).unwrap(), format!("\"{}\"", v.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_typescript_bindings_of_statuses_are_their_stored_texts() {
+        ts_union_is_the_closed_text::<AttemptStatus>();
+        ts_union_is_the_closed_text::<CertStatus>();
     }
 
     #[test]

@@ -150,7 +150,11 @@ fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
                 }
                 (Kind::Time, Value::Null) => Cell::Time(None),
                 (Kind::Time, Value::Text(s)) => {
-                    Cell::Time(Some(parse_ts(&s).ok_or_else(|| format!("{}: {s:?} is not an RFC 3339 time", c.name))?))
+                    let t = parse_ts(&s).ok_or_else(|| format!("{}: {s:?} is not an RFC 3339 time", c.name))?;
+                    // PostgreSQL takes the instant in UTC: an offset that moves it
+                    // past 9999-12-31 cannot be converted (the encoder would panic).
+                    let utc = t.checked_to_offset(time::UtcOffset::UTC);
+                    Cell::Time(Some(utc.ok_or_else(|| format!("{}: {s:?} is out of range once in UTC", c.name))?))
                 }
                 (Kind::Int, Value::Null) => Cell::Int(None),
                 (Kind::Int, Value::Int(n)) => Cell::Int(Some(n)),
@@ -704,17 +708,23 @@ mod tests {
             },
             PendingChange { key: key(good), version: 5, state: RecordState::Present(step(good, "2026-01-01T00:00:00Z", Value::Null)) },
             PendingChange { key: key(good), version: 6, state: RecordState::Missing },
+            PendingChange {
+                key: key(good),
+                version: 7,
+                state: RecordState::Present(step(good, "9999-12-31T23:59:59-01:00", Value::Int(1))),
+            },
         ];
         let mut out = Outcome::default();
         let rows = prepare("S", changes, &mut out);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].ckey, (Uuid::parse_str(good).unwrap(), 1));
         let reasons: Vec<(i64, &str)> = out.quarantine.iter().map(|q| (q.version, q.reason.as_str())).collect();
-        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert_eq!(reasons.len(), 6, "{reasons:?}");
         assert!(reasons[0].1.contains("attempt_id: \"nope\" is not a UUID"), "{reasons:?}");
         assert!(reasons[1].1.contains("at: \"yesterday\" is not an RFC 3339 time"), "{reasons:?}");
         assert!(reasons[2].1.contains("n holds Text"), "{reasons:?}");
         assert!(reasons[3].1.contains("n is NULL"), "{reasons:?}");
         assert!(reasons[4].1.contains("not in the local store"), "{reasons:?}");
+        assert!(reasons[5].1.contains("at: \"9999-12-31T23:59:59-01:00\" is out of range once in UTC"), "{reasons:?}");
     }
 }

@@ -303,9 +303,31 @@ pub struct SyncWorker {
     /// Set by [`SyncWorker::shutdown`]: one last round, bounded by it, then end.
     drain_until: Arc<Mutex<Option<Instant>>>,
     live: Arc<Mutex<LiveStatus>>,
+    rounds: Arc<Rounds>,
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     store: Arc<Store>,
+}
+
+/// Rounds started and finished (by the number of the round), so
+/// [`SyncWorker::round_now`] can wait for a round that began after it asked.
+#[derive(Default)]
+struct Rounds {
+    /// (rounds started, number of the last round finished)
+    count: Mutex<(u64, u64)>,
+    finished: std::sync::Condvar,
+}
+
+impl Rounds {
+    fn start(&self) -> u64 {
+        let mut c = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        c.0 += 1;
+        c.0
+    }
+    fn finish(&self, n: u64) {
+        self.count.lock().unwrap_or_else(|p| p.into_inner()).1 = n;
+        self.finished.notify_all();
+    }
 }
 
 /// What [`SyncWorker::shutdown`] did.
@@ -325,15 +347,16 @@ impl SyncWorker {
         let stop_note = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let live = Arc::new(Mutex::new(LiveStatus::default()));
+        let rounds = Arc::new(Rounds::default());
         let drain_until = Arc::new(Mutex::new(None));
         let ctx = Ctx { store: store.clone(), station: station_id.to_string(), cfg };
         let rt = runtime()?;
-        let (s, sn, w, l, d) = (stop.clone(), stop_note.clone(), wake.clone(), live.clone(), drain_until.clone());
+        let (s, sn, w, l, d, r) = (stop.clone(), stop_note.clone(), wake.clone(), live.clone(), drain_until.clone(), rounds.clone());
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("imprint-sync".into())
             .spawn(move || {
-                rt.block_on(run(ctx, s, sn, w, l, d));
+                rt.block_on(run(ctx, s, sn, w, l, d, r));
                 let _ = done_tx.send(());
             })
             .map_err(|e| SyncError::Config(format!("cannot start the sync thread: {e}")))?;
@@ -343,6 +366,7 @@ impl SyncWorker {
             wake,
             drain_until,
             live,
+            rounds,
             handle: Mutex::new(Some(handle)),
             done: Mutex::new(Some(done_rx)),
             store,
@@ -372,6 +396,25 @@ impl SyncWorker {
     /// Run a round now (ends a backoff wait early).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Run a round now and wait (at most `within`) until a round that began
+    /// after this call has finished, so what it reports is that round's
+    /// outcome, not the one before (e.g. the error from before the center
+    /// came back). True when such a round finished in time.
+    pub fn round_now(&self, within: Duration) -> bool {
+        let asked_at = self.rounds.count.lock().unwrap_or_else(|p| p.into_inner()).0;
+        self.wake.notify_one();
+        let deadline = Instant::now() + within;
+        let mut c = self.rounds.count.lock().unwrap_or_else(|p| p.into_inner());
+        while c.1 <= asked_at {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            c = self.rounds.finished.wait_timeout(c, left.min(Duration::from_millis(200))).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
     }
 
     /// What the worker knows now.
@@ -404,6 +447,7 @@ async fn run(
     wake: Arc<Notify>,
     live: Arc<Mutex<LiveStatus>>,
     drain_until: Arc<Mutex<Option<Instant>>>,
+    rounds: Arc<Rounds>,
 ) {
     let mut conns: Option<Conns> = None;
     let mut failures: u32 = 0;
@@ -426,6 +470,7 @@ async fn run(
             }
             break;
         }
+        let n = rounds.start();
         let r = tokio::select! {
             r = round(&mut conns, &ctx, &mut totals) => r,
             _ = stop_note.notified() => break,
@@ -460,6 +505,7 @@ async fn run(
                 l.last_success_at = Some(imprint_store::now_text());
             }
         }
+        rounds.finish(n);
         if let Some(d) = pause {
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}

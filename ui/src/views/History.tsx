@@ -3,7 +3,7 @@
 import type { RecordDetail } from "../api";
 import { useApp } from "../context";
 import type { AttemptStatus } from "../wire";
-import { STATUS_WORDS, isAttemptStatus, stageText } from "../words";
+import { STATUS_WORDS, isAttemptStatus, stageWords, storedKey, storedWords } from "../words";
 
 const STATUSES = Object.keys(STATUS_WORDS) as AttemptStatus[];
 
@@ -51,16 +51,16 @@ export function History() {
               {store.history.value.map((a) => (
                 <tr
                   key={a.id}
-                  class={`rec ${a.status}${d?.attempt.id === a.id ? " current" : ""}`}
+                  class={`rec ${storedKey(a.status)}${d?.attempt.id === a.id ? " current" : ""}`}
                   data-testid="history-row"
                   data-id={a.id}
                   data-serial={a.device_serial ?? ""}
-                  data-status={a.status}
+                  data-status={storedKey(a.status)}
                   onClick={() => void actions.openRecord(a.id)}
                 >
                   <td>{a.started_at.replace("T", " ").slice(0, 19)}</td>
                   <td>{a.device_serial ?? "-"}</td>
-                  <td class="status">{a.status}</td>
+                  <td class="status">{storedWords(a.status, (v) => STATUS_WORDS[v])}</td>
                   <td>{a.cert_serial ?? ""}</td>
                   <td>{a.batch ?? ""}</td>
                   <td title={a.reason ?? ""}>{a.reason ?? ""}</td>
@@ -81,7 +81,7 @@ function Record({ d }: { d: RecordDetail }) {
   return (
     <div class="detail" data-testid="record-detail">
       <h2>
-        {a.device_serial ?? "unknown device"} <span class={`pill ${a.status}`} data-testid="record-status">{a.status}</span>
+        {a.device_serial ?? "unknown device"} <span class={`pill ${storedKey(a.status)}`} data-testid="record-status">{storedWords(a.status, (v) => STATUS_WORDS[v])}</span>
       </h2>
       <dl>
         <dt>port</dt>
@@ -93,7 +93,7 @@ function Record({ d }: { d: RecordDetail }) {
         {a.stage && (
           <>
             <dt>stage</dt>
-            <dd>{stageText(a.stage)}</dd>
+            <dd>{storedWords(a.stage, stageWords)}</dd>
           </>
         )}
         {a.reason && (
@@ -132,7 +132,7 @@ function Record({ d }: { d: RecordDetail }) {
           {d.steps.map((s, i) => (
             <tr key={i} class={s.kind}>
               <td>{s.at.slice(11, 23)}</td>
-              <td>{stageText(s.stage)}</td>
+              <td>{storedWords(s.stage, stageWords)}</td>
               <td>{s.kind}</td>
               <td>{s.detail}</td>
             </tr>
