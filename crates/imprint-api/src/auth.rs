@@ -64,7 +64,7 @@ impl std::fmt::Debug for OperatorPin {
 }
 
 /// The PIN rules: 4 to 64 characters, not all the same character.
-fn check_pin_rules(pin: &OperatorPin) -> ApiResult<()> {
+pub(crate) fn check_pin_rules(pin: &OperatorPin) -> ApiResult<()> {
     let p = pin.expose();
     let n = p.chars().count();
     if !(4..=64).contains(&n) {
@@ -360,7 +360,7 @@ fn check_id(id: &str) -> ApiResult<String> {
     Ok(id.to_string())
 }
 
-fn row_of(n: &NewOperator) -> ApiResult<OperatorRow> {
+pub(crate) fn row_of(n: &NewOperator) -> ApiResult<OperatorRow> {
     let id = check_id(&n.id)?;
     let name = n.display_name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {

@@ -129,3 +129,72 @@ pub fn write_report_csv(rows: &[ReportRow], w: impl std::io::Write) -> ApiResult
     }
     out.flush().map_err(|e| ApiError::io("writing the report", e))
 }
+
+// ---- operators managed at the center (docs/roles.md) ----------------------
+
+fn central_admin(actor: &Actor) -> ApiResult<()> {
+    actor.require(Permission::CentralAdmin)?;
+    actor.require(Permission::Operators)
+}
+
+/// The center's operators (admin), as shown (never a hash).
+pub fn operators(actor: &Actor, admin: &CentralConfig) -> ApiResult<Vec<crate::auth::OperatorView>> {
+    central_admin(actor)?;
+    let opts = admin.connect_options()?;
+    let rows = runtime()?.block_on(imprint_sync::operators::list(&opts))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| crate::auth::OperatorView {
+            role: crate::Role::parse(&r.role).unwrap_or(crate::Role::Technician),
+            id: r.id,
+            display_name: r.display_name,
+            enabled: r.enabled,
+            has_badge: r.badge_sha256.is_some(),
+            locked_until: None,
+            created_at: String::new(),
+        })
+        .collect())
+}
+
+/// Add an operator at the center (admin); stations copy it on their next sync.
+pub fn add_operator(actor: &Actor, admin: &CentralConfig, new: &crate::auth::NewOperator) -> ApiResult<()> {
+    central_admin(actor)?;
+    let row = crate::auth::row_of(new)?;
+    let op = imprint_store::operators::CentralOperator {
+        id: row.id.clone(),
+        display_name: row.display_name,
+        role: row.role,
+        pin_hash: row.pin_hash,
+        badge_sha256: row.badge_sha256,
+        enabled: true,
+    };
+    let opts = admin.connect_options()?;
+    if !runtime()?.block_on(imprint_sync::operators::add(&opts, &op))? {
+        return Err(ApiError::bad_request(format!("the center has an operator {} or that badge already", row.id)));
+    }
+    tracing::info!(by = %actor.id(), operator = %row.id, "central operator added");
+    Ok(())
+}
+
+/// Change an operator at the center (admin); stations apply it on their next sync.
+pub fn edit_operator(actor: &Actor, admin: &CentralConfig, id: &str, edit: &crate::auth::OperatorEdit) -> ApiResult<()> {
+    use crate::auth::OperatorEdit as E;
+    use imprint_sync::operators::CentralChange as C;
+    central_admin(actor)?;
+    let change = match edit {
+        E::Enable => C::Enabled(true),
+        E::Disable => C::Enabled(false),
+        E::SetRole { role } => C::Role(role.as_str().into()),
+        E::ResetPin { pin } => {
+            crate::auth::check_pin_rules(pin)?;
+            C::Pin(crate::auth::hash_pin(pin)?)
+        }
+        E::SetBadge { badge } => C::Badge(badge.as_deref().map(str::trim).filter(|b| !b.is_empty()).map(crate::auth::badge_hash)),
+    };
+    let opts = admin.connect_options()?;
+    if !runtime()?.block_on(imprint_sync::operators::change(&opts, id.trim(), &change))? {
+        return Err(ApiError::not_found(format!("the center has no operator {}", id.trim())));
+    }
+    tracing::info!(by = %actor.id(), operator = %id, change = edit.word(), "central operator changed");
+    Ok(())
+}

@@ -79,7 +79,7 @@ fn secret(env: &str, prompt: &str) -> Result<String, Fail> {
     rpassword::prompt_password(format!("{prompt}: ")).map_err(|e| Fail::Api(ApiError::io("reading from the terminal", e)))
 }
 
-fn new_pin(id: &str) -> Result<OperatorPin, Fail> {
+pub fn new_pin(id: &str) -> Result<OperatorPin, Fail> {
     if let Ok(v) = std::env::var("IMPRINT_NEW_OPERATOR_PIN") {
         return Ok(OperatorPin::new(v));
     }
@@ -91,8 +91,19 @@ fn new_pin(id: &str) -> Result<OperatorPin, Fail> {
     Ok(OperatorPin::new(a))
 }
 
-fn badge() -> Result<String, Fail> {
+pub fn badge() -> Result<String, Fail> {
     secret("IMPRINT_NEW_OPERATOR_BADGE", "Scan the badge")
+}
+
+/// A new operator from the command line (PIN and badge from env or prompt).
+pub fn new_operator(id: &str, name: &str, role: RoleArg, with_badge: bool) -> Result<NewOperator, Fail> {
+    Ok(NewOperator {
+        id: id.to_string(),
+        display_name: name.to_string(),
+        role: role.into(),
+        pin: new_pin(id)?,
+        badge: if with_badge { Some(badge()?) } else { None },
+    })
 }
 
 /// `--operator ID` as credentials (the PIN from IMPRINT_OPERATOR_PIN or the terminal).

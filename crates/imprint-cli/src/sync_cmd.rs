@@ -73,6 +73,45 @@ pub enum DbCmd {
         #[arg(long)]
         role_password_file: PathBuf,
     },
+    /// Operators managed at the center: stations copy them on every sync
+    /// (sign-in works offline; a disabled operator is refused after the next sync).
+    OperatorList {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add an operator at the center (the PIN is asked for twice, or IMPRINT_NEW_OPERATOR_PIN).
+    OperatorAdd {
+        #[command(flatten)]
+        conn: AdminConn,
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::operators_cmd::RoleArg,
+        /// Also give the operator a badge (scanned at the prompt, or IMPRINT_NEW_OPERATOR_BADGE).
+        #[arg(long)]
+        badge: bool,
+    },
+    /// Change an operator at the center: --disable, --enable, --role R, --reset-pin, --badge, --clear-badge.
+    OperatorSet {
+        #[command(flatten)]
+        conn: AdminConn,
+        id: String,
+        #[arg(long, group = "change")]
+        disable: bool,
+        #[arg(long, group = "change")]
+        enable: bool,
+        #[arg(long, value_enum, group = "change")]
+        role: Option<crate::operators_cmd::RoleArg>,
+        #[arg(long, group = "change")]
+        reset_pin: bool,
+        #[arg(long, group = "change")]
+        badge: bool,
+        #[arg(long, group = "change")]
+        clear_badge: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +183,55 @@ pub fn db_cmd(cli: &Cli, c: &DbCmd) -> CmdResult {
         DbCmd::AddReader { conn, role, role_password_file } => {
             central::add_reader(&me, &conn.config(), role, role_password_file)?;
             eprintln!("reader role {role} created: it reads every station's records");
+            Ok(0)
+        }
+        DbCmd::OperatorList { conn, json: as_json } => {
+            let list = central::operators(&me, &conn.config())?;
+            if *as_json {
+                json(&list)?;
+            } else {
+                for o in &list {
+                    let state = if o.enabled { "enabled" } else { "disabled" };
+                    out(format!(
+                        "{:<16} {:<10} {:<9} {}{}",
+                        o.id,
+                        o.role,
+                        state,
+                        o.display_name,
+                        if o.has_badge { " [badge]" } else { "" }
+                    ))?;
+                }
+            }
+            Ok(0)
+        }
+        DbCmd::OperatorAdd { conn, id, name, role, badge } => {
+            let new = crate::operators_cmd::new_operator(id, name, *role, *badge)?;
+            central::add_operator(&me, &conn.config(), &new)?;
+            eprintln!("added {id} at the center: stations copy it on their next sync");
+            Ok(0)
+        }
+        DbCmd::OperatorSet { conn, id, disable, enable, role, reset_pin, badge, clear_badge } => {
+            use imprint_api::auth::OperatorEdit as E;
+            let edit = if *disable {
+                E::Disable
+            } else if *enable {
+                E::Enable
+            } else if let Some(r) = role {
+                E::SetRole { role: (*r).into() }
+            } else if *reset_pin {
+                E::ResetPin { pin: crate::operators_cmd::new_pin(id)? }
+            } else if *badge {
+                E::SetBadge { badge: Some(crate::operators_cmd::badge()?) }
+            } else if *clear_badge {
+                E::SetBadge { badge: None }
+            } else {
+                return Err(ApiError::bad_request(
+                    "say what to change: --disable, --enable, --role, --reset-pin, --badge or --clear-badge",
+                )
+                .into());
+            };
+            central::edit_operator(&me, &conn.config(), id, &edit)?;
+            eprintln!("{id} at the center: {} (stations apply it on their next sync)", edit.word());
             Ok(0)
         }
     }

@@ -31,10 +31,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_mqtt_events.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_operators.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_audit.sql")),
+    // 6 (revocations) and 7 (QA verdicts) land from their branches.
+    (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`

@@ -198,6 +198,105 @@ impl Store {
     }
 }
 
+/// An operator as the center keeps it (`central_operators`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CentralOperator {
+    pub id: String,
+    pub display_name: String,
+    pub role: String,
+    pub pin_hash: String,
+    pub badge_sha256: Option<String>,
+    pub enabled: bool,
+}
+
+/// What copying the center's operators changed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CentralApplied {
+    pub added: usize,
+    pub updated: usize,
+    /// Copied from the center earlier, gone there now: disabled here.
+    pub disabled: usize,
+}
+
+impl Store {
+    /// Make the local operators match the center's copy: every central
+    /// operator is added or overwritten here (the center wins, also over a
+    /// local operator of the same id; a new PIN clears failed tries and a
+    /// lockout), and one copied earlier that the center no longer has is
+    /// disabled. Operators managed only on this station stay as they are;
+    /// a badge already held by a local operator is not copied (logged).
+    pub fn apply_central_operators(&self, rows: Vec<CentralOperator>) -> Result<CentralApplied, StoreError> {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(CentralApplied::default()));
+        let o = out.clone();
+        self.write(move |t| {
+            let mut applied = CentralApplied::default();
+            let now = now_text();
+            for r in &rows {
+                let badge = match &r.badge_sha256 {
+                    Some(b) => {
+                        let holder: Option<String> =
+                            t.query_row("SELECT id FROM operators WHERE badge_sha256 = ?1", [b], |x| x.get(0)).optional()?;
+                        if holder.as_ref().is_some_and(|h| h != &r.id) {
+                            tracing::warn!(operator = %r.id, holder = ?holder, "a central operator's badge is held by a local operator here: not copied");
+                            None
+                        } else {
+                            Some(b.clone())
+                        }
+                    }
+                    None => None,
+                };
+                let old: Option<(String, String, String, Option<String>, i64, String)> = t
+                    .query_row(
+                        "SELECT display_name, role, pin_hash, badge_sha256, enabled, source FROM operators WHERE id = ?1",
+                        [&r.id],
+                        |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?, x.get(5)?)),
+                    )
+                    .optional()?;
+                match old {
+                    None => {
+                        t.execute(
+                            "INSERT INTO operators(id, display_name, role, pin_hash, badge_sha256, enabled, failed_pins, locked_until, created_at, updated_at, source)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, ?7, ?7, 'central')",
+                            params![r.id, r.display_name, r.role, r.pin_hash, badge, r.enabled as i64, now],
+                        )?;
+                        applied.added += 1;
+                    }
+                    Some(old) => {
+                        let new = (r.display_name.clone(), r.role.clone(), r.pin_hash.clone(), badge.clone(), r.enabled as i64, "central".to_string());
+                        if old != new {
+                            let pin_changed = old.2 != r.pin_hash;
+                            t.execute(
+                                "UPDATE operators SET display_name = ?2, role = ?3, pin_hash = ?4, badge_sha256 = ?5, enabled = ?6, source = 'central',
+                                 updated_at = ?7 WHERE id = ?1",
+                                params![r.id, r.display_name, r.role, r.pin_hash, badge, r.enabled as i64, now],
+                            )?;
+                            if pin_changed {
+                                t.execute("UPDATE operators SET failed_pins = 0, locked_until = NULL WHERE id = ?1", [&r.id])?;
+                            }
+                            applied.updated += 1;
+                        }
+                    }
+                }
+            }
+            let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            let copied: Vec<String> = t
+                .prepare("SELECT id FROM operators WHERE source = 'central' AND enabled = 1")?
+                .query_map([], |x| x.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in copied.iter().filter(|id| !ids.contains(id.as_str())) {
+                t.execute("UPDATE operators SET enabled = 0, updated_at = ?2 WHERE id = ?1", params![id, now])?;
+                applied.disabled += 1;
+            }
+            if let Ok(mut g) = o.lock() {
+                *g = applied;
+            }
+            Ok(())
+        })?;
+        let r = out.lock().map(|g| g.clone()).unwrap_or_default();
+        Ok(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,8 @@ pub struct SyncReport {
     pub certificates: u64,
     /// Audit trail entries synced.
     pub audit: u64,
+    /// Local operators added, changed or disabled from the center's copy.
+    pub operators_changed: u64,
     /// Time spent reading the outbox, at the center, and marking locally (ms).
     pub read_ms: u64,
     /// Parsing and hashing what was read (ms).
@@ -251,6 +253,9 @@ async fn round(conns: &mut Option<Conns>, ctx: &Ctx, report: &mut SyncReport) ->
     let budget = Duration::from_millis(ctx.cfg.timeout_ms.max(1000) * 4);
     tokio::time::timeout(budget, async {
         report_quarantine(&mut c.main, ctx).await?;
+        // The center's operators, for sign-in here (also offline, until the next round).
+        let applied = crate::operators::pull(&mut c.main, ctx.store.clone()).await?;
+        report.operators_changed += (applied.added + applied.updated + applied.disabled) as u64;
         sqlx::query("UPDATE stations SET last_sync_at = now() WHERE id = $1").bind(&ctx.station).execute(&mut c.main).await?;
         Ok::<_, SyncError>(())
     })
