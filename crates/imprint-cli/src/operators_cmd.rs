@@ -146,7 +146,7 @@ pub fn operators_cmd(cli: &Cli, c: &OperatorsCmd) -> CmdResult {
     let cfg = load_config(cli)?;
     // The first admin is added without signing in, only on a station with no operator.
     if let OperatorsCmd::Add { id, name, role, badge: with_badge } = c {
-        if cli.operator.is_none() && imprint_api::with_local_store(&cfg, auth::needs_first_admin)? {
+        if imprint_api::with_local_store(&cfg, auth::needs_first_admin)? {
             let new = NewOperator {
                 id: id.clone(),
                 display_name: name.clone(),
