@@ -155,6 +155,17 @@ export class Driver {
     return this.req("POST", this.s("/execute/sync"), { script, args });
   }
 
+  /**
+   * Call a backend command straight over the IPC, as a page script could
+   * (bypassing what the UI hides): resolves to { ok } or { err }.
+   */
+  async invoke(cmd, args = {}) {
+    return this.req("POST", this.s("/execute/async"), {
+      script: "const done = arguments[arguments.length - 1]; window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then((ok) => done({ ok: ok ?? null }), (err) => done({ err }));",
+      args: [cmd, args],
+    });
+  }
+
   /** Resolve once the page has painted twice since now (so a screenshot shows the current DOM). */
   async painted() {
     return this.req("POST", this.s("/execute/async"), {
@@ -255,11 +266,13 @@ export class Driver {
   }
 }
 
-/** Run `fn(driver, station)` against the app started with `args` in a window of `size`. */
-export async function withApp(app, args, fn, size = { width: 1366, height: 768 }, extraConfig = "") {
+/** Run `fn(driver, station)` against the app started with `args` in a window of `size`;
+ *  `prepare(station)` runs first, before the app starts (e.g. adds operators with the CLI). */
+export async function withApp(app, args, fn, size = { width: 1366, height: 768 }, extraConfig = "", prepare = undefined) {
   const st = stationEnv(extraConfig);
   const d = new Driver();
   try {
+    if (prepare) await prepare(st);
     await d.start(st.env);
     await d.session(app, args);
     await d.setSize(size.width, size.height);

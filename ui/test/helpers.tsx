@@ -157,7 +157,7 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
   };
 }
 
-const SECURITY = new Set(["signer", "station_id", "profile_name", "validity_days", "device_key", "lock_device", "central"]);
+const SECURITY = new Set(["signer", "station_id", "profile_name", "validity_days", "organization", "device_key", "lock_device", "central"]);
 
 export function diffSettings(a: SettingsDto, b: SettingsDto): SettingChange[] {
   return (Object.keys(a) as (keyof SettingsDto)[])
