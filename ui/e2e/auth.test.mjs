@@ -107,7 +107,7 @@ test("an admin signs in with id and PIN, changes a setting and must confirm it (
     await d.exec("const el = document.querySelector('[data-testid=s-validity]'); el.select();");
     await d.type(validity, "730");
     await d.click(await d.one(d.byId("s-save")));
-    await d.one(d.byId("confirm-dialog"));
+    await d.waitFor(async () => (await d.all(d.byId("change-row"))).length > 0, "the changes to confirm");
     const rows = await d.exec(
       "return [...document.querySelectorAll('[data-testid=change-row]')].map(r => ({ key: r.dataset.key, before: r.querySelector('[data-testid=change-before]').textContent, after: r.querySelector('[data-testid=change-after]').textContent, security: !!r.querySelector('[data-testid=change-security]') }))",
     );
@@ -121,7 +121,7 @@ test("an admin signs in with id and PIN, changes a setting and must confirm it (
     await d.one(d.byId("s-unsaved"));
     // Confirm: saved.
     await d.click(await d.one(d.byId("s-save")));
-    await d.click(await d.one(d.byId("confirm-yes")));
+    await d.click(await d.waitFor(async () => (await d.all(d.byId("confirm-yes")))[0], "the confirmation again"));
     await d.waitFor(async () => (await text(d, "toast"))?.includes("Settings saved"), "Settings saved");
     assert.match(readFileSync(configPath, "utf8"), /validity_days\s*=\s*730/);
 
@@ -158,6 +158,7 @@ test("with a production CA configured, the simulated-devices button is refused w
     await d.waitFor(async () => (await text(d, "who-name")) === "Tom Tech", "Tom in the header");
     // The station waits for the signer's PIN: leave the dialog, the Bench is behind it.
     const pin = await d.waitFor(async () => (await d.all(d.byId("pin-cancel")))[0], "the signer PIN dialog");
+    assert.match(await text(d, "pin-dialog"), /Unlock the signer/);
     await d.click(pin);
     await d.one(d.byId("view-bench"));
     await d.click(await d.one(d.byId("sim-toggle")));

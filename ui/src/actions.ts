@@ -424,7 +424,7 @@ export function createActions(store: Store, api: Api) {
         store.confirm.value = {
           title: `Save ${changes.length} change${changes.length === 1 ? "" : "s"}?`,
           text: security
-            ? `${security} of them change${security === 1 ? "s" : ""} what certificates say, who signs them or where records go (marked). Check each before you confirm.`
+            ? `${security === 1 ? "One change" : `${security} changes`} (marked) affect${security === 1 ? "s" : ""} what certificates say, who signs them or where records go. Check each before you confirm.`
             : "Check each change before you confirm.",
           yes: "Confirm and save",
           changes,
