@@ -234,7 +234,7 @@ describe("settings confirmation", () => {
     key("F4");
     await flush();
     input($("s-validity"), "730");
-    input($("s-org"), "Acme");
+    input($("s-baud"), "9600");
     await flush();
     $("s-save")!.click();
     await flush();
@@ -247,8 +247,8 @@ describe("settings confirmation", () => {
       security: r.querySelector("[data-testid=change-security]") !== null,
     }));
     expect(rows).toEqual([
+      { key: "baud", before: "115200", after: "9600", security: false },
       { key: "validity_days", before: "365", after: "730", security: true },
-      { key: "organization", before: "null", after: '"Acme"', security: false },
     ]);
     // Cancel has the focus: Enter cannot save what was not read.
     expect((document.activeElement as HTMLElement).dataset.testid).toBe("confirm-no");
@@ -260,7 +260,7 @@ describe("settings confirmation", () => {
     await flush();
     $("confirm-yes")!.click();
     await flush();
-    expect(m.fake.called("saveSettings")[0].args[0]).toMatchObject({ validity_days: 730, organization: "Acme" });
+    expect(m.fake.called("saveSettings")[0].args[0]).toMatchObject({ validity_days: 730, baud: 9600 });
   });
 
   it("nothing changed: nothing to confirm", async () => {
