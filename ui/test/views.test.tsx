@@ -57,6 +57,11 @@ describe("History detail", () => {
     await flush();
     expect($("record-hint")?.textContent).toBe(hint);
     expect($("record-reason")?.textContent).toBe("CSR refused: the device key is RSA-1024");
+    // Who started it (issue 11: attribution), in the list and the record.
+    m.store.history.value = [attempt];
+    await flush();
+    expect($("history-operator")?.textContent).toBe("tech-1");
+    expect($("record-operator")?.textContent).toBe("tech-1");
   });
 });
 
