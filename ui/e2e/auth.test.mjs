@@ -170,3 +170,39 @@ test("with a production CA configured, the simulated-devices button is refused w
     if (SHOTS) await d.screenshot(join(SHOTS, "simulate-refused-production.png"));
   }, undefined, config, addOperators);
 });
+
+test("first start: the first-run screen creates the first admin, who adds a technician with a badge in Operators; the badge then signs in", async () => {
+  const config = "\n[operators]\ndemo_admin = false\n";
+  await withApp(APP, ["--mode", "manual"], async (d, st) => {
+    await d.waitFor(async () => (await d.all(d.byId("firstrun"))).length === 1, "the first-run screen");
+    await d.type(await d.one(d.byId("first-id")), "ada");
+    await d.type(await d.one(d.byId("first-name")), "Ada Admin");
+    await d.type(await d.one(d.byId("first-pin")), ADMIN_PIN);
+    await d.type(await d.one(d.byId("first-pin2")), ADMIN_PIN + KEY.Enter);
+    await d.waitFor(async () => (await text(d, "who-name")) === "Ada Admin", "Ada signed in");
+    assert.equal(await text(d, "who-role"), "Admin");
+
+    await d.keys(KEY.F8);
+    await d.waitFor(async () => (await d.all(d.byId("op-row"))).length === 1, "Ada listed");
+    await d.type(await d.one(d.byId("op-new-id")), "tom");
+    await d.type(await d.one(d.byId("op-new-name")), "Tom Tech");
+    await d.type(await d.one(d.byId("op-new-pin")), TECH_PIN);
+    await d.type(await d.one(d.byId("op-new-pin2")), TECH_PIN);
+    await d.type(await d.one(d.byId("op-new-badge")), TECH_BADGE);
+    await d.click(await d.one(d.byId("op-add")));
+    const tom = '[data-testid=op-row][data-id="tom"]';
+    await d.waitFor(async () => (await d.all(tom)).length === 1, "Tom listed");
+    assert.equal(await d.exec(`return document.querySelector('${tom}').dataset.role`), "technician");
+    assert.equal(await d.exec(`return document.querySelector('${tom}').dataset.badge`), "true");
+    if (SHOTS) await d.screenshot(join(SHOTS, "operators.png"));
+    // The store has him, with the role and badge given in the window.
+    const listed = JSON.parse(execFileSync(CLI, ["--operator", "ada", "operators", "list", "--json"], { env: { ...st.env, IMPRINT_OPERATOR_PIN: ADMIN_PIN } }).toString());
+    assert.deepEqual(listed.map((o) => [o.id, o.role, o.has_badge]).sort(), [["ada", "admin", false], ["tom", "technician", true]]);
+
+    await d.keys(KEY.F9);
+    await signInScreen(d);
+    await d.waitFor(async () => (await d.focused()) === "signin-badge", "the badge field to have the focus");
+    await d.keys(TECH_BADGE + KEY.Enter);
+    await d.waitFor(async () => (await text(d, "who-name")) === "Tom Tech", "Tom signed in by his new badge");
+  }, undefined, config);
+});
