@@ -291,6 +291,44 @@ fn the_idle_lock_signs_the_operator_out_and_running_work_goes_on() {
 }
 
 #[test]
+fn the_idle_lock_signs_the_operator_out_while_the_station_waits_for_its_pin() {
+    // Regression: the idle watch started only once the station had opened,
+    // so an operator signed in while a production signer waited for its PIN
+    // stayed signed in forever (nothing new came to expire the session).
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StationConfig {
+        data_dir: dir.path().join("data"),
+        port_globs: vec![],
+        signer: "pkcs11:token=none;object=ca?module-path=/usr/lib/softhsm/libsofthsm2.so".into(),
+        ..Default::default()
+    };
+    cfg.operators.idle_lock_minutes = 1;
+    let mut opts = ApiOptions::new(cfg, dir.path().join("station.toml"));
+    opts.idle_lock = true;
+    let api = Api::new(opts, Arc::new(|_| {}));
+    let e = api.start(None).unwrap_err();
+    assert!(e.code.is_pin_problem(), "the station waits for its PIN: {e:?}");
+    assert!(api.info().needs_pin);
+    api.create_first_admin(&NewOperator {
+        id: "admin".into(),
+        display_name: "A".into(),
+        role: Role::Admin,
+        pin: OperatorPin::new(ADMIN_PIN),
+        badge: None,
+    })
+    .unwrap();
+    assert!(api.session().operator.is_some());
+    let deadline = std::time::Instant::now() + Duration::from_secs(75);
+    while api.session().operator.is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let s = api.session();
+    assert!(s.operator.is_none(), "still signed in after the idle time while the station waited for its PIN");
+    assert!(s.signed_out_reason.unwrap().contains("without a command"));
+    api.shutdown();
+}
+
+#[test]
 fn simulated_devices_are_refused_while_a_production_ca_signs() {
     // A production signer (PKCS#11 URI) that cannot open: attaching is
     // refused by the library before anything is attached.

@@ -65,7 +65,11 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     let o = run(&[], &["db", "migrate", "--url", &admin]);
     assert!(o.status.success(), "migrating twice is harmless: {}", text(&o));
     let o = run(&[], &["db", "version", "--url", &admin]);
-    assert!(o.status.success() && text(&o).contains(&format!("central schema version: {}", imprint_sync::required_version())), "{}", text(&o));
+    assert!(
+        o.status.success() && text(&o).contains(&format!("central schema version: {}", imprint_sync::required_version())),
+        "{}",
+        text(&o)
+    );
     let o = run(
         &[],
         &[

@@ -247,6 +247,9 @@ test("saving Settings keeps the Bench's results (the station reopens, the tiles 
     await d.click(await d.one(d.byId("nav-settings")));
     await d.type(await d.one(d.byId("s-org")), "Saved Org");
     await d.click(await d.one(d.byId("s-save")));
+    // Saving asks first, with the change before → after.
+    await d.waitFor(async () => (await d.exec("return document.querySelector('[data-testid=change-row]')?.dataset.key")) === "organization", "the change to confirm");
+    await d.click(await d.one(d.byId("confirm-yes")));
     await d.waitFor(async () => {
       const el = (await d.all(d.byId("toast")))[0];
       return el && (await d.text(el)).includes("Settings saved");

@@ -8,7 +8,7 @@ import net from "node:net";
 
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 export const KEY = {
-  Enter: "\uE007", Escape: "\uE00C", F1: "\uE031", F2: "\uE032", F3: "\uE033", F4: "\uE034", F5: "\uE035", F6: "\uE036", F7: "\uE037",
+  Enter: "\uE007", Escape: "\uE00C", F1: "\uE031", F2: "\uE032", F3: "\uE033", F4: "\uE034", F5: "\uE035", F6: "\uE036", F7: "\uE037", F8: "\uE038", F9: "\uE039",
   ArrowLeft: "\uE012", ArrowUp: "\uE013", ArrowRight: "\uE014", ArrowDown: "\uE015",
 };
 
@@ -155,6 +155,17 @@ export class Driver {
     return this.req("POST", this.s("/execute/sync"), { script, args });
   }
 
+  /**
+   * Call a backend command straight over the IPC, as a page script could
+   * (bypassing what the UI hides): resolves to { ok } or { err }.
+   */
+  async invoke(cmd, args = {}) {
+    return this.req("POST", this.s("/execute/async"), {
+      script: "const done = arguments[arguments.length - 1]; window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then((ok) => done({ ok: ok ?? null }), (err) => done({ err }));",
+      args: [cmd, args],
+    });
+  }
+
   /** Resolve once the page has painted twice since now (so a screenshot shows the current DOM). */
   async painted() {
     return this.req("POST", this.s("/execute/async"), {
@@ -255,11 +266,13 @@ export class Driver {
   }
 }
 
-/** Run `fn(driver, station)` against the app started with `args` in a window of `size`. */
-export async function withApp(app, args, fn, size = { width: 1366, height: 768 }, extraConfig = "") {
+/** Run `fn(driver, station)` against the app started with `args` in a window of `size`;
+ *  `prepare(station)` runs first, before the app starts (e.g. adds operators with the CLI). */
+export async function withApp(app, args, fn, size = { width: 1366, height: 768 }, extraConfig = "", prepare = undefined) {
   const st = stationEnv(extraConfig);
   const d = new Driver();
   try {
+    if (prepare) await prepare(st);
     await d.start(st.env);
     await d.session(app, args);
     await d.setSize(size.width, size.height);

@@ -8,11 +8,15 @@ import { ConfirmDialog, PinDialog, Toast } from "./views/Dialogs";
 import { Header } from "./views/Header";
 import { Health } from "./views/Health";
 import { History } from "./views/History";
+import { Operators, SecretDialog } from "./views/Operators";
 import { Settings } from "./views/Settings";
+import { FirstRun, SignIn } from "./views/SignIn";
 
 function Body({ store }: { store: Store }) {
   const info = store.info.value;
   const view = store.view.value;
+  // Nobody signed in: the first-run screen (no operator yet) or the sign-in screen, before anything else.
+  if (info && !store.operator.value) return info.session.needs_first_admin ? <FirstRun /> : <SignIn />;
   if (info && !info.ready && !info.needs_pin && !info.startup_error && view !== "settings") {
     // The station opens in the background and says so with a `station` event.
     return (
@@ -26,7 +30,7 @@ function Body({ store }: { store: Store }) {
       <section class="startup-error" data-testid="startup-error">
         <h2>The station could not start</h2>
         <p>{info.startup_error?.message ?? "unknown error"}</p>
-        <p>Fix it in Settings (F4), then save.</p>
+        <p>{store.can("settings") ? "Fix it in Settings (F4), then save." : "Ask an admin to fix it in Settings."}</p>
       </section>
     );
   }
@@ -35,6 +39,7 @@ function Body({ store }: { store: Store }) {
     case "history": return <History />;
     case "health": return <Health />;
     case "settings": return <Settings />;
+    case "operators": return <Operators />;
   }
 }
 
@@ -51,7 +56,8 @@ export function App({ store, actions }: { store: Store; actions: Actions }) {
       <Body store={store} />
       <Toast />
       <ConfirmDialog />
-      {info?.needs_pin && !store.pinDismissed.value && <PinDialog />}
+      <SecretDialog />
+      {info?.needs_pin && !store.pinDismissed.value && store.operator.value && <PinDialog />}
     </Ctx.Provider>
   );
 }

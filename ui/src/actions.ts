@@ -1,11 +1,11 @@
 // What the operator can do. Each action calls the backend through `api` and
 // writes the result into the store; views call actions, never `api`.
 import { batch } from "@preact/signals";
-import { errorText, isApiError, type Api, type HistoryFilter, type SettingsDto } from "./api";
+import { errorText, isApiError, type Api, type Credentials, type HistoryFilter, type NewOperator, type OperatorEdit, type SettingsDto } from "./api";
 import type { CentralSettings } from "./bindings/CentralSettings";
 import type { Mode, ScanKind, SignerErrorCode, SyncView } from "./wire";
 import type { HistoryForm, Store, View } from "./store";
-import { backlogWords, canProvision, canRetry, isMode } from "./words";
+import { backlogWords, canProvision, canRetry, isMode, signInErrorWords } from "./words";
 
 /** The `[central]` fields as the Settings form edits them; all empty = no central database. */
 export const NO_CENTRAL: CentralSettings = { url: "", sslmode: null, sslrootcert: null, password_file: null };
@@ -35,9 +35,148 @@ export function createActions(store: Store, api: Api) {
 
     async refreshInfo() {
       const info = await api.stationInfo();
-      store.info.value = info;
-      if (!info.needs_pin) store.pinDismissed.value = false;
+      const before = store.operator.peek()?.id ?? null;
+      batch(() => {
+        store.info.value = info;
+        if (!info.needs_pin) store.pinDismissed.value = false;
+        const now = info.session.operator?.id ?? null;
+        if (now !== before) actions.forgetOperatorState();
+        // A view the operator may not see (signed out, or another role) goes back to the Bench.
+        if (!store.canSee(store.view.peek())) store.view.value = "bench";
+      });
       return info;
+    },
+
+    /** Another operator (or nobody) is signed in now: what the last one
+     *  loaded or typed (unsaved settings, the operators list, dialogs) goes. */
+    forgetOperatorState() {
+      batch(() => {
+        store.settings.value = null;
+        store.settingsDraft.value = null;
+        store.operators.value = [];
+        store.operatorError.value = "";
+        store.secretEdit.value = null;
+        store.confirm.value = null;
+        store.simError.value = "";
+        store.history.value = [];
+        store.detail.value = null;
+      });
+    },
+
+    /** Sign in with a badge (what the scanner typed) or an id and PIN. The
+     *  credentials go to the backend and are not kept anywhere here. */
+    async signIn(credentials: Credentials) {
+      store.signInError.value = "";
+      store.signingIn.value = true;
+      try {
+        await api.signIn(credentials);
+        await actions.refreshInfo();
+        await actions.refreshTiles();
+      } catch (e) {
+        store.signInError.value = signInErrorWords(e);
+      } finally {
+        store.signingIn.value = false;
+      }
+    },
+
+    /** Header's Sign out (F9): attempts running go on; nothing new starts. */
+    async signOut() {
+      try {
+        await api.signOut();
+        store.signInError.value = "";
+        await actions.refreshInfo();
+      } catch (e) {
+        actions.toast(errorText(e));
+      }
+    },
+
+    /** First start: create the first admin (the PIN typed twice; the backend checks its rules). */
+    async createFirstAdmin(id: string, name: string, pin: string, again: string) {
+      store.signInError.value = "";
+      if (!id.trim() || !name.trim()) {
+        store.signInError.value = "Enter an id and a name.";
+        return;
+      }
+      if (pin !== again) {
+        store.signInError.value = "The two PINs differ: type the same PIN twice.";
+        return;
+      }
+      try {
+        await api.createFirstAdmin({ id: id.trim(), display_name: name.trim(), role: "admin", pin, badge: null });
+        await actions.refreshInfo();
+        await actions.refreshTiles();
+      } catch (e) {
+        store.signInError.value = signInErrorWords(e);
+      }
+    },
+
+    async loadOperators() {
+      try {
+        store.operators.value = await api.operators();
+      } catch (e) {
+        actions.toast(errorText(e));
+      }
+    },
+
+    /** Add an operator; returns whether it was added (the form keeps its fields otherwise). */
+    async addOperator(op: NewOperator, pinAgain: string): Promise<boolean> {
+      store.operatorError.value = "";
+      if (op.pin !== pinAgain) {
+        store.operatorError.value = "The two PINs differ: type the same PIN twice.";
+        return false;
+      }
+      try {
+        const v = await api.addOperator(op);
+        actions.toast(`Operator ${v.id} added`);
+        await actions.loadOperators();
+        return true;
+      } catch (e) {
+        store.operatorError.value = errorText(e);
+        return false;
+      }
+    },
+
+    async editOperator(id: string, edit: OperatorEdit): Promise<boolean> {
+      try {
+        const v = await api.editOperator(id, edit);
+        actions.toast(`Operator ${v.id}: ${editWords(edit)}`);
+        await actions.loadOperators();
+        await actions.refreshInfo();
+        return true;
+      } catch (e) {
+        actions.toast(errorText(e));
+        return false;
+      }
+    },
+
+    /** Reset PIN / Set badge ask for the secret in a dialog. */
+    askSecret(id: string, kind: "reset_pin" | "set_badge") {
+      store.operatorError.value = "";
+      store.secretEdit.value = { id, kind };
+    },
+
+    /** The dialog's answer: the secret goes to the backend and nowhere else. */
+    async answerSecret(value: string, again: string | null) {
+      const s = store.secretEdit.value;
+      if (!s) return;
+      if (again !== null && value !== again) {
+        store.operatorError.value = "The two PINs differ: type the same PIN twice.";
+        return;
+      }
+      if (!value) {
+        store.operatorError.value = s.kind === "reset_pin" ? "Type the new PIN." : "Scan the badge.";
+        return;
+      }
+      const ok = await actions.editOperator(s.id, s.kind === "reset_pin" ? { kind: "reset_pin", pin: value } : { kind: "set_badge", badge: value });
+      if (ok) {
+        store.secretEdit.value = null;
+        store.operatorError.value = "";
+      }
+    },
+
+    cancelSecret() {
+      store.secretEdit.value = null;
+      store.operatorError.value = "";
     },
 
     /** The backend's `station` event: the station opened, failed, reopened or is stopping. */
@@ -89,6 +228,8 @@ export function createActions(store: Store, api: Api) {
     },
 
     async go(v: View) {
+      // Hidden from this role (the backend would refuse it anyway).
+      if (!store.canSee(v)) return;
       store.view.value = v;
       switch (v) {
         case "bench":
@@ -99,6 +240,8 @@ export function createActions(store: Store, api: Api) {
           return actions.loadHealth();
         case "settings":
           return actions.loadSettings();
+        case "operators":
+          return actions.loadOperators();
       }
     },
 
@@ -125,7 +268,7 @@ export function createActions(store: Store, api: Api) {
     async enterOnSelected() {
       const port = store.selected.value;
       const t = port ? store.tile(port) : undefined;
-      if (t && (canProvision(t) || canRetry(t))) await actions.provision(t.port);
+      if (t && store.can("provision") && (canProvision(t) || canRetry(t))) await actions.provision(t.port);
     },
 
     async provisionAll() {
@@ -189,11 +332,14 @@ export function createActions(store: Store, api: Api) {
     },
 
     async attachSimulated(count: number, faults: string) {
+      store.simError.value = "";
       try {
         const r = await api.simulate(count, faults.trim() ? faults.trim().split(/\s+/) : []);
         await actions.refreshInfo();
         actions.toast(`Attached ${r.added} simulated device(s) (${r.total} simulated in all)`);
       } catch (e) {
+        // E.g. refused while a production CA signs: said where the button is, until the next try.
+        store.simError.value = errorText(e);
         actions.toast(errorText(e));
       }
     },
@@ -263,9 +409,34 @@ export function createActions(store: Store, api: Api) {
       store.settingsDraft.value = store.settings.value;
     },
 
+    /** Save: first what would change, before → after, in a confirmation;
+     *  only Confirm saves (security-relevant changes are marked). */
     async saveSettings() {
       const draft = store.settingsDraft.value;
       if (!draft) return;
+      try {
+        const changes = await api.settingsChanges(draft);
+        if (!changes.length) {
+          actions.toast("Nothing to save: the settings are as they were");
+          return;
+        }
+        const security = changes.filter((c) => c.security).length;
+        store.confirm.value = {
+          title: `Save ${changes.length} change${changes.length === 1 ? "" : "s"}?`,
+          text: security
+            ? `${security === 1 ? "One change" : `${security} changes`} (marked) affect${security === 1 ? "s" : ""} what certificates say, who signs them or where records go. Check each before you confirm.`
+            : "Check each change before you confirm.",
+          yes: "Confirm and save",
+          changes,
+          run: () => void actions.commitSettings(draft),
+        };
+      } catch (e) {
+        actions.toast(`Not saved: ${errorText(e)}`);
+      }
+    },
+
+    /** Save `draft` as confirmed. */
+    async commitSettings(draft: SettingsDto) {
       try {
         store.info.value = await api.saveSettings(draft);
         const s = await api.getSettings();
@@ -335,6 +506,16 @@ const PIN_WORDS: Record<SignerErrorCode, string> = {
 export function pinErrorWords(e: unknown): string {
   if (isApiError(e) && Object.hasOwn(PIN_WORDS, e.code)) return PIN_WORDS[e.code as SignerErrorCode];
   return "The signer could not be unlocked. Try again, or ask your supervisor.";
+}
+
+function editWords(e: OperatorEdit): string {
+  switch (e.kind) {
+    case "enable": return "enabled";
+    case "disable": return "disabled";
+    case "set_role": return `role set to ${e.role}`;
+    case "reset_pin": return "PIN reset (and unlocked)";
+    case "set_badge": return e.badge === null ? "badge cleared" : "badge set";
+  }
 }
 
 export type Actions = ReturnType<typeof createActions>;

@@ -16,16 +16,25 @@ import type { Attached } from "./bindings/Attached";
 import type { Mode } from "./bindings/Mode";
 import type { ModeChange } from "./bindings/ModeChange";
 import type { SyncView } from "./bindings/SyncView";
+import type { Credentials } from "./bindings/Credentials";
+import type { NewOperator } from "./bindings/NewOperator";
+import type { OperatorEdit } from "./bindings/OperatorEdit";
+import type { OperatorView } from "./bindings/OperatorView";
+import type { SessionView } from "./bindings/SessionView";
+import type { SettingChange } from "./bindings/SettingChange";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
+export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
 
 /** Errors from commands always have this shape (pinned by a backend test). */
 export function isApiError(e: unknown): e is ApiError {
   return typeof e === "object" && e !== null && "code" in e && "message" in e;
 }
 
+/** An error as a toast says it; a refusal by role says so first (its message names the role needed). */
 export function errorText(e: unknown): string {
-  return isApiError(e) ? `${e.message} [${e.code}]` : String(e);
+  if (!isApiError(e)) return String(e);
+  return e.code === "forbidden" ? `Not allowed: ${e.message} [${e.code}]` : `${e.message} [${e.code}]`;
 }
 
 export const api = {
@@ -46,6 +55,15 @@ export const api = {
   openLogFolder: () => invoke<string>("open_log_folder"),
   syncStatus: () => invoke<SyncView>("sync_status"),
   syncNow: () => invoke<SyncView>("sync_now"),
+  settingsChanges: (settings: SettingsDto) => invoke<SettingChange[]>("settings_changes", { settings }),
+  session: () => invoke<SessionView>("session"),
+  /** The PIN goes straight to the backend: the caller keeps no copy. */
+  signIn: (credentials: Credentials) => invoke<SessionView>("sign_in", { credentials }),
+  signOut: () => invoke<SessionView>("sign_out"),
+  createFirstAdmin: (operator: NewOperator) => invoke<SessionView>("create_first_admin", { operator }),
+  operators: () => invoke<OperatorView[]>("operators"),
+  addOperator: (operator: NewOperator) => invoke<OperatorView>("add_operator", { operator }),
+  editOperator: (id: string, edit: OperatorEdit) => invoke<OperatorView>("edit_operator", { id, edit }),
 };
 
 /** The station opened, failed to open, or was reopened. */

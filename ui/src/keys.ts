@@ -1,13 +1,14 @@
-// Keyboard first: F1-F4 switch views, F5 provisions every waiting device, F6
-// retries the selected tile (only a retryable failure), F7 toggles
-// automatic/manual (asking first), arrows move the selection on the grid as
-// it is rendered, Enter in an empty scan field provisions the selection.
+// Keyboard first: F1-F4 and F8 switch views (each only for a role that may
+// see it), F5 provisions every waiting device, F6 retries the selected tile
+// (only a retryable failure), F7 toggles automatic/manual (asking first), F9
+// signs out, arrows move the selection on the grid as it is rendered, Enter
+// in an empty scan field provisions the selection.
 import type { Actions } from "./actions";
 import { isEditable } from "./context";
 import { neighbour, type Direction, type Rect } from "./grid";
 import type { Store, View } from "./store";
 
-const VIEW_KEYS: Record<string, View> = { F1: "bench", F2: "history", F3: "health", F4: "settings" };
+const VIEW_KEYS: Record<string, View> = { F1: "bench", F2: "history", F3: "health", F4: "settings", F8: "operators" };
 const ARROWS: Record<string, Direction> = { ArrowUp: "up", ArrowDown: "down", ArrowLeft: "left", ArrowRight: "right" };
 
 /** The tiles as rendered, in slot order, with their on-screen rectangles. */
@@ -30,6 +31,14 @@ export function createKeyHandler(store: Store, actions: Actions) {
   return (e: KeyboardEvent) => {
     // A dialog owns the keyboard until it is answered.
     if (store.confirm.value || document.querySelector("[data-modal]")) return;
+    // Nobody signed in: the sign-in screen owns the keyboard.
+    if (!store.operator.value) return;
+    if (e.key === "F9") {
+      e.preventDefault();
+      // The demo admin cannot sign out (the development CA signs it in again).
+      if (store.operator.value.kind !== "demo") void actions.signOut();
+      return;
+    }
     const view = VIEW_KEYS[e.key];
     if (view) {
       e.preventDefault();
@@ -37,17 +46,18 @@ export function createKeyHandler(store: Store, actions: Actions) {
       return;
     }
     switch (e.key) {
+      // Provisioning keys only for a role that may provision (the backend refuses it regardless).
       case "F5":
         e.preventDefault();
-        void actions.provisionAll();
+        if (store.can("provision")) void actions.provisionAll();
         return;
       case "F6":
         e.preventDefault();
-        void actions.retrySelected();
+        if (store.can("provision")) void actions.retrySelected();
         return;
       case "F7":
         e.preventDefault();
-        actions.toggleMode();
+        if (store.can("provision")) actions.toggleMode();
         return;
     }
     const dir = ARROWS[e.key];

@@ -15,7 +15,8 @@ const root = document.getElementById("app");
 effect(() => {
   const i = store.info.value;
   if (!i) return;
-  const title = `Imprint${i.development ? " - DEVELOPMENT CA" : ""} - ${i.station_id}`;
+  const demo = i.session.operator?.kind === "demo";
+  const title = `Imprint${i.development ? " - DEVELOPMENT CA" : ""}${demo ? " - DEMO ADMIN" : ""} - ${i.station_id}`;
   document.title = title;
   getCurrentWindow().setTitle(title).catch(() => undefined);
 });

@@ -3,10 +3,18 @@
 // are one signal each, keyed by port, so a progress event updates one tile
 // in place and leaves every input (and its focus) alone.
 import { batch, computed, signal, type Signal } from "@preact/signals";
-import type { AttemptDto, BenchEventDto, HealthItemDto, RecordDetail, SettingsDto, StationInfo } from "./api";
+import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, RecordDetail, SettingChange, SettingsDto, StationInfo } from "./api";
+import type { OperatorSession } from "./bindings/OperatorSession";
+import type { Permission } from "./bindings/Permission";
 import type { AttemptStatus, SyncView, TileDto } from "./wire";
 
-export type View = "bench" | "history" | "health" | "settings";
+export type View = "bench" | "history" | "health" | "settings" | "operators";
+
+/** What each view needs (a view without an entry is for everyone signed in). */
+export const VIEW_NEEDS: Partial<Record<View, Permission>> = { settings: "settings", operators: "operators" };
+
+/** An admin's change to an operator that asks for a secret (typed into a dialog, never kept here). */
+export type SecretEdit = { id: string; kind: "reset_pin" | "set_badge" };
 
 /** What History's filter fields hold (kept across searches and visits). */
 export type HistoryForm = {
@@ -19,8 +27,9 @@ export type HistoryForm = {
 
 export const EMPTY_HISTORY_FORM: HistoryForm = { device_serial: "", cert_serial: "", batch: "", status: "", since: "" };
 
-/** A question the operator must answer before something happens. */
-export type Confirm = { title: string; text: string; yes: string; run: () => void };
+/** A question the operator must answer before something happens
+ *  (with the settings changes, before → after, when it is a save). */
+export type Confirm = { title: string; text: string; yes: string; run: () => void; changes?: SettingChange[] };
 
 export function createStore() {
   const tiles = new Map<string, Signal<TileDto>>();
@@ -66,6 +75,15 @@ export function createStore() {
     /** The operator closed the PIN dialog (Cancel); the header offers it again. */
     pinDismissed: signal(false),
     pinError: signal<string>(""),
+    /** Why the last sign-in (or first-admin) attempt failed, in operator words. Never a PIN. */
+    signInError: signal<string>(""),
+    signingIn: signal(false),
+    /** Operators as last listed (admin). */
+    operators: signal<OperatorView[]>([]),
+    operatorError: signal<string>(""),
+    secretEdit: signal<SecretEdit | null>(null),
+    /** Why the last Attach of simulated devices was refused (shown in the panel until the next try). */
+    simError: signal<string>(""),
 
     tile(port: string): TileDto | undefined {
       return tiles.get(port)?.value;
@@ -102,7 +120,17 @@ export function createStore() {
     const b = store.settingsDraft.value;
     return a !== null && b !== null && JSON.stringify(a) !== JSON.stringify(b);
   });
-  return { ...store, settingsDirty };
+  /** The signed-in operator (null: the sign-in or first-run screen). */
+  const operator = computed<OperatorSession | null>(() => store.info.value?.session.operator ?? null);
+  const permissions = computed(() => new Set<Permission>(operator.value?.permissions ?? []));
+  /** The signed-in operator's role holds `p` (the UI hides the rest; the backend refuses it regardless). */
+  const can = (p: Permission) => permissions.value.has(p);
+  /** `v` may be shown to the signed-in operator. */
+  const canSee = (v: View) => {
+    const need = VIEW_NEEDS[v];
+    return operator.value !== null && (need === undefined || can(need));
+  };
+  return { ...store, settingsDirty, operator, can, canSee };
 }
 
 export type Store = ReturnType<typeof createStore>;

@@ -2,7 +2,10 @@
 // switch (or a Record) over a binding union, so a new backend value fails the
 // typecheck here instead of showing protocol jargon on the Bench.
 import type { TileState } from "./bindings/TileState";
-import type { AttemptStatus, DeviceState, HealthLevel, KeyAlg, Mode, SslMode, Stage, Stored, TileDto } from "./wire";
+import type { OperatorView } from "./bindings/OperatorView";
+import type { Role } from "./bindings/Role";
+import { isApiError } from "./api";
+import type { AttemptStatus, DeviceState, ErrorCode, HealthLevel, KeyAlg, Mode, SslMode, Stage, Stored, TileDto } from "./wire";
 
 export function stageWords(s: Stage): string {
   switch (s) {
@@ -132,4 +135,31 @@ export function isKeyAlg(s: string): s is KeyAlg {
 /** Narrows what a `<select>` holds (DOM text) to a status. */
 export function isAttemptStatus(s: string): s is AttemptStatus {
   return Object.hasOwn(STATUS_WORDS, s);
+}
+
+export const ROLE_WORDS: Record<Role, string> = { technician: "Technician", qa: "QA", supervisor: "Supervisor", admin: "Admin" };
+export const ROLES = Object.keys(ROLE_WORDS) as Role[];
+export function isRole(s: string): s is Role {
+  return Object.hasOwn(ROLE_WORDS, s);
+}
+
+/** A refused sign-in in operator words: what happened first, then the backend's
+ *  message (which says until when a lockout lasts, and never whether an id exists). */
+export function signInErrorWords(e: unknown): string {
+  if (!isApiError(e)) return `Sign-in failed: ${String(e)}`;
+  const code: ErrorCode = e.code;
+  switch (code) {
+    case "sign_in_failed": return `Not signed in: ${e.message}. Check your badge, or your id and PIN, and try again.`;
+    case "operator_locked": return `Locked: ${e.message}`;
+    case "operator_disabled": return `Disabled: ${e.message}`;
+    case "bad_request": return e.message;
+    default: return `Sign-in failed: ${e.message} [${e.code}]`;
+  }
+}
+
+/** One operator's state as the Operators list shows it. */
+export function operatorStateWords(o: OperatorView, now: Date = new Date()): string {
+  if (!o.enabled) return "disabled";
+  if (o.locked_until && new Date(o.locked_until) > now) return `locked until ${o.locked_until}`;
+  return "enabled";
 }

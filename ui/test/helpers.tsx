@@ -11,22 +11,51 @@ import type { ModeChange } from "../src/bindings/ModeChange";
 import type { ScanResult } from "../src/bindings/ScanResult";
 import type { SettingsDto } from "../src/bindings/SettingsDto";
 import type { Attached } from "../src/bindings/Attached";
+import type { ActorKind } from "../src/bindings/ActorKind";
+import type { Credentials } from "../src/bindings/Credentials";
+import type { NewOperator } from "../src/bindings/NewOperator";
+import type { OperatorEdit } from "../src/bindings/OperatorEdit";
+import type { OperatorSession } from "../src/bindings/OperatorSession";
+import type { OperatorView } from "../src/bindings/OperatorView";
+import type { Permission } from "../src/bindings/Permission";
+import type { Role } from "../src/bindings/Role";
+import type { SessionView } from "../src/bindings/SessionView";
+import type { SettingChange } from "../src/bindings/SettingChange";
 import type { Mode, SyncView, TileDto } from "../src/wire";
 import { createStore } from "../src/store";
+
+/** docs/roles.md's matrix (the backend's `roles::permissions`, pinned there). */
+export const PERMISSIONS: Record<Role, Permission[]> = {
+  technician: ["view", "provision", "scan_work_order", "simulate", "sync_now"],
+  qa: ["view", "sync_now", "verify"],
+  supervisor: ["view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine", "audit"],
+  admin: [
+    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine",
+    "settings", "ca_setup", "operators", "central_admin", "audit",
+  ],
+};
+
+export function operator(role: Role, kind: ActorKind = "operator", id = `${role}-1`): OperatorSession {
+  return { id, display_name: `${role[0].toUpperCase()}${role.slice(1)} One`, role, kind, permissions: PERMISSIONS[role] };
+}
+
+export function session(op: OperatorSession | null, patch: Partial<SessionView> = {}): SessionView {
+  return { operator: op, needs_first_admin: false, idle_lock_minutes: 15, signed_out_reason: null, ...patch };
+}
+
+/** The development CA's demo admin, as the existing views were written for. */
+export const DEMO = session(operator("admin", "demo", "demo-admin"));
 
 export const INFO: StationInfo = {
   station_id: "unit-1", development: true, ready: true, needs_pin: false, startup_error: null, signer_uri: "",
   signer_kind: "dev", ca_subject: "CN=dev", data_dir: "/tmp/x", log_dir: "/tmp/x/logs", mode: "manual", batch: null, simulated: 0,
-  stopping: false,
-  session: {
-    operator: {
-      id: "demo-admin", display_name: "Demo admin (development CA)", role: "admin", kind: "demo",
-      permissions: ["view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders",
-        "release_quarantine", "settings", "ca_setup", "operators", "central_admin", "audit"],
-    },
-    needs_first_admin: false, idle_lock_minutes: 0, signed_out_reason: null,
-  },
+  stopping: false, session: DEMO,
 };
+
+/** INFO with someone else (or nobody) signed in. */
+export function infoAs(s: SessionView, patch: Partial<StationInfo> = {}): StationInfo {
+  return { ...INFO, ...patch, session: s };
+}
 
 export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
@@ -58,10 +87,23 @@ export type FakeOptions = {
   waiting?: number;
   /** What each health() call returns (called again on every refresh). */
   health?: () => HealthItemDto[];
+  /** What settings_changes reports (default: none). */
+  changes?: SettingChange[];
+  /** sign_in's answer (a session, or an error to throw). */
+  signIn?: (c: Credentials) => SessionView;
+  operators?: OperatorView[];
+  /** simulate's answer: throw to refuse. */
+  simulate?: (count: number) => Attached;
 };
 
-export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO, opts: FakeOptions = {}) {
+export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: FakeOptions = {}) {
   let settings: SettingsDto = opts.settings ?? SETTINGS;
+  // The session changes with sign-in/out, as the backend's does; station_info carries it.
+  let info = first;
+  const setSession = (s: SessionView) => {
+    info = { ...info, session: s };
+    return s;
+  };
   const calls: { name: string; args: unknown[] }[] = [];
   const rec = <T,>(name: string, result: (...a: never[]) => T) =>
     vi.fn(async (...args: unknown[]) => {
@@ -76,7 +118,7 @@ export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO, opts: F
     setMode: rec("setMode", (mode: Mode): ModeChange => ({ mode, waiting: opts.waiting ?? 0 })),
     setBatch: rec("setBatch", () => null),
     scan: rec("scan", (code: string): ScanResult => ({ kind: "work_order", message: "work order set", port: null, work_order: code })),
-    simulate: rec("simulate", (count: number): Attached => ({ added: count, total: count })),
+    simulate: rec("simulate", (count: number): Attached => (opts.simulate ? opts.simulate(count) : { added: count, total: count })),
     history: rec("history", () => []),
     record: rec("record", () => { throw new Error("no record"); }),
     health: rec("health", () => (opts.health ? opts.health() : [])),
@@ -90,8 +132,37 @@ export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO, opts: F
     openLogFolder: rec("openLogFolder", () => "/tmp/x/logs"),
     syncStatus: rec("syncStatus", () => opts.sync ?? NO_SYNC),
     syncNow: rec("syncNow", () => opts.syncNow ?? opts.sync ?? NO_SYNC),
+    // Default: each top-level field that differs from what is saved (the backend's own list is pinned by its tests).
+    settingsChanges: rec("settingsChanges", (d: SettingsDto): SettingChange[] => opts.changes ?? diffSettings(settings, d)),
+    session: rec("session", () => info.session),
+    signIn: rec("signIn", (c: Credentials) => setSession(opts.signIn ? opts.signIn(c) : session(operator("technician")))),
+    signOut: rec("signOut", () => setSession(session(null))),
+    createFirstAdmin: rec("createFirstAdmin", (o: NewOperator) => setSession(session({ ...operator("admin", "bootstrap", o.id), display_name: o.display_name }))),
+    operators: rec("operators", () => opts.operators ?? []),
+    addOperator: rec("addOperator", (o: NewOperator): OperatorView => ({
+      id: o.id, display_name: o.display_name, role: o.role, enabled: true, has_badge: o.badge !== null, locked_until: null, created_at: "2026-11-30T00:00:00Z",
+    })),
+    editOperator: rec("editOperator", (id: string, e: OperatorEdit): OperatorView => {
+      const o = (opts.operators ?? []).find((x) => x.id === id);
+      if (!o) throw { code: "not_found", message: `no operator ${id}` };
+      return { ...o, enabled: e.kind === "enable" ? true : e.kind === "disable" ? false : o.enabled, role: e.kind === "set_role" ? e.role : o.role };
+    }),
   } satisfies Record<keyof Api, unknown> as unknown as Api;
-  return { api, calls, called: (name: string) => calls.filter((c) => c.name === name) };
+  return {
+    api,
+    calls,
+    called: (name: string) => calls.filter((c) => c.name === name),
+    /** The backend signs the operator out by itself (idle lock): what `station_info` says next. */
+    signOutByStation: (reason: string) => setSession(session(null, { signed_out_reason: reason })),
+  };
+}
+
+const SECURITY = new Set(["signer", "station_id", "profile_name", "validity_days", "organization", "device_key", "lock_device", "central"]);
+
+export function diffSettings(a: SettingsDto, b: SettingsDto): SettingChange[] {
+  return (Object.keys(a) as (keyof SettingsDto)[])
+    .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => ({ key: k, before: JSON.stringify(a[k]), after: JSON.stringify(b[k]), security: SECURITY.has(k) }));
 }
 
 export const SETTINGS: SettingsDto = {

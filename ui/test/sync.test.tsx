@@ -107,6 +107,8 @@ describe("Settings [central]", () => {
     await flush();
     $("s-save")!.click();
     await flush();
+    $("confirm-yes")!.click();
+    await flush();
     const sent = m.fake.called("saveSettings")[0].args[0];
     expect(sent).toMatchObject({ central: CENTRAL });
     expect(JSON.stringify(sent)).not.toMatch(/"password"/);
@@ -133,6 +135,8 @@ describe("Settings [central]", () => {
     await flush();
     $("s-save")!.click();
     await flush();
+    $("confirm-yes")!.click();
+    await flush();
     expect(m.fake.called("saveSettings")[0].args[0]).toMatchObject({ central: null });
   });
 
@@ -144,6 +148,8 @@ describe("Settings [central]", () => {
     input($("s-central-url"), CENTRAL.url);
     await flush();
     $("s-save")!.click();
+    await flush();
+    $("confirm-yes")!.click();
     await flush(6);
     expect(m.fake.called("syncStatus").length).toBe(before + 1);
   });

@@ -50,7 +50,7 @@ describe("History detail", () => {
       id: "a1", port: "/dev/pts/101", started_at: "2026-11-30T03:00:00Z", finished_at: "2026-11-30T03:00:01Z", status: "failed", stage: "issue",
       code: "key_not_allowed", reason: "CSR refused: the device key is RSA-1024", hint, retryable: false, device_serial: "SIM-0001", model: "sim",
       hw_rev: "A1", fw_version: "1", fw_hash: null, chip_uid: null, batch: null, spki_sha256: null, cert_serial: null, cert_status: null, resumed: false,
-      operator: null,
+      operator: "tech-1",
     };
     m.store.history.value = [attempt];
     m.store.detail.value = { attempt, steps: [], certificate: null };
@@ -58,6 +58,11 @@ describe("History detail", () => {
     await flush();
     expect($("record-hint")?.textContent).toBe(hint);
     expect($("record-reason")?.textContent).toBe("CSR refused: the device key is RSA-1024");
+    // Who started it (issue 11: attribution), in the list and the record.
+    m.store.history.value = [attempt];
+    await flush();
+    expect($("history-operator")?.textContent).toBe("tech-1");
+    expect($("record-operator")?.textContent).toBe("tech-1");
   });
 });
 
@@ -80,6 +85,8 @@ describe("Settings", () => {
     await flush();
     expect(($("s-station") as HTMLInputElement).value).toBe("bench-7");
     $("s-save")!.click();
+    await flush();
+    $("confirm-yes")!.click();
     await flush();
     expect(m.fake.called("saveSettings")[0].args[0]).toMatchObject({ station_id: "bench-7" });
   });

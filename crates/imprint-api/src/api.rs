@@ -223,6 +223,10 @@ impl Api {
             let o = lock(&self.inner.opts);
             (o.simulate, o.faults.clone())
         };
+        // The watch (the center's state, and the idle lock) runs whether or
+        // not the station opens: an operator signed in while it waits for
+        // the signer's PIN is signed out after the idle time too.
+        self.spawn_sync_watch();
         let dir = self.sim_dir();
         // Links left by an earlier run point at ptys that no longer exist.
         let _ = std::fs::remove_dir_all(&dir);
@@ -230,7 +234,6 @@ impl Api {
             self.attach_simulated_unchecked(simulate as u32, &faults)?;
         }
         self.open(pin)?;
-        self.spawn_sync_watch();
         Ok(self.info())
     }
 

@@ -77,7 +77,7 @@ function Grid() {
 }
 
 function Simulate() {
-  const { actions } = useApp();
+  const { store, actions } = useApp();
   const count = useSignal("4");
   const fault = useSignal("");
   return (
@@ -86,6 +86,7 @@ function Simulate() {
       <input id="sim-count" data-testid="sim-count" type="number" min={1} max={32} value={count.value} onInput={(e) => (count.value = e.currentTarget.value)} />
       <input id="sim-fault" data-testid="sim-fault" placeholder="fault, e.g. 2:weak-key" value={fault.value} onInput={(e) => (fault.value = e.currentTarget.value)} />
       <button data-testid="sim-attach" onClick={() => void actions.attachSimulated(Number(count.value), fault.value)}>Attach</button>
+      {store.simError.value && <p class="error sim-error" data-testid="sim-error">{store.simError.value}</p>}
     </details>
   );
 }
@@ -126,13 +127,16 @@ export function Bench() {
     setTimeout(() => store.view.peek() === "bench" && focusScan(), 0);
   });
   const mode = store.info.value?.mode ?? "";
+  // What this role may do here (hidden otherwise; the backend refuses it regardless).
+  const provision = store.can("provision");
+  const workOrders = store.can("scan_work_order");
   return (
     <section class="bench" data-testid="view-bench">
       <div class="toolbar">
         <input
           id={SCAN_ID}
           data-testid="scan-input"
-          placeholder="Scan a work order (WO:…) or a device label, then Enter"
+          placeholder={workOrders ? "Scan a work order (WO:…) or a device label, then Enter" : "Scan a device label, then Enter"}
           autocomplete="off"
           spellcheck={false}
           onKeyDown={(e) => {
@@ -145,17 +149,23 @@ export function Bench() {
             else void actions.enterOnSelected();
           }}
         />
-        <button data-testid="provision-all" onClick={() => void actions.provisionAll()}>
-          Provision all <kbd>F5</kbd>
-        </button>
-        <button data-testid="toggle-mode" onClick={() => actions.toggleMode()}>
-          Mode: {isMode(mode) ? MODE_WORDS[mode] : mode} <kbd>F7</kbd>
-        </button>
+        {provision && (
+          <button data-testid="provision-all" onClick={() => void actions.provisionAll()}>
+            Provision all <kbd>F5</kbd>
+          </button>
+        )}
+        {provision ? (
+          <button data-testid="toggle-mode" onClick={() => actions.toggleMode()}>
+            Mode: {isMode(mode) ? MODE_WORDS[mode] : mode} <kbd>F7</kbd>
+          </button>
+        ) : (
+          <span data-testid="mode">Mode: {isMode(mode) ? MODE_WORDS[mode] : mode}</span>
+        )}
         <Counts />
-        <Simulate />
+        {store.can("simulate") && <Simulate />}
       </div>
       {store.order.value.length === 0 ? (
-        <div class="empty" data-testid="bench-empty">No devices. Plug a device in, or attach simulated devices (toolbar, right).</div>
+        <div class="empty" data-testid="bench-empty">No devices. Plug a device in{store.can("simulate") ? ", or attach simulated devices (toolbar, right)" : ""}.</div>
       ) : (
         <Grid />
       )}

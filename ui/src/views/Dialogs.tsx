@@ -1,6 +1,7 @@
-// Modal dialogs: the signer PIN and confirmations (F7 to automatic). While
+// Modal dialogs: the signer PIN and confirmations (F7 to automatic, saving Settings). While
 // one is open it holds the focus ([data-modal]); Escape cancels.
 import { useEffect, useLayoutEffect, useRef } from "preact/hooks";
+import type { SettingChange } from "../api";
 import type { Confirm } from "../store";
 import { useApp } from "../context";
 import { focusScan } from "./Bench";
@@ -59,21 +60,48 @@ export function ConfirmDialog() {
   return c ? <ConfirmModal c={c} /> : null;
 }
 
+/** Settings changes, each before → after; the security-relevant ones marked. */
+function Changes({ changes }: { changes: SettingChange[] }) {
+  const shown = (v: string) => (v === "" ? "(empty)" : v);
+  return (
+    <table class="changes" data-testid="changes">
+      <thead>
+        <tr><th>Setting</th><th>Before</th><th /><th>After</th><th /></tr>
+      </thead>
+      <tbody>
+        {changes.map((ch) => (
+          <tr key={ch.key} class={ch.security ? "security" : ""} data-testid="change-row" data-key={ch.key} data-security={String(ch.security)}>
+            <td class="key">{ch.key}</td>
+            <td data-testid="change-before">{shown(ch.before)}</td>
+            <td>→</td>
+            <td data-testid="change-after">{shown(ch.after)}</td>
+            <td>{ch.security && <span class="security-mark" data-testid="change-security">security</span>}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
 function ConfirmModal({ c }: { c: Confirm }) {
   const { actions } = useApp();
   const yes = useRef<HTMLButtonElement>(null);
+  const no = useRef<HTMLButtonElement>(null);
   // Layout effect, not effect: a key pressed as soon as the question shows
-  // (Escape, Enter on a loaded machine) must reach the dialog, not the scan field.
-  useLayoutEffect(() => yes.current?.focus(), [c]);
+  // (Escape, Enter on a loaded machine) must reach the dialog, not the scan
+  // field. A list of settings changes gets Cancel focused: Enter must not
+  // save what was not read.
+  useLayoutEffect(() => (c.changes ? no : yes).current?.focus(), [c]);
   useFocusBackOnClose();
   return (
     <div class="modal" data-modal data-testid="confirm-dialog" onKeyDown={(e) => e.key === "Escape" && actions.answerConfirm(false)}>
-      <div class="dialog">
+      <div class={c.changes ? "dialog wide" : "dialog"}>
         <h2>{c.title}</h2>
         <p>{c.text}</p>
+        {c.changes && <Changes changes={c.changes} />}
         <div class="actions">
           <button ref={yes} data-testid="confirm-yes" onClick={() => actions.answerConfirm(true)}>{c.yes}</button>
-          <button data-testid="confirm-no" onClick={() => actions.answerConfirm(false)}>Cancel</button>
+          <button ref={no} data-testid="confirm-no" onClick={() => actions.answerConfirm(false)}>Cancel</button>
         </div>
       </div>
     </div>

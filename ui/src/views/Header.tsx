@@ -1,13 +1,38 @@
 import { useApp } from "../context";
 import type { View } from "../store";
-import { backlogWords } from "../words";
+import { ROLE_WORDS, backlogWords } from "../words";
 
+/** Views in the header; each shown only to a role that may see it (store.canSee). */
 const NAV: { view: View; label: string; key: string }[] = [
   { view: "bench", label: "Bench", key: "F1" },
   { view: "history", label: "History", key: "F2" },
   { view: "health", label: "Health", key: "F3" },
   { view: "settings", label: "Settings", key: "F4" },
+  { view: "operators", label: "Operators", key: "F8" },
 ];
+
+/** Who is signed in: name and role; the demo admin as loudly as DEVELOPMENT CA; Sign out (F9). */
+function Who() {
+  const { store, actions } = useApp();
+  const op = store.operator.value;
+  if (!op) return null;
+  if (op.kind === "demo") {
+    return (
+      <div class="dev-badge demo-badge" data-testid="demo-badge" title="Signed in automatically because the development CA signs: set [operators] demo_admin = false to try sign-in">
+        DEMO ADMIN (development CA)
+      </div>
+    );
+  }
+  return (
+    <div class="who" data-testid="who" data-role={op.role}>
+      <span data-testid="who-name">{op.display_name}</span>
+      <span class="role" data-testid="who-role">{ROLE_WORDS[op.role]}</span>
+      <button data-testid="sign-out" onClick={() => void actions.signOut()}>
+        Sign out <kbd>F9</kbd>
+      </button>
+    </div>
+  );
+}
 
 /** The central database, when `[central]` is configured: reachability, the
  *  backlog in records, the last error only while failing, and Sync now.
@@ -24,7 +49,7 @@ export function SyncStatus() {
       <span data-testid="sync-backlog">{backlogWords(backlog)}</span>
       {quarantined > 0 && <span class="warn" data-testid="sync-quarantined">{quarantined} set aside (conflict with the center)</span>}
       {!s.connected && s.last_error && <span class="sync-error" data-testid="sync-error" title={s.last_error}>{s.last_error}</span>}
-      <button data-testid="sync-now" onClick={() => void actions.syncNow()}>Sync now</button>
+      {store.can("sync_now") && <button data-testid="sync-now" onClick={() => void actions.syncNow()}>Sync now</button>}
     </div>
   );
 }
@@ -42,8 +67,9 @@ export function Header() {
           DEVELOPMENT CA
         </div>
       )}
+      <Who />
       <nav>
-        {NAV.map((n) => (
+        {NAV.filter((n) => store.canSee(n.view)).map((n) => (
           <button key={n.view} class={store.view.value === n.view ? "nav active" : "nav"} data-testid={`nav-${n.view}`} onClick={() => void actions.go(n.view)}>
             {n.label} <kbd>{n.key}</kbd>
           </button>
@@ -52,7 +78,7 @@ export function Header() {
       <div class="meta">
         {i?.stopping && <span class="warn" data-testid="stopping">Stopping: finishing the devices in progress</span>}
         <SyncStatus />
-        {i?.needs_pin && store.pinDismissed.value && (
+        {i?.needs_pin && store.pinDismissed.value && store.operator.value && (
           <button class="warn-btn" data-testid="pin-reopen" onClick={() => actions.showPin()}>
             Signer locked: enter PIN
           </button>

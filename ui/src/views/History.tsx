@@ -45,7 +45,7 @@ export function History() {
         <div class="records-wrap">
           <table class="records">
             <thead>
-              <tr>{["started", "device", "status", "certificate", "work order", "reason"].map((c) => <th key={c}>{c}</th>)}</tr>
+              <tr>{["started", "device", "status", "certificate", "work order", "by", "reason"].map((c) => <th key={c}>{c}</th>)}</tr>
             </thead>
             <tbody>
               {store.history.value.map((a) => (
@@ -63,6 +63,7 @@ export function History() {
                   <td class="status">{storedWords(a.status, (v) => STATUS_WORDS[v])}</td>
                   <td>{a.cert_serial ?? ""}</td>
                   <td>{a.batch ?? ""}</td>
+                  <td data-testid="history-operator">{a.operator ?? ""}</td>
                   <td title={a.reason ?? ""}>{a.reason ?? ""}</td>
                 </tr>
               ))}
@@ -90,6 +91,8 @@ function Record({ d }: { d: RecordDetail }) {
         <dd>{`${a.model ?? ""} hw ${a.hw_rev ?? ""} fw ${a.fw_version ?? ""}`}</dd>
         <dt>work order</dt>
         <dd>{a.batch ?? "none"}</dd>
+        <dt>started by</dt>
+        <dd data-testid="record-operator">{a.operator ?? "unknown (before sign-in was recorded)"}</dd>
         {a.stage && (
           <>
             <dt>stage</dt>

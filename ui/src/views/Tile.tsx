@@ -12,7 +12,9 @@ export function Tile({ tile }: { tile: Signal<TileDto> }) {
   const selected = store.selected.value === t.port;
   const failed = t.state === "failed";
   const cls = ["tile", t.state, selected ? "selected" : "", t.present ? "" : "absent", alreadyProvisioned(t) ? "provisioned" : ""].filter(Boolean).join(" ");
-  const action = canRetry(t)
+  const action = !store.can("provision")
+    ? null
+    : canRetry(t)
     ? { label: "Retry", key: "F6", id: "tile-retry" }
     : canProvision(t)
       ? { label: alreadyProvisioned(t) ? "Re-check" : "Provision", key: "Enter", id: "tile-provision" }
@@ -81,7 +83,7 @@ export function TileDetail() {
         <span class="big-small">{bigWord(t)}</span>
         <span class="muted">{tileLine(t)}</span>
         <span class="muted port-path">{t.port}</span>
-        {canRetry(t) && (
+        {canRetry(t) && store.can("provision") && (
           <button class="detail-action" data-testid="detail-retry" onClick={() => void actions.retrySelected()}>
             Retry <kbd>F6</kbd>
           </button>
