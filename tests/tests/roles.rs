@@ -460,6 +460,13 @@ mod cli {
         let o = run(&ts, Some(("qa", "qa-pin")), &["records", "list", "--json"], &[]);
         let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(rows[0]["operator"], "tech", "{rows:#} {}", text(&o));
+        // Reports name the operator too (supervisor).
+        let o = run(&ts, Some(("super", "super-pin")), &["report", "--json"], &[]);
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(rows[0]["operator"], "tech", "{rows:#}");
+        let o = run(&ts, Some(("super", "super-pin")), &["report", "--csv"], &[]);
+        let csv = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(csv.lines().next().unwrap().ends_with(",operator") && csv.lines().nth(1).unwrap().ends_with(",tech"), "{csv}");
         // A QA operator cannot run the station (no provision permission).
         let o = run(&ts, Some(("qa", "qa-pin")), &["station", "--simulate", "1", "--max", "1"], &[]);
         assert_eq!(o.status.code(), Some(7), "{}", text(&o));

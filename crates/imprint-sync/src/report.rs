@@ -26,6 +26,8 @@ pub struct ReportRow {
     pub cert_status: Option<String>,
     pub not_after: Option<String>,
     pub fingerprint_sha256: Option<String>,
+    /// Who started the attempt.
+    pub operator: Option<String>,
 }
 
 /// Column names, in the order of [`ReportRow::cells`].
@@ -44,6 +46,7 @@ pub const REPORT_COLUMNS: &[&str] = &[
     "cert_status",
     "not_after",
     "fingerprint_sha256",
+    "operator",
 ];
 
 impl ReportRow {
@@ -65,6 +68,7 @@ impl ReportRow {
             o(&self.cert_status),
             o(&self.not_after),
             o(&self.fingerprint_sha256),
+            o(&self.operator),
         ]
     }
 }
@@ -93,6 +97,7 @@ pub fn local_report(store: &Store, station_id: &str, since: Option<&str>) -> Res
             cert_status: c.as_ref().map(|c| c.status.to_string()),
             not_after: c.as_ref().map(|c| c.not_after.to_string()),
             fingerprint_sha256: c.and_then(|c| c.fingerprint_sha256),
+            operator: a.operator,
         });
     }
     Ok(out)
@@ -114,7 +119,7 @@ pub async fn central_report(opts: &PgConnectOptions, station: Option<&str>, sinc
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
     let rows = sqlx::query(
         "SELECT a.station_id, a.id::text, a.started_at, a.finished_at, a.status, a.stage, a.code, a.device_serial, a.model,
-                a.batch, c.serial_hex, c.status, c.not_after, c.fingerprint_sha256
+                a.batch, c.serial_hex, c.status, c.not_after, c.fingerprint_sha256, a.operator
          FROM attempts a LEFT JOIN certificates c ON c.id = a.certificate_id
          WHERE ($1::text IS NULL OR a.station_id = $1) AND ($2::timestamptz IS NULL OR a.started_at >= $2)
          ORDER BY a.started_at DESC, a.id DESC",
@@ -141,6 +146,7 @@ pub async fn central_report(opts: &PgConnectOptions, station: Option<&str>, sinc
                 cert_status: r.try_get(11)?,
                 not_after: text(r.try_get(12)?),
                 fingerprint_sha256: r.try_get(13)?,
+                operator: r.try_get(14)?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
