@@ -31,10 +31,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_mqtt_events.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_operators.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_audit.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_revocation.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
@@ -455,11 +456,13 @@ pub mod mqtt_events;
 pub mod operators;
 pub mod outbox;
 pub mod records;
+pub mod revocation;
 pub mod synced;
 pub mod types;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use records::*;
+pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
