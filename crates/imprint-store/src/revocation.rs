@@ -211,6 +211,16 @@ impl Store {
         })
     }
 
+    /// The last CRL number this station used for `issuer` (0: none yet).
+    pub fn last_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
+        let issuer = issuer.to_string();
+        self.read(move |c| {
+            let n: Option<i64> =
+                c.query_row("SELECT last_number FROM crl_numbers WHERE issuer = ?1", [issuer], |r| r.get(0)).optional()?;
+            Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+        })
+    }
+
     /// The next CRL number for `issuer`: one more than the last this
     /// station used, and at least `at_least` (a number the center gave);
     /// kept, atomically, in the writer's transaction.
