@@ -11,7 +11,7 @@ use imprint_api::{Actor, ErrorCode};
 use imprint_devsim::SimHandle;
 use imprint_proto::Outcome;
 use imprint_station::Station;
-use imprint_store::{CertRow, Store};
+use imprint_store::CertRow;
 use imprint_tests::mosquitto::{BrokerTls, Mosquitto, Pki};
 use imprint_tests::station::{imprint_bin, path_of, sim, TestStation};
 use std::path::Path;
@@ -270,4 +270,105 @@ fn a_crl_signed_by_the_development_ca_passes_openssl_and_pkilint_and_its_number_
     // The audit trail still verifies (the CLI revoked through the store's writer).
     let o = imprint(&env, &["audit", "verify"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// Connect to `port` over mTLS as the simulated device, with its own key and
+/// certificate (and chain), trusting `server_ca` for the broker.
+fn connect_as(dev: &SimHandle, port: u16, server_ca: &Path) -> Result<std::time::Duration, imprint_devsim::mqtt::ConnectError> {
+    let snap = dev.snapshot();
+    let mut chain = vec![snap.cert_der.unwrap()];
+    chain.extend(imprint_tests::station::split_der_chain(&snap.chain_der.unwrap()));
+    let id = imprint_devsim::mqtt::Identity { chain, key_pkcs8: snap.key_pkcs8.expect("an EC device key") };
+    let server_ca = pem::parse(std::fs::read(server_ca).unwrap()).unwrap().contents().to_vec();
+    let topic = format!("imprint/test/crl/{}", imprint_store::new_id());
+    imprint_devsim::mqtt::connect_and_round_trip("127.0.0.1", port, &topic, &snap.serial, &[server_ca], &id)
+}
+
+#[test]
+fn a_mosquitto_broker_with_the_crl_refuses_the_revoked_device_and_accepts_a_good_one() {
+    let ts = TestStation::new();
+    let (good, bad) = (sim("MQCRL-GOOD", ""), sim("MQCRL-BAD", ""));
+    let certs = provision(&ts.open(), &[&good, &bad]);
+    let me = demo_admin(&ts);
+    let store = imprint_api::open_store(&ts.cfg).unwrap();
+    let sel = RevokeSelector::CertSerial { serial: certs[1].serial_hex.clone() };
+    lifecycle::revoke(&me, &store, &sel, RevocationReason::KeyCompromise, Some("key extracted")).unwrap();
+    let crl = ts.dir.path().join("broker.crl.pem");
+    let r = lifecycle::generate_crl(&me, &ts.cfg, &store, None, &crl, false).unwrap();
+    assert_eq!(r.entries, 1);
+    drop(store);
+    check_crl(&crl, &ts.cfg.ca_chain_path());
+
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(pki_dir.path());
+    let server_ca = pki.ca("broker-ca");
+    let tls = BrokerTls { client_ca: ts.cfg.ca_chain_path(), server: pki.leaf(&server_ca, "broker", true) };
+    let broker = Mosquitto::mtls_with_crl(&tls, &crl);
+    connect_as(&good, broker.port, &server_ca.cert).unwrap_or_else(|e| panic!("the good device is accepted: {e:?}\n{}", broker.log()));
+    let e = connect_as(&bad, broker.port, &server_ca.cert).expect_err("the revoked device is refused");
+    assert_eq!(e.reason, "refused", "{e:?}");
+    assert!(e.msg.contains("TLS alert CertificateRevoked"), "{e:?}\n{}", broker.log());
+    // Control: the same broker without the CRL accepts it, so the CRL is what refused it.
+    let without = Mosquitto::mtls(&tls);
+    connect_as(&bad, without.port, &server_ca.cert).unwrap_or_else(|e| panic!("without the CRL: {e:?}\n{}", without.log()));
+}
+
+/// With a production signer: `ca init` through the API as an admin, a
+/// station on that signer provisions two devices, one is revoked, and the
+/// CRL the signer signs passes openssl and pkilint and lists it.
+fn crl_signed_by(signer: &str, generate_key: bool, pin: Option<&str>, cn: &str) {
+    use imprint_api::auth::NewOperator;
+    let mut ts = TestStation::new();
+    let admin = imprint_api::auth::command_first_admin(
+        &ts.cfg,
+        &NewOperator {
+            id: "crl-admin".into(),
+            display_name: "CRL admin".into(),
+            role: imprint_api::Role::Admin,
+            pin: imprint_api::OperatorPin::new("4711-crl"),
+            badge: None,
+        },
+    )
+    .unwrap();
+    let req = imprint_api::ca::CaInit {
+        signer: signer.into(),
+        subject: imprint_api::CaSubject { common_name: cn.into(), organization: Some("Imprint Tests".into()), country: None },
+        alg: imprint_api::SigAlg::EcdsaP256Sha256,
+        generate_key,
+        days: 365,
+        csr: None,
+        out: ts.cfg.ca_chain_path(),
+        force: false,
+    };
+    let done = imprint_api::ca::init(&admin, &req, pin.map(imprint_api::Pin::new)).unwrap();
+    ts.cfg.signer = done.signer_uri.clone();
+    let (good, bad) = (sim(&format!("{}-G", &cn[..3]), ""), sim(&format!("{}-B", &cn[..3]), ""));
+    let st = Station::open(ts.cfg.clone(), pin.map(imprint_api::Pin::new)).unwrap();
+    st.set_operator(Some("crl-admin".into()));
+    let certs = provision(&st, &[&good, &bad]);
+    let sel = RevokeSelector::DeviceSerial { serial: certs[1].device_serial.clone() };
+    lifecycle::revoke(&admin, st.store(), &sel, RevocationReason::PrivilegeWithdrawn, None).unwrap();
+    let crl = ts.dir.path().join("ca.crl.pem");
+    let r = lifecycle::generate_crl(&admin, &ts.cfg, st.store(), pin.map(imprint_api::Pin::new), &crl, false).unwrap();
+    assert_eq!((r.number, r.entries), (1, 1), "{r:?}");
+    assert!(r.issuer.contains(cn), "{r:?}");
+    let seen = check_crl(&crl, &ts.cfg.ca_chain_path());
+    assert_eq!(seen.revoked, [(certs[1].serial_hex.clone(), Some(9))], "privilegeWithdrawn");
+    drop(st);
+}
+
+#[test]
+fn a_crl_signed_in_softhsm_passes_openssl_and_pkilint() {
+    use imprint_tests::softhsm::{SoftHsm, USER_PIN};
+    let hsm = SoftHsm::new("crl-token");
+    crl_signed_by(&hsm.uri("crl-ca"), true, Some(USER_PIN), "HSM CRL Test CA");
+}
+
+#[test]
+fn a_crl_signed_by_a_kms_key_passes_openssl_and_pkilint() {
+    use imprint_tests::kms::{init_process_env, Moto};
+    init_process_env();
+    let moto = Moto::shared();
+    let key = moto.create_key(imprint_api::SigAlg::EcdsaP256Sha256);
+    crl_signed_by(&key.uri(&moto.endpoint(), ""), false, None, "KMS CRL Test CA");
 }
