@@ -372,3 +372,145 @@ fn a_crl_signed_by_a_kms_key_passes_openssl_and_pkilint() {
     let key = moto.create_key(imprint_api::SigAlg::EcdsaP256Sha256);
     crl_signed_by(&key.uri(&moto.endpoint(), ""), false, None, "KMS CRL Test CA");
 }
+
+/// A station `id` of its own data dir (development CA, or `share_ca_of`'s
+/// CA: stations of one factory share their CA), with two provisioned
+/// devices; its store opened for the API (the station closed, as after
+/// `imprint station` ended).
+fn central_station(id: &str, share_ca_of: Option<&TestStation>) -> (TestStation, std::sync::Arc<imprint_store::Store>, Vec<CertRow>) {
+    let mut ts = TestStation::new();
+    ts.cfg.station_id = id.into();
+    if let Some(other) = share_ca_of {
+        ts.cfg.signer = other.cfg.signer_uri();
+        ts.cfg.ca_chain = other.cfg.ca_chain_path();
+    }
+    let (d1, d2) = (sim(&format!("{id}-1"), ""), sim(&format!("{id}-2"), ""));
+    let certs = provision(&ts.open(), &[&d1, &d2]);
+    let store = imprint_api::open_store(&ts.cfg).unwrap();
+    (ts, store, certs)
+}
+
+#[test]
+fn crl_numbers_are_monotonic_across_two_stations_on_one_center_and_cover_every_station() {
+    use imprint_tests::pg::{assert_center_equals_local, TestDb};
+    let mut db = TestDb::new();
+    let (mut a, store_a, certs_a) = central_station("rev-a", None);
+    let (mut b, store_b, certs_b) = central_station("rev-b", Some(&a));
+    a.cfg.central = Some(db.add_station("rev-a"));
+    b.cfg.central = Some(db.add_station("rev-b"));
+    let me = demo_admin(&a);
+    let one = |s: &str| RevokeSelector::CertSerial { serial: s.to_string() };
+    lifecycle::revoke(&me, &store_a, &one(&certs_a[0].serial_hex), RevocationReason::KeyCompromise, Some("at A")).unwrap();
+    lifecycle::revoke(&me, &store_b, &one(&certs_b[0].serial_hex), RevocationReason::Superseded, Some("at B")).unwrap();
+    for (s, ts) in [(&store_a, &a), (&store_b, &b)] {
+        let r = imprint_sync::sync_once(s.clone(), &ts.cfg.station_id, ts.cfg.central.as_ref().unwrap()).unwrap();
+        assert_eq!(r.quarantined, 0, "{r:?}");
+        assert_center_equals_local(&db, s, &ts.cfg.station_id);
+    }
+    // The center holds each revocation as it was recorded.
+    let row = db.psql(&format!(
+        "SELECT status || '|' || revocation_reason || '|' || revocation_comment || '|' || revoked_by FROM certificates WHERE id = '{}'",
+        certs_b[0].id
+    ));
+    assert_eq!(row, format!("revoked|superseded|at B|{}", imprint_api::auth::DEMO_ADMIN));
+
+    // Central CRLs from either station: numbers strictly increasing across
+    // stations, each covering both stations' revocations of the CA.
+    let crl = |ts: &TestStation, s: &imprint_store::Store, central: bool| {
+        let out = ts.dir.path().join(format!("central-{}.crl.pem", imprint_store::new_id()));
+        let r = lifecycle::generate_crl(&me, &ts.cfg, s, None, &out, central).unwrap();
+        let seen = check_crl(&out, &ts.cfg.ca_chain_path());
+        assert_eq!(seen.number, r.number);
+        (r, serials(&seen))
+    };
+    let mut both = vec![certs_a[0].serial_hex.clone(), certs_b[0].serial_hex.clone()];
+    both.sort();
+    let (r1, s1) = crl(&a, &store_a, true);
+    let (r2, s2) = crl(&b, &store_b, true);
+    let (r3, _) = crl(&a, &store_a, true);
+    assert!(r1.number < r2.number && r2.number < r3.number, "{} {} {}", r1.number, r2.number, r3.number);
+    assert_eq!((s1, s2), (both.clone(), both.clone()));
+    assert_eq!((r1.scope, r1.from_other_stations), ("central", 1), "{r1:?}");
+    assert!(r1.coverage.contains("every station's revocations"), "{r1:?}");
+    // Two stations at the same moment get two different numbers.
+    let (ra, rb) = std::thread::scope(|sc| {
+        let ha = sc.spawn(|| crl(&a, &store_a, true).0.number);
+        let hb = sc.spawn(|| crl(&b, &store_b, true).0.number);
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert!(ra != rb && ra.min(rb) > r3.number, "{ra} {rb} after {}", r3.number);
+    // A local CRL afterwards continues above the last number the center gave
+    // this station, and covers only this station.
+    let (local, s_local) = crl(&a, &store_a, false);
+    assert_eq!(local.number, ra + 1, "{local:?}");
+    assert_eq!(s_local, [certs_a[0].serial_hex.clone()]);
+    assert!(local.coverage.contains("only what this station knows"), "{local:?}");
+
+    // A station role cannot undo or rewrite a revocation at the center by hand.
+    let opts = a.cfg.central.as_ref().unwrap().connect_options().unwrap();
+    let got = imprint_tests::pg::rt().block_on(async {
+        use sqlx::{ConnectOptions, Connection};
+        let mut c = opts.connect().await.unwrap();
+        let mut out = Vec::new();
+        for sql in [
+            format!("UPDATE certificates SET status = 'issued', revoked_at = NULL, revocation_reason = NULL WHERE id = '{}'", certs_a[0].id),
+            format!("UPDATE certificates SET revocation_reason = 'unspecified' WHERE id = '{}'", certs_a[0].id),
+            "UPDATE crl_numbers SET last_number = 1".to_string(),
+        ] {
+            out.push(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.map(|r| r.rows_affected()).map_err(|e| e.to_string()));
+        }
+        let _ = c.close().await;
+        out
+    });
+    assert!(got[0].as_ref().unwrap_err().contains("a revocation is final"), "{got:?}");
+    assert!(got[1].as_ref().unwrap_err().contains("a revocation is final"), "{got:?}");
+    assert!(got[2].as_ref().unwrap_err().contains("permission denied"), "{got:?}");
+}
+
+#[test]
+fn revocations_made_while_the_center_is_unreachable_sync_later_and_a_station_crl_says_what_it_covers() {
+    use imprint_tests::pg::{assert_center_equals_local, TestDb};
+    let mut db = TestDb::new();
+    let (mut ts, store, certs) = central_station("rev-off", None);
+    let good = db.add_station("rev-off");
+    // The center is unreachable: nothing listens there.
+    let unreachable = imprint_api::CentralConfig {
+        url: format!("postgres://127.0.0.1:{}/nowhere", imprint_tests::mosquitto::free_port()),
+        timeout_ms: 1000,
+        ..good.clone()
+    };
+    ts.cfg.central = Some(unreachable.clone());
+    let me = demo_admin(&ts);
+    let r = lifecycle::revoke(
+        &me,
+        &store,
+        &RevokeSelector::DeviceSerial { serial: certs[1].device_serial.clone() },
+        RevocationReason::KeyCompromise,
+        Some("offline"),
+    )
+    .unwrap();
+    assert!(r.pending_sync);
+    assert!(imprint_sync::sync_once(store.clone(), "rev-off", &unreachable).is_err(), "the center is unreachable");
+    // A CRL from the center cannot be made; one from the station can, and says what it covers.
+    let out = ts.dir.path().join("offline.crl.pem");
+    let e = lifecycle::generate_crl(&me, &ts.cfg, &store, None, &out, true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Central, "{e:?}");
+    let local = lifecycle::generate_crl(&me, &ts.cfg, &store, None, &out, false).unwrap();
+    assert_eq!((local.entries, local.not_yet_synced), (1, 1), "{local:?}");
+    assert!(local.coverage.contains("only what this station knows") && local.coverage.contains("1 not at the center yet"), "{local:?}");
+    assert_eq!(serials(&check_crl(&out, &ts.cfg.ca_chain_path())), [certs[1].serial_hex.clone()]);
+
+    // The center is back: the revocation syncs, and the center's CRL has it.
+    ts.cfg.central = Some(good.clone());
+    let rep = imprint_sync::sync_once(store.clone(), "rev-off", &good).unwrap();
+    assert_eq!(rep.quarantined, 0, "{rep:?}");
+    assert_center_equals_local(&db, &store, "rev-off");
+    assert_eq!(db.psql(&format!("SELECT status FROM certificates WHERE id = '{}'", certs[1].id)), "revoked");
+    let central = lifecycle::generate_crl(&me, &ts.cfg, &store, None, &out, true).unwrap();
+    assert_eq!((central.entries, central.not_yet_synced), (1, 0), "{central:?}");
+    assert!(central.number > local.number, "{} after {}", central.number, local.number);
+    assert_eq!(serials(&check_crl(&out, &ts.cfg.ca_chain_path())), [certs[1].serial_hex.clone()]);
+    // The trail with the revocation verifies against the center.
+    let v = imprint_api::audit::verify_central(&store, "rev-off", Some(&good)).unwrap();
+    assert!(v.ok, "{v:?}");
+}
