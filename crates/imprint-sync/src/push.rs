@@ -664,7 +664,9 @@ mod tests {
         let c = update_sql(&CERTIFICATES, "x");
         assert!(
             c.contains(
-                "SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, version"
+                "SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, \
+                 revoked_at = u.revoked_at, revocation_reason = u.revocation_reason, revocation_comment = u.revocation_comment, \
+                 revoked_by = u.revoked_by, version"
             ),
             "{c}"
         );
