@@ -86,10 +86,7 @@ fn check_crl(crl: &Path, ca_chain: &Path) -> CrlSeen {
         _ => None,
     });
     assert!(aki.is_some() && aki == ski, "AKI {aki:?} is the CA's SKI {ski:?}");
-    let revoked = parsed
-        .iter_revoked_certificates()
-        .map(|r| (hex::encode(r.raw_serial()), r.reason_code().map(|(_, c)| c.0)))
-        .collect();
+    let revoked = parsed.iter_revoked_certificates().map(|r| (hex::encode(r.raw_serial()), r.reason_code().map(|(_, c)| c.0))).collect();
     CrlSeen { number, revoked }
 }
 
@@ -111,7 +108,8 @@ fn revocation_by_each_selector_is_recorded_audited_and_final() {
     let wo_b = provision(&st, &[&b1, &b2, &b3]);
     let me = demo_admin(&ts);
     let store = st.store();
-    let revoke = |sel: RevokeSelector, reason: RevocationReason, comment: Option<&str>| lifecycle::revoke(&me, store, &sel, reason, comment);
+    let revoke =
+        |sel: RevokeSelector, reason: RevocationReason, comment: Option<&str>| lifecycle::revoke(&me, store, &sel, reason, comment);
 
     // By certificate serial (any case, 0x and colons allowed).
     let r = revoke(
@@ -220,7 +218,7 @@ fn a_revoked_device_that_is_attached_shows_it_on_its_tile_at_once() {
     // At once: the call has returned, the tile says so and the UI was told.
     let now = api.tiles().unwrap();
     let flagged: Vec<_> = now.iter().filter(|t| t.revoked).map(|t| t.device_serial.clone().unwrap()).collect();
-    assert_eq!(flagged, [target.clone()]);
+    assert_eq!(flagged, std::slice::from_ref(&target));
     let sent = events.lock().unwrap().clone();
     assert!(sent.iter().any(|t| t.revoked && t.device_serial.as_deref() == Some(target.as_str())), "{sent:#?}");
     api.shutdown();
@@ -453,7 +451,10 @@ fn crl_numbers_are_monotonic_across_two_stations_on_one_center_and_cover_every_s
         let mut c = opts.connect().await.unwrap();
         let mut out = Vec::new();
         for sql in [
-            format!("UPDATE certificates SET status = 'issued', revoked_at = NULL, revocation_reason = NULL WHERE id = '{}'", certs_a[0].id),
+            format!(
+                "UPDATE certificates SET status = 'issued', revoked_at = NULL, revocation_reason = NULL WHERE id = '{}'",
+                certs_a[0].id
+            ),
             format!("UPDATE certificates SET revocation_reason = 'unspecified' WHERE id = '{}'", certs_a[0].id),
             "UPDATE crl_numbers SET last_number = 1".to_string(),
         ] {

@@ -604,10 +604,8 @@ impl Bench {
     /// recorded): tiles whose flag changed are updated and sent at once.
     /// Returns the tiles that now show their device revoked.
     pub fn refresh_revoked(&self) -> Vec<Tile> {
-        let known: Vec<(String, String)> = lock(&self.inner.tiles)
-            .values()
-            .filter_map(|t| t.device_serial.clone().map(|s| (t.port.clone(), s)))
-            .collect();
+        let known: Vec<(String, String)> =
+            lock(&self.inner.tiles).values().filter_map(|t| t.device_serial.clone().map(|s| (t.port.clone(), s))).collect();
         let mut flagged = Vec::new();
         for (port, serial) in known {
             let revoked = self.is_revoked(&serial);

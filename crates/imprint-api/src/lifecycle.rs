@@ -15,6 +15,7 @@
 
 use crate::{Actor, ApiError, ApiResult, ErrorCode, Permission};
 use imprint_core::crl::{build_crl, CrlEntry, CrlError, CrlPlan};
+use imprint_core::signer::Signer;
 use imprint_proto::Closed;
 use imprint_station::StationConfig;
 use imprint_store::{CertRow, CertSelector, Revocation, Store};
@@ -208,8 +209,8 @@ pub struct CrlReport {
     pub coverage: String,
 }
 
-/// The CA chain and an open signer whose key is the CA's.
-fn open_ca(cfg: &StationConfig, pin: Option<imprint_signer::Pin>) -> ApiResult<(Vec<Vec<u8>>, Box<dyn imprint_core::signer::Signer>)> {
+/// The issuing CA's certificate (DER) and an open signer whose key is the CA's.
+fn open_ca(cfg: &StationConfig, pin: Option<imprint_signer::Pin>) -> ApiResult<(Vec<u8>, Box<dyn Signer>)> {
     let chain_path = cfg.ca_chain_path();
     let text = std::fs::read_to_string(&chain_path).map_err(|e| {
         ApiError::new(ErrorCode::Ca, format!("no CA certificate at {} ({e}): create one with `imprint ca init`", chain_path.display()))
@@ -218,7 +219,7 @@ fn open_ca(cfg: &StationConfig, pin: Option<imprint_signer::Pin>) -> ApiResult<(
     let issuing = chain.first().ok_or_else(|| ApiError::new(ErrorCode::Ca, "the CA chain file is empty"))?.clone();
     let signer = imprint_signer::open_signer(&cfg.signer_uri(), pin)?;
     imprint_core::ca::check_ca_matches_signer(&issuing, signer.as_ref())?;
-    Ok((chain, signer))
+    Ok((issuing, signer))
 }
 
 fn entry_of(serial_hex: &str, revoked_at: time::OffsetDateTime, reason: Option<&str>) -> CrlEntry {
@@ -263,9 +264,10 @@ pub fn generate_crl(
     central: bool,
 ) -> ApiResult<CrlReport> {
     actor.require(Permission::Revoke)?;
-    let (chain, mut signer) = open_ca(cfg, pin)?;
-    let issuing = &chain[0];
-    let issuer = imprint_core::issuance::summarize(issuing).map_err(|e| ApiError::new(ErrorCode::Ca, format!("CA certificate: {e}")))?.subject;
+    let (issuing, mut signer) = open_ca(cfg, pin)?;
+    let issuing = &issuing;
+    let issuer =
+        imprint_core::issuance::summarize(issuing).map_err(|e| ApiError::new(ErrorCode::Ca, format!("CA certificate: {e}")))?.subject;
     let local = store.revoked_certificates(&issuer)?;
     let mut entries: BTreeMap<String, CrlEntry> = BTreeMap::new();
     let not_yet_synced = local.iter().filter(|r| r.pending_sync).count();
@@ -275,9 +277,10 @@ pub fn generate_crl(
     }
     let last_local = store.last_crl_number(&issuer)?;
     let (number, scope, from_other_stations) = if central {
-        let cc = cfg.central.as_ref().ok_or_else(|| {
-            ApiError::bad_request("no [central] section in the configuration: `crl generate --central` needs the center")
-        })?;
+        let cc = cfg
+            .central
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request("no [central] section in the configuration: `crl generate --central` needs the center"))?;
         let got = imprint_sync::crl::central_crl(cc, &cfg.station_id, &issuer, last_local + 1)?;
         let mut others = 0;
         for r in &got.revocations {

@@ -111,11 +111,7 @@ impl RevocationReason {
         if want == "certificatehold" || want == "hold" || want == "removefromcrl" {
             return Err(ReasonError::HoldNotSupported);
         }
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|r| norm(r.as_str()) == want)
-            .ok_or_else(|| ReasonError::Unknown(text.chars().take(64).collect()))
+        Self::ALL.iter().copied().find(|r| norm(r.as_str()) == want).ok_or_else(|| ReasonError::Unknown(text.chars().take(64).collect()))
     }
 
     fn rcgen(self) -> Option<rcgen::RevocationReason> {

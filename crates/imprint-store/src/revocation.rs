@@ -36,11 +36,9 @@ impl CertSelector {
             CertSelector::DeviceSerial(s) => format!("device {s}"),
             CertSelector::CertSerial(s) => format!("certificate serial {}", s.to_ascii_lowercase()),
             CertSelector::Batch(b) => format!("work order {b}"),
-            CertSelector::IssuedBetween { since, until } => format!(
-                "issued from {} until {}",
-                since.as_deref().unwrap_or("the beginning"),
-                until.as_deref().unwrap_or("now")
-            ),
+            CertSelector::IssuedBetween { since, until } => {
+                format!("issued from {} until {}", since.as_deref().unwrap_or("the beginning"), until.as_deref().unwrap_or("now"))
+            }
         }
     }
 
@@ -53,9 +51,7 @@ impl CertSelector {
                 let hex = s.trim().trim_start_matches("0x").to_ascii_lowercase().replace(':', "");
                 (format!("{base} WHERE c.serial_hex = ?1"), vec![hex])
             }
-            CertSelector::Batch(b) => {
-                (format!("{base} JOIN attempts a ON a.id = c.attempt_id WHERE a.batch = ?1"), vec![b.clone()])
-            }
+            CertSelector::Batch(b) => (format!("{base} JOIN attempts a ON a.id = c.attempt_id WHERE a.batch = ?1"), vec![b.clone()]),
             CertSelector::IssuedBetween { since, until } => {
                 let mut sql = format!("{base} WHERE c.issued_at IS NOT NULL");
                 let mut args = Vec::new();
@@ -215,8 +211,7 @@ impl Store {
     pub fn last_crl_number(&self, issuer: &str) -> Result<u64, StoreError> {
         let issuer = issuer.to_string();
         self.read(move |c| {
-            let n: Option<i64> =
-                c.query_row("SELECT last_number FROM crl_numbers WHERE issuer = ?1", [issuer], |r| r.get(0)).optional()?;
+            let n: Option<i64> = c.query_row("SELECT last_number FROM crl_numbers WHERE issuer = ?1", [issuer], |r| r.get(0)).optional()?;
             Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
         })
     }
