@@ -515,3 +515,30 @@ fn revocations_made_while_the_center_is_unreachable_sync_later_and_a_station_crl
     let v = imprint_api::audit::verify_central(&store, "rev-off", Some(&good)).unwrap();
     assert!(v.ok, "{v:?}");
 }
+
+#[test]
+fn the_station_side_broker_check_refuses_a_certificate_revoked_after_its_lookup() {
+    // Before revocation existed nothing set `revoked`, so this check was
+    // never reached; a revocation between the lookup and the check (a
+    // supervisor at the same moment) is what it is for.
+    let mut ts = TestStation::new();
+    drop(ts.open()); // the development CA
+    ts.cfg.mqtt = Some(imprint_mqtt::MqttConfig {
+        ca_bundle: Some(ts.cfg.ca_chain_path()),
+        events_topic: format!("imprint/test/events/{}", imprint_store::new_id()),
+        ..imprint_mqtt::MqttConfig::new(imprint_tests::mosquitto::SYSTEM_BROKER)
+    });
+    let dev = sim("BRK-REV", "");
+    let st = ts.open();
+    let cert = provision(&st, &[&dev]).remove(0);
+    let der = cert.cert_der.clone().unwrap();
+    let check = || {
+        imprint_station::events::check_broker_acceptance(st.ctx(), imprint_proto::Stage::Issue, &der, &cert.serial_hex, &cert.spki_sha256)
+    };
+    check().expect("issued: the broker would accept it");
+    let sel = RevokeSelector::CertSerial { serial: cert.serial_hex.clone() };
+    lifecycle::revoke(&demo_admin(&ts), st.store(), &sel, RevocationReason::KeyCompromise, None).unwrap();
+    let f = check().expect_err("revoked: the broker would not accept it");
+    assert_eq!(f.code.as_str(), "certificate_revoked", "{f:?}");
+    assert!(f.reason.contains(&cert.serial_hex), "{f:?}");
+}
