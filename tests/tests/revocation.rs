@@ -542,3 +542,23 @@ fn the_station_side_broker_check_refuses_a_certificate_revoked_after_its_lookup(
     assert_eq!(f.code.as_str(), "certificate_revoked", "{f:?}");
     assert!(f.reason.contains(&cert.serial_hex), "{f:?}");
 }
+
+#[test]
+fn revoking_from_another_process_while_a_station_runs_is_refused_as_store_locked_and_writes_nothing() {
+    // What `imprint revoke` and `imprint crl generate` (local) meet beside a
+    // running station: the data dir is locked, the store opens read-only.
+    let ts = TestStation::new();
+    let dev = sim("LOCKED-1", "");
+    let st = ts.open();
+    let cert = provision(&st, &[&dev]).remove(0);
+    let me = demo_admin(&ts);
+    let sel = RevokeSelector::DeviceSerial { serial: "LOCKED-1".into() };
+    let e = imprint_api::with_local_store(&ts.cfg, |s| lifecycle::revoke(&me, s, &sel, RevocationReason::Superseded, None)).unwrap_err();
+    assert_eq!((e.code, e.exit_code()), (ErrorCode::StoreLocked, 4), "{e:?}");
+    assert!(e.message.contains("revoke from that station's app"), "{e:?}");
+    let out = ts.dir.path().join("locked.crl.pem");
+    let e = imprint_api::with_local_store(&ts.cfg, |s| lifecycle::generate_crl(&me, &ts.cfg, s, None, &out, false)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::StoreLocked, "{e:?}");
+    assert!(!out.exists());
+    assert_eq!(st.store().cert_by_id(&cert.id).unwrap().unwrap().status.as_str(), "issued");
+}
