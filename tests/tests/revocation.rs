@@ -265,6 +265,9 @@ fn a_crl_signed_by_the_development_ca_passes_openssl_and_pkilint_and_its_number_
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((j["number"].as_u64(), j["scope"].as_str(), j["entries"].as_u64()), (Some(2), Some("station"), Some(2)), "{j}");
     assert_eq!(check_crl(&crl, &ts.cfg.ca_chain_path()).number, 2, "monotonic");
+    // `records show` tells when, why and by whom.
+    let o = imprint(&env, &["records", "show", "CRL-BAD"]);
+    assert!(text(&o).contains("revoked ") && text(&o).contains("(key_compromise) by demo-admin"), "{}", text(&o));
     // The audit trail still verifies (the CLI revoked through the store's writer).
     let o = imprint(&env, &["audit", "verify"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -685,6 +685,13 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                     "cert      serial {} ({})\n          subject {}\n          valid {} .. {}\n          sha256 {}",
                     c.serial_hex, c.status, c.subject, c.not_before, c.not_after, c.fingerprint_sha256
                 ))?;
+                if let Some(at) = &c.revoked_at {
+                    out(format!(
+                        "          revoked {at} ({}) by {}",
+                        c.revocation_reason.as_deref().unwrap_or("-"),
+                        c.revoked_by.as_deref().unwrap_or("-")
+                    ))?;
+                }
             }
             for s in &d.steps {
                 out(format!("  {}  {:<10} {:<9} {}", s.at, s.stage, s.kind, s.detail))?;

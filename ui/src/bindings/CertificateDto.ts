@@ -3,4 +3,8 @@
 /**
  * A certificate as shown (never its key).
  */
-export type CertificateDto = { serial_hex: string, status: string, subject: string, issuer: string, not_before: string, not_after: string, fingerprint_sha256: string, pem: string, };
+export type CertificateDto = { serial_hex: string, status: string, subject: string, issuer: string, not_before: string, not_after: string, fingerprint_sha256: string, pem: string, 
+/**
+ * When it was revoked (status `revoked`), why (RFC 5280 reason) and by whom.
+ */
+revoked_at: string | null, revocation_reason: string | null, revoked_by: string | null, };
