@@ -16,6 +16,8 @@ import type { Attached } from "./bindings/Attached";
 import type { Mode } from "./bindings/Mode";
 import type { ModeChange } from "./bindings/ModeChange";
 import type { SyncView } from "./bindings/SyncView";
+import type { RevokeSelector } from "./bindings/RevokeSelector";
+import type { RevokeReportDto } from "./bindings/RevokeReportDto";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 
@@ -39,6 +41,8 @@ export const api = {
   simulate: (count: number, faults: string[]) => invoke<Attached>("simulate", { count, faults }),
   history: (filter: HistoryFilter) => invoke<AttemptDto[]>("history", { filter }),
   record: (id: string) => invoke<RecordDetail>("record", { id }),
+  revoke: (selector: RevokeSelector, reason: string, comment: string | null) =>
+    invoke<RevokeReportDto>("revoke", { selector, reason, comment }),
   health: () => invoke<HealthItemDto[]>("health"),
   getSettings: () => invoke<SettingsDto>("get_settings"),
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),

@@ -71,6 +71,7 @@ export function fakeApi(tiles: TileDto[] = [], info: StationInfo = INFO, opts: F
     simulate: rec("simulate", (count: number): Attached => ({ added: count, total: count })),
     history: rec("history", () => []),
     record: rec("record", () => { throw new Error("no record"); }),
+    revoke: rec("revoke", () => { throw new Error("no revoke"); }),
     health: rec("health", () => (opts.health ? opts.health() : [])),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).
