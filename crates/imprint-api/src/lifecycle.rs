@@ -265,9 +265,8 @@ pub fn generate_crl(
 ) -> ApiResult<CrlReport> {
     actor.require(Permission::Revoke)?;
     let (issuing, mut signer) = open_ca(cfg, pin)?;
-    let issuing = &issuing;
     let issuer =
-        imprint_core::issuance::summarize(issuing).map_err(|e| ApiError::new(ErrorCode::Ca, format!("CA certificate: {e}")))?.subject;
+        imprint_core::issuance::summarize(&issuing).map_err(|e| ApiError::new(ErrorCode::Ca, format!("CA certificate: {e}")))?.subject;
     let local = store.revoked_certificates(&issuer)?;
     let mut entries: BTreeMap<String, CrlEntry> = BTreeMap::new();
     let not_yet_synced = local.iter().filter(|r| r.pending_sync).count();
@@ -306,7 +305,7 @@ pub fn generate_crl(
     let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     let next = now + time::Duration::hours(i64::from(cfg.crl.next_update_hours));
     let plan = CrlPlan { number, this_update: now, next_update: next, entries: entries.into_values().collect() };
-    let der = build_crl(&plan, issuing, signer.as_mut()).map_err(|e| match e {
+    let der = build_crl(&plan, &issuing, signer.as_mut()).map_err(|e| match e {
         CrlError::Signer(s) => ApiError::from(s),
         CrlError::Build(m) => ApiError::new(ErrorCode::Ca, m),
     })?;
