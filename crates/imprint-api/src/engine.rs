@@ -592,7 +592,7 @@ impl Bench {
     /// Whether the newest certificate the store holds for this device serial is revoked.
     fn is_revoked(&self, serial: &str) -> bool {
         match self.inner.station.store().latest_cert_for_device(serial) {
-            Ok(c) => c.is_some_and(|c| c.status.as_str() == "revoked"),
+            Ok(c) => c.is_some_and(|c| c.status.known() == Some(imprint_store::CertStatus::Revoked)),
             Err(e) => {
                 tracing::warn!(serial, error = %e, "could not read the device's certificate status");
                 false

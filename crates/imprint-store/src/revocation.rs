@@ -11,7 +11,7 @@
 use crate::audit::{append_in, NewEntry};
 use crate::outbox::{enqueue, Entity, RecordKey};
 use crate::records::{cert_row, CertRow, CERT_COLS};
-use crate::types::AuditKind;
+use crate::types::{AuditKind, CertStatus};
 use crate::{now_text, Store, StoreError};
 use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
 
@@ -85,7 +85,8 @@ pub struct RevokeOutcome {
     pub revoked: Vec<CertRow>,
     /// Revoked before: left as they were.
     pub already: Vec<CertRow>,
-    /// Journaled but not issued (`signing`): nothing to revoke yet.
+    /// Journaled but not issued (`signing`), or a status this build does
+    /// not know (a newer station's): left as they are.
     pub not_issued: Vec<CertRow>,
 }
 
@@ -108,9 +109,9 @@ fn revoke_in(t: &Transaction<'_>, station: &str, sel: &CertSelector, r: &Revocat
     let mut out = RevokeOutcome::default();
     let at = now_text();
     for c in select(t, sel)? {
-        match c.status.as_str() {
-            "revoked" => out.already.push(c),
-            "issued" => {
+        match c.status.known() {
+            Some(CertStatus::Revoked) => out.already.push(c),
+            Some(CertStatus::Issued) => {
                 let n = t.execute(
                     "UPDATE certificates SET status = 'revoked', revoked_at = ?2, revocation_reason = ?3, revocation_comment = ?4,
                          revoked_by = ?5 WHERE id = ?1 AND status = 'issued'",
