@@ -12,6 +12,7 @@ const COMMANDS: &[&str] = &[
     "simulate",
     "history",
     "record",
+    "revoke",
     "health",
     "get_settings",
     "save_settings",

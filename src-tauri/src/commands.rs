@@ -5,6 +5,7 @@
 use imprint_api::auth::{NewOperator, OperatorEdit, OperatorView};
 use imprint_api::engine::Tile;
 use imprint_api::health::HealthView;
+use imprint_api::lifecycle::{RevokeReport, RevokeSelector};
 use imprint_api::records::{AttemptView, HistoryFilter, RecordDetail};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::{SettingChange, SettingsView};
@@ -68,6 +69,12 @@ pub async fn history(api: State<'_, Api>, filter: HistoryFilter) -> ApiResult<Ve
 #[tauri::command]
 pub async fn record(api: State<'_, Api>, id: String) -> ApiResult<RecordDetail> {
     blocking(&api, move |a| a.record(&id)).await
+}
+
+/// Revoke certificates (supervisor): `selector` as `{"by": "cert_serial", "serial": ...}` etc.
+#[tauri::command]
+pub async fn revoke(api: State<'_, Api>, selector: RevokeSelector, reason: String, comment: Option<String>) -> ApiResult<RevokeReport> {
+    blocking(&api, move |a| a.revoke(&selector, &reason, comment.as_deref())).await
 }
 
 #[tauri::command]

@@ -22,6 +22,7 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::scan,
         commands::simulate,
         commands::history,
+        commands::revoke,
         commands::record,
         commands::health,
         commands::get_settings,

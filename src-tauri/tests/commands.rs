@@ -127,6 +127,33 @@ fn simulated_devices_are_provisioned_and_their_records_are_readable() {
 }
 
 #[test]
+fn revoke_over_ipc_flags_the_tile_at_once_and_the_record_says_so() {
+    let h = harness(Mode::Auto);
+    call(&h, "simulate", json!({"count": 1, "faults": []})).unwrap();
+    let tiles = wait_tiles(&h, "a passed tile", |t| t.len() == 1 && t[0]["state"] == "passed");
+    assert_eq!(tiles[0]["revoked"], false);
+    let serial = tiles[0]["cert_serial"].clone();
+    let r = call(
+        &h,
+        "revoke",
+        json!({"selector": {"by": "cert_serial", "serial": serial}, "reason": "keyCompromise", "comment": "left on the bench"}),
+    )
+    .unwrap();
+    assert_eq!(r["revoked"][0]["serial_hex"], serial);
+    assert_eq!(r["revoked"][0]["reason"], "key_compromise");
+    assert_eq!(call(&h, "bench_tiles", json!({})).unwrap()[0]["revoked"], true, "at once");
+    let e = call(&h, "revoke", json!({"selector": {"by": "cert_serial", "serial": serial}, "reason": "certificateHold", "comment": null}))
+        .unwrap_err();
+    assert_eq!(e["code"], "bad_request");
+    let e = call(&h, "revoke", json!({"selector": {"by": "rocket"}, "reason": "superseded", "comment": null})).unwrap_err();
+    assert!(e.to_string().contains("rocket") || e.to_string().contains("unknown variant"), "{e}");
+    let rows = call(&h, "history", json!({"filter": {"status": "passed"}})).unwrap();
+    let detail = call(&h, "record", json!({"id": rows[0]["id"]})).unwrap();
+    assert_eq!(detail["certificate"]["status"], "revoked");
+    assert_eq!(detail["certificate"]["revocation_reason"], "key_compromise");
+}
+
+#[test]
 fn manual_mode_waits_and_a_scanned_work_order_is_recorded() {
     let h = harness(Mode::Manual);
     call(&h, "simulate", json!({"count": 1, "faults": []})).unwrap();
@@ -246,6 +273,11 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
         ("save_settings", json!({"settings": settings}), Permission::Settings),
         ("operators", json!({}), Permission::Operators),
         ("edit_operator", json!({"id": "qa", "edit": {"kind": "enable"}}), Permission::Operators),
+        (
+            "revoke",
+            json!({"selector": {"by": "device_serial", "serial": "SN-NONE"}, "reason": "superseded", "comment": null}),
+            Permission::Revoke,
+        ),
     ];
     call(&h, "sign_out", json!({})).unwrap();
     for (who, creds, role) in [

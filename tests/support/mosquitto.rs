@@ -167,7 +167,17 @@ impl Mosquitto {
         Self::start(Some(tls), false)
     }
 
+    /// [`Mosquitto::mtls`] that also checks client certificates against a
+    /// CRL (mosquitto `crlfile`, PEM, read at start).
+    pub fn mtls_with_crl(tls: &BrokerTls, crl: &Path) -> Mosquitto {
+        Self::start_with(Some(tls), false, Some(crl))
+    }
+
     fn start(tls: Option<&BrokerTls>, persistent: bool) -> Mosquitto {
+        Self::start_with(tls, persistent, None)
+    }
+
+    fn start_with(tls: Option<&BrokerTls>, persistent: bool, crl: Option<&Path>) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let persistence = if persistent {
@@ -185,6 +195,9 @@ impl Mosquitto {
                 t.server.cert.display(),
                 t.server.key.display()
             )),
+        }
+        if let Some(crl) = crl {
+            conf.push_str(&format!("crlfile {}\n", crl.display()));
         }
         let path = dir.path().join("mosquitto.conf");
         std::fs::write(&path, conf).unwrap();

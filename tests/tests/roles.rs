@@ -118,6 +118,25 @@ fn operations() -> Vec<Operation> {
             }),
         ),
         (
+            "revoke",
+            Permission::Revoke,
+            Box::new(|a: &Api| {
+                let sel = imprint_api::lifecycle::RevokeSelector::DeviceSerial { serial: "SN-NOT-ISSUED".into() };
+                ok(a.revoke(&sel, "superseded", Some("roles test")))
+            }),
+        ),
+        (
+            "lifecycle::generate_crl",
+            Permission::Revoke,
+            Box::new(|a: &Api| {
+                let me = a.actor()?;
+                let out = std::env::temp_dir().join(format!("imprint-roles-crl-{}.pem", std::process::id()));
+                let r = imprint_api::lifecycle::generate_crl(&me, &a.config(), a.station()?.store(), None, &out, false);
+                let _ = std::fs::remove_file(&out);
+                ok(r)
+            }),
+        ),
+        (
             "central::version",
             Permission::CentralAdmin,
             Box::new(|a: &Api| {
@@ -135,11 +154,11 @@ fn every_privileged_operation_is_allowed_exactly_where_the_matrix_says() {
     let api = staffed(dir.path());
     let ops = operations();
     // Every permission the matrix knows is exercised here (but `verify`,
-    // `revoke`, `work_orders`, `release_quarantine` and `audit`, whose
+    // `work_orders`, `release_quarantine` and `audit`, whose
     // operations do not exist yet; they are checked by the matrix test).
     let covered: std::collections::BTreeSet<Permission> = ops.iter().map(|(_, p, _)| *p).collect();
     for p in Permission::ALL {
-        let later = [Permission::Verify, Permission::Revoke, Permission::WorkOrders, Permission::ReleaseQuarantine, Permission::Audit];
+        let later = [Permission::Verify, Permission::WorkOrders, Permission::ReleaseQuarantine, Permission::Audit];
         assert!(covered.contains(p) || later.contains(p), "{p:?} has no operation in this test");
     }
     for (id, role, p) in [

@@ -1,10 +1,10 @@
 //! Sync against the real PostgreSQL, each test in a database of its own:
 //! offline then sync, updates, idempotence, quarantine of tampered rows,
 //! schema-version checks, least privilege, cross-station conflicts, TLS, and
-//! four stations syncing at once.
+//! four stations syncing (and revoking) at once.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_store::{new_id, now_text, AttemptEnd, DeviceFacts, Intent, Store};
+use imprint_store::{new_id, now_text, AttemptEnd, CertSelector, DeviceFacts, Intent, Revocation, Store};
 use imprint_sync::{sync_once, CentralConfig, SyncError, SyncStatus, SyncWorker};
 use imprint_tests::pg::{assert_center_equals_local, central_count, central_drift, fill, local_set, rt, TestDb};
 use std::sync::Arc;
@@ -296,7 +296,7 @@ fn a_station_role_writes_and_reads_only_its_own_rows() {
 }
 
 #[test]
-fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records() {
+fn four_stations_syncing_and_revoking_at_once_each_end_with_the_center_equal_to_their_records() {
     let mut db = TestDb::new();
     let stations: Vec<(String, CentralConfig, tempfile::TempDir, Arc<Store>)> = (0..4)
         .map(|i| {
@@ -313,6 +313,18 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
             sc.spawn(move || fill(s, &format!("Q{i}"), 40, 8, 2));
         }
     });
+    // Then each station revokes 10 of its certificates while its worker
+    // runs: some reach the center issued first and are updated to revoked.
+    std::thread::scope(|sc| {
+        for (_, _, _, s) in &stations {
+            sc.spawn(move || {
+                for c in s.certificates().unwrap().into_iter().take(10) {
+                    let r = Revocation { reason: "superseded".into(), comment: Some("quad".into()), operator: Some("sup".into()) };
+                    assert_eq!(s.revoke(&CertSelector::CertSerial(c.serial_hex), &r).unwrap().revoked.len(), 1);
+                }
+            });
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     for (w, (_, _, _, s)) in workers.iter().zip(&stations) {
         w.wake();
@@ -326,7 +338,9 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
     for (id, _, _, s) in &stations {
         total += assert_center_equals_local(&db, s, id);
     }
-    assert_eq!(total, 4 * 40 * 11);
+    // 40 attempts of 11 records each and 10 revocation entries per station.
+    assert_eq!(total, 4 * (40 * 11 + 10));
+    assert_eq!(db.psql("SELECT count(*) FROM certificates WHERE status = 'revoked' AND revocation_reason = 'superseded'"), "40");
     let central_total: i64 = db
         .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail)")
         .parse()

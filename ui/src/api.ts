@@ -22,6 +22,8 @@ import type { OperatorEdit } from "./bindings/OperatorEdit";
 import type { OperatorView } from "./bindings/OperatorView";
 import type { SessionView } from "./bindings/SessionView";
 import type { SettingChange } from "./bindings/SettingChange";
+import type { RevokeSelector } from "./bindings/RevokeSelector";
+import type { RevokeReportDto } from "./bindings/RevokeReportDto";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
@@ -48,6 +50,8 @@ export const api = {
   simulate: (count: number, faults: string[]) => invoke<Attached>("simulate", { count, faults }),
   history: (filter: HistoryFilter) => invoke<AttemptDto[]>("history", { filter }),
   record: (id: string) => invoke<RecordDetail>("record", { id }),
+  revoke: (selector: RevokeSelector, reason: string, comment: string | null) =>
+    invoke<RevokeReportDto>("revoke", { selector, reason, comment }),
   health: () => invoke<HealthItemDto[]>("health"),
   getSettings: () => invoke<SettingsDto>("get_settings"),
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),

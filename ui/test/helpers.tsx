@@ -61,7 +61,7 @@ export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
     port: `/dev/pts/${100 + slot}`, slot, state: "ready", present: true, device_serial: `SIM-${String(slot).padStart(4, "0")}`,
     device_state: "blank", stage: null, percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
-    code: null, reason: null, hint: null, retryable: false,
+    code: null, reason: null, hint: null, retryable: false, revoked: false,
     ...patch,
   };
 }
@@ -121,6 +121,7 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     simulate: rec("simulate", (count: number): Attached => (opts.simulate ? opts.simulate(count) : { added: count, total: count })),
     history: rec("history", () => []),
     record: rec("record", () => { throw new Error("no record"); }),
+    revoke: rec("revoke", () => { throw new Error("no revoke"); }),
     health: rec("health", () => (opts.health ? opts.health() : [])),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).

@@ -195,6 +195,17 @@ describe("tiles from the backend's fields", () => {
     expect(t2.querySelector("[data-testid=tile-interrupted]")).toBeNull();
   });
 
+  it("a device whose certificate was revoked says so on its tile, whatever its state", async () => {
+    const m = await setup([tile(1, { state: "passed", cert_serial: "0A", stage: "done", percent: 100 }), tile(2, { state: "passed" })]);
+    expect($$("tile")[0].querySelector("[data-testid=tile-revoked]")).toBeNull();
+    // The backend sends the tile again the moment a supervisor revokes it.
+    m.store.applyBenchEvent({ kind: "tile", tile: tile(1, { state: "passed", cert_serial: "0A", stage: "done", percent: 100, revoked: true }) });
+    await flush();
+    const [t1, t2] = $$("tile");
+    expect(t1.querySelector("[data-testid=tile-revoked]")?.textContent).toContain("REVOKED");
+    expect(t2.querySelector("[data-testid=tile-revoked]")).toBeNull();
+  });
+
   it("recheck shows RE-CHECKED; a manual-mode locked device shows PROVISIONED with Re-check offered only when waiting", async () => {
     await setup([
       tile(1, { state: "passed", recheck: true, cert_serial: "0A", stage: "done", percent: 100 }),

@@ -489,6 +489,24 @@ impl Api {
         crate::records::show(&a, self.station()?.store(), id)
     }
 
+    /// Revoke certificates (supervisor): recorded, audited and synced by the
+    /// running station's store; a device attached whose certificate is now
+    /// revoked shows it on its tile at once.
+    pub fn revoke(
+        &self,
+        selector: &crate::lifecycle::RevokeSelector,
+        reason: &str,
+        comment: Option<&str>,
+    ) -> ApiResult<crate::lifecycle::RevokeReport> {
+        let a = self.require(Permission::Revoke)?;
+        let reason = crate::lifecycle::parse_reason(reason)?;
+        let report = crate::lifecycle::revoke(&a, self.station()?.store(), selector, reason, comment)?;
+        if let Ok(bench) = self.bench() {
+            bench.refresh_revoked();
+        }
+        Ok(report)
+    }
+
     /// Health of every dependency; when the station did not open, what is
     /// known without it (each failure under its own item and code).
     pub fn health(&self) -> Vec<crate::health::HealthView> {

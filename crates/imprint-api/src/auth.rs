@@ -187,7 +187,7 @@ fn what(p: Permission) -> &'static str {
         Permission::SyncNow => "start a sync",
         Permission::Verify => "verify devices or record QA verdicts",
         Permission::Report => "make reports or exports",
-        Permission::Revoke => "revoke certificates",
+        Permission::Revoke => "revoke certificates and generate CRLs",
         Permission::WorkOrders => "manage work orders",
         Permission::ReleaseQuarantine => "release quarantined records",
         Permission::Settings => "change settings",

@@ -67,6 +67,10 @@ pub struct Tile {
     pub hint: Option<String>,
     /// Retrying the same device can succeed (Retry is offered only then).
     pub retryable: bool,
+    /// The device's newest certificate in the store is revoked: shown at
+    /// once (on arrival, after an attempt, and as soon as a supervisor
+    /// revokes it while the device is attached), whatever the tile's state.
+    pub revoked: bool,
 }
 
 impl Tile {
@@ -89,6 +93,7 @@ impl Tile {
             reason: None,
             hint: None,
             retryable: false,
+            revoked: false,
         }
     }
 
@@ -363,6 +368,7 @@ impl Bench {
                 t.percent = 0;
                 t.device_state = None;
                 if !t.interrupted {
+                    t.revoked = false;
                     t.device_serial = None;
                     t.code = None;
                     t.reason = None;
@@ -398,6 +404,7 @@ impl Bench {
         let baud = self.inner.station.ctx().cfg.baud;
         let r = self.spawn(format!("identify {port}"), move || {
             let id = imprint_station::driver::identify(&p, baud);
+            let revoked = id.as_ref().is_ok_and(|id| b.is_revoked(&id.serial));
             let t = b.update(&p, |t| {
                 if t.state != TileState::Ready {
                     return;
@@ -406,6 +413,7 @@ impl Bench {
                     Ok(id) => {
                         t.device_serial = Some(id.serial.clone());
                         t.device_state = Some(id.state);
+                        t.revoked = revoked;
                         if id.state == DeviceState::Locked {
                             t.state = TileState::Provisioned;
                         }
@@ -542,7 +550,15 @@ impl Bench {
     }
 
     fn on_progress(&self, p: &Progress) {
+        // The store is asked once the device is known and the attempt is over.
+        let revoked = match (&p.status, &p.device_serial) {
+            (ProgressStatus::Running, _) | (_, None) => None,
+            (_, Some(serial)) => Some(self.is_revoked(serial)),
+        };
         let t = self.update(&p.port, |t| {
+            if let Some(r) = revoked {
+                t.revoked = r;
+            }
             t.attempt_id = Some(p.attempt_id.clone());
             t.stage = Some(p.stage);
             t.percent = p.percent;
@@ -571,6 +587,48 @@ impl Bench {
         if let Some(t) = t {
             self.emit(t);
         }
+    }
+
+    /// Whether the newest certificate the store holds for this device serial is revoked.
+    fn is_revoked(&self, serial: &str) -> bool {
+        match self.inner.station.store().latest_cert_for_device(serial) {
+            Ok(c) => c.is_some_and(|c| c.status.known() == Some(imprint_store::CertStatus::Revoked)),
+            Err(e) => {
+                tracing::warn!(serial, error = %e, "could not read the device's certificate status");
+                false
+            }
+        }
+    }
+
+    /// Look again at every tile whose device is known (a revocation was
+    /// recorded): tiles whose flag changed are updated and sent at once.
+    /// Returns the tiles that now show their device revoked.
+    pub fn refresh_revoked(&self) -> Vec<Tile> {
+        let known: Vec<(String, String)> =
+            lock(&self.inner.tiles).values().filter_map(|t| t.device_serial.clone().map(|s| (t.port.clone(), s))).collect();
+        let mut flagged = Vec::new();
+        for (port, serial) in known {
+            let revoked = self.is_revoked(&serial);
+            let changed = {
+                let mut tiles = lock(&self.inner.tiles);
+                match tiles.get_mut(&port) {
+                    Some(t) if t.device_serial.as_deref() == Some(serial.as_str()) && t.revoked != revoked => {
+                        t.revoked = revoked;
+                        Some(t.clone())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(t) = changed {
+                self.emit(t);
+            }
+            if revoked {
+                if let Some(t) = lock(&self.inner.tiles).get(&port) {
+                    flagged.push(t.clone());
+                }
+            }
+        }
+        flagged
     }
 
     /// The tile whose device has this serial (a scanned label).

@@ -9,6 +9,7 @@
 //!   mode, simulated devices, settings, sync, shutdown)
 //! - [`engine`]: the one hot-plug engine (tiles per fixture slot)
 //! - [`records`], [`health`], [`settings`], [`scan`], [`ports`], [`ca`], [`central`]
+//! - [`lifecycle`]: revocation and CRLs signed by the CA signer
 //! - [`audit`]: the audit trail (list, append, verify locally and against the center, sync verify)
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod central;
 pub mod engine;
 mod error;
 pub mod health;
+pub mod lifecycle;
 pub mod ports;
 pub mod records;
 pub mod roles;

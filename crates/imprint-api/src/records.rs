@@ -113,6 +113,10 @@ pub struct CertificateView {
     pub not_after: String,
     pub fingerprint_sha256: String,
     pub pem: String,
+    /// When it was revoked (status `revoked`), why (RFC 5280 reason) and by whom.
+    pub revoked_at: Option<String>,
+    pub revocation_reason: Option<String>,
+    pub revoked_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, TS)]
@@ -213,6 +217,9 @@ fn certificate_view(c: &CertRow) -> Option<CertificateView> {
         not_after: imprint_store::ts(s.not_after),
         fingerprint_sha256: s.fingerprint_sha256,
         pem: pem::encode(&pem::Pem::new("CERTIFICATE", der.clone())),
+        revoked_at: c.revoked_at.as_ref().map(|t| t.to_string()),
+        revocation_reason: c.revocation_reason.clone(),
+        revoked_by: c.revoked_by.clone(),
     })
 }
 

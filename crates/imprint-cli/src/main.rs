@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod audit_cmd;
+mod lifecycle_cmd;
 mod operators_cmd;
 mod sync_cmd;
 mod view;
@@ -89,6 +90,13 @@ enum Cmd {
     /// The audit trail: list entries, verify the hash chain (locally or against the center).
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
+    /// Revoke certificates (supervisor): by device, certificate serial, work
+    /// order or issue time range, with an RFC 5280 reason. Final.
+    #[command(after_help = EXIT_CODES)]
+    Revoke(lifecycle_cmd::RevokeArgs),
+    /// Certificate revocation lists signed by the CA signer (supervisor).
+    #[command(subcommand)]
+    Crl(lifecycle_cmd::CrlCmd),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
@@ -319,7 +327,7 @@ pub(crate) fn load_config(cli: &Cli) -> Result<StationConfig, Fail> {
     Ok(imprint_api::load_config(cli.config.as_deref(), cli.data_dir.as_deref())?)
 }
 
-fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
+pub(crate) fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
     if !cli.pin_prompt {
         return Ok(None);
     }
@@ -417,6 +425,8 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
         Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
         Cmd::Audit(c) => audit_cmd::audit_cmd(&cli, c),
+        Cmd::Revoke(a) => lifecycle_cmd::revoke_cmd(&cli, a),
+        Cmd::Crl(c) => lifecycle_cmd::crl_cmd(&cli, c),
         Cmd::Export(ExportCmd::Csv { out: path }) => {
             let cfg = load_config(&cli)?;
             let me = operators_cmd::actor(&cli, &cfg, false)?;
@@ -676,6 +686,13 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                     "cert      serial {} ({})\n          subject {}\n          valid {} .. {}\n          sha256 {}",
                     c.serial_hex, c.status, c.subject, c.not_before, c.not_after, c.fingerprint_sha256
                 ))?;
+                if let Some(at) = &c.revoked_at {
+                    out(format!(
+                        "          revoked {at} ({}) by {}",
+                        c.revocation_reason.as_deref().unwrap_or("-"),
+                        c.revoked_by.as_deref().unwrap_or("-")
+                    ))?;
+                }
             }
             for s in &d.steps {
                 out(format!("  {}  {:<10} {:<9} {}", s.at, s.stage, s.kind, s.detail))?;

@@ -3,6 +3,7 @@
 //! database, no PKCS#11 here: those live in their own crates behind these types.
 
 pub mod ca;
+pub mod crl;
 pub mod issuance;
 pub mod secrets;
 pub mod signer;

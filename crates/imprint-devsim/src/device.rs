@@ -131,6 +131,9 @@ pub struct DeviceSnapshot {
     pub console_lines_sent: u64,
     /// Valid requests received so far.
     pub requests: u64,
+    /// The device's EC key as PKCS#8 DER: a simulator's key, so a test can
+    /// connect as the device (e.g. to a broker that loads a CRL).
+    pub key_pkcs8: Option<Vec<u8>>,
 }
 
 /// Objects that PUT/COMMIT can write.
@@ -275,6 +278,10 @@ impl Device {
             chain_der: self.chain.clone(),
             console_lines_sent: self.console_lines_sent,
             requests: self.requests,
+            key_pkcs8: match &self.key {
+                Some(DeviceKey::Ec(pair, _)) => Some(pair.serialize_der()),
+                _ => None,
+            },
         }
     }
 

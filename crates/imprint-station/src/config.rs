@@ -109,6 +109,23 @@ pub struct StationConfig {
     /// Sign-in: idle lock, lockout after wrong PINs, the demo admin, the
     /// headless station's service operator.
     pub operators: OperatorsConfig,
+    /// CRLs (`imprint crl generate`): how long each one is valid.
+    pub crl: CrlConfig,
+}
+
+/// The `[crl]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrlConfig {
+    /// nextUpdate = thisUpdate + this many hours (1 to 8760): publish a new
+    /// CRL before then. Default 168 (a week).
+    pub next_update_hours: u32,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        CrlConfig { next_update_hours: 168 }
+    }
 }
 
 /// The `[operators]` section.
@@ -156,6 +173,7 @@ impl Default for StationConfig {
             central: None,
             mqtt: None,
             operators: OperatorsConfig::default(),
+            crl: CrlConfig::default(),
         }
     }
 }
@@ -435,6 +453,9 @@ impl StationConfig {
         if let Some(m) = &self.mqtt {
             m.validate()?;
         }
+        if !(1..=8760).contains(&self.crl.next_update_hours) {
+            return Err("crl.next_update_hours must be 1 to 8760 (a year)".into());
+        }
         check_signer(&self.signer)?;
         Ok(())
     }
@@ -696,6 +717,16 @@ mod tests {
         let c = StationConfig::parse("signer = \"awskms:key-id=alias/ca;region=eu-west-1\"\nsigner_offline = \"defer\"\n").unwrap();
         assert_eq!(c.signer_offline, SignerOffline::Defer);
         assert!(StationConfig::parse("signer_offline = \"later\"").is_err());
+    }
+
+    #[test]
+    fn crl_next_update_hours_defaults_to_a_week_and_is_bounded() {
+        assert_eq!(StationConfig::default().crl.next_update_hours, 168);
+        let c = StationConfig::parse("[crl]\nnext_update_hours = 24\n").unwrap();
+        assert_eq!(c.crl.next_update_hours, 24);
+        let c = StationConfig { crl: CrlConfig { next_update_hours: 0 }, ..StationConfig::default() };
+        assert!(c.validate().unwrap_err().contains("crl.next_update_hours"));
+        assert!(StationConfig::parse("[crl]\nnext_update = 1\n").is_err());
     }
 
     #[test]

@@ -31,7 +31,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_mqtt_events.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_operators.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_audit.sql")),
-    // 6 (revocations) and 7 (QA verdicts) land from their branches.
+    (6, include_str!("../../../migrations/sqlite/0006_revocation.sql")),
+    // 7 (QA verdicts) lands from its branch.
     (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
 ];
 
@@ -457,11 +458,13 @@ pub mod mqtt_events;
 pub mod operators;
 pub mod outbox;
 pub mod records;
+pub mod revocation;
 pub mod synced;
 pub mod types;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use records::*;
+pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

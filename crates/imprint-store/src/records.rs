@@ -92,6 +92,13 @@ pub struct CertRow {
     pub fingerprint_sha256: Option<String>,
     pub created_at: StoredTime,
     pub issued_at: Option<StoredTime>,
+    /// Set once when the certificate is revoked (status `revoked`).
+    pub revoked_at: Option<StoredTime>,
+    /// The RFC 5280 reason's stored text (`imprint_core::crl::RevocationReason`).
+    pub revocation_reason: Option<String>,
+    pub revocation_comment: Option<String>,
+    /// The operator who revoked it.
+    pub revoked_by: Option<String>,
 }
 
 /// A journaled intent to sign: written before the signer is called.
@@ -153,7 +160,8 @@ pub(crate) fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
 }
 
 pub(crate) const CERT_COLS: &str = "id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, \
-    not_after, status, cert_der, chain_der, fingerprint_sha256, created_at, issued_at";
+    not_after, status, cert_der, chain_der, fingerprint_sha256, created_at, issued_at, revoked_at, revocation_reason, \
+    revocation_comment, revoked_by";
 
 pub(crate) fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertRow> {
     cert_row_at(r, 0)
@@ -177,6 +185,10 @@ fn cert_row_at(r: &Row<'_>, o: usize) -> rusqlite::Result<CertRow> {
         fingerprint_sha256: r.get(o + 12)?,
         created_at: r.get(o + 13)?,
         issued_at: r.get(o + 14)?,
+        revoked_at: r.get(o + 15)?,
+        revocation_reason: r.get(o + 16)?,
+        revocation_comment: r.get(o + 17)?,
+        revoked_by: r.get(o + 18)?,
     })
 }
 

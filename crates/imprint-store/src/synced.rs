@@ -195,6 +195,12 @@ pub const CERTIFICATES: Table = Table {
         col("fingerprint_sha256", Text, true, Mutable),
         col("created_at", Time, false, Fixed),
         col("issued_at", Time, true, Mutable),
+        // Appended with revocation (schema 6): set once, when the
+        // certificate is revoked; never changed after (triggers, both ends).
+        col("revoked_at", Time, true, Mutable).added(),
+        col("revocation_reason", Text, true, Mutable).added(),
+        col("revocation_comment", Text, true, Mutable).added(),
+        col("revoked_by", Text, true, Mutable).added(),
     ],
     // The CA chain is the same for every certificate of an issuer.
     local_only: &["chain_der"],

@@ -22,6 +22,7 @@
 //! Design and failure analysis: docs/sync.md.
 
 pub mod config;
+pub mod crl;
 pub mod operators;
 /// The content hash of records (moved down into the store, which anchors
 /// record hashes in its audit trail; re-exported here unchanged).

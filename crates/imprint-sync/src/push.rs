@@ -96,9 +96,11 @@ fn policy(entity: Entity) -> Policy {
             refused: "the center's copy of this attempt is finished and differs: a finished attempt never changes",
         },
         Entity::Certificate => Policy {
-            still_changeable: Some("(c.status = 'signing' OR c.cert_der = u.cert_der)"),
+            // A revoked certificate never changes again (the center's trigger
+            // refuses it too: migrations/postgres/0004_revocation.sql).
+            still_changeable: Some("(c.status = 'signing' OR (c.cert_der = u.cert_der AND c.status <> 'revoked'))"),
             missing: "the center already holds a certificate with this issuer and serial, or for this public key, from another record",
-            refused: "the change would alter what the center holds of an issued certificate",
+            refused: "the change would alter what the center holds of an issued certificate, or of a revoked one (a revocation is final)",
         },
         Entity::Step => Policy {
             still_changeable: None,
@@ -666,7 +668,9 @@ mod tests {
         let c = update_sql(&CERTIFICATES, "x");
         assert!(
             c.contains(
-                "SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, version"
+                "SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, \
+                 revoked_at = u.revoked_at, revocation_reason = u.revocation_reason, revocation_comment = u.revocation_comment, \
+                 revoked_by = u.revoked_by, version"
             ),
             "{c}"
         );

@@ -22,7 +22,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, SyncError> {
         .map_err(|e| SyncError::Config(format!("cannot start the sync runtime: {e}")))
 }
 
-async fn connect(cfg: &CentralConfig, station: &str) -> Result<PgConnection, SyncError> {
+pub(crate) async fn connect(cfg: &CentralConfig, station: &str) -> Result<PgConnection, SyncError> {
     let opts = cfg.connect_options()?;
     let t = std::time::Duration::from_millis(cfg.timeout_ms.max(1000));
     let mut c = tokio::time::timeout(t, opts.connect())

@@ -42,4 +42,10 @@ hint: string | null,
 /**
  * Retrying the same device can succeed (Retry is offered only then).
  */
-retryable: boolean, };
+retryable: boolean, 
+/**
+ * The device's newest certificate in the store is revoked: shown at
+ * once (on arrival, after an attempt, and as soon as a supervisor
+ * revokes it while the device is attached), whatever the tile's state.
+ */
+revoked: boolean, };

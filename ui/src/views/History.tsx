@@ -126,6 +126,12 @@ function Record({ d }: { d: RecordDetail }) {
             <dd>{`${c.not_before} … ${c.not_after}`}</dd>
             <dt>SHA-256</dt>
             <dd class="mono">{c.fingerprint_sha256}</dd>
+            {c.revoked_at && (
+              <>
+                <dt>revoked</dt>
+                <dd data-testid="cert-revoked">{`${c.revoked_at} (${c.revocation_reason ?? "unspecified"}) by ${c.revoked_by ?? "-"}`}</dd>
+              </>
+            )}
           </dl>
         </div>
       )}

@@ -53,6 +53,7 @@ export function Tile({ tile }: { tile: Signal<TileDto> }) {
       </div>
       <div class="stage" data-testid="tile-stage">{tileLine(t)}</div>
       {t.interrupted && <div class="badge interrupted" data-testid="tile-interrupted">Interrupted, then resumed after replug</div>}
+      {t.revoked && <div class="badge revoked" data-testid="tile-revoked">Certificate REVOKED: do not ship this device</div>}
       {!failed && <div class="bar"><div class="fill" style={{ width: `${t.percent}%` }} /></div>}
       {failed && (
         <div class="why">
