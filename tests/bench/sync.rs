@@ -185,6 +185,6 @@ fn main() {
 
 /// Empty the synced tables and checkpoint, so every run starts alike.
 async fn reset_center(c: &mut sqlx::postgres::PgConnection) {
-    sqlx::query("TRUNCATE attempts, attempt_steps, certificates").execute(&mut *c).await.unwrap();
+    sqlx::query("TRUNCATE attempts, attempt_steps, certificates, audit_trail, audit_heads").execute(&mut *c).await.unwrap();
     sqlx::query("CHECKPOINT").execute(&mut *c).await.unwrap();
 }

@@ -113,7 +113,15 @@ pub fn local_report(
     if station.is_some_and(|s| s != station_id) {
         return Ok(Vec::new());
     }
-    Ok(imprint_sync::local_report(store, station_id, since.as_deref())?)
+    let rows = imprint_sync::local_report(store, station_id, since.as_deref())?;
+    crate::audit::record(
+        store,
+        Some(actor.id()),
+        crate::audit::AuditKind::Export,
+        None,
+        serde_json::json!({"format": "report", "rows": rows.len()}),
+    );
+    Ok(rows)
 }
 
 pub use imprint_sync::{required_version, REPORT_COLUMNS};
