@@ -338,6 +338,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
             Ok(c) => c,
             Err(f) => return Outcome::Failed(f),
         },
+        inspect: false,
     };
     let mut session = Session::new(cfg);
     let mut decoder = Decoder::new(Direction::Response);
