@@ -4,5 +4,6 @@
 
 pub mod ca;
 pub mod issuance;
+pub mod qa;
 pub mod secrets;
 pub mod signer;

@@ -31,10 +31,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_mqtt_events.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_operators.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_audit.sql")),
+    // 6 is the revocations' migration (merged separately).
+    (7, include_str!("../../../migrations/sqlite/0007_qa.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
@@ -454,11 +456,13 @@ pub mod hash;
 pub mod mqtt_events;
 pub mod operators;
 pub mod outbox;
+pub mod qa;
 pub mod records;
 pub mod synced;
 pub mod types;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
+pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};
 pub use records::*;
 
 #[cfg(test)]

@@ -389,6 +389,17 @@ impl Store {
         self.cert_where("id", id)
     }
 
+    /// Every certificate row of a device serial, oldest first (a clone check:
+    /// a serial with a current certificate for another key is refused).
+    pub fn certs_by_device_serial(&self, device_serial: &str) -> Result<Vec<CertRow>, StoreError> {
+        let v = device_serial.to_string();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!("SELECT {CERT_COLS} FROM certificates WHERE device_serial = ?1 ORDER BY created_at"))?;
+            let rows = s.query_map([v], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Intents journaled but never completed (the station stopped while signing).
     pub fn pending_intents(&self) -> Result<Vec<CertRow>, StoreError> {
         self.certs_where("status='signing'")
