@@ -483,6 +483,26 @@ impl Api {
         crate::records::show(&a, self.station()?.store(), id)
     }
 
+    /// QA verification of the device on `port` (role qa, supervisor, admin):
+    /// reads its certificate, chain, a fresh proof and its lock state,
+    /// writing nothing to it, and records the verdict.
+    pub fn verify(&self, port: &str) -> ApiResult<crate::qa::QaVerdictView> {
+        let a = self.require(Permission::Verify)?;
+        crate::qa::verify(&a, &self.station()?, port)
+    }
+
+    /// QA verdicts of a device serial (or all), newest first.
+    pub fn qa_verdicts(&self, device_serial: Option<&str>) -> ApiResult<Vec<crate::qa::QaVerdictView>> {
+        let a = self.require(Permission::View)?;
+        crate::qa::verdicts(&a, self.station()?.store(), device_serial, None, Some(200))
+    }
+
+    /// The QA sampling plan: verifications still due per work order.
+    pub fn qa_due(&self, batch: Option<&str>) -> ApiResult<Vec<crate::qa::QaDueView>> {
+        let a = self.require(Permission::Verify)?;
+        crate::qa::due(&a, self.station()?.store(), &self.config(), batch)
+    }
+
     /// Health of every dependency; when the station did not open, what is
     /// known without it (each failure under its own item and code).
     pub fn health(&self) -> Vec<crate::health::HealthView> {

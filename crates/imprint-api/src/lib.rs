@@ -20,6 +20,7 @@ pub mod engine;
 mod error;
 pub mod health;
 pub mod ports;
+pub mod qa;
 pub mod records;
 pub mod roles;
 pub mod scan;

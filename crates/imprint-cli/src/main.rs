@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod audit_cmd;
 mod operators_cmd;
+mod qa_cmd;
 mod sync_cmd;
 mod view;
 
@@ -68,6 +69,12 @@ enum Cmd {
     /// CA set-up: create the CA key and certificate in the HSM, import a chain, show it.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// QA: verify the device on a port (writes nothing to it) and record the verdict.
+    #[command(after_help = "Exit status: 0 every check passed, 1 a check failed (the verdict is recorded) or the device could not be read (no verdict), 7 not allowed (role qa, supervisor or admin).")]
+    Verify(qa_cmd::VerifyArgs),
+    /// QA: verdicts and the sampling plan (how many verifications are still due).
+    #[command(subcommand)]
+    Qa(qa_cmd::QaCmd),
     /// Local records.
     #[command(subcommand)]
     Records(RecordsCmd),
@@ -318,7 +325,7 @@ pub(crate) fn load_config(cli: &Cli) -> Result<StationConfig, Fail> {
     Ok(imprint_api::load_config(cli.config.as_deref(), cli.data_dir.as_deref())?)
 }
 
-fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
+pub(crate) fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
     if !cli.pin_prompt {
         return Ok(None);
     }
@@ -411,6 +418,8 @@ fn run(cli: Cli) -> CmdResult {
         }
         Cmd::Ca(c) => ca_cmd(&cli, c),
         Cmd::Records(r) => records_cmd(&cli, r),
+        Cmd::Verify(a) => qa_cmd::verify_cmd(&cli, a),
+        Cmd::Qa(c) => qa_cmd::qa_cmd(&cli, c),
         Cmd::Db(c) => sync_cmd::db_cmd(&cli, c),
         Cmd::Operators(c) => operators_cmd::operators_cmd(&cli, c),
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
@@ -678,6 +687,9 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
             }
             for s in &d.steps {
                 out(format!("  {}  {:<10} {:<9} {}", s.at, s.stage, s.kind, s.detail))?;
+            }
+            for v in &d.qa_verdicts {
+                qa_cmd::print_verdict(v)?;
             }
             Ok(0)
         }

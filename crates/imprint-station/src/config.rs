@@ -109,6 +109,19 @@ pub struct StationConfig {
     /// Sign-in: idle lock, lockout after wrong PINs, the demo admin, the
     /// headless station's service operator.
     pub operators: OperatorsConfig,
+    /// The QA sampling plan (`imprint qa due`).
+    pub qa: QaConfig,
+}
+
+/// The `[qa]` section: how many devices of each work order QA verifies.
+/// Set one of the two.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QaConfig {
+    /// Every Nth device (the 1st, the N+1st, ...): ceil(provisioned / N) verifications.
+    pub sample_every: Option<u32>,
+    /// This many devices per work order (all of them if it has fewer).
+    pub sample_count: Option<u32>,
 }
 
 /// The `[operators]` section.
@@ -156,6 +169,7 @@ impl Default for StationConfig {
             central: None,
             mqtt: None,
             operators: OperatorsConfig::default(),
+            qa: QaConfig::default(),
         }
     }
 }
