@@ -120,7 +120,8 @@ fn a_certificate_the_store_does_not_know_fails_the_store_record_check() {
     let a = TestStation::new();
     let st = a.open();
     let b = TestStation::new();
-    let cfg_b = StationConfig { signer: a.cfg.signer_uri(), ca_chain: a.cfg.ca_chain_path(), station_id: "station-b".into(), ..b.cfg.clone() };
+    let cfg_b =
+        StationConfig { signer: a.cfg.signer_uri(), ca_chain: a.cfg.ca_chain_path(), station_id: "station-b".into(), ..b.cfg.clone() };
     let dev = sim("QA-UNKNOWN-1", "");
     {
         let other = Station::open(cfg_b, None).unwrap();

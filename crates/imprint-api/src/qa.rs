@@ -124,7 +124,13 @@ pub fn verify_port(actor: &Actor, cfg: &StationConfig, pin: Option<imprint_signe
 }
 
 /// Verdicts of a device serial (or all), newest first.
-pub fn verdicts(actor: &Actor, store: &Store, device_serial: Option<&str>, batch: Option<&str>, limit: Option<usize>) -> ApiResult<Vec<QaVerdictView>> {
+pub fn verdicts(
+    actor: &Actor,
+    store: &Store,
+    device_serial: Option<&str>,
+    batch: Option<&str>,
+    limit: Option<usize>,
+) -> ApiResult<Vec<QaVerdictView>> {
     actor.require(Permission::View)?;
     let f = QaFilter { device_serial: device_serial.map(str::to_string), batch: batch.map(str::to_string), limit };
     Ok(store.qa_verdicts(&f)?.into_iter().map(QaVerdictView::from).collect())
@@ -153,7 +159,9 @@ pub struct QaDueView {
 pub fn required(cfg: &imprint_station::config::QaConfig, provisioned: u32) -> ApiResult<(u32, String)> {
     match (cfg.sample_every, cfg.sample_count) {
         (Some(_), Some(_)) => Err(ApiError::new(ErrorCode::InvalidSettings, "[qa] sets both sample_every and sample_count: choose one")),
-        (Some(0), _) | (_, Some(0)) => Err(ApiError::new(ErrorCode::InvalidSettings, "[qa] sample_every / sample_count must be at least 1")),
+        (Some(0), _) | (_, Some(0)) => {
+            Err(ApiError::new(ErrorCode::InvalidSettings, "[qa] sample_every / sample_count must be at least 1"))
+        }
         (Some(n), None) => Ok((provisioned.div_ceil(n), if n == 1 { "every device".into() } else { format!("every {n}th device") })),
         (None, Some(k)) => Ok((provisioned.min(k), format!("{k} device{} per work order", if k == 1 { "" } else { "s" }))),
         (None, None) => Err(ApiError::new(

@@ -70,7 +70,9 @@ enum Cmd {
     #[command(subcommand)]
     Ca(CaCmd),
     /// QA: verify the device on a port (writes nothing to it) and record the verdict.
-    #[command(after_help = "Exit status: 0 every check passed, 1 a check failed (the verdict is recorded) or the device could not be read (no verdict), 7 not allowed (role qa, supervisor or admin).")]
+    #[command(
+        after_help = "Exit status: 0 every check passed, 1 a check failed (the verdict is recorded) or the device could not be read (no verdict), 7 not allowed (role qa, supervisor or admin)."
+    )]
     Verify(qa_cmd::VerifyArgs),
     /// QA: verdicts and the sampling plan (how many verifications are still due).
     #[command(subcommand)]

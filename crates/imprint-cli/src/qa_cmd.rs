@@ -104,12 +104,8 @@ pub fn qa_cmd(cli: &Cli, c: &QaCmd) -> CmdResult {
                 json(&v)?;
             } else {
                 for x in &v {
-                    let failed: Vec<&str> = x
-                        .checks
-                        .iter()
-                        .filter(|c| c.result == imprint_api::qa::QaCheckResult::Fail)
-                        .map(|c| c.check.as_str())
-                        .collect();
+                    let failed: Vec<&str> =
+                        x.checks.iter().filter(|c| c.result == imprint_api::qa::QaCheckResult::Fail).map(|c| c.check.as_str()).collect();
                     out(format!(
                         "{}  {}  {:<4}  {}  cert {}  by {}{}",
                         x.at,

@@ -234,7 +234,10 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
     } else if a.csv {
         central::write_report_csv(&rows, std::io::stdout().lock())?;
     } else {
-        out(format!("{:<14} {:<24}  {:<14} {:<11} {:<10} {:<4} {}", "station", "started", "device", "status", "stage", "qa", "certificate"))?;
+        out(format!(
+            "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<4} {}",
+            "station", "started", "device", "status", "stage", "qa", "certificate"
+        ))?;
         for r in &rows {
             out(format!(
                 "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<4} {}",

@@ -121,7 +121,8 @@ impl CheckOutcome {
 pub fn split_der_certs(mut der: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
     while !der.is_empty() {
-        let (rest, _) = X509Certificate::from_der(der).map_err(|e| format!("certificate {} of the chain does not parse: {e}", out.len() + 1))?;
+        let (rest, _) =
+            X509Certificate::from_der(der).map_err(|e| format!("certificate {} of the chain does not parse: {e}", out.len() + 1))?;
         out.push(der[..der.len() - rest.len()].to_vec());
         der = rest;
     }
@@ -167,7 +168,8 @@ pub fn check_chain(cert_der: &[u8], device_chain: &[Vec<u8>], trusted: &[Vec<u8>
     let intermediates: Vec<CertificateDer<'_>> =
         trusted.iter().rev().skip(1).chain(device_chain.iter()).map(|d| CertificateDer::from(d.as_slice())).collect();
     let ee_der = CertificateDer::from(cert_der);
-    let ee = webpki::EndEntityCert::try_from(&ee_der).map_err(|e| format!("the certificate is not a usable end-entity certificate: {e:?}"))?;
+    let ee =
+        webpki::EndEntityCert::try_from(&ee_der).map_err(|e| format!("the certificate is not a usable end-entity certificate: {e:?}"))?;
     let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(issued));
     let path = ee
         .verify_for_usage(ALGS, std::slice::from_ref(&anchor), &intermediates, at, webpki::KeyUsage::client_auth(), None, None)

@@ -438,18 +438,35 @@ enum State {
     Keygen,
     Lookup,
     CsrGen,
-    ReadCsr { expect_len: usize, expect_sha: Vec<u8>, got: Vec<u8> },
+    ReadCsr {
+        expect_len: usize,
+        expect_sha: Vec<u8>,
+        got: Vec<u8>,
+    },
     Issue,
-    Put { obj: Obj, off: usize },
-    Commit { obj: Obj },
-    ReadBack { obj: Obj, got: Vec<u8> },
+    Put {
+        obj: Obj,
+        off: usize,
+    },
+    Commit {
+        obj: Obj,
+    },
+    ReadBack {
+        obj: Obj,
+        got: Vec<u8>,
+    },
     Prove,
     CheckProof,
     Connect,
     /// QA inspection: reading the active `cert` / `chain`.
-    Inspect { obj: Obj, got: Vec<u8> },
+    Inspect {
+        obj: Obj,
+        got: Vec<u8>,
+    },
     LockPrepare,
-    LockCommit { token: String },
+    LockCommit {
+        token: String,
+    },
     LockVerify,
     Finished,
 }
@@ -1189,7 +1206,12 @@ impl Session {
         self.outstanding = None;
         self.note(NoteKind::Completed, "inspected");
         let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
-        Action::Finish(Outcome::Passed { identity, cert_serial_hex: String::new(), resumed: false, already_provisioned: self.locked_on_arrival })
+        Action::Finish(Outcome::Passed {
+            identity,
+            cert_serial_hex: String::new(),
+            resumed: false,
+            already_provisioned: self.locked_on_arrival,
+        })
     }
 
     fn after_lock_prepare(&mut self, f: &Frame) -> Action {

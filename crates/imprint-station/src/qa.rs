@@ -9,7 +9,7 @@ use crate::station::StationCtx;
 use imprint_core::issuance::{self, spki_sha256_hex};
 use imprint_core::qa::{self as checks, CheckOutcome, CheckResult, QaCheck};
 use imprint_proto::session::{Action, Failure, Identity, Input, Inspection, Outcome, Session, SessionConfig, Stage};
-use imprint_proto::{Decoded, Decoder, Direction, DeviceState, FailureCode, KeyAlg};
+use imprint_proto::{Decoded, Decoder, DeviceState, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
 use imprint_store::{CertRow, CertStatus, NewQaVerdict, QaVerdictRow, Recorded, StoreError};
 use std::collections::VecDeque;
@@ -67,10 +67,7 @@ pub fn verify_on(
         None => None,
     };
     let checks_json = serde_json::Value::Array(
-        checks
-            .iter()
-            .map(|c| serde_json::json!({"check": c.check.as_str(), "result": c.result.as_str(), "detail": c.detail}))
-            .collect(),
+        checks.iter().map(|c| serde_json::json!({"check": c.check.as_str(), "result": c.result.as_str(), "detail": c.detail})).collect(),
     )
     .to_string();
     let verdict = ctx
@@ -148,9 +145,10 @@ fn inspect(ctx: &StationCtx, t: &mut dyn Transport) -> Result<Inspection, Failur
             }
             Action::Finish(Outcome::Failed(f)) => return Err(f),
             Action::Finish(Outcome::Passed { .. }) => {
-                return session.inspection().cloned().ok_or_else(|| {
-                    Failure::new(Stage::Done, FailureCode::Internal, "the inspection finished without what it read")
-                })
+                return session
+                    .inspection()
+                    .cloned()
+                    .ok_or_else(|| Failure::new(Stage::Done, FailureCode::Internal, "the inspection finished without what it read"))
             }
         };
         action = session.handle(input);

@@ -116,7 +116,11 @@ impl Store {
                 "failed": v.failed,
                 "port": r.port,
             });
-            append_in(t, &station, &NewEntry { operator: r.operator.clone(), kind: AuditKind::QaVerdict, subject: Some(r.id.clone()), detail, anchor })?;
+            append_in(
+                t,
+                &station,
+                &NewEntry { operator: r.operator.clone(), kind: AuditKind::QaVerdict, subject: Some(r.id.clone()), detail, anchor },
+            )?;
             Ok(())
         })?;
         Ok(rec)
