@@ -66,7 +66,7 @@ fn a_good_device_passes_every_check_writing_nothing_and_the_verdict_is_recorded_
     assert_eq!(v.cert_serial_hex.as_deref(), Some(cert.serial_hex.as_str()));
     let checks: serde_json::Value = serde_json::from_str(&v.checks).unwrap();
     assert_eq!(checks.as_array().unwrap().len(), 8);
-    assert_eq!(st.store().qa_verdicts(&Default::default()).unwrap(), [v.clone()]);
+    assert_eq!(st.store().qa_verdicts(&Default::default()).unwrap(), std::slice::from_ref(v));
 
     // Its audit entry anchors the verdict and the certificate, and the trail verifies.
     let trail = st.store().audit_entries(&Default::default()).unwrap();

@@ -295,7 +295,7 @@ mod tests {
     fn another_cas_leaf_fails_the_chain_check_only() {
         let (ours, theirs) = (ca("Ours"), ca("Theirs"));
         let cert = leaf(&theirs, "DEV-1", (-1, 30), true);
-        let e = check_chain(&cert, &[theirs.der.clone()], &[ours.der.clone()]).unwrap_err();
+        let e = check_chain(&cert, std::slice::from_ref(&theirs.der), std::slice::from_ref(&ours.der)).unwrap_err();
         assert!(e.contains("does not chain to the configured CA"), "{e}");
         check_validity(&cert, &[], OffsetDateTime::now_utc()).unwrap();
     }
@@ -304,8 +304,8 @@ mod tests {
     fn an_expired_leaf_still_chains_but_fails_validity() {
         let ca = ca("QA Test CA");
         let cert = leaf(&ca, "DEV-1", (-60, -30), true);
-        check_chain(&cert, &[ca.der.clone()], &[ca.der.clone()]).unwrap();
-        let e = check_validity(&cert, &[ca.der.clone()], OffsetDateTime::now_utc()).unwrap_err();
+        check_chain(&cert, std::slice::from_ref(&ca.der), std::slice::from_ref(&ca.der)).unwrap();
+        let e = check_validity(&cert, std::slice::from_ref(&ca.der), OffsetDateTime::now_utc()).unwrap_err();
         assert!(e.contains("has expired"), "{e}");
     }
 

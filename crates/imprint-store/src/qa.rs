@@ -190,7 +190,10 @@ mod tests {
         s.set_station_id("st-1");
         let v = s.record_qa_verdict(verdict("SN-1", Some("WO-1"), false)).unwrap();
         assert_eq!(v.verdict, "fail");
-        assert_eq!(s.qa_verdicts(&QaFilter { device_serial: Some("SN-1".into()), ..Default::default() }).unwrap(), [v.clone()]);
+        assert_eq!(
+            s.qa_verdicts(&QaFilter { device_serial: Some("SN-1".into()), ..Default::default() }).unwrap(),
+            std::slice::from_ref(&v)
+        );
         let trail = s.audit_entries(&Default::default()).unwrap();
         let e = trail.iter().find(|e| e.subject.as_deref() == Some(v.id.as_str())).unwrap();
         assert_eq!(e.kind.as_str(), "qa_verdict");
