@@ -310,7 +310,24 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
     let workers: Vec<SyncWorker> = stations.iter().map(|(id, cfg, _, s)| SyncWorker::spawn(s.clone(), id, cfg.clone()).unwrap()).collect();
     std::thread::scope(|sc| {
         for (i, (_, _, _, s)) in stations.iter().enumerate() {
-            sc.spawn(move || fill(s, &format!("Q{i}"), 40, 8, 2));
+            sc.spawn(move || {
+                fill(s, &format!("Q{i}"), 40, 8, 2);
+                // QA verifies every 4th device: a verdict and its audit entry each.
+                for n in (0..40).step_by(4) {
+                    s.record_qa_verdict(imprint_store::NewQaVerdict {
+                        operator: Some("qa-1".into()),
+                        port: "/dev/ttyQA0".into(),
+                        device_serial: format!("Q{i}-{n:06}"),
+                        cert_serial_hex: None,
+                        certificate_id: None,
+                        batch: Some("WO-BENCH".into()),
+                        passed: n % 8 == 0,
+                        checks_json: r#"[{"check":"lock","result":"pass","detail":"the device reports locked"}]"#.into(),
+                        failed: vec![],
+                    })
+                    .unwrap();
+                }
+            });
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -326,9 +343,9 @@ fn four_stations_syncing_at_once_each_end_with_the_center_equal_to_their_records
     for (id, _, _, s) in &stations {
         total += assert_center_equals_local(&db, s, id);
     }
-    assert_eq!(total, 4 * 40 * 11);
+    assert_eq!(total, 4 * 40 * 11 + 4 * 10 * 2);
     let central_total: i64 = db
-        .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail)")
+        .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail) + (SELECT count(*) FROM qa_verdicts)")
         .parse()
         .unwrap();
     assert_eq!(central_total, total as i64, "the center holds the union and nothing else");
