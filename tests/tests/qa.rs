@@ -208,6 +208,12 @@ fn verdicts_are_synced_to_the_center_with_their_audit_entries() {
     assert_eq!(r.qa_verdicts, 2, "{r:?}");
     assert_eq!(r.quarantined, 0, "{r:?}");
     assert_center_equals_local(&db, st.store(), "test-station");
+    // `imprint sync verify` and `audit verify --central` agree: verdicts included.
+    let v = imprint_sync::verify::sync_verify(st.store(), "test-station", &central).unwrap();
+    assert!(v.differences.is_empty(), "{:?}", v.differences);
+    let c = imprint_sync::verify::verify_central(st.store(), "test-station", &central).unwrap();
+    assert!(c.verification.ok() && c.central_chain.is_none(), "{c:?}");
+    assert_eq!(c.central_entries, 4, "two provisioning outcomes and two QA verdicts: {c:?}");
     let at_center = db.psql("SELECT device_serial || ':' || verdict FROM qa_verdicts ORDER BY device_serial");
     assert_eq!(at_center.lines().collect::<Vec<_>>(), ["QA-SYNC-1:pass", "QA-SYNC-2:fail"]);
     assert_eq!(db.psql("SELECT count(*) FROM audit_trail WHERE kind = 'qa_verdict'"), "2");
