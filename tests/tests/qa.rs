@@ -288,4 +288,11 @@ fn imprint_verify_and_qa_due_on_the_command_line() {
     let o = run(&["verify", "--port", "/nonexistent/qa-port"]);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("device_unreadable"));
+    // Beside a running station on the same data dir (its store has one writer): refused, exit 4.
+    let st = ts.open();
+    let o = run(&["verify", "--port", &path_of(&good)]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("store_locked"));
+    // ... where the station's own verification works (the app's `verify` command).
+    assert!(st.verify(&path_of(&good)).unwrap().passed);
 }

@@ -95,6 +95,11 @@ impl From<QaError> for ApiError {
                 format!("no verdict recorded: the device could not be read ({}: {}). {}", f.code, f.reason, f.hint),
             ),
             QaError::Store(s) => s.into(),
+            QaError::Lock(l) => ApiError::new(
+                ErrorCode::StoreLocked,
+                format!("{l} (or verify from that station: the app's QA commands, which use its store)"),
+            ),
+            QaError::Ca(m) => ApiError::new(ErrorCode::Ca, m),
         }
     }
 }
@@ -109,18 +114,22 @@ pub fn verify(actor: &Actor, station: &Station, port: &str) -> ApiResult<QaVerdi
         return Err(ApiError::bad_request("name the port of the device to verify"));
     }
     let now = time::OffsetDateTime::now_utc();
-    Ok(imprint_station::qa::verify(station.ctx(), port, Some(actor.id()), now)?.into())
+    let ctx = station.ctx();
+    let q = imprint_station::qa::QaContext { cfg: &ctx.cfg, store: &ctx.store, chain: &ctx.chain };
+    Ok(imprint_station::qa::verify(q, port, Some(actor.id()), now)?.into())
 }
 
-/// `imprint verify --port P`: open the station on this data dir (no bench:
-/// no port is watched), verify, shut it down.
-pub fn verify_port(actor: &Actor, cfg: &StationConfig, pin: Option<imprint_signer::Pin>, port: &str) -> ApiResult<QaVerdictView> {
+/// `imprint verify --port P`: this data dir's store and CA chain, without
+/// opening the station: no signer (no HSM PIN for QA), no port watched.
+/// Refused (`store_locked`) while a station runs on the data dir.
+pub fn verify_port(actor: &Actor, cfg: &StationConfig, port: &str) -> ApiResult<QaVerdictView> {
     actor.require(Permission::Verify)?;
-    let st = Station::open(cfg.clone(), pin)?;
-    st.set_operator(Some(actor.id().to_string()));
-    let r = verify(actor, &st, port);
-    st.shutdown(imprint_station::DRAIN_WITHIN);
-    r
+    let port = port.trim();
+    if port.is_empty() {
+        return Err(ApiError::bad_request("name the port of the device to verify"));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    Ok(imprint_station::qa::verify_with_data_dir(cfg, port, Some(actor.id()), now)?.into())
 }
 
 /// Verdicts of a device serial (or all), newest first.

@@ -327,7 +327,7 @@ pub(crate) fn load_config(cli: &Cli) -> Result<StationConfig, Fail> {
     Ok(imprint_api::load_config(cli.config.as_deref(), cli.data_dir.as_deref())?)
 }
 
-pub(crate) fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
+fn pin(cli: &Cli) -> Result<Option<Pin>, Fail> {
     if !cli.pin_prompt {
         return Ok(None);
     }

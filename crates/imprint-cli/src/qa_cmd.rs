@@ -1,6 +1,6 @@
 //! `imprint verify` and `imprint qa`: QA verification and the sampling plan.
 
-use crate::{json, load_config, operators_cmd, out, pin, Cli, CmdResult};
+use crate::{json, load_config, operators_cmd, out, Cli, CmdResult};
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -41,7 +41,7 @@ pub fn verify_cmd(cli: &Cli, a: &VerifyArgs) -> CmdResult {
     let cfg = load_config(cli)?;
     let _log = imprint_api::logging::init(&cfg.log_dir(), false);
     let me = operators_cmd::actor(cli, &cfg, false)?;
-    let v = imprint_api::qa::verify_port(&me, &cfg, pin(cli)?, &a.port)?;
+    let v = imprint_api::qa::verify_port(&me, &cfg, &a.port)?;
     if a.json {
         json(&v)?;
     } else {

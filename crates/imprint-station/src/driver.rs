@@ -334,7 +334,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         retries: 2,
         link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
         first_rid: u16::from_be_bytes(rid) % 30000 + 1,
-        connect: match connect_check(ctx) {
+        connect: match connect_check(&ctx.cfg) {
             Ok(c) => c,
             Err(f) => return Outcome::Failed(f),
         },
@@ -466,8 +466,8 @@ fn broker_acceptance(run: &mut Run<'_>, stage: Stage, c: &IssuedChain, spki_der:
 
 /// The device broker check, when `[mqtt] device_check = true`: where the
 /// device connects and the CA that verifies the broker (written as `brokerca`).
-pub(crate) fn connect_check(ctx: &StationCtx) -> Result<Option<imprint_proto::session::ConnectCheck>, Failure> {
-    let Some(m) = ctx.cfg.mqtt.as_ref().filter(|m| m.device_check) else {
+pub(crate) fn connect_check(cfg: &crate::StationConfig) -> Result<Option<imprint_proto::session::ConnectCheck>, Failure> {
+    let Some(m) = cfg.mqtt.as_ref().filter(|m| m.device_check) else {
         return Ok(None);
     };
     let bad = |e: String| failure(Stage::Hello, FailureCode::MqttConfig, format!("the device broker check cannot start: {e}"));

@@ -5,13 +5,14 @@
 //! entry. A device that cannot be read to the end (no answer, a corrupt
 //! link, an unplug) gets no verdict: the error says why.
 
-use crate::station::StationCtx;
+use crate::config::StationConfig;
+use crate::lock::{DataDirLock, LockError};
 use imprint_core::issuance::{self, spki_sha256_hex};
 use imprint_core::qa::{self as checks, CheckOutcome, CheckResult, QaCheck};
 use imprint_proto::session::{Action, Failure, Identity, Input, Inspection, Outcome, Session, SessionConfig, Stage};
 use imprint_proto::{Decoded, Decoder, DeviceState, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
-use imprint_store::{CertRow, CertStatus, NewQaVerdict, QaVerdictRow, Recorded, StoreError};
+use imprint_store::{CertRow, CertStatus, NewQaVerdict, QaVerdictRow, Recorded, Store, StoreError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -33,12 +34,46 @@ pub enum QaError {
     Device(Failure),
     #[error("local store: {0}")]
     Store(StoreError),
+    /// Another station holds the data dir (its own store writer).
+    #[error("{0}")]
+    Lock(LockError),
+    /// The station's CA chain cannot be read.
+    #[error("{0}")]
+    Ca(String),
+}
+
+/// What a verification needs: no signer (QA never signs, and an HSM's PIN
+/// is not the QA operator's), the config (profile, baud, `[mqtt]`), the
+/// store and the configured CA chain (issuing CA first, root last).
+#[derive(Clone, Copy)]
+pub struct QaContext<'a> {
+    pub cfg: &'a StationConfig,
+    pub store: &'a Store,
+    pub chain: &'a [Vec<u8>],
+}
+
+/// `imprint verify`: verify the device on `port` with this data dir's store
+/// and CA chain, without opening the station (no signer, no PIN, no port
+/// watched). Refused while a station runs on the data dir (its store has
+/// one writer): verify from that station instead.
+pub fn verify_with_data_dir(cfg: &StationConfig, port: &str, operator: Option<&str>, now: OffsetDateTime) -> Result<QaOutcome, QaError> {
+    let lock = DataDirLock::acquire(&cfg.data_dir).map_err(QaError::Lock)?;
+    let path = cfg.ca_chain_path();
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| QaError::Ca(format!("no CA chain at {} ({e}): nothing to verify against", path.display())))?;
+    let chain = imprint_core::ca::load_chain_pem(&text).map_err(|e| QaError::Ca(format!("the CA chain {}: {e}", path.display())))?;
+    let store = Store::open(&cfg.store_path()).map_err(QaError::Store)?;
+    store.set_station_id(&cfg.station_id);
+    let r = verify(QaContext { cfg, store: &store, chain: &chain }, port, operator, now);
+    store.close();
+    drop(lock);
+    r
 }
 
 /// Verify the device on `port` as of `now` and record the verdict under
 /// `operator`. `now` is the time validity is judged at (the real time, but
 /// for tests that check an expired certificate without waiting for it).
-pub fn verify(ctx: &StationCtx, port: &str, operator: Option<&str>, now: OffsetDateTime) -> Result<QaOutcome, QaError> {
+pub fn verify(ctx: QaContext<'_>, port: &str, operator: Option<&str>, now: OffsetDateTime) -> Result<QaOutcome, QaError> {
     let mut t = SerialTransport::open(port, ctx.cfg.baud).map_err(|e| {
         let code = match e {
             TransportError::Busy(_) => FailureCode::PortBusy,
@@ -52,7 +87,7 @@ pub fn verify(ctx: &StationCtx, port: &str, operator: Option<&str>, now: OffsetD
 
 /// [`verify`] over a transport the caller opened.
 pub fn verify_on(
-    ctx: &StationCtx,
+    ctx: QaContext<'_>,
     port: &str,
     t: &mut dyn Transport,
     operator: Option<&str>,
@@ -102,7 +137,7 @@ fn nonce() -> Result<Vec<u8>, Failure> {
 }
 
 /// Run the session in inspect mode over `t`.
-fn inspect(ctx: &StationCtx, t: &mut dyn Transport) -> Result<Inspection, Failure> {
+fn inspect(ctx: QaContext<'_>, t: &mut dyn Transport) -> Result<Inspection, Failure> {
     let pop_nonce = nonce()?;
     let rid = nonce()?;
     let cfg = SessionConfig {
@@ -114,7 +149,7 @@ fn inspect(ctx: &StationCtx, t: &mut dyn Transport) -> Result<Inspection, Failur
         retries: 2,
         link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
         first_rid: u16::from_be_bytes([rid[0], rid[1]]) % 30000 + 1,
-        connect: crate::driver::connect_check(ctx)?,
+        connect: crate::driver::connect_check(ctx.cfg)?,
         inspect: true,
     };
     let mut session = Session::new(cfg);
@@ -177,7 +212,7 @@ fn wait(t: &mut dyn Transport, decoder: &mut Decoder, pending: &mut VecDeque<Dec
 
 /// Every check, in catalogue order, and the store's record of the
 /// certificate read (if it has one).
-fn judge(ctx: &StationCtx, found: &Inspection, now: OffsetDateTime) -> Result<(Vec<CheckOutcome>, Option<CertRow>), StoreError> {
+fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<(Vec<CheckOutcome>, Option<CertRow>), StoreError> {
     use CheckOutcome as C;
     let serial = found.identity.serial.as_str();
     let no_cert = || "the device holds no certificate".to_string();
@@ -198,7 +233,7 @@ fn judge(ctx: &StationCtx, found: &Inspection, now: OffsetDateTime) -> Result<(V
         match (cert, &device_chain) {
             (None, _) => Err(no_cert()),
             (Some(_), Err(e)) => Err(format!("the device's chain: {e}")),
-            (Some(c), Ok(dc)) => checks::check_chain(c, dc, &ctx.chain),
+            (Some(c), Ok(dc)) => checks::check_chain(c, dc, ctx.chain),
         },
     ));
     out.push(C::judge(
@@ -206,7 +241,7 @@ fn judge(ctx: &StationCtx, found: &Inspection, now: OffsetDateTime) -> Result<(V
         match cert {
             None => Err(no_cert()),
             Some(c) => {
-                let above = device_chain.as_ref().ok().filter(|d| !d.is_empty()).unwrap_or(&ctx.chain);
+                let above = device_chain.as_ref().ok().filter(|d| !d.is_empty()).map_or(ctx.chain, |d| d.as_slice());
                 checks::check_validity(c, above, now)
             }
         },

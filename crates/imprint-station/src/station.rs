@@ -482,7 +482,8 @@ impl Station {
     /// certificate without waiting years).
     pub fn verify_at(&self, port: &str, now: time::OffsetDateTime) -> Result<crate::qa::QaOutcome, crate::qa::QaError> {
         let operator = self.ctx.operator();
-        crate::qa::verify(&self.ctx, port, operator.as_deref(), now)
+        let ctx = crate::qa::QaContext { cfg: &self.ctx.cfg, store: &self.ctx.store, chain: &self.ctx.chain };
+        crate::qa::verify(ctx, port, operator.as_deref(), now)
     }
 
     pub fn provision(&self, port: &str, progress: Option<&ProgressFn>) -> Result<AttemptResult, StoreError> {
