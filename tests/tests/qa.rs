@@ -296,3 +296,19 @@ fn imprint_verify_and_qa_due_on_the_command_line() {
     // ... where the station's own verification works (the app's `verify` command).
     assert!(st.verify(&path_of(&good)).unwrap().passed);
 }
+
+#[test]
+fn simulated_devices_of_a_restarted_station_are_new_boards_not_clones() {
+    // Regression: with clones refused, a restarted station's simulated
+    // SIM-0001 (a new key) would be refused as `duplicate_serial`.
+    let ts = TestStation::new();
+    let run = || Command::new(imprint_bin()).envs(ts.env()).args(["station", "--simulate", "1", "--max", "1", "--json"]).output().unwrap();
+    for _ in 0..2 {
+        let o = run();
+        assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+    let store = imprint_api::open_store(&ts.cfg).unwrap();
+    let mut serials: Vec<String> = store.certificates().unwrap().into_iter().map(|c| c.device_serial).collect();
+    serials.sort();
+    assert_eq!(serials, ["SIM-0001", "SIM-0002"]);
+}

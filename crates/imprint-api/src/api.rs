@@ -454,10 +454,23 @@ impl Api {
         let cfg = self.config();
         let dir = self.sim_dir();
         std::fs::create_dir_all(&dir).map_err(|e| ApiError::io(dir.display(), e))?;
+        // A restarted station's simulated boards are new boards: numbered
+        // after every SIM serial already certified here, so none is refused
+        // as a clone (`duplicate_serial`).
+        // (Attached before the station opens: read its store, if there is one.)
+        let certified = match self.station() {
+            Ok(st) => st.store().highest_serial_number("SIM-")? as usize,
+            Err(_) if cfg.store_path().exists() => {
+                imprint_store::Store::open_read_only(&cfg.store_path()).and_then(|s| s.highest_serial_number("SIM-")).unwrap_or(0) as usize
+            }
+            Err(_) => 0,
+        };
         let mut sims = lock(&self.inner.sims);
         let start = sims.len();
+        let attached = sims.iter().filter_map(|h| h.serial().strip_prefix("SIM-")?.parse::<usize>().ok()).max().unwrap_or(0);
+        let base = certified.max(attached);
         for (i, faults) in plan.into_iter().enumerate() {
-            let mut c = SimConfig::new(format!("SIM-{:04}", start + i + 1));
+            let mut c = SimConfig::new(format!("SIM-{:04}", base + i + 1));
             c.baud = cfg.baud;
             c.link_dir = Some(dir.clone());
             c.faults = faults;
