@@ -312,3 +312,23 @@ fn simulated_devices_of_a_restarted_station_are_new_boards_not_clones() {
     serials.sort();
     assert_eq!(serials, ["SIM-0001", "SIM-0002"]);
 }
+
+#[test]
+fn a_device_with_a_key_but_no_certificate_fails_every_certificate_check_and_gets_no_key_made() {
+    let ts = TestStation::new();
+    let st = ts.open();
+    // Unplugged at CSR (HELLO, IDENT, KEYGEN, CSR): keyed, nothing certified.
+    let dev = sim("QA-KEYED-1", "unplug-at=4,replug-after-ms=100");
+    assert!(!provision(&st, &dev).passed());
+    let port = dev.wait_plugged(std::time::Duration::from_secs(5)).unwrap().display().to_string();
+    let before = dev.snapshot();
+    assert_eq!((before.state.as_str(), before.cert_der.is_none()), ("keyed", true));
+    let o = st.verify(&port).unwrap();
+    for c in [QaCheck::Chain, QaCheck::Validity, QaCheck::Profile, QaCheck::StoreRecord, QaCheck::ProofOfPossession, QaCheck::Revocation] {
+        let got = o.checks.iter().find(|x| x.check == c).unwrap();
+        assert_eq!(got.result, CheckResult::Fail, "{c:?}: {o:#?}");
+        assert!(got.detail.contains("no certificate"), "{c:?}: {}", got.detail);
+    }
+    assert_eq!(o.verdict.cert_serial_hex, None);
+    assert_eq!(dev.snapshot().public_key_spki, before.public_key_spki, "the same key: KEYGEN without force made none");
+}
