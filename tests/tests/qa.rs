@@ -276,6 +276,10 @@ fn imprint_verify_and_qa_due_on_the_command_line() {
     let o = run(&["qa", "due", "--batch", "WO-QA", "--json"]);
     let due: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((due[0]["verified"].clone(), due[0]["due"].clone()), (2.into(), 0.into()));
+    let o = run(&["qa", "list", "--serial", "QA-CLI-2", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!((list[0]["device_serial"].clone(), list[0]["passed"].clone()), ("QA-CLI-2".into(), false.into()));
     // History shows the verdicts with the record; the report has the latest verdict.
     let o = run(&["records", "show", "QA-CLI-2"]);
     let text = String::from_utf8_lossy(&o.stdout);
