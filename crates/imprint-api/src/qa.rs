@@ -24,13 +24,47 @@ pub enum QaCheckResult {
     Unrecognized,
 }
 
+/// Which check (`imprint_core::qa::QaCheck`, as stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub enum QaCheckName {
+    Chain,
+    Validity,
+    Profile,
+    StoreRecord,
+    ProofOfPossession,
+    Lock,
+    Revocation,
+    MqttConnect,
+    /// Text a newer build wrote.
+    Unrecognized,
+}
+
+impl QaCheckName {
+    fn of(text: &str) -> QaCheckName {
+        use imprint_core::qa::QaCheck as C;
+        match <C as Closed>::parse(text) {
+            Some(C::Chain) => QaCheckName::Chain,
+            Some(C::Validity) => QaCheckName::Validity,
+            Some(C::Profile) => QaCheckName::Profile,
+            Some(C::StoreRecord) => QaCheckName::StoreRecord,
+            Some(C::ProofOfPossession) => QaCheckName::ProofOfPossession,
+            Some(C::Lock) => QaCheckName::Lock,
+            Some(C::Revocation) => QaCheckName::Revocation,
+            Some(C::MqttConnect) => QaCheckName::MqttConnect,
+            None => QaCheckName::Unrecognized,
+        }
+    }
+}
+
 /// One named check of a verdict.
 #[derive(Clone, Debug, Serialize, TS)]
 #[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct QaCheckView {
-    /// `chain`, `validity`, `profile`, `store_record`, `proof_of_possession`,
-    /// `lock`, `revocation`, `mqtt_connect`.
-    pub check: String,
+    pub check: QaCheckName,
+    /// The stored name (as `check`, or a newer build's text).
+    pub check_text: String,
     pub result: QaCheckResult,
     /// What the check found, in words.
     pub detail: String,
@@ -60,7 +94,8 @@ impl From<QaVerdictRow> for QaVerdictView {
             checks: checks
                 .iter()
                 .map(|c| QaCheckView {
-                    check: text(c, "check"),
+                    check: QaCheckName::of(&text(c, "check")),
+                    check_text: text(c, "check"),
                     result: match <imprint_core::qa::CheckResult as Closed>::parse(&text(c, "result")) {
                         Some(imprint_core::qa::CheckResult::Pass) => QaCheckResult::Pass,
                         Some(imprint_core::qa::CheckResult::Fail) => QaCheckResult::Fail,
@@ -204,6 +239,16 @@ pub fn due(actor: &Actor, store: &Store, cfg: &StationConfig, batch: Option<&str
 mod tests {
     use super::*;
     use imprint_station::config::QaConfig;
+
+    #[test]
+    fn every_stored_check_name_maps_to_its_variant_and_unknown_text_to_unrecognized() {
+        for c in <imprint_core::qa::QaCheck as Closed>::ALL {
+            let n = QaCheckName::of(c.as_str());
+            assert_ne!(n, QaCheckName::Unrecognized, "{c:?}");
+            assert_eq!(serde_json::to_value(n).unwrap(), serde_json::Value::String(c.as_str().into()));
+        }
+        assert_eq!(QaCheckName::of("lock "), QaCheckName::Unrecognized);
+    }
 
     #[test]
     fn the_plan_asks_every_nth_device_rounded_up_or_a_count() {

@@ -67,7 +67,7 @@ pub(crate) fn print_verdict(v: &imprint_api::qa::QaVerdictView) -> Result<(), cr
             imprint_api::qa::QaCheckResult::Skipped => "skip",
             imprint_api::qa::QaCheckResult::Unrecognized => "?",
         };
-        out(format!("  {word:<5} {:<20} {}", c.check, c.detail))?;
+        out(format!("  {word:<5} {:<20} {}", c.check_text, c.detail))?;
     }
     Ok(())
 }
@@ -104,8 +104,12 @@ pub fn qa_cmd(cli: &Cli, c: &QaCmd) -> CmdResult {
                 json(&v)?;
             } else {
                 for x in &v {
-                    let failed: Vec<&str> =
-                        x.checks.iter().filter(|c| c.result == imprint_api::qa::QaCheckResult::Fail).map(|c| c.check.as_str()).collect();
+                    let failed: Vec<&str> = x
+                        .checks
+                        .iter()
+                        .filter(|c| c.result == imprint_api::qa::QaCheckResult::Fail)
+                        .map(|c| c.check_text.as_str())
+                        .collect();
                     out(format!(
                         "{}  {}  {:<4}  {}  cert {}  by {}{}",
                         x.at,
