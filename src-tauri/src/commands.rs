@@ -6,6 +6,7 @@ use imprint_api::auth::{NewOperator, OperatorEdit, OperatorView};
 use imprint_api::engine::Tile;
 use imprint_api::health::HealthView;
 use imprint_api::lifecycle::{RevokeReport, RevokeSelector};
+use imprint_api::qa::{QaDueView, QaVerdictView};
 use imprint_api::records::{AttemptView, HistoryFilter, RecordDetail};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::{SettingChange, SettingsView};
@@ -75,6 +76,21 @@ pub async fn record(api: State<'_, Api>, id: String) -> ApiResult<RecordDetail> 
 #[tauri::command]
 pub async fn revoke(api: State<'_, Api>, selector: RevokeSelector, reason: String, comment: Option<String>) -> ApiResult<RevokeReport> {
     blocking(&api, move |a| a.revoke(&selector, &reason, comment.as_deref())).await
+}
+
+#[tauri::command]
+pub async fn verify(api: State<'_, Api>, port: String) -> ApiResult<QaVerdictView> {
+    blocking(&api, move |a| a.verify(&port)).await
+}
+
+#[tauri::command]
+pub async fn qa_verdicts(api: State<'_, Api>, device_serial: Option<String>) -> ApiResult<Vec<QaVerdictView>> {
+    blocking(&api, move |a| a.qa_verdicts(device_serial.as_deref())).await
+}
+
+#[tauri::command]
+pub async fn qa_due(api: State<'_, Api>, batch: Option<String>) -> ApiResult<Vec<QaDueView>> {
+    blocking(&api, move |a| a.qa_due(batch.as_deref())).await
 }
 
 #[tauri::command]

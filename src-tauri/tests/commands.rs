@@ -268,6 +268,9 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
         ("scan", json!({"code": "WO:IPC-2"}), Permission::ScanWorkOrder),
         ("simulate", json!({"count": 1, "faults": []}), Permission::Simulate),
         ("sync_now", json!({}), Permission::SyncNow),
+        // A port with no device: allowed roles get `device_unreadable`, the others `forbidden`.
+        ("verify", json!({"port": "/nonexistent/qa-port"}), Permission::Verify),
+        ("qa_due", json!({"batch": null}), Permission::Verify),
         ("get_settings", json!({}), Permission::Settings),
         ("settings_changes", json!({"settings": settings}), Permission::Settings),
         ("save_settings", json!({"settings": settings}), Permission::Settings),

@@ -313,11 +313,12 @@ pub fn assert_center_equals_local(db: &TestDb, store: &Store, station: &str) -> 
     local.len()
 }
 
-/// Total rows of one station at the center (attempts + steps + certificates + audit entries).
+/// Total rows of one station at the center (attempts + steps + certificates + audit entries + QA verdicts).
 pub fn central_count(db: &TestDb, station: &str) -> i64 {
     db.psql(&format!(
         "SELECT (SELECT count(*) FROM attempts WHERE station_id = '{station}') + (SELECT count(*) FROM attempt_steps WHERE station_id = '{station}')
-              + (SELECT count(*) FROM certificates WHERE station_id = '{station}') + (SELECT count(*) FROM audit_trail WHERE station_id = '{station}')"
+              + (SELECT count(*) FROM certificates WHERE station_id = '{station}') + (SELECT count(*) FROM audit_trail WHERE station_id = '{station}')
+              + (SELECT count(*) FROM qa_verdicts WHERE station_id = '{station}')"
     ))
     .parse()
     .unwrap()

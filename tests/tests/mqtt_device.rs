@@ -79,3 +79,38 @@ fn devices_the_broker_refuses_are_recorded_with_the_reason_and_not_locked() {
         assert!(dev.snapshot().cert_der.is_some(), "{fault}: its certificate is in place for a retry after rework");
     }
 }
+
+#[test]
+fn qa_verification_asks_the_device_to_connect_with_the_broker_ca_it_kept() {
+    let s = setup();
+    let st = s.ts.open();
+    let dev = sim("MQ-QA-0001", "");
+    assert!(st.provision(&path_of(&dev), None).unwrap().passed());
+    let before = dev.snapshot();
+    let o = st.verify(&path_of(&dev)).unwrap();
+    let c = o.checks.iter().find(|c| c.check == imprint_core::qa::QaCheck::MqttConnect).unwrap();
+    assert_eq!(c.result, imprint_core::qa::CheckResult::Pass, "{o:#?}\n{}", s.broker.log());
+    assert!(c.detail.contains("round trip"), "{}", c.detail);
+    assert!(o.passed, "{o:#?}");
+    let after = dev.snapshot();
+    assert_eq!((after.cert_der, after.chain_der, after.locked), (before.cert_der, before.chain_der, before.locked));
+}
+
+#[test]
+fn qa_verification_fails_the_mqtt_check_of_a_device_the_broker_refuses() {
+    let s = setup();
+    let st = s.ts.open();
+    // Its CONNECT presents a certificate from another CA: provisioning wrote
+    // the broker CA, then set the device aside unlocked (connect_refused).
+    let dev = sim("MQ-QA-0002", "mqtt-foreign-cert");
+    assert!(!st.provision(&path_of(&dev), None).unwrap().passed());
+    let o = st.verify(&path_of(&dev)).unwrap();
+    let c = o.checks.iter().find(|c| c.check == imprint_core::qa::QaCheck::MqttConnect).unwrap();
+    assert_eq!(c.result, imprint_core::qa::CheckResult::Fail, "{o:#?}");
+    assert!(c.detail.contains("refused") && c.detail.contains("UnknownCA"), "{}", c.detail);
+    // What QA reads is the station's own certificate: those checks pass.
+    for ok in [imprint_core::qa::QaCheck::Chain, imprint_core::qa::QaCheck::StoreRecord, imprint_core::qa::QaCheck::ProofOfPossession] {
+        assert_eq!(o.checks.iter().find(|c| c.check == ok).unwrap().result, imprint_core::qa::CheckResult::Pass, "{ok:?}");
+    }
+    assert!(!o.passed);
+}

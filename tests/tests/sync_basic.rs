@@ -310,7 +310,24 @@ fn four_stations_syncing_and_revoking_at_once_each_end_with_the_center_equal_to_
     let workers: Vec<SyncWorker> = stations.iter().map(|(id, cfg, _, s)| SyncWorker::spawn(s.clone(), id, cfg.clone()).unwrap()).collect();
     std::thread::scope(|sc| {
         for (i, (_, _, _, s)) in stations.iter().enumerate() {
-            sc.spawn(move || fill(s, &format!("Q{i}"), 40, 8, 2));
+            sc.spawn(move || {
+                fill(s, &format!("Q{i}"), 40, 8, 2);
+                // QA verifies every 4th device: a verdict and its audit entry each.
+                for n in (0..40).step_by(4) {
+                    s.record_qa_verdict(imprint_store::NewQaVerdict {
+                        operator: Some("qa-1".into()),
+                        port: "/dev/ttyQA0".into(),
+                        device_serial: format!("Q{i}-{n:06}"),
+                        cert_serial_hex: None,
+                        certificate_id: None,
+                        batch: Some("WO-BENCH".into()),
+                        passed: n % 8 == 0,
+                        checks_json: r#"[{"check":"lock","result":"pass","detail":"the device reports locked"}]"#.into(),
+                        failed: vec![],
+                    })
+                    .unwrap();
+                }
+            });
         }
     });
     // Then each station revokes 10 of its certificates while its worker
@@ -338,11 +355,12 @@ fn four_stations_syncing_and_revoking_at_once_each_end_with_the_center_equal_to_
     for (id, _, _, s) in &stations {
         total += assert_center_equals_local(&db, s, id);
     }
-    // 40 attempts of 11 records each and 10 revocation entries per station.
-    assert_eq!(total, 4 * (40 * 11 + 10));
+    // 40 attempts of 11 records each, 10 revocation entries and 10 QA
+    // verdicts with their audit entries per station.
+    assert_eq!(total, 4 * (40 * 11 + 10 + 10 * 2));
     assert_eq!(db.psql("SELECT count(*) FROM certificates WHERE status = 'revoked' AND revocation_reason = 'superseded'"), "40");
     let central_total: i64 = db
-        .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail)")
+        .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail) + (SELECT count(*) FROM qa_verdicts)")
         .parse()
         .unwrap();
     assert_eq!(central_total, total as i64, "the center holds the union and nothing else");

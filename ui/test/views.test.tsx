@@ -53,7 +53,7 @@ describe("History detail", () => {
       operator: "tech-1",
     };
     m.store.history.value = [attempt];
-    m.store.detail.value = { attempt, steps: [], certificate: null };
+    m.store.detail.value = { attempt, steps: [], certificate: null, qa_verdicts: [] };
     key("F2");
     await flush();
     expect($("record-hint")?.textContent).toBe(hint);

@@ -460,10 +460,23 @@ impl Api {
         let cfg = self.config();
         let dir = self.sim_dir();
         std::fs::create_dir_all(&dir).map_err(|e| ApiError::io(dir.display(), e))?;
+        // A restarted station's simulated boards are new boards: numbered
+        // after every SIM serial already certified here, so none is refused
+        // as a clone (`duplicate_serial`).
+        // (Attached before the station opens: read its store, if there is one.)
+        let certified = match self.station() {
+            Ok(st) => st.store().highest_serial_number("SIM-")? as usize,
+            Err(_) if cfg.store_path().exists() => {
+                imprint_store::Store::open_read_only(&cfg.store_path()).and_then(|s| s.highest_serial_number("SIM-")).unwrap_or(0) as usize
+            }
+            Err(_) => 0,
+        };
         let mut sims = lock(&self.inner.sims);
         let start = sims.len();
+        let attached = sims.iter().filter_map(|h| h.serial().strip_prefix("SIM-")?.parse::<usize>().ok()).max().unwrap_or(0);
+        let base = certified.max(attached);
         for (i, faults) in plan.into_iter().enumerate() {
-            let mut c = SimConfig::new(format!("SIM-{:04}", start + i + 1));
+            let mut c = SimConfig::new(format!("SIM-{:04}", base + i + 1));
             c.baud = cfg.baud;
             c.link_dir = Some(dir.clone());
             c.faults = faults;
@@ -505,6 +518,26 @@ impl Api {
             bench.refresh_revoked();
         }
         Ok(report)
+    }
+
+    /// QA verification of the device on `port` (role qa, supervisor, admin):
+    /// reads its certificate, chain, a fresh proof and its lock state,
+    /// writing nothing to it, and records the verdict.
+    pub fn verify(&self, port: &str) -> ApiResult<crate::qa::QaVerdictView> {
+        let a = self.require(Permission::Verify)?;
+        crate::qa::verify(&a, &self.station()?, port)
+    }
+
+    /// QA verdicts of a device serial (or all), newest first.
+    pub fn qa_verdicts(&self, device_serial: Option<&str>) -> ApiResult<Vec<crate::qa::QaVerdictView>> {
+        let a = self.require(Permission::View)?;
+        crate::qa::verdicts(&a, self.station()?.store(), device_serial, None, Some(200))
+    }
+
+    /// The QA sampling plan: verifications still due per work order.
+    pub fn qa_due(&self, batch: Option<&str>) -> ApiResult<Vec<crate::qa::QaDueView>> {
+        let a = self.require(Permission::Verify)?;
+        crate::qa::due(&a, self.station()?.store(), &self.config(), batch)
     }
 
     /// Health of every dependency; when the station did not open, what is

@@ -68,6 +68,9 @@ pub enum ErrorCode {
     OperatorLocked,
     /// The operator is disabled.
     OperatorDisabled,
+    /// The device on a port could not be read to the end (no answer, a
+    /// corrupt link, an unplug): a QA verification recorded no verdict.
+    DeviceUnreadable,
 }
 
 impl ErrorCode {
@@ -99,6 +102,7 @@ impl ErrorCode {
         ErrorCode::SignInFailed,
         ErrorCode::OperatorLocked,
         ErrorCode::OperatorDisabled,
+        ErrorCode::DeviceUnreadable,
     ];
 
     /// The stable text form (the same as the serialized form).
@@ -130,6 +134,7 @@ impl ErrorCode {
             ErrorCode::SignInFailed => "sign_in_failed",
             ErrorCode::OperatorLocked => "operator_locked",
             ErrorCode::OperatorDisabled => "operator_disabled",
+            ErrorCode::DeviceUnreadable => "device_unreadable",
         }
     }
 
@@ -164,6 +169,7 @@ impl ErrorCode {
             | ErrorCode::OperatorDisabled => 7,
             ErrorCode::Tampered => 8,
             ErrorCode::Internal => 70,
+            ErrorCode::DeviceUnreadable => 1,
         }
     }
 
@@ -340,6 +346,7 @@ mod tests {
                 ("sign_in_failed", 7),
                 ("operator_locked", 7),
                 ("operator_disabled", 7),
+                ("device_unreadable", 1),
             ]
         );
         for c in ErrorCode::ALL {

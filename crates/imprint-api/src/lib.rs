@@ -22,6 +22,7 @@ mod error;
 pub mod health;
 pub mod lifecycle;
 pub mod ports;
+pub mod qa;
 pub mod records;
 pub mod roles;
 pub mod scan;

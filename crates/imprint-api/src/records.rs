@@ -136,6 +136,8 @@ pub struct RecordDetail {
     pub attempt: AttemptView,
     pub steps: Vec<StepView>,
     pub certificate: Option<CertificateView>,
+    /// The device's QA verdicts, newest first.
+    pub qa_verdicts: Vec<crate::qa::QaVerdictView>,
 }
 
 fn blank(s: &Option<String>) -> Option<String> {
@@ -247,7 +249,16 @@ pub fn show(actor: &Actor, store: &Store, id_or_serial: &str) -> ApiResult<Recor
         Some(c) => store.cert_by_id(c)?,
         None => None,
     };
+    let qa_verdicts = match &attempt.device_serial {
+        Some(serial) => store
+            .qa_verdicts(&imprint_store::QaFilter { device_serial: Some(serial.clone()), limit: Some(50), ..Default::default() })?
+            .into_iter()
+            .map(crate::qa::QaVerdictView::from)
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(RecordDetail {
+        qa_verdicts,
         certificate: cert.as_ref().and_then(certificate_view),
         attempt: view(attempt, cert.as_ref()),
         steps: steps

@@ -14,6 +14,7 @@ use std::time::Duration;
 mod audit_cmd;
 mod lifecycle_cmd;
 mod operators_cmd;
+mod qa_cmd;
 mod sync_cmd;
 mod view;
 
@@ -70,6 +71,14 @@ enum Cmd {
     /// CA set-up: create the CA key and certificate in the HSM, import a chain, show it.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// QA: verify the device on a port (writes nothing to it) and record the verdict.
+    #[command(
+        after_help = "Exit status: 0 every check passed, 1 a check failed (the verdict is recorded) or the device could not be read (no verdict), 7 not allowed (role qa, supervisor or admin)."
+    )]
+    Verify(qa_cmd::VerifyArgs),
+    /// QA: verdicts and the sampling plan (how many verifications are still due).
+    #[command(subcommand)]
+    Qa(qa_cmd::QaCmd),
     /// Local records.
     #[command(subcommand)]
     Records(RecordsCmd),
@@ -420,6 +429,8 @@ fn run(cli: Cli) -> CmdResult {
         }
         Cmd::Ca(c) => ca_cmd(&cli, c),
         Cmd::Records(r) => records_cmd(&cli, r),
+        Cmd::Verify(a) => qa_cmd::verify_cmd(&cli, a),
+        Cmd::Qa(c) => qa_cmd::qa_cmd(&cli, c),
         Cmd::Db(c) => sync_cmd::db_cmd(&cli, c),
         Cmd::Operators(c) => operators_cmd::operators_cmd(&cli, c),
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
@@ -696,6 +707,9 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
             }
             for s in &d.steps {
                 out(format!("  {}  {:<10} {:<9} {}", s.at, s.stage, s.kind, s.detail))?;
+            }
+            for v in &d.qa_verdicts {
+                qa_cmd::print_verdict(v)?;
             }
             Ok(0)
         }

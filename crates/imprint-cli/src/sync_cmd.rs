@@ -323,18 +323,19 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
         central::write_report_csv(&rows, std::io::stdout().lock())?;
     } else {
         out(format!(
-            "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<14} {}",
-            "station", "started", "device", "status", "stage", "operator", "certificate"
+            "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<14} {:<4} {}",
+            "station", "started", "device", "status", "stage", "operator", "qa", "certificate"
         ))?;
         for r in &rows {
             out(format!(
-                "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<14} {}",
+                "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<14} {:<4} {}",
                 r.station_id,
                 r.started_at,
                 r.device_serial.as_deref().unwrap_or("-"),
                 r.status,
                 r.stage.as_deref().unwrap_or("-"),
                 r.operator.as_deref().unwrap_or("-"),
+                r.qa_verdict.as_deref().unwrap_or("-"),
                 r.cert_serial.as_deref().unwrap_or("")
             ))?;
         }

@@ -5,5 +5,6 @@
 pub mod ca;
 pub mod crl;
 pub mod issuance;
+pub mod qa;
 pub mod secrets;
 pub mod signer;

@@ -603,7 +603,8 @@ impl Device {
                     return Err(Frame::err(req.rid, ErrorCode::BadState, "no such lock token: LOCK phase=prepare first"));
                 }
                 self.lock_token = None;
-                self.locked = true;
+                // `fake-lock`: firmware that answers the commit but never persists the lock.
+                self.locked = !self.faults.fake_lock;
                 Ok((Frame::ok(req.rid).with("state", "locked"), self.flash_ms))
             }
             other => Err(bad_request(req.rid, &format!("unknown phase {other}"))),

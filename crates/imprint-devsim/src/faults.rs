@@ -22,6 +22,7 @@
 //! | `mqtt-foreign-cert` | CONNECT presents a certificate for the device key from a CA the device made itself |
 //! | `mqtt-expired-cert` | CONNECT presents an expired certificate (from the simulator's expiry-test CA, `mqtt::expiry_test_ca_pem`) |
 //! | `mqtt-wrong-key` | CONNECT presents the installed certificate but signs the TLS handshake with another key |
+//! | `fake-lock` | LOCK commit answers `state=locked` but the lock is never persisted: the device stays unlocked (QA finds it) |
 
 use std::fmt;
 use std::str::FromStr;
@@ -68,6 +69,8 @@ pub struct Faults {
     pub mqtt_expired_cert: bool,
     /// CONNECT signs the TLS handshake with a key that does not match the certificate.
     pub mqtt_wrong_key: bool,
+    /// LOCK commit answers success without locking.
+    pub fake_lock: bool,
 }
 
 /// A fault spec that could not be parsed.
@@ -134,6 +137,7 @@ impl Faults {
                 "mqtt-foreign-cert" => self.mqtt_foreign_cert = flag()?,
                 "mqtt-expired-cert" => self.mqtt_expired_cert = flag()?,
                 "mqtt-wrong-key" => self.mqtt_wrong_key = flag()?,
+                "fake-lock" => self.fake_lock = flag()?,
                 _ => return Err(err("unknown fault (see imprint-devsim --help)")),
             }
         }
@@ -166,6 +170,7 @@ impl Faults {
         "mqtt-foreign-cert",
         "mqtt-expired-cert",
         "mqtt-wrong-key",
+        "fake-lock",
     ];
 }
 

@@ -36,7 +36,8 @@ use std::time::Duration;
         bad-csr-sig        CSR signature does not verify\n  \
         stale-nonce        CSR challengePassword carries another nonce\n  \
         weak-key           KEYGEN makes an RSA-1024 key\n  \
-        bad-proof          PROVE signs with another key\n\n\
+        bad-proof          PROVE signs with another key\n  \
+        fake-lock          LOCK commit answers locked but never locks\n\n\
         EXAMPLE:\n  imprint-devsim --count 3 --link-dir /tmp/sim --fault 2:weak-key --fault 3:unplug-at=9,replug-after-ms=500"
 )]
 struct Args {

@@ -172,6 +172,10 @@ failure_codes! {
     /// The certificate for the device's key is revoked.
     CertificateRevoked = "certificate_revoked", retryable = false,
         hint = "Rework the device (reset it so it generates a new key), then provision it again.";
+    /// The device reports a serial that already has a valid certificate for
+    /// another key (a cloned or mislabelled board).
+    DuplicateSerial = "duplicate_serial", retryable = false,
+        hint = "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation.";
     /// The CSR could not be parsed.
     CsrMalformed = "csr_malformed", retryable = false,
         hint = "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA.";
@@ -355,6 +359,7 @@ mod tests {
         (FailureCode::MqttConfig, "mqtt_config", true, "Fix the [mqtt] section of the station config, then press Retry."),
         (FailureCode::KeyAlreadyCertified, "key_already_certified", false, "Set the device aside for QA and report it: a key must never be certified twice or shared by two devices."),
         (FailureCode::CertificateRevoked, "certificate_revoked", false, "Rework the device (reset it so it generates a new key), then provision it again."),
+        (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation."),
         (FailureCode::CsrMalformed, "csr_malformed", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::KeyNotAllowed, "key_not_allowed", false, "The device made a key of a type the profile does not allow, and it gets no certificate. Set it aside for QA."),
         (FailureCode::CsrBadSignature, "csr_bad_signature", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),

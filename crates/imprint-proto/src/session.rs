@@ -351,6 +351,13 @@ pub struct SessionConfig {
     pub first_rid: u16,
     /// Ask the device to connect to the broker before LOCK; None: skip.
     pub connect: Option<ConnectCheck>,
+    /// QA inspection instead of provisioning: write nothing (see
+    /// [`Inspection`]): HELLO, IDENT, then, for a device that reports a key,
+    /// KEYGEN without `force` (the protocol answers it with the existing key,
+    /// writing nothing), READ `cert` and `chain`, PROVE over `pop_nonce`, and
+    /// CONNECT when `connect` is set (no `brokerca` is written: the device
+    /// uses the one it kept). Never CSR, PUT, COMMIT, LOCK or RESET.
+    pub inspect: bool,
 }
 
 impl SessionConfig {
@@ -364,8 +371,28 @@ impl SessionConfig {
             link_bytes_per_sec: 11_520,
             first_rid: 1,
             connect: None,
+            inspect: false,
         }
     }
+}
+
+/// What a QA inspection read from a device, writing nothing
+/// ([`SessionConfig::inspect`]). The station judges it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inspection {
+    pub identity: Identity,
+    /// The device's key (KEYGEN without `force`); None for a blank device.
+    pub spki_der: Option<Vec<u8>>,
+    /// The active certificate; None when the device has none (404).
+    pub cert_der: Option<Vec<u8>>,
+    /// The active chain; None when the device has none (404).
+    pub chain_der: Option<Vec<u8>>,
+    /// The proof of possession over a fresh nonce, as the driver checked it
+    /// against `spki_der`; None when it could not be asked (no key).
+    pub proof: Option<Result<(), String>>,
+    /// The device's own broker connection (CONNECT), when asked: Ok(latency
+    /// in ms) or why it failed.
+    pub connect: Option<Result<u64, String>>,
 }
 
 /// The proof-of-possession message a device signs: a domain-separated
@@ -426,16 +453,35 @@ enum State {
     Keygen,
     Lookup,
     CsrGen,
-    ReadCsr { expect_len: usize, expect_sha: Vec<u8>, got: Vec<u8> },
+    ReadCsr {
+        expect_len: usize,
+        expect_sha: Vec<u8>,
+        got: Vec<u8>,
+    },
     Issue,
-    Put { obj: Obj, off: usize },
-    Commit { obj: Obj },
-    ReadBack { obj: Obj, got: Vec<u8> },
+    Put {
+        obj: Obj,
+        off: usize,
+    },
+    Commit {
+        obj: Obj,
+    },
+    ReadBack {
+        obj: Obj,
+        got: Vec<u8>,
+    },
     Prove,
     CheckProof,
     Connect,
+    /// QA inspection: reading the active `cert` / `chain`.
+    Inspect {
+        obj: Obj,
+        got: Vec<u8>,
+    },
     LockPrepare,
-    LockCommit { token: String },
+    LockCommit {
+        token: String,
+    },
     LockVerify,
     Finished,
 }
@@ -462,6 +508,8 @@ pub struct Session {
     last_corrupt: Option<String>,
     /// The request to send again once a BUSY back-off wait is over.
     resend_after_wait: Option<Frame>,
+    /// What a QA inspection found so far.
+    inspection: Option<Inspection>,
 }
 
 impl Session {
@@ -483,7 +531,14 @@ impl Session {
             corrupt_seen: 0,
             last_corrupt: None,
             resend_after_wait: None,
+            inspection: None,
         }
+    }
+
+    /// What a QA inspection read, once it finished (passed: every request
+    /// answered; the station judges the contents).
+    pub fn inspection(&self) -> Option<&Inspection> {
+        self.inspection.as_ref()
     }
 
     pub fn stage(&self) -> Stage {
@@ -660,6 +715,7 @@ impl Session {
             State::Commit { obj } => self.after_commit(obj),
             State::ReadBack { obj, got } => self.after_read_back(&f, obj, got),
             State::Prove => self.after_prove(&f),
+            State::Inspect { obj, got } => self.after_inspect(&f, obj, got),
             State::Connect => self.after_connect(&f),
             State::LockPrepare => self.after_lock_prepare(&f),
             State::LockCommit { .. } => self.after_lock_commit(),
@@ -683,6 +739,11 @@ impl Session {
             self.note(NoteKind::Retry, format!("device busy on {}; asking again in {ms} ms", req.head));
             self.resend_after_wait = Some(req.clone());
             return Action::Wait { ms };
+        }
+        if self.cfg.inspect {
+            if let Some(a) = self.inspect_error(code, f) {
+                return a;
+            }
         }
         if self.state == State::Connect {
             return self.connect_failed(code, f);
@@ -749,7 +810,15 @@ impl Session {
         };
         self.complete(format!("serial={} model={} hw={} fw={} state={}", id.serial, id.model, id.hw_rev, id.fw_version, state.as_str()));
         self.locked_on_arrival = state == DeviceState::Locked;
-        self.identity = Some(id);
+        self.identity = Some(id.clone());
+        if self.cfg.inspect {
+            self.inspection =
+                Some(Inspection { identity: id, spki_der: None, cert_der: None, chain_der: None, proof: None, connect: None });
+            if state == DeviceState::Blank {
+                // KEYGEN would make a key: a blank device is inspected as it is.
+                return self.inspected();
+            }
+        }
         self.enter(Stage::Keygen);
         self.state = State::Keygen;
         self.request(Frame::request(0, "KEYGEN").with("alg", self.cfg.key_alg.as_str()))
@@ -762,6 +831,14 @@ impl Session {
         let new = f.field("new") == Some("1");
         self.complete(format!("{} key, spki_sha256={}", if new { "new" } else { "existing" }, hex_lower(&Sha256::digest(&spki))));
         self.keygen_spki = spki.clone();
+        if self.cfg.inspect {
+            if let Some(i) = self.inspection.as_mut() {
+                i.spki_der = Some(spki);
+            }
+            self.enter(Stage::ReadBack);
+            self.state = State::Inspect { obj: Obj::Cert, got: Vec::new() };
+            return self.read_chunk(Obj::Cert, 0);
+        }
         self.enter(Stage::Lookup);
         self.state = State::Lookup;
         let serial = self.identity.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
@@ -981,6 +1058,16 @@ impl Session {
         if self.state != State::CheckProof {
             return self.fail(FailureCode::Internal, "proof answer out of order".into());
         }
+        if self.cfg.inspect {
+            if let Some(i) = self.inspection.as_mut() {
+                i.proof = Some(r);
+            }
+            if self.cfg.connect.is_some() {
+                self.enter(Stage::Connect);
+                return self.send_connect();
+            }
+            return self.inspected();
+        }
         if let Err(why) = r {
             return self.fail(FailureCode::ProofFailed, format!("the device could not prove it holds the certified key: {why}"));
         }
@@ -1020,6 +1107,12 @@ impl Session {
         let Some(latency) = latency else {
             return self.bad(format!("CONNECT answer lacks latency_ms: {f}"));
         };
+        if self.cfg.inspect {
+            if let Some(i) = self.inspection.as_mut() {
+                i.connect = Some(Ok(latency));
+            }
+            return self.inspected();
+        }
         let c = self.cfg.connect.clone();
         let (host, port) = c.map(|c| (c.host, c.port)).unwrap_or_default();
         self.complete(format!(
@@ -1055,6 +1148,85 @@ impl Session {
                 sanitize_device_text(&msg, MAX_DEVICE_TEXT)
             ),
         )
+    }
+
+    // ---- QA inspection (writes nothing) ----
+
+    /// A device error during an inspection that is a finding, not a link
+    /// failure: no such object (404), no key to prove with (409), a failed
+    /// CONNECT. `None`: handled like in provisioning.
+    fn inspect_error(&mut self, code: ErrorCode, f: &Frame) -> Option<Action> {
+        let msg = sanitize_device_text(&f.text("msg").unwrap_or_default(), MAX_DEVICE_TEXT);
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Inspect { obj, .. } if code == ErrorCode::NotFound => {
+                self.note(NoteKind::Info, format!("the device holds no {}", obj.as_str()));
+                Some(self.inspect_next(obj))
+            }
+            State::Prove => {
+                if let Some(i) = self.inspection.as_mut() {
+                    i.proof = Some(Err(format!("the device refused PROVE: {} {} ({msg})", code.as_u16(), code.name())));
+                }
+                Some(self.inspected())
+            }
+            State::Connect => {
+                let said = sanitize_device_text(f.field("reason").unwrap_or("other"), 64);
+                if let Some(i) = self.inspection.as_mut() {
+                    i.connect = Some(Err(format!("{} {}: {said}: {msg}", code.as_u16(), code.name())));
+                }
+                Some(self.inspected())
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn after_inspect(&mut self, f: &Frame, obj: Obj, mut got: Vec<u8>) -> Action {
+        let (total, data) = match self.read_answer(f, got.len()) {
+            Ok(x) => x,
+            Err(e) => return self.bad(e),
+        };
+        got.extend_from_slice(&data);
+        if got.len() < total {
+            let off = got.len();
+            self.state = State::Inspect { obj, got };
+            return self.read_chunk(obj, off);
+        }
+        if let Some(i) = self.inspection.as_mut() {
+            match obj {
+                Obj::Cert => i.cert_der = Some(got),
+                _ => i.chain_der = Some(got),
+            }
+        }
+        self.inspect_next(obj)
+    }
+
+    /// After reading `obj` (or finding it absent): the chain, then PROVE.
+    fn inspect_next(&mut self, obj: Obj) -> Action {
+        if obj == Obj::Cert {
+            self.state = State::Inspect { obj: Obj::Chain, got: Vec::new() };
+            return self.read_chunk(Obj::Chain, 0);
+        }
+        self.complete("certificate and chain read (nothing written)");
+        self.enter(Stage::Prove);
+        self.state = State::Prove;
+        self.request(Frame::request(0, "PROVE").with("nonce", b64(&self.cfg.pop_nonce)))
+    }
+
+    /// The inspection is over: every request was answered.
+    fn inspected(&mut self) -> Action {
+        self.stage = Stage::Done;
+        self.state = State::Finished;
+        self.outstanding = None;
+        self.note(NoteKind::Completed, "inspected");
+        let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
+        Action::Finish(Outcome::Passed {
+            identity,
+            cert_serial_hex: String::new(),
+            resumed: false,
+            already_provisioned: self.locked_on_arrival,
+        })
     }
 
     fn after_lock_prepare(&mut self, f: &Frame) -> Action {

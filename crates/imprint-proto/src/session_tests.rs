@@ -615,3 +615,64 @@ fn busy_device_is_asked_again_after_a_growing_back_off() {
     let Action::Finish(Outcome::Failed(f)) = a else { panic!("{a:?}") };
     assert!(f.reason.contains("503 BUSY") && f.retryable, "{f:?}");
 }
+
+/// Run a QA inspection against `dev`; returns the outcome and what was read.
+fn inspect(dev: &mut Fake, proof_ok: bool) -> (Outcome, Option<Inspection>) {
+    let mut s = Session::new(SessionConfig { inspect: true, ..cfg() });
+    let mut action = s.start();
+    for _ in 0..1000 {
+        let input = match action {
+            Action::Send { frame, .. } => match dev.answer(&frame) {
+                Reply::Frame(f) => Input::Frame(f),
+                Reply::Silent => Input::Timeout,
+                Reply::Corrupt => Input::Corrupt(format!("@< {} OK garbage *0000", frame.rid)),
+            },
+            Action::KeepWaiting => Input::Timeout,
+            Action::Wait { .. } => Input::Waited,
+            Action::CheckProof { spki_der, message, .. } => {
+                assert_eq!(spki_der, vec![7u8; 91], "the proof is checked against the device's key");
+                assert!(message.starts_with(b"IMPRINT-POP-V1\0SN-0001\0"));
+                Input::ProofChecked(if proof_ok { Ok(()) } else { Err("bad signature".into()) })
+            }
+            Action::Lookup { .. } | Action::Issue { .. } => panic!("an inspection never looks up or issues: {action:?}"),
+            Action::Finish(outcome) => return (outcome, s.inspection().cloned()),
+        };
+        action = s.handle(input);
+    }
+    panic!("inspection did not finish");
+}
+
+#[test]
+fn a_qa_inspection_reads_cert_chain_and_proof_and_writes_nothing() {
+    let mut dev = Fake::default();
+    assert!(matches!(run(&mut dev).outcome, Outcome::Passed { .. }));
+    let (objects, locked) = (dev.objects.clone(), dev.locked);
+    dev.verbs.clear();
+    let (outcome, found) = inspect(&mut dev, true);
+    assert!(matches!(outcome, Outcome::Passed { already_provisioned: true, .. }), "{outcome:?}");
+    let found = found.unwrap();
+    assert_eq!(found.cert_der.as_deref(), Some(&chain().cert_der[..]));
+    assert_eq!(found.chain_der.as_deref(), Some(&chain().chain_der[..]));
+    assert_eq!(found.spki_der, Some(vec![7u8; 91]));
+    assert_eq!(found.proof, Some(Ok(())));
+    assert_eq!(found.identity.state, DeviceState::Locked);
+    // Only reads: no CSR, PUT, COMMIT, LOCK, RESET; KEYGEN without force.
+    assert!(dev.verbs.iter().all(|v| ["HELLO", "IDENT", "KEYGEN", "READ", "PROVE"].contains(&v.as_str())), "{:?}", dev.verbs);
+    assert_eq!((dev.objects.clone(), dev.locked), (objects, locked), "the device is unchanged");
+}
+
+#[test]
+fn a_qa_inspection_reports_a_failed_proof_and_never_keygens_a_blank_device() {
+    let mut dev = Fake::default();
+    assert!(matches!(run(&mut dev).outcome, Outcome::Passed { .. }));
+    let (_, found) = inspect(&mut dev, false);
+    assert_eq!(found.unwrap().proof, Some(Err("bad signature".into())));
+
+    let mut blank = Fake::default();
+    let (outcome, found) = inspect(&mut blank, true);
+    assert!(matches!(outcome, Outcome::Passed { .. }), "{outcome:?}");
+    let found = found.unwrap();
+    assert_eq!((found.spki_der, found.cert_der, found.proof), (None, None, None));
+    assert_eq!(blank.verbs, ["HELLO", "IDENT"], "a blank device gets no KEYGEN (it would make a key)");
+    assert!(blank.key.is_none());
+}

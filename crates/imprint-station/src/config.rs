@@ -111,6 +111,8 @@ pub struct StationConfig {
     pub operators: OperatorsConfig,
     /// CRLs (`imprint crl generate`): how long each one is valid.
     pub crl: CrlConfig,
+    /// The QA sampling plan (`imprint qa due`).
+    pub qa: QaConfig,
 }
 
 /// The `[crl]` section.
@@ -126,6 +128,17 @@ impl Default for CrlConfig {
     fn default() -> Self {
         CrlConfig { next_update_hours: 168 }
     }
+}
+
+/// The `[qa]` section: how many devices of each work order QA verifies.
+/// Set one of the two.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QaConfig {
+    /// Every Nth device (the 1st, the N+1st, ...): ceil(provisioned / N) verifications.
+    pub sample_every: Option<u32>,
+    /// This many devices per work order (all of them if it has fewer).
+    pub sample_count: Option<u32>,
 }
 
 /// The `[operators]` section.
@@ -174,6 +187,7 @@ impl Default for StationConfig {
             mqtt: None,
             operators: OperatorsConfig::default(),
             crl: CrlConfig::default(),
+            qa: QaConfig::default(),
         }
     }
 }

@@ -334,10 +334,11 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         retries: 2,
         link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
         first_rid: u16::from_be_bytes(rid) % 30000 + 1,
-        connect: match connect_check(ctx) {
+        connect: match connect_check(&ctx.cfg) {
             Ok(c) => c,
             Err(f) => return Outcome::Failed(f),
         },
+        inspect: false,
     };
     let mut session = Session::new(cfg);
     let mut decoder = Decoder::new(Direction::Response);
@@ -465,8 +466,8 @@ fn broker_acceptance(run: &mut Run<'_>, stage: Stage, c: &IssuedChain, spki_der:
 
 /// The device broker check, when `[mqtt] device_check = true`: where the
 /// device connects and the CA that verifies the broker (written as `brokerca`).
-fn connect_check(ctx: &StationCtx) -> Result<Option<imprint_proto::session::ConnectCheck>, Failure> {
-    let Some(m) = ctx.cfg.mqtt.as_ref().filter(|m| m.device_check) else {
+pub(crate) fn connect_check(cfg: &crate::StationConfig) -> Result<Option<imprint_proto::session::ConnectCheck>, Failure> {
+    let Some(m) = cfg.mqtt.as_ref().filter(|m| m.device_check) else {
         return Ok(None);
     };
     let bad = |e: String| failure(Stage::Hello, FailureCode::MqttConfig, format!("the device broker check cannot start: {e}"));
@@ -535,6 +536,7 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
     let key = spki_sha256_hex(spki_der);
     ctx.store.set_key(attempt_id, &key).map_err(|e| store_failure(Stage::Lookup, &e))?;
     let Some(row) = ctx.store.cert_by_spki(&key).map_err(|e| store_failure(Stage::Lookup, &e))? else {
+        refuse_duplicate_serial(ctx, serial)?;
         return Ok(None);
     };
     if row.device_serial != serial {
@@ -578,6 +580,28 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
         serial_hex: row.serial_hex,
         resumed: true,
     }))
+}
+
+/// A serial that already has a current certificate (issued, or journaled
+/// for signing) for another key is a cloned or mislabelled board: it gets
+/// no second certificate (`duplicate_serial`). A revoked certificate does
+/// not count (the rework path).
+fn refuse_duplicate_serial(ctx: &StationCtx, serial: &str) -> Result<(), Failure> {
+    let rows = ctx.store.certs_by_device_serial(serial).map_err(|e| store_failure(Stage::Lookup, &e))?;
+    let current = rows.iter().rev().find(|r| !matches!(r.status, Recorded::Known(CertStatus::Revoked)));
+    match current {
+        None => Ok(()),
+        Some(r) => Err(failure(
+            Stage::Lookup,
+            FailureCode::DuplicateSerial,
+            format!(
+                "serial {serial} already has certificate {} (issued {}) for another key (spki_sha256 {}): this board reports a serial that is already provisioned",
+                r.serial_hex,
+                r.issued_at.as_ref().map_or_else(|| r.created_at.to_string(), |t| t.to_string()),
+                &r.spki_sha256[..r.spki_sha256.len().min(16)]
+            ),
+        )),
+    }
 }
 
 /// Check the CSR, journal the intent, sign, record the certificate.

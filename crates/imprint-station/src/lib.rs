@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod health;
 pub mod lock;
 pub mod logging;
+pub mod qa;
 pub mod shutdown;
 pub mod signer_worker;
 pub mod station;

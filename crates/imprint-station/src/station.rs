@@ -474,6 +474,20 @@ impl Station {
     }
 
     /// Provision the device on one port.
+    /// QA verification of the device on `port` (writes nothing to it),
+    /// recorded as a verdict under the signed-in operator.
+    pub fn verify(&self, port: &str) -> Result<crate::qa::QaOutcome, crate::qa::QaError> {
+        self.verify_at(port, time::OffsetDateTime::now_utc())
+    }
+
+    /// [`Station::verify`] judging validity as of `now` (tests: an expired
+    /// certificate without waiting years).
+    pub fn verify_at(&self, port: &str, now: time::OffsetDateTime) -> Result<crate::qa::QaOutcome, crate::qa::QaError> {
+        let operator = self.ctx.operator();
+        let ctx = crate::qa::QaContext { cfg: &self.ctx.cfg, store: &self.ctx.store, chain: &self.ctx.chain };
+        crate::qa::verify(ctx, port, operator.as_deref(), now)
+    }
+
     pub fn provision(&self, port: &str, progress: Option<&ProgressFn>) -> Result<AttemptResult, StoreError> {
         run_attempt(&self.ctx, port, progress)
     }

@@ -32,7 +32,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (4, include_str!("../../../migrations/sqlite/0004_operators.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_audit.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_revocation.sql")),
-    // 7 (QA verdicts) lands from its branch.
+    (7, include_str!("../../../migrations/sqlite/0007_qa.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
 ];
 
@@ -457,12 +457,14 @@ pub mod hash;
 pub mod mqtt_events;
 pub mod operators;
 pub mod outbox;
+pub mod qa;
 pub mod records;
 pub mod revocation;
 pub mod synced;
 pub mod types;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
+pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};
 pub use records::*;
 pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
 

@@ -41,6 +41,8 @@ pub enum Entity {
     Certificate,
     /// An audit trail entry (`crate::audit`).
     Audit,
+    /// A QA verdict (`crate::qa`).
+    QaVerdict,
 }
 
 impl Entity {
@@ -50,6 +52,7 @@ impl Entity {
             Entity::Step => "step",
             Entity::Certificate => "certificate",
             Entity::Audit => "audit",
+            Entity::QaVerdict => "qa_verdict",
         }
     }
 
@@ -59,6 +62,7 @@ impl Entity {
             "step" => Some(Entity::Step),
             "certificate" => Some(Entity::Certificate),
             "audit" => Some(Entity::Audit),
+            "qa_verdict" => Some(Entity::QaVerdict),
             _ => None,
         }
     }

@@ -401,6 +401,30 @@ impl Store {
         self.cert_where("id", id)
     }
 
+    /// The highest number `N` among device serials `<prefix>N` that have a
+    /// certificate (0: none). Simulated boards of a restarted station
+    /// continue from it: a new board is never named like a certified one.
+    pub fn highest_serial_number(&self, prefix: &str) -> Result<u64, StoreError> {
+        let p = prefix.to_string();
+        self.read(move |c| {
+            let mut s =
+                c.prepare_cached("SELECT DISTINCT device_serial FROM certificates WHERE substr(device_serial, 1, length(?1)) = ?1")?;
+            let serials = s.query_map([&p], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(serials.iter().filter_map(|s| s[p.len()..].parse::<u64>().ok()).max().unwrap_or(0))
+        })
+    }
+
+    /// Every certificate row of a device serial, oldest first (a clone check:
+    /// a serial with a current certificate for another key is refused).
+    pub fn certs_by_device_serial(&self, device_serial: &str) -> Result<Vec<CertRow>, StoreError> {
+        let v = device_serial.to_string();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!("SELECT {CERT_COLS} FROM certificates WHERE device_serial = ?1 ORDER BY created_at"))?;
+            let rows = s.query_map([v], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Intents journaled but never completed (the station stopped while signing).
     pub fn pending_intents(&self) -> Result<Vec<CertRow>, StoreError> {
         self.certs_where("status='signing'")

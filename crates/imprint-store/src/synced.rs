@@ -230,9 +230,30 @@ pub const AUDIT: Table = Table {
     received_at: true,
 };
 
+/// QA verdicts (`crate::qa`): written once, never changed.
+pub const QA_VERDICTS: Table = Table {
+    entity: Entity::QaVerdict,
+    local: "qa_verdicts",
+    central: "qa_verdicts",
+    columns: &[
+        col("id", Uuid, false, Key),
+        col("at", Time, false, Fixed),
+        col("operator", Text, true, Fixed),
+        col("port", Text, false, Fixed),
+        col("device_serial", Text, false, Fixed),
+        col("cert_serial_hex", Text, true, Fixed),
+        col("certificate_id", Uuid, true, Fixed),
+        col("batch", Text, true, Fixed),
+        col("verdict", Text, false, Fixed),
+        col("checks", Text, false, Fixed),
+    ],
+    local_only: &[],
+    received_at: true,
+};
+
 /// Every synced table, in the order a batch sends them (audit entries last:
 /// an entry anchors records sent in the same batch).
-pub const TABLES: [&Table; 4] = [&ATTEMPTS, &CERTIFICATES, &STEPS, &AUDIT];
+pub const TABLES: [&Table; 5] = [&ATTEMPTS, &CERTIFICATES, &STEPS, &QA_VERDICTS, &AUDIT];
 
 /// The table of a record kind.
 pub fn table(entity: Entity) -> &'static Table {
@@ -241,6 +262,7 @@ pub fn table(entity: Entity) -> &'static Table {
         Entity::Step => &STEPS,
         Entity::Certificate => &CERTIFICATES,
         Entity::Audit => &AUDIT,
+        Entity::QaVerdict => &QA_VERDICTS,
     }
 }
 

@@ -115,6 +115,11 @@ fn policy(entity: Entity) -> Policy {
             missing: "the center already holds another audit entry at this position of this station's chain (or this id from another station): the local trail was rewritten",
             refused: "the center holds a different audit entry under this id: audit entries never change",
         },
+        Entity::QaVerdict => Policy {
+            still_changeable: None,
+            missing: "another station's record holds this QA verdict id",
+            refused: "the center holds a different QA verdict under this id: verdicts never change",
+        },
     }
 }
 
@@ -630,14 +635,15 @@ async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows:
 }
 
 /// Keys of records, for callers that want to know which kinds moved.
-pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 4] {
-    let mut c = [0; 4];
+pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 5] {
+    let mut c = [0; 5];
     for (k, _) in done {
         c[match k.entity {
             Entity::Attempt => 0,
             Entity::Step => 1,
             Entity::Certificate => 2,
             Entity::Audit => 3,
+            Entity::QaVerdict => 4,
         }] += 1;
     }
     c

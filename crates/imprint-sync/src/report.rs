@@ -28,6 +28,8 @@ pub struct ReportRow {
     pub fingerprint_sha256: Option<String>,
     /// Who started the attempt.
     pub operator: Option<String>,
+    /// The device's latest QA verdict (`pass` / `fail`), if QA verified it.
+    pub qa_verdict: Option<String>,
 }
 
 /// Column names, in the order of [`ReportRow::cells`].
@@ -47,6 +49,7 @@ pub const REPORT_COLUMNS: &[&str] = &[
     "not_after",
     "fingerprint_sha256",
     "operator",
+    "qa_verdict",
 ];
 
 impl ReportRow {
@@ -69,6 +72,7 @@ impl ReportRow {
             o(&self.not_after),
             o(&self.fingerprint_sha256),
             o(&self.operator),
+            o(&self.qa_verdict),
         ]
     }
 }
@@ -82,7 +86,16 @@ pub fn local_report(store: &Store, station_id: &str, since: Option<&str>) -> Res
             Some(id) => store.cert_by_id(id)?,
             None => None,
         };
+        let qa_verdict = match &a.device_serial {
+            Some(s) => store
+                .qa_verdicts(&imprint_store::QaFilter { device_serial: Some(s.clone()), limit: Some(1), ..Default::default() })?
+                .into_iter()
+                .next()
+                .map(|v| v.verdict),
+            None => None,
+        };
         out.push(ReportRow {
+            qa_verdict,
             station_id: station_id.to_string(),
             attempt_id: a.id,
             started_at: a.started_at.to_string(),
@@ -119,8 +132,10 @@ pub async fn central_report(opts: &PgConnectOptions, station: Option<&str>, sinc
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
     let rows = sqlx::query(
         "SELECT a.station_id, a.id::text, a.started_at, a.finished_at, a.status, a.stage, a.code, a.device_serial, a.model,
-                a.batch, c.serial_hex, c.status, c.not_after, c.fingerprint_sha256, a.operator
+                a.batch, c.serial_hex, c.status, c.not_after, c.fingerprint_sha256, a.operator, q.verdict
          FROM attempts a LEFT JOIN certificates c ON c.id = a.certificate_id
+         LEFT JOIN LATERAL (SELECT v.verdict FROM qa_verdicts v WHERE v.device_serial = a.device_serial
+                            ORDER BY v.at DESC LIMIT 1) q ON true
          WHERE ($1::text IS NULL OR a.station_id = $1) AND ($2::timestamptz IS NULL OR a.started_at >= $2)
          ORDER BY a.started_at DESC, a.id DESC",
     )
@@ -147,6 +162,7 @@ pub async fn central_report(opts: &PgConnectOptions, station: Option<&str>, sinc
                 not_after: text(r.try_get(12)?),
                 fingerprint_sha256: r.try_get(13)?,
                 operator: r.try_get(14)?,
+                qa_verdict: r.try_get(15)?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
