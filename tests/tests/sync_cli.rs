@@ -119,6 +119,7 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
 
     // Reports: local, central as the station (its own rows), central as a reader (everyone's).
     let o = run(&env, &["report", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
     let local: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(local.len(), 6);
     let o = run(&env, &["report", "--central", "--json"]);
