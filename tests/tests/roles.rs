@@ -504,6 +504,43 @@ mod cli {
         assert_eq!(o.status.code(), Some(7), "{}", text(&o));
         assert!(text(&o).contains("[forbidden]"), "{}", text(&o));
     }
+
+    #[test]
+    fn the_headless_station_runs_as_its_service_operator_with_technician_rights() {
+        let ts = cli_station();
+        let o =
+            run(&ts, None, &["operators", "add", "admin", "--name", "Ada", "--role", "admin"], &[("IMPRINT_NEW_OPERATOR_PIN", ADMIN_PIN)]);
+        assert!(o.status.success(), "{}", text(&o));
+        // The service operator's own role is qa: as the station it acts as a technician.
+        let o = run(
+            &ts,
+            Some(("admin", ADMIN_PIN)),
+            &["operators", "add", "line-1", "--name", "Line 1", "--role", "qa"],
+            &[("IMPRINT_NEW_OPERATOR_PIN", "line-1-pin")],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let cfg = "port_globs = []\nstation_id = \"test-station\"\n[operators]\ndemo_admin = false\nservice_operator = \"line-1\"\n";
+        std::fs::write(ts.dir.path().join("station.toml"), cfg).unwrap();
+        let o = run(&ts, None, &["station", "--simulate", "1", "--max", "1"], &[]);
+        assert!(o.status.success() && text(&o).contains("operator: line-1"), "{}", text(&o));
+        let o = run(&ts, Some(("admin", ADMIN_PIN)), &["records", "list", "--json"], &[]);
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!((rows[0]["operator"].as_str(), rows[0]["status"].as_str()), (Some("line-1"), Some("passed")), "{rows:#}");
+        // Other commands do not run as the service operator.
+        let o = run(&ts, None, &["records", "list"], &[]);
+        assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+        // Disabled, the station does not start.
+        let o = run(&ts, Some(("admin", ADMIN_PIN)), &["operators", "disable", "line-1"], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = run(&ts, None, &["station", "--simulate", "1", "--max", "1"], &[]);
+        assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+        assert!(text(&o).contains("[operator_disabled]"), "{}", text(&o));
+        // A service operator that does not exist is a settings error.
+        std::fs::write(ts.dir.path().join("station.toml"), cfg.replace("line-1", "nobody")).unwrap();
+        let o = run(&ts, None, &["station", "--simulate", "1", "--max", "1"], &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("not an operator"), "{}", text(&o));
+    }
 }
 
 #[test]
