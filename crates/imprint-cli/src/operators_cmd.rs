@@ -147,13 +147,7 @@ pub fn operators_cmd(cli: &Cli, c: &OperatorsCmd) -> CmdResult {
     // The first admin is added without signing in, only on a station with no operator.
     if let OperatorsCmd::Add { id, name, role, badge: with_badge } = c {
         if imprint_api::with_local_store(&cfg, auth::needs_first_admin)? {
-            let new = NewOperator {
-                id: id.clone(),
-                display_name: name.clone(),
-                role: (*role).into(),
-                pin: new_pin(id)?,
-                badge: if *with_badge { Some(badge()?) } else { None },
-            };
+            let new = new_operator(id, name, *role, *with_badge)?;
             let a = auth::command_first_admin(&cfg, &new)?;
             eprintln!("added {} as this station's first admin", a.id());
             return Ok(0);
@@ -167,13 +161,7 @@ pub fn operators_cmd(cli: &Cli, c: &OperatorsCmd) -> CmdResult {
     };
     match c {
         OperatorsCmd::Add { id, name, role, badge: with_badge } => {
-            let new = NewOperator {
-                id: id.clone(),
-                display_name: name.clone(),
-                role: (*role).into(),
-                pin: new_pin(id)?,
-                badge: if *with_badge { Some(badge()?) } else { None },
-            };
+            let new = new_operator(id, name, *role, *with_badge)?;
             let v = auth::command_operators(&cfg, |s| auth::add(&me, s, &new))?;
             eprintln!("added {} ({})", v.id, v.role);
             Ok(0)
