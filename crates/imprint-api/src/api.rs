@@ -442,11 +442,7 @@ impl Api {
     /// Simulated devices get real certificates from whatever CA signs: they
     /// are refused while a production CA is configured.
     fn attach_simulated_unchecked(&self, count: u32, faults: &[String]) -> ApiResult<Attached> {
-        let development = match self.station() {
-            Ok(st) => st.ctx().development,
-            Err(_) => self.config().is_development(),
-        };
-        if !development {
+        if !self.development() {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "simulated devices are refused while a production CA signs: they would get real certificates. \
@@ -664,13 +660,17 @@ impl Api {
         }
     }
 
-    fn demo_actor(&self) -> Option<Actor> {
-        let cfg = self.config();
-        let development = match self.station() {
+    /// The development CA signs: as the open station found it, or as the
+    /// config says while no station is open.
+    fn development(&self) -> bool {
+        match self.station() {
             Ok(st) => st.ctx().development,
-            Err(_) => cfg.is_development(),
-        };
-        Actor::demo(development, &cfg.operators)
+            Err(_) => self.config().is_development(),
+        }
+    }
+
+    fn demo_actor(&self) -> Option<Actor> {
+        Actor::demo(self.development(), &self.config().operators)
     }
 
     /// The signed-in operator (the development CA's demo admin when nobody
