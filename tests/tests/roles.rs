@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const ADMIN_PIN: &str = "4711-admin";
+/// A wrong PIN long and odd enough that it cannot turn up by chance in hex hashes and serials in the store
+/// (a four-digit "9999" did, in CI: the "PIN is nowhere" check then failed on a hash, not a leak).
+const WRONG_PIN: &str = "wrong-pin-Q7x3";
 
 fn station(dir: &std::path::Path, mode: Mode) -> Api {
     let mut cfg = StationConfig { data_dir: dir.join("data"), port_globs: vec![], station_id: "roles".into(), mode, ..Default::default() };
@@ -246,12 +249,12 @@ fn five_wrong_pins_lock_an_operator_across_a_restart_and_the_pin_is_nowhere() {
     let dir = tempfile::tempdir().unwrap();
     let api = staffed(dir.path());
     for _ in 0..4 {
-        assert_eq!(api.sign_in(&pin("tech", "9999")).unwrap_err().code, ErrorCode::SignInFailed);
+        assert_eq!(api.sign_in(&pin("tech", WRONG_PIN)).unwrap_err().code, ErrorCode::SignInFailed);
     }
     api.shutdown();
     // The count survives a restart: the fifth wrong PIN locks.
     let api = station(dir.path(), Mode::Manual);
-    assert_eq!(api.sign_in(&pin("tech", "9999")).unwrap_err().code, ErrorCode::OperatorLocked);
+    assert_eq!(api.sign_in(&pin("tech", WRONG_PIN)).unwrap_err().code, ErrorCode::OperatorLocked);
     assert_eq!(api.sign_in(&pin("tech", "tech-pin")).unwrap_err().code, ErrorCode::OperatorLocked);
     api.sign_in(&pin("admin", ADMIN_PIN)).unwrap();
     api.edit_operator("tech", &OperatorEdit::ResetPin { pin: OperatorPin::new("tech-new-pin") }).unwrap();
@@ -266,7 +269,7 @@ fn five_wrong_pins_lock_an_operator_across_a_restart_and_the_pin_is_nowhere() {
     }
     assert!(hay.iter().any(|(p, _)| p.ends_with("station.db")));
     for (path, bytes) in &hay {
-        for secret in [ADMIN_PIN, "tech-pin", "tech-new-pin", "super-pin", "9999"] {
+        for secret in [ADMIN_PIN, "tech-pin", "tech-new-pin", "super-pin", WRONG_PIN] {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} found in {}", path.display());
         }
     }
@@ -549,7 +552,7 @@ fn security_events_are_in_the_audit_trail_attributed_and_it_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let api = staffed(dir.path());
     // A wrong PIN, a sign-in, a settings change, an operator change, an export, a sign-out.
-    assert_eq!(api.sign_in(&pin("tech", "9999")).unwrap_err().code, ErrorCode::SignInFailed);
+    assert_eq!(api.sign_in(&pin("tech", WRONG_PIN)).unwrap_err().code, ErrorCode::SignInFailed);
     api.sign_in(&pin("admin", ADMIN_PIN)).unwrap();
     let mut s = api.settings().unwrap();
     s.validity_days = 400;
@@ -581,7 +584,7 @@ fn security_events_are_in_the_audit_trail_attributed_and_it_verifies() {
     assert_eq!(reset.subject.as_deref(), Some("tech"));
     // No PIN in any entry, and the chain verifies.
     let all = serde_json::to_string(&entries).unwrap();
-    for secret in [ADMIN_PIN, "9999", "tech-pin-2"] {
+    for secret in [ADMIN_PIN, WRONG_PIN, "tech-pin-2"] {
         assert!(!all.contains(secret), "{secret} in the audit trail");
     }
     assert!(audit::verify_local(&me, &store).unwrap().ok);
