@@ -47,6 +47,13 @@ const shownVerdict = (d) =>
       lock: v.querySelector('[data-testid=qa-check][data-check=lock] [data-testid=qa-check-detail]')?.textContent ?? '' };
   `);
 
+/** Screenshot once the toast has gone (it would cover the checks). */
+async function shot(d, name) {
+  if (!SHOTS) return;
+  await d.waitFor(async () => (await d.all(d.byId("toast"))).length === 0, "the toast to go", 10000);
+  await d.screenshot(join(SHOTS, name));
+}
+
 const dueOf = (d, batch) => d.exec(`return document.querySelector('[data-testid=qa-due-row][data-batch="${batch}"]')?.dataset.due ?? null`);
 
 test("a QA operator verifies a good device (pass) and one that never locked (fails lock by name) with the keyboard, sees the plan count them and the verdicts in History", async () => {
@@ -82,6 +89,7 @@ test("a QA operator verifies a good device (pass) and one that never locked (fai
     await d.keys(KEY.F11);
     await d.one(d.byId("view-qa"));
     await d.waitFor(async () => (await dueOf(d, "E2E-QA")) === "1", "one verification due for E2E-QA");
+    assert.match(await d.exec("return document.querySelector('[data-testid=qa-due-row][data-batch=\"E2E-QA\"]').textContent"), /every 2nd device/);
     const ports = await d.exec("return [...document.querySelectorAll('[data-testid=qa-port]')].map((r) => ({ serial: r.dataset.serial, picked: r.dataset.picked }))");
     assert.deepEqual(ports, [{ serial: "SIM-0001", picked: "true" }, { serial: "SIM-0002", picked: "false" }]);
 
@@ -97,7 +105,7 @@ test("a QA operator verifies a good device (pass) and one that never locked (fai
     ]);
     assert.equal(await text(d, "qa-verdict-word"), "QA PASS");
     await d.waitFor(async () => (await dueOf(d, "E2E-QA")) === "0", "nothing due after one verification");
-    if (SHOTS) await d.screenshot(join(SHOTS, "qa-pass.png"));
+    await shot(d, "qa-pass.png");
 
     // Down, Enter: the device that never locked fails the lock check, by name, and nothing else.
     await d.keys(KEY.ArrowDown + KEY.Enter);
@@ -112,7 +120,7 @@ test("a QA operator verifies a good device (pass) and one that never locked (fai
     assert.equal(await text(d, "qa-verdict-line"), "failed: Device locked");
     const recent = await d.exec("return [...document.querySelectorAll('[data-testid=qa-recent-row]')].map((r) => r.dataset.serial + ':' + r.dataset.passed)");
     assert.deepEqual(recent, ["SIM-0002:false", "SIM-0001:true"]);
-    if (SHOTS) await d.screenshot(join(SHOTS, "qa-fail.png"));
+    await shot(d, "qa-fail.png");
 
     // The store holds both verdicts, under Quinn.
     const listed = JSON.parse(
@@ -142,6 +150,6 @@ test("a QA operator verifies a good device (pass) and one that never locked (fai
     assert.equal(qa[0].passed, "false");
     assert.equal(qa[0].lock, "fail");
     assert.match(qa[0].line, /by quinn: failed: Device locked$/);
-    if (SHOTS) await d.screenshot(join(SHOTS, "history-qa.png"));
+    await shot(d, "history-qa.png");
   }, undefined, config, addOperators);
 });

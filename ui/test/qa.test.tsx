@@ -108,8 +108,10 @@ describe("verifying", () => {
     expect($("qa-verdict")?.dataset.passed).toBe("false");
     expect($("qa-verdict-word")?.textContent).toBe("QA FAIL");
     expect($("qa-verdict-line")?.textContent).toBe("failed: Device locked");
-    const failed = shownChecks().filter(([, r]) => r === "fail");
-    expect(failed).toEqual([["lock", "fail", found]]);
+    // The failed check comes first, with what it found; the rest in the order they ran.
+    expect(shownChecks()[0]).toEqual(["lock", "fail", found]);
+    expect(shownChecks().filter(([, r]) => r === "fail")).toHaveLength(1);
+    expect(shownChecks().map(([c]) => c)).toEqual(["lock", "chain", "validity", "profile", "store_record", "proof_of_possession", "revocation", "mqtt_connect"]);
     const row = $$("qa-recent-row")[0];
     expect(row.dataset.passed).toBe("false");
     expect(row.textContent).toContain("FAIL: Device locked");

@@ -7,16 +7,20 @@ import type { QaVerdictView } from "../api";
 import { useApp } from "../context";
 import { QA_RESULT_WORDS, bigWord, canVerify, dueWords, qaCheckWords, verdictLine, verdictWord } from "../words";
 
-/** Every check of a verdict: its name, pass/fail and what it found, in words. */
+/** Every check of a verdict: pass/fail, its name and what it found, in
+ *  words; the failed ones first (the rest in the order they ran). */
 export function VerdictChecks({ v }: { v: QaVerdictView }) {
+  const checks = [...v.checks].sort((a, b) => Number(b.result === "fail") - Number(a.result === "fail"));
   return (
     <table class="qa-checks" data-testid="qa-checks">
       <tbody>
-        {v.checks.map((c, i) => (
+        {checks.map((c, i) => (
           <tr key={i} class={`qa-check ${c.result}`} data-testid="qa-check" data-check={c.check} data-result={c.result}>
-            <td class="qa-check-name">{qaCheckWords(c)}</td>
             <td class="qa-check-result" data-testid="qa-check-result">{QA_RESULT_WORDS[c.result]}</td>
-            <td class="qa-check-detail" data-testid="qa-check-detail">{c.detail}</td>
+            <td>
+              <div class="qa-check-name">{qaCheckWords(c)}</div>
+              <div class="qa-check-detail" data-testid="qa-check-detail">{c.detail}</div>
+            </td>
           </tr>
         ))}
       </tbody>
