@@ -414,8 +414,11 @@ export function createActions(store: Store, api: Api) {
         store.qaError.value = "";
         store.qaVerdict.value = null;
       });
+      const who = store.operator.peek()?.id;
       try {
         const v = await api.verify(port);
+        // Signed out meanwhile: the verdict is recorded; it is not shown to whoever comes next.
+        if (store.operator.peek()?.id !== who) return;
         store.qaVerdict.value = v;
         actions.toast(`${verdictWord(v)}: ${v.device_serial}, ${verdictLine(v)}`);
         await Promise.all([actions.loadQaDue(), actions.loadQaRecent()]);

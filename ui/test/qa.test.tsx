@@ -267,6 +267,24 @@ describe("QA state and words", () => {
     expect($("signin")).not.toBeNull();
   });
 
+  it("a verdict that arrives after its operator signed out is not shown to the next one", async () => {
+    let answer: (() => void) | undefined;
+    const m = await mount([PASSED(1)], QA);
+    cleanup = m.unmount;
+    const verify = m.fake.api.verify;
+    m.fake.api.verify = (port: string) => new Promise<QaVerdictView>((ok) => (answer = () => void verify(port).then(ok)));
+    key("F11", document.body);
+    await flush();
+    key("Enter", document.body);
+    await flush();
+    key("F9", document.body);
+    await flush();
+    answer!();
+    await flush();
+    expect(m.store.qaVerdict.value).toBeNull();
+    expect(m.store.qaVerifying.value).toBeNull();
+  });
+
   it("every check has operator words; a check a newer build wrote shows its stored name", () => {
     const names = Object.keys(QA_CHECK_WORDS) as QaCheckName[];
     expect(names.sort()).toEqual(["chain", "lock", "mqtt_connect", "profile", "proof_of_possession", "revocation", "store_record", "validity"]);
