@@ -9,6 +9,7 @@ import { Header } from "./views/Header";
 import { Health } from "./views/Health";
 import { History } from "./views/History";
 import { Operators, SecretDialog } from "./views/Operators";
+import { Qa } from "./views/Qa";
 import { Settings } from "./views/Settings";
 import { FirstRun, SignIn } from "./views/SignIn";
 
@@ -36,6 +37,7 @@ function Body({ store }: { store: Store }) {
   }
   switch (view) {
     case "bench": return <Bench />;
+    case "qa": return <Qa />;
     case "history": return <History />;
     case "health": return <Health />;
     case "settings": return <Settings />;
