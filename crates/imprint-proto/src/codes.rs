@@ -176,6 +176,10 @@ failure_codes! {
     /// another key (a cloned or mislabelled board).
     DuplicateSerial = "duplicate_serial", retryable = false,
         hint = "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation.";
+    /// The certificate is inside its renewal window but the device is
+    /// locked, so a new certificate could not be written: nothing was issued.
+    RenewalLocked = "renewal_locked", retryable = false,
+        hint = "The device's certificate is due for renewal, but the device is locked and cannot take a new one here. Nothing was issued and it keeps its current certificate: renew it over the fleet's own channel before it expires, or have a supervisor authorise a rework.";
     /// The CSR could not be parsed.
     CsrMalformed = "csr_malformed", retryable = false,
         hint = "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA.";
@@ -360,6 +364,7 @@ mod tests {
         (FailureCode::KeyAlreadyCertified, "key_already_certified", false, "Set the device aside for QA and report it: a key must never be certified twice or shared by two devices."),
         (FailureCode::CertificateRevoked, "certificate_revoked", false, "Rework the device (reset it so it generates a new key), then provision it again."),
         (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation."),
+        (FailureCode::RenewalLocked, "renewal_locked", false, "The device's certificate is due for renewal, but the device is locked and cannot take a new one here. Nothing was issued and it keeps its current certificate: renew it over the fleet's own channel before it expires, or have a supervisor authorise a rework."),
         (FailureCode::CsrMalformed, "csr_malformed", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::KeyNotAllowed, "key_not_allowed", false, "The device made a key of a type the profile does not allow, and it gets no certificate. Set it aside for QA."),
         (FailureCode::CsrBadSignature, "csr_bad_signature", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
