@@ -384,6 +384,54 @@ mod tests {
         assert!(report.ok(), "{report:?}");
     }
 
+    /// A store written at schema 8 (certificates with the old inline
+    /// `UNIQUE spki_sha256`, attempts referring to them, outbox rows) is
+    /// migrated to 9 with every row, reference and outbox seq kept, and then
+    /// allows a superseded and a current certificate for one key.
+    #[test]
+    fn a_schema_8_store_keeps_its_certificates_references_and_outbox_through_the_rebuild() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("station.db");
+        {
+            let mut c = rusqlite::Connection::open(&p).unwrap();
+            let tx = c.transaction().unwrap();
+            for (v, sql) in crate::MIGRATIONS.iter().filter(|(v, _)| *v <= 8) {
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", v).unwrap();
+            }
+            tx.execute_batch(
+                "INSERT INTO attempts(id, port, started_at, status) VALUES ('a1', '/dev/x', '2026-01-01T00:00:00.000Z', 'passed');
+                 INSERT INTO certificates(id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before,
+                     not_after, status, cert_der, created_at, issued_at)
+                 VALUES ('c1', 'a1', 'SN8', 'CN=CA', '01', 'k8', x'01', '2026-01-01T00:00:00.000Z', '2027-01-01T00:00:00.000Z',
+                     'issued', x'30', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
+                 UPDATE attempts SET certificate_id = 'c1' WHERE id = 'a1';
+                 INSERT INTO outbox(entity, entity_id, changed_at) VALUES ('certificate', 'c1', '2026-01-01T00:00:01.000Z');",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        let c1 = s.cert_by_id("c1").unwrap().unwrap();
+        assert_eq!((c1.status.as_str(), c1.spki_sha256.as_str(), c1.superseded_at.clone()), ("issued", "k8", None));
+        assert_eq!(s.attempt("a1").unwrap().unwrap().certificate_id.as_deref(), Some("c1"));
+        // The writer's connection (the one migrated) has foreign keys on again.
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.write(move |t| {
+            let _ = tx.send(t.pragma_query_value(None, "foreign_keys", |r| r.get::<_, bool>(0))?);
+            Ok(())
+        })
+        .unwrap();
+        assert!(rx.recv().unwrap(), "foreign keys are on again after the migration");
+        let queued: i64 = s.read(|c| Ok(c.query_row("SELECT count(*) FROM outbox WHERE entity_id = 'c1'", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(queued, 1);
+        // A renewal of the migrated certificate: the old row superseded, a second (current) one for the same key.
+        let a = s.begin_attempt("/dev/x", None).unwrap();
+        let new = intent(&a, "k8", "SN8", "02");
+        s.journal_reissue(&new, &Supersede::Renewal { old_id: "c1".into(), revoke: false, operator: None }).unwrap();
+        assert_eq!(s.cert_by_id("c1").unwrap().unwrap().status.as_str(), "superseded");
+    }
+
     #[test]
     fn a_rework_authorisation_is_used_once_and_revokes_the_old_certificate_in_the_journal_transaction() {
         let d = tempfile::tempdir().unwrap();
