@@ -24,6 +24,8 @@ import type { SessionView } from "./bindings/SessionView";
 import type { SettingChange } from "./bindings/SettingChange";
 import type { RevokeSelector } from "./bindings/RevokeSelector";
 import type { RevokeReportDto } from "./bindings/RevokeReportDto";
+import type { ReworkAuthorisationDto } from "./bindings/ReworkAuthorisationDto";
+import type { ExpiringCertDto } from "./bindings/ExpiringCertDto";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
@@ -52,6 +54,9 @@ export const api = {
   record: (id: string) => invoke<RecordDetail>("record", { id }),
   revoke: (selector: RevokeSelector, reason: string, comment: string | null) =>
     invoke<RevokeReportDto>("revoke", { selector, reason, comment }),
+  authoriseRework: (serial: string, comment: string | null) =>
+    invoke<ReworkAuthorisationDto>("authorise_rework", { serial, comment }),
+  certsExpiring: (days: number, central: boolean) => invoke<ExpiringCertDto[]>("certs_expiring", { days, central }),
   health: () => invoke<HealthItemDto[]>("health"),
   getSettings: () => invoke<SettingsDto>("get_settings"),
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),

@@ -28,10 +28,13 @@ import { createStore } from "../src/store";
 export const PERMISSIONS: Record<Role, Permission[]> = {
   technician: ["view", "provision", "scan_work_order", "simulate", "sync_now"],
   qa: ["view", "sync_now", "verify"],
-  supervisor: ["view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine", "audit"],
+  supervisor: [
+    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "rework", "work_orders", "release_quarantine",
+    "audit",
+  ],
   admin: [
-    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine",
-    "settings", "ca_setup", "operators", "central_admin", "audit",
+    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "rework", "work_orders",
+    "release_quarantine", "settings", "ca_setup", "operators", "central_admin", "audit",
   ],
 };
 
@@ -122,6 +125,8 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     history: rec("history", () => []),
     record: rec("record", () => { throw new Error("no record"); }),
     revoke: rec("revoke", () => { throw new Error("no revoke"); }),
+    authoriseRework: rec("authoriseRework", () => { throw new Error("no rework"); }),
+    certsExpiring: rec("certsExpiring", () => []),
     health: rec("health", () => (opts.health ? opts.health() : [])),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).
