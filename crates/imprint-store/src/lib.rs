@@ -10,8 +10,10 @@
 //! Invariants kept here:
 //! - a certificate row is journaled (`status='signing'`, with serial and
 //!   validity) before the signer is called; `issued` rows always carry DER;
-//! - one certificate per public key (`UNIQUE spki_sha256`) and per
-//!   (issuer, serial);
+//! - one *current* (`signing` or `issued`) certificate per public key (the
+//!   partial unique index `certificates_one_current_per_key`; a renewal or
+//!   rework supersedes the old one in the transaction that journals the new
+//!   one: `rework.rs`) and one certificate per (issuer, serial);
 //! - a station that stops mid-attempt finds the attempt `running` on restart
 //!   and marks it `interrupted` with the last stage it reached;
 //! - every change to a record (attempt, step, certificate) writes its
