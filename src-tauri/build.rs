@@ -13,6 +13,8 @@ const COMMANDS: &[&str] = &[
     "history",
     "record",
     "revoke",
+    "authorise_rework",
+    "certs_expiring",
     "verify",
     "qa_verdicts",
     "qa_due",

@@ -281,6 +281,9 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
             json!({"selector": {"by": "device_serial", "serial": "SN-NONE"}, "reason": "superseded", "comment": null}),
             Permission::Revoke,
         ),
+        // A serial never certified: allowed roles get `not_found`, the others `forbidden`.
+        ("authorise_rework", json!({"serial": "SN-NONE", "comment": null}), Permission::Rework),
+        ("certs_expiring", json!({"days": 30, "central": false}), Permission::Report),
     ];
     call(&h, "sign_out", json!({})).unwrap();
     for (who, creds, role) in [

@@ -138,6 +138,8 @@ fn operations() -> Vec<Operation> {
                 ok(a.revoke(&sel, "superseded", Some("roles test")))
             }),
         ),
+        ("authorise_rework", Permission::Rework, Box::new(|a: &Api| ok(a.authorise_rework("SN-NOT-ISSUED", Some("roles test"))))),
+        ("certs_expiring", Permission::Report, Box::new(|a: &Api| ok(a.certs_expiring(30, false)))),
         (
             "lifecycle::generate_crl",
             Permission::Revoke,

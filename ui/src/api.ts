@@ -26,6 +26,8 @@ import type { RevokeSelector } from "./bindings/RevokeSelector";
 import type { RevokeReportDto } from "./bindings/RevokeReportDto";
 import type { QaVerdictView } from "./bindings/QaVerdictView";
 import type { QaDueView } from "./bindings/QaDueView";
+import type { ReworkAuthorisationDto } from "./bindings/ReworkAuthorisationDto";
+import type { ExpiringCertDto } from "./bindings/ExpiringCertDto";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
@@ -61,6 +63,9 @@ export const api = {
   qaVerdicts: (deviceSerial: string | null) => invoke<QaVerdictView[]>("qa_verdicts", { deviceSerial }),
   /** The sampling plan: verifications still due per work order (`batch`: that one only). */
   qaDue: (batch: string | null) => invoke<QaDueView[]>("qa_due", { batch }),
+  authoriseRework: (serial: string, comment: string | null) =>
+    invoke<ReworkAuthorisationDto>("authorise_rework", { serial, comment }),
+  certsExpiring: (days: number, central: boolean) => invoke<ExpiringCertDto[]>("certs_expiring", { days, central }),
   health: () => invoke<HealthItemDto[]>("health"),
   getSettings: () => invoke<SettingsDto>("get_settings"),
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),

@@ -31,10 +31,13 @@ import { createStore } from "../src/store";
 export const PERMISSIONS: Record<Role, Permission[]> = {
   technician: ["view", "provision", "scan_work_order", "simulate", "sync_now"],
   qa: ["view", "sync_now", "verify"],
-  supervisor: ["view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine", "audit"],
+  supervisor: [
+    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "rework", "work_orders", "release_quarantine",
+    "audit",
+  ],
   admin: [
-    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine",
-    "settings", "ca_setup", "operators", "central_admin", "audit",
+    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "rework", "work_orders",
+    "release_quarantine", "settings", "ca_setup", "operators", "central_admin", "audit",
   ],
 };
 
@@ -161,6 +164,8 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     }),
     qaVerdicts: rec("qaVerdicts", (serial: string | null) => verdicts.filter((v) => serial === null || v.device_serial === serial)),
     qaDue: rec("qaDue", () => (opts.qaDue ? opts.qaDue() : [])),
+    authoriseRework: rec("authoriseRework", () => { throw new Error("no rework"); }),
+    certsExpiring: rec("certsExpiring", () => []),
     health: rec("health", () => (opts.health ? opts.health() : [])),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).

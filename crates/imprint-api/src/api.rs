@@ -516,6 +516,22 @@ impl Api {
         Ok(report)
     }
 
+    /// Authorise rework of a device serial (supervisor): recorded, audited
+    /// and synced by the running station's store; the next device reporting
+    /// that serial is reset, re-keyed and re-certified, and the old
+    /// certificate revoked as superseded.
+    pub fn authorise_rework(&self, serial: &str, comment: Option<&str>) -> ApiResult<crate::rework::ReworkAuthorisationView> {
+        let a = self.require(Permission::Rework)?;
+        crate::rework::authorise(&a, &self.config(), self.station()?.store(), serial, comment)
+    }
+
+    /// Current certificates expiring within `days` (local, or `central`).
+    pub fn certs_expiring(&self, days: u32, central: bool) -> ApiResult<Vec<crate::rework::ExpiringCertView>> {
+        let a = self.require(Permission::Report)?;
+        let cfg = self.config();
+        self.with_store(|s| crate::rework::expiring(&a, &cfg, Some(s), days, central))
+    }
+
     /// QA verification of the device on `port` (role qa, supervisor, admin):
     /// reads its certificate, chain, a fresh proof and its lock state,
     /// writing nothing to it, and records the verdict.

@@ -188,6 +188,7 @@ fn what(p: Permission) -> &'static str {
         Permission::Verify => "verify devices or record QA verdicts",
         Permission::Report => "make reports or exports",
         Permission::Revoke => "revoke certificates and generate CRLs",
+        Permission::Rework => "authorise rework of a device",
         Permission::WorkOrders => "manage work orders",
         Permission::ReleaseQuarantine => "release quarantined records",
         Permission::Settings => "change settings",

@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod ports;
 pub mod qa;
 pub mod records;
+pub mod rework;
 pub mod roles;
 pub mod scan;
 pub mod settings;

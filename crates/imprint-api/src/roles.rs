@@ -66,6 +66,8 @@ pub enum Permission {
     Report,
     /// Revoke certificates.
     Revoke,
+    /// Authorise rework (re-provisioning) of a device serial.
+    Rework,
     /// Create, change and close work orders.
     WorkOrders,
     /// Release records quarantined by the sync.
@@ -92,6 +94,7 @@ impl Permission {
         Permission::Verify,
         Permission::Report,
         Permission::Revoke,
+        Permission::Rework,
         Permission::WorkOrders,
         Permission::ReleaseQuarantine,
         Permission::Settings,
@@ -111,6 +114,7 @@ impl Permission {
             Permission::Verify => "verify",
             Permission::Report => "report",
             Permission::Revoke => "revoke",
+            Permission::Rework => "rework",
             Permission::WorkOrders => "work_orders",
             Permission::ReleaseQuarantine => "release_quarantine",
             Permission::Settings => "settings",
@@ -138,6 +142,7 @@ pub const MATRIX: &[(Permission, [bool; 4])] = &[
     (Permission::Verify, /*         */ [F, T, T, T]),
     (Permission::Report, /*         */ [F, F, T, T]),
     (Permission::Revoke, /*         */ [F, F, T, T]),
+    (Permission::Rework, /*         */ [F, F, T, T]),
     (Permission::WorkOrders, /*     */ [F, F, T, T]),
     (Permission::ReleaseQuarantine, [F, F, T, T]),
     (Permission::Settings, /*       */ [F, F, F, T]),
@@ -201,6 +206,7 @@ mod tests {
                 "verify -xxx",
                 "report --xx",
                 "revoke --xx",
+                "rework --xx",
                 "work_orders --xx",
                 "release_quarantine --xx",
                 "settings ---x",

@@ -106,6 +106,12 @@ enum Cmd {
     /// Certificate revocation lists signed by the CA signer (supervisor).
     #[command(subcommand)]
     Crl(lifecycle_cmd::CrlCmd),
+    /// Rework (supervisor): authorise re-provisioning a device serial; list authorisations.
+    #[command(subcommand)]
+    Rework(lifecycle_cmd::ReworkCmd),
+    /// Certificates: list those expiring within a window (local or central).
+    #[command(subcommand)]
+    Certs(lifecycle_cmd::CertsCmd),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
@@ -438,6 +444,8 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Audit(c) => audit_cmd::audit_cmd(&cli, c),
         Cmd::Revoke(a) => lifecycle_cmd::revoke_cmd(&cli, a),
         Cmd::Crl(c) => lifecycle_cmd::crl_cmd(&cli, c),
+        Cmd::Rework(c) => lifecycle_cmd::rework_cmd(&cli, c),
+        Cmd::Certs(c) => lifecycle_cmd::certs_cmd(&cli, c),
         Cmd::Export(ExportCmd::Csv { out: path }) => {
             let cfg = load_config(&cli)?;
             let me = operators_cmd::actor(&cli, &cfg, false)?;

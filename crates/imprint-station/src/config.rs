@@ -113,6 +113,23 @@ pub struct StationConfig {
     pub crl: CrlConfig,
     /// The QA sampling plan (`imprint qa due`).
     pub qa: QaConfig,
+    /// Rework authorisations (`imprint rework authorise`): how long one is valid.
+    pub rework: ReworkConfig,
+}
+
+/// The `[rework]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReworkConfig {
+    /// A rework authorisation expires this many hours after it is given
+    /// (1 to 720) if no device used it. Default 24.
+    pub authorisation_hours: u32,
+}
+
+impl Default for ReworkConfig {
+    fn default() -> Self {
+        ReworkConfig { authorisation_hours: 24 }
+    }
 }
 
 /// The `[crl]` section.
@@ -188,6 +205,7 @@ impl Default for StationConfig {
             operators: OperatorsConfig::default(),
             crl: CrlConfig::default(),
             qa: QaConfig::default(),
+            rework: ReworkConfig::default(),
         }
     }
 }
@@ -469,6 +487,9 @@ impl StationConfig {
         }
         if !(1..=8760).contains(&self.crl.next_update_hours) {
             return Err("crl.next_update_hours must be 1 to 8760 (a year)".into());
+        }
+        if !(1..=720).contains(&self.rework.authorisation_hours) {
+            return Err("rework.authorisation_hours must be 1 to 720 (30 days)".into());
         }
         check_signer(&self.signer)?;
         Ok(())

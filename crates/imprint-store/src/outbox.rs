@@ -43,6 +43,8 @@ pub enum Entity {
     Audit,
     /// A QA verdict (`crate::qa`).
     QaVerdict,
+    /// A supervisor's rework authorisation (`crate::rework`).
+    ReworkAuthorisation,
 }
 
 impl Entity {
@@ -53,6 +55,7 @@ impl Entity {
             Entity::Certificate => "certificate",
             Entity::Audit => "audit",
             Entity::QaVerdict => "qa_verdict",
+            Entity::ReworkAuthorisation => "rework_authorisation",
         }
     }
 
@@ -63,6 +66,7 @@ impl Entity {
             "certificate" => Some(Entity::Certificate),
             "audit" => Some(Entity::Audit),
             "qa_verdict" => Some(Entity::QaVerdict),
+            "rework_authorisation" => Some(Entity::ReworkAuthorisation),
             _ => None,
         }
     }

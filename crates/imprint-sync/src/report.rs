@@ -168,3 +168,64 @@ pub async fn central_report(opts: &PgConnectOptions, station: Option<&str>, sinc
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(SyncError::from)
 }
+
+/// A current certificate that expires within a window (`imprint certs expiring`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExpiringRow {
+    pub station_id: String,
+    pub device_serial: String,
+    pub serial_hex: String,
+    pub issuer: String,
+    pub not_after: String,
+    /// Whole days from now to notAfter (negative: expired already).
+    pub days_left: i64,
+}
+
+fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> i64 {
+    (not_after - now).whole_days()
+}
+
+/// Issued (current) certificates of the local store whose notAfter is before `until`, soonest first.
+pub fn local_expiring(store: &Store, station_id: &str, now: OffsetDateTime, until: OffsetDateTime) -> Result<Vec<ExpiringRow>, StoreError> {
+    Ok(store
+        .certs_expiring_before(&imprint_store::ts(until))?
+        .into_iter()
+        .map(|c| ExpiringRow {
+            station_id: station_id.to_string(),
+            days_left: c.not_after.get().map_or(0, |t| days_left(t.get(), now)),
+            not_after: c.not_after.to_string(),
+            device_serial: c.device_serial,
+            serial_hex: c.serial_hex,
+            issuer: c.issuer,
+        })
+        .collect())
+}
+
+/// The same at the center: every station's issued certificates as far as
+/// the login role may read (a reader role sees every station's, a station
+/// role its own), soonest first.
+pub async fn central_expiring(opts: &PgConnectOptions, now: OffsetDateTime, until: OffsetDateTime) -> Result<Vec<ExpiringRow>, SyncError> {
+    let mut conn = opts.connect().await.map_err(SyncError::connect)?;
+    let rows = sqlx::query(
+        "SELECT station_id, device_serial, serial_hex, issuer, not_after FROM certificates
+         WHERE status = 'issued' AND not_after < $1 ORDER BY not_after, id",
+    )
+    .bind(until)
+    .fetch_all(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    rows.iter()
+        .map(|r| {
+            let not_after: OffsetDateTime = r.try_get(4)?;
+            Ok(ExpiringRow {
+                station_id: r.try_get(0)?,
+                device_serial: r.try_get(1)?,
+                serial_hex: r.try_get(2)?,
+                issuer: r.try_get(3)?,
+                not_after: imprint_store::ts(not_after),
+                days_left: days_left(not_after, now),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(SyncError::from)
+}
