@@ -36,7 +36,7 @@ pub mod verify;
 pub mod worker;
 
 pub use config::{CentralConfig, PASSWORD_ENV};
-pub use report::{central_report, local_report, ReportRow, REPORT_COLUMNS};
+pub use report::{central_rows, local_rows, report_sql, Dialect, ReportQuery, ReportRow};
 pub use schema::{add_reader, add_station, check_station, migrate, required_version, MIGRATOR};
 pub use status::SyncStatus;
 pub use worker::{backoff, sync_once, LiveStatus, SyncDrain, SyncReport, SyncWorker};
