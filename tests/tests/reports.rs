@@ -28,12 +28,8 @@ fn model_and_firmware_text_beginning_with_formula_characters_is_neutralised_in_e
     let ts = TestStation::new();
     let links = ts.dir.path().join("by-id");
     std::fs::create_dir_all(&links).unwrap();
-    let texts = [
-        ("=HYPERLINK(\"http://evil\",\"x\")", "=1+2"),
-        ("+SUM(A1:A9)", "+1.0"),
-        ("-2+3", "-cmd|' /C calc'!A0"),
-        ("@SUM(1)", "@fw"),
-    ];
+    let texts =
+        [("=HYPERLINK(\"http://evil\",\"x\")", "=1+2"), ("+SUM(A1:A9)", "+1.0"), ("-2+3", "-cmd|' /C calc'!A0"), ("@SUM(1)", "@fw")];
     let devs: Vec<_> = texts
         .iter()
         .enumerate()
@@ -94,7 +90,8 @@ fn write_config(ts: &TestStation, central: &imprint_api::CentralConfig) {
 fn local_and_central_reports_of_the_same_records_agree() {
     let mut db = TestDb::new();
     let ts = TestStation::new();
-    let o = run(&ts.env(), &["station", "--simulate", "4", "--fault", "2:weak-key", "--fault", "3:bad-proof", "--max", "4", "--batch", "WO-9"]);
+    let o =
+        run(&ts.env(), &["station", "--simulate", "4", "--fault", "2:weak-key", "--fault", "3:bad-proof", "--max", "4", "--batch", "WO-9"]);
     assert_eq!(o.status.code(), Some(1), "two devices fail: {}", text(&o));
     let o = run(&ts.env(), &["revoke", "--device", "SIM-0004", "--reason", "keyCompromise", "--comment", "test"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -111,7 +108,7 @@ fn local_and_central_reports_of_the_same_records_agree() {
         vec!["--code", "key_not_allowed"],
         vec!["--since", &today],
         vec!["--since", "7d", "--until", &today],
-        vec!["--qa", "none", "--operator", "demo-admin"],
+        vec!["--qa", "none", "--by", "demo-admin"],
         vec!["--station", "test-station", "--limit", "2", "--offset", "1"],
         vec!["--station", "elsewhere"],
     ];

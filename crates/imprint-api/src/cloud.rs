@@ -55,10 +55,8 @@ fn device_id(r: &ReportRow) -> ApiResult<&str> {
 /// The issuing CA's certificate (PEM) from a chain file's text: its first certificate.
 pub fn issuing_ca_pem(chain_pem: &str) -> ApiResult<String> {
     let certs = pem::parse_many(chain_pem).map_err(|e| ApiError::bad_request(format!("the CA chain is not PEM: {e}")))?;
-    let first = certs
-        .into_iter()
-        .find(|p| p.tag() == "CERTIFICATE")
-        .ok_or_else(|| ApiError::bad_request("the CA chain holds no certificate"))?;
+    let first =
+        certs.into_iter().find(|p| p.tag() == "CERTIFICATE").ok_or_else(|| ApiError::bad_request("the CA chain holds no certificate"))?;
     Ok(pem_of(first.contents()))
 }
 
@@ -187,7 +185,13 @@ fn write_private(path: &std::path::Path, text: &str) -> ApiResult<()> {
 }
 
 /// Write a cloud's registration files for a filter's devices into `dir` (files 0600).
-pub fn export(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, kind: &CloudKind, dir: &std::path::Path) -> ApiResult<CloudExport> {
+pub fn export(
+    actor: &Actor,
+    source: &Source<'_>,
+    filter: &ReportFilter,
+    kind: &CloudKind,
+    dir: &std::path::Path,
+) -> ApiResult<CloudExport> {
     let rows = rows_with_certificates(actor, source, filter)?;
     let devices = registrable(&rows).len();
     let mut files = Vec::new();
@@ -215,13 +219,7 @@ pub fn export(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, kind: &
         }
     };
     if let Source::Local { store, .. } = source {
-        crate::audit::record(
-            store,
-            Some(actor.id()),
-            crate::audit::AuditKind::Export,
-            None,
-            json!({"format": format, "rows": devices}),
-        );
+        crate::audit::record(store, Some(actor.id()), crate::audit::AuditKind::Export, None, json!({"format": format, "rows": devices}));
     }
     Ok(CloudExport { devices, left_out: rows.len() - devices, files })
 }

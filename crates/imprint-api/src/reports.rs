@@ -584,10 +584,18 @@ impl Summary {
         let mut pareto: Vec<Vec<String>> = self
             .pareto
             .iter()
-            .map(|p| vec![p.stage.clone(), p.code.clone(), p.count.to_string(), format!("{:.1}%", p.percent), format!("{:.1}%", p.cumulative)])
+            .map(|p| {
+                vec![p.stage.clone(), p.code.clone(), p.count.to_string(), format!("{:.1}%", p.percent), format!("{:.1}%", p.cumulative)]
+            })
             .collect();
         let failed: u64 = self.pareto.iter().map(|p| p.count).sum();
-        pareto.push(vec!["total".into(), String::new(), failed.to_string(), if failed > 0 { "100.0%".into() } else { "-".into() }, String::new()]);
+        pareto.push(vec![
+            "total".into(),
+            String::new(),
+            failed.to_string(),
+            if failed > 0 { "100.0%".into() } else { "-".into() },
+            String::new(),
+        ]);
         out.push(TextTable {
             title: "Failures by stage and code (Pareto)".into(),
             header: ["stage", "code", "count", "share", "cumulative"].iter().map(|s| s.to_string()).collect(),
@@ -746,14 +754,17 @@ mod tests {
         assert_eq!(s.pareto[0].count, 2);
         assert_eq!(s.pareto.last().map(|p| p.cumulative), Some(100.0));
         assert_eq!(s.per_hour.iter().map(|t| t.attempts).sum::<u64>(), 5);
-        assert_eq!(s.qa, vec![QaCoverage {
-            batch: Some("WO-1".into()),
-            provisioned: 2,
-            verified: 1,
-            required: Some(1),
-            plan: "every 10th device".into(),
-            met: Some(true)
-        }]);
+        assert_eq!(
+            s.qa,
+            vec![QaCoverage {
+                batch: Some("WO-1".into()),
+                provisioned: 2,
+                verified: 1,
+                required: Some(1),
+                plan: "every 10th device".into(),
+                met: Some(true)
+            }]
+        );
         assert_eq!((s.certificates, s.dev_ca), (1, 1));
         let t = s.tables();
         assert!(t.iter().all(|t| !t.header.is_empty()));

@@ -23,9 +23,9 @@ pub struct FilterArgs {
     /// Only this station's attempts.
     #[arg(long)]
     station: Option<String>,
-    /// Attempts started by this operator.
-    #[arg(long, visible_alias = "by")]
-    operator: Option<String>,
+    /// Attempts started by this operator (`--operator` signs in).
+    #[arg(long = "by", id = "by")]
+    by: Option<String>,
     /// passed | failed | interrupted | running.
     #[arg(long)]
     status: Option<String>,
@@ -53,7 +53,7 @@ impl FilterArgs {
             until: self.until.clone(),
             batch: self.batch.clone(),
             station: self.station.clone(),
-            operator: self.operator.clone(),
+            operator: self.by.clone(),
             status: self.status.clone(),
             qa_verdict: self.qa.clone(),
             code: self.code.clone(),
@@ -257,10 +257,9 @@ pub fn export_cmd(cli: &Cli, c: &ExportCmd) -> CmdResult {
                 eprintln!("exported {n} attempts");
                 return Ok(0);
             }
-            ExportCmd::Aws { out_dir, policy, ca_chain, .. } => (
-                CloudKind::Aws { ca_chain: ca_chain.clone().unwrap_or_else(|| cfg.ca_chain_path()), policy: policy.clone() },
-                out_dir,
-            ),
+            ExportCmd::Aws { out_dir, policy, ca_chain, .. } => {
+                (CloudKind::Aws { ca_chain: ca_chain.clone().unwrap_or_else(|| cfg.ca_chain_path()), policy: policy.clone() }, out_dir)
+            }
             ExportCmd::Azure { out_dir, .. } => (CloudKind::Azure, out_dir),
             ExportCmd::Nrf { out_dir, sub_type, fw_types, .. } => (
                 CloudKind::Nrf {
