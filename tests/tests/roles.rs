@@ -110,7 +110,8 @@ fn operations() -> Vec<Operation> {
             Permission::Report,
             Box::new(|a: &Api| {
                 let me = a.actor()?;
-                let src = imprint_api::reports::Source::Local { store: a.station()?.store(), station_id: "roles" };
+                let station = a.station()?;
+                let src = imprint_api::reports::Source::Local { store: station.store(), station_id: "roles" };
                 ok(imprint_api::reports::export_csv(&me, &src, &Default::default(), std::io::sink()))
             }),
         ),
@@ -119,7 +120,8 @@ fn operations() -> Vec<Operation> {
             Permission::Report,
             Box::new(|a: &Api| {
                 let me = a.actor()?;
-                let src = imprint_api::reports::Source::Local { store: a.station()?.store(), station_id: "roles" };
+                let station = a.station()?;
+                let src = imprint_api::reports::Source::Local { store: station.store(), station_id: "roles" };
                 ok(imprint_api::reports::report(&me, &src, &Default::default(), None))
             }),
         ),
@@ -562,7 +564,8 @@ fn security_events_are_in_the_audit_trail_attributed_and_it_verifies() {
     api.edit_operator("tech", &OperatorEdit::SetRole { role: Role::Qa }).unwrap();
     api.edit_operator("tech", &OperatorEdit::ResetPin { pin: OperatorPin::new("tech-pin-2") }).unwrap();
     let me = api.actor().unwrap();
-    let src = imprint_api::reports::Source::Local { store: api.station().unwrap().store(), station_id: "roles" };
+    let station = api.station().unwrap();
+    let src = imprint_api::reports::Source::Local { store: station.store(), station_id: "roles" };
     imprint_api::reports::export_csv(&me, &src, &Default::default(), std::io::sink()).unwrap();
     api.sign_out();
     api.sign_in(&pin("admin", ADMIN_PIN)).unwrap();
