@@ -203,3 +203,57 @@ fn cloud_exports_register_current_certificates_only() {
     assert!(recs.iter().all(|r| r.len() == 5 && &r[3] == "APP|MODEM" && r[4].starts_with("-----BEGIN CERTIFICATE-----")));
     assert!(!nrf.contains("SIM-0002"), "the revoked device is left out");
 }
+
+/// The PDF: a header with station, filters and export time, the summary,
+/// the charts (drawn: the bars' colour is on the rendered page), the device
+/// list and page numbers; rendered by poppler's `pdftoppm`, read back by `pdftotext`.
+#[test]
+fn the_pdf_report_renders_with_header_summary_chart_device_list_and_page_numbers() {
+    let ts = TestStation::new();
+    let o = run(&ts.env(), &["station", "--simulate", "5", "--fault", "2:weak-key", "--max", "5", "--batch", "WO-PDF"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let pdf = ts.dir.path().join("report.pdf");
+    let o = run(&ts.env(), &["report", "--batch", "WO-PDF", "--pdf", pdf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&pdf).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let t = Command::new("pdftotext").args(["-layout", pdf.to_str().unwrap(), "-"]).output().expect("pdftotext (poppler-utils)");
+    assert!(t.status.success());
+    let t = String::from_utf8_lossy(&t.stdout).to_string();
+    for want in [
+        "Imprint provisioning report",
+        "Station / site: test-station",
+        "Filters: work order WO-PDF",
+        "Exported at: ",
+        "first-pass yield",
+        "Failure Pareto",
+        "key_not_allowed",
+        "Yield over time",
+        "QA coverage",
+        "SIM-0001",
+        "SIM-0005",
+        "page 1 of ",
+    ] {
+        assert!(t.contains(want), "{want:?} missing from the PDF text:\n{t}");
+    }
+    let pages: usize = t.split("page 1 of ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(t.contains(&format!("page {pages} of {pages}")), "{t}");
+
+    let prefix = ts.dir.path().join("page");
+    let o = Command::new("pdftoppm").args(["-r", "40", pdf.to_str().unwrap(), prefix.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut rendered: Vec<_> = std::fs::read_dir(ts.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ppm"))
+        .collect();
+    rendered.sort();
+    assert_eq!(rendered.len(), pages, "every page renders");
+    // The charts' bars: their fill colour (51, 107, 178) is on the rendered pages.
+    let bar = rendered.iter().any(|page| {
+        let ppm = std::fs::read(page).unwrap();
+        ppm.chunks_exact(3).any(|p| p[0].abs_diff(51) < 12 && p[1].abs_diff(107) < 12 && p[2].abs_diff(178) < 12)
+    });
+    assert!(bar, "no chart bar drawn");
+}

@@ -22,6 +22,7 @@ pub mod engine;
 mod error;
 pub mod health;
 pub mod lifecycle;
+pub mod pdf;
 pub mod ports;
 pub mod qa;
 pub mod records;

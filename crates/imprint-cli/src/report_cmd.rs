@@ -91,8 +91,11 @@ pub struct ReportArgs {
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     /// The rows as CSV (the same columns as `export csv`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pdf")]
     csv: bool,
+    /// Write the report as a PDF (header, summary, charts, device list, page numbers) to this file (0600).
+    #[arg(long, conflicts_with = "json")]
+    pdf: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +185,11 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
     with_source(cli, &a.source, |cfg, source| {
         let me = crate::operators_cmd::actor(cli, cfg, false)?;
         let r = reports::report(&me, source, &a.filter.filter(), Some(&cfg.qa))?;
+        if let Some(path) = &a.pdf {
+            let pages = imprint_api::pdf::write_report_pdf(&r, &cfg.station_id, path)?;
+            eprintln!("wrote {} ({pages} pages, {} attempts)", path.display(), r.total);
+            return Ok(0);
+        }
         if a.json {
             json(&r)?;
             return Ok(0);
