@@ -34,10 +34,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_revocation.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_qa.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
+    (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 12;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`

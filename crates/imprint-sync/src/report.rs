@@ -268,4 +268,25 @@ mod tests {
         let none = ReportQuery { qa_verdict: Some("none".into()), ..Default::default() };
         assert!(report_sql(Dialect::Postgres, &none, "").0.contains("r.qa_verdict IS NULL"));
     }
+
+    /// A date range or a work order read every attempt before the report indexes (0012).
+    #[test]
+    fn a_report_by_date_or_work_order_uses_an_index_in_the_local_store() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("station.db")).unwrap();
+        for (q, index) in [
+            (ReportQuery { since: Some("2026-11-01T00:00:00.000Z".into()), ..Default::default() }, "attempts_by_started"),
+            (ReportQuery { batch: Some("WO-1".into()), ..Default::default() }, "attempts_by_batch"),
+        ] {
+            let (sql, args) = report_sql(Dialect::Sqlite, &q, "st");
+            let plan: Vec<String> = store
+                .read(move |c| {
+                    let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = s.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(3))?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                })
+                .unwrap();
+            assert!(plan.iter().any(|p| p.contains(index)), "{index} not used: {plan:#?}");
+        }
+    }
 }
