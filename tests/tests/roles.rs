@@ -66,6 +66,7 @@ fn operations() -> Vec<Operation> {
         ("tiles", Permission::View, Box::new(|a: &Api| ok(a.tiles()))),
         ("history", Permission::View, Box::new(|a: &Api| ok(a.history(&HistoryFilter::default())))),
         ("record", Permission::View, Box::new(|a: &Api| ok(a.record("no-such-record")))),
+        ("report", Permission::Report, Box::new(|a: &Api| ok(a.report(&Default::default(), false)))),
         ("scan device label", Permission::View, Box::new(|a: &Api| ok(a.scan("SN-NOT-HERE")))),
         ("provision", Permission::Provision, Box::new(|a: &Api| ok(a.provision("/dev/no-such-port")))),
         ("provision_all", Permission::Provision, Box::new(|a: &Api| ok(a.provision_all()))),

@@ -11,9 +11,11 @@ pub use imprint_sync::ReportRow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use ts_rs::TS;
 
 /// What a report covers. Blank strings mean "any".
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct ReportFilter {
     /// Attempts started at or after: `2026-11-01` (midnight UTC), an RFC 3339
     /// time, or a relative `7d` / `12h` / `2w` (that long before now).
@@ -256,7 +258,8 @@ pub fn rows(actor: &Actor, source: &Source<'_>, q: &imprint_sync::ReportQuery) -
 }
 
 /// A report: header facts, one page of rows, the total and the summary over all of them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct Report {
     pub generated_at: String,
     /// "station st-1 (local store)" or "central database".
@@ -265,26 +268,29 @@ pub struct Report {
     /// The filter in words.
     pub filter_words: String,
     /// Rows matching the filter.
-    pub total: usize,
+    pub total: u32,
     /// Index of the first row shown.
-    pub offset: usize,
+    pub offset: u32,
     pub columns: Vec<&'static str>,
     /// The rows shown (all, unless the filter has a limit), keyed by column.
+    #[ts(type = "Array<Record<string, string | boolean | null>>")]
     pub rows: Vec<serde_json::Map<String, Value>>,
     pub summary: Summary,
     /// Every matching row, for CSV/PDF/exports.
     #[serde(skip)]
+    #[ts(skip)]
     pub all: Vec<ReportRow>,
 }
 
 impl Report {
     /// The rows shown: `offset..offset+limit` of all.
     pub fn page(&self) -> &[ReportRow] {
+        let offset = self.offset as usize;
         let end = match self.filter.limit {
-            Some(l) => (self.offset + l as usize).min(self.all.len()),
+            Some(l) => (offset + l as usize).min(self.all.len()),
             None => self.all.len(),
         };
-        &self.all[self.offset.min(end)..end]
+        &self.all[offset.min(end)..end]
     }
 }
 
@@ -308,13 +314,13 @@ pub fn report(
             serde_json::json!({"format": "report", "rows": all.len()}),
         );
     }
-    let offset = filter.offset.unwrap_or(0) as usize;
+    let offset = filter.offset.unwrap_or(0);
     let mut r = Report {
         generated_at: imprint_store::ts(now),
         source: source.words(),
         filter_words: filter.describe(),
         filter: filter.clone(),
-        total: all.len(),
+        total: all.len() as u32,
         offset,
         columns: column_names(),
         rows: Vec::new(),
@@ -326,11 +332,12 @@ pub fn report(
 }
 
 /// One line of the failure Pareto: failed attempts by stage and code, most first.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct ParetoRow {
     pub stage: String,
     pub code: String,
-    pub count: u64,
+    pub count: u32,
     /// Share of all failed attempts, percent.
     pub percent: f64,
     /// Running total of the shares, percent.
@@ -338,25 +345,27 @@ pub struct ParetoRow {
 }
 
 /// Attempts and passes in one group (an hour, a station, an operator).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct Throughput {
     pub key: String,
-    pub attempts: u64,
-    pub passed: u64,
-    pub failed: u64,
+    pub attempts: u32,
+    pub passed: u32,
+    pub failed: u32,
 }
 
 /// QA coverage of one work order against the sampling plan.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct QaCoverage {
     /// None: attempts without a work order.
     pub batch: Option<String>,
     /// Devices provisioned (with a passed attempt).
-    pub provisioned: u64,
+    pub provisioned: u32,
     /// Of those, devices with a QA verdict.
-    pub verified: u64,
+    pub verified: u32,
     /// Verifications the plan asks for (None: no plan configured).
-    pub required: Option<u64>,
+    pub required: Option<u32>,
     /// The plan in words, or why there is none.
     pub plan: String,
     /// `verified >= required`.
@@ -364,19 +373,20 @@ pub struct QaCoverage {
 }
 
 /// What a supervisor reads first.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
 pub struct Summary {
-    pub attempts: u64,
+    pub attempts: u32,
     /// Distinct devices (by serial) attempted.
-    pub devices: u64,
+    pub devices: u32,
     /// Devices with a passed attempt.
-    pub passed: u64,
+    pub passed: u32,
     /// Devices attempted that have no passed attempt (failed or interrupted).
-    pub failed: u64,
+    pub failed: u32,
     /// Devices whose only attempts are still running.
-    pub running: u64,
+    pub running: u32,
     /// Attempts that ended before the device said its serial.
-    pub attempts_without_serial: u64,
+    pub attempts_without_serial: u32,
     /// Devices whose first attempt passed, percent of devices (None: no device).
     pub first_pass_yield: Option<f64>,
     /// Devices passed, percent of devices.
@@ -388,15 +398,15 @@ pub struct Summary {
     pub per_operator: Vec<Throughput>,
     pub qa: Vec<QaCoverage>,
     /// Certificates (distinct) issued in these attempts.
-    pub certificates: u64,
-    pub revoked: u64,
+    pub certificates: u32,
+    pub revoked: u32,
     /// Certificates of a device that later got another one.
-    pub superseded: u64,
+    pub superseded: u32,
     /// Certificates issued by a development CA.
-    pub dev_ca: u64,
+    pub dev_ca: u32,
 }
 
-fn pct(n: u64, of: u64) -> Option<f64> {
+fn pct(n: u32, of: u32) -> Option<f64> {
     (of > 0).then(|| (n as f64 * 1000.0 / of as f64).round() / 10.0)
 }
 
@@ -439,7 +449,7 @@ pub fn superseded(rows: &[ReportRow]) -> BTreeSet<(String, String)> {
 
 /// The summary of every row (newest first, as the query returns them).
 pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConfig>) -> Summary {
-    let mut s = Summary { attempts: rows.len() as u64, ..Default::default() };
+    let mut s = Summary { attempts: rows.len() as u32, ..Default::default() };
     // Per device, oldest attempt first.
     let mut devices: BTreeMap<&str, Vec<&ReportRow>> = BTreeMap::new();
     for r in rows.iter().rev() {
@@ -461,11 +471,11 @@ pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConf
             first_pass += 1;
         }
     }
-    s.devices = devices.len() as u64;
+    s.devices = devices.len() as u32;
     s.first_pass_yield = pct(first_pass, s.devices);
     s.final_yield = pct(s.passed, s.devices);
 
-    let mut pareto: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut pareto: BTreeMap<(String, String), u32> = BTreeMap::new();
     let mut failures = 0;
     for r in rows.iter().filter(|r| r.status == "failed" || r.status == "interrupted") {
         failures += 1;
@@ -501,11 +511,11 @@ pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConf
     s.qa = batches
         .into_iter()
         .map(|(batch, (prov, ver))| {
-            let provisioned = prov.len() as u64;
-            let verified = ver.len() as u64;
-            let plan = qa.map(|c| crate::qa::required(c, provisioned as u32));
+            let provisioned = prov.len() as u32;
+            let verified = ver.len() as u32;
+            let plan = qa.map(|c| crate::qa::required(c, provisioned));
             let (required, plan) = match plan {
-                Some(Ok((n, words))) => (Some(n as u64), words),
+                Some(Ok((n, words))) => (Some(n), words),
                 Some(Err(e)) => (None, e.message),
                 None => (None, "no sampling plan".into()),
             };
@@ -526,8 +536,8 @@ pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConf
             }
         }
     }
-    s.certificates = certs.len() as u64;
-    s.superseded = superseded(rows).len() as u64;
+    s.certificates = certs.len() as u32;
+    s.superseded = superseded(rows).len() as u32;
     s
 }
 
@@ -588,7 +598,7 @@ impl Summary {
                 vec![p.stage.clone(), p.code.clone(), p.count.to_string(), format!("{:.1}%", p.percent), format!("{:.1}%", p.cumulative)]
             })
             .collect();
-        let failed: u64 = self.pareto.iter().map(|p| p.count).sum();
+        let failed: u32 = self.pareto.iter().map(|p| p.count).sum();
         pareto.push(vec![
             "total".into(),
             String::new(),
@@ -623,7 +633,7 @@ impl Summary {
             })
             .collect();
         let (p, v) = self.qa.iter().fold((0, 0), |(p, v), q| (p + q.provisioned, v + q.verified));
-        let r: Option<u64> = self.qa.iter().map(|q| q.required).sum();
+        let r: Option<u32> = self.qa.iter().map(|q| q.required).sum();
         qa.push(vec![
             "total".into(),
             p.to_string(),
@@ -663,6 +673,37 @@ pub fn table_lines(t: &TextTable) -> Vec<String> {
 pub fn export_csv(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, w: impl std::io::Write) -> ApiResult<usize> {
     let r = report(actor, source, filter, None)?;
     write_csv(r.page(), w)
+}
+
+/// What the app's Export writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, TS)]
+#[serde(rename_all = "lowercase")]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub enum ReportFormat {
+    Csv,
+    Pdf,
+}
+
+/// Write a report to a file (0600) as CSV or PDF; returns the rows written.
+pub fn export_file(
+    actor: &Actor,
+    source: &Source<'_>,
+    filter: &ReportFilter,
+    qa: Option<&imprint_station::config::QaConfig>,
+    station: &str,
+    format: ReportFormat,
+    path: &std::path::Path,
+) -> ApiResult<u32> {
+    let r = report(actor, source, filter, qa)?;
+    match format {
+        ReportFormat::Csv => {
+            write_csv(r.page(), create_export_file(path)?)?;
+        }
+        ReportFormat::Pdf => {
+            crate::pdf::write_report_pdf(&r, station, path)?;
+        }
+    }
+    Ok(r.page().len() as u32)
 }
 
 /// A new export file readable by its owner only (0600; an existing file is replaced).
@@ -753,7 +794,7 @@ mod tests {
         assert_eq!(s.pareto[0].code, "weak_key");
         assert_eq!(s.pareto[0].count, 2);
         assert_eq!(s.pareto.last().map(|p| p.cumulative), Some(100.0));
-        assert_eq!(s.per_hour.iter().map(|t| t.attempts).sum::<u64>(), 5);
+        assert_eq!(s.per_hour.iter().map(|t| t.attempts).sum::<u32>(), 5);
         assert_eq!(
             s.qa,
             vec![QaCoverage {
