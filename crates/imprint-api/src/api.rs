@@ -522,7 +522,10 @@ impl Api {
         f: impl FnOnce(&crate::reports::Source<'_>) -> ApiResult<T>,
     ) -> ApiResult<T> {
         if central {
-            let c = cfg.central.as_ref().ok_or_else(|| ApiError::bad_request("no [central] section in the settings: reports come from this station"))?;
+            let c = cfg
+                .central
+                .as_ref()
+                .ok_or_else(|| ApiError::bad_request("no [central] section in the settings: reports come from this station"))?;
             f(&crate::reports::Source::Central(c))
         } else {
             let st = self.station()?;

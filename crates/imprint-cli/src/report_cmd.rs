@@ -230,7 +230,7 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
         for l in reports::table_lines(&devices) {
             out(l)?;
         }
-        let shown = r.page().len();
+        let shown = r.page().len() as u32;
         if shown < r.total {
             out(format!("rows {}-{} of {} (--limit / --offset for more)", r.offset + 1, r.offset + shown, r.total))?;
         }
