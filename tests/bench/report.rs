@@ -63,15 +63,33 @@ fn main() {
     };
     let rt = rt();
     let mut report_s = Vec::new();
+    let mut fetch_s = Vec::new();
+    let mut server_s = Vec::new();
     let mut scan_s = Vec::new();
     let mut rows_n = 0;
+    let (sql, params) = imprint_sync::report_sql(imprint_sync::Dialect::Postgres, &q, "");
     for _ in 0..3 {
         let t = Instant::now();
         let rows = rt.block_on(imprint_sync::central_rows(&opts, &q)).unwrap();
+        fetch_s.push(t.elapsed().as_secs_f64());
         let summary = imprint_api::reports::summarize(&rows, None);
         report_s.push(t.elapsed().as_secs_f64());
         rows_n = rows.len();
         assert_eq!(summary.attempts as usize, rows.len());
+        // The query alone, in the server (no transfer, no decoding).
+        rt.block_on(async {
+            let mut c = opts.connect().await.unwrap();
+            let counted = format!("SELECT count(*) FROM ({sql}) q");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(counted));
+            for p in &params {
+                query = query.bind(p.clone());
+            }
+            let t = Instant::now();
+            let n: i64 = query.fetch_one(&mut c).await.unwrap().get(0);
+            server_s.push(t.elapsed().as_secs_f64());
+            assert_eq!(n as usize, rows_n);
+            let _ = c.close().await;
+        });
 
         let scanned: i64 = rt.block_on(async {
             let mut c = opts.connect().await.unwrap();
@@ -97,6 +115,7 @@ fn main() {
     };
     let (r, s) = (med(&mut report_s), med(&mut scan_s));
     println!("report: site-3, June: {rows_n} attempts of {total}; summary in {r:.3} s (median of 3)");
+    println!("  of which: query + transfer + decoding {:.3} s; the query alone in the server {:.3} s", med(&mut fetch_s), med(&mut server_s));
     println!("sequential scan of the same rows: {s:.3} s (median of 3)");
     println!("ratio report / sequential scan: {:.3}", r / s);
 }

@@ -29,8 +29,8 @@ function BarChart(props: { title: string; bars: Bar[]; max: number; testid: stri
           return (
             <g key={b.label} data-testid="chart-bar" data-label={b.label} data-value={b.value}>
               <rect x={x} y={h - bh} width={bw} height={bh} fill="#336bb2" />
-              <text x={x} y={h - bh - 3} font-size="10">{b.shown}</text>
-              <text x={30 + slot * i + 2} y={h + 14} font-size="9">{b.label.length > 18 ? `${b.label.slice(0, 17)}…` : b.label}</text>
+              <text x={x} y={h - bh - 3} font-size="10" fill="currentColor">{b.shown}</text>
+              <text x={30 + slot * i + 2} y={h + 14} font-size="9" fill="currentColor">{b.label.length > 18 ? `${b.label.slice(0, 17)}…` : b.label}</text>
             </g>
           );
         })}
