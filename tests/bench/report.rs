@@ -115,7 +115,11 @@ fn main() {
     };
     let (r, s) = (med(&mut report_s), med(&mut scan_s));
     println!("report: site-3, June: {rows_n} attempts of {total}; summary in {r:.3} s (median of 3)");
-    println!("  of which: query + transfer + decoding {:.3} s; the query alone in the server {:.3} s", med(&mut fetch_s), med(&mut server_s));
+    println!(
+        "  of which: query + transfer + decoding {:.3} s; the query alone in the server {:.3} s",
+        med(&mut fetch_s),
+        med(&mut server_s)
+    );
     println!("sequential scan of the same rows: {s:.3} s (median of 3)");
     println!("ratio report / sequential scan: {:.3}", r / s);
 }
