@@ -295,6 +295,34 @@ fn a_station_role_writes_and_reads_only_its_own_rows() {
     assert_center_equals_local(&db, &s, "own-a");
 }
 
+/// A QA verdict of `c` as `Station::verify` records it: every check passed,
+/// or `revocation` failed because the certificate is revoked.
+fn verdict_of(c: &imprint_store::CertRow, revoked: bool) -> imprint_store::NewQaVerdict {
+    let revocation = if revoked {
+        format!(r#"{{"check":"revocation","result":"fail","detail":"certificate {} is revoked"}}"#, c.serial_hex)
+    } else {
+        format!(r#"{{"check":"revocation","result":"pass","detail":"certificate {} is not revoked (status issued)"}}"#, c.serial_hex)
+    };
+    imprint_store::NewQaVerdict {
+        operator: Some("qa-1".into()),
+        port: "/dev/ttyQA0".into(),
+        device_serial: c.device_serial.clone(),
+        cert_serial_hex: Some(c.serial_hex.clone()),
+        certificate_id: Some(c.id.clone()),
+        batch: Some("WO-BENCH".into()),
+        passed: !revoked,
+        checks_json: format!(r#"[{{"check":"lock","result":"pass","detail":"the device reports locked"}},{revocation}]"#),
+        failed: if revoked { vec!["revocation".into()] } else { vec![] },
+    }
+}
+
+/// Issue 12: revocations and QA verdicts from four stations, made while each
+/// station's sync worker runs, are consistent at the center: each station's
+/// records equal its local ones (the center-equals-local check), every
+/// verdict names its station's certificate there, every verdict that failed
+/// `revocation` names a certificate the center holds as revoked (no later
+/// than the verdict), and the center's CRL entries for the CA are exactly
+/// the union of the stations' local revocations.
 #[test]
 fn four_stations_syncing_and_revoking_at_once_each_end_with_the_center_equal_to_their_records() {
     let mut db = TestDb::new();
@@ -312,32 +340,29 @@ fn four_stations_syncing_and_revoking_at_once_each_end_with_the_center_equal_to_
         for (i, (_, _, _, s)) in stations.iter().enumerate() {
             sc.spawn(move || {
                 fill(s, &format!("Q{i}"), 40, 8, 2);
-                // QA verifies every 4th device: a verdict and its audit entry each.
-                for n in (0..40).step_by(4) {
-                    s.record_qa_verdict(imprint_store::NewQaVerdict {
-                        operator: Some("qa-1".into()),
-                        port: "/dev/ttyQA0".into(),
-                        device_serial: format!("Q{i}-{n:06}"),
-                        cert_serial_hex: None,
-                        certificate_id: None,
-                        batch: Some("WO-BENCH".into()),
-                        passed: n % 8 == 0,
-                        checks_json: r#"[{"check":"lock","result":"pass","detail":"the device reports locked"}]"#.into(),
-                        failed: vec![],
-                    })
-                    .unwrap();
+                // QA verifies every 4th device (it passes): a verdict naming
+                // the device's certificate, and its audit entry.
+                let mut certs = s.certificates().unwrap();
+                certs.sort_by(|a, b| a.device_serial.cmp(&b.device_serial));
+                for c in certs.iter().step_by(4) {
+                    s.record_qa_verdict(verdict_of(c, false)).unwrap();
                 }
             });
         }
     });
-    // Then each station revokes 10 of its certificates while its worker
-    // runs: some reach the center issued first and are updated to revoked.
+    // Then each station revokes 10 of its certificates while its worker runs
+    // (some reach the center issued first and are updated to revoked), and
+    // QA verifies each revoked device again: it fails `revocation`. Three of
+    // them (devices 0, 4, 8) passed before they were revoked.
     std::thread::scope(|sc| {
         for (_, _, _, s) in &stations {
             sc.spawn(move || {
-                for c in s.certificates().unwrap().into_iter().take(10) {
+                let mut certs = s.certificates().unwrap();
+                certs.sort_by(|a, b| a.device_serial.cmp(&b.device_serial));
+                for c in certs.into_iter().take(10) {
                     let r = Revocation { reason: "superseded".into(), comment: Some("quad".into()), operator: Some("sup".into()) };
-                    assert_eq!(s.revoke(&CertSelector::CertSerial(c.serial_hex), &r).unwrap().revoked.len(), 1);
+                    assert_eq!(s.revoke(&CertSelector::CertSerial(c.serial_hex.clone()), &r).unwrap().revoked.len(), 1);
+                    s.record_qa_verdict(verdict_of(&c, true)).unwrap();
                 }
             });
         }
@@ -355,15 +380,77 @@ fn four_stations_syncing_and_revoking_at_once_each_end_with_the_center_equal_to_
     for (id, _, _, s) in &stations {
         total += assert_center_equals_local(&db, s, id);
     }
-    // 40 attempts of 11 records each, 10 revocation entries and 10 QA
+    // 40 attempts of 11 records each, 10 revocation entries and 20 QA
     // verdicts with their audit entries per station.
-    assert_eq!(total, 4 * (40 * 11 + 10 + 10 * 2));
+    assert_eq!(total, 4 * (40 * 11 + 10 + 20 * 2));
     assert_eq!(db.psql("SELECT count(*) FROM certificates WHERE status = 'revoked' AND revocation_reason = 'superseded'"), "40");
     let central_total: i64 = db
         .psql("SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail) + (SELECT count(*) FROM qa_verdicts)")
         .parse()
         .unwrap();
     assert_eq!(central_total, total as i64, "the center holds the union and nothing else");
+
+    // Every verdict names a certificate of its own station at the center,
+    // for the same device and serial.
+    assert_eq!(db.psql("SELECT count(*) FROM qa_verdicts"), "80");
+    let dangling = db.psql(
+        "SELECT count(*) FROM qa_verdicts v LEFT JOIN certificates c
+           ON c.id = v.certificate_id AND c.station_id = v.station_id AND c.serial_hex = v.cert_serial_hex AND c.device_serial = v.device_serial
+         WHERE c.id IS NULL",
+    );
+    assert_eq!(dangling, "0", "a verdict names a certificate the center does not hold for its station and device");
+    // A verdict that failed `revocation` names a certificate revoked at the
+    // center no later than the verdict; a passing one, a certificate that was
+    // issued when it was made.
+    assert_eq!(
+        db.psql(
+            "SELECT count(*) FROM qa_verdicts v JOIN certificates c ON c.id = v.certificate_id
+             WHERE v.verdict = 'fail' AND c.status = 'revoked' AND c.revoked_at <= v.at AND v.checks LIKE '%\"revocation\",\"result\":\"fail\"%'"
+        ),
+        "40"
+    );
+    assert_eq!(
+        db.psql("SELECT count(*) FROM qa_verdicts v JOIN certificates c ON c.id = v.certificate_id WHERE v.verdict = 'pass' AND (c.revoked_at IS NULL OR c.revoked_at > v.at)"),
+        "40"
+    );
+    // The latest verdict of each revoked device is the failing one, at the
+    // center as at its station (what `report --central` shows).
+    for (id, _, _, s) in &stations {
+        // Newest first: the first verdict seen of a device is its latest.
+        let mut latest = std::collections::BTreeMap::new();
+        for v in s.qa_verdicts(&imprint_store::QaFilter::default()).unwrap() {
+            latest.entry(v.device_serial).or_insert(v.verdict);
+        }
+        let local: Vec<String> = latest.into_iter().filter(|(_, v)| v == "fail").map(|(d, _)| d).collect();
+        let central = db.psql(&format!(
+            "SELECT string_agg(device_serial, ',' ORDER BY device_serial) FROM (
+               SELECT DISTINCT ON (device_serial) device_serial, verdict FROM qa_verdicts WHERE station_id = '{id}' ORDER BY device_serial, at DESC, id DESC
+             ) latest WHERE verdict = 'fail'"
+        ));
+        assert_eq!(central, local.join(","), "{id}: the devices whose latest verdict failed");
+        assert_eq!(local.len(), 10, "{id}");
+    }
+    // The center's CRL entries for the CA (what `crl generate --central`
+    // signs) are exactly every station's local revocations.
+    let mut local_revoked: Vec<String> = stations
+        .iter()
+        .flat_map(|(id, _, _, s)| {
+            s.certificates()
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.revoked_at.is_some())
+                .map(move |c| format!("{id} {} {}", c.serial_hex, c.revocation_reason.unwrap_or_default()))
+        })
+        .collect();
+    local_revoked.sort();
+    let mut central_crl: Vec<String> = db
+        .psql("SELECT station_id || ' ' || serial_hex || ' ' || revocation_reason FROM crl_entries('CN=Imprint Test CA')")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    central_crl.sort();
+    assert_eq!(local_revoked.len(), 40);
+    assert_eq!(central_crl, local_revoked, "the center's CRL entries are the union of the stations' revocations");
 }
 
 #[test]

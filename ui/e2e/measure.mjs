@@ -16,8 +16,12 @@ function pssKb(pid) {
   }
 }
 
-/** The live app process and its descendants (WebKit's web and network processes). */
-function procs() {
+/**
+ * This run's app process and its descendants (WebKit's web and network processes). The app is
+ * found among the processes started with this station's own HOME (`Driver.ours`), never as the
+ * newest `imprint-app` on the machine, which may be another session's or test's.
+ */
+function procs(ours) {
   const all = [];
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
@@ -28,7 +32,7 @@ function procs() {
       all.push({ pid: Number(d), ppid: Number(rest[1]), state: rest[0], start: Number(rest[19]), exe });
     } catch { /* gone */ }
   }
-  const apps = all.filter((p) => p.exe === "imprint-app" && p.state !== "Z").sort((a, b) => b.start - a.start);
+  const apps = all.filter((p) => p.exe === "imprint-app" && p.state !== "Z" && ours.has(p.pid)).sort((a, b) => b.start - a.start);
   if (!apps.length) return [];
   const out = [apps[0]];
   for (let grew = true; grew; ) {
@@ -47,7 +51,7 @@ for (let i = 0; i < RUNS; i++) {
   await d.session(APP, ["--simulate", "4", "--mode", "manual"]);
   await d.waitFor(async () => (await d.tiles()).length === 4 && (await d.exec("return document.body.dataset.ready === 'true'")), "interactive bench", 30000);
   const ms = performance.now() - t0;
-  const ps = procs();
+  const ps = procs(new Set(d.ours()));
   const pss = ps.reduce((a, p) => a + pssKb(p.pid), 0);
   results.push({ startup_ms: Math.round(ms), pss_mb: +(pss / 1024).toFixed(1), processes: ps.map((p) => p.exe) });
   await d.stop();

@@ -10,6 +10,7 @@ import { Health } from "./views/Health";
 import { History } from "./views/History";
 import { Reports } from "./views/Reports";
 import { Operators, SecretDialog } from "./views/Operators";
+import { Qa } from "./views/Qa";
 import { Settings } from "./views/Settings";
 import { FirstRun, SignIn } from "./views/SignIn";
 
@@ -37,6 +38,7 @@ function Body({ store }: { store: Store }) {
   }
   switch (view) {
     case "bench": return <Bench />;
+    case "qa": return <Qa />;
     case "history": return <History />;
     case "reports": return <Reports />;
     case "health": return <Health />;

@@ -1,13 +1,13 @@
 // What the operator can do. Each action calls the backend through `api` and
 // writes the result into the store; views call actions, never `api`.
 import { batch } from "@preact/signals";
-import { errorText, isApiError, type Api, type Credentials, type HistoryFilter, type NewOperator, type OperatorEdit, type SettingsDto } from "./api";
+import { errorText, isApiError, type Api, type Credentials, type HistoryFilter, type NewOperator, type OperatorEdit, type QaVerdictView, type SettingsDto } from "./api";
 import type { CentralSettings } from "./bindings/CentralSettings";
 import type { Mode, ScanKind, SignerErrorCode, SyncView } from "./wire";
 import type { HistoryForm, ReportForm, Store, View } from "./store";
 import type { ReportFilter } from "./bindings/ReportFilter";
 import type { ReportFormat } from "./bindings/ReportFormat";
-import { backlogWords, canProvision, canRetry, isMode, signInErrorWords } from "./words";
+import { backlogWords, canProvision, canRetry, canVerify, isMode, signInErrorWords, verdictLine, verdictWord } from "./words";
 
 /** The `[central]` fields as the Settings form edits them; all empty = no central database. */
 export const NO_CENTRAL: CentralSettings = { url: "", sslmode: null, sslrootcert: null, password_file: null };
@@ -80,6 +80,11 @@ export function createActions(store: Store, api: Api) {
         store.simError.value = "";
         store.history.value = [];
         store.detail.value = null;
+        store.qaVerdict.value = null;
+        store.qaError.value = "";
+        store.qaDue.value = [];
+        store.qaDueError.value = "";
+        store.qaRecent.value = [];
       });
     },
 
@@ -254,6 +259,8 @@ export function createActions(store: Store, api: Api) {
       switch (v) {
         case "bench":
           return;
+        case "qa":
+          return actions.loadQa();
         case "history":
           return actions.searchHistory();
         case "reports":
@@ -364,6 +371,93 @@ export function createActions(store: Store, api: Api) {
         store.simError.value = errorText(e);
         actions.toast(errorText(e));
       }
+    },
+
+    /** QA view: the sampling plan and the recent verdicts; the port picked stays
+     *  if it is still attached, else the first attached one is picked. */
+    async loadQa() {
+      const ports = store.qaPorts();
+      if (!ports.some((t) => t.port === store.qaPort.peek())) store.qaPort.value = ports[0]?.port ?? null;
+      await Promise.all([actions.loadQaDue(), actions.loadQaRecent()]);
+    },
+
+    async loadQaDue() {
+      try {
+        const due = await api.qaDue(null);
+        batch(() => {
+          store.qaDue.value = due;
+          store.qaDueError.value = "";
+        });
+      } catch (e) {
+        // No plan configured (invalid_settings) is said where the plan would be.
+        batch(() => {
+          store.qaDue.value = [];
+          store.qaDueError.value = isApiError(e) ? e.message : String(e);
+        });
+      }
+    },
+
+    async loadQaRecent() {
+      try {
+        store.qaRecent.value = await api.qaVerdicts(null);
+      } catch (e) {
+        actions.toast(errorText(e));
+      }
+    },
+
+    selectQaPort(port: string) {
+      store.qaPort.value = port;
+    },
+
+    /** Arrow keys in the QA view: the previous / next attached port. */
+    moveQaPort(step: 1 | -1) {
+      const ports = store.qaPorts().map((t) => t.port);
+      if (!ports.length) return;
+      const i = ports.indexOf(store.qaPort.value ?? "");
+      store.qaPort.value = ports[i < 0 ? 0 : Math.max(0, Math.min(ports.length - 1, i + step))];
+    },
+
+    /** Verify the picked port (Enter, or the Verify button): the verdict is
+     *  recorded by the backend whatever it is and shown here with every check. */
+    async verifySelected() {
+      const port = store.qaPort.value;
+      const t = port ? store.tile(port) : undefined;
+      if (!store.can("verify") || store.qaVerifying.value) return;
+      if (!port || !t || !t.present) {
+        actions.toast("Pick an attached device first (arrow keys or click)");
+        return;
+      }
+      if (!canVerify(t)) {
+        actions.toast(`${t.device_serial ?? port} is being provisioned: verify it when it has finished`);
+        return;
+      }
+      batch(() => {
+        store.qaVerifying.value = port;
+        store.qaError.value = "";
+        store.qaVerdict.value = null;
+      });
+      const who = store.operator.peek()?.id;
+      try {
+        const v = await api.verify(port);
+        // Signed out meanwhile: the verdict is recorded; it is not shown to whoever comes next.
+        if (store.operator.peek()?.id !== who) return;
+        store.qaVerdict.value = v;
+        actions.toast(`${verdictWord(v)}: ${v.device_serial}, ${verdictLine(v)}`);
+        await Promise.all([actions.loadQaDue(), actions.loadQaRecent()]);
+      } catch (e) {
+        // No verdict: the device could not be read (device_unreadable) or the station refused.
+        store.qaError.value = errorText(e);
+      } finally {
+        store.qaVerifying.value = null;
+      }
+    },
+
+    /** Show a verdict from the recent list. */
+    showVerdict(v: QaVerdictView) {
+      batch(() => {
+        store.qaVerdict.value = v;
+        store.qaError.value = "";
+      });
     },
 
     setHistoryForm(patch: Partial<HistoryForm>) {

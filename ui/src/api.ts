@@ -28,9 +28,12 @@ import type { SessionView } from "./bindings/SessionView";
 import type { SettingChange } from "./bindings/SettingChange";
 import type { RevokeSelector } from "./bindings/RevokeSelector";
 import type { RevokeReportDto } from "./bindings/RevokeReportDto";
+import type { QaVerdictView } from "./bindings/QaVerdictView";
+import type { QaDueView } from "./bindings/QaDueView";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
+export type { QaDueView, QaVerdictView };
 
 /** Errors from commands always have this shape (pinned by a backend test). */
 export function isApiError(e: unknown): e is ApiError {
@@ -56,6 +59,12 @@ export const api = {
   record: (id: string) => invoke<RecordDetail>("record", { id }),
   revoke: (selector: RevokeSelector, reason: string, comment: string | null) =>
     invoke<RevokeReportDto>("revoke", { selector, reason, comment }),
+  /** QA: verify the device on `port` (writes nothing to it) and record the verdict. */
+  verify: (port: string) => invoke<QaVerdictView>("verify", { port }),
+  /** QA verdicts, newest first: of one device serial, or all (the latest 200). */
+  qaVerdicts: (deviceSerial: string | null) => invoke<QaVerdictView[]>("qa_verdicts", { deviceSerial }),
+  /** The sampling plan: verifications still due per work order (`batch`: that one only). */
+  qaDue: (batch: string | null) => invoke<QaDueView[]>("qa_due", { batch }),
   health: () => invoke<HealthItemDto[]>("health"),
   getSettings: () => invoke<SettingsDto>("get_settings"),
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),

@@ -1,14 +1,16 @@
-// Keyboard first: F1-F4 and F8 switch views (each only for a role that may
-// see it), F5 provisions every waiting device, F6 retries the selected tile
-// (only a retryable failure), F7 toggles automatic/manual (asking first), F9
-// signs out, arrows move the selection on the grid as it is rendered, Enter
-// in an empty scan field provisions the selection.
+// Keyboard first: F1-F4, F8 and F11 switch views (each only for a role that
+// may see it), F5 provisions every waiting device, F6 retries the selected
+// tile (only a retryable failure), F7 toggles automatic/manual (asking first),
+// F9 signs out, arrows move the selection on the grid as it is rendered, Enter
+// in an empty scan field provisions the selection. In QA (F11; not F10, which
+// GTK gives to the window's menu bar) up/down pick a device and Enter
+// verifies it.
 import type { Actions } from "./actions";
 import { isEditable } from "./context";
 import { neighbour, type Direction, type Rect } from "./grid";
 import type { Store, View } from "./store";
 
-const VIEW_KEYS: Record<string, View> = { F1: "bench", F2: "history", F3: "health", F4: "settings", F8: "operators" };
+const VIEW_KEYS: Record<string, View> = { F1: "bench", F2: "history", F3: "health", F4: "settings", F8: "operators", F11: "qa" };
 const ARROWS: Record<string, Direction> = { ArrowUp: "up", ArrowDown: "down", ArrowLeft: "left", ArrowRight: "right" };
 
 /** The tiles as rendered, in slot order, with their on-screen rectangles. */
@@ -60,9 +62,21 @@ export function createKeyHandler(store: Store, actions: Actions) {
         if (store.can("provision")) actions.toggleMode();
         return;
     }
+    const target = e.target instanceof Element ? e.target : null;
+    if (store.view.value === "qa") {
+      // A focused button or field handles its own keys (Enter on the Verify button clicks it once).
+      if (isEditable(target) || target instanceof HTMLButtonElement) return;
+      if (e.key === "Enter") {
+        e.preventDefault();
+        void actions.verifySelected();
+      } else if (e.key === "ArrowUp" || e.key === "ArrowDown") {
+        e.preventDefault();
+        actions.moveQaPort(e.key === "ArrowDown" ? 1 : -1);
+      }
+      return;
+    }
     const dir = ARROWS[e.key];
     if (!dir) return;
-    const target = e.target instanceof Element ? e.target : null;
     if (store.view.value === "bench") {
       // Arrows belong to a field being typed in; the empty scan field lends them to the grid.
       const scanEmpty = target instanceof HTMLInputElement && target.id === "scan" && target.value === "";

@@ -3,16 +3,16 @@
 // are one signal each, keyed by port, so a progress event updates one tile
 // in place and leaves every input (and its focus) alone.
 import { batch, computed, signal, type Signal } from "@preact/signals";
-import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, RecordDetail, SettingChange, SettingsDto, StationInfo } from "./api";
+import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, QaDueView, QaVerdictView, RecordDetail, SettingChange, SettingsDto, StationInfo } from "./api";
 import type { OperatorSession } from "./bindings/OperatorSession";
 import type { Report } from "./bindings/Report";
 import type { Permission } from "./bindings/Permission";
 import type { AttemptStatus, SyncView, TileDto } from "./wire";
 
-export type View = "bench" | "history" | "reports" | "health" | "settings" | "operators";
+export type View = "bench" | "qa" | "history" | "reports" | "health" | "settings" | "operators";
 
 /** What each view needs (a view without an entry is for everyone signed in). */
-export const VIEW_NEEDS: Partial<Record<View, Permission>> = { reports: "report", settings: "settings", operators: "operators" };
+export const VIEW_NEEDS: Partial<Record<View, Permission>> = { qa: "verify", reports: "report", settings: "settings", operators: "operators" };
 
 /** An admin's change to an operator that asks for a secret (typed into a dialog, never kept here). */
 export type SecretEdit = { id: string; kind: "reset_pin" | "set_badge" };
@@ -102,9 +102,23 @@ export function createStore() {
     secretEdit: signal<SecretEdit | null>(null),
     /** Why the last Attach of simulated devices was refused (shown in the panel until the next try). */
     simError: signal<string>(""),
+    /** QA view: the port picked for verification (arrows, click), the port being verified now,
+     *  the verdict shown (the last one made, or one picked from the list), why the last
+     *  verification gave no verdict, the sampling plan (or why there is none) and recent verdicts. */
+    qaPort: signal<string | null>(null),
+    qaVerifying: signal<string | null>(null),
+    qaVerdict: signal<QaVerdictView | null>(null),
+    qaError: signal<string>(""),
+    qaDue: signal<QaDueView[]>([]),
+    qaDueError: signal<string>(""),
+    qaRecent: signal<QaVerdictView[]>([]),
 
     tile(port: string): TileDto | undefined {
       return tiles.get(port)?.value;
+    },
+    /** The ports QA can pick: attached devices, in slot order. */
+    qaPorts(): TileDto[] {
+      return store.tileList().filter((t) => t.present);
     },
     /** Tiles in slot order (reads every tile signal: use in small computed values only). */
     tileList(): TileDto[] {

@@ -4,7 +4,10 @@
 import type { TileState } from "./bindings/TileState";
 import type { OperatorView } from "./bindings/OperatorView";
 import type { Role } from "./bindings/Role";
-import { isApiError } from "./api";
+import type { QaCheckName } from "./bindings/QaCheckName";
+import type { QaCheckResult } from "./bindings/QaCheckResult";
+import type { QaCheckView } from "./bindings/QaCheckView";
+import { isApiError, type QaDueView, type QaVerdictView } from "./api";
 import type { AttemptStatus, DeviceState, ErrorCode, HealthLevel, KeyAlg, Mode, SslMode, Stage, Stored, TileDto } from "./wire";
 
 export function stageWords(s: Stage): string {
@@ -162,4 +165,51 @@ export function operatorStateWords(o: OperatorView, now: Date = new Date()): str
   if (!o.enabled) return "disabled";
   if (o.locked_until && new Date(o.locked_until) > now) return `locked until ${o.locked_until}`;
   return "enabled";
+}
+
+/** QA checks in operator words (a newer build's check shows its stored name). */
+export const QA_CHECK_WORDS: Record<Exclude<QaCheckName, "unrecognized">, string> = {
+  chain: "Signed by our CA",
+  validity: "Inside its validity period",
+  profile: "Certificate contents as the profile says",
+  store_record: "Matches the station's records",
+  proof_of_possession: "Device proves it holds the key",
+  lock: "Device locked",
+  revocation: "Not revoked",
+  mqtt_connect: "Connects to the broker",
+};
+
+export function qaCheckWords(c: QaCheckView): string {
+  return c.check === "unrecognized" ? c.check_text : QA_CHECK_WORDS[c.check];
+}
+
+export const QA_RESULT_WORDS: Record<QaCheckResult, string> = { pass: "pass", fail: "FAIL", skipped: "not checked", unrecognized: "unknown result" };
+
+/** The verdict's big word. */
+export function verdictWord(v: QaVerdictView): string {
+  return v.passed ? "QA PASS" : "QA FAIL";
+}
+
+/** The checks that failed, in words ("" when none did). */
+export function failedChecksWords(v: QaVerdictView): string {
+  return v.checks
+    .filter((c) => c.result === "fail")
+    .map(qaCheckWords)
+    .join(", ");
+}
+
+/** One line for a verdict: PASS, or FAIL with the checks that failed. */
+export function verdictLine(v: QaVerdictView): string {
+  const failed = failedChecksWords(v);
+  return v.passed ? "passed every check" : failed ? `failed: ${failed}` : "failed";
+}
+
+/** The sampling plan's standing in words: "2 still due", "done". */
+export function dueWords(d: QaDueView): string {
+  return d.due === 0 ? "done" : `${d.due} still due`;
+}
+
+/** A device on this tile can be verified now (attached, not being provisioned). */
+export function canVerify(t: TileDto): boolean {
+  return t.present && t.state !== ("running" satisfies TileState);
 }

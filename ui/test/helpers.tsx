@@ -22,6 +22,9 @@ import type { Role } from "../src/bindings/Role";
 import type { SessionView } from "../src/bindings/SessionView";
 import type { SettingChange } from "../src/bindings/SettingChange";
 import type { Report } from "../src/bindings/Report";
+import type { QaCheckView } from "../src/bindings/QaCheckView";
+import type { QaDueView } from "../src/bindings/QaDueView";
+import type { QaVerdictView } from "../src/bindings/QaVerdictView";
 import type { Mode, SyncView, TileDto } from "../src/wire";
 import { createStore } from "../src/store";
 
@@ -99,7 +102,33 @@ export type FakeOptions = {
   report?: Report;
   /** What the save dialog returns (null: cancelled). */
   savePath?: string | null;
+  /** verify's answer for a port (default: every check passes); throw for no verdict. */
+  verify?: (port: string, serial: string | null) => QaVerdictView;
+  /** qa_due's answer (called again after every verification); throw for no plan. */
+  qaDue?: () => QaDueView[];
 };
+
+/** Every check the backend runs, passing (mqtt_connect skipped: no [mqtt]). */
+export function qaChecks(fail: Partial<Record<QaCheckView["check"], string>> = {}): QaCheckView[] {
+  const all: [QaCheckView["check"], string][] = [
+    ["chain", "chains to CN=dev"], ["validity", "valid until 2027-11-30"], ["profile", "subject, key usage and EKU as the profile says"],
+    ["store_record", "the store holds this certificate for this device and key"], ["proof_of_possession", "the device signed a fresh nonce"],
+    ["lock", "the device reports locked"], ["revocation", "issued, not revoked"], ["mqtt_connect", "no [mqtt] device check configured"],
+  ];
+  return all.map(([check, detail]) => ({
+    check, check_text: check, result: check === "mqtt_connect" ? "skipped" : fail[check] !== undefined ? "fail" : "pass", detail: fail[check] ?? detail,
+  }));
+}
+
+let verdictNo = 0;
+/** A verdict as the backend records it (passed when no check failed). */
+export function verdict(serial: string, checks: QaCheckView[] = qaChecks(), patch: Partial<QaVerdictView> = {}): QaVerdictView {
+  verdictNo += 1;
+  return {
+    id: `v${verdictNo}`, at: `2026-11-30T04:00:${String(verdictNo % 60).padStart(2, "0")}Z`, operator: "qa-1", port: "/dev/pts/101", device_serial: serial,
+    cert_serial: "5A17", batch: "WO-7", passed: checks.every((c) => c.result !== "fail"), checks, ...patch,
+  };
+}
 
 export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: FakeOptions = {}) {
   let settings: SettingsDto = opts.settings ?? SETTINGS;
@@ -110,6 +139,8 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     return s;
   };
   const calls: { name: string; args: unknown[] }[] = [];
+  // Verdicts recorded by verify, newest first (what qa_verdicts lists).
+  const verdicts: QaVerdictView[] = [];
   const rec = <T,>(name: string, result: (...a: never[]) => T) =>
     vi.fn(async (...args: unknown[]) => {
       calls.push({ name, args });
@@ -127,6 +158,14 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     history: rec("history", () => []),
     record: rec("record", () => { throw new Error("no record"); }),
     revoke: rec("revoke", () => { throw new Error("no revoke"); }),
+    verify: rec("verify", (port: string) => {
+      const serial = tiles.find((t) => t.port === port)?.device_serial ?? null;
+      const v = opts.verify ? opts.verify(port, serial) : verdict(serial ?? "unknown", qaChecks(), { port });
+      verdicts.unshift(v);
+      return v;
+    }),
+    qaVerdicts: rec("qaVerdicts", (serial: string | null) => verdicts.filter((v) => serial === null || v.device_serial === serial)),
+    qaDue: rec("qaDue", () => (opts.qaDue ? opts.qaDue() : [])),
     health: rec("health", () => (opts.health ? opts.health() : [])),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).

@@ -206,13 +206,27 @@ pub fn required(cfg: &imprint_station::config::QaConfig, provisioned: u32) -> Ap
         (Some(0), _) | (_, Some(0)) => {
             Err(ApiError::new(ErrorCode::InvalidSettings, "[qa] sample_every / sample_count must be at least 1"))
         }
-        (Some(n), None) => Ok((provisioned.div_ceil(n), if n == 1 { "every device".into() } else { format!("every {n}th device") })),
+        (Some(n), None) => {
+            Ok((provisioned.div_ceil(n), if n == 1 { "every device".into() } else { format!("every {} device", ordinal(n)) }))
+        }
         (None, Some(k)) => Ok((provisioned.min(k), format!("{k} device{} per work order", if k == 1 { "" } else { "s" }))),
         (None, None) => Err(ApiError::new(
             ErrorCode::InvalidSettings,
             "no sampling plan: set [qa] sample_every = N (every Nth device) or sample_count = K (K devices per work order)",
         )),
     }
+}
+
+/// 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 22nd, 101st, ...
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// How many verifications are still due, per work order (`batch`: that one only).
@@ -262,6 +276,29 @@ mod tests {
         assert_eq!(required(&count, 300).map(|r| r.0), Ok(5));
         for bad in [QaConfig { sample_every: Some(2), sample_count: Some(2) }, every(0), QaConfig::default()] {
             assert_eq!(required(&bad, 5).map_err(|e| e.code), Err(ErrorCode::InvalidSettings));
+        }
+    }
+
+    #[test]
+    fn the_plan_in_words_says_every_2nd_device_not_every_2th() {
+        let every = |n| QaConfig { sample_every: Some(n), sample_count: None };
+        // As the QA view and `qa due` show it.
+        let words = |n| required(&every(n), 1).map(|r| r.1);
+        assert_eq!(words(1), Ok("every device".into()));
+        for (n, w) in [
+            (2, "2nd"),
+            (3, "3rd"),
+            (4, "4th"),
+            (10, "10th"),
+            (11, "11th"),
+            (12, "12th"),
+            (13, "13th"),
+            (21, "21st"),
+            (22, "22nd"),
+            (101, "101st"),
+            (111, "111th"),
+        ] {
+            assert_eq!(words(n), Ok(format!("every {w} device")), "{n}");
         }
     }
 }

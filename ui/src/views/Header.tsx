@@ -5,6 +5,7 @@ import { ROLE_WORDS, backlogWords } from "../words";
 /** Views in the header; each shown only to a role that may see it (store.canSee). */
 const NAV: { view: View; label: string; key?: string }[] = [
   { view: "bench", label: "Bench", key: "F1" },
+  { view: "qa", label: "QA", key: "F11" },
   { view: "history", label: "History", key: "F2" },
   { view: "reports", label: "Reports" },
   { view: "health", label: "Health", key: "F3" },

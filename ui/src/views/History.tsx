@@ -3,7 +3,8 @@
 import type { RecordDetail } from "../api";
 import { useApp } from "../context";
 import type { AttemptStatus } from "../wire";
-import { STATUS_WORDS, isAttemptStatus, stageWords, storedKey, storedWords } from "../words";
+import { STATUS_WORDS, isAttemptStatus, stageWords, storedKey, storedWords, verdictLine, verdictWord } from "../words";
+import { VerdictChecks } from "./Qa";
 
 const STATUSES = Object.keys(STATUS_WORDS) as AttemptStatus[];
 
@@ -134,6 +135,20 @@ function Record({ d }: { d: RecordDetail }) {
             )}
           </dl>
         </div>
+      )}
+      <h3>QA verdicts</h3>
+      {d.qa_verdicts.length === 0 ? (
+        <p class="muted" data-testid="record-qa-none">Not verified by QA yet.</p>
+      ) : (
+        d.qa_verdicts.map((v) => (
+          <details key={v.id} class={`record-qa ${v.passed ? "passed" : "failed"}`} data-testid="record-qa" data-passed={String(v.passed)} open={!v.passed}>
+            <summary>
+              <span class={`pill ${v.passed ? "passed" : "failed"}`}>{verdictWord(v)}</span>{" "}
+              <span data-testid="record-qa-line">{`${v.at.replace("T", " ").slice(0, 19)} by ${v.operator ?? "-"}: ${verdictLine(v)}`}</span>
+            </summary>
+            <VerdictChecks v={v} />
+          </details>
+        ))
       )}
       <h3>Steps</h3>
       <table class="steps" data-testid="record-steps">

@@ -135,7 +135,7 @@ export function Reports() {
               })}
             />
           </div>
-          <table class="qa" data-testid="report-qa">
+          <table class="qa-coverage" data-testid="report-qa">
             <thead>
               <tr>{["work order", "provisioned", "QA verified", "required", "coverage"].map((c) => <th key={c}>{c}</th>)}</tr>
             </thead>
