@@ -33,6 +33,8 @@ const COMMANDS: &[&str] = &[
     "operators",
     "add_operator",
     "edit_operator",
+    "report",
+    "export_report",
 ];
 
 fn main() {

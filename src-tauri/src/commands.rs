@@ -9,6 +9,7 @@ use imprint_api::lifecycle::{RevokeReport, RevokeSelector};
 use imprint_api::qa::{QaDueView, QaVerdictView};
 use imprint_api::records::{AttemptView, HistoryFilter, RecordDetail};
 use imprint_api::rework::{ExpiringCertView, ReworkAuthorisationView};
+use imprint_api::reports::{Report, ReportFilter, ReportFormat};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::{SettingChange, SettingsView};
 use imprint_api::{
@@ -197,4 +198,15 @@ pub async fn add_operator(api: State<'_, Api>, operator: NewOperator) -> ApiResu
 #[tauri::command]
 pub async fn edit_operator(api: State<'_, Api>, id: String, edit: OperatorEdit) -> ApiResult<OperatorView> {
     blocking(&api, move |a| a.edit_operator(&id, &edit)).await
+}
+
+#[tauri::command]
+pub async fn report(api: State<'_, Api>, filter: ReportFilter, central: bool) -> ApiResult<Report> {
+    blocking(&api, move |a| a.report(&filter, central)).await
+}
+
+/// Write the report to the path the save dialog returned.
+#[tauri::command]
+pub async fn export_report(api: State<'_, Api>, filter: ReportFilter, central: bool, format: ReportFormat, path: String) -> ApiResult<u32> {
+    blocking(&api, move |a| a.export_report(&filter, central, format, std::path::Path::new(&path))).await
 }

@@ -37,10 +37,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (7, include_str!("../../../migrations/sqlite/0007_qa.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_rework_renewal.sql")),
+    (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 12;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`

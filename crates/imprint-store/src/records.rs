@@ -464,6 +464,17 @@ impl Store {
         })
     }
 
+    /// How many attempts match a filter (its limit ignored): lists say "N of M".
+    pub fn count_attempts(&self, f: &AttemptFilter) -> Result<u64, StoreError> {
+        let f = AttemptFilter { limit: None, ..f.clone() };
+        self.read(move |c| {
+            let (sql, args) = attempt_query("count(*)", &f);
+            let sql = sql.replace(" ORDER BY a.started_at DESC, a.id DESC", "");
+            let n: i64 = c.query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+    }
+
     pub fn attempt(&self, id: &str) -> Result<Option<AttemptRow>, StoreError> {
         let k = id.to_string();
         self.read(move |c| Ok(c.query_row(&format!("SELECT {ATTEMPT_COLS} FROM attempts a WHERE a.id=?1"), [k], attempt_row).optional()?))

@@ -36,7 +36,7 @@ pub mod verify;
 pub mod worker;
 
 pub use config::{CentralConfig, PASSWORD_ENV};
-pub use report::{central_expiring, central_report, local_expiring, local_report, ExpiringRow, ReportRow, REPORT_COLUMNS};
+pub use report::{central_expiring, central_rows, local_expiring, local_rows, report_sql, Dialect, ExpiringRow, ReportQuery, ReportRow};
 pub use schema::{add_reader, add_station, check_station, migrate, required_version, MIGRATOR};
 pub use status::SyncStatus;
 pub use worker::{backoff, sync_once, LiveStatus, SyncDrain, SyncReport, SyncWorker};
