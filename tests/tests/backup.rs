@@ -196,13 +196,18 @@ fn restore_drill_nothing_issued_is_lost_at_the_center_or_issued_twice() {
     wait_synced(&st);
 
     // 2. A backup taken while a second lot provisions.
-    let b: Vec<SimHandle> = (0..4).map(|i| sim(&format!("SIM-DRILL-B{i}"), "slow-ms=20")).collect();
+    let b: Vec<SimHandle> = (0..4).map(|i| sim(&format!("SIM-DRILL-B{i}"), "slow-ms=80")).collect();
     let ports: Vec<String> = b.iter().map(path_of).collect();
     let running = {
         let st = st.clone();
         std::thread::spawn(move || st.provision_all(&ports, None))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Once they are under way (recorded as running), not before.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !st.store().facts().unwrap().attempts_by_status.iter().any(|(s, _)| s == "running") {
+        assert!(Instant::now() < deadline, "the second lot never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let file = ts.dir.path().join("drill.backup");
     let taken = imprint_api::backup::backup_store(&me, &ts.cfg, st.store(), &file, false).unwrap();
     for r in running.join().unwrap() {
@@ -211,7 +216,7 @@ fn restore_drill_nothing_issued_is_lost_at_the_center_or_issued_twice() {
             Outcome::Failed(f) => panic!("{f:?}"),
         };
     }
-    assert!(taken.manifest.store.issued < 7, "the backup was taken before the second lot finished: {:?}", taken.manifest);
+    assert!(taken.manifest.store.issued < 7, "the backup was taken while the second lot ran: {:?}", taken.manifest);
 
     // 3. More after the backup, synced.
     let c: Vec<SimHandle> = (0..3).map(|i| sim(&format!("SIM-DRILL-C{i}"), "")).collect();

@@ -253,6 +253,8 @@ impl Metrics {
     /// The store's facts as of now (called at scrape time).
     pub fn set_store_facts(&self, f: &imprint_store::StoreFacts) {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        // A status no attempt has any more (running, after they finished) goes away.
+        self.attempts_stored.clear();
         for (status, count) in &f.attempts_by_status {
             self.attempts_stored.get_or_create(&StatusLabel { status: status.clone() }).set(n(*count));
         }
@@ -276,7 +278,8 @@ impl Metrics {
 
 /// The HTTP listener that serves `/metrics` (anything else: 404).
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
+    /// Dropped by [`MetricsServer::stop`]: that closes the listening socket.
+    server: Mutex<Option<Arc<tiny_http::Server>>>,
     addr: std::net::SocketAddr,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -319,7 +322,7 @@ impl MetricsServer {
             })
             .map_err(|e| format!("metrics thread: {e}"))?;
         tracing::info!(listen = %addr, "metrics endpoint listening (/metrics)");
-        Ok(MetricsServer { server, addr, thread: Mutex::new(Some(thread)) })
+        Ok(MetricsServer { server: Mutex::new(Some(server)), addr, thread: Mutex::new(Some(thread)) })
     }
 
     /// Where it listens (the port the OS chose, for `:0`).
@@ -327,12 +330,17 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stop listening and join the thread.
+    /// Stop serving, join the thread and close the listening socket.
     pub fn stop(&self) {
-        self.server.unblock();
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(s) = &server {
+            s.unblock();
+        }
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
+        // The thread's handle is gone with it: this drops the server.
+        drop(server);
     }
 }
 

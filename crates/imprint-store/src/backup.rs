@@ -161,104 +161,109 @@ mod tests {
 pub const META_RESTORE_PENDING: &str = "restore_pending";
 
 impl Store {
-    /// Write records re-learned from the center (rows in the table's
-    /// descriptor order, as `imprint_sync` reads them there): `missing` ones
-    /// are inserted, `newer` ones (the center holds a later version than any
-    /// change this store made) replace the local copy, and their pending
-    /// outbox rows are marked synced (the center is already past them). No
-    /// outbox row is written: the center has these. `chain`: the CA chain DER
-    /// kept with re-learned certificates of that issuer (chains are not
-    /// synced). Audit entries must come in `seq` order after the local head.
-    /// Returns how many rows were written.
-    pub fn write_relearned(
-        &self,
-        table: &'static crate::synced::Table,
-        missing: Vec<Vec<crate::synced::Value>>,
-        newer: Vec<Vec<crate::synced::Value>>,
-        chain: Option<(String, Vec<u8>)>,
-    ) -> Result<usize, StoreError> {
+    /// Write records re-learned from the center, every kind in one
+    /// transaction (attempts and certificates reference each other). Per
+    /// table (rows in the descriptor's order, as `imprint_sync` reads them
+    /// there): `missing` rows are inserted; `newer` rows (the center holds a
+    /// later version than any change made here) replace the local copy and
+    /// their pending outbox rows are marked synced (the center is already
+    /// past them). Each gets a synced outbox row at the center's version
+    /// (the center has it; every record keeps its outbox row). `chain`:
+    /// the issuing CA's subject and chain DER, kept with re-learned
+    /// certificates of that issuer (chains are not synced). Then new changes
+    /// get outbox versions above `floor` (the highest version the center
+    /// holds for this station), so no version the center has seen is sent
+    /// again for other content. Returns how many rows were written.
+    pub fn write_relearned(&self, batches: Vec<Relearn>, chain: Option<(String, Vec<u8>)>, floor: i64) -> Result<usize, StoreError> {
         use crate::synced::{Kind, Value};
-        if missing.is_empty() && newer.is_empty() {
-            return Ok(0);
-        }
         let station = self.station_id();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.write(move |t| {
             t.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-            let mut cols: Vec<&str> = table.columns.iter().map(|c| c.local).collect();
-            let extra = match table.local {
-                "audit" => Some("station_id"),
-                "certificates" => Some("chain_der"),
-                _ => None,
-            };
-            cols.extend(extra);
-            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            let insert = format!("INSERT OR IGNORE INTO {} ({}) VALUES ({})", table.local, cols.join(", "), marks.join(", "));
-            let replace = insert.replacen("INSERT OR IGNORE", "INSERT OR REPLACE", 1);
-            let issuer_at = table.position("issuer");
             let now = crate::now_text();
             let mut n = 0;
-            let rows = missing.into_iter().map(|r| (r, false)).chain(newer.into_iter().map(|r| (r, true)));
-            for (row, newer) in rows {
-                let mut st = t.prepare_cached(if newer { &replace } else { &insert })?;
-                if newer {
+            for Relearn { table, missing, newer } in batches {
+                let mut cols: Vec<&str> = table.columns.iter().map(|c| c.local).collect();
+                let extra = match table.local {
+                    "audit" => Some("station_id"),
+                    "certificates" => Some("chain_der"),
+                    _ => None,
+                };
+                cols.extend(extra);
+                let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+                let insert = format!("INSERT OR IGNORE INTO {} ({}) VALUES ({})", table.local, cols.join(", "), marks.join(", "));
+                let replace = insert.replacen("INSERT OR IGNORE", "INSERT OR REPLACE", 1);
+                let issuer_at = table.position("issuer");
+                let rows = missing.into_iter().map(|r| (r, false)).chain(newer.into_iter().map(|r| (r, true)));
+                for ((row, version), newer) in rows {
                     if let Some(k) = table.record_key(&row) {
+                        if newer {
+                            t.execute(
+                                "UPDATE outbox SET state = 'synced', synced_at = ?4
+                                 WHERE entity = ?1 AND entity_id = ?2 AND step_no = ?3 AND state = 'pending'",
+                                rusqlite::params![k.entity.as_str(), k.id, k.step_no, now],
+                            )?;
+                        }
+                        // The record's version as the center holds it, already synced
+                        // (every record keeps an outbox row; versions stay monotonic).
                         t.execute(
-                            "UPDATE outbox SET state = 'synced', synced_at = ?4 WHERE entity = ?1 AND entity_id = ?2 AND step_no = ?3 AND state = 'pending'",
-                            rusqlite::params![k.entity.as_str(), k.id, k.step_no, now],
+                            "INSERT OR IGNORE INTO outbox(seq, entity, entity_id, step_no, changed_at, state, synced_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, 'synced', ?5)",
+                            rusqlite::params![version, k.entity.as_str(), k.id, k.step_no, now],
                         )?;
                     }
-                }
-                let mut vals: Vec<rusqlite::types::Value> = table
-                    .columns
-                    .iter()
-                    .zip(&row)
-                    .map(|(c, v)| match (c.kind, v) {
-                        (_, Value::Null) => rusqlite::types::Value::Null,
-                        (Kind::Time, Value::Text(s)) => rusqlite::types::Value::Text(crate::parse_ts(s).map(crate::ts).unwrap_or_else(|| s.clone())),
-                        (Kind::Uuid, Value::Text(s)) => rusqlite::types::Value::Text(s.to_ascii_lowercase()),
-                        (_, Value::Text(s)) => rusqlite::types::Value::Text(s.clone()),
-                        (_, Value::Int(i)) => rusqlite::types::Value::Integer(*i),
-                        (_, Value::Blob(b)) => rusqlite::types::Value::Blob(b.clone()),
-                    })
-                    .collect();
-                match extra {
-                    Some("station_id") => vals.push(rusqlite::types::Value::Text(station.clone())),
-                    Some(_) => {
-                        let issuer = issuer_at.and_then(|i| row.get(i)).and_then(Value::as_text);
-                        vals.push(match &chain {
-                            Some((dn, der)) if Some(dn.as_str()) == issuer => rusqlite::types::Value::Blob(der.clone()),
-                            _ => rusqlite::types::Value::Null,
-                        });
+                    let mut vals: Vec<rusqlite::types::Value> = table
+                        .columns
+                        .iter()
+                        .zip(&row)
+                        .map(|(c, v)| match (c.kind, v) {
+                            (_, Value::Null) => rusqlite::types::Value::Null,
+                            (Kind::Time, Value::Text(s)) => {
+                                rusqlite::types::Value::Text(crate::parse_ts(s).map(crate::ts).unwrap_or_else(|| s.clone()))
+                            }
+                            (Kind::Uuid, Value::Text(s)) => rusqlite::types::Value::Text(s.to_ascii_lowercase()),
+                            (_, Value::Text(s)) => rusqlite::types::Value::Text(s.clone()),
+                            (_, Value::Int(i)) => rusqlite::types::Value::Integer(*i),
+                            (_, Value::Blob(b)) => rusqlite::types::Value::Blob(b.clone()),
+                        })
+                        .collect();
+                    match extra {
+                        Some("station_id") => vals.push(rusqlite::types::Value::Text(station.clone())),
+                        Some(_) => {
+                            let issuer = issuer_at.and_then(|i| row.get(i)).and_then(Value::as_text);
+                            vals.push(match &chain {
+                                Some((dn, der)) if Some(dn.as_str()) == issuer => rusqlite::types::Value::Blob(der.clone()),
+                                _ => rusqlite::types::Value::Null,
+                            });
+                        }
+                        None => {}
                     }
-                    None => {}
+                    let mut st = t.prepare_cached(if newer { &replace } else { &insert })?;
+                    n += st.execute(rusqlite::params_from_iter(vals))?;
                 }
-                n += st.execute(rusqlite::params_from_iter(vals))?;
+            }
+            let max: i64 = t.query_row("SELECT coalesce(max(seq), 0) FROM outbox", [], |r| r.get(0))?;
+            if floor > max {
+                // A synced marker row at the floor: seqs continue after it.
+                t.execute(
+                    "INSERT INTO outbox(seq, entity, entity_id, step_no, changed_at, state, synced_at)
+                     VALUES (?1, 'audit', 'restore-floor', 0, ?2, 'synced', ?2)",
+                    rusqlite::params![floor, now],
+                )?;
             }
             let _ = tx.send(n);
             Ok(())
         })?;
         rx.recv().map_err(|_| StoreError::WriterGone)
     }
+}
 
-    /// After re-learning: new changes get outbox versions above `version`
-    /// (the highest the center holds for this station), so no version the
-    /// center has already seen is sent again for another content.
-    pub fn raise_outbox_floor(&self, version: i64) -> Result<(), StoreError> {
-        self.write(move |t| {
-            let max: i64 = t.query_row("SELECT coalesce(max(seq), 0) FROM outbox", [], |r| r.get(0))?;
-            if version > max {
-                // A synced marker row at the floor: seqs continue after it.
-                let now = crate::now_text();
-                t.execute(
-                    "INSERT INTO outbox(seq, entity, entity_id, step_no, changed_at, state, synced_at)
-                     VALUES (?1, 'audit', 'restore-floor', 0, ?2, 'synced', ?2)",
-                    rusqlite::params![version, now],
-                )?;
-            }
-            Ok(())
-        })
-    }
+/// Records of one kind re-learned from the center ([`Store::write_relearned`]).
+pub struct Relearn {
+    pub table: &'static crate::synced::Table,
+    /// (row, the center's version of it).
+    pub missing: Vec<(Vec<crate::synced::Value>, i64)>,
+    pub newer: Vec<(Vec<crate::synced::Value>, i64)>,
 }
 
 impl Store {

@@ -70,6 +70,7 @@ pub fn relearn(store: &Store, station: &str, cfg: &CentralConfig, chain: Option<
         Ok::<_, SyncError>(out)
     })?;
     let mut report = Relearned::default();
+    let mut batches = Vec::new();
     for (table, rows) in TABLES.iter().copied().zip(central) {
         let local: HashMap<_, _> = store.synced_records(table)?.into_iter().collect();
         let versions = store.record_versions(table.entity)?;
@@ -78,20 +79,20 @@ pub fn relearn(store: &Store, station: &str, cfg: &CentralConfig, chain: Option<
             report.center_version = report.center_version.max(version);
             let Some(key) = table.record_key(&values) else { continue };
             match local.get(&key) {
-                None => missing.push(values),
+                None => missing.push((values, version)),
                 Some(lv) if hash::record(table, station, lv) != hash::record(table, station, &values) => {
                     // The center's copy is later than any change made here.
                     if versions.get(&key).is_none_or(|v| *v <= version) {
-                        newer.push(values);
+                        newer.push((values, version));
                     }
                 }
                 Some(_) => {}
             }
         }
-        let (m, n) = (missing.len(), newer.len());
-        store.write_relearned(table, missing, newer, chain.clone())?;
-        report.kinds.push((table.entity.as_str().to_string(), m, n));
+        report.kinds.push((table.entity.as_str().to_string(), missing.len(), newer.len()));
+        batches.push(imprint_store::backup::Relearn { table, missing, newer });
     }
-    store.raise_outbox_floor(report.center_version)?;
+    // One transaction: attempts and certificates reference each other.
+    store.write_relearned(batches, chain, report.center_version)?;
     Ok(report)
 }
