@@ -125,36 +125,6 @@ pub fn check_copy(path: &Path) -> Result<CopyFacts, StoreError> {
     })
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_copy_is_one_checked_file_and_a_damaged_copy_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let st = Store::open(&d.path().join("station.db")).unwrap();
-        st.set_station_id("line-1");
-        st.begin_attempt("/dev/ttyX", None).unwrap();
-        let copy = d.path().join("copy.db");
-        let f = st.backup_into(&copy).unwrap();
-        assert_eq!((f.schema_version, f.attempts), (SCHEMA_VERSION, 1));
-        assert!(f.latest_at.is_some());
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(!d.path().join("copy.db-wal").exists(), "the copy is one file");
-        assert!(st.backup_into(&copy).is_err(), "an existing file is never overwritten");
-        // Damage a page in the middle: the integrity check refuses the copy.
-        let mut bytes = std::fs::read(&copy).unwrap();
-        let mid = bytes.len() / 2;
-        for b in &mut bytes[mid..mid + 2048] {
-            *b = 0x5a;
-        }
-        std::fs::write(&copy, bytes).unwrap();
-        assert!(check_copy(&copy).is_err());
-    }
-}
-
 /// Meta key: set by a restore, cleared once the restored store has
 /// re-learned from the center what it was missing (see
 /// [`Store::insert_relearned`]); holds the restore's audit detail (JSON).
@@ -276,5 +246,35 @@ impl Store {
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_one_checked_file_and_a_damaged_copy_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let st = Store::open(&d.path().join("station.db")).unwrap();
+        st.set_station_id("line-1");
+        st.begin_attempt("/dev/ttyX", None).unwrap();
+        let copy = d.path().join("copy.db");
+        let f = st.backup_into(&copy).unwrap();
+        assert_eq!((f.schema_version, f.attempts), (SCHEMA_VERSION, 1));
+        assert!(f.latest_at.is_some());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!d.path().join("copy.db-wal").exists(), "the copy is one file");
+        assert!(st.backup_into(&copy).is_err(), "an existing file is never overwritten");
+        // Damage a page in the middle: the integrity check refuses the copy.
+        let mut bytes = std::fs::read(&copy).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 2048] {
+            *b = 0x5a;
+        }
+        std::fs::write(&copy, bytes).unwrap();
+        assert!(check_copy(&copy).is_err());
     }
 }
