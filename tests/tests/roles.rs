@@ -146,6 +146,27 @@ fn operations() -> Vec<Operation> {
         ("authorise_rework", Permission::Rework, Box::new(|a: &Api| ok(a.authorise_rework("SN-NOT-ISSUED", Some("roles test"))))),
         ("certs_expiring", Permission::Report, Box::new(|a: &Api| ok(a.certs_expiring(30, false)))),
         (
+            "backup::backup_store",
+            Permission::Backup,
+            Box::new(|a: &Api| {
+                let me = a.actor()?;
+                let out = std::env::temp_dir().join(format!("imprint-roles-{}-{}.backup", std::process::id(), me.id()));
+                let _ = std::fs::remove_file(&out);
+                let r = imprint_api::backup::backup_store(&me, &a.config(), a.station()?.store(), &out, false);
+                let _ = std::fs::remove_file(&out);
+                ok(r)
+            }),
+        ),
+        (
+            "backup::restore",
+            Permission::Restore,
+            Box::new(|a: &Api| {
+                let me = a.actor()?;
+                // Allowed, it still fails: the station holds the data dir.
+                ok(imprint_api::backup::restore(&me, &a.config(), std::path::Path::new("/nonexistent.backup"), None, false))
+            }),
+        ),
+        (
             "lifecycle::generate_crl",
             Permission::Revoke,
             Box::new(|a: &Api| {
@@ -467,6 +488,7 @@ mod cli {
         }
         let out_csv = ts.dir.path().join("export.csv");
         let out_csv = out_csv.display().to_string();
+        let out_backup = ts.dir.path().join("roles.backup").display().to_string();
         let commands: Vec<(Permission, Vec<&str>)> = vec![
             (Permission::View, vec!["records", "list"]),
             (Permission::View, vec!["records", "certs"]),
@@ -478,6 +500,8 @@ mod cli {
                 vec!["ca", "import", "--signer", "dev:/nonexistent", "--chain", "/nonexistent.pem", "--out", "/nonexistent-out.pem"],
             ),
             (Permission::CentralAdmin, vec!["db", "version", "--url", "postgres://nobody@127.0.0.1:1/none"]),
+            (Permission::Backup, vec!["backup", "--out", &out_backup]),
+            (Permission::Restore, vec!["restore", "/nonexistent.backup", "--check"]),
         ];
         for (id, role) in [("tech", Role::Technician), ("qa", Role::Qa), ("super", Role::Supervisor), ("admin", Role::Admin)] {
             let pin = if id == "admin" { ADMIN_PIN.to_string() } else { format!("{id}-pin") };

@@ -196,6 +196,8 @@ fn what(p: Permission) -> &'static str {
         Permission::Operators => "manage operators",
         Permission::CentralAdmin => "administer the central database",
         Permission::Audit => "read the audit trail",
+        Permission::Backup => "back up the store",
+        Permission::Restore => "restore the store from a backup",
     }
 }
 

@@ -82,6 +82,10 @@ pub enum Permission {
     CentralAdmin,
     /// Read the audit trail and verify it.
     Audit,
+    /// Take a backup of the store (`imprint backup`).
+    Backup,
+    /// Replace the store with a backup (`imprint restore`).
+    Restore,
 }
 
 impl Permission {
@@ -102,6 +106,8 @@ impl Permission {
         Permission::Operators,
         Permission::CentralAdmin,
         Permission::Audit,
+        Permission::Backup,
+        Permission::Restore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -122,6 +128,8 @@ impl Permission {
             Permission::Operators => "operators",
             Permission::CentralAdmin => "central_admin",
             Permission::Audit => "audit",
+            Permission::Backup => "backup",
+            Permission::Restore => "restore",
         }
     }
 }
@@ -150,6 +158,8 @@ pub const MATRIX: &[(Permission, [bool; 4])] = &[
     (Permission::Operators, /*      */ [F, F, F, T]),
     (Permission::CentralAdmin, /*   */ [F, F, F, T]),
     (Permission::Audit, /*          */ [F, F, T, T]),
+    (Permission::Backup, /*         */ [F, F, F, T]),
+    (Permission::Restore, /*        */ [F, F, F, T]),
 ];
 
 fn column(role: Role) -> usize {
@@ -214,6 +224,8 @@ mod tests {
                 "operators ---x",
                 "central_admin ---x",
                 "audit --xx",
+                "backup ---x",
+                "restore ---x",
             ]
         );
         assert!(Role::ALL.iter().all(|r| allows(*r, Permission::View)));

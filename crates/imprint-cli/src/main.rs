@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod audit_cmd;
+mod backup_cmd;
 mod lifecycle_cmd;
 mod operators_cmd;
 mod qa_cmd;
@@ -114,6 +115,14 @@ enum Cmd {
     /// Certificates: list those expiring within a window (local or central).
     #[command(subcommand)]
     Certs(lifecycle_cmd::CertsCmd),
+    /// Back up the local store (admin): an online, checked copy, encrypted to
+    /// [backup] recipient when set. The CA key is never in it.
+    #[command(after_help = EXIT_CODES)]
+    Backup(backup_cmd::BackupArgs),
+    /// Restore the local store from a backup (admin): checked, never over
+    /// newer records without --force, re-learned from the center, audited.
+    #[command(after_help = EXIT_CODES)]
+    Restore(backup_cmd::RestoreArgs),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
@@ -435,6 +444,8 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
         Cmd::Report(a) => report_cmd::report_cmd(&cli, a),
         Cmd::Audit(c) => audit_cmd::audit_cmd(&cli, c),
+        Cmd::Backup(a) => backup_cmd::backup_cmd(&cli, a),
+        Cmd::Restore(a) => backup_cmd::restore_cmd(&cli, a),
         Cmd::Revoke(a) => lifecycle_cmd::revoke_cmd(&cli, a),
         Cmd::Crl(c) => lifecycle_cmd::crl_cmd(&cli, c),
         Cmd::Rework(c) => lifecycle_cmd::rework_cmd(&cli, c),

@@ -80,6 +80,8 @@ struct Run<'a> {
     reissue: Option<Supersede>,
     /// The device was sent RESET under a rework authorisation in this attempt.
     reworked: bool,
+    /// When `last_stage` began (its time goes to the stage histogram).
+    stage_since: Instant,
 }
 
 impl Run<'_> {
@@ -103,6 +105,8 @@ impl Run<'_> {
         }
         let stage = session.stage();
         if stage != self.last_stage {
+            self.ctx.metrics.stage_time(self.last_stage, self.stage_since.elapsed());
+            self.stage_since = Instant::now();
             self.last_stage = stage;
             self.report(ProgressStatus::Running);
         }
@@ -205,6 +209,7 @@ fn attempt(
         last_stage: Stage::Hello,
         reissue: None,
         reworked: false,
+        stage_since: Instant::now(),
     };
     run.report(ProgressStatus::Running);
     // A fault in the station's own code (a panic) ends this attempt as a
@@ -239,6 +244,14 @@ fn attempt(
     };
     let queued = event.is_some();
     ctx.store.finish_attempt_with_event(&attempt_id, end, run.bytes_out, run.bytes_in, event)?;
+    ctx.metrics.stage_time(run.last_stage, run.stage_since.elapsed());
+    ctx.metrics.attempt_finished(
+        match &outcome {
+            Outcome::Passed { .. } => None,
+            Outcome::Failed(f) => Some(f.code),
+        },
+        started.elapsed(),
+    );
     if queued {
         if let Some(p) = &ctx.events {
             p.wake();

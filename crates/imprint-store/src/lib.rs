@@ -73,6 +73,9 @@ pub enum StoreError {
     /// is shown, never the value.
     #[error("audit detail key {0:?} names a secret: secrets never go into the audit trail")]
     SecretInAudit(String),
+    /// A copy of the store (a backup) failed its checks.
+    #[error("{0}")]
+    Corrupt(String),
     /// [`Store::open_read_only`] found no store at the path.
     #[error("no local store at {0}: nothing has been recorded on this data dir yet (it is created when a station first runs)")]
     Missing(PathBuf),
@@ -470,6 +473,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 }
 
 pub mod audit;
+pub mod backup;
+pub mod facts;
 pub mod hash;
 pub mod mqtt_events;
 pub mod operators;
@@ -480,6 +485,7 @@ pub mod revocation;
 pub mod rework;
 pub mod synced;
 pub mod types;
+pub use facts::StoreFacts;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};

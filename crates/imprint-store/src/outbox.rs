@@ -26,7 +26,7 @@ pub const META_LAST_ERROR_AT: &str = "sync.last_error_at";
 /// unless their `state` says otherwise.
 pub const META_WATERMARK: &str = "sync.watermark";
 
-fn watermark(c: &Connection) -> rusqlite::Result<i64> {
+pub(crate) fn watermark(c: &Connection) -> rusqlite::Result<i64> {
     use rusqlite::OptionalExtension;
     let v: Option<String> = c.query_row("SELECT value FROM station_meta WHERE key = ?1", [META_WATERMARK], |r| r.get(0)).optional()?;
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
