@@ -6,6 +6,7 @@
 //! (group commit). A slow or misbehaving device only ever blocks its own thread.
 
 pub mod config;
+pub mod conformance;
 pub mod driver;
 pub mod events;
 pub mod fsutil;
