@@ -604,7 +604,7 @@ mod garbage_tests {
                 stream.extend(rng.bytes(n));
                 stream.push(b'\n');
                 let len = (rng.next() % 300) as usize;
-                let f = Frame::ok(round * 10 + i).with("data", b64(&rng.bytes(len)));
+                let f = Frame::ok(round * 10 + i + 1).with("data", b64(&rng.bytes(len))); // rid 0 is not a frame (2.1)
                 stream.extend(f.encode());
                 sent.push(f);
             }

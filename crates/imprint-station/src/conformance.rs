@@ -532,21 +532,20 @@ impl<'a> Link<'a> {
 
 struct TestCerts {
     issuer_cert_der: Vec<u8>,
-    issuer_params: rcgen::CertificateParams,
-    issuer_key: rcgen::KeyPair,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     serial: u64,
 }
 
 impl TestCerts {
     fn new(given: Option<&TestIssuer>) -> Result<Self, ConformanceError> {
-        use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
         let e = |e: rcgen::Error| ConformanceError::Issuer(e.to_string());
         match given {
             Some(i) => {
                 let key = KeyPair::from_pem(&i.key_pem).map_err(e)?;
-                let params = CertificateParams::from_ca_cert_pem(&i.cert_pem).map_err(e)?;
+                let issuer = Issuer::from_ca_cert_pem(&i.cert_pem, key).map_err(e)?;
                 let der = pem::parse(&i.cert_pem).map_err(|x| ConformanceError::Issuer(x.to_string()))?.contents().to_vec();
-                Ok(TestCerts { issuer_cert_der: der, issuer_params: params, issuer_key: key, serial: 1 })
+                Ok(TestCerts { issuer_cert_der: der, issuer, serial: 1 })
             }
             None => {
                 let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(e)?;
@@ -557,14 +556,14 @@ impl TestCerts {
                 params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
                 params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
                 let cert = params.self_signed(&key).map_err(e)?;
-                Ok(TestCerts { issuer_cert_der: cert.der().to_vec(), issuer_params: params, issuer_key: key, serial: 1 })
+                Ok(TestCerts { issuer_cert_der: cert.der().to_vec(), issuer: Issuer::new(params, key), serial: 1 })
             }
         }
     }
 
     /// A client certificate for `serial` over `spki`.
     fn leaf(&mut self, serial: &str, spki: &[u8]) -> Result<Vec<u8>, String> {
-        use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SerialNumber};
+        use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SerialNumber};
         let key = rcgen::SubjectPublicKeyInfo::from_der(spki).map_err(|e| format!("device key: {e}"))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -577,13 +576,12 @@ impl TestCerts {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
-        let issuer = Issuer::from_params(&self.issuer_params, &self.issuer_key);
-        params.signed_by(&key, &issuer).map(|c| c.der().to_vec()).map_err(|e| e.to_string())
+        params.signed_by(&key, &self.issuer).map(|c| c.der().to_vec()).map_err(|e| e.to_string())
     }
 
     /// The SPKI of a fresh key that is not the device's.
     fn foreign_spki() -> Result<Vec<u8>, String> {
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map(|k| k.public_key_der()).map_err(|e| e.to_string())
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map(|k| rcgen::PublicKeyData::subject_public_key_info(&k)).map_err(|e| e.to_string())
     }
 }
 
