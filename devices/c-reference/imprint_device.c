@@ -512,8 +512,12 @@ static int v_hello(void) {
     const char *p = field("proto");
     if (!p) return BAD_REQUEST("missing field proto");
     if (!parse_uint(p, &proto)) return BAD_REQUEST("field proto is not a number");
-    if (proto != 1) {
-        error(426, "UNSUPPORTED_VERSION", "device speaks proto 1");
+    if (proto != 1) { /* 426 carries the version the device speaks (4.1) */
+        answer_begin(cur_rid, "ERR 426");
+        answer_field("name", "UNSUPPORTED_VERSION");
+        answer_field("msg", "device%20speaks%20proto%201");
+        answer_field("proto", "1");
+        answer_end();
         return 0;
     }
     answer_begin(cur_rid, "OK");
