@@ -403,7 +403,7 @@ impl<'a> Link<'a> {
 
     fn rid(&mut self) -> u16 {
         let r = self.next_rid;
-        self.next_rid = if r >= 65_535 { 1 } else { r + 1 };
+        self.next_rid = if r == u16::MAX { 1 } else { r + 1 };
         r
     }
 
@@ -581,7 +581,9 @@ impl TestCerts {
 
     /// The SPKI of a fresh key that is not the device's.
     fn foreign_spki() -> Result<Vec<u8>, String> {
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map(|k| rcgen::PublicKeyData::subject_public_key_info(&k)).map_err(|e| e.to_string())
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map(|k| rcgen::PublicKeyData::subject_public_key_info(&k))
+            .map_err(|e| e.to_string())
     }
 }
 
