@@ -135,3 +135,22 @@ fn print_vectors() {
         println!("{name}:\n{}\n", wrap(&v));
     }
 }
+
+#[test]
+fn the_frame_vectors_are_what_the_simulator_answers() {
+    let doc = doc();
+    let block = vector(&doc, "frames");
+    let lines: Vec<&str> = block.lines().map(str::trim).filter(|l| l.starts_with('@')).collect();
+    let mut dev = imprint_devsim::Device::new(&imprint_devsim::SimConfig::new(SERIAL));
+    let mut pairs = 0;
+    for w in lines.windows(2) {
+        if !w[0].starts_with("@>") || !w[1].starts_with("@<") {
+            continue;
+        }
+        let req = parse_frame(w[0].as_bytes(), Direction::Request).unwrap();
+        let answer = dev.handle(&req).frame.unwrap_or_else(|| panic!("no answer to {}", w[0]));
+        assert_eq!(answer.to_string(), w[1], "the simulator's answer to {}", w[0]);
+        pairs += 1;
+    }
+    assert!(pairs >= 10, "{pairs}");
+}

@@ -448,6 +448,10 @@ impl<'a> Link<'a> {
                 Err(TransportError::Gone(g)) => return Got::Gone(self.lost(TransportError::Gone(g))),
                 Err(e) => {
                     self.log.push(format!("# serial error: {e}"));
+                    if Instant::now() >= deadline {
+                        return Got::NoAnswer(ms);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             };
