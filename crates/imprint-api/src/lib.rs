@@ -10,6 +10,7 @@
 //! - [`engine`]: the one hot-plug engine (tiles per fixture slot)
 //! - [`records`], [`health`], [`settings`], [`scan`], [`ports`], [`ca`], [`central`]
 //! - [`lifecycle`]: revocation and CRLs signed by the CA signer
+//! - [`conformance`]: the protocol conformance suite against the board on a port
 //! - [`audit`]: the audit trail (list, append, verify locally and against the center, sync verify)
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod backup;
 pub mod ca;
 pub mod central;
 pub mod cloud;
+pub mod conformance;
 pub mod engine;
 mod error;
 pub mod health;

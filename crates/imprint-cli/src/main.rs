@@ -13,6 +13,7 @@ use std::time::Duration;
 
 mod audit_cmd;
 mod backup_cmd;
+mod conformance_cmd;
 mod lifecycle_cmd;
 mod operators_cmd;
 mod qa_cmd;
@@ -78,6 +79,11 @@ enum Cmd {
         after_help = "Exit status: 0 every check passed, 1 a check failed (the verdict is recorded) or the device could not be read (no verdict), 7 not allowed (role qa, supervisor or admin)."
     )]
     Verify(qa_cmd::VerifyArgs),
+    /// Check a board's implementation of docs/protocol.md (docs/conformance.md).
+    #[command(
+        after_help = "A board that was blank is RESET to blank at the end; --lock locks it for good. The report says what changed.\nExit status: 0 every check passed, 1 a check failed, 2 the port could not be opened."
+    )]
+    Conformance(conformance_cmd::ConformanceArgs),
     /// QA: verdicts and the sampling plan (how many verifications are still due).
     #[command(subcommand)]
     Qa(qa_cmd::QaCmd),
@@ -438,6 +444,7 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Ca(c) => ca_cmd(&cli, c),
         Cmd::Records(r) => records_cmd(&cli, r),
         Cmd::Verify(a) => qa_cmd::verify_cmd(&cli, a),
+        Cmd::Conformance(a) => conformance_cmd::conformance_cmd(&cli, a),
         Cmd::Qa(c) => qa_cmd::qa_cmd(&cli, c),
         Cmd::Db(c) => sync_cmd::db_cmd(&cli, c),
         Cmd::Operators(c) => operators_cmd::operators_cmd(&cli, c),

@@ -173,6 +173,8 @@ pub enum CsrRefusal {
     NonceMismatch,
     #[error("the CSR subject {found:?} does not match the device serial {expected:?}")]
     SubjectMismatch { expected: String, found: String },
+    #[error("the CSR carries attributes besides challengePassword ({found}); the certificate profile is the station's")]
+    UnexpectedAttributes { found: String },
 }
 
 impl CsrRefusal {
@@ -185,6 +187,7 @@ impl CsrRefusal {
             CsrRefusal::KeyMismatch => FailureCode::CsrKeyMismatch,
             CsrRefusal::NonceMismatch => FailureCode::CsrNonceMismatch,
             CsrRefusal::SubjectMismatch { .. } => FailureCode::CsrSubjectMismatch,
+            CsrRefusal::UnexpectedAttributes { .. } => FailureCode::CsrUnexpectedAttributes,
         }
     }
 }
@@ -244,6 +247,18 @@ pub fn check_csr(
     let sn_ok = sn.iter().all(|s| s == device_serial);
     if !cn_ok || !sn_ok {
         return Err(CsrRefusal::SubjectMismatch { expected: device_serial.to_string(), found: info.subject.to_string() });
+    }
+    // Exactly one attribute, challengePassword (docs/protocol.md 4.4): a CSR
+    // that also asks for extensions (CA:TRUE, a SAN, serverAuth) is refused
+    // rather than signed without them, so firmware that asks is found.
+    let extra: Vec<String> = info
+        .iter_attributes()
+        .map(|a| a.oid.to_id_string())
+        .filter(|oid| oid != OID_CHALLENGE_PASSWORD)
+        .map(|oid| if oid == "1.2.840.113549.1.9.14" { "extensionRequest".to_string() } else { oid })
+        .collect();
+    if !extra.is_empty() {
+        return Err(CsrRefusal::UnexpectedAttributes { found: extra.join(", ") });
     }
     Ok(CheckedCsr { spki_der, key_type })
 }
@@ -545,13 +560,24 @@ mod tests {
         assert_eq!(check(b"junk", &spki(&k)).code().as_str(), "csr_malformed");
     }
 
+    /// A CSR asking for CA:TRUE (an extensionRequest) used to be signed
+    /// silently without it; docs/protocol.md 4.4 now refuses it by name.
+    #[test]
+    fn a_csr_asking_for_ca_true_is_refused_as_csr_unexpected_attributes() {
+        let k = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let e = check_csr(&csr(&k, "SN1", NONCE, true), "SN1", &spki(&k), NONCE, &Profile::default()).unwrap_err();
+        assert_eq!(e.code().as_str(), "csr_unexpected_attributes");
+        assert!(e.to_string().contains("extensionRequest"), "{e}");
+    }
+
     #[test]
     fn certificate_follows_profile_not_csr() {
         let mut s = SoftSigner::new();
         let ca_der = ca(&s);
         let k = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        // The CSR asks for CA:TRUE; the certificate must not carry it.
-        let checked = check_csr(&csr(&k, "SN1", NONCE, true), "SN1", &spki(&k), NONCE, &Profile::default()).unwrap();
+        // Whatever a CSR asks for (one asking is refused, see below), the
+        // certificate carries the profile only.
+        let checked = check_csr(&csr(&k, "SN1", NONCE, false), "SN1", &spki(&k), NONCE, &Profile::default()).unwrap();
         let now = OffsetDateTime::now_utc();
         let plan = plan(&Profile::default(), "SN1", &checked.spki_der, now, now + Duration::days(7300)).unwrap();
         let der = build_certificate(&plan, &Profile::default(), &ca_der, &mut s).unwrap();

@@ -198,7 +198,8 @@ fn field<'a>(req: &'a Frame, key: &str) -> Result<&'a str, Frame> {
 
 fn num_field(req: &Frame, key: &str) -> Result<usize, Frame> {
     let v = field(req, key)?;
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+    // uint (docs/protocol.md 2.2): digits without leading zeros; `01` is malformed.
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || (v.len() > 1 && v.starts_with('0')) {
         return Err(bad_request(req.rid, &format!("field {key} is not a number")));
     }
     v.parse().map_err(|_| bad_request(req.rid, &format!("field {key} is out of range")))
@@ -341,8 +342,8 @@ impl Device {
     }
 
     fn hello(&self, req: &Frame) -> Answer {
-        let proto = field(req, "proto")?;
-        if proto != PROTO.to_string() {
+        let proto = num_field(req, "proto")?;
+        if proto != PROTO as usize {
             return Err(Frame::err(req.rid, ErrorCode::UnsupportedVersion, &format!("device speaks proto {PROTO}"))
                 .with("proto", PROTO.to_string()));
         }
@@ -440,10 +441,11 @@ impl Device {
     fn read(&self, req: &Frame) -> Answer {
         let obj = field(req, "obj")?;
         let off = num_field(req, "off")?;
-        let max = match req.field("max") {
-            Some(_) => num_field(req, "max")?,
-            None => CHUNK,
-        };
+        // `max` is required and at least 1 (docs/protocol.md 4.5).
+        let max = num_field(req, "max")?;
+        if max == 0 {
+            return Err(bad_request(req.rid, "max must be at least 1"));
+        }
         let data = match obj {
             "csr" => &self.csr,
             "cert" => &self.cert,
@@ -492,6 +494,10 @@ impl Device {
         let have = staged.as_ref().map_or(0, Vec::len);
         if off > have {
             return Err(Frame::err(req.rid, ErrorCode::BadOffset, &format!("offset {off} is past the staged length {have}")));
+        }
+        if data.len() > CHUNK {
+            // One PUT carries at most `chunk` bytes (docs/protocol.md 4.6); the slot is left as it was.
+            return Err(Frame::err(req.rid, ErrorCode::TooLarge, &format!("{} bytes in one PUT; chunk is {CHUNK}", data.len())));
         }
         if off + data.len() > MAX_OBJECT {
             return Err(Frame::err(
@@ -553,6 +559,9 @@ impl Device {
                 }
             }
             Slot::Chain | Slot::BrokerCa => {
+                if staged.is_empty() {
+                    return Err(Frame::err(req.rid, ErrorCode::VerifyFailed, "an empty object holds no certificate"));
+                }
                 let mut rest: &[u8] = staged;
                 while !rest.is_empty() {
                     match X509Certificate::from_der(rest) {
@@ -606,6 +615,8 @@ impl Device {
                     return Err(Frame::err(req.rid, ErrorCode::Locked, "device is already locked"));
                 }
                 if self.lock_token.as_deref() != Some(token) {
+                    // A wrong token also invalidates the issued one (docs/protocol.md 4.9).
+                    self.lock_token = None;
                     return Err(Frame::err(req.rid, ErrorCode::BadState, "no such lock token: LOCK phase=prepare first"));
                 }
                 self.lock_token = None;
@@ -655,10 +666,11 @@ impl Device {
     }
 
     fn reset(&mut self, req: &Frame) -> Answer {
+        // 400 for a missing field comes before any state error (docs/protocol.md 4).
+        let confirm = req.text("confirm").ok_or_else(|| bad_request(req.rid, "missing field confirm"))?;
         if self.locked {
             return Err(Frame::err(req.rid, ErrorCode::Locked, "device is locked; reset refused"));
         }
-        let confirm = req.text("confirm").unwrap_or_default();
         if confirm != self.serial {
             return Err(bad_request(req.rid, "confirm must be the device serial"));
         }
@@ -731,6 +743,75 @@ mod tests {
         assert_ne!(bad, line);
         assert!(imprint_proto::codec::parse_frame(&bad[..bad.len() - 1], Direction::Response).is_err());
         assert_eq!(oversized_line(7).len(), OVERSIZED_LEN);
+    }
+
+    fn dev() -> Device {
+        Device::new(&SimConfig::new("SIM-0001"))
+    }
+
+    fn ask(d: &mut Device, f: Frame) -> Frame {
+        d.handle(&f).frame.expect("answered")
+    }
+
+    fn code(f: &Frame) -> Option<u16> {
+        f.error_code().map(ErrorCode::as_u16)
+    }
+
+    #[test]
+    fn leading_zeros_in_a_uint_field_are_400_not_426() {
+        let mut d = dev();
+        assert_eq!(code(&ask(&mut d, Frame::request(1, "HELLO").with("proto", "01"))), Some(400));
+        assert_eq!(code(&ask(&mut d, Frame::request(2, "HELLO").with("proto", "2"))), Some(426));
+        assert_eq!(code(&ask(&mut d, Frame::request(3, "READ").with("obj", "cert").with("off", "00").with("max", "16"))), Some(400));
+    }
+
+    #[test]
+    fn read_without_max_or_with_max_0_is_400_even_on_a_blank_device() {
+        let mut d = dev();
+        assert_eq!(code(&ask(&mut d, Frame::request(1, "READ").with("obj", "cert").with("off", "0"))), Some(400));
+        assert_eq!(code(&ask(&mut d, Frame::request(2, "READ").with("obj", "cert").with("off", "0").with("max", "0"))), Some(400));
+        assert_eq!(code(&ask(&mut d, Frame::request(3, "READ").with("obj", "cert").with("off", "0").with("max", "1"))), Some(404));
+    }
+
+    #[test]
+    fn a_put_larger_than_chunk_is_413_and_leaves_the_slot_as_it_was() {
+        let mut d = dev();
+        let ok = ask(&mut d, Frame::request(1, "PUT").with("obj", "chain").with("off", "0").with("data", b64(&[1u8; 10])));
+        assert_eq!(ok.field("next"), Some("10"));
+        let big = ask(&mut d, Frame::request(2, "PUT").with("obj", "chain").with("off", "10").with("data", b64(&vec![2u8; CHUNK + 1])));
+        assert_eq!(code(&big), Some(413));
+        assert_eq!(d.staged_chain.as_deref(), Some(&[1u8; 10][..]));
+    }
+
+    #[test]
+    fn an_empty_chain_does_not_commit() {
+        let mut d = dev();
+        let put = ask(&mut d, Frame::request(1, "PUT").with("obj", "chain").with("off", "0").with("data", ""));
+        assert_eq!(put.field("next"), Some("0"), "an empty PUT stages an empty object");
+        let commit =
+            ask(&mut d, Frame::request(2, "COMMIT").with("obj", "chain").with("len", "0").with("sha256", b64(&Sha256::digest([]))));
+        assert_eq!(code(&commit), Some(422));
+        assert!(d.chain.is_none());
+    }
+
+    #[test]
+    fn a_wrong_lock_token_invalidates_the_issued_one() {
+        let mut d = dev();
+        d.cert = Some(vec![1]);
+        d.chain = Some(vec![2]);
+        let t = ask(&mut d, Frame::request(1, "LOCK").with("phase", "prepare")).field("token").unwrap().to_string();
+        let wrong = if t == "00000000" { "00000001" } else { "00000000" };
+        assert_eq!(code(&ask(&mut d, Frame::request(2, "LOCK").with("phase", "commit").with("token", wrong))), Some(409));
+        assert_eq!(code(&ask(&mut d, Frame::request(3, "LOCK").with("phase", "commit").with("token", t))), Some(409));
+        assert!(!d.locked);
+    }
+
+    #[test]
+    fn reset_without_confirm_is_400_even_when_locked() {
+        let mut d = dev();
+        d.locked = true;
+        assert_eq!(code(&ask(&mut d, Frame::request(1, "RESET"))), Some(400));
+        assert_eq!(code(&ask(&mut d, Frame::request(2, "RESET").with("confirm", "SIM-0001"))), Some(423));
     }
 
     #[test]

@@ -264,7 +264,13 @@ pub fn parse_frame(line: &[u8], dir: Direction) -> Result<Frame, FrameError> {
     if marker != dir.marker() {
         return Err(FrameError::Malformed(format!("unexpected marker {marker:?}")));
     }
-    let rid: u16 = parts.next().and_then(|r| r.parse().ok()).ok_or_else(|| FrameError::Malformed("missing or bad request id".into()))?;
+    // rid = 1*5DIGIT, 1..65535, no leading zeros (docs/protocol.md 2.1): a
+    // frame written `01` or `0` is malformed and ignored like a bad CRC.
+    let rid: u16 = parts
+        .next()
+        .filter(|r| !r.is_empty() && r.len() <= 5 && r.bytes().all(|b| b.is_ascii_digit()) && !r.starts_with('0'))
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| FrameError::Malformed("missing or bad request id".into()))?;
     let head = parts.next().ok_or_else(|| FrameError::Malformed("missing verb".into()))?.to_string();
     if !head.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
         return Err(FrameError::Malformed(format!("bad verb {head:?}")));
@@ -541,6 +547,22 @@ mod tests {
     }
 
     #[test]
+    fn a_request_id_with_a_leading_zero_or_zero_is_a_malformed_frame_not_a_request() {
+        // docs/protocol.md 2.1: rid = 1..65535 without leading zeros. The
+        // simulator used to accept `01` (and so answer a frame the grammar forbids).
+        for rid in ["01", "0", "00001", "065535", "65536", "123456"] {
+            let covered = format!("@> {rid} HELLO proto=1 ");
+            let line = format!("{covered}*{:04X}", crc16(covered.as_bytes()));
+            assert!(matches!(parse_frame(line.as_bytes(), Direction::Request), Err(FrameError::Malformed(_))), "rid {rid} must be refused");
+        }
+        for rid in ["1", "10", "65535"] {
+            let covered = format!("@> {rid} HELLO proto=1 ");
+            let line = format!("{covered}*{:04X}", crc16(covered.as_bytes()));
+            assert!(parse_frame(line.as_bytes(), Direction::Request).is_ok(), "rid {rid}");
+        }
+    }
+
+    #[test]
     fn b64_roundtrip() {
         let data: Vec<u8> = (0..=255).collect();
         assert_eq!(unb64(&b64(&data)).unwrap(), data);
@@ -582,7 +604,7 @@ mod garbage_tests {
                 stream.extend(rng.bytes(n));
                 stream.push(b'\n');
                 let len = (rng.next() % 300) as usize;
-                let f = Frame::ok(round * 10 + i).with("data", b64(&rng.bytes(len)));
+                let f = Frame::ok(round * 10 + i + 1).with("data", b64(&rng.bytes(len))); // rid 0 is not a frame (2.1)
                 stream.extend(f.encode());
                 sent.push(f);
             }

@@ -198,6 +198,10 @@ failure_codes! {
     /// The CSR subject does not match the device serial.
     CsrSubjectMismatch = "csr_subject_mismatch", retryable = false,
         hint = "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA.";
+    /// The CSR carries an attribute besides challengePassword (e.g. an
+    /// extensionRequest asking for CA:TRUE or a SAN): docs/protocol.md 4.4.
+    CsrUnexpectedAttributes = "csr_unexpected_attributes", retryable = false,
+        hint = "The device asked for certificate contents the station does not grant (an attribute besides the nonce, such as an extensionRequest), and it gets no certificate. Set it aside for QA and report the firmware.";
     /// The certificate plan could not be made.
     PlanFailed = "plan_failed", retryable = true, hint = "Report this as a station fault.";
     /// Issuance failed outside the signer.
@@ -371,6 +375,7 @@ mod tests {
         (FailureCode::CsrKeyMismatch, "csr_key_mismatch", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::CsrNonceMismatch, "csr_nonce_mismatch", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::CsrSubjectMismatch, "csr_subject_mismatch", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
+        (FailureCode::CsrUnexpectedAttributes, "csr_unexpected_attributes", false, "The device asked for certificate contents the station does not grant (an attribute besides the nonce, such as an extensionRequest), and it gets no certificate. Set it aside for QA and report the firmware."),
         (FailureCode::PlanFailed, "plan_failed", true, "Report this as a station fault."),
         (FailureCode::IssueFailed, "issue_failed", true, "The CA signer is unavailable. Check the HSM or KMS (imprint health), then press Retry; the device keeps its key."),
         (FailureCode::CaExpired, "ca_expired", true, "The station's CA certificate has expired (or is not valid yet), so nothing it signed would verify. Install a valid CA chain (imprint ca import --force) and restart the station, then press Retry; the device keeps its key."),

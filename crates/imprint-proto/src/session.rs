@@ -703,10 +703,32 @@ impl Session {
         // retry at once. Anything else may be console noise that happens to
         // carry a marker; keep waiting for the real answer until the deadline.
         let ours = corrupt_rid(&line) == Some(req.rid);
+        if ours && matches!(self.state, State::LockCommit { .. }) {
+            // Did the lock happen? Ask at once, never resend the commit.
+            self.note(NoteKind::Retry, format!("corrupt answer to LOCK commit ({}); asking the device for its state", truncate(&line, 80)));
+            self.outstanding = None;
+            self.state = State::LockVerify;
+            return self.request(Frame::request(0, "IDENT"));
+        }
         if ours && self.tries_left > 0 && Self::idempotent(&req) {
             self.tries_left -= 1;
             self.note(NoteKind::Retry, format!("corrupt answer to {} ({}); retrying", req.head, truncate(&line, 80)));
             return self.send(req);
+        }
+        if ours {
+            // The last try's answer is damaged: no clean answer to this id
+            // will follow, so waiting out the deadline gains nothing
+            // (docs/protocol.md 3, "Corrupt answers").
+            self.outstanding = None;
+            return self.fail(
+                FailureCode::CorruptFrames,
+                format!(
+                    "the device's answers to {} were corrupt or oversized ({} tries; last: {})",
+                    req.head,
+                    1 + self.cfg.retries,
+                    truncate(&line, 80)
+                ),
+            );
         }
         self.note(NoteKind::Info, format!("corrupt line while waiting for {}: {}", req.head, truncate(&line, 80)));
         Action::KeepWaiting

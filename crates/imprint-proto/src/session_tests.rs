@@ -450,6 +450,57 @@ fn corrupt_line_for_another_request_is_waited_out_not_retried() {
 }
 
 #[test]
+fn the_last_tries_corrupt_answer_fails_corrupt_frames_at_once_without_waiting_out_the_deadline() {
+    // docs/protocol.md 3: the host used to wait the whole deadline (10 s for
+    // CSR) after the last try's damaged answer before failing.
+    let mut s = Session::new(cfg());
+    let mut a = s.start();
+    for i in 0..3 {
+        let Action::Send { frame, .. } = a else { panic!("try {i}: {a:?}") };
+        a = s.handle(Input::Corrupt(format!("@< {} OK proto=1 *0000", frame.rid)));
+    }
+    let Action::Finish(Outcome::Failed(f)) = a else { panic!("no timeout needed: {a:?}") };
+    assert_eq!(f.code, FailureCode::CorruptFrames);
+}
+
+#[test]
+fn a_corrupt_answer_to_lock_commit_asks_ident_at_once_and_never_resends_the_commit() {
+    let mut dev = Fake::default();
+    let mut s = Session::new(cfg());
+    let mut a = s.start();
+    let mut commits = 0;
+    let mut after_commit = Vec::new();
+    let outcome = loop {
+        a = match a {
+            Action::Send { frame, .. } => {
+                if commits > 0 {
+                    after_commit.push(frame.head.clone());
+                }
+                let is_commit = frame.head == "LOCK" && frame.field("phase") == Some("commit");
+                let reply = dev.answer(&frame);
+                if is_commit {
+                    commits += 1;
+                    s.handle(Input::Corrupt(format!("@< {} OK state=locked *0000", frame.rid)))
+                } else {
+                    match reply {
+                        Reply::Frame(f) => s.handle(Input::Frame(f)),
+                        _ => s.handle(Input::Timeout),
+                    }
+                }
+            }
+            Action::Lookup { .. } => s.handle(Input::Lookup(Ok(None))),
+            Action::Issue { .. } => s.handle(Input::Issued(Ok(chain()))),
+            Action::CheckProof { .. } => s.handle(Input::ProofChecked(Ok(()))),
+            Action::Finish(o) => break o,
+            other => panic!("{other:?}"),
+        };
+    };
+    assert_eq!(commits, 1, "LOCK commit is never resent");
+    assert_eq!(after_commit, vec!["IDENT".to_string()]);
+    assert!(matches!(outcome, Outcome::Passed { .. }), "{outcome:?}");
+}
+
+#[test]
 fn persistent_oversized_answers_fail_as_corrupt_frames() {
     let mut s = Session::new(cfg());
     let mut a = s.start();

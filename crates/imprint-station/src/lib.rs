@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod conformance;
 pub mod driver;
 pub mod events;
 pub mod fsutil;

@@ -217,7 +217,7 @@ fn read_bounds_and_errors() {
     assert_eq!(t.err("READ", &[("obj", "cert"), ("off", "0"), ("max", "512")]), ErrorCode::NotFound);
     t.keygen();
     t.csr(&nonce(32));
-    let total: usize = t.ok("READ", &[("obj", "csr"), ("off", "0"), ("max", "0")]).field("total").unwrap().parse().unwrap();
+    let total: usize = t.ok("READ", &[("obj", "csr"), ("off", "0"), ("max", "1")]).field("total").unwrap().parse().unwrap();
     let f = t.ok("READ", &[("obj", "csr"), ("off", "0"), ("max", "100000")]);
     assert_eq!(unb64(f.field("data").unwrap()).unwrap().len(), total.min(512), "at most 512 bytes per READ");
     let end = t.ok("READ", &[("obj", "csr"), ("off", &total.to_string()), ("max", "512")]);
@@ -334,8 +334,11 @@ fn lock_is_two_phase_and_final() {
     let token = t.ok("LOCK", &[("phase", "prepare")]).field("token").unwrap().to_string();
     assert_eq!(token.len(), 8);
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
-    assert_eq!(t.err("LOCK", &[("phase", "commit"), ("token", "00000000")]), ErrorCode::BadState);
     assert_eq!(t.err("LOCK", &[("phase", "commit")]), ErrorCode::BadRequest);
+    assert_eq!(t.err("LOCK", &[("phase", "commit"), ("token", "00000000")]), ErrorCode::BadState);
+    // A wrong token invalidated the issued one (docs/protocol.md 4.9): prepare again.
+    assert_eq!(t.err("LOCK", &[("phase", "commit"), ("token", &token)]), ErrorCode::BadState);
+    let token = t.ok("LOCK", &[("phase", "prepare")]).field("token").unwrap().to_string();
     let f = t.ok("LOCK", &[("phase", "commit"), ("token", &token)]);
     assert_eq!(f.field("state"), Some("locked"));
     assert_eq!(t.state(), "locked");
