@@ -10,6 +10,7 @@ use imprint_api::qa::{QaDueView, QaVerdictView};
 use imprint_api::records::{AttemptView, HistoryFilter, RecordDetail};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::{SettingChange, SettingsView};
+use imprint_api::work_orders::{WorkOrderRequest, WorkOrderView};
 use imprint_api::{
     api::Attached, api::ModeChange, api::SessionView, Api, ApiError, ApiResult, Credentials, Mode, Pin, StationInfo, SyncView,
 };
@@ -76,6 +77,24 @@ pub async fn record(api: State<'_, Api>, id: String) -> ApiResult<RecordDetail> 
 #[tauri::command]
 pub async fn revoke(api: State<'_, Api>, selector: RevokeSelector, reason: String, comment: Option<String>) -> ApiResult<RevokeReport> {
     blocking(&api, move |a| a.revoke(&selector, &reason, comment.as_deref())).await
+}
+
+/// Work orders with issued / quantity.
+#[tauri::command]
+pub async fn work_orders(api: State<'_, Api>) -> ApiResult<Vec<WorkOrderView>> {
+    blocking(&api, move |a| a.work_orders()).await
+}
+
+/// Create a work order (supervisor).
+#[tauri::command]
+pub async fn add_work_order(api: State<'_, Api>, request: WorkOrderRequest) -> ApiResult<WorkOrderView> {
+    blocking(&api, move |a| a.add_work_order(&request)).await
+}
+
+/// Close a work order (supervisor).
+#[tauri::command]
+pub async fn close_work_order(api: State<'_, Api>, id: String) -> ApiResult<WorkOrderView> {
+    blocking(&api, move |a| a.close_work_order(&id)).await
 }
 
 #[tauri::command]

@@ -71,6 +71,9 @@ pub enum ErrorCode {
     /// The device on a port could not be read to the end (no answer, a
     /// corrupt link, an unplug): a QA verification recorded no verdict.
     DeviceUnreadable,
+    /// The work order named is unknown, closed or outside its dates (a
+    /// `WO:` scan, `work-orders close` of a closed one), or used up.
+    WorkOrderRefused,
 }
 
 impl ErrorCode {
@@ -103,6 +106,7 @@ impl ErrorCode {
         ErrorCode::OperatorLocked,
         ErrorCode::OperatorDisabled,
         ErrorCode::DeviceUnreadable,
+        ErrorCode::WorkOrderRefused,
     ];
 
     /// The stable text form (the same as the serialized form).
@@ -135,6 +139,7 @@ impl ErrorCode {
             ErrorCode::OperatorLocked => "operator_locked",
             ErrorCode::OperatorDisabled => "operator_disabled",
             ErrorCode::DeviceUnreadable => "device_unreadable",
+            ErrorCode::WorkOrderRefused => "work_order_refused",
         }
     }
 
@@ -150,7 +155,8 @@ impl ErrorCode {
             | ErrorCode::NotReady
             | ErrorCode::Busy
             | ErrorCode::Simulator
-            | ErrorCode::Io => 2,
+            | ErrorCode::Io
+            | ErrorCode::WorkOrderRefused => 2,
             ErrorCode::SignerBadUri
             | ErrorCode::SignerTokenAbsent
             | ErrorCode::SignerPinRejected
@@ -274,6 +280,7 @@ impl From<imprint_store::StoreError> for ApiError {
         match e {
             // The caller asked to put a secret into the trail: refused, nothing written.
             imprint_store::StoreError::SecretInAudit(_) => ApiError::new(ErrorCode::BadRequest, chain(&e)),
+            imprint_store::StoreError::WorkOrder(_) => ApiError::new(ErrorCode::WorkOrderRefused, chain(&e)),
             e => ApiError::new(ErrorCode::Store, chain(&e)),
         }
     }
@@ -347,6 +354,7 @@ mod tests {
                 ("operator_locked", 7),
                 ("operator_disabled", 7),
                 ("device_unreadable", 1),
+                ("work_order_refused", 2),
             ]
         );
         for c in ErrorCode::ALL {

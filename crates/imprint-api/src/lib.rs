@@ -10,6 +10,7 @@
 //! - [`engine`]: the one hot-plug engine (tiles per fixture slot)
 //! - [`records`], [`health`], [`settings`], [`scan`], [`ports`], [`ca`], [`central`]
 //! - [`lifecycle`]: revocation and CRLs signed by the CA signer
+//! - [`work_orders`]: work orders (create, list, show, close; the quota is enforced in the store)
 //! - [`audit`]: the audit trail (list, append, verify locally and against the center, sync verify)
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod roles;
 pub mod scan;
 pub mod settings;
 mod slots;
+pub mod work_orders;
 
 pub use api::{Api, ApiEvent, ApiOptions, Emitter, StationInfo, SyncView};
 pub use auth::{Actor, ActorKind, Credentials, OperatorPin};

@@ -17,6 +17,7 @@ mod operators_cmd;
 mod qa_cmd;
 mod sync_cmd;
 mod view;
+mod wo_cmd;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -103,6 +104,9 @@ enum Cmd {
     /// order or issue time range, with an RFC 5280 reason. Final.
     #[command(after_help = EXIT_CODES)]
     Revoke(lifecycle_cmd::RevokeArgs),
+    /// Work orders with quotas (supervisor): add, list, show, close.
+    #[command(subcommand)]
+    WorkOrders(wo_cmd::WorkOrdersCmd),
     /// Certificate revocation lists signed by the CA signer (supervisor).
     #[command(subcommand)]
     Crl(lifecycle_cmd::CrlCmd),
@@ -438,6 +442,7 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Audit(c) => audit_cmd::audit_cmd(&cli, c),
         Cmd::Revoke(a) => lifecycle_cmd::revoke_cmd(&cli, a),
         Cmd::Crl(c) => lifecycle_cmd::crl_cmd(&cli, c),
+        Cmd::WorkOrders(c) => wo_cmd::work_orders_cmd(&cli, c),
         Cmd::Export(ExportCmd::Csv { out: path }) => {
             let cfg = load_config(&cli)?;
             let me = operators_cmd::actor(&cli, &cfg, false)?;

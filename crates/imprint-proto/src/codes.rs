@@ -176,6 +176,15 @@ failure_codes! {
     /// another key (a cloned or mislabelled board).
     DuplicateSerial = "duplicate_serial", retryable = false,
         hint = "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation.";
+    /// The attempt's work order has no quantity left: nothing more is issued for it.
+    QuotaExhausted = "quota_exhausted", retryable = false,
+        hint = "This work order's quantity is used up: the device gets no certificate under it. Set the device aside and ask a supervisor for another work order (imprint work-orders add) before scanning it.";
+    /// The attempt's work order is unknown, closed, or outside its validity window.
+    WorkOrderRefused = "work_order_refused", retryable = true,
+        hint = "The work order is unknown, closed or outside its dates. Scan a valid work order (WO:<id>), then press Retry; the device keeps its key.";
+    /// No work order is set and `[work_orders] required = true`.
+    WorkOrderRequired = "work_order_required", retryable = true,
+        hint = "This station provisions only under a work order. Scan the work order (WO:<id>), then press Retry; the device was not touched.";
     /// The CSR could not be parsed.
     CsrMalformed = "csr_malformed", retryable = false,
         hint = "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA.";
@@ -360,6 +369,9 @@ mod tests {
         (FailureCode::KeyAlreadyCertified, "key_already_certified", false, "Set the device aside for QA and report it: a key must never be certified twice or shared by two devices."),
         (FailureCode::CertificateRevoked, "certificate_revoked", false, "Rework the device (reset it so it generates a new key), then provision it again."),
         (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation."),
+        (FailureCode::QuotaExhausted, "quota_exhausted", false, "This work order's quantity is used up: the device gets no certificate under it. Set the device aside and ask a supervisor for another work order (imprint work-orders add) before scanning it."),
+        (FailureCode::WorkOrderRefused, "work_order_refused", true, "The work order is unknown, closed or outside its dates. Scan a valid work order (WO:<id>), then press Retry; the device keeps its key."),
+        (FailureCode::WorkOrderRequired, "work_order_required", true, "This station provisions only under a work order. Scan the work order (WO:<id>), then press Retry; the device was not touched."),
         (FailureCode::CsrMalformed, "csr_malformed", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::KeyNotAllowed, "key_not_allowed", false, "The device made a key of a type the profile does not allow, and it gets no certificate. Set it aside for QA."),
         (FailureCode::CsrBadSignature, "csr_bad_signature", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),

@@ -113,6 +113,18 @@ pub struct StationConfig {
     pub crl: CrlConfig,
     /// The QA sampling plan (`imprint qa due`).
     pub qa: QaConfig,
+    /// Work orders: whether a device may be provisioned without one.
+    pub work_orders: WorkOrdersConfig,
+}
+
+/// The `[work_orders]` section (docs/work-orders.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkOrdersConfig {
+    /// A device is provisioned only under a scanned work order (refused
+    /// `work_order_required` before it is touched otherwise). Default false:
+    /// without a work order nothing is counted (the development run).
+    pub required: bool,
 }
 
 /// The `[crl]` section.
@@ -188,6 +200,7 @@ impl Default for StationConfig {
             operators: OperatorsConfig::default(),
             crl: CrlConfig::default(),
             qa: QaConfig::default(),
+            work_orders: WorkOrdersConfig::default(),
         }
     }
 }
@@ -525,6 +538,14 @@ mod tests {
         assert!(c.signer_uri().starts_with("dev:"));
         assert!(c.is_development());
         assert_eq!(c.baud, 115_200);
+    }
+
+    #[test]
+    fn work_orders_are_optional_by_default_and_required_when_the_config_says_so() {
+        assert!(!StationConfig::default().work_orders.required, "the development run provisions without a work order");
+        let c = StationConfig::parse("[work_orders]\nrequired = true\n").unwrap();
+        assert!(c.work_orders.required);
+        assert!(StationConfig::parse("[work_orders]\nrequire = true\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

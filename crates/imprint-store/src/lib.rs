@@ -34,10 +34,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_revocation.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_qa.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
+    // 9 and 10 are reserved for other features (applied in order when they land).
+    (11, include_str!("../../../migrations/sqlite/0011_work_orders.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 11;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
@@ -72,6 +74,10 @@ pub enum StoreError {
     /// [`Store::open_read_only`] found no store at the path.
     #[error("no local store at {0}: nothing has been recorded on this data dir yet (it is created when a station first runs)")]
     Missing(PathBuf),
+    /// The work order of an attempt (or a scan) refuses issuance: unknown,
+    /// closed, outside its validity window, or used up (`quota_exhausted`).
+    #[error("{0}")]
+    WorkOrder(work_orders::WorkOrderRefusal),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -93,6 +99,7 @@ impl StoreError {
     pub fn failure_code(&self) -> imprint_proto::FailureCode {
         match self {
             StoreError::Full(_) => imprint_proto::FailureCode::StoreFull,
+            StoreError::WorkOrder(r) => r.failure_code(),
             _ => imprint_proto::FailureCode::StoreError,
         }
     }
@@ -462,11 +469,13 @@ pub mod records;
 pub mod revocation;
 pub mod synced;
 pub mod types;
+pub mod work_orders;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};
 pub use records::*;
 pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
+pub use work_orders::{NewWorkOrder, WorkOrderRefusal, WorkOrderRow};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -516,7 +525,7 @@ mod error_tests {
     }
 }
 
-pub use types::{AttemptStatus, AuditKind, CertStatus, Recorded, StoredTime, Timestamp};
+pub use types::{AttemptStatus, AuditKind, CertStatus, Recorded, StoredTime, Timestamp, WorkOrderStatus};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

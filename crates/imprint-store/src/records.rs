@@ -271,7 +271,10 @@ impl Store {
     }
 
     /// Journal the intent to sign. Fails with `Duplicate` if the key or the
-    /// (issuer, serial) already has a certificate row.
+    /// (issuer, serial) already has a certificate row, and with
+    /// `WorkOrder` if the attempt's work order refuses (unknown, closed,
+    /// outside its dates, or used up): the quota is counted in this same
+    /// transaction ([`crate::work_orders`]).
     pub fn journal_intent(&self, intent: &Intent) -> Result<(), StoreError> {
         let i = intent.clone();
         self.write(move |t| {
@@ -294,6 +297,8 @@ impl Store {
             );
             match r {
                 Ok(_) => {
+                    // The quota: counted in this transaction, or the row is rolled back.
+                    crate::work_orders::consume_in(t, &i.attempt_id)?;
                     enqueue(t, Entity::Certificate, &i.id, 0)?;
                     if t.execute("UPDATE attempts SET certificate_id=?2 WHERE id=?1", params![i.attempt_id, i.id])? > 0 {
                         enqueue(t, Entity::Attempt, &i.attempt_id, 0)?;

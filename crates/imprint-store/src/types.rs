@@ -253,6 +253,19 @@ closed_text! {
         QuarantineReleased = "quarantine_released",
         OperatorChanged = "operator_changed",
         StoreRestored = "store_restored",
+        /// A work order was created or closed (docs/work-orders.md).
+        WorkOrderChanged = "work_order_changed",
+        /// More certificates were found for a work order than its quantity.
+        Overproduction = "overproduction",
+    }
+}
+
+closed_text! {
+    /// Where a work order is: open (issues while it has quantity left and
+    /// is inside its dates) or closed (final).
+    WorkOrderStatus {
+        Open = "open",
+        Closed = "closed",
     }
 }
 
