@@ -139,6 +139,11 @@ const COLS: &str = "w.id, w.product, w.quantity, w.issued, \
     (SELECT count(*) FROM attempts a JOIN certificates c ON c.attempt_id = a.id WHERE a.batch = w.id), \
     w.valid_from, w.valid_until, w.status, w.created_at, w.created_by, w.closed_at, w.closed_by";
 
+/// The same columns without the certificate count: what the quota check
+/// reads on every journal (the count grows with the work order).
+const CHECK_COLS: &str = "w.id, w.product, w.quantity, w.issued, 0, \
+    w.valid_from, w.valid_until, w.status, w.created_at, w.created_by, w.closed_at, w.closed_by";
+
 fn row(r: &Row<'_>) -> rusqlite::Result<WorkOrderRow> {
     Ok(WorkOrderRow {
         id: r.get(0)?,
@@ -169,7 +174,8 @@ pub(crate) fn consume_in(t: &Transaction<'_>, attempt_id: &str) -> Result<(), St
     let batch: Option<String> =
         t.prepare_cached("SELECT batch FROM attempts WHERE id = ?1")?.query_row([attempt_id], |r| r.get(0)).optional()?.flatten();
     let Some(id) = batch else { return Ok(()) };
-    let Some(wo) = get(t, &id)? else {
+    let wo = t.prepare_cached(&format!("SELECT {CHECK_COLS} FROM work_orders w WHERE w.id = ?1"))?.query_row([&id], row).optional()?;
+    let Some(wo) = wo else {
         return Err(StoreError::WorkOrder(WorkOrderRefusal::Unknown { id }));
     };
     wo.check(Timestamp::now()).map_err(StoreError::WorkOrder)?;
