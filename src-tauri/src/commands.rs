@@ -12,6 +12,7 @@ use imprint_api::rework::{ExpiringCertView, ReworkAuthorisationView};
 use imprint_api::reports::{Report, ReportFilter, ReportFormat};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::{SettingChange, SettingsView};
+use imprint_api::work_orders::{WorkOrderRequest, WorkOrderView};
 use imprint_api::{
     api::Attached, api::ModeChange, api::SessionView, Api, ApiError, ApiResult, Credentials, Mode, Pin, StationInfo, SyncView,
 };
@@ -90,6 +91,24 @@ pub async fn authorise_rework(api: State<'_, Api>, serial: String, comment: Opti
 #[tauri::command]
 pub async fn certs_expiring(api: State<'_, Api>, days: u32, central: bool) -> ApiResult<Vec<ExpiringCertView>> {
     blocking(&api, move |a| a.certs_expiring(days, central)).await
+}
+
+/// Work orders with issued / quantity.
+#[tauri::command]
+pub async fn work_orders(api: State<'_, Api>) -> ApiResult<Vec<WorkOrderView>> {
+    blocking(&api, move |a| a.work_orders()).await
+}
+
+/// Create a work order (supervisor).
+#[tauri::command]
+pub async fn add_work_order(api: State<'_, Api>, request: WorkOrderRequest) -> ApiResult<WorkOrderView> {
+    blocking(&api, move |a| a.add_work_order(&request)).await
+}
+
+/// Close a work order (supervisor).
+#[tauri::command]
+pub async fn close_work_order(api: State<'_, Api>, id: String) -> ApiResult<WorkOrderView> {
+    blocking(&api, move |a| a.close_work_order(&id)).await
 }
 
 #[tauri::command]

@@ -159,6 +159,14 @@ fn manual_mode_waits_and_a_scanned_work_order_is_recorded() {
     call(&h, "simulate", json!({"count": 1, "faults": []})).unwrap();
     let tiles = wait_tiles(&h, "identified", |t| t.len() == 1 && t[0]["device_serial"] == "SIM-0001");
     assert_eq!(tiles[0]["state"], "ready");
+    // An unknown work order is refused and none is set ...
+    let e = call(&h, "scan", json!({"code": "WO:4711"})).unwrap_err();
+    assert_eq!(e["code"], "work_order_refused", "{e}");
+    assert_eq!(call(&h, "station_info", json!({})).unwrap()["batch"], Value::Null);
+    // ... until a supervisor creates it (the demo admin here).
+    let w = json!({"id": "4711", "product": "sensor", "quantity": 2, "valid_from": null, "valid_until": "2099-01-01"});
+    let w = call(&h, "add_work_order", json!({"request": w})).unwrap();
+    assert_eq!((w["issued"].clone(), w["quantity"].clone(), w["status"].clone()), (json!(0), json!(2), json!("open")));
     let r = call(&h, "scan", json!({"code": "WO:4711"})).unwrap();
     assert_eq!(r["kind"], "work_order");
     assert_eq!(r["work_order"], "4711");
@@ -168,6 +176,9 @@ fn manual_mode_waits_and_a_scanned_work_order_is_recorded() {
     let tiles = wait_tiles(&h, "passed", |t| t[0]["state"] == "passed");
     let detail = call(&h, "record", json!({"id": tiles[0]["attempt_id"]})).unwrap();
     assert_eq!(detail["attempt"]["batch"], "4711");
+    // The pass counted once against the work order.
+    let listed = call(&h, "work_orders", json!({})).unwrap();
+    assert_eq!((listed[0]["id"].clone(), listed[0]["issued"].clone(), listed[0]["remaining"].clone()), (json!("4711"), json!(1), json!(1)));
 }
 
 #[test]
@@ -268,6 +279,13 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
         ("provision_all", json!({}), Permission::Provision),
         ("set_mode", json!({"mode": "manual"}), Permission::Provision),
         ("set_batch", json!({"batch": "WO-IPC"}), Permission::ScanWorkOrder),
+        ("work_orders", json!({}), Permission::View),
+        (
+            "add_work_order",
+            json!({"request": {"id": "WO-ACL", "product": "p", "quantity": 5, "valid_from": null, "valid_until": null}}),
+            Permission::WorkOrders,
+        ),
+        ("close_work_order", json!({"id": "WO-NOT-THERE"}), Permission::WorkOrders),
         ("scan", json!({"code": "WO:IPC-2"}), Permission::ScanWorkOrder),
         ("simulate", json!({"count": 1, "faults": []}), Permission::Simulate),
         ("sync_now", json!({}), Permission::SyncNow),

@@ -9,6 +9,10 @@
 //!     sign, through the station's signer worker, with the station's two
 //!     port-side producer threads) divided by raw signatures per second on the
 //!     same token.
+//! (w) the work-order quota check (issue 13): the link ratio of (a) with a
+//!     work order set ÷ the same without one, devices alternating in the
+//!     same run; and journaled intents/s of the store with the quota counted
+//!     ÷ without (the check alone, no link to hide it).
 //!
 //! Run for the record: `cargo run --release -p imprint-tests --bin imprint-bench`
 //! `--quick` runs tiny sizes (CI uses it to prove the benchmark still works).
@@ -54,6 +58,29 @@ fn main() {
         "(a) single device: {:.3} s for {bytes} bytes; link floor {:.3} s; ratio {ra:.3} (target <= 1.10)",
         t1,
         bytes as f64 / 11_520.0
+    );
+
+    // (w) the quota check: the link ratio with a work order ÷ without, alternating.
+    imprint_tests::station::work_order(st.store(), "BENCH-WO", 1_000_000);
+    let (mut with_wo, mut without) = (Vec::new(), Vec::new());
+    for i in 0..singles.max(2) * 2 {
+        let under = i % 2 == 0;
+        st.set_batch(under.then(|| "BENCH-WO".to_string()));
+        let dev = sim(&format!("BENCH-W-{i:04}"), "");
+        let r = st.provision(&path_of(&dev), None).unwrap();
+        assert!(r.passed(), "{:?}", r.outcome);
+        let floor = (r.bytes_to_device + r.bytes_from_device) as f64 / 11_520.0;
+        if under { &mut with_wo } else { &mut without }.push(r.elapsed.as_secs_f64() / floor);
+    }
+    st.set_batch(None);
+    let rw = median(&mut with_wo) / median(&mut without);
+    // The same cost where nothing hides it: journaled intents per second, alternating blocks.
+    let (jw, jn) = journal_rates(if quick { 200 } else { 5000 });
+    let rj = jw / jn;
+    println!(
+        "(w) work-order quota: link ratio {:.3} with ÷ {:.3} without = {rw:.3} (target <= 1.02); journal {jw:.0}/s with ÷ {jn:.0}/s without = {rj:.3}",
+        median(&mut with_wo),
+        median(&mut without)
     );
 
     // (b) N devices in parallel against N x single throughput.
@@ -126,5 +153,44 @@ fn main() {
     println!(
         "(c) SoftHSM: {issue_rate:.0} certificates/s issued (CSR check + build + sign via the signer worker, {producers} producers); raw {raw_rate:.0} signatures/s; ratio {rc:.3} (target >= 0.5)"
     );
-    println!("RESULT a={ra:.3} b={rb:.3} c={rc:.3}");
+    println!("RESULT a={ra:.3} b={rb:.3} c={rc:.3} w={rw:.3} wj={rj:.3}");
+}
+
+/// Journaled intents per second on a fresh store, with the attempt under a
+/// work order (the quota counted in the same transaction) and without, in
+/// alternating blocks of 100, each intent committed on its own (a port's
+/// journal commit, not a group).
+fn journal_rates(n: usize) -> (f64, f64) {
+    let d = tempfile::tempdir().unwrap();
+    let store = imprint_store::Store::open(&d.path().join("bench.db")).unwrap();
+    imprint_tests::station::work_order(&store, "J-WO", 10_000_000);
+    let (with_a, without_a) = (store.begin_attempt("p", Some("J-WO")).unwrap(), store.begin_attempt("p", None).unwrap());
+    let (mut t_with, mut t_without, mut k) = (0.0, 0.0, 0usize);
+    for block in 0..(n / 100).max(2) {
+        let attempt = if block % 2 == 0 { &with_a } else { &without_a };
+        let start = Instant::now();
+        for _ in 0..100 {
+            k += 1;
+            let intent = imprint_store::Intent {
+                id: imprint_store::new_id(),
+                attempt_id: attempt.clone(),
+                device_serial: format!("J{k}"),
+                issuer: "CN=Bench".into(),
+                serial_hex: format!("{k:08x}"),
+                spki_sha256: format!("key{k}"),
+                spki_der: vec![1, 2, 3],
+                not_before: imprint_store::Timestamp::now(),
+                not_after: imprint_store::Timestamp::now(),
+            };
+            store.journal_intent(&intent).unwrap();
+        }
+        let t = start.elapsed().as_secs_f64();
+        if block % 2 == 0 {
+            t_with += t;
+        } else {
+            t_without += t;
+        }
+    }
+    let per_side = ((n / 100).max(2) / 2 * 100) as f64;
+    (per_side / t_with, per_side / t_without)
 }

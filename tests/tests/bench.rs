@@ -76,6 +76,7 @@ fn manual_mode_identifies_then_waits_for_the_operator() {
     let _d = SimDevice::spawn(SimConfig::new("MAN-0001").with_link_dir(&links)).unwrap();
     wait_tiles(&bench, &rx, "device identified", |t| t.len() == 1 && t[0].device_serial.as_deref() == Some("MAN-0001"));
     assert_eq!(bench.tiles()[0].state, TileState::Ready, "manual mode must not start by itself");
+    imprint_tests::station::work_order(bench.station().store(), "WO-7", 10);
     bench.station().set_batch(Some("WO-7".into()));
     assert_eq!(bench.provision_all_ready(), 1);
     wait_tiles(&bench, &rx, "passed", |t| t[0].state == TileState::Passed);

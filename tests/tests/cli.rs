@@ -50,6 +50,8 @@ fn watch_provisions_what_is_plugged_in_and_records_are_queryable_and_exportable(
     std::fs::create_dir_all(&links).unwrap();
     let devs: Vec<_> = (1..=2).map(|i| SimDevice::spawn(SimConfig::new(format!("WATCH-{i:04}")).with_link_dir(&links)).unwrap()).collect();
     let glob = format!("{}/*", links.display());
+    let o = imprint(&ts, &["work-orders", "add", "WO-42", "--product", "sensor", "--quantity", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
     let o = imprint(&ts, &["watch", "--glob", &glob, "--max", "2", "--batch", "WO-42"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&o).matches("PASS").count(), 2, "{}", text(&o));

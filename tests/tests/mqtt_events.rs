@@ -41,6 +41,7 @@ fn each_pass_publishes_one_event_with_a_stable_id_to_the_system_broker() {
     ts.cfg.batch = Some("WO-7".into());
     ts.cfg.mqtt = Some(MqttConfig { events_topic: topic.clone(), ..MqttConfig::new(SYSTEM_BROKER) });
     let st = ts.open();
+    imprint_tests::station::work_order(st.store(), "WO-7", 10);
     let serials: Vec<String> = (1..=2).map(|i| format!("EVT-{i:04}")).collect();
     provision_passes(&st, &serials);
 

@@ -249,6 +249,7 @@ fn imprint_verify_and_qa_due_on_the_command_line() {
     let (good, unlocked, third) = (sim("QA-CLI-1", ""), sim("QA-CLI-2", "fake-lock"), sim("QA-CLI-3", ""));
     {
         let st = ts.open();
+        imprint_tests::station::work_order(st.store(), "WO-QA", 10);
         st.set_batch(Some("WO-QA".into()));
         for d in [&good, &unlocked, &third] {
             passed(&st, d);

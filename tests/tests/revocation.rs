@@ -101,7 +101,12 @@ fn revocation_by_each_selector_is_recorded_audited_and_final() {
     let mut ts = TestStation::new();
     ts.cfg.batch = Some("WO-A".into());
     let (a1, a2) = (sim("REV-A1", ""), sim("REV-A2", ""));
-    let wo_a = provision(&ts.open(), &[&a1, &a2]);
+    let wo_a = {
+        let st = ts.open();
+        imprint_tests::station::work_order(st.store(), "WO-A", 10);
+        imprint_tests::station::work_order(st.store(), "WO-B", 10);
+        provision(&st, &[&a1, &a2])
+    };
     ts.cfg.batch = Some("WO-B".into());
     let (b1, b2, b3) = (sim("REV-B1", ""), sim("REV-B2", ""), sim("REV-B3", ""));
     let st = ts.open();

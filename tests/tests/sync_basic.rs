@@ -100,6 +100,7 @@ fn an_attempt_synced_while_running_is_updated_when_it_finishes() {
     let mut db = TestDb::new();
     let cfg = db.add_station("line-3");
     let (_d, s) = store();
+    imprint_tests::station::work_order(&s, "WO-7", 10);
     let a = s.begin_attempt("/dev/ttyUSB0", Some("WO-7")).unwrap();
     s.set_device(&a, &DeviceFacts { serial: "UPD-1".into(), ..Default::default() }).unwrap();
     let cert = new_id();

@@ -18,6 +18,10 @@ assert.ok(APP && CLI, "IMPRINT_APP and IMPRINT_CLI must point at the built binar
 if (SHOTS) mkdirSync(SHOTS, { recursive: true });
 
 const workOrder = (d) => d.exec("return document.querySelector('[data-testid=batch]').textContent");
+/** A supervisor's work orders, created with the CLI before the app starts (an unknown WO: scan is refused). */
+const workOrders = (...ids) => (st) => {
+  for (const id of ids) execFileSync(CLI, ["work-orders", "add", id, "--product", "e2e", "--quantity", "100"], { env: st.env, stdio: "pipe" });
+};
 
 test("a WO: scan typed key by key while 16 simulated devices stream progress arrives whole", async () => {
   // slow-ms (every answer 300 ms late) keeps the devices busy for the whole scan.
@@ -37,7 +41,7 @@ test("a WO: scan typed key by key while 16 simulated devices stream progress arr
     assert.ok(running >= 1, "progress was still streaming when the scan ended");
     await d.keys(KEY.Enter);
     await d.waitFor(async () => (await workOrder(d)).includes("LOT-2026-0042-ABCDEFGH"), "the work order in the header");
-  });
+  }, undefined, "", workOrders("LOT-2026-0042-ABCDEFGH"));
 });
 
 test("after visiting History and coming back, a scan still lands; History filters survive a search", async () => {
@@ -76,7 +80,7 @@ test("after visiting History and coming back, a scan still lands; History filter
       const c = await d.contrast(d.byId(id));
       assert.ok(c >= 4.5, `${id} contrast ${c.toFixed(2)} >= 4.5`);
     }
-  });
+  }, undefined, "", workOrders("AFTER-HISTORY"));
 });
 
 test("with 8 devices, arrow keys move on the real grid and Enter provisions the selected device", async () => {

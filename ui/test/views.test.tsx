@@ -118,3 +118,29 @@ describe("PIN errors", () => {
     expect(pinErrorWords({ code: "something_else", message: "Function::Login: PinIncorrect" })).not.toContain("PinIncorrect");
   });
 });
+
+describe("Header work order", () => {
+  const wo = {
+    id: "WO-42", product: "sensor-v2", quantity: 500, issued: 12, remaining: 488, certified: 12, overproduced: false, status: "open" as const,
+    valid_from: null, valid_until: null, created_at: "2026-11-30T00:00:00.000Z", created_by: "sup", closed_at: null, closed_by: null,
+  };
+
+  it("shows issued / quantity of the work order in effect, and nothing without one", async () => {
+    let m = await mount([], { ...INFO, batch: "WO-42", work_order: wo });
+    cleanup = m.unmount;
+    expect($("batch")!.textContent).toContain("WO-42");
+    expect($("work-order-count")!.textContent).toBe("12 / 500 issued");
+    expect($("work-order-count")!.className).not.toContain("warn");
+    m.unmount();
+    m = await mount([], { ...INFO, batch: null, work_order: null });
+    cleanup = m.unmount;
+    expect($("work-order-count")).toBeNull();
+  });
+
+  it("says OVERPRODUCED in warning colours when more certificates exist than the quantity", async () => {
+    const m = await mount([], { ...INFO, batch: "WO-42", work_order: { ...wo, issued: 500, remaining: 0, certified: 501, overproduced: true } });
+    cleanup = m.unmount;
+    expect($("work-order-count")!.textContent).toContain("OVERPRODUCED");
+    expect($("work-order-count")!.className).toContain("warn");
+  });
+});

@@ -4,7 +4,7 @@
 //! CLI's `watch`, `station` and `provision` each make one.
 
 use crate::auth::{Actor, ActorKind, Credentials, NewOperator};
-use crate::engine::{Bench, BenchEvent, BenchEventFn, PortSource, Tile};
+use crate::engine::{Bench, BenchEvent, BenchEventFn, PortSource, Tile, TileState};
 use crate::roles::{Permission, Role};
 use crate::scan::{Scan, ScanKind, ScanResult};
 use crate::settings::SettingsView;
@@ -87,6 +87,9 @@ pub struct StationInfo {
     pub log_dir: String,
     pub mode: Mode,
     pub batch: Option<String>,
+    /// The work order in effect with issued / quantity (None when none is
+    /// set or it is not a work order of this station).
+    pub work_order: Option<crate::work_orders::WorkOrderView>,
     pub simulated: u32,
     /// The station is draining attempts in flight before it exits.
     pub stopping: bool,
@@ -285,7 +288,16 @@ impl Api {
             Ok(station) => {
                 station.set_operator(self.provisioning_operator());
                 let emitter = self.inner.emitter.clone();
-                let events: BenchEventFn = Arc::new(move |e: &BenchEvent| emitter(ApiEvent::Bench(e.clone())));
+                let under_order = station.clone();
+                let events: BenchEventFn = Arc::new(move |e: &BenchEvent| {
+                    emitter(ApiEvent::Bench(e.clone()));
+                    // A device finished under a work order: its issued count may have
+                    // moved, and the header re-reads StationInfo on this event.
+                    let finished = matches!(e, BenchEvent::Tile { tile } if matches!(tile.state, TileState::Passed | TileState::Failed));
+                    if finished && under_order.ctx().batch().is_some() {
+                        emitter(ApiEvent::StationChanged);
+                    }
+                });
                 let ports = if opts.fixed_ports.is_empty() {
                     let mut globs = cfg.port_globs.clone();
                     globs.extend(opts.extra_globs.iter().cloned());
@@ -351,6 +363,7 @@ impl Api {
             data_dir: cfg.data_dir.display().to_string(),
             log_dir: cfg.log_dir().display().to_string(),
             mode: self.mode(),
+            work_order: st.as_ref().zip(batch.as_deref()).and_then(|(s, b)| s.store().work_order(b).ok().flatten()).map(Into::into),
             batch,
             simulated: lock(&self.inner.sims).len() as u32,
             stopping: self.inner.stopping.load(Ordering::Relaxed),
@@ -388,10 +401,16 @@ impl Api {
         Ok(ModeChange { mode, waiting: b.waiting() as u32 })
     }
 
-    /// Set the work order for attempts started from now on.
+    /// Set the work order for attempts started from now on (None clears
+    /// it). An unknown, closed or expired work order is refused
+    /// (`work_order_refused`) and the one in effect stays.
     pub fn set_batch(&self, batch: Option<String>) -> ApiResult<Option<String>> {
         self.require(Permission::ScanWorkOrder)?;
         let st = self.station()?;
+        let batch = batch.map(|b| b.trim().to_string()).filter(|b| !b.is_empty());
+        if let Some(b) = &batch {
+            st.store().usable_work_order(b)?;
+        }
         st.set_batch(batch);
         self.emit(ApiEvent::StationChanged);
         Ok(st.ctx().batch())
@@ -407,11 +426,13 @@ impl Api {
         let st = self.station()?;
         match scan {
             Scan::WorkOrder(order) => {
+                // Unknown, closed or expired: refused, the work order in effect stays.
+                let wo = st.store().usable_work_order(&order)?;
                 st.set_batch(Some(order.clone()));
                 self.emit(ApiEvent::StationChanged);
                 Ok(ScanResult {
                     kind: ScanKind::WorkOrder,
-                    message: format!("work order set to {order}"),
+                    message: format!("work order set to {order} ({} of {} issued, {} left)", wo.issued, wo.quantity, wo.remaining()),
                     port: None,
                     work_order: st.ctx().batch(),
                 })
@@ -588,6 +609,28 @@ impl Api {
     }
 
     /// The QA sampling plan: verifications still due per work order.
+    /// Every work order of this station, newest first.
+    pub fn work_orders(&self) -> ApiResult<Vec<crate::work_orders::WorkOrderView>> {
+        let a = self.require(Permission::View)?;
+        crate::work_orders::list(&a, self.station()?.store())
+    }
+
+    /// Create a work order (supervisor).
+    pub fn add_work_order(&self, r: &crate::work_orders::WorkOrderRequest) -> ApiResult<crate::work_orders::WorkOrderView> {
+        let a = self.require(Permission::WorkOrders)?;
+        let v = crate::work_orders::add(&a, self.station()?.store(), r)?;
+        self.emit(ApiEvent::StationChanged);
+        Ok(v)
+    }
+
+    /// Close a work order (supervisor): it issues nothing more.
+    pub fn close_work_order(&self, id: &str) -> ApiResult<crate::work_orders::WorkOrderView> {
+        let a = self.require(Permission::WorkOrders)?;
+        let v = crate::work_orders::close(&a, self.station()?.store(), id)?;
+        self.emit(ApiEvent::StationChanged);
+        Ok(v)
+    }
+
     pub fn qa_due(&self, batch: Option<&str>) -> ApiResult<Vec<crate::qa::QaDueView>> {
         let a = self.require(Permission::Verify)?;
         crate::qa::due(&a, self.station()?.store(), &self.config(), batch)

@@ -74,6 +74,9 @@ pub enum ErrorCode {
     /// A restore would throw away newer records, or take over another
     /// station's backup: nothing was replaced (`--force` to do it anyway).
     RestoreRefused,
+    /// The work order named is unknown, closed or outside its dates (a
+    /// `WO:` scan, `work-orders close` of a closed one), or used up.
+    WorkOrderRefused,
 }
 
 impl ErrorCode {
@@ -107,6 +110,7 @@ impl ErrorCode {
         ErrorCode::OperatorDisabled,
         ErrorCode::DeviceUnreadable,
         ErrorCode::RestoreRefused,
+        ErrorCode::WorkOrderRefused,
     ];
 
     /// The stable text form (the same as the serialized form).
@@ -140,6 +144,7 @@ impl ErrorCode {
             ErrorCode::OperatorDisabled => "operator_disabled",
             ErrorCode::DeviceUnreadable => "device_unreadable",
             ErrorCode::RestoreRefused => "restore_refused",
+            ErrorCode::WorkOrderRefused => "work_order_refused",
         }
     }
 
@@ -155,7 +160,8 @@ impl ErrorCode {
             | ErrorCode::NotReady
             | ErrorCode::Busy
             | ErrorCode::Simulator
-            | ErrorCode::Io => 2,
+            | ErrorCode::Io
+            | ErrorCode::WorkOrderRefused => 2,
             ErrorCode::SignerBadUri
             | ErrorCode::SignerTokenAbsent
             | ErrorCode::SignerPinRejected
@@ -279,6 +285,7 @@ impl From<imprint_store::StoreError> for ApiError {
         match e {
             // The caller asked to put a secret into the trail: refused, nothing written.
             imprint_store::StoreError::SecretInAudit(_) => ApiError::new(ErrorCode::BadRequest, chain(&e)),
+            imprint_store::StoreError::WorkOrder(_) => ApiError::new(ErrorCode::WorkOrderRefused, chain(&e)),
             e => ApiError::new(ErrorCode::Store, chain(&e)),
         }
     }
@@ -353,6 +360,7 @@ mod tests {
                 ("operator_disabled", 7),
                 ("device_unreadable", 1),
                 ("restore_refused", 4),
+                ("work_order_refused", 2),
             ]
         );
         for c in ErrorCode::ALL {

@@ -11,6 +11,7 @@
 //! - [`records`], [`health`], [`settings`], [`scan`], [`ports`], [`ca`], [`central`]
 //! - [`lifecycle`]: revocation and CRLs signed by the CA signer
 //! - [`conformance`]: the protocol conformance suite against the board on a port
+//! - [`work_orders`]: work orders (create, list, show, close; the quota is enforced in the store)
 //! - [`audit`]: the audit trail (list, append, verify locally and against the center, sync verify)
 
 pub mod api;
@@ -35,6 +36,7 @@ pub mod roles;
 pub mod scan;
 pub mod settings;
 mod slots;
+pub mod work_orders;
 
 pub use api::{Api, ApiEvent, ApiOptions, Emitter, StationInfo, SyncView};
 pub use auth::{Actor, ActorKind, Credentials, OperatorPin};

@@ -20,6 +20,7 @@ mod qa_cmd;
 mod report_cmd;
 mod sync_cmd;
 mod view;
+mod wo_cmd;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -112,6 +113,9 @@ enum Cmd {
     /// order or issue time range, with an RFC 5280 reason. Final.
     #[command(after_help = EXIT_CODES)]
     Revoke(lifecycle_cmd::RevokeArgs),
+    /// Work orders with quotas (supervisor): add, list, show, close.
+    #[command(subcommand)]
+    WorkOrders(wo_cmd::WorkOrdersCmd),
     /// Certificate revocation lists signed by the CA signer (supervisor).
     #[command(subcommand)]
     Crl(lifecycle_cmd::CrlCmd),
@@ -458,6 +462,7 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Rework(c) => lifecycle_cmd::rework_cmd(&cli, c),
         Cmd::Certs(c) => lifecycle_cmd::certs_cmd(&cli, c),
         Cmd::Export(c) => report_cmd::export_cmd(&cli, c),
+        Cmd::WorkOrders(c) => wo_cmd::work_orders_cmd(&cli, c),
         Cmd::Health { json: as_json } => {
             let cfg = load_config(&cli)?;
             // Read-only: safe beside a running station (no recovery, nothing written).

@@ -180,6 +180,15 @@ failure_codes! {
     /// locked, so a new certificate could not be written: nothing was issued.
     RenewalLocked = "renewal_locked", retryable = false,
         hint = "The device's certificate is due for renewal, but the device is locked and cannot take a new one here. Nothing was issued and it keeps its current certificate: renew it over the fleet's own channel before it expires, or have a supervisor authorise a rework.";
+    /// The attempt's work order has no quantity left: nothing more is issued for it.
+    QuotaExhausted = "quota_exhausted", retryable = false,
+        hint = "This work order's quantity is used up: the device gets no certificate under it. Set the device aside and ask a supervisor for another work order (imprint work-orders add) before scanning it.";
+    /// The attempt's work order is unknown, closed, or outside its validity window.
+    WorkOrderRefused = "work_order_refused", retryable = true,
+        hint = "The work order is unknown, closed or outside its dates. Scan a valid work order (WO:<id>), then press Retry; the device keeps its key.";
+    /// No work order is set and `[work_orders] required = true`.
+    WorkOrderRequired = "work_order_required", retryable = true,
+        hint = "This station provisions only under a work order. Scan the work order (WO:<id>), then press Retry; the device was not touched.";
     /// The CSR could not be parsed.
     CsrMalformed = "csr_malformed", retryable = false,
         hint = "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA.";
@@ -369,6 +378,9 @@ mod tests {
         (FailureCode::CertificateRevoked, "certificate_revoked", false, "Have a supervisor authorise its rework (imprint rework authorise --serial SERIAL), then attach it again: a device that is not locked is reset, makes a new key and gets a new certificate."),
         (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation (imprint rework authorise --serial SERIAL)."),
         (FailureCode::RenewalLocked, "renewal_locked", false, "The device's certificate is due for renewal, but the device is locked and cannot take a new one here. Nothing was issued and it keeps its current certificate: renew it over the fleet's own channel before it expires, or have a supervisor authorise a rework."),
+        (FailureCode::QuotaExhausted, "quota_exhausted", false, "This work order's quantity is used up: the device gets no certificate under it. Set the device aside and ask a supervisor for another work order (imprint work-orders add) before scanning it."),
+        (FailureCode::WorkOrderRefused, "work_order_refused", true, "The work order is unknown, closed or outside its dates. Scan a valid work order (WO:<id>), then press Retry; the device keeps its key."),
+        (FailureCode::WorkOrderRequired, "work_order_required", true, "This station provisions only under a work order. Scan the work order (WO:<id>), then press Retry; the device was not touched."),
         (FailureCode::CsrMalformed, "csr_malformed", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::KeyNotAllowed, "key_not_allowed", false, "The device made a key of a type the profile does not allow, and it gets no certificate. Set it aside for QA."),
         (FailureCode::CsrBadSignature, "csr_bad_signature", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),

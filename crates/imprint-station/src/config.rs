@@ -119,6 +119,8 @@ pub struct StationConfig {
     pub metrics: MetricsConfig,
     /// Backups: the age recipient they are encrypted to, and the schedule.
     pub backup: BackupConfig,
+    /// Work orders: whether a device may be provisioned without one.
+    pub work_orders: WorkOrdersConfig,
 }
 
 /// The `[rework]` section.
@@ -176,6 +178,16 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig { recipient: None, interval_minutes: 0, dir: PathBuf::new(), keep: 7 }
     }
+}
+
+/// The `[work_orders]` section (docs/work-orders.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkOrdersConfig {
+    /// A device is provisioned only under a scanned work order (refused
+    /// `work_order_required` before it is touched otherwise). Default false:
+    /// without a work order nothing is counted (the development run).
+    pub required: bool,
 }
 
 /// The `[crl]` section.
@@ -254,6 +266,7 @@ impl Default for StationConfig {
             rework: ReworkConfig::default(),
             metrics: MetricsConfig::default(),
             backup: BackupConfig::default(),
+            work_orders: WorkOrdersConfig::default(),
         }
     }
 }
@@ -612,6 +625,14 @@ mod tests {
         assert!(c.signer_uri().starts_with("dev:"));
         assert!(c.is_development());
         assert_eq!(c.baud, 115_200);
+    }
+
+    #[test]
+    fn work_orders_are_optional_by_default_and_required_when_the_config_says_so() {
+        assert!(!StationConfig::default().work_orders.required, "the development run provisions without a work order");
+        let c = StationConfig::parse("[work_orders]\nrequired = true\n").unwrap();
+        assert!(c.work_orders.required);
+        assert!(StationConfig::parse("[work_orders]\nrequire = true\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

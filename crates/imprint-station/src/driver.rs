@@ -82,6 +82,8 @@ struct Run<'a> {
     reworked: bool,
     /// When `last_stage` began (its time goes to the stage histogram).
     stage_since: Instant,
+    /// The work order recorded on the attempt.
+    batch: Option<String>,
 }
 
 impl Run<'_> {
@@ -210,6 +212,7 @@ fn attempt(
         reissue: None,
         reworked: false,
         stage_since: Instant::now(),
+        batch: batch.clone(),
     };
     run.report(ProgressStatus::Running);
     // A fault in the station's own code (a panic) ends this attempt as a
@@ -284,6 +287,9 @@ fn attempt(
 
 /// Open the port (unless the caller brought a transport) and drive the session.
 fn open_and_drive(run: &mut Run<'_>, port: &str, transport: Option<&mut dyn Transport>, span: &tracing::Span) -> Outcome {
+    if let Some(f) = refuse_without_work_order(run) {
+        return Outcome::Failed(f);
+    }
     if let Some(f) = refuse_while_signer_offline(run) {
         return Outcome::Failed(f);
     }
@@ -301,6 +307,25 @@ fn open_and_drive(run: &mut Run<'_>, port: &str, transport: Option<&mut dyn Tran
             Outcome::Failed(failure(Stage::Hello, code, e.to_string()))
         }
     }
+}
+
+/// `[work_orders] required = true`: a device is not started without a work
+/// order (it makes no key). Whether the work order may issue is decided
+/// where the certificate is journaled, so a device already certified under
+/// it still resumes.
+fn refuse_without_work_order(run: &mut Run<'_>) -> Option<Failure> {
+    if !run.ctx.cfg.work_orders.required || run.batch.is_some() {
+        return None;
+    }
+    let f = failure(
+        Stage::Hello,
+        FailureCode::WorkOrderRequired,
+        "not started: no work order is set and this station provisions only under one ([work_orders] required = true); \
+         the device was not touched"
+            .into(),
+    );
+    run.note_failure(&f);
+    Some(f)
 }
 
 /// Offline policy `refuse`: while the signer is known unreachable (its last
@@ -746,6 +771,8 @@ fn issue(
         Err(StoreError::Duplicate(d)) => {
             return Err(failure(Stage::Issue, FailureCode::KeyAlreadyCertified, format!("this key already has a certificate: {d}")))
         }
+        // The quota (or the work order's state) refused: nothing was journaled, nothing consumed.
+        Err(StoreError::WorkOrder(r)) => return Err(failure(Stage::Issue, r.failure_code(), format!("not issued: {r}"))),
         Err(e) => return Err(store_failure(Stage::Issue, &e)),
     }
     crash_point("after_journal");

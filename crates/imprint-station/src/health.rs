@@ -33,7 +33,7 @@ pub enum Level {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[ts(export, export_to = "../../../ui/src/bindings/", rename = "HealthItemDto")]
 pub struct HealthItem {
-    /// Stable id: "signer", "local_store", "central_db", "mqtt".
+    /// Stable id: "signer", "local_store", "central_db", "mqtt", "work_orders".
     pub id: String,
     pub title: String,
     pub level: Level,
@@ -53,6 +53,7 @@ pub fn check(station: &Station) -> Vec<HealthItem> {
         store_item(station.store(), None),
         central_item(&station.ctx().cfg, Some(station.store()), station.sync_status()),
         mqtt_item(&station.ctx().cfg, Some(station.store()), station.ctx().events.as_ref()),
+        work_orders_item(station.store()),
     ]
 }
 
@@ -85,8 +86,55 @@ pub fn check_read_only(cfg: &StationConfig, pin: Option<imprint_signer::Pin>) ->
         Err(e) => item("local_store", "Local store", Level::Error, cfg.store_path().display().to_string(), Some(e.to_string())),
     };
     let store = store.ok();
-    let items = vec![signer_item, store_item, central_item(cfg, store.as_ref(), None), mqtt_item(cfg, store.as_ref(), None)];
+    let mut items = vec![signer_item, store_item, central_item(cfg, store.as_ref(), None), mqtt_item(cfg, store.as_ref(), None)];
+    if let Some(s) = &store {
+        items.push(work_orders_item(s));
+    }
     ReadOnlyHealth { items, signer, station }
+}
+
+/// Work orders: off while there are none; red when one has more
+/// certificates than its quantity (overproduction: a restored backup, a
+/// tampered store); amber when an open one is used up.
+pub fn work_orders_item(store: &Store) -> HealthItem {
+    const ID: &str = "work_orders";
+    const TITLE: &str = "Work orders";
+    let all = match store.work_orders() {
+        Ok(all) => all,
+        Err(e) => return item(ID, TITLE, Level::Error, "the work orders could not be read".into(), Some(e.to_string())),
+    };
+    if all.is_empty() {
+        return item(ID, TITLE, Level::Off, "no work order on this station".into(), None);
+    }
+    let over: Vec<String> = all
+        .iter()
+        .filter(|w| w.overproduced())
+        .map(|w| format!("{}: {} certificates for a quantity of {}", w.id, w.certified.max(w.issued), w.quantity))
+        .collect();
+    let open: Vec<&imprint_store::WorkOrderRow> = all.iter().filter(|w| w.status == imprint_store::WorkOrderStatus::Open).collect();
+    let detail = open
+        .iter()
+        .map(|w| format!("{} {}/{} issued", w.id, w.issued, w.quantity))
+        .collect::<Vec<_>>()
+        .join("; ")
+        .chars()
+        .take(400)
+        .collect();
+    let detail = if open.is_empty() { "no open work order".to_string() } else { detail };
+    if !over.is_empty() {
+        return item(
+            ID,
+            TITLE,
+            Level::Error,
+            format!("OVERPRODUCTION: {}; report it to security (the audit trail has an overproduction entry)", over.join("; ")),
+            Some(format!("more certificates than the quantity: {}", over.join("; "))),
+        );
+    }
+    let used_up: Vec<&str> = open.iter().filter(|w| w.remaining() == 0).map(|w| w.id.as_str()).collect();
+    if !used_up.is_empty() {
+        return item(ID, TITLE, Level::Warn, format!("used up (close it or add another): {}; {detail}", used_up.join(", ")), None);
+    }
+    item(ID, TITLE, Level::Ok, detail, None)
 }
 
 fn store_item(store: &Store, running: Option<&LockHolder>) -> HealthItem {

@@ -297,6 +297,16 @@ impl Station {
         if interrupted > 0 {
             tracing::warn!(interrupted, "attempts left running by a stopped station marked interrupted");
         }
+        // Overproduction is loud: a red Health item (health.rs) and an audit entry.
+        match store.record_overproduction() {
+            Ok(over) => {
+                for w in over {
+                    tracing::error!(work_order = %w.id, quantity = w.quantity, issued = w.issued, certified = w.certified,
+                        "OVERPRODUCTION: more certificates recorded for a work order than its quantity");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the work orders could not be checked for overproduction"),
+        }
         let signer = open_signer(&cfg.signer_uri(), pin)?;
         let chain_path = cfg.ca_chain_path();
         let text = std::fs::read_to_string(&chain_path).map_err(|e| {

@@ -37,6 +37,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (7, include_str!("../../../migrations/sqlite/0007_qa.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_rework_renewal.sql")),
+    // 10 was reserved for a feature that needed no migration: the list may skip a number.
+    (11, include_str!("../../../migrations/sqlite/0011_work_orders.sql")),
     (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
 ];
 
@@ -79,6 +81,10 @@ pub enum StoreError {
     /// [`Store::open_read_only`] found no store at the path.
     #[error("no local store at {0}: nothing has been recorded on this data dir yet (it is created when a station first runs)")]
     Missing(PathBuf),
+    /// The work order of an attempt (or a scan) refuses issuance: unknown,
+    /// closed, outside its validity window, or used up (`quota_exhausted`).
+    #[error("{0}")]
+    WorkOrder(work_orders::WorkOrderRefusal),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -100,6 +106,7 @@ impl StoreError {
     pub fn failure_code(&self) -> imprint_proto::FailureCode {
         match self {
             StoreError::Full(_) => imprint_proto::FailureCode::StoreFull,
+            StoreError::WorkOrder(r) => r.failure_code(),
             _ => imprint_proto::FailureCode::StoreError,
         }
     }
@@ -486,12 +493,14 @@ pub mod rework;
 pub mod synced;
 pub mod types;
 pub use facts::StoreFacts;
+pub mod work_orders;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};
 pub use records::*;
 pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
 pub use rework::{Reissued, ReworkRow, Supersede};
+pub use work_orders::{NewWorkOrder, WorkOrderRefusal, WorkOrderRow};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -541,7 +550,7 @@ mod error_tests {
     }
 }
 
-pub use types::{AttemptStatus, AuditKind, CertStatus, Recorded, StoredTime, Timestamp};
+pub use types::{AttemptStatus, AuditKind, CertStatus, Recorded, StoredTime, Timestamp, WorkOrderStatus};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -248,6 +248,10 @@ mod tests {
     use crate::types::Timestamp;
 
     fn issued(s: &Store, serial: &str, batch: &str, cert_serial: &str) -> String {
+        if s.work_order(batch).unwrap().is_none() {
+            let w = crate::NewWorkOrder { id: batch.into(), product: "p".into(), quantity: 100, valid_from: None, valid_until: None };
+            s.add_work_order(&w, None).unwrap();
+        }
         let a = s.begin_attempt("p", Some(batch)).unwrap();
         let id = crate::new_id();
         s.journal_intent(&Intent {

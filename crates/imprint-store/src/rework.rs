@@ -149,6 +149,9 @@ pub(crate) fn insert_intent(t: &Transaction<'_>, i: &Intent) -> Result<(), Store
     );
     match r {
         Ok(_) => {
+            // The work order's quota: counted in this transaction, or the row is rolled back
+            // (a renewal or a rework is a new certificate and counts like any other).
+            crate::work_orders::consume_in(t, &i.attempt_id)?;
             enqueue(t, Entity::Certificate, &i.id, 0)?;
             if t.execute("UPDATE attempts SET certificate_id=?2 WHERE id=?1", params![i.attempt_id, i.id])? > 0 {
                 enqueue(t, Entity::Attempt, &i.attempt_id, 0)?;

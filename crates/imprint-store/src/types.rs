@@ -270,6 +270,19 @@ closed_text! {
         ReworkAuthorised = "rework_authorised",
         /// A renewal replaced a certificate (not revoked: the profile keeps it valid).
         CertificateSuperseded = "certificate_superseded",
+        /// A work order was created or closed (docs/work-orders.md).
+        WorkOrderChanged = "work_order_changed",
+        /// More certificates were found for a work order than its quantity.
+        Overproduction = "overproduction",
+    }
+}
+
+closed_text! {
+    /// Where a work order is: open (issues while it has quantity left and
+    /// is inside its dates) or closed (final).
+    WorkOrderStatus {
+        Open = "open",
+        Closed = "closed",
     }
 }
 

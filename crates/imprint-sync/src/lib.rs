@@ -34,6 +34,7 @@ pub mod report;
 pub mod schema;
 pub mod status;
 pub mod verify;
+pub mod work_orders;
 pub mod worker;
 
 pub use config::{CentralConfig, PASSWORD_ENV};

@@ -3,6 +3,6 @@ import type { Level } from "./Level";
 
 export type HealthItemDto = { 
 /**
- * Stable id: "signer", "local_store", "central_db", "mqtt".
+ * Stable id: "signer", "local_store", "central_db", "mqtt", "work_orders".
  */
 id: string, title: string, level: Level, detail: string, last_error: string | null, };

@@ -2,6 +2,7 @@
 import type { ApiError } from "./ApiError";
 import type { Mode } from "./Mode";
 import type { SessionView } from "./SessionView";
+import type { WorkOrderDto } from "./WorkOrderDto";
 
 /**
  * The station as the title bar and the header show it.
@@ -14,7 +15,12 @@ development: boolean,
 /**
  * The station is open (false while it waits for a PIN or after a start-up error).
  */
-ready: boolean, needs_pin: boolean, startup_error: ApiError | null, signer_uri: string, signer_kind: string, ca_subject: string, data_dir: string, log_dir: string, mode: Mode, batch: string | null, simulated: number, 
+ready: boolean, needs_pin: boolean, startup_error: ApiError | null, signer_uri: string, signer_kind: string, ca_subject: string, data_dir: string, log_dir: string, mode: Mode, batch: string | null, 
+/**
+ * The work order in effect with issued / quantity (None when none is
+ * set or it is not a work order of this station).
+ */
+work_order: WorkOrderDto | null, simulated: number, 
 /**
  * The station is draining attempts in flight before it exits.
  */

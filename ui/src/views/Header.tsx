@@ -86,6 +86,15 @@ export function Header() {
           </button>
         )}
         <span data-testid="batch">Work order: {i?.batch ?? "none"}</span>
+        {i?.work_order && (
+          <span
+            class={i.work_order.overproduced ? "warn" : undefined}
+            data-testid="work-order-count"
+            title={`${i.work_order.product}: ${i.work_order.remaining} left`}
+          >
+            {i.work_order.issued} / {i.work_order.quantity} issued{i.work_order.overproduced ? " — OVERPRODUCED" : ""}
+          </span>
+        )}
       </div>
     </header>
   );

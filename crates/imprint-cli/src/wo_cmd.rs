@@ -1,0 +1,111 @@
+//! `imprint work-orders add|list|show|close` (supervisors create and close;
+//! anyone signed in reads): thin adapters over `imprint_api::work_orders`.
+
+use crate::{json, load_config, operators_cmd, out, Cli, CmdResult};
+use clap::Subcommand;
+use imprint_api::work_orders::{self, WorkOrderRequest, WorkOrderView};
+
+#[derive(Subcommand)]
+pub enum WorkOrdersCmd {
+    /// Create a work order (supervisor): devices scanned under `WO:<ID>` get at most QUANTITY certificates.
+    Add {
+        /// The id scanned as WO:<ID> (no spaces).
+        id: String,
+        /// The product / profile it is for.
+        #[arg(long)]
+        product: String,
+        /// How many certificates it may issue.
+        #[arg(long)]
+        quantity: u32,
+        /// Valid from this date (2026-11-01) or RFC 3339 time (default: now).
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// Valid until this date or time (exclusive; default: open-ended).
+        #[arg(long)]
+        valid_until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every work order with issued / quantity, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One work order.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a work order (supervisor): it issues nothing more. Final.
+    Close {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn line(w: &WorkOrderView) -> String {
+    let window = match (&w.valid_from, &w.valid_until) {
+        (None, None) => String::new(),
+        (f, u) => format!("  valid {} .. {}", f.as_deref().unwrap_or("-"), u.as_deref().unwrap_or("-")),
+    };
+    format!(
+        "{:<20} {:<7} {:>7} / {:<7} issued ({} left)  {}{}{}",
+        w.id,
+        w.status,
+        w.issued,
+        w.quantity,
+        w.remaining,
+        w.product,
+        window,
+        if w.overproduced { format!("  OVERPRODUCED: {} certificates recorded", w.certified) } else { String::new() }
+    )
+}
+
+fn print(w: &WorkOrderView, as_json: bool) -> Result<(), crate::Fail> {
+    if as_json {
+        json(w)
+    } else {
+        out(line(w))
+    }
+}
+
+pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
+    let cfg = load_config(cli)?;
+    let me = operators_cmd::actor(cli, &cfg, false)?;
+    match c {
+        WorkOrdersCmd::Add { id, product, quantity, valid_from, valid_until, json: as_json } => {
+            let r = WorkOrderRequest {
+                id: id.clone(),
+                product: product.clone(),
+                quantity: *quantity,
+                valid_from: valid_from.clone(),
+                valid_until: valid_until.clone(),
+            };
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::add(&me, store, &r))?;
+            print(&w, *as_json)?;
+        }
+        WorkOrdersCmd::List { json: as_json } => {
+            let v = imprint_api::with_local_store(&cfg, |store| work_orders::list(&me, store))?;
+            if *as_json {
+                json(&v)?;
+            } else if v.is_empty() {
+                out("no work order yet (imprint work-orders add ID --product P --quantity N)")?;
+            } else {
+                for w in &v {
+                    out(line(w))?;
+                }
+            }
+        }
+        WorkOrdersCmd::Show { id, json: as_json } => {
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::show(&me, store, id))?;
+            print(&w, *as_json)?;
+        }
+        WorkOrdersCmd::Close { id, json: as_json } => {
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::close(&me, store, id))?;
+            print(&w, *as_json)?;
+        }
+    }
+    Ok(0)
+}
