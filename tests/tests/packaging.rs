@@ -24,7 +24,9 @@ fn the_lock_file_has_one_tls_stack_and_only_crates_io_sources() {
     let lock = read("Cargo.lock");
     let mut names = Vec::new();
     for block in lock.split("[[package]]").skip(1) {
-        let field = |k: &str| block.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim_matches(|c| c == ' ' || c == '=' || c == '"').to_string()));
+        let field = |k: &str| {
+            block.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim_matches(|c| c == ' ' || c == '=' || c == '"').to_string()))
+        };
         let name = field("name").expect("a package without a name");
         if let Some(source) = field("source") {
             assert_eq!(source, "registry+https://github.com/rust-lang/crates.io-index", "{name} comes from outside crates.io");
