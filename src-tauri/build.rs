@@ -13,6 +13,8 @@ const COMMANDS: &[&str] = &[
     "history",
     "record",
     "revoke",
+    "authorise_rework",
+    "certs_expiring",
     "verify",
     "qa_verdicts",
     "qa_due",
@@ -31,6 +33,8 @@ const COMMANDS: &[&str] = &[
     "operators",
     "add_operator",
     "edit_operator",
+    "report",
+    "export_report",
 ];
 
 fn main() {

@@ -8,6 +8,8 @@ use imprint_api::health::HealthView;
 use imprint_api::lifecycle::{RevokeReport, RevokeSelector};
 use imprint_api::qa::{QaDueView, QaVerdictView};
 use imprint_api::records::{AttemptView, HistoryFilter, RecordDetail};
+use imprint_api::rework::{ExpiringCertView, ReworkAuthorisationView};
+use imprint_api::reports::{Report, ReportFilter, ReportFormat};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::{SettingChange, SettingsView};
 use imprint_api::{
@@ -76,6 +78,18 @@ pub async fn record(api: State<'_, Api>, id: String) -> ApiResult<RecordDetail> 
 #[tauri::command]
 pub async fn revoke(api: State<'_, Api>, selector: RevokeSelector, reason: String, comment: Option<String>) -> ApiResult<RevokeReport> {
     blocking(&api, move |a| a.revoke(&selector, &reason, comment.as_deref())).await
+}
+
+/// Authorise rework of a device serial (supervisor).
+#[tauri::command]
+pub async fn authorise_rework(api: State<'_, Api>, serial: String, comment: Option<String>) -> ApiResult<ReworkAuthorisationView> {
+    blocking(&api, move |a| a.authorise_rework(&serial, comment.as_deref())).await
+}
+
+/// Current certificates expiring within `days` (this station, or `central`).
+#[tauri::command]
+pub async fn certs_expiring(api: State<'_, Api>, days: u32, central: bool) -> ApiResult<Vec<ExpiringCertView>> {
+    blocking(&api, move |a| a.certs_expiring(days, central)).await
 }
 
 #[tauri::command]
@@ -184,4 +198,15 @@ pub async fn add_operator(api: State<'_, Api>, operator: NewOperator) -> ApiResu
 #[tauri::command]
 pub async fn edit_operator(api: State<'_, Api>, id: String, edit: OperatorEdit) -> ApiResult<OperatorView> {
     blocking(&api, move |a| a.edit_operator(&id, &edit)).await
+}
+
+#[tauri::command]
+pub async fn report(api: State<'_, Api>, filter: ReportFilter, central: bool) -> ApiResult<Report> {
+    blocking(&api, move |a| a.report(&filter, central)).await
+}
+
+/// Write the report to the path the save dialog returned.
+#[tauri::command]
+pub async fn export_report(api: State<'_, Api>, filter: ReportFilter, central: bool, format: ReportFormat, path: String) -> ApiResult<u32> {
+    blocking(&api, move |a| a.export_report(&filter, central, format, std::path::Path::new(&path))).await
 }

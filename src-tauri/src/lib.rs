@@ -12,7 +12,7 @@ use tauri::Manager;
 /// Register the app's commands on a builder (shared by the real app and by
 /// `tauri::test` command tests).
 pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder.plugin(tauri_plugin_opener::init()).invoke_handler(tauri::generate_handler![
+    builder.plugin(tauri_plugin_opener::init()).plugin(tauri_plugin_dialog::init()).invoke_handler(tauri::generate_handler![
         commands::station_info,
         commands::bench_tiles,
         commands::provision,
@@ -23,6 +23,8 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::simulate,
         commands::history,
         commands::revoke,
+        commands::authorise_rework,
+        commands::certs_expiring,
         commands::record,
         commands::verify,
         commands::qa_verdicts,
@@ -42,6 +44,8 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::operators,
         commands::add_operator,
         commands::edit_operator,
+        commands::report,
+        commands::export_report,
     ])
 }
 

@@ -259,7 +259,10 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
     );
     assert_eq!(e.unwrap_err()["code"], "forbidden");
     let settings = call(&h, "get_settings", json!({})).unwrap();
+    let export = h.config_path.with_file_name("ipc-report.csv").display().to_string();
     let commands: Vec<(&str, Value, Permission)> = vec![
+        ("report", json!({"filter": {"since": "7d"}, "central": false}), Permission::Report),
+        ("export_report", json!({"filter": {}, "central": false, "format": "csv", "path": export}), Permission::Report),
         ("bench_tiles", json!({}), Permission::View),
         ("history", json!({"filter": {}}), Permission::View),
         ("provision_all", json!({}), Permission::Provision),
@@ -281,6 +284,9 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
             json!({"selector": {"by": "device_serial", "serial": "SN-NONE"}, "reason": "superseded", "comment": null}),
             Permission::Revoke,
         ),
+        // A serial never certified: allowed roles get `not_found`, the others `forbidden`.
+        ("authorise_rework", json!({"serial": "SN-NONE", "comment": null}), Permission::Rework),
+        ("certs_expiring", json!({"days": 30, "central": false}), Permission::Report),
     ];
     call(&h, "sign_out", json!({})).unwrap();
     for (who, creds, role) in [
@@ -300,6 +306,17 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
         }
         call(&h, "sign_out", json!({})).unwrap();
     }
+    // The supervisor's report and its export, written where the save dialog said.
+    call(&h, "sign_in", json!({"credentials": {"kind": "badge", "code": "BADGE-super"}})).unwrap();
+    let r = call(&h, "report", json!({"filter": {"status": "passed"}, "central": false})).unwrap();
+    assert!(r["summary"]["attempts"].is_number() && r["columns"].as_array().unwrap().contains(&json!("dev_ca")), "{r}");
+    let e = call(&h, "report", json!({"filter": {"since": "yesterday"}, "central": false})).unwrap_err();
+    assert_eq!(e["code"], "bad_request", "{e}");
+    let pdf = h.config_path.with_file_name("ipc-report.pdf");
+    call(&h, "export_report", json!({"filter": {}, "central": false, "format": "pdf", "path": pdf.display().to_string()})).unwrap();
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+    assert!(std::fs::read_to_string(&export).unwrap().starts_with("station_id,attempt_id,"));
+    call(&h, "sign_out", json!({})).unwrap();
     // A wrong PIN over IPC: coded, not echoed.
     let e = call(&h, "sign_in", json!({"credentials": {"kind": "pin", "id": "qa", "pin": "8642-wrong"}})).unwrap_err();
     assert_eq!(e["code"], "sign_in_failed");

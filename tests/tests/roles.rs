@@ -66,6 +66,7 @@ fn operations() -> Vec<Operation> {
         ("tiles", Permission::View, Box::new(|a: &Api| ok(a.tiles()))),
         ("history", Permission::View, Box::new(|a: &Api| ok(a.history(&HistoryFilter::default())))),
         ("record", Permission::View, Box::new(|a: &Api| ok(a.record("no-such-record")))),
+        ("report", Permission::Report, Box::new(|a: &Api| ok(a.report(&Default::default(), false)))),
         ("scan device label", Permission::View, Box::new(|a: &Api| ok(a.scan("SN-NOT-HERE")))),
         ("provision", Permission::Provision, Box::new(|a: &Api| ok(a.provision("/dev/no-such-port")))),
         ("provision_all", Permission::Provision, Box::new(|a: &Api| ok(a.provision_all()))),
@@ -106,19 +107,23 @@ fn operations() -> Vec<Operation> {
         ("add_operator", Permission::Operators, Box::new(|a: &Api| ok(a.add_operator(&op("extra", Role::Qa))))),
         ("edit_operator", Permission::Operators, Box::new(|a: &Api| ok(a.edit_operator("admin2", &OperatorEdit::Enable)))),
         (
-            "records::export_csv",
+            "reports::export_csv",
             Permission::Report,
             Box::new(|a: &Api| {
                 let me = a.actor()?;
-                ok(imprint_api::records::export_csv(&me, a.station()?.store(), std::io::sink()))
+                let station = a.station()?;
+                let src = imprint_api::reports::Source::Local { store: station.store(), station_id: "roles" };
+                ok(imprint_api::reports::export_csv(&me, &src, &Default::default(), std::io::sink()))
             }),
         ),
         (
-            "central::local_report",
+            "reports::report",
             Permission::Report,
             Box::new(|a: &Api| {
                 let me = a.actor()?;
-                ok(imprint_api::central::local_report(&me, a.station()?.store(), "roles", None, None))
+                let station = a.station()?;
+                let src = imprint_api::reports::Source::Local { store: station.store(), station_id: "roles" };
+                ok(imprint_api::reports::report(&me, &src, &Default::default(), None))
             }),
         ),
         (
@@ -136,6 +141,29 @@ fn operations() -> Vec<Operation> {
             Box::new(|a: &Api| {
                 let sel = imprint_api::lifecycle::RevokeSelector::DeviceSerial { serial: "SN-NOT-ISSUED".into() };
                 ok(a.revoke(&sel, "superseded", Some("roles test")))
+            }),
+        ),
+        ("authorise_rework", Permission::Rework, Box::new(|a: &Api| ok(a.authorise_rework("SN-NOT-ISSUED", Some("roles test"))))),
+        ("certs_expiring", Permission::Report, Box::new(|a: &Api| ok(a.certs_expiring(30, false)))),
+        (
+            "backup::backup_store",
+            Permission::Backup,
+            Box::new(|a: &Api| {
+                let me = a.actor()?;
+                let out = std::env::temp_dir().join(format!("imprint-roles-{}-{}.backup", std::process::id(), me.id()));
+                let _ = std::fs::remove_file(&out);
+                let r = imprint_api::backup::backup_store(&me, &a.config(), a.station()?.store(), &out, false);
+                let _ = std::fs::remove_file(&out);
+                ok(r)
+            }),
+        ),
+        (
+            "backup::restore",
+            Permission::Restore,
+            Box::new(|a: &Api| {
+                let me = a.actor()?;
+                // Allowed, it still fails: the station holds the data dir.
+                ok(imprint_api::backup::restore(&me, &a.config(), std::path::Path::new("/nonexistent.backup"), None, false))
             }),
         ),
         (
@@ -460,6 +488,7 @@ mod cli {
         }
         let out_csv = ts.dir.path().join("export.csv");
         let out_csv = out_csv.display().to_string();
+        let out_backup = ts.dir.path().join("roles.backup").display().to_string();
         let commands: Vec<(Permission, Vec<&str>)> = vec![
             (Permission::View, vec!["records", "list"]),
             (Permission::View, vec!["records", "certs"]),
@@ -471,6 +500,8 @@ mod cli {
                 vec!["ca", "import", "--signer", "dev:/nonexistent", "--chain", "/nonexistent.pem", "--out", "/nonexistent-out.pem"],
             ),
             (Permission::CentralAdmin, vec!["db", "version", "--url", "postgres://nobody@127.0.0.1:1/none"]),
+            (Permission::Backup, vec!["backup", "--out", &out_backup]),
+            (Permission::Restore, vec!["restore", "/nonexistent.backup", "--check"]),
         ];
         for (id, role) in [("tech", Role::Technician), ("qa", Role::Qa), ("super", Role::Supervisor), ("admin", Role::Admin)] {
             let pin = if id == "admin" { ADMIN_PIN.to_string() } else { format!("{id}-pin") };
@@ -494,8 +525,8 @@ mod cli {
         assert_eq!(rows[0]["operator"], "tech", "{rows:#} {}", text(&o));
         // Reports name the operator too (supervisor).
         let o = run(&ts, Some(("super", "super-pin")), &["report", "--json"], &[]);
-        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(rows[0]["operator"], "tech", "{rows:#}");
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(report["rows"][0]["operator"], "tech", "{report:#}");
         let o = run(&ts, Some(("super", "super-pin")), &["report", "--csv"], &[]);
         let csv = String::from_utf8_lossy(&o.stdout).to_string();
         let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
@@ -560,7 +591,9 @@ fn security_events_are_in_the_audit_trail_attributed_and_it_verifies() {
     api.edit_operator("tech", &OperatorEdit::SetRole { role: Role::Qa }).unwrap();
     api.edit_operator("tech", &OperatorEdit::ResetPin { pin: OperatorPin::new("tech-pin-2") }).unwrap();
     let me = api.actor().unwrap();
-    imprint_api::records::export_csv(&me, api.station().unwrap().store(), std::io::sink()).unwrap();
+    let station = api.station().unwrap();
+    let src = imprint_api::reports::Source::Local { store: station.store(), station_id: "roles" };
+    imprint_api::reports::export_csv(&me, &src, &Default::default(), std::io::sink()).unwrap();
     api.sign_out();
     api.sign_in(&pin("admin", ADMIN_PIN)).unwrap();
     let me = api.actor().unwrap();

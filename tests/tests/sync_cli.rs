@@ -118,13 +118,17 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     assert!(central["detail"].as_str().unwrap().contains("0 records waiting to sync (0 changes)"), "{central}");
 
     // Reports: local, central as the station (its own rows), central as a reader (everyone's).
+    let rows = |o: &Output| -> Vec<serde_json::Value> {
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)));
+        r["rows"].as_array().unwrap().clone()
+    };
     let o = run(&env, &["report", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let local: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let local = rows(&o);
     assert_eq!(local.len(), 6);
     let o = run(&env, &["report", "--central", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let central: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let central = rows(&o);
     assert_eq!(central, local, "the center reports what the station recorded");
     db.psql("INSERT INTO stations (id, db_role) VALUES ('other', 'nobody'); INSERT INTO attempts (id, station_id, port, started_at, status, resumed, bytes_to_device, bytes_from_device, version, content_sha256) VALUES (gen_random_uuid(), 'other', 'p', now(), 'passed', false, 0, 0, 1, '\\x00')");
     let o = run(&env, &["report", "--central", "--csv"]);
@@ -143,10 +147,9 @@ fn admin_migrates_and_registers_then_the_station_syncs_reports_and_shows_its_sta
     assert_eq!(csv.lines().count(), 1 + 7, "a reader sees every station: {csv}");
     assert!(csv.lines().next().unwrap().starts_with("station_id,attempt_id,started_at"));
     let o = run(&env, &["report", "--central", "--url", &reader_url, "--sslmode", "disable", "--station", "other", "--json"]);
-    let other: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(other.len(), 1);
+    assert_eq!(rows(&o).len(), 1);
     let o = run(&env, &["report", "--central", "--url", &reader_url, "--sslmode", "disable", "--since", "2099-01-01T00:00:00Z", "--json"]);
-    assert_eq!(serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap().len(), 0, "nothing started after --since");
+    assert_eq!(rows(&o).len(), 0, "nothing started after --since");
     let o = run(&env, &["report", "--since", "2000-01-01T00:00:00.000Z", "--csv"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1 + 6, "local report since a past time: all six");
 }

@@ -50,6 +50,24 @@ test("four simulated devices pass from the Bench, a faulty one shows red with it
     assert.equal(store.attempt.status, "passed");
     if (SHOTS) await d.screenshot(join(SHOTS, "history.png"));
 
+    // Reports (the demo admin may report): the failed device's code in the
+    // summary's Pareto chart, the same totals as `imprint report --json`.
+    await d.click(await d.one(d.byId("nav-reports")));
+    const attempts = await d.waitFor(async () => {
+      const el = (await d.all(d.byId("sum-attempts")))[0];
+      return el ? (await d.text(el)).trim() : null;
+    }, "the report's summary");
+    const cli = JSON.parse(execFileSync(CLI, ["report", "--json"], { env: st.env }).toString());
+    assert.equal(Number(attempts), cli.summary.attempts);
+    assert.equal(cli.summary.passed, 4);
+    const bars = await d.all("[data-testid=chart-pareto] [data-testid=chart-bar]");
+    assert.equal(bars.length, 1);
+    assert.equal(await d.attr(bars[0], "data-label"), `${cli.summary.pareto[0].stage}/${cli.summary.pareto[0].code}`);
+    await d.exec(`const s = document.querySelector("[data-testid=r-status]"); s.value = "failed"; s.dispatchEvent(new Event("change", { bubbles: true }));`);
+    await d.click(await d.one(d.byId("report-run")));
+    await d.waitFor(async () => (await d.all(d.byId("report-row"))).length === 1 || null, "one failed attempt listed");
+    if (SHOTS) await d.screenshot(join(SHOTS, "reports.png"));
+
     // Health: the signer is amber (development CA), the local store green.
     await d.click(await d.one(d.byId("nav-health")));
     const signer = await d.waitFor(async () => (await d.all(d.byId("health-signer")))[0], "the signer's health");

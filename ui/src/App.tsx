@@ -8,6 +8,7 @@ import { ConfirmDialog, PinDialog, Toast } from "./views/Dialogs";
 import { Header } from "./views/Header";
 import { Health } from "./views/Health";
 import { History } from "./views/History";
+import { Reports } from "./views/Reports";
 import { Operators, SecretDialog } from "./views/Operators";
 import { Qa } from "./views/Qa";
 import { Settings } from "./views/Settings";
@@ -39,6 +40,7 @@ function Body({ store }: { store: Store }) {
     case "bench": return <Bench />;
     case "qa": return <Qa />;
     case "history": return <History />;
+    case "reports": return <Reports />;
     case "health": return <Health />;
     case "settings": return <Settings />;
     case "operators": return <Operators />;

@@ -4,7 +4,9 @@ import { batch } from "@preact/signals";
 import { errorText, isApiError, type Api, type Credentials, type HistoryFilter, type NewOperator, type OperatorEdit, type QaVerdictView, type SettingsDto } from "./api";
 import type { CentralSettings } from "./bindings/CentralSettings";
 import type { Mode, ScanKind, SignerErrorCode, SyncView } from "./wire";
-import type { HistoryForm, Store, View } from "./store";
+import type { HistoryForm, ReportForm, Store, View } from "./store";
+import type { ReportFilter } from "./bindings/ReportFilter";
+import type { ReportFormat } from "./bindings/ReportFormat";
 import { backlogWords, canProvision, canRetry, canVerify, isMode, signInErrorWords, verdictLine, verdictWord } from "./words";
 
 /** The `[central]` fields as the Settings form edits them; all empty = no central database. */
@@ -20,6 +22,24 @@ export function historyFilter(f: HistoryForm): HistoryFilter {
     status: f.status || null,
     since: f.since || null,
     limit: 500,
+  };
+}
+
+/** The Reports form as the backend's filter (blank = any); rows shown: the newest 500 (the summary covers all). */
+export function reportFilter(f: ReportForm): ReportFilter {
+  const t = (s: string) => s.trim() || null;
+  return {
+    since: t(f.since),
+    until: t(f.until),
+    batch: t(f.batch),
+    station: t(f.station),
+    operator: t(f.operator),
+    status: f.status || null,
+    qa_verdict: f.qa_verdict || null,
+    code: t(f.code),
+    device_serial: null,
+    limit: 500,
+    offset: null,
   };
 }
 
@@ -243,6 +263,8 @@ export function createActions(store: Store, api: Api) {
           return actions.loadQa();
         case "history":
           return actions.searchHistory();
+        case "reports":
+          return actions.runReport();
         case "health":
           return actions.loadHealth();
         case "settings":
@@ -446,6 +468,32 @@ export function createActions(store: Store, api: Api) {
     async searchHistory() {
       try {
         store.history.value = await api.history(historyFilter(store.historyForm.value));
+      } catch (e) {
+        actions.toast(errorText(e));
+      }
+    },
+
+    setReportForm(patch: Partial<ReportForm>) {
+      store.reportForm.value = { ...store.reportForm.value, ...patch };
+    },
+
+    async runReport() {
+      const f = store.reportForm.value;
+      try {
+        store.report.value = await api.report(reportFilter(f), f.central);
+      } catch (e) {
+        actions.toast(errorText(e));
+      }
+    },
+
+    /** Export through the native save dialog: every matching row (no limit), as CSV or PDF. */
+    async exportReport(format: ReportFormat) {
+      const f = store.reportForm.value;
+      try {
+        const path = await api.saveAs(`imprint-report.${format}`, format);
+        if (!path) return;
+        const n = await api.exportReport({ ...reportFilter(f), limit: null }, f.central, format, path);
+        actions.toast(`Saved ${n} attempt(s) to ${path}`);
       } catch (e) {
         actions.toast(errorText(e));
       }

@@ -2,6 +2,10 @@
 // ./bindings, generated from the Rust DTOs by ts-rs (never edited by hand).
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import { save } from "@tauri-apps/plugin-dialog";
+import type { Report } from "./bindings/Report";
+import type { ReportFilter } from "./bindings/ReportFilter";
+import type { ReportFormat } from "./bindings/ReportFormat";
 import type { ApiError } from "./bindings/ApiError";
 import type { AttemptDto } from "./bindings/AttemptDto";
 import type { BenchEventDto } from "./bindings/BenchEventDto";
@@ -26,6 +30,8 @@ import type { RevokeSelector } from "./bindings/RevokeSelector";
 import type { RevokeReportDto } from "./bindings/RevokeReportDto";
 import type { QaVerdictView } from "./bindings/QaVerdictView";
 import type { QaDueView } from "./bindings/QaDueView";
+import type { ReworkAuthorisationDto } from "./bindings/ReworkAuthorisationDto";
+import type { ExpiringCertDto } from "./bindings/ExpiringCertDto";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
@@ -61,6 +67,9 @@ export const api = {
   qaVerdicts: (deviceSerial: string | null) => invoke<QaVerdictView[]>("qa_verdicts", { deviceSerial }),
   /** The sampling plan: verifications still due per work order (`batch`: that one only). */
   qaDue: (batch: string | null) => invoke<QaDueView[]>("qa_due", { batch }),
+  authoriseRework: (serial: string, comment: string | null) =>
+    invoke<ReworkAuthorisationDto>("authorise_rework", { serial, comment }),
+  certsExpiring: (days: number, central: boolean) => invoke<ExpiringCertDto[]>("certs_expiring", { days, central }),
   health: () => invoke<HealthItemDto[]>("health"),
   getSettings: () => invoke<SettingsDto>("get_settings"),
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),
@@ -77,6 +86,12 @@ export const api = {
   operators: () => invoke<OperatorView[]>("operators"),
   addOperator: (operator: NewOperator) => invoke<OperatorView>("add_operator", { operator }),
   editOperator: (id: string, edit: OperatorEdit) => invoke<OperatorView>("edit_operator", { id, edit }),
+  report: (filter: ReportFilter, central: boolean) => invoke<Report>("report", { filter, central }),
+  exportReport: (filter: ReportFilter, central: boolean, format: ReportFormat, path: string) =>
+    invoke<number>("export_report", { filter, central, format, path }),
+  /** The native save dialog: the chosen path, or null when cancelled. */
+  saveAs: (defaultPath: string, format: ReportFormat) =>
+    save({ defaultPath, filters: [format === "pdf" ? { name: "PDF", extensions: ["pdf"] } : { name: "CSV", extensions: ["csv"] }] }),
 };
 
 /** The station opened, failed to open, or was reopened. */

@@ -5,13 +5,14 @@
 import { batch, computed, signal, type Signal } from "@preact/signals";
 import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, QaDueView, QaVerdictView, RecordDetail, SettingChange, SettingsDto, StationInfo } from "./api";
 import type { OperatorSession } from "./bindings/OperatorSession";
+import type { Report } from "./bindings/Report";
 import type { Permission } from "./bindings/Permission";
 import type { AttemptStatus, SyncView, TileDto } from "./wire";
 
-export type View = "bench" | "qa" | "history" | "health" | "settings" | "operators";
+export type View = "bench" | "qa" | "history" | "reports" | "health" | "settings" | "operators";
 
 /** What each view needs (a view without an entry is for everyone signed in). */
-export const VIEW_NEEDS: Partial<Record<View, Permission>> = { qa: "verify", settings: "settings", operators: "operators" };
+export const VIEW_NEEDS: Partial<Record<View, Permission>> = { qa: "verify", reports: "report", settings: "settings", operators: "operators" };
 
 /** An admin's change to an operator that asks for a secret (typed into a dialog, never kept here). */
 export type SecretEdit = { id: string; kind: "reset_pin" | "set_badge" };
@@ -24,6 +25,21 @@ export type HistoryForm = {
   status: AttemptStatus | "";
   since: string;
 };
+
+/** What the Reports view's filter fields hold. */
+export type ReportForm = {
+  since: string;
+  until: string;
+  batch: string;
+  station: string;
+  operator: string;
+  status: AttemptStatus | "";
+  qa_verdict: "" | "pass" | "fail" | "none";
+  code: string;
+  central: boolean;
+};
+
+export const EMPTY_REPORT_FORM: ReportForm = { since: "", until: "", batch: "", station: "", operator: "", status: "", qa_verdict: "", code: "", central: false };
 
 export const EMPTY_HISTORY_FORM: HistoryForm = { device_serial: "", cert_serial: "", batch: "", status: "", since: "" };
 
@@ -64,6 +80,8 @@ export function createStore() {
     history: signal<AttemptDto[]>([]),
     historyForm: signal<HistoryForm>({ ...EMPTY_HISTORY_FORM }),
     detail: signal<RecordDetail | null>(null),
+    reportForm: signal<ReportForm>({ ...EMPTY_REPORT_FORM }),
+    report: signal<Report | null>(null),
     health: signal<HealthItemDto[]>([]),
     healthAt: signal<Date | null>(null),
     /** Settings as last loaded from the station, and the operator's unsaved edits. */

@@ -21,6 +21,7 @@ import type { Permission } from "../src/bindings/Permission";
 import type { Role } from "../src/bindings/Role";
 import type { SessionView } from "../src/bindings/SessionView";
 import type { SettingChange } from "../src/bindings/SettingChange";
+import type { Report } from "../src/bindings/Report";
 import type { QaCheckView } from "../src/bindings/QaCheckView";
 import type { QaDueView } from "../src/bindings/QaDueView";
 import type { QaVerdictView } from "../src/bindings/QaVerdictView";
@@ -31,10 +32,13 @@ import { createStore } from "../src/store";
 export const PERMISSIONS: Record<Role, Permission[]> = {
   technician: ["view", "provision", "scan_work_order", "simulate", "sync_now"],
   qa: ["view", "sync_now", "verify"],
-  supervisor: ["view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine", "audit"],
+  supervisor: [
+    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "rework", "work_orders", "release_quarantine",
+    "audit",
+  ],
   admin: [
-    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "work_orders", "release_quarantine",
-    "settings", "ca_setup", "operators", "central_admin", "audit",
+    "view", "provision", "scan_work_order", "simulate", "sync_now", "verify", "report", "revoke", "rework", "work_orders",
+    "release_quarantine", "settings", "ca_setup", "operators", "central_admin", "audit",
   ],
 };
 
@@ -97,6 +101,10 @@ export type FakeOptions = {
   operators?: OperatorView[];
   /** simulate's answer: throw to refuse. */
   simulate?: (count: number) => Attached;
+  /** report's answer. */
+  report?: Report;
+  /** What the save dialog returns (null: cancelled). */
+  savePath?: string | null;
   /** verify's answer for a port (default: every check passes); throw for no verdict. */
   verify?: (port: string, serial: string | null) => QaVerdictView;
   /** qa_due's answer (called again after every verification); throw for no plan. */
@@ -161,6 +169,8 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     }),
     qaVerdicts: rec("qaVerdicts", (serial: string | null) => verdicts.filter((v) => serial === null || v.device_serial === serial)),
     qaDue: rec("qaDue", () => (opts.qaDue ? opts.qaDue() : [])),
+    authoriseRework: rec("authoriseRework", () => { throw new Error("no rework"); }),
+    certsExpiring: rec("certsExpiring", () => []),
     health: rec("health", () => (opts.health ? opts.health() : [])),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).
@@ -187,6 +197,9 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
       if (!o) throw { code: "not_found", message: `no operator ${id}` };
       return { ...o, enabled: e.kind === "enable" ? true : e.kind === "disable" ? false : o.enabled, role: e.kind === "set_role" ? e.role : o.role };
     }),
+    report: rec("report", () => opts.report ?? REPORT),
+    exportReport: rec("exportReport", () => 3),
+    saveAs: rec("saveAs", () => (opts.savePath === undefined ? "/tmp/x/report.pdf" : opts.savePath)),
   } satisfies Record<keyof Api, unknown> as unknown as Api;
   return {
     api,
@@ -196,6 +209,31 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     signOutByStation: (reason: string) => setSession(session(null, { signed_out_reason: reason })),
   };
 }
+
+/** A small report as the backend sends it. */
+export const REPORT: Report = {
+  generated_at: "2026-11-30T10:00:00.000Z",
+  source: "station unit-1 (local store)",
+  filter: { since: null, until: null, batch: "WO-1", station: null, operator: null, status: null, qa_verdict: null, code: null, device_serial: null, limit: 500, offset: null },
+  filter_words: "work order WO-1",
+  total: 3,
+  offset: 0,
+  columns: ["attempt_id", "started_at", "device_serial", "status"],
+  rows: [
+    { attempt_id: "a3", started_at: "2026-11-30T09:10:00.000Z", device_serial: "SIM-0003", status: "failed", code: "key_not_allowed" },
+    { attempt_id: "a2", started_at: "2026-11-30T09:05:00.000Z", device_serial: "SIM-0002", status: "passed" },
+    { attempt_id: "a1", started_at: "2026-11-30T09:00:00.000Z", device_serial: "SIM-0001", status: "passed" },
+  ],
+  summary: {
+    attempts: 3, devices: 3, passed: 2, failed: 1, running: 0, attempts_without_serial: 0, first_pass_yield: 66.7, final_yield: 66.7,
+    pareto: [{ stage: "issue", code: "key_not_allowed", count: 1, percent: 100, cumulative: 100 }],
+    per_hour: [{ key: "2026-11-30T09", attempts: 3, passed: 2, failed: 1 }],
+    per_station: [{ key: "unit-1", attempts: 3, passed: 2, failed: 1 }],
+    per_operator: [{ key: "super-1", attempts: 3, passed: 2, failed: 1 }],
+    qa: [{ batch: "WO-1", provisioned: 2, verified: 0, required: 1, plan: "every 10th device", met: false }],
+    certificates: 2, revoked: 0, superseded: 0, dev_ca: 2,
+  },
+};
 
 const SECURITY = new Set(["signer", "station_id", "profile_name", "validity_days", "organization", "device_key", "lock_device", "central"]);
 

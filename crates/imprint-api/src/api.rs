@@ -492,6 +492,47 @@ impl Api {
         crate::records::list(&a, self.station()?.store(), filter)
     }
 
+    /// The report for a filter (supervisor): the local store, or with
+    /// `central` the central database of the `[central]` section.
+    pub fn report(&self, filter: &crate::reports::ReportFilter, central: bool) -> ApiResult<crate::reports::Report> {
+        let a = self.require(Permission::Report)?;
+        let cfg = self.config();
+        self.with_report_source(&cfg, central, |src| crate::reports::report(&a, src, filter, Some(&cfg.qa)))
+    }
+
+    /// Write the report for a filter to `path` (chosen in the save dialog) as CSV or PDF.
+    pub fn export_report(
+        &self,
+        filter: &crate::reports::ReportFilter,
+        central: bool,
+        format: crate::reports::ReportFormat,
+        path: &std::path::Path,
+    ) -> ApiResult<u32> {
+        let a = self.require(Permission::Report)?;
+        let cfg = self.config();
+        self.with_report_source(&cfg, central, |src| {
+            crate::reports::export_file(&a, src, filter, Some(&cfg.qa), &cfg.station_id, format, path)
+        })
+    }
+
+    fn with_report_source<T>(
+        &self,
+        cfg: &StationConfig,
+        central: bool,
+        f: impl FnOnce(&crate::reports::Source<'_>) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        if central {
+            let c = cfg
+                .central
+                .as_ref()
+                .ok_or_else(|| ApiError::bad_request("no [central] section in the settings: reports come from this station"))?;
+            f(&crate::reports::Source::Central(c))
+        } else {
+            let st = self.station()?;
+            f(&crate::reports::Source::Local { store: st.store(), station_id: &cfg.station_id })
+        }
+    }
+
     /// One record with its steps and certificate.
     pub fn record(&self, id: &str) -> ApiResult<crate::records::RecordDetail> {
         let a = self.require(Permission::View)?;
@@ -514,6 +555,22 @@ impl Api {
             bench.refresh_revoked();
         }
         Ok(report)
+    }
+
+    /// Authorise rework of a device serial (supervisor): recorded, audited
+    /// and synced by the running station's store; the next device reporting
+    /// that serial is reset, re-keyed and re-certified, and the old
+    /// certificate revoked as superseded.
+    pub fn authorise_rework(&self, serial: &str, comment: Option<&str>) -> ApiResult<crate::rework::ReworkAuthorisationView> {
+        let a = self.require(Permission::Rework)?;
+        crate::rework::authorise(&a, &self.config(), self.station()?.store(), serial, comment)
+    }
+
+    /// Current certificates expiring within `days` (local, or `central`).
+    pub fn certs_expiring(&self, days: u32, central: bool) -> ApiResult<Vec<crate::rework::ExpiringCertView>> {
+        let a = self.require(Permission::Report)?;
+        let cfg = self.config();
+        self.with_store(|s| crate::rework::expiring(&a, &cfg, Some(s), days, central))
     }
 
     /// QA verification of the device on `port` (role qa, supervisor, admin):

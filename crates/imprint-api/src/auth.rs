@@ -188,6 +188,7 @@ fn what(p: Permission) -> &'static str {
         Permission::Verify => "verify devices or record QA verdicts",
         Permission::Report => "make reports or exports",
         Permission::Revoke => "revoke certificates and generate CRLs",
+        Permission::Rework => "authorise rework of a device",
         Permission::WorkOrders => "manage work orders",
         Permission::ReleaseQuarantine => "release quarantined records",
         Permission::Settings => "change settings",
@@ -195,6 +196,8 @@ fn what(p: Permission) -> &'static str {
         Permission::Operators => "manage operators",
         Permission::CentralAdmin => "administer the central database",
         Permission::Audit => "read the audit trail",
+        Permission::Backup => "back up the store",
+        Permission::Restore => "restore the store from a backup",
     }
 }
 

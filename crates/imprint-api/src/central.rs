@@ -5,12 +5,12 @@
 
 use crate::{Actor, ApiError, ApiResult, Permission};
 use imprint_store::Store;
-use imprint_sync::{CentralConfig, ReportRow, SyncStatus};
+use imprint_sync::{CentralConfig, SyncStatus};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
 
-fn runtime() -> ApiResult<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> ApiResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,54 +91,7 @@ pub fn sync_now(actor: &Actor, store: Arc<Store>, station_id: &str, central: Opt
     Ok(SyncNowDone { report, status })
 }
 
-/// Attempts with their certificates, from the central database (as far as
-/// the role may read).
-pub fn central_report(actor: &Actor, central: &CentralConfig, station: Option<&str>, since: Option<&str>) -> ApiResult<Vec<ReportRow>> {
-    actor.require(Permission::Report)?;
-    let since = since.map(crate::records::normalize_since).transpose()?;
-    let opts = central.connect_options()?;
-    Ok(runtime()?.block_on(imprint_sync::central_report(&opts, station, since.as_deref()))?)
-}
-
-/// The same report from the local store.
-pub fn local_report(
-    actor: &Actor,
-    store: &Store,
-    station_id: &str,
-    station: Option<&str>,
-    since: Option<&str>,
-) -> ApiResult<Vec<ReportRow>> {
-    actor.require(Permission::Report)?;
-    let since = since.map(crate::records::normalize_since).transpose()?;
-    if station.is_some_and(|s| s != station_id) {
-        return Ok(Vec::new());
-    }
-    let rows = imprint_sync::local_report(store, station_id, since.as_deref())?;
-    crate::audit::record(
-        store,
-        Some(actor.id()),
-        crate::audit::AuditKind::Export,
-        None,
-        serde_json::json!({"format": "report", "rows": rows.len()}),
-    );
-    Ok(rows)
-}
-
-pub use imprint_sync::{required_version, REPORT_COLUMNS};
-
-/// The report as CSV (the same columns everywhere; cells a spreadsheet
-/// would run as formulas are quoted).
-pub fn write_report_csv(rows: &[ReportRow], w: impl std::io::Write) -> ApiResult<()> {
-    let io = |e: csv::Error| ApiError::io("writing the report", e);
-    let mut out = csv::Writer::from_writer(w);
-    out.write_record(REPORT_COLUMNS).map_err(io)?;
-    for r in rows {
-        out.write_record(r.cells().iter().map(|c| crate::records::csv_cell(c))).map_err(io)?;
-    }
-    out.flush().map_err(|e| ApiError::io("writing the report", e))
-}
-
-// ---- operators managed at the center (docs/roles.md) ----------------------
+pub use imprint_sync::required_version;
 
 fn central_admin(actor: &Actor) -> ApiResult<()> {
     actor.require(Permission::CentralAdmin)?;

@@ -314,6 +314,9 @@ impl Bench {
     }
 
     fn emit(&self, tile: Tile) {
+        // Every tile change passes here: the ports-attached gauge follows it.
+        let attached = lock(&self.inner.tiles).values().filter(|t| t.present).count();
+        self.inner.station.metrics().set_ports_attached(attached);
         (self.inner.events)(&BenchEvent::Tile { tile });
     }
 

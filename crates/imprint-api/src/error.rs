@@ -71,6 +71,9 @@ pub enum ErrorCode {
     /// The device on a port could not be read to the end (no answer, a
     /// corrupt link, an unplug): a QA verification recorded no verdict.
     DeviceUnreadable,
+    /// A restore would throw away newer records, or take over another
+    /// station's backup: nothing was replaced (`--force` to do it anyway).
+    RestoreRefused,
 }
 
 impl ErrorCode {
@@ -103,6 +106,7 @@ impl ErrorCode {
         ErrorCode::OperatorLocked,
         ErrorCode::OperatorDisabled,
         ErrorCode::DeviceUnreadable,
+        ErrorCode::RestoreRefused,
     ];
 
     /// The stable text form (the same as the serialized form).
@@ -135,6 +139,7 @@ impl ErrorCode {
             ErrorCode::OperatorLocked => "operator_locked",
             ErrorCode::OperatorDisabled => "operator_disabled",
             ErrorCode::DeviceUnreadable => "device_unreadable",
+            ErrorCode::RestoreRefused => "restore_refused",
         }
     }
 
@@ -159,7 +164,7 @@ impl ErrorCode {
             | ErrorCode::SignerUnavailable
             | ErrorCode::SignerFailed
             | ErrorCode::Ca => 3,
-            ErrorCode::Store | ErrorCode::StoreLocked => 4,
+            ErrorCode::Store | ErrorCode::StoreLocked | ErrorCode::RestoreRefused => 4,
             ErrorCode::NothingToDo => 5,
             ErrorCode::Central => 6,
             ErrorCode::Unauthenticated
@@ -347,6 +352,7 @@ mod tests {
                 ("operator_locked", 7),
                 ("operator_disabled", 7),
                 ("device_unreadable", 1),
+                ("restore_refused", 4),
             ]
         );
         for c in ErrorCode::ALL {

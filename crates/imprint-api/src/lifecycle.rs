@@ -138,7 +138,7 @@ pub struct RevokeReport {
     pub pending_sync: bool,
 }
 
-fn check_comment(comment: Option<&str>) -> ApiResult<Option<String>> {
+pub(crate) fn check_comment(comment: Option<&str>) -> ApiResult<Option<String>> {
     let Some(c) = comment.map(str::trim).filter(|c| !c.is_empty()) else {
         return Ok(None);
     };

@@ -1,6 +1,6 @@
 //! Records: list (History, `imprint records list`), one record with its steps
-//! and certificate (`records show`, the History detail pane), and the CSV
-//! export. Each list is one joined query, never a query per row.
+//! and certificate (`records show`, the History detail pane). Each list is
+//! one joined query, never a query per row (the CSV export: `reports`).
 
 use crate::{Actor, ApiError, ApiResult, Permission};
 use imprint_proto::Closed;
@@ -232,6 +232,12 @@ pub fn list(actor: &Actor, store: &Store, filter: &HistoryFilter) -> ApiResult<V
     Ok(rows.into_iter().map(|(a, c)| view(a, c.as_ref())).collect())
 }
 
+/// How many attempts match the filter (whatever its limit): "showing 50 of 1234".
+pub fn count(actor: &Actor, store: &Store, filter: &HistoryFilter) -> ApiResult<u64> {
+    actor.require(Permission::View)?;
+    Ok(store.count_attempts(&filter.to_store(200)?)?)
+}
+
 /// One attempt by id, or the latest attempt of a device serial.
 pub fn show(actor: &Actor, store: &Store, id_or_serial: &str) -> ApiResult<RecordDetail> {
     actor.require(Permission::View)?;
@@ -266,88 +272,6 @@ pub fn show(actor: &Actor, store: &Store, id_or_serial: &str) -> ApiResult<Recor
             .map(|s| StepView { at: s.at, stage: Recorded::from_text(s.stage).into(), kind: s.kind, detail: s.detail })
             .collect(),
     })
-}
-
-/// The CSV export's columns.
-pub const CSV_COLUMNS: &[&str] = &[
-    "attempt_id",
-    "started_at",
-    "finished_at",
-    "port",
-    "status",
-    "stage",
-    "code",
-    "reason",
-    "device_serial",
-    "model",
-    "hw_rev",
-    "fw_version",
-    "batch",
-    "cert_serial",
-    "cert_status",
-    "not_before",
-    "not_after",
-    "fingerprint_sha256",
-    "spki_sha256",
-    "resumed",
-    "operator",
-];
-
-/// A spreadsheet must never run a cell as a formula (OWASP CSV injection):
-/// device-supplied text starting with = + - @ TAB or CR gets a leading '.
-pub fn csv_cell(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    }
-}
-
-/// Write every attempt with its certificate as CSV; returns the row count.
-pub fn export_csv(actor: &Actor, store: &Store, w: impl std::io::Write) -> ApiResult<usize> {
-    actor.require(Permission::Report)?;
-    let io = |e: csv::Error| ApiError::io("writing the CSV export", e);
-    let mut out = csv::Writer::from_writer(w);
-    out.write_record(CSV_COLUMNS).map_err(io)?;
-    let rows = store.attempts_with_certs(&AttemptFilter::default())?;
-    let n = rows.len();
-    for (a, c) in rows {
-        let o = |s: &Option<String>| csv_cell(s.as_deref().unwrap_or_default());
-        out.write_record([
-            csv_cell(&a.id),
-            csv_cell(&a.started_at.to_string()),
-            o(&txt(&a.finished_at)),
-            csv_cell(&a.port),
-            csv_cell(&a.status.to_string()),
-            o(&txt(&a.stage)),
-            o(&txt(&a.code)),
-            o(&a.reason),
-            o(&a.device_serial),
-            o(&a.model),
-            o(&a.hw_rev),
-            o(&a.fw_version),
-            o(&a.batch),
-            c.as_ref().map(|c| csv_cell(&c.serial_hex)).unwrap_or_default(),
-            c.as_ref().map(|c| csv_cell(&c.status.to_string())).unwrap_or_default(),
-            c.as_ref().map(|c| csv_cell(&c.not_before.to_string())).unwrap_or_default(),
-            c.as_ref().map(|c| csv_cell(&c.not_after.to_string())).unwrap_or_default(),
-            c.as_ref().and_then(|c| c.fingerprint_sha256.as_deref()).map(csv_cell).unwrap_or_default(),
-            o(&a.spki_sha256),
-            a.resumed.to_string(),
-            o(&a.operator),
-        ])
-        .map_err(io)?;
-    }
-    out.flush().map_err(|e| ApiError::io("writing the CSV export", e))?;
-    crate::audit::record(store, Some(actor.id()), crate::audit::AuditKind::Export, None, serde_json::json!({"format": "csv", "rows": n}));
-    Ok(n)
-}
-
-/// Write the CSV export to a new file readable by its owner only (0600).
-pub fn export_csv_to_file(actor: &Actor, store: &Store, path: &std::path::Path) -> ApiResult<usize> {
-    actor.require(Permission::Report)?;
-    let f = imprint_station::fsutil::create_private_file(path).map_err(|e| ApiError::io(path.display(), e))?;
-    export_csv(actor, store, std::io::BufWriter::new(f))
 }
 
 /// Certificates in the local store.
@@ -402,15 +326,10 @@ mod tests {
         assert!(rows.iter().any(|r| r.id == a && r.started_at == "2026-11-30 05:00:00"), "{rows:?}");
         assert!(rows.iter().any(|r| r.id == b && r.cert_serial.as_deref() == Some("01")), "{rows:?}");
         let mut csv = Vec::new();
-        assert_eq!(export_csv(&crate::auth::Actor::for_test(crate::Role::Admin), &store, &mut csv).unwrap(), 2);
+        let local = crate::reports::Source::Local { store: &store, station_id: "st" };
+        let me = crate::auth::Actor::for_test(crate::Role::Admin);
+        assert_eq!(crate::reports::export_csv(&me, &local, &crate::reports::ReportFilter::default(), &mut csv).unwrap(), 2);
         let csv = String::from_utf8(csv).unwrap();
         assert!(csv.contains("2026-11-30 05:00:00") && csv.contains(",soon,"), "{csv}");
-    }
-
-    #[test]
-    fn a_cell_that_a_spreadsheet_would_run_is_quoted() {
-        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(csv_cell("-1"), "'-1");
-        assert_eq!(csv_cell("SN-1"), "SN-1");
     }
 }

@@ -66,6 +66,8 @@ pub enum Permission {
     Report,
     /// Revoke certificates.
     Revoke,
+    /// Authorise rework (re-provisioning) of a device serial.
+    Rework,
     /// Create, change and close work orders.
     WorkOrders,
     /// Release records quarantined by the sync.
@@ -80,6 +82,10 @@ pub enum Permission {
     CentralAdmin,
     /// Read the audit trail and verify it.
     Audit,
+    /// Take a backup of the store (`imprint backup`).
+    Backup,
+    /// Replace the store with a backup (`imprint restore`).
+    Restore,
 }
 
 impl Permission {
@@ -92,6 +98,7 @@ impl Permission {
         Permission::Verify,
         Permission::Report,
         Permission::Revoke,
+        Permission::Rework,
         Permission::WorkOrders,
         Permission::ReleaseQuarantine,
         Permission::Settings,
@@ -99,6 +106,8 @@ impl Permission {
         Permission::Operators,
         Permission::CentralAdmin,
         Permission::Audit,
+        Permission::Backup,
+        Permission::Restore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +120,7 @@ impl Permission {
             Permission::Verify => "verify",
             Permission::Report => "report",
             Permission::Revoke => "revoke",
+            Permission::Rework => "rework",
             Permission::WorkOrders => "work_orders",
             Permission::ReleaseQuarantine => "release_quarantine",
             Permission::Settings => "settings",
@@ -118,6 +128,8 @@ impl Permission {
             Permission::Operators => "operators",
             Permission::CentralAdmin => "central_admin",
             Permission::Audit => "audit",
+            Permission::Backup => "backup",
+            Permission::Restore => "restore",
         }
     }
 }
@@ -138,6 +150,7 @@ pub const MATRIX: &[(Permission, [bool; 4])] = &[
     (Permission::Verify, /*         */ [F, T, T, T]),
     (Permission::Report, /*         */ [F, F, T, T]),
     (Permission::Revoke, /*         */ [F, F, T, T]),
+    (Permission::Rework, /*         */ [F, F, T, T]),
     (Permission::WorkOrders, /*     */ [F, F, T, T]),
     (Permission::ReleaseQuarantine, [F, F, T, T]),
     (Permission::Settings, /*       */ [F, F, F, T]),
@@ -145,6 +158,8 @@ pub const MATRIX: &[(Permission, [bool; 4])] = &[
     (Permission::Operators, /*      */ [F, F, F, T]),
     (Permission::CentralAdmin, /*   */ [F, F, F, T]),
     (Permission::Audit, /*          */ [F, F, T, T]),
+    (Permission::Backup, /*         */ [F, F, F, T]),
+    (Permission::Restore, /*        */ [F, F, F, T]),
 ];
 
 fn column(role: Role) -> usize {
@@ -201,6 +216,7 @@ mod tests {
                 "verify -xxx",
                 "report --xx",
                 "revoke --xx",
+                "rework --xx",
                 "work_orders --xx",
                 "release_quarantine --xx",
                 "settings ---x",
@@ -208,6 +224,8 @@ mod tests {
                 "operators ---x",
                 "central_admin ---x",
                 "audit --xx",
+                "backup ---x",
+                "restore ---x",
             ]
         );
         assert!(Role::ALL.iter().all(|r| allows(*r, Permission::View)));

@@ -148,3 +148,106 @@ pub fn crl_cmd(cli: &Cli, c: &CrlCmd) -> CmdResult {
     out(format!("covers {}", r.coverage))?;
     Ok(0)
 }
+
+#[derive(Subcommand)]
+pub enum ReworkCmd {
+    /// Authorise re-provisioning a device serial (supervisor): the next
+    /// device reporting it is reset, makes a new key and gets a new
+    /// certificate; the old certificate is revoked as superseded. Single-use,
+    /// expires after `[rework] authorisation_hours` (default 24).
+    Authorise {
+        /// The device serial, as the device reports it (its label).
+        #[arg(long)]
+        serial: String,
+        /// Why, in words (kept with the authorisation and in the audit trail; at most 500 characters).
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rework authorisations, newest first: open, used or expired.
+    List {
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertsCmd {
+    /// Current certificates expiring within a window (expired ones too), soonest first.
+    Expiring {
+        /// The window in days from now.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// From the center: every station's certificates (as far as the role may read).
+        #[arg(long)]
+        central: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn rework_cmd(cli: &Cli, c: &ReworkCmd) -> CmdResult {
+    let cfg = load_config(cli)?;
+    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
+    match c {
+        ReworkCmd::Authorise { serial, comment, json: as_json } => {
+            let r =
+                imprint_api::with_local_store(&cfg, |store| imprint_api::rework::authorise(&me, &cfg, store, serial, comment.as_deref()))?;
+            if *as_json {
+                json(&r)?;
+                return Ok(0);
+            }
+            out(format!(
+                "rework of {} authorised until {} (single use): attach the device; it is reset, re-keyed and re-certified, and its old certificate revoked as superseded",
+                r.device_serial, r.expires_at
+            ))?;
+            Ok(0)
+        }
+        ReworkCmd::List { serial, json: as_json } => {
+            let rows = imprint_api::with_local_store(&cfg, |store| imprint_api::rework::authorisations(&me, store, serial.as_deref()))?;
+            if *as_json {
+                json(&rows)?;
+                return Ok(0);
+            }
+            for r in &rows {
+                let state = match r.state {
+                    imprint_api::rework::ReworkState::Used => format!("used {}", r.used_at.as_deref().unwrap_or("-")),
+                    imprint_api::rework::ReworkState::Expired => format!("expired {}", r.expires_at),
+                    imprint_api::rework::ReworkState::Open => format!("open until {}", r.expires_at),
+                };
+                out(format!(
+                    "{:<16} {}  by {:<12} {}{}",
+                    r.device_serial,
+                    r.authorised_at,
+                    r.authorised_by.as_deref().unwrap_or("-"),
+                    state,
+                    r.comment.as_deref().map(|c| format!("  ({c})")).unwrap_or_default()
+                ))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub fn certs_cmd(cli: &Cli, c: &CertsCmd) -> CmdResult {
+    let CertsCmd::Expiring { days, central, json: as_json } = c;
+    let cfg = load_config(cli)?;
+    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
+    let rows = if *central {
+        imprint_api::rework::expiring(&me, &cfg, None, *days, true)?
+    } else {
+        imprint_api::with_local_store(&cfg, |store| imprint_api::rework::expiring(&me, &cfg, Some(store), *days, false))?
+    };
+    if *as_json {
+        json(&rows)?;
+        return Ok(0);
+    }
+    for r in &rows {
+        out(format!("{:<16} {}  not after {}  {:>5} days  {}", r.device_serial, r.serial_hex, r.not_after, r.days_left, r.station_id))?;
+    }
+    eprintln!("{} certificate(s) expire within {days} days{}", rows.len(), if *central { " (center)" } else { " (this station)" });
+    Ok(0)
+}

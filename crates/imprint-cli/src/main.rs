@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod audit_cmd;
+mod backup_cmd;
 mod lifecycle_cmd;
 mod operators_cmd;
 mod qa_cmd;
+mod report_cmd;
 mod sync_cmd;
 mod view;
 
@@ -82,17 +84,18 @@ enum Cmd {
     /// Local records.
     #[command(subcommand)]
     Records(RecordsCmd),
-    /// Export local records.
+    /// Export records (local or --central): CSV, or cloud registration files (AWS IoT, Azure DPS, nRF Cloud).
     #[command(subcommand)]
-    Export(ExportCmd),
+    Export(report_cmd::ExportCmd),
     /// The central database (administrators): migrate the schema, register stations and readers.
     #[command(subcommand)]
     Db(sync_cmd::DbCmd),
     /// Sync with the central database: status, or a round now.
     #[command(subcommand)]
     Sync(sync_cmd::SyncCmd),
-    /// Attempts with their certificates, from the local store or (--central) the central database.
-    Report(sync_cmd::ReportArgs),
+    /// Attempts with their certificates and a summary (yield, failures, throughput, QA coverage),
+    /// from the local store or (--central) the central database.
+    Report(report_cmd::ReportArgs),
     /// Operators and their roles (admin): add, list, disable, enable, set-role, reset-pin, set-badge.
     #[command(subcommand)]
     Operators(operators_cmd::OperatorsCmd),
@@ -106,6 +109,20 @@ enum Cmd {
     /// Certificate revocation lists signed by the CA signer (supervisor).
     #[command(subcommand)]
     Crl(lifecycle_cmd::CrlCmd),
+    /// Rework (supervisor): authorise re-provisioning a device serial; list authorisations.
+    #[command(subcommand)]
+    Rework(lifecycle_cmd::ReworkCmd),
+    /// Certificates: list those expiring within a window (local or central).
+    #[command(subcommand)]
+    Certs(lifecycle_cmd::CertsCmd),
+    /// Back up the local store (admin): an online, checked copy, encrypted to
+    /// [backup] recipient when set. The CA key is never in it.
+    #[command(after_help = EXIT_CODES)]
+    Backup(backup_cmd::BackupArgs),
+    /// Restore the local store from a backup (admin): checked, never over
+    /// newer records without --force, re-learned from the center, audited.
+    #[command(after_help = EXIT_CODES)]
+    Restore(backup_cmd::RestoreArgs),
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
@@ -280,15 +297,6 @@ enum RecordsCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum ExportCmd {
-    /// Attempts with their certificates as CSV.
-    Csv {
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-}
-
 /// How a command ended when it did not succeed.
 pub(crate) enum Fail {
     /// An API error: its message, and its code's exit status.
@@ -434,21 +442,15 @@ fn run(cli: Cli) -> CmdResult {
         Cmd::Db(c) => sync_cmd::db_cmd(&cli, c),
         Cmd::Operators(c) => operators_cmd::operators_cmd(&cli, c),
         Cmd::Sync(c) => sync_cmd::sync_cmd(&cli, c),
-        Cmd::Report(a) => sync_cmd::report_cmd(&cli, a),
+        Cmd::Report(a) => report_cmd::report_cmd(&cli, a),
         Cmd::Audit(c) => audit_cmd::audit_cmd(&cli, c),
+        Cmd::Backup(a) => backup_cmd::backup_cmd(&cli, a),
+        Cmd::Restore(a) => backup_cmd::restore_cmd(&cli, a),
         Cmd::Revoke(a) => lifecycle_cmd::revoke_cmd(&cli, a),
         Cmd::Crl(c) => lifecycle_cmd::crl_cmd(&cli, c),
-        Cmd::Export(ExportCmd::Csv { out: path }) => {
-            let cfg = load_config(&cli)?;
-            let me = operators_cmd::actor(&cli, &cfg, false)?;
-            let store = imprint_api::open_store(&cfg)?;
-            let n = match path {
-                Some(p) => imprint_api::records::export_csv_to_file(&me, &store, p)?,
-                None => imprint_api::records::export_csv(&me, &store, std::io::stdout().lock())?,
-            };
-            eprintln!("exported {n} attempts");
-            Ok(0)
-        }
+        Cmd::Rework(c) => lifecycle_cmd::rework_cmd(&cli, c),
+        Cmd::Certs(c) => lifecycle_cmd::certs_cmd(&cli, c),
+        Cmd::Export(c) => report_cmd::export_cmd(&cli, c),
         Cmd::Health { json: as_json } => {
             let cfg = load_config(&cli)?;
             // Read-only: safe beside a running station (no recovery, nothing written).
@@ -666,8 +668,11 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
                         a.reason.as_deref().unwrap_or("")
                     ))?;
                 }
-                if rows.len() as u32 == *limit {
-                    eprintln!("showing the newest {limit}: use --limit for more");
+                let total = imprint_api::records::count(&me, &store, &filter)?;
+                if (rows.len() as u64) < total {
+                    eprintln!("showing the newest {} of {total}: use --limit for more", rows.len());
+                } else {
+                    eprintln!("{total} attempts");
                 }
             }
             Ok(0)

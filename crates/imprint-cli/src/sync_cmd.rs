@@ -1,6 +1,6 @@
 //! The central database from the command line: `imprint db ...` (the
 //! administrator's: migrate, register stations and readers), `imprint sync
-//! status|now` (the station's outbox), and `imprint report` (local or central).
+//! status|now` (the station's outbox).
 //!
 //! Exit code 6: the central database is unreachable, refuses us, or has the
 //! wrong schema version (the message says which and what to do).
@@ -132,32 +132,6 @@ pub enum SyncCmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Args)]
-pub struct ReportArgs {
-    /// Read the central database (across stations, as far as the role may read) instead of the local store.
-    #[arg(long)]
-    central: bool,
-    /// With --central: connect here instead of the config's [central] (e.g. as a reader role).
-    #[arg(long, requires = "central")]
-    url: Option<String>,
-    /// With --url: file holding that role's password (or IMPRINT_PG_PASSWORD).
-    #[arg(long, requires = "url")]
-    password_file: Option<PathBuf>,
-    /// With --url: TLS mode (default: the URL's, else verify-full).
-    #[arg(long, requires = "url")]
-    sslmode: Option<String>,
-    /// Only this station's attempts.
-    #[arg(long)]
-    station: Option<String>,
-    /// Only attempts started at or after this date (2026-11-01) or RFC 3339 time.
-    #[arg(long)]
-    since: Option<String>,
-    #[arg(long, conflicts_with = "csv")]
-    json: bool,
-    #[arg(long)]
-    csv: bool,
 }
 
 pub fn db_cmd(cli: &Cli, c: &DbCmd) -> CmdResult {
@@ -294,53 +268,4 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
         }
         SyncCmd::Verify { .. } => Ok(0),
     }
-}
-
-pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
-    let cfg = load_config(cli)?;
-    let me = crate::operators_cmd::actor(cli, &cfg, false)?;
-    let rows = if a.central {
-        let c = match &a.url {
-            Some(url) => CentralConfig {
-                url: url.clone(),
-                password_file: a.password_file.clone(),
-                sslmode: a.sslmode.clone(),
-                ..CentralConfig::default()
-            },
-            None => cfg
-                .central
-                .clone()
-                .ok_or_else(|| ApiError::bad_request("--central needs a [central] section in the configuration, or --url"))?,
-        };
-        central::central_report(&me, &c, a.station.as_deref(), a.since.as_deref())?
-    } else {
-        let store = imprint_api::open_store(&cfg)?;
-        central::local_report(&me, &store, &cfg.station_id, a.station.as_deref(), a.since.as_deref())?
-    };
-    if a.json {
-        json(&rows)?;
-    } else if a.csv {
-        central::write_report_csv(&rows, std::io::stdout().lock())?;
-    } else {
-        out(format!(
-            "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<14} {:<4} {}",
-            "station", "started", "device", "status", "stage", "operator", "qa", "certificate"
-        ))?;
-        for r in &rows {
-            out(format!(
-                "{:<14} {:<24}  {:<14} {:<11} {:<10} {:<14} {:<4} {}",
-                r.station_id,
-                r.started_at,
-                r.device_serial.as_deref().unwrap_or("-"),
-                r.status,
-                r.stage.as_deref().unwrap_or("-"),
-                r.operator.as_deref().unwrap_or("-"),
-                r.qa_verdict.as_deref().unwrap_or("-"),
-                r.cert_serial.as_deref().unwrap_or("")
-            ))?;
-        }
-        let passed = rows.iter().filter(|r| r.status == "passed").count();
-        out(format!("{} attempts: {passed} passed, {} not passed", rows.len(), rows.len() - passed))?;
-    }
-    Ok(0)
 }

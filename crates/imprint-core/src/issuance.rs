@@ -68,6 +68,13 @@ pub struct Profile {
     /// a certificate that would outlive the CA is refused
     /// (`leaf_outlives_ca`) instead of being shortened.
     pub cap_at_ca_expiry: bool,
+    /// Renewal window: a device attached whose current certificate expires
+    /// within this many days gets a new certificate for its existing key
+    /// (when the new one would end outside the window). 0: never renew.
+    pub renew_before_days: u32,
+    /// On renewal, revoke the replaced certificate (reason superseded)
+    /// instead of only marking it `superseded` (still valid until it expires).
+    pub revoke_on_renewal: bool,
 }
 
 impl Default for Profile {
@@ -83,6 +90,8 @@ impl Default for Profile {
             subject_serial_number: true,
             lock_device: true,
             cap_at_ca_expiry: true,
+            renew_before_days: 30,
+            revoke_on_renewal: false,
         }
     }
 }

@@ -149,6 +149,8 @@ enum Slot {
 #[derive(Debug)]
 pub struct Device {
     serial: String,
+    model: String,
+    fw_version: String,
     fwhash: String,
     uid: String,
     faults: Faults,
@@ -218,9 +220,13 @@ type Answer = Result<(Frame, u64), Frame>;
 
 impl Device {
     pub fn new(cfg: &SimConfig) -> Self {
-        let fwhash = hex::encode(Sha256::digest(format!("{MODEL} firmware {FW_VERSION}").as_bytes()));
+        let model = cfg.model.clone().unwrap_or_else(|| MODEL.to_string());
+        let fw_version = cfg.fw_version.clone().unwrap_or_else(|| FW_VERSION.to_string());
+        let fwhash = hex::encode(Sha256::digest(format!("{model} firmware {fw_version}").as_bytes()));
         Device {
             serial: cfg.serial.clone(),
+            model,
+            fw_version,
             fwhash,
             uid: hex::encode(random_bytes(8)),
             faults: cfg.faults.clone(),
@@ -353,9 +359,9 @@ impl Device {
     fn ident(&self, rid: u16) -> Frame {
         Frame::ok(rid)
             .with("serial", pct_encode(&self.serial))
-            .with("model", pct_encode(MODEL))
+            .with("model", pct_encode(&self.model))
             .with("hw", pct_encode(HW_REV))
-            .with("fw", pct_encode(FW_VERSION))
+            .with("fw", pct_encode(&self.fw_version))
             .with("fwhash", self.fwhash.clone())
             .with("uid", self.uid.clone())
             .with("state", self.state().as_str())

@@ -48,6 +48,10 @@ pub struct SimConfig {
     /// Keep a symlink `link_dir/<serial>` to the current pty (like
     /// /dev/serial/by-id): removed on unplug, re-created on replug.
     pub link_dir: Option<PathBuf>,
+    /// IDENT `model` text (default [`device::MODEL`]): any text, as a board might report.
+    pub model: Option<String>,
+    /// IDENT `fw` text (default [`device::FW_VERSION`]).
+    pub fw_version: Option<String>,
 }
 
 impl SimConfig {
@@ -62,7 +66,16 @@ impl SimConfig {
             prove_ms: 0,
             faults: Faults::default(),
             link_dir: None,
+            model: None,
+            fw_version: None,
         }
+    }
+
+    /// The same reporting this model and firmware version text in IDENT.
+    pub fn with_identity(mut self, model: impl Into<String>, fw_version: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self.fw_version = Some(fw_version.into());
+        self
     }
 
     /// The same with `faults` (a spec such as `"bad-crc-at=3,noise"`) added.

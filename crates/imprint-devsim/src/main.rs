@@ -68,6 +68,12 @@ struct Args {
     /// Fault spec, repeatable: `SPEC` for all devices or `N:SPEC` for device N.
     #[arg(long = "fault", value_name = "[N:]SPEC")]
     faults: Vec<String>,
+    /// The model text every device reports in IDENT (default imprint-sim).
+    #[arg(long)]
+    model: Option<String>,
+    /// The firmware version text every device reports in IDENT (default 1.4.2).
+    #[arg(long)]
+    fw_version: Option<String>,
     /// Exit when stdin reaches EOF (for a parent process that holds a pipe).
     #[arg(long)]
     until_stdin_eof: bool,
@@ -151,6 +157,8 @@ fn main() -> ExitCode {
             prove_ms: args.prove_ms,
             faults: f,
             link_dir: args.link_dir.clone(),
+            model: args.model.clone(),
+            fw_version: args.fw_version.clone(),
         };
         match SimDevice::spawn(cfg) {
             Ok(h) => devices.push(h),

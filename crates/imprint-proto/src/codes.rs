@@ -171,11 +171,15 @@ failure_codes! {
         hint = "Set the device aside for QA and report it: a key must never be certified twice or shared by two devices.";
     /// The certificate for the device's key is revoked.
     CertificateRevoked = "certificate_revoked", retryable = false,
-        hint = "Rework the device (reset it so it generates a new key), then provision it again.";
+        hint = "Have a supervisor authorise its rework (imprint rework authorise --serial SERIAL), then attach it again: a device that is not locked is reset, makes a new key and gets a new certificate.";
     /// The device reports a serial that already has a valid certificate for
     /// another key (a cloned or mislabelled board).
     DuplicateSerial = "duplicate_serial", retryable = false,
-        hint = "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation.";
+        hint = "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation (imprint rework authorise --serial SERIAL).";
+    /// The certificate is inside its renewal window but the device is
+    /// locked, so a new certificate could not be written: nothing was issued.
+    RenewalLocked = "renewal_locked", retryable = false,
+        hint = "The device's certificate is due for renewal, but the device is locked and cannot take a new one here. Nothing was issued and it keeps its current certificate: renew it over the fleet's own channel before it expires, or have a supervisor authorise a rework.";
     /// The CSR could not be parsed.
     CsrMalformed = "csr_malformed", retryable = false,
         hint = "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA.";
@@ -358,8 +362,9 @@ mod tests {
         (FailureCode::StationStopped, "station_stopped", true, "Re-attach the device: it resumes with the same key and certificate."),
         (FailureCode::MqttConfig, "mqtt_config", true, "Fix the [mqtt] section of the station config, then press Retry."),
         (FailureCode::KeyAlreadyCertified, "key_already_certified", false, "Set the device aside for QA and report it: a key must never be certified twice or shared by two devices."),
-        (FailureCode::CertificateRevoked, "certificate_revoked", false, "Rework the device (reset it so it generates a new key), then provision it again."),
-        (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation."),
+        (FailureCode::CertificateRevoked, "certificate_revoked", false, "Have a supervisor authorise its rework (imprint rework authorise --serial SERIAL), then attach it again: a device that is not locked is reset, makes a new key and gets a new certificate."),
+        (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation (imprint rework authorise --serial SERIAL)."),
+        (FailureCode::RenewalLocked, "renewal_locked", false, "The device's certificate is due for renewal, but the device is locked and cannot take a new one here. Nothing was issued and it keeps its current certificate: renew it over the fleet's own channel before it expires, or have a supervisor authorise a rework."),
         (FailureCode::CsrMalformed, "csr_malformed", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),
         (FailureCode::KeyNotAllowed, "key_not_allowed", false, "The device made a key of a type the profile does not allow, and it gets no certificate. Set it aside for QA."),
         (FailureCode::CsrBadSignature, "csr_bad_signature", false, "The device sent a CSR the station must refuse, and it gets no certificate. Set it aside for QA."),

@@ -10,7 +10,8 @@ pub mod session;
 pub use codec::{Decoded, Decoder, Direction, ErrorCode, Frame, FrameError, MAX_LINE};
 pub use codes::{Closed, FailureCode};
 pub use session::{
-    Action, DeviceState, Failure, Identity, Input, Inspection, IssuedChain, KeyAlg, Note, NoteKind, Outcome, Session, SessionConfig, Stage,
+    Action, DeviceState, Failure, Identity, Input, Inspection, IssuedChain, KeyAlg, Note, NoteKind, Outcome, Reissue, Session,
+    SessionConfig, Stage,
 };
 
 #[cfg(test)]

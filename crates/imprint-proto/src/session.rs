@@ -8,7 +8,9 @@
 //!
 //! ```text
 //! HELLO -> IDENT -> KEYGEN -> Lookup --found--> write cert+chain -> read back -> PROVE -> [CONNECT] -> LOCK -> Passed
-//!                               \--none--> CSR -> READ csr -> Issue --^
+//!                               |--none--> CSR -> READ csr -> Issue --^
+//!                               |--renew--> CSR (existing key) -> READ csr -> Issue --^
+//!                               \--rework--> RESET -> KEYGEN (new key) -> Lookup
 //! ```
 
 use crate::codec::{b64, unb64, ErrorCode, Frame};
@@ -284,8 +286,24 @@ pub enum Input {
     Waited,
     /// `Err` when the station cannot use what it found (e.g. a revoked certificate).
     Lookup(Result<Option<IssuedChain>, Failure>),
+    /// The lookup's other answer: a new certificate although the device may
+    /// hold one ([`Reissue`]).
+    Reissue(Reissue),
     Issued(Result<IssuedChain, Failure>),
     ProofChecked(Result<(), String>),
+}
+
+/// Why the station wants a new certificate for a device that has (or had) one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reissue {
+    /// A supervisor authorised rework of this serial: RESET the device
+    /// (docs/protocol.md 4.10), let it make a new key, and certify that. A
+    /// locked device is never reset: it fails `device_locked`.
+    Rework,
+    /// The certificate of this key is inside its renewal window: a fresh CSR
+    /// over the existing key, and a new certificate for it. A locked device
+    /// cannot take it: it fails `renewal_locked`, nothing issued.
+    Renew { current_serial_hex: String },
 }
 
 /// A step worth recording, drained by the driver with [`Session::take_notes`].
@@ -473,6 +491,8 @@ enum State {
     Prove,
     CheckProof,
     Connect,
+    /// Rework: RESET sent.
+    Reset,
     /// QA inspection: reading the active `cert` / `chain`.
     Inspect {
         obj: Obj,
@@ -510,6 +530,8 @@ pub struct Session {
     resend_after_wait: Option<Frame>,
     /// What a QA inspection found so far.
     inspection: Option<Inspection>,
+    /// Rework: the device was reset in this session (never twice).
+    reset_done: bool,
 }
 
 impl Session {
@@ -532,6 +554,7 @@ impl Session {
             last_corrupt: None,
             resend_after_wait: None,
             inspection: None,
+            reset_done: false,
         }
     }
 
@@ -580,6 +603,7 @@ impl Session {
             Input::Corrupt(line) => self.on_corrupt(line),
             Input::Frame(f) => self.on_frame(f),
             Input::Lookup(found) => self.on_lookup(found),
+            Input::Reissue(r) => self.on_reissue(r),
             Input::Issued(r) => self.on_issued(r),
             Input::ProofChecked(r) => self.on_proof(r),
         }
@@ -717,6 +741,7 @@ impl Session {
             State::Prove => self.after_prove(&f),
             State::Inspect { obj, got } => self.after_inspect(&f, obj, got),
             State::Connect => self.after_connect(&f),
+            State::Reset => self.after_reset(&f),
             State::LockPrepare => self.after_lock_prepare(&f),
             State::LockCommit { .. } => self.after_lock_commit(),
             State::LockVerify => self.after_lock_verify(&f),
@@ -876,6 +901,60 @@ impl Session {
                 self.request(Frame::request(0, "CSR").with("nonce", b64(&self.cfg.csr_nonce)))
             }
         }
+    }
+
+    fn on_reissue(&mut self, r: Reissue) -> Action {
+        if self.state != State::Lookup {
+            return self.fail(FailureCode::Internal, "reissue answer out of order".into());
+        }
+        let serial = self.identity.as_ref().map(|i| i.serial.clone()).unwrap_or_default();
+        match r {
+            Reissue::Rework => {
+                if self.reset_done {
+                    return self.fail(FailureCode::Internal, "rework asked again after the device was reset".into());
+                }
+                if self.locked_on_arrival {
+                    return self.fail(
+                        FailureCode::DeviceLocked,
+                        format!(
+                            "rework of {serial} is authorised, but the device is locked: a locked device is never reset \
+                             (RESET answers 423), so it keeps its key and certificate and the authorisation stays unused"
+                        ),
+                    );
+                }
+                self.complete("rework authorised by a supervisor: resetting the device (key, certificate and chain are wiped)");
+                self.enter(Stage::Keygen);
+                self.state = State::Reset;
+                self.request(Frame::request(0, "RESET").with("confirm", crate::codec::pct_encode(&serial)))
+            }
+            Reissue::Renew { current_serial_hex } => {
+                if self.locked_on_arrival {
+                    return self.fail(
+                        FailureCode::RenewalLocked,
+                        format!(
+                            "certificate {current_serial_hex} is inside its renewal window, but the device is locked and cannot \
+                             take a new certificate: nothing was issued"
+                        ),
+                    );
+                }
+                self.complete(format!(
+                    "certificate {current_serial_hex} is inside its renewal window: a new certificate for the existing key"
+                ));
+                self.enter(Stage::Csr);
+                self.state = State::CsrGen;
+                self.request(Frame::request(0, "CSR").with("nonce", b64(&self.cfg.csr_nonce)))
+            }
+        }
+    }
+
+    fn after_reset(&mut self, f: &Frame) -> Action {
+        if f.field("state") != Some("blank") {
+            return self.bad(format!("RESET answer does not say state=blank: {f}"));
+        }
+        self.reset_done = true;
+        self.complete("device reset to blank");
+        self.state = State::Keygen;
+        self.request(Frame::request(0, "KEYGEN").with("alg", self.cfg.key_alg.as_str()))
     }
 
     fn after_csr(&mut self, f: &Frame) -> Action {

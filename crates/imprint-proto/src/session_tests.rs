@@ -110,6 +110,14 @@ impl Fake {
                 ok
             }
             "PROVE" => ok.with("sig", b64(b"signature")),
+            "RESET" if self.locked => Frame::err(rid, ErrorCode::Locked, "device is locked; reset refused"),
+            "RESET" => {
+                assert_eq!(req.text("confirm").as_deref(), Some("SN-0001"));
+                self.key = Some(vec![9u8; 91]);
+                self.objects.clear();
+                self.staged.clear();
+                ok.with("state", "blank")
+            }
             "CONNECT" if !self.no_connect => {
                 assert!(self.objects.contains_key("brokerca"), "CONNECT before brokerca was committed");
                 assert_eq!((req.field("host"), req.field("port"), req.field("topic")), (Some("127.0.0.1"), Some("8883"), Some("f/dev")));
@@ -675,4 +683,72 @@ fn a_qa_inspection_reports_a_failed_proof_and_never_keygens_a_blank_device() {
     assert_eq!((found.spki_der, found.cert_der, found.proof), (None, None, None));
     assert_eq!(blank.verbs, ["HELLO", "IDENT"], "a blank device gets no KEYGEN (it would make a key)");
     assert!(blank.key.is_none());
+}
+
+/// Drive a session whose first lookup answers `first` and later lookups `None`.
+fn run_reissue(dev: &mut Fake, first: Reissue) -> (Outcome, Vec<String>, u32) {
+    let mut s = Session::new(cfg());
+    let mut action = s.start();
+    let mut lookups = 0;
+    let mut issued = 0;
+    for _ in 0..1000 {
+        let input = match action {
+            Action::Send { frame, .. } => match dev.answer(&frame) {
+                Reply::Frame(f) => Input::Frame(f),
+                _ => Input::Timeout,
+            },
+            Action::Lookup { spki_der, .. } => {
+                lookups += 1;
+                if lookups == 1 {
+                    Input::Reissue(first.clone())
+                } else {
+                    assert_eq!(spki_der, vec![9u8; 91], "the lookup after RESET is over the new key");
+                    Input::Lookup(Ok(None))
+                }
+            }
+            Action::Issue { .. } => {
+                issued += 1;
+                Input::Issued(Ok(chain()))
+            }
+            Action::CheckProof { .. } => Input::ProofChecked(Ok(())),
+            Action::Finish(o) => return (o, dev.verbs.clone(), issued),
+            other => panic!("unexpected {other:?}"),
+        };
+        action = s.handle(input);
+    }
+    panic!("session did not finish");
+}
+
+#[test]
+fn rework_resets_the_device_then_keygens_and_certifies_the_new_key() {
+    let mut dev = Fake { key: Some(vec![7u8; 91]), ..Fake::default() };
+    let (o, verbs, issued) = run_reissue(&mut dev, Reissue::Rework);
+    assert!(matches!(o, Outcome::Passed { .. }), "{o:?}");
+    let i = verbs.iter().position(|v| v == "RESET").expect("RESET sent");
+    assert_eq!(&verbs[i..i + 3], ["RESET", "KEYGEN", "CSR"]);
+    assert_eq!(issued, 1);
+}
+
+#[test]
+fn rework_of_a_locked_device_sends_no_reset_and_renewal_of_one_issues_nothing() {
+    for (r, code) in
+        [(Reissue::Rework, FailureCode::DeviceLocked), (Reissue::Renew { current_serial_hex: "0a".into() }, FailureCode::RenewalLocked)]
+    {
+        let mut dev = Fake { key: Some(vec![7u8; 91]), locked: true, ..Fake::default() };
+        let (o, verbs, issued) = run_reissue(&mut dev, r);
+        let Outcome::Failed(f) = o else { panic!("{o:?}") };
+        assert_eq!((f.code, f.stage, issued), (code, Stage::Lookup, 0));
+        assert!(!verbs.iter().any(|v| v == "RESET" || v == "CSR" || v == "PUT"), "{verbs:?}");
+    }
+}
+
+#[test]
+fn renewal_asks_a_csr_over_the_existing_key_and_issues_once() {
+    let mut dev = Fake { key: Some(vec![7u8; 91]), ..Fake::default() };
+    let (o, verbs, issued) = run_reissue(&mut dev, Reissue::Renew { current_serial_hex: "0a".into() });
+    assert!(matches!(o, Outcome::Passed { .. }), "{o:?}");
+    assert!(!verbs.iter().any(|v| v == "RESET"), "{verbs:?}");
+    assert_eq!(verbs.iter().filter(|v| *v == "KEYGEN").count(), 1);
+    assert_eq!(issued, 1);
+    assert_eq!(dev.key, Some(vec![7u8; 91]), "the same key");
 }

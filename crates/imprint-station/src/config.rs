@@ -113,6 +113,69 @@ pub struct StationConfig {
     pub crl: CrlConfig,
     /// The QA sampling plan (`imprint qa due`).
     pub qa: QaConfig,
+    /// Rework authorisations (`imprint rework authorise`): how long one is valid.
+    pub rework: ReworkConfig,
+    /// The Prometheus metrics endpoint (off unless `listen` is set).
+    pub metrics: MetricsConfig,
+    /// Backups: the age recipient they are encrypted to, and the schedule.
+    pub backup: BackupConfig,
+}
+
+/// The `[rework]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReworkConfig {
+    /// A rework authorisation expires this many hours after it is given
+    /// (1 to 720) if no device used it. Default 24.
+    pub authorisation_hours: u32,
+}
+
+impl Default for ReworkConfig {
+    fn default() -> Self {
+        ReworkConfig { authorisation_hours: 24 }
+    }
+}
+
+/// The `[metrics]` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `/metrics` on, e.g. `127.0.0.1:9464`. Empty or
+    /// absent: no endpoint. Keep it on loopback unless a scraper on another
+    /// host needs it (the numbers say how much the line produced).
+    pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The address to listen on, when the endpoint is on.
+    pub fn addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        match self.listen.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| "metrics.listen must be an IP address and port, e.g. 127.0.0.1:9464".to_string()),
+        }
+    }
+}
+
+/// The `[backup]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// An age public key (`age1...`): backups are encrypted to it and only
+    /// its identity (kept off the station) decrypts them. Absent: backups
+    /// are written unencrypted (0600) and `imprint backup` says so.
+    pub recipient: Option<String>,
+    /// Take a backup every this many minutes while the station runs (0: never).
+    pub interval_minutes: u32,
+    /// Where scheduled backups go. Empty: `<data dir>/backups`.
+    pub dir: PathBuf,
+    /// Scheduled backups kept (the oldest beyond this are deleted). At least 1.
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig { recipient: None, interval_minutes: 0, dir: PathBuf::new(), keep: 7 }
+    }
 }
 
 /// The `[crl]` section.
@@ -188,6 +251,9 @@ impl Default for StationConfig {
             operators: OperatorsConfig::default(),
             crl: CrlConfig::default(),
             qa: QaConfig::default(),
+            rework: ReworkConfig::default(),
+            metrics: MetricsConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -470,8 +536,29 @@ impl StationConfig {
         if !(1..=8760).contains(&self.crl.next_update_hours) {
             return Err("crl.next_update_hours must be 1 to 8760 (a year)".into());
         }
+        if !(1..=720).contains(&self.rework.authorisation_hours) {
+            return Err("rework.authorisation_hours must be 1 to 720 (30 days)".into());
+        }
+        self.metrics.addr()?;
+        if self.backup.keep == 0 {
+            return Err("backup.keep must be at least 1".into());
+        }
+        if let Some(r) = self.backup.recipient.as_deref() {
+            if !r.trim().starts_with("age1") {
+                return Err("backup.recipient must be an age public key (age1...), never an identity".into());
+            }
+        }
         check_signer(&self.signer)?;
         Ok(())
+    }
+
+    /// Where scheduled backups go.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.backup.dir.as_os_str().is_empty() {
+            self.data_dir.join("backups")
+        } else {
+            self.backup.dir.clone()
+        }
     }
 
     /// The signer URI in effect. Safe to show: `validate` refuses a URI
@@ -741,6 +828,28 @@ mod tests {
         let c = StationConfig { crl: CrlConfig { next_update_hours: 0 }, ..StationConfig::default() };
         assert!(c.validate().unwrap_err().contains("crl.next_update_hours"));
         assert!(StationConfig::parse("[crl]\nnext_update = 1\n").is_err());
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_listen_must_be_an_address() {
+        assert_eq!(StationConfig::default().metrics.addr().unwrap(), None);
+        let c = StationConfig::parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics.addr().unwrap(), Some("127.0.0.1:9464".parse().unwrap()));
+        let c = StationConfig::parse("[metrics]\nlisten = \"localhost\"\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("metrics.listen"));
+    }
+
+    #[test]
+    fn a_backup_recipient_is_an_age_public_key_never_an_identity() {
+        let c = StationConfig::parse("[backup]\nrecipient = \"age1qqqq\"\ninterval_minutes = 60\nkeep = 3\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.backup.interval_minutes, c.backup.keep), (60, 3));
+        let c = StationConfig::parse("[backup]\nrecipient = \"AGE-SECRET-KEY-1QQQQ\"\n").unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("never an identity") && !e.contains("QQQQ"), "{e}");
+        assert!(StationConfig { backup: BackupConfig { keep: 0, ..BackupConfig::default() }, ..StationConfig::default() }
+            .validate()
+            .is_err());
     }
 
     #[test]

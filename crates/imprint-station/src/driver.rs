@@ -5,10 +5,10 @@
 use crate::config::SignerOffline;
 use crate::station::{Progress, ProgressFn, ProgressStatus, StationCtx};
 use imprint_core::issuance::{self, spki_sha256_hex};
-use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Session, SessionConfig, Stage};
+use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Reissue, Session, SessionConfig, Stage};
 use imprint_proto::{Decoded, Decoder, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
-use imprint_store::{now_text, AttemptEnd, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Timestamp};
+use imprint_store::{now_text, AttemptEnd, CertRow, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Supersede, Timestamp};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,8 @@ impl AttemptResult {
 /// Fault injection for crash-recovery tests: when `IMPRINT_TEST_CRASH_AT`
 /// names this point, the process aborts on the spot, as a power cut or a
 /// `kill -9` would stop it. Points: `after_journal`, `after_sign`,
-/// `after_record`, and `send:<VERB>` (before the first request of that verb).
+/// `after_record`, and `send:<VERB>` (before each request of that verb, e.g.
+/// `send:RESET` in a rework, `send:CSR` after the reset or in a renewal).
 fn crash_point(name: &str) {
     if let Ok(want) = std::env::var("IMPRINT_TEST_CRASH_AT") {
         if want == name {
@@ -74,6 +75,13 @@ struct Run<'a> {
     bytes_in: u64,
     serial: Option<String>,
     last_stage: Stage,
+    /// What the certificate this attempt issues replaces (renewal, rework),
+    /// decided at the lookup and carried out in the journal transaction.
+    reissue: Option<Supersede>,
+    /// The device was sent RESET under a rework authorisation in this attempt.
+    reworked: bool,
+    /// When `last_stage` began (its time goes to the stage histogram).
+    stage_since: Instant,
 }
 
 impl Run<'_> {
@@ -97,6 +105,8 @@ impl Run<'_> {
         }
         let stage = session.stage();
         if stage != self.last_stage {
+            self.ctx.metrics.stage_time(self.last_stage, self.stage_since.elapsed());
+            self.stage_since = Instant::now();
             self.last_stage = stage;
             self.report(ProgressStatus::Running);
         }
@@ -197,6 +207,9 @@ fn attempt(
         bytes_in: 0,
         serial: None,
         last_stage: Stage::Hello,
+        reissue: None,
+        reworked: false,
+        stage_since: Instant::now(),
     };
     run.report(ProgressStatus::Running);
     // A fault in the station's own code (a panic) ends this attempt as a
@@ -231,6 +244,14 @@ fn attempt(
     };
     let queued = event.is_some();
     ctx.store.finish_attempt_with_event(&attempt_id, end, run.bytes_out, run.bytes_in, event)?;
+    ctx.metrics.stage_time(run.last_stage, run.stage_since.elapsed());
+    ctx.metrics.attempt_finished(
+        match &outcome {
+            Outcome::Passed { .. } => None,
+            Outcome::Failed(f) => Some(f.code),
+        },
+        started.elapsed(),
+    );
     if queued {
         if let Some(p) = &ctx.events {
             p.wake();
@@ -395,19 +416,23 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 if let Err(f) = run.persist() {
                     return Outcome::Failed(f);
                 }
-                let found = lookup(ctx, &run.attempt_id, &serial, &spki_der).and_then(|found| {
-                    if let Some(c) = &found {
-                        broker_acceptance(run, Stage::Lookup, c, &spki_der)?;
-                    }
-                    Ok(found)
-                });
-                Input::Lookup(found)
+                match lookup(run, &serial, &spki_der) {
+                    Ok(Found::Reissue(r)) => Input::Reissue(r),
+                    Ok(Found::Chain(found)) => Input::Lookup((|| {
+                        if let Some(c) = &found {
+                            broker_acceptance(run, Stage::Lookup, c, &spki_der)?;
+                        }
+                        Ok(found)
+                    })()),
+                    Err(f) => Input::Lookup(Err(f)),
+                }
             }
             Action::Issue { identity, keygen_spki_der, csr_der, nonce } => {
                 if let Err(f) = run.persist() {
                     return Outcome::Failed(f);
                 }
-                let issued = issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, &nonce).and_then(|c| {
+                let reissue = run.reissue.clone();
+                let issued = issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, &nonce, reissue.as_ref()).and_then(|c| {
                     broker_acceptance(run, Stage::Issue, &c, &keygen_spki_der)?;
                     Ok(c)
                 });
@@ -529,15 +554,43 @@ fn store_failure(stage: Stage, e: &StoreError) -> Failure {
     failure(stage, e.failure_code(), format!("local store: {e}"))
 }
 
+/// What the lookup found for the device's key.
+enum Found {
+    /// A certificate to (re-)send, or none yet (CSR and issue).
+    Chain(Option<IssuedChain>),
+    /// A new certificate although the device has (or had) one: rework or renewal.
+    Reissue(Reissue),
+}
+
 /// A certificate already issued for this key, re-sent on resume. A journaled
 /// intent that never completed (the station stopped while signing) is
-/// completed now with the identical plan: same serial, same validity.
-fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> Result<Option<IssuedChain>, Failure> {
+/// completed now with the identical plan: same serial, same validity. A
+/// serial with an open rework authorisation is reset first (once per
+/// attempt); a current certificate inside its renewal window is renewed.
+fn lookup(run: &mut Run<'_>, serial: &str, spki_der: &[u8]) -> Result<Found, Failure> {
+    let ctx = run.ctx;
+    let attempt_id = run.attempt_id.clone();
     let key = spki_sha256_hex(spki_der);
-    ctx.store.set_key(attempt_id, &key).map_err(|e| store_failure(Stage::Lookup, &e))?;
+    ctx.store.set_key(&attempt_id, &key).map_err(|e| store_failure(Stage::Lookup, &e))?;
+    let rework =
+        if run.reworked { None } else { ctx.store.open_rework(serial, &now_text()).map_err(|e| store_failure(Stage::Lookup, &e))? };
+    let start_rework = |run: &mut Run<'_>, a: imprint_store::ReworkRow| -> Result<Found, Failure> {
+        tracing::info!(serial, authorisation = %a.id, by = ?a.authorised_by, "rework authorised: resetting the device");
+        run.reworked = true;
+        run.reissue = Some(Supersede::Rework { authorisation_id: a.id, operator: ctx.operator() });
+        Ok(Found::Reissue(Reissue::Rework))
+    };
     let Some(row) = ctx.store.cert_by_spki(&key).map_err(|e| store_failure(Stage::Lookup, &e))? else {
-        refuse_duplicate_serial(ctx, serial)?;
-        return Ok(None);
+        if run.reworked {
+            // Reset in this attempt under an authorisation: the serial's old
+            // certificates are revoked (superseded) when the new one is journaled.
+            return Ok(Found::Chain(None));
+        }
+        return match (refuse_duplicate_serial(ctx, serial), rework) {
+            (Ok(()), _) => Ok(Found::Chain(None)),
+            (Err(_), Some(a)) => start_rework(run, a),
+            (Err(f), None) => Err(f),
+        };
     };
     if row.device_serial != serial {
         return Err(failure(
@@ -549,8 +602,26 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
             ),
         ));
     }
+    if let Some(a) = rework {
+        // The same board back under an authorisation (a signing intent is
+        // completed first: the rework happens on its next attach).
+        if row.status != CertStatus::Signing {
+            return start_rework(run, a);
+        }
+    }
     let row = match row.status {
-        Recorded::Known(CertStatus::Issued) => row,
+        Recorded::Known(CertStatus::Issued) => {
+            if renewal_due(ctx, &row, time::OffsetDateTime::now_utc()) {
+                tracing::info!(serial, cert = %row.serial_hex, not_after = %row.not_after, "certificate inside its renewal window: renewing");
+                run.reissue = Some(Supersede::Renewal {
+                    old_id: row.id.clone(),
+                    revoke: ctx.cfg.profile.revoke_on_renewal,
+                    operator: ctx.operator(),
+                });
+                return Ok(Found::Reissue(Reissue::Renew { current_serial_hex: row.serial_hex }));
+            }
+            row
+        }
         Recorded::Known(CertStatus::Signing) => {
             crate::station::complete_intent(ctx, &row).map_err(|e| signing_failure(ctx, &e))?;
             ctx.store
@@ -565,6 +636,13 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
                 format!("the certificate {} for this device's key is revoked", row.serial_hex),
             ))
         }
+        Recorded::Known(CertStatus::Superseded) => {
+            return Err(failure(
+                Stage::Lookup,
+                FailureCode::CertificateRevoked,
+                format!("the certificate {} for this device's key was superseded and the key has no current certificate", row.serial_hex),
+            ))
+        }
         Recorded::Unrecognized(other) => {
             return Err(failure(
                 Stage::Lookup,
@@ -573,13 +651,31 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
             ))
         }
     };
-    ctx.store.link_certificate(attempt_id, &row.id).map_err(|e| store_failure(Stage::Lookup, &e))?;
-    Ok(Some(IssuedChain {
+    ctx.store.link_certificate(&attempt_id, &row.id).map_err(|e| store_failure(Stage::Lookup, &e))?;
+    Ok(Found::Chain(Some(IssuedChain {
         cert_der: row.cert_der.unwrap_or_default(),
         chain_der: row.chain_der.unwrap_or_default(),
         serial_hex: row.serial_hex,
         resumed: true,
-    }))
+    })))
+}
+
+/// A current certificate is renewed when it expires within the profile's
+/// `renew_before_days` and a new one (same plan as a first issue, capped at
+/// the CA) would end outside that window: a renewal that gains nothing (a CA
+/// about to expire caps both) is not made.
+pub(crate) fn renewal_due(ctx: &StationCtx, row: &CertRow, now: time::OffsetDateTime) -> bool {
+    let days = ctx.cfg.profile.renew_before_days;
+    let Some(not_after) = row.not_after.get() else { return false };
+    if days == 0 {
+        return false;
+    }
+    let window = time::Duration::days(i64::from(days));
+    if not_after.get() - now > window {
+        return false;
+    }
+    issuance::plan(&ctx.cfg.profile, &row.device_serial, &row.spki_der, now, ctx.ca_validity.not_after)
+        .is_ok_and(|p| p.not_after - now > window)
 }
 
 /// A serial that already has a current certificate (issued, or journaled
@@ -588,7 +684,7 @@ fn lookup(ctx: &StationCtx, attempt_id: &str, serial: &str, spki_der: &[u8]) -> 
 /// not count (the rework path).
 fn refuse_duplicate_serial(ctx: &StationCtx, serial: &str) -> Result<(), Failure> {
     let rows = ctx.store.certs_by_device_serial(serial).map_err(|e| store_failure(Stage::Lookup, &e))?;
-    let current = rows.iter().rev().find(|r| !matches!(r.status, Recorded::Known(CertStatus::Revoked)));
+    let current = rows.iter().rev().find(|r| !matches!(r.status, Recorded::Known(CertStatus::Revoked | CertStatus::Superseded)));
     match current {
         None => Ok(()),
         Some(r) => Err(failure(
@@ -612,6 +708,7 @@ fn issue(
     keygen_spki_der: &[u8],
     csr_der: &[u8],
     nonce: &[u8],
+    reissue: Option<&Supersede>,
 ) -> Result<IssuedChain, Failure> {
     let checked = issuance::check_csr(csr_der, &identity.serial, keygen_spki_der, nonce, &ctx.cfg.profile)
         .map_err(|r| failure(Stage::Issue, r.code(), format!("CSR refused: {r}")))?;
@@ -630,8 +727,22 @@ fn issue(
         not_before: Timestamp::from(plan.not_before),
         not_after: Timestamp::from(plan.not_after),
     };
-    match ctx.store.journal_intent(&intent) {
+    // Renewal and rework: the old certificate(s) leave the current state in
+    // the same transaction that journals the new one (crash-safe: never two
+    // current certificates, never none journaled after the old one went).
+    let journaled = match reissue {
+        None => ctx.store.journal_intent(&intent),
+        Some(how) => ctx.store.journal_reissue(&intent, how).map(|r| {
+            for c in &r.replaced {
+                tracing::info!(old = %c.serial_hex, status = %c.status, new = %intent.serial_hex, "certificate replaced");
+            }
+        }),
+    };
+    match journaled {
         Ok(()) => {}
+        Err(StoreError::NotFound(d)) if matches!(reissue, Some(Supersede::Rework { .. })) => {
+            return Err(failure(Stage::Issue, FailureCode::DuplicateSerial, format!("rework not carried out: {d}")))
+        }
         Err(StoreError::Duplicate(d)) => {
             return Err(failure(Stage::Issue, FailureCode::KeyAlreadyCertified, format!("this key already has a certificate: {d}")))
         }

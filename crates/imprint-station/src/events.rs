@@ -118,7 +118,7 @@ pub fn check_broker_acceptance(
         };
         fail(code, format!("the broker would refuse certificate {serial_hex}: {p}"))
     })?;
-    // One certificate per key: the key's row is this certificate's row.
+    // One current certificate per key: the key's row (its current one) is this certificate's row.
     let revoked = ctx
         .store
         .cert_by_spki(spki_sha256)

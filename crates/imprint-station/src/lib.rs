@@ -5,6 +5,7 @@
 //! signer worker (the only thread that touches the CA key), one store writer
 //! (group commit). A slow or misbehaving device only ever blocks its own thread.
 
+pub mod backup;
 pub mod config;
 pub mod driver;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod fsutil;
 pub mod health;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod qa;
 pub mod shutdown;
 pub mod signer_worker;

@@ -170,7 +170,19 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 impl SignerHandle {
     /// Start the worker. `ca_cert_der` is the issuing CA's certificate.
     pub fn spawn(signer: Box<dyn Signer>, ca_cert_der: Vec<u8>, profile: Profile) -> std::io::Result<Self> {
+        Self::spawn_with_metrics(signer, ca_cert_der, profile, None)
+    }
+
+    /// [`SignerHandle::spawn`], timing every call (and counting its errors)
+    /// in the station's metrics.
+    pub fn spawn_with_metrics(
+        signer: Box<dyn Signer>,
+        ca_cert_der: Vec<u8>,
+        profile: Profile,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> std::io::Result<Self> {
         let info = signer.info();
+        let kind = info.kind;
         let (tx, rx) = mpsc::channel::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
         let health = SignerHealth::opened(&info.uri, info.kind, info.development);
@@ -184,12 +196,21 @@ impl SignerHandle {
                 if !matches!(job, Job::Stop) {
                     q.fetch_sub(1, Ordering::Relaxed);
                 }
+                let t = std::time::Instant::now();
                 let (r, reply) = match job {
                     Job::Issue { plan, reply } => (build_certificate(&plan, &profile, &ca_cert_der, signer.as_mut()), reply),
                     Job::Sign { msg, reply } => (signer.sign(&msg).map_err(IssueError::from), reply),
                     Job::Check { reply } => (signer.check().map(|()| Vec::new()).map_err(IssueError::from), reply),
                     Job::Stop => break,
                 };
+                if let Some(m) = &metrics {
+                    let code = match &r {
+                        Err(IssueError::Signer(e)) => Some(e.code().as_str()),
+                        _ => None,
+                    };
+                    m.signer_call(kind, t.elapsed(), code);
+                    m.set_signer_queue(q.load(Ordering::Relaxed));
+                }
                 {
                     let mut s = lock(&sh);
                     match &r {

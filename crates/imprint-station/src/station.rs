@@ -145,6 +145,8 @@ pub struct StationCtx {
     /// outlives `ca_validity.not_after`.
     pub ca_validity: ca::ChainValidity,
     pub development: bool,
+    /// The station's Prometheus metrics (served when `[metrics] listen` is set).
+    pub metrics: crate::metrics::Metrics,
     /// Work order / batch recorded on new attempts (set by the operator or a scanner).
     batch: Mutex<Option<String>>,
     /// The signed-in operator new attempts are recorded under (None: nobody
@@ -227,6 +229,20 @@ pub struct Station {
     ctx: Arc<StationCtx>,
     /// The background sync worker, when `[central]` is configured.
     sync: Option<Arc<imprint_sync::SyncWorker>>,
+    /// The `/metrics` listener, when `[metrics] listen` is set.
+    metrics_server: Option<Arc<crate::metrics::MetricsServer>>,
+    /// Scheduled backups, when `[backup] interval_minutes` is set.
+    backups: Option<Arc<crate::backup::Scheduler>>,
+}
+
+/// Read the store's facts into the metrics, then encode them.
+fn render_metrics(ctx: &StationCtx) -> String {
+    match ctx.store.facts() {
+        Ok(f) => ctx.metrics.set_store_facts(&f),
+        Err(e) => tracing::warn!(error = %e, "metrics: could not read the store's facts"),
+    }
+    ctx.metrics.set_signer_queue(ctx.signer.queue_len());
+    ctx.metrics.encode()
 }
 
 /// Create the development CA (key and self-signed root) if it does not exist yet.
@@ -271,6 +287,12 @@ impl Station {
         }
         let store = Arc::new(Store::open(&cfg.store_path())?);
         store.set_station_id(&cfg.station_id);
+        // A restored store re-learns from the center before anything else
+        // (recovery included): a device certified after the backup must be
+        // found by its key, never certified twice.
+        if store.meta(imprint_store::backup::META_RESTORE_PENDING)?.is_some() {
+            crate::backup::finish_restore(&cfg, &store, None).map_err(|e| StationError::Setup(e.to_string()))?;
+        }
         let interrupted = store.interrupt_running()?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "attempts left running by a stopped station marked interrupted");
@@ -300,8 +322,9 @@ impl Station {
         ca::check_ca_matches_signer(&issuing, signer.as_ref())?;
         let issuer_dn = issuance::summarize(&issuing).map_err(StationError::Setup)?.subject;
         let chain_der: Vec<u8> = chain.concat();
-        let signer =
-            SignerHandle::spawn(signer, issuing, cfg.profile.clone()).map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
+        let metrics = crate::metrics::Metrics::new();
+        let signer = SignerHandle::spawn_with_metrics(signer, issuing, cfg.profile.clone(), Some(metrics.clone()))
+            .map_err(|e| StationError::Setup(format!("signer thread: {e}")))?;
         let batch = Mutex::new(cfg.batch.clone());
         let events = match &cfg.mqtt {
             Some(m) => Some(
@@ -319,6 +342,7 @@ impl Station {
             issuer_dn,
             ca_validity,
             development,
+            metrics,
             batch,
             operator: Mutex::new(None),
             events,
@@ -326,14 +350,43 @@ impl Station {
             inflight: InFlight::default(),
             lock: Mutex::new(Some(lock)),
         };
-        let mut station = Station { ctx: Arc::new(ctx), sync: None };
+        let mut station = Station { ctx: Arc::new(ctx), sync: None, metrics_server: None, backups: None };
         station.recover()?;
         if let Some(central) = &station.ctx.cfg.central {
             let worker = imprint_sync::SyncWorker::spawn(station.ctx.store.clone(), &station.ctx.cfg.station_id, central.clone())
                 .map_err(|e| StationError::Setup(format!("sync worker: {e}")))?;
             station.sync = Some(Arc::new(worker));
         }
+        if let Some(addr) = station.ctx.cfg.metrics.addr().map_err(StationError::Setup)? {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(listen = %addr, "the metrics endpoint listens beyond loopback, as configured");
+            }
+            let ctx = Arc::downgrade(&station.ctx);
+            let server =
+                crate::metrics::MetricsServer::spawn(addr, Box::new(move || ctx.upgrade().map(|c| render_metrics(&c)).unwrap_or_default()))
+                    .map_err(StationError::Setup)?;
+            station.metrics_server = Some(Arc::new(server));
+        }
+        if station.ctx.cfg.backup.interval_minutes > 0 {
+            let s = crate::backup::Scheduler::spawn(&station.ctx).map_err(|e| StationError::Setup(format!("backup scheduler: {e}")))?;
+            station.backups = Some(Arc::new(s));
+        }
         Ok(station)
+    }
+
+    /// The station's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.ctx.metrics
+    }
+
+    /// The metrics exposition as a scrape sees it now (the store's facts read first).
+    pub fn metrics_text(&self) -> String {
+        render_metrics(&self.ctx)
+    }
+
+    /// Where the metrics endpoint listens, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.addr())
     }
 
     pub fn ctx(&self) -> &StationCtx {
@@ -417,6 +470,12 @@ impl Station {
             None => step(&mut report, Worker::Sync, StepEnd::NotRunning, "not configured".into(), t),
         }
 
+        if let Some(b) = &self.backups {
+            b.stop();
+        }
+        if let Some(m) = &self.metrics_server {
+            m.stop();
+        }
         let t = Instant::now();
         self.ctx.store.close();
         step(&mut report, Worker::StoreWriter, StepEnd::Joined, "everything queued committed".into(), t);

@@ -280,7 +280,7 @@ pub struct AuditFilter {
 }
 
 /// The chain head: the last entry's seq and hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Head {
     pub seq: i64,
     pub hash: String,

@@ -10,8 +10,10 @@
 //! Invariants kept here:
 //! - a certificate row is journaled (`status='signing'`, with serial and
 //!   validity) before the signer is called; `issued` rows always carry DER;
-//! - one certificate per public key (`UNIQUE spki_sha256`) and per
-//!   (issuer, serial);
+//! - one *current* (`signing` or `issued`) certificate per public key (the
+//!   partial unique index `certificates_one_current_per_key`; a renewal or
+//!   rework supersedes the old one in the transaction that journals the new
+//!   one: `rework.rs`) and one certificate per (issuer, serial);
 //! - a station that stops mid-attempt finds the attempt `running` on restart
 //!   and marks it `interrupted` with the last stage it reached;
 //! - every change to a record (attempt, step, certificate) writes its
@@ -34,10 +36,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_revocation.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_qa.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_central_operators.sql")),
+    (9, include_str!("../../../migrations/sqlite/0009_rework_renewal.sql")),
+    (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 12;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
@@ -69,6 +73,9 @@ pub enum StoreError {
     /// is shown, never the value.
     #[error("audit detail key {0:?} names a secret: secrets never go into the audit trail")]
     SecretInAudit(String),
+    /// A copy of the store (a backup) failed its checks.
+    #[error("{0}")]
+    Corrupt(String),
     /// [`Store::open_read_only`] found no store at the path.
     #[error("no local store at {0}: nothing has been recorded on this data dir yet (it is created when a station first runs)")]
     Missing(PathBuf),
@@ -388,16 +395,29 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             hint: "this database was written by a newer Imprint; upgrade the station software",
         });
     }
-    for (version, sql) in MIGRATIONS {
-        if *version <= found {
-            continue;
+    // A migration may rebuild a table others refer to (SQLite's own
+    // procedure: new table, copy, drop, rename), which needs foreign keys off
+    // (they cannot be switched inside a transaction); each migration is
+    // checked with `foreign_key_check` before it commits.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let r = (|| -> Result<(), StoreError> {
+        for (version, sql) in MIGRATIONS {
+            if *version <= found {
+                continue;
+            }
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional()?;
+            if let Some(table) = broken {
+                return Err(StoreError::NotFound(format!("migration {version} left a broken reference in table {table}")));
+            }
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
         }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
-    }
-    Ok(())
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    r
 }
 
 const MAX_BATCH: usize = 256;
@@ -453,6 +473,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 }
 
 pub mod audit;
+pub mod backup;
+pub mod facts;
 pub mod hash;
 pub mod mqtt_events;
 pub mod operators;
@@ -460,13 +482,16 @@ pub mod outbox;
 pub mod qa;
 pub mod records;
 pub mod revocation;
+pub mod rework;
 pub mod synced;
 pub mod types;
+pub use facts::StoreFacts;
 pub use mqtt_events::{MqttEvent, MqttEventCounts, NewMqttEvent};
 pub use outbox::*;
 pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};
 pub use records::*;
 pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
+pub use rework::{Reissued, ReworkRow, Supersede};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

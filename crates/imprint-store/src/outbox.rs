@@ -26,7 +26,7 @@ pub const META_LAST_ERROR_AT: &str = "sync.last_error_at";
 /// unless their `state` says otherwise.
 pub const META_WATERMARK: &str = "sync.watermark";
 
-fn watermark(c: &Connection) -> rusqlite::Result<i64> {
+pub(crate) fn watermark(c: &Connection) -> rusqlite::Result<i64> {
     use rusqlite::OptionalExtension;
     let v: Option<String> = c.query_row("SELECT value FROM station_meta WHERE key = ?1", [META_WATERMARK], |r| r.get(0)).optional()?;
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
@@ -43,6 +43,8 @@ pub enum Entity {
     Audit,
     /// A QA verdict (`crate::qa`).
     QaVerdict,
+    /// A supervisor's rework authorisation (`crate::rework`).
+    ReworkAuthorisation,
 }
 
 impl Entity {
@@ -53,6 +55,7 @@ impl Entity {
             Entity::Certificate => "certificate",
             Entity::Audit => "audit",
             Entity::QaVerdict => "qa_verdict",
+            Entity::ReworkAuthorisation => "rework_authorisation",
         }
     }
 
@@ -63,6 +66,7 @@ impl Entity {
             "certificate" => Some(Entity::Certificate),
             "audit" => Some(Entity::Audit),
             "qa_verdict" => Some(Entity::QaVerdict),
+            "rework_authorisation" => Some(Entity::ReworkAuthorisation),
             _ => None,
         }
     }

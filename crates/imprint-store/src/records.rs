@@ -99,6 +99,11 @@ pub struct CertRow {
     pub revocation_comment: Option<String>,
     /// The operator who revoked it.
     pub revoked_by: Option<String>,
+    /// When a renewal or rework replaced it (status `superseded`, or
+    /// `revoked` with reason superseded).
+    pub superseded_at: Option<StoredTime>,
+    /// The certificate (id) that replaced it.
+    pub superseded_by: Option<String>,
 }
 
 /// A journaled intent to sign: written before the signer is called.
@@ -161,7 +166,7 @@ pub(crate) fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
 
 pub(crate) const CERT_COLS: &str = "id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, \
     not_after, status, cert_der, chain_der, fingerprint_sha256, created_at, issued_at, revoked_at, revocation_reason, \
-    revocation_comment, revoked_by";
+    revocation_comment, revoked_by, superseded_at, superseded_by";
 
 pub(crate) fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertRow> {
     cert_row_at(r, 0)
@@ -189,10 +194,12 @@ fn cert_row_at(r: &Row<'_>, o: usize) -> rusqlite::Result<CertRow> {
         revocation_reason: r.get(o + 16)?,
         revocation_comment: r.get(o + 17)?,
         revoked_by: r.get(o + 18)?,
+        superseded_at: r.get(o + 19)?,
+        superseded_by: r.get(o + 20)?,
     })
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
         || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
@@ -270,42 +277,11 @@ impl Store {
         self.write(move |t| update_attempt(t, &id, "UPDATE attempts SET spki_sha256=?2 WHERE id=?1", params![id, k]))
     }
 
-    /// Journal the intent to sign. Fails with `Duplicate` if the key or the
-    /// (issuer, serial) already has a certificate row.
+    /// Journal the intent to sign. Fails with `Duplicate` if the key already
+    /// has a current certificate or the (issuer, serial) a certificate row.
     pub fn journal_intent(&self, intent: &Intent) -> Result<(), StoreError> {
         let i = intent.clone();
-        self.write(move |t| {
-            let r = t.execute(
-                "INSERT INTO certificates(id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der,
-                     not_before, not_after, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'signing', ?10)",
-                params![
-                    i.id,
-                    i.attempt_id,
-                    i.device_serial,
-                    i.issuer,
-                    i.serial_hex,
-                    i.spki_sha256,
-                    i.spki_der,
-                    i.not_before,
-                    i.not_after,
-                    now_text()
-                ],
-            );
-            match r {
-                Ok(_) => {
-                    enqueue(t, Entity::Certificate, &i.id, 0)?;
-                    if t.execute("UPDATE attempts SET certificate_id=?2 WHERE id=?1", params![i.attempt_id, i.id])? > 0 {
-                        enqueue(t, Entity::Attempt, &i.attempt_id, 0)?;
-                    }
-                    Ok(())
-                }
-                Err(e) if is_unique_violation(&e) => {
-                    Err(StoreError::Duplicate(format!("a certificate already exists for key {} or serial {}", i.spki_sha256, i.serial_hex)))
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
+        self.write(move |t| crate::rework::insert_intent(t, &i))
     }
 
     /// Complete a journaled intent with the signed certificate.
@@ -392,9 +368,34 @@ impl Store {
         })
     }
 
-    /// Certificate rows for a key, if any.
+    /// The certificate of a key: its current one (`signing` or `issued`, at
+    /// most one: invariant 4), else its newest (superseded or revoked).
     pub fn cert_by_spki(&self, spki_sha256: &str) -> Result<Option<CertRow>, StoreError> {
-        self.cert_where("spki_sha256", spki_sha256)
+        let v = spki_sha256.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {CERT_COLS} FROM certificates WHERE spki_sha256 = ?1
+                     ORDER BY status IN ('signing', 'issued') DESC, created_at DESC, id DESC LIMIT 1"
+                ),
+                [v],
+                cert_row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// Certificates whose notAfter falls before `until` (stored-time text)
+    /// and that are current (`issued`), soonest first: `imprint certs expiring`.
+    pub fn certs_expiring_before(&self, until: &str) -> Result<Vec<CertRow>, StoreError> {
+        let u = until.to_string();
+        self.read(move |c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {CERT_COLS} FROM certificates WHERE status = 'issued' AND not_after < ?1 ORDER BY not_after, id"
+            ))?;
+            let rows = s.query_map([u], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
     }
 
     pub fn cert_by_id(&self, id: &str) -> Result<Option<CertRow>, StoreError> {
@@ -460,6 +461,17 @@ impl Store {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
+        })
+    }
+
+    /// How many attempts match a filter (its limit ignored): lists say "N of M".
+    pub fn count_attempts(&self, f: &AttemptFilter) -> Result<u64, StoreError> {
+        let f = AttemptFilter { limit: None, ..f.clone() };
+        self.read(move |c| {
+            let (sql, args) = attempt_query("count(*)", &f);
+            let sql = sql.replace(" ORDER BY a.started_at DESC, a.id DESC", "");
+            let n: i64 = c.query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            Ok(n as u64)
         })
     }
 

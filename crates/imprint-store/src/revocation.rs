@@ -111,10 +111,11 @@ fn revoke_in(t: &Transaction<'_>, station: &str, sel: &CertSelector, r: &Revocat
     for c in select(t, sel)? {
         match c.status.known() {
             Some(CertStatus::Revoked) => out.already.push(c),
-            Some(CertStatus::Issued) => {
+            // A superseded certificate (renewed) is still valid until it expires: it can be revoked too.
+            Some(CertStatus::Issued | CertStatus::Superseded) => {
                 let n = t.execute(
                     "UPDATE certificates SET status = 'revoked', revoked_at = ?2, revocation_reason = ?3, revocation_comment = ?4,
-                         revoked_by = ?5 WHERE id = ?1 AND status = 'issued'",
+                         revoked_by = ?5 WHERE id = ?1 AND status IN ('issued', 'superseded')",
                     params![c.id, at, r.reason, r.comment, r.operator],
                 )?;
                 if n != 1 {

@@ -201,6 +201,10 @@ pub const CERTIFICATES: Table = Table {
         col("revocation_reason", Text, true, Mutable).added(),
         col("revocation_comment", Text, true, Mutable).added(),
         col("revoked_by", Text, true, Mutable).added(),
+        // Appended with rework and renewal (schema 9): set once, when a
+        // renewal or rework replaces the certificate.
+        col("superseded_at", Time, true, Mutable).added(),
+        col("superseded_by", Uuid, true, Mutable).added(),
     ],
     // The CA chain is the same for every certificate of an issuer.
     local_only: &["chain_der"],
@@ -251,9 +255,30 @@ pub const QA_VERDICTS: Table = Table {
     received_at: true,
 };
 
+/// Rework authorisations (`crate::rework`): written once; `used_at`,
+/// `attempt_id` and `certificate_id` are set once, when a rework uses it.
+pub const REWORK_AUTHORISATIONS: Table = Table {
+    entity: Entity::ReworkAuthorisation,
+    local: "rework_authorisations",
+    central: "rework_authorisations",
+    columns: &[
+        col("id", Uuid, false, Key),
+        col("device_serial", Text, false, Fixed),
+        col("authorised_at", Time, false, Fixed),
+        col("authorised_by", Text, true, Fixed),
+        col("expires_at", Time, false, Fixed),
+        col("comment", Text, true, Fixed),
+        col("used_at", Time, true, Mutable),
+        col("attempt_id", Uuid, true, Mutable),
+        col("certificate_id", Uuid, true, Mutable),
+    ],
+    local_only: &[],
+    received_at: true,
+};
+
 /// Every synced table, in the order a batch sends them (audit entries last:
 /// an entry anchors records sent in the same batch).
-pub const TABLES: [&Table; 5] = [&ATTEMPTS, &CERTIFICATES, &STEPS, &QA_VERDICTS, &AUDIT];
+pub const TABLES: [&Table; 6] = [&ATTEMPTS, &CERTIFICATES, &STEPS, &QA_VERDICTS, &REWORK_AUTHORISATIONS, &AUDIT];
 
 /// The table of a record kind.
 pub fn table(entity: Entity) -> &'static Table {
@@ -263,6 +288,7 @@ pub fn table(entity: Entity) -> &'static Table {
         Entity::Certificate => &CERTIFICATES,
         Entity::Audit => &AUDIT,
         Entity::QaVerdict => &QA_VERDICTS,
+        Entity::ReworkAuthorisation => &REWORK_AUTHORISATIONS,
     }
 }
 

@@ -145,6 +145,13 @@ impl<T: Closed> Recorded<T> {
     }
 }
 
+impl CertStatus {
+    /// `signing` or `issued`: the one certificate a key may have at a time.
+    pub fn is_current(self) -> bool {
+        matches!(self, CertStatus::Signing | CertStatus::Issued)
+    }
+}
+
 impl<T: Closed> From<T> for Recorded<T> {
     fn from(v: T) -> Recorded<T> {
         Recorded::Known(v)
@@ -223,10 +230,16 @@ closed_text! {
 }
 
 closed_text! {
-    /// Where a certificate is (invariant 3: `signing` is journaled before the signer is called).
+    /// Where a certificate is (invariant 3: `signing` is journaled before the
+    /// signer is called). `signing` and `issued` are *current*: at most one
+    /// per key (invariant 4); a renewal or rework makes the old one
+    /// `superseded` (or `revoked` with reason superseded).
     CertStatus {
         Signing = "signing",
         Issued = "issued",
+        /// Replaced by a renewal (a new certificate for the same key): not
+        /// current, not revoked (it stays valid until it expires).
+        Superseded = "superseded",
         Revoked = "revoked",
     }
 }
@@ -253,6 +266,10 @@ closed_text! {
         QuarantineReleased = "quarantine_released",
         OperatorChanged = "operator_changed",
         StoreRestored = "store_restored",
+        /// A supervisor authorised re-provisioning a device serial.
+        ReworkAuthorised = "rework_authorised",
+        /// A renewal replaced a certificate (not revoked: the profile keeps it valid).
+        CertificateSuperseded = "certificate_superseded",
     }
 }
 

@@ -29,6 +29,7 @@ pub mod operators;
 pub use imprint_store::hash;
 mod push;
 pub mod record;
+pub mod relearn;
 pub mod report;
 pub mod schema;
 pub mod status;
@@ -36,7 +37,8 @@ pub mod verify;
 pub mod worker;
 
 pub use config::{CentralConfig, PASSWORD_ENV};
-pub use report::{central_report, local_report, ReportRow, REPORT_COLUMNS};
+pub use relearn::{relearn, Relearned};
+pub use report::{central_expiring, central_rows, local_expiring, local_rows, report_sql, Dialect, ExpiringRow, ReportQuery, ReportRow};
 pub use schema::{add_reader, add_station, check_station, migrate, required_version, MIGRATOR};
 pub use status::SyncStatus;
 pub use worker::{backoff, sync_once, LiveStatus, SyncDrain, SyncReport, SyncWorker};

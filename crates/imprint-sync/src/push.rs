@@ -120,6 +120,11 @@ fn policy(entity: Entity) -> Policy {
             missing: "another station's record holds this QA verdict id",
             refused: "the center holds a different QA verdict under this id: verdicts never change",
         },
+        Entity::ReworkAuthorisation => Policy {
+            still_changeable: Some("c.used_at IS NULL"),
+            missing: "another station's record holds this rework authorisation id",
+            refused: "the center's copy of this rework authorisation was used already and differs: an authorisation is used once",
+        },
     }
 }
 
@@ -607,36 +612,60 @@ async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows:
     // just inserted are found with their own version and hash: not "already".)
     let policy = policy(table.entity);
     let central = central_versions(conn, table, rows).await?;
-    let candidates = classify(&mut out, rows, &central, &policy);
+    // A record with no row visible may be held off by a unique key that a
+    // record updated below frees: a renewal's new certificate for the same
+    // key arrives with the old certificate's change to `superseded` (one
+    // current certificate per key). Those are inserted again after the
+    // updates, and only then judged.
+    let (missing, present): (Vec<&Prepared>, Vec<&Prepared>) = rows.iter().copied().partition(|p| !central.contains_key(&p.ckey));
+    let candidates = classify(&mut out, &present, &central, &policy);
     out.inserted += inserted;
     out.already = out.already.saturating_sub(inserted);
-    let Some(still_changeable) = policy.still_changeable else {
-        return Ok(out);
-    };
-    if candidates.is_empty() {
+    let mut updated_any = false;
+    if let Some(still_changeable) = policy.still_changeable.filter(|_| !candidates.is_empty()) {
+        let updated: HashSet<(Uuid, i64)> = bind_rows(sqlx::query(AssertSqlSafe(update_sql(table, still_changeable))), table, &candidates)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        for p in candidates {
+            if updated.contains(&p.ckey) {
+                updated_any = true;
+                out.updated += 1;
+                out.done.push((p.key.clone(), p.version));
+            } else {
+                let ch = central.get(&p.ckey).map(|(_, h)| h.as_slice());
+                out.quarantine(p.key.clone(), p.version, &p.hash, ch, policy.refused);
+            }
+        }
+    }
+    if missing.is_empty() {
         return Ok(out);
     }
-    let updated: HashSet<(Uuid, i64)> = bind_rows(sqlx::query(AssertSqlSafe(update_sql(table, still_changeable))), table, &candidates)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get::<Uuid, _>(0)?, r.try_get::<i64, _>(1)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+    let again = if updated_any {
+        let q = bind_rows(sqlx::query(AssertSqlSafe(insert_sql(table, true))).bind(station), table, &missing);
+        q.execute(&mut *conn).await?.rows_affected() as usize
+    } else {
+        0
+    };
+    let central = if again > 0 { central_versions(conn, table, &missing).await? } else { HashMap::new() };
+    let before = out.already;
+    let candidates = classify(&mut out, &missing, &central, &policy);
+    // Rows inserted now are found with their own version and hash: inserted, not "already".
+    let found_now = out.already - before;
+    out.already -= found_now.min(again);
+    out.inserted += again;
     for p in candidates {
-        if updated.contains(&p.ckey) {
-            out.updated += 1;
-            out.done.push((p.key.clone(), p.version));
-        } else {
-            let ch = central.get(&p.ckey).map(|(_, h)| h.as_slice());
-            out.quarantine(p.key.clone(), p.version, &p.hash, ch, policy.refused);
-        }
+        let ch = central.get(&p.ckey).map(|(_, h)| h.as_slice());
+        out.quarantine(p.key.clone(), p.version, &p.hash, ch, policy.missing);
     }
     Ok(out)
 }
 
 /// Keys of records, for callers that want to know which kinds moved.
-pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 5] {
-    let mut c = [0; 5];
+pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 6] {
+    let mut c = [0; 6];
     for (k, _) in done {
         c[match k.entity {
             Entity::Attempt => 0,
@@ -644,6 +673,7 @@ pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 5] {
             Entity::Certificate => 2,
             Entity::Audit => 3,
             Entity::QaVerdict => 4,
+            Entity::ReworkAuthorisation => 5,
         }] += 1;
     }
     c
@@ -676,7 +706,7 @@ mod tests {
             c.contains(
                 "SET status = u.status, cert_der = u.cert_der, fingerprint_sha256 = u.fingerprint_sha256, issued_at = u.issued_at, \
                  revoked_at = u.revoked_at, revocation_reason = u.revocation_reason, revocation_comment = u.revocation_comment, \
-                 revoked_by = u.revoked_by, version"
+                 revoked_by = u.revoked_by, superseded_at = u.superseded_at, superseded_by = u.superseded_by, version"
             ),
             "{c}"
         );

@@ -40,6 +40,8 @@ pub struct SyncReport {
     pub operators_changed: u64,
     /// QA verdicts synced.
     pub qa_verdicts: u64,
+    /// Rework authorisations synced.
+    pub rework_authorisations: u64,
     /// Time spent reading the outbox, at the center, and marking locally (ms).
     pub read_ms: u64,
     /// Parsing and hashing what was read (ms).
@@ -227,6 +229,7 @@ async fn drain(conns: &mut Conns, ctx: &Ctx, report: &mut SyncReport) -> Result<
         report.certificates += kinds[2] as u64;
         report.audit += kinds[3] as u64;
         report.qa_verdicts += kinds[4] as u64;
+        report.rework_authorisations += kinds[5] as u64;
         tracing::debug!(records = n, inserted = out.inserted, updated = out.updated, already = out.already, "sync batch done");
         if let Some(m) = marking.take() {
             report.mark_ms += joined(m.await)?.as_millis() as u64;

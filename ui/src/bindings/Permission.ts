@@ -4,4 +4,4 @@
  * What an operation needs. Closed: a new privileged operation picks one
  * (or adds one here and a row to [`MATRIX`]).
  */
-export type Permission = "view" | "provision" | "scan_work_order" | "simulate" | "sync_now" | "verify" | "report" | "revoke" | "work_orders" | "release_quarantine" | "settings" | "ca_setup" | "operators" | "central_admin" | "audit";
+export type Permission = "view" | "provision" | "scan_work_order" | "simulate" | "sync_now" | "verify" | "report" | "revoke" | "rework" | "work_orders" | "release_quarantine" | "settings" | "ca_setup" | "operators" | "central_admin" | "audit" | "backup" | "restore";

@@ -3,10 +3,11 @@ import type { View } from "../store";
 import { ROLE_WORDS, backlogWords } from "../words";
 
 /** Views in the header; each shown only to a role that may see it (store.canSee). */
-const NAV: { view: View; label: string; key: string }[] = [
+const NAV: { view: View; label: string; key?: string }[] = [
   { view: "bench", label: "Bench", key: "F1" },
   { view: "qa", label: "QA", key: "F11" },
   { view: "history", label: "History", key: "F2" },
+  { view: "reports", label: "Reports" },
   { view: "health", label: "Health", key: "F3" },
   { view: "settings", label: "Settings", key: "F4" },
   { view: "operators", label: "Operators", key: "F8" },
@@ -72,7 +73,7 @@ export function Header() {
       <nav>
         {NAV.filter((n) => store.canSee(n.view)).map((n) => (
           <button key={n.view} class={store.view.value === n.view ? "nav active" : "nav"} data-testid={`nav-${n.view}`} onClick={() => void actions.go(n.view)}>
-            {n.label} <kbd>{n.key}</kbd>
+            {n.label} {n.key && <kbd>{n.key}</kbd>}
           </button>
         ))}
       </nav>

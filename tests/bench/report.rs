@@ -1,0 +1,125 @@
+//! `imprint-report-bench`: a month's report for one site from a central
+//! database holding millions of attempts, timed against a sequential scan of
+//! the same rows in the same run (issue 14 item 6).
+//!
+//! ```sh
+//! . scripts/env.sh && cargo run -p imprint-tests --bin imprint-report-bench                  # 10,000,000 attempts
+//! imprint-report-bench --attempts 200000                                                      # smaller
+//! ```
+//!
+//! The generator fills a fresh migrated database (with the report indexes of
+//! `migrations/postgres/0010_report_indexes.sql`) with `--attempts` attempts
+//! over 2026 (one a few seconds apart), spread over 10 stations, 7 operators,
+//! work orders of 5,000, one in 20 failed (three codes), and a QA verdict for
+//! one device in 100. The report is the real path: `imprint_sync::central_rows`
+//! (the one report query) and `imprint_api::reports::summarize` for station
+//! `site-3` in June. The reference is a sequential scan of the same table
+//! for the same rows (index and bitmap scans off), counted and summed.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_tests::pg::{rt, TestDb};
+use sqlx::{ConnectOptions, Connection, Row};
+use std::time::Instant;
+
+fn arg_value(args: &[String], name: &str) -> Option<usize> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n = arg_value(&args, "--attempts").unwrap_or(10_000_000);
+    let db = TestDb::new();
+    let opts = db.admin_options();
+    let t = Instant::now();
+    // One attempt every (a year / n); 10 sites round robin.
+    db.psql("INSERT INTO stations (id, db_role) SELECT 'site-' || s, 'bench_site_' || s FROM generate_series(0, 9) s");
+    db.psql(&format!(
+        "INSERT INTO attempts (id, station_id, port, started_at, finished_at, status, stage, code, reason, device_serial, model,
+                               hw_rev, fw_version, batch, operator, resumed, bytes_to_device, bytes_from_device, version, content_sha256)
+         SELECT gen_random_uuid(), 'site-' || (i % 10), '/dev/ttyUSB' || (i % 16), ts, ts + interval '25 seconds',
+                CASE WHEN i % 20 = 0 THEN 'failed' ELSE 'passed' END,
+                CASE WHEN i % 20 = 0 THEN (ARRAY['csr', 'issue', 'prove'])[1 + (i / 20) % 3] ELSE 'done' END,
+                CASE WHEN i % 20 = 0 THEN (ARRAY['timeout', 'key_not_allowed', 'proof_failed'])[1 + (i / 20) % 3] END,
+                CASE WHEN i % 20 = 0 THEN 'bench failure' END,
+                'SN-' || i, 'IMP-1', 'B', '1.2.3', 'WO-' || (i / 5000), 'op-' || (i % 7), false, 4504, 2100, 1, '\\x00'
+         FROM (SELECT i, timestamptz '2026-01-01 00:00:00+00' + (i * (31536000.0 / {n})) * interval '1 second' AS ts
+               FROM generate_series(0, {n} - 1) i) g"
+    ));
+    db.psql(
+        "INSERT INTO qa_verdicts (id, station_id, at, operator, port, device_serial, batch, verdict, checks, version, content_sha256)
+         SELECT gen_random_uuid(), station_id, finished_at + interval '1 hour', 'qa-1', port, device_serial, batch, 'pass', '[]', 1, '\\x00'
+         FROM attempts WHERE status = 'passed' AND substr(device_serial, 4)::bigint % 100 = 1",
+    );
+    db.psql("ANALYZE attempts; ANALYZE qa_verdicts");
+    let generated = t.elapsed();
+    let total: i64 = db.psql("SELECT count(*) FROM attempts").trim().parse().unwrap();
+    println!("generated {total} attempts in {:.1} s", generated.as_secs_f64());
+
+    let q = imprint_sync::ReportQuery {
+        station: Some("site-3".into()),
+        since: Some("2026-06-01T00:00:00.000Z".into()),
+        until: Some("2026-07-01T00:00:00.000Z".into()),
+        ..Default::default()
+    };
+    let rt = rt();
+    let mut report_s = Vec::new();
+    let mut fetch_s = Vec::new();
+    let mut server_s = Vec::new();
+    let mut scan_s = Vec::new();
+    let mut rows_n = 0;
+    let (sql, params) = imprint_sync::report_sql(imprint_sync::Dialect::Postgres, &q, "");
+    for _ in 0..3 {
+        let t = Instant::now();
+        let rows = rt.block_on(imprint_sync::central_rows(&opts, &q)).unwrap();
+        fetch_s.push(t.elapsed().as_secs_f64());
+        let summary = imprint_api::reports::summarize(&rows, None);
+        report_s.push(t.elapsed().as_secs_f64());
+        rows_n = rows.len();
+        assert_eq!(summary.attempts as usize, rows.len());
+        // The query alone, in the server (no transfer, no decoding).
+        rt.block_on(async {
+            let mut c = opts.connect().await.unwrap();
+            let counted = format!("SELECT count(*) FROM ({sql}) q");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(counted));
+            for p in &params {
+                query = query.bind(p.clone());
+            }
+            let t = Instant::now();
+            let n: i64 = query.fetch_one(&mut c).await.unwrap().get(0);
+            server_s.push(t.elapsed().as_secs_f64());
+            assert_eq!(n as usize, rows_n);
+            let _ = c.close().await;
+        });
+
+        let scanned: i64 = rt.block_on(async {
+            let mut c = opts.connect().await.unwrap();
+            sqlx::query("SET enable_indexscan = off").execute(&mut c).await.unwrap();
+            sqlx::query("SET enable_bitmapscan = off").execute(&mut c).await.unwrap();
+            let t = Instant::now();
+            let r = sqlx::query(
+                "SELECT count(*), sum(length(device_serial)) FROM attempts
+                 WHERE station_id = 'site-3' AND started_at >= '2026-06-01T00:00:00Z' AND started_at < '2026-07-01T00:00:00Z'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            scan_s.push(t.elapsed().as_secs_f64());
+            let _ = c.close().await;
+            r.get::<i64, _>(0)
+        });
+        assert_eq!(scanned as usize, rows_n, "the scan counts the report's rows");
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (r, s) = (med(&mut report_s), med(&mut scan_s));
+    println!("report: site-3, June: {rows_n} attempts of {total}; summary in {r:.3} s (median of 3)");
+    println!(
+        "  of which: query + transfer + decoding {:.3} s; the query alone in the server {:.3} s",
+        med(&mut fetch_s),
+        med(&mut server_s)
+    );
+    println!("sequential scan of the same rows: {s:.3} s (median of 3)");
+    println!("ratio report / sequential scan: {:.3}", r / s);
+}

@@ -1,0 +1,259 @@
+//! Reports and exports through the `imprint` binary: one filter, one column
+//! set, local and central alike; CSV that a spreadsheet cannot run; the
+//! cloud registration files.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_devsim::{SimConfig, SimDevice};
+use imprint_tests::pg::TestDb;
+use imprint_tests::station::{imprint_bin, TestStation};
+use std::process::{Command, Output};
+
+fn run(env: &[(String, String)], args: &[&str]) -> Output {
+    Command::new(imprint_bin()).envs(env.iter().cloned()).env_remove("IMPRINT_PG_PASSWORD").args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", text(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// Regression (issue 14): device-supplied text reached the CSV as it came,
+/// so a model `=HYPERLINK(...)` ran as a formula in a spreadsheet.
+#[test]
+fn model_and_firmware_text_beginning_with_formula_characters_is_neutralised_in_every_csv() {
+    let ts = TestStation::new();
+    let links = ts.dir.path().join("by-id");
+    std::fs::create_dir_all(&links).unwrap();
+    let texts =
+        [("=HYPERLINK(\"http://evil\",\"x\")", "=1+2"), ("+SUM(A1:A9)", "+1.0"), ("-2+3", "-cmd|' /C calc'!A0"), ("@SUM(1)", "@fw")];
+    let devs: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, (model, fw))| {
+            SimDevice::spawn(SimConfig::new(format!("CSV-{i:04}")).with_link_dir(&links).with_identity(*model, *fw)).unwrap()
+        })
+        .collect();
+    let glob = format!("{}/*", links.display());
+    let o = run(&ts.env(), &["watch", "--glob", &glob, "--max", "4", "--batch", "WO-CSV"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let out = ts.dir.path().join("export.csv");
+    let o = run(&ts.env(), &["export", "csv", "--batch", "WO-CSV", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let export = std::fs::read_to_string(&out).unwrap();
+    let o = run(&ts.env(), &["report", "--csv", "--work-order", "WO-CSV"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(export, report, "`export csv` and `report --csv` write the same columns and rows");
+
+    let mut rdr = csv::Reader::from_reader(export.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let recs: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(recs.len(), 4, "{export}");
+    for (model, fw) in texts {
+        let r = recs.iter().find(|r| r[col("model")].ends_with(model)).unwrap_or_else(|| panic!("{model} missing: {export}"));
+        assert_eq!(&r[col("model")], format!("'{model}"), "{export}");
+        assert_eq!(&r[col("fw_version")], format!("'{fw}"), "{export}");
+    }
+    for r in &recs {
+        for cell in r.iter() {
+            assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "a cell a spreadsheet would run: {cell:?}");
+        }
+        assert_eq!(&r[col("dev_ca")], "true", "the development CA is flagged");
+        assert!(r[col("issuer")].contains("DEVELOPMENT"), "{export}");
+        assert_eq!(&r[col("station_id")], "test-station");
+    }
+    drop(devs);
+}
+
+fn write_config(ts: &TestStation, central: &imprint_api::CentralConfig) {
+    std::fs::write(
+        ts.dir.path().join("station.toml"),
+        format!(
+            "port_globs = []\nstation_id = \"test-station\"\n\n[central]\nurl = \"{}\"\nsslmode = \"disable\"\nrole = \"{}\"\npassword_file = \"{}\"\n",
+            central.url,
+            central.role.as_deref().unwrap(),
+            central.password_file.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+}
+
+/// The same records, reported from the station's store and from the center
+/// after a sync, give the same rows and the same summary for every filter.
+#[test]
+fn local_and_central_reports_of_the_same_records_agree() {
+    let mut db = TestDb::new();
+    let ts = TestStation::new();
+    let o =
+        run(&ts.env(), &["station", "--simulate", "4", "--fault", "2:weak-key", "--fault", "3:bad-proof", "--max", "4", "--batch", "WO-9"]);
+    assert_eq!(o.status.code(), Some(1), "two devices fail: {}", text(&o));
+    let o = run(&ts.env(), &["revoke", "--device", "SIM-0004", "--reason", "keyCompromise", "--comment", "test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let central = db.add_station("test-station");
+    write_config(&ts, &central);
+    let o = run(&ts.env(), &["sync", "now"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let filters: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["--batch", "WO-9"],
+        vec!["--status", "failed"],
+        vec!["--code", "key_not_allowed"],
+        vec!["--since", &today],
+        vec!["--since", "7d", "--until", &today],
+        vec!["--qa", "none", "--by", "demo-admin"],
+        vec!["--station", "test-station", "--limit", "2", "--offset", "1"],
+        vec!["--station", "elsewhere"],
+    ];
+    for f in &filters {
+        let mut args = vec!["report", "--json"];
+        args.extend(f);
+        let mut local = json(&run(&ts.env(), &args));
+        args.push("--central");
+        let mut center = json(&run(&ts.env(), &args));
+        for r in [&mut local, &mut center] {
+            let o = r.as_object_mut().unwrap();
+            o.remove("generated_at");
+            o.remove("source");
+        }
+        assert_eq!(local, center, "filter {f:?}");
+        if f.is_empty() {
+            let s = &local["summary"];
+            assert_eq!((s["attempts"].as_u64(), s["devices"].as_u64(), s["passed"].as_u64()), (Some(4), Some(4), Some(2)), "{s:#}");
+            assert_eq!(s["revoked"], 1, "{s:#}");
+            assert_eq!(s["pareto"].as_array().unwrap().len(), 2, "{s:#}");
+            assert_eq!(local["total"], 4);
+        }
+    }
+    let page = json(&run(&ts.env(), &["report", "--json", "--limit", "2", "--offset", "1"]));
+    assert_eq!((page["total"].as_u64(), page["rows"].as_array().unwrap().len()), (Some(4), 2), "paged, with the total");
+
+    // Plain text: a header row, the rows, totals and the summary tables.
+    let o = run(&ts.env(), &["report", "--limit", "3"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("station") && t.contains("started") && t.contains("device"), "{t}");
+    assert!(t.contains("rows 1-3 of 4"), "{t}");
+    assert!(t.contains("first-pass yield") && t.contains("Failures by stage and code") && t.contains("QA coverage"), "{t}");
+    for (args, word) in [
+        (vec!["report", "--since", "yesterday"], "--since \"yesterday\""),
+        (vec!["report", "--central", "--since", "2026-11-01x"], "--since \"2026-11-01x\""),
+        (vec!["report", "--status", "pass"], "--status \"pass\""),
+        (vec!["export", "csv", "--code", "nope"], "--code \"nope\""),
+    ] {
+        let o = run(&ts.env(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?} is refused: {}", text(&o));
+        assert!(text(&o).contains(word), "{}", text(&o));
+    }
+}
+
+/// The cloud registration files: revoked and superseded certificates left out,
+/// each file in its vendor's shape.
+#[test]
+fn cloud_exports_register_current_certificates_only() {
+    let ts = TestStation::new();
+    let o = run(&ts.env(), &["station", "--simulate", "3", "--max", "3", "--batch", "WO-C"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&ts.env(), &["revoke", "--device", "SIM-0002", "--reason", "keyCompromise", "--comment", "test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = ts.dir.path().join("cloud");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    for cloud in ["aws", "azure", "nrf"] {
+        let o = run(&ts.env(), &["export", cloud, "--batch", "WO-C", "--out-dir", d]);
+        assert!(o.status.success(), "{cloud}: {}", text(&o));
+        assert!(text(&o).contains("exported 2 devices"), "{}", text(&o));
+    }
+    let read = |n: &str| {
+        let p = dir.join(n);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "{n} is private");
+        std::fs::read_to_string(p).unwrap()
+    };
+    let lines: Vec<serde_json::Value> = read("aws-bulk-registration.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let template: serde_json::Value = serde_json::from_str(&read("aws-provisioning-template.json")).unwrap();
+    let mut names: Vec<&str> = lines.iter().map(|l| l["ThingName"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["SIM-0001", "SIM-0003"]);
+    for l in &lines {
+        for (k, _) in template["Parameters"].as_object().unwrap() {
+            assert!(l[k].is_string(), "{k} in every line");
+        }
+        let pem = l["CertificatePem"].as_str().unwrap();
+        let der = pem::parse(pem).unwrap().into_contents();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(cert.subject().iter_common_name().next().unwrap().as_str().unwrap(), l["ThingName"].as_str().unwrap());
+        assert!(l["CACertificatePem"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+    let azure: serde_json::Value = serde_json::from_str(&read("azure-dps-enrollments.json")).unwrap();
+    assert_eq!(azure["mode"], "create");
+    assert_eq!(azure["enrollments"].as_array().unwrap().len(), 2);
+    assert!(azure["enrollments"].as_array().unwrap().iter().all(|e| e["attestation"]["type"] == "x509"));
+    let nrf = read("nrf-cloud-onboarding.csv");
+    let recs: Vec<csv::StringRecord> =
+        csv::ReaderBuilder::new().has_headers(false).from_reader(nrf.as_bytes()).records().map(|r| r.unwrap()).collect();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.len() == 5 && &r[3] == "APP|MODEM" && r[4].starts_with("-----BEGIN CERTIFICATE-----")));
+    assert!(!nrf.contains("SIM-0002"), "the revoked device is left out");
+}
+
+/// The PDF: a header with station, filters and export time, the summary,
+/// the charts (drawn: the bars' colour is on the rendered page), the device
+/// list and page numbers; rendered by poppler's `pdftoppm`, read back by `pdftotext`.
+#[test]
+fn the_pdf_report_renders_with_header_summary_chart_device_list_and_page_numbers() {
+    let ts = TestStation::new();
+    let o = run(&ts.env(), &["station", "--simulate", "5", "--fault", "2:weak-key", "--max", "5", "--batch", "WO-PDF"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let pdf = ts.dir.path().join("report.pdf");
+    let o = run(&ts.env(), &["report", "--batch", "WO-PDF", "--pdf", pdf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&pdf).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let t = Command::new("pdftotext").args(["-layout", pdf.to_str().unwrap(), "-"]).output().expect("pdftotext (poppler-utils)");
+    assert!(t.status.success());
+    let t = String::from_utf8_lossy(&t.stdout).to_string();
+    for want in [
+        "Imprint provisioning report",
+        "Station / site: test-station",
+        "Filters: work order WO-PDF",
+        "Exported at: ",
+        "first-pass yield",
+        "Failure Pareto",
+        "key_not_allowed",
+        "Yield over time",
+        "QA coverage",
+        "SIM-0001",
+        "SIM-0005",
+        "page 1 of ",
+    ] {
+        assert!(t.contains(want), "{want:?} missing from the PDF text:\n{t}");
+    }
+    let pages: usize = t.split("page 1 of ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(t.contains(&format!("page {pages} of {pages}")), "{t}");
+
+    let prefix = ts.dir.path().join("page");
+    let o = Command::new("pdftoppm").args(["-r", "40", pdf.to_str().unwrap(), prefix.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut rendered: Vec<_> = std::fs::read_dir(ts.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ppm"))
+        .collect();
+    rendered.sort();
+    assert_eq!(rendered.len(), pages, "every page renders");
+    // The charts' bars: their fill colour (51, 107, 178) is on the rendered pages.
+    let bar = rendered.iter().any(|page| {
+        let ppm = std::fs::read(page).unwrap();
+        ppm.chunks_exact(3).any(|p| p[0].abs_diff(51) < 12 && p[1].abs_diff(107) < 12 && p[2].abs_diff(178) < 12)
+    });
+    assert!(bar, "no chart bar drawn");
+}
