@@ -3,5 +3,8 @@
 -- these a date range scanned every attempt (only status+started_at and
 -- device_serial were indexed).
 CREATE INDEX attempts_by_started ON attempts(started_at, id);
+-- Replaces 0011's attempts_by_batch(batch): (batch, started_at) serves the
+-- quota's lookups by work order as well as reports by work order and time.
+DROP INDEX IF EXISTS attempts_by_batch;
 CREATE INDEX attempts_by_batch ON attempts(batch, started_at);
 CREATE INDEX attempts_by_operator ON attempts(operator, started_at);
