@@ -12,6 +12,12 @@ fn run(env: &[(String, String)], args: &[&str]) -> Output {
     Command::new(imprint_bin()).envs(env.iter().cloned()).env_remove("IMPRINT_PG_PASSWORD").args(args).output().unwrap()
 }
 
+/// Attempts run under a work order the store knows (an unknown one is refused `work_order_refused`).
+fn add_work_order(env: &[(String, String)], id: &str) {
+    let o = run(env, &["work-orders", "add", id, "--product", "sensor", "--quantity", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -38,6 +44,7 @@ fn model_and_firmware_text_beginning_with_formula_characters_is_neutralised_in_e
         })
         .collect();
     let glob = format!("{}/*", links.display());
+    add_work_order(&ts.env(), "WO-CSV");
     let o = run(&ts.env(), &["watch", "--glob", &glob, "--max", "4", "--batch", "WO-CSV"]);
     assert!(o.status.success(), "{}", text(&o));
 
@@ -90,6 +97,7 @@ fn write_config(ts: &TestStation, central: &imprint_api::CentralConfig) {
 fn local_and_central_reports_of_the_same_records_agree() {
     let mut db = TestDb::new();
     let ts = TestStation::new();
+    add_work_order(&ts.env(), "WO-9");
     let o =
         run(&ts.env(), &["station", "--simulate", "4", "--fault", "2:weak-key", "--fault", "3:bad-proof", "--max", "4", "--batch", "WO-9"]);
     assert_eq!(o.status.code(), Some(1), "two devices fail: {}", text(&o));
@@ -159,6 +167,7 @@ fn local_and_central_reports_of_the_same_records_agree() {
 #[test]
 fn cloud_exports_register_current_certificates_only() {
     let ts = TestStation::new();
+    add_work_order(&ts.env(), "WO-C");
     let o = run(&ts.env(), &["station", "--simulate", "3", "--max", "3", "--batch", "WO-C"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = run(&ts.env(), &["revoke", "--device", "SIM-0002", "--reason", "keyCompromise", "--comment", "test"]);
@@ -210,6 +219,7 @@ fn cloud_exports_register_current_certificates_only() {
 #[test]
 fn the_pdf_report_renders_with_header_summary_chart_device_list_and_page_numbers() {
     let ts = TestStation::new();
+    add_work_order(&ts.env(), "WO-PDF");
     let o = run(&ts.env(), &["station", "--simulate", "5", "--fault", "2:weak-key", "--max", "5", "--batch", "WO-PDF"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let pdf = ts.dir.path().join("report.pdf");
