@@ -33,6 +33,8 @@ function addOperators(st) {
     IMPRINT_NEW_OPERATOR_BADGE: TECH_BADGE,
   });
   run(["--operator", "ada", "operators", "add", "quinn", "--name", "Quinn QA", "--role", "qa"], { ...asAda, IMPRINT_NEW_OPERATOR_PIN: QA_PIN });
+  // The work order Tom scans (an unknown one is refused).
+  run(["--operator", "ada", "work-orders", "add", "E2E-QA", "--product", "e2e", "--quantity", "100"], asAda);
 }
 
 const text = (d, id) => d.exec(`return document.querySelector('[data-testid="${id}"]')?.textContent ?? null`);
