@@ -297,3 +297,81 @@ fn a_restore_without_a_reachable_center_holds_the_station_until_it_has_re_learne
     assert_center_equals_local(&db, st.store(), "drill-offline");
     st.shutdown(DRAIN_WITHIN);
 }
+
+/// A sample's value in a metrics exposition (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' '))).map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[test]
+fn scheduled_backups_wait_the_interval_go_to_the_dir_and_keep_the_newest_n() {
+    // A real station with `[backup] interval_minutes = 1, dir, keep = 2`; the
+    // dir already holds two older scheduled backups of this station, one of
+    // another station and a file of someone else's.
+    let mut ts = TestStation::new();
+    let dir = ts.dir.path().join("scheduled");
+    ts.cfg.backup.interval_minutes = 1;
+    ts.cfg.backup.dir = dir.clone();
+    ts.cfg.backup.keep = 2;
+    std::fs::create_dir_all(&dir).unwrap();
+    let (oldest, older) = ("imprint-test-station-20200101T000000000Z.backup", "imprint-test-station-20200102T000000000Z.backup");
+    for name in [oldest, older, "imprint-other-line-20190101T000000000Z.backup", "notes.txt"] {
+        std::fs::write(dir.join(name), b"not ours to judge").unwrap();
+    }
+    // A second station whose backup dir cannot be made (a file is in the way): its failure is counted.
+    let mut broken = TestStation::new();
+    broken.cfg.station_id = "broken".into();
+    broken.cfg.backup.interval_minutes = 1;
+    broken.cfg.backup.dir = broken.dir.path().join("in-the-way");
+    std::fs::write(&broken.cfg.backup.dir, b"a file, not a dir").unwrap();
+
+    let me = admin(&ts);
+    let opened = Instant::now();
+    let st = ts.open();
+    let bst = broken.open();
+    let devs: Vec<SimHandle> = (0..2).map(|i| sim(&format!("SIM-SCHED-{i}"), "")).collect();
+    provision(&st, &devs);
+    let ours = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    // Nothing before the interval.
+    std::thread::sleep(Duration::from_secs(45).saturating_sub(opened.elapsed()));
+    assert_eq!(ours(&dir).len(), 4, "a scheduled backup before its interval: {:?}", ours(&dir));
+    assert_eq!(sample(&st.metrics_text(), "imprint_backups_total{result=\"ok\"}"), 0.0);
+
+    // After one interval: one new backup, the oldest of this station's pruned, the rest untouched.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sample(&st.metrics_text(), "imprint_backups_total{result=\"ok\"}") < 1.0 || ours(&dir).contains(&oldest.to_string()) {
+        assert!(Instant::now() < deadline, "no scheduled backup within the interval: {:?}", ours(&dir));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(60), "taken before the interval: {:?}", opened.elapsed());
+    let now = ours(&dir);
+    let new: Vec<&String> = now.iter().filter(|n| n.starts_with("imprint-test-station-2") && n.as_str() != older).collect();
+    assert_eq!(new.len(), 1, "{now:?}");
+    assert_eq!(now.len(), 4, "keep = 2 of this station's, the others stay: {now:?}");
+    assert!(now.contains(&older.to_string()) && now.contains(&"imprint-other-line-20190101T000000000Z.backup".to_string()));
+    let file = dir.join(new[0]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let m = imprint_api::backup::inspect(&me, &file, None).unwrap();
+    assert_eq!((m.station_id.as_str(), m.store.attempts, m.store.issued, m.includes_dev_ca_key), ("test-station", 2, 2, false));
+    let text = st.metrics_text();
+    assert!(sample(&text, "imprint_last_backup_timestamp_seconds") > 0.0, "{text}");
+    assert_eq!(sample(&text, "imprint_backups_total{result=\"failed\"}"), 0.0, "{text}");
+
+    // The broken station: a failure, counted, and no last good backup.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sample(&bst.metrics_text(), "imprint_backups_total{result=\"failed\"}") < 1.0 {
+        assert!(Instant::now() < deadline, "the failed scheduled backup was not counted:\n{}", bst.metrics_text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(sample(&bst.metrics_text(), "imprint_last_backup_timestamp_seconds"), 0.0);
+    // The scheduler stops with the station (shutdown does not wait out an interval).
+    let stopping = Instant::now();
+    st.shutdown(DRAIN_WITHIN);
+    bst.shutdown(DRAIN_WITHIN);
+    assert!(stopping.elapsed() < Duration::from_secs(30), "shutdown waited for the backup interval");
+}
