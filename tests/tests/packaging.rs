@@ -117,3 +117,24 @@ fn the_deb_config_ships_the_units_the_udev_rule_and_executable_maintainer_script
     assert!(!postinst.contains("systemctl enable"), "the station is not enabled on install (it would make a development CA)");
     assert!(!read("deploy/deb/postrm").contains("rm -rf /var/lib/imprint"), "purge keeps the store");
 }
+
+#[test]
+fn the_npm_tauri_cli_is_pinned_locked_and_matches_the_tauri_crate() {
+    // scripts/deb bundles with ui/node_modules/.bin/tauri (the prebuilt CLI from npm, docs/packaging.md).
+    let pkg: serde_json::Value = serde_json::from_str(&read("ui/package.json")).unwrap();
+    let cli = pkg["devDependencies"]["@tauri-apps/cli"].as_str().expect("@tauri-apps/cli in ui devDependencies");
+    assert!(cli.chars().all(|c| c.is_ascii_digit() || c == '.'), "@tauri-apps/cli is not pinned exactly: {cli}");
+    let lock: serde_json::Value = serde_json::from_str(&read("ui/package-lock.json")).unwrap();
+    let locked = &lock["packages"]["node_modules/@tauri-apps/cli"];
+    assert_eq!(locked["version"].as_str(), Some(cli));
+    assert!(locked["integrity"].as_str().is_some_and(|i| i.starts_with("sha512-")), "{locked}");
+    let cargo_lock = read("Cargo.lock");
+    let tauri = cargo_lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"tauri\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map(|v| v.trim_end_matches('"'))
+        .expect("tauri in Cargo.lock");
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    assert_eq!(minor(cli), minor(tauri), "the bundler's CLI {cli} and the app's tauri {tauri} differ");
+}
