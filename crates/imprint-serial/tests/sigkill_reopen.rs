@@ -19,6 +19,16 @@ fn has_sys_admin() -> bool {
     u64::from_str_radix(eff, 16).unwrap() & (1 << CAP_SYS_ADMIN) != 0
 }
 
+/// The holder dies with the test whatever happens (a failed assertion included).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Not a check of its own: with `IMPRINT_TEST_HOLD_PORT` set, this is the
 /// station process that holds the port until it is killed.
 #[test]
@@ -61,14 +71,15 @@ fn a_non_root_station_killed_with_sigkill_can_reopen_the_simulator_pty() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(station.stdout.take().unwrap()).lines();
-    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("HELD")), "the station process opened {path}");
+    let mut station = KillOnDrop(station);
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("HELD /dev/")), "the station process opened {path}");
     // ... and holds it exclusively while it lives,
     let second = SerialTransport::open(&path, 115_200).err();
     assert!(matches!(second, Some(TransportError::Busy(_))), "a second station is refused while the first lives: {second:?}");
 
     // ... until it is killed with no chance to clean up.
-    station.kill().unwrap(); // SIGKILL
-    station.wait().unwrap();
+    station.0.kill().unwrap(); // SIGKILL
+    station.0.wait().unwrap();
     let reopened = SerialTransport::open(&path, 115_200);
     assert!(reopened.is_ok(), "the next station opens {path} after a SIGKILL: {:?}", reopened.err());
     drop(reopened);
