@@ -11,6 +11,7 @@
 //! failed with the code of its fault), unplugs it and plugs the next. With
 //! `--kill-at N` the station is killed with SIGKILL after N devices and
 //! started again (the ports in flight must open again: TIOCEXCL).
+//! On Ctrl-C the station must exit 0 or 1 (1: some device failed).
 //!
 //! Writes `samples.csv` and `summary.txt` into `--out`; exits 1 when a device
 //! ended otherwise than expected, an attempt stayed running, the station did
@@ -52,6 +53,7 @@ struct Slot {
 
 #[derive(Default, Clone, Copy)]
 struct Sample {
+    pid: u32,
     t: f64,
     done: usize,
     rss_kib: u64,
@@ -79,6 +81,7 @@ fn start_station(imprint: &Path, dir: &Path, links: &Path) -> Child {
         .args(["watch", "--glob", &format!("{}/*", links.display())])
         .env("IMPRINT_DATA_DIR", dir.join("data"))
         .env("IMPRINT_CONFIG", dir.join("station.toml"))
+        .env("HOME", dir)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -91,9 +94,8 @@ fn main() {
     let ports: usize = arg(&args, "--ports").unwrap_or(16);
     let pct: usize = arg(&args, "--fault-percent").unwrap_or(4);
     let baud: u32 = arg(&args, "--baud").unwrap_or(921_600);
-    let sample_ms: u64 = arg(&args, "--sample-ms").unwrap_or(2000);
+    let sample_ms: u64 = arg(&args, "--sample-ms").unwrap_or(500);
     let kill_at: Option<usize> = arg(&args, "--kill-at");
-    let warmup: usize = arg(&args, "--warmup").unwrap_or((devices / 5).max(50));
     let out: PathBuf = arg(&args, "--out").unwrap_or_else(|| PathBuf::from("soak-out"));
     let imprint: PathBuf = arg(&args, "--imprint").unwrap_or_else(|| {
         std::env::current_exe().unwrap().parent().unwrap().join("imprint") // next to this binary
@@ -119,8 +121,16 @@ fn main() {
         assert!(station.try_wait().unwrap().is_none(), "the station exited: {}", std::fs::read_to_string(dir.path().join("station.stderr")).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let db = rusqlite::Connection::open_with_flags(data.join("station.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    // The file appears before the station has migrated it: wait for the schema.
+    let db = loop {
+        let db = rusqlite::Connection::open_with_flags(data.join("station.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        db.busy_timeout(Duration::from_secs(30)).unwrap();
+        if db.query_row("SELECT count(*) FROM attempts", [], |r| r.get::<_, i64>(0)).is_ok() {
+            break db;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "the station did not migrate its store");
+        std::thread::sleep(Duration::from_millis(200));
+    };
 
     let mut slots: Vec<Option<Slot>> = (0..ports).map(|_| None).collect();
     let (mut next, mut done, mut killed) = (0usize, 0usize, false);
@@ -192,6 +202,7 @@ fn main() {
         if last_sample.elapsed() >= Duration::from_millis(sample_ms) || done == devices {
             let pid = station.id();
             let s = Sample {
+                pid,
                 t: started.elapsed().as_secs_f64(),
                 done,
                 rss_kib: proc_status(pid, "VmRSS:"),
@@ -229,13 +240,21 @@ fn main() {
     let attempts: i64 = db.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0)).unwrap();
     let passed: i64 = db.query_row("SELECT count(*) FROM attempts WHERE status = 'passed'", [], |r| r.get(0)).unwrap();
 
-    // Flatness after warm-up: the largest value after warm-up against the
-    // largest value during it.
-    let (warm, after): (Vec<Sample>, Vec<Sample>) = samples.iter().copied().partition(|s| s.done < warmup);
+    // Flatness, judged on the last station process (after the restart, if
+    // any): after its warm-up (the first 20 % of its devices), the largest
+    // values of the second half against those of the first half. Descriptors
+    // and threads rise and fall with the ports in flight (up to one each per
+    // port), hence the allowance of `ports` + 4.
+    let last_pid = samples.last().map(|s| s.pid).unwrap_or(0);
+    let seg: Vec<Sample> = samples.iter().copied().filter(|s| s.pid == last_pid).collect();
+    let first_done = seg.first().map(|s| s.done).unwrap_or(0);
+    let warmup = first_done + (devices - first_done) / 5;
+    let after: Vec<Sample> = seg.iter().copied().filter(|s| s.done >= warmup).collect();
+    let (early, late) = after.split_at(after.len() / 2);
     let max = |v: &[Sample], f: fn(&Sample) -> u64| v.iter().map(f).max().unwrap_or(0);
-    let (rss_w, rss_a) = (max(&warm, |s| s.rss_kib), max(&after, |s| s.rss_kib));
-    let (fds_w, fds_a) = (max(&warm, |s| s.fds as u64), max(&after, |s| s.fds as u64));
-    let (thr_w, thr_a) = (max(&warm, |s| s.threads), max(&after, |s| s.threads));
+    let (rss_w, rss_a) = (max(early, |s| s.rss_kib), max(late, |s| s.rss_kib));
+    let (fds_w, fds_a) = (max(early, |s| s.fds as u64), max(late, |s| s.fds as u64));
+    let (thr_w, thr_a) = (max(early, |s| s.threads), max(late, |s| s.threads));
     // RSS growth per 1,000 devices after warm-up (least squares).
     let slope = {
         let n = after.len() as f64;
@@ -253,26 +272,31 @@ fn main() {
     if running != 0 {
         problems.push(format!("{running} attempts left running"));
     }
-    if !status.success() {
+    // `imprint watch` exits 1 when a device failed (the faulty ones do), 0
+    // when all passed; anything else (a store error, a signal) is a fault.
+    if !matches!(status.code(), Some(0 | 1)) {
         problems.push(format!("the station exited with {status}"));
     }
-    if !after.is_empty() {
-        if rss_a as f64 > rss_w as f64 * 1.5 + 8192.0 {
+    let _ = std::fs::copy(dir.path().join("station.stderr"), out.join("station.stderr"));
+    if early.len() < 3 {
+        problems.push(format!("too few samples after warm-up to judge flatness ({}): more devices or a shorter --sample-ms", after.len()));
+    } else {
+        if rss_a as f64 > rss_w as f64 * 1.25 + 8192.0 {
             problems.push(format!("RSS grew after warm-up: {rss_w} KiB -> {rss_a} KiB"));
         }
-        if fds_a > fds_w + 4 {
+        if fds_a > fds_w + ports as u64 + 4 {
             problems.push(format!("descriptors grew after warm-up: {fds_w} -> {fds_a}"));
         }
-        if thr_a > thr_w + 4 {
+        if thr_a > thr_w + ports as u64 + 4 {
             problems.push(format!("threads grew after warm-up: {thr_w} -> {thr_a}"));
         }
     }
     let summary = format!(
         "devices {devices} through {ports} ports at {baud} baud ({expected_fail} with faults), wall {wall:.0} s ({:.2} devices/s){}\n\
          attempts {attempts} ({passed} passed), left running {running}, devices not as expected {}, station exit {status}\n\
-         RSS max during warm-up (first {warmup} devices) {rss_w} KiB, after {rss_a} KiB; after warm-up {slope:.0} KiB per 1,000 devices\n\
+         last station process after warm-up (devices {warmup}..{devices}): RSS max first half {rss_w} KiB, second half {rss_a} KiB; {slope:.0} KiB per 1,000 devices\n\
          RSS at 1,000 devices {}, at 10,000 devices {}, at the end {} KiB\n\
-         descriptors max during warm-up {fds_w}, after {fds_a}; threads max during warm-up {thr_w}, after {thr_a}\n\
+         descriptors max first half {fds_w}, second half {fds_a}; threads max first half {thr_w}, second half {thr_a}\n\
          store at the end {} KiB; per-device attempt time first window {:.0} ms, last window {:.0} ms\n\
          {}\n",
         devices as f64 / wall,
