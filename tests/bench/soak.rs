@@ -113,12 +113,19 @@ fn main() {
     std::fs::create_dir_all(&links).unwrap();
     std::fs::write(dir.path().join("station.toml"), "port_globs = []\nstation_id = \"soak\"\n").unwrap();
 
-    println!("imprint-soak: {devices} devices through {ports} ports, {pct} % with faults, {baud} baud, sampled every {sample_ms} ms, as uid {}", std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0));
+    println!(
+        "imprint-soak: {devices} devices through {ports} ports, {pct} % with faults, {baud} baud, sampled every {sample_ms} ms, as uid {}",
+        std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    );
     let mut station = start_station(&imprint, dir.path(), &links);
     let t0 = Instant::now();
     while !data.join("station.db").exists() {
         assert!(t0.elapsed() < Duration::from_secs(120), "the station did not open its store");
-        assert!(station.try_wait().unwrap().is_none(), "the station exited: {}", std::fs::read_to_string(dir.path().join("station.stderr")).unwrap_or_default());
+        assert!(
+            station.try_wait().unwrap().is_none(),
+            "the station exited: {}",
+            std::fs::read_to_string(dir.path().join("station.stderr")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The file appears before the station has migrated it: wait for the schema.
@@ -171,15 +178,10 @@ fn main() {
             }
             let ok = match s.fault {
                 None => rows.iter().any(|(st, _, _)| st == "passed"),
-                Some(f) => {
-                    rows.iter().all(|(st, _, _)| st == "failed") && rows.iter().any(|(_, c, _)| c.as_deref() == Some(FAULTS[f].1))
-                }
+                Some(f) => rows.iter().all(|(st, _, _)| st == "failed") && rows.iter().any(|(_, c, _)| c.as_deref() == Some(FAULTS[f].1)),
             };
             if !ok {
-                failures.push(format!(
-                    "{serial} (fault {}): {rows:?}",
-                    s.fault.map(|f| FAULTS[f].0).unwrap_or("none")
-                ));
+                failures.push(format!("{serial} (fault {}): {rows:?}", s.fault.map(|f| FAULTS[f].0).unwrap_or("none")));
             }
             expected_fail += usize::from(s.fault.is_some());
             win_attempt += rows.last().map(|r| r.2).unwrap_or(0.0);
@@ -262,7 +264,11 @@ fn main() {
         let sxx = after.iter().map(|s| (s.done as f64).powi(2)).sum::<f64>();
         let sxy = after.iter().map(|s| s.done as f64 * s.rss_kib as f64).sum::<f64>();
         let d = n * sxx - sx * sx;
-        if n >= 3.0 && d > 0.0 { (n * sxy - sx * sy) / d * 1000.0 } else { f64::NAN }
+        if n >= 3.0 && d > 0.0 {
+            (n * sxy - sx * sy) / d * 1000.0
+        } else {
+            f64::NAN
+        }
     };
     let at = |k: usize| samples.iter().find(|s| s.done >= k).map(|s| s.rss_kib);
     let mut problems = Vec::new();
