@@ -139,6 +139,29 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     };
 
+    // By default each device has a link named after its serial (like
+    // /dev/serial/by-id with a USB chip per board): every device is a new
+    // port path. `--slot-links`: one link per fixture slot (like
+    // deploy/udev's /dev/imprint/slot-*), retargeted to each new device.
+    let slot_links = args.iter().any(|a| a == "--slot-links");
+    let plug = |i: usize, k: usize| {
+        let fault = fault_of(i, pct);
+        let mut cfg = SimConfig::new(format!("SOAK-{i:06}")).with_baud(baud);
+        if !slot_links {
+            cfg = cfg.with_link_dir(&links);
+        }
+        if let Some(f) = fault {
+            cfg = cfg.with_faults(FAULTS[f].0).unwrap();
+        }
+        let dev = SimDevice::spawn(cfg).expect("simulated device");
+        if slot_links {
+            let tmp = links.join(format!(".slot-{k:02}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(dev.path(), &tmp).unwrap();
+            std::fs::rename(&tmp, links.join(format!("slot-{k:02}"))).unwrap();
+        }
+        Slot { dev, index: i, fault, plugged: Instant::now() }
+    };
     let mut slots: Vec<Option<Slot>> = (0..ports).map(|_| None).collect();
     let (mut next, mut done, mut killed) = (0usize, 0usize, false);
     let mut failures: Vec<String> = Vec::new();
@@ -149,14 +172,9 @@ fn main() {
     let started = Instant::now();
     let mut csv = String::from("t_s,devices_done,rss_kib,fds,threads,store_kib,attempt_ms,cycle_ms\n");
     while done < devices {
-        for slot in slots.iter_mut() {
+        for (k, slot) in slots.iter_mut().enumerate() {
             if slot.is_none() && next < devices {
-                let fault = fault_of(next, pct);
-                let mut cfg = SimConfig::new(format!("SOAK-{next:06}")).with_baud(baud).with_link_dir(&links);
-                if let Some(f) = fault {
-                    cfg = cfg.with_faults(FAULTS[f].0).unwrap();
-                }
-                *slot = Some(Slot { dev: SimDevice::spawn(cfg).expect("simulated device"), index: next, fault, plugged: Instant::now() });
+                *slot = Some(plug(next, k));
                 next += 1;
             }
             let Some(s) = slot.as_ref() else { continue };
@@ -188,7 +206,15 @@ fn main() {
             win_cycle += s.plugged.elapsed().as_secs_f64() * 1000.0;
             win_n += 1;
             debug_assert!(s.index < devices);
-            *slot = None; // unplug: the pty and its link go
+            // Unplug: the pty (and its by-serial link) go. With slot links the
+            // next device is plugged first, so its pty differs and the slot's
+            // link changes target (the station sees departure and arrival).
+            let old = slot.take();
+            if slot_links && next < devices {
+                *slot = Some(plug(next, k));
+                next += 1;
+            }
+            drop(old);
             done += 1;
         }
         if !killed && kill_at.is_some_and(|k| done >= k) {
@@ -221,7 +247,7 @@ fn main() {
                 s.t, s.done, s.rss_kib, s.fds, s.threads, s.store_kib, s.attempt_ms, s.cycle_ms
             )
             .unwrap();
-            if samples.len() % 30 == 0 {
+            if samples.len().is_multiple_of(30) {
                 println!(
                     "  t={:.0}s done={} rss={} KiB fds={} threads={} store={} KiB attempt={:.0} ms",
                     s.t, s.done, s.rss_kib, s.fds, s.threads, s.store_kib, s.attempt_ms
@@ -298,13 +324,14 @@ fn main() {
         }
     }
     let summary = format!(
-        "devices {devices} through {ports} ports at {baud} baud ({expected_fail} with faults), wall {wall:.0} s ({:.2} devices/s){}\n\
+        "devices {devices} through {ports} ports ({}) at {baud} baud ({expected_fail} with faults), wall {wall:.0} s ({:.2} devices/s){}\n\
          attempts {attempts} ({passed} passed), left running {running}, devices not as expected {}, station exit {status}\n\
          last station process after warm-up (devices {warmup}..{devices}): RSS max first half {rss_w} KiB, second half {rss_a} KiB; {slope:.0} KiB per 1,000 devices\n\
          RSS at 1,000 devices {}, at 10,000 devices {}, at the end {} KiB\n\
          descriptors max first half {fds_w}, second half {fds_a}; threads max first half {thr_w}, second half {thr_a}\n\
          store at the end {} KiB; per-device attempt time first window {:.0} ms, last window {:.0} ms\n\
          {}\n",
+        if slot_links { "one link per slot" } else { "one link per device" },
         devices as f64 / wall,
         if killed { format!("; station SIGKILLed and restarted at {} devices", kill_at.unwrap_or(0)) } else { String::new() },
         failures.len(),
