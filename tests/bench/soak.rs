@@ -183,10 +183,14 @@ fn main() {
                 let mut q = db
                     .prepare_cached(
                         "SELECT status, code, (julianday(finished_at) - julianday(started_at)) * 86400000.0 FROM attempts
-                         WHERE device_serial = ?1 AND status IN ('passed', 'failed') ORDER BY started_at",
+                         WHERE (device_serial = ?1 OR (device_serial IS NULL AND port = ?2)) AND status IN ('passed', 'failed')
+                         ORDER BY started_at",
                     )
                     .unwrap();
-                q.query_map([&serial], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<f64>>(2)?.unwrap_or(0.0))))
+                // An attempt that ended before IDENT has no serial: with a link per
+                // device, its port names the device (with slot links it cannot).
+                let port = if slot_links { String::new() } else { links.join(&serial).display().to_string() };
+                q.query_map([&serial, &port], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<f64>>(2)?.unwrap_or(0.0))))
                     .unwrap()
                     .collect::<Result<_, _>>()
                     .unwrap()
