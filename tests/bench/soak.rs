@@ -75,7 +75,20 @@ fn store_kib(data: &Path) -> u64 {
     ["station.db", "station.db-wal"].iter().map(|f| std::fs::metadata(data.join(f)).map(|m| m.len()).unwrap_or(0)).sum::<u64>() / 1024
 }
 
-fn start_station(imprint: &Path, dir: &Path, links: &Path) -> Child {
+/// The station process, killed if the soak itself fails (a panic must not
+/// leave a station running on the machine).
+struct StationProc(Child);
+
+impl Drop for StationProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_station(imprint: &Path, dir: &Path, links: &Path) -> StationProc {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("station.stderr")).unwrap();
     Command::new(imprint)
         .args(["watch", "--glob", &format!("{}/*", links.display())])
@@ -85,6 +98,7 @@ fn start_station(imprint: &Path, dir: &Path, links: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(StationProc)
         .expect("imprint watch starts")
 }
 
@@ -122,7 +136,7 @@ fn main() {
     while !data.join("station.db").exists() {
         assert!(t0.elapsed() < Duration::from_secs(120), "the station did not open its store");
         assert!(
-            station.try_wait().unwrap().is_none(),
+            station.0.try_wait().unwrap().is_none(),
             "the station exited: {}",
             std::fs::read_to_string(dir.path().join("station.stderr")).unwrap_or_default()
         );
@@ -224,15 +238,15 @@ fn main() {
         if !killed && kill_at.is_some_and(|k| done >= k) {
             killed = true;
             println!("  {done} devices done: SIGKILL to the station, then a new station on the same ports");
-            station.kill().unwrap();
-            station.wait().unwrap();
+            station.0.kill().unwrap();
+            station.0.wait().unwrap();
             station = start_station(&imprint, dir.path(), &links);
         }
-        if let Some(status) = station.try_wait().unwrap() {
+        if let Some(status) = station.0.try_wait().unwrap() {
             panic!("the station exited with {status}: {}", std::fs::read_to_string(dir.path().join("station.stderr")).unwrap_or_default());
         }
         if last_sample.elapsed() >= Duration::from_millis(sample_ms) || done == devices {
-            let pid = station.id();
+            let pid = station.0.id();
             let s = Sample {
                 pid,
                 t: started.elapsed().as_secs_f64(),
@@ -266,8 +280,8 @@ fn main() {
     let wall = started.elapsed().as_secs_f64();
 
     // Stop the station as an operator would (Ctrl-C) and check it exits 0.
-    let _ = Command::new("kill").args(["-INT", &station.id().to_string()]).status();
-    let status = station.wait().unwrap();
+    let _ = Command::new("kill").args(["-INT", &station.0.id().to_string()]).status();
+    let status = station.0.wait().unwrap();
     let running: i64 = db.query_row("SELECT count(*) FROM attempts WHERE status = 'running'", [], |r| r.get(0)).unwrap();
     let attempts: i64 = db.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0)).unwrap();
     let passed: i64 = db.query_row("SELECT count(*) FROM attempts WHERE status = 'passed'", [], |r| r.get(0)).unwrap();
