@@ -17,10 +17,9 @@
 //! RETURNING`, and marking the outbox synced with `synchronous=FULL`).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_store::synced::{Kind, Value, TABLES};
 use imprint_store::Store;
-use imprint_sync::{hash, sync_once, CentralConfig};
-use imprint_tests::pg::{assert_center_equals_local, fill, rt, TestDb};
+use imprint_sync::{sync_once, CentralConfig};
+use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, rt, TestDb};
 use sqlx::{ConnectOptions, Connection};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,68 +29,6 @@ const STEPS_PER_ATTEMPT: usize = 20;
 
 fn arg_value(args: &[String], name: &str) -> Option<usize> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
-}
-
-/// COPY text-format field.
-fn field(out: &mut String, s: &str) {
-    for ch in s.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// One value as a COPY text cell of the column's kind.
-fn cell(out: &mut String, kind: Kind, v: &Value) {
-    match (kind, v) {
-        (_, Value::Null) => out.push_str("\\N"),
-        (Kind::Bool, Value::Int(b)) => out.push(if *b != 0 { 't' } else { 'f' }),
-        (_, Value::Int(n)) => out.push_str(&n.to_string()),
-        (_, Value::Text(s)) => field(out, s),
-        (_, Value::Blob(b)) => {
-            out.push_str("\\\\x");
-            out.push_str(&hex::encode(b));
-        }
-    }
-}
-
-/// The same rows the sync sends, as COPY text: (table, columns, data, rows),
-/// built from the same record descriptors.
-fn copy_data(store: &Store) -> Vec<(&'static str, String, String, usize)> {
-    let versions: std::collections::HashMap<(String, String, i64), i64> = store
-        .read(|c| {
-            let mut s = c.prepare("SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3")?;
-            let rows = s.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?.collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-        .unwrap();
-    let mut out = Vec::new();
-    for table in TABLES {
-        let mut cols: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-        cols.extend(["station_id", "version", "content_sha256"]);
-        let (mut text, mut n) = (String::new(), 0);
-        for (k, values) in store.synced_records(table).unwrap() {
-            let h = hash::record(table, STATION, &values);
-            for (c, v) in table.columns.iter().zip(&values) {
-                cell(&mut text, c.kind, v);
-                text.push('\t');
-            }
-            let version = versions[&(k.entity.as_str().to_string(), k.id.clone(), k.step_no)];
-            text.push_str(STATION);
-            text.push('\t');
-            text.push_str(&version.to_string());
-            text.push('\t');
-            cell(&mut text, Kind::Bytes, &Value::Blob(h.to_vec()));
-            text.push('\n');
-            n += 1;
-        }
-        out.push((table.central, cols.join(", "), text, n));
-    }
-    out
 }
 
 fn main() {
@@ -115,7 +52,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let data = copy_data(&store);
+    let data = copy_rows(&store, STATION);
     let opts = db.admin_options();
     let runs = arg_value(&args, "--runs").unwrap_or(if quick { 1 } else { 3 });
     let mut ratios = Vec::new();

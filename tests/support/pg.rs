@@ -5,7 +5,7 @@
 //! records at their latest versions.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_store::synced::TABLES;
+use imprint_store::synced::{Kind, Value, TABLES};
 use imprint_store::{RecordKey, Store};
 use imprint_sync::{hash, record, CentralConfig};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -430,4 +430,67 @@ pub fn fill(store: &std::sync::Arc<Store>, prefix: &str, attempts: usize, steps:
     // Each attempt: itself, its steps, its certificate and its provisioning
     // outcome in the audit trail.
     attempts * (steps + 3)
+}
+
+/// COPY text-format field.
+fn copy_field(out: &mut String, s: &str) {
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One value as a COPY text cell of the column's kind.
+fn copy_cell(out: &mut String, kind: Kind, v: &Value) {
+    match (kind, v) {
+        (_, Value::Null) => out.push_str("\\N"),
+        (Kind::Bool, Value::Int(b)) => out.push(if *b != 0 { 't' } else { 'f' }),
+        (_, Value::Int(n)) => out.push_str(&n.to_string()),
+        (_, Value::Text(s)) => copy_field(out, s),
+        (_, Value::Blob(b)) => {
+            out.push_str("\\\\x");
+            out.push_str(&hex::encode(b));
+        }
+    }
+}
+
+/// The rows the sync sends for `station`, as COPY text: (table, columns,
+/// data, rows), built from the same record descriptors (the COPY floor of
+/// the sync benchmarks).
+pub fn copy_rows(store: &Store, station: &str) -> Vec<(&'static str, String, String, usize)> {
+    let versions: std::collections::HashMap<(String, String, i64), i64> = store
+        .read(|c| {
+            let mut s = c.prepare("SELECT entity, entity_id, step_no, max(seq) FROM outbox GROUP BY 1, 2, 3")?;
+            let rows = s.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?.collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .unwrap();
+    let mut out = Vec::new();
+    for table in TABLES {
+        let mut cols: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        cols.extend(["station_id", "version", "content_sha256"]);
+        let (mut text, mut n) = (String::new(), 0);
+        for (k, values) in store.synced_records(table).unwrap() {
+            let h = hash::record(table, station, &values);
+            for (c, v) in table.columns.iter().zip(&values) {
+                copy_cell(&mut text, c.kind, v);
+                text.push('\t');
+            }
+            let version = versions[&(k.entity.as_str().to_string(), k.id.clone(), k.step_no)];
+            text.push_str(station);
+            text.push('\t');
+            text.push_str(&version.to_string());
+            text.push('\t');
+            copy_cell(&mut text, Kind::Bytes, &Value::Blob(h.to_vec()));
+            text.push('\n');
+            n += 1;
+        }
+        out.push((table.central, cols.join(", "), text, n));
+    }
+    out
 }

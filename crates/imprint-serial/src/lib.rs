@@ -60,11 +60,23 @@ pub struct SerialTransport {
 
 impl SerialTransport {
     /// Open `path` exclusively at `baud` 8N1, no flow control.
+    ///
+    /// Exclusive means an exclusive `flock` on the port's descriptor, which
+    /// the kernel drops with the descriptor however the process ends, and on
+    /// a real tty also `TIOCEXCL`, which keeps out programs that do not
+    /// flock. A pseudo-terminal (a simulated device) gets no `TIOCEXCL`: the
+    /// flag lives on the tty, which outlives our descriptor while the other
+    /// side holds the pty, so a station killed with SIGKILL (no `TIOCNXCL` on
+    /// the way out) would leave every port refusing non-root openers with
+    /// EBUSY until the simulator restarts (root's CAP_SYS_ADMIN ignores the
+    /// flag). A real tty is freed at its last close, flag and all.
     pub fn open(path: &str, baud: u32) -> Result<Self, TransportError> {
         if !Path::new(path).exists() {
             return Err(TransportError::NotFound(path.to_string()));
         }
+        let pty = is_pty(Path::new(path));
         let port = serialport::new(path, baud)
+            .exclusive(!pty)
             .data_bits(serialport::DataBits::Eight)
             .parity(serialport::Parity::None)
             .stop_bits(serialport::StopBits::One)
@@ -88,11 +100,26 @@ impl SerialTransport {
                 }
                 _ => TransportError::Io(format!("{path}: {e}")),
             })?;
+        if pty {
+            // serialport took a shared flock; make it exclusive on the same descriptor.
+            use std::os::fd::AsRawFd;
+            #[allow(deprecated)] // nix's Flock wants to own the descriptor; serialport owns it
+            nix::fcntl::flock(port.as_raw_fd(), nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|e| match e {
+                nix::errno::Errno::EWOULDBLOCK => TransportError::Busy(path.to_string()),
+                e => TransportError::Io(format!("{path}: lock: {e}")),
+            })?;
+        }
         // Drop whatever a previous session left in the input buffer (late
         // answers, boot noise) so it is never mistaken for this session's.
         let _ = serialport::SerialPort::clear(&port, serialport::ClearBuffer::Input);
         Ok(SerialTransport { port, name: path.to_string() })
     }
+}
+
+/// Is `path` the slave side of a pseudo-terminal (UNIX98 pty majors 136-143)?
+fn is_pty(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device() && (136..=143).contains(&nix::sys::stat::major(m.rdev())))
 }
 
 fn gone_or_io(e: &std::io::Error) -> TransportError {

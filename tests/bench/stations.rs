@@ -1,0 +1,268 @@
+//! `imprint-stations-bench`: many stations on one center (issue 17). Each
+//! station is a process of its own with its own SQLite store and its own
+//! PostgreSQL login role, writing provisioning records through the store API
+//! (as a station does: attempt, steps, journaled and issued certificate,
+//! finish, audit entry) and syncing them with the real `SyncWorker` to one
+//! PostgreSQL database, while a cutter terminates random station connections
+//! at the center.
+//!
+//! Phase 1, ingest: every station first writes a backlog with its sync
+//! worker stopped; then all workers start at once and the time until the
+//! center holds every row gives the center's ingest rate, divided by the rate
+//! of `COPY` of the same rows (built from the stations' stores by
+//! `pg::copy_rows`) into a fresh database in the same run.
+//! Phase 2, lag: every station writes attempts at a steady pace with its
+//! worker running; the lag of each finished attempt is the center's
+//! `received_at` minus the attempt's local `finished_at` (one clock: same
+//! machine), reported as p50 / p99.
+//! At the end each station's records at the center equal its local records
+//! (nothing lost, duplicated or altered: `assert_center_equals_local`).
+//!
+//! ```sh
+//! imprint-stations-bench --stations 100             # the full run
+//! imprint-stations-bench --quick                    # CI: 10 stations, small
+//! ```
+//! Each station holds one connection (`connections = 1`); the bench refuses
+//! to take more than the cluster's free connections minus a reserve for the
+//! other users of the machine, and says so (`--force` to try anyway).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use imprint_store::Store;
+use imprint_sync::{CentralConfig, SyncWorker};
+use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, try_psql, TestDb};
+use sqlx::{ConnectOptions, Connection};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--child") {
+        return child(&args);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut stations: usize = arg(&args, "--stations").unwrap_or(if quick { 10 } else { 100 });
+    let backlog: usize = arg(&args, "--backlog").unwrap_or(if quick { 10 } else { 40 });
+    let live: usize = arg(&args, "--live").unwrap_or(if quick { 10 } else { 30 });
+    let steps: usize = arg(&args, "--steps").unwrap_or(8);
+    let pace_ms: u64 = arg(&args, "--pace-ms").unwrap_or(500);
+    let cut_ms: u64 = arg(&args, "--cut-ms").unwrap_or(if quick { 300 } else { 200 });
+    let interval_ms: u64 = arg(&args, "--interval-ms").unwrap_or(1000);
+    let reserve: i64 = arg(&args, "--reserve").unwrap_or(20);
+
+    // The connection budget: one per station, a reserve left for the others.
+    let free: i64 = psql(
+        "postgres",
+        "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity",
+    )
+    .parse()
+    .unwrap();
+    let fits = (free - reserve - 2).max(1) as usize;
+    if stations > fits && !args.iter().any(|a| a == "--force") {
+        println!(
+            "only {free} connections free at the center (max_connections minus reserved minus in use); keeping {reserve} for other users: {fits} stations, not {stations}"
+        );
+        stations = fits;
+    }
+    let mut db = TestDb::new();
+    let exe = std::env::current_exe().unwrap();
+    let per_attempt = steps + 3; // attempt, steps, certificate, audit entry
+    println!(
+        "imprint-stations-bench: {stations} station processes, backlog {backlog} + live {live} attempts each ({per_attempt} records per attempt), one connection each, a random station connection cut every {cut_ms} ms"
+    );
+
+    // Start the stations: each writes its backlog and says READY.
+    let mut children = Vec::new();
+    let mut stores = Vec::new();
+    for i in 0..stations {
+        let station = format!("st-{i:03}");
+        let cfg = db.add_station(&station);
+        let dir = db.dir.path().join(&station);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Command::new(&exe)
+            .args(["--child", &station, "--dir", &dir.display().to_string(), "--url", &cfg.url])
+            .args(["--role", cfg.role.as_deref().unwrap(), "--password-file", &cfg.password_file.as_ref().unwrap().display().to_string()])
+            .args(["--backlog", &backlog.to_string(), "--live", &live.to_string(), "--steps", &steps.to_string()])
+            .args(["--pace-ms", &pace_ms.to_string(), "--interval-ms", &interval_ms.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(c.stdout.take().unwrap()).lines();
+        stores.push((station, dir.join("station.db")));
+        children.push((c, lines));
+    }
+    for (c, lines) in children.iter_mut() {
+        let l = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(l, "READY", "station process {} did not get ready", c.id());
+    }
+    let backlog_rows = stations * backlog * per_attempt;
+
+    // The cutter: terminates one random station backend every cut_ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let cutter = {
+        let (stop, cuts, name) = (stop.clone(), cuts.clone(), db.name.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(cut_ms));
+                let n: usize = try_psql(
+                    "postgres",
+                    &format!(
+                        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = '{name}' AND usename <> 'postgres' AND backend_type = 'client backend' ORDER BY random() LIMIT 1) t"
+                    ),
+                )
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+                cuts.fetch_add(n, Ordering::SeqCst);
+            }
+        })
+    };
+
+    // Phase 1: all workers start at once; the backlog's arrival is timed.
+    let t = Instant::now();
+    for (c, _) in children.iter_mut() {
+        writeln!(c.stdin.as_mut().unwrap(), "GO").unwrap();
+    }
+    let count_sql = "SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail)";
+    loop {
+        let n: usize = db.psql(count_sql).parse().unwrap();
+        if n >= backlog_rows {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(1800), "the backlog did not arrive: {n} of {backlog_rows} rows");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ingest_secs = t.elapsed().as_secs_f64();
+    let cuts_phase1 = cuts.load(Ordering::SeqCst);
+
+    // Phase 2 runs in the children (live writes at a pace); wait for all to drain and exit.
+    let mut failed = 0;
+    for (mut c, mut lines) in children {
+        let last: Vec<String> = lines.by_ref().map_while(Result::ok).collect();
+        let st = c.wait().unwrap();
+        if !st.success() {
+            failed += 1;
+            println!("station process {} exited {st}: {last:?}", c.id());
+        }
+    }
+    let wall = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    cutter.join().unwrap();
+    assert_eq!(failed, 0, "every station process drained its outbox and exited 0");
+
+    // Nothing lost, duplicated or altered, station by station.
+    let mut total = 0;
+    let mut copy_data: Vec<(&'static str, String, String, usize)> = Vec::new();
+    for (station, path) in &stores {
+        let store = Store::open(path).unwrap();
+        total += assert_center_equals_local(&db, &store, station);
+        for (k, (table, cols, text, n)) in copy_rows(&store, station).into_iter().enumerate() {
+            match copy_data.get_mut(k) {
+                Some(e) => {
+                    e.2.push_str(&text);
+                    e.3 += n;
+                }
+                None => copy_data.push((table, cols, text, n)),
+            }
+        }
+    }
+    let expected = stations * (backlog + live) * per_attempt;
+    assert_eq!(total, expected, "records at the center");
+
+    // Lag of the live attempts: local finish to arrival at the center.
+    let lag = db.psql(
+        "SELECT round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - finished_at)))::bigint || ' ' ||
+                round(1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - finished_at)))::bigint || ' ' ||
+                round(1000 * max(extract(epoch FROM received_at - finished_at)))::bigint || ' ' || count(*)
+         FROM attempts WHERE device_serial LIKE 'L-%'",
+    );
+    let lag: Vec<i64> = lag.split_whitespace().map(|v| v.parse().unwrap()).collect();
+
+    // The floor: COPY of the same rows into a fresh database, as the owner.
+    let floor = TestDb::new();
+    let copy_secs = rt().block_on(async {
+        let mut c = floor.admin_options().connect().await.unwrap();
+        let t = Instant::now();
+        for (table, cols, text, _) in &copy_data {
+            let mut copy = c.copy_in_raw(&format!("COPY {table} ({cols}) FROM STDIN")).await.unwrap();
+            copy.send(text.as_bytes()).await.unwrap();
+            copy.finish().await.unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let _ = c.close().await;
+        secs
+    });
+    let copy_rate = total as f64 / copy_secs;
+    let ingest_rate = backlog_rows as f64 / ingest_secs;
+    println!(
+        "phase 1 (backlog, all stations at once): {backlog_rows} rows in {ingest_secs:.2} s = {ingest_rate:.0} rows/s with {cuts_phase1} connections cut"
+    );
+    println!("COPY of the same kind of rows ({total}, every station's, into a fresh database): {copy_secs:.2} s = {copy_rate:.0} rows/s");
+    println!("ingest ratio {:.3} (center ingest rows/s / COPY rows/s, same run)", ingest_rate / copy_rate);
+    println!(
+        "phase 2 (live, one attempt every {pace_ms} ms per station, worker interval {interval_ms} ms): lag local commit -> center p50 {} ms, p99 {} ms, max {} ms over {} attempts",
+        lag[0], lag[1], lag[2], lag[3]
+    );
+    println!(
+        "{stations} stations, {total} records at the center = local, none lost or duplicated; {} connections cut in {wall:.1} s",
+        cuts.load(Ordering::SeqCst)
+    );
+}
+
+/// One station: own store, own role, own sync worker.
+fn child(args: &[String]) {
+    let station: String = arg(args, "--child").unwrap();
+    let dir: PathBuf = arg(args, "--dir").unwrap();
+    let backlog: usize = arg(args, "--backlog").unwrap();
+    let live: usize = arg(args, "--live").unwrap();
+    let steps: usize = arg(args, "--steps").unwrap();
+    let pace = Duration::from_millis(arg(args, "--pace-ms").unwrap());
+    let cfg = CentralConfig {
+        url: arg(args, "--url").unwrap(),
+        sslmode: Some("disable".into()),
+        role: arg(args, "--role"),
+        password_file: arg(args, "--password-file"),
+        connections: 1,
+        interval_ms: arg(args, "--interval-ms").unwrap(),
+        retry_min_ms: 100,
+        retry_max_ms: 2000,
+        timeout_ms: 30_000,
+        ..CentralConfig::default()
+    };
+    let store = Arc::new(Store::open(&dir.join("station.db")).unwrap());
+    for i in 0..backlog {
+        fill(&store, &format!("B-{station}-{i}"), 1, steps, 1);
+    }
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let worker = SyncWorker::spawn(store.clone(), &station, cfg).unwrap();
+    for i in 0..live {
+        std::thread::sleep(pace);
+        fill(&store, &format!("L-{station}-{i}"), 1, steps, 1);
+        worker.wake();
+    }
+    let t = Instant::now();
+    loop {
+        let c = store.outbox_counts().unwrap();
+        assert_eq!(c.quarantined, 0, "{station}: quarantined records");
+        if c.pending == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(1200), "{station}: {} changes still pending", c.pending);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    worker.shutdown(Instant::now() + Duration::from_secs(10));
+    println!("DONE");
+}
