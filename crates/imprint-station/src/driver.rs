@@ -820,9 +820,9 @@ fn journal_within_leases(ctx: &StationCtx, journal: impl Fn() -> Result<(), Stor
             return r;
         }
         tracing::info!(waited_ms = started.elapsed().as_millis() as u64, "leased quantity used up: asking the center for the next block");
-        if !sync.round_now(left.min(Duration::from_secs(5))) {
-            // No round finished (backing off, or cut): do not spin.
-            std::thread::sleep(Duration::from_millis(100).min(wait.saturating_sub(started.elapsed())));
+        if !sync.round_now(left.min(Duration::from_secs(5))) || !sync.status().connected {
+            // No round finished, or the center is unreachable: do not hammer it.
+            std::thread::sleep(Duration::from_millis(250).min(wait.saturating_sub(started.elapsed())));
         }
     }
 }
