@@ -132,8 +132,8 @@ fn killed_mid_issuance_under_a_leased_work_order_the_resumed_device_counts_once(
     let mut db = TestDb::new();
     add_central(&db, "WO-KILL", 10);
     let central = db.add_station("lease-kill");
+    // No round before: the station learns of the work order when its first device needs it.
     let dir = station_dir(&central, "lease-kill", 3, 1);
-    assert!(imprint(&dir).args(["sync", "now"]).output().unwrap().status.success());
     let dev = sim("KILL-LEASE-1", "");
     // Crash right after the journal commit (the lease's count and the signing row), before the device has its certificate.
     let out = imprint(&dir)
@@ -234,10 +234,7 @@ fn four_stations_racing_on_one_work_order_of_1000_with_connections_cut_and_sigki
     let dirs: Vec<_> = (1..=STATIONS)
         .map(|i| {
             let cfg = db.add_station(&format!("race-{i}"));
-            let d = station_dir(&cfg, &format!("race-{i}"), 50, 20);
-            let out = imprint(&d).args(["sync", "now"]).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            d
+            station_dir(&cfg, &format!("race-{i}"), 50, 20)
         })
         .collect();
     let done = Arc::new(AtomicBool::new(false));
