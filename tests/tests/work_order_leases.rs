@@ -301,9 +301,11 @@ fn four_stations_racing_on_one_work_order_of_1000_with_connections_cut_and_sigki
         assert_eq!(w.issued, w.certified, "station {i}: each journaled certificate counted once");
         let (used, open): (i64, i64) = s
             .read(|c| {
-                Ok(c.query_row("SELECT coalesce(sum(used), 0), count(*) FILTER (WHERE status <> 'settled') FROM work_order_leases", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?)
+                Ok(c.query_row(
+                    "SELECT coalesce(sum(used), 0), count(*) FILTER (WHERE status <> 'settled') FROM work_order_leases",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
             })
             .unwrap();
         assert_eq!((used, open), (w.issued, 0), "station {i}: its leases' use is its count, all settled");

@@ -8,7 +8,9 @@ use imprint_core::issuance::{self, spki_sha256_hex};
 use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Reissue, Session, SessionConfig, Stage};
 use imprint_proto::{Decoded, Decoder, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
-use imprint_store::{now_text, AttemptEnd, CertRow, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Supersede, Timestamp, WorkOrderRefusal};
+use imprint_store::{
+    now_text, AttemptEnd, CertRow, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Supersede, Timestamp, WorkOrderRefusal,
+};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -802,7 +804,9 @@ fn journal_within_leases(ctx: &StationCtx, journal: impl Fn() -> Result<(), Stor
         let r = journal();
         let Some(sync) = ctx.sync.get() else { return r };
         let (central_free, central_seen_at) = match &r {
-            Err(StoreError::WorkOrder(WorkOrderRefusal::LeaseUsedUp { central_free, central_seen_at, .. })) => (central_free, central_seen_at),
+            Err(StoreError::WorkOrder(WorkOrderRefusal::LeaseUsedUp { central_free, central_seen_at, .. })) => {
+                (central_free, central_seen_at)
+            }
             // Not copied from the center yet (created there since the last round): one round, then once more.
             Err(StoreError::WorkOrder(WorkOrderRefusal::Unknown { .. })) if !unknown_asked => {
                 unknown_asked = true;

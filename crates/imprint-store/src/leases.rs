@@ -80,13 +80,14 @@ pub(crate) fn is_central(t: &Transaction<'_>, work_order: &str) -> Result<bool, 
 /// [`WorkOrderRefusal::LeaseUsedUp`] and the caller rolls back.
 pub(crate) fn take_in(t: &Transaction<'_>, work_order: &str) -> Result<(), StoreError> {
     let now = now_text();
-    let n = t.prepare_cached(
-        "UPDATE work_order_leases SET used = used + 1 WHERE id = (
+    let n = t
+        .prepare_cached(
+            "UPDATE work_order_leases SET used = used + 1 WHERE id = (
              SELECT id FROM work_order_leases
              WHERE work_order_id = ?1 AND status = 'active' AND used < granted AND expires_at > ?2
              ORDER BY expires_at, id LIMIT 1)",
-    )?
-    .execute(params![work_order, now])?;
+        )?
+        .execute(params![work_order, now])?;
     if n == 1 {
         return Ok(());
     }
@@ -498,12 +499,13 @@ mod tests {
         let frozen = s.write(move |t| Ok(t.execute("UPDATE work_order_leases SET used = 0", []).map(|_| ())?));
         assert!(frozen.is_err(), "a settled lease does not change");
         // Granted, settled and copied are all in the trail, which verifies.
-        let kinds: Vec<String> = s.read(|c| {
-            let mut q = c.prepare("SELECT kind FROM audit ORDER BY seq")?;
-            let r = q.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-            Ok(r)
-        })
-        .unwrap();
+        let kinds: Vec<String> = s
+            .read(|c| {
+                let mut q = c.prepare("SELECT kind FROM audit ORDER BY seq")?;
+                let r = q.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+                Ok(r)
+            })
+            .unwrap();
         assert_eq!(kinds.iter().filter(|k| *k == "work_order_lease").count(), 2, "{kinds:?}");
         assert!(s.verify_audit(None).unwrap().ok());
     }
