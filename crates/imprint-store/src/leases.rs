@@ -103,12 +103,15 @@ fn lease_entry(t: &Transaction<'_>, station: &str, work_order: &str, detail: ser
     Ok(())
 }
 
-fn out<T: Send + 'static>() -> (Arc<Mutex<Option<T>>>, Arc<Mutex<Option<T>>>) {
+/// A value handed out of a writer job.
+type Slot<T> = Arc<Mutex<Option<T>>>;
+
+fn out<T: Send + 'static>() -> (Slot<T>, Slot<T>) {
     let a = Arc::new(Mutex::new(None));
     (a.clone(), a)
 }
 
-fn take<T>(a: &Arc<Mutex<Option<T>>>) -> Option<T> {
+fn take<T>(a: &Slot<T>) -> Option<T> {
     a.lock().ok().and_then(|mut g| g.take())
 }
 
@@ -154,7 +157,8 @@ impl Store {
             let mut changed = 0;
             let now = now_text();
             for w in &rows {
-                let local: Option<(i64, String, i64, String, i64, Option<String>, Option<String>)> = t
+                type Local = (i64, String, i64, String, i64, Option<String>, Option<String>);
+                let local: Option<Local> = t
                     .query_row(
                         "SELECT issued, status, quantity, product, central, valid_from, valid_until FROM work_orders WHERE id = ?1",
                         [&w.id],
