@@ -12,7 +12,8 @@
 //! (w) the work-order quota check (issue 13): the link ratio of (a) with a
 //!     work order set ÷ the same without one, devices alternating in the
 //!     same run; and journaled intents/s of the store with the quota counted
-//!     ÷ without (the check alone, no link to hide it).
+//!     ÷ without (the check alone, no link to hide it); and the same under a
+//!     central work order, where the station's lease is counted too (wl).
 //!
 //! Run for the record: `cargo run --release -p imprint-tests --bin imprint-bench`
 //! `--quick` runs tiny sizes (CI uses it to prove the benchmark still works).
@@ -75,10 +76,11 @@ fn main() {
     st.set_batch(None);
     let rw = median(&mut with_wo) / median(&mut without);
     // The same cost where nothing hides it: journaled intents per second, alternating blocks.
-    let (jw, jn) = journal_rates(if quick { 200 } else { 5000 });
-    let rj = jw / jn;
+    let (jw, jn, jl) = journal_rates(if quick { 300 } else { 6000 });
+    let (rj, rl) = (jw / jn, jl / jn);
     println!(
-        "(w) work-order quota: link ratio {:.3} with ÷ {:.3} without = {rw:.3} (target <= 1.02); journal {jw:.0}/s with ÷ {jn:.0}/s without = {rj:.3}",
+        "(w) work-order quota: link ratio {:.3} with ÷ {:.3} without = {rw:.3} (target <= 1.02); journal {jw:.0}/s with ÷ {jn:.0}/s without = {rj:.3}; \
+         leased (a central work order, the lease counted too) {jl:.0}/s ÷ without = {rl:.3}",
         median(&mut with_wo),
         median(&mut without)
     );
@@ -153,21 +155,42 @@ fn main() {
     println!(
         "(c) SoftHSM: {issue_rate:.0} certificates/s issued (CSR check + build + sign via the signer worker, {producers} producers); raw {raw_rate:.0} signatures/s; ratio {rc:.3} (target >= 0.5)"
     );
-    println!("RESULT a={ra:.3} b={rb:.3} c={rc:.3} w={rw:.3} wj={rj:.3}");
+    println!("RESULT a={ra:.3} b={rb:.3} c={rc:.3} w={rw:.3} wj={rj:.3} wl={rl:.3}");
 }
 
 /// Journaled intents per second on a fresh store, with the attempt under a
-/// work order (the quota counted in the same transaction) and without, in
-/// alternating blocks of 100, each intent committed on its own (a port's
-/// journal commit, not a group).
-fn journal_rates(n: usize) -> (f64, f64) {
+/// local work order (the quota counted in the same transaction), without,
+/// and under a central work order (its lease counted too), in rotating
+/// blocks of 100, each intent committed on its own (a port's journal
+/// commit, not a group).
+fn journal_rates(n: usize) -> (f64, f64, f64) {
     let d = tempfile::tempdir().unwrap();
     let store = imprint_store::Store::open(&d.path().join("bench.db")).unwrap();
     imprint_tests::station::work_order(&store, "J-WO", 10_000_000);
-    let (with_a, without_a) = (store.begin_attempt("p", Some("J-WO")).unwrap(), store.begin_attempt("p", None).unwrap());
-    let (mut t_with, mut t_without, mut k) = (0.0, 0.0, 0usize);
-    for block in 0..(n / 100).max(2) {
-        let attempt = if block % 2 == 0 { &with_a } else { &without_a };
+    let central = imprint_store::leases::CentralWorkOrderCopy {
+        id: "J-LEASED".into(),
+        product: "bench".into(),
+        quantity: 10_000_000,
+        free: 10_000_000,
+        valid_from: None,
+        valid_until: None,
+        closed: false,
+        created_by: None,
+        closed_by: None,
+    };
+    store.apply_central_work_orders(vec![central]).unwrap();
+    let lease = store.ask_lease("J-LEASED", 10_000_000).unwrap();
+    let until = imprint_store::Timestamp::from(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    store.answer_lease(&lease.id, 10_000_000, until, 0).unwrap();
+    let (with_a, without_a, leased_a) = (
+        store.begin_attempt("p", Some("J-WO")).unwrap(),
+        store.begin_attempt("p", None).unwrap(),
+        store.begin_attempt("p", Some("J-LEASED")).unwrap(),
+    );
+    let (mut t_with, mut t_without, mut t_leased, mut k) = (0.0, 0.0, 0.0, 0usize);
+    let blocks = (n / 100).max(3) / 3 * 3;
+    for block in 0..blocks {
+        let attempt = [&with_a, &without_a, &leased_a][block % 3];
         let start = Instant::now();
         for _ in 0..100 {
             k += 1;
@@ -185,12 +208,8 @@ fn journal_rates(n: usize) -> (f64, f64) {
             store.journal_intent(&intent).unwrap();
         }
         let t = start.elapsed().as_secs_f64();
-        if block % 2 == 0 {
-            t_with += t;
-        } else {
-            t_without += t;
-        }
+        *[&mut t_with, &mut t_without, &mut t_leased][block % 3] += t;
     }
-    let per_side = ((n / 100).max(2) / 2 * 100) as f64;
-    (per_side / t_with, per_side / t_without)
+    let per_side = (blocks / 3 * 100) as f64;
+    (per_side / t_with, per_side / t_without, per_side / t_leased)
 }

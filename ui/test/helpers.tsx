@@ -55,7 +55,7 @@ export const DEMO = session(operator("admin", "demo", "demo-admin"));
 
 export const INFO: StationInfo = {
   station_id: "unit-1", development: true, ready: true, needs_pin: false, startup_error: null, signer_uri: "",
-  signer_kind: "dev", ca_subject: "CN=dev", data_dir: "/tmp/x", log_dir: "/tmp/x/logs", mode: "manual", batch: null, work_order: null, simulated: 0,
+  signer_kind: "dev", ca_subject: "CN=dev", data_dir: "/tmp/x", log_dir: "/tmp/x/logs", mode: "manual", batch: null, work_order: null, lease: null, simulated: 0,
   stopping: false, session: DEMO,
 };
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { $, flush, key, mount, tile, INFO } from "./helpers";
+import { $, flush, key, mount, syncView, tile, INFO } from "./helpers";
 import type { AttemptDto } from "../src/bindings/AttemptDto";
 
 let cleanup: (() => void) | undefined;
@@ -135,6 +135,30 @@ describe("Header work order", () => {
     m = await mount([], { ...INFO, batch: null, work_order: null });
     cleanup = m.unmount;
     expect($("work-order-count")).toBeNull();
+  });
+
+  it("shows the leased balance of a central work order, and warns before it runs out while the center is unreachable", async () => {
+    const lease = { balance: 37, next_expiry: "2026-11-30T20:00:00.000Z", central_free: 400, central_seen_at: "2026-11-30T12:00:00.000Z", low: false, warning: false };
+    let m = await mount([], { ...INFO, batch: "WO-42", work_order: wo, lease }, { sync: syncView({ configured: true, connected: true }) });
+    cleanup = m.unmount;
+    expect($("lease-balance")!.textContent).toBe("37 leased");
+    expect($("lease-balance")!.dataset.warning).toBe("false");
+    m.unmount();
+    // Low while connected: the next block is being asked for, no warning.
+    m = await mount([], { ...INFO, batch: "WO-42", work_order: wo, lease: { ...lease, balance: 4, low: true } }, { sync: syncView({ configured: true, connected: true }) });
+    cleanup = m.unmount;
+    expect($("lease-warning")).toBeNull();
+    m.unmount();
+    // Low and the center unreachable: the station will stop at the end of its lease.
+    m = await mount([], { ...INFO, batch: "WO-42", work_order: wo, lease: { ...lease, balance: 4, low: true, warning: true } }, { sync: syncView({ configured: true, connected: false }) });
+    cleanup = m.unmount;
+    expect($("lease-balance")!.className).toContain("warn");
+    expect($("lease-warning")!.textContent).toContain("center unreachable");
+    m.unmount();
+    // A local work order has no lease.
+    m = await mount([], { ...INFO, batch: "WO-42", work_order: wo, lease: null });
+    cleanup = m.unmount;
+    expect($("lease-balance")).toBeNull();
   });
 
   it("says OVERPRODUCED in warning colours when more certificates exist than the quantity", async () => {

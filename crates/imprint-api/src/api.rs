@@ -90,6 +90,10 @@ pub struct StationInfo {
     /// The work order in effect with issued / quantity (None when none is
     /// set or it is not a work order of this station).
     pub work_order: Option<crate::work_orders::WorkOrderView>,
+    /// This station's leased balance of the work order in effect, when it
+    /// is a work order of the center (`[central]`), with the warning shown
+    /// before it runs out while the center is unreachable.
+    pub lease: Option<crate::leases::LeaseView>,
     pub simulated: u32,
     /// The station is draining attempts in flight before it exits.
     pub stopping: bool,
@@ -364,6 +368,10 @@ impl Api {
             log_dir: cfg.log_dir().display().to_string(),
             mode: self.mode(),
             work_order: st.as_ref().zip(batch.as_deref()).and_then(|(s, b)| s.store().work_order(b).ok().flatten()).map(Into::into),
+            lease: st.as_ref().zip(batch.as_deref()).and_then(|(s, b)| {
+                let reachable = s.sync_status().is_some_and(|l| l.connected);
+                crate::leases::view(s.store(), b, cfg.work_orders.lease_low_water, reachable)
+            }),
             batch,
             simulated: lock(&self.inner.sims).len() as u32,
             stopping: self.inner.stopping.load(Ordering::Relaxed),

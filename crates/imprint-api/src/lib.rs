@@ -25,6 +25,7 @@ pub mod conformance;
 pub mod engine;
 mod error;
 pub mod health;
+pub mod leases;
 pub mod lifecycle;
 pub mod pdf;
 pub mod ports;

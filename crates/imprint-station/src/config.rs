@@ -181,13 +181,46 @@ impl Default for BackupConfig {
 }
 
 /// The `[work_orders]` section (docs/work-orders.md).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkOrdersConfig {
     /// A device is provisioned only under a scanned work order (refused
     /// `work_order_required` before it is touched otherwise). Default false:
     /// without a work order nothing is counted (the development run).
     pub required: bool,
+    /// With `[central]`: the quantity asked for at a time (default 50).
+    pub lease_block: i64,
+    /// Ask for the next block when this station holds this many or fewer (default 10).
+    pub lease_low_water: i64,
+    /// A lease is valid this long, then what is left goes back (default 8 hours).
+    pub lease_ttl_seconds: i64,
+    /// A device whose work order's leases are used up waits this long for
+    /// the next block (sync rounds) before it fails `quota_exhausted` (default 10 s).
+    pub lease_wait_ms: u64,
+}
+
+impl Default for WorkOrdersConfig {
+    fn default() -> Self {
+        let p = imprint_sync::LeasePolicy::default();
+        WorkOrdersConfig {
+            required: false,
+            lease_block: p.lease_block,
+            lease_low_water: p.lease_low_water,
+            lease_ttl_seconds: p.lease_ttl_seconds,
+            lease_wait_ms: 10_000,
+        }
+    }
+}
+
+impl WorkOrdersConfig {
+    /// The sync worker's lease policy.
+    pub fn lease_policy(&self) -> imprint_sync::LeasePolicy {
+        imprint_sync::LeasePolicy {
+            lease_block: self.lease_block,
+            lease_low_water: self.lease_low_water,
+            lease_ttl_seconds: self.lease_ttl_seconds,
+        }
+    }
 }
 
 /// The `[crl]` section.
@@ -546,6 +579,10 @@ impl StationConfig {
         if let Some(m) = &self.mqtt {
             m.validate()?;
         }
+        self.work_orders.lease_policy().validate()?;
+        if self.work_orders.lease_wait_ms > 600_000 {
+            return Err("work_orders.lease_wait_ms must be at most 600000 (10 minutes)".into());
+        }
         if !(1..=8760).contains(&self.crl.next_update_hours) {
             return Err("crl.next_update_hours must be 1 to 8760 (a year)".into());
         }
@@ -633,6 +670,11 @@ mod tests {
         let c = StationConfig::parse("[work_orders]\nrequired = true\n").unwrap();
         assert!(c.work_orders.required);
         assert!(StationConfig::parse("[work_orders]\nrequire = true\n").is_err(), "unknown keys are refused");
+        let c = StationConfig::parse("[work_orders]\nlease_block = 20\nlease_low_water = 5\nlease_ttl_seconds = 60\n").unwrap();
+        assert_eq!((c.work_orders.lease_block, c.work_orders.lease_low_water, c.work_orders.lease_ttl_seconds), (20, 5, 60));
+        assert_eq!(StationConfig::default().work_orders.lease_block, 50, "blocks of 50 by default");
+        let c = StationConfig::parse("[work_orders]\nlease_block = 10\nlease_low_water = 10\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("lease_low_water"), "the low-water mark is below the block");
     }
 
     #[test]

@@ -8,7 +8,9 @@ use imprint_core::issuance::{self, spki_sha256_hex};
 use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Reissue, Session, SessionConfig, Stage};
 use imprint_proto::{Decoded, Decoder, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
-use imprint_store::{now_text, AttemptEnd, CertRow, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Supersede, Timestamp};
+use imprint_store::{
+    now_text, AttemptEnd, CertRow, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Supersede, Timestamp, WorkOrderRefusal,
+};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -755,7 +757,7 @@ fn issue(
     // Renewal and rework: the old certificate(s) leave the current state in
     // the same transaction that journals the new one (crash-safe: never two
     // current certificates, never none journaled after the old one went).
-    let journaled = match reissue {
+    let journal = || match reissue {
         None => ctx.store.journal_intent(&intent),
         Some(how) => ctx.store.journal_reissue(&intent, how).map(|r| {
             for c in &r.replaced {
@@ -763,6 +765,7 @@ fn issue(
             }
         }),
     };
+    let journaled = journal_within_leases(ctx, journal);
     match journaled {
         Ok(()) => {}
         Err(StoreError::NotFound(d)) if matches!(reissue, Some(Supersede::Rework { .. })) => {
@@ -785,6 +788,47 @@ fn issue(
     ctx.store.mark_issued(&intent.id, &cert, &ctx.chain_der, &fp).map_err(|e| store_failure(Stage::Issue, &e))?;
     crash_point("after_record");
     Ok(IssuedChain { cert_der: cert, chain_der: ctx.chain_der.clone(), serial_hex: intent.serial_hex, resumed: false })
+}
+
+/// Journal, and when the attempt's central work order has no leased
+/// quantity left here, ask the sync worker for rounds (the next block) and
+/// journal again, until `[work_orders] lease_wait_ms` has passed, the center
+/// said it has nothing left, or the station stops. Offline, the device fails
+/// `quota_exhausted` exactly at the end of what the station holds.
+fn journal_within_leases(ctx: &StationCtx, journal: impl Fn() -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let asked_at = imprint_store::now_text();
+    let wait = Duration::from_millis(ctx.cfg.work_orders.lease_wait_ms);
+    let mut unknown_asked = false;
+    loop {
+        let r = journal();
+        let Some(sync) = ctx.sync.get() else { return r };
+        let (central_free, central_seen_at) = match &r {
+            Err(StoreError::WorkOrder(WorkOrderRefusal::LeaseUsedUp { central_free, central_seen_at, .. })) => {
+                (central_free, central_seen_at)
+            }
+            // Not copied from the center yet (created there since the last round): one round, then once more.
+            Err(StoreError::WorkOrder(WorkOrderRefusal::Unknown { .. })) if !unknown_asked => {
+                unknown_asked = true;
+                sync.round_now(wait.min(Duration::from_secs(5)));
+                continue;
+            }
+            _ => return r,
+        };
+        // The center answered since this device asked, and has nothing left: used up.
+        if *central_free == Some(0) && central_seen_at.as_deref().is_some_and(|at| at >= asked_at.as_str()) {
+            return r;
+        }
+        let left = wait.saturating_sub(started.elapsed());
+        if left.is_zero() || ctx.shutdown.is_draining() {
+            return r;
+        }
+        tracing::info!(waited_ms = started.elapsed().as_millis() as u64, "leased quantity used up: asking the center for the next block");
+        if !sync.round_now(left.min(Duration::from_secs(5))) || !sync.status().connected {
+            // No round finished, or the center is unreachable: do not hammer it.
+            std::thread::sleep(Duration::from_millis(250).min(wait.saturating_sub(started.elapsed())));
+        }
+    }
 }
 
 /// Ask the device on `port` who it is (HELLO + IDENT), writing nothing.

@@ -158,6 +158,9 @@ pub struct StationCtx {
     /// their next safe point.
     pub shutdown: ShutdownToken,
     pub(crate) inflight: InFlight,
+    /// The sync worker (with `[central]`): a port whose central work order's
+    /// leases are used up asks it for a round (the next block) and waits.
+    pub(crate) sync: std::sync::OnceLock<Arc<imprint_sync::SyncWorker>>,
     /// The data dir lock, held until [`Station::shutdown`] ends (or the last
     /// handle is dropped).
     lock: Mutex<Option<DataDirLock>>,
@@ -358,14 +361,22 @@ impl Station {
             events,
             shutdown: ShutdownToken::new(),
             inflight: InFlight::default(),
+            sync: std::sync::OnceLock::new(),
             lock: Mutex::new(Some(lock)),
         };
         let mut station = Station { ctx: Arc::new(ctx), sync: None, metrics_server: None, backups: None };
         station.recover()?;
         if let Some(central) = &station.ctx.cfg.central {
-            let worker = imprint_sync::SyncWorker::spawn(station.ctx.store.clone(), &station.ctx.cfg.station_id, central.clone())
-                .map_err(|e| StationError::Setup(format!("sync worker: {e}")))?;
-            station.sync = Some(Arc::new(worker));
+            let worker = imprint_sync::SyncWorker::spawn_with(
+                station.ctx.store.clone(),
+                &station.ctx.cfg.station_id,
+                central.clone(),
+                station.ctx.cfg.work_orders.lease_policy(),
+            )
+            .map_err(|e| StationError::Setup(format!("sync worker: {e}")))?;
+            let worker = Arc::new(worker);
+            let _ = station.ctx.sync.set(worker.clone());
+            station.sync = Some(worker);
         }
         if let Some(addr) = station.ctx.cfg.metrics.addr().map_err(StationError::Setup)? {
             if !addr.ip().is_loopback() {

@@ -274,6 +274,9 @@ closed_text! {
         WorkOrderChanged = "work_order_changed",
         /// More certificates were found for a work order than its quantity.
         Overproduction = "overproduction",
+        /// A lease of a central work order's quantity was granted to this
+        /// station or settled (used, returned) with the center.
+        WorkOrderLease = "work_order_lease",
     }
 }
 

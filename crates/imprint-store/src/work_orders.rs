@@ -34,13 +34,17 @@ pub enum WorkOrderRefusal {
     Expired { id: String, valid_until: String },
     /// Every certificate of the quantity has been issued.
     Exhausted { id: String, quantity: i64 },
+    /// A work order of the center: this station's leases of it are used up
+    /// (or expired). `central_free` is what the center last said was free,
+    /// at `central_seen_at` (None: never heard from it).
+    LeaseUsedUp { id: String, central_free: Option<i64>, central_seen_at: Option<String> },
 }
 
 impl WorkOrderRefusal {
     /// The failure an attempt records for this refusal.
     pub fn failure_code(&self) -> FailureCode {
         match self {
-            WorkOrderRefusal::Exhausted { .. } => FailureCode::QuotaExhausted,
+            WorkOrderRefusal::Exhausted { .. } | WorkOrderRefusal::LeaseUsedUp { .. } => FailureCode::QuotaExhausted,
             _ => FailureCode::WorkOrderRefused,
         }
     }
@@ -57,6 +61,14 @@ impl std::fmt::Display for WorkOrderRefusal {
             WorkOrderRefusal::Expired { id, valid_until } => write!(f, "work order {id} expired at {valid_until}"),
             WorkOrderRefusal::Exhausted { id, quantity } => {
                 write!(f, "work order {id} is used up: all {quantity} certificates of its quantity are issued")
+            }
+            WorkOrderRefusal::LeaseUsedUp { id, central_free, central_seen_at } => {
+                write!(f, "work order {id}: this station has used all the quantity the center leased it")?;
+                match (central_free, central_seen_at) {
+                    (Some(0), Some(at)) => write!(f, ", and the center had none left to lease at {at}"),
+                    (_, Some(at)) => write!(f, " and got no more from the center (last heard from it at {at}; is it reachable?)"),
+                    _ => write!(f, " and has not reached the center yet (is it reachable?)"),
+                }
             }
         }
     }
@@ -179,6 +191,10 @@ pub(crate) fn consume_in(t: &Transaction<'_>, attempt_id: &str) -> Result<(), St
         return Err(StoreError::WorkOrder(WorkOrderRefusal::Unknown { id }));
     };
     wo.check(Timestamp::now()).map_err(StoreError::WorkOrder)?;
+    // A work order of the center: only what this station holds in leases.
+    if crate::leases::is_central(t, &id)? {
+        crate::leases::take_in(t, &id)?;
+    }
     // The same condition again in SQL: the count never passes the quantity.
     let n = t.execute("UPDATE work_orders SET issued = issued + 1 WHERE id = ?1 AND status = 'open' AND issued < quantity", [&id])?;
     if n != 1 {

@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod crl;
+pub mod leases;
 pub mod operators;
 /// The content hash of records (moved down into the store, which anchors
 /// record hashes in its audit trail; re-exported here unchanged).
@@ -38,11 +39,12 @@ pub mod work_orders;
 pub mod worker;
 
 pub use config::{CentralConfig, PASSWORD_ENV};
+pub use leases::LeasePolicy;
 pub use relearn::{relearn, Relearned};
 pub use report::{central_expiring, central_rows, local_expiring, local_rows, report_sql, Dialect, ExpiringRow, ReportQuery, ReportRow};
 pub use schema::{add_reader, add_station, check_station, migrate, required_version, MIGRATOR};
 pub use status::SyncStatus;
-pub use worker::{backoff, sync_once, LiveStatus, SyncDrain, SyncReport, SyncWorker};
+pub use worker::{backoff, sync_once, sync_once_with, LiveStatus, SyncDrain, SyncReport, SyncWorker};
 
 /// Why a sync (or an admin command) failed. Messages carry no secret: the
 /// password is never part of a URL or an option that is printed.

@@ -42,6 +42,9 @@ pub struct SyncReport {
     pub qa_verdicts: u64,
     /// Rework authorisations synced.
     pub rework_authorisations: u64,
+    /// Work order leases granted to this station, and settled with the center.
+    pub leases_granted: u64,
+    pub leases_settled: u64,
     /// Time spent reading the outbox, at the center, and marking locally (ms).
     pub read_ms: u64,
     /// Parsing and hashing what was read (ms).
@@ -74,6 +77,8 @@ struct Ctx {
     store: Arc<Store>,
     station: String,
     cfg: CentralConfig,
+    /// How this station leases central work orders' quantity.
+    leases: crate::leases::LeasePolicy,
 }
 
 /// Send the audit events about newly quarantined records.
@@ -255,8 +260,21 @@ async fn round(conns: &mut Option<Conns>, ctx: &Ctx, report: &mut SyncReport) ->
         *conns = Some(connect(ctx).await?);
     }
     let Some(c) = conns.as_mut() else { return Err(SyncError::Connect("no connection".into())) };
-    drain(c, ctx, report).await?;
     let budget = Duration::from_millis(ctx.cfg.timeout_ms.max(1000) * 4);
+    // Work orders and leases first: a port waiting for quantity does not wait for the backlog.
+    match tokio::time::timeout(budget, crate::leases::tend(&mut c.main, &ctx.store, &ctx.leases))
+        .await
+        .map_err(|_| SyncError::Connect("timed out leasing work orders".into()))?
+    {
+        Ok(l) => {
+            report.leases_granted += l.granted;
+            report.leases_settled += l.settled;
+        }
+        // The center refused a statement (the connection is fine): the records still go.
+        Err(SyncError::Db(sqlx::Error::Database(e))) => tracing::warn!(error = %e.message(), "work order leases: the center refused"),
+        Err(e) => return Err(e),
+    }
+    drain(c, ctx, report).await?;
     tokio::time::timeout(budget, async {
         report_quarantine(&mut c.main, ctx).await?;
         // The center's operators, for sign-in here (also offline, until the next round).
@@ -280,7 +298,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, SyncError> {
 /// Drain the outbox now, in this thread: connect, check the schema, send
 /// batches until nothing is pending. Fails on the first error (no retry).
 pub fn sync_once(store: Arc<Store>, station_id: &str, cfg: &CentralConfig) -> Result<SyncReport, SyncError> {
-    let ctx = Ctx { store, station: station_id.to_string(), cfg: cfg.clone() };
+    sync_once_with(store, station_id, cfg, crate::leases::LeasePolicy::default())
+}
+
+/// [`sync_once`] with this station's lease policy.
+pub fn sync_once_with(
+    store: Arc<Store>,
+    station_id: &str,
+    cfg: &CentralConfig,
+    leases: crate::leases::LeasePolicy,
+) -> Result<SyncReport, SyncError> {
+    let ctx = Ctx { store, station: station_id.to_string(), cfg: cfg.clone(), leases };
     let rt = runtime()?;
     let r = rt.block_on(async {
         let mut conns = None;
@@ -353,14 +381,25 @@ pub struct SyncDrain {
 impl SyncWorker {
     /// Start syncing `store` for `station_id` to `cfg`'s database.
     pub fn spawn(store: Arc<Store>, station_id: &str, cfg: CentralConfig) -> Result<SyncWorker, SyncError> {
+        Self::spawn_with(store, station_id, cfg, crate::leases::LeasePolicy::default())
+    }
+
+    /// [`SyncWorker::spawn`] with this station's lease policy (`[work_orders]`).
+    pub fn spawn_with(
+        store: Arc<Store>,
+        station_id: &str,
+        cfg: CentralConfig,
+        leases: crate::leases::LeasePolicy,
+    ) -> Result<SyncWorker, SyncError> {
         cfg.validate().map_err(SyncError::Config)?;
+        leases.validate().map_err(SyncError::Config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_note = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let live = Arc::new(Mutex::new(LiveStatus::default()));
         let rounds = Arc::new(Rounds::default());
         let drain_until = Arc::new(Mutex::new(None));
-        let ctx = Ctx { store: store.clone(), station: station_id.to_string(), cfg };
+        let ctx = Ctx { store: store.clone(), station: station_id.to_string(), cfg, leases };
         let rt = runtime()?;
         let (s, sn, w, l, d, r) = (stop.clone(), stop_note.clone(), wake.clone(), live.clone(), drain_until.clone(), rounds.clone());
         let (done_tx, done_rx) = std::sync::mpsc::channel();

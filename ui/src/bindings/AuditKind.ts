@@ -5,4 +5,4 @@
  * text; text a build does not know reads back as
  * `Recorded::Unrecognized` and stays visible.
  */
-export type AuditKind = "sign_in" | "sign_out" | "sign_in_failed" | "operator_locked" | "settings_changed" | "ca_initialized" | "ca_imported" | "signer_changed" | "provisioning_outcome" | "export" | "revocation" | "qa_verdict" | "quarantine_released" | "operator_changed" | "store_restored" | "rework_authorised" | "certificate_superseded" | "work_order_changed" | "overproduction";
+export type AuditKind = "sign_in" | "sign_out" | "sign_in_failed" | "operator_locked" | "settings_changed" | "ca_initialized" | "ca_imported" | "signer_changed" | "provisioning_outcome" | "export" | "revocation" | "qa_verdict" | "quarantine_released" | "operator_changed" | "store_restored" | "rework_authorised" | "certificate_superseded" | "work_order_changed" | "overproduction" | "work_order_lease";

@@ -56,6 +56,25 @@ export function SyncStatus() {
   );
 }
 
+/** The quantity this station holds of a central work order (its leases),
+ *  and a warning before it runs out while the center is unreachable: then
+ *  the station stops at the end of its lease (quota_exhausted). The balance
+ *  comes with the station info, reachability from `sync` events. */
+function LeaseBalance() {
+  const { store } = useApp();
+  const l = store.info.value?.lease;
+  if (!l) return null;
+  const unreachable = store.sync.value ? !store.sync.value.connected : l.warning;
+  const warn = l.low && unreachable;
+  const title = l.next_expiry ? `leases valid until ${l.next_expiry}` : "no lease with quantity left";
+  return (
+    <span class={warn ? "warn" : undefined} data-testid="lease-balance" data-warning={String(warn)} title={title}>
+      {l.balance} leased
+      {warn && <span data-testid="lease-warning"> — center unreachable: this station stops when its lease runs out</span>}
+    </span>
+  );
+}
+
 export function Header() {
   const { store, actions } = useApp();
   const i = store.info.value;
@@ -95,6 +114,7 @@ export function Header() {
             {i.work_order.issued} / {i.work_order.quantity} issued{i.work_order.overproduced ? " — OVERPRODUCED" : ""}
           </span>
         )}
+        <LeaseBalance />
       </div>
     </header>
   );
