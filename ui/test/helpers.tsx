@@ -68,7 +68,7 @@ export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
     port: `/dev/pts/${100 + slot}`, slot, state: "ready", present: true, device_serial: `SIM-${String(slot).padStart(4, "0")}`,
     device_state: "blank", stage: null, percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
-    code: null, reason: null, hint: null, retryable: false, revoked: false,
+    code: null, reason: null, hint: null, retryable: false, revoked: false, rework_until: null,
     ...patch,
   };
 }
@@ -129,7 +129,7 @@ export function verdict(serial: string, checks: QaCheckView[] = qaChecks(), patc
   verdictNo += 1;
   return {
     id: `v${verdictNo}`, at: `2026-11-30T04:00:${String(verdictNo % 60).padStart(2, "0")}Z`, operator: "qa-1", port: "/dev/pts/101", device_serial: serial,
-    cert_serial: "5A17", batch: "WO-7", passed: checks.every((c) => c.result !== "fail"), checks, ...patch,
+    cert_serial: "5A17", batch: "WO-7", passed: checks.every((c) => c.result !== "fail" && c.result !== "unreachable"), checks, ...patch,
   };
 }
 

@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { AttemptDto } from "../src/bindings/AttemptDto";
 import type { QaCheckName } from "../src/bindings/QaCheckName";
+import type { QaCheckView } from "../src/bindings/QaCheckView";
 import type { QaVerdictView } from "../src/bindings/QaVerdictView";
 import { QA_CHECK_WORDS, qaCheckWords, verdictLine } from "../src/words";
 import { $, $$, flush, infoAs, key, mount, operator, qaChecks, session, tile, verdict } from "./helpers";
@@ -115,6 +116,25 @@ describe("verifying", () => {
     const row = $$("qa-recent-row")[0];
     expect(row.dataset.passed).toBe("false");
     expect(row.textContent).toContain("FAIL: Device locked");
+  });
+
+  it("a center that could not be reached is no pass: said in words, its check first, the device's checks still shown", async () => {
+    const down = "the center could not be asked, so this certificate is not confirmed there (central database unreachable: connection refused)";
+    const checks = [...qaChecks(), { check: "center_record", check_text: "center_record", result: "unreachable", detail: down } satisfies QaCheckView];
+    const m = await mount([PASSED(1)], QA, { verify: (port, serial) => verdict(serial ?? "?", checks, { port }) });
+    cleanup = m.unmount;
+    key("F11", document.body);
+    await flush();
+    $("qa-verify")!.click();
+    await flush();
+    expect($("qa-verdict")?.dataset.passed).toBe("false");
+    expect($("qa-verdict-word")?.textContent).toBe("QA FAIL");
+    expect($("qa-verdict-line")?.textContent).toBe("the center could not be reached: verify again once it is back");
+    expect(shownChecks()[0]).toEqual(["center_record", "unreachable", down]);
+    const first = $$("qa-check")[0];
+    expect(first.querySelector("[data-testid=qa-check-result]")?.textContent).toBe("CENTER UNREACHABLE");
+    expect(first.querySelector(".qa-check-name")?.textContent).toBe("Matches the center's records");
+    expect(shownChecks().filter(([, r]) => r === "fail")).toHaveLength(0);
   });
 
   it("Enter on the focused Verify button verifies once, and Enter again while it runs sends nothing", async () => {

@@ -24,6 +24,7 @@
 pub mod config;
 pub mod crl;
 pub mod operators;
+pub mod qa;
 /// The content hash of records (moved down into the store, which anchors
 /// record hashes in its audit trail; re-exported here unchanged).
 pub use imprint_store::hash;
