@@ -8,7 +8,7 @@
 use crate::config::StationConfig;
 use crate::lock::{DataDirLock, LockError};
 use imprint_core::issuance::{self, spki_sha256_hex, CertSummary};
-use imprint_core::qa::{self as checks, CheckOutcome, CheckResult, QaCheck};
+use imprint_core::qa::{self as checks, CheckOutcome, QaCheck};
 use imprint_proto::session::{Action, Failure, Identity, Input, Inspection, Outcome, Session, SessionConfig, Stage};
 use imprint_proto::{Decoded, Decoder, DeviceState, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
@@ -215,7 +215,7 @@ fn center_status_words(r: &CentralCertificate) -> String {
 /// The center check: it passes only when the center holds exactly this
 /// certificate (issuer, serial, key, device serial, content) and it is
 /// current (`issued`) there; a center that could not be asked is
-/// [`CheckResult::Unreachable`].
+/// `CheckResult::Unreachable`.
 fn judge_center(
     found: &Result<Vec<CentralCertificate>, String>,
     s: &CertSummary,
@@ -385,7 +385,7 @@ fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<
     out.push(match (cert, &row, &center) {
         (Some(_), None, Some(_)) => C::skipped(
             QaCheck::StoreRecord,
-            "the local store holds no certificate for this key: another station issued it, so the center check decides",
+            "the local store holds no certificate for this key (this station did not issue it): the center check decides",
         ),
         _ => C::judge(QaCheck::StoreRecord, match (cert, &row) {
             (None, _) => Err(no_cert()),
@@ -411,6 +411,7 @@ fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<
     });
     out.push(match (&center, &summary) {
         (None, _) => C::skipped(QaCheck::CenterRecord, "not asked: no [central] section (imprint verify --central asks the center)"),
+        (Some(_), None) if cert.is_some() => C::judge(QaCheck::CenterRecord, Err("the device's certificate does not parse".into())),
         (Some(_), None) => C::judge(QaCheck::CenterRecord, Err(no_cert())),
         (Some(found), Some(s)) => judge_center(found, s, serial, row.is_some()),
     });
@@ -442,4 +443,64 @@ fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<
         Some(Err(why)) => C::judge(QaCheck::MqttConnect, Err(format!("the device could not connect to the broker: {why}"))),
     });
     Ok((out, row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imprint_core::qa::CheckResult;
+
+    fn summary() -> CertSummary {
+        CertSummary {
+            serial_hex: "5a17".into(),
+            subject: "CN=DEV-1".into(),
+            issuer: "CN=Test CA".into(),
+            not_before: OffsetDateTime::UNIX_EPOCH,
+            not_after: OffsetDateTime::UNIX_EPOCH,
+            spki_sha256: "aa".into(),
+            fingerprint_sha256: "ff".into(),
+        }
+    }
+
+    fn at_center(status: &str) -> CentralCertificate {
+        CentralCertificate {
+            station_id: "station-b".into(),
+            device_serial: "DEV-1".into(),
+            issuer: "CN=Test CA".into(),
+            serial_hex: "5a17".into(),
+            spki_sha256: "aa".into(),
+            status: status.into(),
+            fingerprint_sha256: Some("ff".into()),
+            revoked_at: None,
+            revocation_reason: (status == "revoked").then(|| "key_compromise".to_string()),
+            superseded_at: None,
+        }
+    }
+
+    #[test]
+    fn the_center_check_passes_only_for_exactly_this_current_certificate_and_an_unreachable_center_is_no_pass() {
+        let s = summary();
+        let judged = |rows: Result<Vec<CentralCertificate>, String>| judge_center(&rows, &s, "DEV-1", false);
+        let ok = judged(Ok(vec![at_center("issued")]));
+        assert_eq!(ok.result, CheckResult::Pass, "{ok:?}");
+        assert!(ok.detail.contains("station-b"), "{ok:?}");
+        let down = judged(Err("central database unreachable: connection refused".into()));
+        assert_eq!(down.result, CheckResult::Unreachable);
+        assert!(down.blocks_pass() && down.detail.contains("connection refused"), "{down:?}");
+        assert_eq!(judged(Ok(vec![])).result, CheckResult::Fail);
+        let revoked = judged(Ok(vec![at_center("revoked")]));
+        assert!(revoked.result == CheckResult::Fail && revoked.detail.contains("key_compromise"), "{revoked:?}");
+        for bad in [
+            CentralCertificate { device_serial: "DEV-2".into(), ..at_center("issued") },
+            CentralCertificate { spki_sha256: "bb".into(), ..at_center("issued") },
+            CentralCertificate { fingerprint_sha256: Some("00".into()), ..at_center("issued") },
+            at_center("superseded"),
+        ] {
+            assert_eq!(judged(Ok(vec![bad.clone()])).result, CheckResult::Fail, "{bad:?}");
+        }
+        // Another current certificate for the same key at the center.
+        let twin = CentralCertificate { serial_hex: "77".into(), station_id: "station-c".into(), ..at_center("issued") };
+        let two = judged(Ok(vec![at_center("issued"), twin]));
+        assert!(two.result == CheckResult::Fail && two.detail.contains("another current certificate"), "{two:?}");
+    }
 }

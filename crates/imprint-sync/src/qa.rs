@@ -43,7 +43,7 @@ pub fn certificates(
         .map_err(|e| SyncError::Config(format!("cannot start the sync runtime: {e}")))?;
     let limit = std::time::Duration::from_millis(cfg.timeout_ms.max(1000));
     rt.block_on(async {
-        tokio::time::timeout(limit, async {
+        let asked = tokio::time::timeout(limit, async {
             let mut c = crate::verify::connect(cfg, station).await?;
             let rows = sqlx::query(
                 "SELECT station_id, device_serial, issuer, serial_hex, spki_sha256, status, fingerprint_sha256, \
@@ -56,7 +56,7 @@ pub fn certificates(
             .await?;
             let _ = c.close().await;
             rows.iter()
-                .map(|r| {
+                .map(|r| -> Result<CentralCertificate, sqlx::Error> {
                     Ok(CentralCertificate {
                         station_id: r.try_get(0)?,
                         device_serial: r.try_get(1)?,
@@ -73,7 +73,10 @@ pub fn certificates(
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(SyncError::from)
         })
-        .await
-        .map_err(|_| SyncError::Connect(format!("no answer within {} ms", limit.as_millis())))?
+        .await;
+        match asked {
+            Ok(r) => r,
+            Err(_) => Err(SyncError::Connect(format!("no answer within {} ms", limit.as_millis()))),
+        }
     })
 }
