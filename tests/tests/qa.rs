@@ -462,7 +462,11 @@ fn with_central_a_certificate_revoked_at_the_center_by_another_station_fails_cen
     let dev = sim("QA-CENTER-REVOKED", "");
     let b = t.b_provisions(&dev, false);
     let sel = imprint_store::CertSelector::DeviceSerial("QA-CENTER-REVOKED".into());
-    let rev = imprint_store::Revocation { reason: "key_compromise".into(), comment: Some("lost in transit".into()), operator: Some("sup-b".into()) };
+    let rev = imprint_store::Revocation {
+        reason: "key_compromise".into(),
+        comment: Some("lost in transit".into()),
+        operator: Some("sup-b".into()),
+    };
     assert_eq!(b.store().revoke(&sel, &rev).unwrap().revoked.len(), 1);
     imprint_sync::sync_once(b.store().clone(), "station-b", &t.central_b).unwrap();
     b.shutdown(std::time::Duration::from_secs(5));

@@ -216,21 +216,17 @@ fn center_status_words(r: &CentralCertificate) -> String {
 /// certificate (issuer, serial, key, device serial, content) and it is
 /// current (`issued`) there; a center that could not be asked is
 /// `CheckResult::Unreachable`.
-fn judge_center(
-    found: &Result<Vec<CentralCertificate>, String>,
-    s: &CertSummary,
-    serial: &str,
-    issued_here: bool,
-) -> CheckOutcome {
-    let rows = match found {
-        Err(e) => {
-            return CheckOutcome::unreachable(
+fn judge_center(found: &Result<Vec<CentralCertificate>, String>, s: &CertSummary, serial: &str, issued_here: bool) -> CheckOutcome {
+    let rows =
+        match found {
+            Err(e) => return CheckOutcome::unreachable(
                 QaCheck::CenterRecord,
-                format!("the center could not be asked, so this certificate is not confirmed there ({e}); verify again once the center is back"),
-            )
-        }
-        Ok(rows) => rows,
-    };
+                format!(
+                    "the center could not be asked, so this certificate is not confirmed there ({e}); verify again once the center is back"
+                ),
+            ),
+            Ok(rows) => rows,
+        };
     let Some(r) = center_row(rows, s) else {
         let mut why = format!("the center holds no certificate {} of this CA", s.serial_hex);
         if let Some(k) = rows.iter().find(|r| r.spki_sha256 == s.spki_sha256) {
@@ -256,13 +252,20 @@ fn judge_center(
     if r.status != "issued" {
         problems.push(format!("certificate {} is {}", r.serial_hex, center_status_words(r)));
     }
-    if let Some(other) = rows.iter().find(|o| o.spki_sha256 == s.spki_sha256 && o.serial_hex != r.serial_hex && matches!(o.status.as_str(), "signing" | "issued")) {
-        problems.push(format!("the center holds another current certificate {} (station {}) for this key", other.serial_hex, other.station_id));
+    if let Some(other) = rows
+        .iter()
+        .find(|o| o.spki_sha256 == s.spki_sha256 && o.serial_hex != r.serial_hex && matches!(o.status.as_str(), "signing" | "issued"))
+    {
+        problems
+            .push(format!("the center holds another current certificate {} (station {}) for this key", other.serial_hex, other.station_id));
     }
     if problems.is_empty() {
         CheckOutcome::judge(
             QaCheck::CenterRecord,
-            Ok(format!("the center holds exactly this certificate ({}, issued by station {} to {serial}), current", r.serial_hex, r.station_id)),
+            Ok(format!(
+                "the center holds exactly this certificate ({}, issued by station {} to {serial}), current",
+                r.serial_hex, r.station_id
+            )),
         )
     } else {
         CheckOutcome::judge(QaCheck::CenterRecord, Err(problems.join("; ")))
@@ -297,9 +300,10 @@ fn judge_revocation(
                 Recorded::Unrecognized(t) => Err(format!("certificate {} has status {t:?}, unknown to this station", r.serial_hex)),
             },
         ),
-        (None, _, Some(c)) if c.status == "issued" => {
-            CheckOutcome::judge(check, Ok(format!("certificate {} is not revoked at the center (status issued, station {})", c.serial_hex, c.station_id)))
-        }
+        (None, _, Some(c)) if c.status == "issued" => CheckOutcome::judge(
+            check,
+            Ok(format!("certificate {} is not revoked at the center (status issued, station {})", c.serial_hex, c.station_id)),
+        ),
         (None, _, Some(c)) => CheckOutcome::judge(check, Err(format!("certificate {} is {}", c.serial_hex, center_status_words(c)))),
         (None, Some(Err(_)), None) => {
             CheckOutcome::unreachable(check, "unknown: the local store has no record of this certificate and the center could not be asked")
@@ -387,27 +391,31 @@ fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<
             QaCheck::StoreRecord,
             "the local store holds no certificate for this key (this station did not issue it): the center check decides",
         ),
-        _ => C::judge(QaCheck::StoreRecord, match (cert, &row) {
-            (None, _) => Err(no_cert()),
-            (Some(_), None) => Err("the local store holds no certificate for this key: this station did not issue it".into()),
-            (Some(c), Some(r)) => {
-                let mut problems = Vec::new();
-                if r.device_serial != serial {
-                    problems.push(format!("the store issued it to device {}, not {serial}", r.device_serial));
+        _ => C::judge(
+            QaCheck::StoreRecord,
+            match (cert, &row) {
+                (None, _) => Err(no_cert()),
+                (Some(_), None) => Err("the local store holds no certificate for this key: this station did not issue it".into()),
+                (Some(c), Some(r)) => {
+                    let mut problems = Vec::new();
+                    if r.device_serial != serial {
+                        problems.push(format!("the store issued it to device {}, not {serial}", r.device_serial));
+                    }
+                    if r.cert_der.as_deref() != Some(c) {
+                        problems
+                            .push(format!("the device's certificate differs from the store's certificate {} for this key", r.serial_hex));
+                    }
+                    if !device_key_is_certified {
+                        problems.push("the device's key is not the certified key".into());
+                    }
+                    if problems.is_empty() {
+                        Ok(format!("the store holds exactly this certificate ({}) for {serial} and its key", r.serial_hex))
+                    } else {
+                        Err(problems.join("; "))
+                    }
                 }
-                if r.cert_der.as_deref() != Some(c) {
-                    problems.push(format!("the device's certificate differs from the store's certificate {} for this key", r.serial_hex));
-                }
-                if !device_key_is_certified {
-                    problems.push("the device's key is not the certified key".into());
-                }
-                if problems.is_empty() {
-                    Ok(format!("the store holds exactly this certificate ({}) for {serial} and its key", r.serial_hex))
-                } else {
-                    Err(problems.join("; "))
-                }
-            }
-        }),
+            },
+        ),
     });
     out.push(match (&center, &summary) {
         (None, _) => C::skipped(QaCheck::CenterRecord, "not asked: no [central] section (imprint verify --central asks the center)"),
