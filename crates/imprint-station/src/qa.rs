@@ -217,16 +217,17 @@ fn center_status_words(r: &CentralCertificate) -> String {
 /// current (`issued`) there; a center that could not be asked is
 /// `CheckResult::Unreachable`.
 fn judge_center(found: &Result<Vec<CentralCertificate>, String>, s: &CertSummary, serial: &str, issued_here: bool) -> CheckOutcome {
-    let rows =
-        match found {
-            Err(e) => return CheckOutcome::unreachable(
+    let rows = match found {
+        Err(e) => {
+            return CheckOutcome::unreachable(
                 QaCheck::CenterRecord,
                 format!(
                     "the center could not be asked, so this certificate is not confirmed there ({e}); verify again once the center is back"
                 ),
-            ),
-            Ok(rows) => rows,
-        };
+            )
+        }
+        Ok(rows) => rows,
+    };
     let Some(r) = center_row(rows, s) else {
         let mut why = format!("the center holds no certificate {} of this CA", s.serial_hex);
         if let Some(k) = rows.iter().find(|r| r.spki_sha256 == s.spki_sha256) {
