@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_core::qa::{CheckResult, QaCheck};
+use imprint_proto::Closed;
 use imprint_proto::Outcome;
 use imprint_station::qa::QaOutcome;
 use imprint_station::{Station, StationConfig};
@@ -51,6 +52,7 @@ fn a_good_device_passes_every_check_writing_nothing_and_the_verdict_is_recorded_
         assert_eq!(result(&o, c), CheckResult::Pass, "{c:?}: {o:#?}");
     }
     assert_eq!(result(&o, QaCheck::MqttConnect), CheckResult::Skipped, "no [mqtt] device_check here");
+    assert_eq!(result(&o, QaCheck::CenterRecord), CheckResult::Skipped, "no [central] here");
 
     // Nothing was written: key, certificate, chain and lock are as they were.
     let after = dev.snapshot();
@@ -65,7 +67,7 @@ fn a_good_device_passes_every_check_writing_nothing_and_the_verdict_is_recorded_
     let cert = st.store().cert_by_id(v.certificate_id.as_deref().unwrap()).unwrap().unwrap();
     assert_eq!(v.cert_serial_hex.as_deref(), Some(cert.serial_hex.as_str()));
     let checks: serde_json::Value = serde_json::from_str(&v.checks).unwrap();
-    assert_eq!(checks.as_array().unwrap().len(), 8);
+    assert_eq!(checks.as_array().unwrap().len(), QaCheck::ALL.len());
     assert_eq!(st.store().qa_verdicts(&Default::default()).unwrap(), std::slice::from_ref(v));
 
     // Its audit entry anchors the verdict and the certificate, and the trail verifies.
@@ -336,4 +338,207 @@ fn a_device_with_a_key_but_no_certificate_fails_every_certificate_check_and_gets
     }
     assert_eq!(o.verdict.cert_serial_hex, None);
     assert_eq!(dev.snapshot().public_key_spki, before.public_key_spki, "the same key: KEYGEN without force made none");
+}
+
+// ---- QA asks the center (`[central]` or `imprint verify --central`) ----
+
+/// Station A (`test-station`, registered at `db`) and a second station B
+/// (`station-b`) issuing under A's CA into its own store.
+struct TwoStations {
+    db: TestDb,
+    a: TestStation,
+    central_a: imprint_sync::CentralConfig,
+    b_dir: TestStation,
+    b_cfg: StationConfig,
+    central_b: imprint_sync::CentralConfig,
+}
+
+fn two_stations() -> TwoStations {
+    let mut db = TestDb::new();
+    let central_a = db.add_station("test-station");
+    let central_b = db.add_station("station-b");
+    let a = TestStation::new();
+    // A opens first: it makes the development CA that B signs with too.
+    a.open().shutdown(std::time::Duration::from_secs(5));
+    let b_dir = TestStation::new();
+    let b_cfg =
+        StationConfig { signer: a.cfg.signer_uri(), ca_chain: a.cfg.ca_chain_path(), station_id: "station-b".into(), ..b_dir.cfg.clone() };
+    TwoStations { db, a, central_a, b_dir, b_cfg, central_b }
+}
+
+impl TwoStations {
+    /// B provisions `dev` (and syncs it to the center when `sync`).
+    fn b_provisions(&self, dev: &imprint_devsim::SimHandle, sync: bool) -> Station {
+        let b = Station::open(self.b_cfg.clone(), None).unwrap();
+        b.set_operator(Some("tech-b".into()));
+        passed(&b, dev);
+        if sync {
+            let r = imprint_sync::sync_once(b.store().clone(), "station-b", &self.central_b).unwrap();
+            assert_eq!(r.quarantined, 0, "{r:?}");
+        }
+        let _ = &self.b_dir;
+        b
+    }
+}
+
+/// A's verification asking `central` (without a sync worker of A's own racing the test).
+fn verify_asking(st: &Station, dev: &imprint_devsim::SimHandle, central: &imprint_sync::CentralConfig) -> QaOutcome {
+    let ctx = st.ctx();
+    let q = imprint_station::qa::QaContext { cfg: &ctx.cfg, store: &ctx.store, chain: &ctx.chain, central: Some(central) };
+    imprint_station::qa::verify(q, &path_of(dev), Some("qa-anna"), time::OffsetDateTime::now_utc()).unwrap()
+}
+
+fn detail(o: &QaOutcome, check: QaCheck) -> String {
+    o.checks.iter().find(|c| c.check == check).unwrap().detail.clone()
+}
+
+#[test]
+fn with_central_a_good_device_and_one_issued_by_another_station_pass_the_center_check_and_the_verdicts_sync() {
+    let t = two_stations();
+    let (ours, theirs) = (sim("QA-CENTER-OURS", ""), sim("QA-CENTER-THEIRS", ""));
+    t.b_provisions(&theirs, true).shutdown(std::time::Duration::from_secs(5));
+    // A runs with [central] configured: the center is asked on every verification.
+    let cfg = StationConfig { central: Some(t.central_a.clone()), ..t.a.cfg.clone() };
+    let st = Station::open(cfg, None).unwrap();
+    st.set_operator(Some("qa-anna".into()));
+    passed(&st, &ours);
+    imprint_sync::sync_once(st.store().clone(), "test-station", &t.central_a).unwrap();
+
+    let o = st.verify(&path_of(&ours)).unwrap();
+    assert!(o.passed, "{o:#?}");
+    assert_eq!(result(&o, QaCheck::CenterRecord), CheckResult::Pass, "{o:#?}");
+    assert!(detail(&o, QaCheck::CenterRecord).contains("issued by station test-station"), "{o:#?}");
+    assert_eq!(result(&o, QaCheck::StoreRecord), CheckResult::Pass);
+
+    // Issued by B, known here only through the center: it passes.
+    let o = st.verify(&path_of(&theirs)).unwrap();
+    assert!(o.passed, "{o:#?}");
+    assert_eq!(result(&o, QaCheck::CenterRecord), CheckResult::Pass, "{o:#?}");
+    assert!(detail(&o, QaCheck::CenterRecord).contains("issued by station station-b"), "{o:#?}");
+    assert_eq!(result(&o, QaCheck::StoreRecord), CheckResult::Skipped, "no local record: the center decides: {o:#?}");
+    assert_eq!(result(&o, QaCheck::Revocation), CheckResult::Pass, "{o:#?}");
+    assert!(detail(&o, QaCheck::Revocation).contains("at the center"), "{o:#?}");
+
+    // Both verdicts reach the center with their checks, the center equals A's records.
+    imprint_sync::sync_once(st.store().clone(), "test-station", &t.central_a).unwrap();
+    assert_center_equals_local(&t.db, st.store(), "test-station");
+    let at_center = t.db.psql(
+        "SELECT device_serial || ':' || verdict FROM qa_verdicts WHERE checks::jsonb @> '[{\"check\": \"center_record\", \"result\": \"pass\"}]' ORDER BY device_serial",
+    );
+    assert_eq!(at_center.lines().collect::<Vec<_>>(), ["QA-CENTER-OURS:pass", "QA-CENTER-THEIRS:pass"]);
+    st.shutdown(std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn with_central_a_certificate_the_center_does_not_know_fails_the_center_check() {
+    let t = two_stations();
+    let dev = sim("QA-CENTER-UNKNOWN", "");
+    // B issues it under the same CA but never reports it to the center.
+    t.b_provisions(&dev, false).shutdown(std::time::Duration::from_secs(5));
+    let st = t.a.open();
+    let o = verify_asking(&st, &dev, &t.central_a);
+    assert_eq!(result(&o, QaCheck::Chain), CheckResult::Pass, "{o:#?}");
+    assert_eq!(failed(&o), [QaCheck::CenterRecord, QaCheck::Revocation], "{o:#?}");
+    assert!(detail(&o, QaCheck::CenterRecord).contains("holds no certificate"), "{o:#?}");
+    assert!(detail(&o, QaCheck::Revocation).contains("neither the local store nor the center"), "{o:#?}");
+    assert_eq!(o.verdict.verdict, "fail");
+
+    // A device of A's own not yet synced: the same failure, and the words say why.
+    let own = sim("QA-CENTER-UNSYNCED", "");
+    passed(&st, &own);
+    let o = verify_asking(&st, &own, &t.central_a);
+    assert_eq!(failed(&o), [QaCheck::CenterRecord], "{o:#?}");
+    assert!(detail(&o, QaCheck::CenterRecord).contains("has not reached the center yet"), "{o:#?}");
+    // Once synced, it passes.
+    imprint_sync::sync_once(st.store().clone(), "test-station", &t.central_a).unwrap();
+    assert!(verify_asking(&st, &own, &t.central_a).passed);
+    imprint_sync::sync_once(st.store().clone(), "test-station", &t.central_a).unwrap();
+    assert_center_equals_local(&t.db, st.store(), "test-station");
+}
+
+#[test]
+fn with_central_a_certificate_revoked_at_the_center_by_another_station_fails_center_and_revocation_checks() {
+    let t = two_stations();
+    let dev = sim("QA-CENTER-REVOKED", "");
+    let b = t.b_provisions(&dev, false);
+    let sel = imprint_store::CertSelector::DeviceSerial("QA-CENTER-REVOKED".into());
+    let rev = imprint_store::Revocation {
+        reason: "key_compromise".into(),
+        comment: Some("lost in transit".into()),
+        operator: Some("sup-b".into()),
+    };
+    assert_eq!(b.store().revoke(&sel, &rev).unwrap().revoked.len(), 1);
+    imprint_sync::sync_once(b.store().clone(), "station-b", &t.central_b).unwrap();
+    b.shutdown(std::time::Duration::from_secs(5));
+    assert_eq!(t.db.psql("SELECT status FROM certificates WHERE device_serial = 'QA-CENTER-REVOKED'"), "revoked");
+
+    let st = t.a.open();
+    let o = verify_asking(&st, &dev, &t.central_a);
+    assert_eq!(failed(&o), [QaCheck::CenterRecord, QaCheck::Revocation], "{o:#?}");
+    let why = detail(&o, QaCheck::Revocation);
+    assert!(why.contains("revoked at the center by station station-b") && why.contains("key_compromise"), "{why}");
+    assert!(detail(&o, QaCheck::CenterRecord).contains("revoked at the center"), "{o:#?}");
+    imprint_sync::sync_once(st.store().clone(), "test-station", &t.central_a).unwrap();
+    assert_center_equals_local(&t.db, st.store(), "test-station");
+    assert_eq!(t.db.psql("SELECT verdict FROM qa_verdicts WHERE device_serial = 'QA-CENTER-REVOKED'"), "fail");
+}
+
+#[test]
+fn with_central_an_unreachable_center_is_its_own_check_result_never_a_pass_and_the_verdict_syncs_later() {
+    let t = two_stations();
+    let st = t.a.open();
+    let dev = sim("QA-CENTER-DOWN", "");
+    passed(&st, &dev);
+    // Nothing listens on port 1: connection refused at once.
+    let down = imprint_sync::CentralConfig { url: "postgres://127.0.0.1:1/imprint".into(), ..t.central_a.clone() };
+    let o = verify_asking(&st, &dev, &down);
+    assert_eq!(result(&o, QaCheck::CenterRecord), CheckResult::Unreachable, "{o:#?}");
+    assert!(failed(&o).is_empty(), "the device itself failed nothing: {o:#?}");
+    assert!(!o.passed, "a center that could not be asked is no pass: {o:#?}");
+    assert_eq!(o.verdict.verdict, "fail");
+    assert!(detail(&o, QaCheck::CenterRecord).contains("could not be asked"), "{o:#?}");
+    // In the API's view and words.
+    let v = imprint_api::qa::QaVerdictView::from(o.verdict.clone());
+    let c = v.checks.iter().find(|c| c.check == imprint_api::qa::QaCheckName::CenterRecord).unwrap();
+    assert_eq!(c.result, imprint_api::qa::QaCheckResult::Unreachable);
+    assert!(!v.passed);
+
+    // The verdict syncs once the center is reachable, its check result as recorded.
+    imprint_sync::sync_once(st.store().clone(), "test-station", &t.central_a).unwrap();
+    assert_center_equals_local(&t.db, st.store(), "test-station");
+    assert_eq!(
+        t.db.psql("SELECT verdict FROM qa_verdicts WHERE device_serial = 'QA-CENTER-DOWN' AND checks::jsonb @> '[{\"check\": \"center_record\", \"result\": \"unreachable\"}]'"),
+        "fail"
+    );
+    st.shutdown(std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn imprint_verify_central_says_an_unreachable_center_in_words_and_refuses_without_a_central_section() {
+    let ts = TestStation::new();
+    let dev = sim("QA-CLI-CENTER-1", "");
+    {
+        let st = ts.open();
+        passed(&st, &dev);
+        st.shutdown(std::time::Duration::from_secs(5));
+    }
+    let run = |args: &[&str]| Command::new(imprint_bin()).envs(ts.env()).args(args).output().unwrap();
+    let o = run(&["verify", "--port", &path_of(&dev), "--central"]);
+    assert_eq!(o.status.code(), Some(2), "bad request: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs the center"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    std::fs::write(
+        ts.dir.path().join("station.toml"),
+        "port_globs = []\nstation_id = \"test-station\"\n[central]\nurl = \"postgres://qa@127.0.0.1:1/imprint\"\nsslmode = \"disable\"\ntimeout_ms = 2000\n",
+    )
+    .unwrap();
+    let o = run(&["verify", "--port", &path_of(&dev), "--central"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("QA FAIL") && text.contains("the center could not be reached"), "{text}");
+    assert!(text.lines().any(|l| l.contains("NO CENTER") && l.contains("center_record")), "{text}");
+    let o = run(&["verify", "--port", &path_of(&dev), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = v["checks"].as_array().unwrap().iter().find(|c| c["check"] == "center_record").unwrap().clone();
+    assert_eq!((c["result"].as_str(), v["passed"].as_bool()), (Some("unreachable"), Some(false)), "[central] alone asks the center: {v}");
 }

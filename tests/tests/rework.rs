@@ -390,3 +390,118 @@ fn imprint_rework_authorise_and_certs_expiring_on_the_command_line() {
     let o = imprint(&ts, &["certs", "expiring", "--central"], None);
     assert_eq!(o.status.code(), Some(i32::from(ErrorCode::BadRequest.exit_code())), "{}", text(&o));
 }
+
+/// The app's path (issue 12 item 4: "a scan or a command"): a replacement
+/// board refused as `duplicate_serial` on the Bench; a technician's
+/// `REWORK:` scan is refused `forbidden` and changes nothing; a
+/// supervisor's scan records the same single-use, expiring authorisation
+/// as `imprint rework authorise`, the tile shows it and offers Retry, and
+/// the Retry resets, re-keys and re-certifies the board while the old
+/// certificate is revoked as superseded.
+#[test]
+fn a_supervisors_rework_scan_authorises_the_rework_shown_on_the_tile_and_retry_reworks_the_board() {
+    use imprint_api::engine::TileState;
+    use imprint_api::scan::ScanKind;
+    use imprint_api::{Api, ApiOptions, Credentials, Mode, OperatorPin, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let links = dir.path().join("slots");
+    std::fs::create_dir_all(&links).unwrap();
+    let mut cfg = StationConfig {
+        data_dir: dir.path().join("data"),
+        port_globs: vec![format!("{}/*", links.display())],
+        station_id: "rework-scan".into(),
+        mode: Mode::Manual,
+        ..Default::default()
+    };
+    cfg.operators.demo_admin = false;
+    let api = Api::new(ApiOptions::new(cfg, dir.path().join("station.toml")), std::sync::Arc::new(|_| {}));
+    api.start(None).unwrap();
+    let new_op = |id: &str, role| imprint_api::auth::NewOperator {
+        id: id.into(),
+        display_name: id.into(),
+        role,
+        pin: OperatorPin::new(format!("{id}-pin-7")),
+        badge: None,
+    };
+    api.create_first_admin(&new_op("admin", Role::Admin)).unwrap();
+    api.add_operator(&new_op("tech", Role::Technician)).unwrap();
+    api.add_operator(&new_op("sup", Role::Supervisor)).unwrap();
+    let sign_in = |id: &str| {
+        api.sign_out();
+        api.sign_in(&Credentials::Pin { id: id.into(), pin: OperatorPin::new(format!("{id}-pin-7")) }).unwrap();
+    };
+    let bench = api.bench().unwrap();
+    let tile_of = |port: &str| bench.tiles().into_iter().find(|t| t.port == port);
+    let wait = |what: &str, pred: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !pred() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}; tiles: {:#?}", bench.tiles());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    sign_in("tech");
+
+    // The original board is provisioned, then unplugged.
+    let original = imprint_devsim::SimDevice::spawn(imprint_devsim::SimConfig::new("RWSCAN-1").with_link_dir(&links)).unwrap();
+    wait("the original identified", &|| bench.find_serial("RWSCAN-1").is_some());
+    let p1 = bench.find_serial("RWSCAN-1").unwrap().port;
+    api.provision(&p1).unwrap();
+    wait("the original passed", &|| tile_of(&p1).is_some_and(|t| t.state == TileState::Passed));
+    let store = api.station().unwrap().store().clone();
+    let old = store.certs_by_device_serial("RWSCAN-1").unwrap().remove(0);
+    drop(original);
+    wait("the original unplugged", &|| tile_of(&p1).is_some_and(|t| !t.present));
+
+    // The replacement board with the same serial: refused as a clone, no Retry.
+    let board = imprint_devsim::SimDevice::spawn(imprint_devsim::SimConfig::new("RWSCAN-1").with_link_dir(&links)).unwrap();
+    wait("the board identified", &|| bench.tiles().iter().any(|t| t.present && t.device_serial.as_deref() == Some("RWSCAN-1")));
+    let p2 = bench.tiles().into_iter().find(|t| t.present && t.device_serial.as_deref() == Some("RWSCAN-1")).unwrap().port;
+    api.provision(&p2).unwrap();
+    wait("the board refused", &|| tile_of(&p2).is_some_and(|t| t.state == TileState::Failed));
+    let t = tile_of(&p2).unwrap();
+    assert_eq!((t.code.map(|c| c.as_str()), t.retryable, t.rework_until.clone()), (Some("duplicate_serial"), false, None), "{t:#?}");
+
+    // A technician's scan is refused in the library, and records nothing.
+    let e = api.scan("REWORK:RWSCAN-1").unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden, "{e:?}");
+    assert!(store.rework_authorisations(Some("RWSCAN-1")).unwrap().is_empty());
+    assert_eq!(tile_of(&p2).unwrap().rework_until, None);
+
+    // A supervisor's scan: the authorisation, on the tile at once, with Retry.
+    sign_in("sup");
+    let r = api.scan(" rework:RWSCAN-1\r\n").unwrap();
+    assert_eq!((r.kind, r.port.as_deref()), (ScanKind::Rework, Some(p2.as_str())), "{r:?}");
+    assert!(r.message.contains("rework of RWSCAN-1 authorised by sup"), "{}", r.message);
+    let auths = store.rework_authorisations(Some("RWSCAN-1")).unwrap();
+    assert_eq!(auths.len(), 1);
+    assert_eq!((auths[0].authorised_by.as_deref(), auths[0].used_at.as_deref()), (Some("sup"), None));
+    let t = tile_of(&p2).unwrap();
+    assert_eq!(t.rework_until.as_deref(), Some(auths[0].expires_at.as_str()), "{t:#?}");
+    assert!(t.retryable && t.hint.as_deref().unwrap_or("").contains("Retry resets this board"), "{t:#?}");
+    // The authorisation is a record with its audit entry, as from the command.
+    let kinds: Vec<String> = store
+        .audit_entries(&imprint_store::audit::AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.as_str().to_string())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "rework_authorised"), "{kinds:?}");
+
+    // Retry (the technician again): reset, new key, new certificate; the old one revoked as superseded.
+    sign_in("tech");
+    api.provision(&p2).unwrap();
+    wait("the board reworked", &|| tile_of(&p2).is_some_and(|t| t.state == TileState::Passed));
+    let t = tile_of(&p2).unwrap();
+    assert_eq!(t.rework_until, None, "the authorisation is used: {t:#?}");
+    let new = store.latest_cert_for_device("RWSCAN-1").unwrap().unwrap();
+    assert_ne!(new.spki_sha256, old.spki_sha256);
+    assert_eq!(board.snapshot().cert_der.as_deref(), new.cert_der.as_deref());
+    let old = store.cert_by_id(&old.id).unwrap().unwrap();
+    assert_eq!((old.status.as_str(), old.revocation_reason.as_deref()), ("revoked", Some("superseded")));
+    at_most_one_current(&store, "RWSCAN-1");
+    let used = store.rework_authorisations(Some("RWSCAN-1")).unwrap().remove(0);
+    assert_eq!(used.certificate_id.as_deref(), Some(new.id.as_str()));
+    // Single use: nothing is open any more.
+    assert!(store.open_rework("RWSCAN-1", &imprint_store::now_text()).unwrap().is_none());
+    api.shutdown();
+}

@@ -73,6 +73,8 @@ fn operations() -> Vec<Operation> {
         ("set_mode", Permission::Provision, Box::new(|a: &Api| ok(a.set_mode(Mode::Manual)))),
         ("set_batch", Permission::ScanWorkOrder, Box::new(|a: &Api| ok(a.set_batch(Some("WO-R".into()))))),
         ("scan work order", Permission::ScanWorkOrder, Box::new(|a: &Api| ok(a.scan("WO:R-1")))),
+        // Allowed: `not_found` (never certified here); refused: `forbidden`.
+        ("scan rework", Permission::Rework, Box::new(|a: &Api| ok(a.scan("REWORK:SN-NOT-HERE")))),
         ("attach_simulated", Permission::Simulate, Box::new(|a: &Api| ok(a.attach_simulated(1, &[])))),
         ("sync_now", Permission::SyncNow, Box::new(|a: &Api| ok(a.sync_now()))),
         ("verify", Permission::Verify, Box::new(|a: &Api| ok(a.verify("/dev/no-such-port")))),

@@ -103,7 +103,7 @@ test("a QA operator verifies a good device (pass) and one that never locked (fai
     }, "SIM-0001's verdict", 60000);
     assert.equal(good.passed, "true", JSON.stringify(good));
     assert.deepEqual(good.checks, [
-      "chain:pass", "validity:pass", "profile:pass", "store_record:pass", "proof_of_possession:pass", "lock:pass", "revocation:pass", "mqtt_connect:skipped",
+      "chain:pass", "validity:pass", "profile:pass", "store_record:pass", "center_record:skipped", "proof_of_possession:pass", "lock:pass", "revocation:pass", "mqtt_connect:skipped",
     ]);
     assert.equal(await text(d, "qa-verdict-word"), "QA PASS");
     await d.waitFor(async () => (await dueOf(d, "E2E-QA")) === "0", "nothing due after one verification");

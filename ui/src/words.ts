@@ -173,6 +173,7 @@ export const QA_CHECK_WORDS: Record<Exclude<QaCheckName, "unrecognized">, string
   validity: "Inside its validity period",
   profile: "Certificate contents as the profile says",
   store_record: "Matches the station's records",
+  center_record: "Matches the center's records",
   proof_of_possession: "Device proves it holds the key",
   lock: "Device locked",
   revocation: "Not revoked",
@@ -183,7 +184,18 @@ export function qaCheckWords(c: QaCheckView): string {
   return c.check === "unrecognized" ? c.check_text : QA_CHECK_WORDS[c.check];
 }
 
-export const QA_RESULT_WORDS: Record<QaCheckResult, string> = { pass: "pass", fail: "FAIL", skipped: "not checked", unrecognized: "unknown result" };
+export const QA_RESULT_WORDS: Record<QaCheckResult, string> = {
+  pass: "pass",
+  fail: "FAIL",
+  skipped: "not checked",
+  unreachable: "CENTER UNREACHABLE",
+  unrecognized: "unknown result",
+};
+
+/** A rework authorisation on a tile: until when it holds. */
+export function reworkWords(until: string): string {
+  return `Rework authorised until ${until.replace("T", " ").slice(0, 16)} UTC: the board is reset and re-provisioned on its next attempt`;
+}
 
 /** The verdict's big word. */
 export function verdictWord(v: QaVerdictView): string {
@@ -198,10 +210,14 @@ export function failedChecksWords(v: QaVerdictView): string {
     .join(", ");
 }
 
-/** One line for a verdict: PASS, or FAIL with the checks that failed. */
+/** One line for a verdict: PASS, or FAIL with the checks that failed (and
+ *  the center that could not be asked: no pass, but not the device's fault). */
 export function verdictLine(v: QaVerdictView): string {
   const failed = failedChecksWords(v);
-  return v.passed ? "passed every check" : failed ? `failed: ${failed}` : "failed";
+  const unreachable = v.checks.some((c) => c.result === "unreachable") ? "the center could not be reached: verify again once it is back" : "";
+  if (v.passed) return "passed every check";
+  const parts = [failed && `failed: ${failed}`, unreachable].filter(Boolean);
+  return parts.length ? parts.join("; ") : "failed";
 }
 
 /** The sampling plan's standing in words: "2 still due", "done". */

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { $, $$, flush, key, mount, tile, typeChar } from "./helpers";
+import { $, $$, flush, infoAs, key, mount, operator, session, tile, typeChar } from "./helpers";
 
 let cleanup: (() => void) | undefined;
 afterEach(() => {
@@ -36,6 +36,44 @@ describe("scan field", () => {
     await flush();
     expect(fake.called("scan").map((c) => c.args[0])).toEqual([code]);
     expect(scan.value).toBe("");
+  });
+
+  it("a supervisor's REWORK: scan: the field offers it, the backend is asked, and the tile shows the authorisation with Retry", async () => {
+    const refused = tile(1, {
+      state: "failed", code: "duplicate_serial", reason: "RW-1 already has certificate 5A17 for another key", hint: "Set the device aside", retryable: false,
+    });
+    const { store, fake } = await setup([refused], infoAs(session(operator("supervisor"))));
+    fake.api.scan = async (code: string) => {
+      fake.calls.push({ name: "scan", args: [code] });
+      return { kind: "rework", message: "rework of SIM-0001 authorised by supervisor-1 until 2026-12-01T12:00:00Z", port: refused.port, work_order: null };
+    };
+    const scan = $("scan-input") as HTMLInputElement;
+    expect(scan.placeholder).toMatch(/REWORK:serial/);
+    expect($("tile-rework")).toBeNull();
+    expect($("tile-retry")).toBeNull();
+    for (const ch of "REWORK:SIM-0001") typeChar(scan, ch);
+    key("Enter", scan);
+    await flush();
+    expect(fake.called("scan").map((c) => c.args[0])).toEqual(["REWORK:SIM-0001"]);
+    expect($("toast")?.textContent).toContain("rework of SIM-0001 authorised");
+    expect(store.selected.value).toBe(refused.port);
+    // The backend's tile event: the authorisation, and Retry offered.
+    store.applyBenchEvent({
+      kind: "tile",
+      tile: { ...refused, rework_until: "2026-12-01T12:00:00Z", retryable: true, hint: "a supervisor authorised rework of SIM-0001: Retry resets this board" },
+    });
+    await flush();
+    expect($("tile-rework")?.textContent).toBe(
+      "Rework authorised until 2026-12-01 12:00 UTC: the board is reset and re-provisioned on its next attempt",
+    );
+    $("tile-retry")!.click();
+    await flush();
+    expect(fake.called("provision").map((c) => c.args[0])).toEqual([refused.port]);
+  });
+
+  it("a technician's scan field does not offer REWORK:", async () => {
+    await setup([tile(1)], infoAs(session(operator("technician"))));
+    expect(($("scan-input") as HTMLInputElement).placeholder).toBe("Scan a work order (WO:…) or a device label, then Enter");
   });
 
   it("after visiting History and coming back, the scan field has the focus", async () => {

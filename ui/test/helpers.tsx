@@ -68,7 +68,7 @@ export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
     port: `/dev/pts/${100 + slot}`, slot, state: "ready", present: true, device_serial: `SIM-${String(slot).padStart(4, "0")}`,
     device_state: "blank", stage: null, percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
-    code: null, reason: null, hint: null, retryable: false, revoked: false,
+    code: null, reason: null, hint: null, retryable: false, revoked: false, rework_until: null,
     ...patch,
   };
 }
@@ -111,15 +111,17 @@ export type FakeOptions = {
   qaDue?: () => QaDueView[];
 };
 
-/** Every check the backend runs, passing (mqtt_connect skipped: no [mqtt]). */
+/** Every check the backend runs, passing (center_record and mqtt_connect skipped: no [central], no [mqtt]). */
 export function qaChecks(fail: Partial<Record<QaCheckView["check"], string>> = {}): QaCheckView[] {
   const all: [QaCheckView["check"], string][] = [
     ["chain", "chains to CN=dev"], ["validity", "valid until 2027-11-30"], ["profile", "subject, key usage and EKU as the profile says"],
-    ["store_record", "the store holds this certificate for this device and key"], ["proof_of_possession", "the device signed a fresh nonce"],
+    ["store_record", "the store holds this certificate for this device and key"],
+    ["center_record", "not asked: no [central] section (imprint verify --central asks the center)"], ["proof_of_possession", "the device signed a fresh nonce"],
     ["lock", "the device reports locked"], ["revocation", "issued, not revoked"], ["mqtt_connect", "no [mqtt] device check configured"],
   ];
   return all.map(([check, detail]) => ({
-    check, check_text: check, result: check === "mqtt_connect" ? "skipped" : fail[check] !== undefined ? "fail" : "pass", detail: fail[check] ?? detail,
+    check, check_text: check, result: fail[check] !== undefined ? "fail" : check === "mqtt_connect" || check === "center_record" ? "skipped" : "pass",
+    detail: fail[check] ?? detail,
   }));
 }
 
@@ -129,7 +131,7 @@ export function verdict(serial: string, checks: QaCheckView[] = qaChecks(), patc
   verdictNo += 1;
   return {
     id: `v${verdictNo}`, at: `2026-11-30T04:00:${String(verdictNo % 60).padStart(2, "0")}Z`, operator: "qa-1", port: "/dev/pts/101", device_serial: serial,
-    cert_serial: "5A17", batch: "WO-7", passed: checks.every((c) => c.result !== "fail"), checks, ...patch,
+    cert_serial: "5A17", batch: "WO-7", passed: checks.every((c) => c.result !== "fail" && c.result !== "unreachable"), checks, ...patch,
   };
 }
 

@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { AttemptDto } from "../src/bindings/AttemptDto";
 import type { QaCheckName } from "../src/bindings/QaCheckName";
+import type { QaCheckView } from "../src/bindings/QaCheckView";
 import type { QaVerdictView } from "../src/bindings/QaVerdictView";
 import { QA_CHECK_WORDS, qaCheckWords, verdictLine } from "../src/words";
 import { $, $$, flush, infoAs, key, mount, operator, qaChecks, session, tile, verdict } from "./helpers";
@@ -80,7 +81,7 @@ describe("verifying", () => {
     expect(v.dataset.serial).toBe("SIM-0002");
     expect($("qa-verdict-word")?.textContent).toBe("QA PASS");
     expect(shownChecks().map(([c, r]) => `${c}:${r}`)).toEqual([
-      "chain:pass", "validity:pass", "profile:pass", "store_record:pass", "proof_of_possession:pass", "lock:pass", "revocation:pass", "mqtt_connect:skipped",
+      "chain:pass", "validity:pass", "profile:pass", "store_record:pass", "center_record:skipped", "proof_of_possession:pass", "lock:pass", "revocation:pass", "mqtt_connect:skipped",
     ]);
     // Operator words, not the stored names.
     const names = [...document.querySelectorAll(".qa-check-name")].map((e) => e.textContent);
@@ -111,10 +112,29 @@ describe("verifying", () => {
     // The failed check comes first, with what it found; the rest in the order they ran.
     expect(shownChecks()[0]).toEqual(["lock", "fail", found]);
     expect(shownChecks().filter(([, r]) => r === "fail")).toHaveLength(1);
-    expect(shownChecks().map(([c]) => c)).toEqual(["lock", "chain", "validity", "profile", "store_record", "proof_of_possession", "revocation", "mqtt_connect"]);
+    expect(shownChecks().map(([c]) => c)).toEqual(["lock", "chain", "validity", "profile", "store_record", "center_record", "proof_of_possession", "revocation", "mqtt_connect"]);
     const row = $$("qa-recent-row")[0];
     expect(row.dataset.passed).toBe("false");
     expect(row.textContent).toContain("FAIL: Device locked");
+  });
+
+  it("a center that could not be reached is no pass: said in words, its check first, the device's checks still shown", async () => {
+    const down = "the center could not be asked, so this certificate is not confirmed there (central database unreachable: connection refused)";
+    const checks = qaChecks().map((c): QaCheckView => (c.check === "center_record" ? { ...c, result: "unreachable", detail: down } : c));
+    const m = await mount([PASSED(1)], QA, { verify: (port, serial) => verdict(serial ?? "?", checks, { port }) });
+    cleanup = m.unmount;
+    key("F11", document.body);
+    await flush();
+    $("qa-verify")!.click();
+    await flush();
+    expect($("qa-verdict")?.dataset.passed).toBe("false");
+    expect($("qa-verdict-word")?.textContent).toBe("QA FAIL");
+    expect($("qa-verdict-line")?.textContent).toBe("the center could not be reached: verify again once it is back");
+    expect(shownChecks()[0]).toEqual(["center_record", "unreachable", down]);
+    const first = $$("qa-check")[0];
+    expect(first.querySelector("[data-testid=qa-check-result]")?.textContent).toBe("CENTER UNREACHABLE");
+    expect(first.querySelector(".qa-check-name")?.textContent).toBe("Matches the center's records");
+    expect(shownChecks().filter(([, r]) => r === "fail")).toHaveLength(0);
   });
 
   it("Enter on the focused Verify button verifies once, and Enter again while it runs sends nothing", async () => {
@@ -287,7 +307,7 @@ describe("QA state and words", () => {
 
   it("every check has operator words; a check a newer build wrote shows its stored name", () => {
     const names = Object.keys(QA_CHECK_WORDS) as QaCheckName[];
-    expect(names.sort()).toEqual(["chain", "lock", "mqtt_connect", "profile", "proof_of_possession", "revocation", "store_record", "validity"]);
+    expect(names.sort()).toEqual(["center_record", "chain", "lock", "mqtt_connect", "profile", "proof_of_possession", "revocation", "store_record", "validity"]);
     for (const n of names) expect(QA_CHECK_WORDS[n as Exclude<QaCheckName, "unrecognized">]).not.toBe(n);
     expect(qaCheckWords({ check: "unrecognized", check_text: "tpm_attestation", result: "fail", detail: "" })).toBe("tpm_attestation");
     const v = verdict("SIM-9", qaChecks({ revocation: "certificate 5A17 is revoked", chain: "not our CA" }));

@@ -427,12 +427,33 @@ impl Api {
     /// A barcode scan (or typed code), see [`crate::scan`].
     pub fn scan(&self, code: &str) -> ApiResult<ScanResult> {
         let scan = crate::scan::parse(code)?;
-        self.require(match scan {
+        let actor = self.require(match scan {
             Scan::WorkOrder(_) => Permission::ScanWorkOrder,
+            Scan::Rework(_) => Permission::Rework,
             Scan::Device(_) => Permission::View,
         })?;
         let st = self.station()?;
         match scan {
+            Scan::Rework(serial) => {
+                let auth = crate::rework::authorise(&actor, &self.config(), st.store(), &serial, Some("authorised by a REWORK: scan"))?;
+                let tiles = self.bench().map(|b| b.refresh_rework(&auth.device_serial)).unwrap_or_default();
+                let on_bench = tiles.iter().find(|t| t.present);
+                Ok(ScanResult {
+                    kind: ScanKind::Rework,
+                    message: format!(
+                        "rework of {} authorised by {} until {}: {}",
+                        auth.device_serial,
+                        actor.id(),
+                        auth.expires_at,
+                        match on_bench {
+                            Some(t) => format!("the board on slot {} is reset and re-provisioned on its next attempt (Retry)", t.slot),
+                            None => "the next board reporting this serial is reset and re-provisioned".into(),
+                        }
+                    ),
+                    port: on_bench.map(|t| t.port.clone()),
+                    work_order: st.ctx().batch(),
+                })
+            }
             Scan::WorkOrder(order) => {
                 // Unknown, closed or expired: refused, the work order in effect stays.
                 let wo = st.store().usable_work_order(&order)?;
@@ -592,7 +613,11 @@ impl Api {
     /// certificate revoked as superseded.
     pub fn authorise_rework(&self, serial: &str, comment: Option<&str>) -> ApiResult<crate::rework::ReworkAuthorisationView> {
         let a = self.require(Permission::Rework)?;
-        crate::rework::authorise(&a, &self.config(), self.station()?.store(), serial, comment)
+        let auth = crate::rework::authorise(&a, &self.config(), self.station()?.store(), serial, comment)?;
+        if let Ok(bench) = self.bench() {
+            bench.refresh_rework(&auth.device_serial);
+        }
+        Ok(auth)
     }
 
     /// Current certificates expiring within `days` (local, or `central`).

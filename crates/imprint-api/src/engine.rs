@@ -71,6 +71,11 @@ pub struct Tile {
     /// once (on arrival, after an attempt, and as soon as a supervisor
     /// revokes it while the device is attached), whatever the tile's state.
     pub revoked: bool,
+    /// An open rework authorisation for this device serial (a supervisor's
+    /// `REWORK:` scan or `imprint rework authorise`): until when it is
+    /// valid. The next attempt on this serial resets the board and
+    /// re-provisions it; a board refused as `duplicate_serial` may be retried.
+    pub rework_until: Option<String>,
 }
 
 impl Tile {
@@ -94,6 +99,7 @@ impl Tile {
             hint: None,
             retryable: false,
             revoked: false,
+            rework_until: None,
         }
     }
 
@@ -372,6 +378,7 @@ impl Bench {
                 t.device_state = None;
                 if !t.interrupted {
                     t.revoked = false;
+                    t.rework_until = None;
                     t.device_serial = None;
                     t.code = None;
                     t.reason = None;
@@ -408,6 +415,7 @@ impl Bench {
         let r = self.spawn(format!("identify {port}"), move || {
             let id = imprint_station::driver::identify(&p, baud);
             let revoked = id.as_ref().is_ok_and(|id| b.is_revoked(&id.serial));
+            let rework = id.as_ref().ok().and_then(|id| b.open_rework(&id.serial));
             let t = b.update(&p, |t| {
                 if t.state != TileState::Ready {
                     return;
@@ -417,6 +425,7 @@ impl Bench {
                         t.device_serial = Some(id.serial.clone());
                         t.device_state = Some(id.state);
                         t.revoked = revoked;
+                        t.rework_until = rework.clone();
                         if id.state == DeviceState::Locked {
                             t.state = TileState::Provisioned;
                         }
@@ -556,11 +565,12 @@ impl Bench {
         // The store is asked once the device is known and the attempt is over.
         let revoked = match (&p.status, &p.device_serial) {
             (ProgressStatus::Running, _) | (_, None) => None,
-            (_, Some(serial)) => Some(self.is_revoked(serial)),
+            (_, Some(serial)) => Some((self.is_revoked(serial), self.open_rework(serial))),
         };
         let t = self.update(&p.port, |t| {
-            if let Some(r) = revoked {
-                t.revoked = r;
+            if let Some((r, rework)) = &revoked {
+                t.revoked = *r;
+                t.rework_until = rework.clone();
             }
             t.attempt_id = Some(p.attempt_id.clone());
             t.stage = Some(p.stage);
@@ -601,6 +611,45 @@ impl Bench {
                 false
             }
         }
+    }
+
+    /// Until when an open rework authorisation of this serial is valid.
+    fn open_rework(&self, serial: &str) -> Option<String> {
+        match self.inner.station.store().open_rework(serial, &imprint_store::now_text()) {
+            Ok(r) => r.map(|r| r.expires_at),
+            Err(e) => {
+                tracing::warn!(serial, error = %e, "could not read the device's rework authorisations");
+                None
+            }
+        }
+    }
+
+    /// A rework of `serial` was authorised: every tile of that device shows
+    /// it at once, and one refused as `duplicate_serial` becomes retryable
+    /// (Retry resets and re-provisions it). Returns those tiles.
+    pub fn refresh_rework(&self, serial: &str) -> Vec<Tile> {
+        let until = self.open_rework(serial);
+        let changed: Vec<Tile> = {
+            let mut tiles = lock(&self.inner.tiles);
+            tiles
+                .values_mut()
+                .filter(|t| t.device_serial.as_deref() == Some(serial))
+                .map(|t| {
+                    t.rework_until = until.clone();
+                    if until.is_some() && t.state == TileState::Failed && t.code == Some(FailureCode::DuplicateSerial) {
+                        t.retryable = true;
+                        t.hint = Some(format!(
+                            "a supervisor authorised rework of {serial}: Retry resets this board, gives it a new key and certificate and revokes the old one as superseded"
+                        ));
+                    }
+                    t.clone()
+                })
+                .collect()
+        };
+        for t in &changed {
+            self.emit(t.clone());
+        }
+        changed
     }
 
     /// Look again at every tile whose device is known (a revocation was

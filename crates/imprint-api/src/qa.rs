@@ -20,6 +20,8 @@ pub enum QaCheckResult {
     Fail,
     /// Not applicable here; does not fail the verdict.
     Skipped,
+    /// The center could not be asked: not a pass, so the verdict is no pass.
+    Unreachable,
     /// Text a newer build wrote.
     Unrecognized,
 }
@@ -33,6 +35,7 @@ pub enum QaCheckName {
     Validity,
     Profile,
     StoreRecord,
+    CenterRecord,
     ProofOfPossession,
     Lock,
     Revocation,
@@ -49,6 +52,7 @@ impl QaCheckName {
             Some(C::Validity) => QaCheckName::Validity,
             Some(C::Profile) => QaCheckName::Profile,
             Some(C::StoreRecord) => QaCheckName::StoreRecord,
+            Some(C::CenterRecord) => QaCheckName::CenterRecord,
             Some(C::ProofOfPossession) => QaCheckName::ProofOfPossession,
             Some(C::Lock) => QaCheckName::Lock,
             Some(C::Revocation) => QaCheckName::Revocation,
@@ -100,6 +104,7 @@ impl From<QaVerdictRow> for QaVerdictView {
                         Some(imprint_core::qa::CheckResult::Pass) => QaCheckResult::Pass,
                         Some(imprint_core::qa::CheckResult::Fail) => QaCheckResult::Fail,
                         Some(imprint_core::qa::CheckResult::Skipped) => QaCheckResult::Skipped,
+                        Some(imprint_core::qa::CheckResult::Unreachable) => QaCheckResult::Unreachable,
                         None => QaCheckResult::Unrecognized,
                     },
                     detail: text(c, "detail"),
@@ -150,15 +155,20 @@ pub fn verify(actor: &Actor, station: &Station, port: &str) -> ApiResult<QaVerdi
     }
     let now = time::OffsetDateTime::now_utc();
     let ctx = station.ctx();
-    let q = imprint_station::qa::QaContext { cfg: &ctx.cfg, store: &ctx.store, chain: &ctx.chain };
+    let q = imprint_station::qa::QaContext { cfg: &ctx.cfg, store: &ctx.store, chain: &ctx.chain, central: ctx.cfg.central.as_ref() };
     Ok(imprint_station::qa::verify(q, port, Some(actor.id()), now)?.into())
 }
 
 /// `imprint verify --port P`: this data dir's store and CA chain, without
 /// opening the station: no signer (no HSM PIN for QA), no port watched.
-/// Refused (`store_locked`) while a station runs on the data dir.
-pub fn verify_port(actor: &Actor, cfg: &StationConfig, port: &str) -> ApiResult<QaVerdictView> {
+/// Refused (`store_locked`) while a station runs on the data dir. The center
+/// is asked too whenever `[central]` is configured; `central` (`--central`)
+/// insists on it, refusing a configuration without `[central]`.
+pub fn verify_port(actor: &Actor, cfg: &StationConfig, port: &str, central: bool) -> ApiResult<QaVerdictView> {
     actor.require(Permission::Verify)?;
+    if central && cfg.central.is_none() {
+        return Err(ApiError::bad_request("no [central] section in the configuration: `verify --central` needs the center"));
+    }
     let port = port.trim();
     if port.is_empty() {
         return Err(ApiError::bad_request("name the port of the device to verify"));

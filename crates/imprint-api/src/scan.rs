@@ -1,6 +1,9 @@
 //! The barcode grammar: what a scanner (or a typed code) means.
-//! `WO:<order>` (or `BATCH:<order>`) sets the work order; anything else is a
-//! device label, matched against the devices on the bench.
+//! `WO:<order>` (or `BATCH:<order>`) sets the work order; `REWORK:<serial>`
+//! authorises re-provisioning that device serial (a supervisor's scan,
+//! `Permission::Rework`: the same single-use, expiring authorisation as
+//! `imprint rework authorise`); anything else is a device label, matched
+//! against the devices on the bench.
 
 use crate::{ApiError, ApiResult};
 use serde::Serialize;
@@ -10,6 +13,8 @@ use ts_rs::TS;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scan {
     WorkOrder(String),
+    /// Authorise rework of this device serial.
+    Rework(String),
     Device(String),
 }
 
@@ -20,6 +25,8 @@ pub enum Scan {
 pub enum ScanKind {
     /// The work order was set.
     WorkOrder,
+    /// A rework of the device serial was authorised.
+    Rework,
     /// A device on the bench was selected.
     Device,
     /// No device on the bench carries this label.
@@ -54,15 +61,28 @@ pub fn parse(code: &str) -> ApiResult<Scan> {
         return Err(ApiError::bad_request("the scan holds control characters: check the scanner's suffix settings"));
     }
     for prefix in ["WO:", "BATCH:"] {
-        if code.len() >= prefix.len() && code.is_char_boundary(prefix.len()) && code[..prefix.len()].eq_ignore_ascii_case(prefix) {
-            let order = code[prefix.len()..].trim();
+        if let Some(order) = strip_prefix_ignore_case(code, prefix) {
+            let order = order.trim();
             if order.is_empty() {
                 return Err(ApiError::bad_request(format!("{prefix} with no work order after it")));
             }
             return Ok(Scan::WorkOrder(order.to_string()));
         }
     }
+    if let Some(serial) = strip_prefix_ignore_case(code, "REWORK:") {
+        let serial = serial.trim();
+        if serial.is_empty() {
+            return Err(ApiError::bad_request("REWORK: with no device serial after it"));
+        }
+        return Ok(Scan::Rework(serial.to_string()));
+    }
     Ok(Scan::Device(code.to_string()))
+}
+
+/// `code` without `prefix`, compared ASCII case-insensitively.
+fn strip_prefix_ignore_case<'a>(code: &'a str, prefix: &str) -> Option<&'a str> {
+    (code.len() >= prefix.len() && code.is_char_boundary(prefix.len()) && code[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &code[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -78,7 +98,12 @@ mod tests {
         assert_eq!(ok("SIM-0001"), Scan::Device("SIM-0001".into()));
         assert_eq!(ok("Wö"), Scan::Device("Wö".into()));
         assert_eq!(ok("ñ:x"), Scan::Device("ñ:x".into()));
-        for bad in ["", "   ", "WO:", "WO:  ", "A\u{1b}B"] {
+        assert_eq!(ok("REWORK:RW-0001"), Scan::Rework("RW-0001".into()));
+        assert_eq!(ok(" rework: RW-0001 \r\n"), Scan::Rework("RW-0001".into()));
+        // Not the prefix: a device label.
+        assert_eq!(ok("REWORKS:1"), Scan::Device("REWORKS:1".into()));
+        assert_eq!(ok("RW-0001"), Scan::Device("RW-0001".into()));
+        for bad in ["", "   ", "WO:", "WO:  ", "A\u{1b}B", "REWORK:", "rework:  "] {
             assert_eq!(parse(bad).unwrap_err().code, crate::ErrorCode::BadRequest, "{bad:?}");
         }
         assert!(parse(&"x".repeat(MAX_SCAN + 1)).is_err());

@@ -8,6 +8,10 @@ pub struct VerifyArgs {
     /// The port of the device to verify (nothing is written to it).
     #[arg(long)]
     pub port: String,
+    /// Insist on asking the center too (it is asked whenever [central] is configured);
+    /// refused without a [central] section.
+    #[arg(long)]
+    pub central: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -41,7 +45,7 @@ pub fn verify_cmd(cli: &Cli, a: &VerifyArgs) -> CmdResult {
     let cfg = load_config(cli)?;
     let _log = imprint_api::logging::init(&cfg.log_dir(), false);
     let me = operators_cmd::actor(cli, &cfg, false)?;
-    let v = imprint_api::qa::verify_port(&me, &cfg, &a.port)?;
+    let v = imprint_api::qa::verify_port(&me, &cfg, &a.port, a.central)?;
     if a.json {
         json(&v)?;
     } else {
@@ -60,14 +64,18 @@ pub(crate) fn print_verdict(v: &imprint_api::qa::QaVerdictView) -> Result<(), cr
         v.at,
         v.id
     ))?;
+    if v.checks.iter().any(|c| c.result == imprint_api::qa::QaCheckResult::Unreachable) {
+        out("  the center could not be reached: the device is not confirmed there, so this is no pass; verify again once the center is back")?;
+    }
     for c in &v.checks {
         let word = match c.result {
             imprint_api::qa::QaCheckResult::Pass => "pass",
             imprint_api::qa::QaCheckResult::Fail => "FAIL",
             imprint_api::qa::QaCheckResult::Skipped => "skip",
+            imprint_api::qa::QaCheckResult::Unreachable => "NO CENTER",
             imprint_api::qa::QaCheckResult::Unrecognized => "?",
         };
-        out(format!("  {word:<5} {:<20} {}", c.check_text, c.detail))?;
+        out(format!("  {word:<9} {:<20} {}", c.check_text, c.detail))?;
     }
     Ok(())
 }
@@ -107,7 +115,7 @@ pub fn qa_cmd(cli: &Cli, c: &QaCmd) -> CmdResult {
                     let failed: Vec<&str> = x
                         .checks
                         .iter()
-                        .filter(|c| c.result == imprint_api::qa::QaCheckResult::Fail)
+                        .filter(|c| matches!(c.result, imprint_api::qa::QaCheckResult::Fail | imprint_api::qa::QaCheckResult::Unreachable))
                         .map(|c| c.check_text.as_str())
                         .collect();
                     out(format!(

@@ -29,6 +29,9 @@ pub enum QaCheck {
     Profile,
     /// The store holds exactly this certificate, for this device and key.
     StoreRecord,
+    /// The center holds exactly this certificate (issuer, serial, key,
+    /// device serial) and it is current there (`[central]` or `--central`).
+    CenterRecord,
     /// A fresh proof of possession verifies with the certified key.
     ProofOfPossession,
     /// The device reports itself locked (when the profile locks devices).
@@ -46,6 +49,7 @@ impl QaCheck {
             QaCheck::Validity => "validity",
             QaCheck::Profile => "profile",
             QaCheck::StoreRecord => "store_record",
+            QaCheck::CenterRecord => "center_record",
             QaCheck::ProofOfPossession => "proof_of_possession",
             QaCheck::Lock => "lock",
             QaCheck::Revocation => "revocation",
@@ -60,6 +64,7 @@ impl Closed for QaCheck {
         QaCheck::Validity,
         QaCheck::Profile,
         QaCheck::StoreRecord,
+        QaCheck::CenterRecord,
         QaCheck::ProofOfPossession,
         QaCheck::Lock,
         QaCheck::Revocation,
@@ -77,6 +82,9 @@ pub enum CheckResult {
     Fail,
     /// Not applicable here (e.g. no `[mqtt] device_check`); does not fail the verdict.
     Skipped,
+    /// The center was to be asked and could not be reached: not a pass (the
+    /// verdict is no pass) and not a failure of the device either.
+    Unreachable,
 }
 
 impl CheckResult {
@@ -85,12 +93,13 @@ impl CheckResult {
             CheckResult::Pass => "pass",
             CheckResult::Fail => "fail",
             CheckResult::Skipped => "skipped",
+            CheckResult::Unreachable => "unreachable",
         }
     }
 }
 
 impl Closed for CheckResult {
-    const ALL: &'static [CheckResult] = &[CheckResult::Pass, CheckResult::Fail, CheckResult::Skipped];
+    const ALL: &'static [CheckResult] = &[CheckResult::Pass, CheckResult::Fail, CheckResult::Skipped, CheckResult::Unreachable];
     fn as_str(self) -> &'static str {
         CheckResult::as_str(self)
     }
@@ -114,6 +123,14 @@ impl CheckOutcome {
     }
     pub fn skipped(check: QaCheck, why: impl Into<String>) -> CheckOutcome {
         CheckOutcome { check, result: CheckResult::Skipped, detail: why.into() }
+    }
+    pub fn unreachable(check: QaCheck, why: impl Into<String>) -> CheckOutcome {
+        CheckOutcome { check, result: CheckResult::Unreachable, detail: why.into() }
+    }
+    /// Whether this outcome keeps the verdict from passing (a failure, or a
+    /// center that could not be asked).
+    pub fn blocks_pass(&self) -> bool {
+        matches!(self.result, CheckResult::Fail | CheckResult::Unreachable)
     }
 }
 

@@ -175,7 +175,7 @@ failure_codes! {
     /// The device reports a serial that already has a valid certificate for
     /// another key (a cloned or mislabelled board).
     DuplicateSerial = "duplicate_serial", retryable = false,
-        hint = "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation (imprint rework authorise --serial SERIAL).";
+        hint = "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation (imprint rework authorise --serial SERIAL, or a REWORK:SERIAL scan on the Bench).";
     /// The certificate is inside its renewal window but the device is
     /// locked, so a new certificate could not be written: nothing was issued.
     RenewalLocked = "renewal_locked", retryable = false,
@@ -376,7 +376,7 @@ mod tests {
         (FailureCode::MqttConfig, "mqtt_config", true, "Fix the [mqtt] section of the station config, then press Retry."),
         (FailureCode::KeyAlreadyCertified, "key_already_certified", false, "Set the device aside for QA and report it: a key must never be certified twice or shared by two devices."),
         (FailureCode::CertificateRevoked, "certificate_revoked", false, "Have a supervisor authorise its rework (imprint rework authorise --serial SERIAL), then attach it again: a device that is not locked is reset, makes a new key and gets a new certificate."),
-        (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation (imprint rework authorise --serial SERIAL)."),
+        (FailureCode::DuplicateSerial, "duplicate_serial", false, "Set the device aside for a supervisor: this serial already has a valid certificate for another key, so this board is a clone or mislabelled. It gets no certificate; re-provisioning a serial needs a supervisor's rework authorisation (imprint rework authorise --serial SERIAL, or a REWORK:SERIAL scan on the Bench)."),
         (FailureCode::RenewalLocked, "renewal_locked", false, "The device's certificate is due for renewal, but the device is locked and cannot take a new one here. Nothing was issued and it keeps its current certificate: renew it over the fleet's own channel before it expires, or have a supervisor authorise a rework."),
         (FailureCode::QuotaExhausted, "quota_exhausted", false, "This work order's quantity is used up: the device gets no certificate under it. Set the device aside and ask a supervisor for another work order (imprint work-orders add) before scanning it."),
         (FailureCode::WorkOrderRefused, "work_order_refused", true, "The work order is unknown, closed or outside its dates. Scan a valid work order (WO:<id>), then press Retry; the device keeps its key."),

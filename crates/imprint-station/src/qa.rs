@@ -7,12 +7,13 @@
 
 use crate::config::StationConfig;
 use crate::lock::{DataDirLock, LockError};
-use imprint_core::issuance::{self, spki_sha256_hex};
-use imprint_core::qa::{self as checks, CheckOutcome, CheckResult, QaCheck};
+use imprint_core::issuance::{self, spki_sha256_hex, CertSummary};
+use imprint_core::qa::{self as checks, CheckOutcome, QaCheck};
 use imprint_proto::session::{Action, Failure, Identity, Input, Inspection, Outcome, Session, SessionConfig, Stage};
 use imprint_proto::{Decoded, Decoder, DeviceState, Direction, FailureCode, KeyAlg};
 use imprint_serial::{SerialTransport, Transport, TransportError};
 use imprint_store::{CertRow, CertStatus, NewQaVerdict, QaVerdictRow, Recorded, Store, StoreError};
+use imprint_sync::qa::CentralCertificate;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -44,12 +45,15 @@ pub enum QaError {
 
 /// What a verification needs: no signer (QA never signs, and an HSM's PIN
 /// is not the QA operator's), the config (profile, baud, `[mqtt]`), the
-/// store and the configured CA chain (issuing CA first, root last).
+/// store and the configured CA chain (issuing CA first, root last); and
+/// the center to ask as well (`[central]`, or `imprint verify --central`),
+/// read-only, as this station's own role.
 #[derive(Clone, Copy)]
 pub struct QaContext<'a> {
     pub cfg: &'a StationConfig,
     pub store: &'a Store,
     pub chain: &'a [Vec<u8>],
+    pub central: Option<&'a imprint_sync::CentralConfig>,
 }
 
 /// `imprint verify`: verify the device on `port` with this data dir's store
@@ -64,7 +68,7 @@ pub fn verify_with_data_dir(cfg: &StationConfig, port: &str, operator: Option<&s
     let chain = imprint_core::ca::load_chain_pem(&text).map_err(|e| QaError::Ca(format!("the CA chain {}: {e}", path.display())))?;
     let store = Store::open(&cfg.store_path()).map_err(QaError::Store)?;
     store.set_station_id(&cfg.station_id);
-    let r = verify(QaContext { cfg, store: &store, chain: &chain }, port, operator, now);
+    let r = verify(QaContext { cfg, store: &store, chain: &chain, central: cfg.central.as_ref() }, port, operator, now);
     store.close();
     drop(lock);
     r
@@ -95,7 +99,7 @@ pub fn verify_on(
 ) -> Result<QaOutcome, QaError> {
     let found = inspect(ctx, t).map_err(QaError::Device)?;
     let (checks, row) = judge(ctx, &found, now).map_err(QaError::Store)?;
-    let passed = checks.iter().all(|c| c.result != CheckResult::Fail);
+    let passed = !checks.iter().any(CheckOutcome::blocks_pass);
     let cert_serial_hex = found.cert_der.as_deref().and_then(|c| issuance::summarize(c).ok()).map(|s| s.serial_hex);
     let batch = match &row {
         Some(r) => ctx.store.attempt(&r.attempt_id).map_err(QaError::Store)?.and_then(|a| a.batch),
@@ -116,14 +120,14 @@ pub fn verify_on(
             batch,
             passed,
             checks_json,
-            failed: checks.iter().filter(|c| c.result == CheckResult::Fail).map(|c| c.check.as_str().to_string()).collect(),
+            failed: checks.iter().filter(|c| c.blocks_pass()).map(|c| c.check.as_str().to_string()).collect(),
         })
         .map_err(QaError::Store)?;
     tracing::info!(
         port,
         serial = %found.identity.serial,
         verdict = %verdict.verdict,
-        failed = ?checks.iter().filter(|c| c.result == CheckResult::Fail).map(|c| c.check.as_str()).collect::<Vec<_>>(),
+        failed = ?checks.iter().filter(|c| c.blocks_pass()).map(|c| c.check.as_str()).collect::<Vec<_>>(),
         "QA verdict recorded"
     );
     Ok(QaOutcome { identity: found.identity, passed, checks, verdict })
@@ -190,6 +194,128 @@ fn inspect(ctx: QaContext<'_>, t: &mut dyn Transport) -> Result<Inspection, Fail
     }
 }
 
+/// The center's row of the certificate read from the device (same issuer and serial).
+fn center_row<'a>(rows: &'a [CentralCertificate], s: &CertSummary) -> Option<&'a CentralCertificate> {
+    rows.iter().find(|r| r.issuer == s.issuer && r.serial_hex == s.serial_hex)
+}
+
+fn center_status_words(r: &CentralCertificate) -> String {
+    match r.status.as_str() {
+        "revoked" => format!(
+            "revoked at the center by station {}{}{}",
+            r.station_id,
+            r.revoked_at.map(|t| format!(" at {}", imprint_store::ts(t))).unwrap_or_default(),
+            r.revocation_reason.as_deref().map(|w| format!(" (reason {w})")).unwrap_or_default()
+        ),
+        "superseded" => format!("superseded at the center by a newer certificate (station {})", r.station_id),
+        other => format!("status {other} at the center (station {})", r.station_id),
+    }
+}
+
+/// The center check: it passes only when the center holds exactly this
+/// certificate (issuer, serial, key, device serial, content) and it is
+/// current (`issued`) there; a center that could not be asked is
+/// `CheckResult::Unreachable`.
+fn judge_center(found: &Result<Vec<CentralCertificate>, String>, s: &CertSummary, serial: &str, issued_here: bool) -> CheckOutcome {
+    let rows = match found {
+        Err(e) => {
+            return CheckOutcome::unreachable(
+                QaCheck::CenterRecord,
+                format!(
+                    "the center could not be asked, so this certificate is not confirmed there ({e}); verify again once the center is back"
+                ),
+            )
+        }
+        Ok(rows) => rows,
+    };
+    let Some(r) = center_row(rows, s) else {
+        let mut why = format!("the center holds no certificate {} of this CA", s.serial_hex);
+        if let Some(k) = rows.iter().find(|r| r.spki_sha256 == s.spki_sha256) {
+            why.push_str(&format!("; it holds certificate {} of station {} for this key", k.serial_hex, k.station_id));
+        }
+        why.push_str(if issued_here {
+            ": this station's record has not reached the center yet (Sync now, then verify again)"
+        } else {
+            ": no station reported issuing it"
+        });
+        return CheckOutcome::judge(QaCheck::CenterRecord, Err(why));
+    };
+    let mut problems = Vec::new();
+    if r.spki_sha256 != s.spki_sha256 {
+        problems.push(format!("the center's certificate {} certifies another key", r.serial_hex));
+    }
+    if r.device_serial != serial {
+        problems.push(format!("the center has it issued to device {}, not {serial}", r.device_serial));
+    }
+    if r.fingerprint_sha256.as_deref() != Some(s.fingerprint_sha256.as_str()) {
+        problems.push("the device's certificate differs from the center's copy".into());
+    }
+    if r.status != "issued" {
+        problems.push(format!("certificate {} is {}", r.serial_hex, center_status_words(r)));
+    }
+    if let Some(other) = rows
+        .iter()
+        .find(|o| o.spki_sha256 == s.spki_sha256 && o.serial_hex != r.serial_hex && matches!(o.status.as_str(), "signing" | "issued"))
+    {
+        problems
+            .push(format!("the center holds another current certificate {} (station {}) for this key", other.serial_hex, other.station_id));
+    }
+    if problems.is_empty() {
+        CheckOutcome::judge(
+            QaCheck::CenterRecord,
+            Ok(format!(
+                "the center holds exactly this certificate ({}, issued by station {} to {serial}), current",
+                r.serial_hex, r.station_id
+            )),
+        )
+    } else {
+        CheckOutcome::judge(QaCheck::CenterRecord, Err(problems.join("; ")))
+    }
+}
+
+/// Not revoked: by the local store's record and, when asked, the center's.
+fn judge_revocation(
+    has_cert: bool,
+    row: Option<&CertRow>,
+    center: Option<&Result<Vec<CentralCertificate>, String>>,
+    s: Option<&CertSummary>,
+) -> CheckOutcome {
+    let check = QaCheck::Revocation;
+    if !has_cert {
+        return CheckOutcome::judge(check, Err("the device holds no certificate".into()));
+    }
+    let at_center = match (center, s) {
+        (Some(Ok(rows)), Some(s)) => center_row(rows, s),
+        _ => None,
+    };
+    if let Some(c) = at_center.filter(|c| c.status == "revoked") {
+        return CheckOutcome::judge(check, Err(format!("certificate {} is {}", c.serial_hex, center_status_words(c))));
+    }
+    match (row, center, at_center) {
+        (Some(r), _, _) => CheckOutcome::judge(
+            check,
+            match &r.status {
+                Recorded::Known(CertStatus::Issued) => Ok(format!("certificate {} is not revoked (status issued)", r.serial_hex)),
+                Recorded::Known(CertStatus::Revoked) => Err(format!("certificate {} is revoked", r.serial_hex)),
+                Recorded::Known(other) => Err(format!("certificate {} has status {}", r.serial_hex, other.as_str())),
+                Recorded::Unrecognized(t) => Err(format!("certificate {} has status {t:?}, unknown to this station", r.serial_hex)),
+            },
+        ),
+        (None, _, Some(c)) if c.status == "issued" => CheckOutcome::judge(
+            check,
+            Ok(format!("certificate {} is not revoked at the center (status issued, station {})", c.serial_hex, c.station_id)),
+        ),
+        (None, _, Some(c)) => CheckOutcome::judge(check, Err(format!("certificate {} is {}", c.serial_hex, center_status_words(c)))),
+        (None, Some(Err(_)), None) => {
+            CheckOutcome::unreachable(check, "unknown: the local store has no record of this certificate and the center could not be asked")
+        }
+        (None, Some(Ok(_)), None) => {
+            CheckOutcome::judge(check, Err("unknown: neither the local store nor the center has a record of this certificate".into()))
+        }
+        (None, None, None) => CheckOutcome::judge(check, Err("unknown: the local store has no record of this certificate".into())),
+    }
+}
+
 fn wait(t: &mut dyn Transport, decoder: &mut Decoder, pending: &mut VecDeque<Decoded>, buf: &mut [u8], deadline: Instant) -> Input {
     loop {
         while let Some(d) = pending.pop_front() {
@@ -226,6 +352,15 @@ fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<
         Ok(Some(spki)) => ctx.store.cert_by_spki(&spki_sha256_hex(spki))?,
         _ => None,
     };
+    let summary = cert.and_then(|c| issuance::summarize(c).ok());
+    // The center, asked once (read-only), when configured.
+    let center: Option<Result<Vec<CentralCertificate>, String>> = match (ctx.central, &summary) {
+        (None, _) => None,
+        (Some(_), None) => Some(Ok(Vec::new())),
+        (Some(cc), Some(s)) => Some(
+            imprint_sync::qa::certificates(cc, &ctx.cfg.station_id, &s.issuer, &s.serial_hex, &s.spki_sha256).map_err(|e| e.to_string()),
+        ),
+    };
     let mut out = Vec::new();
 
     out.push(C::judge(
@@ -252,30 +387,43 @@ fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<
         (Some(k), Ok(Some(c))) => k == c,
         _ => false,
     };
-    out.push(C::judge(
-        QaCheck::StoreRecord,
-        match (cert, &row) {
-            (None, _) => Err(no_cert()),
-            (Some(_), None) => Err("the local store holds no certificate for this key: this station did not issue it".into()),
-            (Some(c), Some(r)) => {
-                let mut problems = Vec::new();
-                if r.device_serial != serial {
-                    problems.push(format!("the store issued it to device {}, not {serial}", r.device_serial));
+    out.push(match (cert, &row, &center) {
+        (Some(_), None, Some(_)) => C::skipped(
+            QaCheck::StoreRecord,
+            "the local store holds no certificate for this key (this station did not issue it): the center check decides",
+        ),
+        _ => C::judge(
+            QaCheck::StoreRecord,
+            match (cert, &row) {
+                (None, _) => Err(no_cert()),
+                (Some(_), None) => Err("the local store holds no certificate for this key: this station did not issue it".into()),
+                (Some(c), Some(r)) => {
+                    let mut problems = Vec::new();
+                    if r.device_serial != serial {
+                        problems.push(format!("the store issued it to device {}, not {serial}", r.device_serial));
+                    }
+                    if r.cert_der.as_deref() != Some(c) {
+                        problems
+                            .push(format!("the device's certificate differs from the store's certificate {} for this key", r.serial_hex));
+                    }
+                    if !device_key_is_certified {
+                        problems.push("the device's key is not the certified key".into());
+                    }
+                    if problems.is_empty() {
+                        Ok(format!("the store holds exactly this certificate ({}) for {serial} and its key", r.serial_hex))
+                    } else {
+                        Err(problems.join("; "))
+                    }
                 }
-                if r.cert_der.as_deref() != Some(c) {
-                    problems.push(format!("the device's certificate differs from the store's certificate {} for this key", r.serial_hex));
-                }
-                if !device_key_is_certified {
-                    problems.push("the device's key is not the certified key".into());
-                }
-                if problems.is_empty() {
-                    Ok(format!("the store holds exactly this certificate ({}) for {serial} and its key", r.serial_hex))
-                } else {
-                    Err(problems.join("; "))
-                }
-            }
-        },
-    ));
+            },
+        ),
+    });
+    out.push(match (&center, &summary) {
+        (None, _) => C::skipped(QaCheck::CenterRecord, "not asked: no [central] section (imprint verify --central asks the center)"),
+        (Some(_), None) if cert.is_some() => C::judge(QaCheck::CenterRecord, Err("the device's certificate does not parse".into())),
+        (Some(_), None) => C::judge(QaCheck::CenterRecord, Err(no_cert())),
+        (Some(found), Some(s)) => judge_center(found, s, serial, row.is_some()),
+    });
     out.push(C::judge(
         QaCheck::ProofOfPossession,
         match &found.proof {
@@ -297,23 +445,71 @@ fn judge(ctx: QaContext<'_>, found: &Inspection, now: OffsetDateTime) -> Result<
             },
         )
     });
-    out.push(C::judge(
-        QaCheck::Revocation,
-        match (cert, &row) {
-            (None, _) => Err(no_cert()),
-            (Some(_), None) => Err("unknown: the local store has no record of this certificate".into()),
-            (Some(_), Some(r)) => match &r.status {
-                Recorded::Known(CertStatus::Issued) => Ok(format!("certificate {} is not revoked (status issued)", r.serial_hex)),
-                Recorded::Known(CertStatus::Revoked) => Err(format!("certificate {} is revoked", r.serial_hex)),
-                Recorded::Known(other) => Err(format!("certificate {} has status {}", r.serial_hex, other.as_str())),
-                Recorded::Unrecognized(t) => Err(format!("certificate {} has status {t:?}, unknown to this station", r.serial_hex)),
-            },
-        },
-    ));
+    out.push(judge_revocation(cert.is_some(), row.as_ref(), center.as_ref(), summary.as_ref()));
     out.push(match &found.connect {
         None => C::skipped(QaCheck::MqttConnect, "not asked: [mqtt] device_check is off"),
         Some(Ok(ms)) => C::judge(QaCheck::MqttConnect, Ok(format!("the device connected to the broker over mTLS; round trip {ms} ms"))),
         Some(Err(why)) => C::judge(QaCheck::MqttConnect, Err(format!("the device could not connect to the broker: {why}"))),
     });
     Ok((out, row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imprint_core::qa::CheckResult;
+
+    fn summary() -> CertSummary {
+        CertSummary {
+            serial_hex: "5a17".into(),
+            subject: "CN=DEV-1".into(),
+            issuer: "CN=Test CA".into(),
+            not_before: OffsetDateTime::UNIX_EPOCH,
+            not_after: OffsetDateTime::UNIX_EPOCH,
+            spki_sha256: "aa".into(),
+            fingerprint_sha256: "ff".into(),
+        }
+    }
+
+    fn at_center(status: &str) -> CentralCertificate {
+        CentralCertificate {
+            station_id: "station-b".into(),
+            device_serial: "DEV-1".into(),
+            issuer: "CN=Test CA".into(),
+            serial_hex: "5a17".into(),
+            spki_sha256: "aa".into(),
+            status: status.into(),
+            fingerprint_sha256: Some("ff".into()),
+            revoked_at: None,
+            revocation_reason: (status == "revoked").then(|| "key_compromise".to_string()),
+            superseded_at: None,
+        }
+    }
+
+    #[test]
+    fn the_center_check_passes_only_for_exactly_this_current_certificate_and_an_unreachable_center_is_no_pass() {
+        let s = summary();
+        let judged = |rows: Result<Vec<CentralCertificate>, String>| judge_center(&rows, &s, "DEV-1", false);
+        let ok = judged(Ok(vec![at_center("issued")]));
+        assert_eq!(ok.result, CheckResult::Pass, "{ok:?}");
+        assert!(ok.detail.contains("station-b"), "{ok:?}");
+        let down = judged(Err("central database unreachable: connection refused".into()));
+        assert_eq!(down.result, CheckResult::Unreachable);
+        assert!(down.blocks_pass() && down.detail.contains("connection refused"), "{down:?}");
+        assert_eq!(judged(Ok(vec![])).result, CheckResult::Fail);
+        let revoked = judged(Ok(vec![at_center("revoked")]));
+        assert!(revoked.result == CheckResult::Fail && revoked.detail.contains("key_compromise"), "{revoked:?}");
+        for bad in [
+            CentralCertificate { device_serial: "DEV-2".into(), ..at_center("issued") },
+            CentralCertificate { spki_sha256: "bb".into(), ..at_center("issued") },
+            CentralCertificate { fingerprint_sha256: Some("00".into()), ..at_center("issued") },
+            at_center("superseded"),
+        ] {
+            assert_eq!(judged(Ok(vec![bad.clone()])).result, CheckResult::Fail, "{bad:?}");
+        }
+        // Another current certificate for the same key at the center.
+        let twin = CentralCertificate { serial_hex: "77".into(), station_id: "station-c".into(), ..at_center("issued") };
+        let two = judged(Ok(vec![at_center("issued"), twin]));
+        assert!(two.result == CheckResult::Fail && two.detail.contains("another current certificate"), "{two:?}");
+    }
 }

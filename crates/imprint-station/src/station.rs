@@ -564,7 +564,12 @@ impl Station {
     /// certificate without waiting years).
     pub fn verify_at(&self, port: &str, now: time::OffsetDateTime) -> Result<crate::qa::QaOutcome, crate::qa::QaError> {
         let operator = self.ctx.operator();
-        let ctx = crate::qa::QaContext { cfg: &self.ctx.cfg, store: &self.ctx.store, chain: &self.ctx.chain };
+        let ctx = crate::qa::QaContext {
+            cfg: &self.ctx.cfg,
+            store: &self.ctx.store,
+            chain: &self.ctx.chain,
+            central: self.ctx.cfg.central.as_ref(),
+        };
         crate::qa::verify(ctx, port, operator.as_deref(), now)
     }
 

@@ -25,6 +25,7 @@ pub mod config;
 pub mod crl;
 pub mod leases;
 pub mod operators;
+pub mod qa;
 /// The content hash of records (moved down into the store, which anchors
 /// record hashes in its audit trail; re-exported here unchanged).
 pub use imprint_store::hash;

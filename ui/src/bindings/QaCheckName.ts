@@ -3,4 +3,4 @@
 /**
  * Which check (`imprint_core::qa::QaCheck`, as stored).
  */
-export type QaCheckName = "chain" | "validity" | "profile" | "store_record" | "proof_of_possession" | "lock" | "revocation" | "mqtt_connect" | "unrecognized";
+export type QaCheckName = "chain" | "validity" | "profile" | "store_record" | "center_record" | "proof_of_possession" | "lock" | "revocation" | "mqtt_connect" | "unrecognized";

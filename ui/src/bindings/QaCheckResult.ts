@@ -3,4 +3,4 @@
 /**
  * How one check ended.
  */
-export type QaCheckResult = "pass" | "fail" | "skipped" | "unrecognized";
+export type QaCheckResult = "pass" | "fail" | "skipped" | "unreachable" | "unrecognized";

@@ -3,4 +3,4 @@
 /**
  * What a scan did, for the operator.
  */
-export type ScanKind = "work_order" | "device" | "unknown";
+export type ScanKind = "work_order" | "rework" | "device" | "unknown";

@@ -48,4 +48,11 @@ retryable: boolean,
  * once (on arrival, after an attempt, and as soon as a supervisor
  * revokes it while the device is attached), whatever the tile's state.
  */
-revoked: boolean, };
+revoked: boolean, 
+/**
+ * An open rework authorisation for this device serial (a supervisor's
+ * `REWORK:` scan or `imprint rework authorise`): until when it is
+ * valid. The next attempt on this serial resets the board and
+ * re-provisions it; a board refused as `duplicate_serial` may be retried.
+ */
+rework_until: string | null, };

@@ -12,6 +12,12 @@ import { Tile, TileDetail } from "./Tile";
 export const SCAN_ID = "scan";
 
 /** Put the focus back in the scan field unless the operator types elsewhere or a dialog is open. */
+/** What the scan field takes, as far as this role may scan it. */
+function scanPlaceholder(workOrders: boolean, rework: boolean): string {
+  const codes = [workOrders && "a work order (WO:…)", rework && "a rework (REWORK:serial)", "a device label"].filter(Boolean) as string[];
+  return `Scan ${codes.length > 1 ? `${codes.slice(0, -1).join(", ")} or ${codes[codes.length - 1]}` : codes[0]}, then Enter`;
+}
+
 export function focusScan(force = false) {
   const scan = document.getElementById(SCAN_ID) as HTMLInputElement | null;
   if (!scan) return;
@@ -130,13 +136,14 @@ export function Bench() {
   // What this role may do here (hidden otherwise; the backend refuses it regardless).
   const provision = store.can("provision");
   const workOrders = store.can("scan_work_order");
+  const rework = store.can("rework");
   return (
     <section class="bench" data-testid="view-bench">
       <div class="toolbar">
         <input
           id={SCAN_ID}
           data-testid="scan-input"
-          placeholder={workOrders ? "Scan a work order (WO:…) or a device label, then Enter" : "Scan a device label, then Enter"}
+          placeholder={scanPlaceholder(workOrders, rework)}
           autocomplete="off"
           spellcheck={false}
           onKeyDown={(e) => {

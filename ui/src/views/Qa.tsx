@@ -8,9 +8,11 @@ import { useApp } from "../context";
 import { QA_RESULT_WORDS, bigWord, canVerify, dueWords, qaCheckWords, verdictLine, verdictWord } from "../words";
 
 /** Every check of a verdict: pass/fail, its name and what it found, in
- *  words; the failed ones first (the rest in the order they ran). */
+ *  words; the failed ones (and a center that could not be reached) first,
+ *  the rest in the order they ran. */
 export function VerdictChecks({ v }: { v: QaVerdictView }) {
-  const checks = [...v.checks].sort((a, b) => Number(b.result === "fail") - Number(a.result === "fail"));
+  const blocks = (c: QaVerdictView["checks"][number]) => Number(c.result === "fail" || c.result === "unreachable");
+  const checks = [...v.checks].sort((a, b) => blocks(b) - blocks(a));
   return (
     <table class="qa-checks" data-testid="qa-checks">
       <tbody>

@@ -3,7 +3,7 @@
 import type { Signal } from "@preact/signals";
 import { useApp } from "../context";
 import type { TileDto } from "../wire";
-import { bigWord, canProvision, canRetry, tileLine, alreadyProvisioned } from "../words";
+import { bigWord, canProvision, canRetry, tileLine, alreadyProvisioned, reworkWords } from "../words";
 
 export function Tile({ tile }: { tile: Signal<TileDto> }) {
   const { store, actions } = useApp();
@@ -54,6 +54,11 @@ export function Tile({ tile }: { tile: Signal<TileDto> }) {
       <div class="stage" data-testid="tile-stage">{tileLine(t)}</div>
       {t.interrupted && <div class="badge interrupted" data-testid="tile-interrupted">Interrupted, then resumed after replug</div>}
       {t.revoked && <div class="badge revoked" data-testid="tile-revoked">Certificate REVOKED: do not ship this device</div>}
+      {t.rework_until && (
+        <div class="badge rework" data-testid="tile-rework" data-until={t.rework_until}>
+          {reworkWords(t.rework_until)}
+        </div>
+      )}
       {!failed && <div class="bar"><div class="fill" style={{ width: `${t.percent}%` }} /></div>}
       {failed && (
         <div class="why">
