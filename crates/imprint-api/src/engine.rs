@@ -8,7 +8,7 @@
 //! back: an `unplugged` ending makes the watcher forget the port, so its next
 //! poll reports it as arrived even when the departure was never seen.
 
-use imprint_proto::{DeviceState, FailureCode, Stage};
+use imprint_proto::{DeviceState, DialectKind, FailureCode, Stage};
 use imprint_serial::{PortEvent, PortWatcher};
 use imprint_station::{Mode, Progress, ProgressFn, ProgressStatus, Station};
 use serde::Serialize;
@@ -71,6 +71,8 @@ pub struct Tile {
     /// once (on arrival, after an attempt, and as soon as a supervisor
     /// revokes it while the device is attached), whatever the tile's state.
     pub revoked: bool,
+    /// The dialect this port speaks (`[[dialects]]` rules; docs/drivers.md).
+    pub dialect: DialectKind,
 }
 
 impl Tile {
@@ -94,6 +96,7 @@ impl Tile {
             hint: None,
             retryable: false,
             revoked: false,
+            dialect: DialectKind::Imprint,
         }
     }
 
@@ -351,6 +354,7 @@ impl Bench {
             let slot = self.slot_for(port, &tiles);
             let t = tiles.entry(port.to_string()).or_insert_with(|| Tile::new(port, slot));
             t.present = true;
+            t.dialect = self.inner.station.ctx().cfg.dialect_for(port).0;
             let carried = lock(&self.inner.carried).remove(port);
             // A device whose attempt the reopen stopped resumes; other results stay.
             let stopped_by_reopen = t.code == Some(FailureCode::StationStopping);
@@ -405,8 +409,9 @@ impl Bench {
         let b = self.clone();
         let p = port.to_string();
         let baud = self.inner.station.ctx().cfg.baud;
+        let dialect = self.inner.station.ctx().cfg.dialect_for(port).0;
         let r = self.spawn(format!("identify {port}"), move || {
-            let id = imprint_station::driver::identify(&p, baud);
+            let id = imprint_station::driver::identify_as(&p, baud, dialect);
             let revoked = id.as_ref().is_ok_and(|id| b.is_revoked(&id.serial));
             let t = b.update(&p, |t| {
                 if t.state != TileState::Ready {

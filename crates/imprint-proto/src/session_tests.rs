@@ -174,6 +174,7 @@ fn run_with(dev: &mut Fake, cfg: SessionConfig, existing: Option<IssuedChain>, p
                 Reply::Corrupt => Input::Corrupt(format!("@< {} OK garbage *0000", frame.rid)),
             },
             Action::KeepWaiting => Input::Timeout,
+            Action::Write { what, .. } => panic!("the native session wrote raw bytes ({what})"),
             Action::Wait { .. } => Input::Waited,
             Action::Lookup { .. } => Input::Lookup(Ok(existing.clone())),
             Action::Issue { csr_der, nonce, .. } => {
