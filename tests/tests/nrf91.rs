@@ -128,7 +128,7 @@ fn a_cme_error_at_each_step_fails_with_its_code_stage_and_hint() {
         (10, 513, "modem_error", "read_back", true),
     ];
     let devs: Vec<_> = cases.iter().map(|(k, n, ..)| modem(&ts, &format!("NRF-CME-{k}"), &format!("cme-at={k}:{n}"))).collect();
-    let mut errs = vec![modem(&ts, "NRF-ERR", "error-at=7")];
+    let errs = [modem(&ts, "NRF-ERR", "error-at=7")];
     let results = st.provision_all(&devs.iter().chain(&errs).map(link).collect::<Vec<_>>(), None);
     for (i, r) in results.into_iter().enumerate() {
         let r = r.unwrap();
@@ -145,7 +145,6 @@ fn a_cme_error_at_each_step_fails_with_its_code_stage_and_hint() {
         let certs = if serial.is_empty() { vec![] } else { st.store().certs_by_device_serial(&serial).unwrap() };
         assert_eq!(!certs.is_empty(), issued, "command {k}: {certs:?}");
     }
-    errs.clear();
 }
 
 #[test]
@@ -163,9 +162,7 @@ fn an_nrf91_unplugged_mid_write_is_recorded_and_is_re_provisioned_under_a_rework
 
     // Re-attached: the modem makes a new key (it never discloses an existing
     // one), and the serial's certificate for the old key refuses a second.
-    let dev = dev;
-    let path = dev.replug().unwrap().display().to_string();
-    let _ = path;
+    dev.replug().unwrap();
     let again = st.provision(&link(&dev), None).unwrap();
     let Outcome::Failed(f) = &again.outcome else { panic!("{:?}", again.outcome) };
     assert_eq!(f.code.as_str(), "duplicate_serial", "{f:?}");

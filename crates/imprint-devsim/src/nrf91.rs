@@ -245,7 +245,7 @@ impl Modem {
     fn keygen(&mut self, args: &str, busy_ms: &mut u64) -> Result<Vec<String>, Option<u16>> {
         let f = at::fields(args).ok_or(None)?;
         let tag: u32 = f.first().and_then(|t| t.parse().ok()).ok_or(None)?;
-        if f.get(1).map(String::as_str) != Some("2") || f.get(2).is_some_and(|c| c != "0") {
+        if f.get(1).map(String::as_str) != Some("2") || f.get(2).is_some_and(|c| c.as_str() != "0") {
             return Err(None);
         }
         if !self.offline() {

@@ -327,6 +327,7 @@ impl Nrf91Session {
             }
             Err(e) => return self.fail(FailureCode::AttestationInvalid, e.to_string()),
         };
+        use x509_parser::prelude::FromDer;
         let spki = match x509_parser::certification_request::X509CertificationRequest::from_der(&csr) {
             Ok((_, req)) => req.certification_request_info.subject_pki.raw.to_vec(),
             Err(e) => return self.fail(FailureCode::CsrMalformed, format!("the KEYGEN CSR is not a PKCS#10 request: {e}")),
@@ -547,5 +548,88 @@ impl DeviceSession for Nrf91Session {
 
     fn stage(&self) -> Stage {
         self.stage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(s: &mut Nrf91Session, text: &str) -> Action {
+        let mut last = Action::KeepWaiting;
+        for h in s.feed(text.as_bytes()) {
+            if let Heard::Input(i) = h {
+                last = s.handle(i);
+            }
+        }
+        last
+    }
+
+    fn written(a: &Action) -> String {
+        match a {
+            Action::Write { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+            other => panic!("expected a command, got {other:?}"),
+        }
+    }
+
+    fn identified() -> Nrf91Session {
+        let mut s = Nrf91Session::new(Nrf91Config { sec_tag: 7, ..Default::default() });
+        assert_eq!(written(&s.start()), "AT\r\n");
+        assert_eq!(written(&answers(&mut s, "\r\nOK\r\n")), "AT+CGMM\r\n");
+        assert_eq!(written(&answers(&mut s, "\r\nnRF9160-SICA\r\nOK\r\n")), "AT+CGSN=1\r\n");
+        assert_eq!(written(&answers(&mut s, "\r\n+CGSN: \"352656100367872\"\r\nOK\r\n")), "AT+CGMR\r\n");
+        assert_eq!(written(&answers(&mut s, "\r\nmfw_nrf9160_1.3.5\r\nOK\r\n")), "AT%XMODEMUUID\r\n");
+        assert_eq!(written(&answers(&mut s, "%XMODEMUUID: 25c95751-efa4-40d4-8b4a-1dcaab81fac9\r\nOK\r\n")), "AT+CFUN=4\r\n");
+        s
+    }
+
+    #[test]
+    fn the_identity_is_the_imei_and_the_firmware_build_uuid_and_the_modem_goes_offline_before_keygen() {
+        let mut s = identified();
+        let id = s.identity().cloned().unwrap();
+        assert_eq!((id.serial.as_str(), id.model.as_str()), ("352656100367872", "nRF9160-SICA"));
+        assert_eq!(id.fw_hash, "25c95751-efa4-40d4-8b4a-1dcaab81fac9");
+        let a = answers(&mut s, "OK\r\n");
+        assert_eq!(written(&a), "AT%KEYGEN=7,2,0,\"CN=352656100367872\"\r\n");
+        let Action::Write { timeout_ms, .. } = a else { unreachable!() };
+        assert!(timeout_ms >= KEYGEN_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn urcs_are_console_and_a_cme_error_is_its_code_at_its_stage() {
+        let mut s = identified();
+        let heard = s.feed(b"+CEREG: 2,\"76C1\",\"0102DA04\",7\r\n%CESQ: 54,2,16,2\r\n");
+        assert!(heard.iter().all(|h| matches!(h, Heard::Console(_))), "{heard:?}");
+        let a = answers(&mut s, "+CME ERROR: 518\r\n");
+        let Action::Finish(Outcome::Failed(f)) = a else { panic!("{a:?}") };
+        assert_eq!((f.code, f.stage), (FailureCode::ModemActive, Stage::Keygen));
+        assert!(f.reason.contains("AT+CFUN=4 answered +CME ERROR: 518 (not allowed in active state)"), "{}", f.reason);
+    }
+
+    #[test]
+    fn a_keygen_answer_whose_cose_does_not_cover_the_csr_fails_attestation_mismatch() {
+        use base64::Engine;
+        let mut s = identified();
+        answers(&mut s, "OK\r\n");
+        let payload = crate::attest::csr_message_payload([1; 16], 7, [0; 32], [2; 16]);
+        let cose = crate::attest::sign1(payload, |_| vec![1; 64]);
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let line = format!("%KEYGEN: \"{}.{}\"\r\nOK\r\n", b.encode(b"not a csr"), b.encode(cose));
+        let Action::Finish(Outcome::Failed(f)) = answers(&mut s, &line) else { panic!() };
+        assert_eq!((f.code, f.stage), (FailureCode::AttestationMismatch, Stage::Keygen), "{f:?}");
+    }
+
+    #[test]
+    fn a_silent_modem_is_retried_then_fails_and_keygen_is_never_resent() {
+        let mut s = Nrf91Session::new(Nrf91Config::default());
+        s.start();
+        assert_eq!(written(&s.handle(Input::Timeout)), "AT\r\n");
+        assert_eq!(written(&s.handle(Input::Timeout)), "AT\r\n");
+        let Action::Finish(Outcome::Failed(f)) = s.handle(Input::Timeout) else { panic!() };
+        assert_eq!(f.code, FailureCode::NoResponse);
+        let mut s = identified();
+        answers(&mut s, "OK\r\n");
+        let Action::Finish(Outcome::Failed(f)) = s.handle(Input::Timeout) else { panic!("KEYGEN was resent") };
+        assert_eq!((f.code, f.stage), (FailureCode::Timeout, Stage::Keygen));
     }
 }
