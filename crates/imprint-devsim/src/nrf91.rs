@@ -22,7 +22,7 @@
 //! | `readback-mismatch` | `%CMNG` lists a wrong SHA-256 for the client certificate |
 //! | `cose-other-csr` | the attestation's digest is over another CSR |
 //! | `no-cose` | KEYGEN answers the CSR without its COSE part |
-//! | `stays-online` | `AT+CFUN=4` answers OK but the modem stays online (KEYGEN and writes get 518) |
+//! | `stays-online` | the modem is online (CFUN=1) and `AT+CFUN=4` answers OK but it stays online (KEYGEN and writes get 518) |
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -146,7 +146,9 @@ impl Modem {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|e| e.to_string())?;
         let identity = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).map_err(|e| e.to_string())?;
-        Ok(Modem { faults, keygen_ms, commands: 0, cfun: 0, imei, device_uuid, identity, rng, credentials: BTreeMap::new(), urc_turn: 0 })
+        // `stays-online`: the application firmware has the modem up (CFUN=1) and keeps it there.
+        let cfun = if faults.stays_online { 1 } else { 0 };
+        Ok(Modem { faults, keygen_ms, commands: 0, cfun, imei, device_uuid, identity, rng, credentials: BTreeMap::new(), urc_turn: 0 })
     }
 
     pub fn imei(&self) -> &str {
