@@ -165,10 +165,7 @@ mod tests {
         assert_eq!(classify("+CME ERROR: 518"), AtLine::CmeError(518));
         assert_eq!(classify("+CME ERROR: not allowed"), AtLine::CmeText("not allowed".into()));
         assert_eq!(classify("+CME ERROR: +5"), AtLine::CmeText("+5".into()));
-        assert_eq!(
-            classify("%CMNG: 16842753,0,\"2C43\""),
-            AtLine::Response { prefix: "%CMNG".into(), body: "16842753,0,\"2C43\"".into() }
-        );
+        assert_eq!(classify("%CMNG: 16842753,0,\"2C43\""), AtLine::Response { prefix: "%CMNG".into(), body: "16842753,0,\"2C43\"".into() });
         assert_eq!(classify("+CEREG: 2"), AtLine::Response { prefix: "+CEREG".into(), body: "2".into() });
         assert_eq!(classify("352656100367872"), AtLine::Text("352656100367872".into()));
         assert_eq!(classify("+: x"), AtLine::Text("+: x".into()));

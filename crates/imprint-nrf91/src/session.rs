@@ -372,7 +372,10 @@ impl Nrf91Session {
                 Some((_, got)) => {
                     return self.fail(
                         FailureCode::ReadBackMismatch,
-                        format!("credential type {ty} in sec_tag {tag} reads back SHA-256 {}, written {want}", sanitize_device_text(got, 80)),
+                        format!(
+                            "credential type {ty} in sec_tag {tag} reads back SHA-256 {}, written {want}",
+                            sanitize_device_text(got, 80)
+                        ),
                     )
                 }
                 None => return self.fail(FailureCode::ReadBackMismatch, format!("credential type {ty} is not listed in sec_tag {tag}")),

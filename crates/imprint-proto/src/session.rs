@@ -271,7 +271,13 @@ pub enum Action {
     /// `attestation`: the device's own statement that binds the CSR, for a
     /// dialect whose CSR carries no session nonce (then `nonce` is empty and
     /// the CSR is checked without one: [`crate::dialect::Attestation`]).
-    Issue { identity: Identity, keygen_spki_der: Vec<u8>, csr_der: Vec<u8>, nonce: Vec<u8>, attestation: Option<crate::dialect::Attestation> },
+    Issue {
+        identity: Identity,
+        keygen_spki_der: Vec<u8>,
+        csr_der: Vec<u8>,
+        nonce: Vec<u8>,
+        attestation: Option<crate::dialect::Attestation>,
+    },
     /// Verify a proof-of-possession signature. Answer with [`Input::ProofChecked`].
     CheckProof { spki_der: Vec<u8>, message: Vec<u8>, signature: Vec<u8> },
     /// The session is over.
@@ -1048,7 +1054,13 @@ impl Session {
         self.enter(Stage::Issue);
         self.state = State::Issue;
         let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
-        Action::Issue { identity, keygen_spki_der: self.keygen_spki.clone(), csr_der: got, nonce: self.cfg.csr_nonce.clone(), attestation: None }
+        Action::Issue {
+            identity,
+            keygen_spki_der: self.keygen_spki.clone(),
+            csr_der: got,
+            nonce: self.cfg.csr_nonce.clone(),
+            attestation: None,
+        }
     }
 
     fn on_issued(&mut self, r: Result<IssuedChain, Failure>) -> Action {

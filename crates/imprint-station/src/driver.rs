@@ -396,7 +396,12 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
             link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
         })),
     };
-    run.notes.push(StepRow { at: now_text(), stage: Stage::Hello.as_str().into(), kind: "info".into(), detail: format!("dialect {dialect} ({why})") });
+    run.notes.push(StepRow {
+        at: now_text(),
+        stage: Stage::Hello.as_str().into(),
+        kind: "info".into(),
+        detail: format!("dialect {dialect} ({why})"),
+    });
     let mut pending: VecDeque<Heard> = VecDeque::new();
     let mut buf = [0u8; 2048];
     let mut deadline = Instant::now();
