@@ -84,6 +84,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 queued.pop_front().unwrap_or(Input::Timeout)
             }
             Action::KeepWaiting => queued.pop_front().unwrap_or(Input::Timeout),
+            Action::Write { .. } => panic!("the native session wrote raw bytes"),
             Action::Wait { .. } => Input::Waited,
             Action::Lookup { .. } => Input::Lookup(match if fuzzing { u.int_in_range(0u8..=5)? } else { 5 } {
                 0..=2 => Ok(None),

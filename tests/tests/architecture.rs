@@ -98,3 +98,33 @@ fn the_api_knows_no_shell() {
         assert!(!deps.iter().any(|x| x == d), "imprint-api depends on {d}");
     }
 }
+
+/// A device dialect is a sans-IO state machine like the native session: it
+/// knows no store, signer, port, station or clock, does no crypto beyond
+/// SHA-256 (the attestation's signature is kept, not verified), and the
+/// driver stays the only place that does I/O for it (ARCHITECTURE.md
+/// invariant 26).
+#[test]
+fn a_dialect_knows_no_store_signer_port_or_clock() {
+    let deps = deps_of("imprint-nrf91");
+    assert!(deps.iter().any(|d| d == "imprint-proto"), "the dialect implements imprint-proto's DeviceSession: {deps:?}");
+    for d in &deps {
+        assert!(!FORBIDDEN.contains(&d.as_str()), "imprint-nrf91 depends on {d}");
+        assert!(
+            !["imprint-store", "imprint-core", "imprint-signer", "imprint-serial", "imprint-station", "ring", "rcgen", "p256"]
+                .contains(&d.as_str()),
+            "imprint-nrf91 depends on {d}: a dialect decides, the driver does"
+        );
+    }
+    let dir = format!("{}/../crates/imprint-nrf91/src", env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for io in ["std::fs", "std::net", "std::time", "std::thread", "std::process", "Instant", "SystemTime", "std::env"] {
+            assert!(!text.contains(io), "{} uses {io}: a dialect does no I/O and reads no clock", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "no sources found in {dir}");
+}

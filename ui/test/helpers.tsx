@@ -68,7 +68,7 @@ export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
     port: `/dev/pts/${100 + slot}`, slot, state: "ready", present: true, device_serial: `SIM-${String(slot).padStart(4, "0")}`,
     device_state: "blank", stage: null, percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
-    code: null, reason: null, hint: null, retryable: false, revoked: false, rework_until: null,
+    code: null, reason: null, hint: null, retryable: false, revoked: false, rework_until: null, dialect: "imprint",
     ...patch,
   };
 }

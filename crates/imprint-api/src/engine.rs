@@ -8,7 +8,7 @@
 //! back: an `unplugged` ending makes the watcher forget the port, so its next
 //! poll reports it as arrived even when the departure was never seen.
 
-use imprint_proto::{DeviceState, FailureCode, Stage};
+use imprint_proto::{DeviceState, DialectKind, FailureCode, Stage};
 use imprint_serial::{PortEvent, PortWatcher};
 use imprint_station::{Mode, Progress, ProgressFn, ProgressStatus, Station};
 use serde::Serialize;
@@ -76,6 +76,8 @@ pub struct Tile {
     /// valid. The next attempt on this serial resets the board and
     /// re-provisions it; a board refused as `duplicate_serial` may be retried.
     pub rework_until: Option<String>,
+    /// The dialect this port speaks (`[[dialects]]` rules; docs/drivers.md).
+    pub dialect: DialectKind,
 }
 
 impl Tile {
@@ -100,6 +102,7 @@ impl Tile {
             retryable: false,
             revoked: false,
             rework_until: None,
+            dialect: DialectKind::Imprint,
         }
     }
 
@@ -357,6 +360,7 @@ impl Bench {
             let slot = self.slot_for(port, &tiles);
             let t = tiles.entry(port.to_string()).or_insert_with(|| Tile::new(port, slot));
             t.present = true;
+            t.dialect = self.inner.station.ctx().cfg.dialect_for(port).0;
             let carried = lock(&self.inner.carried).remove(port);
             // A device whose attempt the reopen stopped resumes; other results stay.
             let stopped_by_reopen = t.code == Some(FailureCode::StationStopping);
@@ -412,8 +416,9 @@ impl Bench {
         let b = self.clone();
         let p = port.to_string();
         let baud = self.inner.station.ctx().cfg.baud;
+        let dialect = self.inner.station.ctx().cfg.dialect_for(port).0;
         let r = self.spawn(format!("identify {port}"), move || {
-            let id = imprint_station::driver::identify(&p, baud);
+            let id = imprint_station::driver::identify_as(&p, baud, dialect);
             let revoked = id.as_ref().is_ok_and(|id| b.is_revoked(&id.serial));
             let rework = id.as_ref().ok().and_then(|id| b.open_rework(&id.serial));
             let t = b.update(&p, |t| {

@@ -213,6 +213,29 @@ pub fn check_csr(
     nonce: &[u8],
     profile: &Profile,
 ) -> Result<CheckedCsr, CsrRefusal> {
+    check_csr_bound(csr_der, device_serial, keygen_spki_der, CsrBinding::Nonce(nonce), profile)
+}
+
+/// What binds a CSR to this attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsrBinding<'a> {
+    /// The session nonce in challengePassword, its only attribute (docs/protocol.md 4.4).
+    Nonce(&'a [u8]),
+    /// No nonce: the device's attestation covers the CSR, checked by its
+    /// dialect before issuance (the nRF91's KEYGEN COSE_Sign1). The CSR must
+    /// then carry no attribute at all.
+    Attested,
+}
+
+/// [`check_csr`] with the binding named: the same checks, with the nonce
+/// check replaced by the attestation's for [`CsrBinding::Attested`].
+pub fn check_csr_bound(
+    csr_der: &[u8],
+    device_serial: &str,
+    keygen_spki_der: &[u8],
+    binding: CsrBinding<'_>,
+    profile: &Profile,
+) -> Result<CheckedCsr, CsrRefusal> {
     let (rest, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| CsrRefusal::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CsrRefusal::Malformed("trailing bytes after the CSR".into()));
@@ -233,10 +256,16 @@ pub fn check_csr(
     if spki_der != keygen_spki_der {
         return Err(CsrRefusal::KeyMismatch);
     }
-    let challenge = challenge_password(&csr);
-    if challenge.as_deref() != Some(nonce_challenge(nonce).as_str()) {
-        return Err(CsrRefusal::NonceMismatch);
-    }
+    let allowed_attribute = match binding {
+        CsrBinding::Nonce(nonce) => {
+            let challenge = challenge_password(&csr);
+            if challenge.as_deref() != Some(nonce_challenge(nonce).as_str()) {
+                return Err(CsrRefusal::NonceMismatch);
+            }
+            Some(OID_CHALLENGE_PASSWORD)
+        }
+        CsrBinding::Attested => None,
+    };
     let cn: Vec<String> = info.subject.iter_common_name().map(|a| a.as_str().map(str::to_string).unwrap_or_default()).collect();
     let sn: Vec<String> = info
         .subject
@@ -254,7 +283,7 @@ pub fn check_csr(
     let extra: Vec<String> = info
         .iter_attributes()
         .map(|a| a.oid.to_id_string())
-        .filter(|oid| oid != OID_CHALLENGE_PASSWORD)
+        .filter(|oid| Some(oid.as_str()) != allowed_attribute)
         .map(|oid| if oid == "1.2.840.113549.1.9.14" { "extensionRequest".to_string() } else { oid })
         .collect();
     if !extra.is_empty() {

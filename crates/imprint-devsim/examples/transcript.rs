@@ -70,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     resumed: false,
                 })))
             }
+            Action::Write { what, .. } => return Err(format!("the native session wrote raw bytes ({what})").into()),
             Action::CheckProof { .. } => {
                 println!("# host: proof of possession verified");
                 s.handle(Input::ProofChecked(Ok(())))

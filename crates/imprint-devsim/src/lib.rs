@@ -20,6 +20,7 @@ pub mod device;
 pub mod faults;
 pub mod keys;
 pub mod mqtt;
+pub mod nrf91;
 mod sim;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 pub use device::{Delivery, Device, DeviceSnapshot, Reply};
 pub use faults::{FaultParseError, Faults};
 pub use keys::{DeviceKey, KeyKind};
+pub use nrf91::{Modem, ModemFaults, ModemSnapshot};
 pub use sim::{spawn_many, SimDevice, SimHandle, SimStats};
 
 /// How to simulate one device.
@@ -52,6 +54,9 @@ pub struct SimConfig {
     pub model: Option<String>,
     /// IDENT `fw` text (default [`device::FW_VERSION`]).
     pub fw_version: Option<String>,
+    /// Speak the nRF91 AT dialect instead of the Imprint protocol, with
+    /// these faults ([`nrf91`]); `keygen_ms` is its KEYGEN time.
+    pub modem: Option<ModemFaults>,
 }
 
 impl SimConfig {
@@ -68,7 +73,16 @@ impl SimConfig {
             link_dir: None,
             model: None,
             fw_version: None,
+            modem: None,
         }
+    }
+
+    /// A simulated nRF91 modem (AT commands) with `faults` (a spec such as
+    /// `"urc-noise,cme-at=6:518"`; see [`nrf91`]).
+    pub fn nrf91(serial: impl Into<String>, faults: &str) -> Result<Self, String> {
+        let mut cfg = SimConfig::new(serial);
+        cfg.modem = Some(ModemFaults::parse(faults)?);
+        Ok(cfg)
     }
 
     /// The same reporting this model and firmware version text in IDENT.

@@ -74,6 +74,10 @@ struct Args {
     /// The firmware version text every device reports in IDENT (default 1.4.2).
     #[arg(long)]
     fw_version: Option<String>,
+    /// Speak the nRF91 AT dialect (a simulated Nordic modem) with these modem
+    /// faults ("" for none; e.g. "urc-noise,cme-at=6:518"); `--keygen-ms` is its KEYGEN time.
+    #[arg(long, value_name = "MODEM_FAULTS")]
+    nrf91: Option<String>,
     /// Exit when stdin reaches EOF (for a parent process that holds a pipe).
     #[arg(long)]
     until_stdin_eof: bool,
@@ -114,6 +118,13 @@ fn device_line(h: &SimHandle) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let modem = match args.nrf91.as_deref().map(imprint_devsim::ModemFaults::parse).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("imprint-devsim: --nrf91: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let faults = match fault_targets(&args.faults, args.count) {
         Ok(f) => f,
         Err(e) => {
@@ -159,6 +170,7 @@ fn main() -> ExitCode {
             link_dir: args.link_dir.clone(),
             model: args.model.clone(),
             fw_version: args.fw_version.clone(),
+            modem: modem.clone(),
         };
         match SimDevice::spawn(cfg) {
             Ok(h) => devices.push(h),

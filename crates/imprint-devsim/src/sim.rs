@@ -2,6 +2,7 @@
 //! real pseudo-terminal at a real link speed.
 
 use crate::device::{Delivery, Device, DeviceSnapshot};
+use crate::nrf91::{Modem, ModemSnapshot};
 use crate::SimConfig;
 use imprint_proto::codec::{Decoded, Decoder, Direction, MAX_LINE};
 use nix::fcntl::OFlag;
@@ -50,6 +51,10 @@ impl SimDevice {
         let shared = Arc::new(Shared {
             serial: cfg.serial.clone(),
             device: Mutex::new(Device::new(&cfg)),
+            modem: match &cfg.modem {
+                Some(f) => Some(Mutex::new(Modem::new(&cfg.serial, f.clone(), cfg.keygen_ms).map_err(io::Error::other)?)),
+                None => None,
+            },
             port: Mutex::new(Port { path: pty.path.clone(), plugged: true, generation: 1 }),
             port_changed: Condvar::new(),
             link,
@@ -175,6 +180,11 @@ impl SimHandle {
         self.shared.device().snapshot()
     }
 
+    /// The simulated nRF91 modem's state; `None` for an Imprint device.
+    pub fn modem(&self) -> Option<ModemSnapshot> {
+        self.shared.modem.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).snapshot())
+    }
+
     /// Stop the device: thread ended, pty closed, link removed. Idempotent;
     /// also done on drop.
     pub fn stop(&mut self) {
@@ -204,6 +214,8 @@ struct Port {
 struct Shared {
     serial: String,
     device: Mutex<Device>,
+    /// An nRF91 modem on its AT interface instead of the Imprint device.
+    modem: Option<Mutex<Modem>>,
     port: Mutex<Port>,
     port_changed: Condvar,
     link: Option<PathBuf>,
@@ -298,6 +310,8 @@ struct Loop {
     rx_free_at: Instant,
     inbox: VecDeque<Inbound>,
     decoder: Decoder,
+    /// An AT command being received (its PEM body spans lines).
+    at_command: Vec<u8>,
     // device
     pending: Option<(Instant, Vec<u8>)>,
     // transmit side
@@ -324,6 +338,7 @@ impl Loop {
             rx_free_at: now,
             inbox: VecDeque::new(),
             decoder: Decoder::new(Direction::Request),
+            at_command: Vec::new(),
             pending: None,
             outbox: VecDeque::new(),
             tx_epoch: now,
@@ -402,6 +417,7 @@ impl Loop {
         self.rx_start = None;
         self.inbox.clear();
         self.decoder = Decoder::new(Direction::Request);
+        self.at_command.clear();
         self.pending = None;
         self.outbox.clear();
         self.tx_blocked = false;
@@ -541,6 +557,12 @@ impl Loop {
             if inb.oversized {
                 continue; // discarded, like the host's decoder does
             }
+            if self.shared.modem.is_some() {
+                if self.modem_line(inb.line) {
+                    return;
+                }
+                continue;
+            }
             for item in self.decoder.feed(&inb.line) {
                 // Console lines and corrupt/oversized requests are ignored:
                 // the host times out and retries.
@@ -573,6 +595,45 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// One received line on the AT interface: a command is complete at a
+    /// CR LF outside quotes (a PEM body inside quotes spans lines). True
+    /// when the modem unplugged.
+    fn modem_line(&mut self, line: Vec<u8>) -> bool {
+        self.at_command.extend(line);
+        let quotes = self.at_command.iter().filter(|&&b| b == b'"').count();
+        if !self.at_command.ends_with(b"\r\n") || quotes % 2 == 1 {
+            if self.at_command.len() > 64 * 1024 {
+                self.at_command.clear();
+            }
+            return false;
+        }
+        let text = String::from_utf8_lossy(&self.at_command).trim_end_matches(['\r', '\n']).to_string();
+        self.at_command.clear();
+        if text.trim().is_empty() {
+            return false;
+        }
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let reply = {
+            let Some(m) = &self.shared.modem else { return false };
+            let mut modem = m.lock().unwrap_or_else(|p| p.into_inner());
+            let r = modem.handle(&text);
+            if r.unplug {
+                modem.clear_unplug_fault();
+            }
+            r
+        };
+        if reply.unplug {
+            self.unplug();
+            return true;
+        }
+        if !reply.wire.is_empty() {
+            let at = (started + Duration::from_millis(reply.busy_ms)).max(Instant::now());
+            self.pending = Some((at, reply.wire));
+        }
+        false
     }
 
     fn queue_tx(&mut self, bytes: Vec<u8>) {

@@ -268,6 +268,34 @@ failure_codes! {
     /// The certificate does not chain to the broker's CA bundle.
     CertUntrustedByBroker = "cert_untrusted_by_broker", retryable = true,
         hint = "The station's CA and the broker's CA bundle (mqtt.ca_bundle) disagree. Fix the configuration, then press Retry: the device keeps its key and gets the same certificate.";
+    // ---- the nRF91 AT dialect (imprint-nrf91; docs/drivers.md) ----
+    /// An nRF91 modem answered `ERROR` or an unlisted `+CME ERROR`.
+    ModemError = "modem_error", retryable = true,
+        hint = "The modem answered ERROR (or a +CME ERROR this station does not know) to a provisioning command. Press Retry; if it fails again, set the device aside for QA with this reason.";
+    /// `+CME ERROR: 514` (not allowed).
+    ModemNotAllowed = "modem_not_allowed", retryable = false,
+        hint = "The modem refused the command as not allowed (+CME ERROR 514): its credential storage is write-protected or the command is disabled in this modem firmware. Set the device aside for QA with this reason.";
+    /// `+CME ERROR: 515` (memory full).
+    ModemMemoryFull = "modem_memory_full", retryable = false,
+        hint = "The modem's credential storage is full (+CME ERROR 515). Set the device aside: on a rework bench, delete unused sec_tags (AT%CMNG=3), then attach it again.";
+    /// `+CME ERROR: 518` (not allowed in active state: CFUN=4 did not hold).
+    ModemActive = "modem_active", retryable = true,
+        hint = "The modem was not offline when credentials were written (+CME ERROR 518). Press Retry; if it repeats, the application firmware is turning the modem on: flash the AT client firmware for provisioning.";
+    /// `+CME ERROR: 519` (already exists).
+    ModemKeyExists = "modem_key_exists", retryable = false,
+        hint = "The modem refused to overwrite a key that exists (+CME ERROR 519). Set the device aside for a supervisor: its sec_tag must be cleared (AT%CMNG=3) on a rework bench.";
+    /// `+CME ERROR: 523` (key generation failed).
+    ModemKeygenFailed = "modem_keygen_failed", retryable = true,
+        hint = "The modem failed to generate its key (+CME ERROR 523). Press Retry; if it fails again, set the device aside for QA.";
+    /// `+CME ERROR: 528` (power-off warning active).
+    ModemPowerOffWarning = "modem_power_off_warning", retryable = true,
+        hint = "The modem refuses writes while its power-off warning is active (+CME ERROR 528): the supply voltage is low. Check the fixture's power supply, then press Retry.";
+    /// The nRF91 KEYGEN attestation is missing or not a well-formed COSE_Sign1 of a CSR message.
+    AttestationInvalid = "attestation_invalid", retryable = false,
+        hint = "The modem's key attestation (COSE_Sign1) is missing or malformed, so the CSR is not bound to this modem. It gets no certificate: set it aside for QA and report its modem firmware version.";
+    /// The nRF91 KEYGEN attestation's digest, UUID or sec_tag does not match the CSR and modem.
+    AttestationMismatch = "attestation_mismatch", retryable = false,
+        hint = "The modem's key attestation does not cover the CSR it sent (or names another modem or sec_tag). It gets no certificate: set it aside for QA and report it.";
 }
 
 impl FailureCode {
@@ -406,6 +434,15 @@ mod tests {
         (FailureCode::CertExpired, "cert_expired", true, "The certificate has expired: check the station's clock and the profile, then press Retry. The device keeps its key."),
         (FailureCode::CertNoClientAuth, "cert_no_client_auth", true, "The profile lacks clientAuth, so the broker would refuse the certificate. Fix the profile, then press Retry."),
         (FailureCode::CertUntrustedByBroker, "cert_untrusted_by_broker", true, "The station's CA and the broker's CA bundle (mqtt.ca_bundle) disagree. Fix the configuration, then press Retry: the device keeps its key and gets the same certificate."),
+        (FailureCode::ModemError, "modem_error", true, "The modem answered ERROR (or a +CME ERROR this station does not know) to a provisioning command. Press Retry; if it fails again, set the device aside for QA with this reason."),
+        (FailureCode::ModemNotAllowed, "modem_not_allowed", false, "The modem refused the command as not allowed (+CME ERROR 514): its credential storage is write-protected or the command is disabled in this modem firmware. Set the device aside for QA with this reason."),
+        (FailureCode::ModemMemoryFull, "modem_memory_full", false, "The modem's credential storage is full (+CME ERROR 515). Set the device aside: on a rework bench, delete unused sec_tags (AT%CMNG=3), then attach it again."),
+        (FailureCode::ModemActive, "modem_active", true, "The modem was not offline when credentials were written (+CME ERROR 518). Press Retry; if it repeats, the application firmware is turning the modem on: flash the AT client firmware for provisioning."),
+        (FailureCode::ModemKeyExists, "modem_key_exists", false, "The modem refused to overwrite a key that exists (+CME ERROR 519). Set the device aside for a supervisor: its sec_tag must be cleared (AT%CMNG=3) on a rework bench."),
+        (FailureCode::ModemKeygenFailed, "modem_keygen_failed", true, "The modem failed to generate its key (+CME ERROR 523). Press Retry; if it fails again, set the device aside for QA."),
+        (FailureCode::ModemPowerOffWarning, "modem_power_off_warning", true, "The modem refuses writes while its power-off warning is active (+CME ERROR 528): the supply voltage is low. Check the fixture's power supply, then press Retry."),
+        (FailureCode::AttestationInvalid, "attestation_invalid", false, "The modem's key attestation (COSE_Sign1) is missing or malformed, so the CSR is not bound to this modem. It gets no certificate: set it aside for QA and report its modem firmware version."),
+        (FailureCode::AttestationMismatch, "attestation_mismatch", false, "The modem's key attestation does not cover the CSR it sent (or names another modem or sec_tag). It gets no certificate: set it aside for QA and report it."),
     ];
 
     /// The TypeScript union ts-rs writes for a closed set (ui/src/bindings)
@@ -429,6 +466,7 @@ mod tests {
         ts_union_is_the_closed_text::<FailureCode>();
         ts_union_is_the_closed_text::<crate::Stage>();
         ts_union_is_the_closed_text::<crate::DeviceState>();
+        ts_union_is_the_closed_text::<crate::DialectKind>();
     }
 
     #[test]

@@ -5,10 +5,12 @@
 
 pub mod codec;
 pub mod codes;
+pub mod dialect;
 pub mod session;
 
 pub use codec::{Decoded, Decoder, Direction, ErrorCode, Frame, FrameError, MAX_LINE};
 pub use codes::{Closed, FailureCode};
+pub use dialect::{Attestation, DeviceSession, DialectKind, Heard, NativeDialect};
 pub use session::{
     Action, DeviceState, Failure, Identity, Input, Inspection, IssuedChain, KeyAlg, Note, NoteKind, Outcome, Reissue, Session,
     SessionConfig, Stage,

@@ -253,6 +253,10 @@ pub enum Action {
     /// Write `frame`, then feed back the response, [`Input::Timeout`] after
     /// `timeout_ms`, or [`Input::Gone`].
     Send { frame: Frame, timeout_ms: u32 },
+    /// Write raw `bytes` (a dialect that is not framed, such as AT commands;
+    /// `what` names the request for the record and crash points), then feed
+    /// back what the dialect decodes, [`Input::Timeout`] or [`Input::Gone`].
+    Write { bytes: Vec<u8>, what: String, timeout_ms: u32 },
     /// A stray or late frame was dropped: keep waiting for the same request
     /// until its original deadline.
     KeepWaiting,
@@ -264,7 +268,16 @@ pub enum Action {
     Lookup { serial: String, spki_der: Vec<u8> },
     /// Check the CSR and issue (journaled, through the signer). Answer with
     /// [`Input::Issued`].
-    Issue { identity: Identity, keygen_spki_der: Vec<u8>, csr_der: Vec<u8>, nonce: Vec<u8> },
+    /// `attestation`: the device's own statement that binds the CSR, for a
+    /// dialect whose CSR carries no session nonce (then `nonce` is empty and
+    /// the CSR is checked without one: [`crate::dialect::Attestation`]).
+    Issue {
+        identity: Identity,
+        keygen_spki_der: Vec<u8>,
+        csr_der: Vec<u8>,
+        nonce: Vec<u8>,
+        attestation: Option<crate::dialect::Attestation>,
+    },
     /// Verify a proof-of-possession signature. Answer with [`Input::ProofChecked`].
     CheckProof { spki_der: Vec<u8>, message: Vec<u8>, signature: Vec<u8> },
     /// The session is over.
@@ -276,6 +289,8 @@ pub enum Action {
 pub enum Input {
     /// A decoded response frame.
     Frame(Frame),
+    /// One complete text line of an unframed dialect (AT), without its line end.
+    Line(String),
     /// A marked line that failed its CRC or syntax, or an oversized line.
     Corrupt(String),
     /// No response before the deadline.
@@ -602,6 +617,10 @@ impl Session {
             },
             Input::Corrupt(line) => self.on_corrupt(line),
             Input::Frame(f) => self.on_frame(f),
+            Input::Line(l) => self.fail(
+                FailureCode::BadResponse,
+                format!("an unframed line where a frame was expected: {}", sanitize_device_text(&l, MAX_DEVICE_TEXT)),
+            ),
             Input::Lookup(found) => self.on_lookup(found),
             Input::Reissue(r) => self.on_reissue(r),
             Input::Issued(r) => self.on_issued(r),
@@ -1035,7 +1054,13 @@ impl Session {
         self.enter(Stage::Issue);
         self.state = State::Issue;
         let identity = self.identity.clone().unwrap_or_else(unreachable_identity);
-        Action::Issue { identity, keygen_spki_der: self.keygen_spki.clone(), csr_der: got, nonce: self.cfg.csr_nonce.clone() }
+        Action::Issue {
+            identity,
+            keygen_spki_der: self.keygen_spki.clone(),
+            csr_der: got,
+            nonce: self.cfg.csr_nonce.clone(),
+            attestation: None,
+        }
     }
 
     fn on_issued(&mut self, r: Result<IssuedChain, Failure>) -> Action {

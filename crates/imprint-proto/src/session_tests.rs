@@ -174,6 +174,7 @@ fn run_with(dev: &mut Fake, cfg: SessionConfig, existing: Option<IssuedChain>, p
                 Reply::Corrupt => Input::Corrupt(format!("@< {} OK garbage *0000", frame.rid)),
             },
             Action::KeepWaiting => Input::Timeout,
+            Action::Write { what, .. } => panic!("the native session wrote raw bytes ({what})"),
             Action::Wait { .. } => Input::Waited,
             Action::Lookup { .. } => Input::Lookup(Ok(existing.clone())),
             Action::Issue { csr_der, nonce, .. } => {
@@ -693,7 +694,9 @@ fn inspect(dev: &mut Fake, proof_ok: bool) -> (Outcome, Option<Inspection>) {
                 assert!(message.starts_with(b"IMPRINT-POP-V1\0SN-0001\0"));
                 Input::ProofChecked(if proof_ok { Ok(()) } else { Err("bad signature".into()) })
             }
-            Action::Lookup { .. } | Action::Issue { .. } => panic!("an inspection never looks up or issues: {action:?}"),
+            Action::Lookup { .. } | Action::Issue { .. } | Action::Write { .. } => {
+                panic!("an inspection never looks up, issues or writes raw bytes: {action:?}")
+            }
             Action::Finish(outcome) => return (outcome, s.inspection().cloned()),
         };
         action = s.handle(input);

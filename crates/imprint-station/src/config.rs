@@ -121,6 +121,87 @@ pub struct StationConfig {
     pub backup: BackupConfig,
     /// Work orders: whether a device may be provisioned without one.
     pub work_orders: WorkOrdersConfig,
+    /// `[[dialects]]`: which device dialect a port speaks (docs/drivers.md).
+    /// The first rule that matches a port decides; no rule: the Imprint protocol.
+    pub dialects: Vec<DialectRule>,
+    /// The `[nrf91]` section: where the nRF91 dialect puts credentials.
+    pub nrf91: Nrf91Settings,
+}
+
+/// One `[[dialects]]` rule: a port matching every field given speaks `dialect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialectRule {
+    pub dialect: imprint_proto::DialectKind,
+    /// A glob over the port path, e.g. `/dev/serial/by-id/usb-SEGGER_J-Link_*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// USB vendor id, e.g. 0x1915 (Nordic) or 0x1366 (SEGGER J-Link on an nRF91 DK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vid: Option<u16>,
+    /// USB product id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u16>,
+}
+
+impl DialectRule {
+    /// Does the port at `path` (USB ids where known) match this rule?
+    pub fn matches(&self, path: &str, vid: Option<u16>, pid: Option<u16>) -> bool {
+        let port_ok = self.port.as_deref().is_none_or(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(path)));
+        let vid_ok = self.vid.is_none_or(|v| vid == Some(v));
+        let pid_ok = self.pid.is_none_or(|v| pid == Some(v));
+        port_ok && vid_ok && pid_ok
+    }
+
+    /// The rule in words, for the record.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(p) = &self.port {
+            parts.push(format!("port {p}"));
+        }
+        if let Some(v) = self.vid {
+            parts.push(format!("vid {v:#06x}"));
+        }
+        if let Some(v) = self.pid {
+            parts.push(format!("pid {v:#06x}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The `[nrf91]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nrf91Settings {
+    /// The sec_tag that takes the key, the client certificate and the CA
+    /// chain (default 16842753, nRF Cloud's).
+    pub sec_tag: u32,
+}
+
+impl Default for Nrf91Settings {
+    fn default() -> Self {
+        Nrf91Settings { sec_tag: imprint_nrf91::DEFAULT_SEC_TAG }
+    }
+}
+
+impl StationConfig {
+    /// The dialect the port at `path` speaks and why: the first
+    /// `[[dialects]]` rule that matches it (USB ids looked up only when a
+    /// rule asks for them), else the Imprint protocol.
+    pub fn dialect_for(&self, path: &str) -> (imprint_proto::DialectKind, String) {
+        let (vid, pid) = if self.dialects.iter().any(|r| r.vid.is_some() || r.pid.is_some()) {
+            imprint_serial::list_ports(&[glob::Pattern::escape(path)], true)
+                .into_iter()
+                .find(|p| p.path == path)
+                .map_or((None, None), |p| (p.vid, p.pid))
+        } else {
+            (None, None)
+        };
+        match self.dialects.iter().find(|r| r.matches(path, vid, pid)) {
+            Some(r) => (r.dialect, format!("[[dialects]] rule {}", r.describe())),
+            None => (imprint_proto::DialectKind::Imprint, "no [[dialects]] rule matches: the Imprint protocol".into()),
+        }
+    }
 }
 
 /// The `[rework]` section.
@@ -300,6 +381,8 @@ impl Default for StationConfig {
             metrics: MetricsConfig::default(),
             backup: BackupConfig::default(),
             work_orders: WorkOrdersConfig::default(),
+            dialects: Vec::new(),
+            nrf91: Nrf91Settings::default(),
         }
     }
 }
@@ -590,6 +673,14 @@ impl StationConfig {
             return Err("rework.authorisation_hours must be 1 to 720 (30 days)".into());
         }
         self.metrics.addr()?;
+        for r in &self.dialects {
+            if r.port.is_none() && r.vid.is_none() && r.pid.is_none() {
+                return Err("a [[dialects]] rule needs port, vid or pid: a rule without one would match every port".into());
+            }
+            if let Some(g) = &r.port {
+                glob::Pattern::new(g).map_err(|e| format!("[[dialects]] port {g:?} is not a glob: {e}"))?;
+            }
+        }
         if self.backup.keep == 0 {
             return Err("backup.keep must be at least 1".into());
         }

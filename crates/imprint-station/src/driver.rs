@@ -4,9 +4,10 @@
 
 use crate::config::SignerOffline;
 use crate::station::{Progress, ProgressFn, ProgressStatus, StationCtx};
-use imprint_core::issuance::{self, spki_sha256_hex};
-use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Reissue, Session, SessionConfig, Stage};
-use imprint_proto::{Decoded, Decoder, Direction, FailureCode, KeyAlg};
+use imprint_core::issuance::{self, spki_sha256_hex, CsrBinding};
+use imprint_nrf91::{Nrf91Config, Nrf91Session};
+use imprint_proto::session::{Action, Failure, Identity, Input, IssuedChain, Outcome, Reissue, SessionConfig, Stage};
+use imprint_proto::{Decoded, Decoder, DeviceSession, DialectKind, Direction, FailureCode, Heard, KeyAlg, NativeDialect};
 use imprint_serial::{SerialTransport, Transport, TransportError};
 use imprint_store::{
     now_text, AttemptEnd, CertRow, CertStatus, DeviceFacts, Intent, Recorded, StepRow, StoreError, Supersede, Timestamp, WorkOrderRefusal,
@@ -100,7 +101,7 @@ impl Run<'_> {
             .map_err(|e| failure(self.last_stage, e.failure_code(), format!("the local store could not record this step: {e}")))
     }
 
-    fn take_session_notes(&mut self, session: &mut Session) {
+    fn take_session_notes(&mut self, session: &mut dyn DeviceSession) {
         for n in session.take_notes() {
             self.notes.push(StepRow { at: now_text(), stage: n.stage.as_str().into(), kind: n.kind.as_str().into(), detail: n.detail });
         }
@@ -388,15 +389,28 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         },
         inspect: false,
     };
-    let mut session = Session::new(cfg);
-    let mut decoder = Decoder::new(Direction::Response);
-    let mut pending: VecDeque<Decoded> = VecDeque::new();
+    let (dialect, why) = ctx.cfg.dialect_for(&run.port);
+    let mut session: Box<dyn DeviceSession> = match dialect {
+        DialectKind::Imprint => Box::new(NativeDialect::new(cfg)),
+        DialectKind::Nrf91 => Box::new(Nrf91Session::new(Nrf91Config {
+            sec_tag: ctx.cfg.nrf91.sec_tag,
+            retries: 2,
+            link_bytes_per_sec: (ctx.cfg.baud / 10).max(1),
+        })),
+    };
+    run.notes.push(StepRow {
+        at: now_text(),
+        stage: Stage::Hello.as_str().into(),
+        kind: "info".into(),
+        detail: format!("dialect {dialect} ({why})"),
+    });
+    let mut pending: VecDeque<Heard> = VecDeque::new();
     let mut buf = [0u8; 2048];
     let mut deadline = Instant::now();
     let mut action = session.start();
     let mut device_recorded = false;
     loop {
-        run.take_session_notes(&mut session);
+        run.take_session_notes(session.as_mut());
         // The device's facts go on the attempt as soon as IDENT answers, so
         // an attempt that fails before the certificate lookup is still
         // found by its serial.
@@ -411,7 +425,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
         }
         // A safe point: between requests. A stopping station ends the
         // attempt here; the device resumes where it stopped next time.
-        if ctx.shutdown.is_draining() && matches!(action, Action::Send { .. } | Action::Wait { .. }) {
+        if ctx.shutdown.is_draining() && matches!(action, Action::Send { .. } | Action::Write { .. } | Action::Wait { .. }) {
             return stopping(run, &action);
         }
         let input = match action {
@@ -427,10 +441,23 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                     if let Err(f) = run.persist() {
                         return Outcome::Failed(f);
                     }
-                    wait_input(run, t, &mut decoder, &mut pending, &mut buf, deadline)
+                    wait_input(run, t, session.as_mut(), &mut pending, &mut buf, deadline)
                 }
             }
-            Action::KeepWaiting => wait_input(run, t, &mut decoder, &mut pending, &mut buf, deadline),
+            Action::Write { bytes, what, timeout_ms } => {
+                crash_point(&format!("send:{what}"));
+                if let Err(e) = t.write_all(&bytes) {
+                    Input::Gone(e.to_string())
+                } else {
+                    run.bytes_out += bytes.len() as u64;
+                    deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+                    if let Err(f) = run.persist() {
+                        return Outcome::Failed(f);
+                    }
+                    wait_input(run, t, session.as_mut(), &mut pending, &mut buf, deadline)
+                }
+            }
+            Action::KeepWaiting => wait_input(run, t, session.as_mut(), &mut pending, &mut buf, deadline),
             Action::Wait { ms } => {
                 // Commit the steps so far while we wait out the device's BUSY.
                 if let Err(f) = run.persist() {
@@ -454,12 +481,25 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                     Err(f) => Input::Lookup(Err(f)),
                 }
             }
-            Action::Issue { identity, keygen_spki_der, csr_der, nonce } => {
+            Action::Issue { identity, keygen_spki_der, csr_der, nonce, attestation } => {
+                if let Some(a) = &attestation {
+                    // What binds the CSR when it carries no nonce, on the record before anything is journaled.
+                    run.notes.push(StepRow {
+                        at: now_text(),
+                        stage: Stage::Issue.as_str().into(),
+                        kind: "attestation".into(),
+                        detail: format!("{} device {} csr_sha256 {} cose {}", a.format, a.device_id, a.csr_sha256, a.raw),
+                    });
+                }
                 if let Err(f) = run.persist() {
                     return Outcome::Failed(f);
                 }
                 let reissue = run.reissue.clone();
-                let issued = issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, &nonce, reissue.as_ref()).and_then(|c| {
+                let binding = match &attestation {
+                    Some(_) => CsrBinding::Attested,
+                    None => CsrBinding::Nonce(&nonce),
+                };
+                let issued = issue(ctx, &run.attempt_id, &identity, &keygen_spki_der, &csr_der, binding, reissue.as_ref()).and_then(|c| {
                     broker_acceptance(run, Stage::Issue, &c, &keygen_spki_der)?;
                     Ok(c)
                 });
@@ -469,7 +509,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
                 Input::ProofChecked(issuance::verify_pop(&spki_der, &message, &signature))
             }
             Action::Finish(outcome) => {
-                run.take_session_notes(&mut session);
+                run.take_session_notes(session.as_mut());
                 if let Outcome::Failed(f) = &outcome {
                     run.note_failure(f);
                 }
@@ -484,6 +524,7 @@ fn drive(run: &mut Run<'_>, t: &mut dyn Transport, span: &tracing::Span) -> Outc
 fn stopping(run: &mut Run<'_>, next: &Action) -> Outcome {
     let before = match next {
         Action::Send { frame, .. } => format!("before {}", frame.head),
+        Action::Write { what, .. } => format!("before {what}"),
         _ => "while waiting out a busy device".to_string(),
     };
     let f = failure(
@@ -537,27 +578,23 @@ pub(crate) fn connect_check(cfg: &crate::StationConfig) -> Result<Option<imprint
 fn wait_input(
     run: &mut Run<'_>,
     t: &mut dyn Transport,
-    decoder: &mut Decoder,
-    pending: &mut VecDeque<Decoded>,
+    session: &mut dyn DeviceSession,
+    pending: &mut VecDeque<Heard>,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Input {
     loop {
-        while let Some(d) = pending.pop_front() {
-            match d {
-                Decoded::Frame(f) => return Input::Frame(f),
-                Decoded::Console(line) => run.console(line),
-                Decoded::Corrupt { line, error } => return Input::Corrupt(format!("{line} ({error})")),
-                Decoded::Oversized { discarded } => {
-                    return Input::Corrupt(format!("oversized line of {discarded} bytes (limit {})", imprint_proto::MAX_LINE))
-                }
+        while let Some(h) = pending.pop_front() {
+            match h {
+                Heard::Input(i) => return i,
+                Heard::Console(line) => run.console(line),
             }
         }
         match t.read_until(buf, deadline) {
             Ok(0) => return Input::Timeout,
             Ok(n) => {
                 run.bytes_in += n as u64;
-                pending.extend(decoder.feed(&buf[..n]));
+                pending.extend(session.feed(&buf[..n]));
             }
             Err(e) => return Input::Gone(e.to_string()),
         }
@@ -734,10 +771,10 @@ fn issue(
     identity: &Identity,
     keygen_spki_der: &[u8],
     csr_der: &[u8],
-    nonce: &[u8],
+    binding: CsrBinding<'_>,
     reissue: Option<&Supersede>,
 ) -> Result<IssuedChain, Failure> {
-    let checked = issuance::check_csr(csr_der, &identity.serial, keygen_spki_der, nonce, &ctx.cfg.profile)
+    let checked = issuance::check_csr_bound(csr_der, &identity.serial, keygen_spki_der, binding, &ctx.cfg.profile)
         .map_err(|r| failure(Stage::Issue, r.code(), format!("CSR refused: {r}")))?;
     // Capped at (or refused past) the CA's notAfter: a certificate never outlives its CA.
     let plan =
@@ -827,6 +864,52 @@ fn journal_within_leases(ctx: &StationCtx, journal: impl Fn() -> Result<(), Stor
         if !sync.round_now(left.min(Duration::from_secs(5))) || !sync.status().connected {
             // No round finished, or the center is unreachable: do not hammer it.
             std::thread::sleep(Duration::from_millis(250).min(wait.saturating_sub(started.elapsed())));
+        }
+    }
+}
+
+/// Ask the device on `port` who it is in its dialect, writing nothing: the
+/// Imprint protocol's HELLO + IDENT, or an nRF91's `AT+CGSN=1` (its IMEI).
+pub fn identify_as(port: &str, baud: u32, dialect: DialectKind) -> Result<Identity, String> {
+    match dialect {
+        DialectKind::Imprint => identify(port, baud),
+        DialectKind::Nrf91 => identify_nrf91(port, baud),
+    }
+}
+
+fn identify_nrf91(port: &str, baud: u32) -> Result<Identity, String> {
+    use imprint_nrf91::at::{self, AtLine, LineSplitter};
+    let mut t = SerialTransport::open(port, baud).map_err(|e| e.to_string())?;
+    t.write_all(b"AT+CGSN=1\r\n").map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut lines = LineSplitter::new();
+    let mut buf = [0u8; 1024];
+    let mut imei = None;
+    loop {
+        let n = t.read_until(&mut buf, deadline).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("no answer to AT+CGSN=1".into());
+        }
+        for l in lines.feed(&buf[..n]) {
+            match at::classify(&l) {
+                AtLine::Response { prefix, body } if prefix == "+CGSN" => {
+                    imei = at::fields(&body).and_then(|f| f.into_iter().next());
+                }
+                AtLine::Ok => {
+                    let serial = imei.filter(|i| !i.is_empty()).ok_or("AT+CGSN=1 gave no IMEI")?;
+                    return Ok(Identity {
+                        serial,
+                        model: "nRF91".into(),
+                        hw_rev: String::new(),
+                        fw_version: String::new(),
+                        fw_hash: String::new(),
+                        chip_uid: String::new(),
+                        state: imprint_proto::DeviceState::Blank,
+                    });
+                }
+                AtLine::Error | AtLine::CmeError(_) | AtLine::CmeText(_) => return Err(format!("the modem refused AT+CGSN=1: {l}")),
+                _ => {}
+            }
         }
     }
 }

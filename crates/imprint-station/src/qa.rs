@@ -179,7 +179,7 @@ fn inspect(ctx: QaContext<'_>, t: &mut dyn Transport) -> Result<Inspection, Fail
             Action::CheckProof { spki_der, message, signature } => {
                 Input::ProofChecked(issuance::verify_pop(&spki_der, &message, &signature))
             }
-            Action::Lookup { .. } | Action::Issue { .. } => {
+            Action::Lookup { .. } | Action::Issue { .. } | Action::Write { .. } => {
                 return Err(Failure::new(session.stage(), FailureCode::Internal, "an inspection asked to look up or issue"))
             }
             Action::Finish(Outcome::Failed(f)) => return Err(f),

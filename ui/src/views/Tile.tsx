@@ -34,6 +34,11 @@ export function Tile({ tile }: { tile: Signal<TileDto> }) {
         <span class="slot">{t.slot}</span>
         <span class="serial" data-testid="tile-serial">{t.device_serial ?? "not identified yet"}</span>
         {dev && <span class="dev-mark">DEV CA</span>}
+        {t.dialect !== "imprint" && (
+          <span class="dialect" data-testid="tile-dialect" title="this port speaks the nRF91 AT dialect ([[dialects]] rule)">
+            {t.dialect}
+          </span>
+        )}
       </div>
       <div class="big-row">
         <div class="big" data-testid="tile-state">{bigWord(t)}</div>

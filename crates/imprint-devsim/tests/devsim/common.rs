@@ -225,7 +225,8 @@ pub fn run_in_memory(dev: &mut Device, cfg: SessionConfig, ca: &TestCa, existing
             Action::KeepWaiting => s.handle(in_flight.pop_front().unwrap_or(Input::Timeout)),
             Action::Wait { .. } => s.handle(Input::Waited),
             Action::Lookup { .. } => s.handle(Input::Lookup(Ok(existing.clone()))),
-            Action::Issue { identity, keygen_spki_der, csr_der, nonce } => {
+            Action::Write { what, .. } => panic!("the native session wrote raw bytes ({what})"),
+            Action::Issue { identity, keygen_spki_der, csr_der, nonce, .. } => {
                 let r = ca.check_and_issue(&identity.serial, &keygen_spki_der, &csr_der, &nonce);
                 issued = r.as_ref().ok().cloned();
                 s.handle(Input::Issued(r))
@@ -277,7 +278,8 @@ pub fn run_over_port(path: &std::path::Path, cfg: SessionConfig, ca: &TestCa, ex
                 action = s.handle(Input::Lookup(Ok(existing.clone())));
                 continue;
             }
-            Action::Issue { identity, keygen_spki_der, csr_der, nonce } => {
+            Action::Write { what, .. } => panic!("the native session wrote raw bytes ({what})"),
+            Action::Issue { identity, keygen_spki_der, csr_der, nonce, .. } => {
                 let r = ca.check_and_issue(&identity.serial, &keygen_spki_der, &csr_der, &nonce);
                 issued = r.as_ref().ok().cloned();
                 action = s.handle(Input::Issued(r));
