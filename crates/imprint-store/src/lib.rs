@@ -40,10 +40,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // 10 was reserved for a feature that needed no migration: the list may skip a number.
     (11, include_str!("../../../migrations/sqlite/0011_work_orders.sql")),
     (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
+    (17, include_str!("../../../migrations/sqlite/0017_quarantine_release.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 12;
+pub const SCHEMA_VERSION: u32 = 17;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
