@@ -13,6 +13,8 @@ const COMMANDS: &[&str] = &[
     "history",
     "record",
     "revoke",
+    "quarantined",
+    "release_quarantine",
     "authorise_rework",
     "certs_expiring",
     "work_orders",

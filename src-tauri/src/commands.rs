@@ -3,6 +3,7 @@
 //! error. No provisioning logic lives here.
 
 use imprint_api::auth::{NewOperator, OperatorEdit, OperatorView};
+use imprint_api::central::{QuarantineReleasedView, QuarantineView};
 use imprint_api::engine::Tile;
 use imprint_api::health::HealthView;
 use imprint_api::lifecycle::{RevokeReport, RevokeSelector};
@@ -79,6 +80,18 @@ pub async fn record(api: State<'_, Api>, id: String) -> ApiResult<RecordDetail> 
 #[tauri::command]
 pub async fn revoke(api: State<'_, Api>, selector: RevokeSelector, reason: String, comment: Option<String>) -> ApiResult<RevokeReport> {
     blocking(&api, move |a| a.revoke(&selector, &reason, comment.as_deref())).await
+}
+
+/// The quarantined records not released yet.
+#[tauri::command]
+pub async fn quarantined(api: State<'_, Api>) -> ApiResult<Vec<QuarantineView>> {
+    blocking(&api, move |a| a.quarantined()).await
+}
+
+/// Release a quarantined record once its conflict is resolved (supervisor).
+#[tauri::command]
+pub async fn release_quarantine(api: State<'_, Api>, id: i64, comment: String) -> ApiResult<QuarantineReleasedView> {
+    blocking(&api, move |a| a.release_quarantine(id, &comment)).await
 }
 
 /// Authorise rework of a device serial (supervisor).

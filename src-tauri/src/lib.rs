@@ -23,6 +23,8 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::simulate,
         commands::history,
         commands::revoke,
+        commands::quarantined,
+        commands::release_quarantine,
         commands::authorise_rework,
         commands::certs_expiring,
         commands::work_orders,

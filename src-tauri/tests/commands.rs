@@ -305,6 +305,9 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
         // A serial never certified: allowed roles get `not_found`, the others `forbidden`.
         ("authorise_rework", json!({"serial": "SN-NONE", "comment": null}), Permission::Rework),
         ("certs_expiring", json!({"days": 30, "central": false}), Permission::Report),
+        ("quarantined", json!({}), Permission::View),
+        // No such quarantine: allowed roles get `not_found`, the others `forbidden`.
+        ("release_quarantine", json!({"id": 999_999, "comment": "resolved at the center"}), Permission::ReleaseQuarantine),
     ];
     call(&h, "sign_out", json!({})).unwrap();
     for (who, creds, role) in [

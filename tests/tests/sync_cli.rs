@@ -164,3 +164,91 @@ fn a_password_in_the_config_file_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("never go in the config file") && !text(&o).contains("hunter2"), "{}", text(&o));
 }
+
+/// Issue 11: supervisors release quarantined records. A release is not a fix:
+/// released while the conflict stands, the record is quarantined again; fixed
+/// and released, it reaches the center. Each release is in the audit trail
+/// with the operator and the comment, and that trail reaches the center.
+#[test]
+fn a_quarantined_record_is_released_once_fixed_and_then_reaches_the_center_each_release_audited() {
+    let mut db = TestDb::new();
+    let cfg = db.add_station("rel-1");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("station.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "station_id = \"rel-1\"\nport_globs = []\n\n[central]\nurl = \"{}\"\nsslmode = \"disable\"\nrole = \"{}\"\npassword_file = \"{}\"\n",
+            cfg.url,
+            cfg.role.as_deref().unwrap(),
+            cfg.password_file.as_ref().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let env = vec![("IMPRINT_CONFIG", cfg_path.display().to_string()), ("IMPRINT_DATA_DIR", dir.path().join("data").display().to_string())];
+    let store_path = dir.path().join("data").join("station.db");
+    let bad = {
+        let s = Arc::new(Store::open(&store_path).unwrap());
+        fill(&s, "REL", 4, 2, 1);
+        let id = s.attempts(&Default::default()).unwrap()[0].id.clone();
+        s.close();
+        id
+    };
+    let central_finished = |db: &TestDb| db.psql(&format!("SELECT count(*) FROM attempts WHERE id = '{bad}'"));
+    // By hand, straight into the file: SQLite's own spelling of a time, which the center cannot take.
+    let by_hand = |sql: &str| rusqlite::Connection::open(&store_path).unwrap().execute(sql, [bad.as_str()]).unwrap();
+    by_hand("UPDATE attempts SET finished_at = '2026-11-30 05:00:00' WHERE id = ?1");
+
+    let o = run(&env, &["sync", "now", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["report"]["quarantined"], 1, "{r}");
+    assert_eq!(central_finished(&db), "0");
+    let o = run(&env, &["sync", "status"]);
+    let t = text(&o);
+    assert!(t.contains("quarantined   1 records") && t.contains(&format!("attempt {bad}")), "{t}");
+    assert!(t.contains("imprint sync release ID"), "the next step is on screen: {t}");
+    let st: serde_json::Value = serde_json::from_slice(&run(&env, &["sync", "status", "--json"]).stdout).unwrap();
+    let first = st["quarantined"][0]["id"].as_i64().unwrap();
+
+    // A release says how the conflict was resolved.
+    let o = run(&env, &["sync", "release", &first.to_string(), "--comment", "  "]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("[bad_request]") && text(&o).contains("comment"), "{}", text(&o));
+
+    // Released without a fix: quarantined again, nothing reaches the center.
+    let o = run(&env, &["sync", "release", &first.to_string(), "--comment", "retry before the fix"]);
+    assert!(o.status.success() && text(&o).contains(&format!("released attempt {bad}")), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&run(&env, &["sync", "now", "--json"]).stdout).unwrap();
+    assert_eq!(r["report"]["quarantined"], 1, "the conflict still stands: {r}");
+    assert_eq!(central_finished(&db), "0");
+    let st: serde_json::Value = serde_json::from_slice(&run(&env, &["sync", "status", "--json"]).stdout).unwrap();
+    assert_eq!(st["quarantined"].as_array().map(|a| a.len()), Some(1), "{st}");
+    let second = st["quarantined"][0]["id"].as_i64().unwrap();
+    assert_ne!(first, second, "a new quarantine, the first one kept as history");
+
+    // Fixed by hand, released: it reaches the center.
+    by_hand("UPDATE attempts SET finished_at = '2026-11-30T05:00:00.000Z' WHERE id = ?1");
+    let o = run(&env, &["sync", "release", &second.to_string(), "--comment", "finished_at respelled by hand (ticket 42)", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rel: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rel["released"][0]["id"], second, "{rel}");
+    // Twice: not found, exit 2, nothing written.
+    let o = run(&env, &["sync", "release", &second.to_string(), "--comment", "again"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("[not_found]") && text(&o).contains("released already"), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&run(&env, &["sync", "now", "--json"]).stdout).unwrap();
+    assert_eq!(r["report"]["quarantined"], 0, "{r}");
+    assert_eq!(central_finished(&db), "1");
+    let st: serde_json::Value = serde_json::from_slice(&run(&env, &["sync", "status", "--json"]).stdout).unwrap();
+    assert_eq!((st["quarantined"].as_array().map(|a| a.len()), st["quarantined_rows"].as_u64()), (Some(0), Some(0)), "{st}");
+
+    // Both releases are in the trail, with who and why, locally and at the center.
+    let o = run(&env, &["audit", "list", "--kind", "quarantine_released", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let entries: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries[1].to_string().contains("ticket 42") && entries[1]["operator"].is_string(), "{:?}", entries[1]);
+    assert_eq!(db.psql("SELECT count(*) FROM audit_trail WHERE station_id = 'rel-1' AND kind = 'quarantine_released'"), "2");
+}

@@ -509,13 +509,27 @@ export function createActions(store: Store, api: Api) {
 
     async loadHealth() {
       try {
-        const items = await api.health();
+        const [items, quarantined] = await Promise.all([api.health(), api.quarantined().catch(() => store.quarantined.peek())]);
         batch(() => {
           store.health.value = items;
+          store.quarantined.value = quarantined;
           store.healthAt.value = new Date();
         });
       } catch (e) {
         actions.toast(errorText(e));
+      }
+    },
+
+    /** Release a quarantined record (supervisor): `comment` says how its conflict was resolved. */
+    async releaseQuarantine(id: number, comment: string): Promise<boolean> {
+      try {
+        const r = await api.releaseQuarantine(id, comment);
+        actions.toast(`Released ${r.record}: it goes with the next sync round (quarantined again if the conflict still stands)`);
+        await actions.loadHealth();
+        return true;
+      } catch (e) {
+        actions.toast(errorText(e));
+        return false;
       }
     },
 

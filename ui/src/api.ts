@@ -18,6 +18,8 @@ import type { StationInfo } from "./bindings/StationInfo";
 import type { TileDto } from "./bindings/TileDto";
 import type { Attached } from "./bindings/Attached";
 import type { Mode } from "./bindings/Mode";
+import type { QuarantineView } from "./bindings/QuarantineView";
+import type { QuarantineReleasedView } from "./bindings/QuarantineReleasedView";
 import type { ModeChange } from "./bindings/ModeChange";
 import type { SyncView } from "./bindings/SyncView";
 import type { Credentials } from "./bindings/Credentials";
@@ -71,6 +73,10 @@ export const api = {
     invoke<ReworkAuthorisationDto>("authorise_rework", { serial, comment }),
   certsExpiring: (days: number, central: boolean) => invoke<ExpiringCertDto[]>("certs_expiring", { days, central }),
   health: () => invoke<HealthItemDto[]>("health"),
+  /** Records the sync set aside (the center holds them differently), not released yet. */
+  quarantined: () => invoke<QuarantineView[]>("quarantined"),
+  /** Supervisor: queue a quarantined record again once its conflict is resolved (audited with the comment). */
+  releaseQuarantine: (id: number, comment: string) => invoke<QuarantineReleasedView>("release_quarantine", { id, comment }),
   getSettings: () => invoke<SettingsDto>("get_settings"),
   saveSettings: (settings: SettingsDto) => invoke<StationInfo>("save_settings", { settings }),
   submitPin: (pin: string) => invoke<StationInfo>("submit_pin", { pin }),

@@ -7,6 +7,7 @@ import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, QaDueView,
 import type { OperatorSession } from "./bindings/OperatorSession";
 import type { Report } from "./bindings/Report";
 import type { Permission } from "./bindings/Permission";
+import type { QuarantineView } from "./bindings/QuarantineView";
 import type { AttemptStatus, SyncView, TileDto } from "./wire";
 
 export type View = "bench" | "qa" | "history" | "reports" | "health" | "settings" | "operators";
@@ -84,6 +85,8 @@ export function createStore() {
     report: signal<Report | null>(null),
     health: signal<HealthItemDto[]>([]),
     healthAt: signal<Date | null>(null),
+    /** Records the sync set aside, shown on Health (with Release for supervisors). */
+    quarantined: signal<QuarantineView[]>([]),
     /** Settings as last loaded from the station, and the operator's unsaved edits. */
     settings: signal<SettingsDto | null>(null),
     settingsDraft: signal<SettingsDto | null>(null),

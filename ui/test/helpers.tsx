@@ -25,6 +25,7 @@ import type { Report } from "../src/bindings/Report";
 import type { QaCheckView } from "../src/bindings/QaCheckView";
 import type { QaDueView } from "../src/bindings/QaDueView";
 import type { QaVerdictView } from "../src/bindings/QaVerdictView";
+import type { QuarantineView } from "../src/bindings/QuarantineView";
 import type { Mode, SyncView, TileDto } from "../src/wire";
 import { createStore } from "../src/store";
 
@@ -109,6 +110,8 @@ export type FakeOptions = {
   verify?: (port: string, serial: string | null) => QaVerdictView;
   /** qa_due's answer (called again after every verification); throw for no plan. */
   qaDue?: () => QaDueView[];
+  /** What quarantined() lists (release_quarantine removes the record's row, as the backend does). */
+  quarantined?: QuarantineView[];
 };
 
 /** Every check the backend runs, passing (center_record and mqtt_connect skipped: no [central], no [mqtt]). */
@@ -144,6 +147,7 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     return s;
   };
   const calls: { name: string; args: unknown[] }[] = [];
+  let quarantine: QuarantineView[] = opts.quarantined ?? [];
   // Verdicts recorded by verify, newest first (what qa_verdicts lists).
   const verdicts: QaVerdictView[] = [];
   const rec = <T,>(name: string, result: (...a: never[]) => T) =>
@@ -174,6 +178,14 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     authoriseRework: rec("authoriseRework", () => { throw new Error("no rework"); }),
     certsExpiring: rec("certsExpiring", () => []),
     health: rec("health", () => (opts.health ? opts.health() : [])),
+    quarantined: rec("quarantined", () => quarantine),
+    releaseQuarantine: rec("releaseQuarantine", (id: number, comment: string) => {
+      const q = quarantine.find((x) => x.id === id);
+      if (!q) throw { code: "not_found", message: `no quarantined record #${id}` };
+      if (comment.trim() === "") throw { code: "bad_request", message: "say how the conflict was resolved (a comment): it goes into the audit trail" };
+      quarantine = quarantine.filter((x) => x.record !== q.record);
+      return { record: q.record, released: [q], operator: "super-1", comment, at: "2026-11-30T10:00:00Z", audit_seq: 9 };
+    }),
     getSettings: rec("getSettings", () => settings),
     // Saving applies what was sent, as the backend does (its own tests pin the file round trip).
     saveSettings: rec("saveSettings", (s: SettingsDto) => {

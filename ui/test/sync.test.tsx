@@ -1,7 +1,8 @@
 // The center in the Bench header, the [central] Settings section, Health's
 // refresh on events, and what tiles show for the backend's new fields.
 import { afterEach, describe, expect, it } from "vitest";
-import { $, $$, CENTRAL, INFO, SETTINGS, flush, key, mount, syncView, tile, NO_SYNC } from "./helpers";
+import { $, $$, CENTRAL, INFO, SETTINGS, flush, key, mount, operator, session, syncView, tile, NO_SYNC } from "./helpers";
+import type { QuarantineView } from "../src/bindings/QuarantineView";
 import type { HealthItemDto } from "../src/api";
 
 let cleanup: (() => void) | undefined;
@@ -177,6 +178,39 @@ describe("Health", () => {
     await m.actions.onStationEvent();
     await flush();
     expect(m.fake.called("health").length).toBe(calls + 2);
+  });
+
+  const QUARANTINED: QuarantineView[] = [
+    { id: 3, record: "attempt 0193-a", version: 41, reason: "finished_at: '2026-11-30 05:00:00' is not an RFC 3339 time", at: "2026-11-30T09:00:00Z", reported: true },
+    { id: 4, record: "certificate 0193-c", version: 44, reason: "the center holds a different issued certificate", at: "2026-11-30T09:01:00Z", reported: true },
+  ];
+
+  it("lists quarantined records; a supervisor releases one with a comment, an empty comment is refused with the reason", async () => {
+    const m = await setup([tile(1)], { ...INFO, session: session(operator("supervisor")) }, { quarantined: QUARANTINED });
+    key("F3");
+    await flush(4);
+    expect($("quarantine")?.textContent).toContain("Quarantined records (2)");
+    expect($("quarantine-3")?.textContent).toContain("is not an RFC 3339 time");
+    $("quarantine-release-3")!.click();
+    await flush(4);
+    expect($("toast")?.textContent).toContain("say how the conflict was resolved");
+    expect($("quarantine-3")).not.toBeNull();
+    input($("quarantine-comment-3"), "finished_at respelled (ticket 42)");
+    $("quarantine-release-3")!.click();
+    await flush(6);
+    expect(m.fake.called("releaseQuarantine").at(-1)?.args).toEqual([3, "finished_at respelled (ticket 42)"]);
+    expect($("toast")?.textContent).toContain("Released attempt 0193-a");
+    expect($("quarantine-3")).toBeNull();
+    expect($("quarantine")?.textContent).toContain("Quarantined records (1)");
+  });
+
+  it("a technician sees quarantined records but no Release", async () => {
+    await setup([tile(1)], { ...INFO, session: session(operator("technician")) }, { quarantined: QUARANTINED });
+    key("F3");
+    await flush(4);
+    expect($("quarantine-4")).not.toBeNull();
+    expect($("quarantine-release-4")).toBeNull();
+    expect($$("[data-testid^=quarantine-comment]").length).toBe(0);
   });
 
   it("does not reload on events while another view is shown", async () => {

@@ -746,6 +746,21 @@ impl Api {
 
     /// A sync round now; returns the center's state after that round (or
     /// after [`SYNC_NOW_WITHIN`], while a long round goes on).
+    /// The quarantined records not released yet (anyone who may view).
+    pub fn quarantined(&self) -> ApiResult<Vec<crate::central::QuarantineView>> {
+        let a = self.require(Permission::View)?;
+        crate::central::quarantined(&a, self.station()?.store())
+    }
+
+    /// Release a quarantined record after its conflict was resolved
+    /// (supervisor): queued again, audited with the comment.
+    pub fn release_quarantine(&self, id: i64, comment: &str) -> ApiResult<crate::central::QuarantineReleasedView> {
+        let a = self.require(Permission::ReleaseQuarantine)?;
+        let r = crate::central::release_quarantine(&a, self.station()?.store(), id, comment)?;
+        self.emit(ApiEvent::Sync(self.sync_view()));
+        Ok(r)
+    }
+
     pub fn sync_now(&self) -> ApiResult<SyncView> {
         self.require(Permission::SyncNow)?;
         let st = self.station()?;

@@ -9,6 +9,7 @@ use imprint_sync::{CentralConfig, SyncStatus};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
+use ts_rs::TS;
 
 pub(crate) fn runtime() -> ApiResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -74,6 +75,91 @@ pub fn status(actor: &Actor, store: &Store, configured: bool, station_id: &str) 
         backlog_records: store.pending_records()?,
         status: SyncStatus::read(store)?,
     })
+}
+
+/// A quarantined record as the app shows it: a record the center holds
+/// differently, kept locally exactly as it is and no longer sent.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct QuarantineView {
+    /// What `release_quarantine` takes.
+    #[ts(type = "number")]
+    pub id: i64,
+    /// The record, e.g. `attempt 0193…` or `step 0193…#4`.
+    pub record: String,
+    #[ts(type = "number")]
+    pub version: i64,
+    pub reason: String,
+    pub at: String,
+    /// The center heard of it (an `audit_events` row).
+    pub reported: bool,
+}
+
+impl From<&imprint_store::Quarantine> for QuarantineView {
+    fn from(q: &imprint_store::Quarantine) -> Self {
+        QuarantineView {
+            id: q.id,
+            record: q.key.to_string(),
+            version: q.version,
+            reason: q.reason.clone(),
+            at: q.at.clone(),
+            reported: q.reported_at.is_some(),
+        }
+    }
+}
+
+/// The quarantined records not released yet, oldest first (anyone who may view).
+pub fn quarantined(actor: &Actor, store: &Store) -> ApiResult<Vec<QuarantineView>> {
+    actor.require(Permission::View)?;
+    Ok(store.quarantined()?.iter().map(QuarantineView::from).collect())
+}
+
+/// What a release did.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct QuarantineReleasedView {
+    pub record: String,
+    /// The quarantines released (every open one of the record).
+    pub released: Vec<QuarantineView>,
+    pub operator: String,
+    pub comment: String,
+    pub at: String,
+    /// The `quarantine_released` entry in the audit trail.
+    #[ts(type = "number")]
+    pub audit_seq: i64,
+}
+
+/// Release a quarantined record after its conflict was resolved (supervisors:
+/// `Permission::ReleaseQuarantine`). `id` is the quarantine's number as
+/// `imprint sync status` lists it; every open quarantine of that record is
+/// released, the record is queued for the next round, and the release is in
+/// the audit trail with the operator and the comment, which must say how the
+/// conflict was resolved. If it still stands, the next round quarantines the
+/// record again: nothing is resolved silently.
+pub fn release_quarantine(actor: &Actor, store: &Store, id: i64, comment: &str) -> ApiResult<QuarantineReleasedView> {
+    actor.require(Permission::ReleaseQuarantine)?;
+    let comment = comment.trim();
+    if comment.is_empty() {
+        return Err(ApiError::bad_request("say how the conflict was resolved (a comment): it goes into the audit trail"));
+    }
+    if comment.chars().count() > 500 {
+        return Err(ApiError::bad_request("the comment is longer than 500 characters"));
+    }
+    match store.release_quarantine(id, actor.id(), comment) {
+        Ok(r) => {
+            tracing::info!(record = %r.key, quarantines = r.released.len(), operator = actor.id(), "quarantine released: the record is queued again");
+            Ok(QuarantineReleasedView {
+                record: r.key.to_string(),
+                released: r.released.iter().map(QuarantineView::from).collect(),
+                operator: r.operator,
+                comment: r.comment,
+                at: r.at,
+                audit_seq: r.audit_seq,
+            })
+        }
+        Err(imprint_store::StoreError::NotFound(m)) => Err(ApiError::not_found(m)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One sync round now, then the status.

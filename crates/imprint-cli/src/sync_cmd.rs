@@ -126,6 +126,18 @@ pub enum SyncCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Release a quarantined record once its conflict is resolved (supervisor):
+    /// queued for the next round and recorded in the audit trail with the
+    /// comment; quarantined again if the conflict still stands. ID is the
+    /// number `imprint sync status` lists.
+    Release {
+        id: i64,
+        /// How the conflict was resolved (required; goes into the audit trail).
+        #[arg(long)]
+        comment: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare every local record with the center's copy and list every
     /// difference (exit 8 if one is not explained by a pending or quarantined change).
     Verify {
@@ -217,6 +229,22 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
     }
     let cfg = load_config(cli)?;
     let me = crate::operators_cmd::actor(cli, &cfg, false)?;
+    if let SyncCmd::Release { id, comment, json: as_json } = c {
+        let r = imprint_api::with_local_store(&cfg, |store| central::release_quarantine(&me, store, *id, comment))?;
+        if *as_json {
+            json(&r)?;
+        } else {
+            out(format!(
+                "released {} ({} quarantine{}): queued for the next sync round; audit entry #{}",
+                r.record,
+                r.released.len(),
+                if r.released.len() == 1 { "" } else { "s" },
+                r.audit_seq
+            ))?;
+            out("if the conflict still stands, the next round quarantines it again")?;
+        }
+        return Ok(0);
+    }
     let store = imprint_api::open_store(&cfg)?;
     match c {
         SyncCmd::Status { json: as_json } => {
@@ -239,7 +267,10 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
                 out(format!("last error    {last_error}"))?;
                 out(format!("quarantined   {} records ({} changes)", s.quarantined.len(), s.quarantined_rows))?;
                 for q in &s.quarantined {
-                    out(format!("  {}  v{}  {}  {}", q.at, q.version, q.key, q.reason))?;
+                    out(format!("  #{:<5} {}  v{}  {}  {}", q.id, q.at, q.version, q.key, q.reason))?;
+                }
+                if !s.quarantined.is_empty() {
+                    out("  once a conflict is resolved: imprint sync release ID --comment \"how\" (supervisor)")?;
                 }
             }
             Ok(0)
@@ -266,6 +297,6 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
             store.close();
             Ok(0)
         }
-        SyncCmd::Verify { .. } => Ok(0),
+        SyncCmd::Verify { .. } | SyncCmd::Release { .. } => Ok(0),
     }
 }

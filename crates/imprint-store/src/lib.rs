@@ -41,10 +41,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (11, include_str!("../../../migrations/sqlite/0011_work_orders.sql")),
     (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
     (13, include_str!("../../../migrations/sqlite/0013_work_order_leases.sql")),
+    // 14-16 were reserved for branches that needed none.
+    (17, include_str!("../../../migrations/sqlite/0017_quarantine_release.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 13;
+pub const SCHEMA_VERSION: u32 = 17;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`

@@ -12,7 +12,7 @@
 
 use crate::synced::{read_values, Table, Value, STEPS, TABLES};
 use crate::{now_text, Store, StoreError};
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -27,7 +27,6 @@ pub const META_LAST_ERROR_AT: &str = "sync.last_error_at";
 pub const META_WATERMARK: &str = "sync.watermark";
 
 pub(crate) fn watermark(c: &Connection) -> rusqlite::Result<i64> {
-    use rusqlite::OptionalExtension;
     let v: Option<String> = c.query_row("SELECT value FROM station_meta WHERE key = ?1", [META_WATERMARK], |r| r.get(0)).optional()?;
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
@@ -146,6 +145,9 @@ pub struct OutboxCounts {
 /// A record set aside because its content conflicts with the center's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Quarantine {
+    /// Its row in `sync_quarantine` (0 before it is stored): what an operator
+    /// names to release it (`imprint sync release ID`).
+    pub id: i64,
     pub key: RecordKey,
     pub version: i64,
     pub reason: String,
@@ -290,10 +292,25 @@ fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Quarantine> {
         at: r.get(7)?,
         audit_id: r.get(8)?,
         reported_at: r.get(9)?,
+        id: r.get(10)?,
     })
 }
 
-const QUARANTINE_COLS: &str = "entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id, reported_at";
+const QUARANTINE_COLS: &str = "entity, entity_id, step_no, version, reason, local_sha256, central_sha256, at, audit_id, reported_at, id";
+
+/// A quarantine released by an operator: what was released, by whom, why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QuarantineRelease {
+    /// The record, queued again for the next sync round.
+    pub key: RecordKey,
+    /// The quarantine rows released (every open one of the record).
+    pub released: Vec<Quarantine>,
+    pub operator: String,
+    pub comment: String,
+    pub at: String,
+    /// The `quarantine_released` audit entry's sequence number.
+    pub audit_seq: i64,
+}
 
 impl Store {
     /// The records among the first `limit` pending outbox rows, each with its
@@ -377,13 +394,63 @@ impl Store {
         })
     }
 
-    /// Every quarantined record, oldest first.
+    /// Every quarantined record not released yet, oldest first.
     pub fn quarantined(&self) -> Result<Vec<Quarantine>, StoreError> {
         self.read(|c| {
-            let mut s = c.prepare(&format!("SELECT {QUARANTINE_COLS} FROM sync_quarantine ORDER BY id"))?;
+            let mut s = c.prepare(&format!("SELECT {QUARANTINE_COLS} FROM sync_quarantine WHERE released_at IS NULL ORDER BY id"))?;
             let rows = s.query_map([], quarantine_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
+    }
+
+    /// Release a quarantined record after an operator resolved its conflict:
+    /// every open quarantine row of the record named by quarantine `id` is
+    /// marked released (time, operator, comment), the record is queued again
+    /// at its current content, and a `quarantine_released` audit entry
+    /// anchoring that content is appended, in one transaction. Nothing is
+    /// resolved silently: if the conflict still stands, the next round
+    /// quarantines the record again. A quarantine that does not exist or was
+    /// released already is `NotFound`.
+    pub fn release_quarantine(&self, id: i64, operator: &str, comment: &str) -> Result<QuarantineRelease, StoreError> {
+        let (operator, comment) = (operator.to_string(), comment.to_string());
+        let station = self.station_id();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.write(move |t| {
+            let first = t
+                .query_row(&format!("SELECT {QUARANTINE_COLS} FROM sync_quarantine WHERE id = ?1"), [id], quarantine_row)
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("no quarantined record #{id}")))?;
+            let key = first.key.clone();
+            let mut s = t.prepare_cached(&format!(
+                "SELECT {QUARANTINE_COLS} FROM sync_quarantine
+                 WHERE entity_id = ?1 AND entity = ?2 AND step_no = ?3 AND released_at IS NULL ORDER BY id"
+            ))?;
+            let open = s.query_map(params![key.id, key.entity.as_str(), key.step_no], quarantine_row)?.collect::<Result<Vec<_>, _>>()?;
+            drop(s);
+            if open.is_empty() {
+                return Err(StoreError::NotFound(format!("quarantine #{id} ({key}) was released already")));
+            }
+            let at = now_text();
+            t.prepare_cached(
+                "UPDATE sync_quarantine SET released_at = ?4, released_by = ?5, release_comment = ?6
+                 WHERE entity_id = ?1 AND entity = ?2 AND step_no = ?3 AND released_at IS NULL",
+            )?
+            .execute(params![key.id, key.entity.as_str(), key.step_no, at, operator, comment])?;
+            enqueue(t, key.entity, &key.id, key.step_no)?;
+            let mut entry = crate::audit::NewEntry::new(crate::types::AuditKind::QuarantineReleased);
+            entry.operator = Some(operator.clone());
+            entry.subject = Some(key.to_string());
+            entry.detail = serde_json::json!({
+                "quarantines": open.iter().map(|q| q.id).collect::<Vec<_>>(),
+                "reasons": open.iter().map(|q| q.reason.clone()).collect::<Vec<_>>(),
+                "comment": comment,
+            });
+            entry.anchor = vec![key.clone()];
+            let e = crate::audit::append_in(t, &station, &entry)?;
+            let _ = tx.send(QuarantineRelease { key, released: open, operator, comment, at, audit_seq: e.seq });
+            Ok(())
+        })?;
+        rx.recv().map_err(|_| StoreError::WriterGone)
     }
 
     /// Quarantined records whose audit event has not reached the center yet.
@@ -416,7 +483,13 @@ impl Store {
                 tx.query_row(sql, p, |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64)
             };
             let pending = count("SELECT count(*) FROM outbox WHERE state = 'pending' AND seq > ?1", &[&wm])?;
-            let quarantined = count("SELECT count(*) FROM outbox WHERE state = 'quarantined'", &[])?;
+            // Changes of records still in quarantine (a released record's
+            // old changes stay `quarantined` as history; it is queued anew).
+            let quarantined = count(
+                "SELECT count(*) FROM outbox o WHERE o.state = 'quarantined' AND EXISTS (SELECT 1 FROM sync_quarantine q
+                 WHERE q.entity_id = o.entity_id AND q.entity = o.entity AND q.step_no = o.step_no AND q.released_at IS NULL)",
+                &[],
+            )?;
             let total = count("SELECT count(*) FROM outbox", &[])?;
             tx.commit()?;
             Ok(OutboxCounts { pending, synced: total.saturating_sub(pending + quarantined), quarantined })
@@ -604,6 +677,7 @@ mod tests {
         let a = s.begin_attempt("p", None).unwrap();
         let p = s.pending_changes(10).unwrap();
         s.quarantine(vec![Quarantine {
+            id: 0,
             key: p[0].key.clone(),
             version: p[0].version,
             reason: "differs".into(),
@@ -620,6 +694,54 @@ mod tests {
         let q = s.unreported_quarantine().unwrap();
         s.mark_quarantine_reported(vec![q[0].audit_id.clone()]).unwrap();
         assert!(s.unreported_quarantine().unwrap().is_empty());
+    }
+
+    #[test]
+    fn releasing_a_quarantine_queues_the_record_again_audits_it_and_only_once() {
+        let (_d, s) = store();
+        s.begin_attempt("p", None).unwrap();
+        let p = s.pending_changes(10).unwrap();
+        s.mark_batch(p.last().map(|c| c.version).unwrap_or(0), Vec::new(), Vec::new()).unwrap();
+        let q = |version: i64| Quarantine {
+            id: 0,
+            key: p[0].key.clone(),
+            version,
+            reason: format!("differs at v{version}"),
+            local_sha256: "aa".into(),
+            central_sha256: Some("bb".into()),
+            at: now_text(),
+            audit_id: new_id(),
+            reported_at: None,
+        };
+        s.quarantine(vec![q(p[0].version), q(p[0].version + 1000)]).unwrap();
+        let open = s.quarantined().unwrap();
+        assert_eq!(open.len(), 2);
+        assert!(open.iter().all(|q| q.id > 0), "{open:?}");
+        assert_eq!(s.outbox_counts().unwrap().pending, 0);
+        let audit_before = s.audit_entries(&Default::default()).unwrap().len();
+
+        // Released by the first row's id: every open row of the record goes.
+        let r = s.release_quarantine(open[0].id, "super", "center fixed by hand (ticket 42)").unwrap();
+        assert_eq!((r.key.clone(), r.released.len(), r.operator.as_str()), (p[0].key.clone(), 2, "super"));
+        assert!(s.quarantined().unwrap().is_empty());
+        assert_eq!(s.outbox_counts().unwrap().quarantined, 0, "a released record's old changes are history, not quarantined");
+        let again = s.pending_changes(10).unwrap();
+        assert_eq!(again.iter().filter(|c| c.key == p[0].key).count(), 1, "the record is queued again: {again:?}");
+        let entries = s.audit_entries(&Default::default()).unwrap();
+        assert_eq!(entries.len(), audit_before + 1);
+        let e = entries.last().unwrap();
+        assert_eq!(
+            (e.kind.to_string(), e.operator.as_deref(), e.subject.clone()),
+            ("quarantine_released".into(), Some("super"), Some(p[0].key.to_string()))
+        );
+        assert!(e.detail.contains("ticket 42"), "{}", e.detail);
+        let anchors: serde_json::Value = serde_json::from_str(&e.anchors).unwrap();
+        assert_eq!(anchors.as_array().map(|a| a.len()), Some(1), "the released content is pinned: {e:?}");
+        // Twice, or a quarantine that never was: refused, nothing written.
+        for id in [open[0].id, open[1].id, 999] {
+            assert!(matches!(s.release_quarantine(id, "super", "again"), Err(StoreError::NotFound(_))), "{id}");
+        }
+        assert_eq!(s.audit_entries(&Default::default()).unwrap().len(), audit_before + 1);
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Outcome {
         let reason = reason.into();
         tracing::warn!(record = %key, version, reason = %reason, "record quarantined: kept locally, not sent");
         self.quarantine.push(Quarantine {
+            id: 0,
             key,
             version,
             reason,

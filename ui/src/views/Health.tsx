@@ -1,5 +1,6 @@
 import { useEffect } from "preact/hooks";
 import { useApp } from "../context";
+import type { QuarantineView } from "../bindings/QuarantineView";
 import { LEVEL_WORDS } from "../words";
 
 /** Health refreshes itself while it is shown. It also reloads on `station`
@@ -16,6 +17,7 @@ export function Health() {
     return () => clearInterval(t);
   }, []);
   const at = store.healthAt.value;
+  const quarantined = store.quarantined.value;
   return (
     <section class="health" data-testid="view-health">
       <div class="toolbar">
@@ -35,6 +37,43 @@ export function Health() {
           </div>
         ))}
       </div>
+      {quarantined.length > 0 && (
+        <div class="quarantine" data-testid="quarantine">
+          <h3>Quarantined records ({quarantined.length})</h3>
+          <p class="muted">
+            The center holds these records differently. They are kept here exactly as they are and not sent. Resolve the
+            conflict first (with the center's administrator), then release the record with a note of what was done.
+          </p>
+          {quarantined.map((q) => (
+            <QuarantineRow key={q.id} q={q} canRelease={store.can("release_quarantine")} />
+          ))}
+        </div>
+      )}
     </section>
+  );
+}
+
+/** One quarantined record; a supervisor releases it with a comment (the
+ *  comment field is uncontrolled: read on submit). */
+function QuarantineRow({ q, canRelease }: { q: QuarantineView; canRelease: boolean }) {
+  const { actions } = useApp();
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const input = (e.currentTarget as HTMLFormElement).elements.namedItem("comment") as HTMLInputElement;
+    if (await actions.releaseQuarantine(q.id, input.value)) input.value = "";
+  };
+  return (
+    <div class="quarantine-row" data-testid={`quarantine-${q.id}`}>
+      <div>
+        <strong>#{q.id}</strong> {q.record} <span class="muted">since {q.at}</span>
+      </div>
+      <div class="card-error">{q.reason}</div>
+      {canRelease && (
+        <form class="quarantine-release" onSubmit={(e) => void submit(e)}>
+          <input name="comment" data-testid={`quarantine-comment-${q.id}`} placeholder="how the conflict was resolved" maxLength={500} />
+          <button type="submit" data-testid={`quarantine-release-${q.id}`}>Release</button>
+        </form>
+      )}
+    </div>
   );
 }
