@@ -7,6 +7,10 @@
 //! imprint-report-bench --attempts 200000                                                      # smaller
 //! ```
 //!
+//! `--keep` leaves the generated database in place (its name is printed) and
+//! `--database NAME` times such a database again without generating it (a
+//! release build timing the rows a debug run generated, say).
+//!
 //! The generator fills a fresh migrated database (with the report indexes of
 //! `migrations/postgres/0010_report_indexes.sql`) with `--attempts` attempts
 //! over 2026 (one a few seconds apart), spread over 10 stations, 7 operators,
@@ -17,19 +21,50 @@
 //! for the same rows (index and bitmap scans off), counted and summed.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_tests::pg::{rt, TestDb};
+use imprint_tests::pg::{psql, rt, TestDb, PG_HOST, PG_PORT};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
+use std::str::FromStr;
 use std::time::Instant;
 
+fn arg_text<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<usize> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+    arg_text(args, name).and_then(|v| v.parse().ok())
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = arg_value(&args, "--attempts").unwrap_or(10_000_000);
-    let db = TestDb::new();
-    let opts = db.admin_options();
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    println!("imprint-report-bench: {build} build");
+    let (db, name) = match arg_text(&args, "--database") {
+        Some(name) => (None, name.to_string()),
+        None => {
+            let db = TestDb::new();
+            generate(&db, n);
+            let name = db.name.clone();
+            (Some(db), name)
+        }
+    };
+    let total: i64 = psql(&name, "SELECT count(*) FROM attempts").trim().parse().unwrap();
+    let opts = PgConnectOptions::from_str(&format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{name}?sslmode=disable"))
+        .unwrap()
+        .log_statements(log::LevelFilter::Off);
+    time_report(&opts, total);
+    if args.iter().any(|a| a == "--keep") {
+        if let Some(db) = db {
+            // Not dropped: the database outlives the run.
+            std::mem::forget(db);
+        }
+        println!("kept database {name} (time it again with --database {name}; drop it with psql -c 'DROP DATABASE {name}')");
+    }
+}
+
+/// Fill a fresh migrated center with `n` attempts and their QA verdicts.
+fn generate(db: &TestDb, n: usize) {
     let t = Instant::now();
     // One attempt every (a year / n); 10 sites round robin.
     db.psql("INSERT INTO stations (id, db_role) SELECT 'site-' || s, 'bench_site_' || s FROM generate_series(0, 9) s");
@@ -52,9 +87,13 @@ fn main() {
     );
     db.psql("ANALYZE attempts; ANALYZE qa_verdicts");
     let generated = t.elapsed();
-    let total: i64 = db.psql("SELECT count(*) FROM attempts").trim().parse().unwrap();
-    println!("generated {total} attempts in {:.1} s", generated.as_secs_f64());
+    println!("generated {n} attempts in {:.1} s", generated.as_secs_f64());
+    let size = db.psql("SELECT pg_size_pretty(pg_database_size(current_database()))");
+    println!("database size: {}", size.trim());
+}
 
+/// A month's report for one site, three times, against a sequential scan of the same rows.
+fn time_report(opts: &PgConnectOptions, total: i64) {
     let q = imprint_sync::ReportQuery {
         station: Some("site-3".into()),
         since: Some("2026-06-01T00:00:00.000Z".into()),
@@ -70,7 +109,7 @@ fn main() {
     let (sql, params) = imprint_sync::report_sql(imprint_sync::Dialect::Postgres, &q, "");
     for _ in 0..3 {
         let t = Instant::now();
-        let rows = rt.block_on(imprint_sync::central_rows(&opts, &q)).unwrap();
+        let rows = rt.block_on(imprint_sync::central_rows(opts, &q)).unwrap();
         fetch_s.push(t.elapsed().as_secs_f64());
         let summary = imprint_api::reports::summarize(&rows, None);
         report_s.push(t.elapsed().as_secs_f64());

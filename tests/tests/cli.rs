@@ -144,3 +144,24 @@ fn watch_and_station_resume_a_device_unplugged_mid_run() {
     assert_eq!(rows[0]["status"], "passed");
     assert_eq!(rows[0]["resumed"], true, "{rows:#}");
 }
+
+/// Regression: `imprint records show X --json | head -c 3000` panicked with a
+/// backtrace on the broken pipe. A reader that goes away ends the command
+/// quietly with exit 0, whatever it was printing.
+#[test]
+fn records_into_a_closed_pipe_end_quietly_with_exit_0() {
+    use std::process::Stdio;
+    let ts = TestStation::new();
+    let o = imprint(&ts, &["station", "--simulate", "1", "--max", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for args in [&["records", "show", "SIM-0001", "--json"][..], &["records", "list", "--json"][..], &["records", "list"][..]] {
+        let mut child =
+            Command::new(imprint_bin()).envs(ts.env()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // The reader is gone before the command writes anything.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

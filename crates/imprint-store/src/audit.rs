@@ -22,7 +22,7 @@
 
 use crate::hash::{self, H};
 use crate::outbox::{enqueue, Entity, RecordKey};
-use crate::synced::{read_values, table, Table};
+use crate::synced::{read_values, synced_row, table, SyncedRow, Table};
 use crate::types::{AuditKind, Recorded};
 use crate::{now_text, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -70,23 +70,26 @@ impl NewEntry {
     }
 }
 
-/// An entry as stored (text kept verbatim, so verification hashes exactly
-/// what is there).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AuditEntry {
-    pub seq: i64,
-    pub id: String,
-    pub at: String,
-    pub station_id: String,
-    pub operator: Option<String>,
-    pub kind: Recorded<AuditKind>,
-    pub subject: Option<String>,
-    /// The JSON text as stored.
-    pub detail: String,
-    /// The JSON text as stored: `[{"table","key","hash"}]`.
-    pub anchors: String,
-    pub prev_hash: String,
-    pub hash: String,
+synced_row! {
+    /// An entry as stored (text kept verbatim, so verification hashes exactly
+    /// what is there).
+    /// (`station_id`: the local-only column of `synced::AUDIT`.)
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct AuditEntry: AUDIT {
+        pub seq: i64,
+        pub id: String,
+        pub at: String,
+        pub station_id: String,
+        pub operator: Option<String>,
+        pub kind: Recorded<AuditKind>,
+        pub subject: Option<String>,
+        /// The JSON text as stored.
+        pub detail: String,
+        /// The JSON text as stored: `[{"table","key","hash"}]`.
+        pub anchors: String,
+        pub prev_hash: String,
+        pub hash: String,
+    }
 }
 
 impl AuditEntry {
@@ -154,24 +157,6 @@ fn secret_key(v: &serde_json::Value, path: &str) -> Option<String> {
         serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| secret_key(v, &format!("{path}[{i}]"))),
         _ => None,
     }
-}
-
-const COLS: &str = "seq, id, at, station_id, operator, kind, subject, detail, anchors, prev_hash, hash";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
-    Ok(AuditEntry {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        at: r.get(2)?,
-        station_id: r.get(3)?,
-        operator: r.get(4)?,
-        kind: r.get(5)?,
-        subject: r.get(6)?,
-        detail: r.get(7)?,
-        anchors: r.get(8)?,
-        prev_hash: r.get(9)?,
-        hash: r.get(10)?,
-    })
 }
 
 /// How an anchor names a record.
@@ -250,19 +235,7 @@ pub fn append_in(t: &Transaction<'_>, station: &str, e: &NewEntry) -> Result<Aud
         hash: String::new(),
     };
     entry.hash = entry_hash(&entry);
-    t.prepare_cached(&format!("INSERT INTO audit({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?.execute(params![
-        entry.seq,
-        entry.id,
-        entry.at,
-        entry.station_id,
-        entry.operator,
-        entry.kind,
-        entry.subject,
-        entry.detail,
-        entry.anchors,
-        entry.prev_hash,
-        entry.hash
-    ])?;
+    entry.insert_in(t)?;
     enqueue(t, Entity::Audit, &entry.id, 0)?;
     Ok(entry)
 }
@@ -512,7 +485,7 @@ impl Store {
     pub fn audit_entries(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let f = f.clone();
         self.read(move |c| {
-            let mut sql = format!("SELECT {COLS} FROM audit WHERE 1=1");
+            let mut sql = format!("SELECT {} FROM audit e WHERE 1=1", AuditEntry::select("e"));
             let mut args: Vec<String> = Vec::new();
             for (clause, v) in [("operator =", &f.operator), ("kind =", &f.kind), ("at >=", &f.since), ("at <", &f.until)] {
                 if let Some(v) = v {
@@ -525,7 +498,7 @@ impl Store {
                 sql.push_str(&format!(" LIMIT {l}"));
             }
             let mut s = c.prepare(&sql)?;
-            let rows = s.query_map(rusqlite::params_from_iter(args.iter()), row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = s.query_map(rusqlite::params_from_iter(args.iter()), AuditEntry::read)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -536,8 +509,8 @@ impl Store {
         self.read(|c| {
             let tx = c.unchecked_transaction()?;
             let entries = {
-                let mut s = tx.prepare(&format!("SELECT {COLS} FROM audit ORDER BY seq"))?;
-                let rows = s.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
+                let mut s = tx.prepare(&format!("SELECT {} FROM audit e ORDER BY seq", AuditEntry::select("e")))?;
+                let rows = s.query_map([], AuditEntry::read)?.collect::<Result<Vec<_>, _>>()?;
                 rows
             };
             let mut current = HashMap::new();

@@ -5,6 +5,7 @@
 
 use crate::audit::{append_in, NewEntry};
 use crate::outbox::{enqueue, Entity, RecordKey};
+use crate::synced::{synced_row, SyncedRow};
 use crate::{now_text, AuditKind, Store, StoreError};
 use rusqlite::params;
 use serde::Serialize;
@@ -28,38 +29,23 @@ pub struct NewQaVerdict {
     pub failed: Vec<String>,
 }
 
-/// A recorded verdict.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct QaVerdictRow {
-    pub id: String,
-    pub at: String,
-    pub operator: Option<String>,
-    pub port: String,
-    pub device_serial: String,
-    pub cert_serial_hex: Option<String>,
-    pub certificate_id: Option<String>,
-    pub batch: Option<String>,
-    /// `pass` or `fail`.
-    pub verdict: String,
-    /// JSON array of `{"check", "result", "detail"}`.
-    pub checks: String,
-}
-
-const COLS: &str = "id, at, operator, port, device_serial, cert_serial_hex, certificate_id, batch, verdict, checks";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QaVerdictRow> {
-    Ok(QaVerdictRow {
-        id: r.get(0)?,
-        at: r.get(1)?,
-        operator: r.get(2)?,
-        port: r.get(3)?,
-        device_serial: r.get(4)?,
-        cert_serial_hex: r.get(5)?,
-        certificate_id: r.get(6)?,
-        batch: r.get(7)?,
-        verdict: r.get(8)?,
-        checks: r.get(9)?,
-    })
+synced_row! {
+    /// A recorded verdict.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct QaVerdictRow: QA_VERDICTS {
+        pub id: String,
+        pub at: String,
+        pub operator: Option<String>,
+        pub port: String,
+        pub device_serial: String,
+        pub cert_serial_hex: Option<String>,
+        pub certificate_id: Option<String>,
+        pub batch: Option<String>,
+        /// `pass` or `fail`.
+        pub verdict: String,
+        /// JSON array of `{"check", "result", "detail"}`.
+        pub checks: String,
+    }
 }
 
 /// Which verdicts [`Store::qa_verdicts`] returns (newest first).
@@ -100,10 +86,7 @@ impl Store {
         };
         let r = rec.clone();
         self.write(move |t| {
-            t.execute(
-                &format!("INSERT INTO qa_verdicts({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![r.id, r.at, r.operator, r.port, r.device_serial, r.cert_serial_hex, r.certificate_id, r.batch, r.verdict, r.checks],
-            )?;
+            r.insert_in(t)?;
             enqueue(t, Entity::QaVerdict, &r.id, 0)?;
             let mut anchor = vec![RecordKey { entity: Entity::QaVerdict, id: r.id.clone(), step_no: 0 }];
             if let Some(c) = &r.certificate_id {
@@ -131,11 +114,12 @@ impl Store {
         let f = f.clone();
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!(
-                "SELECT {COLS} FROM qa_verdicts WHERE (?1 IS NULL OR device_serial = ?1) AND (?2 IS NULL OR batch = ?2)
-                 ORDER BY at DESC, id DESC LIMIT ?3"
+                "SELECT {} FROM qa_verdicts v WHERE (?1 IS NULL OR device_serial = ?1) AND (?2 IS NULL OR batch = ?2)
+                 ORDER BY at DESC, id DESC LIMIT ?3",
+                QaVerdictRow::select("v")
             ))?;
             let limit = f.limit.map_or(-1, |l| l as i64);
-            let rows = s.query_map(params![f.device_serial, f.batch, limit], row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = s.query_map(params![f.device_serial, f.batch, limit], QaVerdictRow::read)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }

@@ -1,10 +1,11 @@
 //! The station's records: attempts, their steps, and certificates.
 
 use crate::outbox::{enqueue, Entity};
+use crate::synced::{synced_row, SyncedRow};
 use crate::types::{AttemptStatus, CertStatus, Recorded, StoredTime, Timestamp};
 use crate::{now_text, ts, Store, StoreError};
 use imprint_proto::{FailureCode, Stage};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 /// Device facts as reported by IDENT.
@@ -18,13 +19,15 @@ pub struct DeviceFacts {
     pub chip_uid: String,
 }
 
-/// One step row.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StepRow {
-    pub at: String,
-    pub stage: String,
-    pub kind: String,
-    pub detail: String,
+synced_row! {
+    /// One step row (its attempt and number are the caller's).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct StepRow: STEPS, omits [attempt_id, id] {
+        pub at: String,
+        pub stage: String,
+        pub kind: String,
+        pub detail: String,
+    }
 }
 
 /// How an attempt ended.
@@ -44,66 +47,73 @@ pub enum AttemptEnd {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AttemptRow {
-    pub id: String,
-    pub port: String,
-    pub started_at: StoredTime,
-    pub finished_at: Option<StoredTime>,
-    pub status: Recorded<AttemptStatus>,
-    pub stage: Option<Recorded<Stage>>,
-    pub code: Option<Recorded<FailureCode>>,
-    pub reason: Option<String>,
-    pub hint: Option<String>,
-    pub retryable: Option<bool>,
-    pub device_serial: Option<String>,
-    pub model: Option<String>,
-    pub hw_rev: Option<String>,
-    pub fw_version: Option<String>,
-    pub fw_hash: Option<String>,
-    pub chip_uid: Option<String>,
-    pub batch: Option<String>,
-    pub spki_sha256: Option<String>,
-    pub certificate_id: Option<String>,
-    pub resumed: bool,
-    pub bytes_to_device: i64,
-    pub bytes_from_device: i64,
-    /// Who started the attempt (None before operators existed).
-    pub operator: Option<String>,
+synced_row! {
+    /// An attempt as stored: one field per column of `synced::ATTEMPTS`.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct AttemptRow: ATTEMPTS {
+        pub id: String,
+        pub port: String,
+        pub started_at: StoredTime,
+        pub finished_at: Option<StoredTime>,
+        pub status: Recorded<AttemptStatus>,
+        pub stage: Option<Recorded<Stage>>,
+        pub code: Option<Recorded<FailureCode>>,
+        pub reason: Option<String>,
+        pub hint: Option<String>,
+        pub retryable: Option<bool>,
+        pub device_serial: Option<String>,
+        pub model: Option<String>,
+        pub hw_rev: Option<String>,
+        pub fw_version: Option<String>,
+        pub fw_hash: Option<String>,
+        pub chip_uid: Option<String>,
+        pub batch: Option<String>,
+        pub spki_sha256: Option<String>,
+        pub certificate_id: Option<String>,
+        pub resumed: bool,
+        pub bytes_to_device: i64,
+        pub bytes_from_device: i64,
+        /// Who started the attempt (None before operators existed).
+        pub operator: Option<String>,
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CertRow {
-    pub id: String,
-    pub attempt_id: String,
-    pub device_serial: String,
-    pub issuer: String,
-    pub serial_hex: String,
-    pub spki_sha256: String,
-    #[serde(skip)]
-    pub spki_der: Vec<u8>,
-    pub not_before: StoredTime,
-    pub not_after: StoredTime,
-    pub status: Recorded<CertStatus>,
-    #[serde(skip)]
-    pub cert_der: Option<Vec<u8>>,
-    #[serde(skip)]
-    pub chain_der: Option<Vec<u8>>,
-    pub fingerprint_sha256: Option<String>,
-    pub created_at: StoredTime,
-    pub issued_at: Option<StoredTime>,
-    /// Set once when the certificate is revoked (status `revoked`).
-    pub revoked_at: Option<StoredTime>,
-    /// The RFC 5280 reason's stored text (`imprint_core::crl::RevocationReason`).
-    pub revocation_reason: Option<String>,
-    pub revocation_comment: Option<String>,
-    /// The operator who revoked it.
-    pub revoked_by: Option<String>,
-    /// When a renewal or rework replaced it (status `superseded`, or
-    /// `revoked` with reason superseded).
-    pub superseded_at: Option<StoredTime>,
-    /// The certificate (id) that replaced it.
-    pub superseded_by: Option<String>,
+synced_row! {
+    /// A certificate as stored: one field per column of `synced::CERTIFICATES`
+    /// (and its local-only `chain_der`).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct CertRow: CERTIFICATES {
+        pub id: String,
+        pub attempt_id: String,
+        pub device_serial: String,
+        pub issuer: String,
+        pub serial_hex: String,
+        pub spki_sha256: String,
+        #[serde(skip)]
+        pub spki_der: Vec<u8>,
+        pub not_before: StoredTime,
+        pub not_after: StoredTime,
+        pub status: Recorded<CertStatus>,
+        #[serde(skip)]
+        pub cert_der: Option<Vec<u8>>,
+        #[serde(skip)]
+        pub chain_der: Option<Vec<u8>>,
+        pub fingerprint_sha256: Option<String>,
+        pub created_at: StoredTime,
+        pub issued_at: Option<StoredTime>,
+        /// Set once when the certificate is revoked (status `revoked`).
+        pub revoked_at: Option<StoredTime>,
+        /// The RFC 5280 reason's stored text (`imprint_core::crl::RevocationReason`).
+        pub revocation_reason: Option<String>,
+        pub revocation_comment: Option<String>,
+        /// The operator who revoked it.
+        pub revoked_by: Option<String>,
+        /// When a renewal or rework replaced it (status `superseded`, or
+        /// `revoked` with reason superseded).
+        pub superseded_at: Option<StoredTime>,
+        /// The certificate (id) that replaced it.
+        pub superseded_by: Option<String>,
+    }
 }
 
 /// A journaled intent to sign: written before the signer is called.
@@ -130,73 +140,6 @@ pub struct AttemptFilter {
     pub since: Option<String>,
     pub limit: Option<u32>,
     pub operator: Option<String>,
-}
-
-pub(crate) const ATTEMPT_COLS: &str = "a.id, a.port, a.started_at, a.finished_at, a.status, a.stage, a.code, a.reason, a.hint, \
-    a.retryable, a.device_serial, a.model, a.hw_rev, a.fw_version, a.fw_hash, a.chip_uid, a.batch, a.spki_sha256, \
-    a.certificate_id, a.resumed, a.bytes_to_device, a.bytes_from_device, a.operator";
-
-pub(crate) fn attempt_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
-    Ok(AttemptRow {
-        id: r.get(0)?,
-        port: r.get(1)?,
-        started_at: r.get(2)?,
-        finished_at: r.get(3)?,
-        status: r.get(4)?,
-        stage: r.get(5)?,
-        code: r.get(6)?,
-        reason: r.get(7)?,
-        hint: r.get(8)?,
-        retryable: r.get::<_, Option<i64>>(9)?.map(|v| v != 0),
-        device_serial: r.get(10)?,
-        model: r.get(11)?,
-        hw_rev: r.get(12)?,
-        fw_version: r.get(13)?,
-        fw_hash: r.get(14)?,
-        chip_uid: r.get(15)?,
-        batch: r.get(16)?,
-        spki_sha256: r.get(17)?,
-        certificate_id: r.get(18)?,
-        resumed: r.get::<_, i64>(19)? != 0,
-        bytes_to_device: r.get(20)?,
-        bytes_from_device: r.get(21)?,
-        operator: r.get(22)?,
-    })
-}
-
-pub(crate) const CERT_COLS: &str = "id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, \
-    not_after, status, cert_der, chain_der, fingerprint_sha256, created_at, issued_at, revoked_at, revocation_reason, \
-    revocation_comment, revoked_by, superseded_at, superseded_by";
-
-pub(crate) fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertRow> {
-    cert_row_at(r, 0)
-}
-
-/// A certificate row whose columns (in `CERT_COLS` order) start at `o`.
-fn cert_row_at(r: &Row<'_>, o: usize) -> rusqlite::Result<CertRow> {
-    Ok(CertRow {
-        id: r.get(o)?,
-        attempt_id: r.get(o + 1)?,
-        device_serial: r.get(o + 2)?,
-        issuer: r.get(o + 3)?,
-        serial_hex: r.get(o + 4)?,
-        spki_sha256: r.get(o + 5)?,
-        spki_der: r.get(o + 6)?,
-        not_before: r.get(o + 7)?,
-        not_after: r.get(o + 8)?,
-        status: r.get(o + 9)?,
-        cert_der: r.get(o + 10)?,
-        chain_der: r.get(o + 11)?,
-        fingerprint_sha256: r.get(o + 12)?,
-        created_at: r.get(o + 13)?,
-        issued_at: r.get(o + 14)?,
-        revoked_at: r.get(o + 15)?,
-        revocation_reason: r.get(o + 16)?,
-        revocation_comment: r.get(o + 17)?,
-        revoked_by: r.get(o + 18)?,
-        superseded_at: r.get(o + 19)?,
-        superseded_by: r.get(o + 20)?,
-    })
 }
 
 pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -356,14 +299,17 @@ impl Store {
     /// The certificate row whose `column` equals `value`, if any.
     fn cert_where(&self, column: &'static str, value: &str) -> Result<Option<CertRow>, StoreError> {
         let v = value.to_string();
-        self.read(move |c| Ok(c.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE {column}=?1"), [v], cert_row).optional()?))
+        self.read(move |c| {
+            Ok(c.query_row(&format!("SELECT {} FROM certificates c WHERE {column}=?1", CertRow::select("c")), [v], CertRow::read)
+                .optional()?)
+        })
     }
 
     /// Certificate rows matching `condition` (SQL), oldest first.
     fn certs_where(&self, condition: &'static str) -> Result<Vec<CertRow>, StoreError> {
         self.read(move |c| {
-            let mut s = c.prepare(&format!("SELECT {CERT_COLS} FROM certificates WHERE {condition} ORDER BY created_at"))?;
-            let rows = s.query_map([], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut s = c.prepare(&format!("SELECT {} FROM certificates c WHERE {condition} ORDER BY created_at", CertRow::select("c")))?;
+            let rows = s.query_map([], CertRow::read)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -375,11 +321,12 @@ impl Store {
         self.read(move |c| {
             Ok(c.query_row(
                 &format!(
-                    "SELECT {CERT_COLS} FROM certificates WHERE spki_sha256 = ?1
-                     ORDER BY status IN ('signing', 'issued') DESC, created_at DESC, id DESC LIMIT 1"
+                    "SELECT {} FROM certificates c WHERE spki_sha256 = ?1
+                     ORDER BY status IN ('signing', 'issued') DESC, created_at DESC, id DESC LIMIT 1",
+                    CertRow::select("c")
                 ),
                 [v],
-                cert_row,
+                CertRow::read,
             )
             .optional()?)
         })
@@ -391,9 +338,10 @@ impl Store {
         let u = until.to_string();
         self.read(move |c| {
             let mut s = c.prepare(&format!(
-                "SELECT {CERT_COLS} FROM certificates WHERE status = 'issued' AND not_after < ?1 ORDER BY not_after, id"
+                "SELECT {} FROM certificates c WHERE status = 'issued' AND not_after < ?1 ORDER BY not_after, id",
+                CertRow::select("c")
             ))?;
-            let rows = s.query_map([u], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = s.query_map([u], CertRow::read)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -420,8 +368,11 @@ impl Store {
     pub fn certs_by_device_serial(&self, device_serial: &str) -> Result<Vec<CertRow>, StoreError> {
         let v = device_serial.to_string();
         self.read(move |c| {
-            let mut s = c.prepare_cached(&format!("SELECT {CERT_COLS} FROM certificates WHERE device_serial = ?1 ORDER BY created_at"))?;
-            let rows = s.query_map([v], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {} FROM certificates c WHERE device_serial = ?1 ORDER BY created_at",
+                CertRow::select("c")
+            ))?;
+            let rows = s.query_map([v], CertRow::read)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -444,17 +395,15 @@ impl Store {
     pub fn attempts_with_certs(&self, f: &AttemptFilter) -> Result<Vec<(AttemptRow, Option<CertRow>)>, StoreError> {
         let f = f.clone();
         self.read(move |c| {
-            let cert_cols: String = CERT_COLS.split(',').map(|col| format!("c.{}", col.trim())).collect::<Vec<_>>().join(", ");
-            let (sql, args) = attempt_query(&format!("{ATTEMPT_COLS}, {cert_cols}"), &f);
+            let (sql, args) = attempt_query(&format!("{}, {}", AttemptRow::select("a"), CertRow::select("c")), &f);
             let mut s = c.prepare(&sql)?;
             let rows = s
                 .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                    let a = attempt_row(r)?;
-                    // Counted, not a constant: a column added to ATTEMPT_COLS
-                    // shifted the certificate's columns once.
-                    let at = ATTEMPT_COLS.split(',').count();
+                    let a = AttemptRow::read(r)?;
+                    // The certificate's columns follow every attempt column.
+                    let at = AttemptRow::TABLE.width();
                     let cert = match r.get::<_, Option<String>>(at)? {
-                        Some(_) => Some(cert_row_at(r, at)?),
+                        Some(_) => Some(CertRow::read_at(r, at)?),
                         None => None,
                     };
                     Ok((a, cert))
@@ -477,16 +426,17 @@ impl Store {
 
     pub fn attempt(&self, id: &str) -> Result<Option<AttemptRow>, StoreError> {
         let k = id.to_string();
-        self.read(move |c| Ok(c.query_row(&format!("SELECT {ATTEMPT_COLS} FROM attempts a WHERE a.id=?1"), [k], attempt_row).optional()?))
+        self.read(move |c| {
+            Ok(c.query_row(&format!("SELECT {} FROM attempts a WHERE a.id=?1", AttemptRow::select("a")), [k], AttemptRow::read)
+                .optional()?)
+        })
     }
 
     pub fn steps(&self, attempt_id: &str) -> Result<Vec<StepRow>, StoreError> {
         let k = attempt_id.to_string();
         self.read(move |c| {
-            let mut s = c.prepare("SELECT at, stage, kind, detail FROM steps WHERE attempt_id=?1 ORDER BY id")?;
-            let rows = s
-                .query_map([k], |r| Ok(StepRow { at: r.get(0)?, stage: r.get(1)?, kind: r.get(2)?, detail: r.get(3)? }))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut s = c.prepare(&format!("SELECT {} FROM steps s WHERE attempt_id=?1 ORDER BY id", StepRow::select("s")))?;
+            let rows = s.query_map([k], StepRow::read)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }
@@ -536,9 +486,9 @@ pub(crate) fn finish_in(
 }
 
 fn list_attempts(c: &Connection, f: &AttemptFilter) -> Result<Vec<AttemptRow>, StoreError> {
-    let (sql, args) = attempt_query(ATTEMPT_COLS, f);
+    let (sql, args) = attempt_query(&AttemptRow::select("a"), f);
     let mut s = c.prepare(&sql)?;
-    let rows = s.query_map(rusqlite::params_from_iter(args.iter()), attempt_row)?.collect::<Result<Vec<_>, _>>()?;
+    let rows = s.query_map(rusqlite::params_from_iter(args.iter()), AttemptRow::read)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 

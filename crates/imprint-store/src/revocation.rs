@@ -10,7 +10,8 @@
 
 use crate::audit::{append_in, NewEntry};
 use crate::outbox::{enqueue, Entity, RecordKey};
-use crate::records::{cert_row, CertRow, CERT_COLS};
+use crate::records::CertRow;
+use crate::synced::SyncedRow;
 use crate::types::{AuditKind, CertStatus};
 use crate::{now_text, Store, StoreError};
 use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
@@ -43,8 +44,7 @@ impl CertSelector {
     }
 
     fn condition(&self) -> (String, Vec<String>) {
-        let cols = CERT_COLS.split(',').map(|c| format!("c.{}", c.trim())).collect::<Vec<_>>().join(", ");
-        let base = format!("SELECT {cols} FROM certificates c");
+        let base = format!("SELECT {} FROM certificates c", CertRow::select("c"));
         match self {
             CertSelector::DeviceSerial(s) => (format!("{base} WHERE c.device_serial = ?1"), vec![s.clone()]),
             CertSelector::CertSerial(s) => {
@@ -101,7 +101,7 @@ pub struct RevokedCert {
 fn select(t: &rusqlite::Connection, sel: &CertSelector) -> Result<Vec<CertRow>, StoreError> {
     let (sql, args) = sel.condition();
     let mut s = t.prepare(&format!("{sql} ORDER BY c.created_at, c.id"))?;
-    let rows = s.query_map(params_from_iter(args.iter()), cert_row)?.collect::<Result<Vec<_>, _>>()?;
+    let rows = s.query_map(params_from_iter(args.iter()), CertRow::read)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
@@ -138,7 +138,8 @@ fn revoke_in(t: &Transaction<'_>, station: &str, sel: &CertSelector, r: &Revocat
                     anchor: vec![RecordKey { entity: Entity::Certificate, id: c.id.clone(), step_no: 0 }],
                 };
                 append_in(t, station, &entry)?;
-                let after = t.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE id = ?1"), [&c.id], cert_row)?;
+                let after =
+                    t.query_row(&format!("SELECT {} FROM certificates c WHERE id = ?1", CertRow::select("c")), [&c.id], CertRow::read)?;
                 out.revoked.push(after);
             }
             _ => out.not_issued.push(c),
@@ -180,15 +181,15 @@ impl Store {
                 .optional()?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let cols = CERT_COLS.split(',').map(|x| format!("c.{}", x.trim())).collect::<Vec<_>>().join(", ");
+            let cols = CertRow::select("c");
             let mut s = tx.prepare(&format!(
                 "SELECT {cols}, EXISTS (SELECT 1 FROM outbox o WHERE o.entity = 'certificate' AND o.entity_id = c.id
                      AND o.state = 'pending' AND o.seq > ?2)
                  FROM certificates c WHERE c.status = 'revoked' AND c.issuer = ?1 ORDER BY c.revoked_at, c.id"
             ))?;
-            let n = CERT_COLS.split(',').count();
+            let n = CertRow::TABLE.width();
             let rows = s
-                .query_map(params![issuer, wm], |r| Ok(RevokedCert { cert: cert_row(r)?, pending_sync: r.get::<_, i64>(n)? != 0 }))?
+                .query_map(params![issuer, wm], |r| Ok(RevokedCert { cert: CertRow::read(r)?, pending_sync: r.get::<_, i64>(n)? != 0 }))?
                 .collect::<Result<Vec<_>, _>>()?;
             drop(s);
             tx.commit()?;
@@ -201,9 +202,12 @@ impl Store {
         let k = device_serial.to_string();
         self.read(move |c| {
             Ok(c.query_row(
-                &format!("SELECT {CERT_COLS} FROM certificates WHERE device_serial = ?1 ORDER BY created_at DESC, id DESC LIMIT 1"),
+                &format!(
+                    "SELECT {} FROM certificates c WHERE device_serial = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
+                    CertRow::select("c")
+                ),
                 [k],
-                cert_row,
+                CertRow::read,
             )
             .optional()?)
         })

@@ -17,41 +17,28 @@
 
 use crate::audit::{append_in, NewEntry};
 use crate::outbox::{enqueue, Entity, RecordKey};
-use crate::records::{cert_row, CertRow, Intent, CERT_COLS};
+use crate::records::{CertRow, Intent};
+use crate::synced::{synced_row, SyncedRow};
 use crate::types::{AuditKind, CertStatus};
 use crate::{now_text, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
-/// A recorded rework authorisation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ReworkRow {
-    pub id: String,
-    pub device_serial: String,
-    pub authorised_at: String,
-    pub authorised_by: Option<String>,
-    pub expires_at: String,
-    pub comment: Option<String>,
-    /// When a rework used it (None: not used yet).
-    pub used_at: Option<String>,
-    pub attempt_id: Option<String>,
-    pub certificate_id: Option<String>,
-}
-
-const COLS: &str = "id, device_serial, authorised_at, authorised_by, expires_at, comment, used_at, attempt_id, certificate_id";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReworkRow> {
-    Ok(ReworkRow {
-        id: r.get(0)?,
-        device_serial: r.get(1)?,
-        authorised_at: r.get(2)?,
-        authorised_by: r.get(3)?,
-        expires_at: r.get(4)?,
-        comment: r.get(5)?,
-        used_at: r.get(6)?,
-        attempt_id: r.get(7)?,
-        certificate_id: r.get(8)?,
-    })
+synced_row! {
+    /// A recorded rework authorisation.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct ReworkRow: REWORK_AUTHORISATIONS {
+        pub id: String,
+        pub device_serial: String,
+        pub authorised_at: String,
+        pub authorised_by: Option<String>,
+        pub expires_at: String,
+        pub comment: Option<String>,
+        /// When a rework used it (None: not used yet).
+        pub used_at: Option<String>,
+        pub attempt_id: Option<String>,
+        pub certificate_id: Option<String>,
+    }
 }
 
 /// What replaces what in [`Store::journal_reissue`].
@@ -74,7 +61,7 @@ pub struct Reissued {
 }
 
 fn cert(t: &Transaction<'_>, id: &str) -> Result<CertRow, StoreError> {
-    Ok(t.query_row(&format!("SELECT {CERT_COLS} FROM certificates WHERE id = ?1"), [id], cert_row)?)
+    Ok(t.query_row(&format!("SELECT {} FROM certificates c WHERE id = ?1", CertRow::select("c")), [id], CertRow::read)?)
 }
 
 /// How one old certificate leaves the current state.
@@ -192,10 +179,11 @@ fn reissue_in(t: &Transaction<'_>, station: &str, intent: &Intent, how: &Superse
             let auth = RecordKey { entity: Entity::ReworkAuthorisation, id: authorisation_id.clone(), step_no: 0 };
             let olds: Vec<CertRow> = {
                 let mut s = t.prepare(&format!(
-                    "SELECT {CERT_COLS} FROM certificates WHERE device_serial = ?1 AND status IN ('signing', 'issued', 'superseded')
-                     ORDER BY created_at, id"
+                    "SELECT {} FROM certificates c WHERE device_serial = ?1 AND status IN ('signing', 'issued', 'superseded')
+                     ORDER BY created_at, id",
+                    CertRow::select("c")
                 ))?;
-                let rows = s.query_map([&intent.device_serial], cert_row)?.collect::<Result<Vec<_>, _>>()?;
+                let rows = s.query_map([&intent.device_serial], CertRow::read)?.collect::<Result<Vec<_>, _>>()?;
                 rows
             };
             if let Some(s) = olds.iter().find(|c| c.status == CertStatus::Signing) {
@@ -258,10 +246,7 @@ impl Store {
         };
         let r = rec.clone();
         self.write(move |t| {
-            t.execute(
-                &format!("INSERT INTO rework_authorisations({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, NULL)"),
-                params![r.id, r.device_serial, r.authorised_at, r.authorised_by, r.expires_at, r.comment],
-            )?;
+            r.insert_in(t)?;
             enqueue(t, Entity::ReworkAuthorisation, &r.id, 0)?;
             let detail = serde_json::json!({
                 "device_serial": r.device_serial,
@@ -291,11 +276,12 @@ impl Store {
         self.read(move |c| {
             Ok(c.query_row(
                 &format!(
-                    "SELECT {COLS} FROM rework_authorisations WHERE device_serial = ?1 AND used_at IS NULL AND expires_at > ?2
-                     ORDER BY authorised_at DESC, id DESC LIMIT 1"
+                    "SELECT {} FROM rework_authorisations r WHERE device_serial = ?1 AND used_at IS NULL AND expires_at > ?2
+                     ORDER BY authorised_at DESC, id DESC LIMIT 1",
+                    ReworkRow::select("r")
                 ),
                 params![s, n],
-                row,
+                ReworkRow::read,
             )
             .optional()?)
         })
@@ -306,9 +292,10 @@ impl Store {
         let s = device_serial.map(str::to_string);
         self.read(move |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {COLS} FROM rework_authorisations WHERE ?1 IS NULL OR device_serial = ?1 ORDER BY authorised_at DESC, id DESC"
+                "SELECT {} FROM rework_authorisations r WHERE ?1 IS NULL OR device_serial = ?1 ORDER BY authorised_at DESC, id DESC",
+                ReworkRow::select("r")
             ))?;
-            let rows = st.query_map([s], row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows = st.query_map([s], ReworkRow::read)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
     }

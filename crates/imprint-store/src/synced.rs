@@ -15,6 +15,17 @@
 //! rows (`AttemptRow`, `CertRow`), so the sync does not depend on how the
 //! application types a status or a time.
 //!
+//! The typed rows are read through the same descriptors: each is declared
+//! with [`synced_row!`], which names its table; the select list is the
+//! table's ([`Table::select_all`]), each field is read at its column's
+//! position (a field that is no column of the table does not compile), and
+//! [`SyncedRow::insert_in`] writes a whole row. A column of the table that is
+//! neither a field of its row type nor listed in its `omits` fails
+//! `every_column_of_each_table_is_in_the_migrations_its_descriptor_and_its_row_type`.
+//! So a new column of a synced record is spelled in its migrations (SQLite
+//! and PostgreSQL), its descriptor here and its row type, and a test fails
+//! until all of them agree.
+//!
 //! **Column order is the hash's field order**: append new columns at the end
 //! of `columns`, never reorder (a reordered list changes every record's hash,
 //! and every record already at the center would be quarantined; the pinned
@@ -317,7 +328,61 @@ impl Value {
     }
 }
 
+/// Byte-wise string equality usable in constants.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 impl Table {
+    /// How many local columns a typed row reads: the synced ones, then
+    /// `local_only`.
+    pub const fn width(&self) -> usize {
+        self.columns.len() + self.local_only.len()
+    }
+
+    /// The position of a local column in [`Table::select_all`] order. In a
+    /// constant (as [`synced_row!`] uses it) a name that is no column of the
+    /// table is a compile error.
+    pub const fn local_position(&self, local: &str) -> usize {
+        let mut i = 0;
+        while i < self.columns.len() {
+            if same(self.columns[i].local, local) {
+                return i;
+            }
+            i += 1;
+        }
+        let mut j = 0;
+        while j < self.local_only.len() {
+            if same(self.local_only[j], local) {
+                return self.columns.len() + j;
+            }
+            j += 1;
+        }
+        panic!("a field of a synced row type is no column of its table (crates/imprint-store/src/synced.rs)")
+    }
+
+    /// Every local column's name, in [`Table::select_all`] order.
+    pub fn locals(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.columns.iter().map(|c| c.local).chain(self.local_only.iter().copied())
+    }
+
+    /// The select list of a typed row: the synced columns in order, then
+    /// `local_only`, each prefixed with `alias.`.
+    pub fn select_all(&self, alias: &str) -> String {
+        self.locals().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+    }
+
     /// The local select list, each column prefixed with `alias.`.
     pub fn select(&self, alias: &str) -> String {
         self.columns.iter().map(|c| format!("{alias}.{}", c.local)).collect::<Vec<_>>().join(", ")
@@ -356,6 +421,120 @@ impl Table {
         key.entity == self.entity && self.key_values(values) == Some((key.id.as_str(), key.step_no))
     }
 }
+
+/// A typed row of a synced table, declared with [`synced_row!`]: its
+/// fields are the table's local columns (less `OMITTED`), read and written
+/// through the table's descriptor.
+pub trait SyncedRow: Sized {
+    /// The table the row type reads.
+    const TABLE: &'static Table;
+    /// The row type's fields (local column names), in declaration order.
+    const FIELDS: &'static [&'static str];
+    /// Local columns of the table the row type deliberately does not carry.
+    const OMITTED: &'static [&'static str];
+
+    /// Read a row whose columns, in [`Table::select_all`] order, start at
+    /// position `first` (a joined query reads a second row type after
+    /// `TABLE.width()` columns).
+    fn read_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self>;
+
+    /// Read a row selected with [`SyncedRow::select`].
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Self::read_at(r, 0)
+    }
+
+    /// Build a row from raw values in [`Table::select_all`] order (a record
+    /// read from the center: its synced columns, then its `local_only` ones).
+    fn from_values(values: &[Value]) -> rusqlite::Result<Self>;
+
+    /// Insert the whole row into its table (every field, in one statement).
+    fn insert_in(&self, c: &rusqlite::Connection) -> rusqlite::Result<usize>;
+
+    /// The select list for [`SyncedRow::read`], each column prefixed with `alias.`.
+    fn select(alias: &str) -> String {
+        Self::TABLE.select_all(alias)
+    }
+}
+
+/// One field of a row built from raw values: `values[i]` (NULL past the end)
+/// converted as a SQLite value of that column would be.
+#[doc(hidden)]
+pub fn value_field<T: rusqlite::types::FromSql>(values: &[Value], i: usize) -> rusqlite::Result<T> {
+    use rusqlite::types::{FromSqlError, ValueRef};
+    let v = match values.get(i) {
+        None | Some(Value::Null) => ValueRef::Null,
+        Some(Value::Int(n)) => ValueRef::Integer(*n),
+        Some(Value::Text(s)) => ValueRef::Text(s.as_bytes()),
+        Some(Value::Blob(b)) => ValueRef::Blob(b),
+    };
+    let ty = v.data_type();
+    T::column_result(v).map_err(|e| match e {
+        FromSqlError::InvalidType => rusqlite::Error::InvalidColumnType(i, format!("column {i}"), ty),
+        FromSqlError::OutOfRange(n) => rusqlite::Error::IntegralValueOutOfRange(i, n),
+        other => rusqlite::Error::FromSqlConversionFailure(i, ty, Box::new(other)),
+    })
+}
+
+/// Declare the typed row of a synced table: the struct, and its
+/// [`SyncedRow`] impl reading each field at its column's position in the
+/// table's descriptor. Field names are the table's local column names; a
+/// column the type does not carry is listed in `omits [..]`.
+///
+/// ```ignore
+/// synced_row! {
+///     #[derive(Clone, Debug)]
+///     pub struct StepRow: STEPS, omits [attempt_id, id] {
+///         pub at: String, pub stage: String, pub kind: String, pub detail: String,
+///     }
+/// }
+/// ```
+macro_rules! synced_row {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident : $table:ident $(, omits [$($omit:ident),* $(,)?])? {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$fmeta])* $fvis $field: $ty, )*
+        }
+
+        impl $crate::synced::SyncedRow for $name {
+            const TABLE: &'static $crate::synced::Table = &$crate::synced::$table;
+            const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+            const OMITTED: &'static [&'static str] = &[$($(stringify!($omit)),*)?];
+
+            fn read_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+                Ok($name {
+                    $( $field: r.get(first + const { $crate::synced::$table.local_position(stringify!($field)) })?, )*
+                })
+            }
+
+            fn from_values(values: &[$crate::synced::Value]) -> rusqlite::Result<Self> {
+                Ok($name {
+                    $( $field: $crate::synced::value_field(
+                        values,
+                        const { $crate::synced::$table.local_position(stringify!($field)) },
+                    )?, )*
+                })
+            }
+
+            fn insert_in(&self, c: &rusqlite::Connection) -> rusqlite::Result<usize> {
+                let fields = <Self as $crate::synced::SyncedRow>::FIELDS;
+                let marks: Vec<String> = (1..=fields.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "INSERT INTO {}({}) VALUES ({})",
+                    $crate::synced::$table.local,
+                    fields.join(", "),
+                    marks.join(", ")
+                );
+                c.prepare_cached(&sql)?.execute(rusqlite::params![$(self.$field),*])
+            }
+        }
+    };
+}
+pub(crate) use synced_row;
 
 /// Read `n` columns of a row starting at `first` as raw values.
 pub(crate) fn read_values(r: &rusqlite::Row<'_>, first: usize, n: usize) -> rusqlite::Result<Vec<Value>> {
@@ -448,6 +627,157 @@ mod tests {
         s.write(|t| Ok(t.execute_batch("ALTER TABLE steps ADD COLUMN extra TEXT")?)).unwrap();
         let drift = s.read(|c| Ok(local_drift(c, &STEPS))).unwrap();
         assert_eq!(drift, [r#"steps: store has ("extra", "TEXT", true)"#]);
+    }
+
+    /// How a row type differs from its table's descriptor: a local column
+    /// that is neither a field nor omitted, a name both, or listed twice.
+    /// (A field that is no column does not compile: `Table::local_position`.)
+    fn row_drift<T: SyncedRow>(name: &str) -> Vec<String> {
+        let t = T::TABLE;
+        let mut drift = Vec::new();
+        for c in t.locals() {
+            match (T::FIELDS.iter().filter(|f| **f == c).count(), T::OMITTED.iter().filter(|o| **o == c).count()) {
+                (1, 0) | (0, 1) => {}
+                (0, 0) => drift.push(format!("{}.{c} is neither a field of {name} nor in its omits", t.local)),
+                (f, o) => drift.push(format!("{}.{c} is {f} field(s) and {o} omit(s) of {name}", t.local)),
+            }
+        }
+        drift.extend(
+            T::OMITTED.iter().filter(|o| !t.locals().any(|c| c == **o)).map(|o| format!("{name} omits {o}: no column of {}", t.local)),
+        );
+        drift
+    }
+
+    /// The drift of every synced row type, by table.
+    fn row_types() -> Vec<(&'static Table, Vec<String>)> {
+        use crate::audit::AuditEntry;
+        use crate::records::{AttemptRow, CertRow, StepRow};
+        use crate::{QaVerdictRow, ReworkRow};
+        vec![
+            (AttemptRow::TABLE, row_drift::<AttemptRow>("AttemptRow")),
+            (StepRow::TABLE, row_drift::<StepRow>("StepRow")),
+            (CertRow::TABLE, row_drift::<CertRow>("CertRow")),
+            (QaVerdictRow::TABLE, row_drift::<QaVerdictRow>("QaVerdictRow")),
+            (ReworkRow::TABLE, row_drift::<ReworkRow>("ReworkRow")),
+            (AuditEntry::TABLE, row_drift::<AuditEntry>("AuditEntry")),
+        ]
+    }
+
+    /// Adds up every column of each synced table three ways: the freshly
+    /// migrated SQLite schema, the descriptor here, and the typed row the
+    /// store reads (`synced_row!`). A column added to a migration but not
+    /// to the descriptor, or to the descriptor but not to the row type (nor
+    /// its `omits`), fails here; the central schema is checked against the
+    /// same descriptors by `the_record_descriptors_match_the_freshly_migrated_central_schema`.
+    #[test]
+    fn every_column_of_each_table_is_in_the_migrations_its_descriptor_and_its_row_type() {
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::Store::open(&d.path().join("station.db")).unwrap();
+        let rows = row_types();
+        for t in TABLES {
+            let drift = s.read(|c| Ok(local_drift(c, t))).unwrap();
+            assert!(drift.is_empty(), "crates/imprint-store/src/synced.rs and migrations/sqlite differ: {drift:?}");
+            let typed: Vec<_> = rows.iter().filter(|(rt, _)| rt.local == t.local).collect();
+            assert_eq!(typed.len(), 1, "{}: every synced table has exactly one row type declared with synced_row!", t.local);
+            assert!(typed[0].1.is_empty(), "the row type of {} and its descriptor differ: {:?}", t.local, typed[0].1);
+        }
+        assert_eq!(rows.len(), TABLES.len());
+    }
+
+    #[allow(dead_code)]
+    mod drifted {
+        synced_row! {
+            /// A step row that lost `detail` and omits a column it also carries.
+            pub struct PartialStep: STEPS, omits [attempt_id, at] {
+                pub at: String,
+                pub stage: String,
+                pub kind: String,
+            }
+        }
+    }
+
+    /// The row check sees drift: a column neither read nor omitted, a name
+    /// both read and omitted.
+    #[test]
+    fn a_row_type_missing_a_column_of_its_descriptor_is_found() {
+        assert_eq!(
+            row_drift::<drifted::PartialStep>("PartialStep"),
+            [
+                "steps.id is neither a field of PartialStep nor in its omits",
+                "steps.at is 1 field(s) and 1 omit(s) of PartialStep",
+                "steps.detail is neither a field of PartialStep nor in its omits",
+            ]
+        );
+    }
+
+    /// Every row type reads back what its `insert_in` wrote, and builds the
+    /// same row from the raw values the sync carries (`from_values`) as from
+    /// the SQLite row (`read`).
+    #[test]
+    fn typed_rows_read_write_and_build_from_raw_values_alike() {
+        use crate::records::{AttemptEnd, CertRow, StepRow};
+        use crate::{AttemptRow, QaVerdictRow, ReworkRow};
+        let d = tempfile::tempdir().unwrap();
+        let s = crate::Store::open(&d.path().join("station.db")).unwrap();
+        let a = s.begin_attempt_by("/dev/ttyUSB0", None, Some("op-1")).unwrap();
+        s.set_device(&a, &crate::DeviceFacts { serial: "SN1".into(), fw_hash: "f00d".into(), ..Default::default() }).unwrap();
+        s.record_steps(&a, vec![StepRow { at: crate::now_text(), stage: "identify".into(), kind: "info".into(), detail: "d".into() }])
+            .unwrap();
+        let cert = crate::Intent {
+            id: crate::new_id(),
+            attempt_id: a.clone(),
+            device_serial: "SN1".into(),
+            issuer: "CN=CA".into(),
+            serial_hex: "01".into(),
+            spki_sha256: "k1".into(),
+            spki_der: vec![1, 2, 3],
+            not_before: crate::Timestamp::now(),
+            not_after: crate::Timestamp::now(),
+        };
+        s.journal_intent(&cert).unwrap();
+        s.mark_issued(&cert.id, b"cert", b"chain", "fp").unwrap();
+        s.finish_attempt(&a, AttemptEnd::Passed { resumed: false }, 1, 2).unwrap();
+        let v = s
+            .record_qa_verdict(crate::NewQaVerdict {
+                operator: None,
+                port: "p".into(),
+                device_serial: "SN1".into(),
+                cert_serial_hex: Some("01".into()),
+                certificate_id: Some(cert.id.clone()),
+                batch: None,
+                passed: true,
+                checks_json: "[]".into(),
+                failed: vec![],
+            })
+            .unwrap();
+        let w = s.authorise_rework("SN1", Some("sup-1"), Some("bad flash"), "2099-01-01T00:00:00.000Z").unwrap();
+
+        fn check<T: SyncedRow + PartialEq + std::fmt::Debug>(s: &crate::Store) -> Vec<T> {
+            s.read(|c| {
+                let mut st = c.prepare(&format!("SELECT {} FROM {} t", T::select("t"), T::TABLE.local)).unwrap();
+                let rows: Vec<T> = st
+                    .query_map([], |r| {
+                        let typed = T::read(r)?;
+                        assert_eq!(T::from_values(&read_values(r, 0, T::TABLE.width())?)?, typed, "{}", T::TABLE.local);
+                        Ok(typed)
+                    })?
+                    .collect::<Result<_, _>>()?;
+                assert!(!rows.is_empty(), "{}", T::TABLE.local);
+                Ok(rows)
+            })
+            .unwrap()
+        }
+        let attempt = &check::<AttemptRow>(&s)[0];
+        assert_eq!((attempt.fw_hash.as_deref(), attempt.operator.as_deref(), attempt.bytes_from_device), (Some("f00d"), Some("op-1"), 2));
+        let c = &check::<CertRow>(&s)[0];
+        assert_eq!((c.cert_der.as_deref(), c.chain_der.as_deref()), (Some(&b"cert"[..]), Some(&b"chain"[..])));
+        assert_eq!(check::<StepRow>(&s)[0].detail, "d");
+        assert_eq!(check::<QaVerdictRow>(&s), [v]);
+        assert_eq!(check::<ReworkRow>(&s), [w]);
+        let mut trail = check::<crate::audit::AuditEntry>(&s);
+        trail.sort_by_key(|e| e.seq);
+        assert_eq!(trail, s.audit_entries(&Default::default()).unwrap());
+        assert!(crate::audit::verify(&trail, &s.audit_snapshot().unwrap().1, None).ok(), "entries written by insert_in verify");
     }
 
     #[test]

@@ -105,6 +105,17 @@ impl Serialize for StoredTime {
     }
 }
 
+/// Written back as the text it stands for (an instant as the store writes
+/// times, unrecognized text verbatim).
+impl ToSql for StoredTime {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        match self {
+            StoredTime::At(t) => t.to_sql(),
+            StoredTime::Unrecognized(s) => Ok(ToSqlOutput::from(s.as_str())),
+        }
+    }
+}
+
 impl FromSql for StoredTime {
     fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
         let s = v.as_str()?;

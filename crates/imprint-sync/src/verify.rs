@@ -8,8 +8,8 @@ use crate::config::CentralConfig;
 use crate::record::{central_select, central_values};
 use crate::SyncError;
 use imprint_store::audit::{verify, AuditEntry, CurrentHashes, Finding, Head, Verification};
-use imprint_store::synced::{Kind, Table, Value, AUDIT, TABLES};
-use imprint_store::{hash, Entity, RecordKey, Recorded, Store};
+use imprint_store::synced::{Kind, SyncedRow, Table, Value, AUDIT, TABLES};
+use imprint_store::{hash, Entity, RecordKey, Store};
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
@@ -40,37 +40,11 @@ pub struct CentralTrail {
     pub head: Option<Head>,
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Text(s) => s.clone(),
-        Value::Int(n) => n.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn opt_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        v => Some(text(v)),
-    }
-}
-
-/// An entry from the center's columns (descriptor order, then the station).
-fn entry_of(values: &[Value], station: String) -> AuditEntry {
-    let g = |i: usize| values.get(i).cloned().unwrap_or(Value::Null);
-    AuditEntry {
-        id: text(&g(0)),
-        seq: g(1).as_int().unwrap_or(0),
-        at: text(&g(2)),
-        station_id: station,
-        operator: opt_text(&g(3)),
-        kind: Recorded::from_text(text(&g(4))),
-        subject: opt_text(&g(5)),
-        detail: text(&g(6)),
-        anchors: text(&g(7)),
-        prev_hash: text(&g(8)),
-        hash: text(&g(9)),
-    }
+/// An entry from the center's columns (descriptor order) and the station
+/// that sent it (the local-only `station_id`), read through the descriptor.
+fn entry_of(mut values: Vec<Value>, station: String) -> Result<AuditEntry, SyncError> {
+    values.push(Value::Text(station));
+    AuditEntry::from_values(&values).map_err(|e| SyncError::Db(sqlx::Error::Decode(Box::new(e))))
 }
 
 /// Read a station's trail and head at the center.
@@ -80,7 +54,7 @@ pub async fn central_trail(conn: &mut PgConnection, station: &str) -> Result<Cen
     let mut entries = Vec::new();
     for r in sqlx::query(AssertSqlSafe(sql)).bind(station).fetch_all(&mut *conn).await? {
         let (values, _, _) = central_values(&AUDIT, &r)?;
-        entries.push(entry_of(&values, r.try_get(n + 2)?));
+        entries.push(entry_of(values, r.try_get(n + 2)?)?);
     }
     let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE station_id = $1")
         .bind(station)
