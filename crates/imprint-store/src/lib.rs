@@ -40,10 +40,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // 10 was reserved for a feature that needed no migration: the list may skip a number.
     (11, include_str!("../../../migrations/sqlite/0011_work_orders.sql")),
     (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
+    (14, include_str!("../../../migrations/sqlite/0014_work_order_changes.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 12;
+pub const SCHEMA_VERSION: u32 = 14;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`
@@ -500,7 +501,7 @@ pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};
 pub use records::*;
 pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
 pub use rework::{Reissued, ReworkRow, Supersede};
-pub use work_orders::{NewWorkOrder, WorkOrderRefusal, WorkOrderRow};
+pub use work_orders::{NewWorkOrder, WorkOrderEdit, WorkOrderRefusal, WorkOrderRow};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
