@@ -276,7 +276,7 @@ export const REPORT: Report = {
     per_station: [{ key: "unit-1", attempts: 3, passed: 2, failed: 1 }],
     per_operator: [{ key: "super-1", attempts: 3, passed: 2, failed: 1 }],
     qa: [{ batch: "WO-1", provisioned: 2, verified: 0, required: 1, plan: "every 10th device", met: false }],
-    certificates: 2, revoked: 0, superseded: 0, dev_ca: 2,
+    certificates: 2, revoked: 0, superseded: 0, dev_ca: 2, overproduction: [],
   },
 };
 

@@ -240,3 +240,21 @@ pub async fn get(opts: &PgConnectOptions, id: &str) -> Result<Option<CentralWork
     })
     .transpose()
 }
+
+/// Of `ids`, the work orders with more certificates recorded at the center
+/// than their quantity: (id, quantity, certificates), as far as the role
+/// may read the certificates.
+pub async fn overproduced(opts: &PgConnectOptions, ids: &[String]) -> Result<Vec<(String, i64, i64)>, SyncError> {
+    let mut c = opts.connect().await.map_err(SyncError::connect)?;
+    let rows = sqlx::query(
+        "SELECT w.id, w.quantity, count(DISTINCT c.id) AS n
+         FROM work_orders w JOIN attempts a ON a.batch = w.id JOIN certificates c ON c.attempt_id = a.id
+         WHERE w.id = ANY($1)
+         GROUP BY w.id, w.quantity HAVING count(DISTINCT c.id) > w.quantity ORDER BY w.id",
+    )
+    .bind(ids)
+    .fetch_all(&mut c)
+    .await?;
+    let _ = c.close().await;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+}
