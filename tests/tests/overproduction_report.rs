@@ -35,8 +35,8 @@ fn tampered_station() -> TestStation {
         .expect("the refused attempt");
     let n = c
         .execute(
-            "INSERT INTO certificates(id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after, status, created_at)
-             SELECT 'tampered-1', ?1, 'SIM-0003', issuer, 'dead01', 'tampered-key', spki_der, not_before, not_after, status, created_at
+            "INSERT INTO certificates(id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, cert_der, not_before, not_after, status, created_at)
+             SELECT 'tampered-1', ?1, 'SIM-0003', issuer, 'dead01', 'tampered-key', spki_der, cert_der, not_before, not_after, status, created_at
              FROM certificates LIMIT 1",
             [&refused],
         )
@@ -48,7 +48,10 @@ fn tampered_station() -> TestStation {
 /// Pixels (RGB) of the first page rendered at 100 dpi, past the PPM header.
 fn first_page_red_pixels(ts: &TestStation, pdf: &std::path::Path, name: &str) -> usize {
     let prefix = ts.dir.path().join(name);
-    let o = Command::new("pdftoppm").args(["-r", "100", "-f", "1", "-l", "1", pdf.to_str().unwrap(), prefix.to_str().unwrap()]).output().unwrap();
+    let o = Command::new("pdftoppm")
+        .args(["-r", "100", "-f", "1", "-l", "1", pdf.to_str().unwrap(), prefix.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let page = std::fs::read_dir(ts.dir.path())
         .unwrap()

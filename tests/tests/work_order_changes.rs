@@ -13,7 +13,13 @@ use sqlx::ConnectOptions;
 use std::process::{Command, Output};
 
 fn imprint(ts: &TestStation, args: &[&str]) -> Output {
-    Command::new(imprint_bin()).envs(ts.env()).args(args).output().expect("run imprint")
+    Command::new(imprint_bin())
+        .envs(ts.env())
+        .env_remove("IMPRINT_PG_PASSWORD")
+        .env_remove("IMPRINT_SUPERVISOR_PG_PASSWORD")
+        .args(args)
+        .output()
+        .expect("run imprint")
 }
 
 fn text(o: &Output) -> String {
@@ -101,12 +107,10 @@ fn central_station(db: &mut TestDb) -> (TestStation, imprint_sync::CentralConfig
     let pw = db.dir.path().join("sup.pw");
     std::fs::write(&pw, "sup-secret-4711\n").unwrap();
     db.track_role(&role);
-    let o = Command::new(imprint_bin())
-        .args(["db", "add-supervisor", "--url", &db.admin_url(), "--role", &role, "--role-password-file", pw.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
     let ts = TestStation::new();
+    let o =
+        imprint(&ts, &["db", "add-supervisor", "--url", &db.admin_url(), "--role", &role, "--role-password-file", pw.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
     let toml = format!(
         "port_globs = []\nstation_id = \"test-station\"\n[central]\nurl = \"{}\"\nsslmode = \"disable\"\nrole = \"{}\"\npassword_file = \"{}\"\n\
          supervisor_role = \"{role}\"\nsupervisor_password_file = \"{}\"\n",
@@ -158,7 +162,7 @@ fn with_central_a_supervisor_creates_changes_and_closes_at_the_center_never_belo
         "SELECT string_agg(action || ':' || coalesce(before->>'quantity', '-') || '>' || (after->>'quantity') || ':' || operator || ':' || (db_role = current_user), ' ' ORDER BY id)
          FROM work_order_changes WHERE work_order_id = 'WO-CEN'",
     );
-    assert_eq!(trail, "created:->10:admin:false changed:10>6:admin:false closed:6>6:admin:false", "{trail}");
+    assert_eq!(trail, "created:->10:demo-admin:false changed:10>6:demo-admin:false closed:6>6:demo-admin:false", "{trail}");
     // The station's copy carries the same trail locally.
     let store = imprint_store::Store::open(&ts.cfg.store_path()).unwrap();
     let local: Vec<_> = changes(&store, "WO-CEN").iter().map(|d| d["action"].as_str().unwrap().to_string()).collect();
@@ -190,7 +194,12 @@ fn the_center_refuses_a_station_role_that_manages_work_orders_even_when_granted(
     }
     let sup = cfg.supervisor_options().unwrap();
     assert_eq!(rt().block_on(work_orders::create(&sup, &w, "ada")).unwrap(), Ok(()));
-    let r = rt().block_on(work_orders::change(&opts, "WO-ST", &work_orders::CentralChange { quantity: Some(99), ..Default::default() }, "mallory"));
+    let r = rt().block_on(work_orders::change(
+        &opts,
+        "WO-ST",
+        &work_orders::CentralChange { quantity: Some(99), ..Default::default() },
+        "mallory",
+    ));
     assert!(matches!(r.unwrap(), Err(work_orders::ChangeRefusal::NotAllowed(_))));
     let r = rt().block_on(work_orders::close(&opts, "WO-ST", "mallory"));
     assert!(matches!(r.unwrap(), Err(work_orders::ChangeRefusal::NotAllowed(_))));

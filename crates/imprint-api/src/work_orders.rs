@@ -196,7 +196,7 @@ fn central_view(w: center::CentralWorkOrderRow) -> WorkOrderView {
         issued: count(w.consumed),
         certified: count(w.consumed),
         quantity: count(w.quantity),
-        status: status.into(),
+        status: Stored::Known(status),
         valid_from: t(w.valid_from),
         valid_until: t(w.valid_until),
         created_at: String::new(),

@@ -495,15 +495,20 @@ mod tests {
         let by_hand = s.write(|t| Ok(t.execute("UPDATE work_orders SET quantity = 2 WHERE id = 'WO-E'", []).map(|_| ())?));
         assert!(by_hand.is_err(), "the quantity went below issued by hand");
         let until = Timestamp::from(time::OffsetDateTime::now_utc() + time::Duration::days(3));
-        let edit = WorkOrderEdit { product: Some("sensor-v3".into()), quantity: Some(3), valid_until: Some(Some(until)), ..Default::default() };
+        let edit =
+            WorkOrderEdit { product: Some("sensor-v3".into()), quantity: Some(3), valid_until: Some(Some(until)), ..Default::default() };
         let w = s.edit_work_order("WO-E", &edit, Some("sup")).unwrap();
-        assert_eq!((w.product.as_str(), w.quantity, w.issued, w.valid_until.map(|t| t.to_string())), ("sensor-v3", 3, 3, Some(until.text())));
+        assert_eq!(
+            (w.product.as_str(), w.quantity, w.issued, w.valid_until.map(|t| t.to_string())),
+            ("sensor-v3", 3, 3, Some(until.text()))
+        );
         // Used up at 3 now; raised again, it issues again.
         let a = s.begin_attempt("p", Some("WO-E")).unwrap();
         assert_eq!(s.journal_intent(&intent(&a, 3)).unwrap_err().failure_code(), FailureCode::QuotaExhausted);
         s.edit_work_order("WO-E", &WorkOrderEdit { quantity: Some(4), valid_until: Some(None), ..Default::default() }, None).unwrap();
         s.journal_intent(&intent(&a, 4)).unwrap();
-        let entries = s.audit_entries(&crate::audit::AuditFilter { kind: Some("work_order_changed".into()), ..Default::default() }).unwrap();
+        let entries =
+            s.audit_entries(&crate::audit::AuditFilter { kind: Some("work_order_changed".into()), ..Default::default() }).unwrap();
         let changed: Vec<_> = entries
             .iter()
             .map(|e| (e, serde_json::from_str::<serde_json::Value>(&e.detail).unwrap()))
@@ -517,7 +522,13 @@ mod tests {
         assert_eq!(first.operator.as_deref(), Some("sup"));
         // An empty window is refused; a closed work order does not change.
         let past = Timestamp::from(time::OffsetDateTime::now_utc() - time::Duration::days(3));
-        assert!(s.edit_work_order("WO-E", &WorkOrderEdit { valid_until: Some(Some(past)), valid_from: Some(Some(until)), ..Default::default() }, None).is_err());
+        assert!(s
+            .edit_work_order(
+                "WO-E",
+                &WorkOrderEdit { valid_until: Some(Some(past)), valid_from: Some(Some(until)), ..Default::default() },
+                None
+            )
+            .is_err());
         s.close_work_order("WO-E", None).unwrap();
         let e = s.edit_work_order("WO-E", &WorkOrderEdit { quantity: Some(9), ..Default::default() }, None).unwrap_err();
         assert!(e.to_string().contains("closed"), "{e}");

@@ -154,7 +154,10 @@ fn refusal(e: SyncError) -> Result<ChangeRefusal, SyncError> {
     }
 }
 
-async fn run(opts: &PgConnectOptions, q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>) -> Result<Result<(), ChangeRefusal>, SyncError> {
+async fn run(
+    opts: &PgConnectOptions,
+    q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Result<(), ChangeRefusal>, SyncError> {
     let mut c = opts.connect().await.map_err(SyncError::connect)?;
     let r = q.execute(&mut c).await.map(|_| ()).map_err(SyncError::from);
     let _ = c.close().await;
