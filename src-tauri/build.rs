@@ -19,6 +19,7 @@ const COMMANDS: &[&str] = &[
     "certs_expiring",
     "work_orders",
     "add_work_order",
+    "edit_work_order",
     "close_work_order",
     "verify",
     "qa_verdicts",

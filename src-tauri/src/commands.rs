@@ -13,7 +13,7 @@ use imprint_api::reports::{Report, ReportFilter, ReportFormat};
 use imprint_api::rework::{ExpiringCertView, ReworkAuthorisationView};
 use imprint_api::scan::ScanResult;
 use imprint_api::settings::{SettingChange, SettingsView};
-use imprint_api::work_orders::{WorkOrderRequest, WorkOrderView};
+use imprint_api::work_orders::{WorkOrderChange, WorkOrderRequest, WorkOrderView};
 use imprint_api::{
     api::Attached, api::ModeChange, api::SessionView, Api, ApiError, ApiResult, Credentials, Mode, Pin, StationInfo, SyncView,
 };
@@ -116,6 +116,12 @@ pub async fn work_orders(api: State<'_, Api>) -> ApiResult<Vec<WorkOrderView>> {
 #[tauri::command]
 pub async fn add_work_order(api: State<'_, Api>, request: WorkOrderRequest) -> ApiResult<WorkOrderView> {
     blocking(&api, move |a| a.add_work_order(&request)).await
+}
+
+/// Change a work order's product, quantity or validity window (supervisor).
+#[tauri::command]
+pub async fn edit_work_order(api: State<'_, Api>, change: WorkOrderChange) -> ApiResult<WorkOrderView> {
+    blocking(&api, move |a| a.edit_work_order(&change)).await
 }
 
 /// Close a work order (supervisor).

@@ -29,6 +29,7 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::certs_expiring,
         commands::work_orders,
         commands::add_work_order,
+        commands::edit_work_order,
         commands::close_work_order,
         commands::record,
         commands::verify,

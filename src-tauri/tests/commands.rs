@@ -285,6 +285,7 @@ fn ipc_commands_are_allowed_exactly_where_the_matrix_says() {
             json!({"request": {"id": "WO-ACL", "product": "p", "quantity": 5, "valid_from": null, "valid_until": null}}),
             Permission::WorkOrders,
         ),
+        ("edit_work_order", json!({"change": {"id": "WO-NOT-THERE", "quantity": 9}}), Permission::WorkOrders),
         ("close_work_order", json!({"id": "WO-NOT-THERE"}), Permission::WorkOrders),
         ("scan", json!({"code": "WO:IPC-2"}), Permission::ScanWorkOrder),
         ("simulate", json!({"count": 1, "faults": []}), Permission::Simulate),

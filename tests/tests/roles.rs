@@ -116,6 +116,14 @@ fn operations() -> Vec<Operation> {
                 ok(a.add_work_order(&r))
             }),
         ),
+        (
+            "edit_work_order",
+            Permission::WorkOrders,
+            Box::new(|a: &Api| {
+                let c = imprint_api::work_orders::WorkOrderChange { id: "WO-NOT-THERE".into(), quantity: Some(9), ..Default::default() };
+                ok(a.edit_work_order(&c))
+            }),
+        ),
         ("close_work_order", Permission::WorkOrders, Box::new(|a: &Api| ok(a.close_work_order("WO-NOT-THERE")))),
         ("quarantined", Permission::View, Box::new(|a: &Api| ok(a.quarantined()))),
         // No such quarantine: allowed roles get `not_found`, the others `forbidden`.
@@ -535,6 +543,8 @@ mod cli {
             (Permission::Operators, vec!["operators", "list"]),
             (Permission::View, vec!["work-orders", "list"]),
             (Permission::WorkOrders, vec!["work-orders", "close", "WO-NOT-THERE"]),
+            (Permission::WorkOrders, vec!["work-orders", "edit", "WO-NOT-THERE", "--quantity", "9"]),
+            (Permission::WorkOrders, vec!["work-orders", "add", "WO-ROLES-CLI", "--product", "p", "--quantity", "5"]),
             (
                 Permission::CaSetup,
                 vec!["ca", "import", "--signer", "dev:/nonexistent", "--chain", "/nonexistent.pem", "--out", "/nonexistent-out.pem"],

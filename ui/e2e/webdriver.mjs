@@ -8,7 +8,7 @@ import net from "node:net";
 
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 export const KEY = {
-  Enter: "\uE007", Escape: "\uE00C", F1: "\uE031", F2: "\uE032", F3: "\uE033", F4: "\uE034", F5: "\uE035", F6: "\uE036", F7: "\uE037", F8: "\uE038", F9: "\uE039", F11: "\uE03B",
+  Enter: "\uE007", Escape: "\uE00C", F1: "\uE031", F2: "\uE032", F3: "\uE033", F4: "\uE034", F5: "\uE035", F6: "\uE036", F7: "\uE037", F8: "\uE038", F9: "\uE039", F11: "\uE03B", F12: "\uE03C",
   ArrowLeft: "\uE012", ArrowUp: "\uE013", ArrowRight: "\uE014", ArrowDown: "\uE015",
 };
 

@@ -12,6 +12,7 @@ import { Reports } from "./views/Reports";
 import { Operators, SecretDialog } from "./views/Operators";
 import { Qa } from "./views/Qa";
 import { Settings } from "./views/Settings";
+import { WorkOrders } from "./views/WorkOrders";
 import { FirstRun, SignIn } from "./views/SignIn";
 
 function Body({ store }: { store: Store }) {
@@ -41,6 +42,7 @@ function Body({ store }: { store: Store }) {
     case "qa": return <Qa />;
     case "history": return <History />;
     case "reports": return <Reports />;
+    case "work_orders": return <WorkOrders />;
     case "health": return <Health />;
     case "settings": return <Settings />;
     case "operators": return <Operators />;

@@ -4,7 +4,8 @@ import { batch } from "@preact/signals";
 import { errorText, isApiError, type Api, type Credentials, type HistoryFilter, type NewOperator, type OperatorEdit, type QaVerdictView, type SettingsDto } from "./api";
 import type { CentralSettings } from "./bindings/CentralSettings";
 import type { Mode, ScanKind, SignerErrorCode, SyncView } from "./wire";
-import type { HistoryForm, ReportForm, Store, View } from "./store";
+import { EMPTY_WORK_ORDER_FORM, type HistoryForm, type ReportForm, type Store, type View, type WorkOrderForm } from "./store";
+import type { WorkOrderChange, WorkOrderDto } from "./api";
 import type { ReportFilter } from "./bindings/ReportFilter";
 import type { ReportFormat } from "./bindings/ReportFormat";
 import { backlogWords, canProvision, canRetry, canVerify, isMode, signInErrorWords, verdictLine, verdictWord } from "./words";
@@ -85,6 +86,10 @@ export function createActions(store: Store, api: Api) {
         store.qaDue.value = [];
         store.qaDueError.value = "";
         store.qaRecent.value = [];
+        store.workOrders.value = [];
+        store.woSelected.value = null;
+        store.woForm.value = { ...EMPTY_WORK_ORDER_FORM };
+        store.woError.value = "";
       });
     },
 
@@ -271,6 +276,111 @@ export function createActions(store: Store, api: Api) {
           return actions.loadSettings();
         case "operators":
           return actions.loadOperators();
+        case "work_orders":
+          return actions.loadWorkOrders();
+      }
+    },
+
+    /** Work Orders: the list as the backend has it; the selection kept if the work order is still there. */
+    async loadWorkOrders() {
+      try {
+        const list = await api.workOrders();
+        batch(() => {
+          store.workOrders.value = list;
+          const sel = store.woSelected.peek();
+          if (sel !== null && !list.some((w) => w.id === sel)) actions.selectWorkOrder(null);
+          else if (sel !== null) actions.selectWorkOrder(sel);
+        });
+      } catch (e) {
+        store.woError.value = errorText(e);
+      }
+    },
+
+    /** Pick a work order (its fields fill the form for a change), or none (the form creates a new one). */
+    selectWorkOrder(id: string | null) {
+      const w = id === null ? undefined : store.workOrders.value.find((x) => x.id === id);
+      batch(() => {
+        store.woSelected.value = w ? w.id : null;
+        store.woForm.value = w ? workOrderForm(w) : { ...EMPTY_WORK_ORDER_FORM };
+        store.woError.value = "";
+      });
+    },
+
+    /** Up/down in the list (from none: the first). */
+    moveWorkOrder(delta: number) {
+      const list = store.workOrders.value;
+      if (!list.length) return;
+      const i = list.findIndex((w) => w.id === store.woSelected.value);
+      const next = i < 0 ? 0 : Math.max(0, Math.min(list.length - 1, i + delta));
+      actions.selectWorkOrder(list[next].id);
+    },
+
+    /** Create (nothing selected) or change (the selected one), after a confirmation. */
+    submitWorkOrder() {
+      const f = store.woForm.value;
+      store.woError.value = "";
+      const quantity = f.quantity.trim() === "" ? null : Number(f.quantity.trim());
+      if (quantity !== null && (!Number.isInteger(quantity) || quantity < 1)) {
+        store.woError.value = "The quantity is a whole number, at least 1.";
+        return;
+      }
+      const sel = store.workOrders.value.find((w) => w.id === store.woSelected.value);
+      if (!sel) {
+        if (!f.id.trim() || !f.product.trim() || quantity === null) {
+          store.woError.value = "Enter an id, a product and a quantity.";
+          return;
+        }
+        const request = {
+          id: f.id.trim(), product: f.product.trim(), quantity,
+          valid_from: f.valid_from.trim() || null, valid_until: f.valid_until.trim() || null,
+        };
+        store.confirm.value = {
+          title: `Create work order ${request.id}?`,
+          text: `${request.product}, ${quantity} certificate(s), valid ${request.valid_from ?? "from now"} until ${request.valid_until ?? "no end"}.`,
+          yes: "Create",
+          run: () => void actions.runWorkOrder(() => api.addWorkOrder(request), "created"),
+        };
+        return;
+      }
+      const change = workOrderChange(sel, f, quantity);
+      const fields = (["product", "quantity", "valid_from", "valid_until"] as const).filter((k) => change[k] !== null);
+      if (!fields.length) {
+        store.woError.value = "Nothing to change: edit a field first.";
+        return;
+      }
+      const before = workOrderForm(sel);
+      store.confirm.value = {
+        title: `Change work order ${sel.id}?`,
+        text: `${sel.issued} of ${sel.quantity} issued. The quantity never goes below what is issued.`,
+        yes: "Save",
+        changes: fields.map((k) => ({ key: k, before: before[k], after: String(change[k]), security: false })),
+        run: () => void actions.runWorkOrder(() => api.editWorkOrder(change), "changed"),
+      };
+    },
+
+    /** Close the selected work order (final), after a confirmation. */
+    closeSelectedWorkOrder() {
+      const sel = store.workOrders.value.find((w) => w.id === store.woSelected.value);
+      if (!sel || sel.status !== "open") return;
+      store.confirm.value = {
+        title: `Close work order ${sel.id}?`,
+        text: `${sel.issued} of ${sel.quantity} issued. A closed work order issues nothing more and cannot be opened again.`,
+        yes: "Close it",
+        run: () => void actions.runWorkOrder(() => api.closeWorkOrder(sel.id), "closed"),
+      };
+    },
+
+    async runWorkOrder(call: () => Promise<WorkOrderDto>, done: string) {
+      try {
+        const w = await call();
+        actions.toast(`Work order ${w.id} ${done}`);
+        const list = await api.workOrders();
+        batch(() => {
+          store.workOrders.value = list;
+          actions.selectWorkOrder(w.id);
+        });
+      } catch (e) {
+        store.woError.value = errorText(e);
       }
     },
 
@@ -658,6 +768,24 @@ const PIN_WORDS: Record<SignerErrorCode, string> = {
   signer_bad_uri: "The signer is not set up correctly. Ask your supervisor to check Settings.",
   signer_failed: "The signer could not be unlocked. Try again, or ask your supervisor.",
 };
+
+/** A work order's fields as the form shows them. */
+export function workOrderForm(w: WorkOrderDto): WorkOrderForm {
+  return { id: w.id, product: w.product, quantity: String(w.quantity), valid_from: w.valid_from ?? "", valid_until: w.valid_until ?? "" };
+}
+
+/** What the form changes on `w` (a field left as it was: null; a window bound emptied: "" removes it). */
+export function workOrderChange(w: WorkOrderDto, f: WorkOrderForm, quantity: number | null): WorkOrderChange {
+  const was = workOrderForm(w);
+  const bound = (k: "valid_from" | "valid_until") => (f[k].trim() === was[k] ? null : f[k].trim());
+  return {
+    id: w.id,
+    product: f.product.trim() && f.product.trim() !== w.product ? f.product.trim() : null,
+    quantity: quantity !== null && quantity !== w.quantity ? quantity : null,
+    valid_from: bound("valid_from"),
+    valid_until: bound("valid_until"),
+  };
+}
 
 export function pinErrorWords(e: unknown): string {
   if (isApiError(e) && Object.hasOwn(PIN_WORDS, e.code)) return PIN_WORDS[e.code as SignerErrorCode];

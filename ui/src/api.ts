@@ -34,10 +34,14 @@ import type { QaVerdictView } from "./bindings/QaVerdictView";
 import type { QaDueView } from "./bindings/QaDueView";
 import type { ReworkAuthorisationDto } from "./bindings/ReworkAuthorisationDto";
 import type { ExpiringCertDto } from "./bindings/ExpiringCertDto";
+import type { WorkOrderChange } from "./bindings/WorkOrderChange";
+import type { WorkOrderDto } from "./bindings/WorkOrderDto";
+import type { WorkOrderRequest } from "./bindings/WorkOrderRequest";
 
 export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
 export type { QaDueView, QaVerdictView };
+export type { WorkOrderChange, WorkOrderDto, WorkOrderRequest };
 
 /** Errors from commands always have this shape (pinned by a backend test). */
 export function isApiError(e: unknown): e is ApiError {
@@ -89,6 +93,11 @@ export const api = {
   signIn: (credentials: Credentials) => invoke<SessionView>("sign_in", { credentials }),
   signOut: () => invoke<SessionView>("sign_out"),
   createFirstAdmin: (operator: NewOperator) => invoke<SessionView>("create_first_admin", { operator }),
+  /** Work orders (every signed-in role reads; create, change and close need `work_orders`). */
+  workOrders: () => invoke<WorkOrderDto[]>("work_orders"),
+  addWorkOrder: (request: WorkOrderRequest) => invoke<WorkOrderDto>("add_work_order", { request }),
+  editWorkOrder: (change: WorkOrderChange) => invoke<WorkOrderDto>("edit_work_order", { change }),
+  closeWorkOrder: (id: string) => invoke<WorkOrderDto>("close_work_order", { id }),
   operators: () => invoke<OperatorView[]>("operators"),
   addOperator: (operator: NewOperator) => invoke<OperatorView>("add_operator", { operator }),
   editOperator: (id: string, edit: OperatorEdit) => invoke<OperatorView>("edit_operator", { id, edit }),

@@ -1,16 +1,17 @@
-// Keyboard first: F1-F4, F8 and F11 switch views (each only for a role that
+// Keyboard first: F1-F4, F8, F11 and F12 switch views (each only for a role that
 // may see it), F5 provisions every waiting device, F6 retries the selected
 // tile (only a retryable failure), F7 toggles automatic/manual (asking first),
 // F9 signs out, arrows move the selection on the grid as it is rendered, Enter
 // in an empty scan field provisions the selection. In QA (F11; not F10, which
 // GTK gives to the window's menu bar) up/down pick a device and Enter
-// verifies it.
+// verifies it. In Work Orders (F12) up/down pick a work order (its fields
+// fill the form) and Enter in the form asks to create or save.
 import type { Actions } from "./actions";
 import { isEditable } from "./context";
 import { neighbour, type Direction, type Rect } from "./grid";
 import type { Store, View } from "./store";
 
-const VIEW_KEYS: Record<string, View> = { F1: "bench", F2: "history", F3: "health", F4: "settings", F8: "operators", F11: "qa" };
+const VIEW_KEYS: Record<string, View> = { F1: "bench", F2: "history", F3: "health", F4: "settings", F8: "operators", F11: "qa", F12: "work_orders" };
 const ARROWS: Record<string, Direction> = { ArrowUp: "up", ArrowDown: "down", ArrowLeft: "left", ArrowRight: "right" };
 
 /** The tiles as rendered, in slot order, with their on-screen rectangles. */
@@ -72,6 +73,14 @@ export function createKeyHandler(store: Store, actions: Actions) {
       } else if (e.key === "ArrowUp" || e.key === "ArrowDown") {
         e.preventDefault();
         actions.moveQaPort(e.key === "ArrowDown" ? 1 : -1);
+      }
+      return;
+    }
+    if (store.view.value === "work_orders") {
+      if (isEditable(target) || target instanceof HTMLButtonElement) return;
+      if (e.key === "ArrowUp" || e.key === "ArrowDown") {
+        e.preventDefault();
+        actions.moveWorkOrder(e.key === "ArrowDown" ? 1 : -1);
       }
       return;
     }

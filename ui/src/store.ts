@@ -3,17 +3,24 @@
 // are one signal each, keyed by port, so a progress event updates one tile
 // in place and leaves every input (and its focus) alone.
 import { batch, computed, signal, type Signal } from "@preact/signals";
-import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, QaDueView, QaVerdictView, RecordDetail, SettingChange, SettingsDto, StationInfo } from "./api";
+import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, QaDueView, QaVerdictView, RecordDetail, SettingChange, SettingsDto, StationInfo, WorkOrderDto } from "./api";
 import type { OperatorSession } from "./bindings/OperatorSession";
 import type { Report } from "./bindings/Report";
 import type { Permission } from "./bindings/Permission";
 import type { QuarantineView } from "./bindings/QuarantineView";
 import type { AttemptStatus, SyncView, TileDto } from "./wire";
 
-export type View = "bench" | "qa" | "history" | "reports" | "health" | "settings" | "operators";
+export type View = "bench" | "qa" | "history" | "reports" | "work_orders" | "health" | "settings" | "operators";
 
 /** What each view needs (a view without an entry is for everyone signed in). */
-export const VIEW_NEEDS: Partial<Record<View, Permission>> = { qa: "verify", reports: "report", settings: "settings", operators: "operators" };
+export const VIEW_NEEDS: Partial<Record<View, Permission>> = {
+  qa: "verify", reports: "report", work_orders: "work_orders", settings: "settings", operators: "operators",
+};
+
+/** What the Work Orders view's form holds: a new work order, or a change to the selected one. */
+export type WorkOrderForm = { id: string; product: string; quantity: string; valid_from: string; valid_until: string };
+
+export const EMPTY_WORK_ORDER_FORM: WorkOrderForm = { id: "", product: "", quantity: "", valid_from: "", valid_until: "" };
 
 /** An admin's change to an operator that asks for a secret (typed into a dialog, never kept here). */
 export type SecretEdit = { id: string; kind: "reset_pin" | "set_badge" };
@@ -103,6 +110,11 @@ export function createStore() {
     operators: signal<OperatorView[]>([]),
     operatorError: signal<string>(""),
     secretEdit: signal<SecretEdit | null>(null),
+    /** Work Orders view (supervisor): the list, the one picked (arrows, click), the form and why the last change was refused. */
+    workOrders: signal<WorkOrderDto[]>([]),
+    woSelected: signal<string | null>(null),
+    woForm: signal<WorkOrderForm>({ ...EMPTY_WORK_ORDER_FORM }),
+    woError: signal<string>(""),
     /** Why the last Attach of simulated devices was refused (shown in the panel until the next try). */
     simError: signal<string>(""),
     /** QA view: the port picked for verification (arrows, click), the port being verified now,

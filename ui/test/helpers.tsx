@@ -26,6 +26,9 @@ import type { QaCheckView } from "../src/bindings/QaCheckView";
 import type { QaDueView } from "../src/bindings/QaDueView";
 import type { QaVerdictView } from "../src/bindings/QaVerdictView";
 import type { QuarantineView } from "../src/bindings/QuarantineView";
+import type { WorkOrderChange } from "../src/bindings/WorkOrderChange";
+import type { WorkOrderDto } from "../src/bindings/WorkOrderDto";
+import type { WorkOrderRequest } from "../src/bindings/WorkOrderRequest";
 import type { Mode, SyncView, TileDto } from "../src/wire";
 import { createStore } from "../src/store";
 
@@ -112,7 +115,17 @@ export type FakeOptions = {
   qaDue?: () => QaDueView[];
   /** What quarantined() lists (release_quarantine removes the record's row, as the backend does). */
   quarantined?: QuarantineView[];
+  /** The work orders the backend starts with (it keeps them as they are created, changed and closed). */
+  workOrders?: WorkOrderDto[];
 };
+
+/** A work order as the backend lists it. */
+export function workOrder(id: string, patch: Partial<WorkOrderDto> = {}): WorkOrderDto {
+  return {
+    id, product: "sensor", quantity: 10, issued: 0, remaining: 10, certified: 0, overproduced: false, status: "open", valid_from: null,
+    valid_until: null, created_at: "2026-11-30T08:00:00.000Z", created_by: "super-1", closed_at: null, closed_by: null, ...patch,
+  };
+}
 
 /** Every check the backend runs, passing (center_record and mqtt_connect skipped: no [central], no [mqtt]). */
 export function qaChecks(fail: Partial<Record<QaCheckView["check"], string>> = {}): QaCheckView[] {
@@ -148,6 +161,17 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
   };
   const calls: { name: string; args: unknown[] }[] = [];
   let quarantine: QuarantineView[] = opts.quarantined ?? [];
+  // Work orders as the backend keeps them: the quantity never below issued, closed is final.
+  let wos: WorkOrderDto[] = [...(opts.workOrders ?? [])];
+  const wo = (id: string) => {
+    const w = wos.find((x) => x.id === id);
+    if (!w) throw { code: "not_found", message: `no work order ${id}` };
+    return w;
+  };
+  const putWo = (w: WorkOrderDto) => {
+    wos = [w, ...wos.filter((x) => x.id !== w.id)];
+    return w;
+  };
   // Verdicts recorded by verify, newest first (what qa_verdicts lists).
   const verdicts: QaVerdictView[] = [];
   const rec = <T,>(name: string, result: (...a: never[]) => T) =>
@@ -202,6 +226,27 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     signIn: rec("signIn", (c: Credentials) => setSession(opts.signIn ? opts.signIn(c) : session(operator("technician")))),
     signOut: rec("signOut", () => setSession(session(null))),
     createFirstAdmin: rec("createFirstAdmin", (o: NewOperator) => setSession(session({ ...operator("admin", "bootstrap", o.id), display_name: o.display_name }))),
+    workOrders: rec("workOrders", () => wos),
+    addWorkOrder: rec("addWorkOrder", (r: WorkOrderRequest) => {
+      if (wos.some((x) => x.id === r.id)) throw { code: "bad_request", message: `work order ${r.id} exists already` };
+      return putWo(workOrder(r.id, { product: r.product, quantity: r.quantity, remaining: r.quantity, valid_from: r.valid_from, valid_until: r.valid_until }));
+    }),
+    editWorkOrder: rec("editWorkOrder", (c: WorkOrderChange) => {
+      const w = wo(c.id);
+      if (w.status !== "open") throw { code: "work_order_refused", message: `work order ${w.id} was closed` };
+      const quantity = c.quantity ?? w.quantity;
+      if (quantity < w.issued) throw { code: "work_order_refused", message: `work order ${w.id} cannot go down to ${quantity}: ${w.issued} certificates are already issued or leased` };
+      const bound = (v: string | null, was: string | null) => (v === null ? was : v === "" ? null : v);
+      return putWo({
+        ...w, product: c.product ?? w.product, quantity, remaining: quantity - w.issued,
+        valid_from: bound(c.valid_from, w.valid_from), valid_until: bound(c.valid_until, w.valid_until),
+      });
+    }),
+    closeWorkOrder: rec("closeWorkOrder", (id: string) => {
+      const w = wo(id);
+      if (w.status !== "open") throw { code: "work_order_refused", message: `work order ${id} was closed` };
+      return putWo({ ...w, status: "closed", closed_at: "2026-11-30T12:00:00.000Z", closed_by: "super-1" });
+    }),
     operators: rec("operators", () => opts.operators ?? []),
     addOperator: rec("addOperator", (o: NewOperator): OperatorView => ({
       id: o.id, display_name: o.display_name, role: o.role, enabled: true, has_badge: o.badge !== null, locked_until: null, created_at: "2026-11-30T00:00:00Z",
@@ -245,7 +290,7 @@ export const REPORT: Report = {
     per_station: [{ key: "unit-1", attempts: 3, passed: 2, failed: 1 }],
     per_operator: [{ key: "super-1", attempts: 3, passed: 2, failed: 1 }],
     qa: [{ batch: "WO-1", provisioned: 2, verified: 0, required: 1, plan: "every 10th device", met: false }],
-    certificates: 2, revoked: 0, superseded: 0, dev_ca: 2,
+    certificates: 2, revoked: 0, superseded: 0, dev_ca: 2, overproduction: [],
   },
 };
 

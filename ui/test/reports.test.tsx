@@ -58,3 +58,30 @@ describe("Reports", () => {
     expect(m.fake.called("exportReport").length).toBe(0);
   });
 });
+
+describe("Reports: overproduction", () => {
+  it("shows a work order with more certificates than its quantity loudly, in red, above the summary", async () => {
+    const { REPORT } = await import("./helpers");
+    const report = { ...REPORT, summary: { ...REPORT.summary, overproduction: [{ work_order: "WO-1", quantity: 2, certificates: 3 }] } };
+    const m = await mount([], infoAs(session(operator("supervisor"))), { report });
+    cleanup = m.unmount;
+    $("nav-reports")!.click();
+    await flush();
+    const box = $("report-overproduction")!;
+    expect(box).not.toBeNull();
+    expect(box.getAttribute("role")).toBe("alert");
+    expect(box.className).toContain("overproduction");
+    expect($$("overproduced-order").map((e) => e.textContent)).toEqual(["WO-1: 3 certificates for a quantity of 2 (1 too many)"]);
+    // Before the summary table, where it is read first.
+    expect(box.compareDocumentPosition($("report-summary")!) & Node.DOCUMENT_POSITION_FOLLOWING).toBeTruthy();
+  });
+
+  it("shows no overproduction box when there is none", async () => {
+    const m = await mount([], infoAs(session(operator("supervisor"))));
+    cleanup = m.unmount;
+    $("nav-reports")!.click();
+    await flush();
+    expect($("report-summary")).not.toBeNull();
+    expect($("report-overproduction")).toBeNull();
+  });
+});

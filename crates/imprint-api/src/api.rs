@@ -651,7 +651,17 @@ impl Api {
     /// Create a work order (supervisor).
     pub fn add_work_order(&self, r: &crate::work_orders::WorkOrderRequest) -> ApiResult<crate::work_orders::WorkOrderView> {
         let a = self.require(Permission::WorkOrders)?;
-        let v = crate::work_orders::add(&a, self.station()?.store(), r)?;
+        let cfg = self.config();
+        let v = crate::work_orders::add(&a, cfg.central.as_ref(), self.station()?.store(), r)?;
+        self.emit(ApiEvent::StationChanged);
+        Ok(v)
+    }
+
+    /// Change a work order's product, quantity or validity window (supervisor).
+    pub fn edit_work_order(&self, c: &crate::work_orders::WorkOrderChange) -> ApiResult<crate::work_orders::WorkOrderView> {
+        let a = self.require(Permission::WorkOrders)?;
+        let cfg = self.config();
+        let v = crate::work_orders::edit(&a, cfg.central.as_ref(), self.station()?.store(), c)?;
         self.emit(ApiEvent::StationChanged);
         Ok(v)
     }
@@ -659,7 +669,8 @@ impl Api {
     /// Close a work order (supervisor): it issues nothing more.
     pub fn close_work_order(&self, id: &str) -> ApiResult<crate::work_orders::WorkOrderView> {
         let a = self.require(Permission::WorkOrders)?;
-        let v = crate::work_orders::close(&a, self.station()?.store(), id)?;
+        let cfg = self.config();
+        let v = crate::work_orders::close(&a, cfg.central.as_ref(), self.station()?.store(), id)?;
         self.emit(ApiEvent::StationChanged);
         Ok(v)
     }

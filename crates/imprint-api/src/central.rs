@@ -56,6 +56,14 @@ pub fn add_reader(actor: &Actor, admin: &CentralConfig, role: &str, role_passwor
     Ok(runtime()?.block_on(imprint_sync::add_reader(&opts, role, &pw))?)
 }
 
+/// Create a login role for supervisors' work order changes at the center (member of imprint_supervisor).
+pub fn add_supervisor(actor: &Actor, admin: &CentralConfig, role: &str, role_password_file: &Path) -> ApiResult<()> {
+    actor.require(Permission::CentralAdmin)?;
+    let opts = admin.connect_options()?;
+    let pw = read_password_file(role_password_file)?;
+    Ok(runtime()?.block_on(imprint_sync::add_supervisor(&opts, role, &pw))?)
+}
+
 /// The outbox's state, from the local store (works offline).
 #[derive(Clone, Debug, Serialize)]
 pub struct SyncStatusView {

@@ -49,6 +49,8 @@ enum Block {
         size: f32,
         rule: bool,
         table: Option<usize>,
+        /// Drawn red (overproduction).
+        red: bool,
     },
     Gap(f32),
     Chart(Chart),
@@ -70,17 +72,23 @@ fn text(t: impl Into<String>, size: f32) -> Block {
     if t.chars().count() > max {
         t = t.chars().take(max.saturating_sub(1)).collect::<String>() + "~";
     }
-    Block::Text { text: t, size, rule: false, table: None }
+    Block::Text { text: t, size, rule: false, table: None, red: false }
 }
 
 fn table(t: &TextTable, out: &mut Vec<Block>) {
-    out.push(text(&t.title, 11.0));
+    let loud = t.title == crate::reports::OVERPRODUCTION_TITLE;
+    let mut title = text(&t.title, 11.0);
+    if let Block::Text { red, .. } = &mut title {
+        *red = loud;
+    }
+    out.push(title);
     let id = out.len();
     for (i, l) in table_lines(t).into_iter().enumerate() {
         let mut b = text(l, BODY);
-        if let Block::Text { rule, table, .. } = &mut b {
+        if let Block::Text { rule, table, red, .. } = &mut b {
             *rule = i == 0;
             *table = Some(id);
+            *red = loud;
         }
         out.push(b);
     }
@@ -277,9 +285,15 @@ pub fn report_pdf(r: &Report, station: &str) -> ApiResult<(Vec<u8>, usize)> {
         let mut y = PAGE_H - MARGIN - 14.0;
         for b in &blocks {
             match b {
-                Block::Text { text, size, rule, .. } => {
+                Block::Text { text, size, rule, red, .. } => {
                     y -= b.height();
+                    if *red {
+                        ops.push(Op::SetFillColor { col: rgb(0.75, 0.0, 0.05) });
+                    }
                     show(&mut ops, &font, text, *size, MARGIN, y + size * 0.35);
+                    if *red {
+                        ops.push(Op::SetFillColor { col: rgb(0.0, 0.0, 0.0) });
+                    }
                     if *rule {
                         ops.push(Op::SetOutlineColor { col: rgb(0.0, 0.0, 0.0) });
                         ops.push(Op::SetOutlineThickness { pt: Pt(0.5) });

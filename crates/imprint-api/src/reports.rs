@@ -327,8 +327,38 @@ pub fn report(
         summary: summarize(&all, qa),
         all,
     };
+    r.summary.overproduction = overproduction(source, &r.all)?;
     r.rows = r.page().iter().map(row_json).collect();
     Ok(r)
+}
+
+fn clamp(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The work orders of `rows` that have more certificates than their
+/// quantity, counted over all their attempts (the same count as Health's
+/// overproduction item on a station; at the center, over every station's
+/// records the role may read).
+pub fn overproduction(source: &Source<'_>, rows: &[ReportRow]) -> ApiResult<Vec<Overproduction>> {
+    let batches: BTreeSet<String> = rows.iter().filter_map(|r| r.batch.clone()).collect();
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<(String, i64, i64)> = match source {
+        Source::Local { store, .. } => store
+            .work_orders()?
+            .into_iter()
+            .filter(|w| batches.contains(&w.id) && w.certified > w.quantity)
+            .map(|w| (w.id, w.quantity, w.certified))
+            .collect(),
+        Source::Central(c) => {
+            let opts = c.connect_options()?;
+            let ids: Vec<String> = batches.into_iter().collect();
+            crate::central::runtime()?.block_on(imprint_sync::work_orders::overproduced(&opts, &ids))?
+        }
+    };
+    Ok(found.into_iter().map(|(id, q, c)| Overproduction { work_order: id, quantity: clamp(q), certificates: clamp(c) }).collect())
 }
 
 /// One line of the failure Pareto: failed attempts by stage and code, most first.
@@ -372,6 +402,17 @@ pub struct QaCoverage {
     pub met: Option<bool>,
 }
 
+/// A work order with more certificates than its quantity (a restored
+/// backup, a tampered store, a station that issued past its lease).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct Overproduction {
+    pub work_order: String,
+    pub quantity: u32,
+    /// Certificates recorded for its attempts (all of them, not only the filter's).
+    pub certificates: u32,
+}
+
 /// What a supervisor reads first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, TS)]
 #[ts(export, export_to = "../../../ui/src/bindings/")]
@@ -404,6 +445,8 @@ pub struct Summary {
     pub superseded: u32,
     /// Certificates issued by a development CA.
     pub dev_ca: u32,
+    /// Work orders of these attempts with more certificates than their quantity: shown loudly.
+    pub overproduction: Vec<Overproduction>,
 }
 
 fn pct(n: u32, of: u32) -> Option<f64> {
@@ -541,6 +584,9 @@ pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConf
     s
 }
 
+/// The title of the overproduction table (first, when there is one; the PDF draws it red).
+pub const OVERPRODUCTION_TITLE: &str = "OVERPRODUCTION: more certificates than the work order's quantity";
+
 /// A table of text: what the CLI prints and the PDF draws.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TextTable {
@@ -573,7 +619,26 @@ impl Summary {
     /// The summary as tables, each with a header row (and totals where they add up).
     pub fn tables(&self) -> Vec<TextTable> {
         let kv = |k: &str, v: String| vec![k.to_string(), v];
-        let mut out = vec![TextTable {
+        let mut out = Vec::new();
+        if !self.overproduction.is_empty() {
+            out.push(TextTable {
+                title: OVERPRODUCTION_TITLE.into(),
+                header: ["work order", "quantity", "certificates", "over by"].iter().map(|s| s.to_string()).collect(),
+                rows: self
+                    .overproduction
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.work_order.clone(),
+                            o.quantity.to_string(),
+                            o.certificates.to_string(),
+                            o.certificates.saturating_sub(o.quantity).to_string(),
+                        ]
+                    })
+                    .collect(),
+            });
+        }
+        out.push(TextTable {
             title: "Summary".into(),
             header: vec!["measure".into(), "value".into()],
             rows: vec![
@@ -589,8 +654,9 @@ impl Summary {
                 kv("revoked", self.revoked.to_string()),
                 kv("superseded", self.superseded.to_string()),
                 kv("development CA certificates", self.dev_ca.to_string()),
+                kv("overproduced work orders", self.overproduction.len().to_string()),
             ],
-        }];
+        });
         let mut pareto: Vec<Vec<String>> = self
             .pareto
             .iter()

@@ -1,13 +1,19 @@
 //! Work orders for supervisors ([docs/work-orders.md](../../../docs/work-orders.md)):
-//! create, list, show, close. The quota itself is enforced in the store,
-//! where a certificate is journaled (`imprint_store::work_orders`).
+//! create, change, list, show, close. The quota itself is enforced in the
+//! store, where a certificate is journaled (`imprint_store::work_orders`).
 //!
-//! Creating and closing need [`Permission::WorkOrders`] (supervisor, admin);
-//! reading needs [`Permission::View`].
+//! Creating, changing and closing need [`Permission::WorkOrders`]
+//! (supervisor, admin); reading needs [`Permission::View`]. With `[central]`
+//! configured they happen at the center (as `central.supervisor_role`; the
+//! center refuses a station's role), then on this station's copy; without
+//! it, on this station's store. Every change is audited
+//! (`work_order_changed`, with the fields before and after).
 
 use crate::records::Stored;
 use crate::{Actor, ApiError, ApiResult, Permission};
-use imprint_store::{NewWorkOrder, Store, Timestamp, WorkOrderRow, WorkOrderStatus};
+use imprint_store::{NewWorkOrder, Store, StoreError, Timestamp, WorkOrderEdit, WorkOrderRow, WorkOrderStatus};
+use imprint_sync::work_orders::{self as center, ChangeRefusal};
+use imprint_sync::CentralConfig;
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
@@ -25,6 +31,20 @@ pub struct WorkOrderRequest {
     /// A date (2026-11-01, midnight UTC) or an RFC 3339 time; none: from now.
     pub valid_from: Option<String>,
     /// ... until (exclusive); none: open-ended.
+    pub valid_until: Option<String>,
+}
+
+/// A change to a work order as a supervisor asks for it: a field left
+/// out stays as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/")]
+pub struct WorkOrderChange {
+    pub id: String,
+    pub product: Option<String>,
+    /// Never below what is issued (at the center: issued plus leased).
+    pub quantity: Option<u32>,
+    /// A date or RFC 3339 time; "" (or "none") removes the bound.
+    pub valid_from: Option<String>,
     pub valid_until: Option<String>,
 }
 
@@ -90,29 +110,157 @@ fn time(what: &str, v: &Option<String>) -> ApiResult<Option<Timestamp>> {
     Ok(Timestamp::parse(&text))
 }
 
-/// Create a work order (open) on this station's store.
-pub fn add(actor: &Actor, store: &Store, r: &WorkOrderRequest) -> ApiResult<WorkOrderView> {
-    actor.require(Permission::WorkOrders)?;
+struct Checked {
+    new: NewWorkOrder,
+}
+
+fn check_request(r: &WorkOrderRequest) -> ApiResult<Checked> {
     let id = word("work order id", &r.id)?;
     if id.contains(char::is_whitespace) {
         return Err(ApiError::bad_request("a work order id has no spaces (it is scanned as WO:<id>)"));
     }
     let product = word("product", &r.product)?;
-    if r.quantity == 0 || r.quantity > MAX_QUANTITY {
+    let quantity = quantity(r.quantity)?;
+    let (valid_from, valid_until) = (time("valid from", &r.valid_from)?, time("valid until", &r.valid_until)?);
+    window(valid_from, valid_until)?;
+    Ok(Checked { new: NewWorkOrder { id, product, quantity, valid_from, valid_until } })
+}
+
+fn quantity(q: u32) -> ApiResult<i64> {
+    if q == 0 || q > MAX_QUANTITY {
         return Err(ApiError::bad_request(format!("quantity: 1 to {MAX_QUANTITY}")));
     }
-    let (valid_from, valid_until) = (time("valid from", &r.valid_from)?, time("valid until", &r.valid_until)?);
-    if let (Some(f), Some(u)) = (valid_from, valid_until) {
+    Ok(i64::from(q))
+}
+
+fn window(from: Option<Timestamp>, until: Option<Timestamp>) -> ApiResult<()> {
+    if let (Some(f), Some(u)) = (from, until) {
         if f >= u {
             return Err(ApiError::bad_request(format!("the validity window is empty: {f} is not before {u}")));
         }
     }
-    let new = NewWorkOrder { id, product, quantity: i64::from(r.quantity), valid_from, valid_until };
-    let row = store.add_work_order(&new, Some(actor.id())).map_err(|e| match e {
-        imprint_store::StoreError::Duplicate(m) => ApiError::bad_request(m),
+    Ok(())
+}
+
+/// A window bound of a change: none unchanged, "" or "none" removed.
+fn bound(what: &str, v: &Option<String>) -> ApiResult<Option<Option<Timestamp>>> {
+    match v.as_deref().map(str::trim) {
+        None => Ok(None),
+        Some("" | "none") => Ok(Some(None)),
+        Some(_) => Ok(Some(time(what, v)?)),
+    }
+}
+
+fn check_change(c: &WorkOrderChange) -> ApiResult<(String, WorkOrderEdit)> {
+    let id = word("work order id", &c.id)?;
+    let edit = WorkOrderEdit {
+        product: c.product.as_deref().map(|p| word("product", p)).transpose()?,
+        quantity: c.quantity.map(quantity).transpose()?,
+        valid_from: bound("valid from", &c.valid_from)?,
+        valid_until: bound("valid until", &c.valid_until)?,
+    };
+    if edit.is_empty() {
+        return Err(ApiError::bad_request("nothing to change: give a product, quantity, valid from or valid until"));
+    }
+    if let (Some(Some(f)), Some(Some(u))) = (edit.valid_from, edit.valid_until) {
+        window(Some(f), Some(u))?;
+    }
+    Ok((id, edit))
+}
+
+fn store_error(id: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(m) if m == format!("work order {id}") => ApiError::not_found(format!("no work order {id}")),
+        StoreError::NotFound(m) => ApiError::bad_request(m),
+        StoreError::Duplicate(m) => ApiError::bad_request(m),
         e => e.into(),
-    })?;
+    }
+}
+
+fn refused(id: &str, r: ChangeRefusal) -> ApiError {
+    match r {
+        ChangeRefusal::Exists => ApiError::bad_request(format!("the center has a work order {id} already")),
+        ChangeRefusal::Unknown => ApiError::not_found(format!("the center has no work order {id}")),
+        ChangeRefusal::Refused(m) => ApiError::new(crate::ErrorCode::WorkOrderRefused, format!("the center refused: {m}")),
+        ChangeRefusal::NotAllowed(m) => ApiError::new(crate::ErrorCode::Forbidden, format!("the center refused: {m}")),
+    }
+}
+
+/// The center's row as shown, when this station has no copy of it.
+fn central_view(w: center::CentralWorkOrderRow) -> WorkOrderView {
+    let status = if w.status == "open" { WorkOrderStatus::Open } else { WorkOrderStatus::Closed };
+    let t = |t: Option<time::OffsetDateTime>| t.map(|t| Timestamp::from(t).text());
+    WorkOrderView {
+        remaining: count(w.quantity - w.consumed - w.leased),
+        overproduced: w.consumed > w.quantity,
+        issued: count(w.consumed),
+        certified: count(w.consumed),
+        quantity: count(w.quantity),
+        status: Stored::Known(status),
+        valid_from: t(w.valid_from),
+        valid_until: t(w.valid_until),
+        created_at: String::new(),
+        created_by: w.created_by,
+        closed_at: t(w.closed_at),
+        closed_by: w.closed_by,
+        id: w.id,
+        product: w.product,
+    }
+}
+
+/// Run one of the center's work order functions as `central.supervisor_role`.
+fn at_center<T>(central: &CentralConfig, f: impl FnOnce(imprint_sync::work_orders::Conn) -> T) -> ApiResult<T::Output>
+where
+    T: std::future::Future,
+{
+    let opts = central.supervisor_options()?;
+    Ok(crate::central::runtime()?.block_on(f(opts)))
+}
+
+/// Create a work order (open): at the center when `central` is given, then
+/// on this station's store (its copy, so it can be scanned here at once);
+/// else on this station's store only.
+pub fn add(actor: &Actor, central: Option<&CentralConfig>, store: &Store, r: &WorkOrderRequest) -> ApiResult<WorkOrderView> {
+    actor.require(Permission::WorkOrders)?;
+    let Checked { new } = check_request(r)?;
+    if let Some(c) = central {
+        let w = center::CentralWorkOrder {
+            id: new.id.clone(),
+            product: new.product.clone(),
+            quantity: new.quantity,
+            valid_from: new.valid_from.map(Timestamp::get),
+            valid_until: new.valid_until.map(Timestamp::get),
+        };
+        at_center(c, |o| async move { center::create(&o, &w, actor.id()).await })??.map_err(|e| refused(&new.id, e))?;
+        tracing::info!(by = %actor.id(), work_order = %new.id, "work order created at the center");
+    }
+    let row = store.add_work_order(&new, Some(actor.id())).map_err(|e| store_error(&new.id, e))?;
     Ok(row.into())
+}
+
+/// Change an open work order's product, quantity or validity window: at
+/// the center when `central` is given (then on this station's copy, if it
+/// has one), else on this station's store. The quantity never goes below
+/// what is issued (at the center: consumed plus leased).
+pub fn edit(actor: &Actor, central: Option<&CentralConfig>, store: &Store, c: &WorkOrderChange) -> ApiResult<WorkOrderView> {
+    actor.require(Permission::WorkOrders)?;
+    let (id, edit) = check_change(c)?;
+    let idr = id.as_str();
+    if let Some(cfg) = central {
+        let ch = center::CentralChange {
+            product: edit.product.clone(),
+            quantity: edit.quantity,
+            valid_from: edit.valid_from.map(|v| v.map(Timestamp::get)),
+            valid_until: edit.valid_until.map(|v| v.map(Timestamp::get)),
+        };
+        at_center(cfg, |o| async move { center::change(&o, idr, &ch, actor.id()).await })??.map_err(|e| refused(&id, e))?;
+        tracing::info!(by = %actor.id(), work_order = %id, "work order changed at the center");
+        if store.work_order(&id)?.is_none() {
+            let row = at_center(cfg, |o| async move { center::get(&o, idr).await })??;
+            return row.map(central_view).ok_or_else(|| ApiError::not_found(format!("the center has no work order {id}")));
+        }
+    }
+    Ok(store.edit_work_order(&id, &edit, Some(actor.id())).map_err(|e| store_error(&id, e))?.into())
 }
 
 /// Every work order, newest first.
@@ -127,12 +275,26 @@ pub fn show(actor: &Actor, store: &Store, id: &str) -> ApiResult<WorkOrderView> 
     store.work_order(id)?.map(Into::into).ok_or_else(|| ApiError::not_found(format!("no work order {}", id.trim())))
 }
 
-/// Close a work order: it issues nothing more; final.
-pub fn close(actor: &Actor, store: &Store, id: &str) -> ApiResult<WorkOrderView> {
+/// Close a work order: it issues nothing more; final. At the center when
+/// `central` is given (then this station's copy, if it has one open).
+pub fn close(actor: &Actor, central: Option<&CentralConfig>, store: &Store, id: &str) -> ApiResult<WorkOrderView> {
     actor.require(Permission::WorkOrders)?;
     let id = word("work order id", id)?;
+    let idr = id.as_str();
+    if let Some(cfg) = central {
+        at_center(cfg, |o| async move { center::close(&o, idr, actor.id()).await })??.map_err(|e| refused(&id, e))?;
+        tracing::info!(by = %actor.id(), work_order = %id, "work order closed at the center");
+        match store.work_order(&id)? {
+            Some(w) if w.status == WorkOrderStatus::Open => {}
+            Some(w) => return Ok(w.into()),
+            None => {
+                let row = at_center(cfg, |o| async move { center::get(&o, idr).await })??;
+                return row.map(central_view).ok_or_else(|| ApiError::not_found(format!("the center has no work order {id}")));
+            }
+        }
+    }
     let row = store.close_work_order(&id, Some(actor.id())).map_err(|e| match e {
-        imprint_store::StoreError::NotFound(_) => ApiError::not_found(format!("no work order {id}")),
+        StoreError::NotFound(_) => ApiError::not_found(format!("no work order {id}")),
         e => e.into(),
     })?;
     Ok(row.into())

@@ -113,7 +113,7 @@ enum Cmd {
     /// order or issue time range, with an RFC 5280 reason. Final.
     #[command(after_help = EXIT_CODES)]
     Revoke(lifecycle_cmd::RevokeArgs),
-    /// Work orders with quotas (supervisor): add, list, show, close.
+    /// Work orders with quotas (supervisor): add, edit, list, show, close.
     #[command(subcommand)]
     WorkOrders(wo_cmd::WorkOrdersCmd),
     /// Certificate revocation lists signed by the CA signer (supervisor).

@@ -185,6 +185,32 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
     with_source(cli, &a.source, |cfg, source| {
         let me = crate::operators_cmd::actor(cli, cfg, false)?;
         let r = reports::report(&me, source, &a.filter.filter(), Some(&cfg.qa))?;
+        // Overproduction is loud whatever the format: on stderr (red on a terminal), and first in the text.
+        let loud: Vec<String> = r
+            .summary
+            .overproduction
+            .iter()
+            .map(|o| {
+                format!(
+                    "OVERPRODUCTION: work order {} has {} certificates for a quantity of {} ({} too many)",
+                    o.work_order,
+                    o.certificates,
+                    o.quantity,
+                    o.certificates.saturating_sub(o.quantity)
+                )
+            })
+            .collect();
+        {
+            use std::io::IsTerminal as _;
+            let red = std::io::stderr().is_terminal();
+            for l in &loud {
+                if red {
+                    eprintln!("\x1b[1;31m{l}\x1b[0m");
+                } else {
+                    eprintln!("{l}");
+                }
+            }
+        }
         if let Some(path) = &a.pdf {
             let pages = imprint_api::pdf::write_report_pdf(&r, &cfg.station_id, path)?;
             eprintln!("wrote {} ({pages} pages, {} attempts)", path.display(), r.total);
@@ -201,6 +227,9 @@ pub fn report_cmd(cli: &Cli, a: &ReportArgs) -> CmdResult {
         out(format!("Imprint report: {}", r.source))?;
         out(format!("filters: {}", r.filter_words))?;
         out(format!("generated at {}", r.generated_at))?;
+        for l in &loud {
+            out(l)?;
+        }
         out("")?;
         let devices = reports::TextTable {
             title: "Attempts".into(),

@@ -73,6 +73,17 @@ pub enum DbCmd {
         #[arg(long)]
         role_password_file: PathBuf,
     },
+    /// Create a login role for supervisors' work order changes at the center
+    /// (stations name it in central.supervisor_role; the center refuses station roles).
+    AddSupervisor {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[arg(long)]
+        role: String,
+        /// File holding the password to give the supervisor role.
+        #[arg(long)]
+        role_password_file: PathBuf,
+    },
     /// Operators managed at the center: stations copy them on every sync
     /// (sign-in works offline; a disabled operator is refused after the next sync).
     OperatorList {
@@ -169,6 +180,11 @@ pub fn db_cmd(cli: &Cli, c: &DbCmd) -> CmdResult {
         DbCmd::AddReader { conn, role, role_password_file } => {
             central::add_reader(&me, &conn.config(), role, role_password_file)?;
             eprintln!("reader role {role} created: it reads every station's records");
+            Ok(0)
+        }
+        DbCmd::AddSupervisor { conn, role, role_password_file } => {
+            central::add_supervisor(&me, &conn.config(), role, role_password_file)?;
+            eprintln!("supervisor role {role} created: it creates, changes and closes work orders at the center");
             Ok(0)
         }
         DbCmd::OperatorList { conn, json: as_json } => {

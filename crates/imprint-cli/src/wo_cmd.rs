@@ -1,9 +1,10 @@
-//! `imprint work-orders add|list|show|close` (supervisors create and close;
-//! anyone signed in reads): thin adapters over `imprint_api::work_orders`.
+//! `imprint work-orders add|edit|list|show|close` (supervisors create,
+//! change and close, at the center when `[central]` is configured; anyone
+//! signed in reads): thin adapters over `imprint_api::work_orders`.
 
 use crate::{json, load_config, operators_cmd, out, Cli, CmdResult};
 use clap::Subcommand;
-use imprint_api::work_orders::{self, WorkOrderRequest, WorkOrderView};
+use imprint_api::work_orders::{self, WorkOrderChange, WorkOrderRequest, WorkOrderView};
 
 #[derive(Subcommand)]
 pub enum WorkOrdersCmd {
@@ -21,6 +22,22 @@ pub enum WorkOrdersCmd {
         #[arg(long)]
         valid_from: Option<String>,
         /// Valid until this date or time (exclusive; default: open-ended).
+        #[arg(long)]
+        valid_until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a work order (supervisor): product, quantity (never below what is issued), validity window.
+    Edit {
+        id: String,
+        #[arg(long)]
+        product: Option<String>,
+        #[arg(long)]
+        quantity: Option<u32>,
+        /// Valid from this date or RFC 3339 time; `none` removes the bound.
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// Valid until this date or time (exclusive); `none` removes the bound.
         #[arg(long)]
         valid_until: Option<String>,
         #[arg(long)]
@@ -83,7 +100,18 @@ pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
                 valid_from: valid_from.clone(),
                 valid_until: valid_until.clone(),
             };
-            let w = imprint_api::with_local_store(&cfg, |store| work_orders::add(&me, store, &r))?;
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::add(&me, cfg.central.as_ref(), store, &r))?;
+            print(&w, *as_json)?;
+        }
+        WorkOrdersCmd::Edit { id, product, quantity, valid_from, valid_until, json: as_json } => {
+            let c = WorkOrderChange {
+                id: id.clone(),
+                product: product.clone(),
+                quantity: *quantity,
+                valid_from: valid_from.clone(),
+                valid_until: valid_until.clone(),
+            };
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::edit(&me, cfg.central.as_ref(), store, &c))?;
             print(&w, *as_json)?;
         }
         WorkOrdersCmd::List { json: as_json } => {
@@ -103,7 +131,7 @@ pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
             print(&w, *as_json)?;
         }
         WorkOrdersCmd::Close { id, json: as_json } => {
-            let w = imprint_api::with_local_store(&cfg, |store| work_orders::close(&me, store, id))?;
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::close(&me, cfg.central.as_ref(), store, id))?;
             print(&w, *as_json)?;
         }
     }

@@ -39,7 +39,8 @@ const CONTAINS: &[(&str, &str)] = &[
     ("credential", "credential"),
 ];
 
-/// Names that name where a secret is kept, never the secret itself.
+/// Names that name where a secret is kept, never the secret itself (also
+/// as the end of a longer name: `supervisor_password_file`).
 const WHERE: &[&str] = &["pinsource", "passwordfile"];
 
 fn normalise(name: &str) -> String {
@@ -54,7 +55,7 @@ fn normalise(name: &str) -> String {
 /// holds no secret.
 pub fn secret_word(name: &str) -> Option<&'static str> {
     let n = normalise(name);
-    if WHERE.contains(&n.as_str()) {
+    if WHERE.iter().any(|w| n.ends_with(w)) {
         return None;
     }
     if let Some((_, shown)) = EXACT.iter().find(|(w, _)| *w == n) {
@@ -128,6 +129,7 @@ mod tests {
             "pin_source",
             "PIN-SOURCE",
             "password_file",
+            "supervisor_password_file",
             "token",
             "object",
             "module-path",

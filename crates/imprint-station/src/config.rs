@@ -658,6 +658,13 @@ impl StationConfig {
                     );
                 }
             }
+            if let Some(p) = &c.supervisor_password_file {
+                if !p.is_file() {
+                    return Err("central.supervisor_password_file does not name a file: it holds the path of a file with the \
+                                supervisor role's password, never the password"
+                        .into());
+                }
+            }
         }
         if let Some(m) = &self.mqtt {
             m.validate()?;

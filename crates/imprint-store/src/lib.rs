@@ -41,7 +41,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (11, include_str!("../../../migrations/sqlite/0011_work_orders.sql")),
     (12, include_str!("../../../migrations/sqlite/0012_report_indexes.sql")),
     (13, include_str!("../../../migrations/sqlite/0013_work_order_leases.sql")),
-    // 14-16 were reserved for branches that needed none.
+    (14, include_str!("../../../migrations/sqlite/0014_work_order_changes.sql")),
+    // 15 and 16 were reserved for branches that needed none.
     (17, include_str!("../../../migrations/sqlite/0017_quarantine_release.sql")),
 ];
 
@@ -504,7 +505,7 @@ pub use qa::{BatchQaCounts, NewQaVerdict, QaFilter, QaVerdictRow};
 pub use records::*;
 pub use revocation::{CertSelector, Revocation, RevokeOutcome, RevokedCert};
 pub use rework::{Reissued, ReworkRow, Supersede};
-pub use work_orders::{NewWorkOrder, WorkOrderRefusal, WorkOrderRow};
+pub use work_orders::{NewWorkOrder, WorkOrderEdit, WorkOrderRefusal, WorkOrderRow};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

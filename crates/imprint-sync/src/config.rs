@@ -38,7 +38,18 @@ pub struct CentralConfig {
     pub retry_max_ms: u64,
     /// Give up connecting (and on any one statement) after this long.
     pub timeout_ms: u64,
+    /// The login role supervisors manage work orders through at the center
+    /// (a member of `imprint_supervisor`: `imprint db add-supervisor`; never
+    /// the station's role, which the center refuses). None: work orders
+    /// cannot be created, changed or closed from this station.
+    pub supervisor_role: Option<String>,
+    /// File holding `supervisor_role`'s password (one line).
+    /// `IMPRINT_SUPERVISOR_PG_PASSWORD` wins if set.
+    pub supervisor_password_file: Option<PathBuf>,
 }
+
+/// Environment variable holding the supervisor role's password.
+pub const SUPERVISOR_PASSWORD_ENV: &str = "IMPRINT_SUPERVISOR_PG_PASSWORD";
 
 impl Default for CentralConfig {
     fn default() -> Self {
@@ -54,6 +65,8 @@ impl Default for CentralConfig {
             retry_min_ms: 500,
             retry_max_ms: 30_000,
             timeout_ms: 15_000,
+            supervisor_role: None,
+            supervisor_password_file: None,
         }
     }
 }
@@ -122,6 +135,42 @@ impl CentralConfig {
                 Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
             }
         }
+    }
+
+    /// Connection options for supervisors' work order changes: the same
+    /// server and TLS settings, as `supervisor_role` with its own password.
+    pub fn supervisor_options(&self) -> Result<PgConnectOptions, SyncError> {
+        let role = self.supervisor_role.as_deref().filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+            SyncError::Config(
+                "work orders are managed at the center and central.supervisor_role is not set \
+                 (an administrator creates one: imprint db add-supervisor)"
+                    .into(),
+            )
+        })?;
+        let password = match (std::env::var(SUPERVISOR_PASSWORD_ENV), &self.supervisor_password_file) {
+            (Ok(p), _) => Some(p),
+            (Err(_), None) => None,
+            (Err(_), Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    SyncError::Config(format!("central.supervisor_password_file {} is not readable: {}", path.display(), e.kind()))
+                })?;
+                Some(text.trim_end_matches(['\r', '\n']).to_string())
+            }
+        };
+        let station = CentralConfig { role: Some(role.to_string()), password_file: None, ..self.clone() };
+        station.validate().map_err(SyncError::Config)?;
+        let mut o = PgConnectOptions::from_str(&self.url)
+            .map_err(|_| SyncError::Config("central.url is not a valid postgres:// URL".into()))?
+            .ssl_mode(self.ssl_mode()?)
+            .application_name("imprint-work-orders")
+            .username(role);
+        if let Some(ca) = &self.sslrootcert {
+            o = o.ssl_root_cert(ca);
+        }
+        if let Some(p) = password {
+            o = o.password(&p);
+        }
+        Ok(o)
     }
 
     /// Connection options: URL, then TLS settings, role and password from here.

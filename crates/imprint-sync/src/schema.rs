@@ -139,6 +139,25 @@ pub async fn add_reader(admin: &PgConnectOptions, role: &str, password: &str) ->
     Ok(())
 }
 
+/// Create (or re-password) a login role that manages work orders at the
+/// center: a member of `imprint_supervisor` (central schema 12), never of
+/// `imprint_station`.
+pub async fn add_supervisor(admin: &PgConnectOptions, role: &str, password: &str) -> Result<(), SyncError> {
+    if !valid_role(role) {
+        return Err(SyncError::Config("a supervisor role is lower-case letters, digits and '_' (at most 63)".into()));
+    }
+    let opts = admin.clone().log_statements(log::LevelFilter::Off);
+    let mut conn = opts.connect().await.map_err(SyncError::connect)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(role).fetch_one(&mut conn).await?;
+    let pw = password.replace('\'', "''");
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    sqlx::raw_sql(AssertSqlSafe(format!("{verb} ROLE {role} WITH LOGIN PASSWORD '{pw}'"))).execute(&mut conn).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("GRANT imprint_supervisor TO {role}"))).execute(&mut conn).await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
 /// `imprint_station` rows visible to this connection's role, for status displays.
 pub async fn last_sync_of(conn: &mut PgConnection, station_id: &str) -> Result<Option<time::OffsetDateTime>, SyncError> {
     let r = sqlx::query("SELECT last_sync_at FROM stations WHERE id = $1").bind(station_id).fetch_optional(&mut *conn).await?;

@@ -8,6 +8,7 @@ const NAV: { view: View; label: string; key?: string }[] = [
   { view: "qa", label: "QA", key: "F11" },
   { view: "history", label: "History", key: "F2" },
   { view: "reports", label: "Reports" },
+  { view: "work_orders", label: "Work orders", key: "F12" },
   { view: "health", label: "Health", key: "F3" },
   { view: "settings", label: "Settings", key: "F4" },
   { view: "operators", label: "Operators", key: "F8" },

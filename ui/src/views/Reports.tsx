@@ -100,6 +100,18 @@ export function Reports() {
           <p class="muted" data-testid="report-header">
             {r.source} · {r.filter_words} · {r.generated_at}
           </p>
+          {s.overproduction.length > 0 && (
+            <div class="overproduction" role="alert" data-testid="report-overproduction">
+              <strong>OVERPRODUCTION</strong>: more certificates than the work order's quantity
+              <ul>
+                {s.overproduction.map((o) => (
+                  <li key={o.work_order} data-testid="overproduced-order" data-id={o.work_order}>
+                    {o.work_order}: {o.certificates} certificates for a quantity of {o.quantity} ({o.certificates - o.quantity} too many)
+                  </li>
+                ))}
+              </ul>
+            </div>
+          )}
           <table class="summary" data-testid="report-summary">
             <thead>
               <tr>{["attempts", "devices", "passed", "failed", "first-pass yield", "final yield", "revoked", "superseded", "dev CA"].map((c) => <th key={c}>{c}</th>)}</tr>
