@@ -199,8 +199,22 @@ impl Moto {
     /// Create a SIGN_VERIFY key of `alg` through the signer crate's own
     /// `create_key` (the code `imprint ca init --generate-key` runs).
     pub fn create_key(&self, alg: SigAlg) -> KmsKey {
-        let uri = imprint_signer::awskms::create_key(&format!("awskms:region={REGION};endpoint={}", self.endpoint()), alg)
-            .expect("create a KMS key in moto");
+        // Set-up, not the code under test: a moto just started on a loaded
+        // machine may miss the signer's 3 s call deadline (seen in CI at load
+        // 40), so a transient failure here is tried again a few times.
+        let base = format!("awskms:region={REGION};endpoint={}", self.endpoint());
+        let mut tries = 0;
+        let uri = loop {
+            tries += 1;
+            match imprint_signer::awskms::create_key(&base, alg) {
+                Ok(uri) => break uri,
+                Err(e @ imprint_core::signer::SignerError::Transient(_)) if tries < 5 => {
+                    eprintln!("moto CreateKey try {tries}: {e}; trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(e) => panic!("create a KMS key in moto: {e:?}"),
+            }
+        };
         let parsed = imprint_signer::awskms::KmsUri::parse(&uri, true).unwrap();
         KmsKey { arn: parsed.key_id.unwrap(), alg }
     }
