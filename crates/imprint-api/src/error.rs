@@ -8,7 +8,7 @@ use serde::Serialize;
 use ts_rs::TS;
 
 /// Why an operation did not do what was asked. Closed: a new code is a
-/// conscious change (pinned by `every_error_code_has_an_exit_status_and_a_word`).
+/// conscious change (pinned by `every_error_code_has_an_exit_status_a_word_and_a_hint`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(export, export_to = "../../../ui/src/bindings/")]
@@ -112,6 +112,51 @@ impl ErrorCode {
         ErrorCode::RestoreRefused,
         ErrorCode::WorkOrderRefused,
     ];
+
+    /// The next step for whoever sees this code, in operator words: what the
+    /// CLI prints under an error (`next:`).
+    /// One per code, pinned by `every_error_code_has_an_exit_status_a_word_and_a_hint`.
+    pub fn hint(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "check the command or the value entered (the message says which) and try again",
+            ErrorCode::InvalidSettings => {
+                "fix the setting named in the message (station.toml, the environment or Settings), then start again"
+            }
+            ErrorCode::NotFound => {
+                "check the id, serial, port or file name: `imprint records list`, `imprint ports` or `ls` show what exists"
+            }
+            ErrorCode::NothingToDo => "plug in a device or name a port (--port), or attach simulated devices with --simulate N",
+            ErrorCode::NotReady => "wait for the station to open (enter the HSM PIN if asked), or see `imprint health` for why it did not",
+            ErrorCode::Busy => "wait for the attempt on this port to finish, then try again",
+            ErrorCode::SignerBadUri => "correct the signer URI (docs: RFC 7512 pkcs11: or awskms:); never put a PIN in it (use pin-source)",
+            ErrorCode::SignerTokenAbsent => "insert or reconnect the HSM token, check the slot/token label in the signer URI, then retry",
+            ErrorCode::SignerPinRejected => "enter the HSM PIN again; after repeated failures ask the CA owner before the token locks",
+            ErrorCode::SignerPinLocked => "the HSM PIN is locked: the CA owner must unlock it with the security officer PIN",
+            ErrorCode::SignerKeyNotFound => "check the key label/id in the signer URI against the token or KMS; ask the CA owner",
+            ErrorCode::SignerUnavailable => "check the network to the HSM/KMS; devices wait and can be retried once it answers",
+            ErrorCode::SignerFailed => "see the message and `imprint health`; if it persists, call the CA owner",
+            ErrorCode::Ca => "install a valid CA chain for this signer (`imprint ca import` or `ca init`, admin)",
+            ErrorCode::Store => "check free disk space and the data dir's permissions; `imprint health` says more; call IT if it persists",
+            ErrorCode::StoreLocked => "another station process holds this data dir: stop it first, or use another data dir",
+            ErrorCode::Central => "check the [central] settings and the network to the central database; records stay local and sync later",
+            ErrorCode::Simulator => {
+                "see the message: the simulator could not start (pty limits, permissions); simulated devices are optional"
+            }
+            ErrorCode::Io => "check that the path exists and is writable by this user, and that the disk is not full",
+            ErrorCode::Tampered => "preserve the data dir as evidence and call the CA owner: the message names the first bad entry",
+            ErrorCode::Internal => "this is a bug: note the time, keep the logs (Station > Open log folder) and report it",
+            ErrorCode::Unauthenticated => "sign in (badge or id + PIN; `--operator ID` on the command line)",
+            ErrorCode::Forbidden => "ask an operator with the role the message names",
+            ErrorCode::SignInFailed => {
+                "scan the badge again or re-enter the id and PIN; after 5 wrong PINs the operator is locked for a while"
+            }
+            ErrorCode::OperatorLocked => "wait until the lock ends (the message says when) or ask an admin to reset the PIN",
+            ErrorCode::OperatorDisabled => "ask an admin to enable this operator",
+            ErrorCode::DeviceUnreadable => "re-seat the cable and verify again; if it stays unreadable, set the device aside for QA",
+            ErrorCode::RestoreRefused => "check you chose the right backup; `--force` replaces the store anyway (the old one is kept)",
+            ErrorCode::WorkOrderRefused => "scan a valid work order, or ask a supervisor to open, extend or raise this one",
+        }
+    }
 
     /// The stable text form (the same as the serialized form).
     pub fn as_str(self) -> &'static str {
@@ -327,7 +372,14 @@ mod tests {
 
     /// The IPC error codes with their exit status: adding one is a conscious change.
     #[test]
-    fn every_error_code_has_an_exit_status_and_a_word() {
+    fn every_error_code_has_an_exit_status_a_word_and_a_hint() {
+        // Every code has a next step: a sentence, not a placeholder, and no two alike.
+        let hints: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.hint()).collect();
+        for (c, h) in ErrorCode::ALL.iter().zip(&hints) {
+            assert!(h.len() > 20 && !h.ends_with('.'), "{c}: {h:?}");
+        }
+        let distinct: std::collections::BTreeSet<&&str> = hints.iter().collect();
+        assert_eq!(distinct.len(), hints.len(), "two codes share a hint");
         let table: Vec<(&str, u8)> = ErrorCode::ALL.iter().map(|c| (c.as_str(), c.exit_code())).collect();
         assert_eq!(
             table,

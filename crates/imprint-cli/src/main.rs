@@ -345,6 +345,7 @@ fn main() -> ExitCode {
         Err(Fail::Quiet(code)) => ExitCode::from(code),
         Err(Fail::Api(e)) => {
             eprintln!("imprint: error [{}]: {}", e.code, e.message);
+            eprintln!("  next: {}", e.code.hint());
             ExitCode::from(e.exit_code())
         }
     }
