@@ -2,6 +2,6 @@
 
 /**
  * Why an operation did not do what was asked. Closed: a new code is a
- * conscious change (pinned by `every_error_code_has_an_exit_status_and_a_word`).
+ * conscious change (pinned by `every_error_code_has_an_exit_status_a_word_and_a_hint`).
  */
 export type ErrorCode = "bad_request" | "invalid_settings" | "not_found" | "nothing_to_do" | "not_ready" | "busy" | "signer_bad_uri" | "signer_token_absent" | "signer_pin_rejected" | "signer_pin_locked" | "signer_key_not_found" | "signer_unavailable" | "signer_failed" | "ca" | "store" | "store_locked" | "central" | "simulator" | "io" | "tampered" | "internal" | "unauthenticated" | "forbidden" | "sign_in_failed" | "operator_locked" | "operator_disabled" | "device_unreadable" | "restore_refused" | "work_order_refused";
