@@ -124,27 +124,23 @@ pub async fn add_station(admin: &PgConnectOptions, station_id: &str, role: &str,
 
 /// Create (or update) a read-only login role for reports across stations.
 pub async fn add_reader(admin: &PgConnectOptions, role: &str, password: &str) -> Result<(), SyncError> {
-    if !valid_role(role) {
-        return Err(SyncError::Config("a reader role is lower-case letters, digits and '_' (at most 63)".into()));
-    }
-    let opts = admin.clone().log_statements(log::LevelFilter::Off);
-    let mut conn = opts.connect().await.map_err(SyncError::connect)?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(role).fetch_one(&mut conn).await?;
-    let pw = password.replace('\'', "''");
-    let verb = if exists { "ALTER" } else { "CREATE" };
-    sqlx::raw_sql(AssertSqlSafe(format!("{verb} ROLE {role} WITH LOGIN PASSWORD '{pw}'"))).execute(&mut conn).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("GRANT imprint_reader TO {role}"))).execute(&mut conn).await?;
-    let _ = conn.close().await;
-    Ok(())
+    login_role_in(admin, role, password, "reader", "imprint_reader").await
 }
 
 /// Create (or re-password) a login role that manages work orders at the
 /// center: a member of `imprint_supervisor` (central schema 12), never of
 /// `imprint_station`.
 pub async fn add_supervisor(admin: &PgConnectOptions, role: &str, password: &str) -> Result<(), SyncError> {
+    login_role_in(admin, role, password, "supervisor", "imprint_supervisor").await
+}
+
+/// Create `role` as a login role with `password` (or give an existing one the
+/// new password) and make it a member of `group`. `what` names the kind of
+/// role in the error for an invalid name. Statements are not logged (the
+/// password is in them).
+async fn login_role_in(admin: &PgConnectOptions, role: &str, password: &str, what: &str, group: &str) -> Result<(), SyncError> {
     if !valid_role(role) {
-        return Err(SyncError::Config("a supervisor role is lower-case letters, digits and '_' (at most 63)".into()));
+        return Err(SyncError::Config(format!("a {what} role is lower-case letters, digits and '_' (at most 63)")));
     }
     let opts = admin.clone().log_statements(log::LevelFilter::Off);
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
@@ -153,7 +149,7 @@ pub async fn add_supervisor(admin: &PgConnectOptions, role: &str, password: &str
     let pw = password.replace('\'', "''");
     let verb = if exists { "ALTER" } else { "CREATE" };
     sqlx::raw_sql(AssertSqlSafe(format!("{verb} ROLE {role} WITH LOGIN PASSWORD '{pw}'"))).execute(&mut conn).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("GRANT imprint_supervisor TO {role}"))).execute(&mut conn).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("GRANT {group} TO {role}"))).execute(&mut conn).await?;
     let _ = conn.close().await;
     Ok(())
 }
