@@ -15,10 +15,14 @@
 //! `migrations/postgres/0010_report_indexes.sql`) with `--attempts` attempts
 //! over 2026 (one a few seconds apart), spread over 10 stations, 7 operators,
 //! work orders of 5,000, one in 20 failed (three codes), and a QA verdict for
-//! one device in 100. The report is the real path: `imprint_sync::central_rows`
-//! (the one report query) and `imprint_api::reports::summarize` for station
-//! `site-3` in June. The reference is a sequential scan of the same table
-//! for the same rows (index and bitmap scans off), counted and summed.
+//! one device in 100. The report is timed both ways for station `site-3` in
+//! June, `--runs` times (default 3): before (session 5: every row through
+//! `imprint_sync::central_rows`, the summary counted in Rust by
+//! `imprint_api::reports::summarize`) and after (`imprint_sync::central_report`:
+//! the summary counted at the center by GROUP BY, 500 rows transferred, then
+//! `Summary::from_counts`); the two summaries must be equal. The reference
+//! is a sequential scan of the same table for the same rows (index and
+//! bitmap scans off), counted and summed.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_tests::pg::{psql, rt, TestDb, PG_HOST, PG_PORT};
@@ -53,7 +57,7 @@ fn main() {
     let opts = PgConnectOptions::from_str(&format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{name}?sslmode=disable"))
         .unwrap()
         .log_statements(log::LevelFilter::Off);
-    time_report(&opts, total);
+    time_report(&opts, total, arg_value(&args, "--runs").unwrap_or(3).max(1));
     if args.iter().any(|a| a == "--keep") {
         if let Some(db) = db {
             // Not dropped: the database outlives the run.
@@ -92,43 +96,77 @@ fn generate(db: &TestDb, n: usize) {
     println!("database size: {}", size.trim());
 }
 
-/// A month's report for one site, three times, against a sequential scan of the same rows.
-fn time_report(opts: &PgConnectOptions, total: i64) {
+/// min / median / max of some timings.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn show(what: &str, v: &[f64]) -> f64 {
+    let (lo, med, hi) = spread(v);
+    println!("{what}: median {med:.3} s (min {lo:.3}, max {hi:.3}, {} runs)", v.len());
+    med
+}
+
+/// A month's report for one site, `runs` times each way, against a sequential scan of the same rows.
+fn time_report(opts: &PgConnectOptions, total: i64, runs: usize) {
     let q = imprint_sync::ReportQuery {
         station: Some("site-3".into()),
         since: Some("2026-06-01T00:00:00.000Z".into()),
         until: Some("2026-07-01T00:00:00.000Z".into()),
         ..Default::default()
     };
+    // The page the app's Reports view shows.
+    let paged = imprint_sync::ReportQuery { limit: Some(500), ..q.clone() };
     let rt = rt();
-    let mut report_s = Vec::new();
-    let mut fetch_s = Vec::new();
-    let mut server_s = Vec::new();
-    let mut scan_s = Vec::new();
+    let (mut before_s, mut fetch_s, mut server_s, mut after_s, mut summary_server_s, mut scan_s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rows_n = 0;
     let (sql, params) = imprint_sync::report_sql(imprint_sync::Dialect::Postgres, &q, "");
-    for _ in 0..3 {
+    let (summary_sql, summary_params) = imprint_sync::summary_sql(imprint_sync::Dialect::Postgres, &q, "");
+    let server = |c: &mut sqlx::PgConnection, sql: String, params: &[Option<String>]| {
+        let counted = format!("SELECT count(*) FROM ({sql}) q");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(counted));
+        for p in params {
+            query = query.bind(p.clone());
+        }
+        let t = Instant::now();
+        let n: i64 = rt.block_on(query.fetch_one(c)).unwrap().get(0);
+        (t.elapsed().as_secs_f64(), n)
+    };
+    for _ in 0..runs {
+        // Before (session 5): every row to the client, the summary counted in Rust.
         let t = Instant::now();
         let rows = rt.block_on(imprint_sync::central_rows(opts, &q)).unwrap();
         fetch_s.push(t.elapsed().as_secs_f64());
-        let summary = imprint_api::reports::summarize(&rows, None);
-        report_s.push(t.elapsed().as_secs_f64());
+        let before = imprint_api::reports::summarize(&rows, None);
+        before_s.push(t.elapsed().as_secs_f64());
         rows_n = rows.len();
-        assert_eq!(summary.attempts as usize, rows.len());
-        // The query alone, in the server (no transfer, no decoding).
-        rt.block_on(async {
-            let mut c = opts.connect().await.unwrap();
-            let counted = format!("SELECT count(*) FROM ({sql}) q");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(counted));
-            for p in &params {
-                query = query.bind(p.clone());
-            }
-            let t = Instant::now();
-            let n: i64 = query.fetch_one(&mut c).await.unwrap().get(0);
-            server_s.push(t.elapsed().as_secs_f64());
-            assert_eq!(n as usize, rows_n);
-            let _ = c.close().await;
-        });
+        assert_eq!(before.attempts as usize, rows.len());
+        drop(rows);
+
+        // After: the summary counted at the center, 500 rows transferred.
+        let t = Instant::now();
+        let (counts, page) = rt.block_on(imprint_sync::central_report(opts, &paged)).unwrap();
+        let mut after = imprint_api::reports::Summary::from_counts(&counts, None);
+        // The overproduction check of the report's work orders, as `reports::report` makes it.
+        let over = rt.block_on(imprint_sync::work_orders::overproduced(opts, &counts.batches)).unwrap();
+        after.overproduction = over
+            .into_iter()
+            .map(|(work_order, q, c)| imprint_api::reports::Overproduction { work_order, quantity: q as u32, certificates: c as u32 })
+            .collect();
+        after_s.push(t.elapsed().as_secs_f64());
+        assert_eq!(after, before, "the summary counted in SQL is the summary counted row by row (no work order overproduced here)");
+        assert_eq!(page.len(), rows_n.min(500));
+
+        // Each query alone, in the server (no transfer, no decoding).
+        let mut c = rt.block_on(opts.connect()).unwrap();
+        let (s, n) = server(&mut c, sql.clone(), &params);
+        server_s.push(s);
+        assert_eq!(n as usize, rows_n);
+        summary_server_s.push(server(&mut c, summary_sql.clone(), &summary_params).0);
+        let _ = rt.block_on(c.close());
 
         let scanned: i64 = rt.block_on(async {
             let mut c = opts.connect().await.unwrap();
@@ -148,17 +186,17 @@ fn time_report(opts: &PgConnectOptions, total: i64) {
         });
         assert_eq!(scanned as usize, rows_n, "the scan counts the report's rows");
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (r, s) = (med(&mut report_s), med(&mut scan_s));
-    println!("report: site-3, June: {rows_n} attempts of {total}; summary in {r:.3} s (median of 3)");
-    println!(
-        "  of which: query + transfer + decoding {:.3} s; the query alone in the server {:.3} s",
-        med(&mut fetch_s),
-        med(&mut server_s)
-    );
-    println!("sequential scan of the same rows: {s:.3} s (median of 3)");
-    println!("ratio report / sequential scan: {:.3}", r / s);
+    println!("report: site-3, June: {rows_n} attempts of {total}");
+    let before = show("before: every row to the client, summary in Rust", &before_s);
+    show("  of which query + transfer + decoding", &fetch_s);
+    show("  the rows query alone in the server", &server_s);
+    let after = show("after: summary counted at the center + a page of 500 rows + the overproduction check", &after_s);
+    show("  the summary query alone in the server", &summary_server_s);
+    let scan = show("sequential scan of the same rows", &scan_s);
+    println!("ratio after / sequential scan: {:.3}", after / scan);
+    println!("ratio before / sequential scan: {:.3}", before / scan);
+    println!("speed-up before / after: {:.1}", before / after);
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at the end: {}", l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    }
 }

@@ -267,3 +267,226 @@ fn the_pdf_report_renders_with_header_summary_chart_device_list_and_page_numbers
     });
     assert!(bar, "no chart bar drawn");
 }
+
+/// One crafted attempt, written the same into a local store and the center.
+struct Crafted {
+    id: &'static str,
+    at: &'static str,
+    status: &'static str,
+    stage: Option<&'static str>,
+    code: Option<&'static str>,
+    serial: Option<&'static str>,
+    batch: Option<&'static str>,
+    operator: Option<&'static str>,
+    /// (issuer, serial, status)
+    cert: Option<(&'static str, &'static str, &'static str)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn crafted(
+    id: &'static str,
+    at: &'static str,
+    status: &'static str,
+    failure: Option<(&'static str, Option<&'static str>)>,
+    serial: Option<&'static str>,
+    batch: Option<&'static str>,
+    operator: Option<&'static str>,
+    cert: Option<(&'static str, &'static str, &'static str)>,
+) -> Crafted {
+    Crafted { id, at, status, stage: failure.map(|f| f.0), code: failure.and_then(|f| f.1), serial, batch, operator, cert }
+}
+
+/// The edge cases of every count: a retry that passed, a rework (a device's
+/// second certificate supersedes its first), two certificates of one
+/// device started at the same millisecond (the newest by issuer, bytewise:
+/// "CN=B" before "CN=a"), a revoked certificate, a device still running,
+/// an interrupted attempt without a code, an attempt without a serial, two
+/// attempts of one device at the same time (the first by id), attempts
+/// without a work order or an operator, QA verdicts (the newest counts).
+fn crafted_records() -> (Vec<Crafted>, Vec<(&'static str, &'static str, &'static str)>) {
+    const DEV: &str = "CN=Imprint DEVELOPMENT CA";
+    let u = |n: u8| -> &'static str { Box::leak(format!("0190a000-0000-7000-8000-0000000000{n:02x}").into_boxed_str()) };
+    let attempts = vec![
+        crafted(
+            u(1),
+            "2026-11-30T08:00:00.000Z",
+            "failed",
+            Some(("csr", Some("key_not_allowed"))),
+            Some("D1"),
+            Some("WO-1"),
+            Some("ann"),
+            None,
+        ),
+        crafted(u(2), "2026-11-30T08:05:00.000Z", "passed", None, Some("D1"), Some("WO-1"), Some("ann"), Some((DEV, "c1", "issued"))),
+        crafted(u(3), "2026-11-30T08:10:00.000Z", "passed", None, Some("D2"), Some("WO-1"), Some("bob"), Some((DEV, "c2", "superseded"))),
+        crafted(u(4), "2026-11-30T09:10:00.000Z", "passed", None, Some("D2"), Some("WO-2"), Some("bob"), Some((DEV, "c3", "issued"))),
+        crafted(u(5), "2026-11-30T09:20:00.000Z", "passed", None, Some("D3"), Some("WO-2"), None, Some(("CN=Prod CA", "c4", "revoked"))),
+        crafted(u(6), "2026-11-30T09:30:00.000Z", "running", None, Some("D4"), Some("WO-2"), Some("ann"), None),
+        crafted(u(7), "2026-11-30T09:40:00.000Z", "interrupted", Some(("identify", None)), Some("D5"), None, Some("ann"), None),
+        crafted(u(8), "2026-11-30T10:00:00.000Z", "failed", Some(("hello", Some("timeout"))), None, Some("WO-1"), Some("bob"), None),
+        // Same start: the first attempt is the lower id (failed), so no first pass.
+        crafted(u(10), "2026-11-30T10:30:00.000Z", "passed", None, Some("D6"), Some("WO-1"), Some("bob"), Some(("CN=a", "c5", "issued"))),
+        crafted(u(9), "2026-11-30T10:30:00.000Z", "failed", Some(("csr", Some("weak_key"))), Some("D6"), Some("WO-1"), Some("bob"), None),
+        // Two certificates at the same millisecond: "CN=a" sorts after "CN=B", so c6 is superseded.
+        crafted(u(11), "2026-11-30T11:00:00.000Z", "passed", None, Some("D7"), None, Some("ann"), Some(("CN=B", "c6", "issued"))),
+        crafted(u(12), "2026-11-30T11:00:00.000Z", "passed", None, Some("D7"), None, Some("ann"), Some(("CN=a", "c7", "issued"))),
+        crafted(u(13), "2026-11-30T11:05:00.000Z", "failed", Some(("csr", Some("key_not_allowed"))), Some("D8"), Some("WO-2"), None, None),
+    ];
+    let verdicts = vec![
+        ("D1", "2026-11-30T12:00:00.000Z", "pass"),
+        ("D3", "2026-11-30T12:00:00.000Z", "pass"),
+        ("D3", "2026-11-30T12:30:00.000Z", "fail"),
+        ("D7", "2026-11-30T12:40:00.000Z", "pass"),
+    ];
+    (attempts, verdicts)
+}
+
+fn write_crafted_local(path: &std::path::Path, attempts: &[Crafted], verdicts: &[(&str, &str, &str)]) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    // An attempt and its certificate name each other; the rows are crafted, not provisioned.
+    c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    for (i, a) in attempts.iter().enumerate() {
+        let cert_id = a.cert.map(|_| format!("cert-{i}"));
+        c.execute(
+            "INSERT INTO attempts (id, port, started_at, finished_at, status, stage, code, device_serial, batch, operator, certificate_id)
+             VALUES (?1, '/dev/ttyUSB0', ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![a.id, a.at, a.status, a.stage, a.code, a.serial, a.batch, a.operator, cert_id],
+        )
+        .unwrap();
+        if let (Some((issuer, serial, status)), Some(id)) = (a.cert, cert_id) {
+            c.execute(
+                "INSERT INTO certificates (id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after,
+                                           status, cert_der, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?1, x'00', ?6, '2036-11-30T00:00:00.000Z', ?7, x'00', ?6)",
+                rusqlite::params![id, a.id, a.serial.unwrap_or("-"), issuer, serial, a.at, status],
+            )
+            .unwrap();
+        }
+    }
+    for (i, (serial, at, verdict)) in verdicts.iter().enumerate() {
+        c.execute(
+            "INSERT INTO qa_verdicts (id, at, port, device_serial, verdict, checks) VALUES (?1, ?2, '/dev/ttyUSB1', ?3, ?4, '[]')",
+            rusqlite::params![format!("qa-{i}"), at, serial, verdict],
+        )
+        .unwrap();
+    }
+}
+
+fn write_crafted_central(db: &TestDb, station: &str, attempts: &[Crafted], verdicts: &[(&str, &str, &str)]) {
+    let q = |v: Option<&str>| v.map(|s| format!("'{}'", s.replace('\'', "''"))).unwrap_or_else(|| "NULL".into());
+    let mut sql = format!("INSERT INTO stations (id, db_role) VALUES ('{station}', 'crafted_{}');\n", station.replace('-', "_"));
+    for (i, a) in attempts.iter().enumerate() {
+        let cert_id = a.cert.map(|_| format!("0190a000-0000-7000-8000-1000000000{i:02x}"));
+        sql += &format!(
+            "INSERT INTO attempts (id, station_id, port, started_at, finished_at, status, stage, code, device_serial, batch, operator,
+                                   certificate_id, resumed, bytes_to_device, bytes_from_device, version, content_sha256)
+             VALUES ('{}', '{station}', '/dev/ttyUSB0', '{}', '{}', '{}', {}, {}, {}, {}, {}, {}, false, 0, 0, 1, '\\x00');\n",
+            a.id,
+            a.at,
+            a.at,
+            a.status,
+            q(a.stage),
+            q(a.code),
+            q(a.serial),
+            q(a.batch),
+            q(a.operator),
+            q(cert_id.as_deref()),
+        );
+        if let (Some((issuer, serial, status)), Some(id)) = (a.cert, &cert_id) {
+            sql += &format!(
+                "INSERT INTO certificates (id, station_id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before,
+                                           not_after, status, cert_der, created_at, version, content_sha256)
+                 VALUES ('{id}', '{station}', '{}', {}, {}, '{serial}', '{id}', '\\x00', '{}', '2036-11-30T00:00:00Z', '{status}', '\\x00', '{}', 1, '\\x00');\n",
+                a.id,
+                q(Some(a.serial.unwrap_or("-"))),
+                q(Some(issuer)),
+                a.at,
+                a.at,
+            );
+        }
+    }
+    for (i, (serial, at, verdict)) in verdicts.iter().enumerate() {
+        sql += &format!(
+            "INSERT INTO qa_verdicts (id, station_id, at, port, device_serial, verdict, checks, version, content_sha256)
+             VALUES ('0190a000-0000-7000-8000-2000000000{i:02x}', '{station}', '{at}', '/dev/ttyUSB1', '{serial}', '{verdict}', '[]', 1, '\\x00');\n"
+        );
+    }
+    db.psql(&sql);
+}
+
+/// Regression (issue 14, item 6): a report pulled every matching row into
+/// the client to count its summary (22 s for a month of one site among 10
+/// million attempts). The summary is now counted by the database with one
+/// query text per dialect (`imprint_sync::summary_sql`); over the same
+/// records, the local store's counts, the center's counts and the
+/// row-by-row definition (`reports::summarize`) give the same summary for
+/// every filter, and both give the same page of rows.
+#[test]
+fn the_summary_counted_in_sql_is_the_summary_counted_row_by_row() {
+    use imprint_api::reports::{summarize, Summary};
+    let (attempts, verdicts) = crafted_records();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("station.db");
+    let store = imprint_store::Store::open(&path).unwrap();
+    write_crafted_local(&path, &attempts, &verdicts);
+    let db = TestDb::new();
+    write_crafted_central(&db, "st-1", &attempts, &verdicts);
+    let opts = db.admin_options();
+    let rt = imprint_tests::pg::rt();
+
+    let q = |f: fn(&mut imprint_sync::ReportQuery)| {
+        let mut q = imprint_sync::ReportQuery::default();
+        f(&mut q);
+        q
+    };
+    let filters = [
+        q(|_| {}),
+        q(|q| q.batch = Some("WO-1".into())),
+        q(|q| q.status = Some("passed".into())),
+        q(|q| q.qa_verdict = Some("none".into())),
+        q(|q| q.qa_verdict = Some("fail".into())),
+        q(|q| q.since = Some("2026-11-30T09:00:00.000Z".into())),
+        q(|q| q.until = Some("2026-11-30T10:30:00.000Z".into())),
+        q(|q| q.operator = Some("bob".into())),
+        q(|q| q.code = Some("key_not_allowed".into())),
+        q(|q| q.station = Some("st-1".into())),
+        q(|q| q.station = Some("elsewhere".into())),
+    ];
+    let plan = imprint_station::config::QaConfig { sample_every: Some(2), sample_count: None };
+    for f in &filters {
+        let local_rows = imprint_sync::local_rows(&store, "st-1", f).unwrap();
+        let central_rows = rt.block_on(imprint_sync::central_rows(&opts, f)).unwrap();
+        assert_eq!(local_rows, central_rows, "{f:?}");
+        let reference = summarize(&local_rows, Some(&plan));
+        let local = imprint_sync::local_summary(&store, "st-1", f).unwrap();
+        let central = rt.block_on(imprint_sync::central_summary(&opts, f)).unwrap();
+        assert_eq!(Summary::from_counts(&local, Some(&plan)), reference, "local, {f:?}");
+        assert_eq!(Summary::from_counts(&central, Some(&plan)), reference, "central, {f:?}");
+        let mut batches: Vec<_> = local_rows.iter().filter_map(|r| r.batch.clone()).collect();
+        batches.sort();
+        batches.dedup();
+        for mut b in [local.batches, central.batches] {
+            b.sort();
+            assert_eq!(b, batches, "{f:?}");
+        }
+        // The page: the same rows, newest first, as a slice of all of them.
+        let paged = imprint_sync::ReportQuery { limit: Some(3), offset: Some(2), ..f.clone() };
+        let (lc, lp) = imprint_sync::local_report(&store, "st-1", &paged).unwrap();
+        let (cc, cp) = rt.block_on(imprint_sync::central_report(&opts, &paged)).unwrap();
+        assert_eq!(lp, cp, "{f:?}");
+        assert_eq!(lp, local_rows.iter().skip(2).take(3).cloned().collect::<Vec<_>>(), "{f:?}");
+        assert_eq!((lc.attempts, cc.attempts), (local_rows.len() as u64, local_rows.len() as u64), "the summary ignores the page");
+        let tail = imprint_sync::ReportQuery { offset: Some(4), ..f.clone() };
+        assert_eq!(imprint_sync::local_rows(&store, "st-1", &tail).unwrap(), local_rows.iter().skip(4).cloned().collect::<Vec<_>>());
+        assert_eq!(rt.block_on(imprint_sync::central_rows(&opts, &tail)).unwrap(), local_rows.iter().skip(4).cloned().collect::<Vec<_>>());
+    }
+    // The crafted edge cases are all there.
+    let s = summarize(&imprint_sync::local_rows(&store, "st-1", &filters[0]).unwrap(), Some(&plan));
+    assert_eq!((s.attempts, s.devices, s.passed, s.failed, s.running, s.attempts_without_serial), (13, 8, 5, 2, 1, 1), "{s:#?}");
+    assert_eq!((s.certificates, s.revoked, s.superseded, s.dev_ca), (7, 1, 2, 3), "{s:#?}");
+    assert_eq!(
+        s.first_pass_yield,
+        Some(37.5),
+        "D2, D3 and D7 of 8; not D6 (of its two attempts at one time, the first by id failed): {s:#?}"
+    );
+}

@@ -7,7 +7,7 @@
 use crate::{Actor, ApiError, ApiResult, CentralConfig, Permission, Store};
 use imprint_proto::{Closed, FailureCode};
 use imprint_store::AttemptStatus;
-pub use imprint_sync::ReportRow;
+pub use imprint_sync::{GroupCount, ReportRow, SummaryCounts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -111,6 +111,8 @@ impl ReportFilter {
             device_serial: blank(&self.device_serial),
             qa_verdict,
             with_der: false,
+            limit: None,
+            offset: None,
         })
     }
 
@@ -276,21 +278,35 @@ pub struct Report {
     #[ts(type = "Array<Record<string, string | boolean | null>>")]
     pub rows: Vec<serde_json::Map<String, Value>>,
     pub summary: Summary,
-    /// Every matching row, for CSV/PDF/exports.
+    /// The rows shown, for CSV/PDF (every matching row unless the filter has a limit).
     #[serde(skip)]
     #[ts(skip)]
-    pub all: Vec<ReportRow>,
+    pub shown: Vec<ReportRow>,
 }
 
 impl Report {
-    /// The rows shown: `offset..offset+limit` of all.
+    /// The rows shown: `offset..offset+limit` of every matching row, newest first.
     pub fn page(&self) -> &[ReportRow] {
-        let offset = self.offset as usize;
-        let end = match self.filter.limit {
-            Some(l) => (offset + l as usize).min(self.all.len()),
-            None => self.all.len(),
-        };
-        &self.all[offset.min(end)..end]
+        &self.shown
+    }
+}
+
+/// The summary's counts over every row of `q` and the rows of `q`'s page,
+/// from either source: the database counts (GROUP BY), only the counts and
+/// the page cross (`imprint_sync::local_report` / `central_report`: one
+/// query text per dialect, the same for both).
+pub fn counts_and_page(
+    actor: &Actor,
+    source: &Source<'_>,
+    q: &imprint_sync::ReportQuery,
+) -> ApiResult<(imprint_sync::SummaryCounts, Vec<ReportRow>)> {
+    actor.require(Permission::Report)?;
+    match source {
+        Source::Local { store, station_id } => Ok(imprint_sync::local_report(store, station_id, q)?),
+        Source::Central(c) => {
+            let opts = c.connect_options()?;
+            Ok(crate::central::runtime()?.block_on(imprint_sync::central_report(&opts, q))?)
+        }
     }
 }
 
@@ -303,45 +319,49 @@ pub fn report(
     qa: Option<&imprint_station::config::QaConfig>,
 ) -> ApiResult<Report> {
     let now = time::OffsetDateTime::now_utc();
-    let q = filter.query(now)?;
-    let all = rows(actor, source, &q)?;
+    let mut q = filter.query(now)?;
+    q.limit = filter.limit;
+    q.offset = filter.offset;
+    let (counts, shown) = counts_and_page(actor, source, &q)?;
     if let Source::Local { store, .. } = source {
         crate::audit::record(
             store,
             Some(actor.id()),
             crate::audit::AuditKind::Export,
             None,
-            serde_json::json!({"format": "report", "rows": all.len()}),
+            serde_json::json!({"format": "report", "rows": counts.attempts}),
         );
     }
-    let offset = filter.offset.unwrap_or(0);
-    let mut r = Report {
+    let mut summary = Summary::from_counts(&counts, qa);
+    summary.overproduction = overproduction(source, &counts.batches)?;
+    Ok(Report {
         generated_at: imprint_store::ts(now),
         source: source.words(),
         filter_words: filter.describe(),
         filter: filter.clone(),
-        total: all.len() as u32,
-        offset,
+        total: clamp_u64(counts.attempts),
+        offset: filter.offset.unwrap_or(0),
         columns: column_names(),
-        rows: Vec::new(),
-        summary: summarize(&all, qa),
-        all,
-    };
-    r.summary.overproduction = overproduction(source, &r.all)?;
-    r.rows = r.page().iter().map(row_json).collect();
-    Ok(r)
+        rows: shown.iter().map(row_json).collect(),
+        summary,
+        shown,
+    })
+}
+
+fn clamp_u64(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn clamp(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
-/// The work orders of `rows` that have more certificates than their
-/// quantity, counted over all their attempts (the same count as Health's
-/// overproduction item on a station; at the center, over every station's
-/// records the role may read).
-pub fn overproduction(source: &Source<'_>, rows: &[ReportRow]) -> ApiResult<Vec<Overproduction>> {
-    let batches: BTreeSet<String> = rows.iter().filter_map(|r| r.batch.clone()).collect();
+/// The work orders of a report's rows (`batches`) that have more
+/// certificates than their quantity, counted over all their attempts (the
+/// same count as Health's overproduction item on a station; at the center,
+/// over every station's records the role may read).
+pub fn overproduction(source: &Source<'_>, batches: &[String]) -> ApiResult<Vec<Overproduction>> {
+    let batches: BTreeSet<String> = batches.iter().cloned().collect();
     if batches.is_empty() {
         return Ok(Vec::new());
     }
@@ -453,11 +473,11 @@ fn pct(n: u32, of: u32) -> Option<f64> {
     (of > 0).then(|| (n as f64 * 1000.0 / of as f64).round() / 10.0)
 }
 
-fn group(rows: &[ReportRow], key: impl Fn(&ReportRow) -> String) -> Vec<Throughput> {
-    let mut m: BTreeMap<String, Throughput> = BTreeMap::new();
+fn group(rows: &[ReportRow], key: impl Fn(&ReportRow) -> String) -> Vec<GroupCount> {
+    let mut m: BTreeMap<String, GroupCount> = BTreeMap::new();
     for r in rows {
         let k = key(r);
-        let t = m.entry(k.clone()).or_insert(Throughput { key: k, attempts: 0, passed: 0, failed: 0 });
+        let t = m.entry(k.clone()).or_insert(GroupCount { key: k, ..Default::default() });
         t.attempts += 1;
         match r.status.as_str() {
             "passed" => t.passed += 1,
@@ -490,9 +510,12 @@ pub fn superseded(rows: &[ReportRow]) -> BTreeSet<(String, String)> {
     out
 }
 
-/// The summary of every row (newest first, as the query returns them).
-pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConfig>) -> Summary {
-    let mut s = Summary { attempts: rows.len() as u32, ..Default::default() };
+/// The summary's counts of rows already in memory (newest first, as the
+/// query returns them), counted here one row at a time: the definition the
+/// database's GROUP BY counts ([`imprint_sync::summary_sql`]) are tested
+/// against (`the_summary_counted_in_sql_is_the_summary_counted_row_by_row`).
+pub fn counts_of(rows: &[ReportRow]) -> SummaryCounts {
+    let mut s = SummaryCounts { attempts: rows.len() as u64, ..Default::default() };
     // Per device, oldest attempt first.
     let mut devices: BTreeMap<&str, Vec<&ReportRow>> = BTreeMap::new();
     for r in rows.iter().rev() {
@@ -501,40 +524,24 @@ pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConf
             None => s.attempts_without_serial += 1,
         }
     }
-    let mut first_pass = 0;
     for attempts in devices.values() {
         if attempts.iter().any(|a| a.status == "passed") {
-            s.passed += 1;
+            s.devices_passed += 1;
         } else if attempts.iter().all(|a| a.status == "running") {
-            s.running += 1;
-        } else {
-            s.failed += 1;
+            s.devices_running += 1;
         }
         if attempts.first().is_some_and(|a| a.status == "passed") {
-            first_pass += 1;
+            s.devices_first_passed += 1;
         }
     }
-    s.devices = devices.len() as u32;
-    s.first_pass_yield = pct(first_pass, s.devices);
-    s.final_yield = pct(s.passed, s.devices);
+    s.devices = devices.len() as u64;
 
-    let mut pareto: BTreeMap<(String, String), u32> = BTreeMap::new();
-    let mut failures = 0;
+    let mut pareto: BTreeMap<(String, String), u64> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.status == "failed" || r.status == "interrupted") {
-        failures += 1;
         let k = (r.stage.clone().unwrap_or_else(|| "-".into()), r.code.clone().unwrap_or_else(|| r.status.clone()));
         *pareto.entry(k).or_default() += 1;
     }
-    let mut pareto: Vec<_> = pareto.into_iter().collect();
-    pareto.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut cum = 0;
-    s.pareto = pareto
-        .into_iter()
-        .map(|((stage, code), count)| {
-            cum += count;
-            ParetoRow { stage, code, count, percent: pct(count, failures).unwrap_or(0.0), cumulative: pct(cum, failures).unwrap_or(0.0) }
-        })
-        .collect();
+    s.pareto = pareto.into_iter().map(|((stage, code), n)| (stage, code, n)).collect();
 
     s.per_hour = group(rows, |r| r.started_at.get(..13).unwrap_or(&r.started_at).to_string());
     s.per_station = group(rows, |r| r.station_id.clone());
@@ -551,37 +558,117 @@ pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConf
             }
         }
     }
-    s.qa = batches
-        .into_iter()
-        .map(|(batch, (prov, ver))| {
-            let provisioned = prov.len() as u32;
-            let verified = ver.len() as u32;
-            let plan = qa.map(|c| crate::qa::required(c, provisioned));
-            let (required, plan) = match plan {
-                Some(Ok((n, words))) => (Some(n), words),
-                Some(Err(e)) => (None, e.message),
-                None => (None, "no sampling plan".into()),
-            };
-            QaCoverage { batch, provisioned, verified, required, plan, met: required.map(|n| verified >= n) }
-        })
-        .collect();
+    s.qa = batches.into_iter().map(|(batch, (prov, ver))| (batch, prov.len() as u64, ver.len() as u64)).collect();
 
     let mut certs: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut issuers: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for r in rows {
         if let (Some(i), Some(c)) = (&r.issuer, &r.cert_serial) {
             if certs.insert((i, c)) {
+                let e = issuers.entry(i).or_default();
+                e.0 += 1;
                 if r.cert_status.as_deref() == Some("revoked") {
-                    s.revoked += 1;
-                }
-                if is_dev_ca(i) {
-                    s.dev_ca += 1;
+                    e.1 += 1;
                 }
             }
         }
     }
-    s.certificates = certs.len() as u32;
-    s.superseded = superseded(rows).len() as u32;
+    s.issuers = issuers.into_iter().map(|(i, (n, revoked))| (i.to_string(), n, revoked)).collect();
+    s.superseded = superseded(rows).len() as u64;
+    s.batches = rows.iter().filter_map(|r| r.batch.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     s
+}
+
+/// The summary of rows already in memory (newest first, as queried):
+/// [`counts_of`] then [`Summary::from_counts`]. Reports count in the
+/// database instead ([`report`]); this is their reference.
+pub fn summarize(rows: &[ReportRow], qa: Option<&imprint_station::config::QaConfig>) -> Summary {
+    Summary::from_counts(&counts_of(rows), qa)
+}
+
+fn throughput(groups: &[GroupCount]) -> Vec<Throughput> {
+    let mut v: Vec<Throughput> = groups
+        .iter()
+        .map(|g| Throughput {
+            key: g.key.clone(),
+            attempts: clamp_u64(g.attempts),
+            passed: clamp_u64(g.passed),
+            failed: clamp_u64(g.failed),
+        })
+        .collect();
+    v.sort_by(|a, b| a.key.cmp(&b.key));
+    v
+}
+
+impl Summary {
+    /// The summary from its counts (however they were counted, in any
+    /// order): ordered, with yields, shares and the QA plan's requirement.
+    /// `overproduction` is left empty (the caller asks the source).
+    pub fn from_counts(c: &SummaryCounts, qa: Option<&imprint_station::config::QaConfig>) -> Summary {
+        let devices = clamp_u64(c.devices);
+        let passed = clamp_u64(c.devices_passed);
+        let running = clamp_u64(c.devices_running);
+        let mut s = Summary {
+            attempts: clamp_u64(c.attempts),
+            devices,
+            passed,
+            failed: devices.saturating_sub(passed).saturating_sub(running),
+            running,
+            attempts_without_serial: clamp_u64(c.attempts_without_serial),
+            first_pass_yield: pct(clamp_u64(c.devices_first_passed), devices),
+            final_yield: pct(passed, devices),
+            ..Default::default()
+        };
+
+        let mut pareto: Vec<(&str, &str, u32)> = c.pareto.iter().map(|(st, co, n)| (st.as_str(), co.as_str(), clamp_u64(*n))).collect();
+        pareto.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(b.1)));
+        let failures: u32 = pareto.iter().map(|p| p.2).sum();
+        let mut cum = 0;
+        s.pareto = pareto
+            .into_iter()
+            .map(|(stage, code, count)| {
+                cum += count;
+                ParetoRow {
+                    stage: stage.to_string(),
+                    code: code.to_string(),
+                    count,
+                    percent: pct(count, failures).unwrap_or(0.0),
+                    cumulative: pct(cum, failures).unwrap_or(0.0),
+                }
+            })
+            .collect();
+
+        s.per_hour = throughput(&c.per_hour);
+        s.per_station = throughput(&c.per_station);
+        s.per_operator = throughput(&c.per_operator);
+
+        let mut batches: Vec<&(Option<String>, u64, u64)> = c.qa.iter().collect();
+        batches.sort_by(|a, b| a.0.cmp(&b.0));
+        s.qa = batches
+            .into_iter()
+            .map(|(batch, prov, ver)| {
+                let provisioned = clamp_u64(*prov);
+                let verified = clamp_u64(*ver);
+                let plan = qa.map(|c| crate::qa::required(c, provisioned));
+                let (required, plan) = match plan {
+                    Some(Ok((n, words))) => (Some(n), words),
+                    Some(Err(e)) => (None, e.message),
+                    None => (None, "no sampling plan".into()),
+                };
+                QaCoverage { batch: batch.clone(), provisioned, verified, required, plan, met: required.map(|n| verified >= n) }
+            })
+            .collect();
+
+        for (issuer, n, revoked) in &c.issuers {
+            s.certificates += clamp_u64(*n);
+            s.revoked += clamp_u64(*revoked);
+            if is_dev_ca(issuer) {
+                s.dev_ca += clamp_u64(*n);
+            }
+        }
+        s.superseded = clamp_u64(c.superseded);
+        s
+    }
 }
 
 /// The title of the overproduction table (first, when there is one; the PDF draws it red).
