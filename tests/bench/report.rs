@@ -120,8 +120,8 @@ fn time_report(opts: &PgConnectOptions, total: i64, runs: usize) {
     // The page the app's Reports view shows.
     let paged = imprint_sync::ReportQuery { limit: Some(500), ..q.clone() };
     let rt = rt();
-    let (mut before_s, mut fetch_s, mut server_s, mut after_s, mut summary_server_s, mut scan_s) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut before_s, mut fetch_s, mut server_s, mut after_s, mut summary_server_s, mut summary_jit_s, mut scan_s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rows_n = 0;
     let (sql, params) = imprint_sync::report_sql(imprint_sync::Dialect::Postgres, &q, "");
     let (summary_sql, summary_params) = imprint_sync::summary_sql(imprint_sync::Dialect::Postgres, &q, "");
@@ -165,6 +165,10 @@ fn time_report(opts: &PgConnectOptions, total: i64, runs: usize) {
         let (s, n) = server(&mut c, sql.clone(), &params);
         server_s.push(s);
         assert_eq!(n as usize, rows_n);
+        // The summary alone: with the server's JIT (the default) and as `central_report` runs it (JIT off).
+        summary_jit_s.push(server(&mut c, summary_sql.clone(), &summary_params).0);
+        rt.block_on(sqlx::query("SET jit = off").execute(&mut c)).unwrap();
+        rt.block_on(sqlx::query("SET work_mem = '32MB'").execute(&mut c)).unwrap();
         summary_server_s.push(server(&mut c, summary_sql.clone(), &summary_params).0);
         let _ = rt.block_on(c.close());
 
@@ -191,7 +195,8 @@ fn time_report(opts: &PgConnectOptions, total: i64, runs: usize) {
     show("  of which query + transfer + decoding", &fetch_s);
     show("  the rows query alone in the server", &server_s);
     let after = show("after: summary counted at the center + a page of 500 rows + the overproduction check", &after_s);
-    show("  the summary query alone in the server", &summary_server_s);
+    show("  the summary query alone in the server (JIT off, as run)", &summary_server_s);
+    show("  the summary query alone in the server with JIT on (the server's default)", &summary_jit_s);
     let scan = show("sequential scan of the same rows", &scan_s);
     println!("ratio after / sequential scan: {:.3}", after / scan);
     println!("ratio before / sequential scan: {:.3}", before / scan);

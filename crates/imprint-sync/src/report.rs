@@ -461,8 +461,8 @@ pub fn local_report(store: &Store, station_id: &str, q: &ReportQuery) -> Result<
 ///
 /// Two settings for this transaction only, both measured at 10 million
 /// attempts (docs/performance.md): JIT off (PostgreSQL compiles the summary
-/// query because its estimated cost is high, and the compiling took 4.5 s
-/// of a 5.5 s query; 1.2 s without) and `work_mem` 32 MB (the per-device
+/// query because its estimated cost is high, and a site's month took 4.6-5.5 s
+/// with the compiling, 1.25 s without) and `work_mem` 32 MB (the per-device
 /// sort of a site's month stayed in memory instead of spilling 6 MB to disk).
 pub async fn central_report(opts: &PgConnectOptions, q: &ReportQuery) -> Result<(SummaryCounts, Vec<ReportRow>), SyncError> {
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
