@@ -375,3 +375,21 @@ fn scheduled_backups_wait_the_interval_go_to_the_dir_and_keep_the_newest_n() {
     bst.shutdown(DRAIN_WITHIN);
     assert!(stopping.elapsed() < Duration::from_secs(30), "shutdown waited for the backup interval");
 }
+
+#[test]
+fn a_backup_runs_at_the_lowest_cpu_priority_and_leaves_the_callers_alone() {
+    // Regression (issue 16's backup-under-load bench, 1.19 against <= 1.05):
+    // the copy, its checks, the hash and the encryption ran at the caller's
+    // priority and took CPU from the port threads.
+    let ts = TestStation::new();
+    let me = admin(&ts);
+    let st = ts.open();
+    let devs: Vec<SimHandle> = (0..1).map(|i| sim(&format!("SIM-NICE-{i}"), "")).collect();
+    provision(&st, &devs);
+    let before = imprint_station::backup::this_threads_nice();
+    let file = ts.dir.path().join("nice.backup");
+    imprint_api::backup::backup_store(&me, &ts.cfg, st.store(), &file, false).unwrap();
+    assert_eq!(imprint_station::backup::last_backup_nice(), imprint_station::backup::BACKUP_NICE, "the copy ran at nice 19");
+    assert_eq!(imprint_station::backup::this_threads_nice(), before, "the caller's thread keeps its priority");
+    st.shutdown(DRAIN_WITHIN);
+}

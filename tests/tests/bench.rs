@@ -199,3 +199,47 @@ fn saving_settings_mid_attempt_resumes_the_device_on_the_reopened_station() {
     );
     api.shutdown();
 }
+
+#[test]
+fn a_bench_of_ports_named_per_device_stays_bounded_and_its_tally_counts_every_device() {
+    // Regression (issue 17's soak stopped at 7,702 devices): every device on a
+    // new port path (`/dev/serial/by-id/...`) left a tile on the bench and a
+    // Tile in the list of finished attempts for the whole run.
+    use imprint_api::engine::MAX_ABSENT_TILES;
+    let ts = TestStation::new();
+    let links = ts.dir.path().join("by-id");
+    std::fs::create_dir_all(&links).unwrap();
+    let (inner, rx) = collector();
+    // Removed events counted as they are sent (wait_tiles consumes the channel).
+    let removed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let events: BenchEventFn = {
+        let removed = removed.clone();
+        Arc::new(move |e: &BenchEvent| {
+            if matches!(e, BenchEvent::Removed { .. }) {
+                removed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            inner(e)
+        })
+    };
+    let bench = Bench::start(ts.open(), watch(&links), Mode::Auto, events, vec![]);
+    let total = MAX_ABSENT_TILES + 16;
+    for batch in 0..total / 8 {
+        let devices: Vec<imprint_devsim::SimHandle> = (0..8)
+            .map(|i| SimDevice::spawn(SimConfig::new(format!("BYID-{:04}", batch * 8 + i)).with_link_dir(&links)).unwrap())
+            .collect();
+        let want = (batch + 1) * 8;
+        assert_eq!(bench.wait_finished(want, Duration::from_secs(120)), want, "tiles: {:#?}", bench.tiles());
+        drop(devices);
+        wait_tiles(&bench, &rx, "the batch unplugged", |t| t.iter().all(|t| !t.present));
+        assert!(bench.tiles().len() <= MAX_ABSENT_TILES, "{} tiles after {want} devices", bench.tiles().len());
+    }
+    assert_eq!(bench.tiles().len(), MAX_ABSENT_TILES, "the newest gone tiles stay on the bench");
+    assert_eq!(removed.load(std::sync::atomic::Ordering::SeqCst), total - MAX_ABSENT_TILES, "each removed tile was announced");
+    assert_eq!(bench.finished_count(), total);
+    let tally = bench.tally();
+    assert_eq!((tally.passed, tally.failed, tally.stopped), (total, 0, 0), "removed tiles still count");
+    // The newest devices' results are still shown.
+    assert!(bench.tiles().iter().any(|t| t.device_serial.as_deref() == Some(&*format!("BYID-{:04}", total - 1))));
+    assert_eq!(bench.station().store().certificates().unwrap().len(), total);
+    bench.stop();
+}

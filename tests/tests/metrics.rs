@@ -79,7 +79,7 @@ fn metrics_scraped_while_devices_provision_match_the_store_and_pass_promtool() {
     let prometheus_accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
     let mut during = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while bench.finished().len() < N && Instant::now() < deadline {
+    while bench.finished_count() < N && Instant::now() < deadline {
         let (status, ctype, body) = get_accepting(addr, "/metrics", Some(prometheus_accept));
         assert!(status.contains("200"), "{status}");
         assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");

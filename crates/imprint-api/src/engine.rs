@@ -141,6 +141,73 @@ pub struct PortSource {
 /// I/O errors is left to the operator).
 const MAX_AUTO_RESUMES: u32 = 3;
 
+/// Tiles of ports that are gone (their last result shown until the device
+/// comes back) kept on the bench; past this many the longest gone is removed
+/// ([`BenchEvent::Removed`]) and its last result kept only in the tally. A
+/// fixture has far fewer slots; ports named per device (`/dev/serial/by-id`)
+/// would otherwise grow the bench by a tile per device for the whole shift
+/// (issue 17's soak: +1.9 MiB per 1,000 devices).
+pub const MAX_ABSENT_TILES: usize = 64;
+
+/// How an attempt ended, as the run's summary counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Passed,
+    /// Stopped by the station's shutdown: it resumes on the next run.
+    Stopped,
+    Failed {
+        /// The store could not record it (disk full or failing).
+        store: bool,
+    },
+}
+
+impl Ending {
+    fn of(t: &Tile) -> Ending {
+        match (t.state, t.code) {
+            (TileState::Passed, _) => Ending::Passed,
+            (_, Some(FailureCode::StationStopping)) => Ending::Stopped,
+            (_, code) => Ending::Failed { store: matches!(code, Some(FailureCode::StoreError | FailureCode::StoreFull)) },
+        }
+    }
+}
+
+/// Devices by how their last attempt ended, one count per port: one cut by an
+/// unplug and then resumed to the end has passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+    /// Stopped by the shutdown (they resume on the next run).
+    pub stopped: usize,
+    /// Of the failed, those the store could not record.
+    pub store_failed: usize,
+}
+
+impl Tally {
+    fn add(&mut self, e: Ending) {
+        match e {
+            Ending::Passed => self.passed += 1,
+            Ending::Stopped => self.stopped += 1,
+            Ending::Failed { store } => {
+                self.failed += 1;
+                self.store_failed += usize::from(store);
+            }
+        }
+    }
+}
+
+/// What the engine keeps of finished attempts: bounded by the ports on the
+/// bench, whatever the number of devices (no list of every attempt).
+#[derive(Default)]
+struct Finished {
+    /// Attempts finished since start.
+    count: usize,
+    /// Port → the ending of its last finished attempt, for ports on the bench.
+    last: BTreeMap<String, Ending>,
+    /// The last endings of ports removed from the bench.
+    removed: Tally,
+}
+
 struct Inner {
     station: Station,
     mode: Mutex<Mode>,
@@ -154,9 +221,13 @@ struct Inner {
     forget: Mutex<Vec<String>>,
     events: BenchEventFn,
     stop: AtomicBool,
-    /// Attempts finished since start, in order, and a condition to wait on.
-    finished: Mutex<Vec<Tile>>,
+    /// Finished attempts (a count and each port's last ending), and a condition to wait on.
+    finished: Mutex<Finished>,
     finished_cv: Condvar,
+    /// Port → when (a sequence number) its tile stopped being present; the
+    /// oldest go first once there are more than [`MAX_ABSENT_TILES`].
+    absent: Mutex<BTreeMap<String, u64>>,
+    absent_seq: std::sync::atomic::AtomicU64,
     /// Port threads (attempts and identification), joined on stop.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -199,6 +270,9 @@ impl Bench {
     /// being replaced, e.g. after Settings were saved) keep their results.
     pub fn start(station: Station, ports: PortSource, mode: Mode, events: BenchEventFn, previous: Vec<Tile>) -> Bench {
         let carried = previous.iter().map(|t| t.port.clone()).collect();
+        // The replaced bench's tiles are not present until their devices are seen again.
+        let absent: BTreeMap<String, u64> = previous.iter().zip(0u64..).map(|(t, i)| (t.port.clone(), i)).collect();
+        let absent_seq = absent.len() as u64;
         let tiles: BTreeMap<String, Tile> = previous
             .into_iter()
             .map(|mut t| {
@@ -220,8 +294,10 @@ impl Bench {
                 forget: Mutex::new(Vec::new()),
                 events,
                 stop: AtomicBool::new(false),
-                finished: Mutex::new(Vec::new()),
+                finished: Mutex::new(Finished::default()),
                 finished_cv: Condvar::new(),
+                absent: Mutex::new(absent),
+                absent_seq: std::sync::atomic::AtomicU64::new(absent_seq),
                 threads: Mutex::new(Vec::new()),
                 watcher: Mutex::new(None),
             }),
@@ -305,16 +381,27 @@ impl Bench {
         v
     }
 
-    /// Attempts finished since the engine started, in order.
-    pub fn finished(&self) -> Vec<Tile> {
-        lock(&self.inner.finished).clone()
+    /// How many attempts have finished since the engine started.
+    pub fn finished_count(&self) -> usize {
+        lock(&self.inner.finished).count
+    }
+
+    /// Devices by how their last attempt ended (one per port, including
+    /// ports since removed from the bench).
+    pub fn tally(&self) -> Tally {
+        let f = lock(&self.inner.finished);
+        let mut t = f.removed;
+        for e in f.last.values() {
+            t.add(*e);
+        }
+        t
     }
 
     /// Wait until `n` attempts have finished, or `timeout` passes; returns how many have.
     pub fn wait_finished(&self, n: usize, timeout: Duration) -> usize {
         let g = lock(&self.inner.finished);
-        let (g, _) = self.inner.finished_cv.wait_timeout_while(g, timeout, |v| v.len() < n).unwrap_or_else(|p| p.into_inner());
-        g.len()
+        let (g, _) = self.inner.finished_cv.wait_timeout_while(g, timeout, |f| f.count < n).unwrap_or_else(|p| p.into_inner());
+        g.count
     }
 
     /// True when no attempt is running.
@@ -360,6 +447,7 @@ impl Bench {
             let slot = self.slot_for(port, &tiles);
             let t = tiles.entry(port.to_string()).or_insert_with(|| Tile::new(port, slot));
             t.present = true;
+            lock(&self.inner.absent).remove(port);
             t.dialect = self.inner.station.ctx().cfg.dialect_for(port).0;
             let carried = lock(&self.inner.carried).remove(port);
             // A device whose attempt the reopen stopped resumes; other results stay.
@@ -457,6 +545,7 @@ impl Bench {
         });
         if let Some(t) = t {
             self.emit(t);
+            self.mark_absent(port);
         }
     }
 
@@ -529,8 +618,62 @@ impl Bench {
     }
 
     fn record_finished(&self, t: Tile) {
-        lock(&self.inner.finished).push(t);
+        {
+            let mut f = lock(&self.inner.finished);
+            f.count += 1;
+            f.last.insert(t.port.clone(), Ending::of(&t));
+        }
         self.inner.finished_cv.notify_all();
+    }
+
+    /// The tile of `port` is no longer present: it becomes a candidate for removal.
+    fn mark_absent(&self, port: &str) {
+        let seq = self.inner.absent_seq.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.absent).insert(port.to_string(), seq);
+        self.evict_absent();
+    }
+
+    /// Remove the longest-gone tiles beyond [`MAX_ABSENT_TILES`] (never one
+    /// whose attempt still runs, nor one whose device came back).
+    fn evict_absent(&self) {
+        let mut oldest: Vec<(u64, String)> = {
+            let absent = lock(&self.inner.absent);
+            if absent.len() <= MAX_ABSENT_TILES {
+                return;
+            }
+            absent.iter().map(|(p, s)| (*s, p.clone())).collect()
+        };
+        oldest.sort_unstable();
+        let mut excess = oldest.len() - MAX_ABSENT_TILES;
+        for (_, port) in oldest {
+            if excess == 0 {
+                break;
+            }
+            let removed = {
+                let mut tiles = lock(&self.inner.tiles);
+                match tiles.get(&port) {
+                    Some(t) if t.present || t.state == TileState::Running => false,
+                    _ => {
+                        tiles.remove(&port);
+                        true
+                    }
+                }
+            };
+            if !removed {
+                continue;
+            }
+            excess -= 1;
+            lock(&self.inner.absent).remove(&port);
+            lock(&self.inner.carried).remove(&port);
+            lock(&self.inner.resumes).remove(&port);
+            {
+                let mut f = lock(&self.inner.finished);
+                if let Some(e) = f.last.remove(&port) {
+                    f.removed.add(e);
+                }
+            }
+            (self.inner.events)(&BenchEvent::Removed { port });
+        }
     }
 
     /// An attempt ended: keep its result; after an unplug, re-arm the port so
@@ -551,6 +694,7 @@ impl Bench {
                 let t = self.update(port, |t| t.present = false);
                 if let Some(t) = t {
                     self.emit(t);
+                    self.mark_absent(port);
                 }
                 lock(&self.inner.forget).push(port.to_string());
             }

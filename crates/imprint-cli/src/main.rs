@@ -3,7 +3,6 @@
 //! (text for people, `--json` for machines). No provisioning logic lives here.
 
 use clap::{Args, Parser, Subcommand};
-use imprint_api::records::FailureCode;
 use imprint_api::{Api, ApiError, ApiEvent, ApiOptions, ErrorCode, Mode, Pin, StationConfig};
 use std::io::Write;
 use std::path::PathBuf;
@@ -542,21 +541,14 @@ fn run_engine(cli: &Cli, opts: ApiOptions, max: Option<usize>, as_json: bool) ->
             eprintln!("imprint: {}", r.text);
         }
     }
-    let finished = bench.finished();
     // A device counts by its last attempt: one cut by an unplug and then
     // resumed to the end has passed; one stopped by the shutdown resumes on
     // the next run.
-    let mut last: std::collections::BTreeMap<&str, &imprint_api::Tile> = std::collections::BTreeMap::new();
-    for t in &finished {
-        last.insert(t.port.as_str(), t);
-    }
-    let passed = last.values().filter(|t| t.state == imprint_api::TileState::Passed).count();
-    let stopped = last.values().filter(|t| t.code == Some(FailureCode::StationStopping)).count();
-    let failed = last.len() - passed - stopped;
+    let imprint_api::engine::Tally { passed, failed, stopped, store_failed } = bench.tally();
     let stopped_note =
         if stopped > 0 { format!(", {stopped} stopped by the shutdown (they resume on the next run)") } else { String::new() };
     eprintln!("{passed} passed, {failed} failed{stopped_note} ({})", if info.development { "DEVELOPMENT CA" } else { "production CA" });
-    let store_failed = last.values().any(|t| matches!(t.code, Some(FailureCode::StoreError | FailureCode::StoreFull)));
+    let store_failed = store_failed > 0;
     let clean_stop = draining && report.as_ref().is_some_and(|r| r.clean);
     Ok(if store_failed {
         4

@@ -177,8 +177,61 @@ fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) ->
     tar.append_data(&mut h, name, data).map_err(io(format!("writing {name} into the backup")))
 }
 
-/// Write a backup of `store` to `out` (see the module doc).
+/// The nice value a backup runs at: the copy, its checks, the hash and the
+/// encryption are CPU work that must not take time from the port threads
+/// (docs/performance.md#backup-under-load-issue-16).
+pub const BACKUP_NICE: i32 = 19;
+
+/// Write a backup of `store` to `out` (see the module doc). The work runs on
+/// a thread of its own at the lowest CPU priority ([`BACKUP_NICE`]: on Linux
+/// a nice value is a thread's own, and an unprivileged thread cannot raise it
+/// again, hence a thread per backup); the caller waits for it.
 pub fn backup(cfg: &StationConfig, store: &Store, out: &Path, include_dev_ca_key: bool) -> Result<BackupReport, BackupError> {
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new().name("imprint-backup-copy".into()).spawn_scoped(s, || {
+            lower_this_threads_priority();
+            backup_now(cfg, store, out, include_dev_ca_key)
+        });
+        match worker {
+            Ok(h) => h.join().unwrap_or_else(|_| {
+                Err(BackupError::Io {
+                    what: "taking the backup".into(),
+                    cause: std::io::Error::other("the backup thread panicked; no backup was written"),
+                })
+            }),
+            // No thread to spare: back up on this one, at its own priority.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a low-priority backup thread: backing up at normal priority");
+                backup_now(cfg, store, out, include_dev_ca_key)
+            }
+        }
+    })
+}
+
+/// Give the calling thread the lowest CPU priority ([`BACKUP_NICE`]). On Linux
+/// `setpriority(PRIO_PROCESS, 0)` applies to the calling thread only.
+fn lower_this_threads_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, BACKUP_NICE) {
+        tracing::warn!(error = %e, "could not lower the backup thread's priority: it competes with provisioning");
+    }
+    LAST_BACKUP_NICE.store(this_threads_nice(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The nice value the last backup ran at (i32::MIN: none yet); for tests.
+static LAST_BACKUP_NICE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(i32::MIN);
+
+#[doc(hidden)]
+pub fn last_backup_nice() -> i32 {
+    LAST_BACKUP_NICE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The nice value of the calling thread.
+#[doc(hidden)]
+pub fn this_threads_nice() -> i32 {
+    rustix::process::getpriority_process(None).unwrap_or(0)
+}
+
+fn backup_now(cfg: &StationConfig, store: &Store, out: &Path, include_dev_ca_key: bool) -> Result<BackupReport, BackupError> {
     let started = std::time::Instant::now();
     if out.exists() {
         return Err(BackupError::Exists(out.to_path_buf()));
