@@ -8,13 +8,20 @@
 //!   device fails except `quota_exhausted` once the order is used up;
 //! - an offline station stops exactly at the end of its lease and resumes
 //!   when the center is back;
-//! - resume and re-send under a leased work order count once.
+//! - resume and re-send under a leased work order count once;
+//! - every lease event is a lease journal entry that reaches the center once
+//!   (re-sent after lost acknowledgements, cut connections and SIGKILLs) and
+//!   the center's `lease_reconciliation` finds the journal and its leases in
+//!   agreement, and flags an entry tampered with or missing.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_proto::Outcome;
+use imprint_store::synced::LEASE_EVENTS;
 use imprint_store::{AttemptFilter, Store};
-use imprint_sync::work_orders::{self, CentralWorkOrder};
-use imprint_sync::CentralConfig;
+use imprint_sync::leases::LeasePolicy;
+use imprint_sync::work_orders::{self, CentralWorkOrder, LeaseDisagreement, LeaseReconciliation};
+use imprint_sync::{hash, record, CentralConfig};
+use std::collections::BTreeMap;
 use imprint_tests::pg::{rt, try_psql, PgLock, TestDb};
 use imprint_tests::station::{imprint_bin, path_of, sim, TestStation};
 use sqlx::ConnectOptions;
@@ -48,6 +55,38 @@ fn failure(r: &imprint_station::AttemptResult) -> (String, String) {
 /// Certificates the center holds for a work order (through their attempts).
 fn central_certificates(db: &TestDb, wo: &str) -> i64 {
     db.psql(&format!("SELECT count(*) FROM certificates c JOIN attempts a ON a.id = c.attempt_id WHERE a.batch = '{wo}'")).parse().unwrap()
+}
+
+/// The station's lease journal as the center holds it equals its local
+/// journal: every entry once, each hash recomputed from the center's
+/// columns. Returns how many entries.
+fn assert_journal_at_center(db: &TestDb, store: &Store, station: &str) -> usize {
+    let local: BTreeMap<String, String> = store
+        .synced_records(&LEASE_EVENTS)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k.id, hex::encode(hash::record(&LEASE_EVENTS, station, &v))))
+        .collect();
+    let central: BTreeMap<String, String> = rt().block_on(async {
+        let mut c = db.admin_options().connect().await.unwrap();
+        let sql = format!("SELECT {} FROM lease_journal c WHERE c.station_id = $1", record::central_select(&LEASE_EVENTS));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(station).fetch_all(&mut c).await.unwrap();
+        rows.iter()
+            .map(|r| {
+                let (values, _, stored) = record::central_values(&LEASE_EVENTS, r).unwrap();
+                let h = hex::encode(hash::record(&LEASE_EVENTS, station, &values));
+                assert_eq!(h, hex::encode(stored), "stored hash matches stored content");
+                (LEASE_EVENTS.record_key(&values).unwrap().id, h)
+            })
+            .collect()
+    });
+    assert_eq!(local, central, "station {station}: its lease journal at the center");
+    local.len()
+}
+
+/// The center's reconciliation of a work order's leases with the stations' journals (as an administrator).
+fn reconciliation(db: &TestDb, wo: &str) -> Vec<LeaseReconciliation> {
+    rt().block_on(work_orders::reconciliation(&db.admin_options(), Some(wo))).unwrap()
 }
 
 /// A station role cut off from the center (its login refused, its sessions ended), or let back in.
@@ -317,6 +356,10 @@ fn four_stations_racing_on_one_work_order_of_1000_with_connections_cut_and_sigki
             assert!(reason.contains("none left"), "station {i}: refused before the order was used up: {reason}");
         }
         assert!(s.verify_audit(None).unwrap().ok(), "station {i}");
+        // Every lease event reached the center exactly once, through the outbox like every record.
+        let journal = s.lease_journal(Some("WO-RACE")).unwrap();
+        assert!(journal.iter().any(|e| e.event == "settled"), "station {i}: {journal:?}");
+        assert_eq!(assert_journal_at_center(&db, &s, &format!("race-{}", i + 1)), journal.len(), "station {i}");
         total += w.issued;
     }
     assert!(total <= QUANTITY, "at most the quantity: {total}");
@@ -324,8 +367,156 @@ fn four_stations_racing_on_one_work_order_of_1000_with_connections_cut_and_sigki
     assert_eq!(central_certificates(&db, "WO-RACE"), total, "every certificate reached the center");
     let q = quota(&db, "WO-RACE");
     assert_eq!((q.consumed, q.leased, q.outstanding, q.used), (total, 0, 0, total), "leases reconcile: {q:?}");
+    // Each station's lease journal agrees with the center's leases, lease by lease.
+    let rec = reconciliation(&db, "WO-RACE");
+    let leases: usize = db.psql("SELECT count(*) FROM work_order_leases WHERE work_order_id = 'WO-RACE'").parse().unwrap();
+    assert_eq!(rec.len(), leases, "one row per lease, none the center does not know");
+    let disagreeing: Vec<_> = rec.iter().filter(|l| !l.disagreements.is_empty()).collect();
+    assert!(disagreeing.is_empty(), "{disagreeing:?}");
+    assert!(rec.iter().all(|l| l.center_settled && l.journal_used == l.center_used && l.synced_since), "{rec:?}");
     assert!(cuts > 0, "connections were cut");
     assert!(runs.iter().map(|r| r.1).sum::<usize>() > 0, "stations were killed: {runs:?}");
     assert!(samples > 10, "the invariant was sampled");
     let _ = stop;
+}
+
+/// A station whose store this test writes itself (no devices), and the
+/// `[central]` config of its data dir with a supervisor role for
+/// `imprint work-orders show --leases`.
+fn journal_station(db: &mut TestDb) -> (TestStation, Arc<Store>, CentralConfig) {
+    let cfg = db.add_station("journal-1");
+    let role = format!("{}_sup", db.name);
+    db.track_role(&role);
+    let pw = db.dir.path().join("sup.pw");
+    std::fs::write(&pw, "sup-secret-4711\n").unwrap();
+    rt().block_on(imprint_sync::schema::add_supervisor(&db.admin_options(), &role, "sup-secret-4711")).unwrap();
+    let ts = TestStation::new();
+    let toml = format!(
+        "port_globs = []\nstation_id = \"journal-1\"\n[central]\nurl = \"{}\"\nsslmode = \"disable\"\nrole = \"{}\"\npassword_file = \"{}\"\n\
+         supervisor_role = \"{role}\"\nsupervisor_password_file = \"{}\"\n",
+        cfg.url,
+        cfg.role.as_deref().unwrap(),
+        cfg.password_file.as_ref().unwrap().display(),
+        pw.display()
+    );
+    std::fs::write(ts.dir.path().join("station.toml"), toml).unwrap();
+    std::fs::create_dir_all(&ts.cfg.data_dir).unwrap();
+    std::fs::set_permissions(&ts.cfg.data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let s = Arc::new(Store::open(&ts.cfg.store_path()).unwrap());
+    s.set_station_id("journal-1");
+    (ts, s, cfg)
+}
+
+/// Journal one certificate under `wo` (its own attempt), as the driver does.
+fn journal_one(s: &Store, wo: &str, n: usize) {
+    let a = s.begin_attempt("p", Some(wo)).unwrap();
+    let i = imprint_store::Intent {
+        id: imprint_store::new_id(),
+        attempt_id: a,
+        device_serial: format!("JRN-{n}"),
+        issuer: "CN=Journal CA".into(),
+        serial_hex: format!("{n:04x}"),
+        spki_sha256: format!("{n:064x}"),
+        spki_der: vec![1, 2, 3],
+        not_before: imprint_store::Timestamp::now(),
+        not_after: imprint_store::Timestamp::now(),
+    };
+    s.journal_intent(&i).unwrap();
+}
+
+/// A lease asked for and granted outside a sync round (the station's own
+/// steps: recorded, asked at the center over the station's role, answered),
+/// so its journal entries are still unsent. Returns the lease id.
+fn lease_unsent(s: &Store, cfg: &CentralConfig, wo: &str, size: i64) -> String {
+    let ask = s.ask_lease(wo, size).unwrap();
+    let l = rt()
+        .block_on(async {
+            let mut c = cfg.connect_options().unwrap().connect().await.unwrap();
+            work_orders::lease(&mut c, &ask.id, wo, size, 3600).await
+        })
+        .unwrap();
+    assert_eq!(l.granted, size);
+    s.answer_lease(&ask.id, l.granted, imprint_store::Timestamp::from(l.expires_at), l.free).unwrap();
+    ask.id
+}
+
+fn disagreements(rec: &[LeaseReconciliation], lease: &str) -> Vec<LeaseDisagreement> {
+    rec.iter().find(|l| l.lease_id == lease).unwrap_or_else(|| panic!("no row for lease {lease}: {rec:?}")).disagreements.clone()
+}
+
+#[test]
+fn the_lease_journal_reaches_the_center_once_and_an_entry_tampered_with_or_missing_is_flagged() {
+    let mut db = TestDb::new();
+    add_central(&db, "WO-J", 20);
+    let (ts, s, cfg) = journal_station(&mut db);
+    let policy = LeasePolicy { lease_block: 5, lease_low_water: 1, lease_ttl_seconds: 3600 };
+    let sync = || imprint_sync::sync_once_with(s.clone(), "journal-1", &cfg, policy).unwrap();
+    sync(); // the work order copied here
+    let _demand = s.begin_attempt("p", Some("WO-J")).unwrap();
+    assert_eq!(sync().leases_granted, 1, "a block of 5 asked for and granted");
+    journal_one(&s, "WO-J", 1);
+    journal_one(&s, "WO-J", 2);
+    let r = sync();
+    assert_eq!((r.lease_events, r.quarantined), (1, 0), "the use the center acknowledged: {r:?}");
+    let first = s.lease_journal(Some("WO-J")).unwrap()[0].lease_id.clone();
+    let events: Vec<String> = s.lease_journal(Some("WO-J")).unwrap().into_iter().map(|e| e.event).collect();
+    assert_eq!(events, ["asked", "granted", "reported"]);
+    assert_eq!(assert_journal_at_center(&db, &s, "journal-1"), 3);
+    let rec = reconciliation(&db, "WO-J");
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert!(rec[0].disagreements.is_empty() && rec[0].synced_since, "{rec:?}");
+    assert_eq!((rec[0].center_size, rec[0].center_used, rec[0].journal_granted, rec[0].journal_reported), (Some(5), Some(2), Some(5), Some(2)));
+
+    // Every acknowledgement lost: the whole outbox is sent again; the center keeps one copy of each entry.
+    let raw = rusqlite::Connection::open(ts.cfg.store_path()).unwrap();
+    raw.busy_timeout(Duration::from_secs(10)).unwrap();
+    raw.execute("UPDATE station_meta SET value = '0' WHERE key = 'sync.watermark'", []).unwrap();
+    let r = sync();
+    assert!(r.already >= 3 && r.inserted == 0 && r.quarantined == 0, "{r:?}");
+    assert_eq!(assert_journal_at_center(&db, &s, "journal-1"), 3, "nothing twice");
+
+    // A second lease whose grant is edited in the journal before it is sent,
+    // a third whose grant is deleted with its outbox row before it is sent.
+    let tampered = lease_unsent(&s, &cfg, "WO-J", 5);
+    let missing = lease_unsent(&s, &cfg, "WO-J", 5);
+    raw.execute_batch(&format!(
+        "DROP TRIGGER lease_journal_never_changes; DROP TRIGGER lease_journal_never_deleted;
+         UPDATE lease_journal SET granted = 50 WHERE lease_id = '{tampered}' AND event = 'granted';
+         DELETE FROM outbox WHERE entity = 'lease_event'
+             AND entity_id IN (SELECT id FROM lease_journal WHERE lease_id = '{missing}' AND event = 'granted');
+         DELETE FROM lease_journal WHERE lease_id = '{missing}' AND event = 'granted';"
+    ))
+    .unwrap();
+    sync();
+    let rec = reconciliation(&db, "WO-J");
+    assert_eq!(rec.len(), 3, "{rec:?}");
+    assert_eq!(disagreements(&rec, &first), []);
+    assert_eq!(disagreements(&rec, &tampered), [LeaseDisagreement::GrantedDiffers]);
+    assert_eq!(disagreements(&rec, &missing), [LeaseDisagreement::GrantMissingFromJournal]);
+    assert!(rec.iter().all(|l| l.synced_since), "a completed round since: these are not in flight");
+
+    // Closed at the center: each lease settles; the settlements agree with the center's.
+    db.psql("UPDATE work_orders SET status = 'closed', closed_at = now() WHERE id = 'WO-J'");
+    sync();
+    let rec = reconciliation(&db, "WO-J");
+    assert!(rec.iter().all(|l| l.center_settled), "{rec:?}");
+    assert_eq!(disagreements(&rec, &first), []);
+    assert_eq!((rec.iter().find(|l| l.lease_id == first).unwrap().journal_used), Some(2));
+    // The center's copy of an entry edited by hand there: found too.
+    db.psql(&format!("UPDATE lease_journal SET used = 1 WHERE lease_id = '{first}' AND event = 'settled'"));
+    assert_eq!(disagreements(&reconciliation(&db, "WO-J"), &first), [LeaseDisagreement::UsedDiffers]);
+
+    // `imprint work-orders show --leases` (at the center, as the supervisor role) names them and exits 1.
+    let o = Command::new(imprint_bin())
+        .envs(ts.env())
+        .env_remove("IMPRINT_PG_PASSWORD")
+        .env_remove("IMPRINT_SUPERVISOR_PG_PASSWORD")
+        .args(["work-orders", "show", "WO-J", "--leases"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    for word in ["granted_differs", "grant_missing_from_journal", "used_differs", "LEASES DISAGREE: 3 of 3"] {
+        assert!(text.contains(word), "{word}: {text}");
+    }
 }
