@@ -117,3 +117,26 @@ WHERE l.id IS NOT NULL OR j.grants > 0 OR j.reports > 0 OR j.settlements > 0;
 -- leases): supervisors and readers, not stations.
 REVOKE ALL ON lease_reconciliation FROM PUBLIC;
 GRANT SELECT ON lease_reconciliation TO imprint_reader, imprint_supervisor;
+
+-- Per work order and station: what the center leased and holds as used,
+-- against the station's certificates for the work order at the center
+-- (each certificate journaled under a leased work order used one). Once a
+-- station's leases of a work order are all settled and its records synced,
+-- `used` equals `certificates`; `agrees` says so (NULL while a lease is
+-- outstanding: its use is still being reported).
+CREATE VIEW lease_use_by_station AS
+SELECT l.work_order_id, l.station_id,
+       sum(l.size) AS leased,
+       sum(l.used) AS used,
+       count(*) FILTER (WHERE l.settled_at IS NULL) AS outstanding,
+       c.certificates,
+       CASE WHEN count(*) FILTER (WHERE l.settled_at IS NULL) = 0 THEN sum(l.used) = c.certificates END AS agrees
+FROM work_order_leases l
+CROSS JOIN LATERAL (
+    SELECT count(*) AS certificates FROM certificates x JOIN attempts a ON a.id = x.attempt_id AND a.station_id = x.station_id
+    WHERE a.batch = l.work_order_id AND x.station_id = l.station_id
+) c
+GROUP BY l.work_order_id, l.station_id, c.certificates;
+
+REVOKE ALL ON lease_use_by_station FROM PUBLIC;
+GRANT SELECT ON lease_use_by_station TO imprint_reader, imprint_supervisor;

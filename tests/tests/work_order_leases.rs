@@ -374,6 +374,13 @@ fn four_stations_racing_on_one_work_order_of_1000_with_connections_cut_and_sigki
     let disagreeing: Vec<_> = rec.iter().filter(|l| !l.disagreements.is_empty()).collect();
     assert!(disagreeing.is_empty(), "{disagreeing:?}");
     assert!(rec.iter().all(|l| l.center_settled && l.journal_used == l.center_used && l.synced_since), "{rec:?}");
+    // And each station's settled use is its certificates at the center, one for one.
+    let by_station = db.psql(
+        "SELECT string_agg(station_id || ' ' || used || ' ' || certificates || ' ' || coalesce(agrees::text, 'null'), ', ' ORDER BY station_id)
+         FROM lease_use_by_station WHERE work_order_id = 'WO-RACE'",
+    );
+    assert!(by_station.split(", ").all(|r| r.ends_with(" true")), "{by_station}");
+    assert_eq!(by_station.split(", ").count(), STATIONS, "{by_station}");
     assert!(cuts > 0, "connections were cut");
     assert!(runs.iter().map(|r| r.1).sum::<usize>() > 0, "stations were killed: {runs:?}");
     assert!(samples > 10, "the invariant was sampled");
