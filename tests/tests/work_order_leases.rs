@@ -21,10 +21,10 @@ use imprint_store::{AttemptFilter, Store};
 use imprint_sync::leases::LeasePolicy;
 use imprint_sync::work_orders::{self, CentralWorkOrder, LeaseDisagreement, LeaseReconciliation};
 use imprint_sync::{hash, record, CentralConfig};
-use std::collections::BTreeMap;
 use imprint_tests::pg::{rt, try_psql, PgLock, TestDb};
 use imprint_tests::station::{imprint_bin, path_of, sim, TestStation};
 use sqlx::ConnectOptions;
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -472,7 +472,10 @@ fn the_lease_journal_reaches_the_center_once_and_an_entry_tampered_with_or_missi
     let rec = reconciliation(&db, "WO-J");
     assert_eq!(rec.len(), 1, "{rec:?}");
     assert!(rec[0].disagreements.is_empty() && rec[0].synced_since, "{rec:?}");
-    assert_eq!((rec[0].center_size, rec[0].center_used, rec[0].journal_granted, rec[0].journal_reported), (Some(5), Some(2), Some(5), Some(2)));
+    assert_eq!(
+        (rec[0].center_size, rec[0].center_used, rec[0].journal_granted, rec[0].journal_reported),
+        (Some(5), Some(2), Some(5), Some(2))
+    );
 
     // Every acknowledgement lost: the whole outbox is sent again; the center keeps one copy of each entry.
     let raw = rusqlite::Connection::open(ts.cfg.store_path()).unwrap();
@@ -497,7 +500,7 @@ fn the_lease_journal_reaches_the_center_once_and_an_entry_tampered_with_or_missi
     sync();
     let rec = reconciliation(&db, "WO-J");
     assert_eq!(rec.len(), 3, "{rec:?}");
-    assert_eq!(disagreements(&rec, &first), []);
+    assert!(disagreements(&rec, &first).is_empty());
     assert_eq!(disagreements(&rec, &tampered), [LeaseDisagreement::GrantedDiffers]);
     assert_eq!(disagreements(&rec, &missing), [LeaseDisagreement::GrantMissingFromJournal]);
     assert!(rec.iter().all(|l| l.synced_since), "a completed round since: these are not in flight");
@@ -507,7 +510,7 @@ fn the_lease_journal_reaches_the_center_once_and_an_entry_tampered_with_or_missi
     sync();
     let rec = reconciliation(&db, "WO-J");
     assert!(rec.iter().all(|l| l.center_settled), "{rec:?}");
-    assert_eq!(disagreements(&rec, &first), []);
+    assert!(disagreements(&rec, &first).is_empty());
     assert_eq!((rec.iter().find(|l| l.lease_id == first).unwrap().journal_used), Some(2));
     // The center's copy of an entry edited by hand there: found too.
     db.psql(&format!("UPDATE lease_journal SET used = 1 WHERE lease_id = '{first}' AND event = 'settled'"));

@@ -157,7 +157,13 @@ pub(crate) fn take_in(t: &Transaction<'_>, work_order: &str) -> Result<(), Store
     Err(StoreError::WorkOrder(WorkOrderRefusal::LeaseUsedUp { id: work_order.to_string(), central_free: free, central_seen_at: seen }))
 }
 
-fn lease_entry(t: &Transaction<'_>, station: &str, work_order: &str, detail: serde_json::Value, anchor: RecordKey) -> Result<(), StoreError> {
+fn lease_entry(
+    t: &Transaction<'_>,
+    station: &str,
+    work_order: &str,
+    detail: serde_json::Value,
+    anchor: RecordKey,
+) -> Result<(), StoreError> {
     let e = NewEntry { subject: Some(work_order.to_string()), detail, anchor: vec![anchor], ..NewEntry::new(AuditKind::WorkOrderLease) };
     append_in(t, station, &e)?;
     Ok(())
@@ -357,7 +363,12 @@ impl Store {
             t.execute("UPDATE work_orders SET central_free = ?2, central_seen_at = ?3 WHERE id = ?1", params![wo, free, now])?;
             if granted <= 0 {
                 t.execute("DELETE FROM work_order_leases WHERE id = ?1", [&id])?;
-                let e = LeaseEventRow { asked: Some(asked), granted: Some(0), central_free: Some(free), ..LeaseEventRow::new(&id, &wo, "refused") };
+                let e = LeaseEventRow {
+                    asked: Some(asked),
+                    granted: Some(0),
+                    central_free: Some(free),
+                    ..LeaseEventRow::new(&id, &wo, "refused")
+                };
                 journal_in(t, &e)?;
                 return Ok(());
             }
@@ -624,11 +635,17 @@ mod tests {
             j.iter().map(|e| (e.event.as_str(), e.granted, e.used, e.returned)).collect();
         assert_eq!(
             events,
-            [("asked", None, None, None), ("granted", Some(3), None, None), ("reported", None, Some(3), None), ("settled", Some(3), Some(3), Some(0))]
+            [
+                ("asked", None, None, None),
+                ("granted", Some(3), None, None),
+                ("reported", None, Some(3), None),
+                ("settled", Some(3), Some(3), Some(0))
+            ]
         );
         assert!(j.iter().all(|e| e.lease_id == ask.id));
-        let queued: i64 =
-            s.read(|c| Ok(c.query_row("SELECT count(DISTINCT entity_id) FROM outbox WHERE entity = 'lease_event'", [], |r| r.get(0))?)).unwrap();
+        let queued: i64 = s
+            .read(|c| Ok(c.query_row("SELECT count(DISTINCT entity_id) FROM outbox WHERE entity = 'lease_event'", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(queued, 4);
         let edited = s.write(|t| Ok(t.execute("UPDATE lease_journal SET used = 2 WHERE event = 'settled'", []).map(|_| ())?));
         assert!(edited.is_err(), "a journal entry never changes");
@@ -656,7 +673,8 @@ mod tests {
         assert!(s.unanswered_leases().unwrap().is_empty());
         assert_eq!(s.lease_balance("WO-E").unwrap().central_free, Some(0));
         let refused = s.lease_journal(Some("WO-E")).unwrap().into_iter().filter(|e| e.lease_id == none.id).collect::<Vec<_>>();
-        let refused: Vec<(&str, Option<i64>, Option<i64>)> = refused.iter().map(|e| (e.event.as_str(), e.granted, e.central_free)).collect();
+        let refused: Vec<(&str, Option<i64>, Option<i64>)> =
+            refused.iter().map(|e| (e.event.as_str(), e.granted, e.central_free)).collect();
         assert_eq!(refused, [("asked", None, None), ("refused", Some(0), Some(0))], "nothing granted is journaled too");
     }
 }

@@ -678,8 +678,8 @@ mod tests {
     /// The drift of every synced row type, by table.
     fn row_types() -> Vec<(&'static Table, Vec<String>)> {
         use crate::audit::AuditEntry;
-        use crate::records::{AttemptRow, CertRow, StepRow};
         use crate::leases::LeaseEventRow;
+        use crate::records::{AttemptRow, CertRow, StepRow};
         use crate::{QaVerdictRow, ReworkRow};
         vec![
             (AttemptRow::TABLE, row_drift::<AttemptRow>("AttemptRow")),
