@@ -252,7 +252,9 @@ fn race_station(dir: &tempfile::TempDir, i: usize, stop: &AtomicBool) -> (usize,
         }
         let _ = child.wait();
         // Refused for the quota: this station is done (the center had none left).
-        let s = Store::open_read_only(&dir.path().join("data/station.db")).unwrap();
+        // A run killed before its store was created and migrated left nothing to
+        // read yet (missing, or at schema 0): the next run makes it.
+        let Ok(s) = Store::open_read_only(&dir.path().join("data/station.db")) else { continue };
         let refused = s
             .attempts(&AttemptFilter { status: Some("failed".into()), ..Default::default() })
             .unwrap()
