@@ -631,8 +631,8 @@ mod tests {
         assert!(s.verify_audit(None).unwrap().ok());
         // The lease journal: one entry per event, each with its outbox row (synced like every record).
         let j = s.lease_journal(Some("WO-C")).unwrap();
-        let events: Vec<(&str, Option<i64>, Option<i64>, Option<i64>)> =
-            j.iter().map(|e| (e.event.as_str(), e.granted, e.used, e.returned)).collect();
+        type Event<'a> = (&'a str, Option<i64>, Option<i64>, Option<i64>);
+        let events: Vec<Event<'_>> = j.iter().map(|e| (e.event.as_str(), e.granted, e.used, e.returned)).collect();
         assert_eq!(
             events,
             [
