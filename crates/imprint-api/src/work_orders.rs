@@ -275,6 +275,23 @@ pub fn show(actor: &Actor, store: &Store, id: &str) -> ApiResult<WorkOrderView> 
     store.work_order(id)?.map(Into::into).ok_or_else(|| ApiError::not_found(format!("no work order {}", id.trim())))
 }
 
+/// A station's lease of a work order as the center reconciles it with the
+/// station's synced lease journal, and how they disagree.
+pub use imprint_sync::work_orders::{LeaseDisagreement, LeaseReconciliation};
+
+/// At the center (as `central.supervisor_role`): every station's leases of
+/// work order `id` beside their lease journals, each with its
+/// disagreements (none: they agree). Needs [`Permission::WorkOrders`].
+pub fn reconcile_leases(actor: &Actor, central: Option<&CentralConfig>, id: &str) -> ApiResult<Vec<LeaseReconciliation>> {
+    actor.require(Permission::WorkOrders)?;
+    let cfg = central.ok_or_else(|| {
+        ApiError::bad_request("no [central] section in the configuration: leases and their journals are kept at the center")
+    })?;
+    let id = word("work order id", id)?;
+    let idr = id.as_str();
+    Ok(at_center(cfg, |o| async move { center::reconciliation(&o, Some(idr)).await })??)
+}
+
 /// Close a work order: it issues nothing more; final. At the center when
 /// `central` is given (then this station's copy, if it has one open).
 pub fn close(actor: &Actor, central: Option<&CentralConfig>, store: &Store, id: &str) -> ApiResult<WorkOrderView> {

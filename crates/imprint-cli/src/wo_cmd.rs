@@ -48,9 +48,12 @@ pub enum WorkOrdersCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One work order.
+    /// One work order. With --leases (and `[central]`, as its supervisor_role): every station's
+    /// leases of it at the center beside their synced lease journals; exit 1 if any disagree.
     Show {
         id: String,
+        #[arg(long)]
+        leases: bool,
         #[arg(long)]
         json: bool,
     },
@@ -77,6 +80,28 @@ fn line(w: &WorkOrderView) -> String {
         w.product,
         window,
         if w.overproduced { format!("  OVERPRODUCED: {} certificates recorded", w.certified) } else { String::new() }
+    )
+}
+
+fn lease_line(l: &work_orders::LeaseReconciliation) -> String {
+    let n = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    let verdict = if l.disagreements.is_empty() {
+        "agrees".to_string()
+    } else {
+        let codes: Vec<&str> = l.disagreements.iter().map(|d| d.as_str()).collect();
+        let pending = if l.synced_since { "" } else { " (the station has not completed a round since: may be in flight)" };
+        format!("DISAGREES: {}{pending}", codes.join(", "))
+    };
+    format!(
+        "  {:<16} lease {}  center {} granted, {} used{}  journal {} granted, {} used{}  {verdict}",
+        l.station_id,
+        l.lease_id,
+        n(l.center_size),
+        n(l.center_used),
+        if l.center_settled { ", settled" } else { "" },
+        n(l.journal_granted),
+        n(l.journal_used.or(l.journal_reported)),
+        if l.journal_used.is_some() { ", settled" } else { "" },
     )
 }
 
@@ -126,9 +151,29 @@ pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
                 }
             }
         }
-        WorkOrdersCmd::Show { id, json: as_json } => {
+        WorkOrdersCmd::Show { id, leases: false, json: as_json } => {
             let w = imprint_api::with_local_store(&cfg, |store| work_orders::show(&me, store, id))?;
             print(&w, *as_json)?;
+        }
+        WorkOrdersCmd::Show { id, leases: true, json: as_json } => {
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::show(&me, store, id)).ok();
+            let r = work_orders::reconcile_leases(&me, cfg.central.as_ref(), id)?;
+            let disagree = r.iter().filter(|l| !l.disagreements.is_empty()).count();
+            if *as_json {
+                json(&serde_json::json!({ "work_order": w, "leases": r, "disagreeing": disagree }))?;
+            } else {
+                if let Some(w) = &w {
+                    out(line(w))?;
+                }
+                for l in &r {
+                    out(lease_line(l))?;
+                }
+                out(match disagree {
+                    0 => format!("{} leases at the center, each as its station's lease journal says", r.len()),
+                    n => format!("LEASES DISAGREE: {n} of {} leases differ from their station's lease journal", r.len()),
+                })?;
+            }
+            return Ok(u8::from(disagree > 0));
         }
         WorkOrdersCmd::Close { id, json: as_json } => {
             let w = imprint_api::with_local_store(&cfg, |store| work_orders::close(&me, cfg.central.as_ref(), store, id))?;

@@ -10,8 +10,16 @@
 //! is `settling` from the moment the station stops using it (expired, or its
 //! work order closed: `used` is final) and `settled` once the center took
 //! back the rest. Grants and settlements are audit entries (`work_order_lease`).
+//!
+//! Every lease event is also an entry of the station's **lease journal**
+//! ([`LeaseEventRow`], table `lease_journal`), written in the same
+//! transaction as the lease's change, with its outbox row: it syncs like
+//! every other record (kind `lease_event`), and the center compares the
+//! journal with its own leases (`lease_reconciliation`).
 
 use crate::audit::{append_in, NewEntry};
+use crate::outbox::{enqueue, Entity, RecordKey};
+use crate::synced::{synced_row, SyncedRow};
 use crate::types::{AuditKind, Timestamp};
 use crate::work_orders::WorkOrderRefusal;
 use crate::{now_text, Store, StoreError};
@@ -66,6 +74,58 @@ pub struct LeaseBalance {
     pub central_seen_at: Option<String>,
 }
 
+synced_row! {
+    /// One entry of the lease journal: what happened to one lease of this
+    /// station (`event`: `asked`, `granted`, `refused`, `reported`,
+    /// `settled`), written once, synced (`synced::LEASE_EVENTS`).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct LeaseEventRow: LEASE_EVENTS {
+        pub id: String,
+        pub lease_id: String,
+        pub work_order_id: String,
+        pub at: String,
+        pub event: String,
+        /// asked, granted, refused: the size asked for.
+        pub asked: Option<i64>,
+        /// granted, settled: the lease's size; refused: 0.
+        pub granted: Option<i64>,
+        /// reported: the count the center acknowledged; settled: the final count.
+        pub used: Option<i64>,
+        /// settled: what went back to the center.
+        pub returned: Option<i64>,
+        /// granted: the lease's end.
+        pub expires_at: Option<String>,
+        /// granted, refused: what the center had left after answering.
+        pub central_free: Option<i64>,
+    }
+}
+
+impl LeaseEventRow {
+    fn new(lease_id: &str, work_order_id: &str, event: &str) -> LeaseEventRow {
+        LeaseEventRow {
+            id: crate::new_id(),
+            lease_id: lease_id.to_string(),
+            work_order_id: work_order_id.to_string(),
+            at: now_text(),
+            event: event.to_string(),
+            asked: None,
+            granted: None,
+            used: None,
+            returned: None,
+            expires_at: None,
+            central_free: None,
+        }
+    }
+}
+
+/// Write a journal entry and its outbox row (inside the lease's transaction);
+/// returns its record key for an audit entry to anchor.
+fn journal_in(t: &Transaction<'_>, e: &LeaseEventRow) -> Result<RecordKey, StoreError> {
+    e.insert_in(t)?;
+    enqueue(t, Entity::LeaseEvent, &e.id, 0)?;
+    Ok(RecordKey { entity: Entity::LeaseEvent, id: e.id.clone(), step_no: 0 })
+}
+
 /// Is this work order one the center leases (copied from the center)?
 pub(crate) fn is_central(t: &Transaction<'_>, work_order: &str) -> Result<bool, StoreError> {
     Ok(t.prepare_cached("SELECT central FROM work_orders WHERE id = ?1")?
@@ -97,8 +157,14 @@ pub(crate) fn take_in(t: &Transaction<'_>, work_order: &str) -> Result<(), Store
     Err(StoreError::WorkOrder(WorkOrderRefusal::LeaseUsedUp { id: work_order.to_string(), central_free: free, central_seen_at: seen }))
 }
 
-fn lease_entry(t: &Transaction<'_>, station: &str, work_order: &str, detail: serde_json::Value) -> Result<(), StoreError> {
-    let e = NewEntry { subject: Some(work_order.to_string()), detail, ..NewEntry::new(AuditKind::WorkOrderLease) };
+fn lease_entry(
+    t: &Transaction<'_>,
+    station: &str,
+    work_order: &str,
+    detail: serde_json::Value,
+    anchor: RecordKey,
+) -> Result<(), StoreError> {
+    let e = NewEntry { subject: Some(work_order.to_string()), detail, anchor: vec![anchor], ..NewEntry::new(AuditKind::WorkOrderLease) };
     append_in(t, station, &e)?;
     Ok(())
 }
@@ -264,6 +330,7 @@ impl Store {
                 "INSERT INTO work_order_leases(id, work_order_id, asked, status, asked_at) VALUES (?1, ?2, ?3, 'asked', ?4)",
                 params![w.id, w.work_order_id, w.asked, now_text()],
             )?;
+            journal_in(t, &LeaseEventRow { asked: Some(w.asked), ..LeaseEventRow::new(&w.id, &w.work_order_id, "asked") })?;
             Ok(())
         })?;
         Ok(a)
@@ -296,15 +363,30 @@ impl Store {
             t.execute("UPDATE work_orders SET central_free = ?2, central_seen_at = ?3 WHERE id = ?1", params![wo, free, now])?;
             if granted <= 0 {
                 t.execute("DELETE FROM work_order_leases WHERE id = ?1", [&id])?;
+                let e = LeaseEventRow {
+                    asked: Some(asked),
+                    granted: Some(0),
+                    central_free: Some(free),
+                    ..LeaseEventRow::new(&id, &wo, "refused")
+                };
+                journal_in(t, &e)?;
                 return Ok(());
             }
             t.execute(
                 "UPDATE work_order_leases SET status = 'active', granted = ?2, granted_at = ?3, expires_at = ?4 WHERE id = ?1",
                 params![id, granted, now, expires_at.text()],
             )?;
+            let e = LeaseEventRow {
+                asked: Some(asked),
+                granted: Some(granted),
+                expires_at: Some(expires_at.text()),
+                central_free: Some(free),
+                ..LeaseEventRow::new(&id, &wo, "granted")
+            };
+            let key = journal_in(t, &e)?;
             let detail = serde_json::json!({"action": "granted", "lease": id, "asked": asked, "granted": granted,
                 "expires_at": expires_at.text(), "central_free": free});
-            lease_entry(t, &station, &wo, detail)
+            lease_entry(t, &station, &wo, detail, key)
         })
     }
 
@@ -363,14 +445,28 @@ impl Store {
         })
     }
 
-    /// The center holds `used` of lease `id`.
+    /// The center holds `used` of lease `id`: a `reported` journal entry
+    /// when it holds more than the journal said last (a report repeated
+    /// after a lost reply writes nothing new).
     pub fn lease_reported(&self, id: &str, used: i64) -> Result<(), StoreError> {
         let id = id.to_string();
         self.write(move |t| {
-            t.execute(
+            let n = t.execute(
                 "UPDATE work_order_leases SET reported_used = max(reported_used, min(?2, used)) WHERE id = ?1 AND status <> 'settled'",
                 params![id, used],
             )?;
+            if n == 0 {
+                return Ok(());
+            }
+            let (wo, last): (String, Option<i64>) = t.query_row(
+                "SELECT l.work_order_id, (SELECT max(j.used) FROM lease_journal j WHERE j.lease_id = l.id AND j.event = 'reported')
+                 FROM work_order_leases l WHERE l.id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if used > last.unwrap_or(0) {
+                journal_in(t, &LeaseEventRow { used: Some(used), ..LeaseEventRow::new(&id, &wo, "reported") })?;
+            }
             Ok(())
         })
     }
@@ -389,9 +485,16 @@ impl Store {
                 "UPDATE work_order_leases SET status = 'settled', reported_used = used, returned = ?2, settled_at = ?3 WHERE id = ?1",
                 params![id, granted - local_used, now_text()],
             )?;
+            let e = LeaseEventRow {
+                granted: Some(granted),
+                used: Some(local_used),
+                returned: Some(granted - local_used),
+                ..LeaseEventRow::new(&id, &wo, "settled")
+            };
+            let key = journal_in(t, &e)?;
             let detail = serde_json::json!({"action": "settled", "lease": id, "granted": granted, "used": local_used,
                 "central_used": used, "returned": returned});
-            lease_entry(t, &station, &wo, detail)
+            lease_entry(t, &station, &wo, detail, key)
         })
     }
 
@@ -410,6 +513,19 @@ impl Store {
                 .optional()?
                 .unwrap_or((None, None));
             Ok(LeaseBalance { balance, active, next_expiry, central_free, central_seen_at })
+        })
+    }
+
+    /// The lease journal, oldest first (of one work order, or all).
+    pub fn lease_journal(&self, work_order: Option<&str>) -> Result<Vec<LeaseEventRow>, StoreError> {
+        let wo = work_order.map(str::to_string);
+        self.read(move |c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {} FROM lease_journal j WHERE ?1 IS NULL OR j.work_order_id = ?1 ORDER BY j.rowid",
+                LeaseEventRow::select("j")
+            ))?;
+            let rows = s.query_map([&wo], LeaseEventRow::read)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
     }
 
@@ -492,6 +608,7 @@ mod tests {
         assert_eq!(s.work_order("WO-C").unwrap().unwrap().issued, 3);
         assert_eq!(s.leases_to_report().unwrap().len(), 1);
         s.lease_reported(&ask.id, 3).unwrap();
+        s.lease_reported(&ask.id, 3).unwrap(); // repeated after a lost reply: nothing new in the journal
         assert!(s.leases_to_report().unwrap().is_empty());
         // Closed at the center: closed here, the lease settles with its final count.
         s.apply_central_work_orders(vec![copy("WO-C", 100, true)]).unwrap();
@@ -512,6 +629,26 @@ mod tests {
             .unwrap();
         assert_eq!(kinds.iter().filter(|k| *k == "work_order_lease").count(), 2, "{kinds:?}");
         assert!(s.verify_audit(None).unwrap().ok());
+        // The lease journal: one entry per event, each with its outbox row (synced like every record).
+        let j = s.lease_journal(Some("WO-C")).unwrap();
+        type Event<'a> = (&'a str, Option<i64>, Option<i64>, Option<i64>);
+        let events: Vec<Event<'_>> = j.iter().map(|e| (e.event.as_str(), e.granted, e.used, e.returned)).collect();
+        assert_eq!(
+            events,
+            [
+                ("asked", None, None, None),
+                ("granted", Some(3), None, None),
+                ("reported", None, Some(3), None),
+                ("settled", Some(3), Some(3), Some(0))
+            ]
+        );
+        assert!(j.iter().all(|e| e.lease_id == ask.id));
+        let queued: i64 = s
+            .read(|c| Ok(c.query_row("SELECT count(DISTINCT entity_id) FROM outbox WHERE entity = 'lease_event'", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(queued, 4);
+        let edited = s.write(|t| Ok(t.execute("UPDATE lease_journal SET used = 2 WHERE event = 'settled'", []).map(|_| ())?));
+        assert!(edited.is_err(), "a journal entry never changes");
     }
 
     #[test]
@@ -535,5 +672,9 @@ mod tests {
         s.answer_lease(&none.id, 0, soon, 0).unwrap();
         assert!(s.unanswered_leases().unwrap().is_empty());
         assert_eq!(s.lease_balance("WO-E").unwrap().central_free, Some(0));
+        let refused = s.lease_journal(Some("WO-E")).unwrap().into_iter().filter(|e| e.lease_id == none.id).collect::<Vec<_>>();
+        let refused: Vec<(&str, Option<i64>, Option<i64>)> =
+            refused.iter().map(|e| (e.event.as_str(), e.granted, e.central_free)).collect();
+        assert_eq!(refused, [("asked", None, None), ("refused", Some(0), Some(0))], "nothing granted is journaled too");
     }
 }

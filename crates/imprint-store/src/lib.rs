@@ -44,10 +44,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (14, include_str!("../../../migrations/sqlite/0014_work_order_changes.sql")),
     // 15 and 16 were reserved for branches that needed none.
     (17, include_str!("../../../migrations/sqlite/0017_quarantine_release.sql")),
+    (18, include_str!("../../../migrations/sqlite/0018_lease_journal.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 17;
+pub const SCHEMA_VERSION: u32 = 18;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`

@@ -44,6 +44,8 @@ pub enum Entity {
     QaVerdict,
     /// A supervisor's rework authorisation (`crate::rework`).
     ReworkAuthorisation,
+    /// An entry of the station's lease journal (`crate::leases`).
+    LeaseEvent,
 }
 
 impl Entity {
@@ -55,6 +57,7 @@ impl Entity {
             Entity::Audit => "audit",
             Entity::QaVerdict => "qa_verdict",
             Entity::ReworkAuthorisation => "rework_authorisation",
+            Entity::LeaseEvent => "lease_event",
         }
     }
 
@@ -66,6 +69,7 @@ impl Entity {
             "audit" => Some(Entity::Audit),
             "qa_verdict" => Some(Entity::QaVerdict),
             "rework_authorisation" => Some(Entity::ReworkAuthorisation),
+            "lease_event" => Some(Entity::LeaseEvent),
             _ => None,
         }
     }

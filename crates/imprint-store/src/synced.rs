@@ -287,9 +287,35 @@ pub const REWORK_AUTHORISATIONS: Table = Table {
     received_at: true,
 };
 
+/// The station's lease journal (`crate::leases`): one entry per lease
+/// event (asked, granted or refused, each use the center acknowledged,
+/// settled), written once in the transaction that changes the lease, never
+/// changed. The center compares it with its `work_order_leases`
+/// (`lease_reconciliation`, migrations/postgres/0014_lease_journal.sql).
+pub const LEASE_EVENTS: Table = Table {
+    entity: Entity::LeaseEvent,
+    local: "lease_journal",
+    central: "lease_journal",
+    columns: &[
+        col("id", Uuid, false, Key),
+        col("lease_id", Uuid, false, Fixed),
+        col("work_order_id", Text, false, Fixed),
+        col("at", Time, false, Fixed),
+        col("event", Text, false, Fixed),
+        col("asked", Int, true, Fixed),
+        col("granted", Int, true, Fixed),
+        col("used", Int, true, Fixed),
+        col("returned", Int, true, Fixed),
+        col("expires_at", Time, true, Fixed),
+        col("central_free", Int, true, Fixed),
+    ],
+    local_only: &[],
+    received_at: true,
+};
+
 /// Every synced table, in the order a batch sends them (audit entries last:
 /// an entry anchors records sent in the same batch).
-pub const TABLES: [&Table; 6] = [&ATTEMPTS, &CERTIFICATES, &STEPS, &QA_VERDICTS, &REWORK_AUTHORISATIONS, &AUDIT];
+pub const TABLES: [&Table; 7] = [&ATTEMPTS, &CERTIFICATES, &STEPS, &QA_VERDICTS, &REWORK_AUTHORISATIONS, &LEASE_EVENTS, &AUDIT];
 
 /// The table of a record kind.
 pub fn table(entity: Entity) -> &'static Table {
@@ -300,6 +326,7 @@ pub fn table(entity: Entity) -> &'static Table {
         Entity::Audit => &AUDIT,
         Entity::QaVerdict => &QA_VERDICTS,
         Entity::ReworkAuthorisation => &REWORK_AUTHORISATIONS,
+        Entity::LeaseEvent => &LEASE_EVENTS,
     }
 }
 
@@ -651,6 +678,7 @@ mod tests {
     /// The drift of every synced row type, by table.
     fn row_types() -> Vec<(&'static Table, Vec<String>)> {
         use crate::audit::AuditEntry;
+        use crate::leases::LeaseEventRow;
         use crate::records::{AttemptRow, CertRow, StepRow};
         use crate::{QaVerdictRow, ReworkRow};
         vec![
@@ -659,6 +687,7 @@ mod tests {
             (CertRow::TABLE, row_drift::<CertRow>("CertRow")),
             (QaVerdictRow::TABLE, row_drift::<QaVerdictRow>("QaVerdictRow")),
             (ReworkRow::TABLE, row_drift::<ReworkRow>("ReworkRow")),
+            (LeaseEventRow::TABLE, row_drift::<LeaseEventRow>("LeaseEventRow")),
             (AuditEntry::TABLE, row_drift::<AuditEntry>("AuditEntry")),
         ]
     }
@@ -751,6 +780,20 @@ mod tests {
             })
             .unwrap();
         let w = s.authorise_rework("SN1", Some("sup-1"), Some("bad flash"), "2099-01-01T00:00:00.000Z").unwrap();
+        let wo = crate::leases::CentralWorkOrderCopy {
+            id: "WO-T".into(),
+            product: "p".into(),
+            quantity: 5,
+            free: 5,
+            valid_from: None,
+            valid_until: None,
+            closed: false,
+            created_by: None,
+            closed_by: None,
+        };
+        s.apply_central_work_orders(vec![wo]).unwrap();
+        let ask = s.ask_lease("WO-T", 2).unwrap();
+        s.answer_lease(&ask.id, 2, crate::Timestamp::now(), 3).unwrap();
 
         fn check<T: SyncedRow + PartialEq + std::fmt::Debug>(s: &crate::Store) -> Vec<T> {
             s.read(|c| {
@@ -774,6 +817,9 @@ mod tests {
         assert_eq!(check::<StepRow>(&s)[0].detail, "d");
         assert_eq!(check::<QaVerdictRow>(&s), [v]);
         assert_eq!(check::<ReworkRow>(&s), [w]);
+        let journal = check::<crate::leases::LeaseEventRow>(&s);
+        assert_eq!((journal.len(), journal[1].granted, journal[1].expires_at.is_some()), (2, Some(2), true));
+        assert_eq!(journal, s.lease_journal(None).unwrap());
         let mut trail = check::<crate::audit::AuditEntry>(&s);
         trail.sort_by_key(|e| e.seq);
         assert_eq!(trail, s.audit_entries(&Default::default()).unwrap());

@@ -126,6 +126,11 @@ fn policy(entity: Entity) -> Policy {
             missing: "another station's record holds this rework authorisation id",
             refused: "the center's copy of this rework authorisation was used already and differs: an authorisation is used once",
         },
+        Entity::LeaseEvent => Policy {
+            still_changeable: None,
+            missing: "another station's record holds this lease journal entry's id",
+            refused: "the center holds a different lease journal entry under this id: journal entries never change",
+        },
     }
 }
 
@@ -665,8 +670,8 @@ async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows:
 }
 
 /// Keys of records, for callers that want to know which kinds moved.
-pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 6] {
-    let mut c = [0; 6];
+pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 7] {
+    let mut c = [0; 7];
     for (k, _) in done {
         c[match k.entity {
             Entity::Attempt => 0,
@@ -675,6 +680,7 @@ pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 6] {
             Entity::Audit => 3,
             Entity::QaVerdict => 4,
             Entity::ReworkAuthorisation => 5,
+            Entity::LeaseEvent => 6,
         }] += 1;
     }
     c

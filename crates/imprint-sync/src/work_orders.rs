@@ -261,3 +261,162 @@ pub async fn overproduced(opts: &PgConnectOptions, ids: &[String]) -> Result<Vec
     let _ = c.close().await;
     rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
 }
+
+/// One lease of one station, the center's `work_order_leases` beside the
+/// station's synced lease journal (`lease_reconciliation`,
+/// migrations/postgres/0014_lease_journal.sql).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseReconciliation {
+    pub station_id: String,
+    pub lease_id: String,
+    pub work_order_id: String,
+    /// The center's lease (None: the center has no such lease).
+    pub center_size: Option<i64>,
+    pub center_used: Option<i64>,
+    pub center_settled: bool,
+    /// The journal's grant, the most the center acknowledged, and its settlement.
+    pub journal_granted: Option<i64>,
+    pub journal_reported: Option<i64>,
+    pub journal_used: Option<i64>,
+    pub journal_returned: Option<i64>,
+    /// The station completed a round after the center's last change of the lease.
+    pub synced_since: bool,
+    /// How they differ (empty: they agree).
+    pub disagreements: Vec<LeaseDisagreement>,
+}
+
+/// How a station's lease journal and the center's lease disagree: the
+/// closed set `lease_reconciliation` names (migrations/postgres/0014_lease_journal.sql).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseDisagreement {
+    /// The center leased it; the journal has no grant.
+    GrantMissingFromJournal,
+    /// The journal has a grant the center never made.
+    LeaseUnknownAtCenter,
+    /// The journal says nothing was granted; the center leased it.
+    RefusedButLeased,
+    /// More than one grant or settlement, or two work orders, for one lease.
+    JournalInconsistent,
+    WorkOrderDiffers,
+    GrantedDiffers,
+    ExpiryDiffers,
+    /// Settled at the center; no settlement in the journal.
+    SettlementMissingFromJournal,
+    /// The journal settled it; the center did not.
+    SettledOnlyInJournal,
+    /// The settlement's final count differs from the center's.
+    UsedDiffers,
+    ReturnedDiffers,
+    /// A use the journal says the center acknowledged, above the center's count.
+    JournalReportsMoreThanCenter,
+    /// The center holds more use than the journal says it acknowledged.
+    ReportMissingFromJournal,
+    /// Text this build does not know (a newer center schema), kept as found.
+    Unrecognized(String),
+}
+
+impl LeaseDisagreement {
+    pub const ALL: [LeaseDisagreement; 13] = [
+        LeaseDisagreement::GrantMissingFromJournal,
+        LeaseDisagreement::LeaseUnknownAtCenter,
+        LeaseDisagreement::RefusedButLeased,
+        LeaseDisagreement::JournalInconsistent,
+        LeaseDisagreement::WorkOrderDiffers,
+        LeaseDisagreement::GrantedDiffers,
+        LeaseDisagreement::ExpiryDiffers,
+        LeaseDisagreement::SettlementMissingFromJournal,
+        LeaseDisagreement::SettledOnlyInJournal,
+        LeaseDisagreement::UsedDiffers,
+        LeaseDisagreement::ReturnedDiffers,
+        LeaseDisagreement::JournalReportsMoreThanCenter,
+        LeaseDisagreement::ReportMissingFromJournal,
+    ];
+
+    /// The text the view writes.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LeaseDisagreement::GrantMissingFromJournal => "grant_missing_from_journal",
+            LeaseDisagreement::LeaseUnknownAtCenter => "lease_unknown_at_center",
+            LeaseDisagreement::RefusedButLeased => "refused_but_leased",
+            LeaseDisagreement::JournalInconsistent => "journal_inconsistent",
+            LeaseDisagreement::WorkOrderDiffers => "work_order_differs",
+            LeaseDisagreement::GrantedDiffers => "granted_differs",
+            LeaseDisagreement::ExpiryDiffers => "expiry_differs",
+            LeaseDisagreement::SettlementMissingFromJournal => "settlement_missing_from_journal",
+            LeaseDisagreement::SettledOnlyInJournal => "settled_only_in_journal",
+            LeaseDisagreement::UsedDiffers => "used_differs",
+            LeaseDisagreement::ReturnedDiffers => "returned_differs",
+            LeaseDisagreement::JournalReportsMoreThanCenter => "journal_reports_more_than_center",
+            LeaseDisagreement::ReportMissingFromJournal => "report_missing_from_journal",
+            LeaseDisagreement::Unrecognized(s) => s,
+        }
+    }
+
+    pub fn parse(s: &str) -> LeaseDisagreement {
+        Self::ALL.into_iter().find(|d| d.as_str() == s).unwrap_or_else(|| LeaseDisagreement::Unrecognized(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for LeaseDisagreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every station's leases of `work_order` (or of all work orders) against
+/// their lease journals, as a supervisor or reader sees them.
+pub async fn reconciliation(opts: &PgConnectOptions, work_order: Option<&str>) -> Result<Vec<LeaseReconciliation>, SyncError> {
+    let mut c = opts.connect().await.map_err(SyncError::connect)?;
+    let rows = sqlx::query(
+        "SELECT station_id, lease_id::text, work_order_id, center_size, center_used, center_settled_at IS NOT NULL,
+                journal_granted, journal_reported, journal_used, journal_returned, synced_since, disagreements
+         FROM lease_reconciliation WHERE $1::text IS NULL OR work_order_id = $1
+         ORDER BY work_order_id, station_id, lease_id",
+    )
+    .bind(work_order)
+    .fetch_all(&mut c)
+    .await?;
+    let _ = c.close().await;
+    rows.iter()
+        .map(|r| {
+            Ok(LeaseReconciliation {
+                station_id: r.try_get(0)?,
+                lease_id: r.try_get(1)?,
+                work_order_id: r.try_get(2)?,
+                center_size: r.try_get(3)?,
+                center_used: r.try_get(4)?,
+                center_settled: r.try_get(5)?,
+                journal_granted: r.try_get(6)?,
+                journal_reported: r.try_get(7)?,
+                journal_used: r.try_get(8)?,
+                journal_returned: r.try_get(9)?,
+                synced_since: r.try_get(10)?,
+                disagreements: r.try_get::<Vec<String>, _>(11)?.iter().map(|d| LeaseDisagreement::parse(d)).collect(),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(SyncError::from)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::LeaseDisagreement;
+
+    /// Every code the center's `lease_reconciliation` can write is a
+    /// variant here, and every variant is one it writes.
+    #[test]
+    fn every_lease_disagreement_the_center_names_is_a_variant_and_back() {
+        let sql = include_str!("../../../migrations/postgres/0014_lease_journal.sql");
+        let view = &sql[sql.find("CREATE VIEW lease_reconciliation").unwrap()..];
+        let named: Vec<&str> = view.split("THEN '").skip(1).map(|rest| &rest[..rest.find('\'').unwrap()]).collect();
+        assert_eq!(named.len(), LeaseDisagreement::ALL.len(), "{named:?}");
+        for n in &named {
+            assert!(!matches!(LeaseDisagreement::parse(n), LeaseDisagreement::Unrecognized(_)), "{n}");
+        }
+        for d in LeaseDisagreement::ALL {
+            assert!(named.contains(&d.as_str()), "{d} is not written by the view");
+        }
+    }
+}

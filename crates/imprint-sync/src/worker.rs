@@ -42,6 +42,8 @@ pub struct SyncReport {
     pub qa_verdicts: u64,
     /// Rework authorisations synced.
     pub rework_authorisations: u64,
+    /// Lease journal entries synced.
+    pub lease_events: u64,
     /// Work order leases granted to this station, and settled with the center.
     pub leases_granted: u64,
     pub leases_settled: u64,
@@ -235,6 +237,7 @@ async fn drain(conns: &mut Conns, ctx: &Ctx, report: &mut SyncReport) -> Result<
         report.audit += kinds[3] as u64;
         report.qa_verdicts += kinds[4] as u64;
         report.rework_authorisations += kinds[5] as u64;
+        report.lease_events += kinds[6] as u64;
         tracing::debug!(records = n, inserted = out.inserted, updated = out.updated, already = out.already, "sync batch done");
         if let Some(m) = marking.take() {
             report.mark_ms += joined(m.await)?.as_millis() as u64;
