@@ -617,7 +617,10 @@ mod tests {
         Rig { handle, spki, present, open_gate, signing, _dir: dir }
     }
 
-    fn code(r: &Result<Vec<u8>, IssueError>) -> Option<FailureCode> {
+    /// A signature, or why there is none.
+    type Signed = Result<Vec<u8>, IssueError>;
+
+    fn code(r: &Signed) -> Option<FailureCode> {
         match r {
             Err(IssueError::Signer(e)) => Some(e.code()),
             _ => None,
@@ -635,7 +638,7 @@ mod tests {
     /// Hold the worker inside a signature over `first`, queue `n` more
     /// requests from `n` threads behind it, apply `then` and open the gate:
     /// the worker takes the `n` as one batch. Every answer, the held one first.
-    fn held_then_queued(r: &Rig, first: &[u8], n: usize, then: impl FnOnce()) -> Vec<Result<Vec<u8>, IssueError>> {
+    fn held_then_queued(r: &Rig, first: &[u8], n: usize, then: impl FnOnce()) -> Vec<Signed> {
         std::thread::scope(|s| {
             let h = r.handle.clone();
             let first = first.to_vec();
@@ -699,7 +702,7 @@ mod tests {
     fn batched_hand_off_answers_every_caller_once_with_its_own_result_and_one_refusal_fails_alone() {
         let r = rig();
         r.open_gate.send(()).unwrap();
-        let answers: Vec<(Vec<u8>, Result<Vec<u8>, IssueError>)> = std::thread::scope(|s| {
+        let answers: Vec<(Vec<u8>, Signed)> = std::thread::scope(|s| {
             let threads: Vec<_> = (0..8)
                 .map(|t| {
                     let h = r.handle.clone();
