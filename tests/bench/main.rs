@@ -8,7 +8,8 @@
 //! (c) certificates issued per second through SoftHSM (CSR check + build +
 //!     sign, through the station's signer worker, with the station's two
 //!     port-side producer threads) divided by raw signatures per second on the
-//!     same token.
+//!     same token and key, in alternating rounds (raw, then issuance, ten
+//!     times); printed as min / median / max of the rounds' ratios.
 //! (w) the work-order quota check (issue 13): the link ratio of (a) with a
 //!     work order set ÷ the same without one, devices alternating in the
 //!     same run; and journaled intents/s of the store with the quota counted
@@ -16,7 +17,9 @@
 //!     central work order, where the station's lease is counted too (wl).
 //!
 //! Run for the record: `cargo run --release -p imprint-tests --bin imprint-bench`
-//! `--quick` runs tiny sizes (CI uses it to prove the benchmark still works).
+//! `--quick` runs tiny sizes (CI uses it to prove the benchmark still works);
+//! `--only c` runs only the SoftHSM issuance rounds (c) (`--only awb` the
+//! provisioning figures).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_core::issuance::{self, Profile};
@@ -31,10 +34,36 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// "min / median / max" of `v`.
+fn spread(v: &[f64]) -> String {
+    let mut s = v.to_vec();
+    let m = median(&mut s);
+    format!("{:.3} / {m:.3} / {:.3}", s[0], s[s.len() - 1])
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (singles, parallel, certs) = if quick { (1, 4, 200) } else { (7, 16, 4000) };
-    println!("imprint-bench ({})", if quick { "quick" } else { "full" });
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let runs = |k: char| only.as_ref().is_none_or(|o| o.contains(k));
+    println!(
+        "imprint-bench ({}{})",
+        if quick { "quick" } else { "full" },
+        only.as_ref().map(|o| format!(", only {o}")).unwrap_or_default()
+    );
+    let mut result = Vec::new();
+    if runs('a') || runs('w') || runs('b') {
+        result.push(provisioning(quick));
+    }
+    if runs('c') {
+        result.push(issuance(quick));
+    }
+    println!("RESULT {}", result.join(" "));
+}
+
+/// (a), (w) and (b): provisioning simulated devices through a station.
+fn provisioning(quick: bool) -> String {
+    let (singles, parallel) = if quick { (1, 4) } else { (7, 16) };
 
     // (a) single device against the link floor.
     let ts = TestStation::new();
@@ -54,9 +83,10 @@ fn main() {
         ratios.push(t / floor);
     }
     let t1 = median(&mut times);
+    let spread_a = spread(&ratios);
     let ra = median(&mut ratios);
     println!(
-        "(a) single device: {:.3} s for {bytes} bytes; link floor {:.3} s; ratio {ra:.3} (target <= 1.10)",
+        "(a) single device: {:.3} s for {bytes} bytes; link floor {:.3} s; ratio {ra:.3} (min / median / max of {singles}: {spread_a}; target <= 1.10)",
         t1,
         bytes as f64 / 11_520.0
     );
@@ -100,26 +130,30 @@ fn main() {
     );
     drop(devs);
     st.store().close();
+    format!("a={ra:.3} b={rb:.3} w={rw:.3} wj={rj:.3} wl={rl:.3}")
+}
 
-    // (c) SoftHSM issuance rate against the raw signature rate.
+/// (c): SoftHSM issuance through the signer worker against raw signing on
+/// the same token and key, in alternating rounds so a busy machine weighs
+/// on both sides of each ratio alike.
+fn issuance(quick: bool) -> String {
+    let (rounds, per_round) = if quick { (3, 100) } else { (10, 1000) };
     let hsm = SoftHsm::new("bench");
     let uri = hsm.uri("bench-ca");
     imprint_signer::generate_ca_key(&uri, Some(hsm.pin()), SigAlg::EcdsaP256Sha256).unwrap();
+    // Two sessions of one token and key: the raw loop's, on this thread, and the worker's.
     let mut raw = imprint_signer::open_signer(&uri, Some(hsm.pin())).unwrap();
     let root = imprint_core::ca::self_signed_root(raw.as_mut(), &imprint_core::ca::CaSubject::new("Bench CA"), 365, false).unwrap();
-    let msg = vec![0x5au8; 400]; // about a TBS certificate
-    let n_raw = certs;
-    let start = Instant::now();
-    for _ in 0..n_raw {
-        raw.sign(&msg).unwrap();
-    }
-    let raw_rate = n_raw as f64 / start.elapsed().as_secs_f64();
-
-    // Pre-generated device CSRs (device-side work is not the station's cost).
     let ca_not_after = imprint_core::ca::chain_validity(std::slice::from_ref(&root)).unwrap().not_after;
     let profile = Profile::default();
+    let root_der = root.clone();
+    let worker = SignerHandle::spawn(imprint_signer::open_signer(&uri, Some(hsm.pin())).unwrap(), root, profile.clone()).unwrap();
+    let msg = vec![0x5au8; 400]; // about a TBS certificate
+
+    // Pre-generated device CSRs (device-side work is not the station's cost).
     let nonce = [7u8; 32];
-    let csrs: Vec<(String, Vec<u8>, Vec<u8>)> = (0..certs)
+    let warm_up = per_round / 5;
+    let csrs: Vec<(String, Vec<u8>, Vec<u8>)> = (0..warm_up + rounds * per_round)
         .map(|i| {
             let serial = format!("DEV{i:06}");
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -134,28 +168,156 @@ fn main() {
             (serial, rcgen::PublicKeyData::subject_public_key_info(&key), csr)
         })
         .collect();
-    let worker = SignerHandle::spawn(raw, root, profile.clone()).unwrap();
     let producers = 2;
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for chunk in csrs.chunks(csrs.len().div_ceil(producers)) {
-            let worker = worker.clone();
-            let profile = profile.clone();
-            s.spawn(move || {
-                for (serial, spki, csr) in chunk {
-                    let checked = issuance::check_csr(csr, serial, spki, &nonce, &profile).unwrap();
-                    let plan = issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap();
-                    worker.issue(plan).unwrap();
-                }
-            });
+    // Issue every CSR of `batch` through the worker from `producers` port-side threads; certificates/s.
+    let issue = |batch: &[(String, Vec<u8>, Vec<u8>)]| {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for chunk in batch.chunks(batch.len().div_ceil(producers)) {
+                let worker = worker.clone();
+                let profile = profile.clone();
+                s.spawn(move || {
+                    for (serial, spki, csr) in chunk {
+                        let checked = issuance::check_csr(csr, serial, spki, &nonce, &profile).unwrap();
+                        let plan =
+                            issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap();
+                        worker.issue(plan).unwrap();
+                    }
+                });
+            }
+        });
+        batch.len() as f64 / start.elapsed().as_secs_f64()
+    };
+    let mut sign_raw = |n: usize| {
+        let start = Instant::now();
+        for _ in 0..n {
+            raw.sign(&msg).unwrap();
         }
-    });
-    let issue_rate = certs as f64 / start.elapsed().as_secs_f64();
-    let rc = issue_rate / raw_rate;
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    // Warm up both paths (first-touch costs, SoftHSM's session state).
+    sign_raw(warm_up);
+    issue(&csrs[..warm_up]);
+    let (mut ratios, mut issue_rates, mut raw_rates) = (Vec::new(), Vec::new(), Vec::new());
+    // CPU time (user, system) of the whole process and of the worker thread, over the raw and the issuance blocks.
+    let (mut cpu_raw, mut cpu_issue, mut cpu_worker) = ([0u64; 2], [0u64; 2], [0u64; 2]);
+    let add = |acc: &mut [u64; 2], a: [u64; 2], b: [u64; 2]| {
+        acc[0] += b[0].saturating_sub(a[0]);
+        acc[1] += b[1].saturating_sub(a[1]);
+    };
+    for round in csrs[warm_up..].chunks(per_round) {
+        let c0 = cpu_ticks("/proc/self/stat");
+        let raw_rate = sign_raw(per_round);
+        let (c1, w1) = (cpu_ticks("/proc/self/stat"), worker_ticks());
+        let issue_rate = issue(round);
+        let (c2, w2) = (cpu_ticks("/proc/self/stat"), worker_ticks());
+        add(&mut cpu_raw, c0, c1);
+        add(&mut cpu_issue, c1, c2);
+        add(&mut cpu_worker, w1, w2);
+        ratios.push(issue_rate / raw_rate);
+        issue_rates.push(issue_rate);
+        raw_rates.push(raw_rate);
+    }
+    // Where the time goes: CPU µs per signature / certificate (clock ticks of 10 ms over all rounds).
+    let per = |t: u64| t as f64 * 10_000.0 / (rounds * per_round) as f64;
     println!(
-        "(c) SoftHSM: {issue_rate:.0} certificates/s issued (CSR check + build + sign via the signer worker, {producers} producers); raw {raw_rate:.0} signatures/s; ratio {rc:.3} (target >= 0.5)"
+        "(c) CPU per raw signature: {:.1} µs user + {:.1} µs system; per certificate: {:.1} µs user + {:.1} µs system, \
+         of which the signer worker {:.1} µs + {:.1} µs",
+        per(cpu_raw[0]),
+        per(cpu_raw[1]),
+        per(cpu_issue[0]),
+        per(cpu_issue[1]),
+        per(cpu_worker[0]),
+        per(cpu_worker[1])
     );
-    println!("RESULT a={ra:.3} b={rb:.3} c={rc:.3} w={rw:.3} wj={rj:.3} wl={rl:.3}");
+    // Single-threaded costs of one certificate's steps, nothing queued.
+    let sample = &csrs[..warm_up];
+    let start = Instant::now();
+    let plans: Vec<_> = sample
+        .iter()
+        .map(|(serial, spki, csr)| {
+            let checked = issuance::check_csr(csr, serial, spki, &nonce, &profile).unwrap();
+            issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap()
+        })
+        .collect();
+    let t_check = start.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    let start = Instant::now();
+    for plan in plans {
+        worker.issue(plan).unwrap();
+    }
+    let t_issue = start.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    let t_raw = 1e6 / sign_raw(sample.len());
+    // The certificate alone (rcgen: parse the CA, encode the TBS), with a key that answers at once.
+    let mut instant = InstantKey { spki: raw.public_key_spki().to_vec(), sig: raw.sign(&msg).unwrap() };
+    let plans: Vec<_> = sample
+        .iter()
+        .map(|(serial, spki, _)| issuance::plan(&profile, serial, spki, time::OffsetDateTime::now_utc(), ca_not_after).unwrap())
+        .collect();
+    let start = Instant::now();
+    for plan in &plans {
+        issuance::build_certificate(plan, &profile, &root_der, &mut instant).unwrap();
+    }
+    let t_build = start.elapsed().as_secs_f64() * 1e6 / sample.len() as f64;
+    println!(
+        "(c) one at a time: CSR check + plan {t_check:.1} µs; certificate built (rcgen, no signature) {t_build:.1} µs; \
+         issue (build + hand-off + sign) {t_issue:.1} µs; raw signature {t_raw:.1} µs"
+    );
+    let spread_c = spread(&ratios);
+    let rc = median(&mut ratios.clone());
+    println!(
+        "(c) SoftHSM, {rounds} rounds of {per_round}: {:.0} certificates/s issued (CSR check + build + sign via the signer worker, {producers} producers); \
+         raw {:.0} signatures/s (medians); ratio min / median / max {spread_c} (target >= 0.7 in every run)",
+        median(&mut issue_rates),
+        median(&mut raw_rates)
+    );
+    println!("(c) rounds: {}", ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "));
+    drop(worker);
+    format!(
+        "c={rc:.3} c_min={:.3} c_max={:.3}",
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max)
+    )
+}
+
+/// A key that signs at once with a signature made before: times the
+/// certificate building alone.
+struct InstantKey {
+    spki: Vec<u8>,
+    sig: Vec<u8>,
+}
+
+impl imprint_core::signer::Signer for InstantKey {
+    fn info(&self) -> imprint_core::signer::SignerInfo {
+        imprint_core::signer::SignerInfo { kind: "dev", uri: "bench".into(), development: true }
+    }
+    fn algorithm(&self) -> SigAlg {
+        SigAlg::EcdsaP256Sha256
+    }
+    fn public_key_spki(&self) -> &[u8] {
+        &self.spki
+    }
+    fn sign(&mut self, _msg: &[u8]) -> Result<Vec<u8>, imprint_core::signer::SignerError> {
+        Ok(self.sig.clone())
+    }
+}
+
+/// User and system CPU clock ticks (10 ms) from a `/proc/.../stat` file.
+fn cpu_ticks(path: &str) -> [u64; 2] {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let fields: Vec<&str> = text.rsplit_once(") ").map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let at = |i: usize| fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
+    [at(11), at(12)]
+}
+
+/// [`cpu_ticks`] of the signer worker thread ("imprint-signer").
+fn worker_ticks() -> [u64; 2] {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return [0, 0] };
+    for t in tasks.flatten() {
+        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "imprint-signer") {
+            return cpu_ticks(&t.path().join("stat").to_string_lossy());
+        }
+    }
+    [0, 0]
 }
 
 /// Journaled intents per second on a fresh store, with the attempt under a
