@@ -19,33 +19,87 @@
 //! (nothing lost, duplicated or altered: `assert_center_equals_local`).
 //!
 //! ```sh
-//! imprint-stations-bench --stations 100             # the full run
-//! imprint-stations-bench --quick                    # CI: 10 stations, small
+//! imprint-stations-bench --stations 100 --own-cluster   # the full run
+//! imprint-stations-bench --quick --own-cluster          # CI: 10 stations, small
 //! ```
-//! Each station holds one connection (`connections = 1`); the bench refuses
-//! to take more than the cluster's free connections minus a reserve for the
-//! other users of the machine, and says so (`--force` to try anyway).
+//! The center is the machine's shared cluster (127.0.0.1:5432) unless
+//! `--own-cluster`: then a private PostgreSQL cluster of the run's own
+//! (`pg::PrivateCluster`: initdb in a temporary directory, a free loopback
+//! port, `max_connections` sized for the stations), migrated like any test
+//! database, stopped and removed at the end, on a panic and on
+//! SIGINT/SIGTERM/SIGHUP (the stations killed first).
+//! Each station holds `--connections` connections (1 by default; a station's
+//! own default is 2). On the shared cluster the bench refuses to take more
+//! than its free connections minus a reserve for the other users of the
+//! machine, and says so (`--force` to try anyway).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_store::Store;
 use imprint_sync::{CentralConfig, SyncWorker};
-use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, try_psql, TestDb};
+use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, try_psql, use_cluster_port, PrivateCluster, TestDb};
 use sqlx::{ConnectOptions, Connection};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
 }
 
+/// What must not outlive the bench: its station processes and its private cluster.
+static STATION_PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static CLUSTER: Mutex<Option<PrivateCluster>> = Mutex::new(None);
+/// Set by the signal handler: the stations it kills are not failures to report.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Kill the stations still running, then stop and remove the private cluster.
+fn cleanup() {
+    let pids = std::mem::take(&mut *STATION_PIDS.lock().unwrap_or_else(|e| e.into_inner()));
+    if !pids.is_empty() {
+        let _ = Command::new("kill").arg("-KILL").args(pids.iter().map(u32::to_string)).stderr(Stdio::null()).status();
+    }
+    // Stopped under the lock: a second caller (main unwinding while the
+    // signal handler cleans up) waits until the cluster is gone.
+    let mut cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = cluster.as_mut() {
+        c.stop();
+    }
+    *cluster = None;
+}
+
+/// Runs [`cleanup`] when `main` returns or unwinds.
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        cleanup();
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--child") {
         return child(&args);
+    }
+    let _cleanup = Cleanup;
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).unwrap();
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+                eprintln!("imprint-stations-bench: signal {sig}: killing the stations, stopping the private cluster");
+                cleanup();
+                std::process::exit(128 + sig);
+            }
+        });
     }
     let quick = args.iter().any(|a| a == "--quick");
     let mut stations: usize = arg(&args, "--stations").unwrap_or(if quick { 10 } else { 100 });
@@ -56,18 +110,40 @@ fn main() {
     let cut_ms: u64 = arg(&args, "--cut-ms").unwrap_or(if quick { 300 } else { 200 });
     let interval_ms: u64 = arg(&args, "--interval-ms").unwrap_or(1000);
     let reserve: i64 = arg(&args, "--reserve").unwrap_or(20);
+    let connections: u32 = arg(&args, "--connections").unwrap_or(1);
+    let own_cluster = args.iter().any(|a| a == "--own-cluster");
+    let load_start = loadavg();
 
-    // The connection budget: one per station, a reserve left for the others.
+    // A private cluster: room for every station's connections, the cutter,
+    // the bench's own queries and the COPY floor.
+    let center = if own_cluster {
+        let t = Instant::now();
+        let c = PrivateCluster::start(stations * connections as usize + 20);
+        use_cluster_port(c.port);
+        let what = format!(
+            "private cluster {} on 127.0.0.1:{} (max_connections {}, started in {:.1} s)",
+            c.bin.display(),
+            c.port,
+            c.max_connections,
+            t.elapsed().as_secs_f64()
+        );
+        *CLUSTER.lock().unwrap() = Some(c);
+        what
+    } else {
+        "the shared cluster on 127.0.0.1:5432".to_string()
+    };
+
+    // The shared cluster's connection budget: the stations', a reserve left for the others.
     let free: i64 = psql(
         "postgres",
         "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity",
     )
     .parse()
     .unwrap();
-    let fits = (free - reserve - 2).max(1) as usize;
-    if stations > fits && !args.iter().any(|a| a == "--force") {
+    let fits = ((free - reserve - 2).max(1) / i64::from(connections)).max(1) as usize;
+    if !own_cluster && stations > fits && !args.iter().any(|a| a == "--force") {
         println!(
-            "only {free} connections free at the center (max_connections minus reserved minus in use); keeping {reserve} for other users: {fits} stations, not {stations}"
+            "only {free} connections free at the center (max_connections minus reserved minus in use); keeping {reserve} for other users: {fits} stations of {connections} connections, not {stations} (--own-cluster for a cluster of the run's own)"
         );
         stations = fits;
     }
@@ -75,7 +151,7 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     let per_attempt = steps + 3; // attempt, steps, certificate, audit entry
     println!(
-        "imprint-stations-bench: {stations} station processes, backlog {backlog} + live {live} attempts each ({per_attempt} records per attempt), one connection each, a random station connection cut every {cut_ms} ms"
+        "imprint-stations-bench: {stations} station processes, backlog {backlog} + live {live} attempts each ({per_attempt} records per attempt), up to {connections} connection(s) each, a random station connection cut every {cut_ms} ms; center: {center}; load average {load_start}"
     );
 
     // Start the stations: each writes its backlog and says READY.
@@ -91,10 +167,12 @@ fn main() {
             .args(["--role", cfg.role.as_deref().unwrap(), "--password-file", &cfg.password_file.as_ref().unwrap().display().to_string()])
             .args(["--backlog", &backlog.to_string(), "--live", &live.to_string(), "--steps", &steps.to_string()])
             .args(["--pace-ms", &pace_ms.to_string(), "--interval-ms", &interval_ms.to_string()])
+            .args(["--connections", &connections.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        STATION_PIDS.lock().unwrap().push(c.id());
         let lines = BufReader::new(c.stdout.take().unwrap()).lines();
         stores.push((station, dir.join("station.db")));
         children.push((c, lines));
@@ -150,6 +228,10 @@ fn main() {
     for (mut c, mut lines) in children {
         let last: Vec<String> = lines.by_ref().map_while(Result::ok).collect();
         let st = c.wait().unwrap();
+        STATION_PIDS.lock().unwrap().retain(|p| *p != c.id());
+        while INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(1)); // the signal handler exits the process
+        }
         if !st.success() {
             failed += 1;
             println!("station process {} exited {st}: {last:?}", c.id());
@@ -217,6 +299,13 @@ fn main() {
         "{stations} stations, {total} records at the center = local, none lost or duplicated; {} connections cut in {wall:.1} s",
         cuts.load(Ordering::SeqCst)
     );
+    println!(
+        "load average at the start {load_start}, at the end {} (1, 5, 15 min; {} cores)",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    drop(floor);
+    drop(db);
 }
 
 /// One station: own store, own role, own sync worker.
@@ -232,7 +321,7 @@ fn child(args: &[String]) {
         sslmode: Some("disable".into()),
         role: arg(args, "--role"),
         password_file: arg(args, "--password-file"),
-        connections: 1,
+        connections: arg(args, "--connections").unwrap(),
         interval_ms: arg(args, "--interval-ms").unwrap(),
         retry_min_ms: 100,
         retry_max_ms: 2000,
