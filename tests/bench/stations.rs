@@ -27,7 +27,9 @@
 //! (`pg::PrivateCluster`: initdb in a temporary directory, a free loopback
 //! port, `max_connections` sized for the stations), migrated like any test
 //! database, stopped and removed at the end, on a panic and on
-//! SIGINT/SIGTERM/SIGHUP (the stations killed first).
+//! SIGINT/SIGTERM/SIGHUP (the stations killed first). `--pgbouncer
+//! MODE:N` (with `--own-cluster`) puts Debian's PgBouncer in front of it for
+//! the stations: `pool_mode` MODE, at most N server connections.
 //! Each station holds `--connections` connections (1 by default; a station's
 //! own default is 2). On the shared cluster the bench refuses to take more
 //! than its free connections minus a reserve for the other users of the
@@ -36,7 +38,7 @@
 
 use imprint_store::Store;
 use imprint_sync::{CentralConfig, SyncWorker};
-use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, try_psql, use_cluster_port, PrivateCluster, TestDb};
+use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, use_cluster_port, PrivateCluster, TestDb};
 use sqlx::{ConnectOptions, Connection};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -150,20 +152,39 @@ fn main() {
     let mut db = TestDb::new();
     let exe = std::env::current_exe().unwrap();
     let per_attempt = steps + 3; // attempt, steps, certificate, audit entry
+    let mut center_port_for_stations: Option<(String, String)> = None;
     println!(
         "imprint-stations-bench: {stations} station processes, backlog {backlog} + live {live} attempts each ({per_attempt} records per attempt), up to {connections} connection(s) each, a random station connection cut every {cut_ms} ms; center: {center}; load average {load_start}"
     );
 
+    // Every station's login role, then (--pgbouncer MODE:SERVERS) PgBouncer in
+    // front of the private cluster, then the stations.
+    let cfgs: Vec<_> = (0..stations).map(|i| (format!("st-{i:03}"), db.add_station(&format!("st-{i:03}")))).collect();
+    if let Some(spec) = arg::<String>(&args, "--pgbouncer") {
+        let (mode, servers) = spec.split_once(':').expect("--pgbouncer MODE:SERVER_CONNECTIONS");
+        let servers: usize = servers.parse().unwrap();
+        let users: Vec<String> = cfgs.iter().map(|(_, c)| c.role.clone().unwrap()).collect();
+        let mut guard = CLUSTER.lock().unwrap();
+        let cluster = guard.as_mut().expect("--pgbouncer needs --own-cluster");
+        let port = cluster.start_pgbouncer(mode, servers, connections as usize, stations * connections as usize + 20, &users);
+        println!("PgBouncer 1.18 on 127.0.0.1:{port} in front of the center: pool_mode {mode}, at most {servers} server connections for {stations} stations");
+        let from = format!(":{}/", cluster.port);
+        drop(guard);
+        center_port_for_stations = Some((from, format!(":{port}/")));
+    }
+
     // Start the stations: each writes its backlog and says READY.
     let mut children = Vec::new();
     let mut stores = Vec::new();
-    for i in 0..stations {
-        let station = format!("st-{i:03}");
-        let cfg = db.add_station(&station);
+    for (station, cfg) in cfgs {
+        let url = match &center_port_for_stations {
+            Some((from, to)) => cfg.url.replace(from.as_str(), to),
+            None => cfg.url.clone(),
+        };
         let dir = db.dir.path().join(&station);
         std::fs::create_dir_all(&dir).unwrap();
         let mut c = Command::new(&exe)
-            .args(["--child", &station, "--dir", &dir.display().to_string(), "--url", &cfg.url])
+            .args(["--child", &station, "--dir", &dir.display().to_string(), "--url", &url])
             .args(["--role", cfg.role.as_deref().unwrap(), "--password-file", &cfg.password_file.as_ref().unwrap().display().to_string()])
             .args(["--backlog", &backlog.to_string(), "--live", &live.to_string(), "--steps", &steps.to_string()])
             .args(["--pace-ms", &pace_ms.to_string(), "--interval-ms", &interval_ms.to_string()])
@@ -183,26 +204,34 @@ fn main() {
     }
     let backlog_rows = stations * backlog * per_attempt;
 
-    // The cutter: terminates one random station backend every cut_ms.
+    // The cutter: terminates one random station backend every cut_ms, over a
+    // connection of its own held open (a psql per cut starved under load: the
+    // 100-station run of 2026-11-30 cut 28 times in 40 s instead of 200).
     let stop = Arc::new(AtomicBool::new(false));
     let cuts = Arc::new(AtomicUsize::new(0));
     let cutter = {
-        let (stop, cuts, name) = (stop.clone(), cuts.clone(), db.name.clone());
+        let (stop, cuts, name, opts) = (stop.clone(), cuts.clone(), db.name.clone(), db.admin_options());
         std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(cut_ms));
-                let n: usize = try_psql(
-                    "postgres",
-                    &format!(
-                        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                         WHERE datname = '{name}' AND usename <> 'postgres' AND backend_type = 'client backend' ORDER BY random() LIMIT 1) t"
-                    ),
-                )
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-                cuts.fetch_add(n, Ordering::SeqCst);
-            }
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = '{name}' AND usename <> 'postgres' AND backend_type = 'client backend' ORDER BY random() LIMIT 1) t"
+            );
+            rt().block_on(async {
+                let mut conn: Option<sqlx::postgres::PgConnection> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(cut_ms)).await;
+                    if conn.is_none() {
+                        conn = opts.connect().await.ok();
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.as_str())).fetch_one(c).await {
+                        Ok(n) => {
+                            cuts.fetch_add(n as usize, Ordering::SeqCst);
+                        }
+                        Err(_) => conn = None,
+                    }
+                }
+            })
         })
     };
 
@@ -304,6 +333,15 @@ fn main() {
         loadavg(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // The private cluster's refusals, by message (the cutter's terminations are FATAL, not counted).
+    if let Some(c) = CLUSTER.lock().unwrap().as_ref() {
+        let mut errors: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for l in c.server_log().lines().filter_map(|l| l.split_once("ERROR:  ").map(|(_, m)| m)) {
+            let m: String = l.chars().map(|ch| if ch.is_ascii_digit() { '#' } else { ch }).take(90).collect();
+            *errors.entry(m).or_default() += 1;
+        }
+        println!("center ERRORs: {}", if errors.is_empty() { "none".to_string() } else { format!("{errors:?}") });
+    }
     drop(floor);
     drop(db);
 }

@@ -529,7 +529,9 @@ pub struct PrivateCluster {
     pub max_connections: usize,
     pub bin: std::path::PathBuf,
     server: Option<std::process::Child>,
+    bouncer: Option<std::process::Child>,
     dir: Option<tempfile::TempDir>,
+    ids: Option<(u32, u32)>,
 }
 
 impl PrivateCluster {
@@ -611,20 +613,70 @@ impl PrivateCluster {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             };
             if up {
-                return PrivateCluster { port, max_connections, bin, server: Some(child), dir: Some(dir) };
+                return PrivateCluster { port, max_connections, bin, server: Some(child), bouncer: None, dir: Some(dir), ids };
             }
         }
         panic!("the private cluster did not start (server log above)");
     }
 
-    /// The server's process id (for a signal handler that must stop it).
-    pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().map(|c| c.id())
+    /// Start Debian's PgBouncer (`/usr/sbin/pgbouncer`) in front of this
+    /// cluster, as the cluster's user, on a free loopback port (returned):
+    /// every database, `pool_mode` `mode`, at most `server_connections` to
+    /// the cluster in all (`max_db_connections`), `per_user` per login role
+    /// (`default_pool_size`: pools are per database and role, and every
+    /// station has a role of its own), `max_clients` clients. `trust` auth
+    /// for the `users` listed (the cluster itself trusts loopback).
+    pub fn start_pgbouncer(&mut self, mode: &str, server_connections: usize, per_user: usize, max_clients: usize, users: &[String]) -> u16 {
+        use std::os::unix::process::CommandExt;
+        let dir = self.dir.as_ref().unwrap().path().to_path_buf();
+        let port = std::net::TcpListener::bind((PG_HOST, 0)).unwrap().local_addr().unwrap().port();
+        let auth: String = users.iter().chain(std::iter::once(&"postgres".to_string())).map(|u| format!("\"{u}\" \"\"\n")).collect();
+        std::fs::write(dir.join("userlist.txt"), auth).unwrap();
+        let ini = format!(
+            "[databases]\n* = host={PG_HOST} port={}\n[pgbouncer]\nlisten_addr = {PG_HOST}\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {}\npool_mode = {mode}\nmax_db_connections = {server_connections}\n\
+             default_pool_size = {per_user}\nmax_client_conn = {max_clients}\nignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {}\nlog_connections = 0\nlog_disconnections = 0\n",
+            self.port,
+            dir.join("userlist.txt").display(),
+            dir.join("pgbouncer.log").display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        let mut c = Command::new("/usr/sbin/pgbouncer");
+        c.arg(dir.join("pgbouncer.ini")).current_dir(&dir).process_group(0);
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()); // its log: pgbouncer.log
+        if let Some((uid, gid)) = self.ids {
+            for f in ["userlist.txt", "pgbouncer.ini"] {
+                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).unwrap();
+            }
+            c.uid(uid).gid(gid);
+        }
+        let mut child = c.spawn().expect("pgbouncer runs (apt install pgbouncer)");
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect((PG_HOST, port)).is_err() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("pgbouncer exited {st}: {}", std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default());
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "pgbouncer did not listen within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.bouncer = Some(child);
+        port
     }
 
-    /// Fast shutdown (SIGINT: sessions ended, a checkpoint, exit), SIGKILL
+    /// The server's log so far (`ERROR:` lines: what the stations were refused).
+    pub fn server_log(&self) -> String {
+        self.dir.as_ref().and_then(|d| std::fs::read_to_string(d.path().join("server.log")).ok()).unwrap_or_default()
+    }
+
+    /// Stop PgBouncer (if started: SIGTERM, immediate), then the server: a
+    /// fast shutdown (SIGINT: sessions ended, a checkpoint, exit), SIGKILL
     /// after 30 s; then the directory removed. Idempotent.
     pub fn stop(&mut self) {
+        if let Some(mut child) = self.bouncer.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(mut child) = self.server.take() {
             let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
             let t = std::time::Instant::now();
