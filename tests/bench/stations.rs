@@ -19,33 +19,89 @@
 //! (nothing lost, duplicated or altered: `assert_center_equals_local`).
 //!
 //! ```sh
-//! imprint-stations-bench --stations 100             # the full run
-//! imprint-stations-bench --quick                    # CI: 10 stations, small
+//! imprint-stations-bench --stations 100 --own-cluster   # the full run
+//! imprint-stations-bench --quick --own-cluster          # CI: 10 stations, small
 //! ```
-//! Each station holds one connection (`connections = 1`); the bench refuses
-//! to take more than the cluster's free connections minus a reserve for the
-//! other users of the machine, and says so (`--force` to try anyway).
+//! The center is the machine's shared cluster (127.0.0.1:5432) unless
+//! `--own-cluster`: then a private PostgreSQL cluster of the run's own
+//! (`pg::PrivateCluster`: initdb in a temporary directory, a free loopback
+//! port, `max_connections` sized for the stations), migrated like any test
+//! database, stopped and removed at the end, on a panic and on
+//! SIGINT/SIGTERM/SIGHUP (the stations killed first). `--pgbouncer
+//! MODE:N` (with `--own-cluster`) puts Debian's PgBouncer in front of it for
+//! the stations: `pool_mode` MODE, at most N server connections.
+//! Each station holds `--connections` connections (1 by default; a station's
+//! own default is 2). On the shared cluster the bench refuses to take more
+//! than its free connections minus a reserve for the other users of the
+//! machine, and says so (`--force` to try anyway).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_store::Store;
 use imprint_sync::{CentralConfig, SyncWorker};
-use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, try_psql, TestDb};
+use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, use_cluster_port, PrivateCluster, TestDb};
 use sqlx::{ConnectOptions, Connection};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
 }
 
+/// What must not outlive the bench: its station processes and its private cluster.
+static STATION_PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static CLUSTER: Mutex<Option<PrivateCluster>> = Mutex::new(None);
+/// Set by the signal handler: the stations it kills are not failures to report.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Kill the stations still running, then stop and remove the private cluster.
+fn cleanup() {
+    let pids = std::mem::take(&mut *STATION_PIDS.lock().unwrap_or_else(|e| e.into_inner()));
+    if !pids.is_empty() {
+        let _ = Command::new("kill").arg("-KILL").args(pids.iter().map(u32::to_string)).stderr(Stdio::null()).status();
+    }
+    // Stopped under the lock: a second caller (main unwinding while the
+    // signal handler cleans up) waits until the cluster is gone.
+    let mut cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = cluster.as_mut() {
+        c.stop();
+    }
+    *cluster = None;
+}
+
+/// Runs [`cleanup`] when `main` returns or unwinds.
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        cleanup();
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--child") {
         return child(&args);
+    }
+    let _cleanup = Cleanup;
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).unwrap();
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+                eprintln!("imprint-stations-bench: signal {sig}: killing the stations, stopping the private cluster");
+                cleanup();
+                std::process::exit(128 + sig);
+            }
+        });
     }
     let quick = args.iter().any(|a| a == "--quick");
     let mut stations: usize = arg(&args, "--stations").unwrap_or(if quick { 10 } else { 100 });
@@ -56,45 +112,88 @@ fn main() {
     let cut_ms: u64 = arg(&args, "--cut-ms").unwrap_or(if quick { 300 } else { 200 });
     let interval_ms: u64 = arg(&args, "--interval-ms").unwrap_or(1000);
     let reserve: i64 = arg(&args, "--reserve").unwrap_or(20);
+    let connections: u32 = arg(&args, "--connections").unwrap_or(1);
+    let own_cluster = args.iter().any(|a| a == "--own-cluster");
+    let load_start = loadavg();
 
-    // The connection budget: one per station, a reserve left for the others.
+    // A private cluster: room for every station's connections, the cutter,
+    // the bench's own queries and the COPY floor.
+    let center = if own_cluster {
+        let t = Instant::now();
+        let c = PrivateCluster::start(stations * connections as usize + 20);
+        use_cluster_port(c.port);
+        let what = format!(
+            "private cluster {} on 127.0.0.1:{} (max_connections {}, started in {:.1} s)",
+            c.bin.display(),
+            c.port,
+            c.max_connections,
+            t.elapsed().as_secs_f64()
+        );
+        *CLUSTER.lock().unwrap() = Some(c);
+        what
+    } else {
+        "the shared cluster on 127.0.0.1:5432".to_string()
+    };
+
+    // The shared cluster's connection budget: the stations', a reserve left for the others.
     let free: i64 = psql(
         "postgres",
         "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity",
     )
     .parse()
     .unwrap();
-    let fits = (free - reserve - 2).max(1) as usize;
-    if stations > fits && !args.iter().any(|a| a == "--force") {
+    let fits = ((free - reserve - 2).max(1) / i64::from(connections)).max(1) as usize;
+    if !own_cluster && stations > fits && !args.iter().any(|a| a == "--force") {
         println!(
-            "only {free} connections free at the center (max_connections minus reserved minus in use); keeping {reserve} for other users: {fits} stations, not {stations}"
+            "only {free} connections free at the center (max_connections minus reserved minus in use); keeping {reserve} for other users: {fits} stations of {connections} connections, not {stations} (--own-cluster for a cluster of the run's own)"
         );
         stations = fits;
     }
     let mut db = TestDb::new();
     let exe = std::env::current_exe().unwrap();
     let per_attempt = steps + 3; // attempt, steps, certificate, audit entry
+    let mut center_port_for_stations: Option<(String, String)> = None;
     println!(
-        "imprint-stations-bench: {stations} station processes, backlog {backlog} + live {live} attempts each ({per_attempt} records per attempt), one connection each, a random station connection cut every {cut_ms} ms"
+        "imprint-stations-bench: {stations} station processes, backlog {backlog} + live {live} attempts each ({per_attempt} records per attempt), up to {connections} connection(s) each, a random station connection cut every {cut_ms} ms; center: {center}; load average {load_start}"
     );
+
+    // Every station's login role, then (--pgbouncer MODE:SERVERS) PgBouncer in
+    // front of the private cluster, then the stations.
+    let cfgs: Vec<_> = (0..stations).map(|i| (format!("st-{i:03}"), db.add_station(&format!("st-{i:03}")))).collect();
+    if let Some(spec) = arg::<String>(&args, "--pgbouncer") {
+        let (mode, servers) = spec.split_once(':').expect("--pgbouncer MODE:SERVER_CONNECTIONS");
+        let servers: usize = servers.parse().unwrap();
+        let users: Vec<String> = cfgs.iter().map(|(_, c)| c.role.clone().unwrap()).collect();
+        let mut guard = CLUSTER.lock().unwrap();
+        let cluster = guard.as_mut().expect("--pgbouncer needs --own-cluster");
+        let port = cluster.start_pgbouncer(mode, servers, connections as usize, stations * connections as usize + 20, &users);
+        println!("PgBouncer 1.18 on 127.0.0.1:{port} in front of the center: pool_mode {mode}, at most {servers} server connections for {stations} stations");
+        let from = format!(":{}/", cluster.port);
+        drop(guard);
+        center_port_for_stations = Some((from, format!(":{port}/")));
+    }
 
     // Start the stations: each writes its backlog and says READY.
     let mut children = Vec::new();
     let mut stores = Vec::new();
-    for i in 0..stations {
-        let station = format!("st-{i:03}");
-        let cfg = db.add_station(&station);
+    for (station, cfg) in cfgs {
+        let url = match &center_port_for_stations {
+            Some((from, to)) => cfg.url.replace(from.as_str(), to),
+            None => cfg.url.clone(),
+        };
         let dir = db.dir.path().join(&station);
         std::fs::create_dir_all(&dir).unwrap();
         let mut c = Command::new(&exe)
-            .args(["--child", &station, "--dir", &dir.display().to_string(), "--url", &cfg.url])
+            .args(["--child", &station, "--dir", &dir.display().to_string(), "--url", &url])
             .args(["--role", cfg.role.as_deref().unwrap(), "--password-file", &cfg.password_file.as_ref().unwrap().display().to_string()])
             .args(["--backlog", &backlog.to_string(), "--live", &live.to_string(), "--steps", &steps.to_string()])
             .args(["--pace-ms", &pace_ms.to_string(), "--interval-ms", &interval_ms.to_string()])
+            .args(["--connections", &connections.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        STATION_PIDS.lock().unwrap().push(c.id());
         let lines = BufReader::new(c.stdout.take().unwrap()).lines();
         stores.push((station, dir.join("station.db")));
         children.push((c, lines));
@@ -105,26 +204,34 @@ fn main() {
     }
     let backlog_rows = stations * backlog * per_attempt;
 
-    // The cutter: terminates one random station backend every cut_ms.
+    // The cutter: terminates one random station backend every cut_ms, over a
+    // connection of its own held open (a psql per cut starved under load: the
+    // 100-station run of 2026-11-30 cut 28 times in 40 s instead of 200).
     let stop = Arc::new(AtomicBool::new(false));
     let cuts = Arc::new(AtomicUsize::new(0));
     let cutter = {
-        let (stop, cuts, name) = (stop.clone(), cuts.clone(), db.name.clone());
+        let (stop, cuts, name, opts) = (stop.clone(), cuts.clone(), db.name.clone(), db.admin_options());
         std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(cut_ms));
-                let n: usize = try_psql(
-                    "postgres",
-                    &format!(
-                        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                         WHERE datname = '{name}' AND usename <> 'postgres' AND backend_type = 'client backend' ORDER BY random() LIMIT 1) t"
-                    ),
-                )
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-                cuts.fetch_add(n, Ordering::SeqCst);
-            }
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = '{name}' AND usename <> 'postgres' AND backend_type = 'client backend' ORDER BY random() LIMIT 1) t"
+            );
+            rt().block_on(async {
+                let mut conn: Option<sqlx::postgres::PgConnection> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(cut_ms)).await;
+                    if conn.is_none() {
+                        conn = opts.connect().await.ok();
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.as_str())).fetch_one(c).await {
+                        Ok(n) => {
+                            cuts.fetch_add(n as usize, Ordering::SeqCst);
+                        }
+                        Err(_) => conn = None,
+                    }
+                }
+            })
         })
     };
 
@@ -150,6 +257,10 @@ fn main() {
     for (mut c, mut lines) in children {
         let last: Vec<String> = lines.by_ref().map_while(Result::ok).collect();
         let st = c.wait().unwrap();
+        STATION_PIDS.lock().unwrap().retain(|p| *p != c.id());
+        while INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(1)); // the signal handler exits the process
+        }
         if !st.success() {
             failed += 1;
             println!("station process {} exited {st}: {last:?}", c.id());
@@ -217,6 +328,22 @@ fn main() {
         "{stations} stations, {total} records at the center = local, none lost or duplicated; {} connections cut in {wall:.1} s",
         cuts.load(Ordering::SeqCst)
     );
+    println!(
+        "load average at the start {load_start}, at the end {} (1, 5, 15 min; {} cores)",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    // The private cluster's refusals, by message (the cutter's terminations are FATAL, not counted).
+    if let Some(c) = CLUSTER.lock().unwrap().as_ref() {
+        let mut errors: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for l in c.server_log().lines().filter_map(|l| l.split_once("ERROR:  ").map(|(_, m)| m)) {
+            let m: String = l.chars().map(|ch| if ch.is_ascii_digit() { '#' } else { ch }).take(90).collect();
+            *errors.entry(m).or_default() += 1;
+        }
+        println!("center ERRORs: {}", if errors.is_empty() { "none".to_string() } else { format!("{errors:?}") });
+    }
+    drop(floor);
+    drop(db);
 }
 
 /// One station: own store, own role, own sync worker.
@@ -232,7 +359,7 @@ fn child(args: &[String]) {
         sslmode: Some("disable".into()),
         role: arg(args, "--role"),
         password_file: arg(args, "--password-file"),
-        connections: 1,
+        connections: arg(args, "--connections").unwrap(),
         interval_ms: arg(args, "--interval-ms").unwrap(),
         retry_min_ms: 100,
         retry_max_ms: 2000,

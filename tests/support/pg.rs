@@ -13,16 +13,31 @@ use sqlx::{ConnectOptions, Connection};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
-/// The cluster every test uses (trust auth on 127.0.0.1).
+/// The cluster every test uses (trust auth on 127.0.0.1): the machine's
+/// shared one.
 pub const PG_HOST: &str = "127.0.0.1";
 pub const PG_PORT: u16 = 5432;
+
+static PORT: AtomicU16 = AtomicU16::new(PG_PORT);
+
+/// The port this process's fixtures (`psql`, `TestDb`) talk to: `PG_PORT`
+/// unless a private cluster was chosen with [`use_cluster_port`].
+pub fn pg_port() -> u16 {
+    PORT.load(Ordering::SeqCst)
+}
+
+/// Send every later `psql`, `try_psql` and `TestDb` of this process to the
+/// cluster on `port` (a [`PrivateCluster`]).
+pub fn use_cluster_port(port: u16) {
+    PORT.store(port, Ordering::SeqCst);
+}
 
 /// Run SQL as the superuser with psql; stdout, trimmed (`-At`).
 pub fn psql(db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql])
+        .args(["-h", PG_HOST, "-p", &pg_port().to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql])
         .output()
         .expect("psql runs (apt install postgresql-client)");
     assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -32,7 +47,7 @@ pub fn psql(db: &str, sql: &str) -> String {
 /// psql that may fail (e.g. while the server restarts).
 pub fn try_psql(db: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")
-        .args(["-h", PG_HOST, "-p", &PG_PORT.to_string(), "-U", "postgres", "-d", db, "-Atq", "-c", sql])
+        .args(["-h", PG_HOST, "-p", &pg_port().to_string(), "-U", "postgres", "-d", db, "-Atq", "-c", sql])
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -85,6 +100,9 @@ impl PgLock {
     }
 
     fn shared() -> Option<PgLock> {
+        if pg_port() != PG_PORT {
+            return None; // a private cluster: nobody restarts it under us
+        }
         if EXCLUSIVE_HERE.load(Ordering::SeqCst) {
             return None; // this process holds it exclusively: the restarting test's own database
         }
@@ -132,7 +150,7 @@ impl TestDb {
     }
 
     pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{}?sslmode=disable", self.name)
+        format!("postgres://postgres@{PG_HOST}:{}/{}?sslmode=disable", pg_port(), self.name)
     }
 
     pub fn admin_options(&self) -> PgConnectOptions {
@@ -156,7 +174,7 @@ impl TestDb {
         let pw_file = self.dir.path().join(format!("{role}.pw"));
         std::fs::write(&pw_file, format!("{password}\n")).unwrap();
         CentralConfig {
-            url: format!("postgres://{PG_HOST}:{PG_PORT}/{}", self.name),
+            url: format!("postgres://{PG_HOST}:{}/{}", pg_port(), self.name),
             sslmode: Some("disable".into()),
             role: Some(role),
             password_file: Some(pw_file),
@@ -493,4 +511,192 @@ pub fn copy_rows(store: &Store, station: &str) -> Vec<(&'static str, String, Str
         out.push((table.central, cols.join(", "), text, n));
     }
     out
+}
+
+/// A PostgreSQL cluster of this process's own (`imprint-stations-bench
+/// --own-cluster`): Debian's `initdb` + `postgres` from
+/// `/usr/lib/postgresql/<newest>/bin`, in a temporary directory, listening on
+/// a free loopback port only (no Unix socket), trust auth, superuser
+/// `postgres`, every other setting initdb's default (as the machine's shared
+/// cluster: `fsync`, `synchronous_commit` on, 128 MB shared buffers). Run as
+/// the system user `postgres` when this process is root (the server refuses
+/// root), as this process's user otherwise. The server is in a process group
+/// of its own, so a Ctrl-C at the terminal reaches the bench and its stations
+/// first and the bench stops the server itself ([`PrivateCluster::stop`]: a
+/// fast shutdown, then the directory removed), also on drop.
+pub struct PrivateCluster {
+    pub port: u16,
+    pub max_connections: usize,
+    pub bin: std::path::PathBuf,
+    server: Option<std::process::Child>,
+    bouncer: Option<std::process::Child>,
+    dir: Option<tempfile::TempDir>,
+    ids: Option<(u32, u32)>,
+}
+
+impl PrivateCluster {
+    /// Create, start and wait for a cluster allowing `max_connections`.
+    pub fn start(max_connections: usize) -> PrivateCluster {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::process::CommandExt;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("/usr/lib/postgresql (apt install postgresql)")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().to_string_lossy().parse::<u32>().ok()?, e.path().join("bin"))))
+            .filter(|(_, b)| b.join("initdb").exists() && b.join("postgres").exists())
+            .max()
+            .map(|(_, b)| b)
+            .expect("initdb and postgres under /usr/lib/postgresql/*/bin");
+        // The server refuses to run as root: as `postgres` then.
+        let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+        let ids = root.then(|| {
+            let id = |flag: &str| -> u32 {
+                let out = Command::new("id").args([flag, "postgres"]).output().expect("id");
+                assert!(out.status.success(), "no system user `postgres` to run the private cluster as");
+                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+            };
+            (id("-u"), id("-g"))
+        });
+        let dir = tempfile::Builder::new().prefix("imprint-pg-").tempdir().unwrap();
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let as_user = |c: &mut Command| {
+            c.current_dir(dir.path());
+            if let Some((uid, gid)) = ids {
+                c.uid(uid).gid(gid);
+            }
+        };
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        as_user(&mut initdb);
+        let out = initdb.output().expect("initdb runs");
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+
+        let log_path = dir.path().join("server.log");
+        for _ in 0..5 {
+            // A free loopback port (another process may take it before the server does: retried).
+            let port = std::net::TcpListener::bind((PG_HOST, 0)).unwrap().local_addr().unwrap().port();
+            let log = std::fs::File::create(&log_path).unwrap();
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(&log_path, Some(uid), Some(gid)).unwrap();
+            }
+            let mut server = Command::new(bin.join("postgres"));
+            server.arg("-D").arg(&data);
+            for (k, v) in [
+                ("port", port.to_string()),
+                ("listen_addresses", PG_HOST.to_string()),
+                ("unix_socket_directories", String::new()),
+                ("max_connections", max_connections.to_string()),
+            ] {
+                server.arg("-c").arg(format!("{k}={v}"));
+            }
+            as_user(&mut server);
+            server.process_group(0).stdin(std::process::Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+            let mut child = server.spawn().expect("postgres runs");
+            let t = std::time::Instant::now();
+            let up = loop {
+                if let Some(st) = child.try_wait().unwrap() {
+                    eprintln!("private cluster on port {port} exited {st}: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+                    break false;
+                }
+                let ok = Command::new("psql")
+                    .args(["-h", PG_HOST, "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-Atqc", "SELECT 1"])
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+                if ok {
+                    break true;
+                }
+                assert!(t.elapsed() < std::time::Duration::from_secs(60), "the private cluster did not answer within 60 s");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            };
+            if up {
+                return PrivateCluster { port, max_connections, bin, server: Some(child), bouncer: None, dir: Some(dir), ids };
+            }
+        }
+        panic!("the private cluster did not start (server log above)");
+    }
+
+    /// Start Debian's PgBouncer (`/usr/sbin/pgbouncer`) in front of this
+    /// cluster, as the cluster's user, on a free loopback port (returned):
+    /// every database, `pool_mode` `mode`, at most `server_connections` to
+    /// the cluster in all (`max_db_connections`), `per_user` per login role
+    /// (`default_pool_size`: pools are per database and role, and every
+    /// station has a role of its own), `max_clients` clients. `trust` auth
+    /// for the `users` listed (the cluster itself trusts loopback).
+    pub fn start_pgbouncer(&mut self, mode: &str, server_connections: usize, per_user: usize, max_clients: usize, users: &[String]) -> u16 {
+        use std::os::unix::process::CommandExt;
+        let dir = self.dir.as_ref().unwrap().path().to_path_buf();
+        let port = std::net::TcpListener::bind((PG_HOST, 0)).unwrap().local_addr().unwrap().port();
+        let auth: String = users.iter().chain(std::iter::once(&"postgres".to_string())).map(|u| format!("\"{u}\" \"\"\n")).collect();
+        std::fs::write(dir.join("userlist.txt"), auth).unwrap();
+        let ini = format!(
+            "[databases]\n* = host={PG_HOST} port={}\n[pgbouncer]\nlisten_addr = {PG_HOST}\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {}\npool_mode = {mode}\nmax_db_connections = {server_connections}\n\
+             default_pool_size = {per_user}\nmax_client_conn = {max_clients}\nignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {}\nlog_connections = 0\nlog_disconnections = 0\n",
+            self.port,
+            dir.join("userlist.txt").display(),
+            dir.join("pgbouncer.log").display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        let mut c = Command::new("/usr/sbin/pgbouncer");
+        c.arg(dir.join("pgbouncer.ini")).current_dir(&dir).process_group(0);
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()); // its log: pgbouncer.log
+        if let Some((uid, gid)) = self.ids {
+            for f in ["userlist.txt", "pgbouncer.ini"] {
+                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).unwrap();
+            }
+            c.uid(uid).gid(gid);
+        }
+        let mut child = c.spawn().expect("pgbouncer runs (apt install pgbouncer)");
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect((PG_HOST, port)).is_err() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("pgbouncer exited {st}: {}", std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default());
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "pgbouncer did not listen within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.bouncer = Some(child);
+        port
+    }
+
+    /// The server's log so far (`ERROR:` lines: what the stations were refused).
+    pub fn server_log(&self) -> String {
+        self.dir.as_ref().and_then(|d| std::fs::read_to_string(d.path().join("server.log")).ok()).unwrap_or_default()
+    }
+
+    /// Stop PgBouncer (if started: SIGTERM, immediate), then the server: a
+    /// fast shutdown (SIGINT: sessions ended, a checkpoint, exit), SIGKILL
+    /// after 30 s; then the directory removed. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.bouncer.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut child) = self.server.take() {
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let t = std::time::Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if t.elapsed() > std::time::Duration::from_secs(30) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
