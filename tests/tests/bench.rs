@@ -224,9 +224,8 @@ fn a_bench_of_ports_named_per_device_stays_bounded_and_its_tally_counts_every_de
     let bench = Bench::start(ts.open(), watch(&links), Mode::Auto, events, vec![]);
     let total = MAX_ABSENT_TILES + 16;
     for batch in 0..total / 8 {
-        let devices: Vec<imprint_devsim::SimHandle> = (0..8)
-            .map(|i| SimDevice::spawn(SimConfig::new(format!("BYID-{:04}", batch * 8 + i)).with_link_dir(&links)).unwrap())
-            .collect();
+        let devices: Vec<imprint_devsim::SimHandle> =
+            (0..8).map(|i| SimDevice::spawn(SimConfig::new(format!("BYID-{:04}", batch * 8 + i)).with_link_dir(&links)).unwrap()).collect();
         let want = (batch + 1) * 8;
         assert_eq!(bench.wait_finished(want, Duration::from_secs(120)), want, "tiles: {:#?}", bench.tiles());
         drop(devices);
