@@ -541,23 +541,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{new_id, Intent};
     use crate::WorkOrderStatus;
     use imprint_proto::FailureCode;
 
-    fn intent(attempt: &str, n: usize) -> Intent {
-        Intent {
-            id: new_id(),
-            attempt_id: attempt.into(),
-            device_serial: format!("SN{n}"),
-            issuer: "CN=CA".into(),
-            serial_hex: format!("{n:04x}"),
-            spki_sha256: format!("key{n}"),
-            spki_der: vec![1, 2, 3],
-            not_before: Timestamp::now(),
-            not_after: Timestamp::now(),
-        }
-    }
+    use crate::records::test_intent as intent;
 
     fn copy(id: &str, quantity: i64, closed: bool) -> CentralWorkOrderCopy {
         CentralWorkOrderCopy {

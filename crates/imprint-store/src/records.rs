@@ -520,6 +520,23 @@ pub fn stored_time(t: time::OffsetDateTime) -> String {
     ts(t)
 }
 
+/// An intent for device `SN{n}` with key `key{n}` and serial `{n:04x}`: what
+/// the store's quota and lease tests journal.
+#[cfg(test)]
+pub(crate) fn test_intent(attempt: &str, n: usize) -> Intent {
+    Intent {
+        id: new_id(),
+        attempt_id: attempt.into(),
+        device_serial: format!("SN{n}"),
+        issuer: "CN=CA".into(),
+        serial_hex: format!("{n:04x}"),
+        spki_sha256: format!("key{n}"),
+        spki_der: vec![1, 2, 3],
+        not_before: Timestamp::now(),
+        not_after: Timestamp::now(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

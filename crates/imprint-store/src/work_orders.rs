@@ -414,7 +414,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{new_id, Intent};
 
     fn store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
@@ -426,19 +425,7 @@ mod tests {
         NewWorkOrder { id: id.into(), product: "sensor-v2".into(), quantity, valid_from: None, valid_until: None }
     }
 
-    fn intent(attempt: &str, n: usize) -> Intent {
-        Intent {
-            id: new_id(),
-            attempt_id: attempt.into(),
-            device_serial: format!("SN{n}"),
-            issuer: "CN=CA".into(),
-            serial_hex: format!("{n:04x}"),
-            spki_sha256: format!("key{n}"),
-            spki_der: vec![1, 2, 3],
-            not_before: Timestamp::now(),
-            not_after: Timestamp::now(),
-        }
-    }
+    use crate::records::test_intent as intent;
 
     #[test]
     fn a_work_order_journals_exactly_its_quantity_and_refuses_the_next_as_quota_exhausted() {
