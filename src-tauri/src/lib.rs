@@ -5,7 +5,6 @@
 //! differ). Events: `bench` (a tile), `station` (opened/changed), `sync`.
 
 pub mod commands;
-pub mod webview;
 
 use imprint_api::{Api, ApiEvent, ApiOptions};
 use tauri::Manager;
@@ -106,13 +105,6 @@ pub fn run(opts: ApiOptions) {
     let _log = imprint_api::logging::init(&opts.cfg.log_dir(), false);
     let app = with_commands(tauri::Builder::default())
         .setup(move |app| {
-            // Memory: WebKit settings for the one page the app shows (docs/performance.md).
-            #[cfg(target_os = "linux")]
-            for (label, w) in app.webview_windows() {
-                if let Err(e) = w.with_webview(|w| webview::apply(&w.inner())) {
-                    tracing::warn!(window = %label, error = %e, "could not apply the WebView memory settings");
-                }
-            }
             let api = Api::new(opts, emitter(app.handle().clone()));
             app.manage(api.clone());
             // Station menu: open the log folder (JSON logs, rotated daily), quit.
