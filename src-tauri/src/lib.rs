@@ -5,6 +5,7 @@
 //! differ). Events: `bench` (a tile), `station` (opened/changed), `sync`.
 
 pub mod commands;
+pub mod webview;
 
 use imprint_api::{Api, ApiEvent, ApiOptions};
 use tauri::Manager;

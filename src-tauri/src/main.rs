@@ -26,6 +26,8 @@ struct Args {
 }
 
 fn main() {
+    // Before anything starts a thread or WebKit (src/webview.rs).
+    imprint_app::webview::set_webkit_env();
     let args = Args::parse();
     let config_path = args.config.clone().unwrap_or_else(imprint_api::default_config_path);
     let mut cfg = match imprint_api::load_config(args.config.as_deref(), args.data_dir.as_deref()) {

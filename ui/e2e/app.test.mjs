@@ -97,7 +97,7 @@ test("four simulated devices pass from the Bench, a faulty one shows red with it
   });
 });
 
-test("sixteen tiles fit a 1366x768 bench with mixed states", async () => {
+test("sixteen tiles fit a 1366x768 bench with mixed states, painted by a WebKit without GL compositing", async () => {
   const faults = ["4:weak-key", "7:silent", "11:silent", "9:other-key-csr", "14:unplug-at=6"];
   await withApp(APP, ["--simulate", "16", ...faults.flatMap((f) => ["--fault", f]), "--mode", "auto"], async (d) => {
     const t = await d.waitFor(async () => {
@@ -112,5 +112,11 @@ test("sixteen tiles fit a 1366x768 bench with mixed states", async () => {
     assert.equal(overflow, 0, "tiles overflow the window");
     if (SHOTS) await d.screenshot(join(SHOTS, "bench-16.png"));
     assert.equal(t.length, 16);
+    // Memory (docs/performance.md): the app sets these before WebKit starts, so its web process
+    // paints on the CPU (no GL buffers); the tiles above were painted that way.
+    const env = d.webProcessEnv();
+    assert.ok(env, "no WebKitWebProcess among the app's processes");
+    assert.equal(env.WEBKIT_DISABLE_COMPOSITING_MODE, "1");
+    assert.equal(env.WEBKIT_DISABLE_DMABUF_RENDERER, "1");
   });
 });

@@ -180,8 +180,17 @@ export class Driver {
 
   async screenshot(path) {
     await this.painted();
-    const b64 = await this.req("GET", this.s("/screenshot"));
-    writeFileSync(path, Buffer.from(b64, "base64"));
+    // WebKitGTK without GL compositing (how the app runs, docs/performance.md) answers
+    // WebDriver's screenshot only after its next paint: a page with nothing to repaint (an idle
+    // view, a focused date field) would never answer. One invisible pixel in the top-left
+    // corner changes while the shot is pending, so a paint always comes.
+    await this.exec("const p = document.body.appendChild(document.createElement('div')); p.id = 'e2e-shot-tick'; p.style.cssText = 'position:fixed;left:0;top:0;width:1px;height:1px;pointer-events:none;z-index:2147483647'; let n = 0; window.__e2eShotTick = setInterval(() => { p.style.background = n++ % 2 ? 'rgba(0,0,0,0.02)' : 'rgba(0,0,0,0.01)'; }, 50);");
+    try {
+      const b64 = await this.req("GET", this.s("/screenshot"));
+      writeFileSync(path, Buffer.from(b64, "base64"));
+    } finally {
+      await this.exec("clearInterval(window.__e2eShotTick); document.getElementById('e2e-shot-tick')?.remove();");
+    }
   }
 
   /** Poll `fn` until it returns a truthy value; fail with `what` after `ms`. */
@@ -236,6 +245,18 @@ export class Driver {
       } catch { /* gone or not ours */ }
     }
     return out;
+  }
+
+  /** The environment this station's WebKit web process started with (name → value), or null if there is none. */
+  webProcessEnv() {
+    for (const pid of this.ours()) {
+      try {
+        if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0].endsWith("/WebKitWebProcess")) continue;
+        const env = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter(Boolean);
+        return Object.fromEntries(env.map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+      } catch { /* gone */ }
+    }
+    return null;
   }
 
   async stop() {
