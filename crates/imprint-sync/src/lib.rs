@@ -6,7 +6,7 @@
 //! - [`schema`]: the central schema (`migrations/postgres`), applied by an
 //!   administrator only; the version check every station makes; station roles;
 //! - `push`: one batch, one generic routine over the record descriptors
-//!   (`imprint_store::synced`): a plain `INSERT ... SELECT FROM UNNEST(...)`
+//!   (`imprint_store::synced`): a plain `INSERT ... SELECT unnest(...), ...`
 //!   per record kind, else `ON CONFLICT DO NOTHING` verified by (version,
 //!   content hash), updated where the center's copy may still change, or
 //!   quarantined; poison rows found by bisection;
