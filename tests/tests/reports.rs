@@ -490,3 +490,65 @@ fn the_summary_counted_in_sql_is_the_summary_counted_row_by_row() {
         "D2, D3 and D7 of 8; not D6 (of its two attempts at one time, the first by id failed): {s:#?}"
     );
 }
+
+/// The overproduction check at the center (`work_orders::overproduced`)
+/// counts every certificate row whose attempt is under the work order, from
+/// every station, including a certificate its attempt does not point to (a
+/// tampered or restored store) and a second certificate of one attempt; a
+/// work order at exactly its quantity is not overproduced. Regression for
+/// 0015 (the count now reads `certificates_by_attempt`, and counts rows
+/// instead of distinct ids: a certificate joins one attempt by its key).
+#[test]
+fn overproduction_at_the_center_counts_every_station_s_certificates_of_the_work_order() {
+    let db = TestDb::new();
+    let mut sql =
+        String::from("INSERT INTO work_orders (id, product, quantity) VALUES ('WO-A', 'p', 2), ('WO-B', 'p', 3), ('WO-C', 'p', 1);\n");
+    // (attempt, station, work order, its certificates, whether the attempt points to its first one)
+    let rows: [(u32, &str, &str, u32, bool); 6] = [
+        (1, "st-1", "WO-A", 1, true),
+        (2, "st-2", "WO-A", 1, true),
+        (3, "st-2", "WO-A", 1, false), // a certificate its attempt does not point to
+        (4, "st-1", "WO-B", 2, true),  // two certificates of one attempt (a renewal)
+        (5, "st-2", "WO-B", 1, true),
+        (6, "st-1", "WO-C", 0, false), // failed: no certificate
+    ];
+    for (i, station, wo, certs, linked) in rows {
+        let attempt = format!("0190b000-0000-7000-8000-0000000000{i:02x}");
+        let first = format!("0190b000-0000-7000-8000-1000000000{i:02x}");
+        let status = if certs > 0 { "passed" } else { "failed" };
+        let link = if linked { format!("'{first}'") } else { "NULL".into() };
+        sql += &format!(
+            "INSERT INTO attempts (id, station_id, port, started_at, status, device_serial, batch, certificate_id, resumed,
+                                   bytes_to_device, bytes_from_device, version, content_sha256)
+             VALUES ('{attempt}', '{station}', '/dev/ttyUSB0', '2026-11-30T10:00:0{i}Z', '{status}', 'D{i}', '{wo}', {link}, false, 0, 0, 1, '\\x00');\n"
+        );
+        for k in 0..certs {
+            let id = if k == 0 { first.clone() } else { format!("0190b000-0000-7000-8000-2000000000{i:02x}") };
+            sql += &format!(
+                "INSERT INTO certificates (id, station_id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der,
+                                           not_before, not_after, status, cert_der, created_at, version, content_sha256)
+                 VALUES ('{id}', '{station}', '{attempt}', 'D{i}', 'CN=CA', '{i:02x}{k:02x}', 'key-{i}-{k}', '\\x00', '2026-11-30T10:00:00Z',
+                         '2036-11-30T00:00:00Z', '{}', '\\x00', '2026-11-30T10:00:00Z', 1, '\\x00');\n",
+                if k + 1 < certs { "superseded" } else { "issued" }
+            );
+        }
+    }
+    db.psql(&sql);
+    let opts = db.admin_options();
+    let rt = imprint_tests::pg::rt();
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let over = rt.block_on(imprint_sync::work_orders::overproduced(&opts, &ids(&["WO-A", "WO-B", "WO-C", "WO-NONE"]))).unwrap();
+    assert_eq!(over, vec![("WO-A".to_string(), 2, 3)], "WO-B holds exactly its 3, WO-C none");
+    // One more certificate under WO-B, from a third station: now it is over too.
+    db.psql(
+        "INSERT INTO attempts (id, station_id, port, started_at, status, device_serial, batch, resumed, bytes_to_device, bytes_from_device, version, content_sha256)
+         VALUES ('0190b000-0000-7000-8000-0000000000ff', 'st-3', '/dev/ttyUSB0', '2026-11-30T11:00:00Z', 'passed', 'D9', 'WO-B', false, 0, 0, 1, '\\x00');
+         INSERT INTO certificates (id, station_id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after,
+                                   status, cert_der, created_at, version, content_sha256)
+         VALUES ('0190b000-0000-7000-8000-1000000000ff', 'st-3', '0190b000-0000-7000-8000-0000000000ff', 'D9', 'CN=CA', 'ff00', 'key-9', '\\x00',
+                 '2026-11-30T11:00:00Z', '2036-11-30T00:00:00Z', 'issued', '\\x00', '2026-11-30T11:00:00Z', 1, '\\x00');",
+    );
+    let over = rt.block_on(imprint_sync::work_orders::overproduced(&opts, &ids(&["WO-B", "WO-A"]))).unwrap();
+    assert_eq!(over, vec![("WO-A".to_string(), 2, 3), ("WO-B".to_string(), 3, 4)]);
+    assert!(rt.block_on(imprint_sync::work_orders::overproduced(&opts, &[])).unwrap().is_empty());
+}
