@@ -3,26 +3,30 @@
 //! the same rows in the same run (issue 14 item 6).
 //!
 //! ```sh
-//! . scripts/env.sh && cargo run -p imprint-tests --bin imprint-report-bench                  # 10,000,000 attempts
-//! imprint-report-bench --attempts 200000                                                      # smaller
+//! . scripts/env.sh && cargo run -p imprint-tests --bin imprint-report-bench -- --runs 7   # 10,000,000 attempts
+//! imprint-report-bench --attempts 200000                                                  # smaller
 //! ```
 //!
-//! `--keep` leaves the generated database in place (its name is printed) and
-//! `--database NAME` times such a database again without generating it (a
-//! release build timing the rows a debug run generated, say).
+//! `--keep` leaves the generated database in place (its name is printed),
+//! `--database NAME` times such a database again without generating it, and
+//! `--compare NAME2` times a second one in the same runs. `--partitioned`
+//! generates into the experimental schema of `partition_by_month.sql`
+//! (attempts and steps partitioned by month). `--explain` prints the summary
+//! query's `EXPLAIN (ANALYZE, BUFFERS)` once; `--jit` also times it with the
+//! server's JIT.
 //!
-//! The generator fills a fresh migrated database (with the report indexes of
-//! `migrations/postgres/0010_report_indexes.sql`) with `--attempts` attempts
-//! over 2026 (one a few seconds apart), spread over 10 stations, 7 operators,
-//! work orders of 5,000, one in 20 failed (three codes), and a QA verdict for
-//! one device in 100. The report is timed both ways for station `site-3` in
-//! June, `--runs` times (default 3): before (session 5: every row through
+//! The generator (`report_generate.sql`, through psql) fills a fresh migrated
+//! center with `--attempts` attempts over 2026, 10 sites, their certificates,
+//! reworks, QA verdicts and work orders (some overproduced): see the file.
+//! The report is timed both ways for station `site-3` in June, `--runs`
+//! times (default 3): before (session 5: every row through
 //! `imprint_sync::central_rows`, the summary counted in Rust by
 //! `imprint_api::reports::summarize`) and after (`imprint_sync::central_report`:
-//! the summary counted at the center by GROUP BY, 500 rows transferred, then
-//! `Summary::from_counts`); the two summaries must be equal. The reference
-//! is a sequential scan of the same table for the same rows (index and
-//! bitmap scans off), counted and summed.
+//! the summary counted at the center, 500 rows transferred, then
+//! `Summary::from_counts` and `work_orders::overproduced`); the two summaries
+//! must be equal, the overproduced work orders those the generator made. The
+//! reference is a sequential scan of the same table for the same rows (index,
+//! index-only and bitmap scans off), counted and summed.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use imprint_tests::pg::{partition_by_month, psql, psql_script, rt, TestDb, PG_HOST, PG_PORT, REPORT_GENERATE_SQL};

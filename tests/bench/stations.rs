@@ -30,6 +30,15 @@
 //! SIGINT/SIGTERM/SIGHUP (the stations killed first). `--pgbouncer
 //! MODE:N` (with `--own-cluster`) puts Debian's PgBouncer in front of it for
 //! the stations: `pool_mode` MODE, at most N server connections.
+//! `--history N` fills the center first with N attempts of 2026 as
+//! `imprint-report-bench` generates them (10 sites, certificates, QA
+//! verdicts, work orders: a center that is not empty), and at the end times
+//! a month's report for one site of that history (`central_report` and the
+//! overproduction check, against a sequential scan of the same rows);
+//! `--partitioned` applies the experimental `partition_by_month.sql`
+//! (attempts and steps partitioned by month) after the migrations, to the
+//! center and to the COPY floor's database alike (docs/sync.md, "Partitions
+//! by month").
 //! Each station holds `--connections` connections (1 by default; a station's
 //! own default is 2). On the shared cluster the bench refuses to take more
 //! than its free connections minus a reserve for the other users of the
