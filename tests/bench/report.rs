@@ -224,7 +224,6 @@ fn time_report(name: &str, t: &mut Timings, explain: bool, jit: bool) {
     t.after.push(start.elapsed().as_secs_f64());
     // The row-by-row summary knows nothing of quantities: the generator's rule gives its overproduction.
     before.overproduction = expected_overproduction(&counts.batches, n_attempts);
-    assert!(!before.overproduction.is_empty() || t.total < 5000 * 50, "the month's work orders include overproduced ones");
     t.overproduced = before.overproduction.len();
     assert_eq!(after, before, "the summary counted in SQL is the summary counted row by row, the overproduction as generated");
     assert_eq!(page.len(), t.rows.min(500));
