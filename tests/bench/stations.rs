@@ -30,6 +30,15 @@
 //! SIGINT/SIGTERM/SIGHUP (the stations killed first). `--pgbouncer
 //! MODE:N` (with `--own-cluster`) puts Debian's PgBouncer in front of it for
 //! the stations: `pool_mode` MODE, at most N server connections.
+//! `--history N` fills the center first with N attempts of 2026 as
+//! `imprint-report-bench` generates them (10 sites, certificates, QA
+//! verdicts, work orders: a center that is not empty), and at the end times
+//! a month's report for one site of that history (`central_report` and the
+//! overproduction check, against a sequential scan of the same rows);
+//! `--partitioned` applies the experimental `partition_by_month.sql`
+//! (attempts and steps partitioned by month) after the migrations, to the
+//! center and to the COPY floor's database alike (docs/sync.md, "Partitions
+//! by month").
 //! Each station holds `--connections` connections (1 by default; a station's
 //! own default is 2). On the shared cluster the bench refuses to take more
 //! than its free connections minus a reserve for the other users of the
@@ -38,7 +47,10 @@
 
 use imprint_store::Store;
 use imprint_sync::{CentralConfig, SyncWorker};
-use imprint_tests::pg::{assert_center_equals_local, copy_rows, fill, psql, rt, use_cluster_port, PrivateCluster, TestDb};
+use imprint_tests::pg::{
+    assert_center_equals_local, copy_rows, fill, partition_by_month, psql, psql_script, rt, use_cluster_port, PrivateCluster, TestDb,
+    REPORT_GENERATE_SQL,
+};
 use sqlx::{ConnectOptions, Connection};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -114,6 +126,9 @@ fn main() {
     let reserve: i64 = arg(&args, "--reserve").unwrap_or(20);
     let connections: u32 = arg(&args, "--connections").unwrap_or(1);
     let own_cluster = args.iter().any(|a| a == "--own-cluster");
+    let partitioned = args.iter().any(|a| a == "--partitioned");
+    let history: usize = arg(&args, "--history").unwrap_or(0);
+    let report_runs: usize = arg(&args, "--report-runs").unwrap_or(5);
     let load_start = loadavg();
 
     // A private cluster: room for every station's connections, the cutter,
@@ -150,12 +165,14 @@ fn main() {
         stations = fits;
     }
     let mut db = TestDb::new();
+    let schema = prepare_center(&db, partitioned, history);
     let exe = std::env::current_exe().unwrap();
     let per_attempt = steps + 3; // attempt, steps, certificate, audit entry
     let mut center_port_for_stations: Option<(String, String)> = None;
     println!(
         "imprint-stations-bench: {stations} station processes, backlog {backlog} + live {live} attempts each ({per_attempt} records per attempt), up to {connections} connection(s) each, a random station connection cut every {cut_ms} ms; center: {center}; load average {load_start}"
     );
+    println!("center schema: {schema}");
 
     // Every station's login role, then (--pgbouncer MODE:SERVERS) PgBouncer in
     // front of the private cluster, then the stations.
@@ -203,6 +220,9 @@ fn main() {
         assert_eq!(l, "READY", "station process {} did not get ready", c.id());
     }
     let backlog_rows = stations * backlog * per_attempt;
+    let count_sql = "SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail)";
+    // The history's rows (--history) are there before the stations start.
+    let baseline: usize = db.psql(count_sql).parse().unwrap();
 
     // The cutter: terminates one random station backend every cut_ms, over a
     // connection of its own held open (a psql per cut starved under load: the
@@ -240,9 +260,8 @@ fn main() {
     for (c, _) in children.iter_mut() {
         writeln!(c.stdin.as_mut().unwrap(), "GO").unwrap();
     }
-    let count_sql = "SELECT (SELECT count(*) FROM attempts) + (SELECT count(*) FROM attempt_steps) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM audit_trail)";
     loop {
-        let n: usize = db.psql(count_sql).parse().unwrap();
+        let n: usize = db.psql(count_sql).parse::<usize>().unwrap() - baseline;
         if n >= backlog_rows {
             break;
         }
@@ -299,8 +318,12 @@ fn main() {
     );
     let lag: Vec<i64> = lag.split_whitespace().map(|v| v.parse().unwrap()).collect();
 
-    // The floor: COPY of the same rows into a fresh database, as the owner.
+    // A month's report for one site of the history, on the center the stations just synced to.
+    let report = (history > 0).then(|| time_month_report(&db, report_runs));
+
+    // The floor: COPY of the same rows into a fresh database (the same schema and history), as the owner.
     let floor = TestDb::new();
+    prepare_center(&floor, partitioned, history);
     let copy_secs = rt().block_on(async {
         let mut c = floor.admin_options().connect().await.unwrap();
         let t = Instant::now();
@@ -333,6 +356,15 @@ fn main() {
         loadavg(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if let Some((report, scan)) = report {
+        let (lo, med, hi) = spread(&report);
+        let (slo, smed, shi) = spread(&scan);
+        println!(
+            "month report (site-3, June 2026, of {history} attempts of history; summary + 500 rows + overproduction check, {} runs): median {med:.3} s (min {lo:.3}, max {hi:.3}); sequential scan of the same rows: median {smed:.3} s (min {slo:.3}, max {shi:.3}); ratio {:.2}",
+            report.len(),
+            med / smed
+        );
+    }
     // The private cluster's refusals, by message (the cutter's terminations are FATAL, not counted).
     if let Some(c) = CLUSTER.lock().unwrap().as_ref() {
         let mut errors: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
@@ -392,4 +424,82 @@ fn child(args: &[String]) {
     }
     worker.shutdown(Instant::now() + Duration::from_secs(10));
     println!("DONE");
+}
+
+/// Make a migrated center ready: `history` attempts of 2026 generated as
+/// `imprint-report-bench` generates them (10 sites, certificates, QA
+/// verdicts, work orders), attempts and steps partitioned by month if asked
+/// (the experimental `partition_by_month.sql`, applied before the history
+/// so the history is loaded into the partitions). Returns what it made.
+fn prepare_center(db: &TestDb, partitioned: bool, history: usize) -> String {
+    let t = Instant::now();
+    if partitioned {
+        partition_by_month(&db.name);
+    }
+    if history > 0 {
+        psql_script(&db.name, REPORT_GENERATE_SQL, &[("n", history.to_string())]);
+        // The history's work orders are not the stations' business here: every
+        // station would pull the open ones and journal them (records this
+        // bench does not count). The month report's overproduction check
+        // still counts their certificates; it finds no work order rows.
+        db.psql("DELETE FROM work_orders WHERE created_by = 'bench'");
+    }
+    format!(
+        "{}, {history} attempts of history (made in {:.1} s)",
+        if partitioned {
+            "attempts and attempt_steps partitioned by month (tests/bench/partition_by_month.sql)"
+        } else {
+            "the migrations' (no partitions)"
+        },
+        t.elapsed().as_secs_f64()
+    )
+}
+
+/// min / median / max.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+/// `runs` times: `central_report` (the summary and a page of 500 rows) and the
+/// overproduction check of its work orders, as `imprint report --central`
+/// makes them, for site-3's June 2026; and a sequential scan of the same rows.
+fn time_month_report(db: &TestDb, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    let opts = db.admin_options();
+    let q = imprint_sync::ReportQuery {
+        station: Some("site-3".into()),
+        since: Some("2026-06-01T00:00:00.000Z".into()),
+        until: Some("2026-07-01T00:00:00.000Z".into()),
+        limit: Some(500),
+        ..Default::default()
+    };
+    let rt = rt();
+    let (mut report, mut scan) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let (counts, page) = rt.block_on(imprint_sync::central_report(&opts, &q)).unwrap();
+        rt.block_on(imprint_sync::work_orders::overproduced(&opts, &counts.batches)).unwrap();
+        report.push(t.elapsed().as_secs_f64());
+        assert!(counts.attempts > 0 && !page.is_empty(), "the history has site-3's June");
+        let n: i64 = rt.block_on(async {
+            let mut c = opts.connect().await.unwrap();
+            for off in ["enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET {off} = off"))).execute(&mut c).await.unwrap();
+            }
+            let t = Instant::now();
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM attempts
+                 WHERE station_id = 'site-3' AND started_at >= '2026-06-01T00:00:00Z' AND started_at < '2026-07-01T00:00:00Z'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            scan.push(t.elapsed().as_secs_f64());
+            let _ = c.close().await;
+            n
+        });
+        assert_eq!(n as u64, counts.attempts, "the scan counts the report's rows");
+    }
+    (report, scan)
 }

@@ -44,6 +44,34 @@ pub fn psql(db: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Run a psql script as the superuser (its text on stdin, `vars` as `-v
+/// name=value`, stopping at the first error) in `db`, on this process's cluster.
+pub fn psql_script(db: &str, script: &str, vars: &[(&str, String)]) {
+    use std::io::Write;
+    let mut c = Command::new("psql");
+    c.args(["-h", PG_HOST, "-p", &pg_port().to_string(), "-U", "postgres", "-d", db, "-q", "-v", "ON_ERROR_STOP=1"]);
+    for (k, v) in vars {
+        c.args(["-v", &format!("{k}={v}")]);
+    }
+    let mut child = c.stdin(std::process::Stdio::piped()).spawn().expect("psql runs (apt install postgresql-client)");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "psql script failed in {db}");
+}
+
+/// The central database of `imprint-report-bench`: `n` attempts over 2026
+/// across 10 sites, with certificates, QA verdicts and work orders
+/// (`tests/bench/report_generate.sql`, run into a migrated database).
+pub const REPORT_GENERATE_SQL: &str = include_str!("../bench/report_generate.sql");
+
+/// EXPERIMENTAL (benchmarks only): `attempts` and `attempt_steps`
+/// partitioned by month in place (`tests/bench/partition_by_month.sql`).
+pub const PARTITION_BY_MONTH_SQL: &str = include_str!("../bench/partition_by_month.sql");
+
+/// Partition `db`'s attempts and attempt steps by month, 2025-01 to 2027-12 and a default partition.
+pub fn partition_by_month(db: &str) {
+    psql_script(db, PARTITION_BY_MONTH_SQL, &[("from", "2025-01-01".into()), ("months", "36".into())]);
+}
+
 /// psql that may fail (e.g. while the server restarts).
 pub fn try_psql(db: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")

@@ -490,3 +490,131 @@ fn the_summary_counted_in_sql_is_the_summary_counted_row_by_row() {
         "D2, D3 and D7 of 8; not D6 (of its two attempts at one time, the first by id failed): {s:#?}"
     );
 }
+
+/// The overproduction check at the center (`work_orders::overproduced`)
+/// counts every certificate row whose attempt is under the work order, from
+/// every station, including a certificate its attempt does not point to (a
+/// tampered or restored store) and a second certificate of one attempt; a
+/// work order at exactly its quantity is not overproduced. Regression for
+/// 0015 (the count now reads `certificates_by_attempt`, and counts rows
+/// instead of distinct ids: a certificate joins one attempt by its key).
+#[test]
+fn overproduction_at_the_center_counts_every_station_s_certificates_of_the_work_order() {
+    let db = TestDb::new();
+    let mut sql =
+        String::from("INSERT INTO work_orders (id, product, quantity) VALUES ('WO-A', 'p', 2), ('WO-B', 'p', 3), ('WO-C', 'p', 1);\n");
+    // (attempt, station, work order, its certificates, whether the attempt points to its first one)
+    let rows: [(u32, &str, &str, u32, bool); 6] = [
+        (1, "st-1", "WO-A", 1, true),
+        (2, "st-2", "WO-A", 1, true),
+        (3, "st-2", "WO-A", 1, false), // a certificate its attempt does not point to
+        (4, "st-1", "WO-B", 2, true),  // two certificates of one attempt (a renewal)
+        (5, "st-2", "WO-B", 1, true),
+        (6, "st-1", "WO-C", 0, false), // failed: no certificate
+    ];
+    for (i, station, wo, certs, linked) in rows {
+        let attempt = format!("0190b000-0000-7000-8000-0000000000{i:02x}");
+        let first = format!("0190b000-0000-7000-8000-1000000000{i:02x}");
+        let status = if certs > 0 { "passed" } else { "failed" };
+        let link = if linked { format!("'{first}'") } else { "NULL".into() };
+        sql += &format!(
+            "INSERT INTO attempts (id, station_id, port, started_at, status, device_serial, batch, certificate_id, resumed,
+                                   bytes_to_device, bytes_from_device, version, content_sha256)
+             VALUES ('{attempt}', '{station}', '/dev/ttyUSB0', '2026-11-30T10:00:0{i}Z', '{status}', 'D{i}', '{wo}', {link}, false, 0, 0, 1, '\\x00');\n"
+        );
+        for k in 0..certs {
+            let id = if k == 0 { first.clone() } else { format!("0190b000-0000-7000-8000-2000000000{i:02x}") };
+            sql += &format!(
+                "INSERT INTO certificates (id, station_id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der,
+                                           not_before, not_after, status, cert_der, created_at, version, content_sha256)
+                 VALUES ('{id}', '{station}', '{attempt}', 'D{i}', 'CN=CA', '{i:02x}{k:02x}', 'key-{i}-{k}', '\\x00', '2026-11-30T10:00:00Z',
+                         '2036-11-30T00:00:00Z', '{}', '\\x00', '2026-11-30T10:00:00Z', 1, '\\x00');\n",
+                if k + 1 < certs { "superseded" } else { "issued" }
+            );
+        }
+    }
+    db.psql(&sql);
+    let opts = db.admin_options();
+    let rt = imprint_tests::pg::rt();
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let over = rt.block_on(imprint_sync::work_orders::overproduced(&opts, &ids(&["WO-A", "WO-B", "WO-C", "WO-NONE"]))).unwrap();
+    assert_eq!(over, vec![("WO-A".to_string(), 2, 3)], "WO-B holds exactly its 3, WO-C none");
+    // One more certificate under WO-B, from a third station: now it is over too.
+    db.psql(
+        "INSERT INTO attempts (id, station_id, port, started_at, status, device_serial, batch, resumed, bytes_to_device, bytes_from_device, version, content_sha256)
+         VALUES ('0190b000-0000-7000-8000-0000000000ff', 'st-3', '/dev/ttyUSB0', '2026-11-30T11:00:00Z', 'passed', 'D9', 'WO-B', false, 0, 0, 1, '\\x00');
+         INSERT INTO certificates (id, station_id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der, not_before, not_after,
+                                   status, cert_der, created_at, version, content_sha256)
+         VALUES ('0190b000-0000-7000-8000-1000000000ff', 'st-3', '0190b000-0000-7000-8000-0000000000ff', 'D9', 'CN=CA', 'ff00', 'key-9', '\\x00',
+                 '2026-11-30T11:00:00Z', '2036-11-30T00:00:00Z', 'issued', '\\x00', '2026-11-30T11:00:00Z', 1, '\\x00');",
+    );
+    let over = rt.block_on(imprint_sync::work_orders::overproduced(&opts, &ids(&["WO-B", "WO-A"]))).unwrap();
+    assert_eq!(over, vec![("WO-A".to_string(), 2, 3), ("WO-B".to_string(), 3, 4)]);
+    assert!(rt.block_on(imprint_sync::work_orders::overproduced(&opts, &[])).unwrap().is_empty());
+}
+
+/// Regression (issue 14 item 6; migrations/postgres/0015_report_scale.sql):
+/// at 10 million attempts a site's month took 1.2-1.9 s because each of its
+/// 82,000 rows was read from a heap page of its own, attempts and
+/// certificates alike. The summary now reads them from covering indexes
+/// only, and the overproduction check reads two indexes. A column added to
+/// the summary (or a filter) without adding it to the index fails here.
+/// (Sequential and bitmap scans are turned off so the tiny table's plan
+/// shows which index the query can be answered from.)
+#[test]
+fn a_site_month_summary_at_the_center_reads_only_covering_indexes() {
+    use imprint_tests::pg::{psql_script, REPORT_GENERATE_SQL};
+    use sqlx::{ConnectOptions, Connection, Row};
+    let db = TestDb::new();
+    psql_script(&db.name, REPORT_GENERATE_SQL, &[("n", "20000".into())]);
+    let rt = imprint_tests::pg::rt();
+    let plan = |sql: String, args: Vec<Option<String>>, array: Option<Vec<String>>| -> String {
+        rt.block_on(async {
+            let mut c = db.admin_options().connect().await.unwrap();
+            for s in ["SET enable_seqscan = off", "SET enable_bitmapscan = off", "SET jit = off"] {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+            for a in args {
+                q = q.bind(a);
+            }
+            if let Some(a) = array {
+                q = q.bind(a);
+            }
+            let lines: Vec<String> = q.fetch_all(&mut c).await.unwrap().iter().map(|r| r.get::<String, _>(0)).collect();
+            let _ = c.close().await;
+            lines.join("\n")
+        })
+    };
+    let month = |f: fn(&mut imprint_sync::ReportQuery)| {
+        let mut q = imprint_sync::ReportQuery {
+            station: Some("site-3".into()),
+            since: Some("2026-06-01T00:00:00.000Z".into()),
+            until: Some("2026-07-01T00:00:00.000Z".into()),
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    // The month, and the month with the filters the summary takes (the QA verdict filter reads qa_verdicts too;
+    // a device's serial goes to attempts_by_device instead: a handful of rows).
+    for q in [
+        month(|_| {}),
+        month(|q| q.batch = Some("WO-1".into())),
+        month(|q| q.operator = Some("op-1".into())),
+        month(|q| q.status = Some("failed".into())),
+        month(|q| q.code = Some("timeout".into())),
+        month(|q| q.qa_verdict = Some("pass".into())),
+    ] {
+        let (sql, args) = imprint_sync::summary_sql(imprint_sync::Dialect::Postgres, &q, "");
+        let p = plan(sql, args, None);
+        assert!(p.contains("Index Only Scan using attempts_by_station_covering on attempts"), "{q:?}\n{p}");
+        assert!(p.contains("Index Only Scan using certificates_report on certificates"), "{q:?}\n{p}");
+        for heap in ["Index Scan using attempts", "Seq Scan on attempts", "Index Scan using certificates", "Seq Scan on certificates"] {
+            assert!(!p.contains(heap), "{heap} in {q:?}\n{p}");
+        }
+    }
+    let p = plan(imprint_sync::work_orders::OVERPRODUCED_SQL.to_string(), Vec::new(), Some(vec!["WO-1".into(), "WO-2".into()]));
+    assert!(p.contains("Index Only Scan using attempts_by_batch_covering on attempts"), "{p}");
+    assert!(p.contains("Index Only Scan using certificates_by_attempt on certificates"), "{p}");
+}

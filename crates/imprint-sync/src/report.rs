@@ -193,7 +193,12 @@ pub fn report_sql(d: Dialect, q: &ReportQuery, station_id: &str) -> (String, Vec
 /// names the group, `k1`/`k2` its key, `a`..`d` its counts. Ordering,
 /// percentages and the QA plan are left to the caller: only counts cross.
 ///
-/// Over the filtered rows `r` (materialised once):
+/// Over the filtered rows `r` (materialised once); `dev`, one row per
+/// device of `r` (its attempts, whether one passed, whether all are
+/// running, its rows with a certificate); and `g`, the rows counted by
+/// hour, station, operator, work order, status, stage and code (some
+/// thousands of groups for a site's month, from which the attempts, the
+/// Pareto, the hours, stations, operators and work orders are summed):
 /// - `attempts`: a = attempts, b = attempts without a serial;
 /// - `devices`: a = distinct serials, b = those with a passed attempt, c =
 ///   those whose attempts are all running, d = those whose first attempt
@@ -202,12 +207,23 @@ pub fn report_sql(d: Dialect, q: &ReportQuery, station_id: &str) -> (String, Vec
 /// - `hour` (the first 13 characters of the start time), `station`,
 ///   `operator` (or `-`): a = attempts, b = passed, c = failed or interrupted;
 /// - `qa` (work order, may be NULL): over passed attempts with a serial,
-///   a = distinct devices, b = those with a QA verdict;
+///   a = distinct devices, b = those with a QA verdict (any verdict: the
+///   latest exists when one does; probed per device, not per row);
 /// - `issuer`: a = distinct certificate serials, b = those revoked;
 /// - `superseded`: a = distinct (issuer, serial) of a device that is not
 ///   its newest certificate in the rows (newest by start time text, then
 ///   issuer, then serial: `imprint_api::reports::superseded`'s order);
 /// - `batch`: each work order of the rows (for the overproduction check).
+///
+/// Written for a site's month among 10 million attempts at the center
+/// (docs/performance.md, issue 14 item 6): `r` reads only what the counts
+/// need (no QA verdict unless the filter asks for one, so the per-row
+/// probe of the newest verdict is not made); every group is a hash
+/// aggregate over `r`, `dev` or `g`; the two windows (a device's first attempt, its newest
+/// certificate) sort only the devices that need them: a device with one
+/// attempt has that attempt first, a device with at most one certificate
+/// row has nothing superseded. Distinct counts are counted as groups of
+/// groups (`count(DISTINCT x)` sorts its input in PostgreSQL).
 pub fn summary_sql(d: Dialect, q: &ReportQuery, station_id: &str) -> (String, Vec<Option<String>>) {
     let mut args: Vec<Option<String>> = Vec::new();
     let mut q = q.clone();
@@ -217,50 +233,60 @@ pub fn summary_sql(d: Dialect, q: &ReportQuery, station_id: &str) -> (String, Ve
     let sql = format!(
         "WITH r AS MATERIALIZED (
            SELECT station_id, attempt_id, started_at, sort_at, status, stage, code, device_serial, batch, operator,
-                  serial_hex AS cert_serial, cert_status, issuer, qa_verdict
+                  serial_hex AS cert_serial, cert_status, issuer
            FROM ({filtered}) f
+         ),
+         dev AS MATERIALIZED (
+           SELECT device_serial, count(*) AS n, max(CASE WHEN status = 'passed' THEN 1 ELSE 0 END) AS passed,
+                  min(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running,
+                  count(CASE WHEN issuer IS NOT NULL AND cert_serial IS NOT NULL THEN 1 END) AS certs
+           FROM r WHERE device_serial IS NOT NULL GROUP BY device_serial
+         ),
+         g AS MATERIALIZED (
+           SELECT substr(started_at, 1, 13) AS hour, station_id, coalesce(operator, '-') AS operator, batch, status,
+                  coalesce(stage, '-') AS stage, coalesce(code, status) AS code, count(*) AS n,
+                  count(CASE WHEN device_serial IS NULL THEN 1 END) AS no_serial
+           FROM r GROUP BY substr(started_at, 1, 13), station_id, coalesce(operator, '-'), batch, status, coalesce(stage, '-'), coalesce(code, status)
          ),
          firsts AS (
            SELECT device_serial, status, ROW_NUMBER() OVER (PARTITION BY device_serial ORDER BY sort_at, attempt_id{c}) AS n
-           FROM r WHERE device_serial IS NOT NULL
+           FROM r WHERE device_serial IN (SELECT device_serial FROM dev WHERE n > 1)
          ),
          certs AS (
            SELECT device_serial, issuer, cert_serial,
                   ROW_NUMBER() OVER (PARTITION BY device_serial ORDER BY started_at{c} DESC, issuer{c} DESC, cert_serial{c} DESC) AS n
-           FROM r WHERE device_serial IS NOT NULL AND issuer IS NOT NULL AND cert_serial IS NOT NULL
+           FROM r WHERE issuer IS NOT NULL AND cert_serial IS NOT NULL AND device_serial IN (SELECT device_serial FROM dev WHERE certs > 1)
          )
          SELECT 'attempts' AS kind, CAST(NULL AS TEXT) AS k1, CAST(NULL AS TEXT) AS k2,
-                count(*) AS a, count(CASE WHEN device_serial IS NULL THEN 1 END) AS b, 0 AS c, 0 AS d FROM r
+                CAST(coalesce(sum(n), 0) AS BIGINT) AS a, CAST(coalesce(sum(no_serial), 0) AS BIGINT) AS b, 0 AS c, 0 AS d FROM g
          UNION ALL
-         SELECT 'devices', NULL, NULL, count(*), coalesce(sum(passed), 0), coalesce(sum(running), 0), coalesce(sum(first_passed), 0)
-         FROM (SELECT device_serial,
-                      max(CASE WHEN status = 'passed' THEN 1 ELSE 0 END) AS passed,
-                      min(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running,
-                      max(CASE WHEN n = 1 AND status = 'passed' THEN 1 ELSE 0 END) AS first_passed
-               FROM firsts GROUP BY device_serial) dev
+         SELECT 'devices', NULL, NULL, count(*), coalesce(sum(passed), 0), coalesce(sum(running), 0),
+                coalesce(sum(CASE WHEN n = 1 THEN passed ELSE 0 END), 0) + (SELECT count(*) FROM firsts WHERE n = 1 AND status = 'passed')
+         FROM dev
          UNION ALL
-         SELECT 'pareto', coalesce(stage, '-'), coalesce(code, status), count(*), 0, 0, 0
-         FROM r WHERE status IN ('failed', 'interrupted') GROUP BY coalesce(stage, '-'), coalesce(code, status)
+         SELECT 'pareto', stage, code, {n}, 0, 0, 0 FROM g WHERE status IN ('failed', 'interrupted') GROUP BY stage, code
          UNION ALL
-         SELECT 'hour', substr(started_at, 1, 13), NULL, count(*), {passed}, {failed}, 0 FROM r GROUP BY substr(started_at, 1, 13)
+         SELECT 'hour', hour, NULL, {n}, {passed}, {failed}, 0 FROM g GROUP BY hour
          UNION ALL
-         SELECT 'station', station_id, NULL, count(*), {passed}, {failed}, 0 FROM r GROUP BY station_id
+         SELECT 'station', station_id, NULL, {n}, {passed}, {failed}, 0 FROM g GROUP BY station_id
          UNION ALL
-         SELECT 'operator', coalesce(operator, '-'), NULL, count(*), {passed}, {failed}, 0 FROM r GROUP BY coalesce(operator, '-')
+         SELECT 'operator', operator, NULL, {n}, {passed}, {failed}, 0 FROM g GROUP BY operator
          UNION ALL
-         SELECT 'qa', batch, NULL, count(DISTINCT device_serial), count(DISTINCT CASE WHEN qa_verdict IS NOT NULL THEN device_serial END), 0, 0
-         FROM r WHERE status = 'passed' AND device_serial IS NOT NULL GROUP BY batch
+         SELECT 'qa', batch, NULL, count(*), sum(CASE WHEN EXISTS (SELECT 1 FROM qa_verdicts v WHERE v.device_serial = q.device_serial) THEN 1 ELSE 0 END), 0, 0
+         FROM (SELECT batch, device_serial FROM r WHERE status = 'passed' AND device_serial IS NOT NULL GROUP BY batch, device_serial) q GROUP BY batch
          UNION ALL
-         SELECT 'issuer', issuer, NULL, count(DISTINCT cert_serial), count(DISTINCT CASE WHEN cert_status = 'revoked' THEN cert_serial END), 0, 0
-         FROM r WHERE issuer IS NOT NULL AND cert_serial IS NOT NULL GROUP BY issuer
+         SELECT 'issuer', issuer, NULL, count(*), sum(revoked), 0, 0
+         FROM (SELECT issuer, cert_serial, max(CASE WHEN cert_status = 'revoked' THEN 1 ELSE 0 END) AS revoked
+               FROM r WHERE issuer IS NOT NULL AND cert_serial IS NOT NULL GROUP BY issuer, cert_serial) i GROUP BY issuer
          UNION ALL
          SELECT 'superseded', NULL, NULL, count(*), 0, 0, 0
          FROM (SELECT DISTINCT o.issuer, o.cert_serial FROM certs o JOIN certs newest ON newest.device_serial = o.device_serial AND newest.n = 1
                WHERE o.issuer <> newest.issuer OR o.cert_serial <> newest.cert_serial) sup
          UNION ALL
-         SELECT 'batch', batch, NULL, 0, 0, 0, 0 FROM r WHERE batch IS NOT NULL GROUP BY batch",
-        passed = "count(CASE WHEN status = 'passed' THEN 1 END)",
-        failed = "count(CASE WHEN status IN ('failed', 'interrupted') THEN 1 END)",
+         SELECT 'batch', batch, NULL, 0, 0, 0, 0 FROM g WHERE batch IS NOT NULL GROUP BY batch",
+        n = "CAST(sum(n) AS BIGINT)",
+        passed = "CAST(coalesce(sum(CASE WHEN status = 'passed' THEN n END), 0) AS BIGINT)",
+        failed = "CAST(coalesce(sum(CASE WHEN status IN ('failed', 'interrupted') THEN n END), 0) AS BIGINT)",
     );
     (sql, args)
 }
@@ -463,7 +489,7 @@ pub fn local_report(store: &Store, station_id: &str, q: &ReportQuery) -> Result<
 /// attempts (docs/performance.md): JIT off (PostgreSQL compiles the summary
 /// query because its estimated cost is high, and a site's month took 4.6-5.5 s
 /// with the compiling, 1.25 s without) and `work_mem` 32 MB (the per-device
-/// sort of a site's month stayed in memory instead of spilling 6 MB to disk).
+/// groups of a site's month, 78,000 devices, stay in memory).
 pub async fn central_report(opts: &PgConnectOptions, q: &ReportQuery) -> Result<(SummaryCounts, Vec<ReportRow>), SyncError> {
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
     let r = async {
