@@ -168,7 +168,15 @@ fn issuance(quick: bool) -> String {
             (serial, rcgen::PublicKeyData::subject_public_key_info(&key), csr)
         })
         .collect();
-    let producers = 2;
+    // Two port-side threads (as many as the machine's cores) by default; `--producers N` to see how the
+    // hand-off behaves with more ports queueing at once.
+    let producers = std::env::args()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "--producers")
+        .and_then(|w| w[1].parse::<usize>().ok())
+        .unwrap_or(2)
+        .max(1);
     // Issue every CSR of `batch` through the worker from `producers` port-side threads; certificates/s.
     let issue = |batch: &[(String, Vec<u8>, Vec<u8>)]| {
         let start = Instant::now();
