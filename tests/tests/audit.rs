@@ -384,3 +384,45 @@ fn a_station_role_cannot_change_its_finished_attempt_or_its_trail_at_the_center_
     // An administrator's copy of the trail is the station's.
     assert_eq!(db.psql("SELECT count(*) FROM audit_trail WHERE station_id = 'aud-db'"), "7");
 }
+
+/// Migration 0016 moves the center's head once per statement instead of
+/// once per entry: the chain rule must stay the one 0002 enforced entry by
+/// entry, also for a break hidden inside one multi-row statement (a wrong
+/// `prev_hash`, a gap, a wrong successor of the head), and a refused
+/// statement must leave the head where it was.
+#[test]
+fn a_chain_break_inside_one_statement_is_refused_and_the_head_moves_only_with_good_statements() {
+    let db = TestDb::new();
+    db.psql("INSERT INTO stations (id, db_role) VALUES ('aud-stmt', 'aud_stmt_role')");
+    // Entry i's hash is i in hex; the genesis (0) is the center's empty head.
+    let h = |i: i64| format!("{i:064x}");
+    let row = |seq: i64, prev: &str| {
+        format!("(gen_random_uuid(), 'aud-stmt', {seq}, now(), NULL, 'sign_in', NULL, '{{}}', '[]', '{prev}', '{}', 1, '\\x00')", h(seq))
+    };
+    let insert = |rows: Vec<String>| {
+        imprint_tests::pg::try_psql(
+            &db.name,
+            &format!(
+                "INSERT INTO audit_trail (id, station_id, seq, at, operator, kind, subject, detail, anchors, prev_hash, hash, version, content_sha256) VALUES {}",
+                rows.join(", ")
+            ),
+        )
+    };
+    let head = || db.psql("SELECT seq || ' ' || hash FROM audit_heads WHERE station_id = 'aud-stmt'");
+    insert((1..=3).map(|i| row(i, &h(i - 1))).collect()).unwrap();
+    assert_eq!(head(), format!("3 {}", h(3)));
+
+    let e = insert(vec![row(4, &h(3)), row(5, &h(99))]).unwrap_err();
+    assert!(e.contains("audit chain break") && e.contains("#5"), "a wrong prev_hash inside the statement: {e}");
+    let e = insert(vec![row(4, &h(3)), row(6, &h(5))]).unwrap_err();
+    assert!(e.contains("audit chain break") && e.contains("#6"), "a gap inside the statement: {e}");
+    let e = insert(vec![row(4, &h(98)), row(5, &h(4))]).unwrap_err();
+    assert!(e.contains("audit chain break") && e.contains("#4"), "a wrong successor of the head: {e}");
+    let e = insert(vec![row(2, &h(1))]).unwrap_err();
+    assert!(e.contains("duplicate key") || e.contains("audit chain break"), "an entry at or below the head is never a new one: {e}");
+    assert_eq!(head(), format!("3 {}", h(3)), "a refused statement leaves the head where it was");
+    assert_eq!(db.psql("SELECT count(*) FROM audit_trail WHERE station_id = 'aud-stmt'"), "3");
+
+    insert((4..=6).map(|i| row(i, &h(i - 1))).collect()).unwrap();
+    assert_eq!(head(), format!("6 {}", h(6)), "a good statement moves the head once, to its last entry");
+}
