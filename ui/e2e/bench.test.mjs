@@ -249,7 +249,9 @@ test("saving Settings keeps the Bench's results (the station reopens, the tiles 
       return t.length === 3 && t.filter((x) => x.state === "passed").length === 2 && t.filter((x) => x.state === "failed").length === 1 ? t : null;
     }, "two passes and one failure", 90000);
     await d.click(await d.one(d.byId("nav-settings")));
-    await d.type(await d.one(d.byId("s-org")), "Saved Org");
+    // The form renders once the settings are read: wait for it, do not race it.
+    const org = await d.waitFor(async () => (await d.all(d.byId("s-org")))[0], "the Settings form");
+    await d.type(org, "Saved Org");
     await d.click(await d.one(d.byId("s-save")));
     // Saving asks first, with the change before → after.
     await d.waitFor(async () => (await d.exec("return document.querySelector('[data-testid=change-row]')?.dataset.key")) === "organization", "the change to confirm");
