@@ -46,6 +46,9 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let runs = |k: char| only.as_ref().is_none_or(|o| o.contains(k));
+    // (c)'s port-side threads: two (as many as the machine's cores) unless `--producers N`, to see how the
+    // hand-off behaves with more ports queueing at once.
+    let producers = args.iter().position(|a| a == "--producers").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(2);
     println!(
         "imprint-bench ({}{})",
         if quick { "quick" } else { "full" },
@@ -56,7 +59,7 @@ fn main() {
         result.push(provisioning(quick));
     }
     if runs('c') {
-        result.push(issuance(quick));
+        result.push(issuance(quick, producers));
     }
     println!("RESULT {}", result.join(" "));
 }
@@ -136,7 +139,7 @@ fn provisioning(quick: bool) -> String {
 /// (c): SoftHSM issuance through the signer worker against raw signing on
 /// the same token and key, in alternating rounds so a busy machine weighs
 /// on both sides of each ratio alike.
-fn issuance(quick: bool) -> String {
+fn issuance(quick: bool, producers: usize) -> String {
     let (rounds, per_round) = if quick { (3, 100) } else { (10, 1000) };
     let hsm = SoftHsm::new("bench");
     let uri = hsm.uri("bench-ca");
@@ -168,15 +171,7 @@ fn issuance(quick: bool) -> String {
             (serial, rcgen::PublicKeyData::subject_public_key_info(&key), csr)
         })
         .collect();
-    // Two port-side threads (as many as the machine's cores) by default; `--producers N` to see how the
-    // hand-off behaves with more ports queueing at once.
-    let producers = std::env::args()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .find(|w| w[0] == "--producers")
-        .and_then(|w| w[1].parse::<usize>().ok())
-        .unwrap_or(2)
-        .max(1);
+    let producers = producers.max(1);
     // Issue every CSR of `batch` through the worker from `producers` port-side threads; certificates/s.
     let issue = |batch: &[(String, Vec<u8>, Vec<u8>)]| {
         let start = Instant::now();
