@@ -194,6 +194,45 @@ fn signer_logs_in_again_after_losing_the_login() {
     verify(&*signer, b"after", &sig).unwrap();
 }
 
+/// Issue 18: a signature the worker started ahead (`prepare`: C_SignInit
+/// while idle, then C_Sign alone) is a valid signature of the message given
+/// later, for both curves; preparing twice starts one operation; signing
+/// without preparing still works in between.
+#[test]
+fn a_signature_started_ahead_verifies_on_both_curves() {
+    require_softhsm!();
+    for (label, alg) in [("ahead-p256", SigAlg::EcdsaP256Sha256), ("ahead-p384", SigAlg::EcdsaP384Sha384)] {
+        let (hsm, uri, mut signer) = token_with_key(label, "ca-key", alg);
+        let direct = imprint_signer::Pkcs11Signer::open(&uri, Some(hsm.pin())).unwrap();
+        assert!(direct.signs_ahead(), "{label}: SoftHSM's own C_Sign reaches cryptoki's session, so signatures start ahead");
+        drop(direct);
+        signer.prepare();
+        signer.prepare();
+        let first = signer.sign(b"prepared").unwrap();
+        verify(&*signer, b"prepared", &first).unwrap();
+        let plain = signer.sign(b"not prepared").unwrap();
+        verify(&*signer, b"not prepared", &plain).unwrap();
+        signer.prepare();
+        let again = signer.sign(b"prepared again").unwrap();
+        verify(&*signer, b"prepared again", &again).unwrap();
+        assert!(verify(&*signer, b"prepared", &again).is_err(), "{label}: a signature of another message must not verify");
+    }
+}
+
+/// Issue 18: the login lost between `prepare` and `sign` (the HSM logged
+/// the process out) still ends in a valid signature.
+#[test]
+fn a_signature_started_ahead_survives_a_lost_login() {
+    require_softhsm!();
+    let (hsm, _uri, mut signer) = token_with_key("ahead-logout", "ca-key", SigAlg::EcdsaP256Sha256);
+    signer.prepare();
+    hsm.force_logout();
+    let sig = signer.sign(b"after logout").unwrap();
+    verify(&*signer, b"after logout", &sig).unwrap();
+    let sig = signer.sign(b"and again").unwrap();
+    verify(&*signer, b"and again", &sig).unwrap();
+}
+
 #[test]
 fn suite_softhsm_p256() {
     require_softhsm!();

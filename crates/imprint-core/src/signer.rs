@@ -119,6 +119,13 @@ pub trait Signer: Send {
     fn check(&mut self) -> Result<(), SignerError> {
         Ok(())
     }
+    /// Get ready for the next signature while nothing waits for one: the
+    /// signer worker calls it when its queue is empty. PKCS#11 starts the
+    /// next signing operation (`C_SignInit`: the token finds and unwraps the
+    /// key, about half of a SoftHSM signature), so the next `sign` is only
+    /// `C_Sign`. Never fails: what could not be prepared is done by `sign`.
+    /// Remote and software signers have nothing to prepare, hence the default.
+    fn prepare(&mut self) {}
 }
 
 impl fmt::Debug for dyn Signer {

@@ -10,6 +10,7 @@ pub mod awskms;
 pub mod dev;
 pub mod pin;
 pub mod pkcs11;
+mod sign_ahead;
 pub mod uri;
 
 use imprint_core::signer::{SigAlg, Signer, SignerError};

@@ -25,6 +25,7 @@ use cryptoki::types::AuthPin;
 use imprint_core::signer::{ecdsa_raw_to_der, SigAlg, Signer, SignerError, SignerInfo};
 
 use crate::pin::{resolve_pin, Pin};
+use crate::sign_ahead::RawSign;
 use crate::uri::Pkcs11Uri;
 
 /// Used when the URI names no module, if it exists.
@@ -466,6 +467,13 @@ pub struct Pkcs11Signer {
     shown_uri: String,
     pin: Pin,
     conn: Connection,
+    /// The module's own `C_Sign`, for signing on an operation started ahead
+    /// ([`Signer::prepare`]); `None` when it could not be taken (the signer
+    /// then signs with cryptoki's `Session::sign`, never ahead).
+    raw: Option<RawSign>,
+    /// `C_SignInit` has been called on `conn.session` for `conn.key` and no
+    /// `C_Sign` has ended that operation yet.
+    ahead: bool,
     // Last: dropped after the session is closed.
     ctx: ModuleUse,
 }
@@ -484,15 +492,47 @@ impl Pkcs11Signer {
     pub fn open(uri: &str, pin: Option<Pin>) -> Result<Self, SignerError> {
         let uri = Pkcs11Uri::parse(uri)?;
         let pin = resolve_pin(pin, uri.pin_source.as_deref())?;
-        let ctx = use_module(&module_path(&uri)?)?;
+        let path = module_path(&uri)?;
+        let ctx = use_module(&path)?;
         let conn = connect(&ctx, &uri, &pin)?;
         let shown_uri = uri.to_string();
+        let raw = RawSign::load(&path, conn.session.handle())
+            .map_err(|e| tracing::info!(uri = %shown_uri, reason = %e, "PKCS#11: signatures are not started ahead with this module"))
+            .ok();
         tracing::info!(uri = %shown_uri, alg = conn.alg.name(), "PKCS#11 CA key opened");
-        Ok(Self { ctx, uri, shown_uri, pin, conn })
+        Ok(Self { ctx, uri, shown_uri, pin, conn, raw, ahead: false })
     }
 
-    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, CkError> {
-        self.conn.session.sign(&Mechanism::Ecdsa, self.conn.key, digest)
+    /// Whether this signer can start a signature ahead ([`Signer::prepare`]):
+    /// false for a module whose function list, taken a second time, does not
+    /// reach cryptoki's session (see `sign_ahead`).
+    pub fn signs_ahead(&self) -> bool {
+        self.raw.is_some()
+    }
+
+    /// A raw CKM_ECDSA signature of `digest`: `C_Sign` alone when the
+    /// operation was started ahead, else `C_SignInit` then `C_Sign` (one
+    /// call with a buffer of the curve's size, not cryptoki's length query
+    /// and second call).
+    fn sign_digest(&mut self, digest: &[u8]) -> Result<Vec<u8>, CkError> {
+        let Some(raw) = &self.raw else {
+            return self.conn.session.sign(&Mechanism::Ecdsa, self.conn.key, digest);
+        };
+        let len = 2 * self.conn.alg.field_len();
+        let was_ahead = std::mem::take(&mut self.ahead);
+        if !was_ahead {
+            self.conn.session.sign_init(&Mechanism::Ecdsa, self.conn.key)?;
+        }
+        match raw.sign(self.conn.session.handle(), digest, len) {
+            // The token forgot the operation started ahead (it may end
+            // operations it holds, as a network HSM that reconnected): start
+            // it again now, once.
+            Err(CkError::Pkcs11(RvError::OperationNotInitialized, _)) if was_ahead => {
+                self.conn.session.sign_init(&Mechanism::Ecdsa, self.conn.key)?;
+                raw.sign(self.conn.session.handle(), digest, len)
+            }
+            r => r,
+        }
     }
 
     /// Open a new session and log in again; the key must be the same one.
@@ -505,6 +545,8 @@ impl Pkcs11Signer {
             )));
         }
         self.conn = conn;
+        // The new session has no operation started.
+        self.ahead = false;
         Ok(())
     }
 }
@@ -520,6 +562,21 @@ impl Signer for Pkcs11Signer {
 
     fn public_key_spki(&self) -> &[u8] {
         &self.conn.spki
+    }
+
+    /// Start the next signature (`C_SignInit`) while the worker has nothing
+    /// queued: the key is found and unwrapped by the token now, and the next
+    /// [`Signer::sign`] is a single `C_Sign`. A failure here is left to that
+    /// `sign`, which starts the operation itself (and reconnects if the
+    /// session is gone).
+    fn prepare(&mut self) {
+        if self.ahead || self.raw.is_none() {
+            return;
+        }
+        match self.conn.session.sign_init(&Mechanism::Ecdsa, self.conn.key) {
+            Ok(()) => self.ahead = true,
+            Err(e) => tracing::debug!(uri = %self.shown_uri, error = %e, "PKCS#11: the next signature was not started ahead"),
+        }
     }
 
     fn sign(&mut self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {

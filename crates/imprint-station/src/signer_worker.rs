@@ -133,9 +133,16 @@ impl Queue {
     }
 
     /// Swap every queued job into `batch` (empty on entry), sleeping while
-    /// there is none.
-    fn take_all(&self, batch: &mut Vec<Job>) {
+    /// there is none. When nothing is queued, `idle` runs first, outside the
+    /// lock (the signer prepares its next signature); a job pushed meanwhile
+    /// is taken without sleeping.
+    fn take_all(&self, batch: &mut Vec<Job>, idle: impl FnOnce()) {
         let mut s = self.lock();
+        if s.jobs.is_empty() {
+            drop(s);
+            idle();
+            s = self.lock();
+        }
         while s.jobs.is_empty() {
             s.asleep = true;
             s = self.work.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -363,7 +370,9 @@ impl SignerHandle {
             let closing = CloseOnExit(work.clone());
             let mut batch = Vec::new();
             'serve: loop {
-                work.take_all(&mut batch);
+                // Nothing queued: start the next signature now (PKCS#11:
+                // C_SignInit), so a request that comes waits only for C_Sign.
+                work.take_all(&mut batch, || signer.prepare());
                 for job in batch.drain(..) {
                     let t = std::time::Instant::now();
                     let (r, reply) = match job {
@@ -563,6 +572,8 @@ mod tests {
         present: Arc<AtomicBool>,
         gate: Option<mpsc::Receiver<()>>,
         signing: mpsc::Sender<()>,
+        /// "prepare" and "sign", in the order the worker called them.
+        log: Arc<Mutex<Vec<&'static str>>>,
     }
 
     impl Signer for TestToken {
@@ -575,7 +586,11 @@ mod tests {
         fn public_key_spki(&self) -> &[u8] {
             self.key.public_key_spki()
         }
+        fn prepare(&mut self) {
+            self.log.lock().unwrap().push("prepare");
+        }
         fn sign(&mut self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
+            self.log.lock().unwrap().push("sign");
             let _ = self.signing.send(());
             if let Some(gate) = self.gate.take() {
                 let _ = gate.recv();
@@ -599,6 +614,7 @@ mod tests {
         present: Arc<AtomicBool>,
         open_gate: mpsc::Sender<()>,
         signing: mpsc::Receiver<()>,
+        log: Arc<Mutex<Vec<&'static str>>>,
         _dir: tempfile::TempDir,
     }
 
@@ -612,9 +628,10 @@ mod tests {
         let mut dev = imprint_signer::DevSigner::open(dir.path().join("ca")).unwrap();
         let root =
             imprint_core::ca::self_signed_root(&mut dev, &imprint_core::ca::CaSubject::new("Hand-off DEVELOPMENT CA"), 30, true).unwrap();
-        let token = TestToken { key, present: present.clone(), gate: Some(gate), signing: signing_tx };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let token = TestToken { key, present: present.clone(), gate: Some(gate), signing: signing_tx, log: log.clone() };
         let handle = SignerHandle::spawn(Box::new(token), root, Profile::default()).unwrap();
-        Rig { handle, spki, present, open_gate, signing, _dir: dir }
+        Rig { handle, spki, present, open_gate, signing, log, _dir: dir }
     }
 
     /// A signature, or why there is none.
@@ -655,6 +672,39 @@ mod tests {
             r.open_gate.send(()).unwrap();
             std::iter::once(held).chain(queued).map(|t| t.join().unwrap()).collect()
         })
+    }
+
+    fn log_of(r: &Rig) -> Vec<&'static str> {
+        r.log.lock().unwrap().clone()
+    }
+
+    /// Issue 18: the worker starts the next signature (`Signer::prepare`:
+    /// PKCS#11 `C_SignInit`) whenever its queue runs empty, so a request
+    /// that comes to an idle worker waits only for the signature itself.
+    #[test]
+    fn the_worker_prepares_the_next_signature_whenever_its_queue_runs_empty() {
+        let r = rig();
+        r.open_gate.send(()).unwrap();
+        for i in 0..3 {
+            wait_until("the idle worker has prepared", || log_of(&r).last() == Some(&"prepare"));
+            let msg = format!("device {i}").into_bytes();
+            let sig = r.handle.sign(msg.clone()).unwrap();
+            imprint_core::issuance::verify_pop(&r.spki, &msg, &sig).unwrap();
+        }
+        wait_until("the idle worker has prepared", || log_of(&r).last() == Some(&"prepare"));
+        assert_eq!(log_of(&r), ["prepare", "sign", "prepare", "sign", "prepare", "sign", "prepare"]);
+    }
+
+    /// Issue 18: while requests are queued the worker signs them back to
+    /// back; it prepares only once the queue is empty again.
+    #[test]
+    fn the_worker_does_not_prepare_while_requests_wait() {
+        let r = rig();
+        wait_until("the idle worker has prepared", || log_of(&r).last() == Some(&"prepare"));
+        let answers = held_then_queued(&r, b"first", 4, || {});
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        wait_until("the idle worker has prepared", || log_of(&r).last() == Some(&"prepare"));
+        assert_eq!(log_of(&r), ["prepare", "sign", "sign", "sign", "sign", "sign", "prepare"]);
     }
 
     /// Issue 18: a token gone while requests wait for it fails each of them
