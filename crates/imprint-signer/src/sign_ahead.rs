@@ -18,7 +18,7 @@ use std::path::Path;
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, Rv};
-use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_SESSION_INFO, CK_ULONG, CKR_OK};
+use cryptoki_sys::{CKR_OK, CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_SESSION_INFO, CK_ULONG};
 
 type CSign = unsafe extern "C" fn(CK_SESSION_HANDLE, *mut u8, CK_ULONG, *mut u8, *mut CK_ULONG) -> CK_RV;
 
