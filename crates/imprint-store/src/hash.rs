@@ -33,9 +33,13 @@ impl H {
     /// the hash does not depend on how the text spells it.
     pub(crate) fn time(&mut self, s: &str) {
         match crate::parse_ts(s) {
-            Some(t) => self.raw(4, &(t.unix_timestamp_nanos().div_euclid(1000)).to_be_bytes()),
+            Some(t) => self.instant(t),
             None => self.text(s),
         }
+    }
+    /// A parsed time (tag 4, µs since the epoch).
+    fn instant(&mut self, t: time::OffsetDateTime) {
+        self.raw(4, &(t.unix_timestamp_nanos().div_euclid(1000)).to_be_bytes());
     }
     pub(crate) fn int(&mut self, v: i64) {
         self.raw(2, &v.to_be_bytes());
@@ -61,6 +65,19 @@ impl H {
 /// byte, except a NULL boolean, which is the integer -1, and a NULL in a
 /// column appended later (`Column::added`), which adds nothing.
 pub fn record(table: &Table, station: &str, values: &[Value]) -> [u8; 32] {
+    record_with_times(table, station, values, |_, s| crate::parse_ts(s))
+}
+
+/// [`record`] with the times already parsed: `parsed(i, text)` gives column
+/// `i`'s instant (`None`: the text is not a time, hashed as its text). The
+/// sync parses each time once for the hash and for the cell it sends
+/// (issue 18); the bytes are the same as [`record`]'s.
+pub fn record_with_times(
+    table: &Table,
+    station: &str,
+    values: &[Value],
+    mut parsed: impl FnMut(usize, &str) -> Option<time::OffsetDateTime>,
+) -> [u8; 32] {
     let mut h = H::new(table.entity.as_str(), station);
     for (i, c) in table.columns.iter().enumerate() {
         let v = values.get(i).unwrap_or(&Value::Null);
@@ -72,7 +89,10 @@ pub fn record(table: &Table, station: &str, values: &[Value]) -> [u8; 32] {
             (Kind::Bool, Value::Int(b)) => h.int(i64::from(*b != 0)),
             (_, Value::Null) => h.null(),
             (Kind::Text | Kind::Uuid, Value::Text(s)) => h.text(s),
-            (Kind::Time, Value::Text(s)) => h.time(s),
+            (Kind::Time, Value::Text(s)) => match parsed(i, s) {
+                Some(t) => h.instant(t),
+                None => h.text(s),
+            },
             (Kind::Int, Value::Int(n)) => h.int(*n),
             (Kind::Bytes, Value::Blob(b)) => h.bytes(b),
             // A value of the wrong kind is quarantined as malformed before
@@ -134,6 +154,21 @@ mod tests {
         assert_ne!(record(&wider, "S", &v), step("S", &s("a", "b")));
         v[6] = Value::Text(String::new());
         assert_ne!(record(&wider, "S", &v), step("S", &s("a", "b")), "empty text is not NULL");
+    }
+
+    /// The sync hashes with its own parsed times (issue 18): the bytes must be
+    /// `record`'s, for times spelled any way and for text that is no time.
+    #[test]
+    fn hashing_with_times_parsed_beforehand_gives_the_same_bytes() {
+        for t in ["2036-01-01T00:00:00Z", "2036-01-01T01:30:00.123456+01:30", "1970-01-01T00:00:00.000Z", "yesterday", ""] {
+            let mut v = s("a", "b");
+            v[2] = Value::Text(t.into());
+            let parsed = record_with_times(&STEPS, "S", &v, |i, text| {
+                assert_eq!(i, 2, "only the time column is asked for");
+                crate::parse_ts(text)
+            });
+            assert_eq!(parsed, step("S", &v), "{t:?}");
+        }
     }
 
     #[test]

@@ -33,9 +33,9 @@ use crate::hash;
 use crate::record::pg_type;
 use imprint_store::synced::{Change, Kind, Table, Value, TABLES};
 use imprint_store::{new_id, now_text, parse_ts, Entity, PendingChange, Quarantine, RecordKey, RecordState};
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgArguments, PgConnection};
 // SQL built here only from the constant descriptors (imprint_store::synced) and table names; values are always bound.
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{Arguments, AssertSqlSafe, Connection, Row};
 use std::collections::{HashMap, HashSet};
 
 use time::OffsetDateTime;
@@ -146,8 +146,9 @@ enum Cell {
     Bytes(Option<Vec<u8>>),
 }
 
-/// Parse a record's raw values by its table's column kinds.
-fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
+/// Parse a record's raw values by its table's column kinds; `times[i]` is
+/// column `i`'s time, parsed once for the hash and this (`None`: not a time).
+fn cells(table: &Table, values: Vec<Value>, times: &[Option<OffsetDateTime>]) -> Result<Vec<Cell>, String> {
     if values.len() != table.columns.len() {
         return Err(format!("{} values for {} columns", values.len(), table.columns.len()));
     }
@@ -155,7 +156,8 @@ fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
         .columns
         .iter()
         .zip(values)
-        .map(|(c, v)| {
+        .enumerate()
+        .map(|(i, (c, v))| {
             if v == Value::Null && !c.nullable {
                 return Err(format!("{} is NULL", c.name));
             }
@@ -169,7 +171,7 @@ fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
                 }
                 (Kind::Time, Value::Null) => Cell::Time(None),
                 (Kind::Time, Value::Text(s)) => {
-                    let t = parse_ts(&s).ok_or_else(|| format!("{}: {s:?} is not an RFC 3339 time", c.name))?;
+                    let t = times.get(i).copied().flatten().ok_or_else(|| format!("{}: {s:?} is not an RFC 3339 time", c.name))?;
                     // PostgreSQL takes the instant in UTC: an offset that moves it
                     // past 9999-12-31 cannot be converted (the encoder would panic).
                     let utc = t.checked_to_offset(time::UtcOffset::UTC);
@@ -191,6 +193,8 @@ fn cells(table: &Table, values: Vec<Value>) -> Result<Vec<Cell>, String> {
 #[derive(Clone, Debug)]
 pub(crate) struct Prepared {
     table: &'static Table,
+    /// The table's position in `TABLES`: the order a batch sends tables in.
+    order: usize,
     key: RecordKey,
     version: i64,
     hash: [u8; 32],
@@ -203,9 +207,6 @@ impl Prepared {
     /// The record and the version this row carries.
     pub(crate) fn key_version(&self) -> (&RecordKey, i64) {
         (&self.key, self.version)
-    }
-    fn order(&self) -> usize {
-        TABLES.iter().position(|t| t.entity == self.table.entity).unwrap_or(TABLES.len())
     }
 }
 
@@ -227,8 +228,10 @@ fn central_key(table: &Table, cells: &[Cell]) -> Result<(Uuid, i64), String> {
 /// path); malformed ones are quarantined in `out`.
 pub(crate) fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outcome) -> Vec<Prepared> {
     let mut v = Vec::with_capacity(changes.len());
+    let mut times: Vec<Option<OffsetDateTime>> = Vec::new();
     for c in changes {
         let table = c.table();
+        let order = TABLES.iter().position(|t| t.entity == table.entity).unwrap_or(TABLES.len());
         let (key, version) = (c.key, c.version);
         let values = match c.state {
             RecordState::Present(values) => values,
@@ -243,9 +246,16 @@ pub(crate) fn prepare(station: &str, changes: Vec<PendingChange>, out: &mut Outc
                 continue;
             }
         };
-        let h = hash::record(table, station, &values);
-        match cells(table, values).and_then(|cells| Ok((central_key(table, &cells)?, cells))) {
-            Ok((ckey, cells)) => v.push(Prepared { table, key, version, hash: h, ckey, cells }),
+        // Each time is parsed once, for the hash and for its cell (the same
+        // bytes as `hash::record`, which parses them itself).
+        times.clear();
+        times.extend(table.columns.iter().zip(&values).map(|(c, v)| match (c.kind, v) {
+            (Kind::Time, Value::Text(s)) => parse_ts(s),
+            _ => None,
+        }));
+        let h = hash::record_with_times(table, station, &values, |i, _| times.get(i).copied().flatten());
+        match cells(table, values, &times).and_then(|cells| Ok((central_key(table, &cells)?, cells))) {
+            Ok((ckey, cells)) => v.push(Prepared { table, order, key, version, hash: h, ckey, cells }),
             Err(reason) => out.quarantine(key, version, &h, None, format!("malformed local record: {reason}")),
         }
     }
@@ -336,27 +346,87 @@ fn update_sql(table: &Table, still_changeable: &str) -> String {
     )
 }
 
-/// Bind rows of one table, column by column, then their versions and hashes.
-fn bind_rows<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    table: &Table,
-    rows: &[&Prepared],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+/// A statement over rows of one table: `$1` the station (if given), then
+/// one array per column, then the versions and the hashes.
+///
+/// The arrays are encoded straight from the prepared cells into one
+/// argument buffer sized beforehand (issue 18): no cell is cloned into an
+/// owned array first, and the buffer is not grown and copied as it fills.
+/// An argument that cannot be encoded (an array past PostgreSQL's 1 GB
+/// limit) is `sqlx::Error::Encode`: not a data error, so the batch is
+/// aborted, as a failed bind was before.
+fn row_query(sql: String, station: Option<&str>, table: &Table, rows: &[&Prepared]) -> Result<PgQuery, sqlx::Error> {
+    Ok(sqlx::query_with(AssertSqlSafe(sql), row_arguments(station, table, rows).map_err(sqlx::Error::Encode)?))
+}
+
+/// Bytes of one encoded array of `n` elements of `payload` bytes in all:
+/// the argument's length, the array header (dimensions, flags, element type,
+/// length, lower bound) and each element's length.
+fn array_size(n: usize, payload: usize) -> usize {
+    4 + 20 + 4 * n + payload
+}
+
+/// The encoded size of the arguments [`row_arguments`] adds.
+fn encoded_size(station: Option<&str>, table: &Table, rows: &[&Prepared]) -> usize {
+    let n = rows.len();
+    let mut size = station.map_or(0, |s| 4 + s.len()) + array_size(n, 8 * n) + array_size(n, 32 * n);
+    for (i, c) in table.columns.iter().enumerate() {
+        size += array_size(
+            n,
+            match c.kind {
+                Kind::Uuid => 16 * n,
+                Kind::Time | Kind::Int => 8 * n,
+                Kind::Bool => n,
+                Kind::Text | Kind::Bytes => rows
+                    .iter()
+                    .map(|p| match p.cells.get(i) {
+                        Some(Cell::Text(Some(t))) => t.len(),
+                        Some(Cell::Bytes(Some(b))) => b.len(),
+                        _ => 0,
+                    })
+                    .sum(),
+            },
+        );
+    }
+    size
+}
+
+/// Encode rows of one table, column by column, then their versions and hashes.
+fn row_arguments(station: Option<&str>, table: &Table, rows: &[&Prepared]) -> Result<PgArguments, sqlx::error::BoxDynError> {
+    let mut args = PgArguments::default();
+    args.reserve(table.columns.len() + 3, encoded_size(station, table, rows));
+    if let Some(station) = station {
+        args.add(station)?;
+    }
     // Cells were built from the same column kinds (`cells`), so each match
     // takes its first arm; another cell would bind NULL, which the center
     // refuses for a NOT NULL column (a data error, quarantined).
-    for (i, c) in table.columns.iter().enumerate() {
-        let cell = |p: &&Prepared| p.cells.get(i).cloned();
-        q = match c.kind {
-            Kind::Text => q.bind(rows.iter().map(|p| if let Some(Cell::Text(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
-            Kind::Uuid => q.bind(rows.iter().map(|p| if let Some(Cell::Uuid(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
-            Kind::Time => q.bind(rows.iter().map(|p| if let Some(Cell::Time(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
-            Kind::Int => q.bind(rows.iter().map(|p| if let Some(Cell::Int(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
-            Kind::Bool => q.bind(rows.iter().map(|p| if let Some(Cell::Bool(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
-            Kind::Bytes => q.bind(rows.iter().map(|p| if let Some(Cell::Bytes(v)) = cell(p) { v } else { None }).collect::<Vec<_>>()),
-        };
+    fn cell(p: &Prepared, i: usize) -> Option<&Cell> {
+        p.cells.get(i)
     }
-    q.bind(rows.iter().map(|p| p.version).collect::<Vec<_>>()).bind(rows.iter().map(|p| p.hash.to_vec()).collect::<Vec<_>>())
+    for (i, c) in table.columns.iter().enumerate() {
+        match c.kind {
+            Kind::Text => {
+                args.add(rows.iter().map(|p| if let Some(Cell::Text(v)) = cell(p, i) { v.as_deref() } else { None }).collect::<Vec<_>>())?
+            }
+            Kind::Uuid => {
+                args.add(rows.iter().map(|p| if let Some(Cell::Uuid(v)) = cell(p, i) { *v } else { None }).collect::<Vec<_>>())?
+            }
+            Kind::Time => {
+                args.add(rows.iter().map(|p| if let Some(Cell::Time(v)) = cell(p, i) { *v } else { None }).collect::<Vec<_>>())?
+            }
+            Kind::Int => args.add(rows.iter().map(|p| if let Some(Cell::Int(v)) = cell(p, i) { *v } else { None }).collect::<Vec<_>>())?,
+            Kind::Bool => {
+                args.add(rows.iter().map(|p| if let Some(Cell::Bool(v)) = cell(p, i) { *v } else { None }).collect::<Vec<_>>())?
+            }
+            Kind::Bytes => {
+                args.add(rows.iter().map(|p| if let Some(Cell::Bytes(v)) = cell(p, i) { v.as_deref() } else { None }).collect::<Vec<_>>())?
+            }
+        }
+    }
+    args.add(rows.iter().map(|p| p.version).collect::<Vec<_>>())?;
+    args.add(rows.iter().map(|p| &p.hash[..]).collect::<Vec<_>>())?;
+    Ok(args)
 }
 
 /// Rows grouped by table, in the order a batch sends them.
@@ -372,9 +442,9 @@ fn by_table(rows: &[Prepared]) -> Vec<(&'static Table, Vec<&Prepared>)> {
 /// encoded (built on the blocking pool, off the sending path).
 pub(crate) struct Planned {
     main: Vec<Prepared>,
-    main_q: Vec<PgQuery>,
+    main_q: Vec<Result<PgQuery, sqlx::Error>>,
     aux: Vec<Prepared>,
-    aux_q: Vec<PgQuery>,
+    aux_q: Vec<Result<PgQuery, sqlx::Error>>,
 }
 
 impl Planned {
@@ -383,11 +453,8 @@ impl Planned {
     }
 }
 
-fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<PgQuery> {
-    by_table(rows)
-        .into_iter()
-        .map(|(t, r)| bind_rows(sqlx::query(AssertSqlSafe(insert_sql(t, false))).bind(station.to_string()), t, &r))
-        .collect()
+fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<Result<PgQuery, sqlx::Error>> {
+    by_table(rows).into_iter().map(|(t, r)| row_query(insert_sql(t, false), Some(station), t, &r)).collect()
 }
 
 /// Split a batch over one or two connections and encode its plain INSERTs.
@@ -396,7 +463,7 @@ fn plain_queries(station: &str, rows: &[Prepared]) -> Vec<PgQuery> {
 /// always go over the first connection, batch after batch, so their versions
 /// arrive in order.
 pub(crate) fn plan(station: &str, rows: Vec<Prepared>, two: bool) -> Planned {
-    let (mut main, aux) = if two {
+    let (main, aux) = if two {
         let (mut first, mut steps): (Vec<Prepared>, Vec<Prepared>) = rows.into_iter().partition(|p| p.table.entity != Entity::Step);
         let keep = (first.len() + steps.len()).div_ceil(2).saturating_sub(first.len()).min(steps.len());
         let second = steps.split_off(keep);
@@ -405,10 +472,31 @@ pub(crate) fn plan(station: &str, rows: Vec<Prepared>, two: bool) -> Planned {
     } else {
         (rows, Vec::new())
     };
-    main.sort_by_key(Prepared::order);
+    let main = group_by_table(main);
     let main_q = plain_queries(station, &main);
     let aux_q = plain_queries(station, &aux);
     Planned { main, main_q, aux, aux_q }
+}
+
+/// The rows in the order of their tables (`TABLES`), each table's rows in
+/// the order given: what a stable sort by table gives, in one pass, with
+/// each row moved twice instead of O(n log n) times (issue 18).
+fn group_by_table(rows: Vec<Prepared>) -> Vec<Prepared> {
+    let n = rows.len();
+    let mut sizes = [0usize; TABLES.len() + 1];
+    for p in &rows {
+        sizes[p.order.min(TABLES.len())] += 1;
+    }
+    let mut groups: Vec<Vec<Prepared>> = sizes.iter().map(|&k| Vec::with_capacity(k)).collect();
+    for p in rows {
+        let g = p.order.min(TABLES.len());
+        groups[g].push(p);
+    }
+    let mut out = Vec::with_capacity(n);
+    for g in groups {
+        out.extend(g);
+    }
+    out
 }
 
 /// Send a planned batch and say what became of each record.
@@ -441,14 +529,19 @@ pub(crate) async fn push(
 /// case, cost at the server what COPY costs; `ON CONFLICT` would roughly
 /// double it). If any row exists already or is refused, that transaction is
 /// rolled back and the careful path decides record by record.
-async fn send(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>, queries: Vec<PgQuery>) -> Result<Outcome, sqlx::Error> {
+async fn send(
+    conn: &mut PgConnection,
+    station: &str,
+    rows: Vec<Prepared>,
+    queries: Vec<Result<PgQuery, sqlx::Error>>,
+) -> Result<Outcome, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Outcome::default());
     }
     let mut tx = conn.begin().await?;
     let mut fast = true;
     for q in queries {
-        match q.execute(&mut *tx).await.map_err(PushError::from) {
+        match q?.execute(&mut *tx).await.map_err(PushError::from) {
             Ok(_) => {}
             Err(PushError::Data(_)) => {
                 fast = false;
@@ -460,10 +553,7 @@ async fn send(conn: &mut PgConnection, station: &str, rows: Vec<Prepared>, queri
     if fast {
         tx.commit().await?;
         let mut out = Outcome { inserted: rows.len(), ..Outcome::default() };
-        out.done.extend(rows.iter().map(|p| {
-            let (k, v) = p.key_version();
-            (k.clone(), v)
-        }));
+        out.done.extend(rows.into_iter().map(|p| (p.key, p.version)));
         return Ok(out);
     }
     tx.rollback().await?;
@@ -608,12 +698,12 @@ fn classify<'a>(
 /// or quarantined.
 async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows: &[&Prepared]) -> Result<Outcome, PushError> {
     let mut out = Outcome::default();
-    if try_plain(conn, bind_rows(sqlx::query(AssertSqlSafe(insert_sql(table, false))).bind(station), table, rows)).await? {
+    if try_plain(conn, row_query(insert_sql(table, false), Some(station), table, rows)?).await? {
         out.inserted += rows.len();
         out.done.extend(rows.iter().map(|p| (p.key.clone(), p.version)));
         return Ok(out);
     }
-    let q = bind_rows(sqlx::query(AssertSqlSafe(insert_sql(table, true))).bind(station), table, rows);
+    let q = row_query(insert_sql(table, true), Some(station), table, rows)?;
     let inserted = q.execute(&mut *conn).await?.rows_affected() as usize;
     if inserted == rows.len() {
         out.inserted += inserted;
@@ -635,7 +725,7 @@ async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows:
     out.already = out.already.saturating_sub(inserted);
     let mut updated_any = false;
     if let Some(still_changeable) = policy.still_changeable.filter(|_| !candidates.is_empty()) {
-        let updated: HashSet<(Uuid, i64)> = bind_rows(sqlx::query(AssertSqlSafe(update_sql(table, still_changeable))), table, &candidates)
+        let updated: HashSet<(Uuid, i64)> = row_query(update_sql(table, still_changeable), None, table, &candidates)?
             .fetch_all(&mut *conn)
             .await?
             .iter()
@@ -656,7 +746,7 @@ async fn push_table(conn: &mut PgConnection, station: &str, table: &Table, rows:
         return Ok(out);
     }
     let again = if updated_any {
-        let q = bind_rows(sqlx::query(AssertSqlSafe(insert_sql(table, true))).bind(station), table, &missing);
+        let q = row_query(insert_sql(table, true), Some(station), table, &missing)?;
         q.execute(&mut *conn).await?.rows_affected() as usize
     } else {
         0
@@ -697,6 +787,94 @@ pub(crate) fn count_by_entity(done: &[(RecordKey, i64)]) -> [usize; 7] {
 mod tests {
     use super::*;
     use imprint_store::synced::{ATTEMPTS, CERTIFICATES, STEPS};
+
+    /// A well-formed record of `table`: every column a value of its kind;
+    /// with `nulls`, every nullable column NULL.
+    fn record(table: &'static Table, n: usize, nulls: bool) -> PendingChange {
+        let id = format!("0190a1b2-0000-7000-8000-{n:012}");
+        let values: Vec<Value> = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c.kind {
+                _ if nulls && c.nullable => Value::Null,
+                Kind::Uuid => Value::Text(id.clone()),
+                Kind::Text => Value::Text(format!("text {n}.{i} \u{e9}")),
+                Kind::Time => Value::Text(format!("2026-01-01T00:00:{:02}.{n:03}+01:00", i % 60)),
+                Kind::Int => Value::Int(n as i64 * 10 + i as i64),
+                Kind::Bool => Value::Int((n % 2) as i64),
+                Kind::Bytes => Value::Blob(vec![n as u8; i + 1]),
+            })
+            .collect();
+        let key = table.record_key(&values).unwrap();
+        PendingChange { key, version: n as i64, state: RecordState::Present(values) }
+    }
+
+    /// The arguments encoded straight from the cells (issue 18) are byte for
+    /// byte those of the owned arrays bound before, for every table, with
+    /// and without NULLs.
+    #[test]
+    fn the_arguments_are_encoded_as_the_owned_arrays_were() {
+        for table in TABLES {
+            let changes: Vec<PendingChange> = (1..=9).map(|n| record(table, n, n % 3 == 0)).collect();
+            let mut out = Outcome::default();
+            let rows = prepare("S", changes, &mut out);
+            assert_eq!((rows.len(), out.quarantine.len()), (9, 0), "{}: {:?}", table.central, out.quarantine);
+            let refs: Vec<&Prepared> = rows.iter().collect();
+            for station in [Some("S"), None] {
+                let mut old = PgArguments::default();
+                if let Some(s) = station {
+                    old.add(s.to_string()).unwrap();
+                }
+                for (i, c) in table.columns.iter().enumerate() {
+                    let cell = |p: &&Prepared| p.cells.get(i).cloned();
+                    let added = match c.kind {
+                        Kind::Text => {
+                            old.add(refs.iter().map(|p| if let Some(Cell::Text(v)) = cell(p) { v } else { None }).collect::<Vec<_>>())
+                        }
+                        Kind::Uuid => {
+                            old.add(refs.iter().map(|p| if let Some(Cell::Uuid(v)) = cell(p) { v } else { None }).collect::<Vec<_>>())
+                        }
+                        Kind::Time => {
+                            old.add(refs.iter().map(|p| if let Some(Cell::Time(v)) = cell(p) { v } else { None }).collect::<Vec<_>>())
+                        }
+                        Kind::Int => {
+                            old.add(refs.iter().map(|p| if let Some(Cell::Int(v)) = cell(p) { v } else { None }).collect::<Vec<_>>())
+                        }
+                        Kind::Bool => {
+                            old.add(refs.iter().map(|p| if let Some(Cell::Bool(v)) = cell(p) { v } else { None }).collect::<Vec<_>>())
+                        }
+                        Kind::Bytes => {
+                            old.add(refs.iter().map(|p| if let Some(Cell::Bytes(v)) = cell(p) { v } else { None }).collect::<Vec<_>>())
+                        }
+                    };
+                    added.unwrap();
+                }
+                old.add(refs.iter().map(|p| p.version).collect::<Vec<_>>()).unwrap();
+                old.add(refs.iter().map(|p| p.hash.to_vec()).collect::<Vec<_>>()).unwrap();
+                let new = row_arguments(station, table, &refs).unwrap();
+                assert_eq!(format!("{new:?}"), format!("{old:?}"), "{} (station {station:?})", table.central);
+                assert_eq!(new.len(), table.columns.len() + 2 + usize::from(station.is_some()));
+            }
+        }
+    }
+
+    /// `plan` groups a batch by table in one pass (issue 18); the order must
+    /// be the stable sort by table it replaced.
+    #[test]
+    fn grouping_by_table_keeps_the_order_of_a_stable_sort() {
+        let order = [2, 0, 2, 6, 1, 2, 0, 6, 2, 1, 1, 2, 0, 3, 4, 5, 2];
+        let changes: Vec<PendingChange> = order.iter().enumerate().map(|(n, &t)| record(TABLES[t], n + 1, n % 2 == 0)).collect();
+        let mut out = Outcome::default();
+        let rows = prepare("S", changes, &mut out);
+        assert_eq!(rows.len(), order.len(), "{:?}", out.quarantine);
+        let mut sorted = rows.clone();
+        sorted.sort_by_key(|p| p.order);
+        let grouped = group_by_table(rows);
+        let keys = |v: &[Prepared]| v.iter().map(|p| (p.key.clone(), p.version)).collect::<Vec<_>>();
+        assert_eq!(keys(&grouped), keys(&sorted));
+        assert_eq!(grouped.first().map(|p| p.table.entity), Some(TABLES[0].entity));
+    }
 
     /// The SQL the descriptors yield: the hand-written copies' statements, with
     /// the arrays unnested in the select list since issue 18 (docs/sync.md).

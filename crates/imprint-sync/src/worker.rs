@@ -13,7 +13,7 @@ use imprint_store::{Store, StoreError};
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::{ConnectOptions, Connection};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,7 +162,8 @@ struct Batch {
     planned: Planned,
     pre: Outcome,
     hi: i64,
-    carried: HashSet<(RecordKey, i64)>,
+    /// Records sent at versions beyond `hi`, by their version.
+    carried: HashMap<RecordKey, i64>,
     /// Nothing was pending after the cursor.
     end: bool,
     read: Duration,
@@ -188,7 +189,7 @@ async fn drain(conns: &mut Conns, ctx: &Ctx, report: &mut SyncReport) -> Result<
     // range; read ahead, they come again here at the same version. The center
     // has them by the time this batch goes (the previous one succeeded, or the
     // drain stopped): do not send them twice.
-    let read = |after: i64, carried: HashSet<(RecordKey, i64)>| {
+    let read = |after: i64, carried: HashMap<RecordKey, i64>| {
         let store = ctx.store.clone();
         let station = ctx.station.clone();
         tokio::task::spawn_blocking(move || {
@@ -198,18 +199,21 @@ async fn drain(conns: &mut Conns, ctx: &Ctx, report: &mut SyncReport) -> Result<
                 let end = b.changes.is_empty();
                 let mut pre = Outcome::default();
                 let mut rows = prepare(&station, b.changes, &mut pre);
-                rows.retain(|p| {
-                    let (k, v) = p.key_version();
-                    !carried.contains(&(k.clone(), v))
-                });
-                let next: HashSet<(RecordKey, i64)> =
+                // Looked up by reference: no key is cloned per row.
+                if !carried.is_empty() {
+                    rows.retain(|p| {
+                        let (k, v) = p.key_version();
+                        carried.get(k) != Some(&v)
+                    });
+                }
+                let next: HashMap<RecordKey, i64> =
                     rows.iter().map(|p| p.key_version()).filter(|(_, v)| *v > b.hi).map(|(k, v)| (k.clone(), v)).collect();
                 let planned = plan(&station, rows, two);
                 Batch { planned, pre, hi: b.hi, carried: next, end, read, prepare: t.elapsed() - read }
             })
         })
     };
-    let mut next = read(0, HashSet::new());
+    let mut next = read(0, HashMap::new());
     let mut marking: Option<tokio::task::JoinHandle<Result<Duration, StoreError>>> = None;
     loop {
         let Batch { planned, pre, hi, carried, end, read: took, prepare: prep } = joined(next.await)?;
