@@ -690,7 +690,7 @@ fn work_order_certificate_counts_match_the_certificates_whatever_order_and_howev
     };
     let counts = || {
         db.psql(
-            "SELECT string_agg(work_order_id || ' ' || station_id || ' ' || certificates, ', ' ORDER BY 1) FROM work_order_certificates",
+            "SELECT string_agg(work_order_id || ' ' || station_id || ' ' || certificates, ', ' ORDER BY work_order_id, station_id) FROM work_order_certificates",
         )
     };
     // What OVERPRODUCED_SQL counted before 0017, from the rows themselves.
