@@ -116,6 +116,15 @@ fn expected_overproduction(batches: &[String], n: usize) -> Vec<imprint_api::rep
     v
 }
 
+/// `work_orders::OVERPRODUCED_SQL` before migration 0017: each work order's
+/// certificates counted by a probe of `certificates_by_attempt` per attempt
+/// of the work order (`attempts_by_batch_covering`), timed beside the check.
+const OVERPRODUCED_BY_PROBES_SQL: &str = "SELECT w.id, w.quantity, x.n
+     FROM work_orders w
+     JOIN (SELECT a.batch, CAST(sum((SELECT count(*) FROM certificates c WHERE c.attempt_id = a.id)) AS BIGINT) AS n
+           FROM attempts a WHERE a.batch = ANY($1) GROUP BY a.batch) x ON x.batch = w.id
+     WHERE x.n > w.quantity ORDER BY w.id";
+
 /// min / median / max of some timings.
 fn spread(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
@@ -140,6 +149,7 @@ struct Timings {
     server: Vec<f64>,
     after: Vec<f64>,
     over: Vec<f64>,
+    over_probes: Vec<f64>,
     summary: Vec<f64>,
     summary_jit: Vec<f64>,
     scan: Vec<f64>,
@@ -158,7 +168,9 @@ impl Timings {
         if !self.summary_jit.is_empty() {
             show("  the summary query alone in the server with JIT on (the server's default)", &self.summary_jit);
         }
-        show(&format!("  the overproduction check alone ({} work orders overproduced)", self.overproduced), &self.over);
+        let over = show(&format!("  the overproduction check alone ({} work orders overproduced)", self.overproduced), &self.over);
+        let probes = show("  the same check counted as before 0017 (a probe per attempt of the work orders, JIT off)", &self.over_probes);
+        println!("ratio overproduction check before 0017 / now: {:.0}", probes / over);
         let scan = show("sequential scan of the same rows", &self.scan);
         println!("ratio after / sequential scan: {:.3}", after / scan);
         println!("ratio before / sequential scan: {:.3}", before / scan);
@@ -250,6 +262,19 @@ fn time_report(name: &str, t: &mut Timings, explain: bool, jit: bool) {
             println!("  {}", r.get::<String, _>(0));
         }
     }
+    // The overproduction check as it counted before migration 0017 (0015's indexes, a certificate
+    // probe per attempt of the work orders): the same work orders and counts.
+    let start = Instant::now();
+    let probed: Vec<(String, i64, i64)> = rt
+        .block_on(sqlx::query(OVERPRODUCED_BY_PROBES_SQL).bind(&counts.batches).fetch_all(&mut c))
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    t.over_probes.push(start.elapsed().as_secs_f64());
+    let now: Vec<(String, i64, i64)> =
+        after.overproduction.iter().map(|o| (o.work_order.clone(), i64::from(o.quantity), i64::from(o.certificates))).collect();
+    assert_eq!(probed, now, "the counts 0017 keeps are the certificates counted row by row");
     let _ = rt.block_on(c.close());
 
     let scanned: i64 = rt.block_on(async {

@@ -614,7 +614,174 @@ fn a_site_month_summary_at_the_center_reads_only_covering_indexes() {
             assert!(!p.contains(heap), "{heap} in {q:?}\n{p}");
         }
     }
+    // The overproduction check reads the counts 0017 keeps, never the work orders' attempts or certificates.
     let p = plan(imprint_sync::work_orders::OVERPRODUCED_SQL.to_string(), Vec::new(), Some(vec!["WO-1".into(), "WO-2".into()]));
-    assert!(p.contains("Index Only Scan using attempts_by_batch_covering on attempts"), "{p}");
-    assert!(p.contains("Index Only Scan using certificates_by_attempt on certificates"), "{p}");
+    assert!(p.contains("on work_order_certificates"), "{p}");
+    assert!(!p.contains("on attempts") && !p.contains("on certificates"), "{p}");
+}
+
+/// Migration 0017 keeps `work_order_certificates` (per work order and
+/// station, the certificates whose attempt is under the work order) for the
+/// overproduction check. Pinned against the count the check made before
+/// (every certificate row joined to its attempt), as stations send rows:
+/// certificates before their attempts, batches sent again with `ON CONFLICT
+/// DO NOTHING` (nothing counted twice), a statement mixing rows already there
+/// and new ones, several stations and a second certificate of one attempt;
+/// a certificate and its attempt inserted by two transactions at once (the
+/// second trigger waits for the first transaction and then sees its row);
+/// a station reads its own counts only; a deleted certificate is subtracted;
+/// an attempt's work order cannot change under the count.
+#[test]
+fn work_order_certificate_counts_match_the_certificates_whatever_order_and_however_often_rows_arrive() {
+    use sqlx::{ConnectOptions, Connection, Row};
+    let mut db = TestDb::new();
+    let st1 = db.add_station("st-1").connect_options().unwrap();
+    let st2 = db.add_station("st-2").connect_options().unwrap();
+    db.psql("INSERT INTO work_orders (id, product, quantity) VALUES ('WO-A', 'p', 4), ('WO-B', 'p', 10)");
+    let attempt_id = |i: u32| format!("0190b000-0000-7000-8000-0000000000{i:02x}");
+    // Rows as a station's push inserts them: one multi-row statement per table, ON CONFLICT DO NOTHING.
+    let attempts = |station: &str, rows: &[(u32, &str)]| -> String {
+        let v: Vec<String> = rows
+            .iter()
+            .map(|(i, wo)| {
+                format!(
+                    "('{}', '{station}', '/dev/ttyUSB0', '2026-11-30T10:00:{i:02}Z', 'passed', 'D{i}', '{wo}', false, 0, 0, 1, '\\x00')",
+                    attempt_id(*i)
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO attempts (id, station_id, port, started_at, status, device_serial, batch, resumed, bytes_to_device,
+                                   bytes_from_device, version, content_sha256) VALUES {} ON CONFLICT DO NOTHING",
+            v.join(", ")
+        )
+    };
+    // (attempt, k-th certificate of that attempt)
+    let certificates = |station: &str, rows: &[(u32, u32)]| -> String {
+        let v: Vec<String> = rows
+            .iter()
+            .map(|(i, k)| {
+                format!(
+                    "('0190b000-0000-7000-8000-1000000{k:01x}00{i:02x}', '{station}', '{}', 'D{i}', 'CN=CA', '{i:02x}{k:02x}', 'key-{i}-{k}',
+                      '\\x00', '2026-11-30T10:00:00Z', '2036-11-30T00:00:00Z', '{}', '\\x00', '2026-11-30T10:00:00Z', 1, '\\x00')",
+                    attempt_id(*i),
+                    if *k == 0 && rows.contains(&(*i, 1)) { "superseded" } else { "issued" }
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO certificates (id, station_id, attempt_id, device_serial, issuer, serial_hex, spki_sha256, spki_der,
+                                       not_before, not_after, status, cert_der, created_at, version, content_sha256)
+             VALUES {} ON CONFLICT DO NOTHING",
+            v.join(", ")
+        )
+    };
+    let rt = imprint_tests::pg::rt();
+    let exec = |opts: &sqlx::postgres::PgConnectOptions, statements: Vec<String>| {
+        rt.block_on(async {
+            let mut c = opts.connect().await.unwrap();
+            let mut tx = c.begin().await.unwrap();
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s)).execute(&mut *tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+            let _ = c.close().await;
+        })
+    };
+    let counts = || {
+        db.psql(
+            "SELECT string_agg(work_order_id || ' ' || station_id || ' ' || certificates, ', ' ORDER BY work_order_id, station_id) FROM work_order_certificates",
+        )
+    };
+    // What OVERPRODUCED_SQL counted before 0017, from the rows themselves.
+    let truth = || {
+        db.psql(
+            "SELECT string_agg(x, ', ' ORDER BY x) FROM (SELECT a.batch || ' ' || c.station_id || ' ' || count(*) AS x
+             FROM certificates c JOIN attempts a ON a.id = c.attempt_id WHERE a.batch IS NOT NULL GROUP BY a.batch, c.station_id) t",
+        )
+    };
+    let check = |expected: &str, what: &str| {
+        assert_eq!(counts().trim(), expected, "{what}");
+        assert_eq!(truth().trim(), expected, "{what}: the rows themselves");
+    };
+
+    // st-1: the certificates of attempts 1 and 2 arrive before their attempts (another batch, before them).
+    let batch1 = vec![certificates("st-1", &[(1, 0), (2, 0)])];
+    exec(&st1, batch1.clone());
+    check("", "certificates without their attempts count nothing yet");
+    let batch2 = vec![attempts("st-1", &[(1, "WO-A"), (2, "WO-A"), (3, "WO-B")])];
+    exec(&st1, batch2.clone());
+    check("WO-A st-1 2", "the attempts bring their certificates' count");
+    // Both batches sent again (a lost acknowledgement): nothing counts twice.
+    exec(&st1, batch1);
+    exec(&st1, batch2);
+    check("WO-A st-1 2", "a batch sent again");
+    exec(&st1, vec![certificates("st-1", &[(3, 0)])]);
+    check("WO-A st-1 2, WO-B st-1 1", "a certificate after its attempt");
+    // st-2 in one transaction: attempts, then their certificates (a renewal: two of attempt 5).
+    exec(&st2, vec![attempts("st-2", &[(4, "WO-A"), (5, "WO-B")]), certificates("st-2", &[(4, 0), (5, 0), (5, 1)])]);
+    check("WO-A st-1 2, WO-A st-2 1, WO-B st-1 1, WO-B st-2 2", "a second station, a second certificate of one attempt");
+    // A statement with a row already there and a new one whose attempt comes later.
+    exec(&st2, vec![certificates("st-2", &[(4, 0), (6, 0)])]);
+    check("WO-A st-1 2, WO-A st-2 1, WO-B st-1 1, WO-B st-2 2", "only the new row, and its attempt is not there yet");
+    exec(&st2, vec![attempts("st-2", &[(4, "WO-A"), (6, "WO-A")])]);
+    check("WO-A st-1 2, WO-A st-2 2, WO-B st-1 1, WO-B st-2 2", "the late attempt, beside one sent again");
+
+    // A certificate and its attempt in two transactions at once: the attempt's trigger waits for
+    // the certificate's transaction (an advisory lock per station), then sees its row.
+    rt.block_on(async {
+        let mut admin = db.admin_options().connect().await.unwrap();
+        let mut a = st1.connect().await.unwrap();
+        let mut b = st1.connect().await.unwrap();
+        let b_pid: i32 = sqlx::query("SELECT pg_backend_pid()").fetch_one(&mut b).await.unwrap().get(0);
+        let mut ta = a.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(certificates("st-1", &[(7, 0)]))).execute(&mut *ta).await.unwrap();
+        let attempt = attempts("st-1", &[(7, "WO-A")]);
+        let insert_b = async {
+            let mut tb = b.begin().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(attempt)).execute(&mut *tb).await.unwrap();
+            tb.commit().await.unwrap();
+        };
+        let commit_a = async {
+            // Commit the certificate only once the attempt's statement waits for it.
+            loop {
+                let waiting: bool =
+                    sqlx::query("SELECT wait_event_type = 'Lock' AND wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1")
+                        .bind(b_pid)
+                        .fetch_one(&mut admin)
+                        .await
+                        .unwrap()
+                        .get::<Option<bool>, _>(0)
+                        .unwrap_or(false);
+                if waiting {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            ta.commit().await.unwrap();
+        };
+        tokio::join!(insert_b, commit_a);
+    });
+    check("WO-A st-1 3, WO-A st-2 2, WO-B st-1 1, WO-B st-2 2", "a certificate and its attempt in two transactions at once");
+
+    // The check: WO-A holds 5 certificates for a quantity of 4.
+    let ids = vec!["WO-A".to_string(), "WO-B".to_string()];
+    assert_eq!(rt.block_on(imprint_sync::work_orders::overproduced(&db.admin_options(), &ids)).unwrap(), vec![("WO-A".to_string(), 4, 5)]);
+    // A station reads its own counts only, as it reads its own certificates.
+    let own: Vec<(String, String, i64)> = rt.block_on(async {
+        let mut c = st2.connect().await.unwrap();
+        let r = sqlx::query("SELECT work_order_id, station_id, certificates FROM work_order_certificates ORDER BY 1")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        r.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    });
+    assert_eq!(own, vec![("WO-A".into(), "st-2".into(), 2), ("WO-B".into(), "st-2".into(), 2)]);
+    // A certificate removed at the center (an administrator's repair) is subtracted.
+    db.psql("DELETE FROM certificates WHERE attempt_id = '0190b000-0000-7000-8000-000000000001'");
+    check("WO-A st-1 2, WO-A st-2 2, WO-B st-1 1, WO-B st-2 2", "a deleted certificate");
+    // An attempt's work order never changes under the count.
+    let e = imprint_tests::pg::try_psql(&db.name, "UPDATE attempts SET batch = 'WO-B' WHERE id = '0190b000-0000-7000-8000-000000000002'")
+        .unwrap_err();
+    assert!(e.contains("attempts.batch never changes"), "{e}");
 }

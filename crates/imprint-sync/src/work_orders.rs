@@ -245,20 +245,19 @@ pub async fn get(opts: &PgConnectOptions, id: &str) -> Result<Option<CentralWork
 }
 
 /// The overproduction check's query (`$1`: the work order ids): each work
-/// order's certificates, counted over its attempts. Read from two indexes
-/// only (migrations/postgres/0015_report_scale.sql): the attempts of the
-/// work orders with their ids (`attempts_by_batch_covering`), then, per
-/// attempt, its certificates (`certificates_by_attempt`). The per-attempt
-/// count is a correlated subquery on purpose: written as a join, PostgreSQL
-/// estimated the 825,000 attempts of a month's 165 work orders and chose to
-/// hash them against every certificate of the center (9.5 million index
-/// entries: 4.8-5.3 s under load, against 2.0 s for the probes), a plan that
-/// only gets worse as the center grows; probes cost in proportion to the
-/// work orders' attempts, whatever the center holds.
+/// order's certificates at the center, read from `work_order_certificates`
+/// (migrations/postgres/0017_work_order_certificate_counts.sql): one row per
+/// (work order, station), kept by statement-level triggers as certificates
+/// and attempts arrive, whichever comes first, counting the same rows as
+/// before (every certificate row whose attempt has the work order as its
+/// batch, of any status). The cost no longer grows with the work orders'
+/// size: until 0017 this query probed `certificates_by_attempt` once per
+/// attempt of the work orders (785,000 probes for a site's month at 10
+/// million attempts, 0.75-2.1 s; docs/performance.md).
 pub const OVERPRODUCED_SQL: &str = "SELECT w.id, w.quantity, x.n
      FROM work_orders w
-     JOIN (SELECT a.batch, CAST(sum((SELECT count(*) FROM certificates c WHERE c.attempt_id = a.id)) AS BIGINT) AS n
-           FROM attempts a WHERE a.batch = ANY($1) GROUP BY a.batch) x ON x.batch = w.id
+     JOIN (SELECT c.work_order_id, CAST(sum(c.certificates) AS BIGINT) AS n
+           FROM work_order_certificates c WHERE c.work_order_id = ANY($1) GROUP BY c.work_order_id) x ON x.work_order_id = w.id
      WHERE x.n > w.quantity ORDER BY w.id";
 
 /// Of `ids`, the work orders with more certificates recorded at the center
@@ -266,10 +265,6 @@ pub const OVERPRODUCED_SQL: &str = "SELECT w.id, w.quantity, x.n
 /// may read the certificates.
 pub async fn overproduced(opts: &PgConnectOptions, ids: &[String]) -> Result<Vec<(String, i64, i64)>, SyncError> {
     let mut c = opts.connect().await.map_err(SyncError::connect)?;
-    // As central_report: PostgreSQL would JIT-compile this query (its cost is
-    // far above jit_above_cost for a month's work orders), which took 4.8-6.7 s
-    // under load against 0.75 s without (docs/performance.md). This connection only.
-    sqlx::query("SET jit = off").execute(&mut c).await?;
     let rows = sqlx::query(OVERPRODUCED_SQL).bind(ids).fetch_all(&mut c).await?;
     let _ = c.close().await;
     rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
