@@ -29,6 +29,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (parallel, rounds) = if quick { (4, 2) } else { (16, 10) };
     println!("imprint-backup-bench ({})", if quick { "quick" } else { "full" });
+    println!("load average at the start: {} (1, 5, 15 min)", imprint_tests::loadavg());
 
     let mut ts = TestStation::new();
     // Encrypted, as a production station's backups are (the encryption is CPU the devices share).
@@ -98,6 +99,7 @@ fn main() {
     );
     println!("(m) median attempt: {mw:.3} s with backups ÷ {mn:.3} s without = {rm:.3} (target <= 1.05)");
     println!("(s) slowest attempt: {sw:.3} s with backups ÷ {sn:.3} s without = {rs:.3} (target <= 1.05)");
+    println!("load average at the end: {} (1, 5, 15 min)", imprint_tests::loadavg());
     println!("RESULT m={rm:.3} s={rs:.3}");
     st.shutdown(imprint_station::DRAIN_WITHIN);
 }

@@ -88,6 +88,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (issue_n, limited_n) = if quick { (20, 0) } else { (400, 200) };
     println!("imprint-kms-bench ({})", if quick { "quick" } else { "full" });
+    println!("load average at the start: {} (1, 5, 15 min)", imprint_tests::loadavg());
 
     let moto = Moto::start();
     let key = moto.create_key(SigAlg::EcdsaP256Sha256);
@@ -177,5 +178,6 @@ fn main() {
         assert!(rate <= 50.0, "the rate limit was exceeded: {rate:.1}/s");
         limited_line = format!("k3={rate:.1}/s");
     }
+    println!("load average at the end: {} (1, 5, 15 min)", imprint_tests::loadavg());
     println!("RESULT raw_rate={raw_rate:.0}/s raw_p50={} issue_rate={rate:.0}/s issue_p50={} rate_ratio={r_rate:.3} latency_ratio={r_lat:.3} {limited_line}", ms(raw_p50), ms(p50));
 }

@@ -54,7 +54,7 @@ fn main() {
         if quick { "quick" } else { "full" },
         only.as_ref().map(|o| format!(", only {o}")).unwrap_or_default()
     );
-    println!("load average at the start: {} (1, 5, 15 min)", loadavg());
+    println!("load average at the start: {} (1, 5, 15 min)", imprint_tests::loadavg());
     let mut result = Vec::new();
     if runs('a') || runs('w') || runs('b') {
         result.push(provisioning(quick));
@@ -62,13 +62,10 @@ fn main() {
     if runs('c') {
         result.push(issuance(quick, producers));
     }
-    println!("load average at the end: {} (1, 5, 15 min)", loadavg());
+    println!("load average at the end: {} (1, 5, 15 min)", imprint_tests::loadavg());
     println!("RESULT {}", result.join(" "));
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
 
 /// (a), (w) and (b): provisioning simulated devices through a station.
 fn provisioning(quick: bool) -> String {
@@ -207,7 +204,12 @@ fn issuance(quick: bool, producers: usize) -> String {
     // Warm up both paths (first-touch costs, SoftHSM's session state).
     sign_raw(warm_up);
     issue(&csrs[..warm_up]);
+    // Whatever else this process still runs (say, threads the provisioning figures left) shows here.
+    println!("(c) threads of this process at the start: {}", thread_names().join(", "));
     let (mut ratios, mut issue_rates, mut raw_rates) = (Vec::new(), Vec::new(), Vec::new());
+    // Per round: CPU the rest of the machine used (other processes, kernel threads) and time
+    // the hypervisor took (steal), in clock ticks, during the raw block and the issuance block.
+    let mut machine_rounds = Vec::new();
     // CPU time (user, system) of the whole process and of the worker thread, over the raw and the issuance blocks.
     let (mut cpu_raw, mut cpu_issue, mut cpu_worker) = ([0u64; 2], [0u64; 2], [0u64; 2]);
     let add = |acc: &mut [u64; 2], a: [u64; 2], b: [u64; 2]| {
@@ -215,11 +217,16 @@ fn issuance(quick: bool, producers: usize) -> String {
         acc[1] += b[1].saturating_sub(a[1]);
     };
     for round in csrs[warm_up..].chunks(per_round) {
-        let c0 = cpu_ticks("/proc/self/stat");
+        let (c0, m0) = (cpu_ticks("/proc/self/stat"), machine_ticks());
         let raw_rate = sign_raw(per_round);
-        let (c1, w1) = (cpu_ticks("/proc/self/stat"), worker_ticks());
+        let (c1, w1, m1) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks());
         let issue_rate = issue(round);
-        let (c2, w2) = (cpu_ticks("/proc/self/stat"), worker_ticks());
+        let (c2, w2, m2) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks());
+        let others = |m_a: [u64; 2], m_b: [u64; 2], c_a: [u64; 2], c_b: [u64; 2]| {
+            let ours = (c_b[0] + c_b[1]).saturating_sub(c_a[0] + c_a[1]);
+            (m_b[0].saturating_sub(m_a[0]).saturating_sub(ours), m_b[1].saturating_sub(m_a[1]))
+        };
+        machine_rounds.push((others(m0, m1, c0, c1), others(m1, m2, c1, c2)));
         add(&mut cpu_raw, c0, c1);
         add(&mut cpu_issue, c1, c2);
         add(&mut cpu_worker, w1, w2);
@@ -292,6 +299,10 @@ fn issuance(quick: bool, producers: usize) -> String {
         median(&mut raw_rates)
     );
     println!("(c) rounds: {}", ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "));
+    println!(
+        "(c) per round, CPU ticks (10 ms) the rest of the machine used / the hypervisor stole, raw block | issuance block: {}",
+        machine_rounds.iter().map(|((ro, rs), (io, is))| format!("{ro}/{rs}|{io}/{is}")).collect::<Vec<_>>().join(" ")
+    );
     drop(worker);
     format!(
         "c={rc:.3} c_min={:.3} c_max={:.3}",
@@ -328,6 +339,27 @@ fn cpu_ticks(path: &str) -> [u64; 2] {
     let fields: Vec<&str> = text.rsplit_once(") ").map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let at = |i: usize| fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0);
     [at(11), at(12)]
+}
+
+/// Busy (user + nice + system + irq + softirq) and steal clock ticks of
+/// the whole machine, all cores, from `/proc/stat`.
+fn machine_ticks() -> [u64; 2] {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = text.lines().next().unwrap_or_default().split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    [at(0) + at(1) + at(2) + at(5) + at(6), at(7)]
+}
+
+/// The names of this process's threads, counted by name ("port x3").
+fn thread_names() -> Vec<String> {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+            *names.entry(name).or_default() += 1;
+        }
+    }
+    names.into_iter().map(|(n, k)| if k > 1 { format!("{n} x{k}") } else { n }).collect()
 }
 
 /// [`cpu_ticks`] of the signer worker thread ("imprint-signer").

@@ -65,6 +65,7 @@ fn main() {
     let mut names = vec![name.clone()];
     names.extend(arg_text(&args, "--compare").map(str::to_string));
     let runs = arg_value(&args, "--runs").unwrap_or(3).max(1);
+    println!("load average before the timed runs: {} (1, 5, 15 min)", imprint_tests::loadavg());
     let mut results: Vec<(String, Timings)> = names.iter().map(|d| (d.clone(), Timings::default())).collect();
     for run in 0..runs {
         for (d, t) in results.iter_mut() {
@@ -75,9 +76,7 @@ fn main() {
     for (d, t) in &results {
         t.show(d);
     }
-    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
-        println!("load average at the end: {} (1, 5, 15 min)", l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
-    }
+    println!("load average at the end: {} (1, 5, 15 min)", imprint_tests::loadavg());
     if args.iter().any(|a| a == "--keep") {
         if let Some(db) = db {
             // Not dropped: the database outlives the run.

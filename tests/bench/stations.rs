@@ -93,9 +93,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -129,7 +126,7 @@ fn main() {
     let partitioned = args.iter().any(|a| a == "--partitioned");
     let history: usize = arg(&args, "--history").unwrap_or(0);
     let report_runs: usize = arg(&args, "--report-runs").unwrap_or(5);
-    let load_start = loadavg();
+    let load_start = imprint_tests::loadavg();
 
     // A private cluster: room for every station's connections, the cutter,
     // the bench's own queries and the COPY floor.
@@ -353,7 +350,7 @@ fn main() {
     );
     println!(
         "load average at the start {load_start}, at the end {} (1, 5, 15 min; {} cores)",
-        loadavg(),
+        imprint_tests::loadavg(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     if let Some((report, scan)) = report {

@@ -304,7 +304,34 @@ export async function withApp(app, args, fn, size = { width: 1366, height: 768 }
     const handle = await d.req("GET", d.s("/window")).catch(() => null);
     if (handle) await d.req("POST", d.s("/window"), { handle }).catch(() => undefined);
     await fn(d, st);
+  } catch (e) {
+    await explainFailure(d, st);
+    throw e;
   } finally {
     await d.stop();
   }
+}
+
+/** After a failed test, before the app goes: print what the window showed
+ *  (tiles, header) and the station log's last lines, so a failure seen once
+ *  in CI can be understood from its output alone. */
+async function explainFailure(d, st) {
+  const out = [];
+  try {
+    out.push(`tiles: ${JSON.stringify(await d.tiles())}`);
+    out.push(`header: ${JSON.stringify(await d.exec("return (document.querySelector('header')||{}).innerText || null"))}`);
+  } catch (e) {
+    out.push(`the window could not be read: ${e.message}`);
+  }
+  out.push(`station processes alive: ${d.ours().length}`);
+  try {
+    const dir = join(st.data, "logs");
+    for (const f of readdirSync(dir).filter((n) => n.endsWith(".jsonl")).sort()) {
+      const lines = readFileSync(join(dir, f), "utf8").trimEnd().split("\n");
+      out.push(`${f} (last 60 of ${lines.length} lines):`, ...lines.slice(-60));
+    }
+  } catch (e) {
+    out.push(`no station log: ${e.message}`);
+  }
+  console.error(`--- what the failed test's station showed ---\n${out.join("\n")}\n---`);
 }
