@@ -25,6 +25,7 @@ pub enum AuditCmd {
         /// At most this many entries.
         #[arg(long)]
         limit: Option<usize>,
+        /// Print the entries as a JSON array (with their detail, anchors and hashes).
         #[arg(long)]
         json: bool,
     },
@@ -33,8 +34,10 @@ pub enum AuditCmd {
     /// the first bad entry.
     #[command(after_help = "Exit status: 0 intact, 7 tampering found (the first bad entry is named), 6 central database problem.")]
     Verify {
+        /// Also check against the center's copy and the chain head it keeps (needs [central]).
         #[arg(long)]
         central: bool,
+        /// Print the report as one JSON object: ok, scope, entries, head, anchored records checked, the first bad entry and every finding.
         #[arg(long)]
         json: bool,
     },

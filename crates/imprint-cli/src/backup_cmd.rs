@@ -13,6 +13,7 @@ pub struct BackupArgs {
     /// Also put the DEVELOPMENT CA key in the backup (never an HSM or KMS key: those cannot leave their signer).
     #[arg(long)]
     include_dev_ca_key: bool,
+    /// Print the backup report as one JSON object: path, bytes, encrypted, recipient, manifest, ms.
     #[arg(long)]
     json: bool,
 }
@@ -30,6 +31,7 @@ pub struct RestoreArgs {
     /// Only decrypt and check the backup; restore nothing.
     #[arg(long)]
     check: bool,
+    /// Print the restore report as one JSON object (with --check: the backup's manifest).
     #[arg(long)]
     json: bool,
 }

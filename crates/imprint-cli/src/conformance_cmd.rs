@@ -33,6 +33,7 @@ pub struct ConformanceArgs {
     /// The topic of the CONNECT round trip.
     #[arg(long, default_value = "imprint/conformance")]
     pub topic: String,
+    /// Print the report as one JSON object: the board's state before and after, what changed, every check.
     #[arg(long)]
     pub json: bool,
 }

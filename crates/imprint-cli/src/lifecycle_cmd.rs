@@ -34,6 +34,7 @@ pub struct RevokeArgs {
     /// Why, in words (kept with the revocation and in the audit trail; at most 500 characters).
     #[arg(long)]
     comment: Option<String>,
+    /// Print the report as one JSON object: the certificates revoked now, those revoked before, the serials never issued.
     #[arg(long)]
     json: bool,
 }
@@ -70,6 +71,7 @@ pub enum CrlCmd {
         /// station's revocations there (without: only this station's).
         #[arg(long)]
         central: bool,
+        /// Print one JSON object: the CRL's path, scope, issuer, number, update times, entries and coverage.
         #[arg(long)]
         json: bool,
     },
@@ -162,13 +164,16 @@ pub enum ReworkCmd {
         /// Why, in words (kept with the authorisation and in the audit trail; at most 500 characters).
         #[arg(long)]
         comment: Option<String>,
+        /// Print the authorisation as one JSON object (with expires_at).
         #[arg(long)]
         json: bool,
     },
     /// Rework authorisations, newest first: open, used or expired.
     List {
+        /// Only authorisations of this device serial.
         #[arg(long)]
         serial: Option<String>,
+        /// Print the authorisations as a JSON array (state: open, used or expired).
         #[arg(long)]
         json: bool,
     },
@@ -184,6 +189,7 @@ pub enum CertsCmd {
         /// From the center: every station's certificates (as far as the role may read).
         #[arg(long)]
         central: bool,
+        /// Print the certificates as a JSON array (days_left is negative for one expired).
         #[arg(long)]
         json: bool,
     },

@@ -135,6 +135,7 @@ enum Cmd {
     /// Check the CA signer, the local store, the central database (sync backlog) and the MQTT broker.
     #[command(after_help = "Exit status: 0 healthy, 1 a dependency is down, 3 the CA signer, 4 the local store.")]
     Health {
+        /// Print one JSON object: ok (true when the exit status is 0), checks (one per dependency) and the signer's own state.
         #[arg(long)]
         json: bool,
     },
@@ -145,6 +146,7 @@ struct PortsArgs {
     /// Extra globs to list (e.g. /dev/serial/by-id/*).
     #[arg(long)]
     glob: Vec<String>,
+    /// Print the ports as a JSON array (path, device, kind, USB identity, location).
     #[arg(long)]
     json: bool,
 }
@@ -191,6 +193,7 @@ struct WatchArgs {
     /// Stop after this many attempts (for scripts and tests).
     #[arg(long)]
     max: Option<usize>,
+    /// Machine-readable output: one JSON object per line for every update of a port (instead of the live view).
     #[arg(long)]
     json: bool,
 }
@@ -209,6 +212,7 @@ struct StationArgs {
     /// Stop after this many attempts.
     #[arg(long)]
     max: Option<usize>,
+    /// Machine-readable output: one JSON object per line for every update of a port (instead of the live view).
     #[arg(long)]
     json: bool,
 }
@@ -221,10 +225,13 @@ enum CaCmd {
         /// Signer URI, e.g. "pkcs11:token=factory;object=imprint-ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/run/imprint/pin".
         #[arg(long)]
         signer: String,
+        /// The CA's common name (CN), in the root's or the CSR's subject.
         #[arg(long, default_value = "Imprint Device CA")]
         cn: String,
+        /// The CA's organization (O) in the subject (default: none).
         #[arg(long)]
         org: Option<String>,
+        /// The CA's country (C) in the subject: a two-letter ISO 3166 code, e.g. DE (default: none).
         #[arg(long)]
         country: Option<String>,
         /// Key algorithm when generating.
@@ -250,10 +257,13 @@ enum CaCmd {
     },
     /// Install a CA chain (issuing CA first) after checking it is valid now and matches the signer.
     Import {
+        /// Signer URI of the CA key (as for ca init): the chain's issuing CA certificate must be this key's.
         #[arg(long)]
         signer: String,
+        /// The chain to install: a PEM file, issuing CA first; every certificate must be valid now.
         #[arg(long)]
         chain: PathBuf,
+        /// Where to install the chain (default: the station's CA chain path).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Replace a CA chain already installed (the old one is kept as <chain>.<time>.bak).
@@ -274,12 +284,16 @@ enum Alg {
 enum RecordsCmd {
     /// List attempts, newest first.
     List {
+        /// Only attempts of this device serial.
         #[arg(long)]
         serial: Option<String>,
+        /// Only attempts with this status: running, passed, failed or interrupted.
         #[arg(long)]
         status: Option<String>,
+        /// Only attempts of this work order / batch.
         #[arg(long)]
         batch: Option<String>,
+        /// Only the attempt that got the certificate with this serial (hex, either case).
         #[arg(long)]
         cert_serial: Option<String>,
         /// Only attempts started at or after this date or RFC 3339 time.
@@ -288,19 +302,24 @@ enum RecordsCmd {
         /// Only attempts started by this operator.
         #[arg(long)]
         by: Option<String>,
+        /// Show at most this many attempts, the newest.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print the attempts as a JSON array.
         #[arg(long)]
         json: bool,
     },
     /// Show one attempt (by id) or the latest attempt of a device serial.
     Show {
+        /// An attempt id, or a device serial (then its latest attempt).
         id: String,
+        /// Print one JSON object: the attempt, its steps, its certificate (with the PEM) and the device's QA verdicts.
         #[arg(long)]
         json: bool,
     },
     /// List certificates.
     Certs {
+        /// Print the certificates as a JSON array.
         #[arg(long)]
         json: bool,
     },
@@ -734,5 +753,48 @@ fn records_cmd(cli: &Cli, r: &RecordsCmd) -> CmdResult {
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every subcommand (however deep) has an about text and every argument
+    /// (option, flag or positional, flattened ones included) a help text, so
+    /// `imprint <subcommand> --help` explains all of them. Clap's own `help`
+    /// and `version` are exempt. Collects "path: what is missing" for each.
+    fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                let name = match arg.get_long() {
+                    Some(long) => format!("--{long}"),
+                    None => format!("<{}>", id.to_uppercase()),
+                };
+                missing.push(format!("{path}: argument {name} has no help text"));
+            }
+        }
+        // Clap's own `help` subcommand is exempt too (its tree mirrors the real one).
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(format!("{sub_path}: subcommand has no about text"));
+            }
+            missing_help(sub, &sub_path, missing);
+        }
+    }
+
+    #[test]
+    fn every_cli_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        missing_help(&cmd, "imprint", &mut missing);
+        assert!(missing.is_empty(), "{} without help:\n{}", missing.len(), missing.join("\n"));
     }
 }

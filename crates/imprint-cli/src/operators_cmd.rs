@@ -15,10 +15,12 @@ pub enum OperatorsCmd {
     /// Add an operator (admin). The first admin of a station is added without
     /// signing in. The PIN is asked for twice (or IMPRINT_NEW_OPERATOR_PIN).
     Add {
+        /// The new operator's id, used to sign in: 1 to 64 letters, digits, '-', '_', '.' or '@'.
         id: String,
         /// The name shown in the title bar and in records.
         #[arg(long)]
         name: String,
+        /// What the operator may do (docs/roles.md).
         #[arg(long, value_enum)]
         role: RoleArg,
         /// Also give the operator a badge: scan it at the prompt (or IMPRINT_NEW_OPERATOR_BADGE).
@@ -27,24 +29,38 @@ pub enum OperatorsCmd {
     },
     /// List operators (admin).
     List {
+        /// Print the operators as a JSON array (role, enabled, has_badge, locked_until; never a PIN or badge).
         #[arg(long)]
         json: bool,
     },
     /// Disable an operator: they can no longer sign in (admin).
-    Disable { id: String },
+    Disable {
+        /// The operator's id.
+        id: String,
+    },
     /// Enable an operator again (admin).
-    Enable { id: String },
+    Enable {
+        /// The operator's id.
+        id: String,
+    },
     /// Change an operator's role (admin).
     SetRole {
+        /// The operator's id.
         id: String,
+        /// The new role.
         #[arg(value_enum)]
         role: RoleArg,
     },
     /// Set a new PIN (also clears a lockout) (admin).
-    ResetPin { id: String },
+    ResetPin {
+        /// The operator's id.
+        id: String,
+    },
     /// Give an operator a badge (scanned at the prompt), or take it away with --clear (admin).
     SetBadge {
+        /// The operator's id.
         id: String,
+        /// Take the operator's badge away instead of scanning a new one.
         #[arg(long)]
         clear: bool,
     },

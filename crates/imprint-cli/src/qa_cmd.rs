@@ -12,6 +12,7 @@ pub struct VerifyArgs {
     /// refused without a [central] section.
     #[arg(long)]
     pub central: bool,
+    /// Print the verdict with every check as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -23,17 +24,22 @@ pub enum QaCmd {
         /// Only this work order / batch.
         #[arg(long)]
         batch: Option<String>,
+        /// Print a JSON array, one object per work order: provisioned, verified, required, due and the plan.
         #[arg(long)]
         json: bool,
     },
     /// QA verdicts, newest first.
     List {
+        /// Only verdicts of this device serial.
         #[arg(long)]
         serial: Option<String>,
+        /// Only verdicts of this work order / batch.
         #[arg(long)]
         batch: Option<String>,
+        /// Show at most this many verdicts, the newest.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print the verdicts with their checks as a JSON array.
         #[arg(long)]
         json: bool,
     },

@@ -67,6 +67,7 @@ pub enum DbCmd {
     AddReader {
         #[command(flatten)]
         conn: AdminConn,
+        /// The reader's login role (lower-case letters, digits, '_'); an existing one gets the new password.
         #[arg(long)]
         role: String,
         /// File holding the password to give the reader's role.
@@ -78,6 +79,7 @@ pub enum DbCmd {
     AddSupervisor {
         #[command(flatten)]
         conn: AdminConn,
+        /// The supervisors' login role (lower-case letters, digits, '_'); an existing one gets the new password.
         #[arg(long)]
         role: String,
         /// File holding the password to give the supervisor role.
@@ -89,6 +91,7 @@ pub enum DbCmd {
     OperatorList {
         #[command(flatten)]
         conn: AdminConn,
+        /// Print the center's operators as a JSON array (role, enabled, has_badge; never a PIN or badge).
         #[arg(long)]
         json: bool,
     },
@@ -96,9 +99,12 @@ pub enum DbCmd {
     OperatorAdd {
         #[command(flatten)]
         conn: AdminConn,
+        /// The new operator's id, used to sign in: 1 to 64 letters, digits, '-', '_', '.' or '@'.
         id: String,
+        /// The name shown in the title bar and in records.
         #[arg(long)]
         name: String,
+        /// What the operator may do (docs/roles.md).
         #[arg(long, value_enum)]
         role: crate::operators_cmd::RoleArg,
         /// Also give the operator a badge (scanned at the prompt, or IMPRINT_NEW_OPERATOR_BADGE).
@@ -109,17 +115,24 @@ pub enum DbCmd {
     OperatorSet {
         #[command(flatten)]
         conn: AdminConn,
+        /// The operator's id at the center.
         id: String,
+        /// Disable the operator: stations refuse their sign-in after their next sync.
         #[arg(long, group = "change")]
         disable: bool,
+        /// Enable the operator again.
         #[arg(long, group = "change")]
         enable: bool,
+        /// Give the operator this role.
         #[arg(long, value_enum, group = "change")]
         role: Option<crate::operators_cmd::RoleArg>,
+        /// Set a new PIN (asked for twice, or IMPRINT_NEW_OPERATOR_PIN).
         #[arg(long, group = "change")]
         reset_pin: bool,
+        /// Give the operator a badge (scanned at the prompt, or IMPRINT_NEW_OPERATOR_BADGE).
         #[arg(long, group = "change")]
         badge: bool,
+        /// Take the operator's badge away.
         #[arg(long, group = "change")]
         clear_badge: bool,
     },
@@ -129,11 +142,13 @@ pub enum DbCmd {
 pub enum SyncCmd {
     /// Backlog, last success, last error, quarantined records (from the local store: works offline).
     Status {
+        /// Print the status as one JSON object: backlog, synced, last success and error, the quarantined records.
         #[arg(long)]
         json: bool,
     },
     /// Sync now: send everything pending, then report.
     Now {
+        /// Print one JSON object: the round's report, the status after it and backlog_records.
         #[arg(long)]
         json: bool,
     },
@@ -142,16 +157,19 @@ pub enum SyncCmd {
     /// comment; quarantined again if the conflict still stands. ID is the
     /// number `imprint sync status` lists.
     Release {
+        /// The quarantine's number, as `imprint sync status` lists it (#N).
         id: i64,
         /// How the conflict was resolved (required; goes into the audit trail).
         #[arg(long)]
         comment: String,
+        /// Print the release as one JSON object: the record, the quarantines released, the audit entry's number.
         #[arg(long)]
         json: bool,
     },
     /// Compare every local record with the center's copy and list every
     /// difference (exit 8 if one is not explained by a pending or quarantined change).
     Verify {
+        /// Print the comparison as one JSON object: ok, the records compared, every difference (expected: pending or quarantined when explained).
         #[arg(long)]
         json: bool,
     },

@@ -24,14 +24,18 @@ pub enum WorkOrdersCmd {
         /// Valid until this date or time (exclusive; default: open-ended).
         #[arg(long)]
         valid_until: Option<String>,
+        /// Print the new work order as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Change a work order (supervisor): product, quantity (never below what is issued), validity window.
     Edit {
+        /// The work order's id.
         id: String,
+        /// The new product / profile.
         #[arg(long)]
         product: Option<String>,
+        /// The new number of certificates it may issue (never below what it has issued).
         #[arg(long)]
         quantity: Option<u32>,
         /// Valid from this date or RFC 3339 time; `none` removes the bound.
@@ -40,26 +44,34 @@ pub enum WorkOrdersCmd {
         /// Valid until this date or time (exclusive); `none` removes the bound.
         #[arg(long)]
         valid_until: Option<String>,
+        /// Print the changed work order as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Every work order with issued / quantity, newest first.
     List {
+        /// Print the work orders as a JSON array.
         #[arg(long)]
         json: bool,
     },
     /// One work order. With --leases (and `[central]`, as its supervisor_role): every station's
     /// leases of it at the center beside their synced lease journals; exit 1 if any disagree.
     Show {
+        /// The work order's id.
         id: String,
+        /// Also check every station's leases of it at the center against their lease journals.
         #[arg(long)]
         leases: bool,
+        /// Print the work order as one JSON object; with --leases, one object with
+        /// work_order, leases and disagreeing (how many leases disagree).
         #[arg(long)]
         json: bool,
     },
     /// Close a work order (supervisor): it issues nothing more. Final.
     Close {
+        /// The work order's id.
         id: String,
+        /// Print the closed work order as one JSON object.
         #[arg(long)]
         json: bool,
     },
