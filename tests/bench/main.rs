@@ -66,7 +66,6 @@ fn main() {
     println!("RESULT {}", result.join(" "));
 }
 
-
 /// (a), (w) and (b): provisioning simulated devices through a station.
 fn provisioning(quick: bool) -> String {
     let (singles, parallel) = if quick { (1, 4) } else { (7, 16) };

@@ -93,7 +93,6 @@ impl Drop for Cleanup {
     }
 }
 
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--child") {
