@@ -199,31 +199,29 @@ fn issuance(quick: bool, producers: usize) -> String {
     let cpus = allowed_cpus();
     let mut per_core: Vec<Vec<f64>> = vec![Vec::new(); cpus.len()];
     let mut sign_raw = |n: usize| {
-        let share = n.div_ceil(cpus.len().max(1));
-        let (mut total, mut done) = (0.0, 0);
-        for (k, &cpu) in cpus.iter().enumerate() {
-            let m = share.min(n - done);
+        // One block per core (one unpinned block when the affinity cannot be read).
+        let blocks = cpus.len().max(1);
+        let mut total = 0.0;
+        for k in 0..blocks {
+            let m = n / blocks + usize::from(k < n % blocks);
             if m == 0 {
-                break;
+                continue;
             }
-            pin_to(&[cpu]);
+            if let Some(&cpu) = cpus.get(k) {
+                pin_to(&[cpu]);
+            }
             let start = Instant::now();
             for _ in 0..m {
                 raw.sign(&msg).unwrap();
             }
             let t = start.elapsed().as_secs_f64();
-            per_core[k].push(m as f64 / t);
-            total += t;
-            done += m;
-        }
-        pin_to(&cpus);
-        if done < n {
-            // No affinity to work with: sign the rest where the scheduler puts us.
-            let start = Instant::now();
-            for _ in done..n {
-                raw.sign(&msg).unwrap();
+            if let Some(v) = per_core.get_mut(k) {
+                v.push(m as f64 / t);
             }
-            total += start.elapsed().as_secs_f64();
+            total += t;
+        }
+        if !cpus.is_empty() {
+            pin_to(&cpus);
         }
         n as f64 / total
     };

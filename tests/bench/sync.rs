@@ -185,10 +185,7 @@ async fn reset_center(c: &mut sqlx::postgres::PgConnection) {
 
 /// The 1-minute load average, as /proc/loadavg says it.
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
+    imprint_tests::loadavg().split_whitespace().next().unwrap_or("?").to_string()
 }
 
 /// The CPU-burning processes of `--load N`, stopped on drop.

@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { withApp } from "./webdriver.mjs";
@@ -95,7 +95,9 @@ test("a supervisor filters the report by work order, sees the summary and chart,
     assert.ok(text.includes(cli.summary.pareto[0].code), "the failure code is in the PDF's Pareto");
     assert.match(text, /page 1 of \d+/, "numbered pages");
     execFileSync("pdftoppm", ["-png", "-r", "50", "-f", "1", "-l", "1", pdfPath, join(out, "page")]);
-    const page = readFileSync(execFileSync("sh", ["-c", `ls ${out}/page*.png | head -1`]).toString().trim());
+    const png = readdirSync(out).find((f) => f.startsWith("page") && f.endsWith(".png"));
+    assert.ok(png, "pdftoppm wrote the first page");
+    const page = readFileSync(join(out, png));
     assert.ok(page.length > 1000, "pdftoppm rendered the first page");
   }, undefined, "", prepare);
 });
