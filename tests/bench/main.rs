@@ -9,7 +9,12 @@
 //!     sign, through the station's signer worker, with the station's two
 //!     port-side producer threads) divided by raw signatures per second on the
 //!     same token and key, in alternating rounds (raw, then issuance, ten
-//!     times); printed as min / median / max of the rounds' ratios.
+//!     times); printed as min / median / max of the rounds' ratios. With it:
+//!     the CPU bound (cores x CPU per raw signature / CPU per certificate:
+//!     what (c) would be with every core busy, as SoftHSM shares the cores
+//!     with the CSR checks), the machine's idle share during issuance, and
+//!     (c0), the same certificates without the CSR check ÷ the same raw
+//!     block (the hand-off's own cost).
 //! (w) the work-order quota check (issue 13): the link ratio of (a) with a
 //!     work order set ÷ the same without one, devices alternating in the
 //!     same run; and journaled intents/s of the store with the quota counted
@@ -175,7 +180,9 @@ fn issuance(quick: bool, producers: usize) -> String {
         .collect();
     let producers = producers.max(1);
     // Issue every CSR of `batch` through the worker from `producers` port-side threads; certificates/s.
-    let issue = |batch: &[(String, Vec<u8>, Vec<u8>)]| {
+    // `check: false` skips the CSR check (the producers only plan, build and wait for the signature):
+    // the hand-off's own cost, without the CPU the checks take from the signer on a small machine.
+    let issue = |batch: &[(String, Vec<u8>, Vec<u8>)], check: bool| {
         let start = Instant::now();
         std::thread::scope(|s| {
             for chunk in batch.chunks(batch.len().div_ceil(producers)) {
@@ -183,9 +190,9 @@ fn issuance(quick: bool, producers: usize) -> String {
                 let profile = profile.clone();
                 s.spawn(move || {
                     for (serial, spki, csr) in chunk {
-                        let checked = issuance::check_csr(csr, serial, spki, &nonce, &profile).unwrap();
-                        let plan =
-                            issuance::plan(&profile, serial, &checked.spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap();
+                        let spki_der =
+                            if check { issuance::check_csr(csr, serial, spki, &nonce, &profile).unwrap().spki_der } else { spki.clone() };
+                        let plan = issuance::plan(&profile, serial, &spki_der, time::OffsetDateTime::now_utc(), ca_not_after).unwrap();
                         worker.issue(plan).unwrap();
                     }
                 });
@@ -227,25 +234,36 @@ fn issuance(quick: bool, producers: usize) -> String {
     };
     // Warm up both paths (first-touch costs, SoftHSM's session state).
     sign_raw(warm_up);
-    issue(&csrs[..warm_up]);
+    issue(&csrs[..warm_up], true);
     // Whatever else this process still runs (say, threads the provisioning figures left) shows here.
     println!("(c) threads of this process at the start: {}", thread_names().join(", "));
     let (mut ratios, mut issue_rates, mut raw_rates) = (Vec::new(), Vec::new(), Vec::new());
+    // (c0): the same round's certificates again without the CSR check, against the same raw block.
+    let mut ratios_unchecked = Vec::new();
     // Per round: CPU the rest of the machine used (other processes, kernel threads) and time
     // the hypervisor took (steal), in clock ticks, during the raw block and the issuance block.
     let mut machine_rounds = Vec::new();
     // CPU time (user, system) of the whole process and of the worker thread, over the raw and the issuance blocks.
     let (mut cpu_raw, mut cpu_issue, mut cpu_worker) = ([0u64; 2], [0u64; 2], [0u64; 2]);
+    // Clock ticks the whole machine was idle during the issuance blocks, and their length.
+    let (mut idle_issue, mut wall_issue) = (0u64, 0.0f64);
+    // The process's CPU seconds (exact, not in ticks) over the raw, issuance and unchecked blocks: the bound.
+    let (mut exact_raw, mut exact_issue, mut exact_unchecked) = (0.0f64, 0.0f64, 0.0f64);
     let add = |acc: &mut [u64; 2], a: [u64; 2], b: [u64; 2]| {
         acc[0] += b[0].saturating_sub(a[0]);
         acc[1] += b[1].saturating_sub(a[1]);
     };
     for round in csrs[warm_up..].chunks(per_round) {
-        let (c0, m0) = (cpu_ticks("/proc/self/stat"), machine_ticks());
+        let (c0, m0, x0) = (cpu_ticks("/proc/self/stat"), machine_ticks(), process_cpu());
         let raw_rate = sign_raw(per_round);
-        let (c1, w1, m1) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks());
-        let issue_rate = issue(round);
-        let (c2, w2, m2) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks());
+        let (c1, w1, m1, i1, x1) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks(), idle_ticks(), process_cpu());
+        let issue_rate = issue(round, true);
+        let (c2, w2, m2, i2, x2) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks(), idle_ticks(), process_cpu());
+        idle_issue += i2.saturating_sub(i1);
+        wall_issue += round.len() as f64 / issue_rate;
+        let unchecked_rate = issue(round, false);
+        (exact_raw, exact_issue, exact_unchecked) = (exact_raw + x1 - x0, exact_issue + x2 - x1, exact_unchecked + process_cpu() - x2);
+        ratios_unchecked.push(unchecked_rate / raw_rate);
         let others = |m_a: [u64; 2], m_b: [u64; 2], c_a: [u64; 2], c_b: [u64; 2]| {
             let ours = (c_b[0] + c_b[1]).saturating_sub(c_a[0] + c_a[1]);
             (m_b[0].saturating_sub(m_a[0]).saturating_sub(ours), m_b[1].saturating_sub(m_a[1]))
@@ -269,6 +287,19 @@ fn issuance(quick: bool, producers: usize) -> String {
         per(cpu_issue[1]),
         per(cpu_worker[0]),
         per(cpu_worker[1])
+    );
+    // The most N cores can give: every core busy all the time, each certificate taking
+    // its measured CPU, against the raw loop's CPU per signature on one core.
+    let ncpu = cpus.len().max(1) as f64;
+    let exact_per = |secs: f64| secs * 1e6 / (rounds * per_round) as f64;
+    let (per_sig, per_cert) = (exact_per(exact_raw), exact_per(exact_issue));
+    let bound = ncpu * per_sig / per_cert;
+    let idle_share = idle_issue as f64 / (wall_issue * 100.0 * ncpu);
+    println!(
+        "(c) CPU bound on {ncpu} cores: {ncpu} x {per_sig:.1} µs per raw signature / {per_cert:.1} µs per certificate = {bound:.3}; \
+         the machine idle {:.0} % of the issuance blocks; without the CSR check {:.1} µs per certificate",
+        idle_share * 100.0,
+        exact_per(exact_unchecked)
     );
     // Single-threaded costs of one certificate's steps, nothing queued.
     let sample = &csrs[..warm_up];
@@ -327,13 +358,19 @@ fn issuance(quick: bool, producers: usize) -> String {
         median(&mut raw_rates)
     );
     println!("(c) rounds: {}", ratios.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" "));
+    let spread_c0 = spread(&ratios_unchecked);
+    let rc0 = median(&mut ratios_unchecked.clone());
+    println!(
+        "(c0) the same certificates without the CSR check (plan + build + sign via the worker) ÷ raw: min / median / max {spread_c0}; rounds: {}",
+        ratios_unchecked.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" ")
+    );
     println!(
         "(c) per round, CPU ticks (10 ms) the rest of the machine used / the hypervisor stole, raw block | issuance block: {}",
         machine_rounds.iter().map(|((ro, rs), (io, is))| format!("{ro}/{rs}|{io}/{is}")).collect::<Vec<_>>().join(" ")
     );
     drop(worker);
     format!(
-        "c={rc:.3} c_min={:.3} c_max={:.3}",
+        "c={rc:.3} c_min={:.3} c_max={:.3} c_bound={bound:.3} c0={rc0:.3}",
         ratios.iter().copied().fold(f64::INFINITY, f64::min),
         ratios.iter().copied().fold(0.0, f64::max)
     )
@@ -393,6 +430,18 @@ fn machine_ticks() -> [u64; 2] {
     let f: Vec<u64> = text.lines().next().unwrap_or_default().split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
     let at = |i: usize| f.get(i).copied().unwrap_or(0);
     [at(0) + at(1) + at(2) + at(5) + at(6), at(7)]
+}
+
+/// CPU seconds this process has used, all threads (`CLOCK_PROCESS_CPUTIME_ID`: exact, not in ticks).
+fn process_cpu() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// Idle clock ticks of the whole machine, all cores, from `/proc/stat`.
+fn idle_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    text.lines().next().unwrap_or_default().split_whitespace().nth(4).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// The names of this process's threads, counted by name ("port x3").
