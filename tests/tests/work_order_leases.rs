@@ -153,6 +153,43 @@ fn killed_mid_issuance_under_a_leased_work_order_the_resumed_device_counts_once(
     assert_eq!(quota(&db, "WO-KILL").consumed, 1);
 }
 
+/// Regression: `imprint sync now` ran its round with the default lease
+/// policy (blocks of 50), not the station's `[work_orders]` settings, so a
+/// station set to lease one at a time was handed 50 by the command.
+#[test]
+fn sync_now_from_the_cli_leases_the_configured_block_not_the_default() {
+    let mut db = TestDb::new();
+    add_central(&db, "WO-CLI", 100);
+    let central = db.add_station("lease-cli");
+    let dir = station_dir(&central, "lease-cli", 1, 0);
+    let dev = sim("CLI-LEASE-1", "");
+    let out = imprint(&dir).args(["provision", "--port", &path_of(&dev), "--batch", "WO-CLI"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let asked = || -> Vec<i64> {
+        let s = Store::open_read_only(&dir.path().join("data/station.db")).unwrap();
+        s.read(|c| {
+            let mut q = c.prepare("SELECT asked FROM work_order_leases ORDER BY asked_at, rowid")?;
+            let v = q.query_map([], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+            Ok(v)
+        })
+        .unwrap()
+    };
+    let before = asked();
+    assert!(!before.is_empty() && before.iter().all(|&a| a == 1), "the station's own rounds ask blocks of 1: {before:?}");
+    // Now set to lease 3 whenever 2 or fewer are left: what the station holds (at most 1) is below
+    // that, so the command's round must ask, and for 3.
+    let conf = dir.path().join("station.toml");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace("lease_block = 1\nlease_low_water = 0\n", "lease_block = 3\nlease_low_water = 2\n")).unwrap();
+    let out = imprint(&dir).args(["sync", "now"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = asked();
+    assert_eq!(after.len(), before.len() + 1, "the command's round asked once: {before:?} then {after:?}");
+    assert_eq!(after.last(), Some(&3), "for the configured block (the default is 50): {after:?}");
+    let q = quota(&db, "WO-CLI");
+    assert!(q.leased <= 4 && q.consumed == 1, "{q:?}");
+}
+
 /// A station data dir whose config syncs to `cfg` and leases in blocks of `block`.
 fn station_dir(cfg: &CentralConfig, station: &str, block: i64, low: i64) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();

@@ -177,10 +177,19 @@ pub struct SyncNowDone {
     pub status: SyncStatusView,
 }
 
-pub fn sync_now(actor: &Actor, store: Arc<Store>, station_id: &str, central: Option<&CentralConfig>) -> ApiResult<SyncNowDone> {
+/// The round leases by the station's own `[work_orders]` policy (block,
+/// low water, lifetime), as the station's sync worker does: never by the
+/// defaults, which would hand a station set to lease small blocks a large one.
+pub fn sync_now(
+    actor: &Actor,
+    store: Arc<Store>,
+    station_id: &str,
+    central: Option<&CentralConfig>,
+    leases: imprint_sync::LeasePolicy,
+) -> ApiResult<SyncNowDone> {
     actor.require(Permission::SyncNow)?;
     let central = central.ok_or_else(|| ApiError::bad_request("no [central] section in the configuration: nothing to sync to"))?;
-    let report = imprint_sync::sync_once(store.clone(), station_id, central)?;
+    let report = imprint_sync::sync_once_with(store.clone(), station_id, central, leases)?;
     let status = status(actor, &store, true, station_id)?;
     Ok(SyncNowDone { report, status })
 }

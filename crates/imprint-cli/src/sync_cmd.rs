@@ -310,7 +310,7 @@ pub fn sync_cmd(cli: &Cli, c: &SyncCmd) -> CmdResult {
             Ok(0)
         }
         SyncCmd::Now { json: as_json } => {
-            let done = central::sync_now(&me, store.clone(), &cfg.station_id, cfg.central.as_ref())?;
+            let done = central::sync_now(&me, store.clone(), &cfg.station_id, cfg.central.as_ref(), cfg.work_orders.lease_policy())?;
             if *as_json {
                 json(
                     &serde_json::json!({"report": done.report, "status": done.status.status, "backlog_records": done.status.backlog_records}),

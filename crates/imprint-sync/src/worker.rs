@@ -304,6 +304,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, SyncError> {
 
 /// Drain the outbox now, in this thread: connect, check the schema, send
 /// batches until nothing is pending. Fails on the first error (no retry).
+/// Leases by the default policy: a station's own round goes through
+/// [`sync_once_with`] and its configured policy (`imprint sync now` did not,
+/// and leased 50 where the station was set to lease fewer).
 pub fn sync_once(store: Arc<Store>, station_id: &str, cfg: &CentralConfig) -> Result<SyncReport, SyncError> {
     sync_once_with(store, station_id, cfg, crate::leases::LeasePolicy::default())
 }
