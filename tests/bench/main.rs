@@ -256,15 +256,15 @@ fn issuance(quick: bool, producers: usize) -> String {
     for round in csrs[warm_up..].chunks(per_round) {
         let (c0, m0, x0) = (cpu_ticks("/proc/self/stat"), machine_ticks(), process_cpu());
         let raw_rate = sign_raw(per_round);
-        let (c1, w1, m1, i1, x1) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks(), idle_ticks(), process_cpu());
+        let (c1, w1, m1, x1) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks(), process_cpu());
         let issue_rate = issue(round, true);
-        let (c2, w2, m2, i2, x2) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks(), idle_ticks(), process_cpu());
-        idle_issue += i2.saturating_sub(i1);
+        let (c2, w2, m2, x2) = (cpu_ticks("/proc/self/stat"), worker_ticks(), machine_ticks(), process_cpu());
+        idle_issue += m2[2].saturating_sub(m1[2]);
         wall_issue += round.len() as f64 / issue_rate;
         let unchecked_rate = issue(round, false);
         (exact_raw, exact_issue, exact_unchecked) = (exact_raw + x1 - x0, exact_issue + x2 - x1, exact_unchecked + process_cpu() - x2);
         ratios_unchecked.push(unchecked_rate / raw_rate);
-        let others = |m_a: [u64; 2], m_b: [u64; 2], c_a: [u64; 2], c_b: [u64; 2]| {
+        let others = |m_a: [u64; 3], m_b: [u64; 3], c_a: [u64; 2], c_b: [u64; 2]| {
             let ours = (c_b[0] + c_b[1]).saturating_sub(c_a[0] + c_a[1]);
             (m_b[0].saturating_sub(m_a[0]).saturating_sub(ours), m_b[1].saturating_sub(m_a[1]))
         };
@@ -423,25 +423,19 @@ fn pin_to(cpus: &[usize]) {
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
-/// Busy (user + nice + system + irq + softirq) and steal clock ticks of
-/// the whole machine, all cores, from `/proc/stat`.
-fn machine_ticks() -> [u64; 2] {
+/// Busy (user + nice + system + irq + softirq), steal and idle clock ticks
+/// of the whole machine, all cores, from `/proc/stat`.
+fn machine_ticks() -> [u64; 3] {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = text.lines().next().unwrap_or_default().split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
     let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    [at(0) + at(1) + at(2) + at(5) + at(6), at(7)]
+    [at(0) + at(1) + at(2) + at(5) + at(6), at(7), at(3)]
 }
 
 /// CPU seconds this process has used, all threads (`CLOCK_PROCESS_CPUTIME_ID`: exact, not in ticks).
 fn process_cpu() -> f64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-}
-
-/// Idle clock ticks of the whole machine, all cores, from `/proc/stat`.
-fn idle_ticks() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    text.lines().next().unwrap_or_default().split_whitespace().nth(4).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// The names of this process's threads, counted by name ("port x3").
