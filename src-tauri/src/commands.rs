@@ -4,7 +4,7 @@
 
 use imprint_api::auth::{NewOperator, OperatorEdit, OperatorView};
 use imprint_api::central::{QuarantineReleasedView, QuarantineView};
-use imprint_api::engine::Tile;
+use imprint_api::engine::BenchSnapshot;
 use imprint_api::health::HealthView;
 use imprint_api::lifecycle::{RevokeReport, RevokeSelector};
 use imprint_api::qa::{QaDueView, QaVerdictView};
@@ -31,8 +31,8 @@ pub async fn station_info(api: State<'_, Api>) -> ApiResult<StationInfo> {
 }
 
 #[tauri::command]
-pub async fn bench_tiles(api: State<'_, Api>) -> ApiResult<Vec<Tile>> {
-    api.tiles()
+pub async fn bench_tiles(api: State<'_, Api>) -> ApiResult<BenchSnapshot> {
+    api.bench_snapshot()
 }
 
 #[tauri::command]

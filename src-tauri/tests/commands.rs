@@ -67,8 +67,9 @@ fn call(h: &Harness, cmd: &str, args: Value) -> Result<Value, Value> {
 /// Wait on pushed events (never on time) until `pred` holds for the tiles.
 fn wait_tiles(h: &Harness, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     loop {
-        let tiles = call(h, "bench_tiles", json!({})).unwrap();
-        let tiles = tiles.as_array().unwrap().clone();
+        let snapshot = call(h, "bench_tiles", json!({})).unwrap();
+        let tiles = snapshot["tiles"].as_array().unwrap().clone();
+        assert!(tiles.iter().all(|t| t["rev"].as_u64() <= snapshot["rev"].as_u64()), "no tile is newer than its snapshot");
         if pred(&tiles) {
             return tiles;
         }
@@ -141,7 +142,7 @@ fn revoke_over_ipc_flags_the_tile_at_once_and_the_record_says_so() {
     .unwrap();
     assert_eq!(r["revoked"][0]["serial_hex"], serial);
     assert_eq!(r["revoked"][0]["reason"], "key_compromise");
-    assert_eq!(call(&h, "bench_tiles", json!({})).unwrap()[0]["revoked"], true, "at once");
+    assert_eq!(call(&h, "bench_tiles", json!({})).unwrap()["tiles"][0]["revoked"], true, "at once");
     let e = call(&h, "revoke", json!({"selector": {"by": "cert_serial", "serial": serial}, "reason": "certificateHold", "comment": null}))
         .unwrap_err();
     assert_eq!(e["code"], "bad_request");

@@ -224,8 +224,16 @@ fn a_bench_of_ports_named_per_device_stays_bounded_and_its_tally_counts_every_de
     let bench = Bench::start(ts.open(), watch(&links), Mode::Auto, events, vec![]);
     let total = MAX_ABSENT_TILES + 16;
     for batch in 0..total / 8 {
-        let devices: Vec<imprint_devsim::SimHandle> =
-            (0..8).map(|i| SimDevice::spawn(SimConfig::new(format!("BYID-{:04}", batch * 8 + i)).with_link_dir(&links)).unwrap()).collect();
+        // The very first device fails (a weak key); it comes back at the end.
+        let cfg = |n: usize| {
+            let c = SimConfig::new(format!("BYID-{n:04}")).with_link_dir(&links);
+            if n == 0 {
+                c.with_faults("weak-key").unwrap()
+            } else {
+                c
+            }
+        };
+        let devices: Vec<imprint_devsim::SimHandle> = (0..8).map(|i| SimDevice::spawn(cfg(batch * 8 + i)).unwrap()).collect();
         let want = (batch + 1) * 8;
         assert_eq!(bench.wait_finished(want, Duration::from_secs(120)), want, "tiles: {:#?}", bench.tiles());
         drop(devices);
@@ -239,9 +247,94 @@ fn a_bench_of_ports_named_per_device_stays_bounded_and_its_tally_counts_every_de
     assert_eq!(removed.load(std::sync::atomic::Ordering::SeqCst), total - MAX_ABSENT_TILES, "each removed tile was announced");
     assert_eq!(bench.finished_count(), total);
     let tally = bench.tally();
-    assert_eq!((tally.passed, tally.failed, tally.stopped), (total, 0, 0), "removed tiles still count");
+    assert_eq!((tally.passed, tally.failed, tally.stopped), (total - 1, 1, 0), "removed tiles still count");
     // The newest devices' results are still shown.
     assert!(bench.tiles().iter().any(|t| t.device_serial.as_deref() == Some(&*format!("BYID-{:04}", total - 1))));
+    assert_eq!(bench.station().store().certificates().unwrap().len(), total - 1);
+    // The first device, its tile long removed, comes back on its port with
+    // a good key and passes: it counts once, as passed (session 10's note:
+    // it counted as failed and passed, and `imprint station` exited 1).
+    assert!(!bench.tiles().iter().any(|t| t.device_serial.as_deref() == Some("BYID-0000")), "its tile was removed");
+    let back = SimDevice::spawn(SimConfig::new("BYID-0000").with_link_dir(&links)).unwrap();
+    assert_eq!(bench.wait_finished(total + 1, Duration::from_secs(120)), total + 1, "tiles: {:#?}", bench.tiles());
+    let tally = bench.tally();
+    assert_eq!((tally.passed, tally.failed, tally.stopped), (total, 0, 0), "the returning device counts once, by its last ending");
     assert_eq!(bench.station().store().certificates().unwrap().len(), total);
+    drop(back);
     bench.stop();
+}
+
+#[test]
+fn a_failure_is_never_older_than_the_snapshot_that_shows_its_device_running() {
+    // CI, session 10: the app showed a weak-key device as running for 90 s
+    // after it failed: its start-up snapshot put back a state older than the
+    // `failed` event that overtook it. Every change carries the revision it
+    // was made at, under the tiles' lock: per port, the newest event is what
+    // the bench holds, no two changes share a revision, and a snapshot covers
+    // every change up to its own revision.
+    let ts = TestStation::new();
+    let links = ts.dir.path().join("slots");
+    std::fs::create_dir_all(&links).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<BenchEvent>::new()));
+    let (inner, rx) = collector();
+    let events: BenchEventFn = {
+        let seen = seen.clone();
+        Arc::new(move |e: &BenchEvent| {
+            seen.lock().unwrap().push(e.clone());
+            inner(e)
+        })
+    };
+    let bench = Bench::start(ts.open(), watch(&links), Mode::Auto, events, vec![]);
+    let first = bench.snapshot();
+    let devices = [
+        SimDevice::spawn(SimConfig::new("REV-0001").with_link_dir(&links)).unwrap(),
+        SimDevice::spawn(SimConfig::new("REV-0002").with_link_dir(&links).with_faults("weak-key").unwrap()).unwrap(),
+        SimDevice::spawn(SimConfig::new("REV-0003").with_link_dir(&links).with_faults("unplug-at=4").unwrap()).unwrap(),
+    ];
+    // An attempt's count goes up after its last tile event: wait on the count.
+    assert_eq!(bench.wait_finished(3, Duration::from_secs(120)), 3, "tiles: {:#?}", bench.tiles());
+    // The newest event of a port, as the UI would keep it.
+    let newest = |port: &str| -> Option<Tile> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                BenchEvent::Tile { tile } if tile.port == port => Some(tile.clone()),
+                _ => None,
+            })
+            .max_by_key(|t| t.rev)
+    };
+    // Events stamped before the count went up may still be on their way.
+    wait_tiles(&bench, &rx, "every change sent", |t| t.len() == 3 && t.iter().all(|t| newest(&t.port).as_ref() == Some(t)));
+    let snap = bench.snapshot();
+    assert!(snap.rev > first.rev, "changes move the revision on");
+    let events = seen.lock().unwrap().clone();
+    let revs: Vec<u64> = events
+        .iter()
+        .map(|e| match e {
+            BenchEvent::Tile { tile } => tile.rev,
+            BenchEvent::Removed { rev, .. } => *rev,
+        })
+        .collect();
+    let mut unique = revs.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), revs.len(), "no two changes share a revision");
+    assert!(revs.iter().all(|r| *r > first.rev && *r <= snap.rev), "every change is between the snapshots");
+    for t in &snap.tiles {
+        assert_eq!(newest(&t.port).as_ref(), Some(t), "the newest event of {} is what the snapshot holds", t.port);
+    }
+    let weak = snap.tiles.iter().find(|t| t.device_serial.as_deref() == Some("REV-0002")).unwrap();
+    assert_eq!((weak.state, weak.code.map(|c| c.as_str())), (TileState::Failed, Some("key_not_allowed")));
+    // A bench that replaces this one (Settings saved) numbers above what it carries.
+    bench.stop();
+    let _ = bench.station().shutdown(Duration::from_secs(5));
+    drop(bench);
+    let carried = snap.tiles.clone();
+    let (events, _rx2) = collector();
+    let next = Bench::start(ts.open(), watch(&links), Mode::Auto, events, carried);
+    let again = next.snapshot();
+    assert!(again.tiles.iter().all(|t| t.rev > snap.rev), "carried tiles are newer than the old bench's snapshot");
+    next.stop();
+    drop(devices);
 }

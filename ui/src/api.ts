@@ -9,6 +9,7 @@ import type { ReportFormat } from "./bindings/ReportFormat";
 import type { ApiError } from "./bindings/ApiError";
 import type { AttemptDto } from "./bindings/AttemptDto";
 import type { BenchEventDto } from "./bindings/BenchEventDto";
+import type { BenchSnapshotDto } from "./bindings/BenchSnapshotDto";
 import type { HealthItemDto } from "./bindings/HealthItemDto";
 import type { HistoryFilter } from "./bindings/HistoryFilter";
 import type { RecordDetail } from "./bindings/RecordDetail";
@@ -38,7 +39,7 @@ import type { WorkOrderChange } from "./bindings/WorkOrderChange";
 import type { WorkOrderDto } from "./bindings/WorkOrderDto";
 import type { WorkOrderRequest } from "./bindings/WorkOrderRequest";
 
-export type { ApiError, AttemptDto, BenchEventDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
+export type { ApiError, AttemptDto, BenchEventDto, BenchSnapshotDto, HealthItemDto, HistoryFilter, RecordDetail, ScanResult, SettingsDto, StationInfo, TileDto };
 export type { Credentials, NewOperator, OperatorEdit, OperatorView, SessionView, SettingChange };
 export type { QaDueView, QaVerdictView };
 export type { WorkOrderChange, WorkOrderDto, WorkOrderRequest };
@@ -56,7 +57,7 @@ export function errorText(e: unknown): string {
 
 export const api = {
   stationInfo: () => invoke<StationInfo>("station_info"),
-  benchTiles: () => invoke<TileDto[]>("bench_tiles"),
+  benchTiles: () => invoke<BenchSnapshotDto>("bench_tiles"),
   provision: (port: string) => invoke<void>("provision", { port }),
   provisionAll: () => invoke<number>("provision_all"),
   setMode: (mode: Mode) => invoke<ModeChange>("set_mode", { mode }),

@@ -3,7 +3,7 @@
 // are one signal each, keyed by port, so a progress event updates one tile
 // in place and leaves every input (and its focus) alone.
 import { batch, computed, signal, type Signal } from "@preact/signals";
-import type { AttemptDto, BenchEventDto, HealthItemDto, OperatorView, QaDueView, QaVerdictView, RecordDetail, SettingChange, SettingsDto, StationInfo, WorkOrderDto } from "./api";
+import type { AttemptDto, BenchEventDto, BenchSnapshotDto, HealthItemDto, OperatorView, QaDueView, QaVerdictView, RecordDetail, SettingChange, SettingsDto, StationInfo, WorkOrderDto } from "./api";
 import type { OperatorSession } from "./bindings/OperatorSession";
 import type { Report } from "./bindings/Report";
 import type { Permission } from "./bindings/Permission";
@@ -66,16 +66,30 @@ export function createStore() {
     if (next.length !== cur.length || next.some((p, i) => p !== cur[i])) order.value = next;
   }
 
-  function putTile(t: TileDto) {
+  /** The revision of the newest snapshot applied (-1: none yet). */
+  let snapshotRev = -1;
+  /** Ports removed by an event newer than the last snapshot, and at which revision. */
+  const gone = new Map<string, number>();
+
+  /** Put `t` unless the store already holds something newer of its port:
+   *  events and snapshots arrive by different paths and can cross, and a
+   *  stale one must not undo a newer change (a failed tile shown as running).
+   *  A tile new to the store from an event older than the last snapshot was
+   *  removed before that snapshot (it would be in it otherwise): dropped. */
+  function putTile(t: TileDto, fromSnapshot = false) {
     const s = tiles.get(t.port);
     if (s) {
+      if (s.value.rev > t.rev) return;
       const moved = s.value.slot !== t.slot;
       s.value = t;
       if (moved) reorder();
-    } else {
-      tiles.set(t.port, signal(t));
-      reorder();
+      return;
     }
+    const removedAt = gone.get(t.port);
+    if (removedAt !== undefined ? removedAt > t.rev : !fromSnapshot && t.rev < snapshotRev) return;
+    gone.delete(t.port);
+    tiles.set(t.port, signal(t));
+    reorder();
   }
 
   const store = {
@@ -142,11 +156,17 @@ export function createStore() {
         return t ? [t.value] : [];
       });
     },
-    setTiles(list: TileDto[]) {
+    /** A snapshot of every tile (start, reopen): newer than what the store
+     *  holds it replaces it, tile by tile; older (it crossed a later
+     *  snapshot or event) it changes nothing that is newer. */
+    setTiles(snap: BenchSnapshotDto) {
+      if (snap.rev < snapshotRev) return;
       batch(() => {
-        const keep = new Set(list.map((t) => t.port));
-        for (const p of [...tiles.keys()]) if (!keep.has(p)) tiles.delete(p);
-        for (const t of list) putTile(t);
+        snapshotRev = snap.rev;
+        for (const [p, r] of [...gone]) if (r <= snap.rev) gone.delete(p);
+        const keep = new Set(snap.tiles.map((t) => t.port));
+        for (const [p, s] of [...tiles]) if (!keep.has(p) && s.value.rev <= snap.rev) tiles.delete(p);
+        for (const t of snap.tiles) putTile(t, true);
         reorder();
       });
     },
@@ -155,10 +175,14 @@ export function createStore() {
         case "tile":
           putTile(ev.tile);
           return;
-        case "removed":
+        case "removed": {
+          const cur = tiles.get(ev.port);
+          if (cur && cur.value.rev > ev.rev) return;
+          gone.set(ev.port, Math.max(ev.rev, gone.get(ev.port) ?? -1));
           if (tiles.delete(ev.port)) reorder();
           if (store.selected.value === ev.port) store.selected.value = null;
           return;
+        }
       }
     },
   };

@@ -72,7 +72,7 @@ export function tile(slot: number, patch: Partial<TileDto> = {}): TileDto {
   return {
     port: `/dev/pts/${100 + slot}`, slot, state: "ready", present: true, device_serial: `SIM-${String(slot).padStart(4, "0")}`,
     device_state: "blank", stage: null, percent: 0, attempt_id: null, cert_serial: null, resumed: false, recheck: false, interrupted: false,
-    code: null, reason: null, hint: null, retryable: false, revoked: false, rework_until: null, dialect: "imprint",
+    code: null, reason: null, hint: null, retryable: false, revoked: false, rework_until: null, dialect: "imprint", rev: 0,
     ...patch,
   };
 }
@@ -181,7 +181,7 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     });
   const api = {
     stationInfo: rec("stationInfo", () => info),
-    benchTiles: rec("benchTiles", () => tiles),
+    benchTiles: rec("benchTiles", () => ({ rev: 0, tiles })),
     provision: rec("provision", () => undefined),
     provisionAll: rec("provisionAll", () => 0),
     setMode: rec("setMode", (mode: Mode): ModeChange => ({ mode, waiting: opts.waiting ?? 0 })),

@@ -222,7 +222,7 @@ describe("verifying", () => {
     key("F11", document.body);
     await flush();
     expect(m.store.qaPort.value).toBe(tile(1).port);
-    m.store.applyBenchEvent({ kind: "removed", port: tile(1).port });
+    m.store.applyBenchEvent({ kind: "removed", port: tile(1).port, rev: 0 });
     await flush();
     expect(m.store.qaPort.value).toBe(tile(2).port);
   });

@@ -384,8 +384,15 @@ impl Api {
     }
 
     pub fn tiles(&self) -> ApiResult<Vec<Tile>> {
+        Ok(self.bench_snapshot()?.tiles)
+    }
+
+    /// All tiles with the revision they were read at (the UI's start and
+    /// every reopen: it keeps, per tile, whichever of this and the pushed
+    /// events is newer).
+    pub fn bench_snapshot(&self) -> ApiResult<crate::engine::BenchSnapshot> {
         self.require(Permission::View)?;
-        Ok(self.bench()?.tiles())
+        Ok(self.bench()?.snapshot())
     }
 
     /// Provision (or retry) the device on `port`.

@@ -13,7 +13,7 @@ use imprint_serial::{PortEvent, PortWatcher};
 use imprint_station::{Mode, Progress, ProgressFn, ProgressStatus, Station};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use ts_rs::TS;
@@ -78,6 +78,32 @@ pub struct Tile {
     pub rework_until: Option<String>,
     /// The dialect this port speaks (`[[dialects]]` rules; docs/drivers.md).
     pub dialect: DialectKind,
+    /// When this tile last changed: the process's bench revision, stamped
+    /// under the tiles' lock. Events and snapshots reach the UI by different
+    /// paths and may arrive out of order; the UI keeps the newest revision
+    /// (a snapshot taken before an event must not undo it).
+    #[ts(type = "number")]
+    pub rev: u64,
+}
+
+/// The bench revision: one counter for the process, so a bench that replaces
+/// another (Settings saved) goes on numbering above the tiles it carried.
+static REV: AtomicU64 = AtomicU64::new(0);
+
+/// The next revision; called with the tiles' lock held, so revisions follow
+/// the order in which the changes were made.
+fn next_rev() -> u64 {
+    REV.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+/// All tiles at one revision: every change up to `rev` is in it, none after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+#[ts(export, export_to = "../../../ui/src/bindings/", rename = "BenchSnapshotDto")]
+pub struct BenchSnapshot {
+    #[ts(type = "number")]
+    pub rev: u64,
+    /// In slot order.
+    pub tiles: Vec<Tile>,
 }
 
 impl Tile {
@@ -103,6 +129,7 @@ impl Tile {
             revoked: false,
             rework_until: None,
             dialect: DialectKind::Imprint,
+            rev: 0,
         }
     }
 
@@ -119,8 +146,15 @@ impl Tile {
 // One event per tile change; the tile is sent whole (the UI replaces it).
 #[allow(clippy::large_enum_variant)]
 pub enum BenchEvent {
-    Tile { tile: Tile },
-    Removed { port: String },
+    Tile {
+        tile: Tile,
+    },
+    /// The port's tile left the bench at revision `rev`.
+    Removed {
+        port: String,
+        #[ts(type = "number")]
+        rev: u64,
+    },
 }
 
 pub type BenchEventFn = Arc<dyn Fn(&BenchEvent) + Send + Sync>;
@@ -194,7 +228,25 @@ impl Tally {
             }
         }
     }
+
+    /// Take back an ending counted earlier (its port came back and ended again).
+    fn take_back(&mut self, e: Ending) {
+        match e {
+            Ending::Passed => self.passed = self.passed.saturating_sub(1),
+            Ending::Stopped => self.stopped = self.stopped.saturating_sub(1),
+            Ending::Failed { store } => {
+                self.failed = self.failed.saturating_sub(1);
+                self.store_failed = self.store_failed.saturating_sub(usize::from(store));
+            }
+        }
+    }
 }
+
+/// The endings of this many of the most recently removed ports are kept by
+/// port, so a device that comes back on its port after its tile was removed
+/// is counted once, by its new ending (a bound: about 100 bytes each). Past
+/// it, a port removed earlier that comes back counts twice.
+pub const MAX_REMEMBERED_REMOVED: usize = 4096;
 
 /// What the engine keeps of finished attempts: bounded by the ports on the
 /// bench, whatever the number of devices (no list of every attempt).
@@ -206,6 +258,40 @@ struct Finished {
     last: BTreeMap<String, Ending>,
     /// The last endings of ports removed from the bench.
     removed: Tally,
+    /// The most recently removed ports' endings (counted in `removed`), oldest
+    /// first, at most [`MAX_REMEMBERED_REMOVED`].
+    removed_last: hashlink::LinkedHashMap<String, Ending>,
+}
+
+impl Finished {
+    /// `port`'s attempt ended: it counts by this ending, once, even if its
+    /// tile was removed after an earlier ending.
+    fn ended(&mut self, port: &str, e: Ending) {
+        self.count += 1;
+        if let Some(old) = self.removed_last.remove(port) {
+            self.removed.take_back(old);
+        }
+        self.last.insert(port.to_string(), e);
+    }
+
+    fn tally(&self) -> Tally {
+        let mut t = self.removed;
+        for e in self.last.values() {
+            t.add(*e);
+        }
+        t
+    }
+
+    /// `port`'s tile left the bench: its last ending moves to `removed`.
+    fn removed(&mut self, port: &str) {
+        if let Some(e) = self.last.remove(port) {
+            self.removed.add(e);
+            self.removed_last.insert(port.to_string(), e);
+            while self.removed_last.len() > MAX_REMEMBERED_REMOVED {
+                self.removed_last.pop_front();
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -281,6 +367,7 @@ impl Bench {
                     t.state = TileState::Gone;
                 }
                 t.present = false;
+                t.rev = next_rev();
                 (t.port.clone(), t)
             })
             .collect();
@@ -376,9 +463,17 @@ impl Bench {
 
     /// All tiles, in slot order.
     pub fn tiles(&self) -> Vec<Tile> {
-        let mut v: Vec<Tile> = lock(&self.inner.tiles).values().cloned().collect();
+        self.snapshot().tiles
+    }
+
+    /// All tiles, in slot order, with the revision they were read at.
+    pub fn snapshot(&self) -> BenchSnapshot {
+        let tiles = lock(&self.inner.tiles);
+        let rev = REV.load(Ordering::SeqCst);
+        let mut v: Vec<Tile> = tiles.values().cloned().collect();
+        drop(tiles);
         v.sort_by_key(|t| t.slot);
-        v
+        BenchSnapshot { rev, tiles: v }
     }
 
     /// How many attempts have finished since the engine started.
@@ -389,12 +484,7 @@ impl Bench {
     /// Devices by how their last attempt ended (one per port, including
     /// ports since removed from the bench).
     pub fn tally(&self) -> Tally {
-        let f = lock(&self.inner.finished);
-        let mut t = f.removed;
-        for e in f.last.values() {
-            t.add(*e);
-        }
-        t
+        lock(&self.inner.finished).tally()
     }
 
     /// Wait until `n` attempts have finished, or `timeout` passes; returns how many have.
@@ -420,6 +510,7 @@ impl Bench {
         let mut tiles = lock(&self.inner.tiles);
         let t = tiles.get_mut(port)?;
         f(t);
+        t.rev = next_rev();
         Some(t.clone())
     }
 
@@ -447,6 +538,7 @@ impl Bench {
             let slot = self.slot_for(port, &tiles);
             let t = tiles.entry(port.to_string()).or_insert_with(|| Tile::new(port, slot));
             t.present = true;
+            t.rev = next_rev();
             lock(&self.inner.absent).remove(port);
             t.dialect = self.inner.station.ctx().cfg.dialect_for(port).0;
             let carried = lock(&self.inner.carried).remove(port);
@@ -573,6 +665,7 @@ impl Bench {
             t.cert_serial = None;
             t.resumed = false;
             t.recheck = false;
+            t.rev = next_rev();
             t.clone()
         };
         self.emit(tile);
@@ -618,11 +711,7 @@ impl Bench {
     }
 
     fn record_finished(&self, t: Tile) {
-        {
-            let mut f = lock(&self.inner.finished);
-            f.count += 1;
-            f.last.insert(t.port.clone(), Ending::of(&t));
-        }
+        lock(&self.inner.finished).ended(&t.port, Ending::of(&t));
         self.inner.finished_cv.notify_all();
     }
 
@@ -652,27 +741,20 @@ impl Bench {
             let removed = {
                 let mut tiles = lock(&self.inner.tiles);
                 match tiles.get(&port) {
-                    Some(t) if t.present || t.state == TileState::Running => false,
+                    Some(t) if t.present || t.state == TileState::Running => None,
                     _ => {
                         tiles.remove(&port);
-                        true
+                        Some(next_rev())
                     }
                 }
             };
-            if !removed {
-                continue;
-            }
+            let Some(rev) = removed else { continue };
             excess -= 1;
             lock(&self.inner.absent).remove(&port);
             lock(&self.inner.carried).remove(&port);
             lock(&self.inner.resumes).remove(&port);
-            {
-                let mut f = lock(&self.inner.finished);
-                if let Some(e) = f.last.remove(&port) {
-                    f.removed.add(e);
-                }
-            }
-            (self.inner.events)(&BenchEvent::Removed { port });
+            lock(&self.inner.finished).removed(&port);
+            (self.inner.events)(&BenchEvent::Removed { port, rev });
         }
     }
 
@@ -791,6 +873,7 @@ impl Bench {
                             "a supervisor authorised rework of {serial}: Retry resets this board, gives it a new key and certificate and revokes the old one as superseded"
                         ));
                     }
+                    t.rev = next_rev();
                     t.clone()
                 })
                 .collect()
@@ -815,6 +898,7 @@ impl Bench {
                 match tiles.get_mut(&port) {
                     Some(t) if t.device_serial.as_deref() == Some(serial.as_str()) && t.revoked != revoked => {
                         t.revoked = revoked;
+                        t.rev = next_rev();
                         Some(t.clone())
                     }
                     _ => None,
@@ -835,5 +919,50 @@ impl Bench {
     /// The tile whose device has this serial (a scanned label).
     pub fn find_serial(&self, serial: &str) -> Option<Tile> {
         lock(&self.inner.tiles).values().find(|t| t.device_serial.as_deref() == Some(serial)).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_that_failed_comes_back_after_its_tile_was_removed_and_passes_counts_once_as_passed() {
+        // Session 10's note: a port evicted past MAX_ABSENT_TILES that came
+        // back was counted twice (its removed ending and its new one), so
+        // `imprint station` said "1 failed" and exited 1 for a device that passed.
+        let mut f = Finished::default();
+        f.ended("/dev/serial/by-id/a", Ending::Failed { store: false });
+        f.ended("/dev/serial/by-id/b", Ending::Passed);
+        f.removed("/dev/serial/by-id/a");
+        assert_eq!((f.tally().passed, f.tally().failed), (1, 1));
+        f.ended("/dev/serial/by-id/a", Ending::Passed);
+        let t = f.tally();
+        assert_eq!((t.passed, t.failed, t.store_failed), (2, 0, 0), "one count per port, by its last ending");
+        assert_eq!(f.count, 3, "every attempt is still counted as finished");
+        // Removed again and back again: still once.
+        f.removed("/dev/serial/by-id/a");
+        f.ended("/dev/serial/by-id/a", Ending::Failed { store: true });
+        let t = f.tally();
+        assert_eq!((t.passed, t.failed, t.store_failed), (1, 1, 1));
+    }
+
+    #[test]
+    fn removed_endings_are_remembered_up_to_their_bound_and_the_oldest_count_on() {
+        let mut f = Finished::default();
+        let n = MAX_REMEMBERED_REMOVED + 10;
+        for i in 0..n {
+            let p = format!("p{i}");
+            f.ended(&p, Ending::Failed { store: false });
+            f.removed(&p);
+        }
+        assert_eq!(f.removed_last.len(), MAX_REMEMBERED_REMOVED, "bounded");
+        assert_eq!(f.tally().failed, n);
+        // The newest removed port comes back: taken back.
+        f.ended(&format!("p{}", n - 1), Ending::Passed);
+        assert_eq!((f.tally().passed, f.tally().failed), (1, n - 1));
+        // The oldest was forgotten: it counts on (the documented limit).
+        f.ended("p0", Ending::Passed);
+        assert_eq!((f.tally().passed, f.tally().failed), (2, n - 1));
     }
 }

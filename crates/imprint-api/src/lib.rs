@@ -41,7 +41,7 @@ pub mod work_orders;
 
 pub use api::{Api, ApiEvent, ApiOptions, Emitter, StationInfo, SyncView};
 pub use auth::{Actor, ActorKind, Credentials, OperatorPin};
-pub use engine::{Bench, BenchEvent, Tile, TileState};
+pub use engine::{Bench, BenchEvent, BenchSnapshot, Tile, TileState};
 pub use error::{ApiError, ApiResult, ErrorCode};
 pub use roles::{Permission, Role};
 

@@ -4,4 +4,4 @@ import type { TileDto } from "./TileDto";
 /**
  * Something the bench wants shown.
  */
-export type BenchEventDto = { "kind": "tile", tile: TileDto, } | { "kind": "removed", port: string, };
+export type BenchEventDto = { "kind": "tile", tile: TileDto, } | { "kind": "removed", port: string, rev: number, };

@@ -60,4 +60,11 @@ rework_until: string | null,
 /**
  * The dialect this port speaks (`[[dialects]]` rules; docs/drivers.md).
  */
-dialect: DialectKind, };
+dialect: DialectKind, 
+/**
+ * When this tile last changed: the process's bench revision, stamped
+ * under the tiles' lock. Events and snapshots reach the UI by different
+ * paths and may arrive out of order; the UI keeps the newest revision
+ * (a snapshot taken before an event must not undo it).
+ */
+rev: number, };
