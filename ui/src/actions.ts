@@ -46,6 +46,14 @@ export function reportFilter(f: ReportForm): ReportFilter {
 
 export function createActions(store: Store, api: Api) {
   let toastTimer: ReturnType<typeof setTimeout> | undefined;
+  /** `sync` events received so far. A view fetched while one arrived may be
+   *  older than it (the two paths cross) and is dropped: the backend pushes
+   *  again whenever the state differs from what it last pushed, so the
+   *  header can lag a push but never stay on a stale fetch. */
+  let syncEvents = 0;
+  const setSyncUnlessPushed = (since: number, v: SyncView) => {
+    if (syncEvents === since) store.sync.value = v;
+  };
 
   const actions = {
     toast(msg: string) {
@@ -222,13 +230,15 @@ export function createActions(store: Store, api: Api) {
 
     /** The backend's `sync` event (pushed when the center's state changes; never polled). */
     async onSyncEvent(s: SyncView) {
+      syncEvents += 1;
       store.sync.value = s;
       if (store.view.peek() === "health") await actions.loadHealth();
     },
 
     async refreshSync() {
+      const since = syncEvents;
       try {
-        store.sync.value = await api.syncStatus();
+        setSyncUnlessPushed(since, await api.syncStatus());
       } catch {
         /* not open yet: the next `sync` event brings it */
       }
@@ -236,9 +246,10 @@ export function createActions(store: Store, api: Api) {
 
     /** The header's "Sync now": one round at once, its outcome as a toast. */
     async syncNow() {
+      const since = syncEvents;
       try {
         const s = await api.syncNow();
-        store.sync.value = s;
+        setSyncUnlessPushed(since, s);
         actions.toast(
           s.connected
             ? `Synced with the central database. ${backlogWords(Number(s.backlog_records))}.`

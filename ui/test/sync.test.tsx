@@ -287,3 +287,38 @@ describe("F7 to automatic", () => {
     expect(m.fake.called("provisionAll").length).toBe(1);
   });
 });
+
+describe("sync view paths crossing", () => {
+  // The same crossing as the Bench's (CI, session 10): a fetched view read
+  // before a pushed `sync` event but answered after it must not replace it,
+  // or the header stays on the older state (the backend pushes only changes).
+  it("a sync_status answer that arrives after a pushed event does not replace it", async () => {
+    const { createStore } = await import("../src/store");
+    const { createActions } = await import("../src/actions");
+    let answer: (v: ReturnType<typeof syncView>) => void = () => undefined;
+    const api = {
+      syncStatus: () => new Promise((resolve) => (answer = resolve)),
+      syncNow: () => new Promise((resolve) => (answer = resolve)),
+    } as unknown as Parameters<typeof createActions>[1];
+    const store = createStore();
+    const actions = createActions(store, api);
+    const fetching = actions.refreshSync();
+    await actions.onSyncEvent(syncView({ connected: true, backlog_records: 0 }));
+    answer(syncView({ connected: false, backlog_records: 40, last_error: "connection refused" }));
+    await fetching;
+    expect(store.sync.value?.connected).toBe(true);
+    expect(Number(store.sync.value?.backlog_records)).toBe(0);
+    // With no event in between, the answer is shown.
+    const again = actions.refreshSync();
+    answer(syncView({ connected: true, backlog_records: 3 }));
+    await again;
+    expect(Number(store.sync.value?.backlog_records)).toBe(3);
+    // Sync now's answer too: a push during the round wins, the toast still reports the round.
+    const now = actions.syncNow();
+    await actions.onSyncEvent(syncView({ connected: true, backlog_records: 1 }));
+    answer(syncView({ connected: true, backlog_records: 7 }));
+    await now;
+    expect(Number(store.sync.value?.backlog_records)).toBe(1);
+    expect(store.toast.value).toContain("7 records waiting");
+  });
+});
