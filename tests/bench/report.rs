@@ -13,7 +13,11 @@
 //! generates into the experimental schema of `partition_by_month.sql`
 //! (attempts and steps partitioned by month). `--explain` prints the summary
 //! query's `EXPLAIN (ANALYZE, BUFFERS)` once; `--jit` also times it with the
-//! server's JIT.
+//! server's JIT. `--export` first measures a CSV export of site-3's year:
+//! the peak memory it adds, streamed (`imprint_sync::central_rows_each` into
+//! `reports::CsvOut`, as `imprint export csv` does since session 11) against
+//! every row collected first (`central_rows` then `write_csv`, as before),
+//! in the same runs; the two files must be equal.
 //!
 //! The generator (`report_generate.sql`, through psql) fills a fresh migrated
 //! center with `--attempts` attempts over 2026, 10 sites, their certificates,
@@ -66,6 +70,9 @@ fn main() {
     names.extend(arg_text(&args, "--compare").map(str::to_string));
     let runs = arg_value(&args, "--runs").unwrap_or(3).max(1);
     println!("load average before the timed runs: {} (1, 5, 15 min)", imprint_tests::loadavg());
+    if args.iter().any(|a| a == "--export") {
+        measure_export(&name, runs);
+    }
     let mut results: Vec<(String, Timings)> = names.iter().map(|d| (d.clone(), Timings::default())).collect();
     for run in 0..runs {
         for (d, t) in results.iter_mut() {
@@ -294,4 +301,78 @@ fn time_report(name: &str, t: &mut Timings, explain: bool, jit: bool) {
         r.get::<i64, _>(0)
     });
     assert_eq!(scanned as usize, t.rows, "the scan counts the report's rows");
+}
+
+/// A figure of this process from /proc/self/status, in KiB.
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// Reset the peak RSS to the current RSS (Linux: `5` to clear_refs).
+fn reset_peak() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS through /proc/self/clear_refs");
+}
+
+/// What `f` added to the process's peak RSS (KiB), and its time (s).
+fn peak_growth(f: impl FnOnce()) -> (u64, f64) {
+    reset_peak();
+    let base = status_kib("VmRSS:");
+    let t = Instant::now();
+    f();
+    let secs = t.elapsed().as_secs_f64();
+    (status_kib("VmHWM:").saturating_sub(base), secs)
+}
+
+/// `--export`: site-3's year as CSV at the center, streamed and collected.
+/// Streamed runs first in each run, so memory the collected way leaves with
+/// the allocator cannot flatter it.
+fn measure_export(name: &str, runs: usize) {
+    use imprint_api::reports::{write_csv, CsvOut};
+    let opts = PgConnectOptions::from_str(&format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{name}?sslmode=disable"))
+        .unwrap()
+        .log_statements(log::LevelFilter::Off);
+    let q = imprint_sync::ReportQuery {
+        station: Some("site-3".into()),
+        since: Some("2026-01-01T00:00:00.000Z".into()),
+        until: Some("2027-01-01T00:00:00.000Z".into()),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (streamed_path, collected_path) = (dir.path().join("streamed.csv"), dir.path().join("collected.csv"));
+    let rt = rt();
+    let (mut s_mem, mut c_mem, mut s_time, mut c_time) = (vec![], vec![], vec![], vec![]);
+    let mut rows = 0;
+    for _ in 0..runs {
+        let (m, t) = peak_growth(|| {
+            let mut out = CsvOut::new(std::io::BufWriter::new(std::fs::File::create(&streamed_path).unwrap())).unwrap();
+            rt.block_on(imprint_sync::central_rows_each(&opts, &q, |r| out.row(&r))).unwrap();
+            rows = out.finish().unwrap();
+        });
+        s_mem.push(m as f64 / 1024.0);
+        s_time.push(t);
+        let (m, t) = peak_growth(|| {
+            let all = rt.block_on(imprint_sync::central_rows(&opts, &q)).unwrap();
+            write_csv(&all, std::io::BufWriter::new(std::fs::File::create(&collected_path).unwrap())).unwrap();
+        });
+        c_mem.push(m as f64 / 1024.0);
+        c_time.push(t);
+        assert_eq!(std::fs::read(&streamed_path).unwrap(), std::fs::read(&collected_path).unwrap(), "the same CSV either way");
+    }
+    let mb = std::fs::metadata(&streamed_path).unwrap().len() as f64 / 1e6;
+    println!("export: site-3's year as CSV at the center: {rows} rows, {mb:.1} MB");
+    let span = |v: &[f64]| {
+        let (lo, med, hi) = spread(v);
+        format!("median {med:.1} (min {lo:.1}, max {hi:.1}, {} runs)", v.len())
+    };
+    println!("  peak RSS added, streamed (now), MiB: {}", span(&s_mem));
+    println!("  peak RSS added, every row collected first (before), MiB: {}", span(&c_mem));
+    println!("  time streamed, s: {}", span(&s_time));
+    println!("  time collected, s: {}", span(&c_time));
+    let (s_m, c_m) = (spread(&s_mem).1, spread(&c_mem).1);
+    println!("ratio export peak memory streamed / collected: {:.3}", s_m / c_m.max(0.001));
+    println!("ratio export time streamed / collected: {:.3}", spread(&s_time).1 / spread(&c_time).1);
 }

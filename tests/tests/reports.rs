@@ -132,6 +132,22 @@ fn local_and_central_reports_of_the_same_records_agree() {
             o.remove("source");
         }
         assert_eq!(local, center, "filter {f:?}");
+        // The CSV export streams its rows (one in memory at a time): from
+        // either source it is the same file, a line per row of the report.
+        let csv_of = |central: bool| {
+            let out = ts.dir.path().join(format!("export-{central}.csv"));
+            let mut args = vec!["export", "csv", "--out", out.to_str().unwrap()];
+            args.extend(f);
+            if central {
+                args.push("--central");
+            }
+            let o = run(&ts.env(), &args);
+            assert!(o.status.success(), "{}", text(&o));
+            std::fs::read_to_string(out).unwrap()
+        };
+        let (csv_local, csv_center) = (csv_of(false), csv_of(true));
+        assert_eq!(csv_local, csv_center, "filter {f:?}");
+        assert_eq!(csv_local.lines().count(), 1 + local["rows"].as_array().unwrap().len(), "filter {f:?}: {csv_local}");
         if f.is_empty() {
             let s = &local["summary"];
             assert_eq!((s["attempts"].as_u64(), s["devices"].as_u64(), s["passed"].as_u64()), (Some(4), Some(4), Some(2)), "{s:#}");
@@ -140,6 +156,33 @@ fn local_and_central_reports_of_the_same_records_agree() {
             assert_eq!(local["total"], 4);
         }
     }
+    // An export to a file is whole or not at all: with the center gone, the
+    // earlier file of that name is left as it was and no partial file stays.
+    let kept = ts.dir.path().join("kept.csv");
+    std::fs::write(&kept, "an earlier export\n").unwrap();
+    let good = std::fs::read_to_string(ts.dir.path().join("station.toml")).unwrap();
+    let gone = good.replace(central.url.as_str(), "postgres://127.0.0.1:1/test");
+    assert_ne!(gone, good);
+    std::fs::write(ts.dir.path().join("station.toml"), &gone).unwrap();
+    let o = run(&ts.env(), &["export", "csv", "--central", "--out", kept.to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "an earlier export\n");
+    let left: Vec<_> = std::fs::read_dir(ts.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "no temporary file left: {left:?}");
+    std::fs::write(ts.dir.path().join("station.toml"), &good).unwrap();
+    let o = run(&ts.env(), &["export", "csv", "--central", "--out", kept.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap().lines().count(), 5, "replaced by the whole export");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
     let page = json(&run(&ts.env(), &["report", "--json", "--limit", "2", "--offset", "1"]));
     assert_eq!((page["total"].as_u64(), page["rows"].as_array().unwrap().len()), (Some(4), 2), "paged, with the total");
 

@@ -218,16 +218,44 @@ pub fn csv_cell(s: &str) -> String {
     }
 }
 
-/// Rows as CSV (RFC 4180 by the `csv` crate): the header, then each row.
-pub fn write_csv(rows: &[ReportRow], w: impl std::io::Write) -> ApiResult<usize> {
-    let io = |e: csv::Error| ApiError::io("writing the CSV", e);
-    let mut out = csv::Writer::from_writer(w);
-    out.write_record(column_names()).map_err(io)?;
-    for r in rows {
-        out.write_record(COLUMNS.iter().map(|c| csv_cell(&cell_text(&(c.value)(r))))).map_err(io)?;
+/// A CSV being written (RFC 4180 by the `csv` crate): the header at once,
+/// then a row at a time, cells neutralised against formulas.
+pub struct CsvOut<W: std::io::Write> {
+    out: csv::Writer<W>,
+    rows: usize,
+}
+
+fn csv_io(e: csv::Error) -> ApiError {
+    ApiError::io("writing the CSV", e)
+}
+
+impl<W: std::io::Write> CsvOut<W> {
+    pub fn new(w: W) -> ApiResult<Self> {
+        let mut out = csv::Writer::from_writer(w);
+        out.write_record(column_names()).map_err(csv_io)?;
+        Ok(CsvOut { out, rows: 0 })
     }
-    out.flush().map_err(|e| ApiError::io("writing the CSV", e))?;
-    Ok(rows.len())
+
+    pub fn row(&mut self, r: &ReportRow) -> ApiResult<()> {
+        self.out.write_record(COLUMNS.iter().map(|c| csv_cell(&cell_text(&(c.value)(r))))).map_err(csv_io)?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Flush; the rows written.
+    pub fn finish(mut self) -> ApiResult<usize> {
+        self.out.flush().map_err(|e| ApiError::io("writing the CSV", e))?;
+        Ok(self.rows)
+    }
+}
+
+/// Rows as CSV: the header, then each row.
+pub fn write_csv(rows: &[ReportRow], w: impl std::io::Write) -> ApiResult<usize> {
+    let mut out = CsvOut::new(w)?;
+    for r in rows {
+        out.row(r)?;
+    }
+    out.finish()
 }
 
 /// Where the rows come from.
@@ -822,10 +850,60 @@ pub fn table_lines(t: &TextTable) -> Vec<String> {
         .collect()
 }
 
-/// Write the CSV of a filter's rows (the page, when it has a limit); returns the count.
+/// Write the CSV of a filter's rows (the page, when it has a limit) as they
+/// are read, one row in memory at a time whatever the filter matches (a
+/// station's store read on a connection of its own, the center's rows as
+/// PostgreSQL sends them; docs/reports.md); returns the count.
 pub fn export_csv(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, w: impl std::io::Write) -> ApiResult<usize> {
-    let r = report(actor, source, filter, None)?;
-    write_csv(r.page(), w)
+    actor.require(Permission::Report)?;
+    let mut q = filter.query(time::OffsetDateTime::now_utc())?;
+    q.limit = filter.limit;
+    q.offset = filter.offset;
+    let mut out = CsvOut::new(w)?;
+    let write = |r: ReportRow| out.row(&r);
+    match source {
+        Source::Local { store, station_id } => imprint_sync::local_rows_each(store, station_id, &q, write)?,
+        Source::Central(c) => {
+            let opts = c.connect_options()?;
+            crate::central::runtime()?.block_on(imprint_sync::central_rows_each(&opts, &q, write))?
+        }
+    };
+    let n = out.finish()?;
+    if let Source::Local { store, .. } = source {
+        crate::audit::record(
+            store,
+            Some(actor.id()),
+            crate::audit::AuditKind::Export,
+            None,
+            serde_json::json!({"format": "csv", "rows": n}),
+        );
+    }
+    Ok(n)
+}
+
+/// [`export_csv`] into a file, 0600, whole or not at all: the rows go to a
+/// temporary file beside it, renamed into place once every row is written
+/// and synced. A read that fails part way (the center gone mid-export)
+/// leaves no truncated CSV where a complete one is expected, and an earlier
+/// file of that name as it was.
+pub fn export_csv_file(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, path: &std::path::Path) -> ApiResult<usize> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> ApiResult<usize> {
+        let mut w = create_export_file(&tmp)?;
+        let n = export_csv(actor, source, filter, &mut w)?;
+        let f = w.into_inner().map_err(|e| ApiError::io(tmp.display(), e.into_error()))?;
+        f.sync_all().map_err(|e| ApiError::io(tmp.display(), e))?;
+        Ok(n)
+    };
+    let n = write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ApiError::io(path.display(), e)
+    })?;
+    Ok(n)
 }
 
 /// What the app's Export writes.
@@ -847,16 +925,14 @@ pub fn export_file(
     format: ReportFormat,
     path: &std::path::Path,
 ) -> ApiResult<u32> {
-    let r = report(actor, source, filter, qa)?;
     match format {
-        ReportFormat::Csv => {
-            write_csv(r.page(), create_export_file(path)?)?;
-        }
+        ReportFormat::Csv => Ok(clamp_u64(export_csv_file(actor, source, filter, path)? as u64)),
         ReportFormat::Pdf => {
+            let r = report(actor, source, filter, qa)?;
             crate::pdf::write_report_pdf(&r, station, path)?;
+            Ok(r.page().len() as u32)
         }
     }
-    Ok(r.page().len() as u32)
 }
 
 /// A new export file readable by its owner only (0600; an existing file is replaced).

@@ -288,7 +288,7 @@ pub fn export_cmd(cli: &Cli, c: &ExportCmd) -> CmdResult {
         let (kind, dir) = match c {
             ExportCmd::Csv { out: path, .. } => {
                 let n = match path {
-                    Some(p) => reports::export_csv(&me, src, &filter, reports::create_export_file(p)?)?,
+                    Some(p) => reports::export_csv_file(&me, src, &filter, p)?,
                     None => reports::export_csv(&me, src, &filter, std::io::stdout().lock())?,
                 };
                 eprintln!("exported {n} attempts");

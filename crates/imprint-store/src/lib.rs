@@ -362,6 +362,23 @@ impl Store {
         f(&conn)
     }
 
+    /// Run a long read (an export streaming every row of a filter to a file)
+    /// on a read-only connection of its own, in one read transaction (one
+    /// snapshot): the shared reader stays free for the Bench's short reads
+    /// (revocation and rework lookups) however long the export takes.
+    pub fn read_apart<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        use rusqlite::OpenFlags;
+        let open_err = |cause| StoreError::Open { path: self.path.clone(), cause };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+        conn.pragma_update(None, "query_only", "ON").map_err(open_err)?;
+        let tx = conn.unchecked_transaction()?;
+        let out = f(&tx)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
     /// Stop the writer after it has committed everything queued.
     pub fn close(&self) {
         if let Ok(mut g) = self.tx.lock() {

@@ -43,8 +43,8 @@ pub use config::{CentralConfig, PASSWORD_ENV};
 pub use leases::LeasePolicy;
 pub use relearn::{relearn, Relearned};
 pub use report::{
-    central_expiring, central_report, central_rows, central_summary, local_expiring, local_report, local_rows, local_summary, report_sql,
-    summary_sql, Dialect, ExpiringRow, GroupCount, ReportQuery, ReportRow, SummaryCounts,
+    central_expiring, central_report, central_rows, central_rows_each, central_summary, local_expiring, local_report, local_rows,
+    local_rows_each, local_summary, report_sql, summary_sql, Dialect, ExpiringRow, GroupCount, ReportQuery, ReportRow, SummaryCounts,
 };
 pub use schema::{add_reader, add_station, add_supervisor, check_station, migrate, required_version, MIGRATOR};
 pub use status::SyncStatus;
