@@ -142,8 +142,20 @@ fn a_station_not_named_by_a_work_order_cannot_see_it_lease_it_or_scan_it() {
         })
         .unwrap();
     assert_eq!((l.granted, l.status), (0, LeaseStatus::NotAssigned));
-    // The named station leases as before.
+    // The named station leases as before; its lease is its own: the other station reads none of it.
     assert_eq!(lease_directly(&one, "WO-ONE").0, 5);
+    let leases = |cfg: &CentralConfig| -> i64 {
+        rt().block_on(async {
+            let mut c = cfg.connect_options().unwrap().connect().await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM work_order_leases").fetch_one(&mut c).await.unwrap()
+        })
+    };
+    assert_eq!((leases(&one), leases(&two)), (1, 0));
+    let reconciliation = rt().block_on(async {
+        let mut c = two.connect_options().unwrap().connect().await.unwrap();
+        sqlx::query("SELECT 1 FROM lease_reconciliation").fetch_all(&mut c).await.map(|r| r.len())
+    });
+    assert!(reconciliation.is_err(), "a station reads no reconciliation of other stations' leases: {reconciliation:?}");
     // Station two's WO: scan is refused, coded, saying why; the work order for every station is accepted.
     let mut ts = TestStation::new();
     ts.cfg.station_id = "st-two".into();
