@@ -124,6 +124,13 @@ fn a_station_not_named_by_a_work_order_cannot_see_it_lease_it_or_scan_it() {
     let desk_store = imprint_store::Store::open(&sup.cfg.store_path()).unwrap();
     assert!(desk_store.work_order("WO-ONE").unwrap().is_none());
     drop(desk_store);
+    // ... and shows the center's row, with its stations; the order for every station says so.
+    let w = json(&imprint(&sup, &["work-orders", "show", "WO-ONE", "--json"]));
+    assert_eq!((w["stations"].clone(), w["quantity"].clone()), (serde_json::json!(["st-one"]), 20.into()));
+    let o = imprint(&sup, &["work-orders", "show", "WO-ONE"]);
+    assert!(o.status.success() && text(&o).contains("stations: st-one"), "{}", text(&o));
+    let o = imprint(&sup, &["work-orders", "list"]);
+    assert!(o.status.success() && text(&o).contains("WO-EVERY") && text(&o).contains("stations: every station"), "{}", text(&o));
     // Row-level security, as each station's own login role.
     assert_eq!(visible(&one), ["WO-EVERY", "WO-ONE"]);
     assert_eq!(visible(&two), ["WO-EVERY"]);

@@ -359,6 +359,25 @@ pub fn show(actor: &Actor, store: &Store, id: &str) -> ApiResult<WorkOrderView> 
     store.work_order(id)?.map(Into::into).ok_or_else(|| ApiError::not_found(format!("no work order {}", id.trim())))
 }
 
+/// One work order: this station's copy, or, when it has none, with
+/// `[central]` and a `supervisor_role` and for an actor with
+/// [`Permission::WorkOrders`], the center's row (a work order assigned to
+/// other stations only, which this station never copies).
+pub fn show_here_or_at_center(actor: &Actor, central: Option<&CentralConfig>, store: &Store, id: &str) -> ApiResult<WorkOrderView> {
+    match show(actor, store, id) {
+        Err(e) if e.code == crate::ErrorCode::NotFound => {
+            let Some(cfg) = central.filter(|c| c.supervisor_role.is_some()) else { return Err(e) };
+            if actor.require(Permission::WorkOrders).is_err() {
+                return Err(e);
+            }
+            let id = word("work order id", id)?;
+            let idr = id.as_str();
+            at_center(cfg, |o| async move { center::get(&o, idr).await })??.map(central_view).ok_or(e)
+        }
+        r => r,
+    }
+}
+
 /// A station's lease of a work order as the center reconciles it with the
 /// station's synced lease journal, and how they disagree.
 pub use imprint_sync::work_orders::{LeaseDisagreement, LeaseReconciliation};

@@ -60,7 +60,8 @@ pub enum WorkOrdersCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One work order. With --leases (and `[central]`, as its supervisor_role): every station's
+    /// One work order (a supervisor with [central]: the center's, when this station has no copy).
+    /// With --leases (and `[central]`, as its supervisor_role): every station's
     /// leases of it at the center beside their synced lease journals; exit 1 if any disagree.
     Show {
         /// The work order's id.
@@ -177,7 +178,7 @@ pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
             }
         }
         WorkOrdersCmd::Show { id, leases: false, json: as_json } => {
-            let w = imprint_api::with_local_store(&cfg, |store| work_orders::show(&me, store, id))?;
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::show_here_or_at_center(&me, cfg.central.as_ref(), store, id))?;
             print(&w, *as_json)?;
         }
         WorkOrdersCmd::Show { id, leases: true, json: as_json } => {
