@@ -480,6 +480,7 @@ fn journal_rates(n: usize) -> (f64, f64, f64) {
         closed: false,
         created_by: None,
         closed_by: None,
+        stations: None,
     };
     store.apply_central_work_orders(vec![central]).unwrap();
     let lease = store.ask_lease("J-LEASED", 10_000_000).unwrap();

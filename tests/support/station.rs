@@ -157,6 +157,13 @@ pub fn pkilint(cert: &[u8]) -> Result<(), String> {
 /// `imprint work-orders add` does): an attempt's work order must exist for
 /// a certificate to be journaled under it.
 pub fn work_order(store: &imprint_store::Store, id: &str, quantity: i64) -> imprint_store::WorkOrderRow {
-    let w = imprint_store::NewWorkOrder { id: id.into(), product: "test-product".into(), quantity, valid_from: None, valid_until: None };
+    let w = imprint_store::NewWorkOrder {
+        id: id.into(),
+        product: "test-product".into(),
+        quantity,
+        valid_from: None,
+        valid_until: None,
+        stations: None,
+    };
     store.add_work_order(&w, Some("test-supervisor")).expect("work order created")
 }

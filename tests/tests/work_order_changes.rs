@@ -180,7 +180,14 @@ fn the_center_refuses_a_station_role_that_manages_work_orders_even_when_granted(
         supervisor_password_file: cfg.password_file.clone(),
         ..cfg.clone()
     };
-    let w = work_orders::CentralWorkOrder { id: "WO-ST".into(), product: "p".into(), quantity: 5, valid_from: None, valid_until: None };
+    let w = work_orders::CentralWorkOrder {
+        id: "WO-ST".into(),
+        product: "p".into(),
+        quantity: 5,
+        valid_from: None,
+        valid_until: None,
+        stations: None,
+    };
     let opts = station_as_sup.supervisor_options().unwrap();
     let r = rt().block_on(work_orders::create(&opts, &w, "mallory")).unwrap();
     assert!(matches!(r, Err(work_orders::ChangeRefusal::NotAllowed(_))), "no grant: {r:?}");

@@ -30,7 +30,7 @@ fn rand_u64() -> u64 {
 }
 
 fn add_central(db: &TestDb, id: &str, quantity: i64) {
-    let w = CentralWorkOrder { id: id.into(), product: "sensor".into(), quantity, valid_from: None, valid_until: None };
+    let w = CentralWorkOrder { id: id.into(), product: "sensor".into(), quantity, valid_from: None, valid_until: None, stations: None };
     rt().block_on(work_orders::add(&db.admin_options(), &w, "test-admin")).unwrap();
 }
 

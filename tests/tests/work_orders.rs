@@ -91,7 +91,14 @@ fn unknown_closed_and_expired_work_orders_issue_nothing() {
     let past = Timestamp::from(time::OffsetDateTime::now_utc() - time::Duration::days(1));
     st.store()
         .add_work_order(
-            &NewWorkOrder { id: "WO-OLD".into(), product: "p".into(), quantity: 5, valid_from: None, valid_until: Some(past) },
+            &NewWorkOrder {
+                id: "WO-OLD".into(),
+                product: "p".into(),
+                quantity: 5,
+                valid_from: None,
+                valid_until: Some(past),
+                stations: None,
+            },
             None,
         )
         .unwrap();

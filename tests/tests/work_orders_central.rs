@@ -6,7 +6,7 @@
 //! reconciled.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use imprint_sync::work_orders::{self, CentralWorkOrder};
+use imprint_sync::work_orders::{self, CentralWorkOrder, LeaseStatus};
 use imprint_tests::pg::{rt, PgLock, TestDb};
 use sqlx::ConnectOptions;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -51,7 +51,7 @@ fn station(cfg: imprint_sync::CentralConfig, id: usize) -> i64 {
             let lease_id = imprint_store::new_id();
             let lease = retry!(c => work_orders::lease(c, &lease_id, "WO-RACE", BLOCK, 600));
             if lease.granted == 0 {
-                assert_eq!(lease.status, "open");
+                assert_eq!(lease.status, LeaseStatus::Open);
                 if lease.free == 0 {
                     // Others may still return unused quantity: look once more after they settle.
                     let q = retry!(c => work_orders::quota(c, "WO-RACE"));
@@ -82,7 +82,14 @@ fn station(cfg: imprint_sync::CentralConfig, id: usize) -> i64 {
 fn four_stations_racing_for_one_work_order_with_connections_cut_never_exceed_its_quantity() {
     let _alone = PgLock::exclusive();
     let mut db = TestDb::new();
-    let w = CentralWorkOrder { id: "WO-RACE".into(), product: "sensor".into(), quantity: QUANTITY, valid_from: None, valid_until: None };
+    let w = CentralWorkOrder {
+        id: "WO-RACE".into(),
+        product: "sensor".into(),
+        quantity: QUANTITY,
+        valid_from: None,
+        valid_until: None,
+        stations: None,
+    };
     rt().block_on(work_orders::add(&db.admin_options(), &w, "test-admin")).unwrap();
     let cfgs: Vec<_> = (1..=4).map(|i| db.add_station(&format!("wo-race-{i}"))).collect();
     let done = Arc::new(AtomicBool::new(false));
@@ -145,7 +152,8 @@ fn four_stations_racing_for_one_work_order_with_connections_cut_never_exceed_its
 #[test]
 fn a_lease_is_idempotent_by_its_id_a_settled_lease_is_final_and_a_closed_work_order_grants_nothing() {
     let mut db = TestDb::new();
-    let w = CentralWorkOrder { id: "WO-ONE".into(), product: "p".into(), quantity: 10, valid_from: None, valid_until: None };
+    let w =
+        CentralWorkOrder { id: "WO-ONE".into(), product: "p".into(), quantity: 10, valid_from: None, valid_until: None, stations: None };
     rt().block_on(work_orders::add(&db.admin_options(), &w, "test-admin")).unwrap();
     let (a, b) = (db.add_station("wo-a"), db.add_station("wo-b"));
     rt().block_on(async {
@@ -175,7 +183,7 @@ fn a_lease_is_idempotent_by_its_id_a_settled_lease_is_final_and_a_closed_work_or
         // Closed: nothing more is granted; the closed state is final.
         db.psql("UPDATE work_orders SET status = 'closed', closed_at = now() WHERE id = 'WO-ONE'");
         let l = work_orders::lease(&mut ca, &imprint_store::new_id(), "WO-ONE", 3, 60).await.unwrap();
-        assert_eq!((l.granted, l.status.as_str()), (0, "closed"));
+        assert_eq!((l.granted, l.status), (0, LeaseStatus::Closed));
         assert!(imprint_tests::pg::try_psql(&db.name, "UPDATE work_orders SET status = 'open' WHERE id = 'WO-ONE'").is_err());
         // The row's CHECK refuses anything past the quantity, whoever writes it.
         assert!(imprint_tests::pg::try_psql(&db.name, "UPDATE work_orders SET leased = leased + 100 WHERE id = 'WO-ONE'").is_err());

@@ -344,17 +344,19 @@ export function createActions(store: Store, api: Api) {
         const request = {
           id: f.id.trim(), product: f.product.trim(), quantity,
           valid_from: f.valid_from.trim() || null, valid_until: f.valid_until.trim() || null,
+          stations: stationList(f.stations) || null,
         };
         store.confirm.value = {
           title: `Create work order ${request.id}?`,
-          text: `${request.product}, ${quantity} certificate(s), valid ${request.valid_from ?? "from now"} until ${request.valid_until ?? "no end"}.`,
+          text: `${request.product}, ${quantity} certificate(s), valid ${request.valid_from ?? "from now"} until ${request.valid_until ?? "no end"}, `
+            + `for ${request.stations ? `stations ${request.stations}` : "every station"}.`,
           yes: "Create",
           run: () => void actions.runWorkOrder(() => api.addWorkOrder(request), "created"),
         };
         return;
       }
       const change = workOrderChange(sel, f, quantity);
-      const fields = (["product", "quantity", "valid_from", "valid_until"] as const).filter((k) => change[k] !== null);
+      const fields = (["product", "quantity", "valid_from", "valid_until", "stations"] as const).filter((k) => change[k] !== null);
       if (!fields.length) {
         store.woError.value = "Nothing to change: edit a field first.";
         return;
@@ -364,7 +366,12 @@ export function createActions(store: Store, api: Api) {
         title: `Change work order ${sel.id}?`,
         text: `${sel.issued} of ${sel.quantity} issued. The quantity never goes below what is issued.`,
         yes: "Save",
-        changes: fields.map((k) => ({ key: k, before: before[k], after: String(change[k]), security: false })),
+        changes: fields.map((k) => ({
+          key: k,
+          before: k === "stations" ? before.stations || "every station" : before[k],
+          after: k === "stations" && change.stations === "all" ? "every station" : String(change[k]),
+          security: false,
+        })),
         run: () => void actions.runWorkOrder(() => api.editWorkOrder(change), "changed"),
       };
     },
@@ -782,7 +789,15 @@ const PIN_WORDS: Record<SignerErrorCode, string> = {
 
 /** A work order's fields as the form shows them. */
 export function workOrderForm(w: WorkOrderDto): WorkOrderForm {
-  return { id: w.id, product: w.product, quantity: String(w.quantity), valid_from: w.valid_from ?? "", valid_until: w.valid_until ?? "" };
+  return {
+    id: w.id, product: w.product, quantity: String(w.quantity), valid_from: w.valid_from ?? "", valid_until: w.valid_until ?? "",
+    stations: (w.stations ?? []).join(","),
+  };
+}
+
+/** Station ids as typed (commas, spaces) in one form: each once, sorted, comma-separated; "" is every station. */
+export function stationList(text: string): string {
+  return [...new Set(text.split(",").map((s) => s.trim()).filter(Boolean))].sort().join(",");
 }
 
 /** What the form changes on `w` (a field left as it was: null; a window bound emptied: "" removes it). */
@@ -795,6 +810,8 @@ export function workOrderChange(w: WorkOrderDto, f: WorkOrderForm, quantity: num
     quantity: quantity !== null && quantity !== w.quantity ? quantity : null,
     valid_from: bound("valid_from"),
     valid_until: bound("valid_until"),
+    // Emptied: every station again ("all").
+    stations: stationList(f.stations) === stationList(was.stations) ? null : stationList(f.stations) || "all",
   };
 }
 

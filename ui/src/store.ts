@@ -18,9 +18,9 @@ export const VIEW_NEEDS: Partial<Record<View, Permission>> = {
 };
 
 /** What the Work Orders view's form holds: a new work order, or a change to the selected one. */
-export type WorkOrderForm = { id: string; product: string; quantity: string; valid_from: string; valid_until: string };
+export type WorkOrderForm = { id: string; product: string; quantity: string; valid_from: string; valid_until: string; stations: string };
 
-export const EMPTY_WORK_ORDER_FORM: WorkOrderForm = { id: "", product: "", quantity: "", valid_from: "", valid_until: "" };
+export const EMPTY_WORK_ORDER_FORM: WorkOrderForm = { id: "", product: "", quantity: "", valid_from: "", valid_until: "", stations: "" };
 
 /** An admin's change to an operator that asks for a secret (typed into a dialog, never kept here). */
 export type SecretEdit = { id: string; kind: "reset_pin" | "set_badge" };

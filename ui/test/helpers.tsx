@@ -123,7 +123,8 @@ export type FakeOptions = {
 export function workOrder(id: string, patch: Partial<WorkOrderDto> = {}): WorkOrderDto {
   return {
     id, product: "sensor", quantity: 10, issued: 0, remaining: 10, certified: 0, overproduced: false, status: "open", valid_from: null,
-    valid_until: null, created_at: "2026-11-30T08:00:00.000Z", created_by: "super-1", closed_at: null, closed_by: null, ...patch,
+    valid_until: null, created_at: "2026-11-30T08:00:00.000Z", created_by: "super-1", closed_at: null, closed_by: null, stations: null,
+    withdrawn_at: null, ...patch,
   };
 }
 
@@ -229,7 +230,10 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
     workOrders: rec("workOrders", () => wos),
     addWorkOrder: rec("addWorkOrder", (r: WorkOrderRequest) => {
       if (wos.some((x) => x.id === r.id)) throw { code: "bad_request", message: `work order ${r.id} exists already` };
-      return putWo(workOrder(r.id, { product: r.product, quantity: r.quantity, remaining: r.quantity, valid_from: r.valid_from, valid_until: r.valid_until }));
+      return putWo(workOrder(r.id, {
+        product: r.product, quantity: r.quantity, remaining: r.quantity, valid_from: r.valid_from, valid_until: r.valid_until,
+        stations: r.stations ? r.stations.split(",") : null,
+      }));
     }),
     editWorkOrder: rec("editWorkOrder", (c: WorkOrderChange) => {
       const w = wo(c.id);
@@ -240,6 +244,7 @@ export function fakeApi(tiles: TileDto[] = [], first: StationInfo = INFO, opts: 
       return putWo({
         ...w, product: c.product ?? w.product, quantity, remaining: quantity - w.issued,
         valid_from: bound(c.valid_from, w.valid_from), valid_until: bound(c.valid_until, w.valid_until),
+        stations: c.stations === null ? w.stations : c.stations === "all" ? null : c.stations.split(","),
       });
     }),
     closeWorkOrder: rec("closeWorkOrder", (id: string) => {

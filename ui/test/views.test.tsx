@@ -123,6 +123,7 @@ describe("Header work order", () => {
   const wo = {
     id: "WO-42", product: "sensor-v2", quantity: 500, issued: 12, remaining: 488, certified: 12, overproduced: false, status: "open" as const,
     valid_from: null, valid_until: null, created_at: "2026-11-30T00:00:00.000Z", created_by: "sup", closed_at: null, closed_by: null,
+    stations: null, withdrawn_at: null,
   };
 
   it("shows issued / quantity of the work order in effect, and nothing without one", async () => {

@@ -71,7 +71,7 @@ describe("Work Orders", () => {
     $("confirm-yes")!.click();
     await flush();
     expect(m.fake.called("addWorkOrder").at(-1)?.args).toEqual([
-      { id: "WO-NEW", product: "sensor-v2", quantity: 50, valid_from: null, valid_until: "2099-01-01" },
+      { id: "WO-NEW", product: "sensor-v2", quantity: 50, valid_from: null, valid_until: "2099-01-01", stations: null },
     ]);
     expect($$("wo-row").map((r) => r.dataset.id)).toEqual(["WO-NEW"]);
     // Created and selected: the form now changes it.
@@ -84,7 +84,7 @@ describe("Work Orders", () => {
     expect(changes).toEqual([["quantity", "50", "40"], ["valid_until", "2099-01-01", "(empty)"]]);
     $("confirm-yes")!.click();
     await flush();
-    expect(m.fake.called("editWorkOrder").at(-1)?.args).toEqual([{ id: "WO-NEW", product: null, quantity: 40, valid_from: null, valid_until: "" }]);
+    expect(m.fake.called("editWorkOrder").at(-1)?.args).toEqual([{ id: "WO-NEW", product: null, quantity: 40, valid_from: null, valid_until: "", stations: null }]);
     expect($("wo-issued")!.textContent).toBe("0 / 40");
     // Close: asked first; Cancel closes nothing.
     $("wo-close")!.click();
@@ -102,6 +102,55 @@ describe("Work Orders", () => {
     // A closed work order offers no change and no close.
     expect($("wo-submit")).toBeNull();
     expect($("wo-close")).toBeNull();
+  });
+
+  it("assigns a work order to stations from the keyboard, lists them, and empties the field back to every station", async () => {
+    const m = await mount([], SUPERVISOR, { workOrders: [workOrder("WO-ALL"), workOrder("WO-GONE", { stations: ["st-9"], withdrawn_at: "2026-12-01T05:00:00.000Z" })] });
+    cleanup = m.unmount;
+    key("F12", document.body);
+    await flush();
+    const cells = () => $$("wo-row").map((r) => r.querySelector("[data-testid=wo-stations-cell]")!.textContent);
+    expect(cells()[0]).toBe("every station");
+    expect(cells()[1]).toContain("st-9");
+    expect($$("wo-row")[1].querySelector("[data-testid=wo-withdrawn]")!.textContent).toContain("not assigned to this station");
+    m.actions.selectWorkOrder(null);
+    await flush();
+    input($("wo-id"), "WO-TWO");
+    input($("wo-product"), "sensor");
+    input($("wo-quantity"), "5");
+    input($("wo-stations"), " st-2, st-1 ,st-2");
+    $("wo-form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+    await flush();
+    expect($("confirm-dialog")!.textContent).toContain("for stations st-1,st-2");
+    $("confirm-yes")!.click();
+    await flush();
+    expect(m.fake.called("addWorkOrder").at(-1)?.args).toEqual([
+      { id: "WO-TWO", product: "sensor", quantity: 5, valid_from: null, valid_until: null, stations: "st-1,st-2" },
+    ]);
+    expect($$("wo-row").find((r) => r.dataset.id === "WO-TWO")!.querySelector("[data-testid=wo-stations-cell]")!.textContent).toBe("st-1, st-2");
+    // Selected after creating: the field holds its stations; the same ids in another order change nothing.
+    expect(($("wo-stations") as HTMLInputElement).value).toBe("st-1,st-2");
+    input($("wo-stations"), "st-2,st-1");
+    $("wo-form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+    await flush();
+    expect($("wo-error")!.textContent).toContain("Nothing to change");
+    input($("wo-stations"), "st-1,st-3");
+    $("wo-form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+    await flush();
+    const row = () => $$("change-row").map((r) => [r.dataset.key, r.querySelector("[data-testid=change-before]")!.textContent, r.querySelector("[data-testid=change-after]")!.textContent]);
+    expect(row()).toEqual([["stations", "st-1,st-2", "st-1,st-3"]]);
+    $("confirm-yes")!.click();
+    await flush();
+    expect(m.fake.called("editWorkOrder").at(-1)?.args).toEqual([{ id: "WO-TWO", product: null, quantity: null, valid_from: null, valid_until: null, stations: "st-1,st-3" }]);
+    // Emptied: every station again, said so in the confirmation.
+    input($("wo-stations"), "");
+    $("wo-form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+    await flush();
+    expect(row()).toEqual([["stations", "st-1,st-3", "every station"]]);
+    $("confirm-yes")!.click();
+    await flush();
+    expect(m.fake.called("editWorkOrder").at(-1)?.args[0]).toMatchObject({ stations: "all" });
+    expect($$("wo-row").find((r) => r.dataset.id === "WO-TWO")!.querySelector("[data-testid=wo-stations-cell]")!.textContent).toBe("every station");
   });
 
   it("picks work orders with the arrows and shows the backend's refusal of a quantity below issued", async () => {

@@ -424,11 +424,25 @@ impl Api {
         let st = self.station()?;
         let batch = batch.map(|b| b.trim().to_string()).filter(|b| !b.is_empty());
         if let Some(b) = &batch {
-            st.store().usable_work_order(b)?;
+            self.usable_work_order(&st, b)?;
         }
         st.set_batch(batch);
         self.emit(ApiEvent::StationChanged);
         Ok(st.ctx().batch())
+    }
+
+    /// The work order a scan names, if it may be used here now. With
+    /// `[central]` the center shows this station only the work orders that
+    /// name it (central schema 18), so one it does not know is refused as
+    /// not assigned to this station (`work_order_refused`).
+    fn usable_work_order(&self, st: &Station, id: &str) -> ApiResult<imprint_store::WorkOrderRow> {
+        use imprint_store::{StoreError, WorkOrderRefusal};
+        match st.store().usable_work_order(id) {
+            Err(StoreError::WorkOrder(WorkOrderRefusal::Unknown { id })) if self.config().central.is_some() => {
+                Err(StoreError::WorkOrder(WorkOrderRefusal::NotAssigned { id, withdrawn_at: None }).into())
+            }
+            r => Ok(r?),
+        }
     }
 
     /// A barcode scan (or typed code), see [`crate::scan`].
@@ -463,7 +477,7 @@ impl Api {
             }
             Scan::WorkOrder(order) => {
                 // Unknown, closed or expired: refused, the work order in effect stays.
-                let wo = st.store().usable_work_order(&order)?;
+                let wo = self.usable_work_order(&st, &order)?;
                 st.set_batch(Some(order.clone()));
                 self.emit(ApiEvent::StationChanged);
                 Ok(ScanResult {

@@ -32,6 +32,9 @@ pub struct WorkOrderRequest {
     pub valid_from: Option<String>,
     /// ... until (exclusive); none: open-ended.
     pub valid_until: Option<String>,
+    /// The station ids that may draw on it, comma-separated (only with
+    /// `[central]`); none, "" or "all": every station.
+    pub stations: Option<String>,
 }
 
 /// A change to a work order as a supervisor asks for it: a field left
@@ -46,6 +49,9 @@ pub struct WorkOrderChange {
     /// A date or RFC 3339 time; "" (or "none") removes the bound.
     pub valid_from: Option<String>,
     pub valid_until: Option<String>,
+    /// The station ids that may draw on it, comma-separated; "all" (or "")
+    /// every station. Only with `[central]`.
+    pub stations: Option<String>,
 }
 
 /// A work order as shown (CLI, app).
@@ -68,6 +74,19 @@ pub struct WorkOrderView {
     pub created_by: Option<String>,
     pub closed_at: Option<String>,
     pub closed_by: Option<String>,
+    /// The stations the center lets draw on it; none: every station (or a
+    /// station's own work order).
+    pub stations: Option<Vec<String>>,
+    /// When the center stopped showing it to this station (assigned to
+    /// others): nothing is issued under it here.
+    pub withdrawn_at: Option<String>,
+}
+
+impl WorkOrderView {
+    /// The stations as shown: "every station" or the ids.
+    pub fn stations_text(&self) -> String {
+        self.stations.as_ref().map_or_else(|| "every station".to_string(), |s| s.join(","))
+    }
 }
 
 fn count(n: i64) -> u32 {
@@ -91,6 +110,8 @@ impl From<WorkOrderRow> for WorkOrderView {
             created_by: w.created_by,
             closed_at: w.closed_at.map(|t| t.to_string()),
             closed_by: w.closed_by,
+            stations: w.stations,
+            withdrawn_at: w.withdrawn_at.map(|t| t.to_string()),
         }
     }
 }
@@ -114,6 +135,39 @@ struct Checked {
     new: NewWorkOrder,
 }
 
+/// The stations a supervisor names: None (absent, "", "all"): every
+/// station; else the ids, each once, in byte order (as the center keeps
+/// them). Whether they are registered is the center's check.
+fn stations(v: Option<&str>) -> ApiResult<Option<Vec<String>>> {
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("all")) else { return Ok(None) };
+    let mut ids = Vec::new();
+    for id in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id = word("station id", id)?;
+        if id.contains(char::is_whitespace) {
+            return Err(ApiError::bad_request(format!("station id {id:?}: station ids have no spaces (separate them with commas)")));
+        }
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        return Err(ApiError::bad_request("stations: give station ids separated by commas, or \"all\" for every station"));
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+/// A station without `[central]` is the only station: assigning work
+/// orders to stations is the center's.
+fn only_with_central(central: Option<&CentralConfig>, given: Option<&str>) -> ApiResult<()> {
+    if central.is_none() && given.is_some_and(|v| !v.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "--stations needs [central]: without a center this station is the only one, and its work orders are its own \
+             (work orders are assigned to stations at the center)",
+        ));
+    }
+    Ok(())
+}
+
 fn check_request(r: &WorkOrderRequest) -> ApiResult<Checked> {
     let id = word("work order id", &r.id)?;
     if id.contains(char::is_whitespace) {
@@ -123,7 +177,8 @@ fn check_request(r: &WorkOrderRequest) -> ApiResult<Checked> {
     let quantity = quantity(r.quantity)?;
     let (valid_from, valid_until) = (time("valid from", &r.valid_from)?, time("valid until", &r.valid_until)?);
     window(valid_from, valid_until)?;
-    Ok(Checked { new: NewWorkOrder { id, product, quantity, valid_from, valid_until } })
+    let stations = stations(r.stations.as_deref())?;
+    Ok(Checked { new: NewWorkOrder { id, product, quantity, valid_from, valid_until, stations } })
 }
 
 fn quantity(q: u32) -> ApiResult<i64> {
@@ -158,9 +213,10 @@ fn check_change(c: &WorkOrderChange) -> ApiResult<(String, WorkOrderEdit)> {
         quantity: c.quantity.map(quantity).transpose()?,
         valid_from: bound("valid from", &c.valid_from)?,
         valid_until: bound("valid until", &c.valid_until)?,
+        stations: c.stations.as_deref().map(|s| stations(Some(s))).transpose()?,
     };
     if edit.is_empty() {
-        return Err(ApiError::bad_request("nothing to change: give a product, quantity, valid from or valid until"));
+        return Err(ApiError::bad_request("nothing to change: give a product, quantity, valid from, valid until or stations"));
     }
     if let (Some(Some(f)), Some(Some(u))) = (edit.valid_from, edit.valid_until) {
         window(Some(f), Some(u))?;
@@ -183,6 +239,9 @@ fn refused(id: &str, r: ChangeRefusal) -> ApiError {
         ChangeRefusal::Unknown => ApiError::not_found(format!("the center has no work order {id}")),
         ChangeRefusal::Refused(m) => ApiError::new(crate::ErrorCode::WorkOrderRefused, format!("the center refused: {m}")),
         ChangeRefusal::NotAllowed(m) => ApiError::new(crate::ErrorCode::Forbidden, format!("the center refused: {m}")),
+        ChangeRefusal::UnknownStation(m) => {
+            ApiError::bad_request(format!("the center refused: {m} (imprint db add-station registers one)"))
+        }
     }
 }
 
@@ -203,9 +262,17 @@ fn central_view(w: center::CentralWorkOrderRow) -> WorkOrderView {
         created_by: w.created_by,
         closed_at: t(w.closed_at),
         closed_by: w.closed_by,
+        stations: w.stations,
+        withdrawn_at: None,
         id: w.id,
         product: w.product,
     }
+}
+
+/// Does `stations` (None: every station) name this store's station?
+fn names(stations: &Option<Vec<String>>, store: &Store) -> bool {
+    let me = store.station_id();
+    stations.as_ref().is_none_or(|s| s.contains(&me))
 }
 
 /// Run one of the center's work order functions as `central.supervisor_role`.
@@ -222,6 +289,7 @@ where
 /// else on this station's store only.
 pub fn add(actor: &Actor, central: Option<&CentralConfig>, store: &Store, r: &WorkOrderRequest) -> ApiResult<WorkOrderView> {
     actor.require(Permission::WorkOrders)?;
+    only_with_central(central, r.stations.as_deref())?;
     let Checked { new } = check_request(r)?;
     if let Some(c) = central {
         let w = center::CentralWorkOrder {
@@ -230,9 +298,16 @@ pub fn add(actor: &Actor, central: Option<&CentralConfig>, store: &Store, r: &Wo
             quantity: new.quantity,
             valid_from: new.valid_from.map(Timestamp::get),
             valid_until: new.valid_until.map(Timestamp::get),
+            stations: new.stations.clone(),
         };
         at_center(c, |o| async move { center::create(&o, &w, actor.id()).await })??.map_err(|e| refused(&new.id, e))?;
-        tracing::info!(by = %actor.id(), work_order = %new.id, "work order created at the center");
+        tracing::info!(by = %actor.id(), work_order = %new.id, stations = ?new.stations, "work order created at the center");
+        // Not this station's: no copy here (the center does not show it to this station).
+        if !names(&new.stations, store) {
+            let idr = new.id.as_str();
+            let row = at_center(c, |o| async move { center::get(&o, idr).await })??;
+            return row.map(central_view).ok_or_else(|| ApiError::not_found(format!("the center has no work order {}", new.id)));
+        }
     }
     let row = store.add_work_order(&new, Some(actor.id())).map_err(|e| store_error(&new.id, e))?;
     Ok(row.into())
@@ -244,6 +319,7 @@ pub fn add(actor: &Actor, central: Option<&CentralConfig>, store: &Store, r: &Wo
 /// what is issued (at the center: consumed plus leased).
 pub fn edit(actor: &Actor, central: Option<&CentralConfig>, store: &Store, c: &WorkOrderChange) -> ApiResult<WorkOrderView> {
     actor.require(Permission::WorkOrders)?;
+    only_with_central(central, c.stations.as_deref())?;
     let (id, edit) = check_change(c)?;
     let idr = id.as_str();
     if let Some(cfg) = central {
@@ -252,6 +328,7 @@ pub fn edit(actor: &Actor, central: Option<&CentralConfig>, store: &Store, c: &W
             quantity: edit.quantity,
             valid_from: edit.valid_from.map(|v| v.map(Timestamp::get)),
             valid_until: edit.valid_until.map(|v| v.map(Timestamp::get)),
+            stations: edit.stations.clone(),
         };
         at_center(cfg, |o| async move { center::change(&o, idr, &ch, actor.id()).await })??.map_err(|e| refused(&id, e))?;
         tracing::info!(by = %actor.id(), work_order = %id, "work order changed at the center");
@@ -259,6 +336,13 @@ pub fn edit(actor: &Actor, central: Option<&CentralConfig>, store: &Store, c: &W
             let row = at_center(cfg, |o| async move { center::get(&o, idr).await })??;
             return row.map(central_view).ok_or_else(|| ApiError::not_found(format!("the center has no work order {id}")));
         }
+        let row = store.edit_work_order(&id, &edit, Some(actor.id())).map_err(|e| store_error(&id, e))?;
+        // Assigned to other stations: withdrawn here now, as the next round would find.
+        if !names(&row.stations, store) {
+            store.withdraw_work_order(&id)?;
+            return show(actor, store, &id);
+        }
+        return Ok(row.into());
     }
     Ok(store.edit_work_order(&id, &edit, Some(actor.id())).map_err(|e| store_error(&id, e))?.into())
 }
@@ -273,6 +357,25 @@ pub fn list(actor: &Actor, store: &Store) -> ApiResult<Vec<WorkOrderView>> {
 pub fn show(actor: &Actor, store: &Store, id: &str) -> ApiResult<WorkOrderView> {
     actor.require(Permission::View)?;
     store.work_order(id)?.map(Into::into).ok_or_else(|| ApiError::not_found(format!("no work order {}", id.trim())))
+}
+
+/// One work order: this station's copy, or, when it has none, with
+/// `[central]` and a `supervisor_role` and for an actor with
+/// [`Permission::WorkOrders`], the center's row (a work order assigned to
+/// other stations only, which this station never copies).
+pub fn show_here_or_at_center(actor: &Actor, central: Option<&CentralConfig>, store: &Store, id: &str) -> ApiResult<WorkOrderView> {
+    match show(actor, store, id) {
+        Err(e) if e.code == crate::ErrorCode::NotFound => {
+            let Some(cfg) = central.filter(|c| c.supervisor_role.is_some()) else { return Err(e) };
+            if actor.require(Permission::WorkOrders).is_err() {
+                return Err(e);
+            }
+            let id = word("work order id", id)?;
+            let idr = id.as_str();
+            at_center(cfg, |o| async move { center::get(&o, idr).await })??.map(central_view).ok_or(e)
+        }
+        r => r,
+    }
 }
 
 /// A station's lease of a work order as the center reconciles it with the

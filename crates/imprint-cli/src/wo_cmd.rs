@@ -24,11 +24,14 @@ pub enum WorkOrdersCmd {
         /// Valid until this date or time (exclusive; default: open-ended).
         #[arg(long)]
         valid_until: Option<String>,
+        /// Only these stations may see and lease it, e.g. st-1,st-2 (needs [central]; default: every station).
+        #[arg(long, value_name = "IDS")]
+        stations: Option<String>,
         /// Print the new work order as one JSON object.
         #[arg(long)]
         json: bool,
     },
-    /// Change a work order (supervisor): product, quantity (never below what is issued), validity window.
+    /// Change a work order (supervisor): product, quantity (never below what is issued), validity window, stations.
     Edit {
         /// The work order's id.
         id: String,
@@ -44,6 +47,9 @@ pub enum WorkOrdersCmd {
         /// Valid until this date or time (exclusive); `none` removes the bound.
         #[arg(long)]
         valid_until: Option<String>,
+        /// Only these stations may see and lease it, e.g. st-1,st-3; `all`: every station (needs [central]).
+        #[arg(long, value_name = "IDS|all")]
+        stations: Option<String>,
         /// Print the changed work order as one JSON object.
         #[arg(long)]
         json: bool,
@@ -54,7 +60,8 @@ pub enum WorkOrdersCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One work order. With --leases (and `[central]`, as its supervisor_role): every station's
+    /// One work order (a supervisor with [central]: the center's, when this station has no copy).
+    /// With --leases (and `[central]`, as its supervisor_role): every station's
     /// leases of it at the center beside their synced lease journals; exit 1 if any disagree.
     Show {
         /// The work order's id.
@@ -83,7 +90,7 @@ fn line(w: &WorkOrderView) -> String {
         (f, u) => format!("  valid {} .. {}", f.as_deref().unwrap_or("-"), u.as_deref().unwrap_or("-")),
     };
     format!(
-        "{:<20} {:<7} {:>7} / {:<7} issued ({} left)  {}{}{}",
+        "{:<20} {:<7} {:>7} / {:<7} issued ({} left)  {}{}  stations: {}{}{}",
         w.id,
         w.status,
         w.issued,
@@ -91,6 +98,11 @@ fn line(w: &WorkOrderView) -> String {
         w.remaining,
         w.product,
         window,
+        w.stations_text(),
+        match &w.withdrawn_at {
+            Some(at) => format!("  WITHDRAWN from this station at {at} (not assigned to it)"),
+            None => String::new(),
+        },
         if w.overproduced { format!("  OVERPRODUCED: {} certificates recorded", w.certified) } else { String::new() }
     )
 }
@@ -129,24 +141,26 @@ pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
     let cfg = load_config(cli)?;
     let me = operators_cmd::actor(cli, &cfg, false)?;
     match c {
-        WorkOrdersCmd::Add { id, product, quantity, valid_from, valid_until, json: as_json } => {
+        WorkOrdersCmd::Add { id, product, quantity, valid_from, valid_until, stations, json: as_json } => {
             let r = WorkOrderRequest {
                 id: id.clone(),
                 product: product.clone(),
                 quantity: *quantity,
                 valid_from: valid_from.clone(),
                 valid_until: valid_until.clone(),
+                stations: stations.clone(),
             };
             let w = imprint_api::with_local_store(&cfg, |store| work_orders::add(&me, cfg.central.as_ref(), store, &r))?;
             print(&w, *as_json)?;
         }
-        WorkOrdersCmd::Edit { id, product, quantity, valid_from, valid_until, json: as_json } => {
+        WorkOrdersCmd::Edit { id, product, quantity, valid_from, valid_until, stations, json: as_json } => {
             let c = WorkOrderChange {
                 id: id.clone(),
                 product: product.clone(),
                 quantity: *quantity,
                 valid_from: valid_from.clone(),
                 valid_until: valid_until.clone(),
+                stations: stations.clone(),
             };
             let w = imprint_api::with_local_store(&cfg, |store| work_orders::edit(&me, cfg.central.as_ref(), store, &c))?;
             print(&w, *as_json)?;
@@ -164,7 +178,7 @@ pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
             }
         }
         WorkOrdersCmd::Show { id, leases: false, json: as_json } => {
-            let w = imprint_api::with_local_store(&cfg, |store| work_orders::show(&me, store, id))?;
+            let w = imprint_api::with_local_store(&cfg, |store| work_orders::show_here_or_at_center(&me, cfg.central.as_ref(), store, id))?;
             print(&w, *as_json)?;
         }
         WorkOrdersCmd::Show { id, leases: true, json: as_json } => {

@@ -21,7 +21,7 @@ use crate::audit::{append_in, NewEntry};
 use crate::outbox::{enqueue, Entity, RecordKey};
 use crate::synced::{synced_row, SyncedRow};
 use crate::types::{AuditKind, Timestamp};
-use crate::work_orders::WorkOrderRefusal;
+use crate::work_orders::{stations_text, WorkOrderRefusal};
 use crate::{now_text, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -41,6 +41,8 @@ pub struct CentralWorkOrderCopy {
     pub closed: bool,
     pub created_by: Option<String>,
     pub closed_by: Option<String>,
+    /// The stations the work order names (None: every station).
+    pub stations: Option<Vec<String>>,
 }
 
 /// A lease this station recorded before asking the center for it.
@@ -157,6 +159,21 @@ pub(crate) fn take_in(t: &Transaction<'_>, work_order: &str) -> Result<(), Store
     Err(StoreError::WorkOrder(WorkOrderRefusal::LeaseUsedUp { id: work_order.to_string(), central_free: free, central_seen_at: seen }))
 }
 
+/// Mark `id` withdrawn (if it is not already) with its audit entry.
+fn withdraw_in(t: &Transaction<'_>, station: &str, id: &str, now: &str) -> Result<bool, StoreError> {
+    let n = t.execute("UPDATE work_orders SET withdrawn_at = ?2 WHERE id = ?1 AND withdrawn_at IS NULL", params![id, now])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let (issued, status): (i64, String) =
+        t.query_row("SELECT issued, status FROM work_orders WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let detail = serde_json::json!({"action": "withdrawn_at_center", "issued": issued, "status": status,
+        "reason": "the center no longer shows this work order to this station (not assigned to it)"});
+    let e = NewEntry { subject: Some(id.to_string()), detail, ..NewEntry::new(AuditKind::WorkOrderChanged) };
+    append_in(t, station, &e)?;
+    Ok(true)
+}
+
 fn lease_entry(
     t: &Transaction<'_>,
     station: &str,
@@ -182,24 +199,54 @@ fn take<T>(a: &Slot<T>) -> Option<T> {
 }
 
 impl Store {
-    /// Copy the center's work orders here (one sync round's step): new ones
-    /// are created `central`, known ones take the center's product, dates and
-    /// quantity (never below what this station journaled), and one closed at
-    /// the center is closed here (final). Creations and closings are
-    /// `work_order_changed` audit entries. Returns how many changed.
+    /// Copy some of the center's work orders here: new ones are created
+    /// `central`, known ones take the center's product, dates, quantity
+    /// (never below what this station journaled) and station list, one
+    /// closed at the center is closed here (final), and a withdrawn one the
+    /// center shows again comes back. Creations, changes, closings and
+    /// returns are `work_order_changed` audit entries. Returns how many changed.
     pub fn apply_central_work_orders(&self, rows: Vec<CentralWorkOrderCopy>) -> Result<usize, StoreError> {
+        self.apply_central(rows, false)
+    }
+
+    /// One sync round's step: `rows` is every work order the center shows
+    /// this station (central schema 18: those that name it or no station).
+    /// Each is applied as by [`Store::apply_central_work_orders`], and a
+    /// central work order copied earlier that is not among them (a
+    /// supervisor assigned it to other stations) is **withdrawn**: nothing
+    /// new is journaled under it and its leases settle (audited
+    /// `withdrawn_at_center`). Returns how many changed.
+    pub fn sync_central_work_orders(&self, rows: Vec<CentralWorkOrderCopy>) -> Result<usize, StoreError> {
+        self.apply_central(rows, true)
+    }
+
+    fn apply_central(&self, rows: Vec<CentralWorkOrderCopy>, complete: bool) -> Result<usize, StoreError> {
         // Only what differs is written (every round pulls).
-        let rows: Vec<CentralWorkOrderCopy> = self.read(move |c| {
+        let (rows, vanished): (Vec<CentralWorkOrderCopy>, Vec<String>) = self.read(move |c| {
             let mut q = c.prepare_cached(
-                "SELECT product, max(quantity, 0), valid_from, valid_until, status, central, central_free, issued FROM work_orders WHERE id = ?1",
+                "SELECT product, max(quantity, 0), valid_from, valid_until, status, central, central_free, issued, stations, withdrawn_at
+                 FROM work_orders WHERE id = ?1",
             )?;
+            let mut vanished = Vec::new();
+            if complete {
+                let seen: std::collections::HashSet<&str> = rows.iter().map(|w| w.id.as_str()).collect();
+                let mut s = c.prepare_cached("SELECT id FROM work_orders WHERE central = 1 AND withdrawn_at IS NULL ORDER BY id")?;
+                for id in s.query_map([], |r| r.get::<_, String>(0))? {
+                    let id = id?;
+                    if !seen.contains(id.as_str()) {
+                        vanished.push(id);
+                    }
+                }
+            }
             let mut out = Vec::new();
             for w in rows {
-                type Local = (String, i64, Option<String>, Option<String>, String, i64, Option<i64>, i64);
+                type Local = (String, i64, Option<String>, Option<String>, String, i64, Option<i64>, i64, Option<String>, Option<String>);
                 let l: Option<Local> = q
-                    .query_row([&w.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))
+                    .query_row([&w.id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
+                    })
                     .optional()?;
-                let same = l.is_some_and(|(product, quantity, vf, vu, status, central, free, issued)| {
+                let same = l.is_some_and(|(product, quantity, vf, vu, status, central, free, issued, stations, withdrawn)| {
                     product == w.product
                         && quantity == w.quantity.max(issued)
                         && vf == w.valid_from.map(Timestamp::text)
@@ -207,14 +254,16 @@ impl Store {
                         && (status == "open") != w.closed
                         && central == 1
                         && free == Some(w.free)
+                        && stations == stations_text(&w.stations)
+                        && withdrawn.is_none()
                 });
                 if !same {
                     out.push(w);
                 }
             }
-            Ok(out)
+            Ok((out, vanished))
         })?;
-        if rows.is_empty() {
+        if rows.is_empty() && vanished.is_empty() {
             return Ok(0);
         }
         let station = self.station_id();
@@ -223,21 +272,23 @@ impl Store {
             let mut changed = 0;
             let now = now_text();
             for w in &rows {
-                type Local = (i64, String, i64, String, i64, Option<String>, Option<String>);
+                type Local = (i64, String, i64, String, i64, Option<String>, Option<String>, Option<String>, Option<String>);
                 let local: Option<Local> = t
                     .query_row(
-                        "SELECT issued, status, quantity, product, central, valid_from, valid_until FROM work_orders WHERE id = ?1",
+                        "SELECT issued, status, quantity, product, central, valid_from, valid_until, stations, withdrawn_at
+                         FROM work_orders WHERE id = ?1",
                         [&w.id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
                     )
                     .optional()?;
                 let (vf, vu) = (w.valid_from.map(Timestamp::text), w.valid_until.map(Timestamp::text));
+                let stations = stations_text(&w.stations);
                 match local {
                     None => {
                         t.execute(
                             "INSERT INTO work_orders(id, product, quantity, valid_from, valid_until, status, created_at, created_by,
-                                 closed_at, closed_by, central, central_free, central_seen_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?7)",
+                                 closed_at, closed_by, central, central_free, central_seen_at, stations)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?7, ?12)",
                             params![
                                 w.id,
                                 w.product,
@@ -249,26 +300,34 @@ impl Store {
                                 w.created_by,
                                 w.closed.then(|| now.clone()),
                                 w.closed_by,
-                                w.free
+                                w.free,
+                                stations
                             ],
                         )?;
                         let detail = serde_json::json!({"action": "copied_from_center", "product": w.product, "quantity": w.quantity,
-                            "valid_from": vf, "valid_until": vu, "closed": w.closed});
+                            "valid_from": vf, "valid_until": vu, "closed": w.closed, "stations": w.stations});
                         let e = NewEntry { subject: Some(w.id.clone()), detail, ..NewEntry::new(AuditKind::WorkOrderChanged) };
                         append_in(t, &station, &e)?;
                         changed += 1;
                     }
-                    Some((issued, status, quantity, product, central, lvf, lvu)) => {
+                    Some((issued, status, quantity, product, central, lvf, lvu, lstations, withdrawn)) => {
                         let q = w.quantity.max(issued);
-                        let differs = q != quantity || product != w.product || central != 1 || lvf != vf || lvu != vu;
+                        let differs =
+                            q != quantity || product != w.product || central != 1 || lvf != vf || lvu != vu || lstations != stations;
                         t.execute(
                             "UPDATE work_orders SET product = ?2, quantity = ?3, valid_from = ?4, valid_until = ?5, central = 1,
-                                 central_free = ?6, central_seen_at = ?7 WHERE id = ?1",
-                            params![w.id, w.product, q, vf, vu, w.free, now],
+                                 central_free = ?6, central_seen_at = ?7, stations = ?8, withdrawn_at = NULL WHERE id = ?1",
+                            params![w.id, w.product, q, vf, vu, w.free, now, stations],
                         )?;
+                        if let Some(at) = withdrawn {
+                            let detail = serde_json::json!({"action": "assigned_at_center", "withdrawn_at": at, "stations": w.stations});
+                            let e = NewEntry { subject: Some(w.id.clone()), detail, ..NewEntry::new(AuditKind::WorkOrderChanged) };
+                            append_in(t, &station, &e)?;
+                            changed += 1;
+                        }
                         if differs {
                             let detail = serde_json::json!({"action": "changed_at_center", "product": w.product, "quantity": q,
-                                "valid_from": vf, "valid_until": vu});
+                                "valid_from": vf, "valid_until": vu, "stations": w.stations});
                             let e = NewEntry { subject: Some(w.id.clone()), detail, ..NewEntry::new(AuditKind::WorkOrderChanged) };
                             append_in(t, &station, &e)?;
                             changed += 1;
@@ -291,12 +350,34 @@ impl Store {
                     }
                 }
             }
+            for id in &vanished {
+                if withdraw_in(t, &station, id, &now)? {
+                    changed += 1;
+                }
+            }
             if let Ok(mut g) = res.lock() {
                 *g = Some(changed);
             }
             Ok(())
         })?;
         Ok(take(&r).unwrap_or(0))
+    }
+
+    /// Withdraw work order `id` from this station now (a supervisor here just
+    /// assigned it to other stations at the center; the next round would
+    /// find the same): as [`Store::sync_central_work_orders`] does for an
+    /// order the center no longer shows. Returns whether it changed.
+    pub fn withdraw_work_order(&self, id: &str) -> Result<bool, StoreError> {
+        let (id, station) = (id.to_string(), self.station_id());
+        let (res, r) = out::<bool>();
+        self.write(move |t| {
+            let w = withdraw_in(t, &station, &id, &now_text())?;
+            if let Ok(mut g) = res.lock() {
+                *g = Some(w);
+            }
+            Ok(())
+        })?;
+        Ok(take(&r).unwrap_or(false))
     }
 
     /// Central work orders this station works on (an attempt under it
@@ -309,7 +390,7 @@ impl Store {
                 "SELECT w.id, coalesce((SELECT sum(l.granted - l.used) FROM work_order_leases l
                           WHERE l.work_order_id = w.id AND l.status = 'active' AND l.expires_at > ?1), 0) AS balance
                  FROM work_orders w
-                 WHERE w.central = 1 AND w.status = 'open'
+                 WHERE w.central = 1 AND w.status = 'open' AND w.withdrawn_at IS NULL
                    AND (w.valid_until IS NULL OR w.valid_until > ?1)
                    AND EXISTS (SELECT 1 FROM attempts a WHERE a.batch = w.id AND a.started_at >= ?2)
                    AND NOT EXISTS (SELECT 1 FROM work_order_leases l WHERE l.work_order_id = w.id AND l.status = 'asked')
@@ -398,7 +479,8 @@ impl Store {
         let due: i64 = self.read(|c| {
             Ok(c.query_row(
                 "SELECT count(*) FROM work_order_leases
-                 WHERE status = 'active' AND (expires_at <= ?1 OR work_order_id IN (SELECT id FROM work_orders WHERE status <> 'open'))",
+                 WHERE status = 'active' AND (expires_at <= ?1
+                     OR work_order_id IN (SELECT id FROM work_orders WHERE status <> 'open' OR withdrawn_at IS NOT NULL))",
                 [&now],
                 |r| r.get(0),
             )?)
@@ -415,7 +497,7 @@ impl Store {
             t.execute(
                 "UPDATE work_order_leases SET status = 'settling'
                  WHERE status = 'active' AND (expires_at <= ?1
-                     OR work_order_id IN (SELECT id FROM work_orders WHERE status <> 'open'))",
+                     OR work_order_id IN (SELECT id FROM work_orders WHERE status <> 'open' OR withdrawn_at IS NOT NULL))",
                 [now_text()],
             )?;
             Ok(())
@@ -557,6 +639,7 @@ mod tests {
             closed,
             created_by: Some("center-admin".into()),
             closed_by: None,
+            stations: None,
         }
     }
 
@@ -663,5 +746,45 @@ mod tests {
         let refused: Vec<(&str, Option<i64>, Option<i64>)> =
             refused.iter().map(|e| (e.event.as_str(), e.granted, e.central_free)).collect();
         assert_eq!(refused, [("asked", None, None), ("refused", Some(0), Some(0))], "nothing granted is journaled too");
+    }
+
+    #[test]
+    fn a_central_work_order_the_center_no_longer_shows_is_withdrawn_its_lease_settles_and_it_comes_back_when_shown() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("station.db")).unwrap();
+        let mine = CentralWorkOrderCopy { stations: Some(vec!["test-station".into()]), ..copy("WO-MINE", 10, false) };
+        s.sync_central_work_orders(vec![mine.clone(), copy("WO-ALL", 10, false)]).unwrap();
+        assert_eq!(s.work_order("WO-MINE").unwrap().unwrap().stations, Some(vec!["test-station".to_string()]));
+        let ask = s.ask_lease("WO-MINE", 5).unwrap();
+        let later = Timestamp::from(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+        s.answer_lease(&ask.id, 5, later, 5).unwrap();
+        journal(&s, "WO-MINE", 1).unwrap();
+        // A partial copy (apply) withdraws nothing; a round's complete copy without it does.
+        assert_eq!(s.apply_central_work_orders(vec![copy("WO-ALL", 10, false)]).unwrap(), 0);
+        assert!(s.work_order("WO-MINE").unwrap().unwrap().withdrawn_at.is_none());
+        assert_eq!(s.sync_central_work_orders(vec![copy("WO-ALL", 10, false)]).unwrap(), 1);
+        let w = s.work_order("WO-MINE").unwrap().unwrap();
+        assert!(w.withdrawn_at.is_some());
+        let e = journal(&s, "WO-MINE", 2).unwrap_err();
+        assert_eq!(e.failure_code(), FailureCode::WorkOrderRefused);
+        assert!(e.to_string().contains("not assigned to this station"), "{e}");
+        assert!(matches!(s.usable_work_order("WO-MINE"), Err(StoreError::WorkOrder(WorkOrderRefusal::NotAssigned { .. }))));
+        assert!(s.lease_demand(0, Timestamp::from(time::OffsetDateTime::UNIX_EPOCH)).unwrap().is_empty(), "no lease asked for it");
+        // Its lease stops and settles with what it used, as for a closed order.
+        assert_eq!(s.leases_to_settle().unwrap(), vec![LeaseUse { id: ask.id.clone(), work_order_id: "WO-MINE".into(), used: 1 }]);
+        // Withdrawn once: the next round changes nothing.
+        assert_eq!(s.sync_central_work_orders(vec![copy("WO-ALL", 10, false)]).unwrap(), 0);
+        // Shown again: back, and usable.
+        assert_eq!(s.sync_central_work_orders(vec![mine, copy("WO-ALL", 10, false)]).unwrap(), 1);
+        assert!(s.work_order("WO-MINE").unwrap().unwrap().withdrawn_at.is_none());
+        s.usable_work_order("WO-MINE").unwrap();
+        let f = crate::audit::AuditFilter { kind: Some("work_order_changed".into()), ..Default::default() };
+        let mut entries: Vec<_> = s.audit_entries(&f).unwrap().into_iter().filter(|e| e.subject.as_deref() == Some("WO-MINE")).collect();
+        entries.sort_by_key(|e| e.seq);
+        let actions: Vec<String> = entries
+            .iter()
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.detail).unwrap()["action"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(actions, ["copied_from_center", "withdrawn_at_center", "assigned_at_center"]);
     }
 }

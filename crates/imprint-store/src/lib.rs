@@ -45,10 +45,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // 15 and 16 were reserved for branches that needed none.
     (17, include_str!("../../../migrations/sqlite/0017_quarantine_release.sql")),
     (18, include_str!("../../../migrations/sqlite/0018_lease_journal.sql")),
+    (19, include_str!("../../../migrations/sqlite/0019_work_order_stations.sql")),
 ];
 
 /// Schema version this build expects.
-pub const SCHEMA_VERSION: u32 = 18;
+pub const SCHEMA_VERSION: u32 = 19;
 
 /// Each cause is printed once: a variant that shows its cause in its
 /// message does not also expose it as `source()` (no `#[from]`/`source`

@@ -253,7 +253,14 @@ mod tests {
 
     fn issued(s: &Store, serial: &str, batch: &str, cert_serial: &str) -> String {
         if s.work_order(batch).unwrap().is_none() {
-            let w = crate::NewWorkOrder { id: batch.into(), product: "p".into(), quantity: 100, valid_from: None, valid_until: None };
+            let w = crate::NewWorkOrder {
+                id: batch.into(),
+                product: "p".into(),
+                quantity: 100,
+                valid_from: None,
+                valid_until: None,
+                stations: None,
+            };
             s.add_work_order(&w, None).unwrap();
         }
         let a = s.begin_attempt("p", Some(batch)).unwrap();

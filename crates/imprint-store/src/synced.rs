@@ -790,6 +790,7 @@ mod tests {
             closed: false,
             created_by: None,
             closed_by: None,
+            stations: None,
         };
         s.apply_central_work_orders(vec![wo]).unwrap();
         let ask = s.ask_lease("WO-T", 2).unwrap();

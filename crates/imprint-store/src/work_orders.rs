@@ -41,6 +41,10 @@ pub enum WorkOrderRefusal {
     /// A change would set the quantity below what is already issued (or,
     /// at the center, issued plus leased).
     QuantityBelowIssued { id: String, quantity: i64, issued: i64 },
+    /// A work order of the center that does not name this station (central
+    /// schema 18): the center stopped showing it here at `withdrawn_at`, or
+    /// (None) this station, which works with the center, never saw it.
+    NotAssigned { id: String, withdrawn_at: Option<String> },
 }
 
 impl WorkOrderRefusal {
@@ -76,6 +80,16 @@ impl std::fmt::Display for WorkOrderRefusal {
             WorkOrderRefusal::QuantityBelowIssued { id, quantity, issued } => {
                 write!(f, "work order {id} cannot go down to {quantity}: {issued} certificates are already issued or leased")
             }
+            WorkOrderRefusal::NotAssigned { id, withdrawn_at: Some(at) } => write!(
+                f,
+                "work order {id} is not assigned to this station: the center withdrew it from this station at {at} \
+                 (a supervisor assigns it: imprint work-orders edit {id} --stations ...)"
+            ),
+            WorkOrderRefusal::NotAssigned { id, withdrawn_at: None } => write!(
+                f,
+                "work order {id} is not assigned to this station: the center shows this station no work order {id} \
+                 (a supervisor checks the id and assigns it: imprint work-orders edit {id} --stations ...)"
+            ),
         }
     }
 }
@@ -88,6 +102,8 @@ pub struct NewWorkOrder {
     pub quantity: i64,
     pub valid_from: Option<Timestamp>,
     pub valid_until: Option<Timestamp>,
+    /// The stations the center lets draw on it (None: every station; a local work order has none).
+    pub stations: Option<Vec<String>>,
 }
 
 /// A change to a work order: `None` leaves a field as it is; a window
@@ -98,6 +114,8 @@ pub struct WorkOrderEdit {
     pub quantity: Option<i64>,
     pub valid_from: Option<Option<Timestamp>>,
     pub valid_until: Option<Option<Timestamp>>,
+    /// `Some(None)`: every station; `Some(Some(ids))`: only these (a copy of the center's list).
+    pub stations: Option<Option<Vec<String>>>,
 }
 
 impl WorkOrderEdit {
@@ -125,6 +143,10 @@ pub struct WorkOrderRow {
     pub created_by: Option<String>,
     pub closed_at: Option<StoredTime>,
     pub closed_by: Option<String>,
+    /// The stations the center lets draw on it (None: every station, or a local work order).
+    pub stations: Option<Vec<String>>,
+    /// When the center stopped showing it to this station (it no longer names it).
+    pub withdrawn_at: Option<StoredTime>,
 }
 
 impl WorkOrderRow {
@@ -151,6 +173,9 @@ impl WorkOrderRow {
     /// (a used-up work order may still be scanned: its devices resume).
     pub fn check_usable(&self, now: Timestamp) -> Result<(), WorkOrderRefusal> {
         let id = self.id.clone();
+        if let Some(at) = &self.withdrawn_at {
+            return Err(WorkOrderRefusal::NotAssigned { id, withdrawn_at: Some(at.to_string()) });
+        }
         if self.status != WorkOrderStatus::Open {
             let closed_at = self.closed_at.as_ref().map_or_else(|| "an unknown time".to_string(), ToString::to_string);
             return Err(WorkOrderRefusal::Closed { id, closed_at });
@@ -172,12 +197,22 @@ impl WorkOrderRow {
 
 const COLS: &str = "w.id, w.product, w.quantity, w.issued, \
     (SELECT count(*) FROM attempts a JOIN certificates c ON c.attempt_id = a.id WHERE a.batch = w.id), \
-    w.valid_from, w.valid_until, w.status, w.created_at, w.created_by, w.closed_at, w.closed_by";
+    w.valid_from, w.valid_until, w.status, w.created_at, w.created_by, w.closed_at, w.closed_by, w.stations, w.withdrawn_at";
 
 /// The same columns without the certificate count: what the quota check
 /// reads on every journal (the count grows with the work order).
 const CHECK_COLS: &str = "w.id, w.product, w.quantity, w.issued, 0, \
-    w.valid_from, w.valid_until, w.status, w.created_at, w.created_by, w.closed_at, w.closed_by";
+    w.valid_from, w.valid_until, w.status, w.created_at, w.created_by, w.closed_at, w.closed_by, w.stations, w.withdrawn_at";
+
+/// The station list as stored (a JSON array; NULL: every station).
+pub(crate) fn stations_text(s: &Option<Vec<String>>) -> Option<String> {
+    s.as_ref().map(|v| serde_json::Value::from(v.clone()).to_string())
+}
+
+fn stations_from(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Vec<String>>> {
+    let Some(t) = r.get::<_, Option<String>>(i)? else { return Ok(None) };
+    serde_json::from_str(&t).map(Some).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
 
 fn row(r: &Row<'_>) -> rusqlite::Result<WorkOrderRow> {
     Ok(WorkOrderRow {
@@ -193,6 +228,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<WorkOrderRow> {
         created_by: r.get(9)?,
         closed_at: r.get(10)?,
         closed_by: r.get(11)?,
+        stations: stations_from(r, 12)?,
+        withdrawn_at: r.get(13)?,
     })
 }
 
@@ -247,9 +284,9 @@ impl Store {
         let station = self.station_id();
         self.write(move |t| {
             let r = t.execute(
-                "INSERT INTO work_orders(id, product, quantity, valid_from, valid_until, status, created_at, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7)",
-                params![w.id, w.product, w.quantity, w.valid_from, w.valid_until, now_text(), operator],
+                "INSERT INTO work_orders(id, product, quantity, valid_from, valid_until, status, created_at, created_by, stations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?8)",
+                params![w.id, w.product, w.quantity, w.valid_from, w.valid_until, now_text(), operator, stations_text(&w.stations)],
             );
             match r {
                 Err(rusqlite::Error::SqliteFailure(f, _)) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
@@ -263,6 +300,7 @@ impl Store {
                 "quantity": w.quantity,
                 "valid_from": w.valid_from.map(|t| t.text()),
                 "valid_until": w.valid_until.map(|t| t.text()),
+                "stations": w.stations,
             });
             let e = NewEntry { operator, subject: Some(w.id.clone()), detail, ..NewEntry::new(AuditKind::WorkOrderChanged) };
             append_in(t, &station, &e)?;
@@ -333,18 +371,19 @@ impl Store {
                     return Err(StoreError::NotFound(format!("the validity window is empty: {f} is not before {u}")));
                 }
             }
+            let stations = edit.stations.clone().unwrap_or_else(|| wo.stations.clone());
             t.execute(
-                "UPDATE work_orders SET product = ?2, quantity = ?3, valid_from = ?4, valid_until = ?5 WHERE id = ?1",
-                params![k, product, quantity, valid_from, valid_until],
+                "UPDATE work_orders SET product = ?2, quantity = ?3, valid_from = ?4, valid_until = ?5, stations = ?6 WHERE id = ?1",
+                params![k, product, quantity, valid_from, valid_until, stations_text(&stations)],
             )?;
-            let fields = |p: &str, q: i64, f: &Option<String>, u: &Option<String>| {
-                serde_json::json!({ "product": p, "quantity": q, "valid_from": f, "valid_until": u })
+            let fields = |p: &str, q: i64, f: &Option<String>, u: &Option<String>, st: &Option<Vec<String>>| {
+                serde_json::json!({ "product": p, "quantity": q, "valid_from": f, "valid_until": u, "stations": st })
             };
             let detail = serde_json::json!({
                 "action": "changed",
                 "issued": wo.issued,
-                "before": fields(&wo.product, wo.quantity, &text(&wo.valid_from), &text(&wo.valid_until)),
-                "after": fields(&product, quantity, &valid_from, &valid_until),
+                "before": fields(&wo.product, wo.quantity, &text(&wo.valid_from), &text(&wo.valid_until), &wo.stations),
+                "after": fields(&product, quantity, &valid_from, &valid_until, &stations),
             });
             let e = NewEntry { operator, subject: Some(k.clone()), detail, ..NewEntry::new(AuditKind::WorkOrderChanged) };
             append_in(t, &station, &e)?;
@@ -422,7 +461,7 @@ mod tests {
     }
 
     fn wo(id: &str, quantity: i64) -> NewWorkOrder {
-        NewWorkOrder { id: id.into(), product: "sensor-v2".into(), quantity, valid_from: None, valid_until: None }
+        NewWorkOrder { id: id.into(), product: "sensor-v2".into(), quantity, valid_from: None, valid_until: None, stations: None }
     }
 
     use crate::records::test_intent as intent;

@@ -1,7 +1,9 @@
 //! The station's half of work-order leases (issue 13 step 3;
 //! docs/work-orders.md#leases), one step of every sync round:
 //!
-//! 1. copy the center's work orders into the store (like operators);
+//! 1. copy the center's work orders into the store (like operators): those
+//!    it shows this station (the ones that name it, or no station); one
+//!    copied earlier that it no longer shows is withdrawn here;
 //! 2. settle: leases the station stopped using (expired, or their work
 //!    order closed) are reported with their final count and the center
 //!    takes back the rest;
@@ -77,10 +79,12 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Every work order at the center, as the station copies it.
+/// Every work order the center shows this station, as the station copies
+/// it: those that name it or no station (central schema 18; the row-level
+/// policy does the choosing, so a station never sees another's orders).
 pub async fn fetch(conn: &mut PgConnection) -> Result<Vec<CentralWorkOrderCopy>, SyncError> {
     let rows = sqlx::query(
-        "SELECT id, product, quantity, quantity - consumed - leased, valid_from, valid_until, status, created_by, closed_by
+        "SELECT id, product, quantity, quantity - consumed - leased, valid_from, valid_until, status, created_by, closed_by, stations
          FROM work_orders ORDER BY id",
     )
     .fetch_all(&mut *conn)
@@ -98,6 +102,7 @@ pub async fn fetch(conn: &mut PgConnection) -> Result<Vec<CentralWorkOrderCopy>,
                 closed: r.try_get::<String, _>(6)? != "open",
                 created_by: r.try_get(7)?,
                 closed_by: r.try_get(8)?,
+                stations: r.try_get(9)?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -108,7 +113,8 @@ pub async fn fetch(conn: &mut PgConnection) -> Result<Vec<CentralWorkOrderCopy>,
 pub async fn tend(conn: &mut PgConnection, store: &Arc<Store>, policy: &LeasePolicy) -> Result<LeaseRound, SyncError> {
     let mut done = LeaseRound::default();
     let rows = fetch(conn).await?;
-    done.work_orders_changed = blocking(store, move |s| s.apply_central_work_orders(rows)).await? as u64;
+    // Complete: an order copied earlier that the center no longer shows is withdrawn here.
+    done.work_orders_changed = blocking(store, move |s| s.sync_central_work_orders(rows)).await? as u64;
     // Settle first: what an expired lease did not use goes back before anything is asked.
     for l in blocking(store, |s| s.leases_to_settle()).await? {
         let (used, _, returned) = work_orders::report(conn, &l.id, l.used, true).await?;
@@ -133,6 +139,9 @@ pub async fn tend(conn: &mut PgConnection, store: &Arc<Store>, policy: &LeasePol
         let l = work_orders::lease(conn, &a.id, &a.work_order_id, a.asked, policy.lease_ttl_seconds).await?;
         let (id, granted, exp, free) = (a.id.clone(), l.granted, Timestamp::from(l.expires_at), l.free);
         blocking(store, move |s| s.answer_lease(&id, granted, exp, free)).await?;
+        if l.status == work_orders::LeaseStatus::NotAssigned {
+            tracing::warn!(lease = %a.id, work_order = %a.work_order_id, "the center granted nothing: the work order is not assigned to this station");
+        }
         if l.granted > 0 {
             tracing::info!(lease = %a.id, work_order = %a.work_order_id, granted = l.granted, free = l.free, "work order lease granted");
             done.granted += 1;

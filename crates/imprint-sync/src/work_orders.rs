@@ -22,6 +22,8 @@ pub struct CentralWorkOrder {
     pub quantity: i64,
     pub valid_from: Option<OffsetDateTime>,
     pub valid_until: Option<OffsetDateTime>,
+    /// The station ids that may see and lease it (central schema 18); None: every station.
+    pub stations: Option<Vec<String>>,
 }
 
 /// What the center says about a work order's quantity.
@@ -47,21 +49,46 @@ pub struct Lease {
     pub expires_at: OffsetDateTime,
     /// Quantity still free at the center after this grant.
     pub free: i64,
-    /// `open` or `closed`.
-    pub status: String,
+    pub status: LeaseStatus,
+}
+
+/// The work order's state as `lease_work_order` answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseStatus {
+    Open,
+    Closed,
+    /// The work order does not name the asking station (central schema 18):
+    /// nothing is granted and `free` says nothing.
+    NotAssigned,
+    /// Text this build does not know (a newer center schema), kept as found.
+    Unrecognized(String),
+}
+
+impl LeaseStatus {
+    pub fn parse(s: &str) -> LeaseStatus {
+        match s {
+            "open" => LeaseStatus::Open,
+            "closed" => LeaseStatus::Closed,
+            "not_assigned" => LeaseStatus::NotAssigned,
+            s => LeaseStatus::Unrecognized(s.to_string()),
+        }
+    }
 }
 
 /// Create a work order at the center (administrator's connection).
 pub async fn add(admin: &PgConnectOptions, w: &CentralWorkOrder, by: &str) -> Result<(), SyncError> {
     let mut c = admin.connect().await.map_err(SyncError::connect)?;
-    sqlx::query("INSERT INTO work_orders (id, product, quantity, valid_from, valid_until, created_by) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(&w.id)
-        .bind(&w.product)
-        .bind(w.quantity)
-        .bind(w.valid_from)
-        .bind(w.valid_until)
-        .bind(by)
-        .execute(&mut c)
+    sqlx::query(
+        "INSERT INTO work_orders (id, product, quantity, valid_from, valid_until, created_by, stations) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&w.id)
+    .bind(&w.product)
+    .bind(w.quantity)
+    .bind(w.valid_from)
+    .bind(w.valid_until)
+    .bind(by)
+    .bind(&w.stations)
+    .execute(&mut c)
         .await?;
     let _ = c.close().await;
     Ok(())
@@ -77,7 +104,13 @@ pub async fn lease(conn: &mut PgConnection, lease_id: &str, work_order: &str, si
         .bind(ttl_seconds)
         .fetch_one(&mut *conn)
         .await?;
-    Ok(Lease { id: r.try_get(0)?, granted: r.try_get(1)?, expires_at: r.try_get(2)?, free: r.try_get(3)?, status: r.try_get(4)? })
+    Ok(Lease {
+        id: r.try_get(0)?,
+        granted: r.try_get(1)?,
+        expires_at: r.try_get(2)?,
+        free: r.try_get(3)?,
+        status: LeaseStatus::parse(&r.try_get::<String, _>(4)?),
+    })
 }
 
 /// Report `used` of lease `lease_id` and, with `settle`, return the rest.
@@ -129,6 +162,8 @@ pub enum ChangeRefusal {
     Refused(String),
     /// The login role may not manage work orders (a station's, or one without the grant).
     NotAllowed(String),
+    /// A station id that is not registered at the center (the center's words name it and the known ones).
+    UnknownStation(String),
 }
 
 /// A change to a work order at the center: `None` leaves a field as it is;
@@ -139,6 +174,8 @@ pub struct CentralChange {
     pub quantity: Option<i64>,
     pub valid_from: Option<Option<OffsetDateTime>>,
     pub valid_until: Option<Option<OffsetDateTime>>,
+    /// `Some(None)`: every station; `Some(Some(ids))`: only these.
+    pub stations: Option<Option<Vec<String>>>,
 }
 
 /// The SQLSTATEs the work order functions raise, as refusals; anything else is an error.
@@ -150,6 +187,7 @@ fn refusal(e: SyncError) -> Result<ChangeRefusal, SyncError> {
         Some("P0002") => Ok(ChangeRefusal::Unknown),
         Some("23514") => Ok(ChangeRefusal::Refused(m)),
         Some("42501") => Ok(ChangeRefusal::NotAllowed(m)),
+        Some("23503") => Ok(ChangeRefusal::UnknownStation(m)),
         _ => Err(e),
     }
 }
@@ -170,19 +208,20 @@ async fn run(
 /// Create a work order at the center as a supervisor (`add_work_order`,
 /// audited in `work_order_changes`); `operator` is who asked.
 pub async fn create(opts: &PgConnectOptions, w: &CentralWorkOrder, operator: &str) -> Result<Result<(), ChangeRefusal>, SyncError> {
-    let q = sqlx::query("SELECT add_work_order($1, $2, $3, $4, $5, $6)")
+    let q = sqlx::query("SELECT add_work_order($1, $2, $3, $4, $5, $6, $7)")
         .bind(&w.id)
         .bind(&w.product)
         .bind(w.quantity)
         .bind(w.valid_from)
         .bind(w.valid_until)
-        .bind(operator);
+        .bind(operator)
+        .bind(&w.stations);
     run(opts, q).await
 }
 
 /// Change a work order at the center (`change_work_order`).
 pub async fn change(opts: &PgConnectOptions, id: &str, ch: &CentralChange, operator: &str) -> Result<Result<(), ChangeRefusal>, SyncError> {
-    let q = sqlx::query("SELECT change_work_order($1, $2, $3, $4, $5, $6, $7, $8)")
+    let q = sqlx::query("SELECT change_work_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .bind(id)
         .bind(&ch.product)
         .bind(ch.quantity)
@@ -190,7 +229,9 @@ pub async fn change(opts: &PgConnectOptions, id: &str, ch: &CentralChange, opera
         .bind(ch.valid_from.flatten())
         .bind(ch.valid_until.is_some())
         .bind(ch.valid_until.flatten())
-        .bind(operator);
+        .bind(operator)
+        .bind(ch.stations.is_some())
+        .bind(ch.stations.clone().flatten());
     run(opts, q).await
 }
 
@@ -213,13 +254,15 @@ pub struct CentralWorkOrderRow {
     pub created_by: Option<String>,
     pub closed_at: Option<OffsetDateTime>,
     pub closed_by: Option<String>,
+    /// The stations that may draw on it; None: every station.
+    pub stations: Option<Vec<String>>,
 }
 
 /// One work order at the center (None: unknown), as far as the role may read.
 pub async fn get(opts: &PgConnectOptions, id: &str) -> Result<Option<CentralWorkOrderRow>, SyncError> {
     let mut c = opts.connect().await.map_err(SyncError::connect)?;
     let r = sqlx::query(
-        "SELECT id, product, quantity, consumed, leased, valid_from, valid_until, status, created_by, closed_at, closed_by
+        "SELECT id, product, quantity, consumed, leased, valid_from, valid_until, status, created_by, closed_at, closed_by, stations
          FROM work_orders WHERE id = $1",
     )
     .bind(id)
@@ -239,6 +282,7 @@ pub async fn get(opts: &PgConnectOptions, id: &str) -> Result<Option<CentralWork
             created_by: r.try_get(8)?,
             closed_at: r.try_get(9)?,
             closed_by: r.try_get(10)?,
+            stations: r.try_get(11)?,
         })
     })
     .transpose()

@@ -12,4 +12,9 @@ quantity: number | null,
 /**
  * A date or RFC 3339 time; "" (or "none") removes the bound.
  */
-valid_from: string | null, valid_until: string | null, };
+valid_from: string | null, valid_until: string | null, 
+/**
+ * The station ids that may draw on it, comma-separated; "all" (or "")
+ * every station. Only with `[central]`.
+ */
+stations: string | null, };

@@ -13,4 +13,14 @@ issued: number, remaining: number,
 /**
  * Certificates recorded for its attempts; more than `quantity` is overproduction.
  */
-certified: number, overproduced: boolean, status: Stored<WorkOrderStatus>, valid_from: string | null, valid_until: string | null, created_at: string, created_by: string | null, closed_at: string | null, closed_by: string | null, };
+certified: number, overproduced: boolean, status: Stored<WorkOrderStatus>, valid_from: string | null, valid_until: string | null, created_at: string, created_by: string | null, closed_at: string | null, closed_by: string | null, 
+/**
+ * The stations the center lets draw on it; none: every station (or a
+ * station's own work order).
+ */
+stations: Array<string> | null, 
+/**
+ * When the center stopped showing it to this station (assigned to
+ * others): nothing is issued under it here.
+ */
+withdrawn_at: string | null, };

@@ -15,4 +15,9 @@ valid_from: string | null,
 /**
  * ... until (exclusive); none: open-ended.
  */
-valid_until: string | null, };
+valid_until: string | null, 
+/**
+ * The station ids that may draw on it, comma-separated (only with
+ * `[central]`); none, "" or "all": every station.
+ */
+stations: string | null, };

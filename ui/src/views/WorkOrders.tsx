@@ -3,7 +3,8 @@
 // one (up/down, click) and its fields fill the form to change it, or New
 // for an empty form; Enter in the form asks to create or save; Close asks
 // first. An overproduced work order (more certificates than its quantity)
-// is red.
+// is red. Stations: which stations may draw on it (comma-separated ids;
+// empty: every station); one the center withdrew from this station is marked.
 import type { WorkOrderDto } from "../api";
 import type { WorkOrderForm } from "../store";
 import { useApp } from "../context";
@@ -23,6 +24,10 @@ function Row({ w, selected }: { w: WorkOrderDto; selected: boolean }) {
       <td>{w.remaining}</td>
       <td data-testid="wo-status">{w.status}</td>
       <td>{when(w.valid_from, "now")} – {when(w.valid_until, "no end")}</td>
+      <td data-testid="wo-stations-cell">
+        {w.stations ? w.stations.join(", ") : "every station"}
+        {w.withdrawn_at && <span class="withdrawn" data-testid="wo-withdrawn"> (not assigned to this station since {when(w.withdrawn_at, "")})</span>}
+      </td>
       <td>{w.overproduced && <span class="overproduced" data-testid="wo-overproduced">OVERPRODUCED: {w.certified} certificates</span>}</td>
     </tr>
   );
@@ -53,7 +58,7 @@ export function WorkOrders() {
     <section class="work-orders" data-testid="view-work-orders">
       <table>
         <thead>
-          <tr><th>Work order</th><th>Product</th><th>Issued / quantity</th><th>Left</th><th>Status</th><th>Valid</th><th /></tr>
+          <tr><th>Work order</th><th>Product</th><th>Issued / quantity</th><th>Left</th><th>Status</th><th>Valid</th><th>Stations</th><th /></tr>
         </thead>
         <tbody>
           {list.map((w) => <Row key={w.id} w={w} selected={w.id === sel?.id} />)}
@@ -74,12 +79,16 @@ export function WorkOrders() {
         <Field k="quantity" label="Quantity" disabled={sel !== undefined && !open} />
         <Field k="valid_from" label="Valid from" disabled={sel !== undefined && !open} />
         <Field k="valid_until" label="Valid until" disabled={sel !== undefined && !open} />
+        <Field k="stations" label="Stations" disabled={sel !== undefined && !open} />
         <div class="actions">
           {(!sel || open) && <button type="submit" data-testid="wo-submit">{sel ? "Save" : "Create"}</button>}
           {sel && open && <button type="button" data-testid="wo-close" onClick={() => actions.closeSelectedWorkOrder()}>Close work order</button>}
           {sel && <button type="button" data-testid="wo-new" onClick={() => actions.selectWorkOrder(null)}>New</button>}
         </div>
-        <p class="hint">Dates as 2026-12-01 or an RFC 3339 time; empty: no bound. ↑/↓ pick a work order.</p>
+        <p class="hint">
+          Dates as 2026-12-01 or an RFC 3339 time; empty: no bound. Stations: ids separated by commas (with a center); empty: every
+          station. ↑/↓ pick a work order.
+        </p>
         {store.woError.value && <p class="error" data-testid="wo-error">{store.woError.value}</p>}
       </form>
     </section>
