@@ -131,6 +131,11 @@ fn a_station_not_named_by_a_work_order_cannot_see_it_lease_it_or_scan_it() {
     assert!(o.status.success() && text(&o).contains("stations: st-one"), "{}", text(&o));
     let o = imprint(&sup, &["work-orders", "list"]);
     assert!(o.status.success() && text(&o).contains("WO-EVERY") && text(&o).contains("stations: every station"), "{}", text(&o));
+    // The supervisor's list has the order it created for another line too (from the center), with whom it names.
+    let listed = json(&imprint(&sup, &["work-orders", "list", "--json"]));
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["WO-EVERY", "WO-ONE"], "{listed:#}");
+    assert_eq!(listed[1]["stations"], serde_json::json!(["st-one"]));
     // Row-level security, as each station's own login role.
     assert_eq!(visible(&one), ["WO-EVERY", "WO-ONE"]);
     assert_eq!(visible(&two), ["WO-EVERY"]);

@@ -663,10 +663,12 @@ impl Api {
     }
 
     /// The QA sampling plan: verifications still due per work order.
-    /// Every work order of this station, newest first.
+    /// Every work order of this station, newest first; for a supervisor
+    /// with `[central]`, also those the center holds for other stations.
     pub fn work_orders(&self) -> ApiResult<Vec<crate::work_orders::WorkOrderView>> {
         let a = self.require(Permission::View)?;
-        crate::work_orders::list(&a, self.station()?.store())
+        let cfg = self.config();
+        crate::work_orders::list_here_and_at_center(&a, cfg.central.as_ref(), self.station()?.store())
     }
 
     /// Create a work order (supervisor).

@@ -15,6 +15,7 @@ use imprint_store::{NewWorkOrder, Store, StoreError, Timestamp, WorkOrderEdit, W
 use imprint_sync::work_orders::{self as center, ChangeRefusal};
 use imprint_sync::CentralConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use ts_rs::TS;
 
 /// The largest quantity of one work order.
@@ -351,6 +352,28 @@ pub fn edit(actor: &Actor, central: Option<&CentralConfig>, store: &Store, c: &W
 pub fn list(actor: &Actor, store: &Store) -> ApiResult<Vec<WorkOrderView>> {
     actor.require(Permission::View)?;
     Ok(store.work_orders()?.into_iter().map(Into::into).collect())
+}
+
+/// Every work order of this station, newest first, then, with `[central]`
+/// and a `supervisor_role` and for an actor with [`Permission::WorkOrders`],
+/// the center's work orders this station keeps no copy of (named for other
+/// stations only: their `stations` say which), newest first. A supervisor
+/// who creates an order for another line sees it in the list. When the
+/// center cannot be reached, this station's list alone, and the log says why.
+pub fn list_here_and_at_center(actor: &Actor, central: Option<&CentralConfig>, store: &Store) -> ApiResult<Vec<WorkOrderView>> {
+    let mut v = list(actor, store)?;
+    let Some(cfg) = central.filter(|c| c.supervisor_role.is_some()) else { return Ok(v) };
+    if actor.require(Permission::WorkOrders).is_err() {
+        return Ok(v);
+    }
+    match at_center(cfg, |o| async move { center::all(&o).await }).and_then(|r| r.map_err(ApiError::from)) {
+        Ok(rows) => {
+            let here: BTreeSet<String> = v.iter().map(|w| w.id.clone()).collect();
+            v.extend(rows.into_iter().filter(|w| !here.contains(&w.id)).map(central_view));
+        }
+        Err(e) => tracing::warn!(error = %e.message, "work orders: the center's list could not be read; this station's copies only"),
+    }
+    Ok(v)
 }
 
 /// One work order.

@@ -166,7 +166,7 @@ pub fn work_orders_cmd(cli: &Cli, c: &WorkOrdersCmd) -> CmdResult {
             print(&w, *as_json)?;
         }
         WorkOrdersCmd::List { json: as_json } => {
-            let v = imprint_api::with_local_store(&cfg, |store| work_orders::list(&me, store))?;
+            let v = imprint_api::with_local_store(&cfg, |store| work_orders::list_here_and_at_center(&me, cfg.central.as_ref(), store))?;
             if *as_json {
                 json(&v)?;
             } else if v.is_empty() {

@@ -258,34 +258,47 @@ pub struct CentralWorkOrderRow {
     pub stations: Option<Vec<String>>,
 }
 
+/// The columns `central_row` reads, in its order.
+macro_rules! central_row_columns {
+    () => {
+        "id, product, quantity, consumed, leased, valid_from, valid_until, status, created_by, closed_at, closed_by, stations"
+    };
+}
+
+fn central_row(r: &sqlx::postgres::PgRow) -> Result<CentralWorkOrderRow, sqlx::Error> {
+    Ok(CentralWorkOrderRow {
+        id: r.try_get(0)?,
+        product: r.try_get(1)?,
+        quantity: r.try_get(2)?,
+        consumed: r.try_get(3)?,
+        leased: r.try_get(4)?,
+        valid_from: r.try_get(5)?,
+        valid_until: r.try_get(6)?,
+        status: r.try_get(7)?,
+        created_by: r.try_get(8)?,
+        closed_at: r.try_get(9)?,
+        closed_by: r.try_get(10)?,
+        stations: r.try_get(11)?,
+    })
+}
+
 /// One work order at the center (None: unknown), as far as the role may read.
 pub async fn get(opts: &PgConnectOptions, id: &str) -> Result<Option<CentralWorkOrderRow>, SyncError> {
     let mut c = opts.connect().await.map_err(SyncError::connect)?;
-    let r = sqlx::query(
-        "SELECT id, product, quantity, consumed, leased, valid_from, valid_until, status, created_by, closed_at, closed_by, stations
-         FROM work_orders WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut c)
-    .await?;
+    let r =
+        sqlx::query(concat!("SELECT ", central_row_columns!(), " FROM work_orders WHERE id = $1")).bind(id).fetch_optional(&mut c).await?;
     let _ = c.close().await;
-    r.map(|r| {
-        Ok(CentralWorkOrderRow {
-            id: r.try_get(0)?,
-            product: r.try_get(1)?,
-            quantity: r.try_get(2)?,
-            consumed: r.try_get(3)?,
-            leased: r.try_get(4)?,
-            valid_from: r.try_get(5)?,
-            valid_until: r.try_get(6)?,
-            status: r.try_get(7)?,
-            created_by: r.try_get(8)?,
-            closed_at: r.try_get(9)?,
-            closed_by: r.try_get(10)?,
-            stations: r.try_get(11)?,
-        })
-    })
-    .transpose()
+    Ok(r.as_ref().map(central_row).transpose()?)
+}
+
+/// Every work order at the center the role may read (a supervisor: all of
+/// them, whichever stations they name), newest first.
+pub async fn all(opts: &PgConnectOptions) -> Result<Vec<CentralWorkOrderRow>, SyncError> {
+    let mut c = opts.connect().await.map_err(SyncError::connect)?;
+    let rows =
+        sqlx::query(concat!("SELECT ", central_row_columns!(), " FROM work_orders ORDER BY created_at DESC, id")).fetch_all(&mut c).await?;
+    let _ = c.close().await;
+    Ok(rows.iter().map(central_row).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The overproduction check's query (`$1`: the work order ids): each work
