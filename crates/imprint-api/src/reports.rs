@@ -287,6 +287,20 @@ pub fn rows(actor: &Actor, source: &Source<'_>, q: &imprint_sync::ReportQuery) -
     }
 }
 
+/// A report or export read from this station's store is an `export` entry
+/// of its audit trail (what, how many rows, by whom); the center keeps its own.
+fn audit_export(actor: &Actor, source: &Source<'_>, format: &str, rows: u64) {
+    if let Source::Local { store, .. } = source {
+        crate::audit::record(
+            store,
+            Some(actor.id()),
+            crate::audit::AuditKind::Export,
+            None,
+            serde_json::json!({"format": format, "rows": rows}),
+        );
+    }
+}
+
 /// A report: header facts, one page of rows, the total and the summary over all of them.
 #[derive(Clone, Debug, Serialize, TS)]
 #[ts(export, export_to = "../../../ui/src/bindings/")]
@@ -351,15 +365,7 @@ pub fn report(
     q.limit = filter.limit;
     q.offset = filter.offset;
     let (counts, shown) = counts_and_page(actor, source, &q)?;
-    if let Source::Local { store, .. } = source {
-        crate::audit::record(
-            store,
-            Some(actor.id()),
-            crate::audit::AuditKind::Export,
-            None,
-            serde_json::json!({"format": "report", "rows": counts.attempts}),
-        );
-    }
+    audit_export(actor, source, "report", counts.attempts);
     let mut summary = Summary::from_counts(&counts, qa);
     summary.overproduction = overproduction(source, &counts.batches)?;
     Ok(Report {
@@ -869,15 +875,7 @@ pub fn export_csv(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, w: 
         }
     };
     let n = out.finish()?;
-    if let Source::Local { store, .. } = source {
-        crate::audit::record(
-            store,
-            Some(actor.id()),
-            crate::audit::AuditKind::Export,
-            None,
-            serde_json::json!({"format": "csv", "rows": n}),
-        );
-    }
+    audit_export(actor, source, "csv", n as u64);
     Ok(n)
 }
 
