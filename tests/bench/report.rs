@@ -375,4 +375,21 @@ fn measure_export(name: &str, runs: usize) {
     let (s_m, c_m) = (spread(&s_mem).1, spread(&c_mem).1);
     println!("ratio export peak memory streamed / collected: {:.3}", s_m / c_m.max(0.001));
     println!("ratio export time streamed / collected: {:.3}", spread(&s_time).1 / spread(&c_time).1);
+    // The server's JIT on the export's query: the export turns it off for its
+    // transaction (session 11), so with the connection's `jit` on or off the
+    // time is the same; before, `on` (the server's default) was what ran.
+    let (mut on, mut off) = (vec![], vec![]);
+    for _ in 0..runs {
+        for (jit, v) in [("on", &mut on), ("off", &mut off)] {
+            let o = opts.clone().options([("jit", jit)]);
+            let t = Instant::now();
+            let mut out = CsvOut::new(std::io::sink()).unwrap();
+            rt.block_on(imprint_sync::central_rows_each(&o, &q, |r| out.row(&r))).unwrap();
+            out.finish().unwrap();
+            v.push(t.elapsed().as_secs_f64());
+        }
+    }
+    println!("  export over a connection with jit = on, s: {}", span(&on));
+    println!("  export over a connection with jit = off, s: {}", span(&off));
+    println!("ratio export time JIT off / on: {:.3}", spread(&off).1 / spread(&on).1);
 }
