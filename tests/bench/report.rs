@@ -131,6 +131,13 @@ const OVERPRODUCED_BY_PROBES_SQL: &str = "SELECT w.id, w.quantity, x.n
            FROM attempts a WHERE a.batch = ANY($1) GROUP BY a.batch) x ON x.batch = w.id
      WHERE x.n > w.quantity ORDER BY w.id";
 
+/// The bench's connection to database `name`, as the administrator.
+fn admin_options(name: &str) -> PgConnectOptions {
+    PgConnectOptions::from_str(&format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{name}?sslmode=disable"))
+        .unwrap()
+        .log_statements(log::LevelFilter::Off)
+}
+
 /// min / median / max of some timings.
 fn spread(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
@@ -187,9 +194,7 @@ impl Timings {
 /// One run of a month's report for one site in database `name`, each way,
 /// against a sequential scan of the same rows; timings pushed onto `t`.
 fn time_report(name: &str, t: &mut Timings, explain: bool, jit: bool) {
-    let opts = PgConnectOptions::from_str(&format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{name}?sslmode=disable"))
-        .unwrap()
-        .log_statements(log::LevelFilter::Off);
+    let opts = admin_options(name);
     if t.total == 0 {
         t.total = psql(name, "SELECT count(*) FROM attempts").trim().parse().unwrap();
         t.partitioned = psql(name, "SELECT relkind FROM pg_class WHERE oid = 'attempts'::regclass") == "p";
@@ -332,9 +337,7 @@ fn peak_growth(f: impl FnOnce()) -> (u64, f64) {
 /// the allocator cannot flatter it.
 fn measure_export(name: &str, runs: usize) {
     use imprint_api::reports::{write_csv, CsvOut};
-    let opts = PgConnectOptions::from_str(&format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{name}?sslmode=disable"))
-        .unwrap()
-        .log_statements(log::LevelFilter::Off);
+    let opts = admin_options(name);
     let q = imprint_sync::ReportQuery {
         station: Some("site-3".into()),
         since: Some("2026-01-01T00:00:00.000Z".into()),

@@ -215,6 +215,26 @@ impl TestDb {
         }
     }
 
+    /// `cfg` (a station's, from [`TestDb::add_station`]) with a supervisor
+    /// login role beside it, made as an administrator would, through
+    /// `imprint db add-supervisor` (dropped with the database).
+    pub fn add_supervisor(&mut self, cfg: CentralConfig) -> CentralConfig {
+        let role = format!("{}_sup", self.name);
+        let pw = self.dir.path().join("sup.pw");
+        std::fs::write(&pw, "sup-secret-4711\n").unwrap();
+        self.track_role(&role);
+        let scratch = crate::station::TestStation::new();
+        let o = Command::new(crate::station::imprint_bin())
+            .envs(scratch.env())
+            .env_remove("IMPRINT_PG_PASSWORD")
+            .env_remove("IMPRINT_SUPERVISOR_PG_PASSWORD")
+            .args(["db", "add-supervisor", "--url", &self.admin_url(), "--role", &role, "--role-password-file", pw.to_str().unwrap()])
+            .output()
+            .expect("run imprint db add-supervisor");
+        assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        CentralConfig { supervisor_role: Some(role), supervisor_password_file: Some(pw), ..cfg }
+    }
+
     /// Drop this role with the database (for roles made outside `add_station`).
     pub fn track_role(&mut self, role: &str) {
         self.roles.push(role.to_string());

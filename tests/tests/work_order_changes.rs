@@ -102,15 +102,10 @@ fn the_cli_changes_a_local_work_order_never_below_issued_audited_before_and_afte
 /// A station whose `[central]` names a supervisor role: the station's own
 /// login role and a supervisor role made by `imprint db add-supervisor`.
 fn central_station(db: &mut TestDb) -> (TestStation, imprint_sync::CentralConfig) {
-    let cfg = db.add_station("wo-sup");
-    let role = format!("{}_sup", db.name);
-    let pw = db.dir.path().join("sup.pw");
-    std::fs::write(&pw, "sup-secret-4711\n").unwrap();
-    db.track_role(&role);
+    let station = db.add_station("wo-sup");
+    let cfg = db.add_supervisor(station);
+    let (role, pw) = (cfg.supervisor_role.clone().unwrap(), cfg.supervisor_password_file.clone().unwrap());
     let ts = TestStation::new();
-    let o =
-        imprint(&ts, &["db", "add-supervisor", "--url", &db.admin_url(), "--role", &role, "--role-password-file", pw.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
     let toml = format!(
         "port_globs = []\nstation_id = \"test-station\"\n[central]\nurl = \"{}\"\nsslmode = \"disable\"\nrole = \"{}\"\npassword_file = \"{}\"\n\
          supervisor_role = \"{role}\"\nsupervisor_password_file = \"{}\"\n",
@@ -120,8 +115,7 @@ fn central_station(db: &mut TestDb) -> (TestStation, imprint_sync::CentralConfig
         pw.display()
     );
     std::fs::write(ts.dir.path().join("station.toml"), toml).unwrap();
-    let sup = imprint_sync::CentralConfig { supervisor_role: Some(role), supervisor_password_file: Some(pw), ..cfg.clone() };
-    (ts, sup)
+    (ts, cfg)
 }
 
 #[test]

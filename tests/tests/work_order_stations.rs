@@ -40,15 +40,7 @@ fn json(o: &Output) -> serde_json::Value {
 /// A supervisor login role (`imprint db add-supervisor`) beside station `station`'s own role.
 fn with_supervisor(db: &mut TestDb, station: &str) -> CentralConfig {
     let cfg = db.add_station(station);
-    let role = format!("{}_sup", db.name);
-    let pw = db.dir.path().join("sup.pw");
-    std::fs::write(&pw, "sup-secret-4711\n").unwrap();
-    db.track_role(&role);
-    let ts = TestStation::new();
-    let o =
-        imprint(&ts, &["db", "add-supervisor", "--url", &db.admin_url(), "--role", &role, "--role-password-file", pw.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    CentralConfig { supervisor_role: Some(role), supervisor_password_file: Some(pw), ..cfg }
+    db.add_supervisor(cfg)
 }
 
 /// A station data dir for the CLI, as `station` with `cfg` as its `[central]`.

@@ -228,6 +228,19 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A read-only connection beside the station's writer (`SQLITE_OPEN_READ_ONLY`,
+/// `PRAGMA query_only`, a busy timeout): [`Store::open_read_only`]'s and
+/// [`Store::read_apart`]'s.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+    conn.pragma_update(None, "query_only", "ON").map_err(open_err)?;
+    Ok(conn)
+}
+
 impl Store {
     /// Open (creating if needed) the store at `path` and apply migrations.
     /// The store is private: a missing directory is created 0700, and the
@@ -291,11 +304,7 @@ impl Store {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
         let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
-        conn.pragma_update(None, "query_only", "ON").map_err(open_err)?;
+        let conn = open_reader(path)?;
         let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(open_err)?;
         if found != SCHEMA_VERSION {
             return Err(StoreError::Schema {
@@ -368,12 +377,7 @@ impl Store {
     /// snapshot): the shared reader stays free for the Bench's short reads
     /// (revocation and rework lookups) however long the export takes.
     pub fn read_apart<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        use rusqlite::OpenFlags;
-        let open_err = |cause| StoreError::Open { path: self.path.clone(), cause };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
-        conn.pragma_update(None, "query_only", "ON").map_err(open_err)?;
+        let conn = open_reader(&self.path)?;
         let tx = conn.unchecked_transaction()?;
         let out = f(&tx)?;
         tx.finish()?;

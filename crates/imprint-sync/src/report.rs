@@ -431,16 +431,21 @@ fn lite_query<T>(
 
 async fn pg_query<T>(
     c: &mut sqlx::PgConnection,
-    (sql, args): (String, Vec<Option<String>>),
+    sql_args: (String, Vec<Option<String>>),
     f: fn(&sqlx::postgres::PgRow) -> Result<T, sqlx::Error>,
 ) -> Result<Vec<T>, SyncError> {
+    let rows = pg_bound(sql_args).fetch_all(&mut *c).await?;
+    Ok(rows.iter().map(f).collect::<Result<Vec<T>, sqlx::Error>>()?)
+}
+
+/// A report query with its values bound.
+fn pg_bound((sql, args): (String, Vec<Option<String>>)) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     // Audited: the text is built from constants only; every value is a bind parameter.
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for a in args {
         query = query.bind(a);
     }
-    let rows = query.fetch_all(&mut *c).await?;
-    Ok(rows.iter().map(f).collect::<Result<Vec<T>, sqlx::Error>>()?)
+    query
 }
 
 /// The report's rows from the local store, newest first.
@@ -486,7 +491,7 @@ pub async fn central_rows_each<E: From<SyncError>>(
 ) -> Result<u64, E> {
     use futures_util::TryStreamExt;
     let mut conn = opts.connect().await.map_err(SyncError::connect)?;
-    let (sql, args) = report_sql(Dialect::Postgres, q, "");
+    let query = pg_bound(report_sql(Dialect::Postgres, q, ""));
     let mut n = 0u64;
     let mut stopped: Option<E> = None;
     // JIT off, as for the report: compiling the query costs more than it
@@ -495,11 +500,6 @@ pub async fn central_rows_each<E: From<SyncError>>(
     sqlx::query("BEGIN READ ONLY").execute(&mut conn).await.map_err(SyncError::from)?;
     sqlx::query("SET LOCAL jit = off").execute(&mut conn).await.map_err(SyncError::from)?;
     {
-        // Audited: the text is built from constants only; every value is a bind parameter.
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for a in args {
-            query = query.bind(a);
-        }
         let mut rows = query.fetch(&mut conn);
         while let Some(r) = rows.try_next().await.map_err(SyncError::from)? {
             if let Err(e) = each(pg_row(&r).map_err(SyncError::from)?) {
