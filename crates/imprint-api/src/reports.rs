@@ -885,23 +885,7 @@ pub fn export_csv(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, w: 
 /// leaves no truncated CSV where a complete one is expected, and an earlier
 /// file of that name as it was.
 pub fn export_csv_file(actor: &Actor, source: &Source<'_>, filter: &ReportFilter, path: &std::path::Path) -> ApiResult<usize> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> ApiResult<usize> {
-        let mut w = create_export_file(&tmp)?;
-        let n = export_csv(actor, source, filter, &mut w)?;
-        let f = w.into_inner().map_err(|e| ApiError::io(tmp.display(), e.into_error()))?;
-        f.sync_all().map_err(|e| ApiError::io(tmp.display(), e))?;
-        Ok(n)
-    };
-    let n = write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ApiError::io(path.display(), e)
-    })?;
-    Ok(n)
+    imprint_station::fsutil::replace_private_file(path, |p, e| ApiError::io(p.display(), e), |w| export_csv(actor, source, filter, w))
 }
 
 /// What the app's Export writes.

@@ -42,20 +42,36 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
 /// place), so the file is complete and private from its first moment.
 pub fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
+    replace_private_file(path, |_, e| e, |w| w.write_all(data))
+}
+
+/// Replace `path` with what `write` puts into a 0600 temporary file beside
+/// it, synced and then renamed into place: the file is whole or as it was.
+/// On any failure (of `write` or of the file system) the temporary file goes
+/// and `path` is untouched. `io` turns a file system error on a path into
+/// the caller's error type.
+pub fn replace_private_file<T, E>(
+    path: &Path,
+    io: impl Fn(&Path, io::Error) -> E,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> Result<T, E>,
+) -> Result<T, E> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = create_private_file(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()
+    let run = || -> Result<T, E> {
+        let mut w = io::BufWriter::new(create_private_file(&tmp).map_err(|e| io(&tmp, e))?);
+        let out = write(&mut w)?;
+        let f = w.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| io(&tmp, e))?;
+        Ok(out)
     };
-    if let Err(e) = write() {
+    let out = run().inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-    })
+        io(path, e)
+    })?;
+    Ok(out)
 }
 
 /// Make an existing file or directory `mode`; a missing one is not an error.
